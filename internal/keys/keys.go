@@ -1,0 +1,140 @@
+// Package keys defines how Flotilla lays out every key in a shardnode's one
+// Pebble instance.
+//
+// The key space has two halves, chosen so that a range of user keys is a
+// contiguous range of Pebble keys and no local key ever sorts among them:
+//
+//	0x01 'r' <group:8> <suffix>        raft-local state of one group (multiraft)
+//	0x01 's' <shard:8> <suffix>        shard-local state of one shard (shard)
+//	0x02 <user key>                    user data, keyed by the user key itself
+//
+// Because user data is keyed by the user key and not by the shard, a split
+// moves no data and a shard's snapshot is a scan of one key range.
+// Group and shard IDs are big-endian so that all keys of one group are
+// adjacent and DeleteRange over a group's prefix removes exactly its state.
+//
+// Functions here allocate a new slice unless they take a destination buffer;
+// they are safe for concurrent use.
+package keys
+
+import "encoding/binary"
+
+const (
+	localPrefix   = 0x01
+	userPrefix    = 0x02
+	userPrefixEnd = 0x03
+
+	raftInfix  = 'r'
+	shardInfix = 's'
+)
+
+// Suffixes of raft-local keys (owned by multiraft).
+const (
+	RaftHardState    byte = 'h' // raftpb.HardState
+	RaftLog          byte = 'l' // followed by the 8-byte index: one raftpb.Entry
+	RaftTruncated    byte = 't' // index and term of the last truncated entry
+	RaftAppliedState byte = 'a' // applied index, term, ConfState and members
+	RaftReplicaID    byte = 'i' // this node's replica ID in the group
+)
+
+// EngineIncarnation is the key of the engine's incarnation counter, bumped
+// (and synced) every time the engine opens, so IDs it hands out never repeat
+// across restarts.
+var EngineIncarnation = []byte{localPrefix, 'e', 'i'}
+
+// RaftGroupsSpan returns the bounds [start, end) that hold the
+// raft-local keys of every group; scanning them for RaftReplicaID keys finds
+// every group on the node.
+func RaftGroupsSpan() (start, end []byte) {
+	return []byte{localPrefix, raftInfix}, []byte{localPrefix, raftInfix + 1}
+}
+
+// RaftKeyGroup returns the group of a raft-local key and the key's suffix.
+func RaftKeyGroup(k []byte) (group uint64, suffix byte, ok bool) {
+	if len(k) < 11 || k[0] != localPrefix || k[1] != raftInfix {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[2:10]), k[10], true
+}
+
+// Suffixes of shard-local keys (owned by shard).
+const (
+	ShardDescriptor byte = 'd' // the shard's Descriptor
+	ShardClient     byte = 'c' // followed by the 8-byte client ID: the client's last results
+)
+
+func localKey(infix byte, id uint64, suffix byte, extra int) []byte {
+	k := make([]byte, 11, 11+extra)
+	k[0] = localPrefix
+	k[1] = infix
+	binary.BigEndian.PutUint64(k[2:], id)
+	k[10] = suffix
+	return k
+}
+
+// RaftKey returns the raft-local key of group with the given suffix.
+func RaftKey(group uint64, suffix byte) []byte { return localKey(raftInfix, group, suffix, 0) }
+
+// RaftLogKey returns the key of the log entry of group at index.
+func RaftLogKey(group, index uint64) []byte {
+	return AppendRaftLogKey(make([]byte, 0, 19), group, index)
+}
+
+// AppendRaftLogKey appends the key of the log entry of group at index to dst
+// and returns the extended slice; it allocates only when dst is too small.
+func AppendRaftLogKey(dst []byte, group, index uint64) []byte {
+	dst = append(dst, localPrefix, raftInfix)
+	dst = binary.BigEndian.AppendUint64(dst, group)
+	dst = append(dst, RaftLog)
+	return binary.BigEndian.AppendUint64(dst, index)
+}
+
+// RaftLogIndex decodes the index from a key made by RaftLogKey.
+func RaftLogIndex(key []byte) uint64 { return binary.BigEndian.Uint64(key[11:]) }
+
+// RaftPrefix returns the bounds [start, end) of every raft-local key of group.
+func RaftPrefix(group uint64) (start, end []byte) {
+	return localKey(raftInfix, group, 0, 0)[:10], localKey(raftInfix, group+1, 0, 0)[:10]
+}
+
+// ShardKey returns the shard-local key of shard with the given suffix.
+func ShardKey(shard uint64, suffix byte) []byte { return localKey(shardInfix, shard, suffix, 0) }
+
+// ShardClientKey returns the key of a client's record in shard's client table.
+func ShardClientKey(shard, client uint64) []byte {
+	k := localKey(shardInfix, shard, ShardClient, 8)
+	return binary.BigEndian.AppendUint64(k, client)
+}
+
+// ShardClientPrefix returns the bounds [start, end) of shard's client table.
+func ShardClientPrefix(shard uint64) (start, end []byte) {
+	return localKey(shardInfix, shard, ShardClient, 0), localKey(shardInfix, shard, ShardClient+1, 0)
+}
+
+// ShardPrefix returns the bounds [start, end) of every shard-local key of shard.
+func ShardPrefix(shard uint64) (start, end []byte) {
+	return localKey(shardInfix, shard, 0, 0)[:10], localKey(shardInfix, shard+1, 0, 0)[:10]
+}
+
+// UserKey returns the Pebble key under which the user key k is stored.
+func UserKey(k []byte) []byte { return AppendUserKey(make([]byte, 0, len(k)+1), k) }
+
+// AppendUserKey appends the Pebble key of user key k to dst.
+func AppendUserKey(dst, k []byte) []byte { return append(append(dst, userPrefix), k...) }
+
+// DecodeUserKey returns the user key stored under Pebble key k. The result
+// aliases k.
+func DecodeUserKey(k []byte) []byte { return k[1:] }
+
+// IsUserKey reports whether the Pebble key k holds user data.
+func IsUserKey(k []byte) bool { return len(k) > 0 && k[0] == userPrefix }
+
+// UserSpan returns the Pebble bounds [lo, hi) of the user key range
+// [start, end); an empty end means +inf.
+func UserSpan(start, end []byte) (lo, hi []byte) {
+	lo = UserKey(start)
+	if len(end) == 0 {
+		return lo, []byte{userPrefixEnd}
+	}
+	return lo, UserKey(end)
+}

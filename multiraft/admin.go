@@ -1,0 +1,420 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+)
+
+// ErrTransferFailed: a leadership transfer did not complete (the target
+// did not win the election in time, or another replica did).
+var ErrTransferFailed = errors.New("multiraft: leadership transfer failed")
+
+// CreateGroup bootstraps this node's replica of a new group whose initial
+// members are m. Every replica in m must be created the same way (with the
+// same m); they then start from identical state and elect a leader among
+// themselves. init writes the state machine's initial state into the same
+// batch; it may be nil. The state is synced before CreateGroup returns.
+func (e *Engine) CreateGroup(id GroupID, replica ReplicaID, m Membership, init func(b *pebble.Batch) error) error {
+	if e.stopped.Load() {
+		return ErrStopped
+	}
+	if e.lookup(id) != nil {
+		return fmt.Errorf("%w: %d", ErrGroupExists, id)
+	}
+	self, ok := m.Lookup(replica)
+	if !ok || self.NodeID != e.cfg.NodeID {
+		return fmt.Errorf("multiraft: create group %d: replica %d on node %d is not among the members %v", id, replica, e.cfg.NodeID, m.Replicas)
+	}
+	if m.Joint {
+		return fmt.Errorf("multiraft: create group %d: initial membership cannot be joint", id)
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	e.writeInitialState(b, id, replica, m)
+	if init != nil {
+		if err := init(b); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	_, err := e.loadGroup(id, replica)
+	return err
+}
+
+// writeInitialState writes into b the state every replica of a new group
+// starts from: an empty log truncated at initialIndex, committed there, with
+// m as the configuration.
+func (e *Engine) writeInitialState(b *pebble.Batch, group GroupID, replica ReplicaID, m Membership) {
+	g := uint64(group)
+	_ = b.Set(keys.RaftKey(g, keys.RaftReplicaID), binary.LittleEndian.AppendUint64(nil, uint64(replica)), nil)
+	hs, err := proto.Marshal(&raftpb.HardState{Term: proto.Uint64(initialTerm), Commit: proto.Uint64(initialIndex)})
+	if err != nil {
+		panic(err)
+	}
+	_ = b.Set(keys.RaftKey(g, keys.RaftHardState), hs, nil)
+	_ = b.Set(keys.RaftKey(g, keys.RaftTruncated), encodeTruncated(initialIndex, initialTerm), nil)
+	writeAppliedState(b, group, &appliedState{
+		index: initialIndex, term: initialTerm, confState: confStateFromMembership(m), members: m.Clone(),
+	})
+}
+
+// JoinGroup creates an empty replica of an existing group on this node. It
+// takes no part in the group until the leader, once the replica was added
+// to the membership (ChangeReplicas), sends it a snapshot.
+func (e *Engine) JoinGroup(id GroupID, replica ReplicaID) error {
+	if e.stopped.Load() {
+		return ErrStopped
+	}
+	if e.lookup(id) != nil {
+		return fmt.Errorf("%w: %d", ErrGroupExists, id)
+	}
+	key := keys.RaftKey(uint64(id), keys.RaftReplicaID)
+	if err := e.db.Set(key, binary.LittleEndian.AppendUint64(nil, uint64(replica)), pebble.Sync); err != nil {
+		return err
+	}
+	_, err := e.loadGroup(id, replica)
+	return err
+}
+
+// RemoveGroup deletes this node's replica of group and all its data. Call
+// it once the replica is no longer a member (a replica that applies its own
+// removal deletes itself). Pending requests fail with ErrGroupRemoved.
+func (e *Engine) RemoveGroup(ctx context.Context, group GroupID) error {
+	_, err := e.RemoveGroupFuture(group).Wait(ctx)
+	return err
+}
+
+// RemoveGroupFuture is RemoveGroup without waiting.
+func (e *Engine) RemoveGroupFuture(id GroupID) *Future {
+	return e.groupOp(id, false, func(g *group, f *Future) {
+		e.destroyGroup(g)
+		f.resolve(nil, nil)
+	})
+}
+
+// destroyGroup deletes g's state and forgets it. Worker-owned.
+func (e *Engine) destroyGroup(g *group) {
+	g.removed.Store(true)
+	b := e.db.NewBatch()
+	defer b.Close()
+	lo, hi := keys.RaftPrefix(uint64(g.id))
+	_ = b.DeleteRange(lo, hi, nil)
+	g.sm.Destroy(b)
+	if err := b.Commit(pebble.Sync); err != nil {
+		panic(fmt.Sprintf("multiraft: destroying group %d: %v", g.id, err))
+	}
+	if g.snap != nil {
+		_ = g.snap.batch.Close()
+		g.snap = nil
+	}
+	e.mu.Lock()
+	if e.mu.groups[g.id] == g {
+		delete(e.mu.groups, g.id)
+		e.publishListLocked()
+	}
+	e.mu.Unlock()
+	g.failAll(ErrGroupRemoved)
+}
+
+// groupOp runs op on g's worker. With wake, a quiesced group resumes
+// ticking (the op needs Raft to make progress).
+func (e *Engine) groupOp(id GroupID, wake bool, op func(*group, *Future)) *Future {
+	if e.stopped.Load() {
+		return failedFuture(ErrStopped)
+	}
+	g := e.lookup(id)
+	if g == nil {
+		return failedFuture(ErrGroupNotFound)
+	}
+	f := newFuture()
+	g.postOp(func(g *group) { op(g, f) })
+	if wake {
+		e.wake(g)
+	} else {
+		e.sched.enqueue(g)
+	}
+	return f
+}
+
+// Propose replicates cmd through group's log and returns what the state
+// machine's Apply returned for it, once applied on this (leader) replica.
+//
+// Errors: *NotLeaderError and ErrProposalDropped (surely not applied),
+// ErrAmbiguous and ctx errors (may have applied), ErrGroupNotFound,
+// ErrGroupRemoved, ErrStopped. The engine keeps no reference to cmd.
+func (e *Engine) Propose(ctx context.Context, group GroupID, cmd []byte) (any, error) {
+	return e.ProposeFuture(group, cmd).Wait(ctx)
+}
+
+// ProposeFuture is Propose without waiting.
+func (e *Engine) ProposeFuture(id GroupID, cmd []byte) *Future {
+	if e.stopped.Load() {
+		return failedFuture(ErrStopped)
+	}
+	g := e.lookup(id)
+	if g == nil {
+		return failedFuture(ErrGroupNotFound)
+	}
+	p := &proposal{id: e.nextID.Add(1), data: make([]byte, envelopeBytes+len(cmd)), fut: newFuture()}
+	putEnvelope(p.data, e.origin, p.id)
+	copy(p.data[envelopeBytes:], cmd)
+	g.mu.Lock()
+	g.mu.props = append(g.mu.props, p)
+	g.mu.Unlock()
+	e.wake(g)
+	return p.fut
+}
+
+// ChangeOp is one kind of membership change.
+type ChangeOp int
+
+const (
+	// AddVoter adds a new voting replica, or promotes an existing learner.
+	AddVoter ChangeOp = iota
+	// AddLearner adds a non-voting replica that receives the log (the first
+	// step of moving a replica: it catches up before it is promoted).
+	AddLearner
+	// RemoveReplica removes a replica (voter or learner).
+	RemoveReplica
+)
+
+// ReplicaChange is one change of a ChangeReplicas call.
+type ReplicaChange struct {
+	Op      ChangeOp
+	Replica Replica // NodeID is required when adding
+}
+
+// ChangeReplicas changes group's membership through Raft. Several changes
+// are made in one joint-consensus transition (entered and left
+// automatically); a single voter change is made directly. It returns once
+// the change is applied on the leader. Errors: *NotLeaderError,
+// ErrProposalDropped (another change is in progress: retry),
+// ErrInvalidConfChange, ErrAmbiguous, ctx errors.
+func (e *Engine) ChangeReplicas(ctx context.Context, group GroupID, changes []ReplicaChange) error {
+	_, err := e.ChangeReplicasFuture(group, changes).Wait(ctx)
+	return err
+}
+
+// ChangeReplicasFuture is ChangeReplicas without waiting.
+func (e *Engine) ChangeReplicasFuture(id GroupID, changes []ReplicaChange) *Future {
+	changes = append([]ReplicaChange(nil), changes...)
+	return e.groupOp(id, true, func(g *group, f *Future) {
+		if !g.isLead {
+			f.resolve(nil, g.notLeader())
+			return
+		}
+		if g.confFuture != nil || g.st.applied.members.Joint {
+			f.resolve(nil, fmt.Errorf("%w: a membership change is in progress", ErrProposalDropped))
+			return
+		}
+		cc, err := buildConfChange(g.st.applied.members, changes)
+		if err != nil {
+			f.resolve(nil, err)
+			return
+		}
+		id := e.nextID.Add(1)
+		env := make([]byte, envelopeBytes, envelopeBytes+len(cc.Context))
+		putEnvelope(env, e.origin, id)
+		cc.Context = append(env, cc.Context...)
+		if err := g.rn.ProposeConfChange(cc); err != nil {
+			f.resolve(nil, ErrProposalDropped)
+			return
+		}
+		// Ops run at the start of a round, when raft's log is exactly the
+		// stored log, so the change lands right after it.
+		g.confFuture, g.confID, g.confIndex = f, id, g.st.lastIndex+1
+	})
+}
+
+// buildConfChange validates changes against m and builds the ConfChangeV2;
+// its Context holds the added replicas (with their nodes).
+func buildConfChange(m Membership, changes []ReplicaChange) (*raftpb.ConfChangeV2, error) {
+	if len(changes) == 0 {
+		return nil, fmt.Errorf("%w: no changes", ErrInvalidConfChange)
+	}
+	cc := &raftpb.ConfChangeV2{Transition: raftpb.ConfChangeTransitionAuto.Enum()}
+	var added Membership
+	seen := make(map[ReplicaID]bool, len(changes))
+	voters := 0
+	for _, r := range m.Replicas {
+		if !r.Learner {
+			voters++
+		}
+	}
+	for _, c := range changes {
+		id := c.Replica.ReplicaID
+		if id == 0 {
+			return nil, fmt.Errorf("%w: replica ID 0", ErrInvalidConfChange)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: replica %d changed twice", ErrInvalidConfChange, id)
+		}
+		seen[id] = true
+		cur, exists := m.Lookup(id)
+		var t raftpb.ConfChangeType
+		switch c.Op {
+		case AddVoter:
+			if exists && !cur.Learner {
+				return nil, fmt.Errorf("%w: replica %d is already a voter", ErrInvalidConfChange, id)
+			}
+			t = raftpb.ConfChangeAddNode
+			voters++
+		case AddLearner:
+			if exists {
+				return nil, fmt.Errorf("%w: replica %d is already a member", ErrInvalidConfChange, id)
+			}
+			t = raftpb.ConfChangeAddLearnerNode
+		case RemoveReplica:
+			if !exists {
+				return nil, fmt.Errorf("%w: replica %d is not a member", ErrInvalidConfChange, id)
+			}
+			if !cur.Learner {
+				voters--
+			}
+			t = raftpb.ConfChangeRemoveNode
+		default:
+			return nil, fmt.Errorf("%w: unknown op %d", ErrInvalidConfChange, c.Op)
+		}
+		if c.Op != RemoveReplica && !exists {
+			if c.Replica.NodeID == 0 {
+				return nil, fmt.Errorf("%w: replica %d has no node", ErrInvalidConfChange, id)
+			}
+			for _, r := range m.Replicas {
+				if r.NodeID == c.Replica.NodeID {
+					return nil, fmt.Errorf("%w: node %d already hosts replica %d", ErrInvalidConfChange, r.NodeID, r.ReplicaID)
+				}
+			}
+			added.Replicas = append(added.Replicas, c.Replica)
+		}
+		cc.Changes = append(cc.Changes, &raftpb.ConfChangeSingle{Type: t.Enum(), NodeId: proto.Uint64(uint64(id))})
+	}
+	if voters < 1 {
+		return nil, fmt.Errorf("%w: no voter would remain", ErrInvalidConfChange)
+	}
+	cc.Context = encodeMembership(nil, added)
+	return cc, nil
+}
+
+// TransferLeadership asks the leader of group (this replica) to hand
+// leadership to replica to, and returns once to leads. Errors:
+// *NotLeaderError, ErrTransferFailed, ctx errors.
+func (e *Engine) TransferLeadership(ctx context.Context, group GroupID, to ReplicaID) error {
+	_, err := e.TransferLeadershipFuture(group, to).Wait(ctx)
+	return err
+}
+
+// TransferLeadershipFuture is TransferLeadership without waiting.
+func (e *Engine) TransferLeadershipFuture(id GroupID, to ReplicaID) *Future {
+	return e.groupOp(id, true, func(g *group, f *Future) {
+		switch r, ok := g.st.applied.members.Lookup(to); {
+		case to == g.replica && g.isLead:
+			f.resolve(nil, nil)
+		case !g.isLead:
+			f.resolve(nil, g.notLeader())
+		case !ok || r.Learner:
+			f.resolve(nil, fmt.Errorf("%w: replica %d is not a voter", ErrTransferFailed, to))
+		default:
+			g.rn.TransferLeader(uint64(to))
+			deadline := e.tick.Load() + 2*uint64(e.cfg.ElectionTicks)
+			g.transferWaiters = append(g.transferWaiters, transferWaiter{to: to, fut: f, deadline: deadline})
+		}
+	})
+}
+
+// checkTransfers resolves leadership transfers that finished or failed.
+func (g *group) checkTransfers(now uint64) {
+	n := 0
+	lead := ReplicaID(g.leader.Load())
+	for _, w := range g.transferWaiters {
+		switch {
+		case lead == w.to:
+			w.fut.resolve(nil, nil)
+		case lead != 0 && lead != g.replica:
+			w.fut.resolve(nil, fmt.Errorf("%w: replica %d leads instead", ErrTransferFailed, lead))
+		case now > w.deadline:
+			w.fut.resolve(nil, fmt.Errorf("%w: timed out", ErrTransferFailed))
+		default:
+			g.transferWaiters[n] = w
+			n++
+		}
+	}
+	clear(g.transferWaiters[n:])
+	g.transferWaiters = g.transferWaiters[:n]
+}
+
+// Status describes one replica of a group.
+type Status struct {
+	Group      GroupID
+	Replica    ReplicaID
+	Leader     ReplicaID // 0 if unknown
+	LeaderNode NodeID
+	IsLeader   bool
+	Term       uint64
+	Commit     uint64
+	Applied    uint64
+	FirstIndex uint64
+	LastIndex  uint64
+	Members    Membership
+	Quiesced   bool
+	// Progress of every member as seen by the leader; nil on followers.
+	Progress map[ReplicaID]Progress
+}
+
+// Progress is the leader's view of one member's log.
+type Progress struct {
+	Match, Next  uint64
+	State        string // probe, replicate or snapshot
+	RecentActive bool
+}
+
+// Status returns the status of this node's replica of group.
+func (e *Engine) Status(ctx context.Context, group GroupID) (Status, error) {
+	v, err := e.StatusFuture(group).Wait(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	return v.(Status), nil
+}
+
+// StatusFuture is Status without waiting.
+func (e *Engine) StatusFuture(id GroupID) *Future {
+	return e.groupOp(id, false, func(g *group, f *Future) {
+		f.resolve(g.status(), nil)
+	})
+}
+
+func (g *group) status() Status {
+	s := Status{
+		Group: g.id, Replica: g.replica, Leader: ReplicaID(g.leader.Load()), LeaderNode: NodeID(g.leaderNode.Load()),
+		IsLeader: g.isLead, Term: g.st.hardState.GetTerm(), Commit: g.st.hardState.GetCommit(),
+		Applied: g.st.applied.index, FirstIndex: g.st.truncIndex + 1, LastIndex: g.st.lastIndex,
+		Members: g.st.applied.members.Clone(), Quiesced: g.quiesced.Load(),
+	}
+	if g.isLead {
+		s.Progress = make(map[ReplicaID]Progress)
+		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			s.Progress[ReplicaID(id)] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive}
+		})
+	}
+	return s
+}
+
+// Campaign makes this replica start an election now instead of waiting for
+// its election timeout. Used after a node learns its group's leader is gone.
+func (e *Engine) Campaign(id GroupID) *Future {
+	return e.groupOp(id, true, func(g *group, f *Future) {
+		f.resolve(nil, g.rn.Campaign())
+	})
+}

@@ -1,0 +1,194 @@
+package multiraft
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestSingleReplicaProposeAndRead(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.createGroup(1, 1)
+	c.leader(1)
+	res, err := c.propose(1, 1, "a=1")
+	if err != nil || res != "" {
+		t.Fatalf("propose: %v %v", res, err)
+	}
+	res, err = c.propose(1, 1, "a=2")
+	if err != nil || res != "1" {
+		t.Fatalf("propose: %v %v, want previous value 1", res, err)
+	}
+	for _, mode := range []ReadMode{ReadLinearizable, ReadLease, ReadStale} {
+		if _, err := c.wait(c.engines[1].ReadFuture(1, mode)); err != nil {
+			t.Fatalf("%v read: %v", mode, err)
+		}
+	}
+	if v, _ := getKey(t, c.dbs[1], 1, "a"); v != "2" {
+		t.Fatalf("a = %q, want 2", v)
+	}
+}
+
+func TestThreeReplicasReplicateAndSurviveCrash(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	for g := GroupID(1); g <= 4; g++ {
+		c.createGroup(g, 1, 2, 3)
+	}
+	for g := GroupID(1); g <= 4; g++ {
+		lead := c.leader(g)
+		for i := range 20 {
+			if _, err := c.propose(lead, g, fmt.Sprintf("k%d=v%d", i, i)); err != nil {
+				t.Fatalf("group %d propose %d: %v", g, i, err)
+			}
+		}
+	}
+	c.tick(5)
+	for n := NodeID(1); n <= 3; n++ {
+		for g := GroupID(1); g <= 4; g++ {
+			if v, _ := getKey(t, c.dbs[n], g, "k19"); v != "v19" {
+				t.Fatalf("node %d group %d: k19 = %q", n, g, v)
+			}
+		}
+	}
+	// Crash the leader of group 1: the others elect a new one and keep
+	// every acknowledged write.
+	lead := c.leader(1)
+	c.crash(lead)
+	for _, e := range c.engines {
+		e.NodeDown(lead)
+	}
+	c.tick(30)
+	newLead := c.leader(1)
+	if _, err := c.propose(newLead, 1, "after=crash"); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(5)
+	for n := NodeID(1); n <= 3; n++ {
+		for _, k := range []string{"k0", "k19", "after"} {
+			if _, ok := getKey(t, c.dbs[n], 1, k); !ok {
+				t.Fatalf("node %d lost %s", n, k)
+			}
+		}
+	}
+}
+
+func TestProposeOnFollowerFailsWithLeaderHint(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.createGroup(7, 1, 2, 3)
+	lead := c.leader(7)
+	c.tick(3)
+	follower := NodeID(lead%3 + 1)
+	_, err := c.propose(follower, 7, "x=1")
+	var nle *NotLeaderError
+	if !errors.As(err, &nle) || !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("err = %v, want NotLeaderError", err)
+	}
+	if nle.Node != lead {
+		t.Fatalf("hint node %d, want %d", nle.Node, lead)
+	}
+	_, err = c.wait(c.engines[follower].ReadFuture(7, ReadLinearizable))
+	if !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("read on follower: %v", err)
+	}
+	if _, err := c.wait(c.engines[follower].ReadFuture(7, ReadStale)); err != nil {
+		t.Fatalf("stale read on follower: %v", err)
+	}
+}
+
+func TestQuiescence(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	if _, err := c.propose(lead, 1, "a=1"); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(10)
+	for n, e := range c.engines {
+		if !e.lookup(1).quiesced.Load() {
+			t.Fatalf("node %d not quiesced after idle ticks", n)
+		}
+	}
+	// A proposal wakes the group and commits.
+	if _, err := c.propose(lead, 1, "a=2"); err != nil {
+		t.Fatal(err)
+	}
+	// Killing the quiesced leader: NodeDown wakes the followers, which elect.
+	c.tick(10)
+	c.stop(lead)
+	for _, e := range c.engines {
+		e.NodeDown(lead)
+	}
+	c.cut[lead] = true
+	newLead := c.leader(1)
+	if newLead == lead {
+		t.Fatal("dead node still leads")
+	}
+}
+
+func TestMembershipChangeWithSnapshot(t *testing.T) {
+	c := newCluster(t, 4, func(cfg *Config) { cfg.LogTruncateEntries = 20 })
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	for i := range 100 {
+		if _, err := c.propose(lead, 1, fmt.Sprintf("k%d=v%d", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.tick(3)
+	st, err := c.wait(c.engines[lead].StatusFuture(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.(Status).FirstIndex <= initialIndex+1 {
+		t.Fatalf("log was not truncated: %+v", st)
+	}
+	// Add node 4 as a learner: it needs a snapshot since the log is truncated.
+	if err := c.engines[4].JoinGroup(1, 104); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 4}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(10)
+	if v, _ := getKey(t, c.dbs[4], 1, "k99"); v != "v99" {
+		t.Fatalf("learner has k99=%q", v)
+	}
+	// Promote it and remove replica 101 in one joint transition.
+	lead = c.leader(1)
+	changes := []ReplicaChange{{Op: AddVoter, Replica: Replica{ReplicaID: 104, NodeID: 4}}}
+	if lead != 1 {
+		changes = append(changes, ReplicaChange{Op: RemoveReplica, Replica: Replica{ReplicaID: 101}})
+	} else {
+		changes = append(changes, ReplicaChange{Op: RemoveReplica, Replica: Replica{ReplicaID: 102}})
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, changes)); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(10)
+	st, err = c.wait(c.engines[c.leader(1)].StatusFuture(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.(Status).Members
+	if m.Joint || len(m.Replicas) != 3 {
+		t.Fatalf("membership after change: %+v", m)
+	}
+	if _, ok := m.Lookup(104); !ok {
+		t.Fatalf("104 missing from %+v", m)
+	}
+	// The removed replica destroyed itself.
+	removed := NodeID(1)
+	if lead == 1 {
+		removed = 2
+	}
+	if c.engines[removed].lookup(1) != nil {
+		t.Fatalf("removed replica on node %d still exists", removed)
+	}
+	// A transfer to the new voter works.
+	lead = c.leader(1)
+	if _, err := c.wait(c.engines[lead].TransferLeadershipFuture(1, 104)); err != nil {
+		t.Fatal(err)
+	}
+	if c.leader(1) != 4 {
+		t.Fatalf("leader is %d after transfer to node 4", c.leader(1))
+	}
+}

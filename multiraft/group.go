@@ -1,0 +1,144 @@
+package multiraft
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// group is one replica of one Raft group hosted by the engine.
+//
+// Fields under "worker-owned" are touched only by the worker that holds the
+// group (see scheduler): no lock. The inbox (mu) is how every other
+// goroutine hands work to that worker. The atomics are published by the
+// worker for cheap reads from anywhere.
+type group struct {
+	id      GroupID
+	replica ReplicaID
+	sched   atomic.Uint32
+
+	// Published by the worker.
+	quiesced   atomic.Bool
+	leader     atomic.Uint64 // ReplicaID of the leader, 0 if unknown
+	leaderNode atomic.Uint64 // NodeID of the leader, 0 if unknown
+	term       atomic.Uint64
+	appliedIdx atomic.Uint64
+	removed    atomic.Bool
+
+	// pendingTicks counts ticks not yet given to the RawNode.
+	pendingTicks atomic.Int32
+
+	mu struct {
+		sync.Mutex
+		msgs  []Message
+		props []*proposal
+		reads []readReq
+		ops   []func(*group)
+	}
+
+	// Worker-owned.
+	rn      *raft.RawNode
+	st      *storage
+	sm      StateMachine
+	isLead  bool
+	pending map[uint64]*Future // proposal ID → future, on the leader
+	// confFuture is the pending membership change proposed here, if any;
+	// confIndex is the index its entry was appended at (raft may have
+	// replaced the entry by an empty one, in which case it failed).
+	confFuture *Future
+	confID     uint64
+	confIndex  uint64
+	// Read batches: in flight (waiting for their ReadState), then ready
+	// (waiting for applied >= index).
+	readsInFlight []*readBatch
+	readsReady    []*readBatch
+	nextReadID    uint64
+	// leaseUntil is the engine tick until which this leader may serve lease
+	// reads; leaseTerm is the term it was won in.
+	leaseUntil, leaseTerm uint64
+	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
+	transferWaiters       []transferWaiter
+	idleTicks             int
+	// snap is an incoming snapshot validated and waiting for raft to hand
+	// it back in a Ready.
+	snap *incomingSnapshot
+	// learned maps peers outside the applied membership to their nodes.
+	learned map[ReplicaID]NodeID
+	destroy bool // the replica applied its own removal: destroy after the round
+}
+
+// proposal is a command waiting to be handed to raft.
+type proposal struct {
+	id   uint64
+	data []byte // envelope + command
+	fut  *Future
+}
+
+type readBatch struct {
+	id        uint64
+	startTick uint64
+	index     uint64
+	reads     []*Future
+	lease     bool // only renews the lease; no readers were waiting
+}
+
+type transferWaiter struct {
+	to       ReplicaID
+	fut      *Future
+	deadline uint64 // engine tick
+}
+
+type incomingSnapshot struct {
+	index   uint64
+	batch   *pebble.Batch
+	members Membership
+}
+
+// post queues msgs for the group's worker. Safe for concurrent use.
+func (g *group) postMsgs(msgs ...Message) {
+	g.mu.Lock()
+	g.mu.msgs = append(g.mu.msgs, msgs...)
+	g.mu.Unlock()
+}
+
+func (g *group) postOp(op func(*group)) {
+	g.mu.Lock()
+	g.mu.ops = append(g.mu.ops, op)
+	g.mu.Unlock()
+}
+
+// nodeOf returns the node hosting replica id according to the group's
+// applied membership. Worker-owned.
+func (g *group) nodeOf(id uint64) NodeID {
+	if r, ok := g.st.applied.members.Lookup(ReplicaID(id)); ok {
+		return r.NodeID
+	}
+	return g.learned[ReplicaID(id)]
+}
+
+// learn remembers the node of a peer that sent us a message but is not in
+// our applied membership (we are a new replica, or it is).
+func (g *group) learn(m *Message) {
+	from := ReplicaID(m.Msg.GetFrom())
+	if m.FromNode == 0 || g.learned[from] == m.FromNode {
+		return
+	}
+	if _, ok := g.st.applied.members.Lookup(from); ok {
+		return
+	}
+	if g.learned == nil {
+		g.learned = make(map[ReplicaID]NodeID)
+	}
+	g.learned[from] = m.FromNode
+}
+
+// initialized reports whether the replica has any state (a joining replica
+// waiting for its first snapshot has none).
+func (g *group) initialized() bool { return g.st.applied.index > 0 }
+
+// isHeartbeatResp reports whether m is a response that must not wake a
+// quiesced group (the answer to the quiescing heartbeat itself).
+func isHeartbeatResp(m *raftpb.Message) bool { return m.GetType() == raftpb.MsgHeartbeatResp }

@@ -1,0 +1,44 @@
+package multiraft
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Metrics are the engine's counters, updated with atomics on the hot path
+// and read by anyone (the telemetry exporter, benchmarks, tests).
+type Metrics struct {
+	Proposals           atomic.Uint64
+	ProposalsDropped    atomic.Uint64
+	EntriesApplied      atomic.Uint64
+	MessagesSent        atomic.Uint64
+	StepErrors          atomic.Uint64
+	DroppedUnknownGroup atomic.Uint64
+	DroppedNoAddress    atomic.Uint64
+	LeadersAcquired     atomic.Uint64
+	ConfChanges         atomic.Uint64
+	SnapshotsSent       atomic.Uint64
+	SnapshotsApplied    atomic.Uint64
+	SnapshotsRejected   atomic.Uint64
+	LogTruncations      atomic.Uint64
+	Quiesces            atomic.Uint64
+	ReadBatches         atomic.Uint64
+
+	// Syncs counts synced raft-state writes; SyncGroups and SyncEntries sum
+	// the groups and entries they carried, SyncNanos their latency.
+	Syncs       atomic.Uint64
+	SyncGroups  atomic.Uint64
+	SyncEntries atomic.Uint64
+	SyncNanos   atomic.Uint64
+}
+
+func (m *Metrics) observeSync(d time.Duration, groups, entries int) {
+	m.Syncs.Add(1)
+	m.SyncGroups.Add(uint64(groups))
+	m.SyncEntries.Add(uint64(entries))
+	m.SyncNanos.Add(uint64(d))
+}
+
+// Metrics returns the engine's live counters. The caller must not modify
+// them.
+func (e *Engine) Metrics() *Metrics { return &e.metrics }

@@ -1,0 +1,544 @@
+package multiraft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+)
+
+// A round is one pass of a worker over a batch of groups:
+//
+//  1. prepare: for each group, hand its inbox (messages, ticks, proposals,
+//     reads, operations) to its RawNode and take its Ready;
+//  2. send the messages that need no durability (the leader's appends go
+//     out while it writes its own log);
+//  3. persist every group's entries, hard state and snapshot in one Pebble
+//     batch and sync it once (group commit);
+//  4. send the messages that promised durability (votes, append acks);
+//  5. apply every group's committed entries in one batch (no sync: the
+//     synced log makes replay safe), then resolve futures;
+//  6. Advance, answer reads, truncate logs, quiesce idle groups.
+//
+// A round's state is reused from one round to the next by its worker.
+type round struct {
+	e       *Engine
+	groups  []*group
+	readies []raft.Ready
+	down    []bool // the group's replica stopped being leader in this round
+	early   []Message
+	late    []Message
+	buf     []byte
+	results []applied
+	ac      ApplyContext
+}
+
+// applied is a future to resolve once the apply batch is committed.
+type applied struct {
+	fut    *Future
+	result any
+	err    error
+}
+
+func newRound(e *Engine) *round { return &round{e: e, ac: ApplyContext{e: e}} }
+
+func (r *round) run(batch []*group) {
+	r.groups, r.readies, r.down = r.groups[:0], r.readies[:0], r.down[:0]
+	for _, g := range batch {
+		if g.removed.Load() {
+			g.failAll(ErrGroupRemoved)
+			continue
+		}
+		if r.prepare(g) {
+			r.groups = append(r.groups, g)
+		}
+	}
+	if len(r.groups) > 0 {
+		r.persist()
+		r.apply()
+		r.advance()
+	}
+	for _, g := range batch {
+		if !g.removed.Load() {
+			r.maintain(g)
+			if g.rn.HasReady() {
+				r.e.sched.enqueue(g)
+			}
+		}
+		r.e.sched.done(g)
+	}
+}
+
+// prepare feeds g's inbox to its RawNode and takes its Ready. It reports
+// whether there is a Ready to handle.
+func (r *round) prepare(g *group) bool {
+	g.mu.Lock()
+	msgs, props, reads, ops := g.mu.msgs, g.mu.props, g.mu.reads, g.mu.ops
+	g.mu.msgs, g.mu.props, g.mu.reads, g.mu.ops = nil, nil, nil, nil
+	g.mu.Unlock()
+
+	for _, op := range ops {
+		op(g)
+		if g.removed.Load() {
+			return false
+		}
+	}
+	quiesce := false
+	for i := range msgs {
+		m := &msgs[i]
+		g.learn(m)
+		if err := g.rn.Step(m.Msg); err != nil {
+			r.e.metrics.StepErrors.Add(1)
+		}
+		switch {
+		case m.Quiesce:
+			quiesce = m.Msg.GetFrom() == g.leader.Load() && m.Msg.GetCommit() == g.st.lastIndex
+		case isHeartbeatResp(m.Msg):
+		default:
+			quiesce = false
+			g.idleTicks = 0
+			g.quiesced.Store(false)
+		}
+	}
+	if quiesce && !g.isLead && len(props) == 0 && len(reads) == 0 {
+		g.quiesced.Store(true)
+	}
+	if n := g.pendingTicks.Swap(0); n > 0 && !g.quiesced.Load() {
+		for range n {
+			g.rn.Tick()
+		}
+		g.idleTicks += int(n)
+	}
+	if len(props) > 0 {
+		g.idleTicks = 0
+		r.propose(g, props)
+	}
+	if len(reads) > 0 {
+		g.idleTicks = 0
+		r.read(g, reads)
+	}
+	if !g.rn.HasReady() {
+		return false
+	}
+	rd := g.rn.Ready()
+	down := false
+	if rd.SoftState != nil {
+		wasLead := g.isLead
+		g.isLead = rd.SoftState.RaftState == raft.StateLeader
+		g.leader.Store(rd.SoftState.Lead)
+		g.leaderNode.Store(uint64(g.nodeOf(rd.SoftState.Lead)))
+		down = wasLead && !g.isLead
+		if g.isLead && !wasLead {
+			r.e.metrics.LeadersAcquired.Add(1)
+		}
+	}
+	if rd.HardState != nil {
+		g.term.Store(rd.HardState.GetTerm())
+	}
+	r.readies = append(r.readies, rd)
+	r.down = append(r.down, down)
+	return true
+}
+
+// propose hands proposals to raft, or fails them at once.
+func (r *round) propose(g *group, props []*proposal) {
+	if !g.isLead {
+		err := g.notLeader()
+		for _, p := range props {
+			p.fut.resolve(nil, err)
+		}
+		return
+	}
+	ents := make([]*raftpb.Entry, len(props))
+	for i, p := range props {
+		ents[i] = &raftpb.Entry{Data: p.data}
+	}
+	err := g.rn.Step(&raftpb.Message{Type: raftpb.MsgProp.Enum(), From: proto.Uint64(uint64(g.replica)), Entries: ents})
+	if err != nil {
+		r.e.metrics.ProposalsDropped.Add(uint64(len(props)))
+		for _, p := range props {
+			p.fut.resolve(nil, ErrProposalDropped)
+		}
+		return
+	}
+	r.e.metrics.Proposals.Add(uint64(len(props)))
+	for _, p := range props {
+		g.pending[p.id] = p.fut
+	}
+}
+
+// persist writes every Ready of the round in one batch, syncing once, and
+// sends the round's messages around that write.
+func (r *round) persist() {
+	b := r.e.db.NewBatch()
+	defer b.Close()
+	sync := false
+	entries := 0
+	for i, g := range r.groups {
+		rd := &r.readies[i]
+		r.route(g, rd.Messages)
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			meta := rd.Snapshot.GetMetadata()
+			if g.snap == nil || g.snap.index != meta.GetIndex() {
+				panic(fmt.Sprintf("multiraft: group %d: raft applies snapshot %d that was not received", g.id, meta.GetIndex()))
+			}
+			if err := b.Apply(g.snap.batch, nil); err != nil {
+				panic(fmt.Sprintf("multiraft: group %d: staging snapshot: %v", g.id, err))
+			}
+			g.st.writeSnapshotState(b, meta, g.snap.members)
+			sync = true
+		}
+		if len(rd.Entries) > 0 {
+			r.buf = g.st.appendEntries(b, rd.Entries, r.buf)
+			entries += len(rd.Entries)
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			r.buf = g.st.setHardState(b, rd.HardState, r.buf)
+		}
+		sync = sync || rd.MustSync
+	}
+	r.flush(&r.early)
+	if !b.Empty() {
+		opts := pebble.NoSync
+		if sync {
+			opts = pebble.Sync
+		}
+		// Everything applied before this commit is durable once it syncs.
+		durable := make([]uint64, 0, len(r.groups))
+		for _, g := range r.groups {
+			durable = append(durable, g.st.applied.index)
+		}
+		start := time.Now()
+		if err := b.Commit(opts); err != nil {
+			// A failed write leaves the log in an unknown state: stop
+			// rather than answer from it (fail-stop).
+			panic(fmt.Sprintf("multiraft: writing raft state: %v", err))
+		}
+		if sync {
+			r.e.metrics.observeSync(time.Since(start), len(r.groups), entries)
+			for i, g := range r.groups {
+				g.st.durableApplied = max(g.st.durableApplied, durable[i])
+			}
+		}
+	}
+	for i, g := range r.groups {
+		rd := &r.readies[i]
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			r.snapshotApplied(g, rd.Snapshot.GetMetadata())
+		}
+		if len(rd.Entries) > 0 {
+			g.st.entriesAppended(rd.Entries)
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			g.st.hardState.Term = proto.Uint64(rd.HardState.GetTerm())
+			g.st.hardState.Vote = proto.Uint64(rd.HardState.GetVote())
+			g.st.hardState.Commit = proto.Uint64(rd.HardState.GetCommit())
+		}
+	}
+	r.flush(&r.late)
+}
+
+// route sorts a Ready's messages: those that promise durable local state
+// (append acks and votes) wait for the sync, everything else leaves now.
+// Snapshots take their own path.
+func (r *round) route(g *group, msgs []*raftpb.Message) {
+	for _, m := range msgs {
+		to := g.nodeOf(m.GetTo())
+		if to == 0 {
+			// A peer not in the applied membership (yet): raft may address a
+			// replica that a conf change adds before we applied it. Look in
+			// the config raft uses.
+			r.e.metrics.DroppedNoAddress.Add(1)
+			continue
+		}
+		out := Message{Group: g.id, ToNode: to, FromNode: r.e.cfg.NodeID, Msg: m}
+		switch m.GetType() {
+		case raftpb.MsgSnap:
+			r.sendSnapshot(g, out)
+		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
+			r.late = append(r.late, out)
+		case raftpb.MsgTimeoutNow:
+			// This leader hands over: it must not serve lease reads for the
+			// rest of its term, since the transferee campaigns without
+			// waiting for the lease to expire.
+			g.noLeaseTerm = g.term.Load()
+			g.leaseUntil = 0
+			r.early = append(r.early, out)
+		default:
+			r.early = append(r.early, out)
+		}
+	}
+}
+
+func (r *round) flush(msgs *[]Message) {
+	if len(*msgs) == 0 {
+		return
+	}
+	r.e.metrics.MessagesSent.Add(uint64(len(*msgs)))
+	r.e.cfg.Transport.Send(*msgs)
+	// The transport owns the slice now.
+	*msgs = nil
+}
+
+// apply applies every group's committed entries in one batch.
+func (r *round) apply() {
+	b := r.e.db.NewIndexedBatch()
+	defer b.Close()
+	any := false
+	for i, g := range r.groups {
+		if ents := r.readies[i].CommittedEntries; len(ents) > 0 {
+			r.applyGroup(g, b, ents)
+			any = true
+		}
+	}
+	if any {
+		if err := b.Commit(pebble.NoSync); err != nil {
+			panic(fmt.Sprintf("multiraft: writing applied state: %v", err))
+		}
+	}
+	for i := range r.results {
+		a := &r.results[i]
+		a.fut.resolve(a.result, a.err)
+		r.results[i] = applied{}
+	}
+	r.results = r.results[:0]
+	// Groups created by splits exist once their state is committed.
+	for _, c := range r.ac.creates {
+		if _, err := r.e.loadGroup(c.group, c.replica); err != nil {
+			panic(fmt.Sprintf("multiraft: creating group %d from split: %v", c.group, err))
+		}
+	}
+	r.ac.creates = r.ac.creates[:0]
+}
+
+func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
+	ac := &r.ac
+	ac.Batch, ac.Group, ac.Replica, ac.Membership = b, g.id, g.replica, g.st.applied.members
+	for _, ent := range ents {
+		idx := ent.GetIndex()
+		switch ent.GetType() {
+		case raftpb.EntryNormal:
+			if len(ent.GetData()) == 0 {
+				if g.confFuture != nil && g.confIndex == idx {
+					// Raft replaced our membership change by an empty entry:
+					// it was refused.
+					r.results = append(r.results, applied{fut: g.confFuture, err: ErrProposalDropped})
+					g.confFuture = nil
+				}
+				break
+			}
+			origin, id, cmd, ok := readEnvelope(ent.GetData())
+			if !ok {
+				panic(fmt.Sprintf("multiraft: group %d: entry %d has no envelope", g.id, idx))
+			}
+			res := g.sm.Apply(ac, Entry{Index: idx, Term: ent.GetTerm(), Cmd: cmd})
+			if origin == r.e.origin {
+				if f, ok := g.pending[id]; ok {
+					delete(g.pending, id)
+					r.results = append(r.results, applied{fut: f, result: res})
+				}
+			}
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			r.applyConfChange(g, ent)
+			ac.Membership = g.st.applied.members
+		}
+		g.st.applied.index, g.st.applied.term = idx, ent.GetTerm()
+	}
+	writeAppliedState(b, g.id, &g.st.applied)
+	g.appliedIdx.Store(g.st.applied.index)
+	r.e.metrics.EntriesApplied.Add(uint64(len(ents)))
+}
+
+func (r *round) applyConfChange(g *group, ent *raftpb.Entry) {
+	var cc raftpb.ConfChangeI
+	if ent.GetType() == raftpb.EntryConfChange {
+		var c raftpb.ConfChange
+		if err := proto.Unmarshal(ent.GetData(), &c); err != nil {
+			panic(fmt.Sprintf("multiraft: group %d: decoding conf change %d: %v", g.id, ent.GetIndex(), err))
+		}
+		cc = &c
+	} else {
+		var c raftpb.ConfChangeV2
+		if err := proto.Unmarshal(ent.GetData(), &c); err != nil {
+			panic(fmt.Sprintf("multiraft: group %d: decoding conf change %d: %v", g.id, ent.GetIndex(), err))
+		}
+		cc = &c
+	}
+	v2 := cc.AsV2()
+	nodes := make(map[ReplicaID]NodeID, len(g.st.applied.members.Replicas)+len(v2.GetChanges()))
+	for _, rep := range g.st.applied.members.Replicas {
+		nodes[rep.ReplicaID] = rep.NodeID
+	}
+	origin, id, rest, hasEnvelope := readEnvelope(v2.GetContext())
+	if hasEnvelope {
+		added, _, err := decodeMembership(rest)
+		if err != nil {
+			panic(fmt.Sprintf("multiraft: group %d: conf change %d context: %v", g.id, ent.GetIndex(), err))
+		}
+		for _, rep := range added.Replicas {
+			nodes[rep.ReplicaID] = rep.NodeID
+		}
+	}
+	cs := g.rn.ApplyConfChange(cc)
+	g.st.applied.confState = cs
+	g.st.applied.members = membershipFromConfState(cs, nodes)
+	g.sm.ApplyMembership(&r.ac, ent.GetIndex(), g.st.applied.members)
+	if hasEnvelope && origin == r.e.origin && g.confFuture != nil && g.confID == id {
+		r.results = append(r.results, applied{fut: g.confFuture})
+		g.confFuture = nil
+	}
+	if _, ok := g.st.applied.members.Lookup(g.replica); !ok {
+		g.destroy = true
+	}
+	r.e.metrics.ConfChanges.Add(1)
+}
+
+// advance tells raft the round is done and answers what waited on it.
+func (r *round) advance() {
+	for i, g := range r.groups {
+		rd := &r.readies[i]
+		g.rn.Advance(*rd)
+		if r.down[i] {
+			g.steppedDown()
+		}
+		for _, rs := range rd.ReadStates {
+			g.readStateReady(r.e, rs)
+		}
+		g.resolveReads()
+		r.readies[i] = raft.Ready{}
+	}
+}
+
+// snapshotApplied finishes adopting an incoming snapshot once its batch
+// committed: the in-memory state follows and the state machine reloads.
+func (r *round) snapshotApplied(g *group, meta *raftpb.SnapshotMetadata) {
+	g.st.snapshotApplied(meta, g.snap.members)
+	g.st.durableApplied = g.st.applied.index
+	_ = g.snap.batch.Close()
+	g.snap = nil
+	sm, err := r.e.cfg.NewStateMachine(g.id, g.replica, r.e.db)
+	if err != nil {
+		panic(fmt.Sprintf("multiraft: group %d: reloading state machine after snapshot: %v", g.id, err))
+	}
+	g.sm = sm
+	g.appliedIdx.Store(g.st.applied.index)
+	g.leaderNode.Store(uint64(g.nodeOf(g.leader.Load())))
+	r.e.metrics.SnapshotsApplied.Add(1)
+}
+
+// maintain runs after the round: destroy a removed replica, truncate the
+// log, quiesce an idle group.
+func (r *round) maintain(g *group) {
+	if g.destroy {
+		r.e.destroyGroup(g)
+		return
+	}
+	if len(g.transferWaiters) > 0 {
+		g.checkTransfers(r.e.tick.Load())
+	}
+	r.maybeTruncate(g)
+	r.maybeQuiesce(g)
+}
+
+func (r *round) maybeTruncate(g *group) {
+	st, cfg := g.st, &r.e.cfg
+	overEntries := st.lastIndex-st.truncIndex > cfg.LogTruncateEntries
+	overBytes := st.logBytes > cfg.LogTruncateBytes
+	if !overEntries && !overBytes {
+		return
+	}
+	target := min(st.durableApplied, st.lastIndex)
+	if g.isLead && !overBytes {
+		// Keep what a follower still needs, unless the log is too large.
+		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			if id != uint64(g.replica) && pr.Match > 0 {
+				target = min(target, pr.Match)
+			}
+		})
+	}
+	// Truncate in halves of the threshold so a busy group does not
+	// truncate on every round.
+	if target <= st.truncIndex || (!overBytes && target-st.truncIndex < cfg.LogTruncateEntries/2) {
+		return
+	}
+	term, err := st.Term(target)
+	if err != nil {
+		return
+	}
+	b := r.e.db.NewBatch()
+	defer b.Close()
+	st.truncate(b, target, term)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		panic(fmt.Sprintf("multiraft: truncating log of group %d: %v", g.id, err))
+	}
+	st.truncated(target, term)
+	r.e.metrics.LogTruncations.Add(1)
+}
+
+// maybeQuiesce puts an idle leader's group to sleep: when nothing is in
+// flight and every follower has the whole log, the leader sends one last
+// heartbeat marked Quiesce and stops ticking; followers that receive it
+// stop too. Any message or proposal wakes the group.
+func (r *round) maybeQuiesce(g *group) {
+	if !g.isLead || g.quiesced.Load() || r.e.cfg.QuiesceAfterTicks < 0 || g.idleTicks < r.e.cfg.QuiesceAfterTicks {
+		return
+	}
+	st := g.st
+	if len(g.pending) > 0 || g.confFuture != nil || len(g.readsInFlight) > 0 || len(g.readsReady) > 0 ||
+		len(g.transferWaiters) > 0 || g.snap != nil || g.rn.HasReady() ||
+		st.hardState.GetCommit() != st.lastIndex || st.applied.index != st.lastIndex || st.applied.members.Joint {
+		return
+	}
+	caughtUp := true
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if pr.Match != st.lastIndex {
+			caughtUp = false
+		}
+	})
+	if !caughtUp {
+		return
+	}
+	g.quiesced.Store(true)
+	term := st.hardState.GetTerm()
+	for _, rep := range st.applied.members.Replicas {
+		if rep.ReplicaID == g.replica {
+			continue
+		}
+		r.early = append(r.early, Message{Group: g.id, ToNode: rep.NodeID, FromNode: r.e.cfg.NodeID, Quiesce: true, Msg: &raftpb.Message{
+			Type:   raftpb.MsgHeartbeat.Enum(),
+			To:     proto.Uint64(uint64(rep.ReplicaID)),
+			From:   proto.Uint64(uint64(g.replica)),
+			Term:   proto.Uint64(term),
+			Commit: proto.Uint64(st.lastIndex),
+		}})
+	}
+	r.flush(&r.early)
+	r.e.metrics.Quiesces.Add(1)
+}
+
+// notLeader builds the error for a request that needs the leader.
+func (g *group) notLeader() error {
+	lead := g.leader.Load()
+	return &NotLeaderError{Group: g.id, Leader: ReplicaID(lead), Node: NodeID(g.leaderNode.Load())}
+}
+
+// steppedDown fails what only a leader could finish.
+func (g *group) steppedDown() {
+	for id, f := range g.pending {
+		f.resolve(nil, ErrAmbiguous)
+		delete(g.pending, id)
+	}
+	if g.confFuture != nil {
+		g.confFuture.resolve(nil, ErrAmbiguous)
+		g.confFuture = nil
+	}
+	g.failReads(g.notLeader())
+	g.leaseUntil = 0
+}
+
+func readCtx(id uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 0, 8), id) }

@@ -1,0 +1,93 @@
+package multiraft
+
+import (
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Entry is a committed command handed to a StateMachine.
+type Entry struct {
+	Index uint64
+	Term  uint64
+	// Cmd is the command exactly as it was passed to Propose. It aliases
+	// engine memory and is valid only during the Apply call.
+	Cmd []byte
+}
+
+// A StateMachine is the replicated state of one group on one node, applied
+// by the engine in log order. The engine calls its methods only from the
+// worker that owns the group, never concurrently for one group; different
+// groups' state machines are called concurrently.
+//
+// Every write the state machine makes goes into the batch of the
+// ApplyContext, which the engine commits together with the group's applied
+// index, so a crash never separates the two.
+type StateMachine interface {
+	// Apply applies one committed command and returns the result delivered
+	// to the proposer's future. Apply must be deterministic: every replica
+	// computes the same writes and result from the same state and command.
+	// An error in the result is an ordinary outcome of the command (say, a
+	// failed compare-and-swap), not a failure of the engine; state that
+	// cannot be applied is a bug and must panic.
+	Apply(ac *ApplyContext, e Entry) any
+
+	// ApplyMembership records a change of the group's membership, applied
+	// at index. Called after the engine updated its own copy.
+	ApplyMembership(ac *ApplyContext, index uint64, m Membership)
+
+	// Snapshot writes a consistent image of the state machine, read from r
+	// (a Pebble snapshot taken at the applied index), to w. It runs on a
+	// goroutine of the sender, not on a worker, and must not touch mutable
+	// in-memory state without its own synchronisation.
+	Snapshot(r pebble.Reader, w io.Writer) error
+
+	// Restore replaces the whole state of the state machine with the image
+	// read from r, writing into b. It returns an error, and must leave b
+	// unusable only by returning, if the image is corrupt or truncated; the
+	// engine then refuses the snapshot. After a successful Restore the
+	// engine reloads the state machine with NewStateMachine.
+	Restore(b *pebble.Batch, r io.Reader) error
+
+	// Destroy writes into b the deletion of everything the state machine
+	// keeps in Pebble. Called when the group is removed from this node.
+	Destroy(b *pebble.Batch)
+}
+
+// NewStateMachineFunc builds the state machine of a group on this node,
+// loading whatever it keeps in memory from r. It is called when the engine
+// opens, creates or restores the group.
+type NewStateMachineFunc func(group GroupID, replica ReplicaID, r pebble.Reader) (StateMachine, error)
+
+// ApplyContext is what a state machine may use while applying. It is valid
+// only during the call it is passed to.
+type ApplyContext struct {
+	// Batch receives every write of the state machine. It is committed by
+	// the engine without sync together with the applied index.
+	Batch *pebble.Batch
+	// Group and Replica identify the applying replica.
+	Group   GroupID
+	Replica ReplicaID
+	// Membership is the group's current membership. Read only.
+	Membership Membership
+
+	e       *Engine
+	creates []groupCreate
+}
+
+type groupCreate struct {
+	group   GroupID
+	replica ReplicaID
+	members Membership
+}
+
+// CreateGroup creates a new group on this node as part of the current
+// batch: its Raft state is initialised at the same index on every replica
+// that applies the command, so all of them start identical. It is how a
+// split creates the right-hand shard. replica is this node's member of the
+// new group. The state machine must write whatever state the new group's
+// state machine loads into ac.Batch before returning from Apply.
+func (ac *ApplyContext) CreateGroup(group GroupID, replica ReplicaID, members Membership) {
+	ac.e.writeInitialState(ac.Batch, group, replica, members)
+	ac.creates = append(ac.creates, groupCreate{group: group, replica: replica, members: members.Clone()})
+}
