@@ -129,6 +129,8 @@ type cluster struct {
 	queue   []Message
 	snaps   []*OutgoingSnapshot
 	cut     map[NodeID]bool // nodes cut off from the network
+	// damage, if set, may alter a snapshot body in flight.
+	damage func([]byte) []byte
 	cfg     func(*Config)
 }
 
@@ -245,7 +247,11 @@ func (c *cluster) transferSnapshot(s *OutgoingSnapshot) {
 		err = errors.New("unreachable")
 	}
 	if err == nil {
-		f := e.ReceiveSnapshotFuture(s.Message, buf.Bytes())
+		data := buf.Bytes()
+		if c.damage != nil {
+			data = c.damage(data)
+		}
+		f := e.ReceiveSnapshotFuture(s.Message, data)
 		e.Process()
 		_, err = f.Result()
 		if !isDone(f) {

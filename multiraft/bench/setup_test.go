@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// TickInterval is the period of the ticker goroutine driving every engine.
+const TickInterval = 100 * time.Millisecond
+
+// node is one engine over its own Pebble instance.
+type node struct {
+	id  multiraft.NodeID
+	dir string
+	fs  vfs.FS
+	db  *pebble.DB
+	e   *multiraft.Engine
+}
+
+type quietPebbleLogger struct{}
+
+func (quietPebbleLogger) Infof(string, ...any)  {}
+func (quietPebbleLogger) Errorf(string, ...any) {}
+func (quietPebbleLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+// engineLogger shows the engine's warnings and errors only.
+var engineLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// openNode opens Pebble in dir on fs and an engine over it with real
+// workers; tweak adjusts the config.
+func openNode(tb testing.TB, id multiraft.NodeID, fs vfs.FS, dir string, tr multiraft.Transport, tweak func(*multiraft.Config)) *node {
+	tb.Helper()
+	n := &node{id: id, dir: dir, fs: fs}
+	var err error
+	n.db, err = pebble.Open(dir, &pebble.Options{FS: fs, Logger: quietPebbleLogger{}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := multiraft.Config{NodeID: id, DB: n.db, Transport: tr, NewStateMachine: NewKV, Logger: engineLogger}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	n.e, err = multiraft.Open(cfg)
+	if err != nil {
+		_ = n.db.Close()
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// close closes the engine, then its Pebble instance.
+func (n *node) close(tb testing.TB) {
+	tb.Helper()
+	if n.e == nil {
+		return
+	}
+	if err := n.e.Close(); err != nil {
+		tb.Error(err)
+	}
+	if err := n.db.Close(); err != nil {
+		tb.Error(err)
+	}
+	n.e, n.db = nil, nil
+}
+
+// startTicker ticks every engine every TickInterval from one goroutine
+// until the returned stop is called.
+func startTicker(engines ...*multiraft.Engine) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(TickInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, e := range engines {
+					e.Tick()
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// members returns the membership of group with one replica on each node:
+// replica ID group*10 + node.
+func members(group multiraft.GroupID, nodes ...*node) multiraft.Membership {
+	var m multiraft.Membership
+	for _, n := range nodes {
+		m.Replicas = append(m.Replicas, multiraft.Replica{ReplicaID: replicaOf(group, n.id), NodeID: n.id})
+	}
+	return m
+}
+
+func replicaOf(group multiraft.GroupID, n multiraft.NodeID) multiraft.ReplicaID {
+	return multiraft.ReplicaID(uint64(group)*10 + uint64(n))
+}
+
+// createGroups creates groups [first, first+count) with a replica on every
+// node, from parallel goroutines so their synced writes share fsyncs.
+func createGroups(tb testing.TB, first multiraft.GroupID, count int, nodes ...*node) {
+	tb.Helper()
+	const parallel = 64
+	errs := make(chan error, parallel)
+	var wg sync.WaitGroup
+	for w := range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < count; i += parallel {
+				g := first + multiraft.GroupID(i)
+				m := members(g, nodes...)
+				for _, n := range nodes {
+					if err := n.e.CreateGroup(g, replicaOf(g, n.id), m, nil); err != nil {
+						errs <- fmt.Errorf("create group %d on node %d: %w", g, n.id, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+}
+
+// statuses returns the status of every group of every node, in parallel.
+func statuses(ctx context.Context, nodes ...*node) ([]multiraft.Status, error) {
+	var futs []*multiraft.Future
+	for _, n := range nodes {
+		for _, g := range n.e.Groups() {
+			futs = append(futs, n.e.StatusFuture(g))
+		}
+	}
+	out := make([]multiraft.Status, 0, len(futs))
+	for _, f := range futs {
+		v, err := f.Wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v.(multiraft.Status))
+	}
+	return out, nil
+}
+
+// waitFor polls cond every interval until it holds or ctx ends.
+func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// elect makes the replica on nodes[g % len(nodes)] campaign in every group
+// of [first, first+count), so leaders spread evenly, and waits until every
+// group has a leader. It returns, per group, the index of the leading node.
+func elect(ctx context.Context, first multiraft.GroupID, count int, nodes ...*node) ([]int, error) {
+	for i := range count {
+		g := first + multiraft.GroupID(i)
+		nodes[int(g)%len(nodes)].e.Campaign(g)
+	}
+	leaders := make([]int, count)
+	interval := time.Duration(count*len(nodes)) * time.Microsecond * 10
+	err := waitFor(ctx, max(interval, 10*time.Millisecond), func() (bool, error) {
+		for i := range leaders {
+			leaders[i] = -1
+		}
+		sts, err := statuses(ctx, nodes...)
+		if err != nil {
+			return false, err
+		}
+		for _, st := range sts {
+			if st.IsLeader {
+				leaders[st.Group-first] = slices.IndexFunc(nodes, func(n *node) bool { return n.id == st.LeaderNode })
+			}
+		}
+		return !slices.Contains(leaders, -1), nil
+	})
+	return leaders, err
+}
+
+// cpuTime returns the user+system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// fsyncLatencies writes 4 KiB and fsyncs it n times in a file in dir and
+// returns the latencies, sorted.
+func fsyncLatencies(dir string, n int) ([]time.Duration, error) {
+	f, err := os.Create(filepath.Join(dir, "fsync-probe"))
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	block := make([]byte, 4<<10)
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		if _, err := f.Write(block); err != nil {
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return lat, nil
+}
+
+// percentile returns the p-th percentile (0 < p <= 100) of sorted.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// ms converts d to float milliseconds for ReportMetric.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// isSurelyNotApplied reports whether a failed proposal certainly did not
+// apply, so retrying it cannot apply it twice.
+func isSurelyNotApplied(err error) bool {
+	return errors.Is(err, multiraft.ErrNotLeader) || errors.Is(err, multiraft.ErrProposalDropped)
+}

@@ -1,0 +1,133 @@
+// Package multiraft hosts thousands of Raft groups in one process, on
+// etcd/raft's RawNode and one shared Pebble instance. It knows nothing
+// about keys: a group replicates opaque commands into a StateMachine that
+// its user (package shard) supplies.
+//
+// # What it owns
+//
+//   - The life of every group hosted on this node: creation (CreateGroup
+//     for a new group, JoinGroup for an empty replica that waits for a
+//     snapshot, ApplyContext.CreateGroup for the right-hand side of a
+//     split), recovery on Open, removal (RemoveGroup, or a replica applying
+//     its own removal).
+//   - All Raft state in Pebble under the raft-local keys of internal/keys:
+//     hard state, log entries, truncated state, applied state (index, term,
+//     ConfState and the node of every member) and the replica ID.
+//   - Proposals, reads, membership changes, leadership transfers,
+//     snapshots, log truncation, quiescence.
+//
+// It does not own the network (a Transport is injected), time (the user
+// calls Tick; RunTicker does it from a time.Ticker) or the state machine.
+//
+// # Threads: no goroutine per group
+//
+// A fixed pool of workers (Config.Workers) serves every group. Work reaches
+// a group through its inbox (messages, proposals, reads, operations) and a
+// shared scheduler queue that holds each group at most once; a worker pops
+// a batch of groups and owns each of them, with its RawNode, until the
+// round ends. Nothing else ever touches a RawNode, so there is no lock per
+// group on the hot path, only the short inbox mutex. One ticker marks every
+// active group and enqueues it.
+//
+// With Workers < 0 the engine starts no goroutine at all and the caller
+// drives it with Process: this is how the simulator (internal/sim) runs
+// several engines deterministically in one goroutine.
+//
+// # A round
+//
+// For a batch of groups, a worker:
+//
+//  1. hands each group's inbox to its RawNode (Step, Tick, Propose,
+//     ReadIndex) and takes its Ready;
+//  2. sends the messages that need no local durability; the leader's
+//     appends go out before its own write (Raft thesis §10.2.1), while
+//     append acknowledgements and votes wait;
+//  3. writes the entries, hard states and snapshots of every group into one
+//     Pebble batch and syncs it once: group commit across groups;
+//  4. sends the acknowledgements and votes;
+//  5. applies every group's committed entries into one more batch, written
+//     without sync together with each group's applied index (the synced log
+//     makes replay safe, and the two never separate), then resolves the
+//     proposers' futures;
+//  6. calls Advance, answers reads whose index is applied, truncates logs
+//     and quiesces idle groups.
+//
+// AsyncStorageWrites was considered and not used: step 2 already lets the
+// leader replicate while it syncs, and group commit amortises the sync over
+// every group of the round, which is what AsyncStorageWrites would buy; the
+// synchronous Ready contract keeps the worker simple and the simulator
+// deterministic.
+//
+// # Proposals
+//
+// Propose (or ProposeFuture) wraps the command in a 16-byte envelope (the
+// engine's incarnation and a proposal ID) and queues it; the worker hands
+// all queued proposals of a group to raft in one MsgProp. The future
+// resolves with the state machine's result when the entry applies on this
+// replica. Errors tell whether the command may have applied:
+// ErrProposalDropped and *NotLeaderError mean surely not; ErrAmbiguous
+// (leadership lost after the entry was appended) and a context error mean
+// it may have. The incarnation is bumped and synced at every Open, so an
+// entry proposed before a restart never resolves a future made after it.
+//
+// # Reads
+//
+// ReadBarrier(ctx, group, mode) returns once the local applied state may be
+// read at mode; the caller then reads Pebble:
+//
+//   - ReadLinearizable: Raft ReadIndex. All linearizable reads of a group
+//     that arrive before a round share one ReadIndex, i.e. one heartbeat
+//     round to a quorum.
+//   - ReadLease: served by the leader without a quorum round while its lease
+//     holds. A lease starts at the tick a ReadIndex round began, once that
+//     round is confirmed by a quorum, and lasts Config.LeaseTicks (less than
+//     the election timeout): with CheckQuorum no follower that acknowledged
+//     votes for another candidate within an election timeout. A leader that
+//     sent MsgTimeoutNow (leadership transfer) gives up its lease for the
+//     rest of its term. Lease reads renew the lease in the background.
+//   - ReadStale: whatever this replica has applied.
+//
+// # Membership
+//
+// ChangeReplicas proposes a ConfChangeV2 (joint consensus when more than
+// one voter changes; left automatically). Its context carries the nodes of
+// added replicas, so every replica learns where its peers live from the log.
+// A replica that applies its own removal deletes itself. A new replica is
+// created empty with JoinGroup, added as a learner, sent a snapshot,
+// promoted with AddVoter.
+//
+// # Snapshots
+//
+// raft.Storage.Snapshot describes the state as of the applied index; the
+// round that sees the MsgSnap takes a Pebble snapshot at once and hands the
+// transport an OutgoingSnapshot that streams StateMachine.Snapshot from it,
+// off the worker. The receiver restores the body into a staging batch on
+// its worker (a corrupt or truncated body is refused there, before raft
+// sees the snapshot), then steps the MsgSnap; when raft hands the snapshot
+// back, the staged data and the new Raft state are committed in one synced
+// batch.
+//
+// # Log truncation
+//
+// When a group's log exceeds LogTruncateEntries or LogTruncateBytes it is
+// truncated locally, never past the applied index known to be durable (the
+// applied index recorded before the last synced write of that group). A
+// leader keeps the entries a follower still needs unless the log exceeds
+// the byte bound; a follower that falls behind the truncated log gets a
+// snapshot.
+//
+// # Quiescence
+//
+// A leader with nothing in flight, every follower caught up, and
+// QuiesceAfterTicks idle ticks sends a last heartbeat marked Quiesce and
+// stops ticking; a follower that receives it stops too. Any proposal, read
+// or message other than a heartbeat response wakes the group. NodeDown is
+// the node-liveness hook: it wakes every quiesced group whose leader lives
+// on the node that went down, so its followers still elect a new leader.
+//
+// # Testing
+//
+// All time is ticks, the transport and the filesystem (Pebble's vfs) are
+// injected. Crash tests use vfs.NewCrashableMem and CrashClone (pebble v2's
+// successor of NewStrictMem): a crash keeps exactly what was synced.
+package multiraft
