@@ -131,7 +131,7 @@ type cluster struct {
 	cut     map[NodeID]bool // nodes cut off from the network
 	// damage, if set, may alter a snapshot body in flight.
 	damage func([]byte) []byte
-	cfg     func(*Config)
+	cfg    func(*Config)
 }
 
 type clusterTransport struct {

@@ -15,7 +15,7 @@ type Message struct {
 	// group's membership can still answer).
 	ToNode   NodeID
 	FromNode NodeID
-	Msg    *raftpb.Message
+	Msg      *raftpb.Message
 	// Quiesce marks a heartbeat by which the leader tells a caught-up
 	// follower to stop ticking the group until the next message.
 	Quiesce bool

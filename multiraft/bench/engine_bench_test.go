@@ -58,8 +58,9 @@ func (s syncStats) report(b *testing.B) {
 
 // closedLoop runs proposers goroutines for d, each calling propose in a
 // closed loop, and returns how many calls succeeded and failed within d.
-// Calls in flight at the end complete but are not counted.
-func closedLoop(proposers int, d time.Duration, propose func(proposer int, seq uint64) error) (ok, failed uint64) {
+// Calls in flight at the end complete but are not counted. It also returns
+// the CPU the process used during d, in percent of one core.
+func closedLoop(proposers int, d time.Duration, propose func(proposer int, seq uint64) error) (ok, failed uint64, cpuPct float64) {
 	var stop atomic.Bool
 	var okN, failN atomic.Uint64
 	var wg sync.WaitGroup
@@ -83,10 +84,12 @@ func closedLoop(proposers int, d time.Duration, propose func(proposer int, seq u
 			failN.Add(nFail)
 		}()
 	}
+	cpu0, wall0 := cpuTime(), time.Now()
 	time.Sleep(d)
 	stop.Store(true)
+	cpu, wall := cpuTime()-cpu0, time.Since(wall0)
 	wg.Wait()
-	return okN.Load(), failN.Load()
+	return okN.Load(), failN.Load(), 100 * float64(cpu) / float64(wall)
 }
 
 // command returns the put command of proposer p's seq-th call: the key is
@@ -117,7 +120,7 @@ func BenchmarkSingleReplicaFsync(b *testing.B) {
 			b.Fatal(err)
 		}
 		before := readSyncStats(n.e)
-		ok, failed := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
+		ok, failed, cpu := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
 			_, err := n.e.Propose(ctx, multiraft.GroupID(1+p%throughputGroups), command(p, seq))
 			return err
 		})
@@ -129,6 +132,7 @@ func BenchmarkSingleReplicaFsync(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(float64(ok)/throughputDuration.Seconds(), "proposals/s")
 		b.ReportMetric(float64(failed), "failed")
+		b.ReportMetric(cpu, "cpu-%core")
 		stats.report(b)
 		b.ReportMetric(ms(percentile(lat, 50)), "fsync-p50-ms")
 	}
@@ -165,7 +169,7 @@ func BenchmarkThreeReplicasInMemory(b *testing.B) {
 		for i, n := range nodes {
 			before[i] = readSyncStats(n.e)
 		}
-		ok, failed := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
+		ok, failed, cpu := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
 			gi := p % throughputGroups
 			_, err := engines[leaderOf[gi].Load()].Propose(ctx, multiraft.GroupID(1+gi), command(p, seq))
 			if nl := (*multiraft.NotLeaderError)(nil); errors.As(err, &nl) && nl.Node != 0 {
@@ -189,6 +193,7 @@ func BenchmarkThreeReplicasInMemory(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(float64(ok)/throughputDuration.Seconds(), "proposals/s")
 		b.ReportMetric(float64(failed), "failed")
+		b.ReportMetric(cpu, "cpu-%core")
 		stats.report(b)
 	}
 }
@@ -294,7 +299,7 @@ func BenchmarkRestart10kGroups(b *testing.B) {
 		if _, err := elect(ctx, 1, manyGroups, n); err != nil {
 			b.Fatal(err)
 		}
-		ok, failed := closedLoop(256, time.Second, func(p int, seq uint64) error {
+		ok, failed, _ := closedLoop(256, time.Second, func(p int, seq uint64) error {
 			g := multiraft.GroupID(1 + (uint64(p)*7919+seq*256)%manyGroups)
 			_, err := n.e.Propose(ctx, g, command(p, seq))
 			return err
