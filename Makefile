@@ -35,3 +35,19 @@ sim: ## deterministic simulator: SEEDS=N seeds of faults, checked with porcupine
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 ./multiraft/bench/
+
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+.PHONY: proto proto-tools
+proto-tools: ## install protoc (Debian) and the Go plugins (into ./bin)
+	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+
+proto: proto-tools ## regenerate rpc/flotillapb from rpc/proto
+	PATH=$(CURDIR)/bin:$$PATH protoc \
+	  -I rpc/proto -I $$($(GO) list -m -f '{{.Dir}}' go.etcd.io/raft/v3) \
+	  --go_out=. --go_opt=module=github.com/flotilla-kv/flotilla \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/flotilla-kv/flotilla \
+	  rpc/proto/flotilla/v1/*.proto

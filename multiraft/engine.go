@@ -29,6 +29,7 @@ type Engine struct {
 	tick     atomic.Uint64
 	manual   bool
 	stopped  atomic.Bool
+	draining atomic.Bool
 	workers  sync.WaitGroup
 	snapshot sync.WaitGroup // goroutines building incoming snapshots
 

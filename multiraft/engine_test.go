@@ -192,3 +192,63 @@ func TestMembershipChangeWithSnapshot(t *testing.T) {
 		t.Fatalf("leader is %d after transfer to node 4", c.leader(1))
 	}
 }
+
+func TestDrainMovesLeadershipsAway(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	for g := GroupID(1); g <= 6; g++ {
+		c.createGroup(g, 1, 2, 3)
+		c.leader(g)
+	}
+	c.tick(5)
+	c.engines[1].SetDraining(true)
+	for range 100 {
+		if c.engines[1].Leaders() == 0 {
+			break
+		}
+		c.tick(1)
+	}
+	if n := c.engines[1].Leaders(); n != 0 {
+		t.Fatalf("draining node still leads %d groups", n)
+	}
+	for g := GroupID(1); g <= 6; g++ {
+		lead := c.leader(g)
+		if lead == 1 {
+			t.Fatalf("group %d led by the draining node", g)
+		}
+		if _, err := c.propose(lead, g, "after=drain"); err != nil {
+			t.Fatalf("group %d: %v", g, err)
+		}
+	}
+}
+
+func TestCompactLog(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.createGroup(1, 1)
+	c.leader(1)
+	for i := range 30 {
+		if _, err := c.propose(1, 1, fmt.Sprintf("k%d=v", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.tick(1)
+	// CompactLog blocks on the worker: run it beside the driver.
+	done := make(chan uint64)
+	go func() {
+		first, err := c.engines[1].CompactLog(t.Context(), 1, false)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- first
+	}()
+	for {
+		select {
+		case first := <-done:
+			if first <= initialIndex+1 {
+				t.Fatalf("first index %d after compaction", first)
+			}
+			return
+		default:
+			c.engines[1].Process()
+		}
+	}
+}

@@ -22,6 +22,7 @@ type group struct {
 
 	// Published by the worker.
 	quiesced   atomic.Bool
+	leading    atomic.Bool   // this replica is the leader
 	leader     atomic.Uint64 // ReplicaID of the leader, 0 if unknown
 	leaderNode atomic.Uint64 // NodeID of the leader, 0 if unknown
 	term       atomic.Uint64
@@ -62,6 +63,7 @@ type group struct {
 	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
 	transferWaiters       []transferWaiter
 	idleTicks             int
+	handOffTick           uint64 // while draining: no new transfer before this tick
 	// snap is an incoming snapshot validated and waiting for raft to hand
 	// it back in a Ready.
 	snap *incomingSnapshot

@@ -135,6 +135,7 @@ func (r *round) prepare(g *group) bool {
 	if rd.SoftState != nil {
 		wasLead := g.isLead
 		g.isLead = rd.SoftState.RaftState == raft.StateLeader
+		g.leading.Store(g.isLead)
 		g.leader.Store(rd.SoftState.Lead)
 		g.leaderNode.Store(uint64(g.nodeOf(rd.SoftState.Lead)))
 		down = wasLead && !g.isLead
@@ -446,6 +447,7 @@ func (r *round) maintain(g *group) {
 	if len(g.transferWaiters) > 0 {
 		g.checkTransfers(r.e.tick.Load())
 	}
+	r.maybeHandOff(g)
 	r.maybeTruncate(g)
 	r.maybeQuiesce(g)
 }
@@ -490,7 +492,7 @@ func (r *round) maybeTruncate(g *group) {
 // heartbeat marked Quiesce and stops ticking; followers that receive it
 // stop too. Any message or proposal wakes the group.
 func (r *round) maybeQuiesce(g *group) {
-	if !g.isLead || g.quiesced.Load() || r.e.cfg.QuiesceAfterTicks < 0 || g.idleTicks < r.e.cfg.QuiesceAfterTicks {
+	if !g.isLead || g.quiesced.Load() || r.e.cfg.QuiesceAfterTicks < 0 || g.idleTicks < r.e.cfg.QuiesceAfterTicks || r.e.draining.Load() {
 		return
 	}
 	st := g.st

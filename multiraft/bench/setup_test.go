@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -218,6 +220,47 @@ func cpuTime() time.Duration {
 		panic(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// hostBusy returns the CPU time every process of the machine has used
+// (user, nice, system, irq, softirq and steal in /proc/stat), or 0 where
+// /proc/stat is unavailable.
+func hostBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += v
+	}
+	// The kernel reports USER_HZ ticks, 100 per second on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// cpuWindow measures the CPU used between its start and end: by this
+// process, and by everything else on the machine.
+type cpuWindow struct {
+	own, host time.Duration
+	wall      time.Time
+}
+
+func startCPUWindow() cpuWindow { return cpuWindow{cpuTime(), hostBusy(), time.Now()} }
+
+// end returns this process's CPU and the other processes' CPU, in percent
+// of one core, since w started.
+func (w cpuWindow) end() (ownPct, otherPct float64) {
+	own, host, wall := cpuTime()-w.own, hostBusy()-w.host, time.Since(w.wall)
+	return 100 * float64(own) / float64(wall), 100 * float64(max(host-own, 0)) / float64(wall)
 }
 
 // fsyncLatencies writes 4 KiB and fsyncs it n times in a file in dir and

@@ -1,0 +1,538 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// Resolver maps a node to the address its gRPC server listens on.
+type Resolver interface {
+	Resolve(node multiraft.NodeID) (string, error)
+}
+
+// StaticResolver is a fixed node → address map.
+type StaticResolver map[multiraft.NodeID]string
+
+// Resolve implements Resolver.
+func (r StaticResolver) Resolve(node multiraft.NodeID) (string, error) {
+	if a, ok := r[node]; ok {
+		return a, nil
+	}
+	return "", fmt.Errorf("rpc: no address for node %d", node)
+}
+
+// TransportConfig configures a Transport. Zero values mean defaults.
+type TransportConfig struct {
+	NodeID   multiraft.NodeID
+	Resolver Resolver
+	// Dial opens a client connection to an address. Required.
+	Dial func(addr string) (*grpc.ClientConn, error)
+	Logger *slog.Logger
+	// MaxQueueBytes bounds the messages queued for one peer; beyond it new
+	// messages are dropped and reported unreachable. Default 16 MiB.
+	MaxQueueBytes int
+	// MaxBatchBytes caps one RaftBatch. Default 4 MiB.
+	MaxBatchBytes int
+	// SnapshotChunkBytes is the size of one snapshot chunk. Default 256 KiB.
+	SnapshotChunkBytes int
+	// SnapshotRateBytes limits outgoing snapshot bytes per second across all
+	// transfers; 0 means unlimited.
+	SnapshotRateBytes int64
+	// MaxConcurrentSnapshots bounds snapshots sent at once (and received at
+	// once by the server). Default 2.
+	MaxConcurrentSnapshots int
+	// ReconnectBackoff is the first delay before redialling a failed peer;
+	// it doubles up to MaxReconnectBackoff. Defaults 50 ms and 2 s.
+	ReconnectBackoff, MaxReconnectBackoff time.Duration
+}
+
+func (c TransportConfig) withDefaults() TransportConfig {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = 16 << 20
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 4 << 20
+	}
+	if c.SnapshotChunkBytes == 0 {
+		c.SnapshotChunkBytes = 256 << 10
+	}
+	if c.MaxConcurrentSnapshots == 0 {
+		c.MaxConcurrentSnapshots = 2
+	}
+	if c.ReconnectBackoff == 0 {
+		c.ReconnectBackoff = 50 * time.Millisecond
+	}
+	if c.MaxReconnectBackoff == 0 {
+		c.MaxReconnectBackoff = 2 * time.Second
+	}
+	return c
+}
+
+// Transport is the gRPC implementation of multiraft.Transport: one sender
+// goroutine and one stream per peer node (never per group), a bounded queue
+// per peer, and snapshots on their own RPC. Send never blocks.
+type Transport struct {
+	cfg     TransportConfig
+	engine  *multiraft.Engine
+	snapSem chan struct{}
+	limiter *byteLimiter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		peers map[multiraft.NodeID]*peer
+		conns map[string]*grpc.ClientConn
+	}
+	Stats TransportStats
+}
+
+// NewTransport returns a transport; SetEngine must be called before any
+// message flows (the engine needs the transport to open, and the transport
+// needs the engine to report to).
+func NewTransport(cfg TransportConfig) *Transport {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Transport{
+		cfg:     cfg,
+		snapSem: make(chan struct{}, cfg.MaxConcurrentSnapshots),
+		limiter: newByteLimiter(cfg.SnapshotRateBytes),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	t.mu.peers = make(map[multiraft.NodeID]*peer)
+	t.mu.conns = make(map[string]*grpc.ClientConn)
+	return t
+}
+
+// SetEngine wires the engine that receives reports. Call once, before use.
+func (t *Transport) SetEngine(e *multiraft.Engine) { t.engine = e }
+
+// Close stops every sender and closes the connections.
+func (t *Transport) Close() {
+	t.cancel()
+	t.mu.Lock()
+	for _, p := range t.mu.peers {
+		p.wake()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.mu.conns {
+		_ = c.Close()
+	}
+	t.mu.conns = nil
+}
+
+// conn returns the shared client connection to node.
+func (t *Transport) conn(node multiraft.NodeID) (*grpc.ClientConn, error) {
+	addr, err := t.cfg.Resolver.Resolve(node)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.conns == nil {
+		return nil, errors.New("rpc: transport closed")
+	}
+	if c, ok := t.mu.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := t.cfg.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.conns[addr] = c
+	return c, nil
+}
+
+// Send implements multiraft.Transport.
+func (t *Transport) Send(msgs []multiraft.Message) {
+	for i := 0; i < len(msgs); {
+		j := i + 1
+		for j < len(msgs) && msgs[j].ToNode == msgs[i].ToNode {
+			j++
+		}
+		t.peer(msgs[i].ToNode).enqueue(msgs[i:j])
+		i = j
+	}
+}
+
+func (t *Transport) peer(node multiraft.NodeID) *peer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.mu.peers[node]
+	if p == nil {
+		p = &peer{t: t, node: node, signal: make(chan struct{}, 1)}
+		t.mu.peers[node] = p
+		t.wg.Add(1)
+		go p.run()
+	}
+	return p
+}
+
+// TransportStats counts what the transport did; read with atomic loads.
+type TransportStats struct {
+	counters
+}
+
+// peer is the sending side towards one node.
+type peer struct {
+	t      *Transport
+	node   multiraft.NodeID
+	signal chan struct{}
+	mu     struct {
+		sync.Mutex
+		queue []multiraft.Message
+		bytes int
+	}
+}
+
+func (p *peer) wake() {
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+func msgBytes(m *multiraft.Message) int {
+	n := 64
+	for _, e := range m.Msg.GetEntries() {
+		n += len(e.GetData()) + 16
+	}
+	return n
+}
+
+// enqueue adds msgs to the queue, dropping what does not fit.
+func (p *peer) enqueue(msgs []multiraft.Message) {
+	var dropped []multiraft.Message
+	p.mu.Lock()
+	for _, m := range msgs {
+		n := msgBytes(&m)
+		if p.mu.bytes+n > p.t.cfg.MaxQueueBytes {
+			dropped = append(dropped, m)
+			continue
+		}
+		p.mu.queue = append(p.mu.queue, m)
+		p.mu.bytes += n
+	}
+	p.mu.Unlock()
+	p.wake()
+	if len(dropped) > 0 {
+		p.t.Stats.dropped.Add(uint64(len(dropped)))
+		p.t.reportUnreachable(dropped)
+	}
+}
+
+func (t *Transport) reportUnreachable(msgs []multiraft.Message) {
+	if t.engine == nil {
+		return
+	}
+	for _, m := range msgs {
+		t.engine.ReportUnreachable(m.Group, multiraft.ReplicaID(m.Msg.GetTo()))
+	}
+}
+
+// run connects to the peer and drains the queue into its stream,
+// reconnecting with backoff. Messages that cannot be sent are dropped and
+// reported; Raft retransmits what matters.
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	backoff := p.t.cfg.ReconnectBackoff
+	for p.t.ctx.Err() == nil {
+		err := p.stream()
+		if p.t.ctx.Err() != nil {
+			return
+		}
+		p.t.cfg.Logger.Debug("raft stream to peer ended", "node", p.node, "err", err)
+		p.t.Stats.streamFailures.Add(1)
+		if p.t.engine != nil {
+			p.t.engine.NodeDown(p.node)
+		}
+		// Drop what is queued: it is stale by the time we reconnect.
+		p.mu.Lock()
+		q := p.mu.queue
+		p.mu.queue, p.mu.bytes = nil, 0
+		p.mu.Unlock()
+		p.t.reportUnreachable(q)
+		select {
+		case <-time.After(backoff):
+		case <-p.t.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, p.t.cfg.MaxReconnectBackoff)
+	}
+}
+
+// stream runs one stream until it fails.
+func (p *peer) stream() error {
+	conn, err := p.t.conn(p.node)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(p.t.ctx)
+	defer cancel()
+	s, err := pb.NewRaftClient(conn).Stream(ctx)
+	if err != nil {
+		return err
+	}
+	// The receiver sends nothing: Recv returns when the stream ends, which
+	// is how we learn at once that the peer went away.
+	ended := make(chan error, 1)
+	go func() {
+		_, err := s.Recv()
+		ended <- err
+		cancel()
+	}()
+	batch := &pb.RaftBatch{FromNode: uint64(p.t.cfg.NodeID), ToNode: uint64(p.node)}
+	var q []multiraft.Message
+	for {
+		select {
+		case <-p.signal:
+		case err := <-ended:
+			return fmt.Errorf("stream ended: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+		q, p.mu.queue = p.mu.queue, q[:0]
+		p.mu.bytes = 0
+		p.mu.Unlock()
+		for len(q) > 0 {
+			n, size := 0, 0
+			batch.Messages = batch.Messages[:0]
+			for n < len(q) && (n == 0 || size < p.t.cfg.MaxBatchBytes) {
+				m := &q[n]
+				batch.Messages = append(batch.Messages, &pb.RaftMessage{
+					Group: uint64(m.Group), ToNode: uint64(m.ToNode), FromNode: uint64(m.FromNode),
+					Quiesce: m.Quiesce, Msg: m.Msg,
+				})
+				size += msgBytes(m)
+				n++
+			}
+			if err := s.Send(batch); err != nil {
+				p.t.reportUnreachable(q)
+				return err
+			}
+			p.t.Stats.batches.Add(1)
+			p.t.Stats.messages.Add(uint64(n))
+			p.t.Stats.bytes.Add(uint64(proto.Size(batch)))
+			clear(q[:n])
+			q = q[n:]
+		}
+		q = q[:0]
+	}
+}
+
+// SendSnapshot implements multiraft.Transport: it streams the snapshot on
+// its own RPC from a goroutine, bounded by MaxConcurrentSnapshots and the
+// byte rate, and reports the outcome to the engine.
+func (t *Transport) SendSnapshot(snap *multiraft.OutgoingSnapshot) {
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer snap.Close()
+		err := t.sendSnapshot(snap)
+		if err != nil {
+			t.cfg.Logger.Info("snapshot transfer failed", "group", snap.Group, "node", snap.ToNode, "err", err)
+			t.Stats.snapshotFailures.Add(1)
+		} else {
+			t.Stats.snapshotsSent.Add(1)
+		}
+		if t.engine != nil {
+			t.engine.ReportSnapshot(snap.Message, err)
+		}
+	}()
+}
+
+func (t *Transport) sendSnapshot(snap *multiraft.OutgoingSnapshot) error {
+	select {
+	case t.snapSem <- struct{}{}:
+		defer func() { <-t.snapSem }()
+	case <-t.ctx.Done():
+		return t.ctx.Err()
+	}
+	conn, err := t.conn(snap.ToNode)
+	if err != nil {
+		return err
+	}
+	s, err := pb.NewRaftClient(conn).Snapshot(t.ctx)
+	if err != nil {
+		return err
+	}
+	w := &chunkWriter{s: s, t: t, buf: make([]byte, 0, t.cfg.SnapshotChunkBytes)}
+	w.header = &pb.RaftMessage{Group: uint64(snap.Group), ToNode: uint64(snap.ToNode), FromNode: uint64(snap.FromNode), Msg: snap.Msg}
+	if err := snap.WriteTo(t.ctx, w); err != nil {
+		_ = s.CloseSend()
+		return fmt.Errorf("building snapshot: %w", err)
+	}
+	if err := w.finish(); err != nil {
+		return err
+	}
+	resp, err := s.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	if !resp.GetAccepted() {
+		return fmt.Errorf("rpc: snapshot refused: %s", resp.GetReason())
+	}
+	return nil
+}
+
+// chunkWriter cuts a snapshot body into checksummed chunks.
+type chunkWriter struct {
+	s      pb.Raft_SnapshotClient
+	t      *Transport
+	header *pb.RaftMessage
+	buf    []byte
+	total  uint64
+}
+
+func (w *chunkWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		k := min(cap(w.buf)-len(w.buf), len(b))
+		w.buf = append(w.buf, b[:k]...)
+		b = b[k:]
+		if len(w.buf) == cap(w.buf) {
+			if err := w.flush(false); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *chunkWriter) flush(last bool) error {
+	if err := w.t.limiter.wait(w.t.ctx, len(w.buf)); err != nil {
+		return err
+	}
+	w.total += uint64(len(w.buf))
+	c := &pb.SnapshotChunk{Header: w.header, Data: w.buf, Crc32C: crc32.Checksum(w.buf, castagnoli), Last: last}
+	if last {
+		c.TotalBytes = w.total
+	}
+	w.header = nil
+	err := w.s.Send(c)
+	w.t.Stats.snapshotBytes.Add(uint64(len(w.buf)))
+	w.buf = w.buf[:0]
+	return err
+}
+
+func (w *chunkWriter) finish() error { return w.flush(true) }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// RaftServer is the receiving side of the transport: it hands incoming
+// batches to the engine and receives snapshots.
+type RaftServer struct {
+	pb.UnimplementedRaftServer
+	node    multiraft.NodeID
+	engine  *multiraft.Engine
+	snapSem chan struct{}
+	stats   *TransportStats
+}
+
+// NewRaftServer returns the Raft service of node, delivering to e.
+func NewRaftServer(node multiraft.NodeID, e *multiraft.Engine, t *Transport) *RaftServer {
+	return &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats}
+}
+
+// Stream implements pb.RaftServer.
+func (s *RaftServer) Stream(stream pb.Raft_StreamServer) error {
+	var msgs []multiraft.Message
+	for {
+		b, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if multiraft.NodeID(b.GetToNode()) != s.node {
+			return status.Errorf(codes.FailedPrecondition, "batch for node %d reached node %d", b.GetToNode(), s.node)
+		}
+		msgs = msgs[:0]
+		for _, m := range b.GetMessages() {
+			if m.GetMsg() == nil {
+				continue
+			}
+			msgs = append(msgs, multiraft.Message{
+				Group: multiraft.GroupID(m.GetGroup()), ToNode: multiraft.NodeID(m.GetToNode()),
+				FromNode: multiraft.NodeID(m.GetFromNode()), Quiesce: m.GetQuiesce(), Msg: m.GetMsg(),
+			})
+		}
+		s.engine.Step(msgs)
+		clear(msgs)
+		s.stats.received.Add(uint64(len(b.GetMessages())))
+	}
+}
+
+// Snapshot implements pb.RaftServer.
+func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
+	select {
+	case s.snapSem <- struct{}{}:
+		defer func() { <-s.snapSem }()
+	default:
+		return status.Error(codes.ResourceExhausted, "too many concurrent snapshots; retry later")
+	}
+	var header *pb.RaftMessage
+	var data []byte
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return status.Error(codes.DataLoss, "snapshot stream ended before its last chunk")
+		}
+		if err != nil {
+			return err
+		}
+		if header == nil {
+			header = c.GetHeader()
+			if header == nil || header.GetMsg() == nil {
+				return status.Error(codes.InvalidArgument, "first snapshot chunk has no header")
+			}
+		}
+		if crc32.Checksum(c.GetData(), castagnoli) != c.GetCrc32C() {
+			return status.Error(codes.DataLoss, "snapshot chunk checksum mismatch")
+		}
+		if len(data)+len(c.GetData()) > multiraft.MaxSnapshotBytes {
+			return status.Errorf(codes.ResourceExhausted, "snapshot exceeds %d bytes", multiraft.MaxSnapshotBytes)
+		}
+		data = append(data, c.GetData()...)
+		if c.GetLast() {
+			if c.GetTotalBytes() != uint64(len(data)) {
+				return status.Errorf(codes.DataLoss, "snapshot has %d bytes, sender sent %d", len(data), c.GetTotalBytes())
+			}
+			break
+		}
+	}
+	m := multiraft.Message{
+		Group: multiraft.GroupID(header.GetGroup()), ToNode: multiraft.NodeID(header.GetToNode()),
+		FromNode: multiraft.NodeID(header.GetFromNode()), Msg: header.GetMsg(),
+	}
+	_, err := s.engine.ReceiveSnapshotFuture(m, data).Wait(stream.Context())
+	if err != nil {
+		return stream.SendAndClose(&pb.SnapshotResponse{Accepted: false, Reason: err.Error()})
+	}
+	s.stats.snapshotsReceived.Add(1)
+	return stream.SendAndClose(&pb.SnapshotResponse{Accepted: true})
+}
