@@ -18,8 +18,8 @@ type counters struct {
 // TransportSnapshot is a copy of the transport's counters.
 type TransportSnapshot struct {
 	Batches, Messages, Bytes, Received, Dropped, StreamFailures uint64
-	SnapshotsSent, SnapshotsReceived, SnapshotFailures           uint64
-	SnapshotBytes                                                uint64
+	SnapshotsSent, SnapshotsReceived, SnapshotFailures          uint64
+	SnapshotBytes                                               uint64
 }
 
 // Load copies the counters.

@@ -40,7 +40,7 @@ type TransportConfig struct {
 	NodeID   multiraft.NodeID
 	Resolver Resolver
 	// Dial opens a client connection to an address. Required.
-	Dial func(addr string) (*grpc.ClientConn, error)
+	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
 	// MaxQueueBytes bounds the messages queued for one peer; beyond it new
 	// messages are dropped and reported unreachable. Default 16 MiB.
