@@ -99,3 +99,6 @@ func (e *Engine) CompactLog(ctx context.Context, id GroupID, force bool) (uint64
 	}
 	return v.(uint64), nil
 }
+
+// Draining reports whether SetDraining(true) is in force.
+func (e *Engine) Draining() bool { return e.draining.Load() }

@@ -41,6 +41,8 @@ type Engine struct {
 	list atomic.Pointer[[]*group]
 	// roundMu serialises Process in manual mode.
 	roundMu sync.Mutex
+	// createMu serialises the creation of groups.
+	createMu sync.Mutex
 
 	metrics Metrics
 }
@@ -136,6 +138,13 @@ func (e *Engine) recover() error {
 
 // loadGroup builds the in-memory group from its stored state and registers it.
 func (e *Engine) loadGroup(id GroupID, replica ReplicaID) (*group, error) {
+	// Creations of one group are serialised so that a losing racer never
+	// builds a state machine (which may register itself with its owner).
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
+	if e.lookup(id) != nil {
+		return nil, fmt.Errorf("%w: %d", ErrGroupExists, id)
+	}
 	st, err := loadStorage(e.db, id, e.cfg.EntryCacheBytes)
 	if err != nil {
 		return nil, err

@@ -307,19 +307,20 @@ func (r *round) apply() {
 			panic(fmt.Sprintf("multiraft: writing applied state: %v", err))
 		}
 	}
-	for i := range r.results {
-		a := &r.results[i]
-		a.fut.resolve(a.result, a.err)
-		r.results[i] = applied{}
-	}
-	r.results = r.results[:0]
-	// Groups created by splits exist once their state is committed.
+	// Groups created by splits exist once their state is committed, and
+	// before anyone learns that the split applied.
 	for _, c := range r.ac.creates {
 		if _, err := r.e.loadGroup(c.group, c.replica); err != nil {
 			panic(fmt.Sprintf("multiraft: creating group %d from split: %v", c.group, err))
 		}
 	}
 	r.ac.creates = r.ac.creates[:0]
+	for i := range r.results {
+		a := &r.results[i]
+		a.fut.resolve(a.result, a.err)
+		r.results[i] = applied{}
+	}
+	r.results = r.results[:0]
 }
 
 func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {

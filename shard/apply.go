@@ -1,0 +1,247 @@
+package shard
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// Apply applies one committed command and returns its outcome: a *Result
+// if it applied (or had already applied, for an exactly-once retry), or an
+// error if it was refused, in which case it wrote nothing. See the package
+// doc for the order of checks. An entry with an empty command (a Raft no-op)
+// returns nil. Called only by the worker owning the group.
+func (sm *StateMachine) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
+	if len(e.Cmd) == 0 {
+		return nil
+	}
+	res := sm.apply(ac, e)
+	// The decoded command aliases e.Cmd, which the engine reuses.
+	sm.cmd.reset()
+	return res
+}
+
+func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
+	desc := sm.desc.Load()
+	if desc == nil {
+		panic(fmt.Sprintf("shard: uninitialised shard %d (replica %d) applying entry %d", sm.shard, sm.replica, e.Index))
+	}
+	c := &sm.cmd
+	if err := DecodeCommand(e.Cmd, c); err != nil {
+		return err
+	}
+	b := ac.Batch
+	h := &c.Header
+	if h.ClientID != 0 {
+		if r := sm.clients.lookup(h.ClientID, e.Index); r != nil {
+			if h.Seq < r.seq {
+				return fmt.Errorf("%w: client %d sent %d, last applied %d", ErrStaleSequence, h.ClientID, h.Seq, r.seq)
+			}
+			if h.Seq == r.seq {
+				return sm.recordedResult(b, h.ClientID)
+			}
+		}
+	}
+	if err := c.checkLimits(&sm.cfg); err != nil {
+		return err
+	}
+	if err := c.checkAgainst(desc); err != nil {
+		return err
+	}
+
+	// The command applies: from here on every path writes.
+	var res *Result
+	switch c.Kind {
+	case KindPut:
+		sm.setUser(b, c.Key, c.Value)
+		res = resultOK
+	case KindDelete:
+		sm.deleteUser(b, c.Key)
+		res = resultOK
+	case KindCompareAndSwap:
+		res = sm.applyCAS(b, c)
+	case KindBatch:
+		for i := range c.Ops {
+			if op := &c.Ops[i]; op.Delete {
+				sm.deleteUser(b, op.Key)
+			} else {
+				sm.setUser(b, op.Key, op.Value)
+			}
+		}
+		res = resultOK
+	case KindSplit:
+		return sm.applySplit(ac, e.Index, c, desc)
+	default:
+		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
+	}
+	sm.recordClient(b, h, e.Index, res)
+	return res
+}
+
+func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte) {
+	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], key)
+	mustWrite(b.Set(sm.keyBuf, value, nil))
+}
+
+func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte) {
+	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], key)
+	mustWrite(b.Delete(sm.keyBuf, nil))
+}
+
+// applyCAS compares the key's current value, read through the batch so that
+// earlier commands of the same batch are visible, and swaps on a match.
+func (sm *StateMachine) applyCAS(b *pebble.Batch, c *Command) *Result {
+	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], c.Key)
+	cur, closer, err := b.Get(sm.keyBuf)
+	found := err == nil
+	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		panic(fmt.Sprintf("shard: reading %q during apply: %v", c.Key, err))
+	}
+	var res *Result
+	switch {
+	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur, c.Expected):
+		res = resultOK
+	case found:
+		res = &Result{Found: true, Value: append([]byte{}, cur...)}
+	default:
+		res = &Result{}
+	}
+	if found {
+		closer.Close()
+	}
+	if res.Succeeded {
+		mustWrite(b.Set(sm.keyBuf, c.Value, nil))
+	}
+	return res
+}
+
+// recordClient deletes expired client records and, unless h opts out,
+// records h's request and its result. Every applied command calls it.
+func (sm *StateMachine) recordClient(b *pebble.Batch, h *Header, index uint64, res *Result) {
+	for {
+		id, ok := sm.clients.popExpired(index)
+		if !ok {
+			break
+		}
+		mustWrite(b.Delete(sm.clientKey(id), nil))
+	}
+	if h.ClientID == 0 {
+		return
+	}
+	if evicted, ok := sm.clients.upsert(h.ClientID, h.Seq, index); ok {
+		mustWrite(b.Delete(sm.clientKey(evicted), nil))
+	}
+	sm.recBuf = appendClientRecord(sm.recBuf[:0], h.Seq, index, res)
+	mustWrite(b.Set(sm.clientKey(h.ClientID), sm.recBuf, nil))
+}
+
+// recordedResult returns the result stored for client id.
+func (sm *StateMachine) recordedResult(b *pebble.Batch, id uint64) *Result {
+	v, closer, err := b.Get(sm.clientKey(id))
+	if err != nil {
+		panic(fmt.Sprintf("shard: shard %d: client %d indexed but not stored: %v", sm.shard, id, err))
+	}
+	defer closer.Close()
+	_, _, res, err := decodeClientRecord(v)
+	if err != nil {
+		panic(fmt.Sprintf("shard: shard %d: client %d record %x: %v", sm.shard, id, v, err))
+	}
+	return res
+}
+
+// applySplit shrinks the shard to [Start, key) and creates the right-hand
+// shard [key, End) with the new shard ID and mapped replicas, both at the
+// next Version. The caller has checked c against desc.
+func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *Command, desc *Descriptor) *Result {
+	b := ac.Batch
+	left := desc.Clone()
+	left.End = bytes.Clone(c.Key)
+	left.Epoch.Version++
+	right := Descriptor{
+		ShardID:  c.NewShard,
+		Start:    bytes.Clone(c.Key),
+		End:      bytes.Clone(desc.End),
+		Epoch:    left.Epoch,
+		Replicas: make([]multiraft.Replica, 0, len(desc.Replicas)),
+	}
+	var mine multiraft.ReplicaID
+	for _, m := range c.NewReplicas {
+		old, _ := desc.Replica(m.Old)
+		right.Replicas = append(right.Replicas, multiraft.Replica{ReplicaID: m.New, NodeID: old.NodeID, Learner: old.Learner})
+		if m.Old == ac.Replica {
+			mine = m.New
+		}
+	}
+	slices.SortFunc(right.Replicas, func(a, b multiraft.Replica) int { return cmp.Compare(a.ReplicaID, b.ReplicaID) })
+	if err := right.Validate(); err != nil {
+		panic(fmt.Sprintf("shard: split of %s made invalid %s: %v", desc, &right, err))
+	}
+
+	mustWrite(b.Set(sm.descKey, left.AppendEncoded(sm.recBuf[:0]), nil))
+	l, r := left.Clone(), right.Clone()
+	res := &Result{Succeeded: true, Left: &l, Right: &r}
+	sm.recordClient(b, &c.Header, index, res)
+
+	if mine != 0 {
+		// This node hosts the right-hand shard: give it its descriptor and
+		// a copy of the client table, then create its group.
+		mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardDescriptor), right.AppendEncoded(nil), nil))
+		sm.copyClientTable(b, right.ShardID)
+		sm.createGroup(ac, right.ShardID, mine, right.Membership())
+	} else {
+		// This replica is no longer a member (it applies entries past its
+		// own removal): it hosts no right-hand replica, so the data of
+		// [key, End) on this node belongs to nobody.
+		lo, hi := keys.UserSpan(right.Start, right.End)
+		mustWrite(b.DeleteRange(lo, hi, nil))
+	}
+	sm.desc.Store(&left)
+	return res
+}
+
+// copyClientTable copies every live client record into the client table
+// of shard to, with stamp 0.
+func (sm *StateMachine) copyClientTable(b *pebble.Batch, to ShardID) {
+	for r := sm.clients.head; r != nil; r = r.next {
+		v, closer, err := b.Get(sm.clientKey(r.id))
+		if err != nil {
+			panic(fmt.Sprintf("shard: shard %d: client %d indexed but not stored: %v", sm.shard, r.id, err))
+		}
+		rec, err := restampClientRecord(nil, v, 0)
+		closer.Close()
+		if err != nil {
+			panic(fmt.Sprintf("shard: shard %d: client %d record: %v", sm.shard, r.id, err))
+		}
+		mustWrite(b.Set(keys.ShardClientKey(uint64(to), r.id), rec, nil))
+	}
+}
+
+// ApplyMembership records the group's new membership in the descriptor and
+// bumps its ConfVer. A membership whose replicas equal the descriptor's
+// (say, only the joint flag changed, or the engine repeats a notification)
+// changes nothing, so ConfVer counts real changes only. An uninitialised
+// state machine ignores it: its descriptor arrives with a snapshot. Called
+// only by the worker owning the group.
+func (sm *StateMachine) ApplyMembership(ac *multiraft.ApplyContext, index uint64, m multiraft.Membership) {
+	desc := sm.desc.Load()
+	if desc == nil {
+		return
+	}
+	repls := slices.Clone(m.Replicas)
+	slices.SortFunc(repls, func(a, b multiraft.Replica) int { return cmp.Compare(a.ReplicaID, b.ReplicaID) })
+	if slices.Equal(desc.Replicas, repls) {
+		return
+	}
+	nd := desc.Clone()
+	nd.Replicas = repls
+	nd.Epoch.ConfVer++
+	mustWrite(ac.Batch.Set(sm.descKey, nd.AppendEncoded(nil), nil))
+	sm.desc.Store(&nd)
+}

@@ -1,0 +1,387 @@
+package shard
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// CommandKind says what a Command does.
+type CommandKind uint8
+
+// The kinds of command. Zero is not a kind.
+const (
+	// KindPut sets Key to Value.
+	KindPut CommandKind = iota + 1
+	// KindDelete deletes Key (deleting an absent key succeeds).
+	KindDelete
+	// KindCompareAndSwap sets Key to Value if Key currently holds Expected
+	// (or is absent, with ExpectAbsent).
+	KindCompareAndSwap
+	// KindBatch applies Ops atomically, in order.
+	KindBatch
+	// KindSplit splits the shard at Key.
+	KindSplit
+)
+
+func (k CommandKind) String() string {
+	switch k {
+	case KindPut:
+		return "put"
+	case KindDelete:
+		return "delete"
+	case KindCompareAndSwap:
+		return "cas"
+	case KindBatch:
+		return "batch"
+	case KindSplit:
+		return "split"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Header is carried by every command.
+type Header struct {
+	// ClientID and Seq identify the request for exactly-once execution (see
+	// the package doc). ClientID 0 opts out: the command is applied every
+	// time it is committed, and Seq is ignored.
+	ClientID uint64
+	Seq      uint64
+	// Epoch is the shard epoch the client routed with; the zero Epoch skips
+	// the epoch check.
+	Epoch Epoch
+}
+
+// Op is one operation of a Batch command.
+type Op struct {
+	// Delete deletes Key; otherwise Key is set to Value.
+	Delete bool
+	Key    []byte
+	Value  []byte
+}
+
+// SplitReplica maps a replica of the shard being split to the replica of
+// the new right-hand shard on the same node.
+type SplitReplica struct {
+	Old multiraft.ReplicaID
+	New multiraft.ReplicaID
+}
+
+// Command is a write proposed to a shard's Raft group. Which fields matter
+// depends on Kind; the others must be zero. A decoded Command aliases the
+// bytes it was decoded from.
+type Command struct {
+	Kind   CommandKind
+	Header Header
+
+	// Key: the key of a Put, Delete or CompareAndSwap; the split key of a
+	// Split (the first key of the new right-hand shard).
+	Key []byte
+	// Value: the value of a Put; the new value of a CompareAndSwap.
+	Value []byte
+	// Expected is the value a CompareAndSwap requires Key to hold, unless
+	// ExpectAbsent, in which case Key must not exist.
+	Expected     []byte
+	ExpectAbsent bool
+
+	// Ops are the operations of a Batch.
+	Ops []Op
+
+	// NewShard and NewReplicas describe the right-hand shard of a Split:
+	// its ID, and one fresh replica ID per current replica of the shard.
+	NewShard    ShardID
+	NewReplicas []SplitReplica
+}
+
+// commandFormat is the leading byte of an encoded Command.
+const commandFormat byte = 1
+
+const (
+	opPut    byte = 1
+	opDelete byte = 2
+
+	casExpectAbsent byte = 1
+)
+
+// AppendEncoded appends c's binary encoding to dst and returns the extended
+// slice:
+//
+//	byte     format (1)
+//	byte     kind
+//	uvarint  ClientID, Seq, Epoch.ConfVer, Epoch.Version
+//	put:     bytes key, bytes value
+//	delete:  bytes key
+//	cas:     byte flags (bit 0: expect absent), bytes key,
+//	         bytes expected (only without expect-absent), bytes value
+//	batch:   uvarint n, then n times: byte op (1 put, 2 delete), bytes key,
+//	         bytes value (put only)
+//	split:   bytes key, uvarint new shard, uvarint n, then n times:
+//	         uvarint old replica, uvarint new replica
+func (c *Command) AppendEncoded(dst []byte) []byte {
+	dst = append(dst, commandFormat, byte(c.Kind))
+	dst = binary.AppendUvarint(dst, c.Header.ClientID)
+	dst = binary.AppendUvarint(dst, c.Header.Seq)
+	dst = binary.AppendUvarint(dst, c.Header.Epoch.ConfVer)
+	dst = binary.AppendUvarint(dst, c.Header.Epoch.Version)
+	switch c.Kind {
+	case KindPut:
+		dst = appendBytes(dst, c.Key)
+		dst = appendBytes(dst, c.Value)
+	case KindDelete:
+		dst = appendBytes(dst, c.Key)
+	case KindCompareAndSwap:
+		var flags byte
+		if c.ExpectAbsent {
+			flags |= casExpectAbsent
+		}
+		dst = append(dst, flags)
+		dst = appendBytes(dst, c.Key)
+		if !c.ExpectAbsent {
+			dst = appendBytes(dst, c.Expected)
+		}
+		dst = appendBytes(dst, c.Value)
+	case KindBatch:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Ops)))
+		for i := range c.Ops {
+			op := &c.Ops[i]
+			if op.Delete {
+				dst = append(dst, opDelete)
+				dst = appendBytes(dst, op.Key)
+			} else {
+				dst = append(dst, opPut)
+				dst = appendBytes(dst, op.Key)
+				dst = appendBytes(dst, op.Value)
+			}
+		}
+	case KindSplit:
+		dst = appendBytes(dst, c.Key)
+		dst = binary.AppendUvarint(dst, uint64(c.NewShard))
+		dst = binary.AppendUvarint(dst, uint64(len(c.NewReplicas)))
+		for _, r := range c.NewReplicas {
+			dst = binary.AppendUvarint(dst, uint64(r.Old))
+			dst = binary.AppendUvarint(dst, uint64(r.New))
+		}
+	default:
+		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
+	}
+	return dst
+}
+
+// DecodeCommand decodes b into c, reusing the capacity of c.Ops and
+// c.NewReplicas (which may be left non-nil but empty); every other field of
+// c is overwritten. The decoded byte slices alias b. It returns an error wrapping ErrBadCommand for any input
+// that AppendEncoded could not have produced, and never panics.
+func DecodeCommand(b []byte, c *Command) error {
+	c.reset()
+	ops, repls := c.Ops, c.NewReplicas
+	d := decoder{buf: b}
+	if f := d.byte(); d.err == nil && f != commandFormat {
+		return fmt.Errorf("%w: unknown format %d", ErrBadCommand, f)
+	}
+	c.Kind = CommandKind(d.byte())
+	c.Header.ClientID = d.uvarint()
+	c.Header.Seq = d.uvarint()
+	c.Header.Epoch.ConfVer = d.uvarint()
+	c.Header.Epoch.Version = d.uvarint()
+	if d.err != nil {
+		return fmt.Errorf("%w: header: %w", ErrBadCommand, d.err)
+	}
+	switch c.Kind {
+	case KindPut:
+		c.Key = d.bytes()
+		c.Value = d.bytes()
+	case KindDelete:
+		c.Key = d.bytes()
+	case KindCompareAndSwap:
+		switch d.byte() {
+		case 0:
+		case casExpectAbsent:
+			c.ExpectAbsent = true
+		default:
+			d.fail(fmt.Errorf("unknown cas flags"))
+		}
+		c.Key = d.bytes()
+		if !c.ExpectAbsent {
+			c.Expected = d.bytes()
+		}
+		c.Value = d.bytes()
+	case KindBatch:
+		n := d.count(2)
+		for range n {
+			var op Op
+			switch d.byte() {
+			case opPut:
+				op.Key = d.bytes()
+				op.Value = d.bytes()
+			case opDelete:
+				op.Delete = true
+				op.Key = d.bytes()
+			default:
+				d.fail(fmt.Errorf("unknown batch op"))
+			}
+			if d.err != nil {
+				break
+			}
+			ops = append(ops, op)
+		}
+		c.Ops = ops
+	case KindSplit:
+		c.Key = d.bytes()
+		c.NewShard = ShardID(d.uvarint())
+		n := d.count(2)
+		for range n {
+			r := SplitReplica{Old: multiraft.ReplicaID(d.uvarint()), New: multiraft.ReplicaID(d.uvarint())}
+			if d.err != nil {
+				break
+			}
+			repls = append(repls, r)
+		}
+		c.NewReplicas = repls
+	default:
+		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
+	}
+	if err := d.finish(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadCommand, c.Kind, err)
+	}
+	return nil
+}
+
+// reset zeroes c, dropping every reference it holds, but keeps the
+// capacity of its slices (with length zero) for the next decode.
+func (c *Command) reset() {
+	clear(c.Ops)
+	*c = Command{Ops: c.Ops[:0], NewReplicas: c.NewReplicas[:0]}
+}
+
+// checkLimits checks c against the limits of cfg (which has its defaults
+// applied) and its own consistency, without looking at any shard state.
+func (c *Command) checkLimits(cfg *Config) error {
+	switch c.Kind {
+	case KindPut:
+		return checkKV(cfg, c.Key, c.Value)
+	case KindDelete:
+		return checkKey(cfg, c.Key)
+	case KindCompareAndSwap:
+		if err := checkKV(cfg, c.Key, c.Value); err != nil {
+			return err
+		}
+		if c.ExpectAbsent && len(c.Expected) != 0 {
+			return fmt.Errorf("%w: cas expects absence and a value", ErrBadCommand)
+		}
+		if int64(len(c.Expected)) > cfg.MaxValueBytes {
+			return fmt.Errorf("%w: expected value of %d bytes, limit %d", ErrValueTooLarge, len(c.Expected), cfg.MaxValueBytes)
+		}
+		return nil
+	case KindBatch:
+		if len(c.Ops) == 0 || len(c.Ops) > cfg.MaxBatchOps {
+			return fmt.Errorf("%w: %d operations, limit %d", ErrBatchTooLarge, len(c.Ops), cfg.MaxBatchOps)
+		}
+		for i := range c.Ops {
+			op := &c.Ops[i]
+			if err := checkKV(cfg, op.Key, op.Value); err != nil {
+				return err
+			}
+			if op.Delete && len(op.Value) != 0 {
+				return fmt.Errorf("%w: batch delete with a value", ErrBadCommand)
+			}
+		}
+		return nil
+	case KindSplit:
+		if err := checkKey(cfg, c.Key); err != nil {
+			return err
+		}
+		if c.NewShard == 0 {
+			return fmt.Errorf("%w: zero new shard ID", ErrInvalidSplit)
+		}
+		if len(c.NewReplicas) == 0 {
+			return fmt.Errorf("%w: no replica mapping", ErrInvalidSplit)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
+}
+
+func checkKey(cfg *Config, key []byte) error {
+	if len(key) == 0 {
+		return ErrEmptyKey
+	}
+	if int64(len(key)) > cfg.MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), cfg.MaxKeyBytes)
+	}
+	return nil
+}
+
+func checkKV(cfg *Config, key, value []byte) error {
+	if err := checkKey(cfg, key); err != nil {
+		return err
+	}
+	if int64(len(value)) > cfg.MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), cfg.MaxValueBytes)
+	}
+	return nil
+}
+
+// checkAgainst checks c against the shard descriptor d: every key in range
+// and the epoch current. Reads and writes compare only the Version (a
+// membership change does not move keys); a split compares the whole epoch,
+// since its replica mapping depends on the membership. A zero epoch skips
+// the epoch check.
+func (c *Command) checkAgainst(d *Descriptor) error {
+	if !c.Header.Epoch.IsZero() {
+		stale := c.Header.Epoch.Version != d.Epoch.Version
+		if c.Kind == KindSplit {
+			stale = c.Header.Epoch != d.Epoch
+		}
+		if stale {
+			return &EpochNotMatchError{Requested: c.Header.Epoch, Current: d.Clone()}
+		}
+	}
+	switch c.Kind {
+	case KindBatch:
+		for i := range c.Ops {
+			if !d.ContainsKey(c.Ops[i].Key) {
+				return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Ops[i].Key, d)
+			}
+		}
+	case KindSplit:
+		return c.checkSplit(d)
+	default:
+		if !d.ContainsKey(c.Key) {
+			return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Key, d)
+		}
+	}
+	return nil
+}
+
+// checkSplit checks a split against d: the key strictly inside (Start, End),
+// a new shard ID other than d's, and a mapping of every replica of d to a
+// distinct, non-zero, new replica ID.
+func (c *Command) checkSplit(d *Descriptor) error {
+	if !d.ContainsKey(c.Key) || string(c.Key) == string(d.Start) {
+		return fmt.Errorf("%w: key %q not strictly inside %s", ErrInvalidSplit, c.Key, d)
+	}
+	if c.NewShard == 0 || c.NewShard == d.ShardID {
+		return fmt.Errorf("%w: new shard ID %d", ErrInvalidSplit, c.NewShard)
+	}
+	if len(c.NewReplicas) != len(d.Replicas) {
+		return fmt.Errorf("%w: %d replica mappings for %d replicas", ErrInvalidSplit, len(c.NewReplicas), len(d.Replicas))
+	}
+	for i, m := range c.NewReplicas {
+		if _, ok := d.Replica(m.Old); !ok {
+			return fmt.Errorf("%w: r%d is not a replica of %s", ErrInvalidSplit, m.Old, d)
+		}
+		if m.New == 0 {
+			return fmt.Errorf("%w: zero new replica ID for r%d", ErrInvalidSplit, m.Old)
+		}
+		if _, ok := d.Replica(m.New); ok {
+			return fmt.Errorf("%w: new replica ID r%d is in use", ErrInvalidSplit, m.New)
+		}
+		for _, o := range c.NewReplicas[:i] {
+			if o.Old == m.Old || o.New == m.New {
+				return fmt.Errorf("%w: duplicate mapping r%d->r%d", ErrInvalidSplit, m.Old, m.New)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+// Package shard is the replicated key-value state machine of one shard,
+// and the node-level Store that serves key-value requests over the
+// multiraft engine.
+//
+// # What it owns
+//
+// A shard owns the half-open user key range [Start, End) of its Descriptor
+// (an empty End is +inf). In the node's one Pebble instance (layout in
+// internal/keys) this package owns, per shard:
+//
+//	keys.UserKey(k)                          user data, for k in [Start, End)
+//	keys.ShardKey(id, keys.ShardDescriptor)  the encoded Descriptor
+//	keys.ShardClientKey(id, client)          the client table (exactly-once)
+//
+// It does not own Raft state, the log, membership changes or leadership
+// (multiraft does), nor routing and retries (router), nor deciding when to
+// split or where replicas go (placement).
+//
+// # Types
+//
+// StateMachine implements multiraft.StateMachine for one shard replica.
+// Store is the node's facade: it builds commands, fails fast, proposes them
+// through the engine and reads Pebble behind the engine's read barriers.
+// Command is the unit of the replicated log; Result is what an applied
+// command returns.
+//
+// # Wiring (one Store per node)
+//
+//	store, err := shard.NewStore(cfg)                 // cfg identical on every node
+//	eng, err := multiraft.Open(multiraft.Config{
+//		NewStateMachine: store.StateMachineFunc(),     // registers each shard with the Store
+//		/* NodeID, DB, Transport, ... */
+//	})
+//	store.SetEngine(eng)                              // requests before this: ErrNotReady
+//	err = store.CreateShard(desc, myReplica)          // bootstrap; a split's new shard needs no call
+//	err = store.Put(ctx, desc.ShardID, shard.Header{ClientID: c, Seq: 1, Epoch: desc.Epoch}, k, v)
+//	v, found, err := store.Get(ctx, desc.ShardID, desc.Epoch, k, multiraft.ReadLinearizable)
+//
+// # Life of a write
+//
+//  1. Store.Execute checks the command's limits (non-empty key, key <=
+//     MaxKeyBytes, value <= MaxValueBytes, batch size) and checks it against
+//     this replica's cached descriptor (keys in range, epoch, split
+//     validity). Failures return at once; nothing enters the log.
+//  2. The command is encoded (Command.AppendEncoded) and proposed; the
+//     engine replicates it and calls Apply on every replica, in log order.
+//  3. Apply decodes it and, in this order:
+//     a. deduplicates it against the client table (see below): a retry of
+//     the last applied request returns the recorded Result, an older one
+//     ErrStaleSequence;
+//     b. checks the limits again and the descriptor current at apply time
+//     (range and epoch; a split also its key and replica mapping);
+//     c. writes user data, then the client record, into the engine's batch,
+//     and returns a *Result.
+//     A command refused in a or b returns an error and writes nothing at
+//     all, so its client may fix the cause and retry with the same Seq.
+//  4. The engine commits the batch with the applied index and hands the
+//     result to the proposer; Store turns an error result into an error.
+//
+// Apply is deterministic: its writes and result depend only on the stored
+// state, the entry (command and index) and Config. That is why every node
+// must run with the same Config.
+//
+// # Epochs
+//
+// Every request carries the Epoch it was routed with. Reads and writes
+// compare only Epoch.Version, which changes when the key range changes (a
+// split); a Split compares the whole Epoch, since its replica mapping is
+// only valid for the membership it was built from. A mismatch returns an
+// *EpochNotMatchError with the current descriptor so the router heals
+// without asking placement. A request with the zero Epoch skips the check
+// (tools, tests, and callers that know their key is in range): the key
+// range is still checked. Epoch.ConfVer grows when ApplyMembership sees a
+// different set of replicas; Epoch.Version grows on each split, on both
+// sides (the right-hand shard starts at the left's new epoch).
+//
+// # Exactly-once
+//
+// A write whose Header has ClientID != 0 is applied at most once per
+// (ClientID, Seq): each shard records, per client, the Seq of the last
+// write it applied and that write's Result. When a write of the same client
+// commits again:
+//
+//   - Seq equal to the recorded one: the recorded Result is returned and
+//     nothing is written (a retry after an ambiguous failure);
+//   - Seq lower: ErrStaleSequence, nothing written;
+//   - Seq higher: applied normally, and recorded.
+//
+// So a client must give its writes strictly increasing Seq, and must not
+// have two writes to one shard in flight at once (the later one would make
+// the earlier one stale if they committed out of order); a router with
+// concurrent requests uses one ClientID per concurrent lane. ClientID 0
+// opts out: the write applies whenever it commits, and retrying it after an
+// ambiguous failure may apply it twice.
+//
+// The table is bounded deterministically, from the log alone: a record
+// expires once the log moved more than Config.ClientTTLEntries indexes
+// past the entry that wrote it (an expired client is treated as unknown),
+// and a table holding Config.MaxClients records evicts the one written
+// longest ago when a new client arrives. A retry that arrives after its
+// record expired or was evicted applies again: the bounds must exceed any
+// client's retry horizon. Refused commands are not recorded. The table is
+// stored in Pebble, is part of snapshots, and a split copies it to the
+// right-hand shard (with its entries' age reset), so a retry re-routed to
+// the other side of a split is still recognised.
+//
+// # Split
+//
+// Split(key, newShard, newReplicas) is valid when key is strictly inside
+// (Start, End) and newReplicas maps every current replica to a fresh
+// replica ID of the new shard (on the same node). Applying it, in one
+// batch: the shard shrinks to [Start, key) with Version+1; the descriptor
+// of newShard [key, End) is written with the same epoch and the mapped
+// replicas; the client table is copied; and ApplyContext.CreateGroup
+// creates the new group on this node, so every replica of the old shard
+// starts the new one from identical state. User data does not move: it is
+// keyed by the user key. A replica that applies a split after its own
+// removal creates nothing and deletes the right-hand user data instead.
+//
+// # Snapshots
+//
+// Snapshot streams the shard's image from a Pebble snapshot: a header frame
+// (format version and descriptor), client-table frames, user-data frames
+// of about Config.SnapshotChunkBytes, and a trailer with the numbers of
+// client records and pairs and a CRC-32C of the whole image. Every frame
+// carries its length and a CRC-32C. Restore verifies everything (checksums,
+// frame order, key order and range, counts, shard ID, nothing after the
+// trailer) while staging the writes in a private batch, and only if the
+// image is sound copies them into the engine's batch: a DeleteRange of the
+// image's user span and of the shard's local keys, then the image's state.
+// A corrupt or truncated image returns ErrCorruptSnapshot and leaves the
+// batch untouched. The exact format is written out in snapshot.go.
+//
+// # Errors
+//
+// Sentinel errors (errors.go) are prefixed "shard: " and tested with
+// errors.Is. Apply returns them as results; Store returns them and, for
+// writes, the engine's errors unchanged. A broken invariant (an
+// uninitialised replica applying a command, an unreadable client record)
+// panics with the values involved.
+//
+// # Concurrency
+//
+// The engine calls a StateMachine's Apply, ApplyMembership, Restore and
+// Destroy only from the worker owning the group; Snapshot reads only its
+// pebble.Reader and may run concurrently with them. The descriptor is
+// published through an atomic pointer, so Store reads it from any
+// goroutine; it is replaced, never mutated. Store methods are safe for
+// concurrent use.
+//
+// # Formats and dependencies
+//
+// Commands, descriptors, results and client records use small hand-written
+// binary formats (uvarints and length-prefixed bytes, see codec.go), each
+// led by a format byte; decoders never panic and refuse trailing bytes.
+// They are a few dozen lines each, stable, allocation-free to decode, and
+// fuzzed (FuzzDecodeCommand, FuzzRestore), which protobuf would not make
+// simpler. Storage is github.com/cockroachdb/pebble/v2; checksums are
+// hash/crc32 (Castagnoli).
+package shard

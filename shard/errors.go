@@ -1,0 +1,83 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by this package. Test for them with errors.Is; an
+// *EpochNotMatchError also matches ErrEpochNotMatch. Every error result of
+// Apply is a refusal: the command wrote nothing, so a refused command may be
+// retried (after fixing its cause) with the same sequence number.
+var (
+	// ErrKeyNotInShard: a key or range of the request lies outside the
+	// shard's [Start, End). Returned by Apply, by the Store's fast-path
+	// checks and by Store reads. The router should reload the route.
+	ErrKeyNotInShard = errors.New("shard: key not in shard")
+
+	// ErrEpochNotMatch: the request was routed with an epoch that is not the
+	// shard's current one. Always returned as an *EpochNotMatchError, which
+	// carries the current descriptor.
+	ErrEpochNotMatch = errors.New("shard: epoch not match")
+
+	// ErrEmptyKey: a write or read named the empty key, which is reserved.
+	ErrEmptyKey = errors.New("shard: empty key")
+
+	// ErrKeyTooLarge: a key exceeds Config.MaxKeyBytes.
+	ErrKeyTooLarge = errors.New("shard: key too large")
+
+	// ErrValueTooLarge: a value exceeds Config.MaxValueBytes.
+	ErrValueTooLarge = errors.New("shard: value too large")
+
+	// ErrBatchTooLarge: a batch holds no operation or more than
+	// Config.MaxBatchOps operations.
+	ErrBatchTooLarge = errors.New("shard: batch too large")
+
+	// ErrStaleSequence: the request's (ClientID, Seq) is older than the last
+	// one the shard applied for that client. The request was not applied and
+	// never will be; its client has moved on.
+	ErrStaleSequence = errors.New("shard: stale sequence number")
+
+	// ErrInvalidSplit: a split whose key is not strictly inside the shard,
+	// whose new shard ID is zero or the shard's own, or whose replica
+	// mapping does not map every current replica to a fresh, distinct ID.
+	ErrInvalidSplit = errors.New("shard: invalid split")
+
+	// ErrBadCommand: a command could not be decoded (garbage, unknown
+	// format version or kind, trailing bytes).
+	ErrBadCommand = errors.New("shard: malformed command")
+
+	// ErrBadDescriptor: a descriptor could not be decoded or is invalid
+	// (zero shard ID, Start >= End, unsorted or duplicate replicas).
+	ErrBadDescriptor = errors.New("shard: malformed descriptor")
+
+	// ErrCorruptSnapshot: a snapshot image failed verification (checksum,
+	// framing, ordering, truncation, or it belongs to another shard).
+	// Restore wrote nothing.
+	ErrCorruptSnapshot = errors.New("shard: corrupt snapshot")
+
+	// ErrShardNotFound: this node hosts no initialised replica of the shard
+	// (it never did, it was removed, or it is an empty replica still waiting
+	// for its first snapshot). The router should reload the route.
+	ErrShardNotFound = errors.New("shard: shard not found")
+
+	// ErrNotReady: a Store method was called before SetEngine.
+	ErrNotReady = errors.New("shard: store not ready")
+)
+
+// EpochNotMatchError refuses a request routed with an outdated epoch. Current
+// is the shard's descriptor when the request was refused; the caller owns it.
+type EpochNotMatchError struct {
+	// Requested is the epoch the request carried.
+	Requested Epoch
+	// Current is the shard's descriptor at the time of the refusal.
+	Current Descriptor
+}
+
+func (e *EpochNotMatchError) Error() string {
+	return fmt.Sprintf("shard: epoch not match: request has %s, shard %d is at %s",
+		e.Requested, e.Current.ShardID, e.Current.Epoch)
+}
+
+// Is makes errors.Is(err, ErrEpochNotMatch) true for an *EpochNotMatchError.
+func (e *EpochNotMatchError) Is(target error) bool { return target == ErrEpochNotMatch }

@@ -1,0 +1,98 @@
+package shard
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Result is the outcome of a write command that applied (or was found
+// already applied by exactly-once deduplication). Apply returns either a
+// *Result or an error; a Result is read-only once returned, and Results of
+// plain successes may be shared between calls.
+type Result struct {
+	// Succeeded is false only for a CompareAndSwap whose comparison failed.
+	Succeeded bool
+	// Found and Value: for a failed CompareAndSwap, whether the key existed
+	// and the value it held (which did not match). Unset otherwise.
+	Found bool
+	Value []byte
+	// Left and Right: for a Split, the shard's descriptor after the split
+	// and the new right-hand shard's descriptor.
+	Left, Right *Descriptor
+}
+
+// resultOK is the shared result of every applied Put, Delete, Batch and
+// successful CompareAndSwap; sharing it keeps the apply path free of
+// allocations.
+var resultOK = &Result{Succeeded: true}
+
+// resultFormat is the leading byte of an encoded Result (as stored in the
+// client table).
+const resultFormat byte = 1
+
+const (
+	resultSucceeded byte = 1 << iota
+	resultFound
+	resultSplit
+)
+
+// appendEncoded appends r's encoding:
+//
+//	byte   format (1)
+//	byte   flags (bit 0 succeeded, bit 1 found, bit 2 split)
+//	bytes  value (only with found)
+//	left and right descriptors (only with split)
+func (r *Result) appendEncoded(dst []byte) []byte {
+	var flags byte
+	if r.Succeeded {
+		flags |= resultSucceeded
+	}
+	if r.Found {
+		flags |= resultFound
+	}
+	split := r.Left != nil && r.Right != nil
+	if split {
+		flags |= resultSplit
+	}
+	dst = append(dst, resultFormat, flags)
+	if r.Found {
+		dst = appendBytes(dst, r.Value)
+	}
+	if split {
+		dst = r.Left.AppendEncoded(dst)
+		dst = r.Right.AppendEncoded(dst)
+	}
+	return dst
+}
+
+// decodeResultFrom reads a Result from d; its slices do not alias the input.
+func decodeResultFrom(d *decoder) *Result {
+	if f := d.byte(); d.err == nil && f != resultFormat {
+		d.fail(fmt.Errorf("unknown result format %d", f))
+	}
+	flags := d.byte()
+	if flags&^(resultSucceeded|resultFound|resultSplit) != 0 {
+		d.fail(fmt.Errorf("unknown result flags %#x", flags))
+	}
+	if d.err != nil {
+		return nil
+	}
+	if flags == resultSucceeded {
+		return resultOK
+	}
+	r := &Result{Succeeded: flags&resultSucceeded != 0, Found: flags&resultFound != 0}
+	if r.Found {
+		r.Value = bytes.Clone(d.bytes())
+		if r.Value == nil {
+			r.Value = []byte{}
+		}
+	}
+	if flags&resultSplit != 0 {
+		l, rr := decodeDescriptorFrom(d), decodeDescriptorFrom(d)
+		r.Left, r.Right = &l, &rr
+	}
+	if d.err != nil {
+		return nil
+	}
+	return r
+}

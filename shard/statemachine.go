@@ -1,0 +1,211 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// StateMachine is the replicated state of one shard replica: it implements
+// multiraft.StateMachine. The engine calls Apply, ApplyMembership, Restore
+// and Destroy from the one worker that owns the group; Snapshot from a
+// sender goroutine, reading only its pebble.Reader. Descriptor and
+// Initialized may be called from any goroutine.
+//
+// A StateMachine whose shard has no descriptor in Pebble (an empty replica
+// waiting for its first snapshot) is uninitialised: it refuses requests
+// until the engine restores a snapshot and rebuilds it.
+type StateMachine struct {
+	cfg     Config // defaults applied
+	shard   ShardID
+	replica multiraft.ReplicaID
+
+	// desc is the current descriptor, nil while uninitialised. Apply
+	// replaces it (never mutates it) and other goroutines load it.
+	desc atomic.Pointer[Descriptor]
+	// destroyed is set by Destroy.
+	destroyed atomic.Bool
+
+	// Owned by the applying worker.
+	clients    *clientTable
+	descKey    []byte
+	clientPref []byte // keys.ShardClientPrefix start; a client key is it + 8-byte ID
+	cmd        Command
+	keyBuf     []byte
+	ckeyBuf    []byte
+	recBuf     []byte
+
+	// createGroup is ac.CreateGroup; tests replace it to run splits
+	// without an engine.
+	createGroup func(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership)
+	// onDestroy, if set, runs at the end of Destroy (the Store unregisters).
+	onDestroy func(*StateMachine)
+}
+
+var _ multiraft.StateMachine = (*StateMachine)(nil)
+
+func createGroupViaEngine(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) {
+	ac.CreateGroup(group, replica, m)
+}
+
+// NewStateMachine builds the state machine of replica of shard, loading its
+// descriptor and client table from r. A shard without a descriptor yields
+// an uninitialised state machine. It fails if cfg is invalid or the stored
+// state does not decode.
+func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r pebble.Reader) (*StateMachine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	clientPref, _ := keys.ShardClientPrefix(uint64(shard))
+	sm := &StateMachine{
+		cfg:         cfg,
+		shard:       shard,
+		replica:     replica,
+		clients:     newClientTable(cfg.MaxClients, cfg.ClientTTLEntries),
+		descKey:     keys.ShardKey(uint64(shard), keys.ShardDescriptor),
+		clientPref:  clientPref,
+		createGroup: createGroupViaEngine,
+	}
+	v, closer, err := r.Get(sm.descKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return sm, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shard: loading descriptor of shard %d: %w", shard, err)
+	}
+	desc, err := DecodeDescriptor(v)
+	closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("shard: loading descriptor of shard %d: %w", shard, err)
+	}
+	if desc.ShardID != shard {
+		return nil, fmt.Errorf("%w: shard %d stores the descriptor of shard %d", ErrBadDescriptor, shard, desc.ShardID)
+	}
+	recs, err := loadClientRecords(r, shard)
+	if err != nil {
+		return nil, err
+	}
+	sm.clients.load(recs)
+	sm.desc.Store(&desc)
+	return sm, nil
+}
+
+// NewStateMachineFunc returns a multiraft.NewStateMachineFunc building
+// StateMachines with cfg. It may be called concurrently.
+func NewStateMachineFunc(cfg Config) multiraft.NewStateMachineFunc {
+	return func(group multiraft.GroupID, replica multiraft.ReplicaID, r pebble.Reader) (multiraft.StateMachine, error) {
+		sm, err := NewStateMachine(cfg, group, replica, r)
+		if err != nil {
+			return nil, err
+		}
+		return sm, nil
+	}
+}
+
+// loadClientRecords reads the index part of shard's client table from r.
+func loadClientRecords(r pebble.Reader, shard ShardID) ([]clientRecord, error) {
+	lo, hi := keys.ShardClientPrefix(uint64(shard))
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var recs []clientRecord
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("shard: loading client table of shard %d: %w", shard, err)
+		}
+		if len(k) != len(lo)+8 {
+			it.Close()
+			return nil, fmt.Errorf("%w: shard %d: malformed client key %x", ErrBadDescriptor, shard, k)
+		}
+		seq, stamp, _, err := decodeClientRecord(v)
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("%w: shard %d: client record %x: %w", ErrBadDescriptor, shard, k, err)
+		}
+		recs = append(recs, clientRecord{id: binary.BigEndian.Uint64(k[len(lo):]), seq: seq, stamp: stamp})
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("shard: loading client table of shard %d: %w", shard, err)
+	}
+	return recs, nil
+}
+
+// InitialState returns the init callback that bootstraps a new shard with
+// desc, for Engine.CreateGroup: it writes the descriptor into the batch. It
+// returns an error (wrapping ErrBadDescriptor) if desc is invalid.
+func InitialState(desc Descriptor) func(b *pebble.Batch) error {
+	desc = desc.Clone()
+	return func(b *pebble.Batch) error {
+		if err := desc.Validate(); err != nil {
+			return err
+		}
+		return b.Set(keys.ShardKey(uint64(desc.ShardID), keys.ShardDescriptor), desc.AppendEncoded(nil), nil)
+	}
+}
+
+// ShardID returns the ID of the state machine's shard. Safe for concurrent use.
+func (sm *StateMachine) ShardID() ShardID { return sm.shard }
+
+// ReplicaID returns the replica this state machine belongs to. Safe for
+// concurrent use.
+func (sm *StateMachine) ReplicaID() multiraft.ReplicaID { return sm.replica }
+
+// Descriptor returns a copy of the current descriptor, and false if the
+// state machine is uninitialised. Safe for concurrent use; the caller owns
+// the result. The descriptor is updated as commands apply, which may be
+// slightly before the engine commits them.
+func (sm *StateMachine) Descriptor() (Descriptor, bool) {
+	d := sm.desc.Load()
+	if d == nil {
+		return Descriptor{}, false
+	}
+	return d.Clone(), true
+}
+
+// descriptor returns the current descriptor, read-only, or nil.
+func (sm *StateMachine) descriptor() *Descriptor { return sm.desc.Load() }
+
+// Initialized reports whether the state machine has a descriptor. Safe for
+// concurrent use.
+func (sm *StateMachine) Initialized() bool { return sm.desc.Load() != nil }
+
+// Destroy writes into b the deletion of the shard's user data, client table
+// and descriptor. Called by the engine's worker when the replica is removed.
+func (sm *StateMachine) Destroy(b *pebble.Batch) {
+	if d := sm.desc.Load(); d != nil {
+		lo, hi := keys.UserSpan(d.Start, d.End)
+		mustWrite(b.DeleteRange(lo, hi, nil))
+	}
+	lo, hi := keys.ShardPrefix(uint64(sm.shard))
+	mustWrite(b.DeleteRange(lo, hi, nil))
+	sm.destroyed.Store(true)
+	if sm.onDestroy != nil {
+		sm.onDestroy(sm)
+	}
+}
+
+// clientKey returns the key of client id's record in this shard's table,
+// in a buffer reused by the next call.
+func (sm *StateMachine) clientKey(id uint64) []byte {
+	sm.ckeyBuf = binary.BigEndian.AppendUint64(append(sm.ckeyBuf[:0], sm.clientPref...), id)
+	return sm.ckeyBuf
+}
+
+// mustWrite panics on an error writing into a batch: that only happens
+// when the batch is misused (committed, closed), which is a bug.
+func mustWrite(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("shard: writing to apply batch: %v", err))
+	}
+}

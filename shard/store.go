@@ -1,0 +1,362 @@
+package shard
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// Engine is what a Store needs of the multiraft engine. *multiraft.Engine
+// implements it; see its methods for their contracts. Propose must not
+// retain cmd after it returns.
+type Engine interface {
+	DB() *pebble.DB
+	CreateGroup(group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership, init func(b *pebble.Batch) error) error
+	Propose(ctx context.Context, group multiraft.GroupID, cmd []byte) (any, error)
+	ReadBarrier(ctx context.Context, group multiraft.GroupID, mode multiraft.ReadMode) error
+}
+
+var _ Engine = (*multiraft.Engine)(nil)
+
+// Store serves the key-value API of every shard replica hosted on one node,
+// over the engine. There is one per node. Its construction has two phases,
+// because the engine needs the Store's state machine constructor before it
+// opens and the Store needs the engine to serve:
+//
+//	store, err := shard.NewStore(cfg)
+//	engine, err := multiraft.Open(multiraft.Config{..., NewStateMachine: store.StateMachineFunc()})
+//	store.SetEngine(engine)
+//
+// Until SetEngine, requests fail with ErrNotReady. The Store keeps a
+// registry of the live state machines (filled as the engine builds them)
+// to read descriptors. All methods are safe for concurrent use.
+//
+// Writes return the engine's errors unchanged besides this package's: a
+// *multiraft.NotLeaderError or multiraft.ErrProposalDropped means the write
+// surely did not apply; multiraft.ErrAmbiguous or a context error means it
+// may have (retry only with the same ClientID and Seq).
+type Store struct {
+	cfg Config // defaults applied
+
+	mu struct {
+		sync.RWMutex
+		engine Engine
+		shards map[ShardID]*StateMachine
+	}
+}
+
+// KeyValue is one pair returned by Scan. The caller owns both slices.
+type KeyValue struct {
+	Key   []byte
+	Value []byte
+}
+
+// NewStore returns a Store using cfg, which must be valid and must be the
+// same on every node.
+func NewStore(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg.withDefaults()}
+	s.mu.shards = make(map[ShardID]*StateMachine)
+	return s, nil
+}
+
+// StateMachineFunc returns the constructor to set as the engine's
+// Config.NewStateMachine. Every state machine it builds is registered with
+// the Store (replacing an earlier one of the same shard, as after a
+// snapshot) and unregistered when destroyed.
+func (s *Store) StateMachineFunc() multiraft.NewStateMachineFunc {
+	return func(group multiraft.GroupID, replica multiraft.ReplicaID, r pebble.Reader) (multiraft.StateMachine, error) {
+		sm, err := NewStateMachine(s.cfg, group, replica, r)
+		if err != nil {
+			return nil, err
+		}
+		sm.onDestroy = s.unregister
+		s.mu.Lock()
+		s.mu.shards[group] = sm
+		s.mu.Unlock()
+		return sm, nil
+	}
+}
+
+// SetEngine connects the Store to the engine that was opened with its
+// StateMachineFunc. Call it once, before serving.
+func (s *Store) SetEngine(e Engine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.engine = e
+}
+
+func (s *Store) unregister(sm *StateMachine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.shards[sm.shard] == sm {
+		delete(s.mu.shards, sm.shard)
+	}
+}
+
+// lookup returns the engine and the initialised state machine of shard,
+// with its current descriptor.
+func (s *Store) lookup(shard ShardID) (Engine, *StateMachine, *Descriptor, error) {
+	s.mu.RLock()
+	e, sm := s.mu.engine, s.mu.shards[shard]
+	s.mu.RUnlock()
+	if e == nil {
+		return nil, nil, nil, ErrNotReady
+	}
+	if sm == nil {
+		return nil, nil, nil, fmt.Errorf("%w: %d", ErrShardNotFound, shard)
+	}
+	d := sm.descriptor()
+	if d == nil || sm.destroyed.Load() {
+		return nil, nil, nil, fmt.Errorf("%w: %d is not initialised on this node", ErrShardNotFound, shard)
+	}
+	return e, sm, d, nil
+}
+
+// stillServes reports whether sm is still the shard's live state machine
+// and its descriptor still covers [start, end) (a point read passes
+// end = nil and point = true).
+func (s *Store) stillServes(sm *StateMachine, start, end []byte, point bool) error {
+	s.mu.RLock()
+	live := s.mu.shards[sm.shard] == sm
+	s.mu.RUnlock()
+	d := sm.descriptor()
+	if !live || d == nil || sm.destroyed.Load() {
+		return fmt.Errorf("%w: %d was removed during the read", ErrShardNotFound, sm.shard)
+	}
+	if point && !d.ContainsKey(start) || !point && !d.ContainsRange(start, end) {
+		return fmt.Errorf("%w: shard %d changed to %s during the read", ErrKeyNotInShard, sm.shard, d)
+	}
+	return nil
+}
+
+// Descriptor returns a copy of the descriptor of shard's replica on this
+// node, or ErrShardNotFound.
+func (s *Store) Descriptor(shard ShardID) (Descriptor, error) {
+	s.mu.RLock()
+	sm := s.mu.shards[shard]
+	s.mu.RUnlock()
+	if sm == nil {
+		return Descriptor{}, fmt.Errorf("%w: %d", ErrShardNotFound, shard)
+	}
+	d, ok := sm.Descriptor()
+	if !ok {
+		return Descriptor{}, fmt.Errorf("%w: %d is not initialised on this node", ErrShardNotFound, shard)
+	}
+	return d, nil
+}
+
+// Descriptors returns copies of the descriptors of every initialised shard
+// replica on this node, sorted by ShardID.
+func (s *Store) Descriptors() []Descriptor {
+	s.mu.RLock()
+	sms := make([]*StateMachine, 0, len(s.mu.shards))
+	for _, sm := range s.mu.shards {
+		sms = append(sms, sm)
+	}
+	s.mu.RUnlock()
+	ds := make([]Descriptor, 0, len(sms))
+	for _, sm := range sms {
+		if d, ok := sm.Descriptor(); ok {
+			ds = append(ds, d)
+		}
+	}
+	slices.SortFunc(ds, func(a, b Descriptor) int { return cmp.Compare(a.ShardID, b.ShardID) })
+	return ds
+}
+
+// CreateShard bootstraps this node's replica of a new shard described by
+// desc (every replica in desc.Replicas must be created the same way).
+func (s *Store) CreateShard(desc Descriptor, replica multiraft.ReplicaID) error {
+	if err := desc.Validate(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	e := s.mu.engine
+	s.mu.RUnlock()
+	if e == nil {
+		return ErrNotReady
+	}
+	return e.CreateGroup(desc.ShardID, replica, desc.Membership(), InitialState(desc))
+}
+
+// Execute proposes cmd to shard and waits until it applied. It fails fast,
+// before anything enters the log, if cmd breaks a limit or does not fit
+// this replica's descriptor (range, epoch, split validity); Apply checks
+// again against the descriptor current when the command applies. The
+// returned Result is read-only and may be shared.
+func (s *Store) Execute(ctx context.Context, shard ShardID, cmd *Command) (*Result, error) {
+	if err := cmd.checkLimits(&s.cfg); err != nil {
+		return nil, err
+	}
+	e, _, d, err := s.lookup(shard)
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.checkAgainst(d); err != nil {
+		return nil, err
+	}
+	res, err := e.Propose(ctx, shard, cmd.AppendEncoded(nil))
+	if err != nil {
+		return nil, err
+	}
+	switch r := res.(type) {
+	case *Result:
+		return r, nil
+	case error:
+		return nil, r
+	}
+	panic(fmt.Sprintf("shard: applying a %s to shard %d returned %T", cmd.Kind, shard, res))
+}
+
+// Put sets key to value in shard.
+func (s *Store) Put(ctx context.Context, shard ShardID, h Header, key, value []byte) error {
+	_, err := s.Execute(ctx, shard, &Command{Kind: KindPut, Header: h, Key: key, Value: value})
+	return err
+}
+
+// Delete deletes key from shard; deleting an absent key succeeds.
+func (s *Store) Delete(ctx context.Context, shard ShardID, h Header, key []byte) error {
+	_, err := s.Execute(ctx, shard, &Command{Kind: KindDelete, Header: h, Key: key})
+	return err
+}
+
+// CompareAndSwap sets key to value if it currently holds expected, or, with
+// expectAbsent (and a nil expected), if it does not exist. A comparison
+// that fails is not an error: the Result says Succeeded false and carries
+// the current value (Found, Value).
+func (s *Store) CompareAndSwap(ctx context.Context, shard ShardID, h Header, key, expected []byte, expectAbsent bool, value []byte) (Result, error) {
+	res, err := s.Execute(ctx, shard, &Command{
+		Kind: KindCompareAndSwap, Header: h, Key: key, Expected: expected, ExpectAbsent: expectAbsent, Value: value,
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return *res, nil
+}
+
+// Batch applies ops atomically and in order; every key must be in shard.
+func (s *Store) Batch(ctx context.Context, shard ShardID, h Header, ops []Op) error {
+	_, err := s.Execute(ctx, shard, &Command{Kind: KindBatch, Header: h, Ops: ops})
+	return err
+}
+
+// Split splits shard at key: the shard keeps [Start, key) and a new shard
+// newShard gets [key, End), with one replica per current replica on the
+// same node, named by newReplicas. The caller allocates the new IDs. It
+// returns copies of both descriptors after the split.
+func (s *Store) Split(ctx context.Context, shard ShardID, h Header, key []byte, newShard ShardID, newReplicas []SplitReplica) (left, right Descriptor, err error) {
+	res, err := s.Execute(ctx, shard, &Command{
+		Kind: KindSplit, Header: h, Key: key, NewShard: newShard, NewReplicas: newReplicas,
+	})
+	if err != nil {
+		return Descriptor{}, Descriptor{}, err
+	}
+	if res.Left == nil || res.Right == nil {
+		panic(fmt.Sprintf("shard: split of shard %d returned no descriptors", shard))
+	}
+	return res.Left.Clone(), res.Right.Clone(), nil
+}
+
+// checkReadEpoch checks a read's epoch (Version only; zero skips) against d.
+func checkReadEpoch(d *Descriptor, epoch Epoch) error {
+	if !epoch.IsZero() && epoch.Version != d.Epoch.Version {
+		return &EpochNotMatchError{Requested: epoch, Current: d.Clone()}
+	}
+	return nil
+}
+
+// Get returns the value of key in shard, read at the consistency of mode.
+// found is false if the key does not exist. The caller owns value.
+func (s *Store) Get(ctx context.Context, shard ShardID, epoch Epoch, key []byte, mode multiraft.ReadMode) (value []byte, found bool, err error) {
+	if err := checkKey(&s.cfg, key); err != nil {
+		return nil, false, err
+	}
+	e, sm, d, err := s.lookup(shard)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkReadEpoch(d, epoch); err != nil {
+		return nil, false, err
+	}
+	if !d.ContainsKey(key) {
+		return nil, false, fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, key, d)
+	}
+	if err := e.ReadBarrier(ctx, shard, mode); err != nil {
+		return nil, false, err
+	}
+	v, closer, err := e.DB().Get(keys.UserKey(key))
+	switch {
+	case err == nil:
+		value, found = bytes.Clone(v), true
+		if value == nil {
+			value = []byte{}
+		}
+		closer.Close()
+	case !errors.Is(err, pebble.ErrNotFound):
+		return nil, false, fmt.Errorf("shard: reading shard %d: %w", shard, err)
+	}
+	if err := s.stillServes(sm, key, nil, true); err != nil {
+		return nil, false, err
+	}
+	return value, found, nil
+}
+
+// Scan returns the pairs of [start, end) in shard in key order, at most
+// limit of them (limit <= 0: no limit), read at the consistency of mode
+// from one consistent view. An empty end means +inf. The range must lie in
+// the shard. more reports that the limit stopped the scan before end: the
+// next scan starts just after the last key returned. The caller owns the
+// result.
+func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, mode multiraft.ReadMode) (kvs []KeyValue, more bool, err error) {
+	e, sm, d, err := s.lookup(shard)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkReadEpoch(d, epoch); err != nil {
+		return nil, false, err
+	}
+	if !d.ContainsRange(start, end) {
+		return nil, false, fmt.Errorf("%w: range [%q, %q), shard %s", ErrKeyNotInShard, start, end, d)
+	}
+	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
+		return nil, false, nil
+	}
+	if err := e.ReadBarrier(ctx, shard, mode); err != nil {
+		return nil, false, err
+	}
+	lo, hi := keys.UserSpan(start, end)
+	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		if limit > 0 && len(kvs) == limit {
+			more = true
+			break
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			break
+		}
+		kvs = append(kvs, KeyValue{Key: bytes.Clone(keys.DecodeUserKey(it.Key())), Value: append([]byte{}, v...)})
+	}
+	if err := it.Close(); err != nil {
+		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
+	}
+	if err := s.stillServes(sm, start, end, false); err != nil {
+		return nil, false, err
+	}
+	return kvs, more, nil
+}
