@@ -81,7 +81,7 @@ type CreateReplicaRequest struct {
 	// The shard. For a new shard (join = false) every replica in it must be
 	// created with the same descriptor; the replica of this node is the one
 	// whose node_id is this node.
-	Descriptor_ *Descriptor `protobuf:"bytes,1,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Shard *Descriptor `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	// join = true creates an empty replica of an existing shard that waits
 	// for the leader's snapshot; only shard_id and the replica are used.
 	Join          bool   `protobuf:"varint,2,opt,name=join,proto3" json:"join,omitempty"`
@@ -120,9 +120,9 @@ func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *CreateReplicaRequest) GetDescriptor_() *Descriptor {
+func (x *CreateReplicaRequest) GetShard() *Descriptor {
 	if x != nil {
-		return x.Descriptor_
+		return x.Shard
 	}
 	return nil
 }
@@ -374,7 +374,7 @@ func (x *ChangeReplicasRequest) GetChanges() []*ReplicaChange {
 
 type ChangeReplicasResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Descriptor_   *Descriptor            `protobuf:"bytes,1,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Shard         *Descriptor            `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -409,9 +409,9 @@ func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *ChangeReplicasResponse) GetDescriptor_() *Descriptor {
+func (x *ChangeReplicasResponse) GetShard() *Descriptor {
 	if x != nil {
-		return x.Descriptor_
+		return x.Shard
 	}
 	return nil
 }
@@ -483,7 +483,7 @@ func (x *AddReplicaRequest) GetLearner() bool {
 
 type AddReplicaResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Descriptor_   *Descriptor            `protobuf:"bytes,1,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Shard         *Descriptor            `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,9 +518,9 @@ func (*AddReplicaResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *AddReplicaResponse) GetDescriptor_() *Descriptor {
+func (x *AddReplicaResponse) GetShard() *Descriptor {
 	if x != nil {
-		return x.Descriptor_
+		return x.Shard
 	}
 	return nil
 }
@@ -647,7 +647,7 @@ func (x *ReplicaProgress) GetRecentActive() bool {
 
 type ShardInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
-	Descriptor_     *Descriptor            `protobuf:"bytes,1,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Shard           *Descriptor            `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	ReplicaId       uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	LeaderReplicaId uint64                 `protobuf:"varint,3,opt,name=leader_replica_id,json=leaderReplicaId,proto3" json:"leader_replica_id,omitempty"`
 	LeaderNodeId    uint64                 `protobuf:"varint,4,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
@@ -695,9 +695,9 @@ func (*ShardInfo) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *ShardInfo) GetDescriptor_() *Descriptor {
+func (x *ShardInfo) GetShard() *Descriptor {
 	if x != nil {
-		return x.Descriptor_
+		return x.Shard
 	}
 	return nil
 }
@@ -963,7 +963,7 @@ type FindLeaderResponse struct {
 	LeaderReplicaId uint64                 `protobuf:"varint,1,opt,name=leader_replica_id,json=leaderReplicaId,proto3" json:"leader_replica_id,omitempty"`
 	LeaderNodeId    uint64                 `protobuf:"varint,2,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	LeaderAddress   string                 `protobuf:"bytes,3,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
-	Descriptor_     *Descriptor            `protobuf:"bytes,4,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Shard           *Descriptor            `protobuf:"bytes,4,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1019,9 +1019,9 @@ func (x *FindLeaderResponse) GetLeaderAddress() string {
 	return ""
 }
 
-func (x *FindLeaderResponse) GetDescriptor_() *Descriptor {
+func (x *FindLeaderResponse) GetShard() *Descriptor {
 	if x != nil {
-		return x.Descriptor_
+		return x.Shard
 	}
 	return nil
 }
@@ -1702,11 +1702,9 @@ var File_flotilla_v1_admin_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17flotilla/v1/admin.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\"\x82\x01\n" +
-	"\x14CreateReplicaRequest\x127\n" +
-	"\n" +
-	"descriptor\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\n" +
-	"descriptor\x12\x12\n" +
+	"\x17flotilla/v1/admin.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\"x\n" +
+	"\x14CreateReplicaRequest\x12-\n" +
+	"\x05shard\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\x05shard\x12\x12\n" +
 	"\x04join\x18\x02 \x01(\bR\x04join\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x03 \x01(\x04R\treplicaId\"\x17\n" +
@@ -1720,19 +1718,15 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\x15ChangeReplicasRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12(\n" +
 	"\x05epoch\x18\x02 \x01(\v2\x12.flotilla.v1.EpochR\x05epoch\x124\n" +
-	"\achanges\x18\x03 \x03(\v2\x1a.flotilla.v1.ReplicaChangeR\achanges\"Q\n" +
-	"\x16ChangeReplicasResponse\x127\n" +
-	"\n" +
-	"descriptor\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\n" +
-	"descriptor\"x\n" +
+	"\achanges\x18\x03 \x03(\v2\x1a.flotilla.v1.ReplicaChangeR\achanges\"G\n" +
+	"\x16ChangeReplicasResponse\x12-\n" +
+	"\x05shard\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\x05shard\"x\n" +
 	"\x11AddReplicaRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12.\n" +
 	"\areplica\x18\x02 \x01(\v2\x14.flotilla.v1.ReplicaR\areplica\x12\x18\n" +
-	"\alearner\x18\x03 \x01(\bR\alearner\"M\n" +
-	"\x12AddReplicaResponse\x127\n" +
-	"\n" +
-	"descriptor\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\n" +
-	"descriptor\"-\n" +
+	"\alearner\x18\x03 \x01(\bR\alearner\"C\n" +
+	"\x12AddReplicaResponse\x12-\n" +
+	"\x05shard\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\x05shard\"-\n" +
 	"\x10ShardInfoRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x95\x01\n" +
 	"\x0fReplicaProgress\x12\x1d\n" +
@@ -1741,11 +1735,9 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
 	"\x04next\x18\x03 \x01(\x04R\x04next\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12#\n" +
-	"\rrecent_active\x18\x05 \x01(\bR\frecentActive\"\xdb\x03\n" +
-	"\tShardInfo\x127\n" +
-	"\n" +
-	"descriptor\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\n" +
-	"descriptor\x12\x1d\n" +
+	"\rrecent_active\x18\x05 \x01(\bR\frecentActive\"\xd1\x03\n" +
+	"\tShardInfo\x12-\n" +
+	"\x05shard\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\x05shard\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12*\n" +
 	"\x11leader_replica_id\x18\x03 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -1773,14 +1765,12 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\vshard_infos\x18\a \x03(\v2\x16.flotilla.v1.ShardInfoR\n" +
 	"shardInfos\".\n" +
 	"\x11FindLeaderRequest\x12\x19\n" +
-	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xc6\x01\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xbc\x01\n" +
 	"\x12FindLeaderResponse\x12*\n" +
 	"\x11leader_replica_id\x18\x01 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
 	"\x0eleader_node_id\x18\x02 \x01(\x04R\fleaderNodeId\x12%\n" +
-	"\x0eleader_address\x18\x03 \x01(\tR\rleaderAddress\x127\n" +
-	"\n" +
-	"descriptor\x18\x04 \x01(\v2\x17.flotilla.v1.DescriptorR\n" +
-	"descriptor\"V\n" +
+	"\x0eleader_address\x18\x03 \x01(\tR\rleaderAddress\x12-\n" +
+	"\x05shard\x18\x04 \x01(\v2\x17.flotilla.v1.DescriptorR\x05shard\"V\n" +
 	"\x15TransferLeaderRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\"\n" +
 	"\rto_replica_id\x18\x02 \x01(\x04R\vtoReplicaId\"\x18\n" +
@@ -1900,18 +1890,18 @@ var file_flotilla_v1_admin_proto_goTypes = []any{
 	(*Epoch)(nil),                    // 33: flotilla.v1.Epoch
 }
 var file_flotilla_v1_admin_proto_depIdxs = []int32{
-	31, // 0: flotilla.v1.CreateReplicaRequest.descriptor:type_name -> flotilla.v1.Descriptor
+	31, // 0: flotilla.v1.CreateReplicaRequest.shard:type_name -> flotilla.v1.Descriptor
 	0,  // 1: flotilla.v1.ReplicaChange.type:type_name -> flotilla.v1.ChangeType
 	32, // 2: flotilla.v1.ReplicaChange.replica:type_name -> flotilla.v1.Replica
 	33, // 3: flotilla.v1.ChangeReplicasRequest.epoch:type_name -> flotilla.v1.Epoch
 	5,  // 4: flotilla.v1.ChangeReplicasRequest.changes:type_name -> flotilla.v1.ReplicaChange
-	31, // 5: flotilla.v1.ChangeReplicasResponse.descriptor:type_name -> flotilla.v1.Descriptor
+	31, // 5: flotilla.v1.ChangeReplicasResponse.shard:type_name -> flotilla.v1.Descriptor
 	32, // 6: flotilla.v1.AddReplicaRequest.replica:type_name -> flotilla.v1.Replica
-	31, // 7: flotilla.v1.AddReplicaResponse.descriptor:type_name -> flotilla.v1.Descriptor
-	31, // 8: flotilla.v1.ShardInfo.descriptor:type_name -> flotilla.v1.Descriptor
+	31, // 7: flotilla.v1.AddReplicaResponse.shard:type_name -> flotilla.v1.Descriptor
+	31, // 8: flotilla.v1.ShardInfo.shard:type_name -> flotilla.v1.Descriptor
 	11, // 9: flotilla.v1.ShardInfo.progress:type_name -> flotilla.v1.ReplicaProgress
 	12, // 10: flotilla.v1.NodeInfo.shard_infos:type_name -> flotilla.v1.ShardInfo
-	31, // 11: flotilla.v1.FindLeaderResponse.descriptor:type_name -> flotilla.v1.Descriptor
+	31, // 11: flotilla.v1.FindLeaderResponse.shard:type_name -> flotilla.v1.Descriptor
 	33, // 12: flotilla.v1.SplitRequest.epoch:type_name -> flotilla.v1.Epoch
 	30, // 13: flotilla.v1.SplitRequest.new_replica_ids:type_name -> flotilla.v1.SplitRequest.NewReplicaIdsEntry
 	31, // 14: flotilla.v1.SplitResponse.left:type_name -> flotilla.v1.Descriptor

@@ -1,0 +1,149 @@
+// Command shardnode runs one Flotilla node: it hosts a replica of many
+// shards, each a Raft group on the shared multiraft engine, and serves the
+// KV, Admin and Raft gRPC services, the standard gRPC health service and
+// reflection, and /healthz and /readyz over HTTP.
+//
+// Run `shardnode --help` for every flag. Each flag may also be given as an
+// environment variable (FLOTILLA_NODE_ID for --node-id, and so on).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+const summary = `shardnode: a Flotilla node hosting replicas of many shards.
+
+Usage: shardnode --node-id N --data-dir DIR [flags]
+
+On SIGTERM or SIGINT it stops taking requests, hands its leaderships to
+other replicas, flushes and exits 0.`
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:])
+	if err == flag.ErrHelp {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "shardnode: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "shardnode: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// Config is the node's configuration, filled from flags and environment.
+type Config struct {
+	NodeID        uint64
+	Listen        string
+	Advertise     string
+	HTTP          string
+	DataDir       string
+	Peers         string
+	Forward       bool
+	SnapshotRate  cli.Bytes
+	MaxSnapshots  int
+	Workers       int
+	Tick          time.Duration
+	ElectionTicks int
+	HeartbeatTick int
+	ShutdownAfter time.Duration
+	LogFormat     string
+	LogLevel      string
+}
+
+func parseConfig(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("shardnode", flag.ContinueOnError)
+	fs.Uint64Var(&c.NodeID, "node-id", 0, "this node's ID, a positive integer unique in the cluster and never reused (required)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7100", "address the gRPC server listens on (KV, Admin, Raft, health, reflection)")
+	fs.StringVar(&c.Advertise, "advertise", "", "address other nodes and clients use to reach this node (default: --listen)")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7180", "address of the HTTP server with /healthz and /readyz; empty disables it")
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the node's Pebble store; created if missing (required)")
+	fs.StringVar(&c.Peers, "peers", "", "addresses of the other nodes as ID=host:port,ID=host:port (used to reach shard replicas)")
+	fs.BoolVar(&c.Forward, "forward", false, "proxy KV requests for shards this node does not lead to their leader, instead of answering NotLeader")
+	c.SnapshotRate = 64 << 20
+	fs.Var(&c.SnapshotRate, "snapshot-rate", "bytes per second this node sends in snapshots, across all transfers (0: unlimited)")
+	fs.IntVar(&c.MaxSnapshots, "max-concurrent-snapshots", 2, "snapshots sent, and received, at once")
+	fs.IntVar(&c.Workers, "workers", 0, "engine worker goroutines (0: twice the number of CPUs)")
+	fs.DurationVar(&c.Tick, "tick", 100*time.Millisecond, "duration of one Raft tick; election and heartbeat timeouts are counted in ticks")
+	fs.IntVar(&c.ElectionTicks, "election-ticks", multiraft.DefaultElectionTicks, "Raft election timeout in ticks")
+	fs.IntVar(&c.HeartbeatTick, "heartbeat-ticks", multiraft.DefaultHeartbeatTicks, "Raft heartbeat interval in ticks")
+	fs.DurationVar(&c.ShutdownAfter, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take to hand off leaderships and finish requests")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := cli.Parse(fs, args, summary); err != nil {
+		return c, err
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Listen
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var p cli.Problems
+	if c.NodeID == 0 {
+		p.Addf("--node-id is required and must be positive")
+	}
+	if c.DataDir == "" {
+		p.Addf("--data-dir is required")
+	}
+	if c.Listen == "" {
+		p.Addf("--listen is required")
+	}
+	if _, err := parsePeers(c.Peers); err != nil {
+		p.Addf("--peers: %v", err)
+	}
+	if c.MaxSnapshots < 1 {
+		p.Addf("--max-concurrent-snapshots must be at least 1, got %d", c.MaxSnapshots)
+	}
+	if c.Workers < 0 {
+		p.Addf("--workers must not be negative, got %d", c.Workers)
+	}
+	if c.Tick <= 0 {
+		p.Addf("--tick must be positive, got %s", c.Tick)
+	}
+	if c.HeartbeatTick < 1 || c.ElectionTicks <= c.HeartbeatTick {
+		p.Addf("--election-ticks (%d) must exceed --heartbeat-ticks (%d) >= 1", c.ElectionTicks, c.HeartbeatTick)
+	}
+	if c.ShutdownAfter <= 0 {
+		p.Addf("--shutdown-timeout must be positive, got %s", c.ShutdownAfter)
+	}
+	if _, err := cli.NewLogger(os.Stderr, c.LogFormat, c.LogLevel); err != nil {
+		p.Addf("%v", err)
+	}
+	return p.Err()
+}
+
+// parsePeers parses "2=host:port,3=host:port".
+func parsePeers(s string) (map[multiraft.NodeID]string, error) {
+	m := map[multiraft.NodeID]string{}
+	if strings.TrimSpace(s) == "" {
+		return m, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.ParseUint(id, 10, 64)
+		if !ok || err != nil || n == 0 || addr == "" {
+			return nil, fmt.Errorf("%q is not ID=host:port", part)
+		}
+		m[multiraft.NodeID(n)] = addr
+	}
+	return m, nil
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// run is the node's life, in the order of a Raft node's run loop: open
+// Pebble and recover every group, start gRPC, mark ready, serve until ctx
+// ends, then shut down gracefully.
+func run(ctx context.Context, cfg Config) error {
+	logger, _ := cli.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	logger = logger.With("node", cfg.NodeID)
+	peers, _ := parsePeers(cfg.Peers)
+	self := multiraft.NodeID(cfg.NodeID)
+	peers[self] = cfg.Advertise
+	resolver := rpc.StaticResolver(peers)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	db, err := pebble.Open(cfg.DataDir, &pebble.Options{Logger: pebbleLogger{logger}})
+	if err != nil {
+		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
+	}
+	defer db.Close()
+
+	store, err := shard.NewStore(shard.Config{})
+	if err != nil {
+		return err
+	}
+	conns := &connPool{}
+	defer conns.close()
+	transport := rpc.NewTransport(rpc.TransportConfig{
+		NodeID: self, Resolver: resolver, Dial: conns.dial, Logger: logger,
+		SnapshotRateBytes: int64(cfg.SnapshotRate), MaxConcurrentSnapshots: cfg.MaxSnapshots,
+	})
+	start := time.Now()
+	engine, err := multiraft.Open(multiraft.Config{
+		NodeID: self, DB: db, Transport: transport, NewStateMachine: store.StateMachineFunc(),
+		Logger: logger, Workers: cfg.Workers, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTick,
+	})
+	if err != nil {
+		return fmt.Errorf("recovering the engine: %w", err)
+	}
+	store.SetEngine(engine)
+	transport.SetEngine(engine)
+	logger.Info("recovered", "groups", len(engine.Groups()), "took", time.Since(start).Round(time.Millisecond))
+
+	var ready atomic.Bool
+	healthSrv := health.NewServer()
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	srv := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(16<<20),
+	)
+	var forward func(multiraft.NodeID) (*grpc.ClientConn, error)
+	if cfg.Forward {
+		forward = func(n multiraft.NodeID) (*grpc.ClientConn, error) {
+			addr, err := resolver.Resolve(n)
+			if err != nil {
+				return nil, err
+			}
+			return conns.dial(addr)
+		}
+	}
+	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
+	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
+	pb.RegisterAdminServer(srv, rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load))
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	reflection.Register(srv)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	wg.Go(func() { serveErr <- srv.Serve(lis) })
+	var httpSrv *http.Server
+	if cfg.HTTP != "" {
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: httpHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+		hl, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		wg.Go(func() {
+			if err := httpSrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		})
+	}
+	tickCtx, stopTicks := context.WithCancel(context.Background())
+	wg.Go(func() { engine.RunTicker(tickCtx, cfg.Tick) })
+
+	ready.Store(true)
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	logger.Info("ready", "listen", lis.Addr().String(), "advertise", cfg.Advertise, "http", cfg.HTTP)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		logger.Error("server failed", "err", err)
+	}
+	shutdown(logger, cfg, engine, srv, httpSrv, healthSrv, &ready)
+	stopTicks()
+	transport.Close()
+	_ = engine.Close()
+	wg.Wait()
+	// Make everything applied durable before the DB closes.
+	if err := db.LogData(nil, pebble.Sync); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// shutdown stops serving gracefully: not ready, leaderships handed to
+// other replicas while requests still flow, then in-flight requests
+// finish.
+func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, srv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
+	logger.Info("shutting down: handing off leaderships", "leaders", e.Leaders())
+	ready.Store(false)
+	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownAfter)
+	defer cancel()
+	if left := rpc.Drain(ctx, e, 20*time.Millisecond); left > 0 {
+		logger.Warn("shutting down with leaderships not handed off", "leaders", left)
+	}
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		srv.Stop()
+	}
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(ctx)
+	}
+}
+
+func httpHandler(ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// connPool shares one client connection per address.
+type connPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (p *connPool) dial(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if p.conns == nil {
+		p.conns = map[string]*grpc.ClientConn{}
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// pebbleLogger routes Pebble's logs to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	os.Exit(1)
+}

@@ -1,0 +1,361 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// AdminServer is the per-node Admin service. Safe for concurrent use.
+type AdminServer struct {
+	pb.UnimplementedAdminServer
+	node     multiraft.NodeID
+	addr     string
+	engine   *multiraft.Engine
+	store    *shard.Store
+	resolver Resolver
+	errs     errorMapper
+	ready    func() bool
+	// pollEvery is how often long operations (AddReplica, Drain) look at
+	// their progress.
+	pollEvery time.Duration
+}
+
+// NewAdminServer returns the Admin service of a node. ready reports whether
+// the node finished starting.
+func NewAdminServer(node multiraft.NodeID, addr string, e *multiraft.Engine, store *shard.Store, resolver Resolver, ready func() bool) *AdminServer {
+	return &AdminServer{
+		node: node, addr: addr, engine: e, store: store, resolver: resolver, ready: ready,
+		errs: errorMapper{store: store, resolver: resolver}, pollEvery: 20 * time.Millisecond,
+	}
+}
+
+func shardID(id uint64) (shard.ShardID, error) {
+	if id == 0 {
+		return 0, invalid("shard_id", "required")
+	}
+	return shard.ShardID(id), nil
+}
+
+// CreateReplica implements pb.AdminServer.
+func (s *AdminServer) CreateReplica(_ context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
+	if req.GetShard() == nil {
+		return nil, invalid("descriptor", "required")
+	}
+	desc := DescriptorFromProto(req.GetShard())
+	if desc.ShardID == 0 {
+		return nil, invalid("descriptor.shard_id", "required")
+	}
+	if req.GetJoin() {
+		if req.GetReplicaId() == 0 {
+			return nil, invalid("replica_id", "required with join")
+		}
+		err := s.engine.JoinGroup(desc.ShardID, multiraft.ReplicaID(req.GetReplicaId()))
+		return &pb.CreateReplicaResponse{}, s.errs.toStatus(err, desc.ShardID, nil)
+	}
+	if err := desc.Validate(); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "descriptor: %v", err)
+	}
+	var mine multiraft.ReplicaID
+	for _, r := range desc.Replicas {
+		if r.NodeID == s.node {
+			mine = r.ReplicaID
+		}
+	}
+	if mine == 0 {
+		return nil, invalid("descriptor.replicas", fmt.Sprintf("no replica on node %d", s.node))
+	}
+	if id := req.GetReplicaId(); id != 0 && multiraft.ReplicaID(id) != mine {
+		return nil, invalid("replica_id", fmt.Sprintf("%d is not this node's replica %d", id, mine))
+	}
+	if err := s.store.CreateShard(desc, mine); err != nil {
+		return nil, s.errs.toStatus(err, desc.ShardID, nil)
+	}
+	return &pb.CreateReplicaResponse{}, nil
+}
+
+// RemoveReplica implements pb.AdminServer.
+func (s *AdminServer) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.engine.RemoveGroup(ctx, id); err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.RemoveReplicaResponse{}, nil
+}
+
+// ChangeReplicas implements pb.AdminServer.
+func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRequest) (*pb.ChangeReplicasResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetChanges()) == 0 {
+		return nil, invalid("changes", "at least one change is required")
+	}
+	changes := make([]multiraft.ReplicaChange, len(req.GetChanges()))
+	for i, c := range req.GetChanges() {
+		if c.GetReplica().GetReplicaId() == 0 {
+			return nil, invalid(fmt.Sprintf("changes[%d].replica.replica_id", i), "required")
+		}
+		var op multiraft.ChangeOp
+		switch c.GetType() {
+		case pb.ChangeType_CHANGE_TYPE_ADD_VOTER:
+			op = multiraft.AddVoter
+		case pb.ChangeType_CHANGE_TYPE_ADD_LEARNER:
+			op = multiraft.AddLearner
+		case pb.ChangeType_CHANGE_TYPE_REMOVE:
+			op = multiraft.RemoveReplica
+		default:
+			return nil, invalid(fmt.Sprintf("changes[%d].type", i), "unknown value")
+		}
+		changes[i] = multiraft.ReplicaChange{Op: op, Replica: ReplicaFromProto(c.GetReplica())}
+	}
+	if err := s.checkConfVer(id, req.GetEpoch()); err != nil {
+		return nil, err
+	}
+	if err := s.engine.ChangeReplicas(ctx, id, changes); err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	d, err := s.store.Descriptor(id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.ChangeReplicasResponse{Shard: DescriptorToProto(d)}, nil
+}
+
+// checkConfVer refuses a membership change routed with an old ConfVer.
+func (s *AdminServer) checkConfVer(id shard.ShardID, e *pb.Epoch) error {
+	if e == nil {
+		return nil
+	}
+	d, err := s.store.Descriptor(id)
+	if err != nil {
+		return s.errs.toStatus(err, id, nil)
+	}
+	if d.Epoch.ConfVer != e.GetConfVer() {
+		return s.errs.toStatus(&shard.EpochNotMatchError{Requested: EpochFromProto(e), Current: d}, id, nil)
+	}
+	return nil
+}
+
+// AddReplica implements pb.AdminServer: learner, catch up, promote.
+func (s *AdminServer) AddReplica(ctx context.Context, req *pb.AddReplicaRequest) (*pb.AddReplicaResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	rep := ReplicaFromProto(req.GetReplica())
+	if rep.ReplicaID == 0 || rep.NodeID == 0 {
+		return nil, invalid("replica", "replica_id and node_id are required")
+	}
+	rep.Learner = false
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	if _, ok := st.Members.Lookup(rep.ReplicaID); !ok {
+		err := s.engine.ChangeReplicas(ctx, id, []multiraft.ReplicaChange{{Op: multiraft.AddLearner, Replica: rep}})
+		if err != nil {
+			return nil, s.errs.toStatus(err, id, nil)
+		}
+	}
+	if !req.GetLearner() {
+		if err := s.waitCaughtUp(ctx, id, rep.ReplicaID); err != nil {
+			return nil, err
+		}
+		err := s.engine.ChangeReplicas(ctx, id, []multiraft.ReplicaChange{{Op: multiraft.AddVoter, Replica: rep}})
+		if err != nil {
+			return nil, s.errs.toStatus(err, id, nil)
+		}
+	}
+	d, err := s.store.Descriptor(id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.AddReplicaResponse{Shard: DescriptorToProto(d)}, nil
+}
+
+// waitCaughtUp polls until the leader sees replica's log at its commit index.
+func (s *AdminServer) waitCaughtUp(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	t := time.NewTicker(s.pollEvery)
+	defer t.Stop()
+	for {
+		st, err := s.engine.Status(ctx, id)
+		if err != nil {
+			return s.errs.toStatus(err, id, nil)
+		}
+		if !st.IsLeader {
+			return s.errs.toStatus(&multiraft.NotLeaderError{Group: id, Leader: st.Leader, Node: st.LeaderNode}, id, nil)
+		}
+		if pr, ok := st.Progress[replica]; ok && pr.Match >= st.Commit {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.Errorf(codes.DeadlineExceeded, "replica %d did not catch up: %v", replica, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// GetShardInfo implements pb.AdminServer.
+func (s *AdminServer) GetShardInfo(ctx context.Context, req *pb.ShardInfoRequest) (*pb.ShardInfo, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.shardInfo(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return info, nil
+}
+
+func (s *AdminServer) shardInfo(ctx context.Context, id shard.ShardID) (*pb.ShardInfo, error) {
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	info := &pb.ShardInfo{
+		ReplicaId: uint64(st.Replica), LeaderReplicaId: uint64(st.Leader), LeaderNodeId: uint64(st.LeaderNode),
+		IsLeader: st.IsLeader, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
+		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, Quiesced: st.Quiesced,
+	}
+	for rid, pr := range st.Progress {
+		info.Progress = append(info.Progress, &pb.ReplicaProgress{
+			ReplicaId: uint64(rid), Match: pr.Match, Next: pr.Next, State: pr.State, RecentActive: pr.RecentActive,
+		})
+	}
+	if d, err := s.store.Descriptor(id); err == nil {
+		info.Shard = DescriptorToProto(d)
+		lo, hi := keys.UserSpan(d.Start, d.End)
+		if n, err := s.engine.DB().EstimateDiskUsage(lo, hi); err == nil {
+			info.ApproximateBytes = n
+		}
+	}
+	return info, nil
+}
+
+// GetNodeInfo implements pb.AdminServer.
+func (s *AdminServer) GetNodeInfo(ctx context.Context, _ *pb.NodeInfoRequest) (*pb.NodeInfo, error) {
+	n := &pb.NodeInfo{NodeId: uint64(s.node), Address: s.addr, Ready: s.ready(), Draining: s.engine.Draining()}
+	for _, id := range s.engine.Groups() {
+		info, err := s.shardInfo(ctx, id)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		n.Shards++
+		if info.IsLeader {
+			n.Leaders++
+		}
+		n.ShardInfos = append(n.ShardInfos, info)
+	}
+	return n, nil
+}
+
+// FindLeader implements pb.AdminServer.
+func (s *AdminServer) FindLeader(ctx context.Context, req *pb.FindLeaderRequest) (*pb.FindLeaderResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	resp := &pb.FindLeaderResponse{LeaderReplicaId: uint64(st.Leader), LeaderNodeId: uint64(st.LeaderNode)}
+	if st.LeaderNode != 0 {
+		resp.LeaderAddress, _ = s.resolver.Resolve(st.LeaderNode)
+	}
+	if d, err := s.store.Descriptor(id); err == nil {
+		resp.Shard = DescriptorToProto(d)
+	}
+	return resp, nil
+}
+
+// TransferLeader implements pb.AdminServer.
+func (s *AdminServer) TransferLeader(ctx context.Context, req *pb.TransferLeaderRequest) (*pb.TransferLeaderResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetToReplicaId() == 0 {
+		return nil, invalid("to_replica_id", "required")
+	}
+	if err := s.engine.TransferLeadership(ctx, id, multiraft.ReplicaID(req.GetToReplicaId())); err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.TransferLeaderResponse{}, nil
+}
+
+// Split implements pb.AdminServer.
+func (s *AdminServer) Split(ctx context.Context, req *pb.SplitRequest) (*pb.SplitResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetSplitKey()) == 0 {
+		return nil, invalid("split_key", "required")
+	}
+	if req.GetNewShardId() == 0 {
+		return nil, invalid("new_shard_id", "required")
+	}
+	var mapping []shard.SplitReplica
+	for old, nu := range req.GetNewReplicaIds() {
+		mapping = append(mapping, shard.SplitReplica{Old: multiraft.ReplicaID(old), New: multiraft.ReplicaID(nu)})
+	}
+	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: EpochFromProto(req.GetEpoch())}, req.GetSplitKey(), shard.ShardID(req.GetNewShardId()), mapping)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, req.GetSplitKey())
+	}
+	return &pb.SplitResponse{Left: DescriptorToProto(left), Right: DescriptorToProto(right)}, nil
+}
+
+// CompactLog implements pb.AdminServer.
+func (s *AdminServer) CompactLog(ctx context.Context, req *pb.CompactLogRequest) (*pb.CompactLogResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	first, err := s.engine.CompactLog(ctx, id, req.GetForce())
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.CompactLogResponse{FirstIndex: first}, nil
+}
+
+// Drain implements pb.AdminServer: it returns once this node leads nothing
+// or ctx ends (then with the leaderships left).
+func (s *AdminServer) Drain(ctx context.Context, _ *pb.DrainRequest) (*pb.DrainResponse, error) {
+	return &pb.DrainResponse{RemainingLeaders: uint32(Drain(ctx, s.engine, s.pollEvery))}, nil
+}
+
+// Drain makes e hand away its leaderships and waits until it holds none or
+// ctx ends; it returns how many it still holds.
+func Drain(ctx context.Context, e *multiraft.Engine, pollEvery time.Duration) int {
+	e.SetDraining(true)
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		n := e.Leaders()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
+}

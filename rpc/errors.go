@@ -1,0 +1,98 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// errorMapper turns engine and shard errors into the statuses documented
+// in common.proto.
+type errorMapper struct {
+	store    *shard.Store
+	resolver Resolver
+}
+
+// toStatus maps err, raised while serving shard id for key (nil for
+// requests without one), to a gRPC status error.
+func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (a forwarded request's answer)
+	}
+	var nle *multiraft.NotLeaderError
+	var enm *shard.EpochNotMatchError
+	switch {
+	case errors.As(err, &nle):
+		d := &pb.NotLeader{ShardId: uint64(id), LeaderReplicaId: uint64(nle.Leader), LeaderNodeId: uint64(nle.Node)}
+		if nle.Node != 0 && m.resolver != nil {
+			d.LeaderAddress, _ = m.resolver.Resolve(nle.Node)
+		}
+		return withDetail(codes.FailedPrecondition, err.Error(), d)
+	case errors.As(err, &enm):
+		d := &pb.EpochNotMatch{Current: []*pb.Descriptor{DescriptorToProto(enm.Current)}}
+		// After a split the key may now belong to the right-hand shard:
+		// send its descriptor too, so the router heals in one step.
+		if key != nil && m.store != nil && !enm.Current.ContainsKey(key) {
+			for _, o := range m.store.Descriptors() {
+				if o.ShardID != enm.Current.ShardID && o.ContainsKey(key) {
+					d.Current = append(d.Current, DescriptorToProto(o))
+				}
+			}
+		}
+		return withDetail(codes.FailedPrecondition, err.Error(), d)
+	case errors.Is(err, shard.ErrShardNotFound), errors.Is(err, multiraft.ErrGroupNotFound), errors.Is(err, multiraft.ErrGroupRemoved):
+		return withDetail(codes.NotFound, err.Error(), &pb.ShardNotFound{ShardId: uint64(id)})
+	case errors.Is(err, shard.ErrKeyNotInShard):
+		d := &pb.KeyNotInShard{ShardId: uint64(id), Key: key}
+		if m.store != nil {
+			if cur, derr := m.store.Descriptor(id); derr == nil {
+				d.Current = DescriptorToProto(cur)
+			}
+		}
+		return withDetail(codes.OutOfRange, err.Error(), d)
+	case errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrStopped) && errors.Is(err, multiraft.ErrAmbiguous):
+		return withDetail(codes.Unknown, err.Error(), &pb.Ambiguous{Reason: err.Error()})
+	case errors.Is(err, multiraft.ErrProposalDropped):
+		return withDetail(codes.ResourceExhausted, err.Error(), &pb.Busy{RetryAfterMs: 10})
+	case errors.Is(err, shard.ErrEmptyKey), errors.Is(err, shard.ErrKeyTooLarge), errors.Is(err, shard.ErrValueTooLarge),
+		errors.Is(err, shard.ErrBatchTooLarge), errors.Is(err, shard.ErrInvalidSplit), errors.Is(err, shard.ErrBadCommand),
+		errors.Is(err, shard.ErrBadDescriptor), errors.Is(err, multiraft.ErrInvalidConfChange):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, shard.ErrStaleSequence):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, multiraft.ErrGroupExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, shard.ErrNotReady), errors.Is(err, multiraft.ErrStopped):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, multiraft.ErrTransferFailed):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func withDetail(c codes.Code, msg string, d protoadapt.MessageV1) error {
+	s, err := status.New(c, msg).WithDetails(d)
+	if err != nil {
+		return status.Error(c, msg)
+	}
+	return s.Err()
+}
+
+// invalid returns an InvalidArgument status naming the field.
+func invalid(field, problem string) error {
+	return status.Errorf(codes.InvalidArgument, "%s: %s", field, problem)
+}

@@ -1,0 +1,215 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// DefaultScanLimit is the page size of a Scan without a limit, and the
+// largest page a Scan may ask for.
+const DefaultScanLimit = 1000
+
+// forwardedKey marks a request proxied by another node, so it is never
+// forwarded twice.
+const forwardedKey = "x-flotilla-forwarded"
+
+// KVServer is the KV service over a node's Store. Safe for concurrent use.
+type KVServer struct {
+	pb.UnimplementedKVServer
+	store *shard.Store
+	errs  errorMapper
+	// forward, when set, proxies requests this node cannot serve because it
+	// is not the leader to the leader, so plain clients may talk to any node.
+	forward func(node multiraft.NodeID) (*grpc.ClientConn, error)
+}
+
+// NewKVServer returns the KV service of store. With forward non-nil the
+// server proxies NotLeader requests to the leader through the connection
+// forward returns.
+func NewKVServer(store *shard.Store, resolver Resolver, forward func(multiraft.NodeID) (*grpc.ClientConn, error)) *KVServer {
+	return &KVServer{store: store, errs: errorMapper{store: store, resolver: resolver}, forward: forward}
+}
+
+// header validates a request header and returns the shard and the write
+// header.
+func header(h *pb.RequestHeader) (shard.ShardID, shard.Header, error) {
+	if h == nil {
+		return 0, shard.Header{}, invalid("header", "required")
+	}
+	if h.GetShardId() == 0 {
+		return 0, shard.Header{}, invalid("header.shard_id", "required")
+	}
+	if h.GetSeq() == 0 && h.GetClientId() != 0 {
+		return 0, shard.Header{}, invalid("header.seq", "required with client_id")
+	}
+	return shard.ShardID(h.GetShardId()), shard.Header{ClientID: h.GetClientId(), Seq: h.GetSeq(), Epoch: EpochFromProto(h.GetEpoch())}, nil
+}
+
+func readMode(h *pb.RequestHeader) (multiraft.ReadMode, error) {
+	m, ok := ReadModeFromProto(h.GetConsistency())
+	if !ok {
+		return 0, invalid("header.consistency", "unknown value")
+	}
+	return m, nil
+}
+
+// leaderConn returns a connection to the leader when err is NotLeader, the
+// server forwards, and the request was not forwarded already.
+func (s *KVServer) leaderConn(ctx context.Context, err error) (*grpc.ClientConn, context.Context, bool) {
+	var nle *multiraft.NotLeaderError
+	if s.forward == nil || !errors.As(err, &nle) || nle.Node == 0 {
+		return nil, nil, false
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return nil, nil, false
+	}
+	conn, cerr := s.forward(nle.Node)
+	if cerr != nil {
+		return nil, nil, false
+	}
+	return conn, metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), true
+}
+
+// Get implements pb.KVServer.
+func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	id, _, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	mode, err := readMode(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	v, found, err := s.store.Get(ctx, id, EpochFromProto(req.GetHeader().GetEpoch()), req.GetKey(), mode)
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Get(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetKey())
+	}
+	return &pb.GetResponse{Found: found, Value: v}, nil
+}
+
+// Put implements pb.KVServer.
+func (s *KVServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	id, h, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.Put(ctx, id, h, req.GetKey(), req.GetValue()); err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Put(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetKey())
+	}
+	return &pb.PutResponse{}, nil
+}
+
+// Delete implements pb.KVServer.
+func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	id, h, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.Delete(ctx, id, h, req.GetKey()); err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Delete(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetKey())
+	}
+	return &pb.DeleteResponse{}, nil
+}
+
+// CompareAndSwap implements pb.KVServer.
+func (s *KVServer) CompareAndSwap(ctx context.Context, req *pb.CompareAndSwapRequest) (*pb.CompareAndSwapResponse, error) {
+	id, h, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.store.CompareAndSwap(ctx, id, h, req.GetKey(), req.GetExpected(), req.GetExpectAbsent(), req.GetValue())
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).CompareAndSwap(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetKey())
+	}
+	return &pb.CompareAndSwapResponse{Succeeded: res.Succeeded, Found: res.Found, Value: res.Value}, nil
+}
+
+// Scan implements pb.KVServer.
+func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanResponse, error) {
+	id, _, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	mode, err := readMode(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 || limit > DefaultScanLimit {
+		limit = DefaultScanLimit
+	}
+	start, end := req.GetStart(), req.GetEnd()
+	if d, err := s.store.Descriptor(id); err == nil {
+		start, end = clampSpan(start, end, d.Start, d.End)
+	}
+	kvs, more, err := s.store.Scan(ctx, id, EpochFromProto(req.GetHeader().GetEpoch()), start, end, limit, mode)
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Scan(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetStart())
+	}
+	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more}
+	for i, kv := range kvs {
+		resp.Kvs[i] = &pb.KeyValue{Key: kv.Key, Value: kv.Value}
+	}
+	if more && len(kvs) > 0 {
+		resp.ResumeKey = append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
+	}
+	return resp, nil
+}
+
+// Batch implements pb.KVServer.
+func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchResponse, error) {
+	id, h, err := header(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetOps()) == 0 {
+		return nil, invalid("ops", "at least one operation is required")
+	}
+	ops := make([]shard.Op, len(req.GetOps()))
+	for i, o := range req.GetOps() {
+		ops[i] = shard.Op{Key: o.GetKey(), Value: o.GetValue(), Delete: o.GetDelete()}
+	}
+	if err := s.store.Batch(ctx, id, h, ops); err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Batch(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetOps()[0].GetKey())
+	}
+	return &pb.BatchResponse{}, nil
+}
+
+// clampSpan intersects [start, end) with [lo, hi); an empty end or hi is
+// +inf. The store re-checks the range against the descriptor it reads
+// under, so a descriptor that changed meanwhile is still refused.
+func clampSpan(start, end, lo, hi []byte) ([]byte, []byte) {
+	if bytes.Compare(start, lo) < 0 {
+		start = lo
+	}
+	if len(hi) > 0 && (len(end) == 0 || bytes.Compare(end, hi) > 0) {
+		end = hi
+	}
+	return start, end
+}
