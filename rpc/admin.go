@@ -1,10 +1,12 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,16 +26,19 @@ type AdminServer struct {
 	resolver Resolver
 	errs     errorMapper
 	ready    func() bool
+	dial     func(multiraft.NodeID) (*grpc.ClientConn, error)
 	// pollEvery is how often long operations (AddReplica, Drain) look at
 	// their progress.
 	pollEvery time.Duration
 }
 
 // NewAdminServer returns the Admin service of a node. ready reports whether
-// the node finished starting.
-func NewAdminServer(node multiraft.NodeID, addr string, e *multiraft.Engine, store *shard.Store, resolver Resolver, ready func() bool) *AdminServer {
+// the node finished starting; dial reaches other nodes (for consistency
+// checks).
+func NewAdminServer(node multiraft.NodeID, addr string, e *multiraft.Engine, store *shard.Store, resolver Resolver,
+	ready func() bool, dial func(multiraft.NodeID) (*grpc.ClientConn, error)) *AdminServer {
 	return &AdminServer{
-		node: node, addr: addr, engine: e, store: store, resolver: resolver, ready: ready,
+		node: node, addr: addr, engine: e, store: store, resolver: resolver, ready: ready, dial: dial,
 		errs: errorMapper{store: store, resolver: resolver}, pollEvery: 20 * time.Millisecond,
 	}
 }
@@ -358,4 +363,56 @@ func Drain(ctx context.Context, e *multiraft.Engine, pollEvery time.Duration) in
 		case <-t.C:
 		}
 	}
+}
+
+// ConsistencyCheck implements pb.AdminServer: it proposes a checksum
+// command, so every replica computes a checksum at the same log index, then
+// collects them.
+func (s *AdminServer) ConsistencyCheck(ctx context.Context, req *pb.ConsistencyCheckRequest) (*pb.ConsistencyCheckResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	index, sum, err := s.store.Checksum(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	d, err := s.store.Descriptor(id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	resp := &pb.ConsistencyCheckResponse{Index: index, Consistent: true}
+	for _, r := range d.Replicas {
+		rc := &pb.ReplicaChecksum{ReplicaId: uint64(r.ReplicaID), NodeId: uint64(r.NodeID)}
+		if r.NodeID == s.node {
+			rc.Checksum = sum
+		} else if conn, err := s.dial(r.NodeID); err != nil {
+			rc.Error = err.Error()
+		} else if lr, err := pb.NewAdminClient(conn).LocalChecksum(ctx, &pb.LocalChecksumRequest{ShardId: uint64(id), Index: index}); err != nil {
+			rc.Error = err.Error()
+		} else {
+			rc.Checksum = lr.GetChecksum()
+		}
+		if rc.Error != "" || !bytes.Equal(rc.Checksum, sum) {
+			resp.Consistent = false
+		}
+		resp.Checksums = append(resp.Checksums, rc)
+	}
+	return resp, nil
+}
+
+// LocalChecksum implements pb.AdminServer.
+func (s *AdminServer) LocalChecksum(ctx context.Context, req *pb.LocalChecksumRequest) (*pb.LocalChecksumResponse, error) {
+	id, err := shardID(req.GetShardId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetIndex() == 0 {
+		return nil, invalid("index", "required")
+	}
+	sum, err := s.store.LocalChecksum(ctx, id, req.GetIndex())
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.LocalChecksumResponse{Checksum: sum}, nil
 }

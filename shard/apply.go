@@ -78,6 +78,8 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		res = resultOK
 	case KindSplit:
 		return sm.applySplit(ac, e.Index, c, desc)
+	case KindChecksum:
+		return sm.applyChecksum(b, e.Index, desc)
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}

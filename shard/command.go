@@ -23,6 +23,9 @@ const (
 	KindBatch
 	// KindSplit splits the shard at Key.
 	KindSplit
+	// KindChecksum computes a checksum of the shard's data as of the
+	// command's log index, on every replica, for consistency checks.
+	KindChecksum
 )
 
 func (k CommandKind) String() string {
@@ -37,6 +40,8 @@ func (k CommandKind) String() string {
 		return "batch"
 	case KindSplit:
 		return "split"
+	case KindChecksum:
+		return "checksum"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -118,6 +123,7 @@ const (
 //	         bytes value (put only)
 //	split:   bytes key, uvarint new shard, uvarint n, then n times:
 //	         uvarint old replica, uvarint new replica
+//	checksum: nothing
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	dst = append(dst, commandFormat, byte(c.Kind))
 	dst = binary.AppendUvarint(dst, c.Header.ClientID)
@@ -162,6 +168,7 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.Old))
 			dst = binary.AppendUvarint(dst, uint64(r.New))
 		}
+	case KindChecksum:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
 	}
@@ -238,6 +245,7 @@ func DecodeCommand(b []byte, c *Command) error {
 			repls = append(repls, r)
 		}
 		c.NewReplicas = repls
+	case KindChecksum:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
 	}
@@ -298,6 +306,11 @@ func (c *Command) checkLimits(cfg *Config) error {
 			return fmt.Errorf("%w: no replica mapping", ErrInvalidSplit)
 		}
 		return nil
+	case KindChecksum:
+		if c.Header.ClientID != 0 {
+			return fmt.Errorf("%w: a checksum is not an exactly-once write", ErrBadCommand)
+		}
+		return nil
 	}
 	return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
 }
@@ -346,6 +359,7 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		}
 	case KindSplit:
 		return c.checkSplit(d)
+	case KindChecksum:
 	default:
 		if !d.ContainsKey(c.Key) {
 			return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Key, d)

@@ -82,7 +82,7 @@ func TestDecodeCommandRefusesDamage(t *testing.T) {
 	for _, bad := range [][]byte{
 		{2, 1, 0, 0, 0, 0}, // unknown format
 		{1, 0, 0, 0, 0, 0}, // kind zero
-		{1, 6, 0, 0, 0, 0}, // unknown kind
+		{1, 7, 0, 0, 0, 0}, // unknown kind
 		{1, byte(KindCompareAndSwap), 0, 0, 0, 0, 2, 1, 'k', 0, 0},                           // unknown CAS flag
 		{1, byte(KindBatch), 0, 0, 0, 0, 1, 3, 1, 'k'},                                       // unknown op
 		{1, byte(KindBatch), 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},                       // absurd count

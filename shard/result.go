@@ -19,6 +19,10 @@ type Result struct {
 	// Left and Right: for a Split, the shard's descriptor after the split
 	// and the new right-hand shard's descriptor.
 	Left, Right *Descriptor
+	// Index: for a Checksum, the log index it was computed at (its Value is
+	// the checksum). Checksums are never recorded in the client table, so
+	// Index is not part of the encoding.
+	Index uint64
 }
 
 // resultOK is the shared result of every applied Put, Delete, Batch and

@@ -76,19 +76,20 @@ func run(ctx context.Context, cfg Config) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
 	)
+	dialNode := func(n multiraft.NodeID) (*grpc.ClientConn, error) {
+		addr, err := resolver.Resolve(n)
+		if err != nil {
+			return nil, err
+		}
+		return conns.dial(addr)
+	}
 	var forward func(multiraft.NodeID) (*grpc.ClientConn, error)
 	if cfg.Forward {
-		forward = func(n multiraft.NodeID) (*grpc.ClientConn, error) {
-			addr, err := resolver.Resolve(n)
-			if err != nil {
-				return nil, err
-			}
-			return conns.dial(addr)
-		}
+		forward = dialNode
 	}
 	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
 	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
-	pb.RegisterAdminServer(srv, rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load))
+	pb.RegisterAdminServer(srv, rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode))
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
 

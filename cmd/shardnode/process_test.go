@@ -255,6 +255,13 @@ func TestProcessKillRestartAndSnapshotCatchUp(t *testing.T) {
 		t.Fatalf("restarted node did not log its recovery")
 	}
 	h.checkAcked(all...)
+	for i := 1; i <= testShards; i++ {
+		lead := h.leader(i, all...)
+		cc, err := h.admin(lead).ConsistencyCheck(ctxT(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
+		if err != nil || !cc.GetConsistent() {
+			t.Fatalf("shard %d replicas disagree after catch-up: %v %v", i, cc, err)
+		}
+	}
 }
 
 func TestProcessMembershipAndTransfer(t *testing.T) {
@@ -320,6 +327,19 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.checkAcked(members...)
+	// Every replica holds the same data at the same index.
+	cc, err := h.admin(4).ConsistencyCheck(ctxT(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cc.GetConsistent() || len(cc.GetChecksums()) != 3 {
+		t.Fatalf("consistency check: %v", cc)
+	}
+	for _, c := range cc.GetChecksums() {
+		if len(c.GetChecksum()) != 32 {
+			t.Fatalf("replica %d returned no checksum: %v", c.GetReplicaId(), c)
+		}
+	}
 }
 
 func TestProcessBadInput(t *testing.T) {

@@ -44,6 +44,7 @@ func RaftKeyGroup(k []byte) (group uint64, suffix byte, ok bool) {
 const (
 	ShardDescriptor byte = 'd' // the shard's Descriptor
 	ShardClient     byte = 'c' // followed by the 8-byte client ID: the client's last results
+	ShardChecksum   byte = 'k' // the last consistency checksum: index and SHA-256
 )
 
 func localKey(infix byte, id uint64, suffix byte, extra int) []byte {
