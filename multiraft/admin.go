@@ -418,3 +418,32 @@ func (e *Engine) Campaign(id GroupID) *Future {
 		f.resolve(nil, g.rn.Campaign())
 	})
 }
+
+// GroupSummary is what the engine publishes about a group without
+// touching it: every field is read from atomics the worker updates.
+type GroupSummary struct {
+	Group      GroupID
+	Replica    ReplicaID
+	Leading    bool
+	Leader     ReplicaID
+	LeaderNode NodeID
+	Term       uint64
+	Applied    uint64
+	Quiesced   bool
+}
+
+// Summaries returns a summary of every group, in ascending group order. It
+// does not wake or schedule any group, so it is cheap enough to call for
+// thousands of groups every second.
+func (e *Engine) Summaries() []GroupSummary {
+	l := *e.list.Load()
+	out := make([]GroupSummary, len(l))
+	for i, g := range l {
+		out[i] = GroupSummary{
+			Group: g.id, Replica: g.replica, Leading: g.leading.Load(), Leader: ReplicaID(g.leader.Load()),
+			LeaderNode: NodeID(g.leaderNode.Load()), Term: g.term.Load(), Applied: g.appliedIdx.Load(),
+			Quiesced: g.quiesced.Load(),
+		}
+	}
+	return out
+}

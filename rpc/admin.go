@@ -310,19 +310,23 @@ func (s *AdminServer) Split(ctx context.Context, req *pb.SplitRequest) (*pb.Spli
 	if err != nil {
 		return nil, err
 	}
-	if len(req.GetSplitKey()) == 0 {
-		return nil, invalid("split_key", "required")
-	}
 	if req.GetNewShardId() == 0 {
 		return nil, invalid("new_shard_id", "required")
+	}
+	key := req.GetSplitKey()
+	if len(key) == 0 {
+		// The leader picks the key that halves the shard.
+		if key, err = s.store.MidKey(id); err != nil {
+			return nil, s.errs.toStatus(err, id, nil)
+		}
 	}
 	var mapping []shard.SplitReplica
 	for old, nu := range req.GetNewReplicaIds() {
 		mapping = append(mapping, shard.SplitReplica{Old: multiraft.ReplicaID(old), New: multiraft.ReplicaID(nu)})
 	}
-	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: EpochFromProto(req.GetEpoch())}, req.GetSplitKey(), shard.ShardID(req.GetNewShardId()), mapping)
+	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: EpochFromProto(req.GetEpoch())}, key, shard.ShardID(req.GetNewShardId()), mapping)
 	if err != nil {
-		return nil, s.errs.toStatus(err, id, req.GetSplitKey())
+		return nil, s.errs.toStatus(err, id, key)
 	}
 	return &pb.SplitResponse{Left: DescriptorToProto(left), Right: DescriptorToProto(right)}, nil
 }

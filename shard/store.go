@@ -360,3 +360,35 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	}
 	return kvs, more, nil
 }
+
+// MidKey returns a key that splits shard's data in two halves by count,
+// for a split at "the middle". It reads the local replica's data (two
+// passes over the shard), so call it on the leader. It fails with
+// ErrInvalidSplit when the shard holds fewer than two keys.
+func (s *Store) MidKey(shard ShardID) ([]byte, error) {
+	e, _, desc, err := s.lookup(shard)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := keys.UserSpan(desc.Start, desc.End)
+	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	if n < 2 {
+		return nil, fmt.Errorf("%w: shard %d holds %d keys, too few to split", ErrInvalidSplit, shard, n)
+	}
+	it.First()
+	for range n / 2 {
+		it.Next()
+	}
+	if !it.Valid() {
+		return nil, fmt.Errorf("shard %d changed while choosing a split key: %w", shard, it.Error())
+	}
+	return append([]byte(nil), keys.DecodeUserKey(it.Key())...), nil
+}

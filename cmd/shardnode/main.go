@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -62,6 +60,10 @@ type Config struct {
 	ElectionTicks int
 	HeartbeatTick int
 	ShutdownAfter time.Duration
+	Placement     string
+	Zone          string
+	Rack          string
+	Heartbeat     time.Duration
 	LogFormat     string
 	LogLevel      string
 }
@@ -84,6 +86,10 @@ func parseConfig(args []string) (Config, error) {
 	fs.IntVar(&c.ElectionTicks, "election-ticks", multiraft.DefaultElectionTicks, "Raft election timeout in ticks")
 	fs.IntVar(&c.HeartbeatTick, "heartbeat-ticks", multiraft.DefaultHeartbeatTicks, "Raft heartbeat interval in ticks")
 	fs.DurationVar(&c.ShutdownAfter, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take to hand off leaderships and finish requests")
+	fs.StringVar(&c.Placement, "placement", "", "addresses of the placementd replicas, comma-separated; the node registers and reports to them (empty: shards are managed through the Admin service only)")
+	fs.StringVar(&c.Zone, "zone", "", "zone label, so placement spreads a shard's replicas across zones")
+	fs.StringVar(&c.Rack, "rack", "", "rack label")
+	fs.DurationVar(&c.Heartbeat, "heartbeat-interval", time.Second, "how often the node reports to placement")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := cli.Parse(fs, args, summary); err != nil {
@@ -107,7 +113,7 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		p.Addf("--listen is required")
 	}
-	if _, err := parsePeers(c.Peers); err != nil {
+	if _, err := cli.ParsePeers(c.Peers); err != nil {
 		p.Addf("--peers: %v", err)
 	}
 	if c.MaxSnapshots < 1 {
@@ -122,6 +128,9 @@ func (c Config) Validate() error {
 	if c.HeartbeatTick < 1 || c.ElectionTicks <= c.HeartbeatTick {
 		p.Addf("--election-ticks (%d) must exceed --heartbeat-ticks (%d) >= 1", c.ElectionTicks, c.HeartbeatTick)
 	}
+	if c.Heartbeat <= 0 {
+		p.Addf("--heartbeat-interval must be positive, got %s", c.Heartbeat)
+	}
 	if c.ShutdownAfter <= 0 {
 		p.Addf("--shutdown-timeout must be positive, got %s", c.ShutdownAfter)
 	}
@@ -129,21 +138,4 @@ func (c Config) Validate() error {
 		p.Addf("%v", err)
 	}
 	return p.Err()
-}
-
-// parsePeers parses "2=host:port,3=host:port".
-func parsePeers(s string) (map[multiraft.NodeID]string, error) {
-	m := map[multiraft.NodeID]string{}
-	if strings.TrimSpace(s) == "" {
-		return m, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
-		n, err := strconv.ParseUint(id, 10, 64)
-		if !ok || err != nil || n == 0 || addr == "" {
-			return nil, fmt.Errorf("%q is not ID=host:port", part)
-		}
-		m[multiraft.NodeID(n)] = addr
-	}
-	return m, nil
 }

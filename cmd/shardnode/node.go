@@ -8,19 +8,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -33,15 +33,15 @@ import (
 func run(ctx context.Context, cfg Config) error {
 	logger, _ := cli.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	logger = logger.With("node", cfg.NodeID)
-	peers, _ := parsePeers(cfg.Peers)
+	peers, _ := cli.ParsePeers(cfg.Peers)
 	self := multiraft.NodeID(cfg.NodeID)
 	peers[self] = cfg.Advertise
-	resolver := rpc.StaticResolver(peers)
+	resolver := newResolver(peers)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	db, err := pebble.Open(cfg.DataDir, &pebble.Options{Logger: pebbleLogger{logger}})
+	db, err := pebble.Open(cfg.DataDir, &pebble.Options{Logger: serve.PebbleLogger{L: logger}})
 	if err != nil {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}
@@ -51,10 +51,10 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	conns := &connPool{}
-	defer conns.close()
+	conns := &serve.ConnPool{}
+	defer conns.Close()
 	transport := rpc.NewTransport(rpc.TransportConfig{
-		NodeID: self, Resolver: resolver, Dial: conns.dial, Logger: logger,
+		NodeID: self, Resolver: resolver, Dial: conns.Dial, Logger: logger,
 		SnapshotRateBytes: int64(cfg.SnapshotRate), MaxConcurrentSnapshots: cfg.MaxSnapshots,
 	})
 	start := time.Now()
@@ -72,16 +72,13 @@ func run(ctx context.Context, cfg Config) error {
 	var ready atomic.Bool
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	srv := grpc.NewServer(
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(16<<20),
-	)
+	srv := grpc.NewServer(serve.ServerOptions()...)
 	dialNode := func(n multiraft.NodeID) (*grpc.ClientConn, error) {
 		addr, err := resolver.Resolve(n)
 		if err != nil {
 			return nil, err
 		}
-		return conns.dial(addr)
+		return conns.Dial(addr)
 	}
 	var forward func(multiraft.NodeID) (*grpc.ClientConn, error)
 	if cfg.Forward {
@@ -102,7 +99,7 @@ func run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { serveErr <- srv.Serve(lis) })
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
-		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: httpHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: serve.HealthMux(&ready), ReadHeaderTimeout: 5 * time.Second}
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
 			srv.Stop()
@@ -119,6 +116,14 @@ func run(ctx context.Context, cfg Config) error {
 
 	ready.Store(true)
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if cfg.Placement != "" {
+		rep := &reporter{
+			self: self, addr: cfg.Advertise, labels: &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack},
+			addrs: strings.Split(cfg.Placement, ","), interval: cfg.Heartbeat, engine: engine, store: store,
+			resolver: resolver, dial: conns.Dial, logger: logger,
+		}
+		wg.Go(func() { rep.run(tickCtx) })
+	}
 	logger.Info("ready", "listen", lis.Addr().String(), "advertise", cfg.Advertise, "http", cfg.HTTP)
 
 	select {
@@ -151,78 +156,8 @@ func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, srv *grpc.Se
 	if left := rpc.Drain(ctx, e, 20*time.Millisecond); left > 0 {
 		logger.Warn("shutting down with leaderships not handed off", "leaders", left)
 	}
-	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		srv.Stop()
-	}
+	serve.StopGRPC(ctx, srv)
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(ctx)
 	}
-}
-
-func httpHandler(ready *atomic.Bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
-}
-
-// connPool shares one client connection per address.
-type connPool struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
-}
-
-func (p *connPool) dial(addr string) (*grpc.ClientConn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
-	)
-	if err != nil {
-		return nil, err
-	}
-	if p.conns == nil {
-		p.conns = map[string]*grpc.ClientConn{}
-	}
-	p.conns[addr] = c
-	return c, nil
-}
-
-func (p *connPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-// pebbleLogger routes Pebble's logs to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	os.Exit(1)
 }

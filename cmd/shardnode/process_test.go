@@ -400,10 +400,14 @@ func TestProcessBadInput(t *testing.T) {
 				{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: 12345}}}})
 			return err
 		}, codes.InvalidArgument, "not a member"},
-		{"split outside", func() error {
-			_, err := admin.Split(ctx, &pb.SplitRequest{ShardId: 1, SplitKey: nil, NewShardId: 2})
+		{"split without new shard", func() error {
+			_, err := admin.Split(ctx, &pb.SplitRequest{ShardId: 1, SplitKey: []byte("m")})
 			return err
-		}, codes.InvalidArgument, "split_key"},
+		}, codes.InvalidArgument, "new_shard_id"},
+		{"split of a one-key shard at its middle", func() error {
+			_, err := admin.Split(ctx, &pb.SplitRequest{ShardId: 1, NewShardId: 2, NewReplicaIds: map[uint64]uint64{101: 201}})
+			return err
+		}, codes.InvalidArgument, "too few"},
 		{"transfer to nobody", func() error {
 			_, err := admin.TransferLeader(ctx, &pb.TransferLeaderRequest{ShardId: 1})
 			return err

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
 // EnvName returns the environment variable read for flag name.
@@ -139,4 +141,21 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// ParsePeers parses a list of nodes as "1=host:port,2=host:port".
+func ParsePeers(s string) (map[multiraft.NodeID]string, error) {
+	m := map[multiraft.NodeID]string{}
+	if strings.TrimSpace(s) == "" {
+		return m, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.ParseUint(id, 10, 64)
+		if !ok || err != nil || n == 0 || addr == "" {
+			return nil, fmt.Errorf("%q is not ID=host:port", part)
+		}
+		m[multiraft.NodeID(n)] = addr
+	}
+	return m, nil
 }

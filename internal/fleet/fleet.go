@@ -25,30 +25,35 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]error{}
 )
 
 // Binary returns the path of a Flotilla binary (e.g. "shardnode") built from
-// this checkout, building all of them once per test process.
+// this checkout, building each binary once per test process.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "flotilla-bin-")
-		if buildErr != nil {
-			return
-		}
-		root := moduleRoot()
-		cmd := exec.Command("go", "build", "-o", buildDir+string(os.PathSeparator), "./cmd/...")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "flotilla-bin-")
 		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
+			t.Fatal(err)
 		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+		buildDir = d
+	}
+	err, ok := built[name]
+	if !ok {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
+		cmd.Dir = moduleRoot()
+		if out, berr := cmd.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, berr, out)
+		}
+		built[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return filepath.Join(buildDir, name)
 }

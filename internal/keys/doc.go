@@ -6,6 +6,7 @@
 //
 //	0x01 'r' <group:8> <suffix>        raft-local state of one group (multiraft)
 //	0x01 's' <shard:8> <suffix>        shard-local state of one shard (shard)
+//	0x01 'p' <kind> <id:8>             placement's catalogue (placementd only)
 //	0x02 <user key>                    user data, keyed by the user key itself
 //
 // Because user data is keyed by the user key and not by the shard, a split

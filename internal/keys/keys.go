@@ -7,8 +7,9 @@ const (
 	userPrefix    = 0x02
 	userPrefixEnd = 0x03
 
-	raftInfix  = 'r'
-	shardInfix = 's'
+	raftInfix      = 'r'
+	shardInfix     = 's'
+	placementInfix = 'p'
 )
 
 // Suffixes of raft-local keys (owned by multiraft).
@@ -19,6 +20,18 @@ const (
 	RaftAppliedState byte = 'a' // applied index, term, ConfState and members
 	RaftReplicaID    byte = 'i' // this node's replica ID in the group
 )
+
+// PlacementKey returns the key of a record of placement's catalogue (only
+// in placementd's own Pebble): a kind byte and an ID.
+func PlacementKey(kind byte, id uint64) []byte {
+	k := []byte{localPrefix, placementInfix, kind}
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// PlacementSpan returns the bounds [start, end) of the whole catalogue.
+func PlacementSpan() (start, end []byte) {
+	return []byte{localPrefix, placementInfix}, []byte{localPrefix, placementInfix + 1}
+}
 
 // EngineIncarnation is the key of the engine's incarnation counter, bumped
 // (and synced) every time the engine opens, so IDs it hands out never repeat

@@ -1116,7 +1116,8 @@ func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
 
 // SplitRequest splits the shard at split_key: the shard keeps
 // [start, split_key) and new_shard_id takes [split_key, end), with one new
-// replica ID per current replica, on the same nodes.
+// replica ID per current replica, on the same nodes. An empty split_key
+// asks the leader to pick the key that halves the shard's keys.
 type SplitRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ShardId    uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`

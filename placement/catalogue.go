@@ -1,0 +1,293 @@
+package placement
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// The catalogue is placement's replicated state: the node directory, the
+// ID counters and the cluster settings. It is one Raft group (CatalogueGroup)
+// on placementd's own engine. Shards are deliberately not in it: their
+// truth is in their own Raft groups, and placement's view of them is
+// rebuilt from heartbeats.
+
+// CatalogueGroup is the Raft group ID of the catalogue.
+const CatalogueGroup multiraft.GroupID = 1
+
+// Record kinds, the kind byte of keys.PlacementKey.
+const (
+	kindNode     byte = 'n'
+	kindCounter  byte = 'c'
+	kindSettings byte = 's'
+)
+
+// Counters of IDs handed out by the catalogue.
+const (
+	CounterNode    uint64 = 1
+	CounterShard   uint64 = 2
+	CounterReplica uint64 = 3
+)
+
+// NodeRecord is a registered shardnode.
+type NodeRecord struct {
+	ID            multiraft.NodeID  `json:"id"`
+	Address       string            `json:"address"`
+	Zone          string            `json:"zone,omitempty"`
+	Rack          string            `json:"rack,omitempty"`
+	Extra         map[string]string `json:"extra,omitempty"`
+	CapacityBytes uint64            `json:"capacity_bytes,omitempty"`
+	Draining      bool              `json:"draining,omitempty"`
+}
+
+// Settings are cluster-wide facts decided once.
+type Settings struct {
+	Bootstrapped bool `json:"bootstrapped"`
+}
+
+// command is a catalogue write. Commands are JSON: they are rare (node
+// registrations, ID allocations) and readable in a log dump.
+type command struct {
+	Op    string      `json:"op"` // register, alloc, drain, bootstrapped
+	Node  *NodeRecord `json:"node,omitempty"`
+	Kind  uint64      `json:"kind,omitempty"`
+	Count uint64      `json:"count,omitempty"`
+	ID    uint64      `json:"id,omitempty"`
+	On    bool        `json:"on,omitempty"`
+}
+
+// catalogue is the state machine of the catalogue group. Its in-memory
+// copy is read by the service from any goroutine, under mu.
+type catalogue struct {
+	mu       sync.RWMutex
+	nodes    map[multiraft.NodeID]NodeRecord
+	counters map[uint64]uint64
+	settings Settings
+}
+
+var (
+	_ multiraft.StateMachine = (*catalogue)(nil)
+
+	errCorruptCatalogue = errors.New("placement: corrupt catalogue snapshot")
+)
+
+func newCatalogue(r pebble.Reader) (*catalogue, error) {
+	c := &catalogue{nodes: map[multiraft.NodeID]NodeRecord{}, counters: map[uint64]uint64{}}
+	lo, hi := keys.PlacementSpan()
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := c.load(it.Key(), it.Value()); err != nil {
+			return nil, err
+		}
+	}
+	return c, it.Error()
+}
+
+// load decodes one stored record into memory.
+func (c *catalogue) load(k, v []byte) error {
+	if len(k) != 11 {
+		return fmt.Errorf("placement: bad catalogue key %x", k)
+	}
+	id := binary.BigEndian.Uint64(k[3:])
+	switch k[2] {
+	case kindNode:
+		var n NodeRecord
+		if err := json.Unmarshal(v, &n); err != nil {
+			return fmt.Errorf("placement: node %d: %w", id, err)
+		}
+		c.nodes[n.ID] = n
+	case kindCounter:
+		if len(v) != 8 {
+			return fmt.Errorf("placement: counter %d: %d bytes", id, len(v))
+		}
+		c.counters[id] = binary.BigEndian.Uint64(v)
+	case kindSettings:
+		if err := json.Unmarshal(v, &c.settings); err != nil {
+			return fmt.Errorf("placement: settings: %w", err)
+		}
+	default:
+		return fmt.Errorf("placement: unknown catalogue record %x", k)
+	}
+	return nil
+}
+
+// Apply implements multiraft.StateMachine.
+func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
+	var cmd command
+	if err := json.Unmarshal(e.Cmd, &cmd); err != nil {
+		return fmt.Errorf("placement: bad catalogue command: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := ac.Batch
+	switch cmd.Op {
+	case "register":
+		n := *cmd.Node
+		if n.ID == 0 {
+			n.ID = multiraft.NodeID(c.allocLocked(b, CounterNode, 1))
+		} else if old, ok := c.nodes[n.ID]; ok {
+			n.Draining = old.Draining
+		} else if next := c.counters[CounterNode]; uint64(n.ID) >= next {
+			// A node with a configured ID: never hand that ID out.
+			c.setCounterLocked(b, CounterNode, uint64(n.ID)+1)
+		}
+		c.putNodeLocked(b, n)
+		return uint64(n.ID)
+	case "alloc":
+		if cmd.Count == 0 {
+			return fmt.Errorf("placement: allocating zero IDs")
+		}
+		return c.allocLocked(b, cmd.Kind, cmd.Count)
+	case "drain":
+		n, ok := c.nodes[multiraft.NodeID(cmd.ID)]
+		if !ok {
+			return fmt.Errorf("%w: node %d", ErrUnknownNode, cmd.ID)
+		}
+		n.Draining = cmd.On
+		c.putNodeLocked(b, n)
+		return uint64(n.ID)
+	case "bootstrapped":
+		c.settings.Bootstrapped = true
+		v, _ := json.Marshal(c.settings)
+		_ = b.Set(keys.PlacementKey(kindSettings, 0), v, nil)
+		return nil
+	}
+	return fmt.Errorf("placement: unknown catalogue command %q", cmd.Op)
+}
+
+// allocLocked hands out count consecutive IDs of a counter and returns the
+// first. IDs start at 1.
+func (c *catalogue) allocLocked(b *pebble.Batch, kind, count uint64) uint64 {
+	first := max(c.counters[kind], 1)
+	c.setCounterLocked(b, kind, first+count)
+	return first
+}
+
+func (c *catalogue) setCounterLocked(b *pebble.Batch, kind, next uint64) {
+	c.counters[kind] = next
+	_ = b.Set(keys.PlacementKey(kindCounter, kind), binary.BigEndian.AppendUint64(nil, next), nil)
+}
+
+func (c *catalogue) putNodeLocked(b *pebble.Batch, n NodeRecord) {
+	c.nodes[n.ID] = n
+	v, _ := json.Marshal(n)
+	_ = b.Set(keys.PlacementKey(kindNode, uint64(n.ID)), v, nil)
+}
+
+// ApplyMembership implements multiraft.StateMachine; the catalogue keeps no
+// copy of its group's membership.
+func (c *catalogue) ApplyMembership(*multiraft.ApplyContext, uint64, multiraft.Membership) {}
+
+// Snapshot implements multiraft.StateMachine: length-prefixed records, then
+// a CRC-32C of everything before it.
+func (c *catalogue) Snapshot(r pebble.Reader, w io.Writer) error {
+	lo, hi := keys.PlacementSpan()
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	crc := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	mw := io.MultiWriter(w, crc)
+	var buf []byte
+	for it.First(); it.Valid(); it.Next() {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(it.Key())))
+		buf = append(buf, it.Key()...)
+		buf = binary.AppendUvarint(buf, uint64(len(it.Value())))
+		buf = append(buf, it.Value()...)
+		if _, err := mw.Write(buf); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	_, err = w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	return err
+}
+
+// Restore implements multiraft.StateMachine.
+func (c *catalogue) Restore(b *pebble.Batch, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if len(data) < 4 {
+		return errCorruptCatalogue
+	}
+	body := data[:len(data)-4]
+	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != binary.BigEndian.Uint32(data[len(data)-4:]) {
+		return errCorruptCatalogue
+	}
+	type kv struct{ k, v []byte }
+	var recs []kv
+	for rd := bytes.NewReader(body); rd.Len() > 0; {
+		var rec [2][]byte
+		for i := range rec {
+			n, err := binary.ReadUvarint(rd)
+			if err != nil || n > uint64(rd.Len()) {
+				return errCorruptCatalogue
+			}
+			rec[i] = make([]byte, n)
+			_, _ = io.ReadFull(rd, rec[i])
+		}
+		recs = append(recs, kv{rec[0], rec[1]})
+	}
+	lo, hi := keys.PlacementSpan()
+	_ = b.DeleteRange(lo, hi, nil)
+	for _, r := range recs {
+		if bytes.Compare(r.k, lo) < 0 || bytes.Compare(r.k, hi) >= 0 {
+			return errCorruptCatalogue
+		}
+		_ = b.Set(r.k, r.v, nil)
+	}
+	return nil
+}
+
+// Destroy implements multiraft.StateMachine.
+func (c *catalogue) Destroy(b *pebble.Batch) {
+	lo, hi := keys.PlacementSpan()
+	_ = b.DeleteRange(lo, hi, nil)
+}
+
+// Nodes returns the registered nodes, by ID.
+func (c *catalogue) Nodes() []NodeRecord {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]NodeRecord, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b NodeRecord) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+// Node returns one node.
+func (c *catalogue) Node(id multiraft.NodeID) (NodeRecord, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n, ok := c.nodes[id]
+	return n, ok
+}
+
+// Settings returns the cluster settings.
+func (c *catalogue) Settings() Settings {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.settings
+}

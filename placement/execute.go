@@ -1,0 +1,188 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// The executor runs operator steps through the shardnodes' Admin service.
+// Each step is idempotent: run again after a partial failure, it finishes
+// the job or finds it done (AlreadyExists, a member already there). A step
+// that changes a shard goes to the shard's leader, found through the view
+// or, failing that, by asking the replicas.
+
+func (s *Service) admin(node multiraft.NodeID) (pb.AdminClient, error) {
+	n, ok := s.cat.Load().Node(node)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownNode, node)
+	}
+	conn, err := s.cfg.Dial(n.Address)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewAdminClient(conn), nil
+}
+
+// leaderOf finds the node leading shard id: the view's answer if it has
+// one, else the first replica that knows.
+func (s *Service) leaderOf(ctx context.Context, id shard.ShardID) (multiraft.NodeID, error) {
+	s.view.mu.Lock()
+	st := s.view.shards[id]
+	var candidates []multiraft.NodeID
+	if st != nil {
+		if st.leaderNode != 0 {
+			candidates = append(candidates, st.leaderNode)
+		}
+		for _, r := range st.desc.Replicas {
+			candidates = append(candidates, r.NodeID)
+		}
+	}
+	s.view.mu.Unlock()
+	for _, n := range candidates {
+		a, err := s.admin(n)
+		if err != nil {
+			continue
+		}
+		resp, err := a.FindLeader(ctx, &pb.FindLeaderRequest{ShardId: uint64(id)})
+		if err == nil && resp.GetLeaderNodeId() != 0 {
+			return multiraft.NodeID(resp.GetLeaderNodeId()), nil
+		}
+	}
+	return 0, fmt.Errorf("placement: no leader known for shard %d", id)
+}
+
+// onLeader runs f against the Admin service of shard's leader, following
+// NotLeader answers a few times.
+func (s *Service) onLeader(ctx context.Context, id shard.ShardID, f func(pb.AdminClient) error) error {
+	var err error
+	for range 3 {
+		var lead multiraft.NodeID
+		if lead, err = s.leaderOf(ctx, id); err != nil {
+			return err
+		}
+		var a pb.AdminClient
+		if a, err = s.admin(lead); err != nil {
+			return err
+		}
+		if err = f(a); err == nil || !isNotLeader(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func isNotLeader(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if _, ok := d.(*pb.NotLeader); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// createShard creates every replica of a new shard.
+func (s *Service) createShard(ctx context.Context, d shard.Descriptor) error {
+	var errs []error
+	for _, r := range d.Replicas {
+		a, err := s.admin(r.NodeID)
+		if err == nil {
+			_, err = a.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: rpc.DescriptorToProto(d)})
+		}
+		if err != nil && status.Code(err) != codes.AlreadyExists {
+			errs = append(errs, fmt.Errorf("replica %d on node %d: %w", r.ReplicaID, r.NodeID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// addReplica creates an empty replica on its node and has the leader add it
+// (as a learner, caught up, then promoted unless learner).
+func (s *Service) addReplica(ctx context.Context, id shard.ShardID, r multiraft.Replica, learner bool) error {
+	a, err := s.admin(r.NodeID)
+	if err != nil {
+		return err
+	}
+	_, err = a.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: uint64(id)}, Join: true, ReplicaId: uint64(r.ReplicaID)})
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("creating replica %d on node %d: %w", r.ReplicaID, r.NodeID, err)
+	}
+	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+		_, err := a.AddReplica(ctx, &pb.AddReplicaRequest{ShardId: uint64(id), Learner: learner,
+			Replica: &pb.Replica{ReplicaId: uint64(r.ReplicaID), NodeId: uint64(r.NodeID)}})
+		return err
+	})
+}
+
+// removeReplica removes a replica from its shard; when it leads, its
+// leadership moves to another voter first.
+func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+		info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
+		if err != nil {
+			return err
+		}
+		if info.GetReplicaId() == uint64(replica) {
+			for _, r := range info.GetShard().GetReplicas() {
+				if r.GetReplicaId() != uint64(replica) && !r.GetLearner() {
+					if _, err := a.TransferLeader(ctx, &pb.TransferLeaderRequest{ShardId: uint64(id), ToReplicaId: r.GetReplicaId()}); err != nil {
+						return err
+					}
+					return status.Error(codes.Unavailable, "leadership moved before removal; retry")
+				}
+			}
+		}
+		found := false
+		for _, r := range info.GetShard().GetReplicas() {
+			found = found || r.GetReplicaId() == uint64(replica)
+		}
+		if !found {
+			return nil // already removed
+		}
+		_, err = a.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: uint64(id), Changes: []*pb.ReplicaChange{
+			{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: uint64(replica)}}}})
+		return err
+	})
+}
+
+// transferLeader moves shard's leadership to replica to.
+func (s *Service) transferLeader(ctx context.Context, id shard.ShardID, to multiraft.ReplicaID) error {
+	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+		_, err := a.TransferLeader(ctx, &pb.TransferLeaderRequest{ShardId: uint64(id), ToReplicaId: uint64(to)})
+		return err
+	})
+}
+
+// split splits shard at key (empty: the leader picks the middle key).
+func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newShard shard.ShardID, mapping map[multiraft.ReplicaID]multiraft.ReplicaID) error {
+	req := &pb.SplitRequest{ShardId: uint64(id), SplitKey: key, NewShardId: uint64(newShard), NewReplicaIds: map[uint64]uint64{}}
+	for o, n := range mapping {
+		req.NewReplicaIds[uint64(o)] = uint64(n)
+	}
+	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+		_, err := a.Split(ctx, req)
+		return err
+	})
+}
+
+// removeStray deletes a replica that a node still hosts although its shard
+// no longer counts it as a member (it was removed while its node was away).
+func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID) error {
+	a, err := s.admin(node)
+	if err != nil {
+		return err
+	}
+	_, err = a.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: uint64(id)})
+	if status.Code(err) == codes.NotFound {
+		return nil
+	}
+	return err
+}

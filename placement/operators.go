@@ -1,0 +1,54 @@
+package placement
+
+import (
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// operators keeps the record of recent operators for the status API: a
+// bounded ring, newest last. Safe for concurrent use.
+type operators struct {
+	mu     sync.Mutex
+	nextID uint64
+	ring   []*pb.Operator
+	max    int
+}
+
+func newOperators(max int) *operators { return &operators{max: max} }
+
+// start records a new running operator and returns it; finish completes it.
+func (o *operators) start(kind string, shard uint64, desc string, now time.Time) *pb.Operator {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.nextID++
+	op := &pb.Operator{Id: o.nextID, Kind: kind, ShardId: shard, Description: desc, State: "running", StartedUnixMs: now.UnixMilli()}
+	o.ring = append(o.ring, op)
+	if len(o.ring) > o.max {
+		o.ring = append(o.ring[:0], o.ring[len(o.ring)-o.max:]...)
+	}
+	return op
+}
+
+func (o *operators) finish(op *pb.Operator, err error, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	op.State, op.FinishedUnixMs = "done", now.UnixMilli()
+	if err != nil {
+		op.State, op.Error = "failed", err.Error()
+	}
+}
+
+// recent returns copies of the recorded operators, newest last.
+func (o *operators) recent() []*pb.Operator {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]*pb.Operator, len(o.ring))
+	for i, op := range o.ring {
+		out[i] = proto.CloneOf(op)
+	}
+	return out
+}
