@@ -131,21 +131,35 @@ func (e *Engine) destroyGroup(g *group) {
 // groupOp runs op on g's worker. With wake, a quiesced group resumes
 // ticking (the op needs Raft to make progress).
 func (e *Engine) groupOp(id GroupID, wake bool, op func(*group, *Future)) *Future {
-	if e.stopped.Load() {
-		return failedFuture(ErrStopped)
-	}
-	g := e.lookup(id)
-	if g == nil {
-		return failedFuture(ErrGroupNotFound)
-	}
 	f := newFuture()
-	g.postOp(func(g *group) { op(g, f) })
+	g, err := e.post(id, func(g *group) { g.postOp(func(g *group) { op(g, f) }, f) })
+	if err != nil {
+		return failedFuture(err)
+	}
 	if wake {
 		e.wake(g)
 	} else {
 		e.sched.enqueue(g)
 	}
 	return f
+}
+
+// post runs put (which queues work in g's inbox) unless the engine stopped
+// or hosts no such group. It holds the engine's read lock, so Close, which
+// fails everything queued under the write lock, cannot miss what put
+// queued.
+func (e *Engine) post(id GroupID, put func(*group)) (*group, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.stopped.Load() {
+		return nil, ErrStopped
+	}
+	g := e.mu.groups[id]
+	if g == nil {
+		return nil, ErrGroupNotFound
+	}
+	put(g)
+	return g, nil
 }
 
 // Propose replicates cmd through group's log and returns what the state
@@ -160,19 +174,17 @@ func (e *Engine) Propose(ctx context.Context, group GroupID, cmd []byte) (any, e
 
 // ProposeFuture is Propose without waiting.
 func (e *Engine) ProposeFuture(id GroupID, cmd []byte) *Future {
-	if e.stopped.Load() {
-		return failedFuture(ErrStopped)
-	}
-	g := e.lookup(id)
-	if g == nil {
-		return failedFuture(ErrGroupNotFound)
-	}
 	p := &proposal{id: e.nextID.Add(1), data: make([]byte, envelopeBytes+len(cmd)), fut: newFuture()}
 	putEnvelope(p.data, e.origin, p.id)
 	copy(p.data[envelopeBytes:], cmd)
-	g.mu.Lock()
-	g.mu.props = append(g.mu.props, p)
-	g.mu.Unlock()
+	g, err := e.post(id, func(g *group) {
+		g.mu.Lock()
+		g.mu.props = append(g.mu.props, p)
+		g.mu.Unlock()
+	})
+	if err != nil {
+		return failedFuture(err)
+	}
 	e.wake(g)
 	return p.fut
 }

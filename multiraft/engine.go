@@ -279,7 +279,7 @@ func (e *Engine) Step(msgs []Message) {
 // so the leader stops pipelining appends to it.
 func (e *Engine) ReportUnreachable(id GroupID, replica ReplicaID) {
 	if g := e.lookup(id); g != nil {
-		g.postOp(func(g *group) { g.rn.ReportUnreachable(uint64(replica)) })
+		g.postOp(func(g *group) { g.rn.ReportUnreachable(uint64(replica)) }, nil)
 		e.sched.enqueue(g)
 	}
 }
@@ -360,9 +360,14 @@ func (e *Engine) Process() int {
 // stopped).
 func (g *group) failAll(err error) {
 	g.mu.Lock()
-	props, reads := g.mu.props, g.mu.reads
+	props, reads, ops := g.mu.props, g.mu.reads, g.mu.ops
 	g.mu.props, g.mu.reads, g.mu.ops = nil, nil, nil
 	g.mu.Unlock()
+	for _, op := range ops {
+		if op.fut != nil {
+			op.fut.resolve(nil, err)
+		}
+	}
 	for _, p := range props {
 		p.fut.resolve(nil, err)
 	}

@@ -37,7 +37,7 @@ type group struct {
 		msgs  []Message
 		props []*proposal
 		reads []readReq
-		ops   []func(*group)
+		ops   []groupOp
 	}
 
 	// Worker-owned.
@@ -106,9 +106,17 @@ func (g *group) postMsgs(msgs ...Message) {
 	g.mu.Unlock()
 }
 
-func (g *group) postOp(op func(*group)) {
+// groupOp is work for the group's worker. fut, if set, is failed with the
+// engine's error when the op can no longer run (the engine stopped, the
+// group was removed).
+type groupOp struct {
+	run func(*group)
+	fut *Future
+}
+
+func (g *group) postOp(run func(*group), fut *Future) {
 	g.mu.Lock()
-	g.mu.ops = append(g.mu.ops, op)
+	g.mu.ops = append(g.mu.ops, groupOp{run: run, fut: fut})
 	g.mu.Unlock()
 }
 

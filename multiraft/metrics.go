@@ -15,6 +15,7 @@ type Metrics struct {
 	StepErrors          atomic.Uint64
 	DroppedUnknownGroup atomic.Uint64
 	DroppedNoAddress    atomic.Uint64
+	DroppedMisaddressed atomic.Uint64
 	LeadersAcquired     atomic.Uint64
 	ConfChanges         atomic.Uint64
 	SnapshotsSent       atomic.Uint64

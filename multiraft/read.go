@@ -55,22 +55,25 @@ func (e *Engine) ReadBarrier(ctx context.Context, group GroupID, mode ReadMode) 
 
 // ReadFuture is ReadBarrier without waiting.
 func (e *Engine) ReadFuture(id GroupID, mode ReadMode) *Future {
-	g := e.lookup(id)
-	switch {
-	case e.stopped.Load():
-		return failedFuture(ErrStopped)
-	case g == nil:
-		return failedFuture(ErrGroupNotFound)
-	case mode == ReadStale:
-		if g.appliedIdx.Load() == 0 {
+	if mode == ReadStale {
+		g := e.lookup(id)
+		switch {
+		case e.stopped.Load():
+			return failedFuture(ErrStopped)
+		case g == nil || g.appliedIdx.Load() == 0:
 			return failedFuture(ErrGroupNotFound)
 		}
 		return failedFuture(nil)
 	}
 	f := newFuture()
-	g.mu.Lock()
-	g.mu.reads = append(g.mu.reads, readReq{fut: f, lease: mode == ReadLease})
-	g.mu.Unlock()
+	g, err := e.post(id, func(g *group) {
+		g.mu.Lock()
+		g.mu.reads = append(g.mu.reads, readReq{fut: f, lease: mode == ReadLease})
+		g.mu.Unlock()
+	})
+	if err != nil {
+		return failedFuture(err)
+	}
 	e.wake(g)
 	return f
 }

@@ -82,18 +82,25 @@ func (r *round) prepare(g *group) bool {
 	g.mu.msgs, g.mu.props, g.mu.reads, g.mu.ops = nil, nil, nil, nil
 	g.mu.Unlock()
 
-	for _, op := range ops {
-		op(g)
+	for i, op := range ops {
+		op.run(g)
 		if g.removed.Load() {
+			for _, rest := range ops[i+1:] {
+				if rest.fut != nil {
+					rest.fut.resolve(nil, ErrGroupRemoved)
+				}
+			}
 			return false
 		}
 	}
 	quiesce := false
 	for i := range msgs {
 		m := &msgs[i]
-		if m.Msg.GetType() == raftpb.MsgSnap {
-			// Snapshots arrive through ReceiveSnapshot, with their data.
-			r.e.metrics.StepErrors.Add(1)
+		if m.Msg.GetType() == raftpb.MsgSnap || m.Msg.GetTo() != uint64(g.replica) {
+			// Snapshots arrive through ReceiveSnapshot, with their data; a
+			// message for another replica of the group (one this node hosted
+			// before) would corrupt this one's raft state.
+			r.e.metrics.DroppedMisaddressed.Add(1)
 			continue
 		}
 		g.learn(m)

@@ -41,7 +41,7 @@ func (e *Engine) ReportSnapshot(m Message, err error) {
 	}
 	if g := e.lookup(m.Group); g != nil {
 		to := m.Msg.GetTo()
-		g.postOp(func(g *group) { g.rn.ReportSnapshot(to, status) })
+		g.postOp(func(g *group) { g.rn.ReportSnapshot(to, status) }, nil)
 		e.sched.enqueue(g)
 	}
 }

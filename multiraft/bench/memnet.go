@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -137,18 +138,19 @@ func (nd *memNode) deliver() {
 	}
 }
 
-// enqueue queues msgs (all for nd) and returns how many did not fit.
+// enqueue queues the messages of msgs addressed to nd and returns those
+// that did not fit.
 func (nd *memNode) enqueue(msgs []multiraft.Message) (dropped []multiraft.Message) {
 	nd.mu.Lock()
-	if nd.mu.engine == nil {
-		nd.mu.Unlock()
-		return msgs
+	for _, m := range msgs {
+		switch {
+		case m.ToNode != nd.id:
+		case nd.mu.engine == nil || len(nd.mu.queue) >= MaxQueuedMessages:
+			dropped = append(dropped, m)
+		default:
+			nd.mu.queue = append(nd.mu.queue, m)
+		}
 	}
-	room := max(MaxQueuedMessages-len(nd.mu.queue), 0)
-	if len(msgs) > room {
-		msgs, dropped = msgs[:room], msgs[room:]
-	}
-	nd.mu.queue = append(nd.mu.queue, msgs...)
 	nd.mu.Unlock()
 	select {
 	case nd.wake <- struct{}{}:
@@ -163,22 +165,24 @@ type memTransport struct{ from *memNode }
 // Send implements multiraft.Transport. It never blocks on the receiver.
 func (t memTransport) Send(msgs []multiraft.Message) {
 	net := t.from.net
-	// Messages go out per destination; a round addresses few nodes.
-	for len(msgs) > 0 {
-		to := msgs[0].ToNode
-		var run, rest []multiraft.Message
-		for _, m := range msgs {
-			if m.ToNode == to {
-				run = append(run, m)
-			} else {
-				rest = append(rest, m)
-			}
+	// A round addresses few nodes: queue the messages of each in one go.
+	var seen [8]multiraft.NodeID
+	done := seen[:0]
+	for i := range msgs {
+		to := msgs[i].ToNode
+		if slices.Contains(done, to) {
+			continue
 		}
-		msgs = rest
-		dst := net.node(to, false)
-		dropped := run
-		if dst != nil {
-			dropped = dst.enqueue(run)
+		done = append(done, to)
+		var dropped []multiraft.Message
+		if dst := net.node(to, false); dst != nil {
+			dropped = dst.enqueue(msgs[i:])
+		} else {
+			for _, m := range msgs[i:] {
+				if m.ToNode == to {
+					dropped = append(dropped, m)
+				}
+			}
 		}
 		if len(dropped) > 0 {
 			if src := net.engine(t.from.id); src != nil {

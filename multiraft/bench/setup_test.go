@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,8 +42,23 @@ func (quietPebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-// engineLogger shows the engine's warnings and errors only.
-var engineLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// engineLogger counts the engines' warnings and errors in warnings and
+// drops every record: a storm of elections logs thousands of lines, and
+// the benchmarks report the count instead.
+var engineLogger = slog.New(countingHandler{})
+
+// warnings counts the log records of the engines at warning level or above.
+var warnings atomic.Uint64
+
+type countingHandler struct{}
+
+func (countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (countingHandler) Handle(context.Context, slog.Record) error {
+	warnings.Add(1)
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 
 // openNode opens Pebble in dir on fs and an engine over it with real
 // workers; tweak adjusts the config.
@@ -81,28 +97,19 @@ func (n *node) close(tb testing.TB) {
 	n.e, n.db = nil, nil
 }
 
-// startTicker ticks every engine every TickInterval from one goroutine
-// until the returned stop is called.
+// startTicker runs each engine's RunTicker, one goroutine per engine
+// ticking every TickInterval, until the returned stop is called.
 func startTicker(engines ...*multiraft.Engine) (stop func()) {
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(TickInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				for _, e := range engines {
-					e.Tick()
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
+	for _, e := range engines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.RunTicker(ctx, TickInterval)
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
 }
 
 // members returns the membership of group with one replica on each node:
@@ -149,25 +156,6 @@ func createGroups(tb testing.TB, first multiraft.GroupID, count int, nodes ...*n
 	}
 }
 
-// statuses returns the status of every group of every node, in parallel.
-func statuses(ctx context.Context, nodes ...*node) ([]multiraft.Status, error) {
-	var futs []*multiraft.Future
-	for _, n := range nodes {
-		for _, g := range n.e.Groups() {
-			futs = append(futs, n.e.StatusFuture(g))
-		}
-	}
-	out := make([]multiraft.Status, 0, len(futs))
-	for _, f := range futs {
-		v, err := f.Wait(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v.(multiraft.Status))
-	}
-	return out, nil
-}
-
 // waitFor polls cond every interval until it holds or ctx ends.
 func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
 	t := time.NewTicker(interval)
@@ -185,32 +173,58 @@ func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, err
 	}
 }
 
-// elect makes the replica on nodes[g % len(nodes)] campaign in every group
-// of [first, first+count), so leaders spread evenly, and waits until every
-// group has a leader. It returns, per group, the index of the leading node.
-func elect(ctx context.Context, first multiraft.GroupID, count int, nodes ...*node) ([]int, error) {
+// campaign makes the replica on nodes[g % len(nodes)] campaign in every
+// group of [first, first+count), so leaders spread evenly over the nodes.
+func campaign(first multiraft.GroupID, count int, nodes ...*node) {
 	for i := range count {
 		g := first + multiraft.GroupID(i)
 		nodes[int(g)%len(nodes)].e.Campaign(g)
 	}
-	leaders := make([]int, count)
-	interval := time.Duration(count*len(nodes)) * time.Microsecond * 10
-	err := waitFor(ctx, max(interval, 10*time.Millisecond), func() (bool, error) {
-		for i := range leaders {
-			leaders[i] = -1
-		}
-		sts, err := statuses(ctx, nodes...)
-		if err != nil {
-			return false, err
-		}
-		for _, st := range sts {
-			if st.IsLeader {
-				leaders[st.Group-first] = slices.IndexFunc(nodes, func(n *node) bool { return n.id == st.LeaderNode })
+}
+
+// leaders returns, for every group of [first, first+count), the index in
+// nodes of the node whose replica leads it (-1 where none does), and how
+// many replicas are quiesced. It reads the engines' published summaries,
+// which wakes no group.
+func leaders(first multiraft.GroupID, count int, nodes ...*node) (lead []int, quiesced int) {
+	lead = make([]int, count)
+	for i := range lead {
+		lead[i] = -1
+	}
+	for i, n := range nodes {
+		for _, s := range n.e.Summaries() {
+			if s.Leading && s.Group >= first && s.Group < first+multiraft.GroupID(count) {
+				lead[s.Group-first] = i
+			}
+			if s.Quiesced {
+				quiesced++
 			}
 		}
-		return !slices.Contains(leaders, -1), nil
+	}
+	return lead, quiesced
+}
+
+// elect campaigns in every group of [first, first+count) and waits until
+// each has a leader. It returns, per group, the index of the leading node.
+func elect(ctx context.Context, first multiraft.GroupID, count int, nodes ...*node) ([]int, error) {
+	campaign(first, count, nodes...)
+	var lead []int
+	err := waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
+		lead, _ = leaders(first, count, nodes...)
+		return !slices.Contains(lead, -1), nil
 	})
-	return leaders, err
+	return lead, err
+}
+
+// waitQuiet waits until every group of [first, first+count) has a leader
+// and at least frac of all replicas are quiesced.
+func waitQuiet(ctx context.Context, first multiraft.GroupID, count int, frac float64, nodes ...*node) (quiesced int, err error) {
+	err = waitFor(ctx, 100*time.Millisecond, func() (bool, error) {
+		var lead []int
+		lead, quiesced = leaders(first, count, nodes...)
+		return !slices.Contains(lead, -1) && float64(quiesced) >= frac*float64(count*len(nodes)), nil
+	})
+	return quiesced, err
 }
 
 // cpuTime returns the user+system CPU time the process has used.
