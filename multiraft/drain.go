@@ -35,6 +35,20 @@ func (e *Engine) Leaders() int {
 	return n
 }
 
+// LeadersToHandOff returns how many groups this node leads and, while
+// draining, could still hand off: it leaves out groups with no other
+// active voter to take over (a single-replica group, or one whose other
+// replicas are down), which a drain cannot empty.
+func (e *Engine) LeadersToHandOff() int {
+	n := 0
+	for _, g := range *e.list.Load() {
+		if g.leading.Load() && !g.stuck.Load() {
+			n++
+		}
+	}
+	return n
+}
+
 // maybeHandOff transfers g's leadership away while the node drains.
 // Worker-owned.
 func (r *round) maybeHandOff(g *group) {
@@ -54,8 +68,10 @@ func (r *round) maybeHandOff(g *group) {
 		}
 	})
 	if best == 0 {
+		g.stuck.Store(true) // no voter to hand off to: do not wait for it
 		return
 	}
+	g.stuck.Store(false)
 	g.rn.TransferLeader(best)
 	g.handOffTick = r.e.tick.Load() + uint64(r.e.cfg.ElectionTicks)
 }

@@ -28,6 +28,7 @@ type group struct {
 	term       atomic.Uint64
 	appliedIdx atomic.Uint64
 	removed    atomic.Bool
+	stuck      atomic.Bool // draining, but no voter to hand leadership to
 
 	// pendingTicks counts ticks not yet given to the RawNode.
 	pendingTicks atomic.Int32

@@ -350,20 +350,20 @@ func (s *AdminServer) Drain(ctx context.Context, _ *pb.DrainRequest) (*pb.DrainR
 	return &pb.DrainResponse{RemainingLeaders: uint32(Drain(ctx, s.engine, s.pollEvery))}, nil
 }
 
-// Drain makes e hand away its leaderships and waits until it holds none or
+// Drain makes e hand away its leaderships and waits until it holds none it
+// could hand off (a group with no other live voter keeps its leader) or
 // ctx ends; it returns how many it still holds.
 func Drain(ctx context.Context, e *multiraft.Engine, pollEvery time.Duration) int {
 	e.SetDraining(true)
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	for {
-		n := e.Leaders()
-		if n == 0 {
-			return 0
+		if e.LeadersToHandOff() == 0 {
+			return e.Leaders()
 		}
 		select {
 		case <-ctx.Done():
-			return n
+			return e.Leaders()
 		case <-t.C:
 		}
 	}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement"
+	"github.com/flotilla-kv/flotilla/rpc"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// run is placementd's life: open the catalogue, join the placement Raft
+// group, serve the Placement API, schedule while leading, stop on ctx.
+func run(ctx context.Context, cfg Config) error {
+	logger, _ := cli.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	self := multiraft.NodeID(cfg.ID)
+	logger = logger.With("placement", self)
+	peers, _ := cli.ParsePeers(cfg.Peers)
+	if len(peers) == 0 {
+		peers[self] = cfg.Advertise
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	db, err := pebble.Open(cfg.DataDir, &pebble.Options{Logger: serve.PebbleLogger{L: logger}})
+	if err != nil {
+		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
+	}
+	defer db.Close()
+	conns := &serve.ConnPool{}
+	defer conns.Close()
+
+	svc := placement.NewService(placement.Config{
+		ReplicaID: self, Peers: peers, ReplicationFactor: cfg.ReplicationFactor, InitialShards: cfg.InitialShards,
+		DownAfter: cfg.DownAfter, SplitSizeBytes: uint64(cfg.SplitSize), SplitLoad: cfg.SplitLoad,
+		HeartbeatInterval: cfg.HeartbeatInterval, ScheduleInterval: cfg.ScheduleInterval,
+		Dial: conns.Dial, Logger: logger,
+	})
+	transport := rpc.NewTransport(rpc.TransportConfig{NodeID: self, Resolver: rpc.StaticResolver(peers), Dial: conns.Dial, Logger: logger})
+	engine, err := multiraft.Open(multiraft.Config{
+		NodeID: self, DB: db, Transport: transport, NewStateMachine: svc.StateMachineFunc(), Logger: logger, Workers: 2,
+	})
+	if err != nil {
+		return fmt.Errorf("recovering the catalogue: %w", err)
+	}
+	transport.SetEngine(engine)
+	svc.SetEngine(engine)
+	if err := svc.Bootstrap(); err != nil {
+		return fmt.Errorf("creating the catalogue group: %w", err)
+	}
+
+	var ready atomic.Bool
+	healthSrv := health.NewServer()
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	srv := grpc.NewServer(serve.ServerOptions()...)
+	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
+	pb.RegisterPlacementServer(srv, svc)
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	reflection.Register(srv)
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	wg.Go(func() { serveErr <- srv.Serve(lis) })
+	var httpSrv *http.Server
+	if cfg.HTTP != "" {
+		mux := serve.HealthMux(&ready)
+		placement.RegisterHTTP(mux, svc)
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		hl, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		wg.Go(func() {
+			if err := httpSrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		})
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	wg.Go(func() { engine.RunTicker(bg, cfg.Tick) })
+	wg.Go(func() { svc.Run(bg) })
+	ready.Store(true)
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	logger.Info("ready", "listen", lis.Addr().String(), "peers", len(peers), "http", cfg.HTTP)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		logger.Error("server failed", "err", err)
+	}
+	ready.Store(false)
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Hand the catalogue's leadership to another replica first.
+	rpc.Drain(stopCtx, engine, 20*time.Millisecond)
+	serve.StopGRPC(stopCtx, srv)
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(stopCtx)
+	}
+	stopBG()
+	transport.Close()
+	_ = engine.Close()
+	wg.Wait()
+	if err := db.LogData(nil, pebble.Sync); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,304 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/schedule"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// flight is an operator being executed or awaiting confirmation.
+type flight struct {
+	op      schedule.Operator
+	rec     *pb.Operator
+	done    bool      // its steps all succeeded
+	settled time.Time // when done: wait for a heartbeat to confirm until then
+}
+
+// scheduler is the leader's scheduling state. Owned by Run's goroutine,
+// except flights, which executors finish under mu.
+type scheduler struct {
+	mu      sync.Mutex
+	flights map[shard.ShardID]*flight
+	ids     *idBlocks
+}
+
+// Run schedules while this replica leads the catalogue, until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}}
+	t := time.NewTicker(s.cfg.ScheduleInterval)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lead, _ := s.leader()
+		since := s.leaderSince.Load()
+		if !lead || since == 0 || s.cfg.Now().Sub(time.Unix(0, since)) < 2*s.cfg.HeartbeatInterval {
+			// Followers do not schedule, and a new leader first lets the
+			// heartbeats rebuild its view.
+			continue
+		}
+		s.round(ctx, sch, &wg)
+	}
+}
+
+// round runs one scheduling round and starts the operators it decides.
+func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup) {
+	defer func() {
+		if r := recover(); r != nil && r != errAllocStopped {
+			panic(r)
+		}
+	}()
+	now := s.cfg.Now()
+	c := s.cluster(now, sch)
+	plan, err := schedule.Schedule(c, sch.ids)
+	if err != nil {
+		s.cfg.Logger.Error("scheduling round failed", "err", err)
+		return
+	}
+	bootstrapping := false
+	for _, op := range plan.Operators {
+		if op.Kind == schedule.KindBootstrap {
+			bootstrapping = true
+		}
+	}
+	if bootstrapping && !c.Bootstrapped {
+		// Record the bootstrap before creating anything, so it happens once.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.propose(pctx, command{Op: "bootstrapped"})
+		cancel()
+		if err != nil {
+			s.cfg.Logger.Warn("recording the bootstrap", "err", err)
+			return
+		}
+		s.cfg.Logger.Info("bootstrapping", "shards", len(plan.Operators))
+	}
+	for _, op := range plan.Operators {
+		f := &flight{op: op, rec: s.ops.start(op.Kind.String(), uint64(op.Shard), op.String(), now)}
+		sch.mu.Lock()
+		sch.flights[op.Shard] = f
+		sch.mu.Unlock()
+		wg.Go(func() { s.execute(ctx, sch, f) })
+	}
+	s.collectStrays(ctx, sch, now)
+}
+
+// execute runs an operator's steps in order.
+func (s *Service) execute(ctx context.Context, sch *scheduler, f *flight) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var err error
+	for _, step := range f.op.Steps {
+		if err = s.runStep(ctx, step); err != nil {
+			err = fmt.Errorf("%s: %w", step, err)
+			break
+		}
+	}
+	now := s.cfg.Now()
+	s.ops.finish(f.rec, err, now)
+	sch.mu.Lock()
+	defer sch.mu.Unlock()
+	if err != nil {
+		s.cfg.Logger.Warn("operator failed", "op", f.op.String(), "err", err)
+		delete(sch.flights, f.op.Shard)
+		return
+	}
+	s.cfg.Logger.Info("operator done", "op", f.op.String())
+	// Keep it in flight until a heartbeat shows its effect, so the next
+	// round does not plan the same change again from a stale view.
+	f.done, f.settled = true, now.Add(5*s.cfg.HeartbeatInterval)
+}
+
+func (s *Service) runStep(ctx context.Context, step schedule.Step) error {
+	switch st := step.(type) {
+	case schedule.CreateShard:
+		return s.createShard(ctx, st.Descriptor)
+	case schedule.AddReplica:
+		return s.addReplica(ctx, st.Shard, st.Replica, st.Replica.Learner)
+	case schedule.RemoveReplica:
+		return s.removeReplica(ctx, st.Shard, st.Replica.ReplicaID)
+	case schedule.TransferLeader:
+		return s.transferLeader(ctx, st.Shard, st.To)
+	case schedule.Split:
+		m := make(map[multiraft.ReplicaID]multiraft.ReplicaID, len(st.NewReplicas))
+		for _, r := range st.NewReplicas {
+			m[r.Old] = r.New
+		}
+		return s.split(ctx, st.Shard, st.Key, st.NewShard, m)
+	}
+	return fmt.Errorf("placement: unknown step %T", step)
+}
+
+// confirmedLocked reports whether the view shows f's effect (or waited long
+// enough for it).
+func (s *Service) confirmedLocked(f *flight, now time.Time) bool {
+	if now.After(f.settled) {
+		return true
+	}
+	st := s.view.shards[f.op.Shard]
+	if st == nil {
+		return false
+	}
+	if newer(st.desc.Epoch, f.op.Epoch) {
+		return true
+	}
+	if f.op.Kind == schedule.KindBootstrap {
+		return st.leader != 0
+	}
+	if f.op.Kind == schedule.KindLeaderBalance {
+		for _, step := range f.op.Steps {
+			if t, ok := step.(schedule.TransferLeader); ok && st.leader == t.To {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// cluster snapshots the catalogue and the view for the scheduler, dropping
+// the in-flight operators whose effect is now visible.
+func (s *Service) cluster(now time.Time, sch *scheduler) *schedule.Cluster {
+	cat := s.cat.Load()
+	c := &schedule.Cluster{
+		Bootstrapped: cat.Settings().Bootstrapped,
+		Settings: schedule.Settings{
+			ReplicationFactor: s.cfg.ReplicationFactor, InitialShards: s.cfg.InitialShards,
+			SplitSizeBytes: int64(s.cfg.SplitSizeBytes), SplitLoad: s.cfg.SplitLoad, DownAfter: s.cfg.DownAfter,
+		},
+	}
+	leaderSince := time.Unix(0, s.leaderSince.Load())
+	s.view.mu.Lock()
+	defer s.view.mu.Unlock()
+	down := map[multiraft.NodeID]bool{}
+	for _, n := range cat.Nodes() {
+		sn := schedule.Node{ID: n.ID, Labels: schedule.Labels{Zone: n.Zone, Rack: n.Rack}, CapacityBytes: int64(n.CapacityBytes)}
+		st := s.view.nodes[n.ID]
+		switch {
+		case st == nil:
+			// Never heard of since this replica leads: down since then.
+			sn.State, sn.DownFor = schedule.NodeDown, now.Sub(leaderSince)
+		case now.Sub(st.lastBeat) >= s.downThreshold():
+			sn.State, sn.DownFor = schedule.NodeDown, now.Sub(st.lastBeat)
+		case n.Draining:
+			sn.State = schedule.NodeDraining
+		}
+		if st != nil {
+			sn.UsedBytes, sn.Load = int64(st.usedBytes), st.load
+		}
+		down[n.ID] = sn.State == schedule.NodeDown
+		c.Nodes = append(c.Nodes, sn)
+	}
+	for _, st := range s.view.sortedLocked() {
+		sh := schedule.Shard{Descriptor: st.desc, Leader: st.leader, SizeBytes: int64(st.sizeBytes), Keys: int64(st.keys), Load: st.load, Lagging: st.lagging}
+		if down[st.leaderNode] {
+			sh.Leader = 0
+		}
+		c.Shards = append(c.Shards, sh)
+	}
+	sch.mu.Lock()
+	defer sch.mu.Unlock()
+	for id, f := range sch.flights {
+		if f.done && s.confirmedLocked(f, now) {
+			delete(sch.flights, id)
+			continue
+		}
+		c.InFlight = append(c.InFlight, f.op)
+	}
+	return c
+}
+
+// collectStrays removes replicas that nodes still host but whose shard, as
+// its leader reports it, no longer counts them: replicas removed while their
+// node was away. A replica targeted by an operator in flight (an added
+// replica not yet in the descriptor) is left alone.
+func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Time) {
+	type stray struct {
+		node  multiraft.NodeID
+		shard shard.ShardID
+	}
+	var strays []stray
+	s.view.mu.Lock()
+	for node, n := range s.view.nodes {
+		if now.Sub(n.lastBeat) >= s.downThreshold() {
+			continue
+		}
+		for _, r := range n.replicas {
+			st := s.view.shards[shard.ShardID(r.GetShardId())]
+			if st == nil || now.Sub(st.reported) > 2*s.cfg.HeartbeatInterval || r.GetLeader() {
+				continue
+			}
+			if _, member := st.desc.Replica(multiraft.ReplicaID(r.GetReplicaId())); !member {
+				strays = append(strays, stray{node, st.desc.ShardID})
+			}
+		}
+	}
+	s.view.mu.Unlock()
+	sch.mu.Lock()
+	defer sch.mu.Unlock()
+	for _, st := range strays {
+		if _, busy := sch.flights[st.shard]; busy {
+			continue
+		}
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := s.removeStray(cctx, st.node, st.shard); err != nil {
+				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
+			} else {
+				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
+			}
+		}()
+	}
+}
+
+// idBlocks hands out shard and replica IDs reserved from the catalogue in
+// blocks, so a scheduling round needs few Raft proposals.
+type idBlocks struct {
+	svc       *Service
+	ctx       context.Context
+	next, end [4]uint64 // by counter
+}
+
+const idBlock = 64
+
+var errAllocStopped = errors.New("placement: stopping while allocating IDs")
+
+func (b *idBlocks) take(counter uint64) uint64 {
+	if b.next[counter] == b.end[counter] {
+		for {
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			first, err := b.svc.AllocateIDs(ctx, counter, idBlock)
+			cancel()
+			if err == nil {
+				b.next[counter], b.end[counter] = first, first+idBlock
+				break
+			}
+			if b.ctx.Err() != nil {
+				// The allocator cannot fail; round recovers this and drops
+				// the round.
+				panic(errAllocStopped)
+			}
+			b.svc.cfg.Logger.Warn("allocating IDs", "err", err)
+		}
+	}
+	id := b.next[counter]
+	b.next[counter]++
+	return id
+}
+
+// NewShardID implements schedule.IDAllocator.
+func (b *idBlocks) NewShardID() shard.ShardID { return shard.ShardID(b.take(CounterShard)) }
+
+// NewReplicaID implements schedule.IDAllocator.
+func (b *idBlocks) NewReplicaID() multiraft.ReplicaID { return multiraft.ReplicaID(b.take(CounterReplica)) }
