@@ -301,4 +301,6 @@ func (b *idBlocks) take(counter uint64) uint64 {
 func (b *idBlocks) NewShardID() shard.ShardID { return shard.ShardID(b.take(CounterShard)) }
 
 // NewReplicaID implements schedule.IDAllocator.
-func (b *idBlocks) NewReplicaID() multiraft.ReplicaID { return multiraft.ReplicaID(b.take(CounterReplica)) }
+func (b *idBlocks) NewReplicaID() multiraft.ReplicaID {
+	return multiraft.ReplicaID(b.take(CounterReplica))
+}
