@@ -86,19 +86,22 @@ type Node struct {
 
 	t    testing.TB
 	bin  string
-	peer func() string // the --peers value
+	base func() []string // the flags every start passes, before Args
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan error
 	conn *grpc.ClientConn
 }
 
-// Fleet is a set of shardnodes that know each other's addresses.
+// Fleet is a set of shardnodes that know each other's addresses, and
+// optionally placementd replicas they report to.
 type Fleet struct {
 	t     testing.TB
 	Dir   string
 	Nodes map[uint64]*Node
 	order []uint64
+	// Placement holds the placementd replicas, by replica ID.
+	Placement map[uint64]*Node
 }
 
 // New prepares n nodes (IDs 1..n) without starting them; extra flags apply
@@ -120,11 +123,69 @@ func (f *Fleet) Add(extra ...string) *Node {
 		ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
 		DataDir: filepath.Join(f.Dir, fmt.Sprintf("n%d", id)),
 		LogPath: filepath.Join(f.Dir, fmt.Sprintf("n%d.log", id)),
-		Args:    extra, t: f.t, bin: Binary(f.t, "shardnode"), peer: f.peers,
+		Args: extra, t: f.t, bin: Binary(f.t, "shardnode"),
+	}
+	n.base = func() []string {
+		args := []string{
+			"--node-id", fmt.Sprint(n.ID), "--listen", n.Addr, "--http", n.HTTP,
+			"--data-dir", n.DataDir, "--peers", f.peers(), "--log-level", "info",
+		}
+		if len(f.Placement) > 0 {
+			args = append(args, "--placement", f.PlacementAddrs())
+		}
+		return args
 	}
 	f.Nodes[id] = n
 	f.order = append(f.order, id)
 	return n
+}
+
+// AddPlacement prepares n placementd replicas (IDs 1..n) that know each
+// other; extra flags apply to each. Shardnodes started afterwards report to
+// them. Start them with StartPlacement.
+func (f *Fleet) AddPlacement(n int, extra ...string) {
+	if f.Placement == nil {
+		f.Placement = map[uint64]*Node{}
+	}
+	for id := uint64(1); id <= uint64(n); id++ {
+		p := &Node{
+			ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
+			DataDir: filepath.Join(f.Dir, fmt.Sprintf("p%d", id)),
+			LogPath: filepath.Join(f.Dir, fmt.Sprintf("p%d.log", id)),
+			Args:    extra, t: f.t, bin: Binary(f.t, "placementd"),
+		}
+		p.base = func() []string {
+			var peers []string
+			for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
+				peers = append(peers, fmt.Sprintf("%d=%s", i, f.Placement[i].Addr))
+			}
+			return []string{"--id", fmt.Sprint(p.ID), "--listen", p.Addr, "--http", p.HTTP,
+				"--data-dir", p.DataDir, "--peers", strings.Join(peers, ","), "--log-level", "info"}
+		}
+		f.Placement[id] = p
+	}
+}
+
+// PlacementAddrs returns the placementd addresses, comma-separated.
+func (f *Fleet) PlacementAddrs() string {
+	var addrs []string
+	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
+		addrs = append(addrs, f.Placement[i].Addr)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// StartPlacement starts every placementd replica and waits until each is
+// ready.
+func (f *Fleet) StartPlacement() {
+	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
+		if !f.Placement[i].Running() {
+			f.Placement[i].Start()
+		}
+	}
+	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
+		f.Placement[i].WaitReady(30 * time.Second)
+	}
 }
 
 func (f *Fleet) peers() string {
@@ -148,7 +209,14 @@ func (f *Fleet) Start() {
 }
 
 func (f *Fleet) killAll() {
+	all := make([]*Node, 0, len(f.Nodes)+len(f.Placement))
 	for _, n := range f.Nodes {
+		all = append(all, n)
+	}
+	for _, n := range f.Placement {
+		all = append(all, n)
+	}
+	for _, n := range all {
 		n.Kill()
 		n.mu.Lock()
 		if n.conn != nil {
@@ -167,10 +235,7 @@ func (n *Node) Start() {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	args := append([]string{
-		"--node-id", fmt.Sprint(n.ID), "--listen", n.Addr, "--http", n.HTTP,
-		"--data-dir", n.DataDir, "--peers", n.peer(), "--log-level", "info",
-	}, n.Args...)
+	args := append(n.base(), n.Args...)
 	cmd := exec.Command(n.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
