@@ -10,12 +10,14 @@ RACE_PKGS := ./multiraft/... ./shard/...
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-demo: ## run a local fleet with placement and a workload (not built yet)
-	@echo "make demo: not yet — the shardnode, placementd and router land in issues 3 and 4."
-	@echo "Today: 'make test' runs the engine, state machine and simulator; 'make sim SEEDS=N' runs the simulator."
+DEMO_FLAGS ?=
 
-build: ## compile every package
+demo: build ## start placementd and 3 shardnodes locally, run a workload through the router, print results (Ctrl-C stops; DEMO_FLAGS="--duration 30s" exits by itself)
+	./bin/flotilla demo $(DEMO_FLAGS)
+
+build: ## compile every package and put the binaries in ./bin
 	$(GO) build $(PKGS)
+	$(GO) build -o bin/ ./cmd/...
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -320,6 +320,12 @@ func (r *round) apply() {
 		if _, err := r.e.loadGroup(c.group, c.replica); err != nil {
 			panic(fmt.Sprintf("multiraft: creating group %d from split: %v", c.group, err))
 		}
+		if c.campaign {
+			// The new group's replicas start identical; the one beside the
+			// parent's leader campaigns now, so the new range is writable
+			// without waiting out an election timeout.
+			r.e.Campaign(c.group)
+		}
 	}
 	r.ac.creates = r.ac.creates[:0]
 	for i := range r.results {
@@ -332,7 +338,7 @@ func (r *round) apply() {
 
 func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
 	ac := &r.ac
-	ac.Batch, ac.Group, ac.Replica, ac.Membership = b, g.id, g.replica, g.st.applied.members
+	ac.Batch, ac.Group, ac.Replica, ac.Membership, ac.leading = b, g.id, g.replica, g.st.applied.members, g.isLead
 	for _, ent := range ents {
 		idx := ent.GetIndex()
 		switch ent.GetType() {

@@ -72,6 +72,7 @@ type ApplyContext struct {
 	Membership Membership
 
 	e       *Engine
+	leading bool // the applying replica leads its group
 	creates []groupCreate
 }
 
@@ -79,6 +80,9 @@ type groupCreate struct {
 	group   GroupID
 	replica ReplicaID
 	members Membership
+	// campaign: the parent's leader is here, so the new group elects this
+	// replica at once instead of waiting out an election timeout.
+	campaign bool
 }
 
 // CreateGroup creates a new group on this node as part of the current
@@ -89,5 +93,5 @@ type groupCreate struct {
 // state machine loads into ac.Batch before returning from Apply.
 func (ac *ApplyContext) CreateGroup(group GroupID, replica ReplicaID, members Membership) {
 	ac.e.writeInitialState(ac.Batch, group, replica, members)
-	ac.creates = append(ac.creates, groupCreate{group: group, replica: replica, members: members.Clone()})
+	ac.creates = append(ac.creates, groupCreate{group: group, replica: replica, members: members.Clone(), campaign: ac.leading})
 }

@@ -24,7 +24,7 @@ type Config struct {
 
 	// MaxClients bounds a shard's client table (exactly-once records): when
 	// a new client is recorded in a full table, the record written at the
-	// lowest log index is evicted. Default 512. Each record costs about 80
+	// lowest log index is evicted. Default 4096. Each record costs about 80
 	// bytes of memory per shard plus its stored result in Pebble.
 	MaxClients int
 	// ClientTTLEntries expires a client's record once the log has advanced
@@ -43,7 +43,7 @@ const (
 	DefaultMaxKeyBytes        = 4 << 10
 	DefaultMaxValueBytes      = 1 << 20
 	DefaultMaxBatchOps        = 1024
-	DefaultMaxClients         = 512
+	DefaultMaxClients         = 4096
 	DefaultClientTTLEntries   = 100_000
 	DefaultSnapshotChunkBytes = 256 << 10
 )

@@ -128,7 +128,7 @@ func BenchmarkSingleReplicaFsync(b *testing.B) {
 		}
 		n := openNode(b, 1, vfs.Default, filepath.Join(dir, "db"), nopTransport{}, nil)
 		createGroups(b, 1, throughputGroups, n)
-		stopTicker := startTicker(n.e)
+		stopTicker := startTicker(b, n.e)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if _, err := elect(ctx, 1, throughputGroups, n); err != nil {
 			b.Fatal(err)
@@ -159,17 +159,10 @@ func BenchmarkSingleReplicaFsync(b *testing.B) {
 // to their group's leader for 5 s.
 func BenchmarkThreeReplicasInMemory(b *testing.B) {
 	for range b.N {
-		net := NewMemNetwork()
-		nodes := make([]*node, 3)
-		engines := make([]*multiraft.Engine, 3)
-		for i := range nodes {
-			id := multiraft.NodeID(i + 1)
-			nodes[i] = openNode(b, id, vfs.NewMem(), "", net.Transport(id), nil)
-			engines[i] = nodes[i].e
-			net.Attach(id, nodes[i].e)
-		}
+		net := newNetwork(b)
+		nodes, engines := openMemNodes(b, net, 3)
 		createGroups(b, 1, throughputGroups, nodes...)
-		stopTicker := startTicker(engines...)
+		stopTicker := startTicker(b, engines...)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		leaders, err := elect(ctx, 1, throughputGroups, nodes...)
 		if err != nil {
@@ -236,20 +229,13 @@ func heapInuse() uint64 {
 // engine, and the heap per replica.
 func BenchmarkIdle10kGroups(b *testing.B) {
 	for range b.N {
-		net := NewMemNetwork()
-		nodes := make([]*node, 3)
-		engines := make([]*multiraft.Engine, 3)
-		for i := range nodes {
-			id := multiraft.NodeID(i + 1)
-			nodes[i] = openNode(b, id, vfs.NewMem(), "", net.Transport(id), nil)
-			engines[i] = nodes[i].e
-			net.Attach(id, nodes[i].e)
-		}
+		net := newNetwork(b)
+		nodes, engines := openMemNodes(b, net, 3)
 		heapBefore := heapInuse()
 		createStart := time.Now()
 		createGroups(b, 1, manyGroups, nodes...)
 		createTime := time.Since(createStart)
-		stopTicker := startTicker(engines...)
+		stopTicker := startTicker(b, engines...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		warned := warnings.Load()
 		settleStart := time.Now()
@@ -296,7 +282,7 @@ func BenchmarkRestart10kGroups(b *testing.B) {
 		dir := filepath.Join(b.TempDir(), "db")
 		n := openNode(b, 1, vfs.Default, dir, nopTransport{}, nil)
 		createGroups(b, 1, manyGroups, n)
-		stopTicker := startTicker(n.e)
+		stopTicker := startTicker(b, n.e)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		if _, err := elect(ctx, 1, manyGroups, n); err != nil {
 			b.Fatal(err)
@@ -315,7 +301,7 @@ func BenchmarkRestart10kGroups(b *testing.B) {
 		start := time.Now()
 		n = openNode(b, 1, vfs.Default, dir, nopTransport{}, nil)
 		ready := time.Since(start)
-		stopTicker = startTicker(n.e)
+		stopTicker = startTicker(b, n.e)
 		err := waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
 			return n.e.Metrics().LeadersAcquired.Load() >= manyGroups, nil
 		})

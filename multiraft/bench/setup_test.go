@@ -61,7 +61,8 @@ func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 
 // openNode opens Pebble in dir on fs and an engine over it with real
-// workers; tweak adjusts the config.
+// workers; tweak adjusts the config. The node is closed when the test
+// ends, if it was not closed before.
 func openNode(tb testing.TB, id multiraft.NodeID, fs vfs.FS, dir string, tr multiraft.Transport, tweak func(*multiraft.Config)) *node {
 	tb.Helper()
 	n := &node{id: id, dir: dir, fs: fs}
@@ -79,10 +80,34 @@ func openNode(tb testing.TB, id multiraft.NodeID, fs vfs.FS, dir string, tr mult
 		_ = n.db.Close()
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { n.close(tb) })
 	return n
 }
 
-// close closes the engine, then its Pebble instance.
+// newNetwork returns a MemNetwork closed when the test ends, after the
+// nodes opened later.
+func newNetwork(tb testing.TB) *MemNetwork {
+	net := NewMemNetwork()
+	tb.Cleanup(net.Close)
+	return net
+}
+
+// openMemNodes opens count nodes with IDs 1..count on vfs.NewMem, attached
+// to net.
+func openMemNodes(tb testing.TB, net *MemNetwork, count int) ([]*node, []*multiraft.Engine) {
+	nodes := make([]*node, count)
+	engines := make([]*multiraft.Engine, count)
+	for i := range nodes {
+		id := multiraft.NodeID(i + 1)
+		nodes[i] = openNode(tb, id, vfs.NewMem(), "", net.Transport(id), nil)
+		engines[i] = nodes[i].e
+		net.Attach(id, nodes[i].e)
+	}
+	return nodes, engines
+}
+
+// close closes the engine, then its Pebble instance. Closing a closed
+// node does nothing.
 func (n *node) close(tb testing.TB) {
 	tb.Helper()
 	if n.e == nil {
@@ -98,8 +123,9 @@ func (n *node) close(tb testing.TB) {
 }
 
 // startTicker runs each engine's RunTicker, one goroutine per engine
-// ticking every TickInterval, until the returned stop is called.
-func startTicker(engines ...*multiraft.Engine) (stop func()) {
+// ticking every TickInterval, until the returned stop is called or the
+// test ends.
+func startTicker(tb testing.TB, engines ...*multiraft.Engine) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, e := range engines {
@@ -109,7 +135,9 @@ func startTicker(engines ...*multiraft.Engine) (stop func()) {
 			e.RunTicker(ctx, TickInterval)
 		}()
 	}
-	return func() { cancel(); wg.Wait() }
+	stop = func() { cancel(); wg.Wait() }
+	tb.Cleanup(stop)
+	return stop
 }
 
 // members returns the membership of group with one replica on each node:

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -35,17 +34,10 @@ func TestWorkersSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	net := NewMemNetwork()
-	nodes := make([]*node, 3)
-	engines := make([]*multiraft.Engine, 3)
-	for i := range nodes {
-		id := multiraft.NodeID(i + 1)
-		nodes[i] = openNode(t, id, vfs.NewMem(), "", net.Transport(id), nil)
-		engines[i] = nodes[i].e
-		net.Attach(id, nodes[i].e)
-	}
+	net := newNetwork(t)
+	nodes, engines := openMemNodes(t, net, 3)
 	createGroups(t, 1, groups, nodes...)
-	stopTicker := startTicker(engines...)
+	stopTicker := startTicker(t, engines...)
 	leads, err := elect(ctx, 1, groups, nodes...)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flotilla-kv/flotilla/internal/cli"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/router"
+)
+
+// common are the flags every client command takes.
+type common struct {
+	placement   string
+	json        bool
+	timeout     time.Duration
+	consistency string
+}
+
+func newFlags(name string, c *common, reads bool) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&c.placement, "placement", "127.0.0.1:7000", "placement service addresses, comma-separated")
+	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of the whole command")
+	if reads {
+		fs.StringVar(&c.consistency, "consistency", "linearizable", "read consistency: linearizable, lease or stale")
+	}
+	return fs
+}
+
+// parse parses args and checks the number of positional arguments.
+func parse(fs *flag.FlagSet, args []string, summary string, want ...int) ([]string, error) {
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() { cli.PrintUsage(fs, os.Stderr, summary) }
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	// The environment fills what the command line did not.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var bad error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(cli.EnvName(f.Name)); ok && !set[f.Name] {
+			if err := f.Value.Set(v); err != nil && bad == nil {
+				bad = fmt.Errorf("%s: %w", cli.EnvName(f.Name), err)
+			}
+		}
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	for _, n := range want {
+		if fs.NArg() == n {
+			return fs.Args(), nil
+		}
+	}
+	fmt.Fprintf(os.Stderr, "wrong number of arguments\n\n")
+	fs.Usage()
+	return nil, errUsage
+}
+
+func (c *common) consistencyOpt() (router.ReadOption, error) {
+	switch c.consistency {
+	case "linearizable", "":
+		return router.WithConsistency(router.Linearizable), nil
+	case "lease":
+		return router.WithConsistency(router.Lease), nil
+	case "stale":
+		return router.WithConsistency(router.Stale), nil
+	}
+	return nil, fmt.Errorf("--consistency %q: want linearizable, lease or stale", c.consistency)
+}
+
+func (c *common) router(ctx context.Context) (*router.Client, error) {
+	return router.New(ctx, router.Config{PlacementAddresses: strings.Split(c.placement, ","), Timeout: c.timeout})
+}
+
+// placementClient dials the first placement address that answers.
+func (c *common) placementClient() (pb.PlacementClient, func(), error) {
+	addrs := strings.Split(c.placement, ",")
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewPlacementClient(conn), func() { conn.Close() }, nil
+}
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(out io.Writer, header string, rows [][]string) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func runPut(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := newFlags("put", &c, false)
+	pos, err := parse(fs, args, "flotilla put [flags] KEY VALUE: write VALUE under KEY", 2)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Put(ctx, []byte(pos[0]), []byte(pos[1])); err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(out, map[string]any{"key": pos[0], "ok": true})
+	}
+	fmt.Fprintln(out, "OK")
+	return nil
+}
+
+func runGet(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := newFlags("get", &c, true)
+	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent)", 1)
+	if err != nil {
+		return err
+	}
+	opt, err := c.consistencyOpt()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	v, found, err := r.Get(ctx, []byte(pos[0]), opt)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		m := map[string]any{"key": pos[0], "found": found}
+		if found {
+			m["value"] = string(v)
+		}
+		return printJSON(out, m)
+	}
+	if !found {
+		return fmt.Errorf("key %q not found", pos[0])
+	}
+	fmt.Fprintln(out, string(v))
+	return nil
+}
+
+func runDel(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := newFlags("del", &c, false)
+	pos, err := parse(fs, args, "flotilla del [flags] KEY: delete KEY (deleting an absent key succeeds)", 1)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Delete(ctx, []byte(pos[0])); err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(out, map[string]any{"key": pos[0], "ok": true})
+	}
+	fmt.Fprintln(out, "OK")
+	return nil
+}
+
+func runCAS(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := newFlags("cas", &c, false)
+	absent := fs.Bool("absent", false, "KEY must not exist (then the arguments are KEY NEW)")
+	pos, err := parse(fs, args, "flotilla cas [flags] KEY EXPECTED NEW: set KEY to NEW if it holds EXPECTED (exit 1 if not)", 2, 3)
+	if err != nil {
+		return err
+	}
+	var key, expected, value []byte
+	switch {
+	case *absent && len(pos) == 2:
+		key, value = []byte(pos[0]), []byte(pos[1])
+	case !*absent && len(pos) == 3:
+		key, expected, value = []byte(pos[0]), []byte(pos[1]), []byte(pos[2])
+	default:
+		fs.Usage()
+		return errUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	res, err := r.CompareAndSwap(ctx, key, expected, *absent, value)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(out, map[string]any{"key": string(key), "swapped": res.Swapped, "found": res.Found, "current": string(res.Current)})
+	}
+	if !res.Swapped {
+		if !res.Found {
+			return fmt.Errorf("not swapped: %q is absent", key)
+		}
+		return fmt.Errorf("not swapped: %q holds %q", key, res.Current)
+	}
+	fmt.Fprintln(out, "OK")
+	return nil
+}
+
+func runScan(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := newFlags("scan", &c, true)
+	start := fs.String("start", "", "first key (inclusive)")
+	end := fs.String("end", "", "last key (exclusive); empty: to the end")
+	limit := fs.Int("limit", 100, "at most this many keys")
+	if _, err := parse(fs, args, "flotilla scan [flags]: list keys and values in key order", 0); err != nil {
+		return err
+	}
+	opt, err := c.consistencyOpt()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	kvs, err := r.Scan(ctx, []byte(*start), []byte(*end), *limit, opt)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		rows := make([]map[string]string, len(kvs))
+		for i, kv := range kvs {
+			rows[i] = map[string]string{"key": string(kv.Key), "value": string(kv.Value)}
+		}
+		return printJSON(out, rows)
+	}
+	rows := make([][]string, len(kvs))
+	for i, kv := range kvs {
+		rows[i] = []string{fmt.Sprintf("%q", kv.Key), fmt.Sprintf("%q", kv.Value)}
+	}
+	table(out, "KEY\tVALUE", rows)
+	return nil
+}

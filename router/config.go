@@ -1,0 +1,162 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Defaults of Config; a zero field takes the value below.
+const (
+	DefaultTimeout            = 10 * time.Second
+	DefaultMaxRetries         = 20
+	DefaultBackoffBase        = 10 * time.Millisecond
+	DefaultBackoffMax         = time.Second
+	DefaultRouteCacheSize     = 10_000
+	DefaultWriteLanes         = 64
+	DefaultPrefetchNeighbours = 2
+)
+
+// Config configures a Client. Its zero value, plus PlacementAddresses or
+// RouteSource, is a working configuration: every zero field means its
+// default. New does not modify the caller's Config; it works on a copy.
+type Config struct {
+	// PlacementAddresses are the gRPC addresses of the placementd replicas
+	// the default RouteSource asks for routes, trying each in turn and moving
+	// on when one fails. Required unless RouteSource is set.
+	PlacementAddresses []string
+	// RouteSource, when set, replaces the default placement client: the
+	// Client asks it, and only it, for routes. The Client does not close it.
+	RouteSource RouteSource
+
+	// DialOptions are appended to the Client's own options (insecure
+	// transport credentials, a reconnect backoff suited to failover, a
+	// 64 MiB receive limit) for every connection, to shardnodes and to
+	// placement alike; later options win, so
+	// grpc.WithTransportCredentials(credentials.NewTLS(cfg)) here turns TLS
+	// on, and grpc.WithChainUnaryInterceptor adds interceptors.
+	DialOptions []grpc.DialOption
+
+	// ReadConsistency is the consistency of reads that pass no
+	// WithConsistency option. Default Linearizable.
+	ReadConsistency Consistency
+	// Timeout bounds a call whose context has no deadline, retries
+	// included, and every route load. Default 10s; negative: no bound
+	// (calls then end only with their context or MaxRetries).
+	Timeout time.Duration
+	// AttemptTimeout bounds each single RPC attempt, so a node that hangs
+	// (paused, partitioned without a reset) is given up for the next
+	// replica before the call's deadline. Default 0: no per-attempt bound,
+	// an attempt may use the call's whole remaining time. A write whose
+	// attempt times out is retried with the same ClientID and Seq, so the
+	// bound never duplicates a write; too short a bound turns slow writes
+	// into retries.
+	AttemptTimeout time.Duration
+	// MaxRetries bounds the attempts of a call after its first one; every
+	// retry counts, including the immediate ones after a NotLeader hint or
+	// an EpochNotMatch. Default 20; negative: no retries at all.
+	MaxRetries int
+	// BackoffBase and BackoffMax shape the exponential backoff between
+	// retries that wait: the n-th waiting retry waits a random duration in
+	// [d/2, d] with d = min(BackoffMax, BackoffBase * 2^n). Busy answers
+	// wait at least the retry_after the node asked for. Defaults 10ms and
+	// 1s. The default budget (20 retries) spans a few seconds of waiting,
+	// which covers a Raft election at the shardnode's default timing.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+
+	// RouteCacheSize bounds the route cache, in shards; the least recently
+	// used route is evicted beyond it. A route costs a few hundred bytes.
+	// Default 10,000.
+	RouteCacheSize int
+	// PrefetchNeighbours is how many routes on each side of a looked-up key
+	// a cache miss asks placement for as well (GetRouteRequest.neighbours),
+	// so a scan or a sequential workload misses once instead of once per
+	// shard. Default 2; negative: none.
+	PrefetchNeighbours int
+	// WriteLanes is the number of write lanes: each lane is one exactly-once
+	// client (a random 64-bit ClientID and its Seq counter) and carries one
+	// write at a time, so it is also the bound on the Client's concurrent
+	// writes; more writers queue for a lane. Every lane that writes to a
+	// shard takes a record in that shard's client table (shard.Config
+	// MaxClients, 4096 by default, evicting the oldest beyond it, after which
+	// a retry of that client is no longer recognised), so lanes times
+	// routers writing to one shard should stay well below that. Default 64.
+	WriteLanes int
+}
+
+// withDefaults returns a copy of c with every zero field set to its
+// default. Slices are copied, so the Client never shares them with the
+// caller.
+func (c Config) withDefaults() Config {
+	c.PlacementAddresses = append([]string(nil), c.PlacementAddresses...)
+	c.DialOptions = append([]grpc.DialOption(nil), c.DialOptions...)
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	}
+	if c.BackoffBase == 0 {
+		c.BackoffBase = DefaultBackoffBase
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.RouteCacheSize == 0 {
+		c.RouteCacheSize = DefaultRouteCacheSize
+	}
+	if c.PrefetchNeighbours == 0 {
+		c.PrefetchNeighbours = DefaultPrefetchNeighbours
+	}
+	if c.WriteLanes == 0 {
+		c.WriteLanes = DefaultWriteLanes
+	}
+	return c
+}
+
+// Validate reports every problem of c at once, as one error wrapping
+// ErrInvalidConfig. It applies the defaults first, so a zero field is never
+// a problem. Safe to call concurrently; it does not modify c.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var problems []error
+	add := func(format string, args ...any) {
+		problems = append(problems, fmt.Errorf(format, args...))
+	}
+	if len(c.PlacementAddresses) == 0 && c.RouteSource == nil {
+		add("either PlacementAddresses or RouteSource is required")
+	}
+	for i, a := range c.PlacementAddresses {
+		if a == "" {
+			add("PlacementAddresses[%d] is empty", i)
+		}
+	}
+	if !c.ReadConsistency.valid() {
+		add("ReadConsistency %d is not Linearizable, Lease or Stale", int(c.ReadConsistency))
+	}
+	if c.AttemptTimeout < 0 {
+		add("AttemptTimeout must not be negative, got %s", c.AttemptTimeout)
+	}
+	if c.BackoffBase < 0 {
+		add("BackoffBase must be positive, got %s", c.BackoffBase)
+	}
+	if c.BackoffMax < 0 {
+		add("BackoffMax must be positive, got %s", c.BackoffMax)
+	}
+	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffBase {
+		add("BackoffMax (%s) must not be below BackoffBase (%s)", c.BackoffMax, c.BackoffBase)
+	}
+	if c.RouteCacheSize < 0 {
+		add("RouteCacheSize must be positive, got %d", c.RouteCacheSize)
+	}
+	if c.WriteLanes < 0 {
+		add("WriteLanes must be positive, got %d", c.WriteLanes)
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(problems...))
+}

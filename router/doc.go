@@ -1,0 +1,127 @@
+// Package router is Flotilla's client library: it sends every key-value
+// request to the leader of the shard that owns its key, and keeps doing so
+// while shards split, leaders move and nodes die.
+//
+// It owns the route cache, the leader cache, the connections to
+// shardnodes, retries and the exactly-once bookkeeping of writes (write
+// lanes). It does not own where shards are (the placement service says,
+// through a RouteSource) nor what they hold (the shardnodes). It imports
+// only the wire types (rpc/flotillapb), never the server packages.
+//
+// # Use
+//
+//	c, err := router.New(ctx, router.Config{PlacementAddresses: []string{"10.0.0.1:7200", "10.0.0.2:7200"}})
+//	if err != nil { ... }
+//	defer c.Close()
+//	err = c.Put(ctx, []byte("user/42"), []byte("ada"))
+//	v, found, err := c.Get(ctx, []byte("user/42"))                            // linearizable
+//	v, found, err = c.Get(ctx, []byte("user/42"), router.WithConsistency(router.Stale))
+//	res, err := c.CompareAndSwap(ctx, key, old, false, updated)             // res.Swapped, res.Current
+//	kvs, err := c.Scan(ctx, []byte("user/"), []byte("user0"), 100)         // across shards, in key order
+//	err = c.Batch(ctx, []router.Op{{Key: a, Value: x}, {Key: b, Delete: true}}) // atomic, one shard
+//
+// Every call takes a context; a call whose context has no deadline gets
+// Config.Timeout. A Client is safe for concurrent use by any number of
+// goroutines, and is meant to be shared: one per process.
+//
+// # Life of a request
+//
+//  1. Locate: the route cache returns the route (descriptor and leader) of
+//     the shard whose [start, end) contains the key. On a miss the Client
+//     asks the RouteSource (placement's GetRoute) for that route and
+//     Config.PrefetchNeighbours neighbours on each side; concurrent misses
+//     on one key, or reloads of one stale shard, share one load
+//     (singleflight).
+//  2. Pick a node: the cached leader for writes and linearizable or lease
+//     reads, any replica (from a random one) for stale reads; replicas that
+//     already failed this call are skipped, and those whose connection is
+//     failing go last.
+//  3. Send, with the route's shard ID and epoch in the header (and, for a
+//     write, the lane's ClientID and Seq), over the one gRPC connection the
+//     Client keeps per node address.
+//  4. On failure, read the typed detail of the gRPC status (common.proto),
+//     act on it (below), and retry or return.
+//
+// What each error does:
+//
+//	NotLeader{hint}       remember the hinted leader, retry at once; with no
+//	                      usable hint (election under way), back off
+//	EpochNotMatch{descs}  replace the cached routes with the node's
+//	                      descriptors, removing every cached route they
+//	                      overlap, and retry at once: a split heals without
+//	                      asking placement
+//	ShardNotFound         the node lost its replica: invalidate, reload, retry
+//	KeyNotInShard         take the node's descriptor, invalidate, reload, retry
+//	Busy{retry_after}     back off at least retry_after, retry
+//	Ambiguous             the leader lost leadership with the write in its
+//	                      log: back off, re-send the same ClientID and Seq
+//	Unavailable           try the next replica at once; once every replica
+//	                      failed, reload the route and back off
+//	anything else         final (InvalidArgument, ...)
+//
+// Retries that wait back off exponentially with jitter: a random duration
+// in [d/2, d], d = min(BackoffMax, BackoffBase * 2^n). At most
+// Config.MaxRetries retries follow the first attempt, and none outlives
+// the call's context.
+//
+// # Route cache
+//
+// One route per shard, ordered by start key (a sorted slice, binary
+// searched; routes change rarely, lookups are constant), bounded by
+// Config.RouteCacheSize with least-recently-used eviction
+// (github.com/hashicorp/golang-lru/v2). Cached ranges never overlap.
+// Inserting a route removes every cached route it overlaps, unless one of
+// those is newer, in which case the insert is refused: epoch versions grow
+// along a shard's lineage (a split gives both halves the parent's version
+// plus one), so between overlapping descriptors the higher version wins,
+// and a lagging placement or replica cannot undo what a newer
+// EpochNotMatch taught. The leader is part of a route; learning a new one
+// replaces the route with a copy, so routes are immutable once built.
+// Node addresses (from routes and NotLeader hints) live in an address book
+// by node ID, which is how a split's new shard is reached without asking
+// placement.
+//
+// # Exactly-once writes and lanes
+//
+// The shards apply a write with ClientID != 0 at most once per (ClientID,
+// Seq), provided a client's Seq grows strictly and it never has two writes
+// in flight to one shard (package shard). The Client keeps
+// Config.WriteLanes lanes; each has a random 64-bit ClientID drawn from
+// crypto/rand and its own Seq counter. A write takes a free lane for its
+// whole duration (waiting if none is free), takes the next Seq, and every
+// attempt of it, through retries, leader changes and splits (a split copies
+// the client table to the new shard), carries that same ClientID and Seq;
+// the lane then returns to the pool. So a write is never retried blindly:
+// an attempt whose outcome was lost (Ambiguous, a broken connection, a
+// deadline) is re-sent as the same request, which the shard recognises
+// and answers with the recorded result, and a retried CompareAndSwap
+// reports its own one outcome. If the outcome is still unknown when the
+// retries or the context run out, the error wraps ErrAmbiguous: the write
+// applied once or not at all. Reads carry no ClientID.
+//
+// The shard's client table is bounded (shard.Config.MaxClients records and
+// a log-length TTL); a retry arriving after its record was evicted applies
+// again. Keep lanes × routers writing to a shard well below MaxClients.
+//
+// # Errors
+//
+// Calls return errors that wrap the sentinels below together with the last
+// cause; a gRPC status stays reachable through status.FromError and
+// status.Code. ErrAmbiguous (a write may or may not have applied),
+// ErrRetriesExhausted, ErrNoRoute, ErrCrossShardBatch, ErrEmptyBatch,
+// ErrClosed and ErrInvalidConfig are documented in errors.go. A write that
+// ends with ErrRetriesExhausted or the context's error without ErrAmbiguous
+// surely did not apply.
+//
+// # Statistics
+//
+// Stats returns counters (retries by reason, cache hits and misses, route
+// loads, evictions, ambiguous writes) as plain atomics, for a telemetry
+// layer to export.
+//
+// # Dependencies
+//
+// google.golang.org/grpc, github.com/hashicorp/golang-lru/v2 (the LRU
+// order of the route cache), golang.org/x/sync/singleflight (deduplicated
+// route loads).
+package router

@@ -1,0 +1,301 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// Test doubles for unit tests: an in-process KV server whose answers a
+// test scripts, and a RouteSource over a fixed table.
+
+// fakeNode is a KV server on loopback holding an in-memory map (shared by
+// every shard it serves). hook, when set, runs first on every request and
+// an error it returns is the answer.
+type fakeNode struct {
+	pb.UnimplementedKVServer
+	id   uint64
+	addr string
+
+	hook func(method string, hdr *pb.RequestHeader) error
+
+	mu struct {
+		sync.Mutex
+		data map[string][]byte
+		reqs []fakeReq
+	}
+	calls atomic.Int64
+}
+
+type fakeReq struct {
+	method string
+	hdr    *pb.RequestHeader
+}
+
+func newFakeNode(t *testing.T, id uint64) *fakeNode {
+	t.Helper()
+	n := &fakeNode{id: id}
+	n.mu.data = map[string][]byte{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.addr = lis.Addr().String()
+	srv := grpc.NewServer()
+	pb.RegisterKVServer(srv, n)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return n
+}
+
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+func (n *fakeNode) enter(method string, hdr *pb.RequestHeader) error {
+	n.calls.Add(1)
+	n.mu.Lock()
+	n.mu.reqs = append(n.mu.reqs, fakeReq{method: method, hdr: proto.Clone(hdr).(*pb.RequestHeader)})
+	n.mu.Unlock()
+	if n.hook != nil {
+		return n.hook(method, hdr)
+	}
+	return nil
+}
+
+func (n *fakeNode) requests() []fakeReq {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.mu.reqs)
+}
+
+func (n *fakeNode) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	if err := n.enter("get", req.GetHeader()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v, ok := n.mu.data[string(req.GetKey())]
+	return &pb.GetResponse{Found: ok, Value: v}, nil
+}
+
+func (n *fakeNode) Put(_ context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := n.enter("put", req.GetHeader()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mu.data[string(req.GetKey())] = req.GetValue()
+	return &pb.PutResponse{}, nil
+}
+
+func (n *fakeNode) Batch(_ context.Context, req *pb.BatchRequest) (*pb.BatchResponse, error) {
+	if err := n.enter("batch", req.GetHeader()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, o := range req.GetOps() {
+		if o.GetDelete() {
+			delete(n.mu.data, string(o.GetKey()))
+		} else {
+			n.mu.data[string(o.GetKey())] = o.GetValue()
+		}
+	}
+	return &pb.BatchResponse{}, nil
+}
+
+func (n *fakeNode) Scan(_ context.Context, req *pb.ScanRequest) (*pb.ScanResponse, error) {
+	if err := n.enter("scan", req.GetHeader()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var keys []string
+	for k := range n.mu.data {
+		if k >= string(req.GetStart()) && (len(req.GetEnd()) == 0 || k < string(req.GetEnd())) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	resp := &pb.ScanResponse{}
+	for _, k := range keys {
+		if req.GetLimit() > 0 && len(resp.Kvs) == int(req.GetLimit()) {
+			resp.More = true
+			resp.ResumeKey = append([]byte(resp.Kvs[len(resp.Kvs)-1].GetKey()), 0)
+			break
+		}
+		resp.Kvs = append(resp.Kvs, &pb.KeyValue{Key: []byte(k), Value: n.mu.data[k]})
+	}
+	return resp, nil
+}
+
+// withDetail returns a status error with code c carrying detail d.
+func withDetail(c codes.Code, d protoadapt.MessageV1) error {
+	s, err := status.New(c, "scripted").WithDetails(d)
+	if err != nil {
+		panic(err)
+	}
+	return s.Err()
+}
+
+// staticSource is a RouteSource over a fixed table of routes, which a test
+// may replace; it counts its calls.
+type staticSource struct {
+	mu struct {
+		sync.Mutex
+		routes []*pb.Route
+	}
+	gets, scans atomic.Int64
+	// block, when set, is waited on by GetRoute before answering.
+	block chan struct{}
+}
+
+func newStaticSource(routes ...*pb.Route) *staticSource {
+	s := &staticSource{}
+	s.mu.routes = routes
+	return s
+}
+
+func (s *staticSource) set(routes ...*pb.Route) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.routes = routes
+}
+
+func (s *staticSource) GetRoute(ctx context.Context, key []byte, neighbours int) (*pb.Route, []*pb.Route, error) {
+	s.gets.Add(1)
+	if s.block != nil {
+		select {
+		case <-s.block:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.mu.routes {
+		if newRoute(r.GetShard(), 0, 0).contains(key) {
+			lo, hi := max(i-neighbours, 0), min(i+neighbours+1, len(s.mu.routes))
+			var nb []*pb.Route
+			for j := lo; j < hi; j++ {
+				if j != i {
+					nb = append(nb, proto.Clone(s.mu.routes[j]).(*pb.Route))
+				}
+			}
+			return proto.Clone(r).(*pb.Route), nb, nil
+		}
+	}
+	return nil, nil, status.Errorf(codes.NotFound, "no route for %q", key)
+}
+
+func (s *staticSource) ScanRoutes(_ context.Context, start, end []byte, limit int) ([]*pb.Route, error) {
+	s.scans.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*pb.Route
+	for _, r := range s.mu.routes {
+		d := r.GetShard()
+		if (len(end) == 0 || bytes.Compare(d.GetStart(), end) < 0) && (len(d.GetEnd()) == 0 || bytes.Compare(start, d.GetEnd()) < 0) {
+			out = append(out, proto.Clone(r).(*pb.Route))
+		}
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// fakeRoute is shard id over [start, end) with a replica on each node
+// (replica ID node*100+id), led by leader (0: unknown).
+func fakeRoute(id uint64, start, end string, leader uint64, nodes ...*fakeNode) *pb.Route {
+	d := &pb.Descriptor{ShardId: id, Epoch: &pb.Epoch{ConfVer: 1, Version: 1}}
+	if start != "" {
+		d.Start = []byte(start)
+	}
+	if end != "" {
+		d.End = []byte(end)
+	}
+	rt := &pb.Route{Shard: d, Addresses: map[uint64]string{}}
+	for _, n := range nodes {
+		d.Replicas = append(d.Replicas, &pb.Replica{ReplicaId: n.id*100 + id, NodeId: n.id})
+		rt.Addresses[n.id] = n.addr
+	}
+	if leader != 0 {
+		rt.LeaderNodeId, rt.LeaderReplicaId = leader, leader*100+id
+	}
+	return rt
+}
+
+// newTestClient returns a Client over src with fast backoff, closed at
+// cleanup.
+func newTestClient(t *testing.T, src RouteSource, tweak func(*Config)) *Client {
+	t.Helper()
+	cfg := Config{RouteSource: src, BackoffBase: time.Millisecond, BackoffMax: 20 * time.Millisecond}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	c, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// placementOver serves a staticSource as the Placement gRPC service.
+type placementOver struct {
+	pb.UnimplementedPlacementServer
+	src *staticSource
+}
+
+func servePlacement(t *testing.T, src *staticSource) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterPlacementServer(srv, &placementOver{src: src})
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+func (p *placementOver) GetRoute(ctx context.Context, req *pb.GetRouteRequest) (*pb.GetRouteResponse, error) {
+	rt, nb, err := p.src.GetRoute(ctx, req.GetKey(), int(req.GetNeighbours()))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetRouteResponse{Route: rt, Neighbours: nb}, nil
+}
+
+func (p *placementOver) ScanRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (*pb.ScanRoutesResponse, error) {
+	routes, err := p.src.ScanRoutes(ctx, req.GetStart(), req.GetEnd(), int(req.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ScanRoutesResponse{Routes: routes}, nil
+}

@@ -1,0 +1,388 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// call is one API call on its way through the retry loop.
+type call struct {
+	op  string // for error messages: "get", "put", ...
+	key []byte // the routing key
+	// write marks a write: it takes a lane and carries its ClientID and Seq.
+	write       bool
+	consistency Consistency
+	// send makes one attempt on route r through kv with header hdr. It may
+	// return a local error (not a gRPC status), which ends the call.
+	send func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error
+}
+
+// needsLeader reports whether the call must reach the shard's leader.
+func (cl *call) needsLeader() bool { return cl.write || cl.consistency != Stale }
+
+// attemptState is what one call learns across its attempts.
+type attemptState struct {
+	// tried holds the nodes that failed this call (unreachable, or answered
+	// that they do not serve the shard); they are skipped until every
+	// replica has been tried, and then the route is reloaded.
+	tried map[nodeID]bool
+	// leaderless holds the nodes that answered that they know no leader (an
+	// election is under way): they go last, and the route stays.
+	leaderless map[nodeID]bool
+	// stale is the route the last attempt invalidated, to share its reload.
+	stale *route
+	// waits counts the retries that waited, for the backoff's exponent.
+	waits int
+	// maybeApplied: some attempt of this write may have applied.
+	maybeApplied bool
+}
+
+// The maps of attemptState are made on first use: most calls succeed at
+// once and never need them.
+
+func (st *attemptState) markTried(n nodeID) {
+	if st.tried == nil {
+		st.tried = map[nodeID]bool{}
+	}
+	st.tried[n] = true
+}
+
+func (st *attemptState) markLeaderless(n nodeID) {
+	if st.leaderless == nil {
+		st.leaderless = map[nodeID]bool{}
+	}
+	st.leaderless[n] = true
+}
+
+// verdict is what the retry loop does after a failed attempt.
+type verdict struct {
+	// final ends the call with the error.
+	final bool
+	// reason is why it retries; wait makes it back off first, for at least
+	// floor.
+	reason RetryReason
+	wait   bool
+	floor  time.Duration
+}
+
+// do runs cl: route, attempt, classify the failure, retry, until the
+// attempt succeeds, the error is final, the retries run out, or ctx ends.
+// A write holds one lane for the whole call, so every attempt carries the
+// same ClientID and Seq.
+func (c *Client) do(ctx context.Context, cl *call) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	var (
+		l   *lane
+		seq uint64
+	)
+	if cl.write {
+		var err error
+		if l, err = c.lanes.take(ctx, c.closing); err != nil {
+			return fmt.Errorf("router: %s %q: waiting for a write lane: %w", cl.op, cl.key, err)
+		}
+		defer c.lanes.put(l)
+		seq = l.next()
+	}
+	var st attemptState
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		var v verdict
+		r, err := c.locate(ctx, cl.key, st.stale)
+		st.stale = nil
+		switch {
+		case err != nil:
+			v = verdict{reason: RetryNoRoute, wait: true}
+		default:
+			node, addr, ok := c.pickTarget(r, cl, &st)
+			if !ok {
+				// Every replica failed this call, or none has a known
+				// address: start over from a fresh route.
+				c.cache.invalidate(r)
+				st.stale = r
+				clear(st.tried)
+				if lastErr == nil {
+					lastErr = fmt.Errorf("%w: no reachable replica of shard %d", ErrNoRoute, r.id())
+				}
+				v = verdict{reason: RetryUnavailable, wait: true}
+				break
+			}
+			err = c.attempt(ctx, cl, r, node, addr, l, seq)
+			if err == nil {
+				return nil
+			}
+			v = c.classify(ctx, cl, r, node, err, &st)
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if v.final || ctx.Err() != nil || c.closed.Load() {
+			return c.failure(ctx, cl, &st, lastErr, nil)
+		}
+		if attempt >= c.cfg.MaxRetries {
+			return c.failure(ctx, cl, &st, lastErr, ErrRetriesExhausted)
+		}
+		c.stats.retries[v.reason].Add(1)
+		if v.wait {
+			d := backoffDelay(st.waits, c.cfg.BackoffBase, c.cfg.BackoffMax, v.floor)
+			st.waits++
+			if err := wait(ctx, c.closing, d); err != nil {
+				return c.failure(ctx, cl, &st, lastErr, nil)
+			}
+		}
+	}
+}
+
+// failure builds the error that ends cl: the cause (ErrRetriesExhausted,
+// ErrClosed or the context's error, when one applies), ErrAmbiguous for a
+// write that may have applied, and the last attempt's error.
+func (c *Client) failure(ctx context.Context, cl *call, st *attemptState, last error, cause error) error {
+	switch {
+	case c.closed.Load():
+		cause = ErrClosed
+	case ctx.Err() != nil:
+		cause = ctx.Err()
+	}
+	if cl.write && st.maybeApplied {
+		c.stats.ambiguous.Add(1)
+		if cause != nil {
+			return fmt.Errorf("router: %s %q: %w: %w: %w", cl.op, cl.key, ErrAmbiguous, cause, last)
+		}
+		return fmt.Errorf("router: %s %q: %w: %w", cl.op, cl.key, ErrAmbiguous, last)
+	}
+	if cause != nil {
+		if last == nil || errors.Is(last, cause) {
+			return fmt.Errorf("router: %s %q: %w", cl.op, cl.key, cause)
+		}
+		return fmt.Errorf("router: %s %q: %w: %w", cl.op, cl.key, cause, last)
+	}
+	return fmt.Errorf("router: %s %q: %w", cl.op, cl.key, last)
+}
+
+// attempt sends cl once to node at addr for route r.
+func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, addr string, l *lane, seq uint64) error {
+	conn, err := c.conns.get(addr)
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		// An address gRPC cannot use: as good as an unreachable node.
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	hdr := &pb.RequestHeader{ShardId: uint64(r.id()), Epoch: r.desc.GetEpoch(), Consistency: cl.consistency.proto()}
+	if l != nil {
+		hdr.ClientId, hdr.Seq = l.clientID, seq
+	}
+	if c.cfg.AttemptTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+		defer cancel()
+	}
+	return cl.send(ctx, pb.NewKVClient(conn), r, hdr)
+}
+
+// pickTarget chooses the node to send cl to: for a call that needs the
+// leader, the cached leader, else the voters in descriptor order; for a
+// stale read, every replica from a random one. Nodes this call found
+// unreachable are skipped; nodes whose connection is failing, and then
+// nodes that said they know no leader, go last. It returns false when no
+// candidate is left (or none has a known address).
+func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, string, bool) {
+	const (
+		healthy = iota
+		failing
+		leaderless
+		unusable
+	)
+	rank := func(n nodeID) (string, int) {
+		if n == 0 || st.tried[n] {
+			return "", unusable
+		}
+		addr, ok := c.addrs.get(n)
+		switch {
+		case !ok:
+			return "", unusable
+		case st.leaderless[n]:
+			return addr, leaderless
+		case c.conns.failing(addr):
+			return addr, failing
+		}
+		return addr, healthy
+	}
+	if cl.needsLeader() {
+		if addr, rk := rank(r.leaderNode); rk == healthy {
+			return r.leaderNode, addr, true
+		}
+	}
+	reps := r.desc.GetReplicas()
+	offset := 0
+	if !cl.needsLeader() && len(reps) > 0 {
+		offset = rand.IntN(len(reps))
+	}
+	best, bestAddr, bestRank := nodeID(0), "", unusable
+	for i := range reps {
+		rep := reps[(offset+i)%len(reps)]
+		if rep.GetLearner() && cl.needsLeader() {
+			continue
+		}
+		n := nodeID(rep.GetNodeId())
+		if addr, rk := rank(n); rk < bestRank {
+			best, bestAddr, bestRank = n, addr, rk
+		}
+	}
+	if bestRank == leaderless {
+		// Every candidate said it knows no leader: go round them again.
+		clear(st.leaderless)
+	}
+	return best, bestAddr, bestRank != unusable
+}
+
+// classify reads a failed attempt's error (the typed details of its gRPC
+// status, see common.proto), updates the cache, and tells the loop what to
+// do next.
+func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, err error, st *attemptState) verdict {
+	s, isStatus := status.FromError(err)
+	if !isStatus {
+		return verdict{final: true} // a local error (ErrCrossShardBatch, ...)
+	}
+	if cl.write && mayHaveApplied(s) {
+		st.maybeApplied = true
+	}
+	if ctx.Err() != nil || c.closed.Load() {
+		// The call's own deadline or cancellation, or Close, ended it; the
+		// cache learns nothing from an attempt cut short.
+		return verdict{final: true}
+	}
+	for _, d := range s.Details() {
+		switch d := d.(type) {
+		case *pb.NotLeader:
+			return c.onNotLeader(r, node, d, st)
+		case *pb.EpochNotMatch:
+			return c.onEpochNotMatch(r, node, d)
+		case *pb.ShardNotFound:
+			// The node does not host the shard (any more): the route's
+			// membership is stale.
+			st.markTried(node)
+			c.cache.invalidate(r)
+			st.stale = r
+			return verdict{reason: RetryShardNotFound, wait: true}
+		case *pb.KeyNotInShard:
+			if cur := d.GetCurrent(); cur != nil && validateRoute(&pb.Route{Shard: cur}, nil) == nil {
+				c.cache.insert(newRoute(cur, r.leaderReplica, r.leaderNode))
+			}
+			c.cache.invalidate(r)
+			st.stale = r
+			return verdict{reason: RetryKeyNotInShard, wait: true}
+		case *pb.Busy:
+			return verdict{reason: RetryBusy, wait: true, floor: time.Duration(d.GetRetryAfterMs()) * time.Millisecond}
+		case *pb.Ambiguous:
+			// The node lost leadership with the write in its log. The retry
+			// carries the same ClientID and Seq, so it applies at most once;
+			// the next attempt learns the new leader through NotLeader.
+			c.cache.clearLeader(r.id(), node)
+			return verdict{reason: RetryAmbiguous, wait: true}
+		}
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		// Unreachable, the connection broke, the node is starting or
+		// stopping, or the attempt's own timeout passed (the call's context
+		// is still alive): try the next replica at once.
+		st.markTried(node)
+		c.cache.clearLeader(r.id(), node)
+		return verdict{reason: RetryUnavailable}
+	}
+	return verdict{final: true}
+}
+
+// mayHaveApplied reports whether a write answered with s may have applied:
+// the node said so (Ambiguous; ShardNotFound, when the replica was removed
+// with the write pending), or the answer was lost (the connection, a
+// deadline, a cancellation) or is not one the protocol defines.
+func mayHaveApplied(s *status.Status) bool {
+	for _, d := range s.Details() {
+		switch d.(type) {
+		case *pb.Ambiguous, *pb.ShardNotFound:
+			return true
+		case *pb.NotLeader, *pb.EpochNotMatch, *pb.KeyNotInShard, *pb.Busy:
+			return false // refused before it entered the log
+		}
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal, codes.DataLoss:
+		return true
+	}
+	return false
+}
+
+// onNotLeader follows a NotLeader's hint at once when it names another
+// replica that looks reachable. When the hint names a node whose
+// connection is failing (the old leader is gone and the replicas have not
+// elected a new one yet), or there is no hint, it backs off. A hinted node
+// this call found unreachable before is given another chance after the
+// backoff, since a live replica still believes in it.
+func (c *Client) onNotLeader(r *route, node nodeID, d *pb.NotLeader, st *attemptState) verdict {
+	leader := nodeID(d.GetLeaderNodeId())
+	c.addrs.set(leader, d.GetLeaderAddress())
+	switch {
+	case leader == 0 || leader == node:
+		// An election is under way: ask the other replicas, then again.
+		c.cache.clearLeader(r.id(), node)
+		st.markLeaderless(node)
+	case !r.hasNode(leader):
+		// The leader is on a node our route does not know: membership
+		// changed. Reload the route.
+		c.cache.invalidate(r)
+		st.stale = r
+	default:
+		clear(st.leaderless) // an election ended
+		c.cache.setLeader(r.id(), d.GetLeaderReplicaId(), leader)
+		addr, known := c.addrs.get(leader)
+		if known && !st.tried[leader] && !c.conns.failing(addr) {
+			return verdict{reason: RetryNotLeader}
+		}
+		delete(st.tried, leader)
+	}
+	return verdict{reason: RetryNotLeader, wait: true}
+}
+
+// onEpochNotMatch replaces the cached routes with the node's current
+// descriptors and retries at once; if they taught nothing new (the node
+// lags behind the cache), it backs off instead. A descriptor of a shard
+// without a cached leader gets the failed route's leader (or else the node
+// that answered) as a guess: after a split the right-hand shard's replicas
+// live on the same nodes, and a wrong guess costs one NotLeader redirect.
+func (c *Client) onEpochNotMatch(r *route, node nodeID, d *pb.EpochNotMatch) verdict {
+	learned := false
+	guess := r.leaderNode
+	if guess == 0 {
+		guess = node
+	}
+	for _, desc := range d.GetCurrent() {
+		if validateRoute(&pb.Route{Shard: desc}, nil) != nil {
+			continue
+		}
+		nr := newRoute(desc, 0, 0)
+		prev, cached := c.cache.get(nr.id())
+		if !cached || prev.leaderNode == 0 {
+			for _, rep := range desc.GetReplicas() {
+				if nodeID(rep.GetNodeId()) == guess {
+					nr = newRoute(desc, rep.GetReplicaId(), guess)
+				}
+			}
+		}
+		if c.cache.insert(nr) && (!cached || nr.supersedes(prev)) {
+			learned = true
+		}
+	}
+	return verdict{reason: RetryEpochNotMatch, wait: !learned}
+}
