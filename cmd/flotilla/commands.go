@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
-	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/router"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // common are the flags every client command takes.

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
-	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/router"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 const demoSummary = `flotilla demo [flags]: start placementd and shardnodes as child processes on
