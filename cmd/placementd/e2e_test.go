@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/router"
 )
 
 // End-to-end tests of placement with real placementd and shardnode
@@ -255,4 +256,47 @@ func TestPlacementLeaderFailover(t *testing.T) {
 	if !strings.Contains(c.f.Placement[lead].Log(), "ready") {
 		t.Fatal("the killed placement replica never started")
 	}
+}
+
+// TestPlacementSplitsUnderLoad writes through the router until shards grow
+// past --split-size: placement splits them, more shards appear, and no
+// error reaches the writer while routes change under it.
+func TestPlacementSplitsUnderLoad(t *testing.T) {
+	c := newCluster(t, 1, 3, "--initial-shards", "2", "--split-size", "48KiB")
+	c.waitHealthy(60*time.Second, 2, false, 3)
+	r, err := router.New(ctxT(t, 10*time.Second), router.Config{PlacementAddresses: []string{c.f.PlacementAddrs()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	value := []byte(strings.Repeat("x", 512))
+	written := 0
+	fleet.Eventually(t, 120*time.Second, func() error {
+		// Write another batch of keys spread over the key space.
+		for range 50 {
+			key := []byte{byte(written * 37), byte(written)}
+			key = fmt.Appendf(key, "/%06d", written)
+			if err := r.Put(ctxT(t, 20*time.Second), key, value); err != nil {
+				t.Fatalf("write %d reached the caller: %v", written, err)
+			}
+			written++
+		}
+		shards, err := c.shards()
+		if err != nil {
+			return err
+		}
+		if len(shards) < 4 {
+			return fmt.Errorf("%d shards after %d writes", len(shards), written)
+		}
+		return nil
+	})
+	// Every write is still there, read through routes that changed.
+	kvs, err := r.Scan(ctxT(t, 30*time.Second), nil, nil, written+10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kvs) != written {
+		t.Fatalf("scan found %d keys, %d written", len(kvs), written)
+	}
+	t.Logf("%d writes, %d shards", written, len(c.waitHealthy(60*time.Second, 4, true, 3)))
 }

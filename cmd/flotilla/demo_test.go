@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	flt "github.com/flotilla-kv/flotilla/internal/fleet"
+)
+
+// TestDemoRunsAndExits runs `flotilla demo` as a user would and checks that
+// it boots the fleet, serves the workload without errors, prints its
+// tables and exits 0 at --duration.
+func TestDemoRunsAndExits(t *testing.T) {
+	bin := flt.Binary(t, "flotilla")
+	flt.Binary(t, "shardnode")
+	flt.Binary(t, "placementd")
+	cmd := exec.Command(bin, "demo", "--duration", "25s", "--workload", "2s", "--shards", "4", "--clients", "4",
+		"--bin", filepath.Dir(bin))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"fleet ready", "NODE  ADDRESS", "SHARD  RANGE", "OP   COUNT", "fleet stopped"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+	// The workload table: both operations ran and none failed.
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 7 && (f[0] == "put" || f[0] == "get") {
+			if f[1] == "0" || f[6] != "0" {
+				t.Errorf("workload row %q: want operations and no errors", line)
+			}
+		}
+	}
+}
