@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
-	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/router"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // End-to-end tests of placement with real placementd and shardnode
