@@ -40,6 +40,7 @@ type demoConfig struct {
 	binDir   string
 	value    int
 	keys     int
+	listen   string
 }
 
 func runDemo(ctx context.Context, args []string, out io.Writer) error {
@@ -54,6 +55,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.binDir, "bin", "", "directory holding the shardnode and placementd binaries (default: next to flotilla, then $PATH)")
 	fs.IntVar(&c.value, "value-size", 256, "bytes per value written by the workload")
 	fs.IntVar(&c.keys, "keys", 10000, "distinct keys of the workload")
+	fs.StringVar(&c.listen, "placement-listen", "127.0.0.1:7000", "address of the demo's placement service (the other commands' default --placement); a free port is used if it is taken")
 	if err := cli.Parse(fs, args, demoSummary); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -104,7 +106,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if c.duration > 0 {
 		fmt.Fprintf(out, "\nthe fleet stops at --duration (%s)\n", c.duration)
 	} else {
-		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla --placement %s put hello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement)
+		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s hello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement)
 	}
 	<-ctx.Done()
 	return nil
@@ -167,6 +169,10 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error
 		if addrs[i], err = freeAddr(); err != nil {
 			return nil, err
 		}
+	}
+	if l, err := net.Listen("tcp", c.listen); err == nil {
+		l.Close()
+		addrs[0] = c.listen
 	}
 	f.placement = addrs[0]
 	fmt.Fprintf(out, "starting placementd and %d shardnodes in %s\n", c.nodes, f.dir)
