@@ -27,6 +27,8 @@ type AdminServer struct {
 	errs     errorMapper
 	ready    func() bool
 	dial     func(multiraft.NodeID) (*grpc.ClientConn, error)
+	// Transport, when set, is reported by GetNodeInfo.
+	Transport *Transport
 	// pollEvery is how often long operations (AddReplica, Drain) look at
 	// their progress.
 	pollEvery time.Duration
@@ -255,6 +257,24 @@ func (s *AdminServer) shardInfo(ctx context.Context, id shard.ShardID) (*pb.Shar
 // GetNodeInfo implements pb.AdminServer.
 func (s *AdminServer) GetNodeInfo(ctx context.Context, _ *pb.NodeInfoRequest) (*pb.NodeInfo, error) {
 	n := &pb.NodeInfo{NodeId: uint64(s.node), Address: s.addr, Ready: s.ready(), Draining: s.engine.Draining()}
+	m := s.engine.Metrics()
+	n.Engine = &pb.EngineStats{
+		Proposals: m.Proposals.Load(), EntriesApplied: m.EntriesApplied.Load(), Syncs: m.Syncs.Load(),
+		SyncGroups: m.SyncGroups.Load(), SyncEntries: m.SyncEntries.Load(), SyncNanos: m.SyncNanos.Load(),
+		MessagesSent: m.MessagesSent.Load(),
+	}
+	for _, g := range s.engine.Summaries() {
+		if g.Quiesced {
+			n.Engine.QuiescedGroups++
+		}
+	}
+	if s.Transport != nil {
+		ts := s.Transport.Stats.Load()
+		n.Transport = &pb.TransportStats{
+			Batches: ts.Batches, Messages: ts.Messages, Bytes: ts.Bytes, Received: ts.Received, Dropped: ts.Dropped,
+			StreamFailures: ts.StreamFailures, SnapshotsSent: ts.SnapshotsSent, SnapshotsReceived: ts.SnapshotsReceived,
+		}
+	}
 	for _, id := range s.engine.Groups() {
 		info, err := s.shardInfo(ctx, id)
 		if err != nil {

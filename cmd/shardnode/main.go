@@ -64,6 +64,7 @@ type Config struct {
 	Zone          string
 	Rack          string
 	Heartbeat     time.Duration
+	Pprof         bool
 	LogFormat     string
 	LogLevel      string
 }
@@ -90,6 +91,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.StringVar(&c.Zone, "zone", "", "zone label, so placement spreads a shard's replicas across zones")
 	fs.StringVar(&c.Rack, "rack", "", "rack label")
 	fs.DurationVar(&c.Heartbeat, "heartbeat-interval", time.Second, "how often the node reports to placement")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := cli.Parse(fs, args, summary); err != nil {

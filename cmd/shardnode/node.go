@@ -86,7 +86,9 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
 	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
-	pb.RegisterAdminServer(srv, rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode))
+	adminSrv := rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode)
+	adminSrv.Transport = transport
+	pb.RegisterAdminServer(srv, adminSrv)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
 
@@ -99,7 +101,11 @@ func run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { serveErr <- srv.Serve(lis) })
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
-		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: serve.HealthMux(&ready), ReadHeaderTimeout: 5 * time.Second}
+		mux := serve.HealthMux(&ready)
+		if cfg.Pprof {
+			serve.RegisterPprof(mux)
+		}
+		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
 			srv.Stop()

@@ -831,6 +831,8 @@ type NodeInfo struct {
 	Shards        uint32                 `protobuf:"varint,5,opt,name=shards,proto3" json:"shards,omitempty"`
 	Leaders       uint32                 `protobuf:"varint,6,opt,name=leaders,proto3" json:"leaders,omitempty"`
 	ShardInfos    []*ShardInfo           `protobuf:"bytes,7,rep,name=shard_infos,json=shardInfos,proto3" json:"shard_infos,omitempty"`
+	Transport     *TransportStats        `protobuf:"bytes,8,opt,name=transport,proto3" json:"transport,omitempty"`
+	Engine        *EngineStats           `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -914,6 +916,222 @@ func (x *NodeInfo) GetShardInfos() []*ShardInfo {
 	return nil
 }
 
+func (x *NodeInfo) GetTransport() *TransportStats {
+	if x != nil {
+		return x.Transport
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetEngine() *EngineStats {
+	if x != nil {
+		return x.Engine
+	}
+	return nil
+}
+
+// TransportStats counts what the node's Raft transport sent since start.
+type TransportStats struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Batches           uint64                 `protobuf:"varint,1,opt,name=batches,proto3" json:"batches,omitempty"`
+	Messages          uint64                 `protobuf:"varint,2,opt,name=messages,proto3" json:"messages,omitempty"`
+	Bytes             uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Received          uint64                 `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"`
+	Dropped           uint64                 `protobuf:"varint,5,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	StreamFailures    uint64                 `protobuf:"varint,6,opt,name=stream_failures,json=streamFailures,proto3" json:"stream_failures,omitempty"`
+	SnapshotsSent     uint64                 `protobuf:"varint,7,opt,name=snapshots_sent,json=snapshotsSent,proto3" json:"snapshots_sent,omitempty"`
+	SnapshotsReceived uint64                 `protobuf:"varint,8,opt,name=snapshots_received,json=snapshotsReceived,proto3" json:"snapshots_received,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TransportStats) Reset() {
+	*x = TransportStats{}
+	mi := &file_flotilla_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransportStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransportStats) ProtoMessage() {}
+
+func (x *TransportStats) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransportStats.ProtoReflect.Descriptor instead.
+func (*TransportStats) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TransportStats) GetBatches() uint64 {
+	if x != nil {
+		return x.Batches
+	}
+	return 0
+}
+
+func (x *TransportStats) GetMessages() uint64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+func (x *TransportStats) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *TransportStats) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *TransportStats) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *TransportStats) GetStreamFailures() uint64 {
+	if x != nil {
+		return x.StreamFailures
+	}
+	return 0
+}
+
+func (x *TransportStats) GetSnapshotsSent() uint64 {
+	if x != nil {
+		return x.SnapshotsSent
+	}
+	return 0
+}
+
+func (x *TransportStats) GetSnapshotsReceived() uint64 {
+	if x != nil {
+		return x.SnapshotsReceived
+	}
+	return 0
+}
+
+// EngineStats counts the engine's work since start.
+type EngineStats struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Proposals      uint64                 `protobuf:"varint,1,opt,name=proposals,proto3" json:"proposals,omitempty"`
+	EntriesApplied uint64                 `protobuf:"varint,2,opt,name=entries_applied,json=entriesApplied,proto3" json:"entries_applied,omitempty"`
+	Syncs          uint64                 `protobuf:"varint,3,opt,name=syncs,proto3" json:"syncs,omitempty"`
+	SyncGroups     uint64                 `protobuf:"varint,4,opt,name=sync_groups,json=syncGroups,proto3" json:"sync_groups,omitempty"`
+	SyncEntries    uint64                 `protobuf:"varint,5,opt,name=sync_entries,json=syncEntries,proto3" json:"sync_entries,omitempty"`
+	SyncNanos      uint64                 `protobuf:"varint,6,opt,name=sync_nanos,json=syncNanos,proto3" json:"sync_nanos,omitempty"`
+	MessagesSent   uint64                 `protobuf:"varint,7,opt,name=messages_sent,json=messagesSent,proto3" json:"messages_sent,omitempty"`
+	QuiescedGroups uint64                 `protobuf:"varint,8,opt,name=quiesced_groups,json=quiescedGroups,proto3" json:"quiesced_groups,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EngineStats) Reset() {
+	*x = EngineStats{}
+	mi := &file_flotilla_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineStats) ProtoMessage() {}
+
+func (x *EngineStats) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineStats.ProtoReflect.Descriptor instead.
+func (*EngineStats) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EngineStats) GetProposals() uint64 {
+	if x != nil {
+		return x.Proposals
+	}
+	return 0
+}
+
+func (x *EngineStats) GetEntriesApplied() uint64 {
+	if x != nil {
+		return x.EntriesApplied
+	}
+	return 0
+}
+
+func (x *EngineStats) GetSyncs() uint64 {
+	if x != nil {
+		return x.Syncs
+	}
+	return 0
+}
+
+func (x *EngineStats) GetSyncGroups() uint64 {
+	if x != nil {
+		return x.SyncGroups
+	}
+	return 0
+}
+
+func (x *EngineStats) GetSyncEntries() uint64 {
+	if x != nil {
+		return x.SyncEntries
+	}
+	return 0
+}
+
+func (x *EngineStats) GetSyncNanos() uint64 {
+	if x != nil {
+		return x.SyncNanos
+	}
+	return 0
+}
+
+func (x *EngineStats) GetMessagesSent() uint64 {
+	if x != nil {
+		return x.MessagesSent
+	}
+	return 0
+}
+
+func (x *EngineStats) GetQuiescedGroups() uint64 {
+	if x != nil {
+		return x.QuiescedGroups
+	}
+	return 0
+}
+
 type FindLeaderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -923,7 +1141,7 @@ type FindLeaderRequest struct {
 
 func (x *FindLeaderRequest) Reset() {
 	*x = FindLeaderRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[14]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1153,7 @@ func (x *FindLeaderRequest) String() string {
 func (*FindLeaderRequest) ProtoMessage() {}
 
 func (x *FindLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[14]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1166,7 @@ func (x *FindLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindLeaderRequest.ProtoReflect.Descriptor instead.
 func (*FindLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FindLeaderRequest) GetShardId() uint64 {
@@ -970,7 +1188,7 @@ type FindLeaderResponse struct {
 
 func (x *FindLeaderResponse) Reset() {
 	*x = FindLeaderResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[15]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1200,7 @@ func (x *FindLeaderResponse) String() string {
 func (*FindLeaderResponse) ProtoMessage() {}
 
 func (x *FindLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[15]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1213,7 @@ func (x *FindLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindLeaderResponse.ProtoReflect.Descriptor instead.
 func (*FindLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FindLeaderResponse) GetLeaderReplicaId() uint64 {
@@ -1036,7 +1254,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[16]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1266,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[16]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1279,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -1086,7 +1304,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[17]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1316,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[17]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1329,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 // SplitRequest splits the shard at split_key: the shard keeps
@@ -1132,7 +1350,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[18]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1362,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[18]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1375,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SplitRequest) GetShardId() uint64 {
@@ -1205,7 +1423,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[19]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1435,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[19]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1448,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SplitResponse) GetLeft() *Descriptor {
@@ -1260,7 +1478,7 @@ type CompactLogRequest struct {
 
 func (x *CompactLogRequest) Reset() {
 	*x = CompactLogRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[20]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1490,7 @@ func (x *CompactLogRequest) String() string {
 func (*CompactLogRequest) ProtoMessage() {}
 
 func (x *CompactLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[20]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1503,7 @@ func (x *CompactLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactLogRequest.ProtoReflect.Descriptor instead.
 func (*CompactLogRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CompactLogRequest) GetShardId() uint64 {
@@ -1311,7 +1529,7 @@ type CompactLogResponse struct {
 
 func (x *CompactLogResponse) Reset() {
 	*x = CompactLogResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[21]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1541,7 @@ func (x *CompactLogResponse) String() string {
 func (*CompactLogResponse) ProtoMessage() {}
 
 func (x *CompactLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[21]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1554,7 @@ func (x *CompactLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactLogResponse.ProtoReflect.Descriptor instead.
 func (*CompactLogResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CompactLogResponse) GetFirstIndex() uint64 {
@@ -1354,7 +1572,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[22]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1584,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[22]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1597,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type DrainResponse struct {
@@ -1392,7 +1610,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[23]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1622,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[23]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1635,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DrainResponse) GetRemainingLeaders() uint32 {
@@ -1438,7 +1656,7 @@ type ConsistencyCheckRequest struct {
 
 func (x *ConsistencyCheckRequest) Reset() {
 	*x = ConsistencyCheckRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[24]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1668,7 @@ func (x *ConsistencyCheckRequest) String() string {
 func (*ConsistencyCheckRequest) ProtoMessage() {}
 
 func (x *ConsistencyCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[24]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1681,7 @@ func (x *ConsistencyCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistencyCheckRequest.ProtoReflect.Descriptor instead.
 func (*ConsistencyCheckRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConsistencyCheckRequest) GetShardId() uint64 {
@@ -1485,7 +1703,7 @@ type ReplicaChecksum struct {
 
 func (x *ReplicaChecksum) Reset() {
 	*x = ReplicaChecksum{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[25]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1715,7 @@ func (x *ReplicaChecksum) String() string {
 func (*ReplicaChecksum) ProtoMessage() {}
 
 func (x *ReplicaChecksum) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[25]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1728,7 @@ func (x *ReplicaChecksum) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaChecksum.ProtoReflect.Descriptor instead.
 func (*ReplicaChecksum) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicaChecksum) GetReplicaId() uint64 {
@@ -1552,7 +1770,7 @@ type ConsistencyCheckResponse struct {
 
 func (x *ConsistencyCheckResponse) Reset() {
 	*x = ConsistencyCheckResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[26]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1782,7 @@ func (x *ConsistencyCheckResponse) String() string {
 func (*ConsistencyCheckResponse) ProtoMessage() {}
 
 func (x *ConsistencyCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[26]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1795,7 @@ func (x *ConsistencyCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistencyCheckResponse.ProtoReflect.Descriptor instead.
 func (*ConsistencyCheckResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConsistencyCheckResponse) GetIndex() uint64 {
@@ -1613,7 +1831,7 @@ type LocalChecksumRequest struct {
 
 func (x *LocalChecksumRequest) Reset() {
 	*x = LocalChecksumRequest{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[27]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1843,7 @@ func (x *LocalChecksumRequest) String() string {
 func (*LocalChecksumRequest) ProtoMessage() {}
 
 func (x *LocalChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[27]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1856,7 @@ func (x *LocalChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalChecksumRequest.ProtoReflect.Descriptor instead.
 func (*LocalChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocalChecksumRequest) GetShardId() uint64 {
@@ -1664,7 +1882,7 @@ type LocalChecksumResponse struct {
 
 func (x *LocalChecksumResponse) Reset() {
 	*x = LocalChecksumResponse{}
-	mi := &file_flotilla_v1_admin_proto_msgTypes[28]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1894,7 @@ func (x *LocalChecksumResponse) String() string {
 func (*LocalChecksumResponse) ProtoMessage() {}
 
 func (x *LocalChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_admin_proto_msgTypes[28]
+	mi := &file_flotilla_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1907,7 @@ func (x *LocalChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalChecksumResponse.ProtoReflect.Descriptor instead.
 func (*LocalChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LocalChecksumResponse) GetChecksum() []byte {
@@ -1755,7 +1973,7 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\bquiesced\x18\v \x01(\bR\bquiesced\x128\n" +
 	"\bprogress\x18\f \x03(\v2\x1c.flotilla.v1.ReplicaProgressR\bprogress\x12+\n" +
 	"\x11approximate_bytes\x18\r \x01(\x04R\x10approximateBytes\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xda\x01\n" +
+	"\x0fNodeInfoRequest\"\xc7\x02\n" +
 	"\bNodeInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -1764,7 +1982,29 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\x06shards\x18\x05 \x01(\rR\x06shards\x12\x18\n" +
 	"\aleaders\x18\x06 \x01(\rR\aleaders\x127\n" +
 	"\vshard_infos\x18\a \x03(\v2\x16.flotilla.v1.ShardInfoR\n" +
-	"shardInfos\".\n" +
+	"shardInfos\x129\n" +
+	"\ttransport\x18\b \x01(\v2\x1b.flotilla.v1.TransportStatsR\ttransport\x120\n" +
+	"\x06engine\x18\t \x01(\v2\x18.flotilla.v1.EngineStatsR\x06engine\"\x91\x02\n" +
+	"\x0eTransportStats\x12\x18\n" +
+	"\abatches\x18\x01 \x01(\x04R\abatches\x12\x1a\n" +
+	"\bmessages\x18\x02 \x01(\x04R\bmessages\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x1a\n" +
+	"\breceived\x18\x04 \x01(\x04R\breceived\x12\x18\n" +
+	"\adropped\x18\x05 \x01(\x04R\adropped\x12'\n" +
+	"\x0fstream_failures\x18\x06 \x01(\x04R\x0estreamFailures\x12%\n" +
+	"\x0esnapshots_sent\x18\a \x01(\x04R\rsnapshotsSent\x12-\n" +
+	"\x12snapshots_received\x18\b \x01(\x04R\x11snapshotsReceived\"\x9b\x02\n" +
+	"\vEngineStats\x12\x1c\n" +
+	"\tproposals\x18\x01 \x01(\x04R\tproposals\x12'\n" +
+	"\x0fentries_applied\x18\x02 \x01(\x04R\x0eentriesApplied\x12\x14\n" +
+	"\x05syncs\x18\x03 \x01(\x04R\x05syncs\x12\x1f\n" +
+	"\vsync_groups\x18\x04 \x01(\x04R\n" +
+	"syncGroups\x12!\n" +
+	"\fsync_entries\x18\x05 \x01(\x04R\vsyncEntries\x12\x1d\n" +
+	"\n" +
+	"sync_nanos\x18\x06 \x01(\x04R\tsyncNanos\x12#\n" +
+	"\rmessages_sent\x18\a \x01(\x04R\fmessagesSent\x12'\n" +
+	"\x0fquiesced_groups\x18\b \x01(\x04R\x0equiescedGroups\".\n" +
 	"\x11FindLeaderRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xbc\x01\n" +
 	"\x12FindLeaderResponse\x12*\n" +
@@ -1853,7 +2093,7 @@ func file_flotilla_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_flotilla_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_flotilla_v1_admin_proto_goTypes = []any{
 	(ChangeType)(0),                  // 0: flotilla.v1.ChangeType
 	(*CreateReplicaRequest)(nil),     // 1: flotilla.v1.CreateReplicaRequest
@@ -1870,75 +2110,79 @@ var file_flotilla_v1_admin_proto_goTypes = []any{
 	(*ShardInfo)(nil),                // 12: flotilla.v1.ShardInfo
 	(*NodeInfoRequest)(nil),          // 13: flotilla.v1.NodeInfoRequest
 	(*NodeInfo)(nil),                 // 14: flotilla.v1.NodeInfo
-	(*FindLeaderRequest)(nil),        // 15: flotilla.v1.FindLeaderRequest
-	(*FindLeaderResponse)(nil),       // 16: flotilla.v1.FindLeaderResponse
-	(*TransferLeaderRequest)(nil),    // 17: flotilla.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 18: flotilla.v1.TransferLeaderResponse
-	(*SplitRequest)(nil),             // 19: flotilla.v1.SplitRequest
-	(*SplitResponse)(nil),            // 20: flotilla.v1.SplitResponse
-	(*CompactLogRequest)(nil),        // 21: flotilla.v1.CompactLogRequest
-	(*CompactLogResponse)(nil),       // 22: flotilla.v1.CompactLogResponse
-	(*DrainRequest)(nil),             // 23: flotilla.v1.DrainRequest
-	(*DrainResponse)(nil),            // 24: flotilla.v1.DrainResponse
-	(*ConsistencyCheckRequest)(nil),  // 25: flotilla.v1.ConsistencyCheckRequest
-	(*ReplicaChecksum)(nil),          // 26: flotilla.v1.ReplicaChecksum
-	(*ConsistencyCheckResponse)(nil), // 27: flotilla.v1.ConsistencyCheckResponse
-	(*LocalChecksumRequest)(nil),     // 28: flotilla.v1.LocalChecksumRequest
-	(*LocalChecksumResponse)(nil),    // 29: flotilla.v1.LocalChecksumResponse
-	nil,                              // 30: flotilla.v1.SplitRequest.NewReplicaIdsEntry
-	(*Descriptor)(nil),               // 31: flotilla.v1.Descriptor
-	(*Replica)(nil),                  // 32: flotilla.v1.Replica
-	(*Epoch)(nil),                    // 33: flotilla.v1.Epoch
+	(*TransportStats)(nil),           // 15: flotilla.v1.TransportStats
+	(*EngineStats)(nil),              // 16: flotilla.v1.EngineStats
+	(*FindLeaderRequest)(nil),        // 17: flotilla.v1.FindLeaderRequest
+	(*FindLeaderResponse)(nil),       // 18: flotilla.v1.FindLeaderResponse
+	(*TransferLeaderRequest)(nil),    // 19: flotilla.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 20: flotilla.v1.TransferLeaderResponse
+	(*SplitRequest)(nil),             // 21: flotilla.v1.SplitRequest
+	(*SplitResponse)(nil),            // 22: flotilla.v1.SplitResponse
+	(*CompactLogRequest)(nil),        // 23: flotilla.v1.CompactLogRequest
+	(*CompactLogResponse)(nil),       // 24: flotilla.v1.CompactLogResponse
+	(*DrainRequest)(nil),             // 25: flotilla.v1.DrainRequest
+	(*DrainResponse)(nil),            // 26: flotilla.v1.DrainResponse
+	(*ConsistencyCheckRequest)(nil),  // 27: flotilla.v1.ConsistencyCheckRequest
+	(*ReplicaChecksum)(nil),          // 28: flotilla.v1.ReplicaChecksum
+	(*ConsistencyCheckResponse)(nil), // 29: flotilla.v1.ConsistencyCheckResponse
+	(*LocalChecksumRequest)(nil),     // 30: flotilla.v1.LocalChecksumRequest
+	(*LocalChecksumResponse)(nil),    // 31: flotilla.v1.LocalChecksumResponse
+	nil,                              // 32: flotilla.v1.SplitRequest.NewReplicaIdsEntry
+	(*Descriptor)(nil),               // 33: flotilla.v1.Descriptor
+	(*Replica)(nil),                  // 34: flotilla.v1.Replica
+	(*Epoch)(nil),                    // 35: flotilla.v1.Epoch
 }
 var file_flotilla_v1_admin_proto_depIdxs = []int32{
-	31, // 0: flotilla.v1.CreateReplicaRequest.shard:type_name -> flotilla.v1.Descriptor
+	33, // 0: flotilla.v1.CreateReplicaRequest.shard:type_name -> flotilla.v1.Descriptor
 	0,  // 1: flotilla.v1.ReplicaChange.type:type_name -> flotilla.v1.ChangeType
-	32, // 2: flotilla.v1.ReplicaChange.replica:type_name -> flotilla.v1.Replica
-	33, // 3: flotilla.v1.ChangeReplicasRequest.epoch:type_name -> flotilla.v1.Epoch
+	34, // 2: flotilla.v1.ReplicaChange.replica:type_name -> flotilla.v1.Replica
+	35, // 3: flotilla.v1.ChangeReplicasRequest.epoch:type_name -> flotilla.v1.Epoch
 	5,  // 4: flotilla.v1.ChangeReplicasRequest.changes:type_name -> flotilla.v1.ReplicaChange
-	31, // 5: flotilla.v1.ChangeReplicasResponse.shard:type_name -> flotilla.v1.Descriptor
-	32, // 6: flotilla.v1.AddReplicaRequest.replica:type_name -> flotilla.v1.Replica
-	31, // 7: flotilla.v1.AddReplicaResponse.shard:type_name -> flotilla.v1.Descriptor
-	31, // 8: flotilla.v1.ShardInfo.shard:type_name -> flotilla.v1.Descriptor
+	33, // 5: flotilla.v1.ChangeReplicasResponse.shard:type_name -> flotilla.v1.Descriptor
+	34, // 6: flotilla.v1.AddReplicaRequest.replica:type_name -> flotilla.v1.Replica
+	33, // 7: flotilla.v1.AddReplicaResponse.shard:type_name -> flotilla.v1.Descriptor
+	33, // 8: flotilla.v1.ShardInfo.shard:type_name -> flotilla.v1.Descriptor
 	11, // 9: flotilla.v1.ShardInfo.progress:type_name -> flotilla.v1.ReplicaProgress
 	12, // 10: flotilla.v1.NodeInfo.shard_infos:type_name -> flotilla.v1.ShardInfo
-	31, // 11: flotilla.v1.FindLeaderResponse.shard:type_name -> flotilla.v1.Descriptor
-	33, // 12: flotilla.v1.SplitRequest.epoch:type_name -> flotilla.v1.Epoch
-	30, // 13: flotilla.v1.SplitRequest.new_replica_ids:type_name -> flotilla.v1.SplitRequest.NewReplicaIdsEntry
-	31, // 14: flotilla.v1.SplitResponse.left:type_name -> flotilla.v1.Descriptor
-	31, // 15: flotilla.v1.SplitResponse.right:type_name -> flotilla.v1.Descriptor
-	26, // 16: flotilla.v1.ConsistencyCheckResponse.checksums:type_name -> flotilla.v1.ReplicaChecksum
-	1,  // 17: flotilla.v1.Admin.CreateReplica:input_type -> flotilla.v1.CreateReplicaRequest
-	3,  // 18: flotilla.v1.Admin.RemoveReplica:input_type -> flotilla.v1.RemoveReplicaRequest
-	6,  // 19: flotilla.v1.Admin.ChangeReplicas:input_type -> flotilla.v1.ChangeReplicasRequest
-	8,  // 20: flotilla.v1.Admin.AddReplica:input_type -> flotilla.v1.AddReplicaRequest
-	10, // 21: flotilla.v1.Admin.GetShardInfo:input_type -> flotilla.v1.ShardInfoRequest
-	13, // 22: flotilla.v1.Admin.GetNodeInfo:input_type -> flotilla.v1.NodeInfoRequest
-	15, // 23: flotilla.v1.Admin.FindLeader:input_type -> flotilla.v1.FindLeaderRequest
-	17, // 24: flotilla.v1.Admin.TransferLeader:input_type -> flotilla.v1.TransferLeaderRequest
-	19, // 25: flotilla.v1.Admin.Split:input_type -> flotilla.v1.SplitRequest
-	21, // 26: flotilla.v1.Admin.CompactLog:input_type -> flotilla.v1.CompactLogRequest
-	23, // 27: flotilla.v1.Admin.Drain:input_type -> flotilla.v1.DrainRequest
-	25, // 28: flotilla.v1.Admin.ConsistencyCheck:input_type -> flotilla.v1.ConsistencyCheckRequest
-	28, // 29: flotilla.v1.Admin.LocalChecksum:input_type -> flotilla.v1.LocalChecksumRequest
-	2,  // 30: flotilla.v1.Admin.CreateReplica:output_type -> flotilla.v1.CreateReplicaResponse
-	4,  // 31: flotilla.v1.Admin.RemoveReplica:output_type -> flotilla.v1.RemoveReplicaResponse
-	7,  // 32: flotilla.v1.Admin.ChangeReplicas:output_type -> flotilla.v1.ChangeReplicasResponse
-	9,  // 33: flotilla.v1.Admin.AddReplica:output_type -> flotilla.v1.AddReplicaResponse
-	12, // 34: flotilla.v1.Admin.GetShardInfo:output_type -> flotilla.v1.ShardInfo
-	14, // 35: flotilla.v1.Admin.GetNodeInfo:output_type -> flotilla.v1.NodeInfo
-	16, // 36: flotilla.v1.Admin.FindLeader:output_type -> flotilla.v1.FindLeaderResponse
-	18, // 37: flotilla.v1.Admin.TransferLeader:output_type -> flotilla.v1.TransferLeaderResponse
-	20, // 38: flotilla.v1.Admin.Split:output_type -> flotilla.v1.SplitResponse
-	22, // 39: flotilla.v1.Admin.CompactLog:output_type -> flotilla.v1.CompactLogResponse
-	24, // 40: flotilla.v1.Admin.Drain:output_type -> flotilla.v1.DrainResponse
-	27, // 41: flotilla.v1.Admin.ConsistencyCheck:output_type -> flotilla.v1.ConsistencyCheckResponse
-	29, // 42: flotilla.v1.Admin.LocalChecksum:output_type -> flotilla.v1.LocalChecksumResponse
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 11: flotilla.v1.NodeInfo.transport:type_name -> flotilla.v1.TransportStats
+	16, // 12: flotilla.v1.NodeInfo.engine:type_name -> flotilla.v1.EngineStats
+	33, // 13: flotilla.v1.FindLeaderResponse.shard:type_name -> flotilla.v1.Descriptor
+	35, // 14: flotilla.v1.SplitRequest.epoch:type_name -> flotilla.v1.Epoch
+	32, // 15: flotilla.v1.SplitRequest.new_replica_ids:type_name -> flotilla.v1.SplitRequest.NewReplicaIdsEntry
+	33, // 16: flotilla.v1.SplitResponse.left:type_name -> flotilla.v1.Descriptor
+	33, // 17: flotilla.v1.SplitResponse.right:type_name -> flotilla.v1.Descriptor
+	28, // 18: flotilla.v1.ConsistencyCheckResponse.checksums:type_name -> flotilla.v1.ReplicaChecksum
+	1,  // 19: flotilla.v1.Admin.CreateReplica:input_type -> flotilla.v1.CreateReplicaRequest
+	3,  // 20: flotilla.v1.Admin.RemoveReplica:input_type -> flotilla.v1.RemoveReplicaRequest
+	6,  // 21: flotilla.v1.Admin.ChangeReplicas:input_type -> flotilla.v1.ChangeReplicasRequest
+	8,  // 22: flotilla.v1.Admin.AddReplica:input_type -> flotilla.v1.AddReplicaRequest
+	10, // 23: flotilla.v1.Admin.GetShardInfo:input_type -> flotilla.v1.ShardInfoRequest
+	13, // 24: flotilla.v1.Admin.GetNodeInfo:input_type -> flotilla.v1.NodeInfoRequest
+	17, // 25: flotilla.v1.Admin.FindLeader:input_type -> flotilla.v1.FindLeaderRequest
+	19, // 26: flotilla.v1.Admin.TransferLeader:input_type -> flotilla.v1.TransferLeaderRequest
+	21, // 27: flotilla.v1.Admin.Split:input_type -> flotilla.v1.SplitRequest
+	23, // 28: flotilla.v1.Admin.CompactLog:input_type -> flotilla.v1.CompactLogRequest
+	25, // 29: flotilla.v1.Admin.Drain:input_type -> flotilla.v1.DrainRequest
+	27, // 30: flotilla.v1.Admin.ConsistencyCheck:input_type -> flotilla.v1.ConsistencyCheckRequest
+	30, // 31: flotilla.v1.Admin.LocalChecksum:input_type -> flotilla.v1.LocalChecksumRequest
+	2,  // 32: flotilla.v1.Admin.CreateReplica:output_type -> flotilla.v1.CreateReplicaResponse
+	4,  // 33: flotilla.v1.Admin.RemoveReplica:output_type -> flotilla.v1.RemoveReplicaResponse
+	7,  // 34: flotilla.v1.Admin.ChangeReplicas:output_type -> flotilla.v1.ChangeReplicasResponse
+	9,  // 35: flotilla.v1.Admin.AddReplica:output_type -> flotilla.v1.AddReplicaResponse
+	12, // 36: flotilla.v1.Admin.GetShardInfo:output_type -> flotilla.v1.ShardInfo
+	14, // 37: flotilla.v1.Admin.GetNodeInfo:output_type -> flotilla.v1.NodeInfo
+	18, // 38: flotilla.v1.Admin.FindLeader:output_type -> flotilla.v1.FindLeaderResponse
+	20, // 39: flotilla.v1.Admin.TransferLeader:output_type -> flotilla.v1.TransferLeaderResponse
+	22, // 40: flotilla.v1.Admin.Split:output_type -> flotilla.v1.SplitResponse
+	24, // 41: flotilla.v1.Admin.CompactLog:output_type -> flotilla.v1.CompactLogResponse
+	26, // 42: flotilla.v1.Admin.Drain:output_type -> flotilla.v1.DrainResponse
+	29, // 43: flotilla.v1.Admin.ConsistencyCheck:output_type -> flotilla.v1.ConsistencyCheckResponse
+	31, // 44: flotilla.v1.Admin.LocalChecksum:output_type -> flotilla.v1.LocalChecksumResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_admin_proto_init() }
@@ -1953,7 +2197,7 @@ func file_flotilla_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_admin_proto_rawDesc), len(file_flotilla_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
