@@ -1,0 +1,117 @@
+package schedule
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrInvalidCluster is wrapped by the error Schedule returns when the
+// Cluster is malformed: a zero or duplicate node or shard ID, or a
+// descriptor that fails shard.Descriptor.Validate.
+var ErrInvalidCluster = errors.New("schedule: invalid cluster")
+
+// Plan is the result of one round. The caller owns it; it shares no memory
+// with the Cluster it came from.
+type Plan struct {
+	// Operators are at most one per shard, in the checkers' priority order
+	// and, within a checker, in a deterministic order (mostly by shard ID).
+	Operators []Operator
+	// Stats summarise the cluster's health as the round saw it.
+	Stats Stats
+}
+
+// Stats count shards by what the round found. A shard may be counted in
+// several fields.
+type Stats struct {
+	// Shards is len(Cluster.Shards).
+	Shards int
+	// InFlight counts shards with an operator in Cluster.InFlight.
+	InFlight int
+	// UnderReplicated counts shards with fewer than ReplicationFactor
+	// voters on nodes that are not dead.
+	UnderReplicated int
+	// Unavailable counts shards whose voters on nodes that are up (or
+	// draining) are not a quorum: Raft cannot change their membership, so
+	// the scheduler leaves them alone until enough nodes return.
+	Unavailable int
+	// Throttled counts shards that needed an operator (repair, drain, zone)
+	// but every candidate node was at its limits; a later round retries.
+	Throttled int
+	// Unplaceable counts shards that needed a new replica that no node can
+	// take (too few up nodes, every candidate full or already a holder), or
+	// whose leader must move off a replica no caught-up voter can relieve.
+	Unplaceable int
+}
+
+// Schedule runs one round of the checkers, in priority order (bootstrap,
+// repair, drain, zone spread, split, replica balance, leader balance), over
+// c and returns the operators to execute. It is a pure function of c and
+// of the IDs ids returns: it reads no clock, starts no goroutine, does no
+// I/O, and the same input yields the same Plan. It does not modify or
+// retain c. ids may be called (see IDAllocator); it is not called when the
+// round creates nothing.
+//
+// It returns an error wrapping ErrInvalidSettings or ErrInvalidCluster,
+// listing the problems found, when c cannot be scheduled.
+//
+// Schedule is safe for concurrent use on distinct Clusters, and on the
+// same Cluster as long as nobody modifies it meanwhile.
+func Schedule(c *Cluster, ids IDAllocator) (Plan, error) {
+	if err := c.Settings.Validate(); err != nil {
+		return Plan{}, err
+	}
+	p, err := newPlanner(c, ids)
+	if err != nil {
+		return Plan{}, err
+	}
+	p.run()
+	return Plan{Operators: p.out, Stats: p.stats}, nil
+}
+
+// run executes the checkers in priority order. Each sees the budgets and
+// projected counts left by the ones before it.
+func (p *planner) run() {
+	p.bootstrap()
+	for _, check := range []struct {
+		shards []int32
+		fn     func(pos int32)
+		urgent bool // tried even if an earlier checker could not act
+	}{
+		{p.repairs, p.repair, true},
+		{p.drains, p.drain, true},
+		{p.zoneMoves, p.spreadZones, false},
+		{p.splits, p.split, false},
+	} {
+		for _, pos := range check.shards {
+			if !p.busy[pos] && (check.urgent || !p.blocked(pos)) {
+				check.fn(pos)
+			}
+		}
+	}
+	p.balanceReplicas()
+	p.balanceLeaders()
+}
+
+// problems collects the problems of a malformed Cluster, keeping the first
+// few.
+type problems struct {
+	errs []error
+	more int
+}
+
+const maxProblems = 10
+
+func (ps *problems) add(format string, args ...any) {
+	if len(ps.errs) == maxProblems {
+		ps.more++
+		return
+	}
+	ps.errs = append(ps.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidCluster}, args...)...))
+}
+
+func (ps *problems) err() error {
+	if ps.more > 0 {
+		ps.errs = append(ps.errs, fmt.Errorf("%w: and %d more problems", ErrInvalidCluster, ps.more))
+	}
+	return errors.Join(ps.errs...)
+}
