@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,7 +25,7 @@ func BenchmarkProcessPuts(b *testing.B) {
 		clients  = 100
 		duration = 10 * time.Second
 	)
-	f := fleet.New(b, 3)
+	f := fleet.New(b, 3, "--pprof")
 	f.Start()
 	all := []uint64{1, 2, 3}
 	ctx := ctxT(b, time.Minute)
@@ -63,6 +65,11 @@ func BenchmarkProcessPuts(b *testing.B) {
 		errs := 0
 		start := time.Now()
 		var wg sync.WaitGroup
+		if dir := os.Getenv("FLOTILLA_PROFILE_DIR"); dir != "" {
+			// Profile node 1 during the run: the profile's story goes in the
+			// notes of whoever optimises.
+			wg.Go(func() { saveProfile(b, f.Nodes[1].HTTP, filepath.Join(dir, "shardnode1.cpu.pprof"), duration-2*time.Second) })
+		}
 		for c := range clients {
 			wg.Go(func() {
 				var mine []time.Duration
@@ -141,4 +148,23 @@ func fsyncP50(b *testing.B, dir string) float64 {
 	}
 	slices.Sort(lat)
 	return float64(lat[len(lat)/2].Microseconds()) / 1000
+}
+
+// saveProfile fetches a CPU profile of d from a node's /debug/pprof.
+func saveProfile(b *testing.B, httpAddr, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(d.Seconds())))
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	out, err := os.Create(path)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		b.Error(err)
+	}
 }
