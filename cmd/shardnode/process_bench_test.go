@@ -68,7 +68,9 @@ func BenchmarkProcessPuts(b *testing.B) {
 		if dir := os.Getenv("FLOTILLA_PROFILE_DIR"); dir != "" {
 			// Profile node 1 during the run: the profile's story goes in the
 			// notes of whoever optimises.
-			wg.Go(func() { saveProfile(b, f.Nodes[1].HTTP, filepath.Join(dir, "shardnode1.cpu.pprof"), duration-2*time.Second) })
+			wg.Go(func() {
+				saveProfile(b, f.Nodes[1].HTTP, filepath.Join(dir, "shardnode1.cpu.pprof"), duration-2*time.Second)
+			})
 		}
 		for c := range clients {
 			wg.Go(func() {
