@@ -2,6 +2,7 @@ package placement
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -273,7 +274,7 @@ func (c *catalogue) Nodes() []NodeRecord {
 	for _, n := range c.nodes {
 		out = append(out, n)
 	}
-	slices.SortFunc(out, func(a, b NodeRecord) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(out, func(a, b NodeRecord) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

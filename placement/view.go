@@ -2,6 +2,7 @@ package placement
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -111,7 +112,7 @@ func (v *view) sortedLocked() []*shardState {
 		if c := bytes.Compare(a.desc.Start, b.desc.Start); c != 0 {
 			return c
 		}
-		return int(b.desc.Epoch.Version) - int(a.desc.Epoch.Version)
+		return cmp.Compare(b.desc.Epoch.Version, a.desc.Epoch.Version)
 	})
 	out := all[:0]
 	for _, s := range all {
