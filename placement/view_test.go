@@ -13,7 +13,7 @@ import (
 
 func desc(id uint64, start, end string, version, confVer uint64) shard.Descriptor {
 	return shard.Descriptor{ShardID: shard.ShardID(id), Start: []byte(start), End: []byte(end),
-		Epoch: shard.Epoch{Version: version, ConfVer: confVer},
+		Epoch:    shard.Epoch{Version: version, ConfVer: confVer},
 		Replicas: []multiraft.Replica{{ReplicaID: multiraft.ReplicaID(id * 10), NodeID: 1}}}
 }
 
