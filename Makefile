@@ -5,7 +5,7 @@ SEEDS    ?= 200
 PKGS     := ./...
 RACE_PKGS := ./multiraft/... ./shard/...
 
-.PHONY: help demo test test-unit test-race sim bench-engine lint build
+.PHONY: help demo test test-unit test-race sim bench-engine bench lint build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ lint: ## gofmt and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint test-unit test-race sim ## everything CI runs
+test: browser-deps lint test-unit test-race sim ## everything CI runs
+
+browser-deps: ## install headless Chromium (Debian's package) for the status page test, if missing
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 test-unit: ## unit tests of every package
 	$(GO) test -count=1 $(PKGS)
@@ -37,6 +40,11 @@ sim: ## deterministic simulator: SEEDS=N seeds of faults, checked with porcupine
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 ./multiraft/bench/
+
+BENCH_FLAGS ?= --workload write --clients 100 --value-size 256 --duration 10s
+
+bench: build ## Flotilla against etcd, 10 s per system (builds etcd once into .cache/etcd; BENCH_FLAGS="..." to change, see bench/README.md)
+	./bin/flotilla bench compare $(BENCH_FLAGS)
 
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2

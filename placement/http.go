@@ -1,6 +1,7 @@
 package placement
 
 import (
+	_ "embed"
 	"net/http"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -9,12 +10,20 @@ import (
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
+//go:embed web/status.html
+var statusPage []byte
+
 // RegisterHTTP adds placement's HTTP endpoints to mux:
 //
-//	GET /api/status   cluster status, nodes and shards as JSON
+//	GET /             the live status page (HTML, no external assets)
+//	GET /api/status   cluster status, nodes and shards as JSON (what the page shows)
 //
 // Requests reaching a follower are answered by the leader, as over gRPC.
 func RegisterHTTP(mux *http.ServeMux, s *Service) {
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(statusPage)
+	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		cs, err := s.GetClusterStatus(ctx, &pb.ClusterStatusRequest{})

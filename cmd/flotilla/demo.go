@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err := f.waitShards(ctx, c.shards); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement)
+	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement, f.statusURL)
 	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement}})
 	if err != nil {
 		return err
@@ -117,6 +117,7 @@ type fleet struct {
 	dir       string
 	temp      bool
 	placement string
+	statusURL string
 	procs     []*exec.Cmd
 	names     []string
 }
@@ -183,6 +184,7 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error
 		return f, err
 	}
 	readyz = append(readyz, addrs[1])
+	f.statusURL = "http://" + addrs[1] + "/"
 	for i := 1; i <= c.nodes; i++ {
 		grpcAddr, httpAddr := addrs[2*i], addrs[2*i+1]
 		if err := f.start(sn, fmt.Sprintf("shardnode-%d", i), "--node-id", fmt.Sprint(i), "--listen", grpcAddr, "--http", httpAddr,
