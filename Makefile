@@ -5,7 +5,7 @@ SEEDS    ?= 200
 PKGS     := ./...
 RACE_PKGS := ./multiraft/... ./shard/...
 
-.PHONY: help demo test test-unit test-race sim bench-engine bench lint build
+.PHONY: help demo test test-unit test-race sim bench-engine bench lint build browser-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
