@@ -39,7 +39,7 @@ sim: ## deterministic simulator: SEEDS=N seeds of faults, checked with porcupine
 	$(GO) test -count=1 -run '^TestSimulation$$' ./internal/sim -seeds=$(SEEDS) -timeout=60m
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
-	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 ./multiraft/bench/
+	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 -timeout=30m ./multiraft/bench/
 
 BENCH_FLAGS ?= --workload write --clients 100 --value-size 256 --duration 10s
 

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -12,6 +13,9 @@ import (
 // operators keeps the record of recent operators for the status API: a
 // bounded ring, newest last. Safe for concurrent use.
 type operators struct {
+	// Started, Done and Failed count operators since start, for telemetry.
+	Started, Done, Failed atomic.Uint64
+
 	mu     sync.Mutex
 	nextID uint64
 	ring   []*pb.Operator
@@ -22,6 +26,7 @@ func newOperators(max int) *operators { return &operators{max: max} }
 
 // start records a new running operator and returns it; finish completes it.
 func (o *operators) start(kind string, shard uint64, desc string, now time.Time) *pb.Operator {
+	o.Started.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.nextID++
@@ -39,6 +44,9 @@ func (o *operators) finish(op *pb.Operator, err error, now time.Time) {
 	op.State, op.FinishedUnixMs = "done", now.UnixMilli()
 	if err != nil {
 		op.State, op.Error = "failed", err.Error()
+		o.Failed.Add(1)
+	} else {
+		o.Done.Add(1)
 	}
 }
 

@@ -464,3 +464,31 @@ func (s *Service) DrainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.
 	}
 	return &pb.DrainNodeResponse{}, nil
 }
+
+// Telemetry returns readings for placementd's metrics: operators started,
+// done and failed, and (on the leader; zero on followers) nodes up and
+// down and shards known.
+func (s *Service) Telemetry() (started, done, failed func() uint64, up, down, shards func() int64) {
+	counts := func() (int64, int64, int64) {
+		if lead, _ := s.leader(); !lead {
+			return 0, 0, 0
+		}
+		now := s.cfg.Now()
+		nodes := s.cat.Load().Nodes()
+		s.view.mu.Lock()
+		defer s.view.mu.Unlock()
+		var u, d int64
+		for _, n := range nodes {
+			if s.nodeStatus(n, now).GetState() == pb.NodeState_NODE_STATE_DOWN {
+				d++
+			} else {
+				u++
+			}
+		}
+		return u, d, int64(len(s.view.sortedLocked()))
+	}
+	return s.ops.Started.Load, s.ops.Done.Load, s.ops.Failed.Load,
+		func() int64 { u, _, _ := counts(); return u },
+		func() int64 { _, d, _ := counts(); return d },
+		func() int64 { _, _, n := counts(); return n }
+}

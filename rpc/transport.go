@@ -177,6 +177,23 @@ func (t *Transport) Send(msgs []multiraft.Message) {
 	}
 }
 
+// QueueLen returns how many messages wait in the peers' queues.
+func (t *Transport) QueueLen() int {
+	t.mu.Lock()
+	peers := make([]*peer, 0, len(t.mu.peers))
+	for _, p := range t.mu.peers {
+		peers = append(peers, p)
+	}
+	t.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		p.mu.Lock()
+		n += len(p.mu.queue)
+		p.mu.Unlock()
+	}
+	return n
+}
+
 func (t *Transport) peer(node multiraft.NodeID) *peer {
 	t.mu.Lock()
 	defer t.mu.Unlock()

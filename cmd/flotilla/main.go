@@ -42,6 +42,7 @@ Commands:
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
   drain     drain NODE: move its replicas and leaderships away (--undo to stop)
+  bench     the bench suite: compare (Flotilla against etcd), engine, idle, failover (see 'flotilla bench --help')
 
 Run 'flotilla COMMAND --help' for the flags of a command.`
 
@@ -62,6 +63,7 @@ var commands = []command{
 	{"nodes", "flotilla nodes [flags]", runNodes},
 	{"shards", "flotilla shards [flags]", runShards},
 	{"drain", "flotilla drain [flags] NODE", runDrain},
+	{"bench", "flotilla bench SUBCOMMAND [flags]: compare, engine, idle, failover", runBench},
 }
 
 // errUsage marks a usage error (exit status 2); its message was printed.

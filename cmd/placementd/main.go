@@ -69,7 +69,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.Uint64Var(&c.ID, "id", 1, "this replica's ID among the placement replicas (1, 2 or 3)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7000", "address of the gRPC server (Placement API, Raft, health, reflection)")
 	fs.StringVar(&c.Advertise, "advertise", "", "address other placement replicas reach this one at (default: --listen)")
-	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7080", "address of the HTTP server with /healthz and /readyz; empty disables it")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7080", "address of the HTTP server: the status page at /, /api/status, /metrics, /healthz and /readyz; empty disables it")
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the catalogue's Pebble store; created if missing (required)")
 	fs.StringVar(&c.Peers, "peers", "", "every placement replica as ID=host:port, comma-separated, this one included; empty runs a single replica")
 	fs.IntVar(&c.ReplicationFactor, "replication-factor", 3, "replicas per shard")

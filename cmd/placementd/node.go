@@ -19,6 +19,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement"
 	"github.com/flotilla-kv/flotilla/rpc"
@@ -65,10 +66,35 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("creating the catalogue group: %w", err)
 	}
 
+	tel, err := telemetry.New("placementd")
+	if err != nil {
+		return err
+	}
+	defer tel.Shutdown(context.Background())
+	started, done, failed, up, down, shards := svc.Telemetry()
+	if err := tel.Observe([]telemetry.Counter{
+		{Name: "flotilla.placement.operators.started", Description: "operators started by this replica's scheduler", Read: started},
+		{Name: "flotilla.placement.operators.done", Description: "operators whose steps all succeeded", Read: done},
+		{Name: "flotilla.placement.operators.failed", Description: "operators that failed (decided again by a later round)", Read: failed},
+	}, []telemetry.Gauge{
+		{Name: "flotilla.placement.nodes.up", Description: "nodes heartbeating (leader only)", Read: up},
+		{Name: "flotilla.placement.nodes.down", Description: "nodes silent for three heartbeat intervals (leader only)", Read: down},
+		{Name: "flotilla.placement.shards", Description: "shards known from heartbeats (leader only)", Read: shards},
+	}); err != nil {
+		return err
+	}
+	if err := tel.ObserveEngine(engine); err != nil {
+		return err
+	}
+	interceptor, err := tel.UnaryServerInterceptor()
+	if err != nil {
+		return err
+	}
+
 	var ready atomic.Bool
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	srv := grpc.NewServer(serve.ServerOptions()...)
+	srv := grpc.NewServer(append(serve.ServerOptions(), grpc.ChainUnaryInterceptor(interceptor))...)
 	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
 	pb.RegisterPlacementServer(srv, svc)
 	healthpb.RegisterHealthServer(srv, healthSrv)
@@ -83,6 +109,7 @@ func run(ctx context.Context, cfg Config) error {
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
 		mux := serve.HealthMux(&ready)
+		mux.Handle("GET /metrics", tel.Handler)
 		placement.RegisterHTTP(mux, svc)
 		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		hl, err := net.Listen("tcp", cfg.HTTP)

@@ -75,7 +75,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.Uint64Var(&c.NodeID, "node-id", 0, "this node's ID, a positive integer unique in the cluster and never reused (required)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7100", "address the gRPC server listens on (KV, Admin, Raft, health, reflection)")
 	fs.StringVar(&c.Advertise, "advertise", "", "address other nodes and clients use to reach this node (default: --listen)")
-	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7180", "address of the HTTP server with /healthz and /readyz; empty disables it")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7180", "address of the HTTP server with /metrics (Prometheus), /healthz and /readyz; empty disables it")
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the node's Pebble store; created if missing (required)")
 	fs.StringVar(&c.Peers, "peers", "", "addresses of the other nodes as ID=host:port,ID=host:port (used to reach shard replicas)")
 	fs.BoolVar(&c.Forward, "forward", false, "proxy KV requests for shards this node does not lead to their leader, instead of answering NotLeader")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -69,10 +70,26 @@ func run(ctx context.Context, cfg Config) error {
 	transport.SetEngine(engine)
 	logger.Info("recovered", "groups", len(engine.Groups()), "took", time.Since(start).Round(time.Millisecond))
 
+	tel, err := telemetry.New("shardnode")
+	if err != nil {
+		return err
+	}
+	defer tel.Shutdown(context.Background())
+	if err := tel.ObserveEngine(engine); err != nil {
+		return err
+	}
+	if err := tel.ObserveTransport(transport); err != nil {
+		return err
+	}
+	interceptor, err := tel.UnaryServerInterceptor()
+	if err != nil {
+		return err
+	}
+
 	var ready atomic.Bool
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	srv := grpc.NewServer(serve.ServerOptions()...)
+	srv := grpc.NewServer(append(serve.ServerOptions(), grpc.ChainUnaryInterceptor(interceptor))...)
 	dialNode := func(n multiraft.NodeID) (*grpc.ClientConn, error) {
 		addr, err := resolver.Resolve(n)
 		if err != nil {
@@ -102,6 +119,7 @@ func run(ctx context.Context, cfg Config) error {
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
 		mux := serve.HealthMux(&ready)
+		mux.Handle("GET /metrics", tel.Handler)
 		if cfg.Pprof {
 			serve.RegisterPprof(mux)
 		}

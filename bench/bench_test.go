@@ -1,0 +1,338 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestKeysAreUniqueSizedAndSpreadOverFirstByte(t *testing.T) {
+	const n = 64 << 10
+	seen := make(map[string]bool, n)
+	var buckets [16]int
+	var k []byte
+	for i := range uint64(n) {
+		k = Key(k, i, 20)
+		if len(k) != 20 {
+			t.Fatalf("key %d is %d bytes, want 20", i, len(k))
+		}
+		if seen[string(k)] {
+			t.Fatalf("key %d repeats", i)
+		}
+		seen[string(k)] = true
+		buckets[k[0]>>4]++
+	}
+	// Each sixteenth of the first byte's range gets n/16 keys, within 5%.
+	for b, c := range buckets {
+		if math.Abs(float64(c)-n/16) > 0.05*n/16 {
+			t.Errorf("first-byte bucket %d holds %d keys, want about %d", b, c, n/16)
+		}
+	}
+	if got := Key(nil, 7, MinKeySize); len(got) != MinKeySize {
+		t.Errorf("minimum key is %d bytes", len(got))
+	}
+	if got := Key(nil, 123456, 10); string(got[8:]) != "56" {
+		t.Errorf("index digits cut to the key size: got %q, want the last digits %q", got[8:], "56")
+	}
+	if got := Key(nil, 42, 14); string(got[8:]) != "000042" {
+		t.Errorf("index digits padded: got %q", got[8:])
+	}
+}
+
+var zipfSeed = flag.Uint64("zipf-seed", 0, "seed of TestZipfFollowsItsLaw (0: from the clock)")
+
+func TestZipfFollowsItsLaw(t *testing.T) {
+	const n, draws, theta = 1000, 400_000, 0.99
+	seed := *zipfSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -zipf-seed %d)", seed, seed)
+	zc := NewZipfConstants(n, theta)
+	z := NewZipf(rand.New(rand.NewPCG(seed, 1)), zc)
+	counts := make([]int, n)
+	for range draws {
+		r := z.Next()
+		if r >= n {
+			t.Fatalf("rank %d out of [0, %d)", r, n)
+		}
+		counts[r]++
+	}
+	// P(rank k) = 1/((k+1)^theta * zeta(n)) for the two ranks the
+	// generator special-cases and one it computes; within 5%.
+	for _, k := range []int{0, 1, 9} {
+		want := draws / (math.Pow(float64(k+1), theta) * zc.zetaN)
+		if math.Abs(float64(counts[k])-want) > 0.05*want {
+			t.Errorf("rank %d drawn %d times, want about %.0f", k, counts[k], want)
+		}
+	}
+	// The top 10% of ranks get most draws; the bottom half few.
+	top, bottom := 0, 0
+	for k, c := range counts {
+		if k < n/10 {
+			top += c
+		}
+		if k >= n/2 {
+			bottom += c
+		}
+	}
+	if top < draws*6/10 || bottom > draws*15/100 {
+		t.Errorf("not skewed: top 10%% of ranks drew %d, bottom half %d of %d", top, bottom, draws)
+	}
+	// Same seed, same sequence.
+	a, b := NewZipf(rand.New(rand.NewPCG(seed, 2)), zc), NewZipf(rand.New(rand.NewPCG(seed, 2)), zc)
+	for range 100 {
+		if a.Next() != b.Next() {
+			t.Fatal("zipf is not deterministic for a seed")
+		}
+	}
+}
+
+func TestHistogramPercentiles(t *testing.T) {
+	h := NewHistogram()
+	for us := 1; us <= 10000; us++ {
+		RecordLatency(h, time.Duration(us)*time.Microsecond)
+	}
+	RecordLatency(h, -time.Second) // clamped to 1 µs
+	RecordLatency(h, 24*time.Hour) // clamped to the top of the range
+	p := Summarize(h)
+	near := func(name string, got, want time.Duration) {
+		if math.Abs(float64(got-want)) > 0.002*float64(want) {
+			t.Errorf("%s = %s, want %s within 0.2%%", name, got, want)
+		}
+	}
+	if p.Count != 10002 {
+		t.Errorf("count %d, want 10002", p.Count)
+	}
+	near("p50", p.P50, 5001*time.Microsecond)
+	near("p90", p.P90, 9001*time.Microsecond)
+	near("p99", p.P99, 9901*time.Microsecond)
+	near("p99.9", p.P999, 9991*time.Microsecond)
+	near("max", p.Max, 10*time.Minute)
+	if (Summarize(NewHistogram()) != Percentiles{}) {
+		t.Error("empty histogram has percentiles")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		in := append([]float64(nil), c.in...)
+		if got := Median(c.in); got != c.want {
+			t.Errorf("Median(%v) = %g, want %g", c.in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.in[i] {
+				t.Errorf("Median modified its input")
+			}
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Config{Workload: "nope", Clients: -1, Rate: -1, KeySizeBytes: 4, ValueSizeBytes: -2, Distribution: "pareto",
+		Theta: 1.5, Warmup: -time.Second, Duration: time.Second, Ops: 10, Timeout: -1}
+	err := c.Validate()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
+	}
+	for _, flag := range []string{"--workload", "--clients", "--rate", "--key-size", "--value-size", "--distribution",
+		"--theta", "--warmup", "--duration (1s) and --ops (10)", "--timeout"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("Validate does not report %s:\n%v", flag, err)
+		}
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("the zero Config is invalid: %v", err)
+	}
+	if err := (Config{Workload: "mixed", ReadFraction: 2}).Validate(); err == nil || !strings.Contains(err.Error(), "--read-fraction") {
+		t.Errorf("mixed with read fraction 2: %v", err)
+	}
+	if d := (Config{Workload: "ycsb-b"}).Describe(); !strings.Contains(d, "95% reads, 5% writes") {
+		t.Errorf("Describe = %q", d)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// comm may hold spaces and parentheses; utime 250, stime 50 ticks,
+	// rss 1000 pages.
+	line := "4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 12345 999999 1000 18446744073709551615"
+	st, err := parseProcStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPU != 3*time.Second {
+		t.Errorf("CPU %s, want 3s", st.CPU)
+	}
+	if want := int64(1000 * pageSize()); st.RSSBytes != want {
+		t.Errorf("RSS %d, want %d", st.RSSBytes, want)
+	}
+	if _, err := parseProcStat("garbage"); err == nil {
+		t.Error("garbage parsed")
+	}
+	if _, err := parseProcStat("1 (x) S 1 2 3"); err == nil {
+		t.Error("short line parsed")
+	}
+}
+
+// memDriver is an in-memory Driver; fail, when set, decides which
+// operations fail.
+type memDriver struct {
+	mu   sync.Mutex
+	data map[string][]byte
+	fail func(op string) error
+}
+
+var errInjected = errors.New("injected")
+
+func (d *memDriver) System() string { return "mem" }
+func (d *memDriver) Client(int) KV  { return d }
+func (d *memDriver) Close() error   { return nil }
+func (d *memDriver) ErrorKind(err error) string {
+	if errors.Is(err, errInjected) {
+		return "injected"
+	}
+	return "other"
+}
+
+func (d *memDriver) Put(_ context.Context, k, v []byte) error {
+	if d.fail != nil {
+		if err := d.fail("put"); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.data[string(k)] = append([]byte(nil), v...)
+	return nil
+}
+
+func (d *memDriver) Get(_ context.Context, k []byte) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.data[string(k)]
+	return ok, nil
+}
+
+func (d *memDriver) Scan(context.Context, []byte, int) (int, error) { return 0, nil }
+
+func TestRunCountsOpsErrorsAndPreloads(t *testing.T) {
+	var n int
+	var mu sync.Mutex
+	d := &memDriver{data: map[string][]byte{}}
+	cfg := Config{Workload: "ycsb-a", Clients: 8, Keys: 500, Ops: 4000, Duration: 0, Seed: 1}
+	res, err := Run(context.Background(), cfg, d, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.data) != 500 {
+		t.Errorf("preload wrote %d keys, want 500", len(d.data))
+	}
+	if res.Ops != 4000 || res.Latency.TotalCount() != 4000 {
+		t.Errorf("ops %d, latencies %d, want 4000", res.Ops, res.Latency.TotalCount())
+	}
+	if r, w := res.OpsByKind["read"], res.OpsByKind["write"]; r+w != 4000 || r < 1600 || w < 1600 {
+		t.Errorf("ycsb-a mix: %d reads, %d writes", r, w)
+	}
+
+	// Every third write fails: counted by kind, not in the latencies.
+	d = &memDriver{data: map[string][]byte{}, fail: func(string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if n%3 == 0 {
+			return errInjected
+		}
+		return nil
+	}}
+	res, err = Run(context.Background(), Config{Workload: "write", Clients: 4, Ops: 300, Duration: 0, Rate: 1e5}, d, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ops != 300 || res.Errors == 0 || res.ErrorsByKind["injected"] != res.Errors {
+		t.Errorf("ops %d, errors %d by kind %v", res.Ops, res.Errors, res.ErrorsByKind)
+	}
+	if res.Config.Preload {
+		t.Error("a write workload preloads by default")
+	}
+}
+
+func TestRunStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Run(ctx, Config{Workload: "write", Clients: 2, Duration: time.Hour}, &memDriver{data: map[string][]byte{}}, RunOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Run with a canceled context = %v", err)
+	}
+}
+
+func TestRecordJSONHasTheIssueFields(t *testing.T) {
+	d := &memDriver{data: map[string][]byte{}}
+	res, err := Run(context.Background(), Config{Workload: "write", Clients: 2, Ops: 100, Duration: 0, ValueSizeBytes: 64}, d, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Elapsed = 2 * time.Second
+	res.CPU.Server = 50 * time.Millisecond
+	rep := &Report{Systems: []string{"mem"}, Workloads: []string{"write"}, Configs: map[string]Config{"write": res.Config},
+		Runs: map[string]map[string][]*Result{"write": {"mem": {res, res, res}}}, Fsync: FsyncProbe{Samples: 1, P50: 1500 * time.Microsecond}}
+	b, err := json.Marshal(rep.Records())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal(b, &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 || recs[3]["stat"] != "median" || recs[0]["run"] != 1.0 {
+		t.Fatalf("want 3 runs and a median, got %d records: %s", len(recs), b)
+	}
+	want := map[string]any{"system": "mem", "workload": "write", "clients": 2.0, "value_size": 64.0, "ops_per_sec": 50.0,
+		"errors": 0.0, "server_cpu_us_per_op": 500.0, "fsync_p50_ms": 1.5}
+	for _, r := range recs {
+		for k, v := range want {
+			if r[k] != v {
+				t.Errorf("%s = %v, want %v", k, r[k], v)
+			}
+		}
+		for _, k := range []string{"p50_ms", "p90_ms", "p99_ms", "p999_ms"} {
+			if v, ok := r[k].(float64); !ok || v <= 0 {
+				t.Errorf("%s = %v, want a positive latency", k, r[k])
+			}
+		}
+	}
+	var table bytes.Buffer
+	rep.WriteTable(&table)
+	if !strings.Contains(table.String(), "medians of 3 runs") || !strings.Contains(table.String(), "fsync") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	pp := NewProgressPrinter(&b, true, 0)
+	pp.Print("etcd write 1/3", Progress{Phase: PhaseMeasure, Elapsed: 15 * time.Second, Total: 30 * time.Second, Rate: 1234})
+	pp.Print("etcd write 1/3", Progress{Phase: PhaseDone})
+	out := b.String()
+	if !strings.HasPrefix(out, "\retcd write 1/3 measure [############............] 15s/30s  1234 ops/s") || strings.Contains(out, "\n") {
+		t.Errorf("terminal progress %q", out)
+	}
+	b.Reset()
+	pp = NewProgressPrinter(&b, false, time.Hour)
+	for range 3 {
+		pp.Print("x", Progress{Phase: PhaseMeasure, Target: 10, Done: 5})
+	}
+	if got := strings.Count(b.String(), "\n"); got != 1 {
+		t.Errorf("non-terminal progress printed %d lines, want 1 per interval:\n%s", got, b.String())
+	}
+}

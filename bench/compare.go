@@ -1,0 +1,294 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The systems a comparison can run.
+const (
+	SystemFlotilla = "flotilla"
+	SystemEtcd     = "etcd"
+)
+
+// CompareOptions configures Compare. Fields documented as defaulted take
+// their default when zero.
+type CompareOptions struct {
+	// Workloads are the workloads to run, each a full Config; they run in
+	// order. Required.
+	Workloads []Config
+	// Systems are the systems to run, in order (SystemFlotilla,
+	// SystemEtcd). Default both. Ratios in the table are the first
+	// system's figures over each other's.
+	Systems []string
+	// Runs is how many times each workload runs against each system, on a
+	// fresh fleet each time, alternating systems so slow drifts of the
+	// machine's load hit both alike. The table shows medians. Default 1.
+	Runs int
+	// Conns is how many clients (router.Client, clientv3.Client) each
+	// system's driver spreads the bench clients over. Default 4.
+	Conns int
+	// Dir holds the fleets' data and logs; empty: a temporary directory,
+	// removed at the end unless Keep.
+	Dir  string
+	Keep bool
+	// BinDir holds shardnode and placementd (see FindBinary).
+	BinDir string
+	// Shards is the number of shards of the Flotilla fleet. Default 16.
+	Shards int
+	// BalanceWait bounds the wait, once every shard has a leader, for
+	// placement to balance the leaders over the nodes (so that it does
+	// not move them during the measurement). Zero: no wait.
+	BalanceWait time.Duration
+	// Etcd says where the etcd server comes from.
+	Etcd EtcdBuild
+	// ProfileDir, when set, receives a CPU profile of every shardnode over
+	// each Flotilla run's measured window (the nodes run with --pprof):
+	// WORKLOAD-RUN-shardnode-N.cpu.pprof.
+	ProfileDir string
+	// FsyncSamples is the size of the fsync probe. Default 200.
+	FsyncSamples int
+	// Log receives one line per step (fleet started, run done).
+	Log io.Writer
+	// Progress, when set, receives each run's progress with a label such
+	// as "flotilla write 2/3".
+	Progress func(label string, p Progress)
+}
+
+// Compare runs every workload against every system and returns the
+// report. Each run gets a fresh fleet (3 shardnodes and placementd, or 3
+// etcd members) on loopback, killed after the run.
+func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
+	if o.Runs == 0 {
+		o.Runs = 1
+	}
+	if o.Conns == 0 {
+		o.Conns = 4
+	}
+	if len(o.Systems) == 0 {
+		o.Systems = []string{SystemFlotilla, SystemEtcd}
+	}
+	if o.FsyncSamples == 0 {
+		o.FsyncSamples = 200
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if len(o.Workloads) == 0 {
+		return nil, errors.New("bench: no workload to run")
+	}
+	rep = &Report{Systems: o.Systems, Runs: map[string]map[string][]*Result{}, Configs: map[string]Config{}, Started: time.Now()}
+	for _, w := range o.Workloads {
+		if err := w.Validate(); err != nil {
+			return nil, err
+		}
+		w = w.withDefaults()
+		if _, dup := rep.Configs[w.Workload]; dup {
+			return nil, fmt.Errorf("bench: workload %q given twice", w.Workload)
+		}
+		rep.Workloads = append(rep.Workloads, w.Workload)
+		rep.Configs[w.Workload] = w
+		rep.Runs[w.Workload] = map[string][]*Result{}
+	}
+
+	var etcdBin string
+	for _, s := range o.Systems {
+		switch s {
+		case SystemFlotilla:
+			if _, err := FindBinary(o.BinDir, "shardnode"); err != nil {
+				return nil, err
+			}
+		case SystemEtcd:
+			if etcdBin, rep.EtcdVersion, err = EnsureEtcd(ctx, o.Etcd); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("bench: unknown system %q", s)
+		}
+	}
+
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "flotilla-bench-")
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+		if !o.Keep {
+			// Kept after a failure, for its logs.
+			defer func() {
+				if rep != nil {
+					_ = os.RemoveAll(dir)
+				}
+			}()
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if rep.Fsync, err = ProbeFsync(dir, o.FsyncSamples); err != nil {
+		return nil, fmt.Errorf("bench: fsync probe in %s: %w", dir, err)
+	}
+	fmt.Fprintf(o.Log, "fsync probe in %s: p50 %.2f ms, p99 %.2f ms\n", dir, Millis(rep.Fsync.P50), Millis(rep.Fsync.P99))
+
+	for _, w := range o.Workloads {
+		w = w.withDefaults()
+		for run := 1; run <= o.Runs; run++ {
+			for _, s := range o.Systems {
+				label := fmt.Sprintf("%s %s %d/%d", s, w.Workload, run, o.Runs)
+				runDir := filepath.Join(dir, fmt.Sprintf("%s-%s-%d", w.Workload, s, run))
+				if err := os.MkdirAll(runDir, 0o755); err != nil {
+					return nil, err
+				}
+				res, note, err := runOnce(ctx, o, s, etcdBin, runDir, w, label)
+				if note != "" {
+					rep.Notes = append(rep.Notes, label+": "+note)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", label, err)
+				}
+				rep.Runs[w.Workload][s] = append(rep.Runs[w.Workload][s], res)
+				p := Summarize(res.Latency)
+				fmt.Fprintf(o.Log, "%s: %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %d errors, server CPU %.1f µs/op\n", label,
+					res.OpsPerSec(), Millis(p.P50), Millis(p.P99), res.Errors, float64(res.ServerCPUPerOp())/1e3)
+				if !o.Keep {
+					_ = os.RemoveAll(runDir)
+				}
+			}
+		}
+	}
+	return rep, nil
+}
+
+// runOnce starts a fresh fleet of system in dir, runs w against it and
+// kills the fleet.
+func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string, w Config, label string) (*Result, string, error) {
+	var (
+		drv       Driver
+		procs     []Proc
+		note      string
+		onMeasure func(time.Duration)
+	)
+	began := time.Now()
+	switch system {
+	case SystemFlotilla:
+		fo := FlotillaOptions{Dir: dir, BinDir: o.BinDir, Shards: o.Shards}
+		if o.ProfileDir != "" {
+			fo.NodeArgs = []string{"--pprof"}
+		}
+		f, err := StartFlotilla(ctx, fo)
+		if err != nil {
+			return nil, "", err
+		}
+		defer f.Stop()
+		shards := o.Shards
+		if shards == 0 {
+			shards = 16
+		}
+		if note, err = f.WaitLeaders(ctx, shards, o.BalanceWait); err != nil {
+			return nil, "", err
+		}
+		d, err := NewFlotillaDriver(ctx, []string{f.Placement}, o.Conns, w.Clients)
+		if err != nil {
+			return nil, note, err
+		}
+		defer d.Close()
+		drv, procs = d, f.Procs()
+		if o.ProfileDir != "" {
+			onMeasure = func(window time.Duration) {
+				profileNodes(ctx, f, window, filepath.Join(o.ProfileDir, strings.ReplaceAll(strings.TrimPrefix(label, "flotilla "), "/", "of")), o.Log)
+			}
+		}
+	case SystemEtcd:
+		c, err := StartEtcd(ctx, etcdBin, dir, 3)
+		if err != nil {
+			return nil, "", err
+		}
+		defer c.Stop()
+		d, err := NewEtcdDriver(ctx, c.Endpoints, o.Conns)
+		if err != nil {
+			return nil, "", err
+		}
+		defer d.Close()
+		drv, procs = d, c.Procs()
+	}
+	fmt.Fprintf(o.Log, "%s: fleet ready in %s (%s)\n", label, time.Since(began).Round(time.Millisecond), procNames(procs))
+	var progress func(Progress)
+	if o.Progress != nil {
+		progress = func(p Progress) { o.Progress(label, p) }
+	}
+	res, err := Run(ctx, w, drv, RunOptions{Servers: procs, Progress: progress, OnMeasure: onMeasure})
+	if err == nil && len(res.CPU.Errors) > 0 {
+		err = fmt.Errorf("server processes died during the run: %s (logs in %s)", strings.Join(res.CPU.Errors, ", "), dir)
+	}
+	return res, note, err
+}
+
+func procNames(ps []Proc) string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = fmt.Sprintf("%s pid %d", p.Name, p.PID)
+	}
+	return strings.Join(names, ", ")
+}
+
+// profileNodes saves a CPU profile of every shardnode of f, taken over the
+// measured window less a second (so it ends before the fleet is killed),
+// as PREFIX-shardnode-N.cpu.pprof. Failures are logged, not returned: a
+// profile is a by-product of the run.
+func profileNodes(ctx context.Context, f *FlotillaFleet, window time.Duration, prefix string, log io.Writer) {
+	secs := int(window.Seconds()) - 1
+	if secs < 1 {
+		fmt.Fprintf(log, "profile: window %s too short to profile\n", window)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(prefix), 0o755); err != nil {
+		fmt.Fprintf(log, "profile: %v\n", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, n := range f.Nodes {
+		wg.Go(func() {
+			path := fmt.Sprintf("%s-shardnode-%d.cpu.pprof", strings.ReplaceAll(prefix, " ", "-"), n.ID)
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.HTTP, secs)
+			if err := fetchTo(ctx, url, path); err != nil {
+				fmt.Fprintf(log, "profile of shardnode %d: %v\n", n.ID, err)
+				return
+			}
+			fmt.Fprintf(log, "profile: %s\n", path)
+		})
+	}
+	wg.Wait()
+}
+
+// fetchTo saves the body of GET url to path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,68 @@
+// Package bench is Flotilla's bench suite: workloads, drivers for Flotilla
+// (through package router) and etcd (through go.etcd.io/etcd/client/v3),
+// launchers of local fleets of both, HDR latency histograms, CPU readings
+// from /proc, reports, JSON and plots. `flotilla bench` is its command
+// line; bench/README.md explains every workload, flag and figure.
+//
+// It owns the measurement, not the systems: it starts the real binaries
+// (shardnode, placementd, and an etcd server built from a pinned release
+// in the tools module bench/etcdtool) as child processes on loopback, and
+// drives them only through their public clients.
+//
+// # A comparison
+//
+//	rep, err := bench.Compare(ctx, bench.CompareOptions{
+//		Workloads: []bench.Config{{Workload: "write", Clients: 100, ValueSizeBytes: 256, Duration: 30 * time.Second}},
+//		Runs:      3,
+//	})
+//	rep.WriteTable(os.Stdout)
+//	rep.WriteJSON("out.json")
+//	rep.WritePlots("plots/")
+//
+// Compare probes the disk's fsync latency (ProbeFsync) in the data
+// directory, then for every workload, run and system, in turn: starts a
+// fresh fleet (StartFlotilla and WaitLeaders, or StartEtcd), connects a
+// Driver, and calls Run, which
+//
+//  1. preloads every key once (workloads that read or scan),
+//  2. runs the warm-up (not counted),
+//  3. opens the measured window: reads every server process's CPU time
+//     from /proc/PID/stat, runs the clients until Duration passes or Ops
+//     operations succeeded, samples the completions of every second, and
+//     reads the CPU times again,
+//
+// then kills the fleet. Each client records latencies into its own HDR
+// histogram (github.com/HdrHistogram/hdrhistogram-go, 1 µs to 10 min, 3
+// significant digits), merged at the end, so the hot path takes no lock.
+// An operation counts in the window only if it started and ended in it;
+// in an open loop (Config.Rate) its latency runs from its scheduled start.
+//
+// # Keys
+//
+// Key(i) is an 8-byte bijective hash of i followed by i's digits: keys
+// are unique, and their first byte is uniform over [0, 256), so every
+// shard of a key space split on first bytes gets its share. Zipfian
+// popularity (Zipf, Gray et al.'s method as YCSB uses it) picks ranks,
+// and ranks go through the same hash, so hot keys scatter over shards.
+//
+// # Other benchmarks
+//
+// RunEngine measures the multiraft engine in process (single-replica
+// groups, fsync on: group commit). RunIdle measures a fleet holding
+// thousands of idle shards created through the Admin service. RunFailover
+// kills the node leading most shards under a steady write load and
+// measures each shard's unavailability.
+//
+// # Concurrency
+//
+// Run, Compare, RunEngine, RunIdle and RunFailover may be called from any
+// goroutine; they start and stop their own. A Driver and its KVs are safe
+// for concurrent use. Results are owned by the caller.
+//
+// # Dependencies
+//
+// github.com/HdrHistogram/hdrhistogram-go (histograms),
+// go.etcd.io/etcd/client/v3 (the etcd driver), gonum.org/v1/plot (PNG
+// plots, no cgo), golang.org/x/term (in cmd/flotilla, to draw progress
+// only on terminals).
+package bench

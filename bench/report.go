@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is everything a comparison measured: every run of every
+// workload against every system, and the disk's fsync latency.
+type Report struct {
+	// Fsync is the disk's write+fsync latency, probed in the data
+	// directory before the first run.
+	Fsync FsyncProbe
+	// Systems lists the systems in the order they ran.
+	Systems []string
+	// Workloads lists the workloads in the order they ran.
+	Workloads []string
+	// Runs holds every run: Runs[workload][system] in run order.
+	Runs map[string]map[string][]*Result
+	// Configs holds the configuration of each workload.
+	Configs map[string]Config
+	// Notes are remarks made while running (unbalanced leaders, ...).
+	Notes []string
+	// EtcdVersion is the etcd server's version, "" if etcd did not run.
+	EtcdVersion string
+	// Started is when the comparison began.
+	Started time.Time
+}
+
+// Record is one row of the JSON output: one system, one workload, one run
+// (Stat "run") or the median of every run (Stat "median", Run 0). The
+// fields up to FsyncP50Ms are the ones the issue fixed; the rest add
+// detail. Latencies are in milliseconds, CPU in seconds or µs per op.
+type Record struct {
+	System           string  `json:"system"`
+	Workload         string  `json:"workload"`
+	Clients          int     `json:"clients"`
+	ValueSize        int     `json:"value_size"`
+	OpsPerSec        float64 `json:"ops_per_sec"`
+	P50Ms            float64 `json:"p50_ms"`
+	P90Ms            float64 `json:"p90_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	P999Ms           float64 `json:"p999_ms"`
+	Errors           int64   `json:"errors"`
+	ServerCPUUsPerOp float64 `json:"server_cpu_us_per_op"`
+	FsyncP50Ms       float64 `json:"fsync_p50_ms"`
+
+	Stat               string                 `json:"stat"`
+	Run                int                    `json:"run"`
+	Runs               int                    `json:"runs"`
+	MaxMs              float64                `json:"max_ms"`
+	MeanMs             float64                `json:"mean_ms"`
+	Ops                int64                  `json:"ops"`
+	DurationS          float64                `json:"duration_s"`
+	Mode               string                 `json:"mode"`
+	TargetRate         float64                `json:"target_rate,omitempty"`
+	KeySize            int                    `json:"key_size"`
+	Keys               int                    `json:"keys"`
+	Distribution       string                 `json:"distribution"`
+	ReadFraction       float64                `json:"read_fraction"`
+	WriteFraction      float64                `json:"write_fraction"`
+	ScanFraction       float64                `json:"scan_fraction"`
+	ScanLength         int                    `json:"scan_length,omitempty"`
+	WarmupS            float64                `json:"warmup_s"`
+	Seed               uint64                 `json:"seed,omitempty"`
+	OpsByKind          map[string]int64       `json:"ops_by_kind,omitempty"`
+	ErrorsByKind       map[string]int64       `json:"errors_by_kind,omitempty"`
+	PreloadErrors      int64                  `json:"preload_errors"`
+	WarmupErrors       int64                  `json:"warmup_errors"`
+	LatencyByOp        map[string]LatencyJSON `json:"latency_by_op,omitempty"`
+	ThroughputPerSec   []float64              `json:"throughput_per_sec,omitempty"`
+	ServerCPUSeconds   float64                `json:"server_cpu_s"`
+	ServerCPUByProcess map[string]float64     `json:"server_cpu_s_by_process,omitempty"`
+	ClientCPUSeconds   float64                `json:"client_cpu_s"`
+	OtherCPUCores      float64                `json:"other_cpu_cores"`
+	LoadAvgStart       float64                `json:"loadavg_start"`
+	LoadAvgEnd         float64                `json:"loadavg_end"`
+	FsyncP99Ms         float64                `json:"fsync_p99_ms"`
+	CPUs               int                    `json:"cpus"`
+	EtcdVersion        string                 `json:"etcd_version,omitempty"`
+}
+
+// LatencyJSON is the latency distribution of one kind of operation.
+type LatencyJSON struct {
+	Count  int64   `json:"count"`
+	P50Ms  float64 `json:"p50_ms"`
+	P90Ms  float64 `json:"p90_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	P999Ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
+func latencyJSON(p Percentiles) LatencyJSON {
+	return LatencyJSON{p.Count, Millis(p.P50), Millis(p.P90), Millis(p.P99), Millis(p.P999), Millis(p.Max)}
+}
+
+// NewRecord returns the record of one run.
+func NewRecord(r *Result, fsync FsyncProbe, run int) Record {
+	c := r.Config
+	m := c.mix()
+	p := Summarize(r.Latency)
+	rec := Record{
+		System: r.System, Workload: c.Workload, Clients: c.Clients, ValueSize: c.ValueSizeBytes,
+		OpsPerSec: r.OpsPerSec(), P50Ms: Millis(p.P50), P90Ms: Millis(p.P90), P99Ms: Millis(p.P99), P999Ms: Millis(p.P999),
+		Errors: r.Errors, ServerCPUUsPerOp: float64(r.ServerCPUPerOp()) / float64(time.Microsecond), FsyncP50Ms: Millis(fsync.P50),
+		Stat: "run", Run: run, Runs: 1, MaxMs: Millis(p.Max), MeanMs: Millis(p.Mean), Ops: r.Ops, DurationS: r.Elapsed.Seconds(),
+		Mode: "closed", KeySize: c.KeySizeBytes, Keys: c.Keys, Distribution: c.Distribution,
+		ReadFraction: m.Read, WriteFraction: m.Write, ScanFraction: m.Scan, WarmupS: c.Warmup.Seconds(), Seed: r.Seed,
+		OpsByKind: r.OpsByKind, ErrorsByKind: r.ErrorsByKind, PreloadErrors: r.PreloadErrors, WarmupErrors: r.WarmupErrors,
+		LatencyByOp: map[string]LatencyJSON{}, ThroughputPerSec: r.Throughput,
+		ServerCPUSeconds: r.CPU.Server.Seconds(), ServerCPUByProcess: map[string]float64{},
+		ClientCPUSeconds: r.CPU.Client.Seconds(), LoadAvgStart: r.CPU.LoadStart, LoadAvgEnd: r.CPU.LoadEnd,
+		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(),
+	}
+	if m.Scan > 0 {
+		rec.ScanLength = c.ScanLength
+	}
+	if c.Rate > 0 {
+		rec.Mode, rec.TargetRate = "open", c.Rate
+	}
+	if r.CPU.Wall > 0 {
+		rec.OtherCPUCores = r.CPU.Others.Seconds() / r.CPU.Wall.Seconds()
+	}
+	for op, h := range r.LatencyByOp {
+		rec.LatencyByOp[op] = latencyJSON(Summarize(h))
+	}
+	for name, d := range r.CPU.Servers {
+		rec.ServerCPUByProcess[name] = d.Seconds()
+	}
+	return rec
+}
+
+// MedianRecord returns the record whose every figure is the median of
+// that figure over recs (the runs of one system and workload); the
+// per-second, per-kind and per-process detail is left out.
+func MedianRecord(recs []Record) Record {
+	if len(recs) == 0 {
+		return Record{}
+	}
+	med := func(get func(Record) float64) float64 {
+		v := make([]float64, len(recs))
+		for i, r := range recs {
+			v[i] = get(r)
+		}
+		return Median(v)
+	}
+	m := recs[0]
+	m.Stat, m.Run, m.Runs, m.Seed = "median", 0, len(recs), 0
+	m.OpsByKind, m.ErrorsByKind, m.LatencyByOp, m.ThroughputPerSec, m.ServerCPUByProcess = nil, nil, nil, nil, nil
+	m.OpsPerSec = med(func(r Record) float64 { return r.OpsPerSec })
+	m.P50Ms = med(func(r Record) float64 { return r.P50Ms })
+	m.P90Ms = med(func(r Record) float64 { return r.P90Ms })
+	m.P99Ms = med(func(r Record) float64 { return r.P99Ms })
+	m.P999Ms = med(func(r Record) float64 { return r.P999Ms })
+	m.MaxMs = med(func(r Record) float64 { return r.MaxMs })
+	m.MeanMs = med(func(r Record) float64 { return r.MeanMs })
+	m.Errors = int64(med(func(r Record) float64 { return float64(r.Errors) }))
+	m.Ops = int64(med(func(r Record) float64 { return float64(r.Ops) }))
+	m.DurationS = med(func(r Record) float64 { return r.DurationS })
+	m.ServerCPUUsPerOp = med(func(r Record) float64 { return r.ServerCPUUsPerOp })
+	m.ServerCPUSeconds = med(func(r Record) float64 { return r.ServerCPUSeconds })
+	m.ClientCPUSeconds = med(func(r Record) float64 { return r.ClientCPUSeconds })
+	m.OtherCPUCores = med(func(r Record) float64 { return r.OtherCPUCores })
+	m.LoadAvgStart = med(func(r Record) float64 { return r.LoadAvgStart })
+	m.LoadAvgEnd = med(func(r Record) float64 { return r.LoadAvgEnd })
+	m.PreloadErrors = int64(med(func(r Record) float64 { return float64(r.PreloadErrors) }))
+	m.WarmupErrors = int64(med(func(r Record) float64 { return float64(r.WarmupErrors) }))
+	return m
+}
+
+// Median returns the median of v (the mean of the two middle values for
+// an even count), 0 for none. It does not modify v.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Records returns every run's record and, for each system and workload
+// run more than once, the median record, in run order.
+func (rep *Report) Records() []Record {
+	var out []Record
+	for _, w := range rep.Workloads {
+		for _, s := range rep.Systems {
+			runs := rep.Runs[w][s]
+			var recs []Record
+			for i, r := range runs {
+				rec := NewRecord(r, rep.Fsync, i+1)
+				rec.EtcdVersion = rep.etcdVersion(s)
+				recs = append(recs, rec)
+			}
+			out = append(out, recs...)
+			if len(recs) > 1 {
+				out = append(out, MedianRecord(recs))
+			}
+		}
+	}
+	return out
+}
+
+func (rep *Report) etcdVersion(system string) string {
+	if system == "etcd" {
+		return rep.EtcdVersion
+	}
+	return ""
+}
+
+// summary returns the record the table shows for a system and workload:
+// the median over runs, or the one run.
+func (rep *Report) summary(workload, system string) (Record, bool) {
+	runs := rep.Runs[workload][system]
+	if len(runs) == 0 {
+		return Record{}, false
+	}
+	var recs []Record
+	for i, r := range runs {
+		recs = append(recs, NewRecord(r, rep.Fsync, i+1))
+	}
+	if len(recs) == 1 {
+		return recs[0], true
+	}
+	return MedianRecord(recs), true
+}
+
+// WriteJSON writes every record to path as an indented JSON array.
+func (rep *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(rep.Records(), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteTable writes the human-readable report: the machine and disk, then
+// per workload one row per system and the ratio of the first system to
+// each other.
+func (rep *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "disk: write+fsync of 4 KiB in the data directory, %d samples: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+		rep.Fsync.Samples, Millis(rep.Fsync.P50), Millis(rep.Fsync.P99), Millis(rep.Fsync.Max))
+	fmt.Fprintf(w, "machine: %d CPUs, shared by every system's servers and the bench's clients\n", runtime.NumCPU())
+	if rep.EtcdVersion != "" {
+		fmt.Fprintf(w, "etcd: %s, 3 members, default durability; flotilla: 3 shardnodes + placementd\n", rep.EtcdVersion)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	for _, wl := range rep.Workloads {
+		cfg := rep.Configs[wl]
+		runs := len(rep.Runs[wl][rep.Systems[0]])
+		fmt.Fprintf(w, "\nworkload %s\n", cfg.Describe())
+		if runs > 1 {
+			fmt.Fprintf(w, "figures are medians of %d runs per system\n", runs)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "SYSTEM\tOPS/S\tP50 ms\tP90 ms\tP99 ms\tP99.9 ms\tMAX ms\tERRORS\tSERVER CPU µs/op\tOTHER LOAD cores\t")
+		var rows []Record
+		for _, s := range rep.Systems {
+			r, ok := rep.summary(wl, s)
+			if !ok {
+				continue
+			}
+			rows = append(rows, r)
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t\n", s, r.OpsPerSec, r.P50Ms, r.P90Ms,
+				r.P99Ms, r.P999Ms, r.MaxMs, r.Errors, r.ServerCPUUsPerOp, r.OtherCPUCores)
+		}
+		for _, o := range rows[min(1, len(rows)):] {
+			a := rows[0]
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\t\t\n", a.System, o.System, ratio(a.OpsPerSec, o.OpsPerSec),
+				ratio(a.P50Ms, o.P50Ms), ratio(a.P90Ms, o.P90Ms), ratio(a.P99Ms, o.P99Ms), ratio(a.P999Ms, o.P999Ms),
+				ratio(a.MaxMs, o.MaxMs), ratio(a.ServerCPUUsPerOp, o.ServerCPUUsPerOp))
+		}
+		tw.Flush()
+		for _, s := range rep.Systems {
+			for i, r := range rep.Runs[wl][s] {
+				if len(r.ErrorsByKind) > 0 || r.PreloadErrors > 0 {
+					fmt.Fprintf(w, "errors of %s run %d: %s (preload %d, warm-up %d)\n", s, i+1, formatCounts(r.ErrorsByKind), r.PreloadErrors, r.WarmupErrors)
+				}
+			}
+		}
+	}
+	fmt.Fprintln(w, "\nOTHER LOAD: CPU used by the rest of the machine (other tenants) during the window, in cores; high values mean the figures are disturbed.")
+}
+
+// ratio formats a/b as "2.50x", or "-" when b is 0.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+func formatCounts(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,68 @@
+package telemetry
+
+import (
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
+)
+
+// ObserveEngine exports the engine's counters and group gauges.
+func (t *Telemetry) ObserveEngine(e *multiraft.Engine) error {
+	m := e.Metrics()
+	counters := []Counter{
+		{"flotilla.engine.proposals", "commands proposed to raft", "", m.Proposals.Load},
+		{"flotilla.engine.proposals.dropped", "proposals raft refused (surely not applied)", "", m.ProposalsDropped.Load},
+		{"flotilla.engine.entries.applied", "log entries applied", "", m.EntriesApplied.Load},
+		{"flotilla.engine.messages.sent", "raft messages handed to the transport", "", m.MessagesSent.Load},
+		{"flotilla.engine.elections.won", "leaderships acquired by this node's replicas", "", m.LeadersAcquired.Load},
+		{"flotilla.engine.conf_changes", "membership changes applied", "", m.ConfChanges.Load},
+		{"flotilla.engine.snapshots.sent", "snapshots sent", "", m.SnapshotsSent.Load},
+		{"flotilla.engine.snapshots.applied", "snapshots received and applied", "", m.SnapshotsApplied.Load},
+		{"flotilla.engine.snapshots.rejected", "snapshots received and refused", "", m.SnapshotsRejected.Load},
+		{"flotilla.engine.log.truncations", "log truncations", "", m.LogTruncations.Load},
+		{"flotilla.engine.quiesces", "times a group went quiescent", "", m.Quiesces.Load},
+		{"flotilla.engine.read_batches", "ReadIndex rounds (each serves a batch of reads)", "", m.ReadBatches.Load},
+		{"flotilla.engine.syncs", "synced raft-state writes (group commits)", "", m.Syncs.Load},
+		{"flotilla.engine.sync.groups", "groups carried by synced writes (divide by syncs for the mean)", "", m.SyncGroups.Load},
+		{"flotilla.engine.sync.entries", "entries carried by synced writes (divide by syncs for the mean)", "", m.SyncEntries.Load},
+		{"flotilla.engine.sync.duration", "time spent in synced writes, fsync included (divide by syncs for the mean)", "ns", m.SyncNanos.Load},
+		{"flotilla.engine.messages.dropped", "incoming messages dropped (unknown group or misaddressed)", "", func() uint64 {
+			return m.DroppedUnknownGroup.Load() + m.DroppedMisaddressed.Load()
+		}},
+	}
+	count := func(pred func(multiraft.GroupSummary) bool) func() int64 {
+		return func() int64 {
+			var n int64
+			for _, g := range e.Summaries() {
+				if pred(g) {
+					n++
+				}
+			}
+			return n
+		}
+	}
+	gauges := []Gauge{
+		{"flotilla.engine.groups", "groups hosted", "", count(func(multiraft.GroupSummary) bool { return true })},
+		{"flotilla.engine.groups.quiesced", "groups quiescent", "", count(func(g multiraft.GroupSummary) bool { return g.Quiesced })},
+		{"flotilla.engine.groups.active", "groups ticking", "", count(func(g multiraft.GroupSummary) bool { return !g.Quiesced })},
+		{"flotilla.engine.leaders", "groups this node leads", "", count(func(g multiraft.GroupSummary) bool { return g.Leading })},
+	}
+	return t.Observe(counters, gauges)
+}
+
+// ObserveTransport exports the Raft transport's counters.
+func (t *Telemetry) ObserveTransport(tr *rpc.Transport) error {
+	read := func(f func(rpc.TransportSnapshot) uint64) func() uint64 {
+		return func() uint64 { return f(tr.Stats.Load()) }
+	}
+	return t.Observe([]Counter{
+		{"flotilla.transport.batches", "message batches sent", "", read(func(s rpc.TransportSnapshot) uint64 { return s.Batches })},
+		{"flotilla.transport.messages", "raft messages sent", "", read(func(s rpc.TransportSnapshot) uint64 { return s.Messages })},
+		{"flotilla.transport.bytes", "bytes of message batches sent", "By", read(func(s rpc.TransportSnapshot) uint64 { return s.Bytes })},
+		{"flotilla.transport.received", "raft messages received", "", read(func(s rpc.TransportSnapshot) uint64 { return s.Received })},
+		{"flotilla.transport.dropped", "messages dropped on a full queue", "", read(func(s rpc.TransportSnapshot) uint64 { return s.Dropped })},
+		{"flotilla.transport.stream_failures", "peer streams that failed", "", read(func(s rpc.TransportSnapshot) uint64 { return s.StreamFailures })},
+		{"flotilla.transport.snapshot.bytes", "snapshot bytes sent", "By", read(func(s rpc.TransportSnapshot) uint64 { return s.SnapshotBytes })},
+	}, []Gauge{
+		{"flotilla.transport.queue", "messages queued for all peers", "", func() int64 { return int64(tr.QueueLen()) }},
+	})
+}
