@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -515,5 +517,67 @@ func TestProcessForwardToLeader(t *testing.T) {
 		if err != nil || string(resp.GetValue()) != "x" {
 			t.Fatalf("get through follower %d: %q, %v", n, resp.GetValue(), err)
 		}
+	}
+}
+
+// TestProcessMetricsMoveUnderLoad scrapes /metrics of the nodes: the main
+// series exist and grow while clients write.
+func TestProcessMetricsMoveUnderLoad(t *testing.T) {
+	h := newHarness(t, 3, 3)
+	all := []uint64{1, 2, 3}
+	h.createShards(2, all)
+	lead := h.leader(1, all...)
+	scrape := func() map[string]float64 {
+		resp, err := http.Get("http://" + h.f.Nodes[lead].HTTP + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]float64{}
+		for _, line := range strings.Split(string(body), "\n") {
+			if line == "" || line[0] == '#' {
+				continue
+			}
+			i := strings.LastIndexByte(line, ' ')
+			name := line[:i]
+			if j := strings.IndexByte(name, '{'); j >= 0 && !strings.Contains(name, `method="Put"`) {
+				name = name[:j]
+			}
+			var v float64
+			fmt.Sscan(line[i+1:], &v)
+			m[name] += v
+		}
+		return m
+	}
+	before := scrape()
+	for i := range 20 {
+		if err := h.put(1, keyFor(1, 2, fmt.Sprint(i)), "v", all...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := scrape()
+	for _, name := range []string{"flotilla_engine_proposals_total", "flotilla_engine_entries_applied_total",
+		"flotilla_engine_syncs_total", "flotilla_transport_messages_total", "flotilla_transport_batches_total"} {
+		if after[name] <= before[name] {
+			t.Errorf("%s did not grow under load: %v -> %v", name, before[name], after[name])
+		}
+	}
+	for _, name := range []string{"flotilla_engine_groups", "flotilla_engine_leaders"} {
+		if after[name] < 1 {
+			t.Errorf("%s = %v, want at least 1", name, after[name])
+		}
+	}
+	puts := 0.0
+	for name, v := range after {
+		if strings.HasPrefix(name, "flotilla_rpc_server_requests_total{") && strings.Contains(name, `method="Put"`) {
+			puts += v
+		}
+	}
+	if puts < 20 {
+		t.Errorf("Put requests counted %v, want at least 20", puts)
 	}
 }
