@@ -123,9 +123,11 @@ func (e *Engine) recover() error {
 			}
 			replica := ReplicaID(binary.LittleEndian.Uint64(v))
 			closer.Close()
-			if _, err := e.loadGroup(GroupID(id), replica); err != nil {
+			g, err := e.loadGroup(GroupID(id), replica)
+			if err != nil {
 				return err
 			}
+			g.noVotesUntil = e.tick.Load() + uint64(e.cfg.ElectionTicks)
 		case !errors.Is(err, pebble.ErrNotFound):
 			return err
 		}

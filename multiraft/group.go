@@ -68,6 +68,14 @@ type group struct {
 	// snap is an incoming snapshot validated and waiting for raft to hand
 	// it back in a Ready.
 	snap *incomingSnapshot
+	// noVotesUntil: a replica recovered at Open grants no vote (and no
+	// pre-vote) before this engine tick. Before the restart it may have
+	// acknowledged a leader whose lease is still running; raft's own lease
+	// check (CheckQuorum) needs a known leader, which a restarted replica
+	// has forgotten, so without this it could help elect a new leader while
+	// the old one still serves lease reads. One election timeout outlasts
+	// any lease (LeaseTicks < ElectionTicks).
+	noVotesUntil uint64
 	// learned maps peers outside the applied membership to their nodes.
 	learned map[ReplicaID]NodeID
 	destroy bool // the replica applied its own removal: destroy after the round

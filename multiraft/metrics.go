@@ -16,6 +16,7 @@ type Metrics struct {
 	DroppedUnknownGroup atomic.Uint64
 	DroppedNoAddress    atomic.Uint64
 	DroppedMisaddressed atomic.Uint64
+	VotesWithheld       atomic.Uint64
 	LeadersAcquired     atomic.Uint64
 	ConfChanges         atomic.Uint64
 	SnapshotsSent       atomic.Uint64

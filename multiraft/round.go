@@ -103,13 +103,19 @@ func (r *round) prepare(g *group) bool {
 			r.e.metrics.DroppedMisaddressed.Add(1)
 			continue
 		}
+		if t := m.Msg.GetType(); (t == raftpb.MsgVote || t == raftpb.MsgPreVote) && r.e.tick.Load() < g.noVotesUntil {
+			r.e.metrics.VotesWithheld.Add(1)
+			continue // see group.noVotesUntil
+		}
 		g.learn(m)
 		if err := g.rn.Step(m.Msg); err != nil {
 			r.e.metrics.StepErrors.Add(1)
 		}
 		switch {
 		case m.Quiesce:
-			quiesce = m.Msg.GetFrom() == g.leader.Load() && m.Msg.GetCommit() == g.st.lastIndex
+			// The leader as raft knows it now (it may have learned it from
+			// this very batch), not as last published.
+			quiesce = m.Msg.GetFrom() == g.rn.BasicStatus().Lead && m.Msg.GetCommit() == g.st.lastIndex
 		case isHeartbeatResp(m.Msg):
 		default:
 			quiesce = false

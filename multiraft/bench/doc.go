@@ -17,11 +17,24 @@
 // b.ReportMetric and hides ns/op, since one iteration is one fixed-length
 // measurement:
 //
-//	go test -run '^$' -bench . -benchtime=1x -count=3 ./multiraft/bench/
+//	go test -run '^$' -bench . -benchtime=1x -count=3 -timeout=30m ./multiraft/bench/
 //
-// (make bench-engine). The engines are ticked by one ticker goroutine every
-// TickInterval (100 ms), which with the default ElectionTicks of 10 gives
-// an election timeout of 1–2 s, the usual production setting.
+// (make bench-engine; benchstat summarises the three runs). Every engine
+// runs its own RunTicker with TickInterval (100 ms), which with the
+// default ElectionTicks of 10 gives an election timeout of 1–2 s, the
+// usual production setting.
+//
+// The machines these run on are shared, so besides its own figures each
+// throughput or idle benchmark reports the CPU this process used
+// (cpu-%core) and the CPU every other process of the host used in the same
+// window (others-cpu-%core). The throughput benchmarks also report
+// cpu-µs/proposal, this process's CPU per committed proposal, which
+// depends far less on the neighbours than proposals/s does: with two idle
+// cores the throughput ceiling is about 2e6/cpu-µs/proposal.
+//
+// The engines log through a handler that counts warnings (raft's
+// "stepped down" and the like) instead of printing them; the idle
+// benchmark reports the count of its election phase (raft-warnings).
 //
 // TestWorkersSmoke runs three engines with real workers under concurrent
 // proposals and reads; run it with -race.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
@@ -30,6 +31,9 @@ type MemNetwork struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // delivery and snapshot goroutines
+	// dropped counts messages dropped because their node's queue was
+	// full or no engine was attached.
+	dropped atomic.Uint64
 
 	mu struct {
 		sync.RWMutex
@@ -110,6 +114,10 @@ func (n *MemNetwork) engine(id multiraft.NodeID) *multiraft.Engine {
 	return nd.mu.engine
 }
 
+// Dropped returns how many messages the network dropped: their
+// destination's queue was full or had no engine attached.
+func (n *MemNetwork) Dropped() uint64 { return n.dropped.Load() }
+
 // Close stops every goroutine of the network and waits for them. Detach
 // or close the engines first.
 func (n *MemNetwork) Close() {
@@ -185,6 +193,7 @@ func (t memTransport) Send(msgs []multiraft.Message) {
 			}
 		}
 		if len(dropped) > 0 {
+			net.dropped.Add(uint64(len(dropped)))
 			if src := net.engine(t.from.id); src != nil {
 				for _, m := range dropped {
 					src.ReportUnreachable(m.Group, multiraft.ReplicaID(m.Msg.GetTo()))

@@ -155,11 +155,20 @@ func proposeUntilApplied(ctx context.Context, engines []*multiraft.Engine, lead 
 			lead = int(nl.Node) - 1
 			continue
 		}
-		// No leader known yet: wait for the next tick before trying again.
-		select {
-		case <-time.After(TickInterval):
-		case <-ctx.Done():
-			return lead, ctx.Err()
+		// No leader known here: wait until some replica leads.
+		err = waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
+			for i, e := range engines {
+				for _, s := range e.Summaries() {
+					if s.Group == g && s.Leading {
+						lead = i
+						return true, nil
+					}
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return lead, err
 		}
 	}
 }
