@@ -56,7 +56,10 @@ type Config struct {
 	// LogTruncateEntries and LogTruncateBytes: once a group's log holds more
 	// than either, it is truncated up to its durable applied index (leaving
 	// entries still needed by followers unless the bytes bound is exceeded).
-	// Defaults 10,000 entries and 16 MiB.
+	// Defaults 1,000 entries and 16 MiB. A short log is cheap: entries
+	// truncated before their memtable is flushed never reach an sstable,
+	// so Pebble neither flushes nor compacts them; the price is that a
+	// follower lagging further behind needs a snapshot.
 	LogTruncateEntries uint64
 	LogTruncateBytes   int64
 
@@ -76,7 +79,7 @@ const (
 	DefaultMaxInflightMsgs     = 256
 	DefaultMaxUncommittedBytes = 64 << 20
 	DefaultEntryCacheBytes     = 256 << 10
-	DefaultLogTruncateEntries  = 10000
+	DefaultLogTruncateEntries  = 1000
 	DefaultLogTruncateBytes    = 16 << 20
 )
 

@@ -123,7 +123,7 @@ func (e *Engine) recover() error {
 			}
 			replica := ReplicaID(binary.LittleEndian.Uint64(v))
 			closer.Close()
-			g, err := e.loadGroup(GroupID(id), replica)
+			g, err := e.registerGroup(GroupID(id), replica, false /* publish */)
 			if err != nil {
 				return err
 			}
@@ -135,11 +135,22 @@ func (e *Engine) recover() error {
 		_, next := keys.RaftPrefix(id)
 		valid = it.SeekGE(next)
 	}
+	// Publish the list of recovered groups once, not once per group.
+	e.mu.Lock()
+	e.publishListLocked()
+	e.mu.Unlock()
 	return it.Error()
 }
 
 // loadGroup builds the in-memory group from its stored state and registers it.
 func (e *Engine) loadGroup(id GroupID, replica ReplicaID) (*group, error) {
+	return e.registerGroup(id, replica, true /* publish */)
+}
+
+// registerGroup is loadGroup; without publish the group is not added to
+// the list Tick walks, and the caller must publish the list (recover
+// publishes it once for every group).
+func (e *Engine) registerGroup(id GroupID, replica ReplicaID, publish bool) (*group, error) {
 	// Creations of one group are serialised so that a losing racer never
 	// builds a state machine (which may register itself with its owner).
 	e.createMu.Lock()
@@ -155,6 +166,13 @@ func (e *Engine) loadGroup(id GroupID, replica ReplicaID) (*group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: %w", id, err)
 	}
+	// A replica that is its group's only voter need not wait out an
+	// election timeout: nobody else can win, so it campaigns at once (a
+	// restarted single-replica group leads again in its first round).
+	if cs := st.applied.confState; len(cs.GetVoters()) == 1 && cs.GetVoters()[0] == uint64(replica) &&
+		len(cs.GetVotersOutgoing()) == 0 {
+		_ = rn.Campaign()
+	}
 	sm, err := e.cfg.NewStateMachine(id, replica, e.db)
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: state machine: %w", id, err)
@@ -168,9 +186,22 @@ func (e *Engine) loadGroup(id GroupID, replica ReplicaID) (*group, error) {
 		return nil, fmt.Errorf("%w: %d", ErrGroupExists, id)
 	}
 	e.mu.groups[id] = g
-	e.publishListLocked()
+	if publish {
+		e.insertListLocked(g)
+	}
 	e.sched.enqueue(g)
 	return g, nil
+}
+
+// insertListLocked publishes a copy of the list with g inserted in ID
+// order: one copy per new group, where publishListLocked's rebuild and sort
+// made creating or recovering n groups cost O(n² log n).
+func (e *Engine) insertListLocked(g *group) {
+	old := *e.list.Load()
+	i, _ := slices.BinarySearchFunc(old, g.id, func(x *group, id GroupID) int { return cmpU64(uint64(x.id), uint64(id)) })
+	l := make([]*group, 0, len(old)+1)
+	l = append(append(append(l, old[:i]...), g), old[i:]...)
+	e.list.Store(&l)
 }
 
 func (e *Engine) publishListLocked() {

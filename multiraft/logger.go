@@ -13,34 +13,37 @@ type raftLogger struct{ l *slog.Logger }
 
 func newRaftLogger(l *slog.Logger) *raftLogger { return &raftLogger{l: l.With("component", "raft")} }
 
-func (r *raftLogger) log(level slog.Level, msg string) {
-	if r.l.Enabled(context.Background(), level) {
-		r.l.Log(context.Background(), level, msg)
+// enabled reports whether records at level are logged. Nothing is
+// formatted for a disabled level: raft's routine chatter (every vote of
+// thousands of groups) would otherwise cost CPU for nothing.
+func (r *raftLogger) enabled(level slog.Level) bool { return r.l.Enabled(context.Background(), level) }
+
+func (r *raftLogger) log(level slog.Level, v ...any) {
+	if r.enabled(level) {
+		r.l.Log(context.Background(), level, fmt.Sprint(v...))
 	}
 }
 
-func (r *raftLogger) Debug(v ...any) { r.log(slog.LevelDebug, fmt.Sprint(v...)) }
-func (r *raftLogger) Debugf(format string, v ...any) {
-	r.log(slog.LevelDebug, fmt.Sprintf(format, v...))
+func (r *raftLogger) logf(level slog.Level, format string, v ...any) {
+	if r.enabled(level) {
+		r.l.Log(context.Background(), level, fmt.Sprintf(format, v...))
+	}
 }
-func (r *raftLogger) Info(v ...any) { r.log(slog.LevelDebug, fmt.Sprint(v...)) }
-func (r *raftLogger) Infof(format string, v ...any) {
-	r.log(slog.LevelDebug, fmt.Sprintf(format, v...))
-}
-func (r *raftLogger) Warning(v ...any) { r.log(slog.LevelWarn, fmt.Sprint(v...)) }
-func (r *raftLogger) Warningf(format string, v ...any) {
-	r.log(slog.LevelWarn, fmt.Sprintf(format, v...))
-}
-func (r *raftLogger) Error(v ...any) { r.log(slog.LevelError, fmt.Sprint(v...)) }
-func (r *raftLogger) Errorf(format string, v ...any) {
-	r.log(slog.LevelError, fmt.Sprintf(format, v...))
-}
+
+func (r *raftLogger) Debug(v ...any)                   { r.log(slog.LevelDebug, v...) }
+func (r *raftLogger) Debugf(format string, v ...any)   { r.logf(slog.LevelDebug, format, v...) }
+func (r *raftLogger) Info(v ...any)                    { r.log(slog.LevelDebug, v...) }
+func (r *raftLogger) Infof(format string, v ...any)    { r.logf(slog.LevelDebug, format, v...) }
+func (r *raftLogger) Warning(v ...any)                 { r.log(slog.LevelWarn, v...) }
+func (r *raftLogger) Warningf(format string, v ...any) { r.logf(slog.LevelWarn, format, v...) }
+func (r *raftLogger) Error(v ...any)                   { r.log(slog.LevelError, v...) }
+func (r *raftLogger) Errorf(format string, v ...any)   { r.logf(slog.LevelError, format, v...) }
 func (r *raftLogger) Fatal(v ...any) {
-	r.log(slog.LevelError, fmt.Sprint(v...))
+	r.l.Log(context.Background(), slog.LevelError, fmt.Sprint(v...))
 	os.Exit(1)
 }
 func (r *raftLogger) Fatalf(format string, v ...any) {
-	r.log(slog.LevelError, fmt.Sprintf(format, v...))
+	r.l.Log(context.Background(), slog.LevelError, fmt.Sprintf(format, v...))
 	os.Exit(1)
 }
 func (r *raftLogger) Panic(v ...any)                 { panic(fmt.Sprint(v...)) }

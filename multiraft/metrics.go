@@ -32,6 +32,10 @@ type Metrics struct {
 	SyncGroups  atomic.Uint64
 	SyncEntries atomic.Uint64
 	SyncNanos   atomic.Uint64
+
+	// TicksDropped counts ticks a group missed because its previous tick
+	// was not processed yet: a sign that the node is overloaded.
+	TicksDropped atomic.Uint64
 }
 
 func (m *Metrics) observeSync(d time.Duration, groups, entries int) {

@@ -126,11 +126,19 @@ func (r *round) prepare(g *group) bool {
 	if quiesce && !g.isLead && len(props) == 0 && len(reads) == 0 {
 		g.quiesced.Store(true)
 	}
+	// A group gets at most one tick per round: ticks that piled up while
+	// the node was too busy to process it are dropped, not folded. Folded
+	// ticks expire election timeouts while votes are in flight; once every
+	// message hop costs an election timeout, candidates time out before
+	// their votes arrive and no election completes, so an overloaded node
+	// never gets its groups led and quiesced again. Dropping them makes
+	// logical time run slower on an overloaded node, which only delays
+	// failure detection: leases are measured in engine ticks (e.tick),
+	// not in group ticks, so they stay safe.
 	if n := g.pendingTicks.Swap(0); n > 0 && !g.quiesced.Load() {
-		for range n {
-			g.rn.Tick()
-		}
-		g.idleTicks += int(n)
+		g.rn.Tick()
+		g.idleTicks++
+		r.e.metrics.TicksDropped.Add(uint64(n - 1))
 	}
 	if len(props) > 0 {
 		g.idleTicks = 0
