@@ -1,0 +1,108 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// shardBackend runs the real shard state machine: commands are
+// shard.Commands with a client ID and sequence number, so a write whose
+// outcome is ambiguous can be retried and applies at most once.
+type shardBackend struct {
+	newSM multiraft.NewStateMachineFunc
+}
+
+// simEpoch is the epoch of every shard's descriptor as the clients know it:
+// the simulator never splits, so Version never changes (ConfVer does with
+// membership changes, and requests do not compare it).
+var simEpoch = shard.Epoch{ConfVer: 1, Version: 1}
+
+func newShardBackend() *shardBackend {
+	return &shardBackend{newSM: shard.NewStateMachineFunc(shard.Config{})}
+}
+
+func (b *shardBackend) newStateMachine(g multiraft.GroupID, r multiraft.ReplicaID, rd pebble.Reader) (multiraft.StateMachine, error) {
+	return b.newSM(g, r, rd)
+}
+
+// descriptor is g's initial descriptor: the group's key span, as
+// groupSpan.
+func shardDescriptor(g multiraft.GroupID, m multiraft.Membership) shard.Descriptor {
+	return shard.Descriptor{
+		ShardID:  g,
+		Start:    []byte(fmt.Sprintf("g%05d/", g)),
+		End:      []byte(fmt.Sprintf("g%05d0", g)),
+		Epoch:    simEpoch,
+		Replicas: m.Clone().Replicas,
+	}
+}
+
+func (b *shardBackend) initGroup(g multiraft.GroupID, m multiraft.Membership) func(*pebble.Batch) error {
+	return shard.InitialState(shardDescriptor(g, m))
+}
+
+func (b *shardBackend) exactlyOnce() bool { return true }
+
+func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, kind opKind, ops []kvOp) []byte {
+	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: simEpoch}}
+	switch kind {
+	case opBatch:
+		c.Kind = shard.KindBatch
+		for _, o := range ops {
+			c.Ops = append(c.Ops, shard.Op{Delete: o.op == cmdDelete, Key: []byte(o.key), Value: []byte(o.value)})
+		}
+	default:
+		o := ops[0]
+		c.Key = []byte(o.key)
+		switch o.op {
+		case cmdPut:
+			c.Kind, c.Value = shard.KindPut, []byte(o.value)
+		case cmdDelete:
+			c.Kind = shard.KindDelete
+		case cmdCAS:
+			c.Kind, c.Value = shard.KindCompareAndSwap, []byte(o.value)
+			if o.expect == "" {
+				c.ExpectAbsent = true
+			} else {
+				c.Expected = []byte(o.expect)
+			}
+		}
+	}
+	return c.AppendEncoded(nil)
+}
+
+func (b *shardBackend) result(res any, ops []kvOp) (casResult, error) {
+	switch r := res.(type) {
+	case *shard.Result:
+		if len(ops) == 1 && ops[0].op == cmdCAS {
+			cas := casResult{ok: r.Succeeded}
+			if !r.Succeeded && r.Found {
+				cas.cur = string(r.Value)
+			}
+			return cas, nil
+		}
+		if !r.Succeeded {
+			return casResult{}, errors.New("write did not succeed")
+		}
+		return casResult{}, nil
+	case error:
+		return casResult{}, r
+	}
+	return casResult{}, fmt.Errorf("unexpected result %T %v", res, res)
+}
+
+func (b *shardBackend) read(r pebble.Reader, k string) string {
+	return getString(r, keys.UserKey([]byte(k)))
+}
+
+func (b *shardBackend) dataSpans(g multiraft.GroupID) [][2][]byte {
+	lo, hi := groupSpan(g)
+	slo, shi := keys.ShardPrefix(uint64(g))
+	return [][2][]byte{{lo, hi}, {slo, shi}}
+}
