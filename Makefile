@@ -36,7 +36,7 @@ test-race: ## race detector on the packages with concurrency
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
 sim: ## deterministic simulator: SEEDS=N seeds of faults, checked with porcupine
-	$(GO) test -count=1 -run '^TestSimulation$$' ./internal/sim -seeds=$(SEEDS) -timeout=60m
+	$(GO) test -count=1 -v -run '^TestSimulation$$' ./internal/sim -seeds=$(SEEDS) -timeout=60m
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 -timeout=30m ./multiraft/bench/

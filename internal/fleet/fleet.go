@@ -123,7 +123,7 @@ func (f *Fleet) Add(extra ...string) *Node {
 		ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
 		DataDir: filepath.Join(f.Dir, fmt.Sprintf("n%d", id)),
 		LogPath: filepath.Join(f.Dir, fmt.Sprintf("n%d.log", id)),
-		Args: extra, t: f.t, bin: Binary(f.t, "shardnode"),
+		Args:    extra, t: f.t, bin: Binary(f.t, "shardnode"),
 	}
 	n.base = func() []string {
 		args := []string{
