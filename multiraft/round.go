@@ -235,11 +235,6 @@ func (r *round) persist() {
 		if sync {
 			opts = pebble.Sync
 		}
-		// Everything applied before this commit is durable once it syncs.
-		durable := make([]uint64, 0, len(r.groups))
-		for _, g := range r.groups {
-			durable = append(durable, g.st.applied.index)
-		}
 		start := time.Now()
 		if err := b.Commit(opts); err != nil {
 			// A failed write leaves the log in an unknown state: stop
@@ -248,8 +243,10 @@ func (r *round) persist() {
 		}
 		if sync {
 			r.e.metrics.observeSync(time.Since(start), len(r.groups), entries)
-			for i, g := range r.groups {
-				g.st.durableApplied = max(g.st.durableApplied, durable[i])
+			// Everything applied before this commit (applies run after
+			// persist, so applied.index has not moved since) is durable now.
+			for _, g := range r.groups {
+				g.st.durableApplied = max(g.st.durableApplied, g.st.applied.index)
 			}
 		}
 	}
