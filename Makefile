@@ -61,3 +61,11 @@ proto: proto-tools ## regenerate rpc/flotillapb from rpc/proto
 	  --go_out=. --go_opt=module=github.com/flotilla-kv/flotilla \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/flotilla-kv/flotilla \
 	  rpc/proto/flotilla/v1/*.proto
+
+DOCKER_IMAGE ?= flotilla:dev
+
+.PHONY: docker
+docker: ## build the $(DOCKER_IMAGE) image FROM scratch over static binaries (no registry needed)
+	mkdir -p .cache/docker
+	CGO_ENABLED=0 $(GO) build -trimpath -o .cache/docker/ ./cmd/shardnode ./cmd/placementd ./cmd/flotilla
+	docker build -q -t $(DOCKER_IMAGE) -f deploy/Dockerfile .cache/docker
