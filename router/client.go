@@ -56,10 +56,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:     cfg,
 		cache:   newRouteCache(cfg.RouteCacheSize),
 		addrs:   newAddrBook(),
-		conns:   newConnPool(append(defaultDialOptions(), cfg.DialOptions...)),
 		lanes:   lanes,
 		closing: make(chan struct{}),
 	}
+	c.conns = newConnPool(append(defaultDialOptions(), cfg.DialOptions...), cfg.BatchesPerNode, cfg.MaxBatchOps, &c.stats)
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.source = cfg.RouteSource
 	if c.source == nil {
@@ -95,6 +95,8 @@ func (c *Client) Stats() Stats {
 		CacheEvictions:  c.cache.evictions.Load(),
 		CachedRoutes:    c.cache.len(),
 		Ambiguous:       c.stats.ambiguous.Load(),
+		Requests:        c.stats.requests.Load(),
+		RPCs:            c.stats.rpcs.Load(),
 	}
 	for i := range s.Retries {
 		s.Retries[i] = c.stats.retries[i].Load()

@@ -17,6 +17,8 @@ const (
 	DefaultRouteCacheSize     = 10_000
 	DefaultWriteLanes         = 64
 	DefaultPrefetchNeighbours = 2
+	DefaultBatchesPerNode     = 2
+	DefaultMaxBatchOps        = 256
 )
 
 // Config configures a Client. Its zero value, plus PlacementAddresses or
@@ -85,6 +87,20 @@ type Config struct {
 	// a retry of that client is no longer recognised), so lanes times
 	// routers writing to one shard should stay well below that. Default 64.
 	WriteLanes int
+
+	// BatchesPerNode is how many Multi calls the Client keeps in flight to
+	// one node while it coalesces requests: Get, Put, Delete and
+	// CompareAndSwap requests that find that many in flight queue, and go
+	// together in the next call (see the KV service's Multi). A request
+	// that finds room goes at once, so coalescing adds no latency at low
+	// load; under load it divides gRPC's per-request CPU by the batch size.
+	// Outcomes, retries and exactly-once are per request, as without it.
+	// More batches in flight means smaller batches and lower queueing
+	// delay, fewer means more requests per RPC. Default 2; negative: no
+	// coalescing, every request is its own RPC.
+	BatchesPerNode int
+	// MaxBatchOps bounds the requests of one coalesced call. Default 256.
+	MaxBatchOps int
 }
 
 // withDefaults returns a copy of c with every zero field set to its
@@ -113,6 +129,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteLanes == 0 {
 		c.WriteLanes = DefaultWriteLanes
+	}
+	if c.BatchesPerNode == 0 {
+		c.BatchesPerNode = DefaultBatchesPerNode
+	}
+	if c.MaxBatchOps == 0 {
+		c.MaxBatchOps = DefaultMaxBatchOps
 	}
 	return c
 }
@@ -154,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.WriteLanes < 0 {
 		add("WriteLanes must be positive, got %d", c.WriteLanes)
+	}
+	if c.MaxBatchOps < 0 || c.MaxBatchOps > 4096 {
+		add("MaxBatchOps must be in [1, 4096] (the node's limit per Multi call), got %d", c.MaxBatchOps)
 	}
 	if len(problems) == 0 {
 		return nil

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // maxRecvBytes is the largest response the Client accepts (a Scan page of
@@ -37,17 +39,53 @@ func defaultDialOptions() []grpc.DialOption {
 // it and reconnects by itself). Safe for concurrent use.
 type connPool struct {
 	opts []grpc.DialOption
-	mu   struct {
+	// batches and batchOps configure the coalescers (Config.BatchesPerNode
+	// and Config.MaxBatchOps); batches < 0 turns coalescing off.
+	batches, batchOps int
+	stats             *counters
+	mu                struct {
 		sync.Mutex
-		conns  map[string]*grpc.ClientConn
+		conns map[string]*grpc.ClientConn
+		// kvs holds the KV client of each address kv was asked for.
+		kvs    map[string]pb.KVClient
 		closed bool
 	}
 }
 
-func newConnPool(opts []grpc.DialOption) *connPool {
-	p := &connPool{opts: opts}
+func newConnPool(opts []grpc.DialOption, batches, batchOps int, stats *counters) *connPool {
+	p := &connPool{opts: opts, batches: batches, batchOps: batchOps, stats: stats}
 	p.mu.conns = map[string]*grpc.ClientConn{}
+	p.mu.kvs = map[string]pb.KVClient{}
 	return p
+}
+
+// kv returns the KV client of addr: through the address's coalescer unless
+// coalescing is off. It fails as get does.
+func (p *connPool) kv(addr string) (pb.KVClient, error) {
+	p.mu.Lock()
+	kv, ok := p.mu.kvs[addr]
+	p.mu.Unlock()
+	if ok {
+		return kv, nil
+	}
+	conn, err := p.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	kv = countingKV{KVClient: pb.NewKVClient(conn), stats: p.stats}
+	if p.batches > 0 {
+		kv = coalescedKV{KVClient: kv, b: newCoalescer(kv, p.batches, p.batchOps)}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if prev, ok := p.mu.kvs[addr]; ok {
+		return prev, nil
+	}
+	if p.mu.closed {
+		return nil, ErrClosed
+	}
+	p.mu.kvs[addr] = kv
+	return kv, nil
 }
 
 // get returns the connection to addr, creating it (without blocking on the
@@ -84,7 +122,7 @@ func (p *connPool) failing(addr string) bool {
 func (p *connPool) close() error {
 	p.mu.Lock()
 	conns := p.mu.conns
-	p.mu.conns, p.mu.closed = nil, true
+	p.mu.conns, p.mu.kvs, p.mu.closed = nil, nil, true
 	p.mu.Unlock()
 	var errs []error
 	for _, c := range conns {

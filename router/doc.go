@@ -38,7 +38,7 @@
 //     failing go last.
 //  3. Send, with the route's shard ID and epoch in the header (and, for a
 //     write, the lane's ClientID and Seq), over the one gRPC connection the
-//     Client keeps per node address.
+//     Client keeps per node address, through that node's coalescer (below).
 //  4. On failure, read the typed detail of the gRPC status (common.proto),
 //     act on it (below), and retry or return.
 //
@@ -63,6 +63,24 @@
 // in [d/2, d], d = min(BackoffMax, BackoffBase * 2^n). At most
 // Config.MaxRetries retries follow the first attempt, and none outlives
 // the call's context.
+//
+// # Coalescing
+//
+// Under load most of the CPU a small request costs, on both sides, is
+// gRPC's per-call work: a stream, its HEADERS and DATA frames, a handler
+// goroutine, a write syscall each way. So Get, Put, Delete and
+// CompareAndSwap attempts to one node share calls: while fewer than
+// Config.BatchesPerNode calls are in flight to the node, an attempt goes
+// at once, alone, as its own unary call; otherwise it queues, and when a
+// call returns, everything queued (up to Config.MaxBatchOps) goes as one
+// KV.Multi call. There is no timer: at low load every attempt finds room
+// and nothing waits, and under load the batches grow with the queue. The
+// node serves each op of a Multi as the request it is and returns one
+// status per op, so routing, retries, lanes and errors above are exactly
+// as for unary calls; a node without Multi (Unimplemented) gets unary
+// calls from then on. An attempt carrying a sampled OpenTelemetry span
+// always goes alone, so its trace is whole. Stats.Requests/Stats.RPCs is
+// the mean batch size.
 //
 // # Route cache
 //
@@ -116,8 +134,8 @@
 // # Statistics
 //
 // Stats returns counters (retries by reason, cache hits and misses, route
-// loads, evictions, ambiguous writes) as plain atomics, for a telemetry
-// layer to export.
+// loads, evictions, ambiguous writes, requests and the RPCs that carried
+// them) as plain atomics, for a telemetry layer to export.
 //
 // # Dependencies
 //

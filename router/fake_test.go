@@ -32,18 +32,59 @@ type fakeNode struct {
 	addr string
 
 	hook func(method string, hdr *pb.RequestHeader) error
+	// noMulti makes Multi answer Unimplemented, as a node from before
+	// Multi would.
+	noMulti bool
 
 	mu struct {
 		sync.Mutex
 		data map[string][]byte
 		reqs []fakeReq
 	}
-	calls atomic.Int64
+	calls  atomic.Int64
+	multis atomic.Int64 // Multi calls served
 }
 
 type fakeReq struct {
 	method string
 	hdr    *pb.RequestHeader
+}
+
+// Multi serves each op through the unary method, concurrently, as the real
+// node does; enter records them as "get", "put", ... like unary calls.
+func (n *fakeNode) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiResponse, error) {
+	if n.noMulti {
+		return nil, status.Error(codes.Unimplemented, "unknown method Multi")
+	}
+	n.multis.Add(1)
+	resp := &pb.MultiResponse{Results: make([]*pb.MultiResult, len(req.GetOps()))}
+	var wg sync.WaitGroup
+	for i, op := range req.GetOps() {
+		res := &pb.MultiResult{}
+		resp.Results[i] = res
+		wg.Go(func() {
+			var err error
+			switch o := op.GetOp().(type) {
+			case *pb.MultiOp_Get:
+				var r *pb.GetResponse
+				r, err = n.Get(ctx, o.Get)
+				res.Result = &pb.MultiResult_Get{Get: r}
+			case *pb.MultiOp_Put:
+				var r *pb.PutResponse
+				r, err = n.Put(ctx, o.Put)
+				res.Result = &pb.MultiResult_Put{Put: r}
+			default:
+				err = status.Error(codes.Unimplemented, "fake: op not supported")
+			}
+			if err != nil {
+				p := status.Convert(err).Proto()
+				res.Result = nil
+				res.Status = &pb.OpStatus{Code: p.GetCode(), Message: p.GetMessage(), Details: p.GetDetails()}
+			}
+		})
+	}
+	wg.Wait()
+	return resp, nil
 }
 
 func newFakeNode(t *testing.T, id uint64) *fakeNode {

@@ -170,7 +170,7 @@ func (c *Client) failure(ctx context.Context, cl *call, st *attemptState, last e
 
 // attempt sends cl once to node at addr for route r.
 func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, addr string, l *lane, seq uint64) error {
-	conn, err := c.conns.get(addr)
+	kv, err := c.conns.kv(addr)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return err
@@ -187,7 +187,7 @@ func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, a
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		defer cancel()
 	}
-	return cl.send(ctx, pb.NewKVClient(conn), r, hdr)
+	return cl.send(ctx, kv, r, hdr)
 }
 
 // pickTarget chooses the node to send cl to: for a call that needs the

@@ -65,6 +65,11 @@ type Stats struct {
 	CachedRoutes int
 	// Ambiguous counts writes that returned ErrAmbiguous.
 	Ambiguous uint64
+	// Requests counts the Get, Put, Delete and CompareAndSwap attempts
+	// sent to nodes, and RPCs the calls that carried them: with
+	// coalescing (Config.BatchesPerNode), Requests/RPCs is the mean batch
+	// size.
+	Requests, RPCs uint64
 }
 
 // TotalRetries returns the sum of Retries.
@@ -82,4 +87,5 @@ type counters struct {
 	cacheHits, cacheMisses      atomic.Uint64
 	routeLoads, routeLoadErrors atomic.Uint64
 	ambiguous                   atomic.Uint64
+	requests, rpcs              atomic.Uint64
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +14,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // Telemetry is one process's meter provider and its /metrics handler.
@@ -100,16 +104,76 @@ func (t *Telemetry) UnaryServerInterceptor() (grpc.UnaryServerInterceptor, error
 	if err != nil {
 		return nil, err
 	}
+	var opts rpcOptions
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		svc, method := splitMethod(info.FullMethod)
-		attrs := metric.WithAttributes(attribute.String("service", svc), attribute.String("method", method))
-		latency.Record(ctx, time.Since(start).Seconds(), attrs)
-		requests.Add(ctx, 1, metric.WithAttributes(attribute.String("service", svc), attribute.String("method", method),
-			attribute.String("code", status.Code(err).String())))
+		elapsed := time.Since(start).Seconds()
+		if m, ok := req.(*pb.MultiRequest); ok && err == nil {
+			// Count the ops of a Multi call as the requests they are, each
+			// with its own code, so per-method figures do not depend on
+			// whether clients coalesce.
+			results := resp.(*pb.MultiResponse).GetResults()
+			for i, op := range m.GetOps() {
+				full := multiOpMethod(op)
+				code := codes.Code(results[i].GetStatus().GetCode())
+				latency.Record(ctx, elapsed, opts.latency(full))
+				requests.Add(ctx, 1, opts.requests(full, code))
+			}
+			return resp, err
+		}
+		latency.Record(ctx, elapsed, opts.latency(info.FullMethod))
+		requests.Add(ctx, 1, opts.requests(info.FullMethod, status.Code(err)))
 		return resp, err
 	}, nil
+}
+
+// multiOpMethod is the full method name of the unary request op carries.
+func multiOpMethod(op *pb.MultiOp) string {
+	switch op.GetOp().(type) {
+	case *pb.MultiOp_Get:
+		return pb.KV_Get_FullMethodName
+	case *pb.MultiOp_Put:
+		return pb.KV_Put_FullMethodName
+	case *pb.MultiOp_Delete:
+		return pb.KV_Delete_FullMethodName
+	case *pb.MultiOp_CompareAndSwap:
+		return pb.KV_CompareAndSwap_FullMethodName
+	}
+	return pb.KV_Multi_FullMethodName
+}
+
+// rpcOptions caches the attribute sets of the request metrics, one per
+// method and one per method and code: building a set sorts and hashes its
+// attributes, which would cost more than recording the measurement.
+type rpcOptions struct {
+	byMethod, byCode sync.Map // string -> metric.MeasurementOption; rpcKey -> metric.AddOption
+}
+
+type rpcKey struct {
+	method string
+	code   codes.Code
+}
+
+func (o *rpcOptions) latency(full string) metric.RecordOption {
+	if v, ok := o.byMethod.Load(full); ok {
+		return v.(metric.MeasurementOption)
+	}
+	svc, method := splitMethod(full)
+	v, _ := o.byMethod.LoadOrStore(full, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("service", svc), attribute.String("method", method))))
+	return v.(metric.MeasurementOption)
+}
+
+func (o *rpcOptions) requests(full string, code codes.Code) metric.AddOption {
+	k := rpcKey{full, code}
+	if v, ok := o.byCode.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	svc, method := splitMethod(full)
+	v, _ := o.byCode.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("service", svc), attribute.String("method", method), attribute.String("code", code.String()))))
+	return v.(metric.MeasurementOption)
 }
 
 // splitMethod splits "/flotilla.v1.KV/Put" into "flotilla.v1.KV" and "Put".

@@ -15,6 +15,7 @@ package flotillapb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -787,11 +788,409 @@ func (*BatchResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{13}
 }
 
+// MultiOp is one request of a Multi call: exactly one field is set.
+type MultiOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*MultiOp_Get
+	//	*MultiOp_Put
+	//	*MultiOp_Delete
+	//	*MultiOp_CompareAndSwap
+	Op            isMultiOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiOp) Reset() {
+	*x = MultiOp{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiOp) ProtoMessage() {}
+
+func (x *MultiOp) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
+func (*MultiOp) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MultiOp) GetOp() isMultiOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *MultiOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*MultiOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *MultiOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*MultiOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *MultiOp) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*MultiOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *MultiOp) GetCompareAndSwap() *CompareAndSwapRequest {
+	if x != nil {
+		if x, ok := x.Op.(*MultiOp_CompareAndSwap); ok {
+			return x.CompareAndSwap
+		}
+	}
+	return nil
+}
+
+type isMultiOp_Op interface {
+	isMultiOp_Op()
+}
+
+type MultiOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
+}
+
+type MultiOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
+}
+
+type MultiOp_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,3,opt,name=delete,proto3,oneof"`
+}
+
+type MultiOp_CompareAndSwap struct {
+	CompareAndSwap *CompareAndSwapRequest `protobuf:"bytes,4,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
+}
+
+func (*MultiOp_Get) isMultiOp_Op() {}
+
+func (*MultiOp_Put) isMultiOp_Op() {}
+
+func (*MultiOp_Delete) isMultiOp_Op() {}
+
+func (*MultiOp_CompareAndSwap) isMultiOp_Op() {}
+
+// MultiRequest carries independent requests, for any shards this node
+// hosts, in one round trip. The node serves them concurrently, each exactly
+// as if it had come alone: nothing orders or joins them, one may fail while
+// the others succeed, and a write still applies exactly once per
+// (client_id, seq). Clients use it to share one RPC among requests that go
+// to the same node at the same time (the router coalesces them), which
+// divides the per-RPC cost of gRPC by the batch size.
+type MultiRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*MultiOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiRequest) Reset() {
+	*x = MultiRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiRequest) ProtoMessage() {}
+
+func (x *MultiRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiRequest.ProtoReflect.Descriptor instead.
+func (*MultiRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MultiRequest) GetOps() []*MultiOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+// OpStatus is the outcome of one op of a Multi call, shaped like
+// google.rpc.Status: code 0 (OK) with the op's response, or the gRPC code,
+// message and typed details (see common.proto) the op would have failed
+// with as a call of its own.
+type OpStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*anypb.Any           `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpStatus) Reset() {
+	*x = OpStatus{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpStatus) ProtoMessage() {}
+
+func (x *OpStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpStatus.ProtoReflect.Descriptor instead.
+func (*OpStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OpStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *OpStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *OpStatus) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+// MultiResult is the outcome of the op at the same index of the request.
+type MultiResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status *OpStatus              `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*MultiResult_Get
+	//	*MultiResult_Put
+	//	*MultiResult_Delete
+	//	*MultiResult_CompareAndSwap
+	Result        isMultiResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiResult) Reset() {
+	*x = MultiResult{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiResult) ProtoMessage() {}
+
+func (x *MultiResult) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiResult.ProtoReflect.Descriptor instead.
+func (*MultiResult) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MultiResult) GetStatus() *OpStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *MultiResult) GetResult() isMultiResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *MultiResult) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*MultiResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *MultiResult) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*MultiResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *MultiResult) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*MultiResult_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *MultiResult) GetCompareAndSwap() *CompareAndSwapResponse {
+	if x != nil {
+		if x, ok := x.Result.(*MultiResult_CompareAndSwap); ok {
+			return x.CompareAndSwap
+		}
+	}
+	return nil
+}
+
+type isMultiResult_Result interface {
+	isMultiResult_Result()
+}
+
+type MultiResult_Get struct {
+	Get *GetResponse `protobuf:"bytes,2,opt,name=get,proto3,oneof"`
+}
+
+type MultiResult_Put struct {
+	Put *PutResponse `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type MultiResult_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,4,opt,name=delete,proto3,oneof"`
+}
+
+type MultiResult_CompareAndSwap struct {
+	CompareAndSwap *CompareAndSwapResponse `protobuf:"bytes,5,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
+}
+
+func (*MultiResult_Get) isMultiResult_Result() {}
+
+func (*MultiResult_Put) isMultiResult_Result() {}
+
+func (*MultiResult_Delete) isMultiResult_Result() {}
+
+func (*MultiResult_CompareAndSwap) isMultiResult_Result() {}
+
+// MultiResponse has one result per op, in the order of the request.
+type MultiResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*MultiResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiResponse) Reset() {
+	*x = MultiResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiResponse) ProtoMessage() {}
+
+func (x *MultiResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiResponse.ProtoReflect.Descriptor instead.
+func (*MultiResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MultiResponse) GetResults() []*MultiResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\"2\n" +
+	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19google/protobuf/any.proto\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"R\n" +
@@ -839,14 +1238,36 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\fBatchRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12&\n" +
 	"\x03ops\x18\x02 \x03(\v2\x14.flotilla.v1.BatchOpR\x03ops\"\x0f\n" +
-	"\rBatchResponse2\x93\x03\n" +
+	"\rBatchResponse\"\xef\x01\n" +
+	"\aMultiOp\x12+\n" +
+	"\x03get\x18\x01 \x01(\v2\x17.flotilla.v1.GetRequestH\x00R\x03get\x12+\n" +
+	"\x03put\x18\x02 \x01(\v2\x17.flotilla.v1.PutRequestH\x00R\x03put\x124\n" +
+	"\x06delete\x18\x03 \x01(\v2\x1a.flotilla.v1.DeleteRequestH\x00R\x06delete\x12N\n" +
+	"\x10compare_and_swap\x18\x04 \x01(\v2\".flotilla.v1.CompareAndSwapRequestH\x00R\x0ecompareAndSwapB\x04\n" +
+	"\x02op\"6\n" +
+	"\fMultiRequest\x12&\n" +
+	"\x03ops\x18\x01 \x03(\v2\x14.flotilla.v1.MultiOpR\x03ops\"h\n" +
+	"\bOpStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xaa\x02\n" +
+	"\vMultiResult\x12-\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.flotilla.v1.OpStatusR\x06status\x12,\n" +
+	"\x03get\x18\x02 \x01(\v2\x18.flotilla.v1.GetResponseH\x00R\x03get\x12,\n" +
+	"\x03put\x18\x03 \x01(\v2\x18.flotilla.v1.PutResponseH\x00R\x03put\x125\n" +
+	"\x06delete\x18\x04 \x01(\v2\x1b.flotilla.v1.DeleteResponseH\x00R\x06delete\x12O\n" +
+	"\x10compare_and_swap\x18\x05 \x01(\v2#.flotilla.v1.CompareAndSwapResponseH\x00R\x0ecompareAndSwapB\b\n" +
+	"\x06result\"C\n" +
+	"\rMultiResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.flotilla.v1.MultiResultR\aresults2\xd3\x03\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
 	"\x06Delete\x12\x1a.flotilla.v1.DeleteRequest\x1a\x1b.flotilla.v1.DeleteResponse\x12Y\n" +
 	"\x0eCompareAndSwap\x12\".flotilla.v1.CompareAndSwapRequest\x1a#.flotilla.v1.CompareAndSwapResponse\x12;\n" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
-	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
+	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x12>\n" +
+	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_kv_proto_rawDescOnce sync.Once
@@ -860,7 +1281,7 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_kv_proto_rawDescData
 }
 
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flotilla_v1_kv_proto_goTypes = []any{
 	(*KeyValue)(nil),               // 0: flotilla.v1.KeyValue
 	(*GetRequest)(nil),             // 1: flotilla.v1.GetRequest
@@ -876,34 +1297,54 @@ var file_flotilla_v1_kv_proto_goTypes = []any{
 	(*BatchOp)(nil),                // 11: flotilla.v1.BatchOp
 	(*BatchRequest)(nil),           // 12: flotilla.v1.BatchRequest
 	(*BatchResponse)(nil),          // 13: flotilla.v1.BatchResponse
-	(*RequestHeader)(nil),          // 14: flotilla.v1.RequestHeader
+	(*MultiOp)(nil),                // 14: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),           // 15: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),               // 16: flotilla.v1.OpStatus
+	(*MultiResult)(nil),            // 17: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),          // 18: flotilla.v1.MultiResponse
+	(*RequestHeader)(nil),          // 19: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),              // 20: google.protobuf.Any
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	14, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	14, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	14, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	14, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	14, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
 	0,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	14, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	19, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	11, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
-	1,  // 8: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	3,  // 9: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	5,  // 10: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	7,  // 11: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	9,  // 12: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	12, // 13: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	2,  // 14: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	4,  // 15: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	6,  // 16: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	8,  // 17: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	10, // 18: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	13, // 19: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
+	3,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
+	5,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
+	7,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
+	14, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
+	20, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	16, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
+	2,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
+	4,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
+	6,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
+	8,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
+	17, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
+	1,  // 20: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	3,  // 21: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	5,  // 22: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	7,  // 23: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	9,  // 24: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	12, // 25: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	15, // 26: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	2,  // 27: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	4,  // 28: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	6,  // 29: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	8,  // 30: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	10, // 31: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	13, // 32: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	18, // 33: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -912,13 +1353,25 @@ func file_flotilla_v1_kv_proto_init() {
 		return
 	}
 	file_flotilla_v1_common_proto_init()
+	file_flotilla_v1_kv_proto_msgTypes[14].OneofWrappers = []any{
+		(*MultiOp_Get)(nil),
+		(*MultiOp_Put)(nil),
+		(*MultiOp_Delete)(nil),
+		(*MultiOp_CompareAndSwap)(nil),
+	}
+	file_flotilla_v1_kv_proto_msgTypes[17].OneofWrappers = []any{
+		(*MultiResult_Get)(nil),
+		(*MultiResult_Put)(nil),
+		(*MultiResult_Delete)(nil),
+		(*MultiResult_CompareAndSwap)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	KV_CompareAndSwap_FullMethodName = "/flotilla.v1.KV/CompareAndSwap"
 	KV_Scan_FullMethodName           = "/flotilla.v1.KV/Scan"
 	KV_Batch_FullMethodName          = "/flotilla.v1.KV/Batch"
+	KV_Multi_FullMethodName          = "/flotilla.v1.KV/Multi"
 )
 
 // KVClient is the client API for KV service.
@@ -43,6 +44,11 @@ type KVClient interface {
 	CompareAndSwap(ctx context.Context, in *CompareAndSwapRequest, opts ...grpc.CallOption) (*CompareAndSwapResponse, error)
 	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error)
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
+	// Multi serves several independent Get, Put, Delete and CompareAndSwap
+	// requests in one round trip. The call itself fails only for a malformed
+	// or oversized request (InvalidArgument, ResourceExhausted); each op's
+	// outcome is in its MultiResult.
+	Multi(ctx context.Context, in *MultiRequest, opts ...grpc.CallOption) (*MultiResponse, error)
 }
 
 type kVClient struct {
@@ -113,6 +119,16 @@ func (c *kVClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *kVClient) Multi(ctx context.Context, in *MultiRequest, opts ...grpc.CallOption) (*MultiResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiResponse)
+	err := c.cc.Invoke(ctx, KV_Multi_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -123,6 +139,11 @@ type KVServer interface {
 	CompareAndSwap(context.Context, *CompareAndSwapRequest) (*CompareAndSwapResponse, error)
 	Scan(context.Context, *ScanRequest) (*ScanResponse, error)
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
+	// Multi serves several independent Get, Put, Delete and CompareAndSwap
+	// requests in one round trip. The call itself fails only for a malformed
+	// or oversized request (InvalidArgument, ResourceExhausted); each op's
+	// outcome is in its MultiResult.
+	Multi(context.Context, *MultiRequest) (*MultiResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -150,6 +171,9 @@ func (UnimplementedKVServer) Scan(context.Context, *ScanRequest) (*ScanResponse,
 }
 func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -280,6 +304,24 @@ func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Multi_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Multi(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Multi_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Multi(ctx, req.(*MultiRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +352,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Batch",
 			Handler:    _KV_Batch_Handler,
+		},
+		{
+			MethodName: "Multi",
+			Handler:    _KV_Multi_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
