@@ -95,7 +95,7 @@ func RunEngine(ctx context.Context, o EngineOptions) (*EngineResult, error) {
 	if res.Fsync, err = ProbeFsync(o.Dir, o.FsyncSamples); err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(filepath.Join(o.Dir, "db"), multiraft.PebbleOptions(&pebble.Options{Logger: quietPebble{}}))
+	db, err := pebble.Open(filepath.Join(o.Dir, "db"), &pebble.Options{Logger: quietPebble{}})
 	if err != nil {
 		return nil, err
 	}
