@@ -36,6 +36,10 @@ type CompareOptions struct {
 	// Conns is how many clients (router.Client, clientv3.Client) each
 	// system's driver spreads the bench clients over. Default 4.
 	Conns int
+	// RouterBatches is router.Config.BatchesPerNode of the Flotilla
+	// driver's routers: coalesced calls in flight per node; 0 the router's
+	// default, negative no coalescing (every request its own RPC).
+	RouterBatches int
 	// Dir holds the fleets' data and logs; empty: a temporary directory,
 	// removed at the end unless Keep.
 	Dir  string
@@ -195,7 +199,7 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		if note, err = f.WaitLeaders(ctx, shards, o.BalanceWait); err != nil {
 			return nil, "", err
 		}
-		d, err := NewFlotillaDriver(ctx, []string{f.Placement}, o.Conns, w.Clients)
+		d, err := NewFlotillaDriver(ctx, []string{f.Placement}, o.Conns, w.Clients, o.RouterBatches)
 		if err != nil {
 			return nil, note, err
 		}

@@ -140,7 +140,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 		d := s.GetRoute().GetShard()
 		shards = append(shards, &shardWriter{id: d.GetShardId(), start: d.GetStart(), end: d.GetEnd()})
 	}
-	drv, err := NewFlotillaDriver(ctx, []string{f.Placement}, 4, len(shards)*o.WritersPerShard)
+	drv, err := NewFlotillaDriver(ctx, []string{f.Placement}, 4, len(shards)*o.WritersPerShard, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -16,15 +16,16 @@ type FlotillaDriver struct {
 }
 
 // NewFlotillaDriver connects conns routers to the placement service at
-// placement, for clients bench clients.
-func NewFlotillaDriver(ctx context.Context, placement []string, conns, clients int) (*FlotillaDriver, error) {
+// placement, for clients bench clients. batches is the routers'
+// Config.BatchesPerNode (0: default; negative: no coalescing).
+func NewFlotillaDriver(ctx context.Context, placement []string, conns, clients, batches int) (*FlotillaDriver, error) {
 	if conns < 1 {
 		return nil, fmt.Errorf("bench: conns must be positive, got %d", conns)
 	}
 	d := &FlotillaDriver{}
 	lanes := max(router.DefaultWriteLanes, (clients+conns-1)/conns)
 	for range conns {
-		r, err := router.New(ctx, router.Config{PlacementAddresses: placement, WriteLanes: lanes})
+		r, err := router.New(ctx, router.Config{PlacementAddresses: placement, WriteLanes: lanes, BatchesPerNode: batches})
 		if err != nil {
 			_ = d.Close()
 			return nil, err

@@ -90,6 +90,7 @@ type compareFlags struct {
 	workloads, systems, preload, distribution string
 	cfg                                       bench.Config
 	runs, conns, shards, fsyncSamples         int
+	routerBatches                             int
 	dir, bin, etcd, cacheDir, jsonPath, plot  string
 	profile                                   string
 	keep                                      bool
@@ -119,6 +120,7 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 	fs.DurationVar(&c.cfg.Timeout, "timeout", bench.DefaultTimeout, "deadline of each operation; one that passes it counts as an error of kind timeout")
 	fs.Uint64Var(&c.cfg.Seed, "seed", 0, "seed of the clients' key and operation choices (0: from the clock; the JSON records it)")
 	fs.IntVar(&c.runs, "runs", 1, "runs per workload and system, each on a fresh fleet, alternating systems; the table shows medians")
+	fs.IntVar(&c.routerBatches, "router-batches", 0, "Flotilla only: coalesced calls the router keeps in flight per node (router.Config.BatchesPerNode); 0: the router's default, -1: no coalescing, every request its own RPC")
 	fs.IntVar(&c.conns, "conns", 4, "client connections per system (router.Clients for Flotilla, clientv3.Clients for etcd) the clients are spread over")
 	fs.IntVar(&c.shards, "shards", 16, "shards of the Flotilla fleet, created by placement at bootstrap")
 	fs.DurationVar(&c.balanceWait, "balance-wait", 20*time.Second, "once every Flotilla shard has a leader, wait up to this long for placement to balance the leaders over the nodes, so it does not move them while measuring (0: do not wait)")
@@ -251,7 +253,7 @@ func runBenchCompare(ctx context.Context, args []string, out io.Writer) error {
 	}
 	pp := bench.NewProgressPrinter(out, isTerminal(out), 5*time.Second)
 	rep, err := bench.Compare(ctx, bench.CompareOptions{
-		Workloads: cfgs, Systems: systems, Runs: c.runs, Conns: c.conns, Dir: c.dir, Keep: c.keep,
+		Workloads: cfgs, Systems: systems, Runs: c.runs, Conns: c.conns, RouterBatches: c.routerBatches, Dir: c.dir, Keep: c.keep,
 		BinDir: c.bin, Shards: c.shards, FsyncSamples: c.fsyncSamples, ProfileDir: c.profile,
 		BalanceWait: c.balanceWait,
 		Etcd:        bench.EtcdBuild{Binary: c.etcd, CacheDir: c.cacheDir, Log: out},
