@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,9 +21,17 @@ type operators struct {
 	nextID uint64
 	ring   []*pb.Operator
 	max    int
+	// byKind counts operators by kind, for telemetry.
+	byKind map[string]OperatorCounts
 }
 
-func newOperators(max int) *operators { return &operators{max: max} }
+// OperatorCounts counts the operators of one kind since start: started,
+// finished with every step done, and failed.
+type OperatorCounts struct{ Started, Done, Failed uint64 }
+
+func newOperators(max int) *operators {
+	return &operators{max: max, byKind: map[string]OperatorCounts{}}
+}
 
 // start records a new running operator and returns it; finish completes it.
 func (o *operators) start(kind string, shard uint64, desc string, now time.Time) *pb.Operator {
@@ -30,6 +39,9 @@ func (o *operators) start(kind string, shard uint64, desc string, now time.Time)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.nextID++
+	c := o.byKind[kind]
+	c.Started++
+	o.byKind[kind] = c
 	op := &pb.Operator{Id: o.nextID, Kind: kind, ShardId: shard, Description: desc, State: "running", StartedUnixMs: now.UnixMilli()}
 	o.ring = append(o.ring, op)
 	if len(o.ring) > o.max {
@@ -42,12 +54,23 @@ func (o *operators) finish(op *pb.Operator, err error, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	op.State, op.FinishedUnixMs = "done", now.UnixMilli()
+	c := o.byKind[op.Kind]
 	if err != nil {
 		op.State, op.Error = "failed", err.Error()
 		o.Failed.Add(1)
+		c.Failed++
 	} else {
 		o.Done.Add(1)
+		c.Done++
 	}
+	o.byKind[op.Kind] = c
+}
+
+// counts returns a copy of the counts by kind.
+func (o *operators) counts() map[string]OperatorCounts {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.byKind)
 }
 
 // recent returns copies of the recorded operators, newest last.

@@ -465,6 +465,11 @@ func (s *Service) DrainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.
 	return &pb.DrainNodeResponse{}, nil
 }
 
+// OperatorCounts returns how many operators of each kind this replica's
+// scheduler started, completed and failed since it started. The caller
+// owns the map. Safe for concurrent use.
+func (s *Service) OperatorCounts() map[string]OperatorCounts { return s.ops.counts() }
+
 // Telemetry returns readings for placementd's metrics: operators started,
 // done and failed, and (on the leader; zero on followers) nodes up and
 // down and shards known.

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
@@ -104,7 +107,10 @@ func (s *KVServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.Put(ctx, id, h, req.GetKey(), req.GetValue()); err != nil {
+	actx, endApply := applySpan(ctx, "Put", id)
+	err = s.store.Put(actx, id, h, req.GetKey(), req.GetValue())
+	endApply(err)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Put(fctx, req)
 		}
@@ -119,7 +125,10 @@ func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delet
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.Delete(ctx, id, h, req.GetKey()); err != nil {
+	actx, endApply := applySpan(ctx, "Delete", id)
+	err = s.store.Delete(actx, id, h, req.GetKey())
+	endApply(err)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Delete(fctx, req)
 		}
@@ -134,7 +143,9 @@ func (s *KVServer) CompareAndSwap(ctx context.Context, req *pb.CompareAndSwapReq
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.store.CompareAndSwap(ctx, id, h, req.GetKey(), req.GetExpected(), req.GetExpectAbsent(), req.GetValue())
+	actx, endApply := applySpan(ctx, "CompareAndSwap", id)
+	res, err := s.store.CompareAndSwap(actx, id, h, req.GetKey(), req.GetExpected(), req.GetExpectAbsent(), req.GetValue())
+	endApply(err)
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).CompareAndSwap(fctx, req)
@@ -192,13 +203,37 @@ func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchRe
 	for i, o := range req.GetOps() {
 		ops[i] = shard.Op{Key: o.GetKey(), Value: o.GetValue(), Delete: o.GetDelete()}
 	}
-	if err := s.store.Batch(ctx, id, h, ops); err != nil {
+	actx, endApply := applySpan(ctx, "Batch", id)
+	err = s.store.Batch(actx, id, h, ops)
+	endApply(err)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Batch(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetOps()[0].GetKey())
 	}
 	return &pb.BatchResponse{}, nil
+}
+
+// applySpan starts the span of a write's proposal and its wait for apply
+// (the engine resolves the proposal's future at apply), as a child of the
+// request's server span; end records the outcome and ends it. A request
+// that is not traced (tracing off, or not sampled) gets no span and costs
+// one context lookup.
+func applySpan(ctx context.Context, method string, id shard.ShardID) (_ context.Context, end func(error)) {
+	parent := trace.SpanFromContext(ctx)
+	if !parent.IsRecording() {
+		return ctx, func(error) {}
+	}
+	ctx, span := parent.TracerProvider().Tracer("github.com/flotilla-kv/flotilla/rpc").Start(ctx, "flotilla.shard.propose-apply",
+		trace.WithAttributes(attribute.String("flotilla.kv.method", method), attribute.Int64("flotilla.shard.id", int64(id))))
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
 }
 
 // clampSpan intersects [start, end) with [lo, hi); an empty end or hi is

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -25,6 +25,7 @@ type common struct {
 	json        bool
 	timeout     time.Duration
 	consistency string
+	tls         tlsconfig.Files // --tls-cert, --tls-key, --tls-ca: mutual TLS to placement and nodes
 }
 
 func newFlags(name string, c *common, reads bool) *flag.FlagSet {
@@ -32,6 +33,7 @@ func newFlags(name string, c *common, reads bool) *flag.FlagSet {
 	fs.StringVar(&c.placement, "placement", "127.0.0.1:7000", "placement service addresses, comma-separated")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of the whole command")
+	c.tls.RegisterFlags(fs, "this client, signed by the cluster's CA ('flotilla certs' makes client.crt)")
 	if reads {
 		fs.StringVar(&c.consistency, "consistency", "linearizable", "read consistency: linearizable, lease or stale")
 	}
@@ -62,6 +64,11 @@ func parse(fs *flag.FlagSet, args []string, summary string, want ...int) ([]stri
 	if bad != nil {
 		return nil, bad
 	}
+	if p := tlsFlags(fs).Problems(); p != nil {
+		fmt.Fprintf(os.Stderr, "%s\n\n", strings.Join(p, "\n"))
+		fs.Usage()
+		return nil, errUsage
+	}
 	for _, n := range want {
 		if fs.NArg() == n {
 			return fs.Args(), nil
@@ -84,14 +91,36 @@ func (c *common) consistencyOpt() (router.ReadOption, error) {
 	return nil, fmt.Errorf("--consistency %q: want linearizable, lease or stale", c.consistency)
 }
 
+// tlsFlags returns the TLS files set on fs (zero if fs has no TLS flags).
+func tlsFlags(fs *flag.FlagSet) tlsconfig.Files {
+	get := func(name string) string {
+		if f := fs.Lookup(name); f != nil {
+			return f.Value.String()
+		}
+		return ""
+	}
+	return tlsconfig.Files{Cert: get(tlsconfig.FlagCert), Key: get(tlsconfig.FlagKey), CA: get(tlsconfig.FlagCA)}
+}
+
 func (c *common) router(ctx context.Context) (*router.Client, error) {
-	return router.New(ctx, router.Config{PlacementAddresses: strings.Split(c.placement, ","), Timeout: c.timeout})
+	tlsCfg, err := tlsconfig.Load(c.tls)
+	if err != nil {
+		return nil, err
+	}
+	return router.New(ctx, router.Config{
+		PlacementAddresses: strings.Split(c.placement, ","), Timeout: c.timeout,
+		DialOptions: append([]grpc.DialOption{tlsCfg.DialOption()}, tracing.DialOptions()...), // client spans when tracing is on
+	})
 }
 
 // placementClient dials the first placement address that answers.
 func (c *common) placementClient() (pb.PlacementClient, func(), error) {
+	tlsCfg, err := tlsconfig.Load(c.tls)
+	if err != nil {
+		return nil, nil, err
+	}
 	addrs := strings.Split(c.placement, ",")
-	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addrs[0], tlsCfg.DialOption())
 	if err != nil {
 		return nil, nil, err
 	}

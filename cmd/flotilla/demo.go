@@ -19,7 +19,10 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -41,6 +44,7 @@ type demoConfig struct {
 	value    int
 	keys     int
 	listen   string
+	tls      bool
 }
 
 func runDemo(ctx context.Context, args []string, out io.Writer) error {
@@ -56,6 +60,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&c.value, "value-size", 256, "bytes per value written by the workload")
 	fs.IntVar(&c.keys, "keys", 10000, "distinct keys of the workload")
 	fs.StringVar(&c.listen, "placement-listen", "127.0.0.1:7000", "address of the demo's placement service (the other commands' default --placement); a free port is used if it is taken")
+	fs.BoolVar(&c.tls, "tls", false, "run the fleet with mutual TLS: a development CA and certificates are made in DIR/tls, and every gRPC connection, the workload's included, uses them")
 	if err := cli.Parse(fs, args, demoSummary); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -90,7 +95,11 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement, f.statusURL)
-	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement}})
+	tlsCfg, err := tlsconfig.Load(f.tls)
+	if err != nil {
+		return err
+	}
+	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement}, DialOptions: []grpc.DialOption{tlsCfg.DialOption()}})
 	if err != nil {
 		return err
 	}
@@ -106,7 +115,11 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if c.duration > 0 {
 		fmt.Fprintf(out, "\nthe fleet stops at --duration (%s)\n", c.duration)
 	} else {
-		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s hello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement)
+		tlsArgs := strings.Join(f.tls.Args(), " ")
+		if tlsArgs != "" {
+			tlsArgs += " "
+		}
+		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement, tlsArgs)
 	}
 	<-ctx.Done()
 	return nil
@@ -120,6 +133,7 @@ type fleet struct {
 	statusURL string
 	procs     []*exec.Cmd
 	names     []string
+	tls       tlsconfig.Files // the client's files; zero without --tls
 }
 
 func findBinary(dir, name string) (string, error) {
@@ -176,19 +190,45 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error
 		addrs[0] = c.listen
 	}
 	f.placement = addrs[0]
+	// tlsArgs returns the TLS flags of process name (none without --tls).
+	tlsArgs := func(string) ([]string, error) { return nil, nil }
+	if c.tls {
+		ca, err := tlsconfig.NewDevCA(30 * 24 * time.Hour)
+		if err != nil {
+			return f, err
+		}
+		tlsDir := filepath.Join(f.dir, "tls")
+		// The demo owns DIR/tls: certificates of an earlier run are replaced.
+		tlsArgs = func(name string) ([]string, error) {
+			files, err := tlsconfig.WriteDevFiles(ca, tlsDir, name, tlsconfig.DefaultHosts, true /* force */)
+			return files.Args(), err
+		}
+		if f.tls, err = tlsconfig.WriteDevFiles(ca, tlsDir, "client", tlsconfig.DefaultHosts, true /* force */); err != nil {
+			return f, err
+		}
+		fmt.Fprintf(out, "mutual TLS: CA and certificates in %s\n", tlsDir)
+	}
 	fmt.Fprintf(out, "starting placementd and %d shardnodes in %s\n", c.nodes, f.dir)
 	var readyz []string
-	if err := f.start(pd, "placementd", "--id", "1", "--listen", addrs[0], "--http", addrs[1],
+	ptls, err := tlsArgs("placement-1")
+	if err != nil {
+		return f, err
+	}
+	if err := f.start(pd, "placementd", append([]string{"--id", "1", "--listen", addrs[0], "--http", addrs[1],
 		"--data-dir", filepath.Join(f.dir, "placement"), "--initial-shards", fmt.Sprint(c.shards),
-		"--replication-factor", fmt.Sprint(min(3, c.nodes)), "--down-after", "10s"); err != nil {
+		"--replication-factor", fmt.Sprint(min(3, c.nodes)), "--down-after", "10s"}, ptls...)...); err != nil {
 		return f, err
 	}
 	readyz = append(readyz, addrs[1])
 	f.statusURL = "http://" + addrs[1] + "/"
 	for i := 1; i <= c.nodes; i++ {
 		grpcAddr, httpAddr := addrs[2*i], addrs[2*i+1]
-		if err := f.start(sn, fmt.Sprintf("shardnode-%d", i), "--node-id", fmt.Sprint(i), "--listen", grpcAddr, "--http", httpAddr,
-			"--data-dir", filepath.Join(f.dir, fmt.Sprintf("node%d", i)), "--placement", f.placement); err != nil {
+		ntls, err := tlsArgs(fmt.Sprintf("node-%d", i))
+		if err != nil {
+			return f, err
+		}
+		if err := f.start(sn, fmt.Sprintf("shardnode-%d", i), append([]string{"--node-id", fmt.Sprint(i), "--listen", grpcAddr, "--http", httpAddr,
+			"--data-dir", filepath.Join(f.dir, fmt.Sprintf("node%d", i)), "--placement", f.placement}, ntls...)...); err != nil {
 			return f, err
 		}
 		readyz = append(readyz, httpAddr)
@@ -240,7 +280,7 @@ func waitReady(ctx context.Context, httpAddr string) error {
 
 // waitShards waits until placement knows n shards and each has a leader.
 func (f *fleet) waitShards(ctx context.Context, n int) error {
-	c := common{placement: f.placement}
+	c := common{placement: f.placement, tls: f.tls}
 	pc, done, err := c.placementClient()
 	if err != nil {
 		return err
@@ -272,7 +312,7 @@ func (f *fleet) waitShards(ctx context.Context, n int) error {
 }
 
 func (f *fleet) printCluster(ctx context.Context, out io.Writer) error {
-	c := common{placement: f.placement}
+	c := common{placement: f.placement, tls: f.tls}
 	pc, done, err := c.placementClient()
 	if err != nil {
 		return err

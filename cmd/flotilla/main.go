@@ -10,9 +10,11 @@
 //	flotilla scan [--start S --end E]   list keys in order
 //	flotilla status | nodes | shards    cluster state from placement
 //	flotilla drain NODE                 move every replica and leadership off NODE
+//	flotilla certs --dir DIR            create a development CA and mTLS certificates
 //
 // Every command takes --placement (or FLOTILLA_PLACEMENT) to name the
-// placement service, and --json for machine-readable output. It exits 0 on
+// placement service, --tls-cert, --tls-key and --tls-ca for mutual TLS, and
+// --json for machine-readable output. It exits 0 on
 // success and 1 with a one-line error otherwise (2 for usage errors).
 package main
 
@@ -25,6 +27,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/telemetry"
 )
 
 const usage = `flotilla: the Flotilla command-line client.
@@ -43,6 +48,7 @@ Commands:
   shards    list shards with their ranges, replicas and leaders
   drain     drain NODE: move its replicas and leaderships away (--undo to stop)
   bench     the bench suite: compare (Flotilla against etcd), engine, idle, failover (see 'flotilla bench --help')
+  certs     create a development CA and certificates for mutual TLS (--tls-cert, --tls-key, --tls-ca)
 
 Run 'flotilla COMMAND --help' for the flags of a command.`
 
@@ -64,6 +70,7 @@ var commands = []command{
 	{"shards", "flotilla shards [flags]", runShards},
 	{"drain", "flotilla drain [flags] NODE", runDrain},
 	{"bench", "flotilla bench SUBCOMMAND [flags]: compare, engine, idle, failover", runBench},
+	{"certs", "flotilla certs --dir DIR [flags]: create a development CA and mTLS certificates", runCerts},
 }
 
 // errUsage marks a usage error (exit status 2); its message was printed.
@@ -83,7 +90,7 @@ func main() {
 		if c.name != os.Args[1] {
 			continue
 		}
-		err := c.run(ctx, os.Args[2:], os.Stdout)
+		err := runTraced(ctx, c)
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return
@@ -96,4 +103,27 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "flotilla: unknown command %q\n\n%s\n", os.Args[1], usage)
 	os.Exit(2)
+}
+
+// tracing is the process's tracing, off unless OTEL_EXPORTER_OTLP_ENDPOINT
+// is set; the router's connections carry its client spans. Set by
+// runTraced; nil (off) in tests.
+var tracing *telemetry.Tracing
+
+// runTraced runs c as one trace: a root span for the command, the
+// router's RPCs as its children, exported before the process exits.
+func runTraced(ctx context.Context, c command) error {
+	t, err := telemetry.StartTracing(ctx, "flotilla", "")
+	if err != nil {
+		return err
+	}
+	tracing = t
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = t.Shutdown(fctx)
+	}()
+	ctx, span := t.Start(ctx, "flotilla "+c.name)
+	defer span.End()
+	return c.run(ctx, os.Args[2:], os.Stdout)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -61,6 +62,9 @@ type Config struct {
 	Tick              time.Duration
 	LogFormat         string
 	LogLevel          string
+	// TLS holds --tls-cert, --tls-key and --tls-ca: all three turn on
+	// mutual TLS for every gRPC connection in and out.
+	TLS tlsconfig.Files
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -83,6 +87,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.DurationVar(&c.Tick, "tick", 100*time.Millisecond, "duration of one Raft tick of the catalogue group")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.TLS.RegisterFlags(fs, "this placement replica, served to nodes, clients and replicas and presented to nodes and replicas (the --http endpoints stay plaintext)")
 	if err := cli.Parse(fs, args, summary); err != nil {
 		return c, err
 	}
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := cli.NewLogger(os.Stderr, c.LogFormat, c.LogLevel); err != nil {
 		p.Addf("%v", err)
+	}
+	for _, tp := range c.TLS.Problems() {
+		p.Addf("%s", tp)
 	}
 	return p.Err()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement"
 	"github.com/flotilla-kv/flotilla/rpc"
@@ -36,6 +37,12 @@ func run(ctx context.Context, cfg Config) error {
 	if len(peers) == 0 {
 		peers[self] = cfg.Advertise
 	}
+	// With TLS, the Placement API, the catalogue's Raft traffic between
+	// replicas and the Admin calls to nodes are all mutual TLS.
+	tlsCfg, err := tlsconfig.Load(cfg.TLS)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
@@ -44,7 +51,7 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}
 	defer db.Close()
-	conns := &serve.ConnPool{}
+	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
 	defer conns.Close()
 
 	svc := placement.NewService(placement.Config{
@@ -71,18 +78,19 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer tel.Shutdown(context.Background())
-	started, done, failed, up, down, shards := svc.Telemetry()
-	if err := tel.Observe([]telemetry.Counter{
-		{Name: "flotilla.placement.operators.started", Description: "operators started by this replica's scheduler", Read: started},
-		{Name: "flotilla.placement.operators.done", Description: "operators whose steps all succeeded", Read: done},
-		{Name: "flotilla.placement.operators.failed", Description: "operators that failed (decided again by a later round)", Read: failed},
-	}, []telemetry.Gauge{
-		{Name: "flotilla.placement.nodes.up", Description: "nodes heartbeating (leader only)", Read: up},
-		{Name: "flotilla.placement.nodes.down", Description: "nodes silent for three heartbeat intervals (leader only)", Read: down},
-		{Name: "flotilla.placement.shards", Description: "shards known from heartbeats (leader only)", Read: shards},
-	}); err != nil {
+	if err := tel.ObservePlacement(svc); err != nil {
 		return err
 	}
+	// Traces: off unless OTEL_EXPORTER_OTLP_ENDPOINT is set (see internal/telemetry).
+	tracing, err := telemetry.StartTracing(ctx, "placementd", fmt.Sprint(cfg.ID))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(fctx)
+	}()
 	if err := tel.ObserveEngine(engine); err != nil {
 		return err
 	}
@@ -94,7 +102,7 @@ func run(ctx context.Context, cfg Config) error {
 	var ready atomic.Bool
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	srv := grpc.NewServer(append(serve.ServerOptions(), grpc.ChainUnaryInterceptor(interceptor))...)
+	srv := grpc.NewServer(append(append(serve.ServerOptions(tlsCfg.ServerOption()), grpc.ChainUnaryInterceptor(interceptor)), tracing.ServerOptions()...)...)
 	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
 	pb.RegisterPlacementServer(srv, svc)
 	healthpb.RegisterHealthServer(srv, healthSrv)
@@ -128,7 +136,7 @@ func run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { svc.Run(bg) })
 	ready.Store(true)
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	logger.Info("ready", "listen", lis.Addr().String(), "peers", len(peers), "http", cfg.HTTP)
+	logger.Info("ready", "listen", lis.Addr().String(), "peers", len(peers), "http", cfg.HTTP, "tls", tlsCfg.Enabled())
 
 	select {
 	case <-ctx.Done():

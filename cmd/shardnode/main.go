@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -67,6 +68,9 @@ type Config struct {
 	Pprof         bool
 	LogFormat     string
 	LogLevel      string
+	// TLS holds --tls-cert, --tls-key and --tls-ca: all three turn on
+	// mutual TLS for every gRPC connection in and out.
+	TLS tlsconfig.Files
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -94,6 +98,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.TLS.RegisterFlags(fs, "this node, served to clients and peers and presented to peers and placement (the --http endpoints stay plaintext)")
 	if err := cli.Parse(fs, args, summary); err != nil {
 		return c, err
 	}
@@ -138,6 +143,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := cli.NewLogger(os.Stderr, c.LogFormat, c.LogLevel); err != nil {
 		p.Addf("%v", err)
+	}
+	for _, tp := range c.TLS.Problems() {
+		p.Addf("%s", tp)
 	}
 	return p.Err()
 }

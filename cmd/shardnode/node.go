@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -38,6 +39,12 @@ func run(ctx context.Context, cfg Config) error {
 	self := multiraft.NodeID(cfg.NodeID)
 	peers[self] = cfg.Advertise
 	resolver := newResolver(peers)
+	// With TLS, every connection in (KV, Admin, Raft) and out (peers'
+	// transport, forwarding, placement) is mutual TLS; nil is plaintext.
+	tlsCfg, err := tlsconfig.Load(cfg.TLS)
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
@@ -52,7 +59,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	conns := &serve.ConnPool{}
+	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
 	defer conns.Close()
 	transport := rpc.NewTransport(rpc.TransportConfig{
 		NodeID: self, Resolver: resolver, Dial: conns.Dial, Logger: logger,
@@ -85,11 +92,21 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Traces: off unless OTEL_EXPORTER_OTLP_ENDPOINT is set (see internal/telemetry).
+	tracing, err := telemetry.StartTracing(ctx, "shardnode", fmt.Sprint(cfg.NodeID))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(fctx)
+	}()
 
 	var ready atomic.Bool
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	srv := grpc.NewServer(append(serve.ServerOptions(), grpc.ChainUnaryInterceptor(interceptor))...)
+	srv := grpc.NewServer(append(append(serve.ServerOptions(tlsCfg.ServerOption()), grpc.ChainUnaryInterceptor(interceptor)), tracing.ServerOptions()...)...)
 	dialNode := func(n multiraft.NodeID) (*grpc.ClientConn, error) {
 		addr, err := resolver.Resolve(n)
 		if err != nil {
@@ -148,7 +165,7 @@ func run(ctx context.Context, cfg Config) error {
 		}
 		wg.Go(func() { rep.run(tickCtx) })
 	}
-	logger.Info("ready", "listen", lis.Addr().String(), "advertise", cfg.Advertise, "http", cfg.HTTP)
+	logger.Info("ready", "listen", lis.Addr().String(), "advertise", cfg.Advertise, "http", cfg.HTTP, "tls", tlsCfg.Enabled())
 
 	select {
 	case <-ctx.Done():

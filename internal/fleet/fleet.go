@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
 
 var (
@@ -86,6 +87,13 @@ type Node struct {
 	cmd  *exec.Cmd
 	done chan error
 	conn *grpc.ClientConn
+
+	// Plaintext starts this process without TLS flags even in a TLS fleet
+	// (see Fleet.EnableTLS), as a misconfigured process would be; Conn
+	// then dials it in plaintext. Set before Start.
+	Plaintext bool
+	fleet     *Fleet          // for TLS; nil for a Node built by hand
+	tlsFiles  tlsconfig.Files // issued on first start in a TLS fleet
 }
 
 // Fleet is a set of shardnodes that know each other's addresses, and
@@ -97,6 +105,8 @@ type Fleet struct {
 	order []uint64
 	// Placement holds the placementd replicas, by replica ID.
 	Placement map[uint64]*Node
+
+	tls *fleetTLS // nil: plaintext
 }
 
 // New prepares n nodes (IDs 1..n) without starting them; extra flags apply
@@ -118,7 +128,7 @@ func (f *Fleet) Add(extra ...string) *Node {
 		ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
 		DataDir: filepath.Join(f.Dir, fmt.Sprintf("n%d", id)),
 		LogPath: filepath.Join(f.Dir, fmt.Sprintf("n%d.log", id)),
-		Args:    extra, t: f.t, bin: Binary(f.t, "shardnode"),
+		Args:    extra, t: f.t, bin: Binary(f.t, "shardnode"), fleet: f,
 	}
 	n.base = func() []string {
 		args := []string{
@@ -147,7 +157,7 @@ func (f *Fleet) AddPlacement(n int, extra ...string) {
 			ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
 			DataDir: filepath.Join(f.Dir, fmt.Sprintf("p%d", id)),
 			LogPath: filepath.Join(f.Dir, fmt.Sprintf("p%d.log", id)),
-			Args:    extra, t: f.t, bin: Binary(f.t, "placementd"),
+			Args:    extra, t: f.t, bin: Binary(f.t, "placementd"), fleet: f,
 		}
 		p.base = func() []string {
 			var peers []string
@@ -230,7 +240,7 @@ func (n *Node) Start() {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	args := append(n.base(), n.Args...)
+	args := append(append(n.base(), n.tlsArgs()...), n.Args...)
 	cmd := exec.Command(n.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -285,6 +295,13 @@ func (n *Node) Kill() {
 // Terminate sends SIGTERM (a graceful stop); Wait collects the exit status.
 func (n *Node) Terminate() { n.signal(syscall.SIGTERM) }
 
+// Pause sends SIGSTOP: the process freezes with its sockets open, as a
+// node that hangs would. Resume undoes it; Kill works on a paused node.
+func (n *Node) Pause() { n.signal(syscall.SIGSTOP) }
+
+// Resume sends SIGCONT to a paused process.
+func (n *Node) Resume() { n.signal(syscall.SIGCONT) }
+
 func (n *Node) signal(s syscall.Signal) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -324,7 +341,7 @@ func (n *Node) Conn() *grpc.ClientConn {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.conn == nil {
-		c, err := grpc.NewClient(n.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(n.Addr, n.dialCreds())
 		if err != nil {
 			n.t.Fatal(err)
 		}

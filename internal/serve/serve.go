@@ -12,13 +12,19 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
 
 // ConnPool shares one client connection per address. Safe for concurrent
-// use; the zero value is ready.
+// use; the zero value is ready and dials in plaintext.
 type ConnPool struct {
+	// Creds are the transport credentials of every connection: the
+	// process's mutual TLS (tlsconfig.Config.ClientCredentials), or nil for
+	// plaintext. Set before the first Dial; not changed afterwards.
+	Creds credentials.TransportCredentials
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -32,8 +38,12 @@ func (p *ConnPool) Dial(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
+	creds := p.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
 	)
@@ -60,12 +70,18 @@ func (p *ConnPool) Close() {
 // MaxMessageBytes bounds one gRPC message, in both directions.
 const MaxMessageBytes = 16 << 20
 
-// ServerOptions are the gRPC server options every Flotilla server uses.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+// ServerOptions are the gRPC server options every Flotilla server uses,
+// followed by extra (such as the server's transport credentials,
+// tlsconfig.Config.ServerOption). The caller owns the returned slice.
+// They include the resource limits described in limits.go.
+func ServerOptions(extra ...grpc.ServerOption) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
 	}
+	opts = append(opts, RequestLimitOptions(MaxRequestsPerConn)...)
+	return append(opts, extra...)
 }
 
 // HealthMux returns a mux serving /healthz (the process is alive) and

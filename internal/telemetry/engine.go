@@ -28,6 +28,10 @@ func (t *Telemetry) ObserveEngine(e *multiraft.Engine) error {
 		{"flotilla.engine.messages.dropped", "incoming messages dropped (unknown group or misaddressed)", "", func() uint64 {
 			return m.DroppedUnknownGroup.Load() + m.DroppedMisaddressed.Load()
 		}},
+		{"flotilla.engine.messages.unaddressed", "outgoing messages dropped because the peer's address is unknown", "", m.DroppedNoAddress.Load},
+		{"flotilla.engine.step_errors", "messages raft refused to step", "", m.StepErrors.Load},
+		{"flotilla.engine.votes_withheld", "votes a recovering replica withheld for an election timeout", "", m.VotesWithheld.Load},
+		{"flotilla.engine.ticks_dropped", "ticks a group missed because its previous tick was still queued (overload)", "", m.TicksDropped.Load},
 	}
 	count := func(pred func(multiraft.GroupSummary) bool) func() int64 {
 		return func() int64 {
@@ -62,6 +66,9 @@ func (t *Telemetry) ObserveTransport(tr *rpc.Transport) error {
 		{"flotilla.transport.dropped", "messages dropped on a full queue", "", read(func(s rpc.TransportSnapshot) uint64 { return s.Dropped })},
 		{"flotilla.transport.stream_failures", "peer streams that failed", "", read(func(s rpc.TransportSnapshot) uint64 { return s.StreamFailures })},
 		{"flotilla.transport.snapshot.bytes", "snapshot bytes sent", "By", read(func(s rpc.TransportSnapshot) uint64 { return s.SnapshotBytes })},
+		{"flotilla.transport.snapshots.sent", "snapshot streams sent to completion", "", read(func(s rpc.TransportSnapshot) uint64 { return s.SnapshotsSent })},
+		{"flotilla.transport.snapshots.received", "snapshot streams received", "", read(func(s rpc.TransportSnapshot) uint64 { return s.SnapshotsReceived })},
+		{"flotilla.transport.snapshots.failed", "snapshot streams that failed", "", read(func(s rpc.TransportSnapshot) uint64 { return s.SnapshotFailures })},
 	}, []Gauge{
 		{"flotilla.transport.queue", "messages queued for all peers", "", func() int64 { return int64(tr.QueueLen()) }},
 	})
