@@ -69,3 +69,33 @@ docker: ## build the $(DOCKER_IMAGE) image FROM scratch over static binaries (no
 	mkdir -p .cache/docker
 	CGO_ENABLED=0 $(GO) build -trimpath -o .cache/docker/ ./cmd/shardnode ./cmd/placementd ./cmd/flotilla
 	docker build -q -t $(DOCKER_IMAGE) -f deploy/Dockerfile .cache/docker
+
+# The compose fleet (deploy/compose.yaml): `docker compose` (v2) if installed, else `docker-compose` (v1).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+FLEET   ?= flotilla
+FLEET_FILES := -f deploy/compose.yaml -f deploy/compose.scale.yaml
+.PHONY: fleet-up fleet-scale fleet-down test-docker
+fleet-up: docker ## start the compose fleet (3 placementd, 5 shardnodes); status page on http://127.0.0.1:7080/
+	$(COMPOSE) -f deploy/compose.yaml -p $(FLEET) up -d
+fleet-scale: ## add shardnodes 6 and 7 (deploy/compose.scale.yaml) to the running compose fleet
+	$(COMPOSE) $(FLEET_FILES) -p $(FLEET) up -d node6 node7
+fleet-down: ## stop the compose fleet and delete its volumes
+	$(COMPOSE) $(FLEET_FILES) -p $(FLEET) down -v --remove-orphans
+test-docker: ## the compose fleet test: build the image, bring the fleet up, use it from the host, tear it down
+	$(GO) test -count=1 -v -run '^TestCompose' -timeout=20m ./deploy/
+
+# Native Go fuzz targets, each run for FUZZTIME (package:target).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./internal/keys:FuzzUserKeys ./internal/keys:FuzzLocalKeys \
+	./shard:FuzzDecodeCommand ./shard:FuzzCommandRoundTrip ./shard:FuzzRestore \
+	./shard:FuzzRestoreCorruptByte ./shard:FuzzDescriptorRanges \
+	./rpc:FuzzKVRequest ./rpc:FuzzSnapshotReceive
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz: $$pkg $$fn for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done

@@ -46,7 +46,7 @@ func (e *Engine) CreateGroup(id GroupID, replica ReplicaID, m Membership, init f
 			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := e.commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	_, err := e.loadGroup(id, replica)
@@ -80,8 +80,10 @@ func (e *Engine) JoinGroup(id GroupID, replica ReplicaID) error {
 	if e.lookup(id) != nil {
 		return fmt.Errorf("%w: %d", ErrGroupExists, id)
 	}
-	key := keys.RaftKey(uint64(id), keys.RaftReplicaID)
-	if err := e.db.Set(key, binary.LittleEndian.AppendUint64(nil, uint64(replica)), pebble.Sync); err != nil {
+	b := e.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(keys.RaftKey(uint64(id), keys.RaftReplicaID), binary.LittleEndian.AppendUint64(nil, uint64(replica)), nil)
+	if err := e.commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	_, err := e.loadGroup(id, replica)
@@ -112,8 +114,8 @@ func (e *Engine) destroyGroup(g *group) {
 	lo, hi := keys.RaftPrefix(uint64(g.id))
 	_ = b.DeleteRange(lo, hi, nil)
 	g.sm.Destroy(b)
-	if err := b.Commit(pebble.Sync); err != nil {
-		panic(fmt.Sprintf("multiraft: destroying group %d: %v", g.id, err))
+	if err := e.commit(b, pebble.Sync); err != nil {
+		return // fail-stop (see diskfailure.go); Close fails what is pending
 	}
 	if g.snap != nil {
 		_ = g.snap.batch.Close()
@@ -152,7 +154,7 @@ func (e *Engine) post(id GroupID, put func(*group)) (*group, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.stopped.Load() {
-		return nil, ErrStopped
+		return nil, e.stopErr()
 	}
 	g := e.mu.groups[id]
 	if g == nil {

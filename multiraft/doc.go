@@ -125,6 +125,17 @@
 // the node-liveness hook: it wakes every quiesced group whose leader lives
 // on the node that went down, so its followers still elect a new leader.
 //
+// # Disk failures: fail-stop
+//
+// A failed write or sync of Pebble stops the engine (see diskfailure.go):
+// the round that met it sends no acknowledgement or vote, applies nothing
+// and never calls Advance; the engine then closes itself, pending requests
+// fail with errors wrapping ErrStopped and ErrDiskFailure, Failed's channel
+// closes and Err reports the cause. Pebble reports a failed commit through
+// its Logger.Fatalf, which must not return: serve.PebbleLogger exits the
+// process (status 1), a test logger panics and the engine recovers the
+// panic into ErrDiskFailure. The node restarts over what it synced.
+//
 // # Testing
 //
 // All time is ticks, the transport and the filesystem (Pebble's vfs) are

@@ -103,8 +103,9 @@ func (e *Engine) CompactLog(ctx context.Context, id GroupID, force bool) (uint64
 		b := e.db.NewBatch()
 		defer b.Close()
 		st.truncate(b, target, term)
-		if err := b.Commit(pebble.NoSync); err != nil {
-			panic(fmt.Sprintf("multiraft: truncating log of group %d: %v", g.id, err))
+		if err := e.commit(b, pebble.NoSync); err != nil {
+			f.resolve(nil, err) // fail-stop (see diskfailure.go)
+			return
 		}
 		st.truncated(target, term)
 		e.metrics.LogTruncations.Add(1)

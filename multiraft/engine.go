@@ -45,6 +45,9 @@ type Engine struct {
 	createMu sync.Mutex
 
 	metrics Metrics
+	// disk is the first disk failure, after which the engine stops
+	// itself (see diskfailure.go).
+	disk diskFailure
 }
 
 // Open recovers every group stored in cfg.DB and starts the workers. The
@@ -339,8 +342,10 @@ func (e *Engine) Close() error {
 	e.snapshot.Wait()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// After a disk failure, pending requests learn why (ErrDiskFailure).
+	stopErr := e.stopErr()
 	for _, g := range e.mu.groups {
-		g.failAll(ErrStopped)
+		g.failAll(stopErr)
 		if g.snap != nil {
 			_ = g.snap.batch.Close()
 			g.snap = nil
@@ -377,7 +382,14 @@ func (e *Engine) Process() int {
 	r := newRound(e)
 	n := 0
 	var batch []*group
-	for !e.stopped.Load() {
+	// Fail-stop: after a disk failure, close the engine here, in the
+	// goroutine that drives it (see failStop).
+	defer func() {
+		if e.Err() != nil {
+			_ = e.Close()
+		}
+	}()
+	for !e.stopped.Load() && e.Err() == nil {
 		var ok bool
 		batch, ok = e.sched.pop(batch[:0], e.cfg.MaxGroupsPerRound, false)
 		if !ok || len(batch) == 0 {

@@ -48,6 +48,13 @@ type applied struct {
 func newRound(e *Engine) *round { return &round{e: e, ac: ApplyContext{e: e}} }
 
 func (r *round) run(batch []*group) {
+	if r.e.Err() != nil {
+		// Fail-stop: after a disk failure no group is touched again.
+		for _, g := range batch {
+			r.e.sched.done(g)
+		}
+		return
+	}
 	r.groups, r.readies, r.down = r.groups[:0], r.readies[:0], r.down[:0]
 	for _, g := range batch {
 		if g.removed.Load() {
@@ -59,12 +66,16 @@ func (r *round) run(batch []*group) {
 		}
 	}
 	if len(r.groups) > 0 {
-		r.persist()
-		r.apply()
-		r.advance()
+		// A disk failure in persist or apply stops the round there (see
+		// diskfailure.go): raft never hears that the Ready was handled.
+		if r.persist() && r.apply() {
+			r.advance()
+		} else {
+			r.abandon()
+		}
 	}
 	for _, g := range batch {
-		if !g.removed.Load() {
+		if !g.removed.Load() && r.e.Err() == nil {
 			r.maintain(g)
 			if g.rn.HasReady() {
 				r.e.sched.enqueue(g)
@@ -200,8 +211,9 @@ func (r *round) propose(g *group, props []*proposal) {
 }
 
 // persist writes every Ready of the round in one batch, syncing once, and
-// sends the round's messages around that write.
-func (r *round) persist() {
+// sends the round's messages around that write. It returns false after a
+// disk failure, having sent none of the messages that promise durability.
+func (r *round) persist() bool {
 	b := r.e.db.NewBatch()
 	defer b.Close()
 	sync := false
@@ -236,10 +248,11 @@ func (r *round) persist() {
 			opts = pebble.Sync
 		}
 		start := time.Now()
-		if err := b.Commit(opts); err != nil {
-			// A failed write leaves the log in an unknown state: stop
-			// rather than answer from it (fail-stop).
-			panic(fmt.Sprintf("multiraft: writing raft state: %v", err))
+		if err := r.e.commit(b, opts); err != nil {
+			// A failed write leaves the log in an unknown state: the engine
+			// stops (commit made it fail-stop) and this round ends here,
+			// before it acknowledges anything.
+			return false
 		}
 		if sync {
 			r.e.metrics.observeSync(time.Since(start), len(r.groups), entries)
@@ -265,6 +278,17 @@ func (r *round) persist() {
 		}
 	}
 	r.flush(&r.late)
+	return true
+}
+
+// abandon drops what is left of a round after a disk failure: the
+// durability-promising messages are not sent and the Readies are not
+// advanced; the engine is stopping.
+func (r *round) abandon() {
+	r.late = nil
+	for i := range r.readies {
+		r.readies[i] = raft.Ready{}
+	}
 }
 
 // route sorts a Ready's messages: those that promise durable local state
@@ -309,8 +333,9 @@ func (r *round) flush(msgs *[]Message) {
 	*msgs = nil
 }
 
-// apply applies every group's committed entries in one batch.
-func (r *round) apply() {
+// apply applies every group's committed entries in one batch. It returns
+// false after a disk failure.
+func (r *round) apply() bool {
 	b := r.e.db.NewIndexedBatch()
 	defer b.Close()
 	any := false
@@ -321,8 +346,18 @@ func (r *round) apply() {
 		}
 	}
 	if any {
-		if err := b.Commit(pebble.NoSync); err != nil {
-			panic(fmt.Sprintf("multiraft: writing applied state: %v", err))
+		if err := r.e.commit(b, pebble.NoSync); err != nil {
+			// Fail-stop. The entries are committed in raft, so they may
+			// well apply after a restart: their proposers get an
+			// ambiguous error, and the split groups are not created.
+			amb := fmt.Errorf("%w: %w", ErrAmbiguous, err)
+			for i := range r.results {
+				r.results[i].fut.resolve(nil, amb)
+				r.results[i] = applied{}
+			}
+			r.results = r.results[:0]
+			r.ac.creates = r.ac.creates[:0]
+			return false
 		}
 	}
 	// Groups created by splits exist once their state is committed, and
@@ -345,6 +380,7 @@ func (r *round) apply() {
 		r.results[i] = applied{}
 	}
 	r.results = r.results[:0]
+	return true
 }
 
 func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
@@ -505,8 +541,8 @@ func (r *round) maybeTruncate(g *group) {
 	b := r.e.db.NewBatch()
 	defer b.Close()
 	st.truncate(b, target, term)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		panic(fmt.Sprintf("multiraft: truncating log of group %d: %v", g.id, err))
+	if err := r.e.commit(b, pebble.NoSync); err != nil {
+		return // fail-stop (see diskfailure.go)
 	}
 	st.truncated(target, term)
 	r.e.metrics.LogTruncations.Add(1)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,6 +56,12 @@ type TransportConfig struct {
 	// MaxConcurrentSnapshots bounds snapshots sent at once (and received at
 	// once by the server). Default 2.
 	MaxConcurrentSnapshots int
+	// MaxSnapshotBufferBytes bounds the memory the server holds for
+	// incoming snapshot bodies, summed over the snapshots it receives at
+	// once (each is buffered whole before the engine checks it); a chunk
+	// that would exceed it fails its stream with ResourceExhausted, and
+	// the sender retries later. Default multiraft.MaxSnapshotBytes.
+	MaxSnapshotBufferBytes int64
 	// ReconnectBackoff is the first delay before redialling a failed peer;
 	// it doubles up to MaxReconnectBackoff. Defaults 50 ms and 2 s.
 	ReconnectBackoff, MaxReconnectBackoff time.Duration
@@ -75,6 +82,9 @@ func (c TransportConfig) withDefaults() TransportConfig {
 	}
 	if c.MaxConcurrentSnapshots == 0 {
 		c.MaxConcurrentSnapshots = 2
+	}
+	if c.MaxSnapshotBufferBytes == 0 {
+		c.MaxSnapshotBufferBytes = multiraft.MaxSnapshotBytes
 	}
 	if c.ReconnectBackoff == 0 {
 		c.ReconnectBackoff = 50 * time.Millisecond
@@ -467,11 +477,16 @@ type RaftServer struct {
 	engine  *multiraft.Engine
 	snapSem chan struct{}
 	stats   *TransportStats
+	// buffered is the memory held by incoming snapshot bodies, bounded by
+	// maxBuffered (TransportConfig.MaxSnapshotBufferBytes).
+	buffered    atomic.Int64
+	maxBuffered int64
 }
 
 // NewRaftServer returns the Raft service of node, delivering to e.
 func NewRaftServer(node multiraft.NodeID, e *multiraft.Engine, t *Transport) *RaftServer {
-	return &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats}
+	return &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats,
+		maxBuffered: t.cfg.MaxSnapshotBufferBytes}
 }
 
 // Stream implements pb.RaftServer.
@@ -514,6 +529,10 @@ func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
 	}
 	var header *pb.RaftMessage
 	var data []byte
+	// Memory accounting: what this stream buffers is released once the
+	// engine has taken (and copied) the body.
+	var reserved int64
+	defer func() { s.buffered.Add(-reserved) }()
 	for {
 		c, err := stream.Recv()
 		if err == io.EOF {
@@ -534,6 +553,12 @@ func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
 		if len(data)+len(c.GetData()) > multiraft.MaxSnapshotBytes {
 			return status.Errorf(codes.ResourceExhausted, "snapshot exceeds %d bytes", multiraft.MaxSnapshotBytes)
 		}
+		n := int64(len(c.GetData()))
+		if s.buffered.Add(n) > s.maxBuffered {
+			s.buffered.Add(-n)
+			return status.Errorf(codes.ResourceExhausted, "snapshot buffers exceed %d bytes; retry later", s.maxBuffered)
+		}
+		reserved += n
 		data = append(data, c.GetData()...)
 		if c.GetLast() {
 			if c.GetTotalBytes() != uint64(len(data)) {

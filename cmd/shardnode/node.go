@@ -171,6 +171,16 @@ func run(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		logger.Error("server failed", "err", err)
+	case <-engine.Failed():
+		// Fail-stop: a write or sync of the store failed, and the engine
+		// stopped itself without acknowledging anything that was not
+		// durable. Serve nothing more and exit non-zero without writing to
+		// the store again; a restart recovers from what was synced.
+		logger.Error("the engine stopped on a disk failure; exiting", "err", engine.Err())
+		ready.Store(false)
+		srv.Stop()
+		stopTicks()
+		return fmt.Errorf("shardnode: %w", engine.Err())
 	}
 	shutdown(logger, cfg, engine, srv, httpSrv, healthSrv, &ready)
 	stopTicks()
