@@ -574,3 +574,29 @@ func TestNoRouteIsRetriedThenReported(t *testing.T) {
 		t.Fatalf("route without replicas: %v", err)
 	}
 }
+
+// TestElectionWaitsAreCappedByElectionBackoffMax: while replicas answer
+// that they know no leader, the call polls at ElectionBackoffMax, not at
+// BackoffMax (an hour here: a call that waited that long would hit the
+// test's deadline).
+func TestElectionWaitsAreCappedByElectionBackoffMax(t *testing.T) {
+	n := newFakeNode(t, 1)
+	var answers atomic.Int64
+	n.hook = func(string, *pb.RequestHeader) error {
+		if answers.Add(1) <= 30 {
+			return withDetail(codes.Unavailable, &pb.NotLeader{})
+		}
+		return nil
+	}
+	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n)), func(cfg *Config) {
+		cfg.BackoffBase, cfg.BackoffMax, cfg.ElectionBackoffMax = time.Millisecond, time.Hour, 2*time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("Put after 30 leaderless answers: %v", err)
+	}
+	if got := c.Stats().Retries[RetryNotLeader]; got != 30 {
+		t.Fatalf("%d not-leader retries, want 30", got)
+	}
+}

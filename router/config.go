@@ -11,9 +11,10 @@ import (
 // Defaults of Config; a zero field takes the value below.
 const (
 	DefaultTimeout            = 10 * time.Second
-	DefaultMaxRetries         = 20
+	DefaultMaxRetries         = 100
 	DefaultBackoffBase        = 10 * time.Millisecond
 	DefaultBackoffMax         = time.Second
+	DefaultElectionBackoffMax = 100 * time.Millisecond
 	DefaultRouteCacheSize     = 10_000
 	DefaultWriteLanes         = 64
 	DefaultPrefetchNeighbours = 2
@@ -58,16 +59,25 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// MaxRetries bounds the attempts of a call after its first one; every
 	// retry counts, including the immediate ones after a NotLeader hint or
-	// an EpochNotMatch. Default 20; negative: no retries at all.
+	// an EpochNotMatch. Default 100, enough for an election polled every
+	// ElectionBackoffMax at the shardnode's default timing, so Timeout
+	// usually ends a call that cannot succeed first; negative: no retries
+	// at all.
 	MaxRetries int
 	// BackoffBase and BackoffMax shape the exponential backoff between
 	// retries that wait: the n-th waiting retry waits a random duration in
 	// [d/2, d] with d = min(BackoffMax, BackoffBase * 2^n). Busy answers
 	// wait at least the retry_after the node asked for. Defaults 10ms and
-	// 1s. The default budget (20 retries) spans a few seconds of waiting,
-	// which covers a Raft election at the shardnode's default timing.
+	// 1s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	// ElectionBackoffMax caps the backoff while a shard is electing a
+	// leader: a replica answered NotLeader naming no leader, or naming
+	// one this call could not reach. Elections end within an election
+	// timeout or two, and a replica that answers is cheap to ask again, so
+	// polling often finds the new leader within this much of its election
+	// instead of up to BackoffMax later. Default 100ms (at most BackoffMax).
+	ElectionBackoffMax time.Duration
 
 	// RouteCacheSize bounds the route cache, in shards; the least recently
 	// used route is evicted beyond it. A route costs a few hundred bytes.
@@ -121,6 +131,9 @@ func (c Config) withDefaults() Config {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = DefaultBackoffMax
 	}
+	if c.ElectionBackoffMax == 0 {
+		c.ElectionBackoffMax = DefaultElectionBackoffMax
+	}
 	if c.RouteCacheSize == 0 {
 		c.RouteCacheSize = DefaultRouteCacheSize
 	}
@@ -167,6 +180,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMax < 0 {
 		add("BackoffMax must be positive, got %s", c.BackoffMax)
+	}
+	if c.ElectionBackoffMax < 0 {
+		add("ElectionBackoffMax must be positive, got %s", c.ElectionBackoffMax)
 	}
 	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffBase {
 		add("BackoffMax (%s) must not be below BackoffBase (%s)", c.BackoffMax, c.BackoffBase)

@@ -60,7 +60,10 @@
 //	anything else         final (InvalidArgument, ...)
 //
 // Retries that wait back off exponentially with jitter: a random duration
-// in [d/2, d], d = min(BackoffMax, BackoffBase * 2^n). At most
+// in [d/2, d], d = min(BackoffMax, BackoffBase * 2^n); while a shard elects
+// a leader (NotLeader naming none, or naming one that cannot be reached)
+// d is also capped by ElectionBackoffMax, so the call finds the new leader
+// soon after its election. At most
 // Config.MaxRetries retries follow the first attempt, and none outlives
 // the call's context.
 //

@@ -71,6 +71,9 @@ type verdict struct {
 	reason RetryReason
 	wait   bool
 	floor  time.Duration
+	// election marks a wait for a shard to elect a leader: it backs off
+	// at most Config.ElectionBackoffMax.
+	election bool
 }
 
 // do runs cl: route, attempt, classify the failure, retry, until the
@@ -133,7 +136,11 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		}
 		c.stats.retries[v.reason].Add(1)
 		if v.wait {
-			d := backoffDelay(st.waits, c.cfg.BackoffBase, c.cfg.BackoffMax, v.floor)
+			maxDelay := c.cfg.BackoffMax
+			if v.election {
+				maxDelay = min(maxDelay, c.cfg.ElectionBackoffMax)
+			}
+			d := backoffDelay(st.waits, c.cfg.BackoffBase, maxDelay, v.floor)
 			st.waits++
 			if err := wait(ctx, c.closing, d); err != nil {
 				return c.failure(ctx, cl, &st, lastErr, nil)
@@ -352,7 +359,9 @@ func (c *Client) onNotLeader(r *route, node nodeID, d *pb.NotLeader, st *attempt
 		}
 		delete(st.tried, leader)
 	}
-	return verdict{reason: RetryNotLeader, wait: true}
+	// Wait for an election: a replica answered, so the shard is there and
+	// a leader is (about to be) elected; poll for it.
+	return verdict{reason: RetryNotLeader, wait: true, election: st.stale == nil}
 }
 
 // onEpochNotMatch replaces the cached routes with the node's current
