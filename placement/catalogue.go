@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
 )
 
 // The catalogue is placement's replicated state: the node directory, the
@@ -57,10 +59,27 @@ type Settings struct {
 	Bootstrapped bool `json:"bootstrapped"`
 }
 
+// maxID returns the largest ID the catalogue hands out for counter. Replica
+// IDs stop below the two etcd/raft reserves (rpc.MaxReplicaID); node and
+// shard IDs stop one below the largest uint64, so the next-ID counter
+// never wraps around (an ID reported in use above the limit exhausts the
+// counter instead).
+func maxID(counter uint64) uint64 {
+	if counter == CounterReplica {
+		return rpc.MaxReplicaID
+	}
+	return math.MaxUint64 - 1
+}
+
+// ErrIDsExhausted: a counter has no ID left to hand out.
+var ErrIDsExhausted = errors.New("placement: IDs exhausted")
+
 // command is a catalogue write. Commands are JSON: they are rare (node
 // registrations, ID allocations) and readable in a log dump.
 type command struct {
-	Op    string      `json:"op"` // register, alloc, drain, bootstrapped
+	// register, alloc, drain, bootstrapped, or raise (ID is in use: the
+	// counter Kind never hands out an ID at or below it).
+	Op    string      `json:"op"`
 	Node  *NodeRecord `json:"node,omitempty"`
 	Kind  uint64      `json:"kind,omitempty"`
 	Count uint64      `json:"count,omitempty"`
@@ -140,12 +159,16 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 	case "register":
 		n := *cmd.Node
 		if n.ID == 0 {
-			n.ID = multiraft.NodeID(c.allocLocked(b, CounterNode, 1))
+			id, err := c.allocLocked(b, CounterNode, 1)
+			if err != nil {
+				return err
+			}
+			n.ID = multiraft.NodeID(id)
 		} else if old, ok := c.nodes[n.ID]; ok {
 			n.Draining = old.Draining
-		} else if next := c.counters[CounterNode]; uint64(n.ID) >= next {
+		} else {
 			// A node with a configured ID: never hand that ID out.
-			c.setCounterLocked(b, CounterNode, uint64(n.ID)+1)
+			c.raiseLocked(b, CounterNode, uint64(n.ID))
 		}
 		c.putNodeLocked(b, n)
 		return uint64(n.ID)
@@ -153,7 +176,20 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 		if cmd.Count == 0 {
 			return fmt.Errorf("placement: allocating zero IDs")
 		}
-		return c.allocLocked(b, cmd.Kind, cmd.Count)
+		if !validCounter(cmd.Kind) {
+			return fmt.Errorf("placement: unknown ID counter %d", cmd.Kind)
+		}
+		id, err := c.allocLocked(b, cmd.Kind, cmd.Count)
+		if err != nil {
+			return err
+		}
+		return id
+	case "raise":
+		if !validCounter(cmd.Kind) || cmd.ID == 0 {
+			return fmt.Errorf("placement: raising ID counter %d past %d", cmd.Kind, cmd.ID)
+		}
+		c.raiseLocked(b, cmd.Kind, cmd.ID)
+		return c.counters[cmd.Kind]
 	case "drain":
 		n, ok := c.nodes[multiraft.NodeID(cmd.ID)]
 		if !ok {
@@ -171,12 +207,28 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 	return fmt.Errorf("placement: unknown catalogue command %q", cmd.Op)
 }
 
+func validCounter(kind uint64) bool {
+	return kind == CounterNode || kind == CounterShard || kind == CounterReplica
+}
+
 // allocLocked hands out count consecutive IDs of a counter and returns the
-// first. IDs start at 1.
-func (c *catalogue) allocLocked(b *pebble.Batch, kind, count uint64) uint64 {
-	first := max(c.counters[kind], 1)
+// first. IDs start at 1 and end at maxID(kind); ErrIDsExhausted when fewer
+// than count are left.
+func (c *catalogue) allocLocked(b *pebble.Batch, kind, count uint64) (uint64, error) {
+	first, limit := max(c.counters[kind], 1), maxID(kind)
+	if first > limit || count > limit-first+1 {
+		return 0, fmt.Errorf("%w: counter %d is at %d, %d more asked for, the last is %d", ErrIDsExhausted, kind, first, count, limit)
+	}
 	c.setCounterLocked(b, kind, first+count)
-	return first
+	return first, nil
+}
+
+// raiseLocked records that ID inUse of a counter is in use: the counter
+// moves past it if it is not already, saturating above maxID(kind).
+func (c *catalogue) raiseLocked(b *pebble.Batch, kind, inUse uint64) {
+	if next := min(inUse, maxID(kind)) + 1; next > c.counters[kind] {
+		c.setCounterLocked(b, kind, next)
+	}
 }
 
 func (c *catalogue) setCounterLocked(b *pebble.Batch, kind, next uint64) {
@@ -284,6 +336,14 @@ func (c *catalogue) Node(id multiraft.NodeID) (NodeRecord, bool) {
 	defer c.mu.RUnlock()
 	n, ok := c.nodes[id]
 	return n, ok
+}
+
+// Next returns the next ID counter would hand out (IDs below it are, or
+// may be, in use).
+func (c *catalogue) Next(counter uint64) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return max(c.counters[counter], 1)
 }
 
 // Settings returns the cluster settings.

@@ -16,7 +16,12 @@
 // the newest epoch of each shard in its view. A new placement leader — or
 // one whose catalogue was lost and re-created — starts with an empty view
 // that is complete after one heartbeat interval, and it schedules nothing
-// until two have passed.
+// until two have passed. Heartbeats also bring the ID counters of a
+// re-created catalogue back up: an ID a node reports that a counter has
+// not reached yet raises the counter past it (through the catalogue's log)
+// before the report is used, so IDs still in use are never handed out
+// again (heartbeat.go). A heartbeat with an invalid report is refused
+// whole.
 //
 // # Requests
 //

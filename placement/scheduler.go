@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/schedule"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -56,7 +59,7 @@ func (s *Service) Run(ctx context.Context) {
 // round runs one scheduling round and starts the operators it decides.
 func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup) {
 	defer func() {
-		if r := recover(); r != nil && r != errAllocStopped {
+		if r := recover(); r != nil && r != errAllocStopped && r != errAllocExhausted {
 			panic(r)
 		}
 	}()
@@ -263,7 +266,11 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 }
 
 // idBlocks hands out shard and replica IDs reserved from the catalogue in
-// blocks, so a scheduling round needs few Raft proposals.
+// blocks, so a scheduling round needs few Raft proposals. A block is
+// dropped as soon as a heartbeat reports an ID at or above its next one
+// (after the catalogue was lost, its first blocks may hold IDs the fleet
+// still uses); the block reserved then starts past the reported ID, since
+// Heartbeat raises the counters before the view learns of it.
 type idBlocks struct {
 	svc       *Service
 	ctx       context.Context
@@ -272,9 +279,15 @@ type idBlocks struct {
 
 const idBlock = 64
 
-var errAllocStopped = errors.New("placement: stopping while allocating IDs")
+var (
+	errAllocStopped   = errors.New("placement: stopping while allocating IDs")
+	errAllocExhausted = errors.New("placement: no IDs left to allocate")
+)
 
 func (b *idBlocks) take(counter uint64) uint64 {
+	if b.next[counter] <= b.svc.view.idInUse(counter) {
+		b.next[counter] = b.end[counter] // IDs of this block are in use
+	}
 	if b.next[counter] == b.end[counter] {
 		for {
 			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
@@ -284,10 +297,14 @@ func (b *idBlocks) take(counter uint64) uint64 {
 				b.next[counter], b.end[counter] = first, first+idBlock
 				break
 			}
+			// The allocator cannot fail; round recovers these panics and
+			// drops the round.
 			if b.ctx.Err() != nil {
-				// The allocator cannot fail; round recovers this and drops
-				// the round.
 				panic(errAllocStopped)
+			}
+			if status.Code(err) == codes.InvalidArgument {
+				b.svc.cfg.Logger.Error("allocating IDs", "counter", counter, "err", err)
+				panic(errAllocExhausted)
 			}
 			b.svc.cfg.Logger.Warn("allocating IDs", "err", err)
 		}

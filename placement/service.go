@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -225,6 +226,12 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 	if _, ok := cat.Node(multiraft.NodeID(req.GetNodeId())); !ok {
 		return nil, status.Errorf(codes.NotFound, "placement: node %d is not registered", req.GetNodeId())
 	}
+	if err := checkHeartbeat(req); err != nil {
+		return nil, err
+	}
+	if err := s.raiseCounters(ctx, req); err != nil {
+		return nil, err
+	}
 	s.view.heartbeat(req, s.cfg.Now())
 	resp := &pb.HeartbeatResponse{Addresses: map[uint64]string{}}
 	for _, n := range cat.Nodes() {
@@ -291,6 +298,14 @@ func (s *Service) ScanRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (*p
 			return nil, err
 		}
 		return c.ScanRoutes(ctx, req)
+	}
+	if end := req.GetEnd(); len(end) > 0 {
+		switch c := bytes.Compare(req.GetStart(), end); {
+		case c > 0:
+			return nil, status.Errorf(codes.InvalidArgument, "end: %q sorts before start %q", end, req.GetStart())
+		case c == 0:
+			return &pb.ScanRoutesResponse{}, nil // the empty range [start, start)
+		}
 	}
 	limit := int(req.GetLimit())
 	if limit == 0 || limit > maxScanRoutes {

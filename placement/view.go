@@ -24,6 +24,10 @@ type view struct {
 	// sorted is every shard ordered by start key; nil when it must be
 	// rebuilt (a shard appeared or its range changed).
 	sorted []*shardState
+	// inUse is the largest ID of each counter (CounterShard,
+	// CounterReplica) any heartbeat reported: the scheduler hands out no ID
+	// at or below it (see idBlocks).
+	inUse [4]uint64
 }
 
 type nodeState struct {
@@ -69,6 +73,9 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 		v.nodes[id] = n
 	}
 	n.lastBeat, n.usedBytes, n.load, n.replicas, n.leaders = now, req.GetUsedBytes(), req.GetLoad(), req.GetReplicas(), 0
+	for counter, id := range reportedIDs(req) {
+		v.inUse[counter] = max(v.inUse[counter], id)
+	}
 	for _, r := range req.GetReplicas() {
 		if !r.GetLeader() || r.GetShard() == nil {
 			continue
@@ -94,6 +101,13 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 			s.lagging = append(s.lagging, multiraft.ReplicaID(l))
 		}
 	}
+}
+
+// idInUse returns the largest ID of counter any heartbeat reported.
+func (v *view) idInUse(counter uint64) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.inUse[counter]
 }
 
 // sortedLocked returns the shards ordered by start key, rebuilding the

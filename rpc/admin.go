@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,6 +46,25 @@ func NewAdminServer(node multiraft.NodeID, addr string, e *multiraft.Engine, sto
 	}
 }
 
+// MaxReplicaID is the largest replica ID a replica may have. etcd/raft
+// reserves the two IDs above it for its local storage threads
+// (raft.LocalAppendThread and raft.LocalApplyThread): a replica created
+// with one panics its node, and a member with one misroutes messages. The
+// Admin service refuses them; placement never allocates them. Shard IDs
+// have no such limit: every uint64 but 0 is one.
+const MaxReplicaID = raft.LocalApplyThread - 1
+
+// replicaID checks a replica ID taken from field of a request.
+func replicaID(field string, id uint64) error {
+	switch {
+	case id == 0:
+		return invalid(field, "required")
+	case id > MaxReplicaID:
+		return invalid(field, fmt.Sprintf("%d is reserved by raft (the largest replica ID is %d)", id, MaxReplicaID))
+	}
+	return nil
+}
+
 func shardID(id uint64) (shard.ShardID, error) {
 	if id == 0 {
 		return 0, invalid("shard_id", "required")
@@ -65,11 +85,19 @@ func (s *AdminServer) CreateReplica(_ context.Context, req *pb.CreateReplicaRequ
 		if req.GetReplicaId() == 0 {
 			return nil, invalid("replica_id", "required with join")
 		}
+		if err := replicaID("replica_id", req.GetReplicaId()); err != nil {
+			return nil, err
+		}
 		err := s.engine.JoinGroup(desc.ShardID, multiraft.ReplicaID(req.GetReplicaId()))
 		return &pb.CreateReplicaResponse{}, s.errs.toStatus(err, desc.ShardID, nil)
 	}
 	if err := desc.Validate(); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "descriptor: %v", err)
+	}
+	for i, r := range desc.Replicas {
+		if err := replicaID(fmt.Sprintf("descriptor.replicas[%d].replica_id", i), uint64(r.ReplicaID)); err != nil {
+			return nil, err
+		}
 	}
 	var mine multiraft.ReplicaID
 	for _, r := range desc.Replicas {
@@ -112,8 +140,8 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 	}
 	changes := make([]multiraft.ReplicaChange, len(req.GetChanges()))
 	for i, c := range req.GetChanges() {
-		if c.GetReplica().GetReplicaId() == 0 {
-			return nil, invalid(fmt.Sprintf("changes[%d].replica.replica_id", i), "required")
+		if err := replicaID(fmt.Sprintf("changes[%d].replica.replica_id", i), c.GetReplica().GetReplicaId()); err != nil {
+			return nil, err
 		}
 		var op multiraft.ChangeOp
 		switch c.GetType() {
@@ -165,6 +193,9 @@ func (s *AdminServer) AddReplica(ctx context.Context, req *pb.AddReplicaRequest)
 	rep := ReplicaFromProto(req.GetReplica())
 	if rep.ReplicaID == 0 || rep.NodeID == 0 {
 		return nil, invalid("replica", "replica_id and node_id are required")
+	}
+	if err := replicaID("replica.replica_id", uint64(rep.ReplicaID)); err != nil {
+		return nil, err
 	}
 	rep.Learner = false
 	st, err := s.engine.Status(ctx, id)
@@ -315,10 +346,25 @@ func (s *AdminServer) TransferLeader(ctx context.Context, req *pb.TransferLeader
 	if err != nil {
 		return nil, err
 	}
-	if req.GetToReplicaId() == 0 {
+	to := multiraft.ReplicaID(req.GetToReplicaId())
+	if to == 0 {
 		return nil, invalid("to_replica_id", "required")
 	}
-	if err := s.engine.TransferLeadership(ctx, id, multiraft.ReplicaID(req.GetToReplicaId())); err != nil {
+	// The leader refuses a target outside its membership as invalid input
+	// (a follower, whose membership may lag, answers NotLeader below).
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	if st.IsLeader {
+		switch r, ok := st.Members.Lookup(to); {
+		case !ok:
+			return nil, invalid("to_replica_id", fmt.Sprintf("replica %d is not a member of shard %d", to, id))
+		case r.Learner:
+			return nil, invalid("to_replica_id", fmt.Sprintf("replica %d of shard %d is a learner; only a voter can lead", to, id))
+		}
+	}
+	if err := s.engine.TransferLeadership(ctx, id, to); err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
 	}
 	return &pb.TransferLeaderResponse{}, nil
@@ -342,6 +388,9 @@ func (s *AdminServer) Split(ctx context.Context, req *pb.SplitRequest) (*pb.Spli
 	}
 	var mapping []shard.SplitReplica
 	for old, nu := range req.GetNewReplicaIds() {
+		if err := replicaID(fmt.Sprintf("new_replica_ids[%d]", old), nu); err != nil {
+			return nil, err
+		}
 		mapping = append(mapping, shard.SplitReplica{Old: multiraft.ReplicaID(old), New: multiraft.ReplicaID(nu)})
 	}
 	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: EpochFromProto(req.GetEpoch())}, key, shard.ShardID(req.GetNewShardId()), mapping)
@@ -412,10 +461,10 @@ func (s *AdminServer) ConsistencyCheck(ctx context.Context, req *pb.ConsistencyC
 			rc.Checksum = sum
 		} else if conn, err := s.dial(r.NodeID); err != nil {
 			rc.Error = err.Error()
-		} else if lr, err := pb.NewAdminClient(conn).LocalChecksum(ctx, &pb.LocalChecksumRequest{ShardId: uint64(id), Index: index}); err != nil {
+		} else if theirs, err := s.remoteChecksum(ctx, pb.NewAdminClient(conn), id, index); err != nil {
 			rc.Error = err.Error()
 		} else {
-			rc.Checksum = lr.GetChecksum()
+			rc.Checksum = theirs
 		}
 		if rc.Error != "" || !bytes.Equal(rc.Checksum, sum) {
 			resp.Consistent = false
@@ -425,7 +474,30 @@ func (s *AdminServer) ConsistencyCheck(ctx context.Context, req *pb.ConsistencyC
 	return resp, nil
 }
 
-// LocalChecksum implements pb.AdminServer.
+// remoteChecksum asks another replica for its checksum at index. A replica
+// whose log does not reach index yet (OUT_OF_RANGE: it lags behind the
+// quorum that committed the checksum command) is asked again every
+// pollEvery until it answers otherwise or ctx ends.
+func (s *AdminServer) remoteChecksum(ctx context.Context, c pb.AdminClient, id shard.ShardID, index uint64) ([]byte, error) {
+	t := time.NewTicker(s.pollEvery)
+	defer t.Stop()
+	for {
+		lr, err := c.LocalChecksum(ctx, &pb.LocalChecksumRequest{ShardId: uint64(id), Index: index})
+		if status.Code(err) != codes.OutOfRange {
+			return lr.GetChecksum(), err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// LocalChecksum implements pb.AdminServer. It waits for the checksum
+// command at index to apply, but only for an index this replica's log
+// already holds: a later one gets OUT_OF_RANGE at once (the caller retries
+// if it knows the index was committed), not a wait until the deadline.
 func (s *AdminServer) LocalChecksum(ctx context.Context, req *pb.LocalChecksumRequest) (*pb.LocalChecksumResponse, error) {
 	id, err := shardID(req.GetShardId())
 	if err != nil {
@@ -433,6 +505,14 @@ func (s *AdminServer) LocalChecksum(ctx context.Context, req *pb.LocalChecksumRe
 	}
 	if req.GetIndex() == 0 {
 		return nil, invalid("index", "required")
+	}
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	if req.GetIndex() > st.LastIndex {
+		return nil, status.Errorf(codes.OutOfRange, "index: %d is beyond the last log index %d of replica %d of shard %d",
+			req.GetIndex(), st.LastIndex, st.Replica, id)
 	}
 	sum, err := s.store.LocalChecksum(ctx, id, req.GetIndex())
 	if err != nil {

@@ -1,6 +1,9 @@
 package keys
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 const (
 	localPrefix   = 0x01
@@ -89,9 +92,28 @@ func AppendRaftLogKey(dst []byte, group, index uint64) []byte {
 // RaftLogIndex decodes the index from a key made by RaftLogKey.
 func RaftLogIndex(key []byte) uint64 { return binary.BigEndian.Uint64(key[11:]) }
 
-// RaftPrefix returns the bounds [start, end) of every raft-local key of group.
+// RaftPrefix returns the bounds [start, end) of every raft-local key of
+// group. Every group ID has one, the largest included: its end is the first
+// key of the next section of the key space, not the prefix of group+1.
 func RaftPrefix(group uint64) (start, end []byte) {
-	return localKey(raftInfix, group, 0, 0)[:10], localKey(raftInfix, group+1, 0, 0)[:10]
+	start = localKey(raftInfix, group, 0, 0)[:10]
+	return start, prefixEnd(start)
+}
+
+// prefixEnd returns the smallest key greater than every key that starts
+// with prefix: prefix with its last byte below 0xff incremented and the
+// 0xff bytes after it dropped. Computed on bytes, it never wraps around
+// the way an ID+1 does. prefix must contain a byte below 0xff; every
+// prefix here starts with localPrefix.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	panic(fmt.Sprintf("keys: prefix %x has no successor", prefix))
 }
 
 // ShardKey returns the shard-local key of shard with the given suffix.
@@ -105,12 +127,15 @@ func ShardClientKey(shard, client uint64) []byte {
 
 // ShardClientPrefix returns the bounds [start, end) of shard's client table.
 func ShardClientPrefix(shard uint64) (start, end []byte) {
-	return localKey(shardInfix, shard, ShardClient, 0), localKey(shardInfix, shard, ShardClient+1, 0)
+	start = localKey(shardInfix, shard, ShardClient, 0)
+	return start, prefixEnd(start)
 }
 
-// ShardPrefix returns the bounds [start, end) of every shard-local key of shard.
+// ShardPrefix returns the bounds [start, end) of every shard-local key of
+// shard, the largest shard ID included (see RaftPrefix).
 func ShardPrefix(shard uint64) (start, end []byte) {
-	return localKey(shardInfix, shard, 0, 0)[:10], localKey(shardInfix, shard+1, 0, 0)[:10]
+	start = localKey(shardInfix, shard, 0, 0)[:10]
+	return start, prefixEnd(start)
 }
 
 // UserKey returns the Pebble key under which the user key k is stored.

@@ -778,7 +778,7 @@ func (x *GetRouteResponse) GetNeighbours() []*Route {
 type ScanRoutesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Start []byte                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	// Empty end is +inf.
+	// Empty end is +inf; otherwise end must not sort before start.
 	End           []byte `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
 	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -42,10 +42,25 @@ const (
 type PlacementClient interface {
 	// RegisterNode adds or updates a node. Errors: INVALID_ARGUMENT.
 	RegisterNode(ctx context.Context, in *RegisterNodeRequest, opts ...grpc.CallOption) (*RegisterNodeResponse, error)
-	// Heartbeat reports a node's state every second.
-	// Errors: NOT_FOUND for a node that never registered.
+	// Heartbeat reports a node's state every second. A heartbeat naming a
+	// shard or replica ID the placement's ID counters have not reached yet
+	// (the catalogue was lost and re-created) first raises the counters
+	// through the catalogue's Raft log, so those IDs are never allocated.
+	// Errors: NOT_FOUND for a node that never registered; INVALID_ARGUMENT,
+	// naming every bad field (e.g. "replicas[3].shard.shard_id: required"),
+	// when any report is invalid: a shard_id or replica_id of 0 or one raft
+	// reserves, a leader's report without its shard, or a descriptor whose
+	// shard_id differs from the report's, whose end does not sort after its
+	// start, or with no replicas, a replica_id of 0, a duplicate replica or
+	// a replica on node 0. Such a heartbeat is refused whole — none of its
+	// reports, valid or not, is used, and the node is not marked alive — so
+	// a node sending bad reports shows as down rather than serving them as
+	// routes.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	GetRoute(ctx context.Context, in *GetRouteRequest, opts ...grpc.CallOption) (*GetRouteResponse, error)
+	// ScanRoutes returns the routes of the shards overlapping [start, end),
+	// in key order. Errors: INVALID_ARGUMENT when end is set and sorts
+	// before start; start == end is the empty range and has no routes.
 	ScanRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error)
@@ -147,10 +162,25 @@ func (c *placementClient) DrainNode(ctx context.Context, in *DrainNodeRequest, o
 type PlacementServer interface {
 	// RegisterNode adds or updates a node. Errors: INVALID_ARGUMENT.
 	RegisterNode(context.Context, *RegisterNodeRequest) (*RegisterNodeResponse, error)
-	// Heartbeat reports a node's state every second.
-	// Errors: NOT_FOUND for a node that never registered.
+	// Heartbeat reports a node's state every second. A heartbeat naming a
+	// shard or replica ID the placement's ID counters have not reached yet
+	// (the catalogue was lost and re-created) first raises the counters
+	// through the catalogue's Raft log, so those IDs are never allocated.
+	// Errors: NOT_FOUND for a node that never registered; INVALID_ARGUMENT,
+	// naming every bad field (e.g. "replicas[3].shard.shard_id: required"),
+	// when any report is invalid: a shard_id or replica_id of 0 or one raft
+	// reserves, a leader's report without its shard, or a descriptor whose
+	// shard_id differs from the report's, whose end does not sort after its
+	// start, or with no replicas, a replica_id of 0, a duplicate replica or
+	// a replica on node 0. Such a heartbeat is refused whole — none of its
+	// reports, valid or not, is used, and the node is not marked alive — so
+	// a node sending bad reports shows as down rather than serving them as
+	// routes.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	GetRoute(context.Context, *GetRouteRequest) (*GetRouteResponse, error)
+	// ScanRoutes returns the routes of the shards overlapping [start, end),
+	// in key order. Errors: INVALID_ARGUMENT when end is set and sorts
+	// before start; start == end is the empty range and has no routes.
 	ScanRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error)

@@ -41,11 +41,16 @@ type RaftClient interface {
 	// Stream carries batches of Raft messages from the calling node.
 	// Errors: FAILED_PRECONDITION when the batch is addressed to another node.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RaftBatch, RaftStreamEnd], error)
-	// Snapshot streams one snapshot to the called node. Errors:
+	// Snapshot streams one snapshot to the called node. A snapshot that
+	// arrives whole but is refused by the receiving engine (stale, corrupt,
+	// unknown group, or not applied before the call ends) is answered OK
+	// with accepted = false and the reason; the sender reports it to Raft
+	// as a failed snapshot. Errors, for a transfer that did not arrive
+	// whole: INVALID_ARGUMENT when the first chunk has no header;
 	// DATA_LOSS for a chunk whose checksum does not match or a transfer cut
 	// short; RESOURCE_EXHAUSTED when the node already receives its maximum
-	// of concurrent snapshots (retry later); FAILED_PRECONDITION when the
-	// snapshot is refused (stale, corrupt, unknown group).
+	// of concurrent snapshots or buffers its maximum of snapshot bytes
+	// (retry later), or the snapshot exceeds the largest size accepted.
 	Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotResponse], error)
 }
 
@@ -90,11 +95,16 @@ type RaftServer interface {
 	// Stream carries batches of Raft messages from the calling node.
 	// Errors: FAILED_PRECONDITION when the batch is addressed to another node.
 	Stream(grpc.BidiStreamingServer[RaftBatch, RaftStreamEnd]) error
-	// Snapshot streams one snapshot to the called node. Errors:
+	// Snapshot streams one snapshot to the called node. A snapshot that
+	// arrives whole but is refused by the receiving engine (stale, corrupt,
+	// unknown group, or not applied before the call ends) is answered OK
+	// with accepted = false and the reason; the sender reports it to Raft
+	// as a failed snapshot. Errors, for a transfer that did not arrive
+	// whole: INVALID_ARGUMENT when the first chunk has no header;
 	// DATA_LOSS for a chunk whose checksum does not match or a transfer cut
 	// short; RESOURCE_EXHAUSTED when the node already receives its maximum
-	// of concurrent snapshots (retry later); FAILED_PRECONDITION when the
-	// snapshot is refused (stale, corrupt, unknown group).
+	// of concurrent snapshots or buffers its maximum of snapshot bytes
+	// (retry later), or the snapshot exceeds the largest size accepted.
 	Snapshot(grpc.ClientStreamingServer[SnapshotChunk, SnapshotResponse]) error
 	mustEmbedUnimplementedRaftServer()
 }
