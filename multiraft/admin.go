@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
@@ -177,6 +178,7 @@ func (e *Engine) Propose(ctx context.Context, group GroupID, cmd []byte) (any, e
 // ProposeFuture is Propose without waiting.
 func (e *Engine) ProposeFuture(id GroupID, cmd []byte) *Future {
 	p := &proposal{id: e.nextID.Add(1), data: make([]byte, envelopeBytes+len(cmd)), fut: newFuture()}
+	p.fut.proposed = time.Now()
 	putEnvelope(p.data, e.origin, p.id)
 	copy(p.data[envelopeBytes:], cmd)
 	g, err := e.post(id, func(g *group) {
@@ -444,6 +446,9 @@ type GroupSummary struct {
 	Term       uint64
 	Applied    uint64
 	Quiesced   bool
+	// LogEntries and LogBytes measure the replica's log above its last
+	// truncation (LogBytes approximately), as of its last round.
+	LogEntries, LogBytes uint64
 }
 
 // Summaries returns a summary of every group, in ascending group order. It
@@ -456,7 +461,7 @@ func (e *Engine) Summaries() []GroupSummary {
 		out[i] = GroupSummary{
 			Group: g.id, Replica: g.replica, Leading: g.leading.Load(), Leader: ReplicaID(g.leader.Load()),
 			LeaderNode: NodeID(g.leaderNode.Load()), Term: g.term.Load(), Applied: g.appliedIdx.Load(),
-			Quiesced: g.quiesced.Load(),
+			Quiesced: g.quiesced.Load(), LogEntries: g.logEntries.Load(), LogBytes: g.logBytes.Load(),
 		}
 	}
 	return out

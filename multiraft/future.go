@@ -3,6 +3,7 @@ package multiraft
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // A Future is the outcome of an asynchronous engine call: a proposal, a
@@ -13,6 +14,9 @@ type Future struct {
 	done   chan struct{}
 	result any
 	err    error
+	// proposed is when the proposal this future waits for was made
+	// (zero for other futures), for the commit latency.
+	proposed time.Time
 }
 
 func newFuture() *Future { return &Future{done: make(chan struct{})} }

@@ -27,8 +27,11 @@ type group struct {
 	leaderNode atomic.Uint64 // NodeID of the leader, 0 if unknown
 	term       atomic.Uint64
 	appliedIdx atomic.Uint64
-	removed    atomic.Bool
-	stuck      atomic.Bool // draining, but no voter to hand leadership to
+	// logEntries and logBytes publish the log's size for Summaries; the
+	// worker stores them at the end of each round.
+	logEntries, logBytes atomic.Uint64
+	removed              atomic.Bool
+	stuck                atomic.Bool // draining, but no voter to hand leadership to
 
 	// pendingTicks counts ticks not yet given to the RawNode.
 	pendingTicks atomic.Int32

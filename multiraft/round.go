@@ -338,6 +338,7 @@ func (r *round) flush(msgs *[]Message) {
 func (r *round) apply() bool {
 	b := r.e.db.NewIndexedBatch()
 	defer b.Close()
+	start := time.Now()
 	any := false
 	for i, g := range r.groups {
 		if ents := r.readies[i].CommittedEntries; len(ents) > 0 {
@@ -374,8 +375,16 @@ func (r *round) apply() bool {
 		}
 	}
 	r.ac.creates = r.ac.creates[:0]
+	var end time.Time
+	if len(r.results) > 0 {
+		end = time.Now()
+	}
 	for i := range r.results {
 		a := &r.results[i]
+		if p := a.fut.proposed; !p.IsZero() {
+			r.e.metrics.CommitLatency.Observe(start.Sub(p))
+			r.e.metrics.ApplyLatency.Observe(end.Sub(start))
+		}
 		a.fut.resolve(a.result, a.err)
 		r.results[i] = applied{}
 	}
@@ -510,6 +519,8 @@ func (r *round) maintain(g *group) {
 	}
 	r.maybeHandOff(g)
 	r.maybeTruncate(g)
+	g.logEntries.Store(g.st.lastIndex - g.st.truncIndex)
+	g.logBytes.Store(uint64(max(g.st.logBytes, 0)))
 	r.maybeQuiesce(g)
 }
 

@@ -561,12 +561,14 @@ func TestProcessMetricsMoveUnderLoad(t *testing.T) {
 	}
 	after := scrape()
 	for _, name := range []string{"flotilla_engine_proposals_total", "flotilla_engine_entries_applied_total",
-		"flotilla_engine_syncs_total", "flotilla_transport_messages_total", "flotilla_transport_batches_total"} {
+		"flotilla_engine_syncs_total", "flotilla_transport_messages_total", "flotilla_transport_batches_total",
+		"flotilla_engine_sync_latency_seconds_count", "flotilla_engine_commit_latency_seconds_count",
+		"flotilla_engine_apply_latency_seconds_count", "flotilla_engine_commit_latency_seconds_sum"} {
 		if after[name] <= before[name] {
 			t.Errorf("%s did not grow under load: %v -> %v", name, before[name], after[name])
 		}
 	}
-	for _, name := range []string{"flotilla_engine_groups", "flotilla_engine_leaders"} {
+	for _, name := range []string{"flotilla_engine_groups", "flotilla_engine_leaders", "flotilla_engine_log_entries"} {
 		if after[name] < 1 {
 			t.Errorf("%s = %v, want at least 1", name, after[name])
 		}

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/rpc"
 )
@@ -49,8 +51,60 @@ func (t *Telemetry) ObserveEngine(e *multiraft.Engine) error {
 		{"flotilla.engine.groups.quiesced", "groups quiescent", "", count(func(g multiraft.GroupSummary) bool { return g.Quiesced })},
 		{"flotilla.engine.groups.active", "groups ticking", "", count(func(g multiraft.GroupSummary) bool { return !g.Quiesced })},
 		{"flotilla.engine.leaders", "groups this node leads", "", count(func(g multiraft.GroupSummary) bool { return g.Leading })},
+		{"flotilla.engine.log.entries", "log entries held above the last truncation, all groups", "", func() int64 {
+			var n int64
+			for _, g := range e.Summaries() {
+				n += int64(g.LogEntries)
+			}
+			return n
+		}},
+		{"flotilla.engine.log.size", "approximate bytes of log held above the last truncation, all groups", "By", func() int64 {
+			var n int64
+			for _, g := range e.Summaries() {
+				n += int64(g.LogBytes)
+			}
+			return n
+		}},
+	}
+	if err := t.registry.Register(engineHistograms{m}); err != nil {
+		return err
 	}
 	return t.Observe(counters, gauges)
+}
+
+// engineHistograms exports the engine's latency histograms, which it keeps
+// itself (lock-free buckets), as Prometheus histograms.
+type engineHistograms struct{ m *multiraft.Metrics }
+
+var engineHistogramDescs = []struct {
+	desc *prometheus.Desc
+	h    func(*multiraft.Metrics) *multiraft.LatencyHistogram
+}{
+	{prometheus.NewDesc("flotilla_engine_sync_latency_seconds", "latency of synced raft-state writes (group commits, fsync included)", nil, nil),
+		func(m *multiraft.Metrics) *multiraft.LatencyHistogram { return &m.SyncLatency }},
+	{prometheus.NewDesc("flotilla_engine_commit_latency_seconds", "from a proposal on this node to the round that found it committed", nil, nil),
+		func(m *multiraft.Metrics) *multiraft.LatencyHistogram { return &m.CommitLatency }},
+	{prometheus.NewDesc("flotilla_engine_apply_latency_seconds", "from a committed proposal's round to its result (the apply batch written)", nil, nil),
+		func(m *multiraft.Metrics) *multiraft.LatencyHistogram { return &m.ApplyLatency }},
+}
+
+func (engineHistograms) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range engineHistogramDescs {
+		ch <- d.desc
+	}
+}
+
+func (c engineHistograms) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range engineHistogramDescs {
+		buckets, count, sum := d.h(c.m).Snapshot()
+		cumulative := make(map[float64]uint64, len(multiraft.HistogramBounds))
+		var n uint64
+		for i, bound := range multiraft.HistogramBounds {
+			n += buckets[i]
+			cumulative[bound.Seconds()] = n
+		}
+		ch <- prometheus.MustNewConstHistogram(d.desc, count, sum.Seconds(), cumulative)
+	}
 }
 
 // ObserveTransport exports the Raft transport's counters.

@@ -25,6 +25,9 @@ type Telemetry struct {
 	Provider *sdkmetric.MeterProvider
 	Meter    metric.Meter
 	Handler  http.Handler
+	// registry is what Handler serves: the OpenTelemetry exporter's
+	// metrics and collectors of our own (histograms kept by the engine).
+	registry *prometheus.Registry
 }
 
 // New sets up a meter provider whose readings are served by Handler in the
@@ -40,6 +43,7 @@ func New(service string) (*Telemetry, error) {
 		Provider: mp,
 		Meter:    mp.Meter("github.com/flotilla-kv/flotilla/" + service),
 		Handler:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		registry: reg,
 	}, nil
 }
 
