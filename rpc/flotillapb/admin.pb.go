@@ -1821,6 +1821,8 @@ func (x *ConsistencyCheckResponse) GetChecksums() []*ReplicaChecksum {
 
 // LocalChecksumRequest returns the checksum this replica computed when it
 // applied the checksum command at index (waiting for it to apply).
+// OUT_OF_RANGE when index is beyond this replica's last log index: retry
+// once it has caught up.
 type LocalChecksumRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
