@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -67,6 +68,19 @@ type Config struct {
 	// a quorum confirmed its leadership. It must be less than ElectionTicks;
 	// default ElectionTicks-2. The margin covers tick skew between nodes.
 	LeaseTicks int
+
+	// TickInterval is the real duration of a tick. When it is set (RunTicker
+	// sets it to its interval if it is zero), a lease also ends
+	// LeaseTicks*TickInterval after its ReadIndex round started, measured
+	// on Clock, whichever comes first. Ticks alone are not enough: a leader
+	// whose process was paused (SIGSTOP, a VM stall, a long GC) misses the
+	// ticks of the pause, since a ticker drops what its reader cannot take,
+	// and would resume believing its lease still runs while the others have
+	// elected a new leader. Zero (manual mode, the simulator): ticks only.
+	TickInterval time.Duration
+	// Clock reads the monotonic clock leases are checked against. Default
+	// time.Now; tests inject their own.
+	Clock func() time.Time
 }
 
 // Default values of Config's tuning fields.
@@ -118,6 +132,9 @@ func (c Config) withDefaults() Config {
 	if c.LogTruncateBytes == 0 {
 		c.LogTruncateBytes = DefaultLogTruncateBytes
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	if c.LeaseTicks == 0 {
 		c.LeaseTicks = c.ElectionTicks - 2
 	}
@@ -148,6 +165,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTicks < 0 || c.LeaseTicks >= c.ElectionTicks {
 		errs = append(errs, fmt.Errorf("LeaseTicks (%d) must be in [0, ElectionTicks=%d)", c.LeaseTicks, c.ElectionTicks))
+	}
+	if c.TickInterval < 0 {
+		errs = append(errs, fmt.Errorf("TickInterval must not be negative, got %s", c.TickInterval))
 	}
 	if c.MaxGroupsPerRound < 1 {
 		errs = append(errs, fmt.Errorf("MaxGroupsPerRound must be positive, got %d", c.MaxGroupsPerRound))

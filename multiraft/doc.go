@@ -85,6 +85,12 @@
 //     votes for another candidate within an election timeout. A leader that
 //     sent MsgTimeoutNow (leadership transfer) gives up its lease for the
 //     rest of its term. Lease reads renew the lease in the background.
+//     With a Config.TickInterval (RunTicker sets it) the lease also ends
+//     LeaseTicks*TickInterval after its round began on Config.Clock, read
+//     when each lease read is served: a leader paused for longer than its
+//     lease misses the pause's ticks, and would otherwise resume serving
+//     reads the new leader's writes have made stale. Leases assume the
+//     nodes' tick rates differ by less than the LeaseTicks margin.
 //   - ReadStale: whatever this replica has applied.
 //
 // # Membership

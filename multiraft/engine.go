@@ -24,14 +24,16 @@ type Engine struct {
 	logger raft.Logger
 	// origin identifies this engine incarnation in proposal envelopes:
 	// NodeID in the high 32 bits, the incarnation in the low 32.
-	origin   uint64
-	nextID   atomic.Uint64
-	tick     atomic.Uint64
-	manual   bool
-	stopped  atomic.Bool
-	draining atomic.Bool
-	workers  sync.WaitGroup
-	snapshot sync.WaitGroup // goroutines building incoming snapshots
+	origin uint64
+	nextID atomic.Uint64
+	tick   atomic.Uint64
+	// tickInterval is Config.TickInterval, or RunTicker's interval (ns).
+	tickInterval atomic.Int64
+	manual       bool
+	stopped      atomic.Bool
+	draining     atomic.Bool
+	workers      sync.WaitGroup
+	snapshot     sync.WaitGroup // goroutines building incoming snapshots
 
 	mu struct {
 		sync.RWMutex
@@ -67,6 +69,7 @@ func Open(cfg Config) (*Engine, error) {
 		logger: newRaftLogger(cfg.Logger),
 		manual: cfg.Workers < 0,
 	}
+	e.tickInterval.Store(int64(cfg.TickInterval))
 	e.mu.groups = make(map[GroupID]*group)
 	e.list.Store(&[]*group{})
 	inc, err := e.bumpIncarnation()

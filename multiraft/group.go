@@ -3,6 +3,7 @@ package multiraft
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
@@ -62,8 +63,10 @@ type group struct {
 	readsReady    []*readBatch
 	nextReadID    uint64
 	// leaseUntil is the engine tick until which this leader may serve lease
-	// reads; leaseTerm is the term it was won in.
+	// reads; leaseTerm is the term it was won in. With a TickInterval the
+	// lease also ends at leaseUntilTime (Config.Clock).
 	leaseUntil, leaseTerm uint64
+	leaseUntilTime        time.Time
 	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
 	transferWaiters       []transferWaiter
 	idleTicks             int
@@ -94,6 +97,7 @@ type proposal struct {
 type readBatch struct {
 	id        uint64
 	startTick uint64
+	startTime time.Time // Config.Clock at the start, with a TickInterval
 	index     uint64
 	reads     []*Future
 	lease     bool // only renews the lease; no readers were waiting

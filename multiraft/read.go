@@ -3,6 +3,7 @@ package multiraft
 import (
 	"context"
 	"encoding/binary"
+	"time"
 
 	"go.etcd.io/raft/v3"
 )
@@ -92,7 +93,7 @@ func (r *round) read(g *group, reads []readReq) {
 	var batch *readBatch
 	leaseServed := false
 	for _, rq := range reads {
-		if rq.lease && g.leaseValid(now) {
+		if rq.lease && r.e.leaseValid(g, now) {
 			leaseServed = true
 			idx := g.st.hardState.GetCommit()
 			if g.st.applied.index >= idx {
@@ -118,15 +119,26 @@ func (r *round) read(g *group, reads []readReq) {
 func (r *round) newReadBatch(g *group, now uint64) *readBatch {
 	g.nextReadID++
 	b := &readBatch{id: g.nextReadID, startTick: now}
+	if r.e.tickInterval.Load() > 0 {
+		b.startTime = r.e.cfg.Clock()
+	}
 	g.readsInFlight = append(g.readsInFlight, b)
 	g.rn.ReadIndex(readCtx(b.id))
 	r.e.metrics.ReadBatches.Add(1)
 	return b
 }
 
-func (g *group) leaseValid(now uint64) bool {
+// leaseValid reports whether g may serve a lease read at engine tick now:
+// its lease was won in the current term, no transfer began in it, and
+// neither the lease's ticks nor, with a TickInterval, its real time ran
+// out. The clock is read here, when the read is served, so a leader that
+// was paused sees the pause at once, before any tick catches up.
+func (e *Engine) leaseValid(g *group, now uint64) bool {
 	term := g.term.Load()
-	return g.leaseTerm == term && g.noLeaseTerm != term && now < g.leaseUntil
+	if g.leaseTerm != term || g.noLeaseTerm == term || now >= g.leaseUntil {
+		return false
+	}
+	return e.tickInterval.Load() == 0 || e.cfg.Clock().Before(g.leaseUntilTime)
 }
 
 // readStateReady records the index raft confirmed for a read batch. The
@@ -146,6 +158,10 @@ func (g *group) readStateReady(e *Engine, rs raft.ReadState) {
 		if term := g.term.Load(); g.isLead && g.noLeaseTerm != term {
 			if until := b.startTick + uint64(e.cfg.LeaseTicks); until > g.leaseUntil || g.leaseTerm != term {
 				g.leaseUntil, g.leaseTerm = until, term
+				g.leaseUntilTime = time.Time{}
+				if d := time.Duration(e.tickInterval.Load()); d > 0 && !b.startTime.IsZero() {
+					g.leaseUntilTime = b.startTime.Add(time.Duration(e.cfg.LeaseTicks) * d)
+				}
 			}
 		}
 		if len(b.reads) > 0 {

@@ -3,7 +3,9 @@ package multiraft
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestLeaseReads(t *testing.T) {
@@ -72,5 +74,44 @@ func TestRequestsToUnknownGroup(t *testing.T) {
 		if _, err := f.Result(); !errors.Is(err, ErrGroupNotFound) {
 			t.Errorf("%s: err = %v, want ErrGroupNotFound", name, err)
 		}
+	}
+}
+
+// TestLeaseEndsInRealTimeWhenTicksStop: a leader whose ticks stopped (its
+// process was paused: a ticker drops the ticks its reader misses) must not
+// resume serving lease reads once the lease's real time has passed, even
+// though its tick count says the lease still runs. The chaos test found
+// the bug: a resumed leader answered lease reads from before its pause,
+// after the others had elected a new leader and acknowledged writes.
+func TestLeaseEndsInRealTimeWhenTicksStop(t *testing.T) {
+	var clock atomic.Int64 // nanoseconds on the injected clock
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	const interval = 100 * time.Millisecond
+	c := newCluster(t, 3, func(cfg *Config) { cfg.TickInterval, cfg.Clock = interval, now })
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	e := c.engines[lead]
+	if _, err := c.wait(e.ReadFuture(1, ReadLease)); err != nil {
+		t.Fatal(err)
+	}
+	// The lease holds while the clock and the ticks agree...
+	before := e.Metrics().ReadBatches.Load()
+	f := e.ReadFuture(1, ReadLease)
+	e.Process()
+	if _, err := f.Result(); !isDone(f) || err != nil || e.Metrics().ReadBatches.Load() != before {
+		t.Fatalf("lease read within the lease: done=%v err=%v, read batches %d -> %d",
+			isDone(f), err, before, e.Metrics().ReadBatches.Load())
+	}
+	// ...then the process "pauses" for longer than the lease: the clock
+	// moves, no tick is delivered.
+	clock.Add(int64(time.Duration(e.cfg.LeaseTicks+1) * interval))
+	before = e.Metrics().ReadBatches.Load()
+	f = e.ReadFuture(1, ReadLease)
+	e.Process()
+	if got := e.Metrics().ReadBatches.Load() - before; got != 1 {
+		t.Fatalf("lease read after the lease's time ran out used %d read batches, want 1 (a quorum round)", got)
+	}
+	if _, err := c.wait(f); err != nil {
+		t.Fatalf("the read, confirmed by a quorum: %v", err)
 	}
 }

@@ -315,7 +315,7 @@ func (r *round) route(g *group, msgs []*raftpb.Message) {
 			// rest of its term, since the transferee campaigns without
 			// waiting for the lease to expire.
 			g.noLeaseTerm = g.term.Load()
-			g.leaseUntil = 0
+			g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
 			r.early = append(r.early, out)
 		default:
 			r.early = append(r.early, out)
@@ -617,7 +617,7 @@ func (g *group) steppedDown() {
 		g.confFuture = nil
 	}
 	g.failReads(g.notLeader())
-	g.leaseUntil = 0
+	g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
 }
 
 func readCtx(id uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 0, 8), id) }
