@@ -225,6 +225,19 @@ func TestAttemptTimeoutMovesToNextReplica(t *testing.T) {
 	if n2.calls.Load() != 1 {
 		t.Fatalf("node 2 called %d times", n2.calls.Load())
 	}
+	// Node 2 served a write, so it is the leader now: the next calls go
+	// straight to it instead of waiting out node 1 (paused, say) again.
+	for range 3 {
+		if err := c.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n1.calls.Load(); got != 1 {
+		t.Fatalf("the hung node 1 was tried %d times, want once", got)
+	}
+	if got := n2.calls.Load(); got != 4 {
+		t.Fatalf("node 2 called %d times, want 4", got)
+	}
 }
 
 func TestUnreachableLeaderFailsOverToNextReplica(t *testing.T) {

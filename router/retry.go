@@ -121,6 +121,13 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 			}
 			err = c.attempt(ctx, cl, r, node, addr, l, seq)
 			if err == nil {
+				if cl.needsLeader() && node != r.leaderNode {
+					// The node served what only a leader serves: it is the
+					// leader now. Without this, a route whose leader was
+					// cleared (it timed out, say, while paused) would send
+					// every later call to the first voter again.
+					c.cache.setLeader(r.id(), r.replicaOn(node), node)
+				}
 				return nil
 			}
 			v = c.classify(ctx, cl, r, node, err, &st)

@@ -62,6 +62,16 @@ func (r *route) endsAtOrAfter(key []byte) bool {
 	return len(key) != 0 && bytes.Compare(r.end(), key) >= 0
 }
 
+// replicaOn returns the ID of the shard's replica on node, 0 if none.
+func (r *route) replicaOn(node nodeID) uint64 {
+	for _, rep := range r.desc.GetReplicas() {
+		if nodeID(rep.GetNodeId()) == node {
+			return rep.GetReplicaId()
+		}
+	}
+	return 0
+}
+
 // hasNode reports whether node hosts a replica of the shard.
 func (r *route) hasNode(node nodeID) bool {
 	for _, rep := range r.desc.GetReplicas() {

@@ -1,0 +1,361 @@
+package chaos
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/router"
+)
+
+var (
+	flagDuration = flag.Duration("chaos.duration", 0, "how long to run fault cycles (fleet start-up not included); 0 skips TestChaos")
+	flagMode     = flag.String("chaos.mode", "process", "process (loopback processes: kills, pauses) or docker (containers: also partitions)")
+	flagSeed     = flag.Uint64("chaos.seed", 0, "seed of the fault schedule and operation mix (0: from the clock; printed)")
+	flagClients  = flag.Int("chaos.clients", 10, "workload clients through the shared router")
+	flagPinned   = flag.Int("chaos.pinned", 2, "extra clients pinned to the faulted node (or a random one)")
+	flagKeys     = flag.Int("chaos.keys", 16, "keys per cycle, spread over the shards")
+	flagFaults   = flag.String("chaos.faults", "", "comma-separated fault kinds (default: every kind the mode supports)")
+	flagHoldMin  = flag.Duration("chaos.hold-min", 3*time.Second, "shortest fault window")
+	flagHoldMax  = flag.Duration("chaos.hold-max", 12*time.Second, "longest fault window")
+	flagOut      = flag.String("chaos.out", "", "directory for histories, visualizations and logs (default: a new temporary directory, kept)")
+)
+
+// recoveryTimeout bounds the wait for every key to take writes again
+// after a heal. The machine is small and shared: generous.
+const recoveryTimeout = 2 * time.Minute
+
+// figures accumulates availability per fault kind.
+type figures struct {
+	cycles      int
+	errors      int
+	unavailable []time.Duration
+	recover     []time.Duration
+}
+
+func TestChaos(t *testing.T) {
+	if *flagDuration <= 0 {
+		t.Skip("set -chaos.duration to run the nemesis test (make chaos, make chaos-short)")
+	}
+	seed := *flagSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	out := *flagOut
+	if out == "" {
+		var err error
+		if out, err = os.MkdirTemp("", "flotilla-chaos-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("chaos: mode=%s seed=%d duration=%s out=%s\n", *flagMode, seed, *flagDuration, out)
+
+	var c cluster
+	switch *flagMode {
+	case "process":
+		c = startProcessCluster(t)
+	case "docker":
+		c = startDockerCluster(t)
+	default:
+		t.Fatalf("chaos: -chaos.mode %q: want process or docker", *flagMode)
+	}
+	in, err := newInspector(c.PlacementAddrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	in.waitBootstrapped(t, 3*time.Minute)
+
+	enabled := allFaults(c)
+	if *flagFaults != "" {
+		want := strings.Split(*flagFaults, ",")
+		for _, k := range want {
+			if !slices.Contains(enabled, k) {
+				t.Fatalf("chaos: fault %q not supported in %s mode (have %v)", k, *flagMode, enabled)
+			}
+		}
+		enabled = want
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6e656d))
+	nem := &nemesis{c: c, in: in, rng: rng, enabled: enabled}
+
+	shared, err := router.New(context.Background(), routerConfig(c.PlacementAddrs()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shared.Close() })
+
+	var (
+		clk                    = clock{start: time.Now()}
+		runs, violations, lost int
+		byKind                 = map[string]*figures{}
+		failed                 bool
+	)
+	begin := time.Now()
+	for cycle := 0; time.Since(begin) < *flagDuration; cycle++ {
+		res := runCycle(t, c, nem, shared, clk, cycle, rng.Uint64(), out)
+		runs++
+		violations += len(res.report.Violations)
+		lost += len(res.report.Lost)
+		f := byKind[res.kinds]
+		if f == nil {
+			f = &figures{}
+			byKind[res.kinds] = f
+		}
+		f.cycles++
+		f.errors += res.errors
+		f.unavailable = append(f.unavailable, res.unavailable)
+		f.recover = append(f.recover, res.recover)
+		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || !res.recovered {
+			failed = true
+		}
+	}
+
+	fmt.Println("chaos: availability per fault (errors = failed or unknown client ops from fault to recovery; unavailable = longest time a key took no write; recover = heal to every key writable):")
+	kinds := make([]string, 0, len(byKind))
+	for k := range byKind {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		f := byKind[k]
+		fmt.Printf("chaos:   %-40s cycles=%-3d errors=%-5d unavailable mean=%-7s max=%-7s recover mean=%-7s max=%s\n",
+			k, f.cycles, f.errors, mean(f.unavailable), slices.Max(f.unavailable).Round(10*time.Millisecond),
+			mean(f.recover), slices.Max(f.recover).Round(10*time.Millisecond))
+	}
+	if failed {
+		c.SaveLogs(filepath.Join(out, "logs"))
+		fmt.Printf("chaos: logs saved in %s\n", filepath.Join(out, "logs"))
+	}
+	fmt.Printf("chaos: runs=%d violations=%d lost=%d\n", runs, violations, lost)
+	if violations > 0 || lost > 0 {
+		t.Fatalf("chaos: %d violations, %d lost writes (seed %d, histories in %s)", violations, lost, seed, out)
+	}
+	if failed {
+		t.Fatalf("chaos: the fleet did not recover after a fault (seed %d, logs in %s)", seed, out)
+	}
+}
+
+func mean(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	var s time.Duration
+	for _, d := range ds {
+		s += d
+	}
+	return (s / time.Duration(len(ds))).Round(10 * time.Millisecond)
+}
+
+// cycleResult is what one fault cycle measured.
+type cycleResult struct {
+	kinds       string
+	report      Report
+	errors      int
+	unavailable time.Duration
+	recover     time.Duration
+	recovered   bool
+}
+
+// cycleKeys returns the keys of a cycle: their first bytes spread over
+// the key space, so they fall into every initial shard.
+func cycleKeys(cycle, n int) []string {
+	keys := make([]string, n)
+	for j := range keys {
+		keys[j] = string([]byte{byte(j*256/n + 5)}) + fmt.Sprintf("chaos-c%04d-k%02d", cycle, j)
+	}
+	return keys
+}
+
+// runCycle runs one fault cycle on its own keys: workload, fault, heal,
+// recovery, final reads, check.
+func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk clock, cycle int, seed uint64, out string) cycleResult {
+	keys := cycleKeys(cycle, *flagKeys)
+	p := nem.planCycle()
+	hold := *flagHoldMin
+	if *flagHoldMax > hold {
+		hold += time.Duration(nem.rng.Int64N(int64(*flagHoldMax - hold)))
+	}
+	res := cycleResult{kinds: p.kinds()}
+
+	// Clients: the shared router, and pinned routers that reach only one
+	// node (the faulted one when there is one).
+	clients := make([]workerClient, 0, *flagClients+*flagPinned)
+	for range *flagClients {
+		clients = append(clients, workerClient{r: shared})
+	}
+	pin := p.pin()
+	if pin == 0 {
+		nodes := c.Nodes()
+		pin = nodes[nem.rng.IntN(len(nodes))]
+	}
+	var pinned []*router.Client
+	for range *flagPinned {
+		r, err := router.New(context.Background(), routerConfig(c.PlacementAddrs(), pinnedDialer(append([]string{c.NodeAddr(pin)}, c.PlacementAddrs()...)...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinned = append(pinned, r)
+		clients = append(clients, workerClient{r: r, node: pin})
+	}
+	w := startWorkload(clk, keys, clients, seed, fmt.Sprintf("c%d.", cycle))
+
+	// Warm up, then the fault window. The schedule's intervals are the
+	// test's design, not waits for a condition.
+	time.Sleep(1500 * time.Millisecond)
+	faultAt := clk.now()
+	for _, f := range p {
+		f.inject()
+	}
+	time.Sleep(hold)
+	healStart := clk.now()
+	for i := len(p) - 1; i >= 0; i-- {
+		p[i].heal()
+	}
+	healAt := clk.now()
+
+	// Recovery: every key has taken a write called after the heal.
+	recoveredAt, ok := waitRecovered(w, keys, healAt, recoveryTimeout)
+	res.recovered = ok
+	if !ok {
+		t.Errorf("chaos: cycle %d (%s): keys still not writable %s after the heal", cycle, p, recoveryTimeout)
+	}
+	time.Sleep(time.Second) // steady load after recovery
+	w.halt()
+	for _, r := range pinned {
+		r.Close()
+	}
+	ops := append(w.hist.Ops(), finalReads(clk, shared, keys, len(clients), time.Minute)...)
+
+	// Availability, from the shared clients' operations.
+	res.recover = time.Duration(recoveredAt - healAt)
+	res.unavailable, res.errors = availability(ops, keys, faultAt, recoveredAt)
+
+	// What the pinned clients got from their node during the fault, and
+	// how many CAS swapped: evidence that the checks were exercised.
+	var pinnedOK, pinnedAll, casOK, swapped int
+	for _, o := range ops {
+		if o.Node != 0 && o.Call >= faultAt && o.Return <= healStart {
+			pinnedAll++
+			if o.Outcome == OK {
+				pinnedOK++
+			}
+		}
+		if o.Kind == OpCAS && o.Outcome == OK {
+			casOK++
+			if o.Swapped {
+				swapped++
+			}
+		}
+	}
+
+	name := fmt.Sprintf("cycle%04d", cycle)
+	res.report = Check(ops, filepath.Join(out, "viz"), name)
+	r := res.report
+	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d violations=%d lost=%d\n",
+		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
+		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
+		res.recover.Round(10*time.Millisecond), r.Keys, len(r.Violations), len(r.Lost))
+	if len(r.Violations) > 0 || len(r.Lost) > 0 {
+		path := filepath.Join(out, name+"-history.txt")
+		var b strings.Builder
+		fmt.Fprintf(&b, "cycle %d, faults: %s, fault at %.3fs, heal at %.3fs\n", cycle, p, float64(faultAt)/1e9, float64(healAt)/1e9)
+		for _, o := range ops {
+			b.WriteString(o.String() + "\n")
+		}
+		_ = os.WriteFile(path, []byte(b.String()), 0o644)
+		for _, v := range r.Violations {
+			fmt.Printf("chaos: VIOLATION cycle %d: %s\n", cycle, firstLine(v))
+		}
+		for _, l := range r.Lost {
+			fmt.Printf("chaos: LOST cycle %d: %s\n", cycle, l)
+		}
+		fmt.Printf("chaos: history of cycle %d: %s\n", cycle, path)
+	}
+	return res
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// waitRecovered polls the history until every key has a successful write
+// (from an unpinned client) called at or after healAt, and returns the
+// latest such first write's return time.
+func waitRecovered(w *workload, keys []string, healAt int64, timeout time.Duration) (int64, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		first := map[string]int64{}
+		for _, o := range w.hist.Ops() {
+			if o.Node == 0 && o.isWrite() && o.Outcome == OK && o.Call >= healAt {
+				if t, ok := first[o.Key]; !ok || o.Return < t {
+					first[o.Key] = o.Return
+				}
+			}
+		}
+		if len(first) == len(keys) {
+			var at int64
+			for _, t := range first {
+				at = max(at, t)
+			}
+			return at, true
+		}
+		if time.Now().After(deadline) {
+			return w.clk.now(), false
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
+// availability returns the longest time any key went without a
+// successful write between from and to, and the number of failed or
+// unknown operations in that window, counting the shared clients only.
+func availability(ops []Op, keys []string, from, to int64) (time.Duration, int) {
+	last := map[string]int64{}
+	for _, k := range keys {
+		last[k] = from
+	}
+	var gap int64
+	errs := 0
+	for _, o := range slices.SortedFunc(slices.Values(ops), func(a, b Op) int { return cmpInt(a.Return, b.Return) }) {
+		if o.Node != 0 || o.Final || o.Return < from || o.Call > to {
+			continue
+		}
+		if o.Outcome != OK {
+			errs++
+			continue
+		}
+		if o.isWrite() && o.Return <= to {
+			gap = max(gap, o.Return-last[o.Key])
+			last[o.Key] = o.Return
+		}
+	}
+	for _, t := range last {
+		gap = max(gap, to-t)
+	}
+	return time.Duration(gap), errs
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,134 @@
+// Package chaos is Flotilla's nemesis test: a real fleet (processes on
+// loopback, or containers), client goroutines recording every operation
+// they make, faults injected on a seeded schedule, and each history
+// checked for linearizability (porcupine) and lost writes.
+//
+// It owns the harness (the two fleet modes, the workload, the nemeses)
+// and the checker. It does not own the fleet launcher (internal/fleet),
+// the client (router) or the deterministic simulator (internal/sim, which
+// has a model of the same shape for its own records; the checker here is
+// a separate small copy so the two evolve independently).
+//
+// # Running it
+//
+//	make chaos-short                       # about 75 s of process-mode faults
+//	make chaos CHAOS_DURATION=30m CHAOS_MODE=docker
+//	go test ./internal/chaos -run TestChaos -v -chaos.duration=30m -chaos.mode=process|docker \
+//	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR]
+//
+// Without -chaos.duration TestChaos skips, so `go test ./...` runs only the
+// checker's own tests (which feed it hand-made histories with planted
+// bugs: a stale read, a double CAS, a write reported as not applied that
+// applied, lost acknowledged writes).
+//
+// # The fleet
+//
+// Three placementd replicas and five shardnodes, replication factor 3,
+// eight initial shards, 50 ms Raft ticks (elections in about half a
+// second) and 250 ms placement heartbeats. In process mode they are
+// processes on loopback (internal/fleet). In docker mode each is a
+// container of an image built FROM scratch (deploy/Dockerfile) over
+// static binaries of the checkout, on a bridge network of the test's own
+// with fixed addresses; every container, network and image carries the
+// label flotilla-chaos-owner=<pid> and is removed at the end, and a later
+// run removes what a killed run left behind.
+//
+// # One cycle
+//
+// The run is a sequence of fault cycles until -chaos.duration has passed.
+// Each cycle is independent, with keys of its own (16 by default, their
+// first bytes spread over the key space so every shard holds some):
+//
+//  1. plan: one fault kind at random, and with probability 0.4 a second
+//     one, keeping at most two of the five shardnodes affected (the
+//     "leader" is the node placement says leads the most shards);
+//  2. start the clients: 10 goroutines through one shared router, and 2
+//     through routers pinned to one node (a dialer that refuses every
+//     other shardnode): the paused or cut-off node when the fault has one,
+//     else a random node;
+//  3. 1.5 s of load, inject the faults, hold them 3–12 s, heal (resume,
+//     reconnect, restart with data intact, in reverse order);
+//  4. recovery: poll until every key of the cycle has taken a write called
+//     after the heal (deadline two minutes; not recovering fails the test);
+//  5. one more second of load, stop the clients, read every key
+//     linearizably (the final reads), check the history.
+//
+// The faults: kill (SIGKILL one or two random shardnodes), kill-leader,
+// pause-leader (SIGSTOP/SIGCONT; docker: the cgroup freezer),
+// kill-placement-leader, and in docker mode isolate-leader (the leading
+// node cut off from every other node and placement replica) and
+// partition-split (nodes 2|3, placement replicas 1|2). Partitions are
+// iptables DROP rules inside the containers' network namespaces, so nodes
+// lose each other but the host still reaches every container: the pinned
+// clients really talk to the minority.
+//
+// # The workload and the model
+//
+// Each client loops: put (35%) of a value unique in the run, CAS (25%)
+// from the value it last saw (or from absent), get (40%: linearizable,
+// or lease for a quarter of them). Every operation is recorded with its
+// call and return time on one monotonic clock. Outcomes:
+//
+//   - ok: the result is recorded;
+//   - unknown: a write that returned ErrAmbiguous or whose deadline
+//     passed. It is never dropped: porcupine gets it with a return time
+//     after the end of the history, so it may take effect at any point
+//     after its call, or never; an unknown CAS swaps iff the value matches
+//     when it takes effect;
+//   - failed: a read that failed (no effect, left out), or a write the
+//     router reports as surely not applied (no ErrAmbiguous): left out,
+//     which holds the router to that claim. When a key fails the check,
+//     it is checked again with such writes as unknown, and the report says
+//     whether the claim is what broke.
+//
+// The model is a register per key (porcupine partitions by key): the state
+// is the value, "" when absent. A get must return the state; a put sets
+// it; a CAS that swapped needs state == expected, one that did not needs
+// state != expected and state == the value it reported.
+//
+// # What is checked
+//
+//   - Linearizability of each key's history, final reads included. Every
+//     linearizable and lease read, including those the pinned clients send
+//     to a paused or partitioned node, is in it: a minority that
+//     acknowledged a write that then vanished, or served a stale value,
+//     makes the history non-linearizable. So the read guarantee verified
+//     is: a linearizable or lease read acknowledged by any node returns
+//     the latest value acknowledged before the read began (or that of a
+//     write concurrent with it); a write is acknowledged only once a
+//     majority has it.
+//   - Lost writes: every acknowledged put and successful CAS must be
+//     accounted for by the final reads: the final value must have been
+//     written by a write that could have taken effect after it (values are
+//     unique, so the final value names its write).
+//
+// A key whose check fails gets its porcupine visualization written to
+// <out>/viz/cycleNNNN-<key>.html and the cycle's whole history to
+// <out>/cycleNNNN-history.txt; both paths are printed, with the seed.
+//
+// # Output
+//
+// A line per cycle (faults, hold, operations, unknown and failed ones,
+// CAS that swapped out of those decided, the pinned clients' operations
+// acknowledged during the fault out of those made, availability),
+// availability per fault kind, and last exactly
+//
+//	chaos: runs=N violations=V lost=L
+//
+// N is the number of fault cycles, each one independently checked
+// history; V is the number of keys (over all cycles) whose history is not
+// linearizable or could not be decided within the check timeout; L is the
+// number of acknowledged writes lost. The test fails when V or L is not
+// zero, or when the fleet did not recover after a fault.
+//
+// Availability, per cycle and per fault kind: errors is the number of
+// failed or unknown operations of the shared clients between the fault and
+// the recovery; unavailable is the longest time one key took no successful
+// write in that window (a fault that takes two replicas of a shard away
+// makes it as long as the window); recover is the time from the heal to
+// every key taking writes again.
+//
+// Timing is not reproducible from a seed; the schedule (fault kinds,
+// victims when placement reports the same leaders, windows) and the
+// operation mix are.
+package chaos

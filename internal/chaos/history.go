@@ -1,0 +1,146 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// OpKind is the kind of a recorded client operation.
+type OpKind uint8
+
+const (
+	// OpGet reads a key (linearizable or lease read).
+	OpGet OpKind = iota + 1
+	// OpPut sets a key to a value.
+	OpPut
+	// OpCAS sets a key to Value if it holds Expect ("" means absent).
+	OpCAS
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpGet:
+		return "get"
+	case OpPut:
+		return "put"
+	case OpCAS:
+		return "cas"
+	}
+	return fmt.Sprintf("OpKind(%d)", uint8(k))
+}
+
+// Outcome is what a client learned about an operation.
+type Outcome uint8
+
+const (
+	// OK: the operation completed and its result is recorded.
+	OK Outcome = iota + 1
+	// Failed: the operation surely had no effect (a read that failed, or a
+	// write the router reports as surely not applied). It is left out of
+	// the linearizability check.
+	Failed
+	// Unknown: a write whose outcome was never learned (ErrAmbiguous, a
+	// deadline): it may take effect at any time after its call, or never.
+	// The checker treats it as pending until the end of the history.
+	Unknown
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OK:
+		return "ok"
+	case Failed:
+		return "failed"
+	case Unknown:
+		return "unknown"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Op is one recorded client operation. Times are nanoseconds on the
+// history's monotonic clock. Values are never empty: "" stands for an
+// absent key, in Expect (CAS when absent), Out and Current alike.
+type Op struct {
+	Client int
+	Kind   OpKind
+	Key    string
+	// Value is the value a put or CAS writes (unique in a history).
+	Value string
+	// Expect is the value a CAS expects; "" means the key must be absent.
+	Expect string
+	// Lease marks a lease read (else a get is linearizable).
+	Lease bool
+	// Node, when non-zero, is the only shardnode the client could reach
+	// (a pinned client).
+	Node    uint64
+	Call    int64
+	Return  int64
+	Outcome Outcome
+	// Out is what a get returned ("" when absent).
+	Out string
+	// Swapped and Current are a CAS's result: whether it swapped, and
+	// the value it found when it did not ("" when absent).
+	Swapped bool
+	Current string
+	// Err is the error of a failed or unknown operation.
+	Err string
+	// Final marks the end-of-run reads after healing.
+	Final bool
+}
+
+// isWrite reports whether o writes (a put, or a CAS).
+func (o *Op) isWrite() bool { return o.Kind == OpPut || o.Kind == OpCAS }
+
+func (o Op) String() string {
+	who := fmt.Sprintf("c%d", o.Client)
+	if o.Node != 0 {
+		who += fmt.Sprintf("@n%d", o.Node)
+	}
+	var s string
+	switch o.Kind {
+	case OpGet:
+		mode := "lin"
+		if o.Lease {
+			mode = "lease"
+		}
+		s = fmt.Sprintf("get[%s](%q) -> %q", mode, o.Key, o.Out)
+	case OpPut:
+		s = fmt.Sprintf("put(%q, %q)", o.Key, o.Value)
+	case OpCAS:
+		s = fmt.Sprintf("cas(%q, %q -> %q)", o.Key, o.Expect, o.Value)
+		if o.Outcome == OK {
+			s += fmt.Sprintf(" -> swapped=%v current=%q", o.Swapped, o.Current)
+		}
+	}
+	s = fmt.Sprintf("%s [%.3fs, %.3fs] %s %s", who, float64(o.Call)/1e9, float64(o.Return)/1e9, s, o.Outcome)
+	if o.Err != "" {
+		s += ": " + o.Err
+	}
+	return s
+}
+
+// History collects operations from concurrent clients. Safe for
+// concurrent use; Ops returns a copy the caller owns.
+type History struct {
+	mu struct {
+		sync.Mutex
+		ops []Op
+	}
+}
+
+// Add records one completed operation.
+func (h *History) Add(o Op) {
+	h.mu.Lock()
+	h.mu.ops = append(h.mu.ops, o)
+	h.mu.Unlock()
+}
+
+// Ops returns the recorded operations ordered by call time.
+func (h *History) Ops() []Op {
+	h.mu.Lock()
+	ops := append([]Op(nil), h.mu.ops...)
+	h.mu.Unlock()
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	return ops
+}
