@@ -24,7 +24,7 @@ lint: ## gofmt and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: browser-deps lint test-unit test-race sim ## everything CI runs
+test: browser-deps lint test-unit test-race sim fuzz-short chaos-short ## everything CI runs
 
 browser-deps: ## install headless Chromium (Debian's package) for the status page test, if missing
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
@@ -92,10 +92,25 @@ FUZZ_TARGETS := \
 	./shard:FuzzRestoreCorruptByte ./shard:FuzzDescriptorRanges \
 	./rpc:FuzzKVRequest ./rpc:FuzzSnapshotReceive
 
-.PHONY: fuzz
+.PHONY: fuzz fuzz-short
+fuzz-short: ## every fuzz target for 5 s (what make test runs)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
 fuzz: ## run every fuzz target for FUZZTIME (default 10s) each
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz: $$pkg $$fn for $(FUZZTIME)"; \
 	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+CHAOS_DURATION ?= 30m
+CHAOS_MODE     ?= docker
+CHAOS_FLAGS    ?=
+CHAOS_SHORT_FLAGS ?=
+
+.PHONY: chaos chaos-short
+chaos: ## nemesis test: real fleet, mixed faults for CHAOS_DURATION (30m) in CHAOS_MODE (docker|process), porcupine-checked; ends with "chaos: runs=N violations=V lost=L"
+	$(GO) test -count=1 -v -run '^TestChaos$$' ./internal/chaos -timeout=0 -chaos.duration=$(CHAOS_DURATION) -chaos.mode=$(CHAOS_MODE) $(CHAOS_FLAGS)
+
+chaos-short: ## nemesis test, short form for make test: about 75 s of process-mode faults
+	$(GO) test -count=1 -v -run '^TestChaos$$' ./internal/chaos -timeout=10m -chaos.duration=75s -chaos.mode=process $(CHAOS_SHORT_FLAGS)
