@@ -35,8 +35,12 @@ test-unit: ## unit tests of every package
 test-race: ## race detector on the packages with concurrency
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
-sim: ## deterministic simulator: SEEDS=N seeds of faults, checked with porcupine
-	$(GO) test -count=1 -v -run '^TestSimulation$$' ./internal/sim -seeds=$(SEEDS) -timeout=60m
+# SIM_PROCS: processes sharing the seeds of `make sim` (default 2 from 2000
+# seeds up, else 1); SIM_FLAGS: extra flags for the simulator (-progress).
+SIM_PROCS ?= $(shell [ $(SEEDS) -ge 2000 ] && echo 2 || echo 1)
+SIM_FLAGS ?=
+sim: ## deterministic simulator: SEEDS=N seeds of faults (SIM_PROCS processes), checked with porcupine
+	GO=$(GO) SIM_FLAGS='$(SIM_FLAGS)' ./internal/sim/run.sh $(SEEDS) $(SIM_PROCS)
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 -timeout=30m ./multiraft/bench/

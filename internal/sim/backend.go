@@ -23,16 +23,23 @@ type backend interface {
 	// outcome.
 	exactlyOnce() bool
 	// encode builds the command of one client request. client and seq
-	// identify the request (seq increases per client).
-	encode(client, seq uint64, g multiraft.GroupID, kind opKind, ops []kvOp) []byte
+	// identify the request (seq increases per client); version is the
+	// Version of g's descriptor the client routed with (split.go).
+	encode(client, seq uint64, g multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte
 	// result interprets what Apply returned for a command of ops: for a
 	// single CAS its outcome. An error means the state machine refused
-	// the command, which the workload never expects.
+	// the command: errWrongShard if it was routed with an outdated
+	// descriptor (after a split; it wrote nothing), anything else is
+	// never expected.
 	result(res any, ops []kvOp) (casResult, error)
 	// read returns the value of user key k in r ("" when absent).
 	read(r pebble.Reader, k string) string
-	// dataSpans are the Pebble spans replicas of g must agree on.
-	dataSpans(g multiraft.GroupID) [][2][]byte
+	// dataSpans are the Pebble spans replicas of g must agree on, as r
+	// (a node's Pebble) describes g.
+	dataSpans(g multiraft.GroupID, r pebble.Reader) [][2][]byte
+	// owns reports whether g's replica whose state r holds owns user key
+	// k (a split may have moved it to another group).
+	owns(r pebble.Reader, g multiraft.GroupID, k string) bool
 }
 
 // kvBackend runs the simulator's own state machine, kvSM.
@@ -48,7 +55,7 @@ func (kvBackend) initGroup(multiraft.GroupID, multiraft.Membership) func(*pebble
 
 func (kvBackend) exactlyOnce() bool { return false }
 
-func (kvBackend) encode(_, _ uint64, _ multiraft.GroupID, _ opKind, ops []kvOp) []byte {
+func (kvBackend) encode(_, _ uint64, _ multiraft.GroupID, _ uint64, _ opKind, ops []kvOp) []byte {
 	return encodeCmd(ops)
 }
 
@@ -67,7 +74,10 @@ func (kvBackend) read(r pebble.Reader, k string) string {
 	return getString(r, keys.UserKey([]byte(k)))
 }
 
-func (kvBackend) dataSpans(g multiraft.GroupID) [][2][]byte {
+func (kvBackend) dataSpans(g multiraft.GroupID, _ pebble.Reader) [][2][]byte {
 	lo, hi := groupSpan(g)
 	return [][2][]byte{{lo, hi}}
 }
+
+// owns: kv groups never split.
+func (kvBackend) owns(pebble.Reader, multiraft.GroupID, string) bool { return true }

@@ -28,6 +28,26 @@ const (
 	// bugPanic makes the state machine panic on some put, as a broken
 	// invariant would.
 	bugPanic
+	// bugLeakyPartition lets messages through partitions that the
+	// simulator believes are in place: a node "cut off" from the
+	// majority commits writes and confirms reads (isolation.go).
+	bugLeakyPartition
+	// bugSkewBeyondBound slows the clock of a node cut off from the
+	// majority to a tenth of the nominal rate, far beyond the drift
+	// leases tolerate (skew.go): its lease outlives the followers'
+	// promise not to vote, and it serves stale lease reads.
+	bugSkewBeyondBound
+	// bugReadWithoutOwnership routes every read by the key's original
+	// group and skips the check, after reading, that the replica still
+	// owns the key: after a split, a read goes through the left-hand
+	// group's barrier but returns what the right-hand replica on that
+	// node has applied, which may be stale (split.go).
+	bugReadWithoutOwnership
+	// bugLyingDisk turns disk faults into a disk that lies: WAL syncs
+	// report success without syncing, and the node crashes a little
+	// later, losing writes it had claimed durable (votes, log entries it
+	// acknowledged). Raft's safety rests on those (disk.go).
+	bugLyingDisk
 )
 
 // buggyBackend plants bugDropWrites, bugDiverge or bugPanic into the kv

@@ -92,16 +92,28 @@ type client struct {
 	// seen is the last value this client saw for each key, used as the
 	// expected value of its CASes.
 	seen map[string]string
+	// pin, while a leader is isolated, is that node: the client sends
+	// every request to it, for one of pinGroups, the groups it led
+	// (isolation.go).
+	pin       *node
+	pinGroups []multiraft.GroupID
 }
+
+// pinnedTimeoutSteps is the request timeout of a client pinned to a
+// cut-off node.
+const pinnedTimeoutSteps = 8 * stepsPerTick
 
 // pending is a request in progress.
 type pending struct {
 	rec  record
 	g    multiraft.GroupID
+	ver  uint64 // the Version of g's descriptor it is routed with
 	cmd  []byte // writes
 	node *node
 	inc  int
-	fut  *multiraft.Future // nil between attempts
+	// sentAt is the step the current attempt was sent.
+	sentAt int
+	fut    *multiraft.Future // nil between attempts
 	// inDoubt: an earlier attempt of this write may have applied.
 	inDoubt  bool
 	retryAt  int
@@ -133,11 +145,25 @@ func (s *simulation) issue(workload bool) {
 func (c *client) start() {
 	s := c.s
 	c.seq++
-	g := multiraft.GroupID(1 + s.rng.IntN(s.cfg.Groups))
-	key := groupKey(g, s.rng.IntN(s.cfg.KeysPerGroup))
+	key := groupKey(multiraft.GroupID(1+s.rng.IntN(s.cfg.Groups)), s.rng.IntN(s.cfg.KeysPerGroup))
+	g := s.owner[key]
+	if len(c.pinGroups) > 0 {
+		g = c.pinGroups[s.rng.IntN(len(c.pinGroups))]
+		key = pick(s.rng, s.groupKeys[g]...)
+	}
 	val := fmt.Sprintf("c%d.%d", c.id, c.seq)
-	p := &pending{g: g, rec: record{client: c.id}, deadline: s.step + opTimeoutSteps}
-	switch r := s.rng.IntN(100); {
+	p := &pending{g: g, ver: s.version[g], rec: record{client: c.id}, deadline: s.step + opTimeoutSteps}
+	r := s.rng.IntN(100)
+	if c.pin != nil {
+		// A pinned client reads more, to probe what the cut-off node
+		// still serves, and gives up sooner (a write there hangs until
+		// it times out).
+		if s.rng.IntN(2) == 0 {
+			r = 80
+		}
+		p.deadline = s.step + pinnedTimeoutSteps
+	}
+	switch {
 	case r < 25:
 		p.rec.kind, p.rec.ops = opPut, []kvOp{{op: cmdPut, key: key, value: val}}
 	case r < 30:
@@ -150,8 +176,9 @@ func (c *client) start() {
 		p.rec.kind, p.rec.ops = opCAS, []kvOp{{op: cmdCAS, key: key, expect: expect, value: val}}
 	case r < 55:
 		p.rec.kind = opBatch
-		for _, i := range s.rng.Perm(s.cfg.KeysPerGroup)[:1+s.rng.IntN(s.cfg.KeysPerGroup)] {
-			o := kvOp{op: cmdPut, key: groupKey(g, i), value: fmt.Sprintf("%s.%d", val, i)}
+		ks := s.groupKeys[g]
+		for _, i := range s.rng.Perm(len(ks))[:1+s.rng.IntN(len(ks))] {
+			o := kvOp{op: cmdPut, key: ks[i], value: fmt.Sprintf("%s.%d", val, i)}
 			if s.rng.IntN(5) == 0 {
 				o = kvOp{op: cmdDelete, key: o.key}
 			}
@@ -164,8 +191,11 @@ func (c *client) start() {
 	default:
 		p.rec.kind, p.rec.mode, p.rec.key = opGet, multiraft.ReadStale, key
 	}
+	if p.rec.kind == opGet && s.cfg.bug == bugReadWithoutOwnership {
+		p.g = groupOfKey(key)
+	}
 	if p.rec.kind != opGet {
-		p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, g, p.rec.kind, p.rec.ops)
+		p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, g, p.ver, p.rec.kind, p.rec.ops)
 	}
 	p.rec.call = s.now()
 	c.p = p
@@ -181,6 +211,9 @@ func (c *client) attempt() {
 	if p.rec.kind == opGet && (p.rec.mode == multiraft.ReadStale || s.cfg.bug == bugStaleReads) {
 		idx = s.rng.IntN(len(s.nodes))
 	}
+	if c.pin != nil && c.pin.up() {
+		idx = int(c.pin.id - 1)
+	}
 	n := s.nodes[idx]
 	if !n.up() {
 		// Connection refused: nothing was sent. Try the next node.
@@ -188,7 +221,7 @@ func (c *client) attempt() {
 		p.retryAt = s.step + 1
 		return
 	}
-	p.node, p.inc = n, n.incarnation
+	p.node, p.inc, p.sentAt = n, n.incarnation, s.step
 	if p.rec.kind == opGet {
 		mode := p.rec.mode
 		if s.cfg.bug == bugStaleReads {
@@ -223,6 +256,9 @@ func (c *client) retry(err error) {
 	p.fut = nil
 	var nle *multiraft.NotLeaderError
 	switch {
+	case c.pin != nil:
+		// Pinned: the same node again, after a pause.
+		p.retryAt = s.step + 1 + s.rng.IntN(4)
 	case errors.As(err, &nle):
 		s.stats.NotLeader++
 		if nle.Node != 0 && int(nle.Node-1) != c.leader[p.g-1] {
@@ -260,7 +296,13 @@ func (c *client) resolved() {
 			c.retry(multiraft.ErrGroupRemoved)
 			return
 		}
+		if !s.sm.owns(p.node.db, p.g, p.rec.key) && s.cfg.bug != bugReadWithoutOwnership {
+			// A split moved the key to another group.
+			c.reroute()
+			return
+		}
 		p.rec.ret = s.now()
+		s.checkMinority(c)
 		c.seen[p.rec.key] = p.rec.out
 		if p.rec.mode == multiraft.ReadStale {
 			s.stats.Stale++
@@ -275,11 +317,16 @@ func (c *client) resolved() {
 	switch {
 	case err == nil:
 		cas, err := s.sm.result(res, p.rec.ops)
+		if errors.Is(err, errWrongShard) {
+			c.reroute()
+			return
+		}
 		if err != nil {
 			s.violation("c%d: %v: the state machine refused a valid write: %v", c.id, p.rec, err)
 		}
 		p.rec.cas = cas
 		p.rec.ret = s.now()
+		s.checkMinority(c)
 		for _, o := range p.rec.ops {
 			switch {
 			case o.op == cmdPut:
@@ -313,6 +360,35 @@ func (c *client) resolved() {
 	}
 }
 
+// reroute sends the request again, routed with the current table, after
+// the group it was sent to refused it (it wrote nothing) or no longer owns
+// the key read: a split moved it. A batch whose keys the split separated
+// can no longer apply anywhere: it is ambiguous if an earlier attempt may
+// have applied, and abandoned otherwise.
+func (c *client) reroute() {
+	s, p := c.s, c.p
+	s.stats.WrongShard++
+	ks := p.rec.keys()
+	g := s.owner[ks[0]]
+	for _, k := range ks[1:] {
+		if s.owner[k] != g {
+			if p.inDoubt {
+				c.ambiguous(errors.New("batch split across shards"))
+			} else {
+				s.stats.Abandoned++
+				c.done("batch split across shards")
+			}
+			return
+		}
+	}
+	p.g, p.ver = g, s.version[g]
+	if p.rec.kind != opGet {
+		p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, g, p.ver, p.rec.kind, p.rec.ops)
+	}
+	p.fut = nil
+	p.retryAt = s.step + 1 + s.rng.IntN(3)
+}
+
 // ambiguous records the write as possibly applied and moves on.
 func (c *client) ambiguous(err error) {
 	s, p := c.s, c.p
@@ -327,6 +403,11 @@ func (c *client) ambiguous(err error) {
 // left out of the history.
 func (c *client) timeout() {
 	s, p := c.s, c.p
+	// Like a router, suspect the node that did not answer: the next
+	// request for the group goes to the next node.
+	if p.node != nil && c.leader[p.g-1] == int(p.node.id-1) {
+		c.leader[p.g-1] = (c.leader[p.g-1] + 1) % len(s.nodes)
+	}
 	if p.rec.kind != opGet && (p.fut != nil || p.inDoubt) {
 		c.ambiguous(errors.New("timeout"))
 		return

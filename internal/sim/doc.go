@@ -20,24 +20,54 @@
 //     split), and snapshot transfers delayed, failed or cut mid-stream (the
 //     truncated body is delivered and must be refused). NodeDown is called
 //     on every node that loses sight of a crashed or partitioned node.
+//   - Disk failures (disk.go): every Pebble runs over errorfs; a disk
+//     fault makes every WAL sync of one node fail. Its engine must
+//     fail-stop (multiraft/diskfailure.go); the simulator then takes the
+//     node down like a crash (only what was synced survives) and
+//     restarts it later with the fault cleared.
+//   - Leader isolation (isolation.go): the node leading the most groups is
+//     cut off in both directions while half of the clients stay pinned to
+//     it, as routers with a stale leader cache would be, sending it every
+//     request (reads and writes) for the groups it led; the other clients
+//     find the new leaders the majority elects.
+//   - Clock skew (skew.go): each node's engine is ticked by its own clock;
+//     on a third of the seeds the clocks run at different rates, each
+//     within ±5% of the nominal rate, inside the drift that leases tolerate
+//     (a follower's clock may run at most 9/8 as fast as its leader's; see
+//     skew.go for the derivation).
 //   - Leadership transfers, and reconfigurations (reconfig.go) that replace
 //     a voter by a fresh replica on the same node: remove, garbage-collect
 //     the leftover, JoinGroup, add as learner (it catches up by snapshot),
-//     promote, all under the faults.
+//     promote, all under the faults. They start three times as often while
+//     the network is partitioned, and a partition may be aimed at one in
+//     progress: the node of the replaced replica, the group's leader or
+//     another node is isolated a few polls after it starts.
+//   - Splits (split.go, shard backend): a group splits at one of its keys
+//     under all the faults (a partition may be aimed at the split too);
+//     the shard state machine creates the right-hand group on every node
+//     that applies the split, and the simulator creates an empty replica
+//     (JoinGroup, then a snapshot) on a node whose left-hand replica
+//     skipped the split by installing a later snapshot. Clients route
+//     with the descriptor Version they know; a request refused as routed
+//     with an outdated epoch (or a read from a replica that no longer owns
+//     the key) is re-routed and retried.
 //   - Clients (client.go, default 12), one request at a time each: put,
 //     delete, CAS, batch, and linearizable, lease and stale reads, sent to
 //     the node believed to lead (following NotLeader hints, retrying
-//     elsewhere while a request surely has not applied). With the shard
+//     elsewhere while a request surely has not applied, and trying the
+//     next node for the group after a timeout). With the shard
 //     backend every write carries a client ID and sequence number, so a
 //     write whose outcome is ambiguous is retried and must apply at most
 //     once; with kvSM it is recorded as ambiguous and never retried. A
 //     read follows shard.Store.Get: wait for the engine's read barrier,
 //     read Pebble, then check the replica still exists (it may have applied
-//     its own removal and deleted its data meanwhile).
+//     its own removal and deleted its data meanwhile) and still owns the
+//     key (a split may have moved it).
 //
 // Virtual time is the step. Each step: faults, restarts, a Tick of every
-// live engine every stepsPerTick steps, delivery of the messages due, one
-// Process of every live engine, then the clients. History timestamps come
+// live engine whose clock reached its next tick (every stepsPerTick steps
+// at the nominal rate), delivery of the messages due, one Process of every
+// live engine, then the clients. History timestamps come
 // from a counter bumped at every call and return, so they order events
 // exactly as they happened.
 //
@@ -58,6 +88,13 @@
 //   - Replicas of a group at the same applied index hold the same data
 //     (user keys and, with shard, the descriptor and client table), at every
 //     sample and after convergence.
+//   - A node cut off from the majority (isolated, or on the small side of
+//     a split of five or more nodes) acknowledges no write and serves no
+//     linearizable read sent to it after the cut, and a lease read only
+//     while a lease confirmed before the cut may still hold (fewer than
+//     LeaseTicks of its own ticks since the cut, same incarnation); see
+//     isolation.go. This holds for every partition, not only leader
+//     isolation, and on top of linearizability.
 //   - Stale reads return a value some write could have written; a truncated
 //     snapshot is refused; the healed cluster converges; a node recovers
 //     from its crash image; no engine or state machine panics (a panic ends
@@ -78,14 +115,19 @@
 // # Running and replaying
 //
 //	make sim SEEDS=200                 # seeds 1..200; ends "sim: seeds=N violations=V lost=L"
-//	go test ./internal/sim -run '^TestSimulation$' -seeds=1000 -seed-base=5000
+//	make sim SEEDS=10000               # 2 processes of 5000 seeds (SIM_PROCS, default 2 from 2000 seeds)
+//	make sim SEEDS=10000 SIM_FLAGS=-progress SIM_LOGDIR=/tmp/sim   # a line per seed in /tmp/sim/partI.log
+//	go test ./internal/sim -run '^TestSimulation$' -seeds=1000 -seed-start=5000
 //	go test ./internal/sim -run '^TestSimulation$' -seed=1234 -v       # replay one seed
 //	go test ./internal/sim -run '^TestSimulation$' -seed=1234 -v -simtrace -trace-group=7
 //
 // A failing seed prints the command that replays it. (go test prints a
 // passing package's output only with -v, so the summary line of a passing
-// run shows only with -v.) Flags: -seeds,
-// -seed-base, -seed, -steps, -groups, -nodes, -clients, -backend,
+// run shows only with -v.) make sim runs internal/sim/run.sh, which splits
+// the seeds over SIM_PROCS processes (the seed drives the process-wide
+// crypto/rand, so one process runs its seeds one at a time), prints each
+// process's log and adds up their summary lines. Flags: -seeds,
+// -seed-start (or -seed-base), -seed, -steps, -groups, -nodes, -clients, -backend,
 // -no-faults, -progress (a line per seed with -v), -simtrace (print the trace as it happens), -trace-group
 // (add every message of one group to it).
 //
@@ -116,11 +158,46 @@
 //     a healthy leader. TestSimulation reports how many groups elected a
 //     leader after every fault had healed ("unstable"); the final reads
 //     retry, as a client would.
+//  5. Open, liveness: a stale snapshot is refused outside raft (seed 540
+//     of make sim, found by a reconfiguration during a partition). A
+//     follower already holding (and having applied) the snapshot's index
+//     refuses it in stageSnapshot ("not newer than applied index") without
+//     stepping the MsgSnap into raft, so raft never answers with its
+//     commit index; the leader, whose view of that follower is below its
+//     first log index, sends the same snapshot forever. When the group
+//     needs that follower for a quorum (two voters left mid-replacement)
+//     its log cannot advance, the snapshot never gets newer, and the
+//     group stays unavailable after every fault healed.
+//  6. Open, liveness: a learner misses the commit of its own promotion
+//     (seed 3070). The leader quiesces once every member's Match reached
+//     the last index (the AddVoter entry), but the message that would
+//     have told the new replica that this entry is committed was lost.
+//     A voter left ticking would campaign and wake the group (bug 4);
+//     the replica, still a learner in its own eyes, never does, so it
+//     stays one entry behind, a learner, until the group's next write.
+//
+// # Checks that can fail
+//
+// TestChecksCatchPlantedBugs plants a bug for each kind of check and
+// requires a violation: stale reads, acknowledged writes dropped,
+// diverging replicas, a panicking state machine, a partition that leaks
+// (the minority checks fire), a cut-off leader whose clock runs at a
+// tenth of the nominal rate, far beyond the bound (its lease outlives the
+// followers' promise not to vote: stale lease reads, not linearizable),
+// and reads that ignore a split (served through the left-hand group's
+// barrier for keys the right-hand group owns: not linearizable), and a
+// disk whose WAL syncs report success without syncing (the node's next
+// crash loses votes and entries it acknowledged; raft itself notices the
+// lost log and panics, or the checks report the damage).
 //
 // # Not covered
 //
-// Splits, joint (multi-replica) membership changes, clock skew between
-// nodes (every live node ticks at the same step), disk errors other than
-// lost unsynced writes, and cross-key atomicity of batches (each key is
-// checked on its own; replicas are compared whole).
+// Joint (multi-replica) membership changes (every group has a replica on
+// every node, so a replica is replaced on its own node one change at a
+// time), merges, clock drift beyond the bound (only as a planted bug),
+// disk failures other than failed WAL syncs (a failed write would meet
+// the engine at a point that depends on Pebble's background goroutines,
+// which would break determinism; failed reads and sstable writes are not
+// injected), and cross-key atomicity of batches (each key is checked on
+// its own; replicas are compared whole).
 package sim

@@ -17,6 +17,22 @@ type profile struct {
 	// reconfigPermille: per-step chance of starting to replace a voter
 	// of a group (one replacement at a time).
 	reconfigPermille int
+	// isolatePermille: per-step chance of isolating the node that leads
+	// the most groups, with clients pinned to it (isolation.go).
+	isolatePermille int
+	// reconfCutPermille: chance that a reconfiguration, when it starts,
+	// is hit by a partition a little later: its node, the leader's or
+	// another one is isolated (reconfig.go).
+	reconfCutPermille int
+	// diskPermille: per-step chance of arming a disk fault on a node
+	// (disk.go); like a crash, it counts against maxDown.
+	diskPermille int
+	// splitPermille: per-step chance of starting to split a group (shard
+	// backend only, one split at a time; split.go).
+	splitPermille int
+	// tickRates is each node's clock rate in 1/1000 of the nominal one
+	// (skew.go).
+	tickRates []int
 	// maxDown caps how many nodes are down at once.
 	maxDown int
 	// Engine settings: a small log truncation threshold makes lagging
@@ -26,9 +42,10 @@ type profile struct {
 }
 
 func (p profile) String() string {
-	return fmt.Sprintf("loss=%d‰ dup=%d‰ delay≤%d cut=%d‰ crash=%d‰ partition=%d‰ transfer=%d‰ reconfig=%d‰ maxdown=%d truncate=%d quiesce=%d",
+	return fmt.Sprintf("loss=%d‰ dup=%d‰ delay≤%d cut=%d‰ crash=%d‰ partition=%d‰ isolate=%d‰ transfer=%d‰ reconfig=%d‰ reconfcut=%d‰ split=%d‰ disk=%d‰ clocks=%s maxdown=%d truncate=%d quiesce=%d",
 		p.net.lossPermille, p.net.dupPermille, p.net.maxDelay, p.net.snapCutPermille,
-		p.crashPermille, p.partitionPermille, p.transferPermille, p.reconfigPermille, p.maxDown, p.logTruncateEntries, p.quiesceAfterTicks)
+		p.crashPermille, p.partitionPermille, p.isolatePermille, p.transferPermille, p.reconfigPermille, p.reconfCutPermille, p.splitPermille, p.diskPermille,
+		ratesString(p.tickRates), p.maxDown, p.logTruncateEntries, p.quiesceAfterTicks)
 }
 
 // electionTicks is the engines' election timeout.
@@ -42,6 +59,7 @@ func randomProfile(rng *rand.Rand, cfg Config) profile {
 		quiesceAfterTicks:  pick(rng, 0, 0, 1, -1),
 	}
 	if cfg.NoFaults {
+		p.tickRates = drawTickRates(rng, cfg.Nodes, false)
 		return p
 	}
 	p.net = netConfig{
@@ -58,6 +76,31 @@ func randomProfile(rng *rand.Rand, cfg Config) profile {
 	if rng.IntN(5) == 0 {
 		p.maxDown = cfg.Nodes
 	}
+	p.isolatePermille = pick(rng, 0, 0, 2, 5)
+	p.reconfCutPermille = pick(rng, 0, 300, 700)
+	p.tickRates = drawTickRates(rng, cfg.Nodes, rng.IntN(3) == 0 || cfg.everyFault)
+	if split := pick(rng, 0, 3, 10); cfg.Backend == "shard" {
+		p.splitPermille = split
+	}
+	p.diskPermille = pick(rng, 0, 0, 1, 3)
+	if cfg.everyFault {
+		p.partitionPermille, p.isolatePermille, p.reconfigPermille, p.reconfCutPermille = 3, 5, 20, 700
+		p.diskPermille, p.crashPermille = 3, 4
+		if cfg.Backend == "shard" {
+			p.splitPermille = 10
+		}
+	}
+	if cfg.bug == bugSkewBeyondBound || cfg.bug == bugLeakyPartition {
+		p.isolatePermille = 20
+	}
+	if cfg.bug == bugReadWithoutOwnership {
+		// Splits, and leaders that move so that a node's right-hand
+		// replica lags behind its left-hand one.
+		p.splitPermille, p.transferPermille = 30, 50
+	}
+	if cfg.bug == bugLyingDisk {
+		p.diskPermille = 20
+	}
 	return p
 }
 
@@ -72,6 +115,12 @@ func (s *simulation) injectFaults() {
 	if s.partitionUntil == 0 && s.chance(p.partitionPermille) {
 		s.partition()
 	}
+	if s.partitionUntil == 0 && s.chance(p.isolatePermille) {
+		s.isolateLeader()
+	}
+	if s.partitionUntil == 0 && s.reconfCutAt > 0 && s.step >= s.reconfCutAt {
+		s.cutReconfig()
+	}
 	if s.chance(p.crashPermille) && s.down() < p.maxDown {
 		var up []*node
 		for _, n := range s.nodes {
@@ -83,9 +132,23 @@ func (s *simulation) injectFaults() {
 		down := pick(s.rng, 2+s.rng.IntN(20), 20+s.rng.IntN(200))
 		s.crash(up[s.rng.IntN(len(up))], down)
 	}
-	if s.chance(p.transferPermille) {
-		s.transferLeader(multiraft.GroupID(1 + s.rng.IntN(s.cfg.Groups)))
+	if s.chance(p.diskPermille) && s.down()+s.armedDisks() < p.maxDown {
+		s.breakDisk()
 	}
+	if s.chance(p.transferPermille) {
+		s.transferLeader(multiraft.GroupID(1 + s.rng.IntN(s.groupCount)))
+	}
+}
+
+// armedDisks counts the live nodes with a disk fault armed.
+func (s *simulation) armedDisks() int {
+	d := 0
+	for _, n := range s.nodes {
+		if n.up() && n.disk.on.Load() {
+			d++
+		}
+	}
+	return d
 }
 
 func (s *simulation) down() int {
@@ -136,8 +199,8 @@ func (s *simulation) partition() {
 	var side []bool // side[i]: node i+1 is cut off from the others
 	switch kind := s.rng.IntN(3); {
 	case kind == 0 || (kind == 2 && nn < 5):
-		side = make([]bool, nn)
-		side[s.rng.IntN(nn)] = true
+		s.isolate(s.rng.IntN(nn), s.partitionUntil, "random")
+		return
 	case kind == 2:
 		side = make([]bool, nn)
 		for _, i := range s.rng.Perm(nn)[:1+s.rng.IntN(nn/2)] {
@@ -151,10 +214,21 @@ func (s *simulation) partition() {
 		return
 	}
 	s.tracef("partition %v until %d", side, s.partitionUntil)
+	small := 0
 	for i := range nn {
 		for j := range nn {
 			if side[i] != side[j] {
 				s.block(s.nodes[i].id, s.nodes[j].id)
+			}
+		}
+		if side[i] {
+			small++
+		}
+	}
+	if 2*small < nn {
+		for i := range nn {
+			if side[i] {
+				s.markCut(i)
 			}
 		}
 	}
@@ -174,6 +248,8 @@ func (s *simulation) healPartition() {
 	}
 	s.tracef("heal partition")
 	clear(s.net.blocked)
+	clear(s.cut)
+	s.unpinClients()
 	s.partitionUntil = 0
 }
 

@@ -116,7 +116,7 @@ func (n *network) send(m multiraft.Message) {
 	n.traceMsg("send", m)
 	n.s.observeLeader(m)
 	n.s.stats.Messages++
-	if n.blocked[[2]multiraft.NodeID{m.FromNode, m.ToNode}] {
+	if n.isBlocked(m.FromNode, m.ToNode) {
 		n.s.stats.Dropped++
 		return
 	}
@@ -137,7 +137,12 @@ func (n *network) send(m multiraft.Message) {
 
 // reachable reports whether a message from → to would get through now.
 func (n *network) reachable(from, to multiraft.NodeID) bool {
-	return !n.blocked[[2]multiraft.NodeID{from, to}] && n.s.nodes[to-1].up()
+	return !n.isBlocked(from, to) && n.s.nodes[to-1].up()
+}
+
+// isBlocked reports whether a partition cuts the link from → to.
+func (n *network) isBlocked(from, to multiraft.NodeID) bool {
+	return n.blocked[[2]multiraft.NodeID{from, to}] && n.s.cfg.bug != bugLeakyPartition
 }
 
 // deliver hands every message and snapshot due by now to its node.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -19,21 +20,34 @@ type node struct {
 	s  *simulation
 	id multiraft.NodeID
 	fs *vfs.MemFS
-	db *pebble.DB
-	e  *multiraft.Engine
+	// disk injects disk faults into n.fs (disk.go); under bugLyingDisk
+	// the node crashes at lieCrashAt.
+	disk       diskFault
+	lieCrashAt int
+	db         *pebble.DB
+	e          *multiraft.Engine
 	// incarnation counts starts; a snapshot report or a read result from
 	// an older incarnation is discarded.
 	incarnation int
 	// restartAt is the step at which a down node comes back.
 	restartAt int
+	// tickRate is the speed of the node's clock in 1/1000 of the nominal
+	// rate (one tick every stepsPerTick steps); tickAcc accumulates it
+	// every step, up or down, and a tick is due at each stepsPerTick*1000.
+	// See skew.go.
+	tickRate, tickAcc int
+	// ticks counts the engine's Ticks since it started (the engine's own
+	// tick counter, which leases are measured in).
+	ticks uint64
 }
 
 func (n *node) up() bool { return n.e != nil }
 
 // start opens Pebble and the engine over n.fs, recovering what is there.
 func (n *node) start() error {
+	n.disk.on.Store(false) // a restart replaces a failed disk
 	db, err := pebble.Open("", &pebble.Options{
-		FS:     n.fs,
+		FS:     n.pebbleFS(),
 		Logger: quietLogger{},
 		// Compactions run on Pebble's own goroutines; they never change
 		// what a read returns, but turning them off keeps the process
@@ -52,6 +66,7 @@ func (n *node) start() error {
 		Workers:            -1,
 		LogTruncateEntries: n.s.prof.logTruncateEntries,
 		QuiesceAfterTicks:  n.s.prof.quiesceAfterTicks,
+		LeaseTicks:         leaseTicks,
 	}
 	e, err := multiraft.Open(cfg)
 	if err != nil {
@@ -60,7 +75,17 @@ func (n *node) start() error {
 	}
 	n.db, n.e = db, e
 	n.incarnation++
+	n.ticks = 0
 	return nil
+}
+
+// pebbleFS is the filesystem Pebble sees: n.fs with disk faults.
+func (n *node) pebbleFS() vfs.FS {
+	var fs vfs.FS = n.fs
+	if n.disk.lie {
+		fs = lyingFS{FS: fs, d: &n.disk}
+	}
+	return errorfs.Wrap(fs, &n.disk)
 }
 
 // crash stops the node as a power failure would: the filesystem keeps
@@ -82,7 +107,16 @@ func (n *node) stop() {
 		return
 	}
 	_ = n.e.Close()
-	_ = n.db.Close()
+	func() {
+		// After a disk failure Pebble's WAL is broken and Close may
+		// panic (through quietLogger.Fatalf): the node is gone either way.
+		defer func() {
+			if r := recover(); r != nil && !n.disk.on.Load() {
+				panic(r)
+			}
+		}()
+		_ = n.db.Close()
+	}()
 	n.e, n.db = nil, nil
 }
 

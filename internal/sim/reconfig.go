@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"fmt"
+
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -14,6 +16,7 @@ import (
 type reconfig struct {
 	g      multiraft.GroupID
 	node   *node               // hosts the replaced and the new replica
+	leader *node               // led the group when the reconfiguration started
 	old    multiraft.ReplicaID // the voter replaced
 	new    multiraft.ReplicaID
 	fut    *multiraft.Future // the change or removal in flight
@@ -26,12 +29,17 @@ type reconfig struct {
 const reconfigPoll = 5
 
 // maybeStartReconfig starts replacing a random voter of a random group,
-// if no reconfiguration is in progress.
+// if no reconfiguration is in progress. Reconfigurations start more often
+// while the network is partitioned.
 func (s *simulation) maybeStartReconfig() {
-	if s.reconf != nil || !s.chance(s.prof.reconfigPermille) {
+	permille := s.prof.reconfigPermille
+	if s.partitionUntil > 0 {
+		permille *= 3
+	}
+	if s.reconf != nil || s.split != nil || !s.chance(permille) {
 		return
 	}
-	g := multiraft.GroupID(1 + s.rng.IntN(s.cfg.Groups))
+	g := multiraft.GroupID(1 + s.rng.IntN(s.groupCount))
 	sts := s.groupStatuses(g)
 	lead := leaderOf(sts)
 	if lead < 0 || sts[lead].Members.Joint {
@@ -52,8 +60,42 @@ func (s *simulation) maybeStartReconfig() {
 		g: g, node: s.nodes[old.NodeID-1], old: old.ReplicaID,
 		new: replicaID(g, s.nextReplica[g-1]), start: s.step,
 	}
+	s.reconf.leader = s.nodes[lead]
 	s.stats.Reconfigs++
 	s.tracef("reconfig g%d: replace r%d on n%d by r%d", g, old.ReplicaID, old.NodeID, s.reconf.new)
+	if s.chance(s.prof.reconfCutPermille) {
+		s.reconfCutAt = s.step + 1 + s.rng.IntN(6*reconfigPoll)
+	}
+}
+
+// cutReconfig isolates, in the middle of the reconfiguration in
+// progress, one of the nodes it involves: the node of the replaced and
+// new replica (it misses its removal, or the snapshot it needs), the
+// node that led the group when it started (the change in flight must be
+// finished by a new leader), or at random.
+func (s *simulation) cutReconfig() {
+	s.reconfCutAt = 0
+	var i int
+	var why string
+	switch rc, sp := s.reconf, s.split; {
+	case rc != nil:
+		switch s.rng.IntN(3) {
+		case 0:
+			i, why = int(rc.node.id-1), "reconfigured node"
+		case 1:
+			i, why = int(rc.leader.id-1), "leader of the reconfigured group"
+		default:
+			i, why = s.rng.IntN(len(s.nodes)), "during a reconfiguration"
+		}
+		why = fmt.Sprintf("%s, g%d", why, rc.g)
+	case sp != nil && !sp.applied:
+		i, why = s.rng.IntN(len(s.nodes)), fmt.Sprintf("during the split of g%d", sp.g)
+	default:
+		return
+	}
+	s.stats.Partitions++
+	s.stats.ReconfigCuts++
+	s.isolate(i, s.step+20+s.rng.IntN(200), why)
 }
 
 // driveReconfig makes the next move of the reconfiguration in progress.
@@ -99,6 +141,12 @@ func (s *simulation) driveReconfig() {
 		rc.fut = x.e.RemoveGroupFuture(rc.g)
 	case !hasNew && xs == nil:
 		if err := x.e.JoinGroup(rc.g, rc.new); err != nil {
+			if x.disk.on.Load() {
+				// Its disk failed: the engine stops, the node restarts
+				// and the join is tried again then.
+				s.tracef("reconfig g%d: n%d: join as r%d: %v", rc.g, x.id, rc.new, err)
+				return
+			}
 			s.violation("reconfig: n%d: join group %d as r%d: %v", x.id, rc.g, rc.new, err)
 			s.reconf = nil
 			return
@@ -112,7 +160,7 @@ func (s *simulation) driveReconfig() {
 		}
 	default:
 		s.tracef("reconfig g%d: r%d is a voter after %d steps", rc.g, rc.new, s.step-rc.start)
-		s.reconf = nil
+		s.reconf, s.reconfCutAt = nil, 0
 	}
 }
 

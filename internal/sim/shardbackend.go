@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -18,9 +19,10 @@ type shardBackend struct {
 	newSM multiraft.NewStateMachineFunc
 }
 
-// simEpoch is the epoch of every shard's descriptor as the clients know it:
-// the simulator never splits, so Version never changes (ConfVer does with
-// membership changes, and requests do not compare it).
+// simEpoch is the epoch of every shard's initial descriptor. Version
+// changes with splits (clients route with the Version they know, see
+// split.go); ConfVer changes with membership changes, and requests other
+// than splits do not compare it.
 var simEpoch = shard.Epoch{ConfVer: 1, Version: 1}
 
 func newShardBackend() *shardBackend {
@@ -49,8 +51,8 @@ func (b *shardBackend) initGroup(g multiraft.GroupID, m multiraft.Membership) fu
 
 func (b *shardBackend) exactlyOnce() bool { return true }
 
-func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, kind opKind, ops []kvOp) []byte {
-	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: simEpoch}}
+func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte {
+	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: shard.Epoch{ConfVer: simEpoch.ConfVer, Version: version}}}
 	switch kind {
 	case opBatch:
 		c.Kind = shard.KindBatch
@@ -92,6 +94,9 @@ func (b *shardBackend) result(res any, ops []kvOp) (casResult, error) {
 		}
 		return casResult{}, nil
 	case error:
+		if errors.Is(r, shard.ErrEpochNotMatch) || errors.Is(r, shard.ErrKeyNotInShard) {
+			return casResult{}, fmt.Errorf("%w: %w", errWrongShard, r)
+		}
 		return casResult{}, r
 	}
 	return casResult{}, fmt.Errorf("unexpected result %T %v", res, res)
@@ -101,8 +106,34 @@ func (b *shardBackend) read(r pebble.Reader, k string) string {
 	return getString(r, keys.UserKey([]byte(k)))
 }
 
-func (b *shardBackend) dataSpans(g multiraft.GroupID) [][2][]byte {
-	lo, hi := groupSpan(g)
+// dataSpans: the user keys of g's descriptor in r (none if r holds no
+// descriptor of g) and g's shard-local keys (descriptor, client table).
+func (b *shardBackend) dataSpans(g multiraft.GroupID, r pebble.Reader) [][2][]byte {
 	slo, shi := keys.ShardPrefix(uint64(g))
+	d, ok := readDescriptor(r, g)
+	if !ok {
+		return [][2][]byte{{slo, shi}}
+	}
+	lo, hi := keys.UserSpan(d.Start, d.End)
 	return [][2][]byte{{lo, hi}, {slo, shi}}
+}
+
+func (b *shardBackend) owns(r pebble.Reader, g multiraft.GroupID, k string) bool {
+	d, ok := readDescriptor(r, g)
+	return ok && d.ContainsKey([]byte(k))
+}
+
+// readDescriptor reads g's descriptor as r holds it.
+func readDescriptor(r pebble.Reader, g multiraft.GroupID) (shard.Descriptor, bool) {
+	v, closer, err := r.Get(keys.ShardKey(uint64(g), keys.ShardDescriptor))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return shard.Descriptor{}, false
+	}
+	must(err)
+	defer closer.Close()
+	d, err := shard.DecodeDescriptor(bytes.Clone(v))
+	if err != nil {
+		panic(fmt.Sprintf("sim: group %d: corrupt descriptor %x: %v", g, v, err))
+	}
+	return d, true
 }

@@ -72,6 +72,10 @@ type Config struct {
 	Backend string
 	// bug plants a bug (tests of the checks only).
 	bug simBug
+	// everyFault makes the profile draw every kind of fault: leader
+	// isolation, skewed clocks, splits, disk faults, reconfigurations
+	// with partitions aimed at them (tests only).
+	everyFault bool
 	// TraceGroup, if not zero, adds every message of that group, sent and
 	// delivered, to the trace (for debugging a replay). It changes the
 	// digest, not the run.
@@ -131,6 +135,19 @@ type Stats struct {
 	Messages, Delivered, Dropped, Duplicated      int
 	SnapshotsSent, SnapshotsApplied, SnapshotsCut int
 	Crashes, Partitions, Transfers, Reconfigs     int
+	// Splits counts the splits started; WrongShard the requests refused
+	// or read from a replica that no longer owned the key, and re-routed.
+	Splits, WrongShard int
+	// LeaderIsolations counts the partitions that isolated a leader
+	// with clients pinned to it; ReconfigCuts the partitions aimed at a
+	// reconfiguration in progress (both also count as Partitions).
+	LeaderIsolations, ReconfigCuts int
+	// DiskFaults counts the disk faults armed, DiskStops the engines that
+	// stopped themselves on one (disk.go).
+	DiskFaults, DiskStops int
+	// MinorityLeaseReads counts the lease reads a node cut off from the
+	// majority served (legitimately, on a lease confirmed before the cut).
+	MinorityLeaseReads int
 	// Ops counts requests issued; Acked and Ambiguous the writes that
 	// ended so; Abandoned the requests given up before any attempt could
 	// have applied; Reads the linearizable and lease reads recorded.
@@ -144,9 +161,9 @@ type Stats struct {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d transfers=%d reconfigs=%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
+	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
-		s.Crashes, s.Partitions, s.Transfers, s.Reconfigs, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
+		s.Crashes, s.Partitions, s.LeaderIsolations, s.MinorityLeaseReads, s.Transfers, s.Reconfigs, s.ReconfigCuts, s.Splits, s.WrongShard, s.DiskStops, s.DiskFaults, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
 		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal)
 }
 
@@ -175,8 +192,24 @@ type simulation struct {
 	stats      Stats
 
 	partitionUntil int
-	reconf         *reconfig
-	nextReplica    []uint64 // by group ID - 1: the last k given to replicaID
+	// groupCount is the number of groups, IDs 1 to groupCount: Groups
+	// at first, one more with every split (split.go).
+	groupCount int
+	// owner maps every user key to the group that owns it, version each
+	// group to its descriptor's Version, groupKeys each group to its keys
+	// in order: the routing table clients use.
+	owner     map[string]multiraft.GroupID
+	version   map[multiraft.GroupID]uint64
+	groupKeys map[multiraft.GroupID][]string
+	split     *splitOp
+	// cut[i] is set while node i+1 is cut off from the majority
+	// (isolation.go).
+	cut    []*cutOff
+	reconf *reconfig
+	// reconfCutAt, if not zero, is the step at which a partition aimed
+	// at the reconfiguration in progress starts (reconfig.go).
+	reconfCutAt int
+	nextReplica []uint64 // by group ID - 1: the last k given to replicaID
 	// settledTerms is each group's term when the healed cluster settled.
 	settledTerms []uint64
 	trace        hash.Hash
@@ -233,6 +266,20 @@ func newSim(cfg Config) *simulation {
 		leaders: make(map[leaderKey]multiraft.ReplicaID),
 		trace:   sha256.New(),
 		final:   make(map[string]string),
+		cut:     make([]*cutOff, cfg.Nodes),
+
+		groupCount: cfg.Groups,
+		owner:      make(map[string]multiraft.GroupID),
+		version:    make(map[multiraft.GroupID]uint64),
+		groupKeys:  make(map[multiraft.GroupID][]string),
+	}
+	for g := range s.groupIDs() {
+		s.version[g] = simEpoch.Version
+		for k := range cfg.KeysPerGroup {
+			key := groupKey(g, k)
+			s.owner[key] = g
+			s.groupKeys[g] = append(s.groupKeys[g], key)
+		}
 	}
 	switch cfg.Backend {
 	case "shard":
@@ -254,7 +301,8 @@ func newSim(cfg Config) *simulation {
 // boot starts every node and creates every group on all of them.
 func (s *simulation) boot() bool {
 	for i := range s.cfg.Nodes {
-		n := &node{s: s, id: multiraft.NodeID(i + 1), fs: vfs.NewCrashableMem()}
+		n := &node{s: s, id: multiraft.NodeID(i + 1), fs: vfs.NewCrashableMem(), tickRate: s.prof.tickRates[i]}
+		n.disk.lie = s.cfg.bug == bugLyingDisk
 		s.nodes = append(s.nodes, n)
 		if err := n.start(); err != nil {
 			s.violation("boot: %v", err)
@@ -283,7 +331,7 @@ func (s *simulation) boot() bool {
 // groupIDs yields the IDs of the groups, 1 to Groups.
 func (s *simulation) groupIDs() func(func(multiraft.GroupID) bool) {
 	return func(yield func(multiraft.GroupID) bool) {
-		for g := 1; g <= s.cfg.Groups; g++ {
+		for g := 1; g <= s.groupCount; g++ {
 			if !yield(multiraft.GroupID(g)) {
 				return
 			}
@@ -308,20 +356,17 @@ func (s *simulation) advance(workload bool) {
 		s.injectFaults()
 	}
 	s.restartDue()
-	if s.step%stepsPerTick == 0 {
-		for _, n := range s.nodes {
-			if n.up() {
-				n.e.Tick()
-			}
-		}
-	}
+	s.tickClocks()
 	s.net.deliver(s.step)
 	s.processAll()
+	s.reapFailedEngines()
 	s.pollClients()
 	if workload && !s.cfg.NoFaults {
 		s.maybeStartReconfig()
+		s.maybeStartSplit()
 	}
 	s.driveReconfig()
+	s.driveSplit()
 	s.issue(workload)
 	if s.step%sampleEvery == 0 {
 		s.sample()
@@ -409,7 +454,7 @@ func (s *simulation) statuses() map[multiraft.GroupID][]*multiraft.Status {
 		}
 		n.e.Process()
 	}
-	out := make(map[multiraft.GroupID][]*multiraft.Status, s.cfg.Groups)
+	out := make(map[multiraft.GroupID][]*multiraft.Status, s.groupCount)
 	for g := range s.groupIDs() {
 		out[g] = make([]*multiraft.Status, len(s.nodes))
 	}
@@ -510,7 +555,7 @@ func (s *simulation) dump(g multiraft.GroupID, n *node) []string {
 
 // scan calls fn for each key and value of g's data on n, in key order.
 func (s *simulation) scan(g multiraft.GroupID, n *node, fn func(k, v []byte)) {
-	for _, span := range s.sm.dataSpans(g) {
+	for _, span := range s.sm.dataSpans(g, n.db) {
 		it, err := n.db.NewIter(&pebble.IterOptions{LowerBound: span[0], UpperBound: span[1]})
 		if err != nil {
 			panic(err)
@@ -527,6 +572,10 @@ func (s *simulation) scan(g multiraft.GroupID, n *node, fn func(k, v []byte)) {
 // stops losing, duplicating and cutting.
 func (s *simulation) heal() {
 	s.tracef("heal")
+	// An engine that stopped on its disk failure during the last step
+	// goes down first, to restart below like every down node.
+	s.reapFailedEngines()
+	s.healDisks()
 	for _, n := range s.nodes {
 		if !n.up() {
 			n.restartAt = s.step
@@ -546,7 +595,7 @@ func (s *simulation) converge() bool {
 	var lagging []string
 	for s.step-start < maxConvergeSteps {
 		s.advance(false)
-		if s.step%8 != 0 || s.clientsBusy() || s.reconf != nil {
+		if s.step%8 != 0 || s.clientsBusy() || s.reconf != nil || s.split != nil {
 			continue
 		}
 		sts := s.statuses()
@@ -570,6 +619,9 @@ func (s *simulation) converge() bool {
 	}
 	if rc := s.reconf; rc != nil {
 		lagging = append(lagging, fmt.Sprintf("reconfiguration of g%d (r%d to r%d on n%d) unfinished", rc.g, rc.old, rc.new, rc.node.id))
+	}
+	if sp := s.split; sp != nil {
+		lagging = append(lagging, fmt.Sprintf("split of g%d at %s into g%d unfinished (applied: %v)", sp.g, sp.key, sp.right, sp.applied))
 	}
 	if len(lagging) > 5 {
 		lagging = append(lagging[:5], fmt.Sprintf("and %d more", len(lagging)-5))
@@ -654,16 +706,22 @@ func (s *simulation) finalRead(g multiraft.GroupID) error {
 	if !lead.up() {
 		return fmt.Errorf("n%d went down during the read", lead.id)
 	}
-	vals := make([]string, s.cfg.KeysPerGroup)
-	for k := range vals {
-		vals[k] = s.sm.read(lead.db, groupKey(g, k))
+	ks := s.groupKeys[g]
+	vals := make([]string, len(ks))
+	for k, key := range ks {
+		vals[k] = s.sm.read(lead.db, key)
 	}
 	if !slices.Contains(lead.e.Groups(), g) {
 		return fmt.Errorf("n%d lost its replica during the read", lead.id)
 	}
+	for _, key := range ks {
+		if !s.sm.owns(lead.db, g, key) {
+			return fmt.Errorf("n%d: g%d does not own %s", lead.id, g, key)
+		}
+	}
 	ret := s.now()
 	for k, v := range vals {
-		key := groupKey(g, k)
+		key := ks[k]
 		s.final[key] = v
 		s.history = append(s.history, record{client: -1, kind: opGet, mode: multiraft.ReadLinearizable, key: key, out: v, call: call, ret: ret})
 		s.tracef("final %s=%q", key, v)

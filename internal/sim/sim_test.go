@@ -16,7 +16,7 @@ import (
 
 var (
 	flagSeeds    = flag.Int("seeds", 4, "number of seeds TestSimulation runs: seed-base, seed-base+1, ...")
-	flagSeedBase = flag.Uint64("seed-base", 1, "first seed TestSimulation runs")
+	flagSeedBase = flag.Uint64("seed-base", 1, "first seed TestSimulation runs (also -seed-start)")
 	flagSeed     = flag.Uint64("seed", 0, "run only this seed (replay)")
 	flagSteps    = flag.Int("steps", DefaultSteps, "workload steps per seed")
 	flagGroups   = flag.Int("groups", DefaultGroups, "raft groups")
@@ -28,6 +28,10 @@ var (
 	flagTrace    = flag.Bool("simtrace", false, "print the trace of each run as it happens")
 	flagTraceGrp = flag.Uint64("trace-group", 0, "with -simtrace: also trace every message of this group")
 )
+
+func init() {
+	flag.Uint64Var(flagSeedBase, "seed-start", 1, "same as -seed-base: with -seeds=M, run seeds N to N+M-1, so processes can share a range")
+}
 
 // simConfig is the Config the flags describe, for seed.
 func simConfig(seed uint64) Config {
@@ -139,6 +143,8 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 6, Steps: 400, TraceGroup: 3},
 		{Seed: 9, Steps: 400, TraceGroup: 5},
 		{Seed: 4, Steps: 400, TraceGroup: 2, Backend: "kv"},
+		// Every kind of fault.
+		{Seed: 19, Steps: 400, TraceGroup: 1, everyFault: true},
 	} {
 		cfg.KeepTrace = true
 		a := runSeed(t, cfg)
@@ -164,6 +170,9 @@ func TestDeterminism(t *testing.T) {
 			t.Fatalf("seed %d failed: %v %v", cfg.Seed, a.Violations, a.Lost)
 		}
 		t.Logf("seed %d: %d operations, %d trace lines, digest %s; %v", cfg.Seed, len(a.history), len(a.Trace), a.Digest[:16], a.Stats)
+		if st := a.Stats; cfg.everyFault && (st.LeaderIsolations == 0 || st.Splits == 0 || st.DiskStops == 0 || st.Reconfigs == 0 || st.ReconfigCuts == 0 || strings.Contains(a.Profile, "clocks=1000/1000/1000")) {
+			t.Fatalf("seed %d no longer isolates a leader, splits, fails a disk, reconfigures under a partition and skews clocks: %s; %v", cfg.Seed, a.Profile, a.Stats)
+		}
 	}
 }
 
@@ -174,18 +183,32 @@ func TestChecksCatchPlantedBugs(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		bug  simBug
-		lost bool // the bug must also show as lost writes
-		want string
+		lost bool   // the bug must also show as lost writes
+		want string // in a violation ("": any violation)
+		// groups, steps, backend: the run's (default 32, 400 and kv).
+		// Few groups concentrate the clients on few keys.
+		groups, steps int
+		backend       string
 	}{
-		{"stale reads", bugStaleReads, false, "not linearizable"},
-		{"acknowledged writes dropped", bugDropWrites, true, "not linearizable"},
-		{"replicas diverge", bugDiverge, false, "differ"},
-		{"state machine panics", bugPanic, false, "planted panic"},
+		{"stale reads", bugStaleReads, false, "not linearizable", 0, 0, ""},
+		{"acknowledged writes dropped", bugDropWrites, true, "not linearizable", 0, 0, ""},
+		{"replicas diverge", bugDiverge, false, "differ", 0, 0, ""},
+		{"state machine panics", bugPanic, false, "planted panic", 0, 0, ""},
+		{"minority acknowledges writes", bugLeakyPartition, false, "minority: ", 0, 0, "shard"},
+		{"clock skew beyond the lease bound", bugSkewBeyondBound, false, "not linearizable", 4, 1000, "shard"},
+		{"reads after a split ignore ownership", bugReadWithoutOwnership, false, "not linearizable", 4, 1000, "shard"},
+		{"disk loses synced writes", bugLyingDisk, false, "", 4, 1000, "shard"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.backend == "" {
+				tc.backend = "kv"
+			}
+			if tc.steps == 0 {
+				tc.steps = 400
+			}
 			found := false
-			for seed := uint64(1); seed <= 5 && !found; seed++ {
-				res := runSeed(t, Config{Seed: seed, Steps: 400, Backend: "kv", bug: tc.bug})
+			for seed := uint64(1); seed <= 10 && !found; seed++ {
+				res := runSeed(t, Config{Seed: seed, Steps: tc.steps, Groups: tc.groups, Backend: tc.backend, bug: tc.bug})
 				for _, v := range res.Violations {
 					if strings.Contains(v, tc.want) && (!tc.lost || len(res.Lost) > 0) {
 						found = true
