@@ -85,20 +85,6 @@ func (e *Engine) ReceiveSnapshotFuture(m Message, data []byte) *Future {
 // batch of its own, keeps the batch, and steps the MsgSnap. Worker-owned.
 func (g *group) stageSnapshot(e *Engine, msg *raftpb.Message, data []byte) error {
 	meta := msg.GetSnapshot().GetMetadata()
-	if meta.GetIndex() <= g.st.applied.index {
-		// Nothing to restore, but raft must still see the message: it
-		// answers a snapshot at or below its commit index with its commit
-		// index, which is how a leader that lost track of this replica
-		// (an acknowledgement dropped, its log truncated past our match)
-		// learns where we are and goes back to appending. Refusing it
-		// here instead kept the leader sending the same snapshot forever,
-		// and a group that needed this replica for its quorum stalled
-		// (found by the simulator, seed 540).
-		if err := g.rn.Step(msg); err != nil {
-			return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
-		}
-		return nil
-	}
 	members, _, err := decodeMembership(msg.GetSnapshot().GetData())
 	if err != nil {
 		return fmt.Errorf("%w: membership: %w", ErrSnapshotRejected, err)
@@ -107,6 +93,21 @@ func (g *group) stageSnapshot(e *Engine, msg *raftpb.Message, data []byte) error
 	if err := g.sm.Restore(b, bytes.NewReader(data)); err != nil {
 		_ = b.Close()
 		return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
+	}
+	if meta.GetIndex() <= g.st.applied.index {
+		// Nothing to restore, but raft must still see the (valid)
+		// message: it answers a snapshot at or below its commit index with
+		// its commit index, which is how a leader that lost track of this
+		// replica (an acknowledgement dropped, its log truncated past our
+		// match) learns where we are and goes back to appending. Refusing
+		// it here instead kept the leader sending the same snapshot
+		// forever, and a group that needed this replica for its quorum
+		// stalled (found by the simulator, seed 540).
+		_ = b.Close()
+		if err := g.rn.Step(msg); err != nil {
+			return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
+		}
+		return nil
 	}
 	if g.snap != nil {
 		_ = g.snap.batch.Close()

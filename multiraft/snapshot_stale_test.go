@@ -1,6 +1,7 @@
 package multiraft
 
 import (
+	"errors"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -47,17 +48,27 @@ func TestStaleSnapshotIsSteppedNotRefused(t *testing.T) {
 			from = s.Replica
 		}
 	}
-	msg := &raftpb.Message{
-		Type: raftpb.MsgSnap.Enum(), From: proto.Uint64(uint64(from)), To: proto.Uint64(uint64(to)), Term: proto.Uint64(term),
-		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(applied - 1), Term: proto.Uint64(term)}},
+	snap, err := f.lookup(1).st.Snapshot() // manual mode: no worker runs now
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := func() Message {
+		return Message{Group: 1, ToNode: follower, FromNode: lead, Msg: &raftpb.Message{
+			Type: raftpb.MsgSnap.Enum(), From: proto.Uint64(uint64(from)), To: proto.Uint64(uint64(to)), Term: proto.Uint64(term),
+			Snapshot: &raftpb.Snapshot{Data: snap.GetData(), Metadata: &raftpb.SnapshotMetadata{
+				Index: proto.Uint64(applied - 1), Term: proto.Uint64(term), ConfState: snap.GetMetadata().GetConfState()}},
+		}}
 	}
 	before := f.Metrics().SnapshotsRejected.Load()
-	fut := f.ReceiveSnapshotFuture(Message{Group: 1, ToNode: follower, FromNode: lead, Msg: msg}, nil)
-	if _, err := c.wait(fut); err != nil {
-		t.Fatalf("a snapshot below the applied index was refused: %v", err)
+	if _, err := c.wait(f.ReceiveSnapshotFuture(stale(), []byte("END!"))); err != nil {
+		t.Fatalf("a valid snapshot below the applied index was refused: %v", err)
 	}
 	if got := f.Metrics().SnapshotsRejected.Load() - before; got != 0 {
 		t.Fatalf("%d snapshots counted as rejected, want 0", got)
+	}
+	// A truncated body is still refused, stale or not.
+	if _, err := c.wait(f.ReceiveSnapshotFuture(stale(), []byte("EN"))); !errors.Is(err, ErrSnapshotRejected) {
+		t.Fatalf("a truncated stale snapshot: %v, want ErrSnapshotRejected", err)
 	}
 	// The group still serves: the stale snapshot restored nothing.
 	if _, err := c.propose(lead, 1, "d=4"); err != nil {
