@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -63,6 +65,7 @@ func TestConcurrentRequestsPerConnection(t *testing.T) {
 	const limit = 4
 	s := newStack(t, stackConfig{serverOptions: serve.ServerOptions(serve.RequestLimitOptions(limit)...)})
 	raft := pb.NewRaftClient(s.conn)
+	received := s.raftSrv.stats.received.Load()
 	var cancels []context.CancelFunc
 	for range limit {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -71,11 +74,24 @@ func TestConcurrentRequestsPerConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The stream is served (and counted) once its first batch arrives.
-		if err := st.Send(&pb.RaftBatch{FromNode: 2, ToNode: 1}); err != nil {
+		// One message for a group the node does not host: the engine drops
+		// it, and the server counts it once the stream's handler runs.
+		if err := st.Send(&pb.RaftBatch{FromNode: 2, ToNode: 1, Messages: []*pb.RaftMessage{{
+			Group: 99, ToNode: 1, FromNode: 2,
+			Msg: &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(1), From: proto.Uint64(2)},
+		}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Every stream holds its slot before the first request beyond the
+	// limit is sent; a request racing a stream's start could take that
+	// stream's slot instead (and the stream would be the one refused).
+	eventually(t, 10*time.Second, func() error {
+		if got := s.raftSrv.stats.received.Load(); got < received+limit {
+			return fmt.Errorf("%d of %d streams served", got-received, limit)
+		}
+		return nil
+	})
 	defer func() {
 		for _, c := range cancels {
 			c()

@@ -49,10 +49,13 @@ func RequestLimitOptions(max int) []grpc.ServerOption {
 // nothing needs cleaning up when one closes.
 type connLimiter struct{ max int64 }
 
-type connInFlightKey struct{}
+// connInFlightKey keys a limiter's counter in a connection's context; it
+// names the limiter, so limiters stacked on one server (ServerOptions' own
+// and a caller's stricter one) each keep their own count.
+type connInFlightKey struct{ l *connLimiter }
 
 func (l *connLimiter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return context.WithValue(ctx, connInFlightKey{}, new(atomic.Int64))
+	return context.WithValue(ctx, connInFlightKey{l}, new(atomic.Int64))
 }
 func (l *connLimiter) HandleConn(context.Context, stats.ConnStats) {}
 func (l *connLimiter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
@@ -62,7 +65,7 @@ func (l *connLimiter) HandleRPC(context.Context, stats.RPCStats) {}
 
 // acquire counts one more request on ctx's connection, or refuses it.
 func (l *connLimiter) acquire(ctx context.Context) (release func(), err error) {
-	n, ok := ctx.Value(connInFlightKey{}).(*atomic.Int64)
+	n, ok := ctx.Value(connInFlightKey{l}).(*atomic.Int64)
 	if !ok {
 		return func() {}, nil
 	}
