@@ -88,13 +88,36 @@ func porcupineOps(ops []Op, failedAsUnknown bool) []porcupine.Operation {
 		end = max(end, o.Return, o.Call)
 	}
 	end++
+	// Values some operation saw: what gets returned, what failed CAS found,
+	// what successful CAS replaced. A write of unknown outcome whose
+	// (unique) value nobody saw can be left out: if it took effect, no
+	// operation depended on it (a get or a failed CAS would have returned
+	// its value, a CAS could only have swapped it by expecting it), so the
+	// history is linearizable with it exactly when it is without it. Each
+	// such write would otherwise stay pending to the end of the history,
+	// and a few dozen of them (a long outage) make porcupine's search
+	// explode.
+	seen := map[string]bool{}
+	for _, o := range ops {
+		if o.Outcome != OK {
+			continue
+		}
+		switch {
+		case o.Kind == OpGet:
+			seen[o.Out] = true
+		case o.Kind == OpCAS && o.Swapped:
+			seen[o.Expect] = true
+		case o.Kind == OpCAS:
+			seen[o.Current] = true
+		}
+	}
 	var out []porcupine.Operation
 	for _, o := range ops {
 		outcome := o.Outcome
 		if outcome == Failed && failedAsUnknown && o.isWrite() {
 			outcome = Unknown
 		}
-		if outcome == Failed {
+		if outcome == Failed || (outcome == Unknown && o.isWrite() && !seen[o.Value]) {
 			continue
 		}
 		in := regInput{kind: o.Kind, value: o.Value, expect: o.Expect}
