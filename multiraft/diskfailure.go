@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -40,7 +41,10 @@ var ErrDiskFailure = errors.New("multiraft: disk failure")
 
 // diskFailure records the first disk failure of an engine.
 type diskFailure struct {
-	mu struct {
+	// failed is set once err is: the rounds read it for every group, so
+	// the common case (no failure) takes no lock.
+	failed atomic.Bool
+	mu     struct {
 		sync.Mutex
 		err    error
 		failed chan struct{} // made on first use, closed at the failure
@@ -58,6 +62,9 @@ func (d *diskFailure) channelLocked() chan struct{} {
 // Err returns the disk failure that stopped the engine, wrapping
 // ErrDiskFailure, or nil while there was none. Safe for concurrent use.
 func (e *Engine) Err() error {
+	if !e.disk.failed.Load() {
+		return nil
+	}
 	e.disk.mu.Lock()
 	defer e.disk.mu.Unlock()
 	return e.disk.mu.err
@@ -102,6 +109,7 @@ func (e *Engine) failStop(err error) {
 	first := e.disk.mu.err == nil
 	if first {
 		e.disk.mu.err = err
+		e.disk.failed.Store(true)
 		close(e.disk.channelLocked())
 	}
 	e.disk.mu.Unlock()

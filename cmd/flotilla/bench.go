@@ -352,13 +352,19 @@ func runBenchEngine(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return report(out, res, res.Record(), jsonPath)
+}
+
+// report prints a bench's table and, with jsonPath, writes record there.
+func report(out io.Writer, res interface{ WriteTable(io.Writer) }, record any, jsonPath string) error {
 	res.WriteTable(out)
-	if jsonPath != "" {
-		if err := writeJSONFile(jsonPath, res.Record()); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "JSON: %s\n", jsonPath)
+	if jsonPath == "" {
+		return nil
 	}
+	if err := writeJSONFile(jsonPath, record); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "JSON: %s\n", jsonPath)
 	return nil
 }
 
@@ -424,14 +430,7 @@ func runBenchIdle(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res.WriteTable(out)
-	if jsonPath != "" {
-		if err := writeJSONFile(jsonPath, res); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "JSON: %s\n", jsonPath)
-	}
-	return nil
+	return report(out, res, res, jsonPath)
 }
 
 const failoverSummary = `flotilla bench failover [flags]: start placementd and 3 shardnodes with
@@ -490,12 +489,5 @@ func runBenchFailover(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res.WriteTable(out)
-	if jsonPath != "" {
-		if err := writeJSONFile(jsonPath, res); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "JSON: %s\n", jsonPath)
-	}
-	return nil
+	return report(out, res, res, jsonPath)
 }
