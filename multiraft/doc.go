@@ -130,6 +130,10 @@
 // or message other than a heartbeat response wakes the group. NodeDown is
 // the node-liveness hook: it wakes every quiesced group whose leader lives
 // on the node that went down, so its followers still elect a new leader.
+// A follower that missed the quiescing heartbeat stays awake with an old
+// commit index; after an election timeout without a word from its leader
+// it pokes the leader awake (round.pokeLeader), since a learner, unlike a
+// voter, never campaigns, and a quiesced leader would sleep on.
 //
 // # Disk failures: fail-stop
 //

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 func TestSingleReplicaProposeAndRead(t *testing.T) {
@@ -121,6 +123,71 @@ func TestQuiescence(t *testing.T) {
 	newLead := c.leader(1)
 	if newLead == lead {
 		t.Fatal("dead node still leads")
+	}
+}
+
+// A learner whose every commit-carrying message was lost, the leader's
+// quiescing heartbeat included, must still learn the commit index: a
+// learner never campaigns, so without its poke the leader would sleep on
+// and the learner would never apply the entry (simulator seed 3070, where
+// the replica was a voter whose promotion was that very entry).
+func TestQuiescedLeaderWokenByFollowerThatMissedCommit(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	if err := c.engines[4].JoinGroup(1, 104); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 4}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.tick(10)
+	learner := c.engines[4].lookup(1)
+	last := learner.st.lastIndex
+	if learner.st.applied.index != last {
+		t.Fatalf("learner applied %d of %d before the test began", learner.st.applied.index, last)
+	}
+
+	// The next entry reaches the learner, but nothing telling it the entry
+	// committed does.
+	c.drop = func(m Message) bool {
+		t := m.Msg.GetType()
+		return m.ToNode == 4 && (t == raftpb.MsgApp || t == raftpb.MsgHeartbeat) && m.Msg.GetCommit() > last
+	}
+	if _, err := c.propose(lead, 1, "a=1"); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		c.tick(1)
+		if c.engines[lead].lookup(1).quiesced.Load() {
+			break
+		}
+	}
+	if !c.engines[lead].lookup(1).quiesced.Load() {
+		t.Fatal("leader did not quiesce")
+	}
+	if got := learner.st.lastIndex; got != last+1 {
+		t.Fatalf("learner's log ends at %d, want %d", got, last+1)
+	}
+	if got := learner.st.hardState.GetCommit(); got != last {
+		t.Fatalf("learner's commit index is %d, want %d: the test lost nothing", got, last)
+	}
+
+	c.drop = nil
+	for range 3 * DefaultElectionTicks {
+		c.tick(1)
+		if learner.st.applied.index == last+1 {
+			break
+		}
+	}
+	if got := learner.st.applied.index; got != last+1 {
+		t.Fatalf("learner applied %d, want %d: the quiesced leader never told it the commit index", got, last+1)
+	}
+	if v, _ := getKey(t, c.dbs[4], 1, "a"); v != "1" {
+		t.Fatalf("learner has a=%q, want 1", v)
+	}
+	if c.engines[4].Metrics().LeaderPokes.Load() == 0 {
+		t.Fatal("the learner caught up without poking its leader")
 	}
 }
 

@@ -70,7 +70,10 @@ type group struct {
 	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
 	transferWaiters       []transferWaiter
 	idleTicks             int
-	handOffTick           uint64 // while draining: no new transfer before this tick
+	// silentTicks counts the ticks this awake non-leader spent without a
+	// message that only a leader sends (see round.pokeLeader).
+	silentTicks int
+	handOffTick uint64 // while draining: no new transfer before this tick
 	// snap is an incoming snapshot validated and waiting for raft to hand
 	// it back in a Ready.
 	snap *incomingSnapshot

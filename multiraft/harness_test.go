@@ -131,6 +131,8 @@ type cluster struct {
 	cut     map[NodeID]bool // nodes cut off from the network
 	// damage, if set, may alter a snapshot body in flight.
 	damage func([]byte) []byte
+	// drop, if set, loses the messages it reports true for.
+	drop func(Message) bool
 	cfg    func(*Config)
 }
 
@@ -211,6 +213,9 @@ func (c *cluster) deliver(max int) {
 		q := c.queue
 		c.queue = nil
 		for _, m := range q {
+			if c.drop != nil && c.drop(m) {
+				continue
+			}
 			if e := c.engines[m.ToNode]; e != nil && !c.cut[m.ToNode] && !c.cut[c.nodeOfSender(m)] {
 				e.Step([]Message{m})
 				work++

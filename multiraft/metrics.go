@@ -24,7 +24,10 @@ type Metrics struct {
 	SnapshotsRejected   atomic.Uint64
 	LogTruncations      atomic.Uint64
 	Quiesces            atomic.Uint64
-	ReadBatches         atomic.Uint64
+	// LeaderPokes counts the pokes of awake followers that heard nothing
+	// from their leader for an election timeout (see round.pokeLeader).
+	LeaderPokes atomic.Uint64
+	ReadBatches atomic.Uint64
 
 	// Syncs counts synced raft-state writes; SyncGroups and SyncEntries sum
 	// the groups and entries they carried, SyncNanos their latency.

@@ -83,6 +83,9 @@ func (r *round) run(batch []*group) {
 		}
 		r.e.sched.done(g)
 	}
+	// Leader pokes (see pokeLeader) of a round in which no group had a
+	// Ready to persist.
+	r.flush(&r.early)
 }
 
 // prepare feeds g's inbox to its RawNode and takes its Ready. It reports
@@ -119,6 +122,10 @@ func (r *round) prepare(g *group) bool {
 			continue // see group.noVotesUntil
 		}
 		g.learn(m)
+		switch m.Msg.GetType() {
+		case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap:
+			g.silentTicks = 0
+		}
 		if err := g.rn.Step(m.Msg); err != nil {
 			r.e.metrics.StepErrors.Add(1)
 		}
@@ -150,6 +157,7 @@ func (r *round) prepare(g *group) bool {
 		g.rn.Tick()
 		g.idleTicks++
 		r.e.metrics.TicksDropped.Add(uint64(n - 1))
+		r.pokeLeader(g)
 	}
 	if len(props) > 0 {
 		g.idleTicks = 0
@@ -598,6 +606,53 @@ func (r *round) maybeQuiesce(g *group) {
 	}
 	r.flush(&r.early)
 	r.e.metrics.Quiesces.Add(1)
+}
+
+// pokeLeader wakes a quiesced leader that left this replica behind. A
+// leader quiesces once every follower has its whole log, and tells the
+// followers the commit index in its last heartbeat. When that heartbeat is
+// lost, a follower keeps ticking with an old commit index while the leader
+// sleeps. A voter would campaign and so wake the leader, but a learner never
+// campaigns, nor does a voter whose promotion is in the very entry it has
+// not seen committed, and with pre-vote and CheckQuorum a quiesced leader
+// ignores campaigns anyway. So an awake non-leader that has heard nothing a
+// leader sends for an election timeout pokes its leader (every member when
+// it knows none): an MsgAppResp acknowledging its commit index. Any message
+// but a heartbeat response wakes a quiesced group; raft learns nothing
+// from the poke (the leader's Match is at least that index already, and a
+// committed prefix is common to every log); the woken leader's heartbeats
+// carry the commit index. A replica cut off from its leader pokes once per
+// election timeout, no more.
+func (r *round) pokeLeader(g *group) {
+	if g.isLead || !g.initialized() {
+		g.silentTicks = 0
+		return
+	}
+	g.silentTicks++
+	if g.silentTicks < r.e.cfg.ElectionTicks {
+		return
+	}
+	g.silentTicks = 0
+	poke := func(to ReplicaID, node NodeID) {
+		if to == g.replica || node == 0 {
+			return
+		}
+		r.early = append(r.early, Message{Group: g.id, ToNode: node, FromNode: r.e.cfg.NodeID, Msg: &raftpb.Message{
+			Type:  raftpb.MsgAppResp.Enum(),
+			To:    proto.Uint64(uint64(to)),
+			From:  proto.Uint64(uint64(g.replica)),
+			Term:  proto.Uint64(g.st.hardState.GetTerm()),
+			Index: proto.Uint64(g.st.hardState.GetCommit()),
+		}})
+	}
+	if lead := g.leader.Load(); lead != 0 {
+		poke(ReplicaID(lead), g.nodeOf(lead))
+	} else {
+		for _, rep := range g.st.applied.members.Replicas {
+			poke(rep.ReplicaID, rep.NodeID)
+		}
+	}
+	r.e.metrics.LeaderPokes.Add(1)
 }
 
 // notLeader builds the error for a request that needs the leader.
