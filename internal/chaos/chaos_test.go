@@ -275,6 +275,14 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 			b.WriteString(o.String() + "\n")
 		}
 		_ = os.WriteFile(path, []byte(b.String()), 0o644)
+		jsonPath := filepath.Join(out, name+"-history.jsonl")
+		if f, err := os.Create(jsonPath); err == nil {
+			if WriteHistory(f, ops) == nil && f.Close() == nil {
+				fmt.Printf("chaos: check it again: go run ./internal/chaos/recheck %s\n", jsonPath)
+			} else {
+				_ = f.Close()
+			}
+		}
 		for _, v := range r.Violations {
 			fmt.Printf("chaos: VIOLATION cycle %d: %s\n", cycle, firstLine(v))
 		}

@@ -166,3 +166,33 @@ func TestCheckerLostAllowsLaterWrites(t *testing.T) {
 		t.Fatalf("false alarm: %+v", r)
 	}
 }
+
+func TestHistoryRoundTrip(t *testing.T) {
+	ops := []Op{
+		put(0, "k", "a", 0, 10, OK),
+		{Client: 3, Kind: OpGet, Key: "k", Lease: true, Node: 2, Call: 5, Return: 6, Outcome: Failed, Err: "unavailable"},
+		cas(1, "k", "a", "b", 11, 20, false, "c", Unknown),
+		final("k", "a", 100),
+	}
+	var buf strings.Builder
+	if err := WriteHistory(&buf, ops); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadHistory(strings.NewReader(buf.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ops) {
+		t.Fatalf("read %d ops, wrote %d", len(got), len(ops))
+	}
+	for i := range ops {
+		if got[i] != ops[i] {
+			t.Fatalf("op %d: read %+v, wrote %+v", i, got[i], ops[i])
+		}
+	}
+	for _, bad := range []string{"{\"Kind\":1,\"Outcome\":1}\nnot json\n", "{\"Kind\":9,\"Outcome\":1}\n", "{\"Kind\":1,\"Outcome\":0}\n"} {
+		if _, err := ReadHistory(strings.NewReader(bad)); err == nil {
+			t.Fatalf("ReadHistory accepted %q", bad)
+		}
+	}
+}

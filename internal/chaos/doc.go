@@ -105,6 +105,10 @@
 // A key whose check fails gets its porcupine visualization written to
 // <out>/viz/cycleNNNN-<key>.html and the cycle's whole history to
 // <out>/cycleNNNN-history.txt; both paths are printed, with the seed.
+// The same history is saved as JSON lines in <out>/cycleNNNN-history.jsonl,
+// which `go run ./internal/chaos/recheck [-timeout D] FILE` checks again:
+// with a longer search bound for a key left undecided, or with a changed
+// checker.
 //
 // # Output
 //

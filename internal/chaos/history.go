@@ -1,7 +1,10 @@
 package chaos
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 )
@@ -143,4 +146,45 @@ func (h *History) Ops() []Op {
 	h.mu.Unlock()
 	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
 	return ops
+}
+
+// WriteHistory writes ops as JSON lines, one Op per line, the form
+// ReadHistory loads: a failing cycle's history saved this way can be
+// checked again later (internal/chaos/recheck), with a longer check
+// timeout or a changed checker.
+func WriteHistory(w io.Writer, ops []Op) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	for i := range ops {
+		if err := enc.Encode(&ops[i]); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// ReadHistory loads a history written by WriteHistory. A malformed line
+// is an error naming its line number; nothing is skipped.
+func ReadHistory(r io.Reader) ([]Op, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	var ops []Op
+	for line := 1; sc.Scan(); line++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var o Op
+		if err := json.Unmarshal(sc.Bytes(), &o); err != nil {
+			return nil, fmt.Errorf("history line %d: %w", line, err)
+		}
+		if o.Kind < OpGet || o.Kind > OpCAS || o.Outcome < OK || o.Outcome > Unknown {
+			return nil, fmt.Errorf("history line %d: kind %d or outcome %d out of range", line, o.Kind, o.Outcome)
+		}
+		ops = append(ops, o)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	return ops, nil
 }
