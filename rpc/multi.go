@@ -5,20 +5,30 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // MaxMultiOps bounds the ops of one Multi call. A client coalescing
 // requests stops adding to a batch well before it.
 const MaxMultiOps = 4096
 
-// Multi implements pb.KVServer. It serves every op as its own request,
-// concurrently, through the same handlers (validation, forwarding, error
-// mapping) as the unary methods, and answers once all are done. The last
-// op runs on the calling goroutine, so a Multi of one costs no goroutine.
+// Multi implements pb.KVServer. Every op is served as its own request,
+// with the same validation, forwarding and error mapping as the unary
+// methods, and the call answers once all are done.
+//
+// The ops are started one after another without waiting (writes proposed,
+// reads' barriers begun), then awaited in turn: a batch costs no goroutine
+// per op, and its proposals and reads reach the engine together, so they
+// share rounds, syncs, ReadIndex rounds and messages. An op the engine
+// refuses because this node does not lead its shard is forwarded to the
+// leader, as its unary call, on a goroutine of its own. When the call
+// carries a sampled trace, every op goes through its unary handler
+// instead, so each gets its own apply span.
 func (s *KVServer) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiResponse, error) {
 	ops := req.GetOps()
 	switch {
@@ -29,17 +39,149 @@ func (s *KVServer) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiRe
 	}
 	results := make([]pb.MultiResult, len(ops))
 	resp := &pb.MultiResponse{Results: make([]*pb.MultiResult, len(ops))}
-	var wg sync.WaitGroup
-	for i, op := range ops {
+	for i := range ops {
 		resp.Results[i] = &results[i]
-		if i == len(ops)-1 {
-			s.multiOp(ctx, i, op, &results[i])
-			break
+	}
+	var wg sync.WaitGroup
+	if trace.SpanFromContext(ctx).IsRecording() {
+		for i, op := range ops {
+			wg.Go(func() { s.multiOp(ctx, i, op, &results[i]) })
 		}
-		wg.Go(func() { s.multiOp(ctx, i, op, &results[i]) })
+		wg.Wait()
+		return resp, nil
+	}
+	started := make([]startedOp, 0, len(ops))
+	for i, op := range ops {
+		o, err := s.startOp(i, op)
+		if err != nil {
+			results[i].Status = opStatus(err)
+			continue
+		}
+		started = append(started, o)
+	}
+	for _, o := range started {
+		res, op := &results[o.i], ops[o.i]
+		err := o.wait(ctx, res, op)
+		if err == nil {
+			continue
+		}
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			wg.Go(func() { forwardOp(fctx, pb.NewKVClient(conn), op, res) })
+			continue
+		}
+		res.Status = opStatus(s.errs.toStatus(err, o.id, o.key))
 	}
 	wg.Wait()
 	return resp, nil
+}
+
+// startedOp is an op of a Multi call, started and not yet awaited: a
+// write (w) or a read (r).
+type startedOp struct {
+	i   int
+	w   shard.Pending
+	r   shard.PendingRead
+	get bool
+	id  shard.ShardID
+	key []byte
+}
+
+// wait waits for o and records its result in res, or returns its error.
+func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiOp) error {
+	if o.get {
+		v, found, err := o.r.Wait(ctx)
+		if err == nil {
+			res.Result = &pb.MultiResult_Get{Get: &pb.GetResponse{Found: found, Value: v}}
+		}
+		return err
+	}
+	r, err := o.w.Wait(ctx)
+	if err == nil {
+		setWriteResult(res, op, r)
+	}
+	return err
+}
+
+// startOp starts ops[i]: it proposes a write or begins a read. It returns
+// the error of an op that is invalid before it reaches a shard (no
+// request, a bad header).
+func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
+	var (
+		hdr *pb.RequestHeader
+		cmd shard.Command
+	)
+	switch o := op.GetOp().(type) {
+	case *pb.MultiOp_Get:
+		id, _, err := header(o.Get.GetHeader())
+		if err != nil {
+			return startedOp{}, err
+		}
+		mode, err := readMode(o.Get.GetHeader())
+		if err != nil {
+			return startedOp{}, err
+		}
+		key := o.Get.GetKey()
+		return startedOp{i: i, get: true, id: id, key: key,
+			r: s.store.StartGet(id, EpochFromProto(o.Get.GetHeader().GetEpoch()), key, mode)}, nil
+	case *pb.MultiOp_Put:
+		hdr, cmd = o.Put.GetHeader(), shard.Command{Kind: shard.KindPut, Key: o.Put.GetKey(), Value: o.Put.GetValue()}
+	case *pb.MultiOp_Delete:
+		hdr, cmd = o.Delete.GetHeader(), shard.Command{Kind: shard.KindDelete, Key: o.Delete.GetKey()}
+	case *pb.MultiOp_CompareAndSwap:
+		c := o.CompareAndSwap
+		hdr, cmd = c.GetHeader(), shard.Command{Kind: shard.KindCompareAndSwap, Key: c.GetKey(),
+			Expected: c.GetExpected(), ExpectAbsent: c.GetExpectAbsent(), Value: c.GetValue()}
+	default:
+		return startedOp{}, invalid(fmt.Sprintf("ops[%d]", i), "no request set")
+	}
+	id, h, err := header(hdr)
+	if err != nil {
+		return startedOp{}, err
+	}
+	cmd.Header = h
+	return startedOp{i: i, w: s.store.Start(id, &cmd), id: id, key: cmd.Key}, nil
+}
+
+// setWriteResult records the result of a write op that applied.
+func setWriteResult(res *pb.MultiResult, op *pb.MultiOp, r *shard.Result) {
+	switch op.GetOp().(type) {
+	case *pb.MultiOp_Put:
+		res.Result = &pb.MultiResult_Put{Put: &pb.PutResponse{}}
+	case *pb.MultiOp_Delete:
+		res.Result = &pb.MultiResult_Delete{Delete: &pb.DeleteResponse{}}
+	default:
+		res.Result = &pb.MultiResult_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapResponse{Succeeded: r.Succeeded, Found: r.Found, Value: r.Value}}
+	}
+}
+
+// forwardOp sends an op to the leader as its unary call.
+func forwardOp(ctx context.Context, kv pb.KVClient, op *pb.MultiOp, res *pb.MultiResult) {
+	var err error
+	switch o := op.GetOp().(type) {
+	case *pb.MultiOp_Get:
+		var r *pb.GetResponse
+		if r, err = kv.Get(ctx, o.Get); err == nil {
+			res.Result = &pb.MultiResult_Get{Get: r}
+		}
+	case *pb.MultiOp_Put:
+		var r *pb.PutResponse
+		if r, err = kv.Put(ctx, o.Put); err == nil {
+			res.Result = &pb.MultiResult_Put{Put: r}
+		}
+	case *pb.MultiOp_Delete:
+		var r *pb.DeleteResponse
+		if r, err = kv.Delete(ctx, o.Delete); err == nil {
+			res.Result = &pb.MultiResult_Delete{Delete: r}
+		}
+	case *pb.MultiOp_CompareAndSwap:
+		var r *pb.CompareAndSwapResponse
+		if r, err = kv.CompareAndSwap(ctx, o.CompareAndSwap); err == nil {
+			res.Result = &pb.MultiResult_CompareAndSwap{CompareAndSwap: r}
+		}
+	}
+	if err != nil {
+		res.Status = opStatus(err)
+	}
 }
 
 // multiOp serves ops[i] into res.

@@ -36,6 +36,9 @@ func TestMultiServesEachOpAsItsOwnRequest(t *testing.T) {
 		{Op: &pb.MultiOp_Get{Get: &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 99}, Key: []byte("x")}}},
 		{},
 		{Op: &pb.MultiOp_Delete{Delete: &pb.DeleteRequest{Header: hc(103), Key: []byte("absent")}}},
+		{Op: &pb.MultiOp_Put{Put: &pb.PutRequest{Key: []byte("no header"), Value: []byte("x")}}},
+		{Op: &pb.MultiOp_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapRequest{
+			Header: &pb.RequestHeader{ShardId: 99}, Key: []byte("x"), Value: []byte("y")}}},
 	}}
 	resp, err := s.kv().Multi(ctx, req)
 	if err != nil {
@@ -75,11 +78,16 @@ func TestMultiServesEachOpAsItsOwnRequest(t *testing.T) {
 	failed(5, codes.NotFound, "99")
 	failed(6, codes.InvalidArgument, "ops[6]")
 	ok(7)
+	failed(8, codes.InvalidArgument, "header")
+	failed(9, codes.NotFound, "99")
 
 	// The refused ops changed nothing; the accepted ones applied.
 	data := s.data()
 	if data["a"] != "1" || data["b"] != "2" || data["cas"] != "old" {
 		t.Fatalf("data after Multi: %v", data)
+	}
+	if _, found := data["no header"]; found {
+		t.Fatal("the Put without a header wrote something")
 	}
 	if _, found := data[""]; found {
 		t.Fatal("the Put without a key wrote something")

@@ -21,8 +21,8 @@ import (
 type Engine interface {
 	DB() *pebble.DB
 	CreateGroup(group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership, init func(b *pebble.Batch) error) error
-	Propose(ctx context.Context, group multiraft.GroupID, cmd []byte) (any, error)
-	ReadBarrier(ctx context.Context, group multiraft.GroupID, mode multiraft.ReadMode) error
+	ProposeFuture(group multiraft.GroupID, cmd []byte) *multiraft.Future
+	ReadFuture(group multiraft.GroupID, mode multiraft.ReadMode) *multiraft.Future
 }
 
 var _ Engine = (*multiraft.Engine)(nil)
@@ -197,17 +197,43 @@ func (s *Store) CreateShard(desc Descriptor, replica multiraft.ReplicaID) error 
 // again against the descriptor current when the command applies. The
 // returned Result is read-only and may be shared.
 func (s *Store) Execute(ctx context.Context, shard ShardID, cmd *Command) (*Result, error) {
+	p := s.Start(shard, cmd)
+	return p.Wait(ctx)
+}
+
+// Start is Execute without the wait: it makes the same checks, proposes
+// cmd, and returns at once. A server with many commands in hand (a batch
+// of client requests) starts them all, then waits for each, with no
+// goroutine per command.
+func (s *Store) Start(shard ShardID, cmd *Command) Pending {
 	if err := cmd.checkLimits(&s.cfg); err != nil {
-		return nil, err
+		return Pending{err: err}
 	}
 	e, _, d, err := s.lookup(shard)
 	if err != nil {
-		return nil, err
+		return Pending{err: err}
 	}
 	if err := cmd.checkAgainst(d); err != nil {
-		return nil, err
+		return Pending{err: err}
 	}
-	res, err := e.Propose(ctx, shard, cmd.AppendEncoded(nil))
+	return Pending{f: e.ProposeFuture(shard, cmd.AppendEncoded(nil)), shard: shard, kind: cmd.Kind}
+}
+
+// Pending is a command Start proposed (or refused).
+type Pending struct {
+	f     *multiraft.Future
+	err   error
+	shard ShardID
+	kind  CommandKind
+}
+
+// Wait waits until the command applied, or ctx ends, and returns what
+// Execute would have.
+func (p Pending) Wait(ctx context.Context) (*Result, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	res, err := p.f.Wait(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +243,7 @@ func (s *Store) Execute(ctx context.Context, shard ShardID, cmd *Command) (*Resu
 	case error:
 		return nil, r
 	}
-	panic(fmt.Sprintf("shard: applying a %s to shard %d returned %T", cmd.Kind, shard, res))
+	panic(fmt.Sprintf("shard: applying a %s to shard %d returned %T", p.kind, p.shard, res))
 }
 
 // Put sets key to value in shard.
@@ -280,23 +306,49 @@ func checkReadEpoch(d *Descriptor, epoch Epoch) error {
 // Get returns the value of key in shard, read at the consistency of mode.
 // found is false if the key does not exist. The caller owns value.
 func (s *Store) Get(ctx context.Context, shard ShardID, epoch Epoch, key []byte, mode multiraft.ReadMode) (value []byte, found bool, err error) {
+	return s.StartGet(shard, epoch, key, mode).Wait(ctx)
+}
+
+// StartGet is Get without the wait: it makes Get's checks and starts the
+// read's barrier (a ReadIndex round or a lease check), then returns.
+func (s *Store) StartGet(shard ShardID, epoch Epoch, key []byte, mode multiraft.ReadMode) PendingRead {
 	if err := checkKey(&s.cfg, key); err != nil {
-		return nil, false, err
+		return PendingRead{err: err}
 	}
 	e, sm, d, err := s.lookup(shard)
 	if err != nil {
-		return nil, false, err
+		return PendingRead{err: err}
 	}
 	if err := checkReadEpoch(d, epoch); err != nil {
-		return nil, false, err
+		return PendingRead{err: err}
 	}
 	if !d.ContainsKey(key) {
-		return nil, false, fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, key, d)
+		return PendingRead{err: fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, key, d)}
 	}
-	if err := e.ReadBarrier(ctx, shard, mode); err != nil {
+	return PendingRead{f: e.ReadFuture(shard, mode), s: s, e: e, sm: sm, shard: shard, key: key}
+}
+
+// PendingRead is a read StartGet began (or refused).
+type PendingRead struct {
+	f     *multiraft.Future
+	err   error
+	s     *Store
+	e     Engine
+	sm    *StateMachine
+	shard ShardID
+	key   []byte
+}
+
+// Wait waits for the read's barrier, or for ctx to end, then reads, and
+// returns what Get would have.
+func (p PendingRead) Wait(ctx context.Context) (value []byte, found bool, err error) {
+	if p.err != nil {
+		return nil, false, p.err
+	}
+	if _, err := p.f.Wait(ctx); err != nil {
 		return nil, false, err
 	}
-	v, closer, err := e.DB().Get(keys.UserKey(key))
+	v, closer, err := p.e.DB().Get(keys.UserKey(p.key))
 	switch {
 	case err == nil:
 		value, found = bytes.Clone(v), true
@@ -305,9 +357,9 @@ func (s *Store) Get(ctx context.Context, shard ShardID, epoch Epoch, key []byte,
 		}
 		closer.Close()
 	case !errors.Is(err, pebble.ErrNotFound):
-		return nil, false, fmt.Errorf("shard: reading shard %d: %w", shard, err)
+		return nil, false, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
 	}
-	if err := s.stillServes(sm, key, nil, true); err != nil {
+	if err := p.s.stillServes(p.sm, p.key, nil, true); err != nil {
 		return nil, false, err
 	}
 	return value, found, nil
@@ -333,7 +385,7 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
 		return nil, false, nil
 	}
-	if err := e.ReadBarrier(ctx, shard, mode); err != nil {
+	if _, err := e.ReadFuture(shard, mode).Wait(ctx); err != nil {
 		return nil, false, err
 	}
 	lo, hi := keys.UserSpan(start, end)

@@ -517,6 +517,29 @@ func TestProcessForwardToLeader(t *testing.T) {
 		if err != nil || string(resp.GetValue()) != "x" {
 			t.Fatalf("get through follower %d: %q, %v", n, resp.GetValue(), err)
 		}
+		// So does each write and read of a Multi call.
+		mkey := []byte(fmt.Sprintf("multi-%d", n))
+		multi, err := h.kv(n).Multi(ctxT(t, 10*time.Second), &pb.MultiRequest{Ops: []*pb.MultiOp{
+			{Op: &pb.MultiOp_Put{Put: &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1, ClientId: 50 + n, Seq: 1}, Key: mkey, Value: []byte("m")}}},
+			{Op: &pb.MultiOp_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapRequest{
+				Header: &pb.RequestHeader{ShardId: 1, ClientId: 60 + n, Seq: 1}, Key: key, Expected: []byte("x"), Value: []byte("y")}}},
+			{Op: &pb.MultiOp_Get{Get: &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: key}}},
+		}})
+		if err != nil {
+			t.Fatalf("Multi through follower %d: %v", n, err)
+		}
+		for i, r := range multi.GetResults() {
+			if r.GetStatus().GetCode() != 0 {
+				t.Fatalf("Multi through follower %d: op %d: %v", n, i, r.GetStatus())
+			}
+		}
+		if !multi.GetResults()[1].GetCompareAndSwap().GetSucceeded() {
+			t.Fatalf("CAS in a Multi through follower %d did not swap: %v", n, multi.GetResults()[1])
+		}
+		resp, err = h.kv(lead).Get(ctxT(t, 10*time.Second), &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: mkey})
+		if err != nil || string(resp.GetValue()) != "m" {
+			t.Fatalf("Put in a Multi through follower %d: leader has %q, %v", n, resp.GetValue(), err)
+		}
 	}
 }
 
