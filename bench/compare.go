@@ -179,6 +179,12 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		procs     []Proc
 		note      string
 		onMeasure func(time.Duration)
+		// The Flotilla nodes' metrics at the window's start, for the
+		// server stages (see ServerStages).
+		httpAddrs []string
+		before    metricSums
+		stagesErr error
+		scraped   = make(chan struct{})
 	)
 	began := time.Now()
 	switch system {
@@ -205,8 +211,13 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		}
 		defer d.Close()
 		drv, procs = d, f.Procs()
-		if o.ProfileDir != "" {
-			onMeasure = func(window time.Duration) {
+		for _, n := range f.Nodes {
+			httpAddrs = append(httpAddrs, n.HTTP)
+		}
+		onMeasure = func(window time.Duration) {
+			before, stagesErr = scrapeStages(ctx, httpAddrs)
+			close(scraped)
+			if o.ProfileDir != "" {
 				profileNodes(ctx, f, window, filepath.Join(o.ProfileDir, strings.ReplaceAll(strings.TrimPrefix(label, "flotilla "), "/", "of")), o.Log)
 			}
 		}
@@ -231,6 +242,20 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 	res, err := Run(ctx, w, drv, RunOptions{Servers: procs, Progress: progress, OnMeasure: onMeasure})
 	if err == nil && len(res.CPU.Errors) > 0 {
 		err = fmt.Errorf("server processes died during the run: %s (logs in %s)", strings.Join(res.CPU.Errors, ", "), dir)
+	}
+	if err == nil && len(httpAddrs) > 0 {
+		// The stages are a by-product of the run: a failed scrape is
+		// logged, not returned.
+		<-scraped
+		after, aerr := scrapeStages(ctx, httpAddrs)
+		if stagesErr == nil {
+			stagesErr = aerr
+		}
+		if stagesErr != nil {
+			fmt.Fprintf(o.Log, "%s: server stages: %v\n", label, stagesErr)
+		} else {
+			res.Stages = stagesBetween(before, after)
+		}
 	}
 	return res, note, err
 }

@@ -86,6 +86,10 @@ type Record struct {
 	FsyncP99Ms         float64                `json:"fsync_p99_ms"`
 	CPUs               int                    `json:"cpus"`
 	EtcdVersion        string                 `json:"etcd_version,omitempty"`
+	// ServerStages is where requests spent their time on the servers
+	// (Flotilla only). A median record carries the stages of its median
+	// run by throughput.
+	ServerStages *ServerStages `json:"server_stages,omitempty"`
 }
 
 // LatencyJSON is the latency distribution of one kind of operation.
@@ -118,7 +122,7 @@ func NewRecord(r *Result, fsync FsyncProbe, run int) Record {
 		LatencyByOp: map[string]LatencyJSON{}, ThroughputPerSec: r.Throughput,
 		ServerCPUSeconds: r.CPU.Server.Seconds(), ServerCPUByProcess: map[string]float64{},
 		ClientCPUSeconds: r.CPU.Client.Seconds(), LoadAvgStart: r.CPU.LoadStart, LoadAvgEnd: r.CPU.LoadEnd,
-		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(),
+		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(), ServerStages: r.Stages,
 	}
 	if m.Scan > 0 {
 		rec.ScanLength = c.ScanLength
@@ -173,6 +177,9 @@ func MedianRecord(recs []Record) Record {
 	m.LoadAvgEnd = med(func(r Record) float64 { return r.LoadAvgEnd })
 	m.PreloadErrors = int64(med(func(r Record) float64 { return float64(r.PreloadErrors) }))
 	m.WarmupErrors = int64(med(func(r Record) float64 { return float64(r.WarmupErrors) }))
+	byOps := slices.Clone(recs)
+	sort.SliceStable(byOps, func(i, j int) bool { return byOps[i].OpsPerSec < byOps[j].OpsPerSec })
+	m.ServerStages = byOps[(len(byOps)-1)/2].ServerStages
 	return m
 }
 
@@ -285,6 +292,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ratio(a.MaxMs, o.MaxMs), ratio(a.ServerCPUUsPerOp, o.ServerCPUUsPerOp))
 		}
 		tw.Flush()
+		for _, r := range rows {
+			if r.ServerStages != nil {
+				fmt.Fprintf(w, "%s server stages (means): %s\n", r.System, r.ServerStages)
+			}
+		}
 		for _, s := range rep.Systems {
 			for i, r := range rep.Runs[wl][s] {
 				if len(r.ErrorsByKind) > 0 || r.PreloadErrors > 0 {

@@ -101,6 +101,9 @@ type Result struct {
 	Throughput []float64
 	// CPU is the CPU used during the window.
 	CPU CPUUse
+	// Stages is where requests spent their time on the servers (Flotilla
+	// runs of flotilla bench compare only; nil otherwise).
+	Stages *ServerStages
 }
 
 // OpsPerSec is the window's mean throughput.
