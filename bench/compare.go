@@ -34,7 +34,7 @@ type CompareOptions struct {
 	// machine's load hit both alike. The table shows medians. Default 1.
 	Runs int
 	// Conns is how many clients (router.Client, clientv3.Client) each
-	// system's driver spreads the bench clients over. Default 4.
+	// system's driver spreads the bench clients over. Default 1.
 	Conns int
 	// RouterBatches is router.Config.BatchesPerNode of the Flotilla
 	// driver's routers: coalesced calls in flight per node; 0 the router's
@@ -75,7 +75,7 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 		o.Runs = 1
 	}
 	if o.Conns == 0 {
-		o.Conns = 4
+		o.Conns = 1
 	}
 	if len(o.Systems) == 0 {
 		o.Systems = []string{SystemFlotilla, SystemEtcd}

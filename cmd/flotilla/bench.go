@@ -121,7 +121,7 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 	fs.Uint64Var(&c.cfg.Seed, "seed", 0, "seed of the clients' key and operation choices (0: from the clock; the JSON records it)")
 	fs.IntVar(&c.runs, "runs", 1, "runs per workload and system, each on a fresh fleet, alternating systems; the table shows medians")
 	fs.IntVar(&c.routerBatches, "router-batches", 0, "Flotilla only: coalesced calls the router keeps in flight per node (router.Config.BatchesPerNode); 0: the router's default, -1: no coalescing, every request its own RPC")
-	fs.IntVar(&c.conns, "conns", 4, "client connections per system (router.Clients for Flotilla, clientv3.Clients for etcd) the clients are spread over")
+	fs.IntVar(&c.conns, "conns", 1, "client connections per system (router.Clients for Flotilla, clientv3.Clients for etcd) the clients are spread over; 1 is one application process sharing one client, as both libraries intend")
 	fs.IntVar(&c.shards, "shards", 16, "shards of the Flotilla fleet, created by placement at bootstrap")
 	fs.DurationVar(&c.balanceWait, "balance-wait", 20*time.Second, "once every Flotilla shard has a leader, wait up to this long for placement to balance the leaders over the nodes, so it does not move them while measuring (0: do not wait)")
 	fs.IntVar(&c.fsyncSamples, "fsync-samples", 200, "4 KiB write+fsync samples of the disk probe run before the workloads")
