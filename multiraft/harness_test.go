@@ -133,7 +133,7 @@ type cluster struct {
 	damage func([]byte) []byte
 	// drop, if set, loses the messages it reports true for.
 	drop func(Message) bool
-	cfg    func(*Config)
+	cfg  func(*Config)
 }
 
 type clusterTransport struct {
