@@ -51,9 +51,13 @@ func (s *ServerStages) String() string {
 	for _, m := range methods {
 		fmt.Fprintf(&b, "KV.%s %.3f ms (%d), ", m, s.Requests[m].MeanMs, s.Requests[m].Count)
 	}
-	fmt.Fprintf(&b, "commit %.3f ms (%d), apply %.3f ms, sync %.3f ms (%d, %.1f entries each)",
-		s.Commit.MeanMs, s.Commit.Count, s.Apply.MeanMs, s.Sync.MeanMs, s.Sync.Count, s.EntriesPerSync)
-	return b.String()
+	if s.Commit.Count > 0 {
+		fmt.Fprintf(&b, "commit %.3f ms (%d), apply %.3f ms, ", s.Commit.MeanMs, s.Commit.Count, s.Apply.MeanMs)
+	}
+	if s.Sync.Count > 0 {
+		fmt.Fprintf(&b, "sync %.3f ms (%d, %.1f entries each)", s.Sync.MeanMs, s.Sync.Count, s.EntriesPerSync)
+	}
+	return strings.TrimSuffix(b.String(), ", ")
 }
 
 // metricSums are the sums and counts scraped from nodes' /metrics, keyed

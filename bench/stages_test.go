@@ -55,6 +55,10 @@ func TestStagesFromMetrics(t *testing.T) {
 	if got := s.String(); !strings.Contains(got, "KV.Put 2.000 ms (400)") || !strings.Contains(got, "commit 1.000 ms (500)") {
 		t.Errorf("String() = %q", got)
 	}
+	reads := &ServerStages{Requests: map[string]StageMean{"Get": {Count: 10, MeanMs: 0.5}}}
+	if got := reads.String(); got != "KV.Get 0.500 ms (10)" {
+		t.Errorf("stages of a read-only window: %q", got)
+	}
 	if _, err := parseStageMetrics(strings.NewReader("flotilla_engine_syncs_total not-a-number\n")); err == nil {
 		t.Error("a malformed value was accepted")
 	}
