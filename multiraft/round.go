@@ -623,6 +623,14 @@ func (r *round) maybeQuiesce(g *group) {
 // committed prefix is common to every log); the woken leader's heartbeats
 // carry the commit index. A replica cut off from its leader pokes once per
 // election timeout, no more.
+//
+// The poke carries term 0, which raft steps without comparing terms. With
+// its sender's term it could carry a term higher than the receiver's (the
+// sender campaigned and lost), and raft would adopt that term and forget
+// its leader; a replica that forgets its leader before an election timeout
+// passed grants votes, and so a new leader could be elected while the old
+// one still serves lease reads. Votes and pre-votes are the only way a
+// term may rise here; a poke never raises one.
 func (r *round) pokeLeader(g *group) {
 	if g.isLead || !g.initialized() {
 		g.silentTicks = 0
@@ -641,7 +649,6 @@ func (r *round) pokeLeader(g *group) {
 			Type:  raftpb.MsgAppResp.Enum(),
 			To:    proto.Uint64(uint64(to)),
 			From:  proto.Uint64(uint64(g.replica)),
-			Term:  proto.Uint64(g.st.hardState.GetTerm()),
 			Index: proto.Uint64(g.st.hardState.GetCommit()),
 		}})
 	}
