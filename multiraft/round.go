@@ -617,20 +617,21 @@ func (r *round) maybeQuiesce(g *group) {
 // not seen committed, and with pre-vote and CheckQuorum a quiesced leader
 // ignores campaigns anyway. So an awake non-leader that has heard nothing a
 // leader sends for an election timeout pokes its leader (every member when
-// it knows none): an MsgAppResp acknowledging its commit index. Any message
-// but a heartbeat response wakes a quiesced group; raft learns nothing
-// from the poke (the leader's Match is at least that index already, and a
-// committed prefix is common to every log); the woken leader's heartbeats
-// carry the commit index. A replica cut off from its leader pokes once per
-// election timeout, no more.
+// it knows none). Any message but a heartbeat response wakes a quiesced
+// group, and the woken leader's heartbeats carry the commit index. A
+// replica cut off from its leader pokes once per election timeout, no more.
 //
-// The poke carries term 0, which raft steps without comparing terms. With
-// its sender's term it could carry a term higher than the receiver's (the
-// sender campaigned and lost), and raft would adopt that term and forget
-// its leader; a replica that forgets its leader before an election timeout
-// passed grants votes, and so a new leader could be elected while the old
-// one still serves lease reads. Votes and pre-votes are the only way a
-// term may rise here; a poke never raises one.
+// The poke must tell raft nothing, since whoever gets it may be in another
+// term than its sender. It is an MsgAppResp with term 0 and index 0. Term
+// 0 is stepped without a term check, so the poke never raises a term: with
+// its sender's term it could (the sender campaigned and lost), and a
+// replica that adopts a higher term forgets its leader and grants votes
+// before an election timeout passed, while the old leader may still serve
+// lease reads. Index 0 is below every Match, so the poke never advances a
+// Match either: an index acknowledged under another term than the
+// receiver's says nothing about the receiver's log, and a deposed leader
+// that counted it could commit entries no quorum holds (simulator seed 141
+// found this with the sender's commit index as the index).
 func (r *round) pokeLeader(g *group) {
 	if g.isLead || !g.initialized() {
 		g.silentTicks = 0
@@ -646,10 +647,9 @@ func (r *round) pokeLeader(g *group) {
 			return
 		}
 		r.early = append(r.early, Message{Group: g.id, ToNode: node, FromNode: r.e.cfg.NodeID, Msg: &raftpb.Message{
-			Type:  raftpb.MsgAppResp.Enum(),
-			To:    proto.Uint64(uint64(to)),
-			From:  proto.Uint64(uint64(g.replica)),
-			Index: proto.Uint64(g.st.hardState.GetCommit()),
+			Type: raftpb.MsgAppResp.Enum(),
+			To:   proto.Uint64(uint64(to)),
+			From: proto.Uint64(uint64(g.replica)),
 		}})
 	}
 	if lead := g.leader.Load(); lead != 0 {
