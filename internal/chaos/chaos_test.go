@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -339,7 +340,7 @@ func availability(ops []Op, keys []string, from, to int64) (time.Duration, int) 
 	}
 	var gap int64
 	errs := 0
-	for _, o := range slices.SortedFunc(slices.Values(ops), func(a, b Op) int { return cmpInt(a.Return, b.Return) }) {
+	for _, o := range slices.SortedFunc(slices.Values(ops), func(a, b Op) int { return cmp.Compare(a.Return, b.Return) }) {
 		if o.Node != 0 || o.Final || o.Return < from || o.Call > to {
 			continue
 		}
@@ -356,14 +357,4 @@ func availability(ops []Op, keys []string, from, to int64) (time.Duration, int) 
 		gap = max(gap, to-t)
 	}
 	return time.Duration(gap), errs
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
