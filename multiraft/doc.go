@@ -52,6 +52,19 @@
 //  6. calls Advance, answers reads whose index is applied, truncates logs
 //     and quiesces idle groups.
 //
+// Step 2 holds back one kind of message: the append raft broadcasts to
+// announce a new commit index, when it goes to a follower that already has
+// every entry. A lone write would otherwise cost each follower two appends
+// and two acknowledgements instead of one of each, with a round on either
+// side for each. Held back, a write of one client costs 8% less server CPU
+// and its median latency is 6% lower (bench compare, medians of 3 runs
+// alternating with the engine that sends them). Followers learn the index
+// from the next append or heartbeat, at most HeartbeatTicks later: only
+// their apply, and so stale reads, waits. A round that applies a
+// membership change or a split still sends them, ahead of the new group's
+// campaign (round.route says why). Etcd's raft has no option for this;
+// dropping a message is always safe in Raft, so the engine does it.
+//
 // AsyncStorageWrites was considered and not used: step 2 already lets the
 // leader replicate while it syncs, and group commit amortises the sync over
 // every group of the round, which is what AsyncStorageWrites would buy; the

@@ -331,3 +331,72 @@ func TestCompactLog(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitOnlyAppendsHeldBack: a lone write costs one append and one
+// acknowledgement per follower, not two. The append raft broadcasts to
+// announce the new commit index is not sent to followers that have the
+// entry; they learn the index from the next heartbeat and apply then. A
+// membership change announces its commit at once.
+func TestCommitOnlyAppendsHeldBack(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	c.tick(3)
+	follower := NodeID(1)
+	if follower == lead {
+		follower = 2
+	}
+	f := c.engines[follower].lookup(1)
+
+	var appends, acks int
+	c.drop = func(m Message) bool {
+		switch m.Msg.GetType() {
+		case raftpb.MsgApp:
+			appends++
+		case raftpb.MsgAppResp:
+			acks++
+		}
+		return false
+	}
+	held := c.engines[lead].Metrics().CommitsHeldBack.Load()
+	if _, err := c.propose(lead, 1, "a=1"); err != nil {
+		t.Fatal(err)
+	}
+	if appends != 2 || acks != 2 {
+		t.Fatalf("a lone write took %d appends and %d acknowledgements, want 2 and 2", appends, acks)
+	}
+	if got := c.engines[lead].Metrics().CommitsHeldBack.Load() - held; got != 2 {
+		t.Fatalf("%d commit-only appends held back, want 2", got)
+	}
+	last := f.st.lastIndex
+	if f.st.applied.index == last {
+		t.Fatalf("follower applied %d before any heartbeat: the commit was announced", last)
+	}
+	c.tick(1)
+	if f.st.applied.index != last {
+		t.Fatalf("follower applied %d of %d after a heartbeat", f.st.applied.index, last)
+	}
+	if v, ok := getKey(t, c.dbs[follower], 1, "a"); !ok || v != "1" {
+		t.Fatalf("follower has a=%q (%v), want 1", v, ok)
+	}
+
+	// A membership change is announced with its commit: every member
+	// applies it without a tick.
+	if err := c.engines[4].JoinGroup(1, 104); err != nil {
+		t.Fatal(err)
+	}
+	fut := c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 4}}})
+	for range 10 {
+		c.deliver(100)
+		if isDone(fut) {
+			break
+		}
+	}
+	if _, err := fut.Result(); !isDone(fut) || err != nil {
+		t.Fatalf("membership change: done=%v err=%v", isDone(fut), err)
+	}
+	c.deliver(100)
+	if got := f.st.applied.index; got != f.st.lastIndex {
+		t.Fatalf("follower applied %d of %d: the membership change was not announced", got, f.st.lastIndex)
+	}
+}

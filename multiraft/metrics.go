@@ -27,7 +27,10 @@ type Metrics struct {
 	// LeaderPokes counts the pokes of awake followers that heard nothing
 	// from their leader for an election timeout (see round.pokeLeader).
 	LeaderPokes atomic.Uint64
-	ReadBatches atomic.Uint64
+	// CommitsHeldBack counts appends that carried only a commit index to a
+	// caught-up follower and were not sent (see round.route).
+	CommitsHeldBack atomic.Uint64
+	ReadBatches     atomic.Uint64
 
 	// Syncs counts synced raft-state writes; SyncGroups and SyncEntries sum
 	// the groups and entries they carried, SyncNanos their latency.

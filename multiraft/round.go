@@ -25,6 +25,10 @@ import (
 //     synced log makes replay safe), then resolve futures;
 //  6. Advance, answer reads, truncate logs, quiesce idle groups.
 //
+// Appends that carry nothing but a new commit index to a follower that has
+// the whole log are held back in step 2, and sent only if the round applies
+// a split or a membership change (see route).
+//
 // A round's state is reused from one round to the next by its worker.
 type round struct {
 	e       *Engine
@@ -33,6 +37,17 @@ type round struct {
 	down    []bool // the group's replica stopped being leader in this round
 	early   []Message
 	late    []Message
+	// commits are the round's commit-only appends, sent only if announce
+	// is set by the time the round's entries are applied (see route).
+	commits  []Message
+	announce bool
+	// probe is caughtUp's question and answer; visit, bound once, reads
+	// it, so asking raft allocates nothing.
+	probe struct {
+		to, index uint64
+		ok        bool
+	}
+	visit   func(id uint64, _ raft.ProgressType, pr tracker.Progress)
 	buf     []byte
 	results []applied
 	ac      ApplyContext
@@ -45,7 +60,15 @@ type applied struct {
 	err    error
 }
 
-func newRound(e *Engine) *round { return &round{e: e, ac: ApplyContext{e: e}} }
+func newRound(e *Engine) *round {
+	r := &round{e: e, ac: ApplyContext{e: e}}
+	r.visit = func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == r.probe.to {
+			r.probe.ok = pr.State == tracker.StateReplicate && pr.Match == r.probe.index
+		}
+	}
+	return r
+}
 
 func (r *round) run(batch []*group) {
 	if r.e.Err() != nil {
@@ -294,6 +317,8 @@ func (r *round) persist() bool {
 // advanced; the engine is stopping.
 func (r *round) abandon() {
 	r.late = nil
+	clear(r.commits)
+	r.commits, r.announce = r.commits[:0], false
 	for i := range r.readies {
 		r.readies[i] = raft.Ready{}
 	}
@@ -302,6 +327,22 @@ func (r *round) abandon() {
 // route sorts a Ready's messages: those that promise durable local state
 // (append acks and votes) wait for the sync, everything else leaves now.
 // Snapshots take their own path.
+//
+// Commit-only appends are held back. Raft broadcasts an append whenever its
+// commit index moves, so that followers learn of the commit at once; to a
+// follower that already has every entry, such an append carries nothing
+// but the index, and costs a message, a round on the follower and an
+// acknowledgement back, doubling the messages of a lone write. Followers
+// learn the index anyway from the next append with entries, or from the
+// next heartbeat (at most HeartbeatTicks later; quiescence waits for that
+// heartbeat too), and only stale reads and apply on the followers wait for
+// it: the leader acknowledges a write once it applies it. The exception is
+// a round that applies a split or a membership change: a split's new group
+// campaigns at once, and its votes would be dropped by followers that have
+// not applied the split yet, so the commit goes out ahead of them (see
+// apply). Dropping a message raft believes sent is safe: the network may
+// always lose one, and an append to a follower not caught up, or one that
+// probes or unblocks a follower, is never held back.
 func (r *round) route(g *group, msgs []*raftpb.Message) {
 	for _, m := range msgs {
 		to := g.nodeOf(m.GetTo())
@@ -318,6 +359,12 @@ func (r *round) route(g *group, msgs []*raftpb.Message) {
 			r.sendSnapshot(g, out)
 		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
 			r.late = append(r.late, out)
+		case raftpb.MsgApp:
+			if len(m.GetEntries()) == 0 && r.caughtUp(g, m) {
+				r.commits = append(r.commits, out)
+			} else {
+				r.early = append(r.early, out)
+			}
 		case raftpb.MsgTimeoutNow:
 			// This leader hands over: it must not serve lease reads for the
 			// rest of its term, since the transferee campaigns without
@@ -369,6 +416,17 @@ func (r *round) apply() bool {
 			return false
 		}
 	}
+	// Commit-only appends go out when the round applied a split or a
+	// membership change (see route): ahead of a new group's campaign,
+	// which the peer streams deliver in order.
+	if r.announce || len(r.ac.creates) > 0 {
+		r.flush(&r.commits)
+	} else if n := len(r.commits); n > 0 {
+		r.e.metrics.CommitsHeldBack.Add(uint64(n))
+		clear(r.commits)
+		r.commits = r.commits[:0]
+	}
+	r.announce = false
 	// Groups created by splits exist once their state is committed, and
 	// before anyone learns that the split applied.
 	for _, c := range r.ac.creates {
@@ -480,6 +538,7 @@ func (r *round) applyConfChange(g *group, ent *raftpb.Entry) {
 		g.destroy = true
 	}
 	r.e.metrics.ConfChanges.Add(1)
+	r.announce = true
 }
 
 // advance tells raft the round is done and answers what waited on it.
@@ -683,3 +742,12 @@ func (g *group) steppedDown() {
 }
 
 func readCtx(id uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 0, 8), id) }
+
+// caughtUp reports whether m, an append without entries from g's leader,
+// goes to a follower that is replicating and has acknowledged every entry
+// before it: one from which the append can only carry a commit index.
+func (r *round) caughtUp(g *group, m *raftpb.Message) bool {
+	r.probe.to, r.probe.index, r.probe.ok = m.GetTo(), m.GetIndex(), false
+	g.rn.WithProgress(r.visit)
+	return r.probe.ok
+}

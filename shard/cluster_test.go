@@ -160,6 +160,13 @@ func (c *cluster) elect(n multiraft.NodeID, shard ShardID) {
 // descriptor.
 func (c *cluster) sameEverywhere(shard ShardID, nodes ...multiraft.NodeID) Descriptor {
 	c.t.Helper()
+	// Followers learn the latest commit index from the leader's next
+	// heartbeat (the engine sends no append for the commit alone), so tick
+	// once between deliveries.
+	c.deliver()
+	for _, e := range c.engines {
+		e.Tick()
+	}
 	c.deliver()
 	var want string
 	var desc Descriptor
