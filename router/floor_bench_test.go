@@ -1,0 +1,165 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// BenchmarkFloor measures the request path alone: the router and gRPC on
+// loopback against three KV servers that answer every op at once, with no
+// consensus and no storage behind them. 100 clients write (or read) random
+// keys of 16 shards, as `flotilla bench compare --clients 100` does, all
+// in this one process, so cpu-µs/op is what the path costs, client and
+// server together. A real operation costs this and more: the figure is the
+// floor under the bench's CPU per operation, and bench/README.md compares
+// them.
+//
+//	go test -run '^$' -bench Floor -benchtime 200000x -count 3 ./router/
+func BenchmarkFloor(b *testing.B) {
+	for _, op := range []string{"put", "get"} {
+		b.Run(op, func(b *testing.B) {
+			nodes := []*nullNode{newNullNode(b, 1), newNullNode(b, 2), newNullNode(b, 3)}
+			const shards = 16
+			var routes []*pb.Route
+			for i := range shards {
+				start, end := "", ""
+				if i > 0 {
+					start = string([]byte{byte(i * 256 / shards)})
+				}
+				if i < shards-1 {
+					end = string([]byte{byte((i + 1) * 256 / shards)})
+				}
+				routes = append(routes, nullRoute(uint64(i+1), start, end, nodes[i%len(nodes)].id, nodes))
+			}
+			c, err := New(context.Background(), Config{RouteSource: newStaticSource(routes...)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+
+			const clients = 100
+			value := make([]byte, 256)
+			ctx := context.Background()
+			// Warm the route cache and the connections.
+			for i := range 256 {
+				if err := c.Put(ctx, []byte{byte(i), 'w'}, value); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			start := time.Now()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := b.N/clients + 1
+			for w := range clients {
+				wg.Go(func() {
+					r := rand.New(rand.NewPCG(uint64(w), 1))
+					key := make([]byte, 16)
+					for range per {
+						for i := range key {
+							key[i] = byte(r.Uint32())
+						}
+						var err error
+						if op == "put" {
+							err = c.Put(ctx, key, value)
+						} else {
+							_, _, err = c.Get(ctx, key)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			ops := float64(per * clients)
+			b.ReportMetric(ops/time.Since(start).Seconds(), "ops/s")
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/ops, "cpu-µs/op")
+		})
+	}
+}
+
+// nullNode is a KV server that answers every op at once: a put succeeds, a
+// get finds nothing.
+type nullNode struct {
+	pb.UnimplementedKVServer
+	id   uint64
+	addr string
+}
+
+func newNullNode(b *testing.B, id uint64) *nullNode {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := &nullNode{id: id, addr: lis.Addr().String()}
+	srv := grpc.NewServer()
+	pb.RegisterKVServer(srv, n)
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(srv.Stop)
+	return n
+}
+
+func (n *nullNode) Multi(_ context.Context, req *pb.MultiRequest) (*pb.MultiResponse, error) {
+	resp := &pb.MultiResponse{Results: make([]*pb.MultiResult, len(req.GetOps()))}
+	for i, op := range req.GetOps() {
+		switch op.GetOp().(type) {
+		case *pb.MultiOp_Get:
+			resp.Results[i] = &pb.MultiResult{Result: &pb.MultiResult_Get{Get: &pb.GetResponse{}}}
+		case *pb.MultiOp_Put:
+			resp.Results[i] = &pb.MultiResult{Result: &pb.MultiResult_Put{Put: &pb.PutResponse{}}}
+		default:
+			resp.Results[i] = &pb.MultiResult{Status: &pb.OpStatus{Code: 12, Message: "null node: op not supported"}}
+		}
+	}
+	return resp, nil
+}
+
+func (n *nullNode) Get(context.Context, *pb.GetRequest) (*pb.GetResponse, error) {
+	return &pb.GetResponse{}, nil
+}
+
+func (n *nullNode) Put(context.Context, *pb.PutRequest) (*pb.PutResponse, error) {
+	return &pb.PutResponse{}, nil
+}
+
+// nullRoute is shard id over [start, end) with a replica on each node, led
+// by the node leader.
+func nullRoute(id uint64, start, end string, leader uint64, nodes []*nullNode) *pb.Route {
+	d := &pb.Descriptor{ShardId: id, Epoch: &pb.Epoch{ConfVer: 1, Version: 1}}
+	if start != "" {
+		d.Start = []byte(start)
+	}
+	if end != "" {
+		d.End = []byte(end)
+	}
+	rt := &pb.Route{Shard: d, Addresses: map[uint64]string{}}
+	for _, n := range nodes {
+		d.Replicas = append(d.Replicas, &pb.Replica{ReplicaId: n.id*100 + id, NodeId: n.id})
+		rt.Addresses[n.id] = n.addr
+	}
+	rt.LeaderNodeId, rt.LeaderReplicaId = leader, leader*100+id
+	return rt
+}
+
+// processCPU returns the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(fmt.Errorf("getrusage: %w", err))
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
