@@ -416,6 +416,13 @@ func (r *round) apply() bool {
 			return false
 		}
 	}
+	// What the batch applied is readable now: publish the applied indexes
+	// (Summaries, a replica's readiness), never before.
+	for i, g := range r.groups {
+		if len(r.readies[i].CommittedEntries) > 0 {
+			g.appliedIdx.Store(g.st.applied.index)
+		}
+	}
 	// Commit-only appends go out when the round applied a split or a
 	// membership change (see route): ahead of a new group's campaign,
 	// which the peer streams deliver in order.
@@ -492,7 +499,6 @@ func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
 		g.st.applied.index, g.st.applied.term = idx, ent.GetTerm()
 	}
 	writeAppliedState(b, g.id, &g.st.applied)
-	g.appliedIdx.Store(g.st.applied.index)
 	r.e.metrics.EntriesApplied.Add(uint64(len(ents)))
 }
 
