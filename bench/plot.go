@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"gonum.org/v1/plot"
@@ -66,7 +67,7 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 			return nil, err
 		}
 		lat.X.Scale, lat.Y.Scale = plot.LogScale{}, plot.LogScale{}
-		lat.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		lat.Y.Tick.Marker = oneTwoFive{}
 		var ticks []plot.Tick
 		for _, p := range percentileTicks {
 			ticks = append(ticks, plot.Tick{Value: 100 / (100 - p), Label: fmt.Sprintf("%g%%", p)})
@@ -77,6 +78,7 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 			return nil, err
 		}
 		tput.Y.Min = 0
+		peak := 0.0
 		for i, s := range rep.Systems {
 			r := representative(rep.Runs[wl][s])
 			if r == nil {
@@ -88,11 +90,14 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 			var xy plotter.XYs
 			for sec, v := range r.Throughput {
 				xy = append(xy, plotter.XY{X: float64(sec + 1), Y: v})
+				peak = max(peak, v)
 			}
 			if err := addLine(tput, s, i, xy); err != nil {
 				return nil, err
 			}
 		}
+		// Headroom above the highest line for the legend.
+		tput.Y.Max = 1.3 * peak
 		for _, c := range []struct {
 			p    *plot.Plot
 			name string
@@ -110,7 +115,9 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 func newPlot(title, x, y string) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, x, y
-	p.Legend.Top = true
+	// Top left: the latency curves rise to the right, and the throughput
+	// chart leaves headroom above its lines.
+	p.Legend.Top, p.Legend.Left = true, true
 	p.Add(plotter.NewGrid())
 	return p, nil
 }
@@ -146,4 +153,30 @@ func latencyCurve(h *hdrhistogram.Histogram) plotter.XYs {
 		xy = append(xy, plotter.XY{X: 100 / (100 - p), Y: float64(v) / 1000})
 	}
 	return xy
+}
+
+// oneTwoFive marks a log axis at 1, 2 and 5 times each power of ten, or
+// at every multiple of them when that gives fewer than three marks, so a
+// range within one decade still gets labels.
+type oneTwoFive struct{}
+
+func (oneTwoFive) Ticks(lo, hi float64) []plot.Tick {
+	if lo <= 0 || hi <= lo {
+		return nil
+	}
+	marks := func(multiples []float64) []plot.Tick {
+		var ticks []plot.Tick
+		for decade := math.Pow(10, math.Floor(math.Log10(lo))); decade <= hi; decade *= 10 {
+			for _, m := range multiples {
+				if v := m * decade; v >= lo && v <= hi {
+					ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 3, 64)})
+				}
+			}
+		}
+		return ticks
+	}
+	if ticks := marks([]float64{1, 2, 5}); len(ticks) >= 3 {
+		return ticks
+	}
+	return marks([]float64{1, 2, 3, 4, 5, 6, 7, 8, 9})
 }
