@@ -75,6 +75,12 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if c.shards < 1 || c.clients < 1 || c.keys < 1 || c.value < 0 {
 		p.Addf("--shards, --clients and --keys must be positive, --value-size not negative")
 	}
+	if c.workload <= 0 {
+		p.Addf("--workload must be positive, got %s", c.workload)
+	}
+	if c.duration < 0 || (c.duration > 0 && c.duration <= c.workload) {
+		p.Addf("--duration (%s) bounds the whole demo, the fleet's start included: make it longer than --workload (%s), or 0 to run until Ctrl-C", c.duration, c.workload)
+	}
 	if err := p.Err(); err != nil {
 		return err
 	}
@@ -84,15 +90,22 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, c.duration)
 		defer cancel()
 	}
+	// outOfTime names --duration when it is what cut the demo short.
+	outOfTime := func(err error) error {
+		if c.duration > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("--duration %s ran out %s into the demo, before the workload finished; give it more: %w", c.duration, time.Since(began).Round(time.Millisecond), err)
+		}
+		return err
+	}
 	f, err := startFleet(ctx, c, out)
 	if f != nil {
 		defer f.stop(out)
 	}
 	if err != nil {
-		return err
+		return outOfTime(err)
 	}
 	if err := f.waitShards(ctx, c.shards); err != nil {
-		return err
+		return outOfTime(err)
 	}
 	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement, f.statusURL)
 	tlsCfg, err := tlsconfig.Load(f.tls)
@@ -101,12 +114,12 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	}
 	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement}, DialOptions: []grpc.DialOption{tlsCfg.DialOption()}})
 	if err != nil {
-		return err
+		return outOfTime(err)
 	}
 	defer r.Close()
 	res := workload(ctx, r, c)
 	if err := f.printCluster(ctx, out); err != nil {
-		return err
+		return outOfTime(err)
 	}
 	res.print(out, c)
 	if ctx.Err() != nil {
@@ -164,7 +177,11 @@ func freeAddr() (string, error) {
 
 func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error) {
 	f := &fleet{dir: c.dir}
-	if f.dir == "" {
+	if f.dir != "" {
+		if err := os.MkdirAll(f.dir, 0o755); err != nil {
+			return nil, err
+		}
+	} else {
 		d, err := os.MkdirTemp("", "flotilla-demo-")
 		if err != nil {
 			return nil, err
