@@ -481,16 +481,47 @@ type RaftServer struct {
 	// maxBuffered (TransportConfig.MaxSnapshotBufferBytes).
 	buffered    atomic.Int64
 	maxBuffered int64
+	// closing ends the inbound streams (see Close).
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // NewRaftServer returns the Raft service of node, delivering to e.
 func NewRaftServer(node multiraft.NodeID, e *multiraft.Engine, t *Transport) *RaftServer {
 	return &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats,
-		maxBuffered: t.cfg.MaxSnapshotBufferBytes}
+		maxBuffered: t.cfg.MaxSnapshotBufferBytes, closing: make(chan struct{})}
 }
 
-// Stream implements pb.RaftServer.
+// errClosing ends the inbound streams of a node that is shutting down.
+var errClosing = status.Error(codes.Unavailable, "node is shutting down")
+
+// Close ends every inbound Raft stream and refuses new ones. A peer's
+// stream never ends on its own while the peer lives, so a node shutting
+// down calls Close once its leaderships are handed off: its graceful gRPC
+// stop then waits for requests in flight, not for its peers' streams until
+// the shutdown timeout. Snapshots still being received finish.
+func (s *RaftServer) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
+
+// Stream implements pb.RaftServer. The batches are received on a goroutine
+// of the stream's own, so that Close can end the call while it waits in
+// Recv; the goroutine ends with the call's stream.
 func (s *RaftServer) Stream(stream pb.Raft_StreamServer) error {
+	select {
+	case <-s.closing:
+		return errClosing
+	default:
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.receive(stream) }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.closing:
+		return errClosing
+	}
+}
+
+func (s *RaftServer) receive(stream pb.Raft_StreamServer) error {
 	var msgs []multiraft.Message
 	for {
 		b, err := stream.Recv()

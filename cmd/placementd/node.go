@@ -103,7 +103,8 @@ func run(ctx context.Context, cfg Config) error {
 	healthSrv := health.NewServer()
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	srv := grpc.NewServer(append(append(serve.ServerOptions(tlsCfg.ServerOption()), grpc.ChainUnaryInterceptor(interceptor)), tracing.ServerOptions()...)...)
-	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
+	raftSrv := rpc.NewRaftServer(self, engine, transport)
+	pb.RegisterRaftServer(srv, raftSrv)
 	pb.RegisterPlacementServer(srv, svc)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
@@ -149,6 +150,8 @@ func run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	// Hand the catalogue's leadership to another replica first.
 	rpc.Drain(stopCtx, engine, 20*time.Millisecond)
+	// The peers' streams would hold the graceful stop until the timeout.
+	raftSrv.Close()
 	serve.StopGRPC(stopCtx, srv)
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(stopCtx)

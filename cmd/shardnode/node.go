@@ -118,7 +118,8 @@ func run(ctx context.Context, cfg Config) error {
 	if cfg.Forward {
 		forward = dialNode
 	}
-	pb.RegisterRaftServer(srv, rpc.NewRaftServer(self, engine, transport))
+	raftSrv := rpc.NewRaftServer(self, engine, transport)
+	pb.RegisterRaftServer(srv, raftSrv)
 	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
 	adminSrv := rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode)
 	adminSrv.Transport = transport
@@ -182,7 +183,7 @@ func run(ctx context.Context, cfg Config) error {
 		stopTicks()
 		return fmt.Errorf("shardnode: %w", engine.Err())
 	}
-	shutdown(logger, cfg, engine, srv, httpSrv, healthSrv, &ready)
+	shutdown(logger, cfg, engine, raftSrv, srv, httpSrv, healthSrv, &ready)
 	stopTicks()
 	transport.Close()
 	_ = engine.Close()
@@ -198,7 +199,7 @@ func run(ctx context.Context, cfg Config) error {
 // shutdown stops serving gracefully: not ready, leaderships handed to
 // other replicas while requests still flow, then in-flight requests
 // finish.
-func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, srv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
+func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc.RaftServer, srv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
 	logger.Info("shutting down: handing off leaderships", "leaders", e.Leaders())
 	ready.Store(false)
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -207,6 +208,8 @@ func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, srv *grpc.Se
 	if left := rpc.Drain(ctx, e, 20*time.Millisecond); left > 0 {
 		logger.Warn("shutting down with leaderships not handed off", "leaders", left)
 	}
+	// The peers' streams would hold the graceful stop until the timeout.
+	raftSrv.Close()
 	serve.StopGRPC(ctx, srv)
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(ctx)
