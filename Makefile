@@ -93,7 +93,7 @@ test-docker: ## the compose fleet test: build the image, bring the fleet up, use
 # number of executions, about 5 s apiece on 2 cores. The short form counts
 # executions because a wall-clock -fuzztime can fail a clean run with a bare
 # "context deadline exceeded": Go's fuzz coordinator races its own deadline
-# against its workers' shutdown (go.dev/issue/75804, fixed in Go 1.27), and
+# against its workers' shutdown (Go issue 75804, fixed in Go 1.27), and
 # it lost that race once in CI. A count has no deadline to race.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := \
