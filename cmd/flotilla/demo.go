@@ -54,7 +54,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&c.shards, "shards", 16, "shards placement creates at bootstrap")
 	fs.IntVar(&c.clients, "clients", 32, "concurrent clients of the workload")
 	fs.DurationVar(&c.workload, "workload", 5*time.Second, "how long the workload runs")
-	fs.DurationVar(&c.duration, "duration", 0, "stop everything and exit after this long in total (0: run until Ctrl-C)")
+	fs.DurationVar(&c.duration, "duration", 0, "stop everything and exit after this long in total, the fleet's start included, so longer than --workload (0: run until Ctrl-C)")
 	fs.StringVar(&c.dir, "dir", "", "data directory for the fleet (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&c.binDir, "bin", "", "directory holding the shardnode and placementd binaries (default: next to flotilla, then $PATH)")
 	fs.IntVar(&c.value, "value-size", 256, "bytes per value written by the workload")
