@@ -54,8 +54,9 @@ func representative(runs []*Result) *Result {
 // WritePlots writes two PNG charts per workload into dir, created if
 // missing: WORKLOAD-latency.png, the latency at each percentile, and
 // WORKLOAD-throughput.png, the ops/s of every second of the window; each
-// chart holds every system (its run of median throughput). It returns the
-// files written.
+// chart holds every system (its run of median throughput). A chart with
+// nothing to draw (every run of the workload failed) is not written. It
+// returns the files written.
 func (rep *Report) WritePlots(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -79,12 +80,13 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 		}
 		tput.Y.Min = 0
 		peak := 0.0
+		drawn := map[*plot.Plot]int{}
 		for i, s := range rep.Systems {
 			r := representative(rep.Runs[wl][s])
 			if r == nil {
 				continue
 			}
-			if err := addLine(lat, s, i, latencyCurve(r.Latency)); err != nil {
+			if err := addLine(lat, s, i, latencyCurve(r.Latency), drawn); err != nil {
 				return nil, err
 			}
 			var xy plotter.XYs
@@ -92,16 +94,21 @@ func (rep *Report) WritePlots(dir string) ([]string, error) {
 				xy = append(xy, plotter.XY{X: float64(sec + 1), Y: v})
 				peak = max(peak, v)
 			}
-			if err := addLine(tput, s, i, xy); err != nil {
+			if err := addLine(tput, s, i, xy, drawn); err != nil {
 				return nil, err
 			}
 		}
 		// Headroom above the highest line for the legend.
-		tput.Y.Max = 1.3 * peak
+		if peak > 0 {
+			tput.Y.Max = 1.3 * peak
+		}
 		for _, c := range []struct {
 			p    *plot.Plot
 			name string
 		}{{lat, "latency"}, {tput, "throughput"}} {
+			if drawn[c.p] == 0 {
+				continue // no run recorded anything to draw
+			}
 			f := filepath.Join(dir, fmt.Sprintf("%s-%s.png", wl, c.name))
 			if err := c.p.Save(20*vg.Centimeter, 12*vg.Centimeter, f); err != nil {
 				return nil, err
@@ -122,10 +129,12 @@ func newPlot(title, x, y string) (*plot.Plot, error) {
 	return p, nil
 }
 
-func addLine(p *plot.Plot, name string, i int, xy plotter.XYs) error {
+// addLine draws xy on p, unless it is empty, and counts it in drawn.
+func addLine(p *plot.Plot, name string, i int, xy plotter.XYs, drawn map[*plot.Plot]int) error {
 	if len(xy) == 0 {
 		return nil
 	}
+	drawn[p]++
 	l, err := plotter.NewLine(xy)
 	if err != nil {
 		return err

@@ -56,6 +56,32 @@ func TestWritePlots(t *testing.T) {
 	}
 }
 
+// TestWritePlotsWithoutData: a workload whose runs recorded nothing (every
+// operation failed) gets no chart, and the others still get theirs.
+func TestWritePlotsWithoutData(t *testing.T) {
+	h := hdrhistogram.New(1, 60_000_000, 3)
+	if err := h.RecordValue(1500); err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{
+		Systems:   []string{"flotilla"},
+		Workloads: []string{"write", "read"},
+		Runs: map[string]map[string][]*Result{
+			"write": {"flotilla": {{}}},
+			"read":  {"flotilla": {{Elapsed: time.Second, Ops: 1, Latency: h, Throughput: []float64{1}}}},
+		},
+	}
+	dir := t.TempDir()
+	files, err := rep.WritePlots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "read-latency.png"), filepath.Join(dir, "read-throughput.png")}
+	if !slices.Equal(files, want) {
+		t.Fatalf("wrote %v, want %v", files, want)
+	}
+}
+
 // TestOneTwoFiveTicks: a log axis within one decade still gets labels.
 func TestOneTwoFiveTicks(t *testing.T) {
 	for _, c := range []struct {
