@@ -29,6 +29,11 @@ func BenchmarkFloor(b *testing.B) {
 	for _, op := range []string{"put", "get"} {
 		b.Run(op, func(b *testing.B) {
 			nodes := []*nullNode{newNullNode(b, 1), newNullNode(b, 2), newNullNode(b, 3)}
+			// fakeRoute reads only a node's ID and address.
+			var replicas []*fakeNode
+			for _, n := range nodes {
+				replicas = append(replicas, &fakeNode{id: n.id, addr: n.addr})
+			}
 			const shards = 16
 			var routes []*pb.Route
 			for i := range shards {
@@ -39,7 +44,7 @@ func BenchmarkFloor(b *testing.B) {
 				if i < shards-1 {
 					end = string([]byte{byte((i + 1) * 256 / shards)})
 				}
-				routes = append(routes, nullRoute(uint64(i+1), start, end, nodes[i%len(nodes)].id, nodes))
+				routes = append(routes, fakeRoute(uint64(i+1), start, end, nodes[i%len(nodes)].id, replicas...))
 			}
 			c, err := New(context.Background(), Config{RouteSource: newStaticSource(routes...)})
 			if err != nil {
@@ -134,25 +139,6 @@ func (n *nullNode) Get(context.Context, *pb.GetRequest) (*pb.GetResponse, error)
 
 func (n *nullNode) Put(context.Context, *pb.PutRequest) (*pb.PutResponse, error) {
 	return &pb.PutResponse{}, nil
-}
-
-// nullRoute is shard id over [start, end) with a replica on each node, led
-// by the node leader.
-func nullRoute(id uint64, start, end string, leader uint64, nodes []*nullNode) *pb.Route {
-	d := &pb.Descriptor{ShardId: id, Epoch: &pb.Epoch{ConfVer: 1, Version: 1}}
-	if start != "" {
-		d.Start = []byte(start)
-	}
-	if end != "" {
-		d.End = []byte(end)
-	}
-	rt := &pb.Route{Shard: d, Addresses: map[uint64]string{}}
-	for _, n := range nodes {
-		d.Replicas = append(d.Replicas, &pb.Replica{ReplicaId: n.id*100 + id, NodeId: n.id})
-		rt.Addresses[n.id] = n.addr
-	}
-	rt.LeaderNodeId, rt.LeaderReplicaId = leader, leader*100+id
-	return rt
 }
 
 // processCPU returns the user and system CPU time this process has used.
