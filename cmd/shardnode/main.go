@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -55,6 +56,7 @@ type Config struct {
 	Peers         string
 	Forward       bool
 	SnapshotRate  cli.Bytes
+	BlockCache    cli.Bytes
 	MaxSnapshots  int
 	Workers       int
 	Tick          time.Duration
@@ -85,6 +87,8 @@ func parseConfig(args []string) (Config, error) {
 	fs.BoolVar(&c.Forward, "forward", false, "proxy KV requests for shards this node does not lead to their leader, instead of answering NotLeader")
 	c.SnapshotRate = 64 << 20
 	fs.Var(&c.SnapshotRate, "snapshot-rate", "bytes per second this node sends in snapshots, across all transfers (0: unlimited)")
+	c.BlockCache = serve.DefaultBlockCacheBytes
+	fs.Var(&c.BlockCache, "block-cache", "size of the Pebble block cache of recently read table blocks, uncompressed (0: the default)")
 	fs.IntVar(&c.MaxSnapshots, "max-concurrent-snapshots", 2, "snapshots sent, and received, at once")
 	fs.IntVar(&c.Workers, "workers", 0, "engine worker goroutines (0: twice the number of CPUs)")
 	fs.DurationVar(&c.Tick, "tick", 100*time.Millisecond, "duration of one Raft tick; election and heartbeat timeouts are counted in ticks")

@@ -49,7 +49,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	db, err := pebble.Open(cfg.DataDir, &pebble.Options{Logger: serve.PebbleLogger{L: logger}})
+	db, err := pebble.Open(cfg.DataDir, serve.PebbleOptions(serve.PebbleLogger{L: logger}, int64(cfg.BlockCache)))
 	if err != nil {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}
