@@ -73,6 +73,8 @@ type group struct {
 	// silentTicks counts the ticks this awake non-leader spent without a
 	// message that only a leader sends (see round.pokeLeader).
 	silentTicks int
+	// split is a split vote this candidate saw (see round.sawSplitVote).
+	split       splitVote
 	handOffTick uint64 // while draining: no new transfer before this tick
 	// snap is an incoming snapshot validated and waiting for raft to hand
 	// it back in a Ready.
@@ -171,3 +173,11 @@ func (g *group) initialized() bool { return g.st.applied.index > 0 }
 // isHeartbeatResp reports whether m is a response that must not wake a
 // quiesced group (the answer to the quiescing heartbeat itself).
 func isHeartbeatResp(m *raftpb.Message) bool { return m.GetType() == raftpb.MsgHeartbeatResp }
+
+// splitVote is a split vote a candidate saw in term: it campaigns again
+// after ticks more ticks unless it rejected a lower candidate (yield).
+type splitVote struct {
+	term  uint64
+	ticks int
+	yield bool
+}

@@ -27,6 +27,9 @@ type Metrics struct {
 	// LeaderPokes counts the pokes of awake followers that heard nothing
 	// from their leader for an election timeout (see round.pokeLeader).
 	LeaderPokes atomic.Uint64
+	// SplitVotesBroken counts the elections a candidate started early to
+	// end a split vote (see round.sawSplitVote).
+	SplitVotesBroken atomic.Uint64
 	// CommitsHeldBack counts appends that carried only a commit index to a
 	// caught-up follower and were not sent (see round.route).
 	CommitsHeldBack atomic.Uint64

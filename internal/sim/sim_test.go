@@ -144,7 +144,7 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 9, Steps: 400, TraceGroup: 5},
 		{Seed: 4, Steps: 400, TraceGroup: 2, Backend: "kv"},
 		// Every kind of fault.
-		{Seed: 3, Steps: 400, TraceGroup: 1, everyFault: true},
+		{Seed: 2, Steps: 400, TraceGroup: 1, everyFault: true},
 	} {
 		cfg.KeepTrace = true
 		a := runSeed(t, cfg)

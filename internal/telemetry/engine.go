@@ -23,6 +23,7 @@ func (t *Telemetry) ObserveEngine(e *multiraft.Engine) error {
 		{"flotilla.engine.log.truncations", "log truncations", "", m.LogTruncations.Load},
 		{"flotilla.engine.quiesces", "times a group went quiescent", "", m.Quiesces.Load},
 		{"flotilla.engine.leader_pokes", "times a follower that heard nothing from its leader for an election timeout woke it", "", m.LeaderPokes.Load},
+		{"flotilla.engine.split_votes_broken", "elections a candidate started two ticks after a split vote instead of a whole election timeout", "", m.SplitVotesBroken.Load},
 		{"flotilla.engine.commits_held_back", "appends that carried only a commit index to a caught-up follower, left to the next append or heartbeat", "", m.CommitsHeldBack.Load},
 		{"flotilla.engine.read_batches", "ReadIndex rounds (each serves a batch of reads)", "", m.ReadBatches.Load},
 		{"flotilla.engine.syncs", "synced raft-state writes (group commits)", "", m.Syncs.Load},
