@@ -3,13 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/ports"
 )
 
 // process is one server child process with its log file.
@@ -64,25 +65,8 @@ func (p *process) kill() {
 }
 
 // freeAddrs returns n loopback addresses whose ports were free a moment
-// ago, all distinct.
-func freeAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	addrs := make([]string, n)
-	for i := range addrs {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		addrs[i] = l.Addr().String()
-	}
-	return addrs, nil
-}
+// ago, all distinct, outside the ephemeral range (see package ports).
+func freeAddrs(n int) ([]string, error) { return ports.Free(n) }
 
 // poll calls cond every interval until it returns nil, ctx ends or
 // timeout passes; it returns cond's last error with the timeout.

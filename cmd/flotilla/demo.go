@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/ports"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -166,13 +167,14 @@ func findBinary(dir, name string) (string, error) {
 	return p, nil
 }
 
+// freeAddr returns a loopback address whose port was free a moment ago,
+// outside the ephemeral range (see package ports).
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := ports.Free(1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs[0], nil
 }
 
 func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error) {

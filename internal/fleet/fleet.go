@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-kv/flotilla/internal/ports"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
 
@@ -60,15 +60,15 @@ func moduleRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// FreePort returns a loopback address whose port was free a moment ago.
+// FreePort returns a loopback address whose port was free a moment ago,
+// outside the ephemeral range (see package ports).
 func FreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := ports.Free(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0]
 }
 
 // Node is one shardnode process.

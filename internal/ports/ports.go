@@ -1,0 +1,102 @@
+// Package ports picks loopback ports for the processes that tests, the
+// bench suite and the demo start.
+//
+// Asking the kernel for port 0, closing the listener and handing the port
+// to a child process is racy in a way that shows under load: the kernel
+// assigns the local ports of outgoing connections from the same ephemeral
+// range, so between the close and the child's bind any connection made by
+// any process on the machine may take the port. CI saw "bind: address
+// already in use" that way while several test packages ran at once. Ports
+// below the ephemeral range are never assigned to outgoing connections, so
+// Free picks among those at random and checks that each can be bound; only
+// another process choosing the same port within that moment collides.
+package ports
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// lowest is the lowest port Free picks: well above the privileged ports
+// and the well-known services.
+const lowest = 10000
+
+// defaultEphemeralLow is Linux's default start of the ephemeral range, used
+// when /proc does not say.
+const defaultEphemeralLow = 32768
+
+// Free returns n distinct loopback addresses ("127.0.0.1:port") whose ports
+// were free a moment ago, none of them in the ephemeral range.
+func Free(n int) ([]string, error) {
+	hi := ephemeralLow()
+	if hi-lowest < 1000 {
+		return fromKernel(n) // an unusual range leaves no room below it
+	}
+	return pick(n, lowest, hi)
+}
+
+// pick returns n distinct loopback addresses with free ports in [lo, hi),
+// chosen at random.
+func pick(n, lo, hi int) ([]string, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	addrs := make([]string, 0, n)
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries == 100*n+100 {
+			return nil, fmt.Errorf("ports: found %d free ports of %d in [%d, %d) after %d tries", len(addrs), n, lo, hi, tries)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken
+		}
+		held = append(held, l) // held until all are chosen: distinct
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return defaultEphemeralLow
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return defaultEphemeralLow
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return defaultEphemeralLow
+	}
+	return lo
+}
+
+// fromKernel asks the kernel for n ports, the racy way.
+func fromKernel(n int) ([]string, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, l)
+		addrs[i] = l.Addr().String()
+	}
+	return addrs, nil
+}
