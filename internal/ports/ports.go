@@ -19,6 +19,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // lowest is the lowest port Free picks: well above the privileged ports
@@ -30,7 +31,8 @@ const lowest = 10000
 const defaultEphemeralLow = 32768
 
 // Free returns n distinct loopback addresses ("127.0.0.1:port") whose ports
-// were free a moment ago, none of them in the ephemeral range.
+// were free a moment ago, none of them in the ephemeral range and none
+// returned before by this process.
 func Free(n int) ([]string, error) {
 	hi := ephemeralLow()
 	if hi-lowest < 1000 {
@@ -39,9 +41,22 @@ func Free(n int) ([]string, error) {
 	return pick(n, lowest, hi)
 }
 
+// given holds every port Free returned in this process. A port handed out
+// stays free until its process binds it, so a later call could otherwise
+// return it again: a fleet asks for a dozen ports one at a time.
+var given struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // pick returns n distinct loopback addresses with free ports in [lo, hi),
-// chosen at random.
+// chosen at random, none returned before in this process.
 func pick(n, lo, hi int) ([]string, error) {
+	given.Lock()
+	defer given.Unlock()
+	if given.ports == nil {
+		given.ports = map[int]bool{}
+	}
 	var held []net.Listener
 	defer func() {
 		for _, l := range held {
@@ -53,13 +68,18 @@ func pick(n, lo, hi int) ([]string, error) {
 		if tries == 100*n+100 {
 			return nil, fmt.Errorf("ports: found %d free ports of %d in [%d, %d) after %d tries", len(addrs), n, lo, hi, tries)
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		port := lo + rand.IntN(hi-lo)
+		if given.ports[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue // taken
 		}
 		held = append(held, l) // held until all are chosen: distinct
 		addrs = append(addrs, addr)
+		given.ports[port] = true
 	}
 	return addrs, nil
 }

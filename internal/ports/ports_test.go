@@ -43,6 +43,22 @@ func TestFree(t *testing.T) {
 	}
 }
 
+// TestFreeNeverRepeats asks for ports one at a time, as a fleet does,
+// without binding them: none may come back twice.
+func TestFreeNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 2000 {
+		addrs, err := Free(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addrs[0]] {
+			t.Fatalf("%s returned twice", addrs[0])
+		}
+		seen[addrs[0]] = true
+	}
+}
+
 // TestPickSkipsTakenPorts holds some ports of a small range and requires
 // pick to return exactly the others, and to fail when asked for more.
 func TestPickSkipsTakenPorts(t *testing.T) {
@@ -61,7 +77,10 @@ func TestPickSkipsTakenPorts(t *testing.T) {
 		if err != nil {
 			continue // taken by someone else already
 		}
-		if p%3 == 0 {
+		given.Lock()
+		wasGiven := given.ports[p]
+		given.Unlock()
+		if p%3 == 0 && !wasGiven {
 			free[a] = true
 			l.Close()
 			continue
