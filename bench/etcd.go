@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/ports"
 )
 
 // etcdModule is the module whose pinned release bench/etcdtool builds.
@@ -136,7 +138,7 @@ type EtcdCluster struct {
 // dir and etcd's default durability (fsync on every commit), and waits
 // until each answers /health (which needs a leader).
 func StartEtcd(ctx context.Context, binary, dir string, members int) (*EtcdCluster, error) {
-	addrs, err := freeAddrs(2 * members)
+	addrs, err := ports.Free(2 * members)
 	if err != nil {
 		return nil, err
 	}

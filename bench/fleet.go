@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/flotilla-kv/flotilla/internal/ports"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -70,7 +71,7 @@ func StartFlotilla(ctx context.Context, o FlotillaOptions) (*FlotillaFleet, erro
 		return nil, err
 	}
 	f := &FlotillaFleet{Dir: o.Dir}
-	addrs, err := freeAddrs(2 * (o.Nodes + 1))
+	addrs, err := ports.Free(2 * (o.Nodes + 1))
 	if err != nil {
 		return nil, err
 	}

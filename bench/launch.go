@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"github.com/flotilla-kv/flotilla/internal/ports"
 )
 
 // process is one server child process with its log file.
@@ -63,10 +61,6 @@ func (p *process) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 }
-
-// freeAddrs returns n loopback addresses whose ports were free a moment
-// ago, all distinct, outside the ephemeral range (see package ports).
-func freeAddrs(n int) ([]string, error) { return ports.Free(n) }
 
 // poll calls cond every interval until it returns nil, ctx ends or
 // timeout passes; it returns cond's last error with the timeout.

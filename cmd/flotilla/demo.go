@@ -167,16 +167,6 @@ func findBinary(dir, name string) (string, error) {
 	return p, nil
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago,
-// outside the ephemeral range (see package ports).
-func freeAddr() (string, error) {
-	addrs, err := ports.Free(1)
-	if err != nil {
-		return "", err
-	}
-	return addrs[0], nil
-}
-
 func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error) {
 	f := &fleet{dir: c.dir}
 	if f.dir != "" {
@@ -198,11 +188,9 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error
 	if err != nil {
 		return nil, err
 	}
-	addrs := make([]string, 2*(c.nodes+1))
-	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
-			return nil, err
-		}
+	addrs, err := ports.Free(2 * (c.nodes + 1))
+	if err != nil {
+		return nil, err
 	}
 	if l, err := net.Listen("tcp", c.listen); err == nil {
 		l.Close()
