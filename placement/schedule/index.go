@@ -208,7 +208,10 @@ func (p *planner) indexShards(ps *problems) {
 	for i := range shards {
 		p.repOff[i+1] = p.repOff[i] + int32(len(shards[i].Descriptor.Replicas))
 	}
-	p.repNode = p.repNode[:p.repOff[len(shards)]]
+	// The first pass sized repNode for three replicas a shard; a shard
+	// mid-move has more, so grow to the whole count before reslicing.
+	total := int(p.repOff[len(shards)])
+	p.repNode = slices.Grow(p.repNode[:0], total)[:total]
 	p.indexPass(ps)
 }
 

@@ -170,3 +170,45 @@ func TestPlanShares(t *testing.T) {
 		t.Fatal("the plan aliases the cluster's replicas")
 	}
 }
+
+// TestUnsortedShardsWithExtraReplica is the placement leader's panic seen
+// after load splits and a move: shards listed in key order whose IDs are
+// not (s3 split off s1 before s2 did), one of them mid-move with four
+// replicas. The first pass over the shards gave up at s2 and the second
+// resliced the replica index past the capacity sized for three replicas a
+// shard.
+func TestUnsortedShardsWithExtraReplica(t *testing.T) {
+	desc := func(id shard.ShardID, start, end string, nodes ...multiraft.NodeID) shard.Descriptor {
+		d := shard.Descriptor{ShardID: id, Start: []byte(start), End: []byte(end), Epoch: shard.Epoch{ConfVer: 1, Version: 1}}
+		for i, n := range nodes {
+			d.Replicas = append(d.Replicas, multiraft.Replica{ReplicaID: multiraft.ReplicaID(100*uint64(id) + uint64(i) + 1), NodeID: n})
+		}
+		return d
+	}
+	c := &Cluster{
+		Bootstrapped: true,
+		Nodes:        []Node{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4}},
+		Shards: []Shard{
+			{Descriptor: desc(1, "", "b", 1, 2, 3), Leader: 101},
+			{Descriptor: desc(3, "b", "c", 1, 2, 3, 4), Leader: 301},
+			{Descriptor: desc(2, "c", "", 1, 2, 3), Leader: 201},
+		},
+	}
+	plan, err := Schedule(c, &seqAlloc{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// s3 has one voter too many: repair removes one, and nothing else is
+	// wrong enough to act on.
+	var removed bool
+	for _, op := range plan.Operators {
+		if op.Shard == 3 {
+			for _, st := range op.Steps {
+				_, removed = st.(RemoveReplica)
+			}
+		}
+	}
+	if !removed {
+		t.Errorf("no removal planned for the shard with 4 voters: %v", plan.Operators)
+	}
+}
