@@ -144,29 +144,22 @@ func (s *Service) runStep(ctx context.Context, step schedule.Step) error {
 }
 
 // confirmedLocked reports whether the view shows f's effect (or waited long
-// enough for it).
+// enough for it). A split is confirmed only once the new shard is in the
+// view too, so the next round never sees its key range as a gap.
 func (s *Service) confirmedLocked(f *flight, now time.Time) bool {
 	if now.After(f.settled) {
 		return true
 	}
 	st := s.view.shards[f.op.Shard]
-	if st == nil {
+	if st == nil || !f.op.Visible(&st.desc, st.leader) {
 		return false
 	}
-	if newer(st.desc.Epoch, f.op.Epoch) {
-		return true
-	}
-	if f.op.Kind == schedule.KindBootstrap {
-		return st.leader != 0
-	}
-	if f.op.Kind == schedule.KindLeaderBalance {
-		for _, step := range f.op.Steps {
-			if t, ok := step.(schedule.TransferLeader); ok && st.leader == t.To {
-				return true
-			}
+	for _, step := range f.op.Steps {
+		if sp, ok := step.(schedule.Split); ok && s.view.shards[sp.NewShard] == nil {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // cluster snapshots the catalogue and the view for the scheduler, dropping

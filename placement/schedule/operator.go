@@ -185,3 +185,51 @@ func (s Split) String() string {
 	sb.WriteByte('}')
 	return sb.String()
 }
+
+// Visible reports whether a shard reported with descriptor d and leader
+// shows every effect of op's steps, as each step's doc defines it: an added
+// replica in d with the role asked for, a removed one absent, a split's
+// Version reached, a lone leadership transfer's target leading. A newer
+// epoch alone is not enough: a heartbeat taken between an AddReplica's
+// learner and its promotion, or between a move's add and its remove, has
+// one, and treating it as the operator's end state makes the next round
+// undo half of the change. A CreateShard is visible once the shard has a
+// leader. The caller owns d.
+func (op *Operator) Visible(d *shard.Descriptor, leader multiraft.ReplicaID) bool {
+	membership := false
+	for _, st := range op.Steps {
+		switch st := st.(type) {
+		case CreateShard:
+			if leader == 0 {
+				return false
+			}
+		case AddReplica:
+			membership = true
+			r, ok := d.Replica(st.Replica.ReplicaID)
+			if !ok || r.Learner != st.Replica.Learner {
+				return false
+			}
+		case RemoveReplica:
+			membership = true
+			if _, ok := d.Replica(st.Replica.ReplicaID); ok {
+				return false
+			}
+		case Split:
+			membership = true
+			if d.Epoch.Version <= op.Epoch.Version {
+				return false
+			}
+		}
+	}
+	if membership {
+		// A transfer that prepared a removal has served its purpose; the
+		// leadership may have moved on since.
+		return true
+	}
+	for _, st := range op.Steps {
+		if t, ok := st.(TransferLeader); ok && leader != t.To {
+			return false
+		}
+	}
+	return true
+}
