@@ -1190,7 +1190,7 @@ var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19google/protobuf/any.proto\"2\n" +
+	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/placement.proto\x1a\x19google/protobuf/any.proto\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"R\n" +
@@ -1259,7 +1259,7 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x10compare_and_swap\x18\x05 \x01(\v2#.flotilla.v1.CompareAndSwapResponseH\x00R\x0ecompareAndSwapB\b\n" +
 	"\x06result\"C\n" +
 	"\rMultiResponse\x122\n" +
-	"\aresults\x18\x01 \x03(\v2\x18.flotilla.v1.MultiResultR\aresults2\xd3\x03\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.flotilla.v1.MultiResultR\aresults2\xa3\x04\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -1267,7 +1267,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\".flotilla.v1.CompareAndSwapRequest\x1a#.flotilla.v1.CompareAndSwapResponse\x12;\n" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
 	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x12>\n" +
-	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
+	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12N\n" +
+	"\vLocalRoutes\x12\x1e.flotilla.v1.ScanRoutesRequest\x1a\x1f.flotilla.v1.ScanRoutesResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_kv_proto_rawDescOnce sync.Once
@@ -1304,6 +1305,8 @@ var file_flotilla_v1_kv_proto_goTypes = []any{
 	(*MultiResponse)(nil),          // 18: flotilla.v1.MultiResponse
 	(*RequestHeader)(nil),          // 19: flotilla.v1.RequestHeader
 	(*anypb.Any)(nil),              // 20: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),      // 21: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),     // 22: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	19, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
@@ -1333,15 +1336,17 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	9,  // 24: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
 	12, // 25: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
 	15, // 26: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	2,  // 27: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	4,  // 28: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	6,  // 29: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	8,  // 30: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	10, // 31: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	13, // 32: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	18, // 33: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
+	21, // 27: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	2,  // 28: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	4,  // 29: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	6,  // 30: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	8,  // 31: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	10, // 32: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	13, // 33: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	18, // 34: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	22, // 35: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -1353,6 +1358,7 @@ func file_flotilla_v1_kv_proto_init() {
 		return
 	}
 	file_flotilla_v1_common_proto_init()
+	file_flotilla_v1_placement_proto_init()
 	file_flotilla_v1_kv_proto_msgTypes[14].OneofWrappers = []any{
 		(*MultiOp_Get)(nil),
 		(*MultiOp_Put)(nil),

@@ -32,6 +32,7 @@ const (
 	KV_Scan_FullMethodName           = "/flotilla.v1.KV/Scan"
 	KV_Batch_FullMethodName          = "/flotilla.v1.KV/Batch"
 	KV_Multi_FullMethodName          = "/flotilla.v1.KV/Multi"
+	KV_LocalRoutes_FullMethodName    = "/flotilla.v1.KV/LocalRoutes"
 )
 
 // KVClient is the client API for KV service.
@@ -49,6 +50,15 @@ type KVClient interface {
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
 	// outcome is in its MultiResult.
 	Multi(ctx context.Context, in *MultiRequest, opts ...grpc.CallOption) (*MultiResponse, error)
+	// LocalRoutes answers what this node knows of where shards are, for a
+	// router that cannot reach placement: the routes of the shards it holds
+	// an initialised replica of whose ranges intersect [start, end), in key
+	// order, at most limit (0: the server's cap). Each route's addresses are
+	// those the node can resolve; its leader is left unset (a router learns
+	// it from NotLeader). A descriptor may be stale (a replica that was
+	// removed and not yet collected): requests routed with it are refused
+	// with EpochNotMatch or ShardNotFound as with any stale route.
+	LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error)
 }
 
 type kVClient struct {
@@ -129,6 +139,16 @@ func (c *kVClient) Multi(ctx context.Context, in *MultiRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *kVClient) LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanRoutesResponse)
+	err := c.cc.Invoke(ctx, KV_LocalRoutes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -144,6 +164,15 @@ type KVServer interface {
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
 	// outcome is in its MultiResult.
 	Multi(context.Context, *MultiRequest) (*MultiResponse, error)
+	// LocalRoutes answers what this node knows of where shards are, for a
+	// router that cannot reach placement: the routes of the shards it holds
+	// an initialised replica of whose ranges intersect [start, end), in key
+	// order, at most limit (0: the server's cap). Each route's addresses are
+	// those the node can resolve; its leader is left unset (a router learns
+	// it from NotLeader). A descriptor may be stale (a replica that was
+	// removed and not yet collected): requests routed with it are refused
+	// with EpochNotMatch or ShardNotFound as with any stale route.
+	LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -174,6 +203,9 @@ func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchRespon
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
+}
+func (UnimplementedKVServer) LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalRoutes not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -322,6 +354,24 @@ func _KV_Multi_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_LocalRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanRoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LocalRoutes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LocalRoutes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LocalRoutes(ctx, req.(*ScanRoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -356,6 +406,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Multi",
 			Handler:    _KV_Multi_Handler,
+		},
+		{
+			MethodName: "LocalRoutes",
+			Handler:    _KV_LocalRoutes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
