@@ -149,6 +149,19 @@ func TestKVAdminBadInput(t *testing.T) {
 		}, codes.InvalidArgument, "header.consistency"},
 		{"Scan of an unknown shard", func(ctx context.Context) error { _, err := kv.Scan(ctx, &pb.ScanRequest{Header: unknown}); return err }, codes.NotFound, "not found"},
 		{"Scan with a stale epoch", func(ctx context.Context) error { _, err := kv.Scan(ctx, &pb.ScanRequest{Header: stale}); return err }, codes.FailedPrecondition, "epoch"},
+		{"Scan with end before start", func(ctx context.Context) error {
+			_, err := kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: []byte("m"), End: []byte("a")})
+			return err
+		}, codes.InvalidArgument, `end: "a" sorts before start "m"`},
+		{"Scan with a long end before start", func(ctx context.Context) error {
+			_, err := kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: []byte("z"), End: bigKey})
+			return err
+		}, codes.InvalidArgument, `..." (5120 bytes) sorts before start "z"`},
+		// LocalRoutes
+		{"LocalRoutes with end before start", func(ctx context.Context) error {
+			_, err := kv.LocalRoutes(ctx, &pb.ScanRoutesRequest{Start: []byte("m"), End: []byte("a")})
+			return err
+		}, codes.InvalidArgument, "sorts before start"},
 		// Batch
 		{"Batch without header", func(ctx context.Context) error {
 			_, err := kv.Batch(ctx, &pb.BatchRequest{Ops: []*pb.BatchOp{{Key: x}}})

@@ -3,11 +3,14 @@ package rpc
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -29,6 +32,7 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
 	if _, ok := status.FromError(err); ok {
 		return err // already a status (a forwarded request's answer)
 	}
+	msg := keyCut(err.Error(), key)
 	var nle *multiraft.NotLeaderError
 	var enm *shard.EpochNotMatchError
 	switch {
@@ -37,7 +41,7 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
 		if nle.Node != 0 && m.resolver != nil {
 			d.LeaderAddress, _ = m.resolver.Resolve(nle.Node)
 		}
-		return withDetail(codes.FailedPrecondition, err.Error(), d)
+		return withDetail(codes.FailedPrecondition, msg, d)
 	case errors.As(err, &enm):
 		d := &pb.EpochNotMatch{Current: []*pb.Descriptor{DescriptorToProto(enm.Current)}}
 		// After a split the key may now belong to the right-hand shard:
@@ -49,9 +53,9 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
 				}
 			}
 		}
-		return withDetail(codes.FailedPrecondition, err.Error(), d)
+		return withDetail(codes.FailedPrecondition, msg, d)
 	case errors.Is(err, shard.ErrShardNotFound), errors.Is(err, multiraft.ErrGroupNotFound), errors.Is(err, multiraft.ErrGroupRemoved):
-		return withDetail(codes.NotFound, err.Error(), &pb.ShardNotFound{ShardId: uint64(id)})
+		return withDetail(codes.NotFound, msg, &pb.ShardNotFound{ShardId: uint64(id)})
 	case errors.Is(err, shard.ErrKeyNotInShard):
 		d := &pb.KeyNotInShard{ShardId: uint64(id), Key: key}
 		if m.store != nil {
@@ -59,29 +63,40 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
 				d.Current = DescriptorToProto(cur)
 			}
 		}
-		return withDetail(codes.OutOfRange, err.Error(), d)
+		return withDetail(codes.OutOfRange, msg, d)
 	case errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrStopped) && errors.Is(err, multiraft.ErrAmbiguous):
-		return withDetail(codes.Unknown, err.Error(), &pb.Ambiguous{Reason: err.Error()})
+		return withDetail(codes.Unknown, msg, &pb.Ambiguous{Reason: msg})
 	case errors.Is(err, multiraft.ErrProposalDropped):
-		return withDetail(codes.ResourceExhausted, err.Error(), &pb.Busy{RetryAfterMs: 10})
+		return withDetail(codes.ResourceExhausted, msg, &pb.Busy{RetryAfterMs: 10})
 	case errors.Is(err, shard.ErrEmptyKey), errors.Is(err, shard.ErrKeyTooLarge), errors.Is(err, shard.ErrValueTooLarge),
 		errors.Is(err, shard.ErrBatchTooLarge), errors.Is(err, shard.ErrInvalidSplit), errors.Is(err, shard.ErrBadCommand),
 		errors.Is(err, shard.ErrBadDescriptor), errors.Is(err, multiraft.ErrInvalidConfChange):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, shard.ErrStaleSequence):
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return status.Error(codes.FailedPrecondition, msg)
 	case errors.Is(err, multiraft.ErrGroupExists):
-		return status.Error(codes.AlreadyExists, err.Error())
+		return status.Error(codes.AlreadyExists, msg)
 	case errors.Is(err, shard.ErrNotReady), errors.Is(err, multiraft.ErrStopped):
-		return status.Error(codes.Unavailable, err.Error())
+		return status.Error(codes.Unavailable, msg)
 	case errors.Is(err, multiraft.ErrTransferFailed):
-		return status.Error(codes.Aborted, err.Error())
+		return status.Error(codes.Aborted, msg)
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		return status.Error(codes.DeadlineExceeded, msg)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+		return status.Error(codes.Canceled, msg)
 	}
-	return status.Error(codes.Internal, err.Error())
+	return status.Error(codes.Internal, msg)
+}
+
+// keyCut returns msg with every quoted copy of key (as %q prints it) cut
+// to keyfmt.Quote's short form, so an error about a long key does not
+// repeat the whole key. Messages come from packages that quote the key
+// they refuse in full (shard's KeyNotInShard, for one).
+func keyCut(msg string, key []byte) string {
+	if len(key) <= keyfmt.MaxShown {
+		return msg
+	}
+	return strings.ReplaceAll(msg, strconv.Quote(string(key)), keyfmt.Quote(key))
 }
 
 func withDetail(c codes.Code, msg string, d protoadapt.MessageV1) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -96,5 +97,27 @@ func TestHeaderValidation(t *testing.T) {
 	id, h, err := header(&pb.RequestHeader{ShardId: 2, ClientId: 9, Seq: 4, Epoch: &pb.Epoch{Version: 3}})
 	if err != nil || id != 2 || h.ClientID != 9 || h.Seq != 4 || h.Epoch.Version != 3 {
 		t.Fatalf("header = %v %+v %v", id, h, err)
+	}
+}
+
+// TestErrorsCutLongKeys: a message that quotes the request's key (shard's
+// KeyNotInShard does) shows its first bytes and its length, not all of it.
+func TestErrorsCutLongKeys(t *testing.T) {
+	m := errorMapper{}
+	key := []byte(strings.Repeat("k", 5<<10))
+	err := m.toStatus(fmt.Errorf("%w: key %q, shard s5", shard.ErrKeyNotInShard, key), 5, key)
+	msg := status.Convert(err).Message()
+	want := `key "` + strings.Repeat("k", 64) + `..." (5120 bytes), shard s5`
+	if !strings.HasSuffix(msg, want) || len(msg) > 200 {
+		t.Fatalf("message of %d bytes:\n%s\nwant it to end with %s", len(msg), msg, want)
+	}
+	// The detail keeps the whole key: it is data, not prose.
+	if d, ok := status.Convert(err).Details()[0].(*pb.KeyNotInShard); !ok || len(d.GetKey()) != len(key) {
+		t.Fatalf("detail: %v", status.Convert(err).Details())
+	}
+	// Short keys are left as they are.
+	short := m.toStatus(fmt.Errorf("%w: key %q", shard.ErrKeyNotInShard, "abc"), 5, []byte("abc"))
+	if got := status.Convert(short).Message(); !strings.HasSuffix(got, `key "abc"`) {
+		t.Fatalf("short key: %s", got)
 	}
 }

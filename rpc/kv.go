@@ -9,8 +9,11 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -165,6 +168,9 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSpan(req.GetStart(), req.GetEnd()); err != nil {
+		return nil, err
+	}
 	limit := int(req.GetLimit())
 	if limit == 0 || limit > DefaultScanLimit {
 		limit = DefaultScanLimit
@@ -234,6 +240,16 @@ func applySpan(ctx context.Context, method string, id shard.ShardID) (_ context.
 		}
 		span.End()
 	}
+}
+
+// checkSpan refuses a range [start, end) whose end sorts before its start
+// (an empty end is +inf; start == end is the empty range) with
+// InvalidArgument naming both, cut by keyfmt.
+func checkSpan(start, end []byte) error {
+	if len(end) != 0 && bytes.Compare(start, end) > 0 {
+		return status.Errorf(grpccodes.InvalidArgument, "end: %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+	}
+	return nil
 }
 
 // clampSpan intersects [start, end) with [lo, hi); an empty end or hi is
