@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -20,16 +21,49 @@ import (
 // that changes a shard goes to the shard's leader, found through the view
 // or, failing that, by asking the replicas.
 
+// Connector reaches the processes the service talks to: the Admin service
+// of a shardnode and the Placement service of another placement replica
+// (to forward a request to the leader). Config.Connect nil means gRPC
+// connections made with Config.Dial; the deterministic simulator
+// (internal/sim) serves both in-process over its simulated network. The
+// clients it returns block until their call is answered or its context
+// ends. Implementations are safe for concurrent use.
+type Connector interface {
+	// Admin returns a client of the Admin service of node, registered at addr.
+	Admin(node multiraft.NodeID, addr string) (pb.AdminClient, error)
+	// Placement returns a client of the placement replica at addr.
+	Placement(addr string) (pb.PlacementClient, error)
+}
+
+// dialConnector is the Connector over gRPC connections from dial.
+type dialConnector struct {
+	dial func(addr string) (*grpc.ClientConn, error)
+}
+
+// Admin implements Connector.
+func (c dialConnector) Admin(_ multiraft.NodeID, addr string) (pb.AdminClient, error) {
+	conn, err := c.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewAdminClient(conn), nil
+}
+
+// Placement implements Connector.
+func (c dialConnector) Placement(addr string) (pb.PlacementClient, error) {
+	conn, err := c.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewPlacementClient(conn), nil
+}
+
 func (s *Service) admin(node multiraft.NodeID) (pb.AdminClient, error) {
 	n, ok := s.cat.Load().Node(node)
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownNode, node)
 	}
-	conn, err := s.cfg.Dial(n.Address)
-	if err != nil {
-		return nil, err
-	}
-	return pb.NewAdminClient(conn), nil
+	return s.cfg.Connect.Admin(node, n.Address)
 }
 
 // leaderOf finds the node leading shard id: the view's answer if it has

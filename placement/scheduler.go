@@ -1,9 +1,11 @@
 package placement
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,18 +34,58 @@ type scheduler struct {
 	ids     *idBlocks
 }
 
-// Run schedules while this replica leads the catalogue, until ctx ends.
+// Runtime runs the scheduler's background work: the goroutines it starts
+// (executors, stray removals), the time they wait, their timeouts, and the
+// catalogue proposals they wait for. Config.Runtime nil means goroutines on
+// the wall clock. Every point where the service's own goroutines block goes
+// through the Runtime or through a Connector's client, so the
+// deterministic simulator (internal/sim) can supply a Runtime that runs
+// them one at a time on its virtual clock and a seed decides every
+// interleaving. Implementations are safe for concurrent use.
+type Runtime interface {
+	// Go runs f on a new goroutine; name says what it does (for traces).
+	Go(name string, f func())
+	// Sleep waits until d has passed, or until ctx ends and then returns
+	// ctx.Err().
+	Sleep(ctx context.Context, d time.Duration) error
+	// WithTimeout is context.WithTimeout on the runtime's clock.
+	WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc)
+	// Wait waits until f resolves or ctx ends, and returns what
+	// f.Wait(ctx) returns.
+	Wait(ctx context.Context, f *multiraft.Future) (any, error)
+}
+
+// wallRuntime is the Runtime of a placementd: goroutines and timers.
+type wallRuntime struct{}
+
+func (wallRuntime) Go(_ string, f func()) { go f() }
+
+func (wallRuntime) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (wallRuntime) WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
+}
+
+func (wallRuntime) Wait(ctx context.Context, f *multiraft.Future) (any, error) { return f.Wait(ctx) }
+
+// Run schedules while this replica leads the catalogue, until ctx ends:
+// a round every Config.ScheduleInterval.
 func (s *Service) Run(ctx context.Context) {
 	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}}
-	t := time.NewTicker(s.cfg.ScheduleInterval)
-	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		select {
-		case <-ctx.Done():
+		if s.cfg.Runtime.Sleep(ctx, s.cfg.ScheduleInterval) != nil {
 			return
-		case <-t.C:
 		}
 		lead, _ := s.leader()
 		since := s.leaderSince.Load()
@@ -78,7 +120,7 @@ func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup)
 	}
 	if bootstrapping && !c.Bootstrapped {
 		// Record the bootstrap before creating anything, so it happens once.
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 5*time.Second)
 		_, err := s.propose(pctx, command{Op: "bootstrapped"})
 		cancel()
 		if err != nil {
@@ -92,14 +134,18 @@ func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup)
 		sch.mu.Lock()
 		sch.flights[op.Shard] = f
 		sch.mu.Unlock()
-		wg.Go(func() { s.execute(ctx, sch, f) })
+		wg.Add(1)
+		s.cfg.Runtime.Go("execute "+op.String(), func() {
+			defer wg.Done()
+			s.execute(ctx, sch, f)
+		})
 	}
 	s.collectStrays(ctx, sch, now)
 }
 
 // execute runs an operator's steps in order.
 func (s *Service) execute(ctx context.Context, sch *scheduler, f *flight) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := s.cfg.Runtime.WithTimeout(ctx, s.cfg.OperatorTimeout)
 	defer cancel()
 	var err error
 	for _, step := range f.op.Steps {
@@ -240,21 +286,25 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 		}
 	}
 	s.view.mu.Unlock()
+	// In a fixed order, so a seed of the simulator replays.
+	slices.SortFunc(strays, func(a, b stray) int {
+		return cmp.Or(cmp.Compare(a.node, b.node), cmp.Compare(a.shard, b.shard))
+	})
 	sch.mu.Lock()
 	defer sch.mu.Unlock()
 	for _, st := range strays {
 		if _, busy := sch.flights[st.shard]; busy {
 			continue
 		}
-		go func() {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s.cfg.Runtime.Go("remove stray", func() {
+			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			if err := s.removeStray(cctx, st.node, st.shard); err != nil {
 				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
 			} else {
 				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
 			}
-		}()
+		})
 	}
 }
 
@@ -283,7 +333,7 @@ func (b *idBlocks) take(counter uint64) uint64 {
 	}
 	if b.next[counter] == b.end[counter] {
 		for {
-			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			ctx, cancel := b.svc.cfg.Runtime.WithTimeout(b.ctx, 5*time.Second)
 			first, err := b.svc.AllocateIDs(ctx, counter, idBlock)
 			cancel()
 			if err == nil {

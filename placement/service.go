@@ -41,11 +41,21 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// ScheduleInterval between scheduling rounds. Default 1 s.
 	ScheduleInterval time.Duration
-	// Dial reaches shardnodes and other placement replicas. Required.
+	// OperatorTimeout bounds one operator's execution; an operator still
+	// running then fails. Default 2 min.
+	OperatorTimeout time.Duration
+	// Dial reaches shardnodes and other placement replicas. Required
+	// unless Connect is set.
 	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Connect, if set, replaces Dial: it reaches shardnodes' Admin
+	// services and the other placement replicas (see Connector).
+	Connect Connector
+	// Runtime runs the scheduler's goroutines, waits and timeouts; nil
+	// means goroutines on the wall clock (see Runtime).
+	Runtime Runtime
 }
 
 func (c Config) withDefaults() Config {
@@ -72,6 +82,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.OperatorTimeout == 0 {
+		c.OperatorTimeout = 2 * time.Minute
+	}
+	if c.Connect == nil {
+		c.Connect = dialConnector{dial: c.Dial}
+	}
+	if c.Runtime == nil {
+		c.Runtime = wallRuntime{}
 	}
 	return c
 }
@@ -157,11 +176,11 @@ func (s *Service) leaderClient() (pb.PlacementClient, error) {
 	if addr == "" {
 		return nil, status.Error(codes.Unavailable, "placement: no leader elected yet; retry")
 	}
-	conn, err := s.cfg.Dial(addr)
+	c, err := s.cfg.Connect.Placement(addr)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "placement: reaching the leader at %s: %v", addr, err)
 	}
-	return pb.NewPlacementClient(conn), nil
+	return c, nil
 }
 
 // propose runs a catalogue command through Raft on the leader.
@@ -170,7 +189,7 @@ func (s *Service) propose(ctx context.Context, cmd command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.engine.Propose(ctx, CatalogueGroup, b)
+	res, err := s.cfg.Runtime.Wait(ctx, s.engine.ProposeFuture(CatalogueGroup, b))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "placement: catalogue: %v", err)
 	}
