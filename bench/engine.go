@@ -17,7 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
-	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -96,7 +96,7 @@ func RunEngine(ctx context.Context, o EngineOptions) (*EngineResult, error) {
 	if res.Fsync, err = ProbeFsync(o.Dir, o.FsyncSamples); err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(filepath.Join(o.Dir, "db"), serve.PebbleOptions(quietPebble{}, 0))
+	db, err := pebble.Open(filepath.Join(o.Dir, "db"), pebbleopts.Options(quietPebble{}, 0))
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
@@ -46,7 +47,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	db, err := pebble.Open(cfg.DataDir, serve.PebbleOptions(serve.PebbleLogger{L: logger}, 0))
+	db, err := pebble.Open(cfg.DataDir, pebbleopts.Options(serve.PebbleLogger{L: logger}, 0))
 	if err != nil {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}

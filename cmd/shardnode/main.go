@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
-	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -87,7 +87,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.BoolVar(&c.Forward, "forward", false, "proxy KV requests for shards this node does not lead to their leader, instead of answering NotLeader")
 	c.SnapshotRate = 64 << 20
 	fs.Var(&c.SnapshotRate, "snapshot-rate", "bytes per second this node sends in snapshots, across all transfers (0: unlimited)")
-	c.BlockCache = serve.DefaultBlockCacheBytes
+	c.BlockCache = pebbleopts.DefaultBlockCacheBytes
 	fs.Var(&c.BlockCache, "block-cache", "size of the Pebble block cache of recently read table blocks, uncompressed (0: the default)")
 	fs.IntVar(&c.MaxSnapshots, "max-concurrent-snapshots", 2, "snapshots sent, and received, at once")
 	fs.IntVar(&c.Workers, "workers", 0, "engine worker goroutines (0: twice the number of CPUs)")

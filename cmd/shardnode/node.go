@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
@@ -49,7 +50,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	db, err := pebble.Open(cfg.DataDir, serve.PebbleOptions(serve.PebbleLogger{L: logger}, int64(cfg.BlockCache)))
+	db, err := pebble.Open(cfg.DataDir, pebbleopts.Options(serve.PebbleLogger{L: logger}, int64(cfg.BlockCache)))
 	if err != nil {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}

@@ -1,4 +1,4 @@
-package serve
+package pebbleopts
 
 import (
 	"github.com/cockroachdb/pebble/v2"
@@ -13,7 +13,7 @@ const DefaultBlockCacheBytes = 64 << 20
 // about 1% false positives.
 const bloomBitsPerKey = 10
 
-// PebbleOptions are the options of a node's Pebble store: logs go to
+// Options are the options of a node's Pebble store: logs go to
 // logger, the block cache holds cacheBytes (DefaultBlockCacheBytes when 0),
 // and the tables of every level carry bloom filters.
 //
@@ -30,7 +30,7 @@ const bloomBitsPerKey = 10
 // alternating with Pebble's default options). Writes pay for building the
 // filters in flushes and compactions; the write workload showed no
 // difference beyond the noise.
-func PebbleOptions(logger pebble.Logger, cacheBytes int64) *pebble.Options {
+func Options(logger pebble.Logger, cacheBytes int64) *pebble.Options {
 	if cacheBytes <= 0 {
 		cacheBytes = DefaultBlockCacheBytes
 	}

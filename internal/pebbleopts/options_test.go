@@ -1,8 +1,7 @@
-package serve
+package pebbleopts
 
 import (
 	"fmt"
-	"log/slog"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -42,12 +41,12 @@ func filterHits(t *testing.T, opts *pebble.Options) int64 {
 	return db.Metrics().Filter.Hits
 }
 
-func TestPebbleOptionsFilterL0(t *testing.T) {
-	logger := PebbleLogger{L: slog.New(slog.DiscardHandler)}
+func TestOptionsFilterL0(t *testing.T) {
+	logger := pebble.DefaultLogger
 	// 200 reads of absent keys over 4 tables: 800 table probes, of which
 	// a 1% false-positive filter lets through about 8.
-	if hits := filterHits(t, PebbleOptions(logger, 0)); hits < 700 {
-		t.Errorf("with PebbleOptions the filters spared %d of 800 table reads, want at least 700", hits)
+	if hits := filterHits(t, Options(logger, 0)); hits < 700 {
+		t.Errorf("with Options the filters spared %d of 800 table reads, want at least 700", hits)
 	}
 	// Pebble's defaults have no filter on L0: the same reads open every table.
 	if hits := filterHits(t, &pebble.Options{Logger: logger}); hits != 0 {
@@ -55,12 +54,12 @@ func TestPebbleOptionsFilterL0(t *testing.T) {
 	}
 }
 
-func TestPebbleOptionsCache(t *testing.T) {
-	logger := PebbleLogger{L: slog.New(slog.DiscardHandler)}
-	if got := PebbleOptions(logger, 0).CacheSize; got != DefaultBlockCacheBytes {
+func TestOptionsCache(t *testing.T) {
+	logger := pebble.DefaultLogger
+	if got := Options(logger, 0).CacheSize; got != DefaultBlockCacheBytes {
 		t.Errorf("default cache %d bytes, want %d", got, DefaultBlockCacheBytes)
 	}
-	if got := PebbleOptions(logger, 1<<20).CacheSize; got != 1<<20 {
+	if got := Options(logger, 1<<20).CacheSize; got != 1<<20 {
 		t.Errorf("cache %d bytes, want %d", got, 1<<20)
 	}
 }
