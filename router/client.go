@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -63,7 +64,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.source = cfg.RouteSource
 	if c.source == nil {
-		c.source = newPlacementSource(cfg.PlacementAddresses, c.conns)
+		c.source = newPlacementSource(cfg.PlacementAddresses, cfg.NodeAddresses, c.addrs, c.conns)
 	}
 	wctx, cancel := c.callContext(ctx)
 	defer cancel()
@@ -156,7 +157,7 @@ func (c *Client) load(ctx context.Context, flight string, key []byte) (*route, e
 			if errors.Is(err, ErrNoRoute) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: key %q: %w", ErrNoRoute, key, err)
+			return nil, fmt.Errorf("%w: key %s: %w", ErrNoRoute, keyfmt.Quote(key), err)
 		}
 		// Neighbours first, so the route asked for ends up the most
 		// recently used.

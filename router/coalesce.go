@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,7 +29,11 @@ import (
 // the ops of a Multi independently and returns one gRPC status per op, and
 // a Multi that fails as a whole fails each of its requests with that
 // status. A request whose context ends while its batch is in flight
-// returns the context's error at once, as a unary call would.
+// returns the context's error at once, as a unary call would. Whether a
+// request may have reached the node is recorded in the sendRecord of its
+// context (sent.go), as for a unary call: the Multi that carried it marks
+// it, and so does leaving while its batch is in flight; leaving while
+// still queued does not, since it is then taken out of the queue.
 //
 // A request whose context carries a sampled trace goes alone, so its trace
 // runs unbroken from the router to the leader.
@@ -86,7 +91,23 @@ func (b *coalescer) do(ctx context.Context, op *pb.MultiOp) (*pb.MultiResult, er
 	case <-p.done:
 		return p.res, p.err
 	case <-ctx.Done():
+		b.abandon(p)
 		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// abandon handles p, whose context ended before its outcome came: still
+// queued, it is taken out and surely never sent; already in a batch, it
+// may be sent yet, so its sendRecord is marked.
+func (b *coalescer) abandon(p *pending) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if i := slices.Index(b.mu.queue, p); i >= 0 {
+		b.mu.queue = slices.Delete(b.mu.queue, i, i+1)
+		return
+	}
+	if r := sendRecordOf(p.ctx); r != nil {
+		r.mark()
 	}
 }
 
@@ -144,7 +165,8 @@ func (b *coalescer) sendMulti(batch []*pending) {
 	if bounded {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
-	resp, err := b.kv.Multi(ctx, req)
+	sent := &sendRecord{}
+	resp, err := b.kv.Multi(withSendRecord(ctx, sent), req)
 	cancel()
 	if status.Code(err) == codes.Unimplemented {
 		b.mu.Lock()
@@ -160,6 +182,9 @@ func (b *coalescer) sendMulti(batch []*pending) {
 		err = status.Errorf(codes.Internal, "router: Multi of %d ops answered %d results", len(batch), len(resp.GetResults()))
 	}
 	for i, p := range batch {
+		if r := sendRecordOf(p.ctx); r != nil && sent.maybeSent() {
+			r.mark() // the Multi carrying p may have reached the node
+		}
 		switch {
 		case err != nil:
 			p.err = err

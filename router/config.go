@@ -15,6 +15,7 @@ const (
 	DefaultBackoffBase        = 10 * time.Millisecond
 	DefaultBackoffMax         = time.Second
 	DefaultElectionBackoffMax = 100 * time.Millisecond
+	DefaultElectionWait       = 4 * time.Second
 	DefaultRouteCacheSize     = 10_000
 	DefaultWriteLanes         = 64
 	DefaultPrefetchNeighbours = 2
@@ -28,11 +29,20 @@ const (
 type Config struct {
 	// PlacementAddresses are the gRPC addresses of the placementd replicas
 	// the default RouteSource asks for routes, trying each in turn and moving
-	// on when one fails. Required unless RouteSource is set.
+	// on when one fails. Required unless RouteSource or NodeAddresses is
+	// set.
 	PlacementAddresses []string
 	// RouteSource, when set, replaces the default placement client: the
 	// Client asks it, and only it, for routes. The Client does not close it.
 	RouteSource RouteSource
+	// NodeAddresses are gRPC addresses of shardnodes the default
+	// RouteSource asks for routes (KV.LocalRoutes) when no placement
+	// address answers, together with every node address the Client has
+	// learned from earlier routes. Optional: a Client that has loaded
+	// routes before knows nodes already; one that starts while placement
+	// is down knows only these. Without PlacementAddresses, the Client
+	// asks only the nodes. Unused with RouteSource.
+	NodeAddresses []string
 
 	// DialOptions are appended to the Client's own options (insecure
 	// transport credentials, a reconnect backoff suited to failover, a
@@ -78,6 +88,18 @@ type Config struct {
 	// polling often finds the new leader within this much of its election
 	// instead of up to BackoffMax later. Default 100ms (at most BackoffMax).
 	ElectionBackoffMax time.Duration
+	// ElectionWait bounds how long a call waits for a shard that has no
+	// leader it can reach (for a stale read, no replica): its replicas
+	// answer NotLeader naming no leader, or naming one that cannot be
+	// reached, or cannot be reached themselves. Past it the call fails
+	// with ErrUnavailable naming the shard (gRPC code Unavailable) instead
+	// of spending its retries and its Timeout, so a shard that lost its
+	// majority answers within this much. A write that fails so surely did
+	// not apply, unless the error also wraps ErrAmbiguous. It must exceed
+	// a failover (the shardnode's default election timeout is 1-2s; a
+	// leader's death is seen within about 2s), or writes fail during one.
+	// Default 4s; negative: no bound.
+	ElectionWait time.Duration
 
 	// RouteCacheSize bounds the route cache, in shards; the least recently
 	// used route is evicted beyond it. A route costs a few hundred bytes.
@@ -121,6 +143,7 @@ type Config struct {
 // caller.
 func (c Config) withDefaults() Config {
 	c.PlacementAddresses = append([]string(nil), c.PlacementAddresses...)
+	c.NodeAddresses = append([]string(nil), c.NodeAddresses...)
 	c.DialOptions = append([]grpc.DialOption(nil), c.DialOptions...)
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -136,6 +159,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ElectionBackoffMax == 0 {
 		c.ElectionBackoffMax = DefaultElectionBackoffMax
+	}
+	if c.ElectionWait == 0 {
+		c.ElectionWait = DefaultElectionWait
 	}
 	if c.RouteCacheSize == 0 {
 		c.RouteCacheSize = DefaultRouteCacheSize
@@ -164,12 +190,17 @@ func (c Config) Validate() error {
 	add := func(format string, args ...any) {
 		problems = append(problems, fmt.Errorf(format, args...))
 	}
-	if len(c.PlacementAddresses) == 0 && c.RouteSource == nil {
-		add("either PlacementAddresses or RouteSource is required")
+	if len(c.PlacementAddresses) == 0 && len(c.NodeAddresses) == 0 && c.RouteSource == nil {
+		add("either PlacementAddresses (or NodeAddresses) or RouteSource is required")
 	}
 	for i, a := range c.PlacementAddresses {
 		if a == "" {
 			add("PlacementAddresses[%d] is empty", i)
+		}
+	}
+	for i, a := range c.NodeAddresses {
+		if a == "" {
+			add("NodeAddresses[%d] is empty", i)
 		}
 	}
 	if !c.ReadConsistency.valid() {

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,9 +21,9 @@ import (
 const maxRecvBytes = 64 << 20
 
 // defaultDialOptions are the Client's own dial options; Config.DialOptions
-// come after them and win. The reconnect backoff is much shorter than
-// gRPC's default (1s growing to 120s), so a restarted node is used again
-// within a fraction of a second.
+// come after them and win (stats handlers add up: sendTracker stays). The
+// reconnect backoff is much shorter than gRPC's default (1s growing to
+// 120s), so a restarted node is used again within a fraction of a second.
 func defaultDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -31,6 +32,7 @@ func defaultDialOptions() []grpc.DialOption {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
+		grpc.WithStatsHandler(sendTracker{}), // tells calls that never left from calls that may have
 	}
 }
 
@@ -168,6 +170,18 @@ func (b *addrBook) set(n nodeID, addr string) {
 	b.mu.Lock()
 	b.mu.addrs[n] = addr
 	b.mu.Unlock()
+}
+
+// addresses returns every known address, sorted, without duplicates.
+func (b *addrBook) addresses() []string {
+	b.mu.RLock()
+	out := make([]string, 0, len(b.mu.addrs))
+	for _, a := range b.mu.addrs {
+		out = append(out, a)
+	}
+	b.mu.RUnlock()
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (b *addrBook) setAll(addrs map[uint64]string) {

@@ -6,11 +6,15 @@
 // shardnodes, retries and the exactly-once bookkeeping of writes (write
 // lanes). It does not own where shards are (the placement service says,
 // through a RouteSource) nor what they hold (the shardnodes). It imports
-// only the wire types (rpc/flotillapb), never the server packages.
+// only the wire types (rpc/flotillapb) and internal/keyfmt, never the
+// server packages.
 //
 // # Use
 //
-//	c, err := router.New(ctx, router.Config{PlacementAddresses: []string{"10.0.0.1:7200", "10.0.0.2:7200"}})
+//	c, err := router.New(ctx, router.Config{
+//		PlacementAddresses: []string{"10.0.0.1:7200", "10.0.0.2:7200"},
+//		NodeAddresses:      []string{"10.0.1.1:7100"}, // optional: asked for routes when placement is down
+//	})
 //	if err != nil { ... }
 //	defer c.Close()
 //	err = c.Put(ctx, []byte("user/42"), []byte("ada"))
@@ -28,7 +32,8 @@
 //
 //  1. Locate: the route cache returns the route (descriptor and leader) of
 //     the shard whose [start, end) contains the key. On a miss the Client
-//     asks the RouteSource (placement's GetRoute) for that route and
+//     asks the RouteSource (placement's GetRoute, or the shardnodes when
+//     placement is down, below) for that route and
 //     Config.PrefetchNeighbours neighbours on each side; concurrent misses
 //     on one key, or reloads of one stale shard, share one load
 //     (singleflight).
@@ -59,6 +64,10 @@
 //	                      failed, reload the route and back off
 //	anything else         final (InvalidArgument, ...)
 //
+// A shard that answers NotLeader naming no reachable leader, or whose
+// nodes cannot be reached, is polled for at most Config.ElectionWait
+// (below).
+//
 // Retries that wait back off exponentially with jitter: a random duration
 // in [d/2, d], d = min(BackoffMax, BackoffBase * 2^n); while a shard elects
 // a leader (NotLeader naming none, or naming one that cannot be reached)
@@ -66,6 +75,21 @@
 // soon after its election. At most
 // Config.MaxRetries retries follow the first attempt, and none outlives
 // the call's context.
+//
+// # A shard without a leader
+//
+// From the first attempt that finds the key's shard without a leader it
+// can reach (a replica answers NotLeader naming none, or naming one this
+// call cannot reach; a node cannot be reached or does not answer in time;
+// no replica is left to try) the call counts Config.ElectionWait, 4s by
+// default; an answer from a reachable leader, or naming one, stops the
+// count. When it runs out the call fails with a *ShardUnavailableError
+// (errors.Is ErrUnavailable, gRPC code Unavailable) naming the shard. A
+// failover elects a new leader well within it (an election timeout or two
+// after the old leader's death), so this ends calls to a shard that lost
+// its majority in seconds instead of at the call's Timeout, and says
+// which shard. For a stale read, the same holds for "no replica
+// reachable".
 //
 // # Coalescing
 //
@@ -117,8 +141,27 @@
 // deadline) is re-sent as the same request, which the shard recognises
 // and answers with the recorded result, and a retried CompareAndSwap
 // reports its own one outcome. If the outcome is still unknown when the
-// retries or the context run out, the error wraps ErrAmbiguous: the write
-// applied once or not at all. Reads carry no ClientID.
+// retries or the context run out, or the shard becomes unavailable, the
+// error wraps ErrAmbiguous: the write applied once or not at all. Reads
+// carry no ClientID.
+//
+// Which attempts may have applied: one the node answered Ambiguous (it
+// lost leadership with the write in its log) or ShardNotFound (its replica
+// was removed with the write pending), or any answer the protocol does not
+// define; and one whose answer was lost after the request may have reached
+// the node (the connection broke under the call, or a deadline or
+// cancellation cut it). Which surely did not: one refused before it
+// entered a log (NotLeader, EpochNotMatch, KeyNotInShard, Busy), and one
+// that never left the Client. gRPC answers Unavailable, DeadlineExceeded
+// or Canceled both for calls that never got a connection (refused, not
+// set up in time) and for calls cut off on one, so the code does not tell
+// them apart; the Client does (sent.go): a stats handler on its
+// connections marks each attempt once gRPC puts the attempt's stream on a
+// connection, which comes before any byte of the request is written; an
+// attempt that failed unmarked was never sent. A request that gives up
+// while waiting in a coalescer's queue is taken out of the queue, so it is
+// never sent later; one that gives up while the call carrying it is in
+// flight counts as sent.
 //
 // The shard's client table is bounded (shard.Config.MaxClients records and
 // a log-length TTL); a retry arriving after its record was evicted applies
@@ -129,10 +172,32 @@
 // Calls return errors that wrap the sentinels below together with the last
 // cause; a gRPC status stays reachable through status.FromError and
 // status.Code. ErrAmbiguous (a write may or may not have applied),
-// ErrRetriesExhausted, ErrNoRoute, ErrCrossShardBatch, ErrEmptyBatch,
-// ErrClosed and ErrInvalidConfig are documented in errors.go. A write that
-// ends with ErrRetriesExhausted or the context's error without ErrAmbiguous
-// surely did not apply.
+// ErrRetriesExhausted, ErrUnavailable (a *ShardUnavailableError),
+// ErrNoRoute, ErrCrossShardBatch, ErrEmptyBatch, ErrClosed and
+// ErrInvalidConfig are documented in errors.go. A write that ends with
+// ErrRetriesExhausted, ErrUnavailable or the context's error without
+// ErrAmbiguous surely did not apply. Scan refuses an end that sorts before
+// its start with InvalidArgument. Messages show at most the first 64
+// bytes of a key, and its length (internal/keyfmt).
+//
+// # When placement is down
+//
+// The default RouteSource asks placement first, each address in turn.
+// When none answers, it asks the shardnodes instead, all at once (each
+// bounded by 2s): those of Config.NodeAddresses and every node whose
+// address the Client learned from routes and NotLeader hints. Each node
+// answers KV.LocalRoutes with the routes of the shards it holds a replica
+// of, with the addresses it knows and no leader; the Client merges them,
+// the newest descriptor winning where they disagree (a lagging node, a
+// replica removed and not yet collected), and finds leaders through
+// NotLeader as usual. A stale route from a node heals like any stale
+// route. So a running Client keeps routing through a placement outage,
+// and one started during it needs one reachable node in NodeAddresses.
+// When nothing at all can be connected to (every placement address and
+// every node refused, or there was no node to ask), the call fails at
+// once with ErrNoRoute naming every address tried, instead of retrying
+// until its Timeout. Placement that answers but has no route (it is
+// bootstrapping) is retried as before.
 //
 // # Statistics
 //
@@ -142,7 +207,8 @@
 //
 // # Dependencies
 //
-// google.golang.org/grpc, github.com/hashicorp/golang-lru/v2 (the LRU
-// order of the route cache), golang.org/x/sync/singleflight (deduplicated
-// route loads).
+// google.golang.org/grpc (and its stats.Handler, which tells sent calls
+// from unsent ones), github.com/hashicorp/golang-lru/v2 (the LRU order of
+// the route cache), golang.org/x/sync/singleflight (deduplicated route
+// loads).
 package router

@@ -35,6 +35,10 @@ type fakeNode struct {
 	// noMulti makes Multi answer Unimplemented, as a node from before
 	// Multi would.
 	noMulti bool
+	// routes, when set, is what LocalRoutes answers from (the shards this
+	// node holds); nil answers Unimplemented.
+	routes *staticSource
+	srv    *grpc.Server
 
 	mu struct {
 		sync.Mutex
@@ -96,11 +100,24 @@ func newFakeNode(t *testing.T, id uint64) *fakeNode {
 		t.Fatal(err)
 	}
 	n.addr = lis.Addr().String()
-	srv := grpc.NewServer()
-	pb.RegisterKVServer(srv, n)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	n.srv = grpc.NewServer()
+	pb.RegisterKVServer(n.srv, n)
+	go func() { _ = n.srv.Serve(lis) }()
+	t.Cleanup(n.srv.Stop)
 	return n
+}
+
+// LocalRoutes answers from n.routes, as a shardnode answers from the
+// descriptors of its replicas.
+func (n *fakeNode) LocalRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (*pb.ScanRoutesResponse, error) {
+	if n.routes == nil {
+		return nil, status.Error(codes.Unimplemented, "fake: no LocalRoutes")
+	}
+	routes, err := n.routes.ScanRoutes(ctx, req.GetStart(), req.GetEnd(), int(req.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ScanRoutesResponse{Routes: routes}, nil
 }
 
 // deadAddr returns a loopback address nothing listens on.

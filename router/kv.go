@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -124,8 +125,8 @@ func (c *Client) Batch(ctx context.Context, ops []Op) error {
 		send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
 			for _, o := range ops {
 				if !r.contains(o.Key) {
-					return fmt.Errorf("%w: %q is in shard %d [%s, %s), %q is not",
-						ErrCrossShardBatch, ops[0].Key, r.id(), printKey(r.start()), printEnd(r.end()), o.Key)
+					return fmt.Errorf("%w: %s is in shard %d [%s, %s), %s is not",
+						ErrCrossShardBatch, keyfmt.Quote(ops[0].Key), r.id(), printKey(r.start()), printEnd(r.end()), keyfmt.Quote(o.Key))
 				}
 			}
 			_, err := kv.Batch(ctx, &pb.BatchRequest{Header: hdr, Ops: req})

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -43,6 +44,11 @@ type attemptState struct {
 	waits int
 	// maybeApplied: some attempt of this write may have applied.
 	maybeApplied bool
+	// outageSince is when this call began to find outageShard without a
+	// leader it could reach (for a stale read, without a replica it could
+	// reach); zero until then, and again once a replica shows it has one.
+	outageSince time.Time
+	outageShard shardID
 }
 
 // The maps of attemptState are made on first use: most calls succeed at
@@ -74,6 +80,14 @@ type verdict struct {
 	// election marks a wait for a shard to elect a leader: it backs off
 	// at most Config.ElectionBackoffMax.
 	election bool
+	// outage: the attempt found the shard without a leader this call can
+	// reach (a replica knows none, or names one that cannot be reached, or
+	// the node itself could not be reached or did not answer in time).
+	// alive: a node answered as a reachable leader does, or named one.
+	// Neither: the attempt tells nothing either way (a stale route, no
+	// route, an ambiguous answer). Config.ElectionWait bounds the time
+	// from the first outage to the last, unbroken by alive.
+	outage, alive bool
 }
 
 // do runs cl: route, attempt, classify the failure, retry, until the
@@ -91,7 +105,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 	if cl.write {
 		var err error
 		if l, err = c.lanes.take(ctx, c.closing); err != nil {
-			return fmt.Errorf("router: %s %q: waiting for a write lane: %w", cl.op, cl.key, err)
+			return fmt.Errorf("router: %s %s: waiting for a write lane: %w", cl.op, keyfmt.Quote(cl.key), err)
 		}
 		defer c.lanes.put(l)
 		seq = l.next()
@@ -99,13 +113,20 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 	var st attemptState
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		var v verdict
+		var (
+			v     verdict
+			shard shardID
+		)
 		r, err := c.locate(ctx, cl.key, st.stale)
 		st.stale = nil
 		switch {
 		case err != nil:
-			v = verdict{reason: RetryNoRoute, wait: true}
+			// Nothing that could tell where the key lives answered: no
+			// point in asking again at once.
+			var ue *unreachableError
+			v = verdict{reason: RetryNoRoute, wait: true, final: errors.As(err, &ue)}
 		default:
+			shard = r.id()
 			node, addr, ok := c.pickTarget(r, cl, &st)
 			if !ok {
 				// Every replica failed this call, or none has a known
@@ -116,10 +137,11 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 				if lastErr == nil {
 					lastErr = fmt.Errorf("%w: no reachable replica of shard %d", ErrNoRoute, r.id())
 				}
-				v = verdict{reason: RetryUnavailable, wait: true}
+				v = verdict{reason: RetryUnavailable, wait: true, outage: true}
 				break
 			}
-			err = c.attempt(ctx, cl, r, node, addr, l, seq)
+			var sent bool
+			sent, err = c.attempt(ctx, cl, r, node, addr, l, seq)
 			if err == nil {
 				if cl.needsLeader() && node != r.leaderNode {
 					// The node served what only a leader serves: it is the
@@ -130,13 +152,30 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 				}
 				return nil
 			}
-			v = c.classify(ctx, cl, r, node, err, &st)
+			v = c.classify(ctx, cl, r, node, err, sent, &st)
 		}
 		if err != nil {
 			lastErr = err
 		}
 		if v.final || ctx.Err() != nil || c.closed.Load() {
 			return c.failure(ctx, cl, &st, lastErr, nil)
+		}
+		outageLeft := time.Duration(-1) // no outage under way, or no bound
+		switch {
+		case v.outage:
+			now := time.Now()
+			if st.outageSince.IsZero() || st.outageShard != shard {
+				st.outageSince, st.outageShard = now, shard
+			}
+			if c.cfg.ElectionWait > 0 {
+				waited := now.Sub(st.outageSince)
+				if waited >= c.cfg.ElectionWait {
+					return c.failure(ctx, cl, &st, lastErr, &ShardUnavailableError{ShardID: uint64(shard), For: waited, Stale: !cl.needsLeader()})
+				}
+				outageLeft = c.cfg.ElectionWait - waited
+			}
+		case v.alive:
+			st.outageSince = time.Time{}
 		}
 		if attempt >= c.cfg.MaxRetries {
 			return c.failure(ctx, cl, &st, lastErr, ErrRetriesExhausted)
@@ -148,6 +187,10 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 				maxDelay = min(maxDelay, c.cfg.ElectionBackoffMax)
 			}
 			d := backoffDelay(st.waits, c.cfg.BackoffBase, maxDelay, v.floor)
+			if outageLeft >= 0 {
+				// Try once more as the election wait ends, not after it.
+				d = min(d, outageLeft)
+			}
 			st.waits++
 			if err := wait(ctx, c.closing, d); err != nil {
 				return c.failure(ctx, cl, &st, lastErr, nil)
@@ -157,8 +200,11 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 }
 
 // failure builds the error that ends cl: the cause (ErrRetriesExhausted,
-// ErrClosed or the context's error, when one applies), ErrAmbiguous for a
-// write that may have applied, and the last attempt's error.
+// a *ShardUnavailableError, ErrClosed or the context's error, when one
+// applies), ErrAmbiguous for a write that may have applied, and the last
+// attempt's error. The cause comes before the last error, so status.Code
+// finds a *ShardUnavailableError's Unavailable first. The key is cut by
+// keyfmt.Quote.
 func (c *Client) failure(ctx context.Context, cl *call, st *attemptState, last error, cause error) error {
 	switch {
 	case c.closed.Load():
@@ -166,31 +212,34 @@ func (c *Client) failure(ctx context.Context, cl *call, st *attemptState, last e
 	case ctx.Err() != nil:
 		cause = ctx.Err()
 	}
+	key := keyfmt.Quote(cl.key)
 	if cl.write && st.maybeApplied {
 		c.stats.ambiguous.Add(1)
 		if cause != nil {
-			return fmt.Errorf("router: %s %q: %w: %w: %w", cl.op, cl.key, ErrAmbiguous, cause, last)
+			return fmt.Errorf("router: %s %s: %w: %w: %w", cl.op, key, ErrAmbiguous, cause, last)
 		}
-		return fmt.Errorf("router: %s %q: %w: %w", cl.op, cl.key, ErrAmbiguous, last)
+		return fmt.Errorf("router: %s %s: %w: %w", cl.op, key, ErrAmbiguous, last)
 	}
 	if cause != nil {
 		if last == nil || errors.Is(last, cause) {
-			return fmt.Errorf("router: %s %q: %w", cl.op, cl.key, cause)
+			return fmt.Errorf("router: %s %s: %w", cl.op, key, cause)
 		}
-		return fmt.Errorf("router: %s %q: %w: %w", cl.op, cl.key, cause, last)
+		return fmt.Errorf("router: %s %s: %w: %w", cl.op, key, cause, last)
 	}
-	return fmt.Errorf("router: %s %q: %w", cl.op, cl.key, last)
+	return fmt.Errorf("router: %s %s: %w", cl.op, key, last)
 }
 
-// attempt sends cl once to node at addr for route r.
-func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, addr string, l *lane, seq uint64) error {
+// attempt sends cl once to node at addr for route r. It reports whether
+// the request may have reached the node (sent.go): false only when it
+// surely did not.
+func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, addr string, l *lane, seq uint64) (sent bool, err error) {
 	kv, err := c.conns.kv(addr)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
-			return err
+			return false, err
 		}
 		// An address gRPC cannot use: as good as an unreachable node.
-		return status.Error(codes.Unavailable, err.Error())
+		return false, status.Error(codes.Unavailable, err.Error())
 	}
 	hdr := &pb.RequestHeader{ShardId: uint64(r.id()), Epoch: r.desc.GetEpoch(), Consistency: cl.consistency.proto()}
 	if l != nil {
@@ -201,7 +250,9 @@ func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, a
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		defer cancel()
 	}
-	return cl.send(ctx, kv, r, hdr)
+	rec := &sendRecord{}
+	err = cl.send(withSendRecord(ctx, rec), kv, r, hdr)
+	return rec.maybeSent(), err
 }
 
 // pickTarget chooses the node to send cl to: for a call that needs the
@@ -262,13 +313,14 @@ func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, strin
 
 // classify reads a failed attempt's error (the typed details of its gRPC
 // status, see common.proto), updates the cache, and tells the loop what to
-// do next.
-func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, err error, st *attemptState) verdict {
+// do next. sent is whether the request may have reached the node: a write
+// that surely did not can not have applied, whatever the error.
+func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, err error, sent bool, st *attemptState) verdict {
 	s, isStatus := status.FromError(err)
 	if !isStatus {
 		return verdict{final: true} // a local error (ErrCrossShardBatch, ...)
 	}
-	if cl.write && mayHaveApplied(s) {
+	if cl.write && sent && mayHaveApplied(s) {
 		st.maybeApplied = true
 	}
 	if ctx.Err() != nil || c.closed.Load() {
@@ -297,7 +349,8 @@ func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, 
 			st.stale = r
 			return verdict{reason: RetryKeyNotInShard, wait: true}
 		case *pb.Busy:
-			return verdict{reason: RetryBusy, wait: true, floor: time.Duration(d.GetRetryAfterMs()) * time.Millisecond}
+			// Only a leader answers Busy (its Raft dropped the proposal).
+			return verdict{reason: RetryBusy, wait: true, floor: time.Duration(d.GetRetryAfterMs()) * time.Millisecond, alive: true}
 		case *pb.Ambiguous:
 			// The node lost leadership with the write in its log. The retry
 			// carries the same ClientID and Seq, so it applies at most once;
@@ -313,15 +366,20 @@ func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, 
 		// is still alive): try the next replica at once.
 		st.markTried(node)
 		c.cache.clearLeader(r.id(), node)
-		return verdict{reason: RetryUnavailable}
+		return verdict{reason: RetryUnavailable, outage: true}
 	}
 	return verdict{final: true}
 }
 
-// mayHaveApplied reports whether a write answered with s may have applied:
-// the node said so (Ambiguous; ShardNotFound, when the replica was removed
-// with the write pending), or the answer was lost (the connection, a
-// deadline, a cancellation) or is not one the protocol defines.
+// mayHaveApplied reports whether a write answered with s, once it may have
+// reached the node, may have applied: the node said so (Ambiguous;
+// ShardNotFound, when the replica was removed with the write pending), or
+// the answer was lost (the connection, a deadline, a cancellation) or is
+// not one the protocol defines. A refusal (NotLeader, EpochNotMatch,
+// KeyNotInShard, Busy) comes before the write enters the log. The caller
+// asks only for writes that may have reached the node: gRPC answers
+// Unavailable, DeadlineExceeded or Canceled also for calls that never got
+// a connection, and those surely did not apply (sent.go).
 func mayHaveApplied(s *status.Status) bool {
 	for _, d := range s.Details() {
 		switch d.(type) {
@@ -357,18 +415,20 @@ func (c *Client) onNotLeader(r *route, node nodeID, d *pb.NotLeader, st *attempt
 		// changed. Reload the route.
 		c.cache.invalidate(r)
 		st.stale = r
+		return verdict{reason: RetryNotLeader, wait: true, alive: true}
 	default:
 		clear(st.leaderless) // an election ended
 		c.cache.setLeader(r.id(), d.GetLeaderReplicaId(), leader)
 		addr, known := c.addrs.get(leader)
 		if known && !st.tried[leader] && !c.conns.failing(addr) {
-			return verdict{reason: RetryNotLeader}
+			return verdict{reason: RetryNotLeader, alive: true}
 		}
 		delete(st.tried, leader)
 	}
 	// Wait for an election: a replica answered, so the shard is there and
-	// a leader is (about to be) elected; poll for it.
-	return verdict{reason: RetryNotLeader, wait: true, election: st.stale == nil}
+	// a leader is (about to be) elected, unless the shard lost its
+	// majority, which Config.ElectionWait bounds; poll for it.
+	return verdict{reason: RetryNotLeader, wait: true, election: true, outage: true}
 }
 
 // onEpochNotMatch replaces the cached routes with the node's current

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -156,7 +157,8 @@ func validateRoute(rt *pb.Route, key []byte) error {
 		return fmt.Errorf("%w: shard %d has an empty range", ErrNoRoute, d.GetShardId())
 	}
 	if key != nil && !newRoute(d, 0, 0).contains(key) {
-		return fmt.Errorf("%w: shard %d [%q, %q) does not contain key %q", ErrNoRoute, d.GetShardId(), d.GetStart(), d.GetEnd(), key)
+		return fmt.Errorf("%w: shard %d [%s, %s) does not contain key %s", ErrNoRoute, d.GetShardId(),
+			keyfmt.Quote(d.GetStart()), keyfmt.Quote(d.GetEnd()), keyfmt.Quote(key))
 	}
 	return nil
 }

@@ -5,6 +5,10 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -23,13 +27,20 @@ const scanPrefetchRoutes = 64
 // then the next shard's route); each page is one routed request with its
 // own retries, so a split or a leader change in the middle of a Scan heals
 // like any request. The result is not one snapshot across pages: each page
-// is consistent on its own. The caller owns the result. Errors as for Get.
+// is consistent on its own. The caller owns the result. An end that sorts
+// before start is refused with an InvalidArgument status; start == end is
+// the empty range. Errors as for Get.
 func (c *Client) Scan(ctx context.Context, start, end []byte, limit int, opts ...ReadOption) ([]KeyValue, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	o := c.readOptions(opts)
-	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
-		return nil, nil
+	if len(end) != 0 {
+		switch order := bytes.Compare(start, end); {
+		case order > 0:
+			return nil, status.Errorf(codes.InvalidArgument, "router: scan: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+		case order == 0:
+			return nil, nil // the empty range [start, start)
+		}
 	}
 	if _, ok := c.cache.lookup(start); !ok {
 		c.prefetchSpan(ctx, start, end, scanPrefetchRoutes)
@@ -73,7 +84,7 @@ func (c *Client) Scan(ctx context.Context, start, end []byte, limit int, opts ..
 		case resp.GetMore():
 			next := resp.GetResumeKey()
 			if bytes.Compare(next, cur) <= 0 {
-				return nil, fmt.Errorf("router: scan: shard %d returned resume key %q, not after %q", used.id(), next, cur)
+				return nil, fmt.Errorf("router: scan: shard %d returned resume key %s, not after %s", used.id(), keyfmt.Quote(next), keyfmt.Quote(cur))
 			}
 			cur = next
 		case used.endsAtOrAfter(end):
