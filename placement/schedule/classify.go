@@ -89,12 +89,15 @@ func (v *view) replicaOn(n int32) int {
 
 // classify puts the shard at pos into the checkers' candidate lists (it is
 // called in shard ID order, so the lists are sorted) and counts its health
-// in the statistics. Shards with an operator in flight are listed too:
-// the checkers skip them.
+// in the statistics: under-replicated when fewer than ReplicationFactor
+// of its voters are live (on a node that is not down: a node silent for a
+// few heartbeats counts at once, long before DownAfter), unavailable when
+// those are not a quorum. Shards with an operator in flight are listed
+// too: the checkers skip them.
 func (p *planner) classify(pos32 int32) {
 	rf := p.set.ReplicationFactor
 	v := p.view(int(pos32))
-	if v.voters-v.dead < rf {
+	if v.live < rf {
 		p.stats.UnderReplicated++
 	}
 	if !v.available() {

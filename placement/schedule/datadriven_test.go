@@ -27,6 +27,7 @@ import (
 //	update-shard id=1 size=.. load=.. leader=.. keys=.. lagging=(..)
 //	down node=2 for=31s     up node=2     drain node=3     forget node=2
 //	bootstrapped [false]
+//	health                   print Assess: the counts and the blocked shards
 //	schedule [apply|inflight] [rounds=N] [stats]
 //	                 dry run by default; apply executes the operators,
 //	                 inflight records them in flight; rounds repeats (apply)
@@ -254,6 +255,19 @@ func (h *harness) exec(t *testing.T, pos, cmd string, list []datadriven.CmdArg) 
 		h.bootstrapped = !a.has("false")
 	case "schedule":
 		return h.scheduleCmd(t, a)
+	case "health":
+		hl, err := Assess(h.cluster())
+		if err != nil {
+			return "error: " + err.Error() + "\n"
+		}
+		var out strings.Builder
+		fmt.Fprintf(&out, "shards=%d under-replicated=%d unavailable=%d lagging=%d blocked=%d waiting=%d\n",
+			hl.Shards, hl.UnderReplicated, hl.Unavailable, hl.Lagging, hl.BlockedShards, hl.WaitingShards)
+		for _, b := range hl.Blocked {
+			out.WriteString(b.String())
+			out.WriteByte('\n')
+		}
+		return out.String()
 	case "step":
 		if err := h.step(shard.ShardID(a.uint("shard", 0)), int(a.uint("n", 1))); err != nil {
 			return "error: " + err.Error() + "\n"

@@ -28,7 +28,8 @@ type Stats struct {
 	// InFlight counts shards with an operator in Cluster.InFlight.
 	InFlight int
 	// UnderReplicated counts shards with fewer than ReplicationFactor
-	// voters on nodes that are not dead.
+	// live voters: on nodes that are up or draining (a node judged down
+	// counts at once, long before DownAfter makes it dead).
 	UnderReplicated int
 	// Unavailable counts shards whose voters on nodes that are up (or
 	// draining) are not a quorum: Raft cannot change their membership, so
