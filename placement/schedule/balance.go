@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -282,9 +283,30 @@ func (p *planner) moveReplicaFrom(src int32, over bool, s *spread, shards []int3
 // nodes that lead few shards from nodes that lead more: from L to T when L
 // is above mean+LeaderTolerance or T is below mean-LeaderTolerance, never
 // flipping the two (after the transfer T leads at most as many shards as
-// L). As for replicas, the fixed point without constraints has every
-// usable node within LeaderTolerance of the mean. Shards without a live
-// quorum are skipped.
+// L). Every transfer strictly lowers the sum of squares, so balancing
+// converges; the fixed point without constraints has every usable node
+// within LeaderTolerance of the mean.
+//
+// Two passes share the round's budget. The first is strict: a receiver
+// takes from a node above the band only up to the mean (rounded up), and
+// a node gives to one below the band only down to the mean (rounded
+// down), so leaderships move straight from the heavy nodes to the light
+// ones and the number of transfers is close to the least that evens the
+// counts out. (The plain rule alone would let the lightest receiver fill
+// up to the heaviest node's level, and the surplus move again later.) The
+// second pass applies the plain rule with whatever budget is left: it
+// moves leaderships through intermediate nodes when no heavy node shares
+// a shard with a light one, and it is what reaches the fixed point above.
+//
+// Shards with an operator in flight or emitted this round are skipped,
+// and so are shards without a live quorum, and shards whose repair or
+// drain waits for the per-node limits (a later round makes it; a transfer
+// in flight would hold it up). A shard whose repair or drain cannot happen
+// at all (no node to take a replica: RF nodes and one of them dead, or
+// draining) still has its leadership balanced: a transfer copies nothing
+// and needs no new node, and without it such a cluster would keep its
+// leaderships wherever failures and drains left them, for as long as it
+// stays short of nodes.
 //
 // It is driven by the receivers, lightest first, each scanning the shards
 // it follows: the per-node transfer limit makes receivers the scarce side,
@@ -317,35 +339,52 @@ func (p *planner) balanceLeaders() {
 		}
 		return all, over
 	}
-	receivers := slices.Clone(p.usable)
-	slices.SortStableFunc(receivers, func(a, b int32) int { return p.nodes[a].leaders - p.nodes[b].leaders })
-	maxAll, maxOver := heaviest()
-	for _, t := range receivers {
-		for _, pos := range lists.of(t) {
-			// t can take more only from a node two above it that is over
-			// the band, or from any node two above it while t is under.
-			need := p.nodes[t].leaders + 2
-			if !canReceive(t) || (maxOver < need && !(s.under(t) && maxAll >= need)) {
-				break
-			}
-			// Only the source's count fell, so the maxima change only if
-			// it held one of them.
-			if src := p.transferLeaderTo(int(pos), t, &s); src >= 0 {
-				if v := p.nodes[src].leaders + 1; v == maxAll || v == maxOver {
-					maxAll, maxOver = heaviest()
+	for _, strict := range []bool{true, false} {
+		receivers := slices.Clone(p.usable)
+		slices.SortStableFunc(receivers, func(a, b int32) int { return p.nodes[a].leaders - p.nodes[b].leaders })
+		maxAll, maxOver := heaviest()
+		for _, t := range receivers {
+			for _, pos := range lists.of(t) {
+				// The conditions of mayTransfer that depend on t and the
+				// heaviest nodes only: once they fail, no shard of t helps.
+				lt := p.nodes[t].leaders
+				if !canReceive(t) || !s.mayTransfer(maxOver, lt, strict) && !(s.under(t) && s.mayTransfer(maxAll, lt, strict)) {
+					break
+				}
+				// Only the source's count fell, so the maxima change only
+				// if it held one of them.
+				if src := p.transferLeaderTo(int(pos), t, &s, strict); src >= 0 {
+					if v := p.nodes[src].leaders + 1; v == maxAll || v == maxOver {
+						maxAll, maxOver = heaviest()
+					}
 				}
 			}
 		}
 	}
 }
 
+// mayTransfer reports whether a node leading from shards may give one to a
+// node leading to (see balanceLeaders): from is at least two above to, and
+// from is above the band or to below it; when strict, to stays at or
+// below the mean (rounded up) if from is above the band, and from stays at
+// or above the mean (rounded down) if to is below it.
+func (s *spread) mayTransfer(from, to int, strict bool) bool {
+	if from < to+2 {
+		return false
+	}
+	over, under := float64(from) > s.mean+s.tol, float64(to) < s.mean-s.tol
+	if !strict {
+		return over || under
+	}
+	return (over && float64(to+1) <= math.Ceil(s.mean)) || (under && float64(from-1) >= math.Floor(s.mean))
+}
+
 // transferLeaderTo emits a transfer of the leadership of the shard at pos
 // to its replica on t, if t's replica is a caught-up voter, the shard has
-// a live quorum and its leader's node L may give to t (L over the band or
-// t under it, and L leading two more than t). It returns L, or -1 if it
-// emitted nothing.
-func (p *planner) transferLeaderTo(pos int, t int32, s *spread) int32 {
-	if p.blocked(int32(pos)) {
+// a live quorum and no operator, and its leader's node L may give to t
+// (mayTransfer). It returns L, or -1 if it emitted nothing.
+func (p *planner) transferLeaderTo(pos int, t int32, s *spread, strict bool) int32 {
+	if p.busy[pos] || p.waitsForLimits(int32(pos)) {
 		return -1
 	}
 	li := p.leaderIndex(pos)
@@ -354,7 +393,7 @@ func (p *planner) transferLeaderTo(pos int, t int32, s *spread) int32 {
 	}
 	nodes := p.replicaNodes(pos)
 	src := nodes[li]
-	if src == t || s.value(src) < s.value(t)+2 || !(s.over(src) || s.under(t)) {
+	if src == t || !s.mayTransfer(p.nodes[src].leaders, p.nodes[t].leaders, strict) {
 		return -1
 	}
 	v := p.view(pos)
