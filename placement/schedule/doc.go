@@ -60,7 +60,11 @@
 //     shard exists and at least ReplicationFactor nodes are up: create
 //     InitialShards shards whose split points divide the first two key
 //     bytes evenly, each with its replicas on distinct nodes spread over
-//     zones and racks, least loaded first. All or nothing.
+//     zones and racks, least loaded first. All or nothing. Each shard's
+//     intended leader rotates over its nodes (the one meant to lead the
+//     fewest so far); its replica gets the lowest replica ID, so it comes
+//     first in the descriptor, is created first and wins split votes,
+//     and so wins the first election: the leaderships start spread.
 //  2. Repair (KindRepair), only for shards whose live voters are a quorum
 //     (otherwise Raft cannot change them: they count in Stats.Unavailable
 //     and wait): remove a stray learner (left by an abandoned AddReplica);
@@ -85,6 +89,11 @@
 //     the used fraction of capacity (shard bytes / CapacityBytes).
 //  7. Leader balance (KindLeaderBalance): transfer leaderships from nodes
 //     that lead more shards to caught-up voters on nodes that lead fewer.
+//     It also balances shards whose repair or drain cannot happen at all
+//     (no node to take a replica), unlike the checkers before it: a
+//     transfer needs no new node, and a fleet short of nodes would
+//     otherwise keep its leaderships wherever a failure or a drain left
+//     them.
 //
 // Target choice, for every new replica: an up node that does not hold the
 // shard, is under its limits and below Settings.MaxFullness of its
@@ -99,7 +108,13 @@
 // does not flip them (B after the move at most A after it, i.e. two
 // apart in count mode). Every move strictly lowers the sum of squares, so
 // balancing converges; at its fixed point with nothing in the way every
-// up node is within tolerance of the mean. The tolerances default to 1
+// up node is within tolerance of the mean. Leader balance first makes
+// only the moves that take no node past the mean (a receiver of a node
+// above the band up to the mean rounded up, a giver to a node below it
+// down to the mean rounded down), then the other allowed moves with the
+// budget left: leaderships go straight from heavy to light nodes, close
+// to the fewest transfers, instead of the lightest node filling up to
+// the heaviest's level and passing the surplus on later. The tolerances default to 1
 // replica (ReplicaTolerance), 1 leadership (LeaderTolerance) and 5
 // points of fullness (CapacityTolerance): "within ±1 of the mean is
 // balanced". The mean is over up nodes, not per zone, and a move never
@@ -117,7 +132,7 @@
 // round: MaxSnapshotsPerNode (2) operators that add a replica to it (an
 // AddReplica costs its target a snapshot), MaxMovesPerNode (4) operators
 // that add or remove a replica on it (nodes that are down are never
-// charged), MaxLeaderTransfersPerNode (8) leaderships heading to it.
+// charged), MaxLeaderTransfersPerNode (64) leaderships heading to it.
 // Bootstrap and splits copy no data and are not charged.
 //
 // # Operators and steps
@@ -185,6 +200,19 @@
 // balancers build per-node shard lists once. A round over 1,000 nodes and
 // 1,000,000 shards takes a few hundred milliseconds on two cores
 // (BenchmarkRound1M).
+//
+// # Health
+//
+// Assess runs the checkers that must act (repair, drain) as a round
+// would, without allocating IDs or returning operators, and reports the
+// cluster's Health: shards with fewer live voters than the replication
+// factor (a voter on a Down node is not live, from the moment the caller
+// judges the node down, long before DownAfter), shards without a live
+// quorum, shards with a lagging replica, and the shards whose repair or
+// drain cannot happen, grouped by why ("no live node without a replica of
+// the shard", fullness, no leadership target, no live quorum) or that
+// wait only for the per-node limits. The placement service serves it as
+// the cluster status and its gauges; Plan.Stats counts the same way.
 //
 // Not done here yet: merging small shards, balancing by load rather than
 // leadership count, and choosing split keys (the leader picks them).
