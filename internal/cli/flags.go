@@ -45,6 +45,50 @@ func Parse(fs *flag.FlagSet, args []string, summary string) error {
 	return errors.Join(errs...)
 }
 
+// ParseInterleaved parses args into fs as fs.Parse does, except that flags
+// and positional arguments may come in any order, as people type them:
+// "get hello --consistency lease" parses as "get --consistency lease
+// hello". A flag takes the next argument as its value unless it is a
+// boolean flag or is written --name=value. A lone "--" ends the flags:
+// everything after it is positional, "-x" included; a lone "-" is
+// positional. It returns the positional arguments in their order. Errors
+// are fs.Parse's (an unknown flag, a missing value, flag.ErrHelp for -h).
+// It does not read the environment.
+func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case len(a) < 2 || a[0] != '-':
+			pos = append(pos, a)
+		default:
+			flags = append(flags, a)
+			name := strings.TrimPrefix(a[1:], "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			// An unknown flag is left to fs.Parse to report.
+			if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// isBoolFlag reports whether f takes no value (--name alone sets it).
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
 // PrintUsage writes summary and every flag of fs with its environment
 // variable and default.
 func PrintUsage(fs *flag.FlagSet, w io.Writer, summary string) {
