@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -22,6 +24,7 @@ import (
 // common are the flags every client command takes.
 type common struct {
 	placement   string
+	nodes       string
 	json        bool
 	timeout     time.Duration
 	consistency string
@@ -30,7 +33,10 @@ type common struct {
 
 func newFlags(name string, c *common, reads bool) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&c.placement, "placement", "127.0.0.1:7000", "placement service addresses, comma-separated")
+	fs.StringVar(&c.placement, "placement", "127.0.0.1:7000",
+		"placement service addresses, comma-separated; each is tried in turn (2s to connect), from the one that answered last")
+	fs.StringVar(&c.nodes, "nodes", "",
+		"shardnode addresses, comma-separated (optional): asked for routes when no placement address answers, so get, put, del, cas and scan work while placement is down")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of the whole command")
 	c.tls.RegisterFlags(fs, "this client, signed by the cluster's CA ('flotilla certs' makes client.crt)")
@@ -40,11 +46,15 @@ func newFlags(name string, c *common, reads bool) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args and checks the number of positional arguments.
+// parse parses args, flags and positional arguments in any order ("--"
+// ends the flags), and checks the number of positional arguments.
 func parse(fs *flag.FlagSet, args []string, summary string, want ...int) ([]string, error) {
 	fs.SetOutput(os.Stderr)
-	fs.Usage = func() { cli.PrintUsage(fs, os.Stderr, summary) }
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		cli.PrintUsage(fs, os.Stderr, summary+"\n\nFlags may come before or after the arguments; '--' ends them (for an argument that starts with '-').")
+	}
+	pos, err := cli.ParseInterleaved(fs, args)
+	if err != nil {
 		if err == flag.ErrHelp {
 			return nil, err
 		}
@@ -70,11 +80,11 @@ func parse(fs *flag.FlagSet, args []string, summary string, want ...int) ([]stri
 		return nil, errUsage
 	}
 	for _, n := range want {
-		if fs.NArg() == n {
-			return fs.Args(), nil
+		if len(pos) == n {
+			return pos, nil
 		}
 	}
-	fmt.Fprintf(os.Stderr, "wrong number of arguments\n\n")
+	fmt.Fprintf(os.Stderr, "wrong number of arguments: %d given (%s), want %s\n\n", len(pos), quoteArgs(pos), counts(want))
 	fs.Usage()
 	return nil, errUsage
 }
@@ -102,29 +112,59 @@ func tlsFlags(fs *flag.FlagSet) tlsconfig.Files {
 	return tlsconfig.Files{Cert: get(tlsconfig.FlagCert), Key: get(tlsconfig.FlagKey), CA: get(tlsconfig.FlagCA)}
 }
 
+// quoteArgs renders positional arguments for a message, each cut by
+// keyfmt.
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = keyfmt.Quote([]byte(a))
+	}
+	return strings.Join(q, " ")
+}
+
+// counts renders the accepted numbers of arguments: "2", "2 or 3".
+func counts(want []int) string {
+	s := make([]string, len(want))
+	for i, n := range want {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " or ")
+}
+
+// addrList splits a comma-separated list of addresses, dropping empty ones.
+func addrList(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (c *common) router(ctx context.Context) (*router.Client, error) {
 	tlsCfg, err := tlsconfig.Load(c.tls)
 	if err != nil {
 		return nil, err
 	}
 	return router.New(ctx, router.Config{
-		PlacementAddresses: strings.Split(c.placement, ","), Timeout: c.timeout,
+		PlacementAddresses: addrList(c.placement), NodeAddresses: addrList(c.nodes), Timeout: c.timeout,
 		DialOptions: append([]grpc.DialOption{tlsCfg.DialOption()}, tracing.DialOptions()...), // client spans when tracing is on
 	})
 }
 
-// placementClient dials the first placement address that answers.
+// placementClient returns a Placement client over every --placement
+// address, failing over between them (placementConn), and its closer.
 func (c *common) placementClient() (pb.PlacementClient, func(), error) {
 	tlsCfg, err := tlsconfig.Load(c.tls)
 	if err != nil {
 		return nil, nil, err
 	}
-	addrs := strings.Split(c.placement, ",")
-	conn, err := grpc.NewClient(addrs[0], tlsCfg.DialOption())
+	conn, err := dialPlacement(addrList(c.placement), tlsCfg.DialOption())
 	if err != nil {
 		return nil, nil, err
 	}
-	return pb.NewPlacementClient(conn), func() { conn.Close() }, nil
+	return pb.NewPlacementClient(conn), conn.Close, nil
 }
 
 func printJSON(out io.Writer, v any) error {
@@ -196,7 +236,7 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 		return printJSON(out, m)
 	}
 	if !found {
-		return fmt.Errorf("key %q not found", pos[0])
+		return fmt.Errorf("key %s not found", keyfmt.Quote([]byte(pos[0])))
 	}
 	fmt.Fprintln(out, string(v))
 	return nil
@@ -260,9 +300,9 @@ func runCAS(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if !res.Swapped {
 		if !res.Found {
-			return fmt.Errorf("not swapped: %q is absent", key)
+			return fmt.Errorf("not swapped: %s is absent", keyfmt.Quote(key))
 		}
-		return fmt.Errorf("not swapped: %q holds %q", key, res.Current)
+		return fmt.Errorf("not swapped: %s holds %s", keyfmt.Quote(key), keyfmt.Quote(res.Current))
 	}
 	fmt.Fprintln(out, "OK")
 	return nil
@@ -276,6 +316,12 @@ func runScan(ctx context.Context, args []string, out io.Writer) error {
 	limit := fs.Int("limit", 100, "at most this many keys")
 	if _, err := parse(fs, args, "flotilla scan [flags]: list keys and values in key order", 0); err != nil {
 		return err
+	}
+	if *end != "" && *start > *end {
+		fmt.Fprintf(os.Stderr, "--end %s sorts before --start %s: the range [start, end) would be empty by mistake\n\n",
+			keyfmt.Quote([]byte(*end)), keyfmt.Quote([]byte(*start)))
+		fs.Usage()
+		return errUsage
 	}
 	opt, err := c.consistencyOpt()
 	if err != nil {

@@ -13,9 +13,12 @@
 //	flotilla certs --dir DIR            create a development CA and mTLS certificates
 //
 // Every command takes --placement (or FLOTILLA_PLACEMENT) to name the
-// placement service, --tls-cert, --tls-key and --tls-ca for mutual TLS, and
-// --json for machine-readable output. It exits 0 on
-// success and 1 with a one-line error otherwise (2 for usage errors).
+// placement service (every replica's address: commands fail over between
+// them), --nodes (or FLOTILLA_NODES) to name shardnodes that give routes
+// while placement is down, --tls-cert, --tls-key and --tls-ca for mutual
+// TLS, and --json for machine-readable output. Flags may come before or
+// after a command's arguments; "--" ends them. It exits 0 on success and 1
+// with a one-line error otherwise (2 for usage errors).
 package main
 
 import (
@@ -42,13 +45,18 @@ Commands:
   get       get KEY
   del       delete KEY
   cas       compare-and-swap KEY EXPECTED NEW (with --absent: KEY NEW, KEY must not exist)
-  scan      scan keys in [--start, --end) in order, at most --limit
+  scan      scan keys in [--start, --end) in order, at most --limit (--end before --start is refused)
   status    cluster status from placement
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
   drain     drain NODE: move its replicas and leaderships away (--undo to stop)
   bench     the bench suite: compare (Flotilla against etcd), engine, idle, failover (see 'flotilla bench --help')
   certs     create a development CA and certificates for mutual TLS (--tls-cert, --tls-key, --tls-ca)
+
+Flags may come before or after the arguments ('flotilla get KEY --consistency lease');
+'--' ends them, for a KEY or VALUE that starts with '-'. --placement takes every
+placement replica's address (commands fail over between them); --nodes names
+shardnodes that key-value commands ask for routes while placement is down.
 
 Run 'flotilla COMMAND --help' for the flags of a command.`
 
