@@ -453,3 +453,88 @@ func TestIntegrationExactlyOnceAcrossLostAnswers(t *testing.T) {
 		t.Fatalf("control: a duplicate with a new identity should fail its comparison: %v %v", resp, err)
 	}
 }
+
+// TestIntegrationMajorityDownIsUnavailable: the node leading shard 1 and
+// one more are killed, so the survivor knows no leader and never will. A
+// Put through a router that had the leader cached finds the dead nodes
+// refusing connections and the survivor answering NotLeader: it fails
+// within ElectionWait with ErrUnavailable naming shard 1, and not as
+// ambiguous, since no leader ever accepted it (issue 13: it was "write
+// outcome unknown" after 9 s).
+func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
+	c := newCluster(t, 3, 1)
+	r := c.client(nil)
+	c.leader(1)
+	if err := r.Put(ctxT(t, 20*time.Second), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	leader, _ := c.leader(1)
+	var survivor uint64
+	for _, n := range c.nodes {
+		if n != leader && survivor == 0 {
+			survivor = n
+			continue
+		}
+		if n != survivor {
+			c.f.Nodes[n].Kill()
+		}
+	}
+	// Wait until the survivor is not the leader (it steps down without a
+	// quorum, CheckQuorum), so no write can enter any log.
+	fleet.Eventually(t, 20*time.Second, func() error {
+		si, err := c.admin(survivor).GetShardInfo(ctxT(t, time.Second), &pb.ShardInfoRequest{ShardId: 1})
+		if err != nil {
+			return err
+		}
+		if si.GetIsLeader() {
+			return fmt.Errorf("node %d still leads shard 1", survivor)
+		}
+		return nil
+	})
+	start := time.Now()
+	err := r.Put(ctxT(t, 30*time.Second), []byte("k"), []byte("w"))
+	el := time.Since(start)
+	t.Logf("put with 2 of 3 nodes dead: %v after %s", err, el.Round(time.Millisecond))
+	var ue *ShardUnavailableError
+	switch {
+	case !errors.As(err, &ue) || ue.ShardID != 1 || status.Code(err) != codes.Unavailable:
+		t.Fatalf("want ErrUnavailable (code Unavailable) for shard 1, got %v", err)
+	case errors.Is(err, ErrAmbiguous):
+		t.Fatalf("reported ambiguous though no leader took the write: %v", err)
+	case el > DefaultElectionWait+3*time.Second:
+		t.Fatalf("took %s, want about ElectionWait (%s)", el, DefaultElectionWait)
+	}
+}
+
+// TestIntegrationRoutesFromNodesWhilePlacementIsDown: with placement
+// stopped, a new router given one node's address finds every shard
+// through the nodes' KV.LocalRoutes and serves requests in all of them.
+func TestIntegrationRoutesFromNodesWhilePlacementIsDown(t *testing.T) {
+	c := newCluster(t, 3, 4)
+	for i := 1; i <= 4; i++ {
+		c.leader(uint64(i))
+	}
+	c.pl.stop()
+	start := time.Now()
+	r := c.client(func(cfg *Config) { cfg.NodeAddresses = []string{c.f.Nodes[2].Addr} })
+	ctx := ctxT(t, 30*time.Second)
+	var want []string
+	for i := 1; i <= 4; i++ {
+		k := c.keyIn(i, "x")
+		if err := r.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatalf("put in shard %d without placement: %v", i, err)
+		}
+		want = append(want, string(k))
+	}
+	kvs, err := r.Scan(ctx, nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keysOf(kvs); !slices.Equal(got, want) {
+		t.Fatalf("scan: %q, want %q", got, want)
+	}
+	t.Logf("4 puts and a scan without placement in %s; stats %+v", time.Since(start).Round(time.Millisecond), r.Stats())
+	if got := c.pl.gets.Load() + c.pl.scans.Load(); got != 0 {
+		t.Fatalf("placement served %d calls after it stopped", got)
+	}
+}

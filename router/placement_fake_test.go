@@ -37,6 +37,8 @@ type fakePlacement struct {
 	}
 	// staleLeader makes routes name a replica that does not lead.
 	staleLeader atomic.Bool
+	// stop stops serving, as a placement outage would.
+	stop func()
 	gets, scans atomic.Int64
 }
 
@@ -52,6 +54,7 @@ func newFakePlacement(t *testing.T, f *fleet.Fleet) *fakePlacement {
 	pb.RegisterPlacementServer(srv, p)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
+	p.stop = srv.Stop
 	return p
 }
 
