@@ -467,13 +467,10 @@ func (s *Service) GetClusterStatus(ctx context.Context, req *pb.ClusterStatusReq
 			cs.NodesUp++
 		}
 	}
-	for _, st := range s.view.sortedLocked() {
-		cs.Shards++
-		if len(st.desc.Replicas) < s.cfg.ReplicationFactor || len(st.lagging) > 0 {
-			cs.UnderReplicated++
-		}
-	}
 	s.view.mu.Unlock()
+	if err := s.fillHealth(cs); err != nil {
+		return nil, err
+	}
 	cs.RecentOperators = s.ops.recent()
 	return cs, nil
 }
@@ -496,7 +493,10 @@ func (s *Service) DrainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.
 	if _, err := s.propose(ctx, command{Op: "drain", ID: req.GetNodeId(), On: req.GetDrain()}); err != nil {
 		return nil, err
 	}
-	return &pb.DrainNodeResponse{}, nil
+	if !req.GetDrain() {
+		return &pb.DrainNodeResponse{}, nil
+	}
+	return s.drainOutlook(multiraft.NodeID(req.GetNodeId()))
 }
 
 // OperatorCounts returns how many operators of each kind this replica's

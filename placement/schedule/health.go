@@ -61,20 +61,22 @@ type Blocked struct {
 // MaxBlockedExamples bounds Blocked.Examples.
 const MaxBlockedExamples = 5
 
-// String formats b on one line, e.g.
+// String formats b on one line, as flotilla status and the status page
+// do, e.g.
 //
-//	cannot repair 16 shards: no live node without a replica of the shard (s1 s2 s3 s4 s5 ...)
+//	blocked: 16 shards: cannot repair: no live node without a replica of the shard (s1 s2 s3 s4 s5 ...)
+//	waiting: 2 shards: drain waits: per-node limits reached by operators in flight (s7 s9)
 func (b Blocked) String() string {
 	var sb strings.Builder
-	verb := "cannot " + b.Need
-	if b.Waiting {
-		verb = "waiting to " + b.Need
-	}
 	noun := "shards"
 	if b.Shards == 1 {
 		noun = "shard"
 	}
-	fmt.Fprintf(&sb, "%s %d %s: %s (", verb, b.Shards, noun, b.Reason)
+	if b.Waiting {
+		fmt.Fprintf(&sb, "waiting: %d %s: %s waits: %s (", b.Shards, noun, b.Need, b.Reason)
+	} else {
+		fmt.Fprintf(&sb, "blocked: %d %s: cannot %s: %s (", b.Shards, noun, b.Need, b.Reason)
+	}
 	for i, id := range b.Examples {
 		if i > 0 {
 			sb.WriteByte(' ')

@@ -1264,25 +1264,123 @@ func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{18}
 }
 
+// BlockedShards is a group of shards that need the same change the
+// scheduler cannot make, for the same reason.
+type BlockedShards struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The change: "repair" or "drain".
+	Need string `protobuf:"bytes,1,opt,name=need,proto3" json:"need,omitempty"`
+	// Why not, e.g. "no live node without a replica of the shard".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// True when only the per-node limits are in the way (a later round
+	// acts); false when nothing happens until a node joins or returns.
+	Waiting bool   `protobuf:"varint,3,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Shards  uint32 `protobuf:"varint,4,opt,name=shards,proto3" json:"shards,omitempty"`
+	// The lowest shard IDs of the group, at most 5.
+	ShardIds      []uint64 `protobuf:"varint,5,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockedShards) Reset() {
+	*x = BlockedShards{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockedShards) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockedShards) ProtoMessage() {}
+
+func (x *BlockedShards) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockedShards.ProtoReflect.Descriptor instead.
+func (*BlockedShards) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BlockedShards) GetNeed() string {
+	if x != nil {
+		return x.Need
+	}
+	return ""
+}
+
+func (x *BlockedShards) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BlockedShards) GetWaiting() bool {
+	if x != nil {
+		return x.Waiting
+	}
+	return false
+}
+
+func (x *BlockedShards) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *BlockedShards) GetShardIds() []uint64 {
+	if x != nil {
+		return x.ShardIds
+	}
+	return nil
+}
+
 type ClusterStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	LeaderNodeId uint64                 `protobuf:"varint,1,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	// placementd replicas and the one that leads.
-	PlacementAddresses     []string    `protobuf:"bytes,2,rep,name=placement_addresses,json=placementAddresses,proto3" json:"placement_addresses,omitempty"`
-	PlacementLeaderAddress string      `protobuf:"bytes,3,opt,name=placement_leader_address,json=placementLeaderAddress,proto3" json:"placement_leader_address,omitempty"`
-	Bootstrapped           bool        `protobuf:"varint,4,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
-	NodesUp                uint32      `protobuf:"varint,5,opt,name=nodes_up,json=nodesUp,proto3" json:"nodes_up,omitempty"`
-	NodesDown              uint32      `protobuf:"varint,6,opt,name=nodes_down,json=nodesDown,proto3" json:"nodes_down,omitempty"`
-	Shards                 uint32      `protobuf:"varint,7,opt,name=shards,proto3" json:"shards,omitempty"`
-	UnderReplicated        uint32      `protobuf:"varint,8,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
-	RecentOperators        []*Operator `protobuf:"bytes,9,rep,name=recent_operators,json=recentOperators,proto3" json:"recent_operators,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	PlacementAddresses     []string `protobuf:"bytes,2,rep,name=placement_addresses,json=placementAddresses,proto3" json:"placement_addresses,omitempty"`
+	PlacementLeaderAddress string   `protobuf:"bytes,3,opt,name=placement_leader_address,json=placementLeaderAddress,proto3" json:"placement_leader_address,omitempty"`
+	Bootstrapped           bool     `protobuf:"varint,4,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	NodesUp                uint32   `protobuf:"varint,5,opt,name=nodes_up,json=nodesUp,proto3" json:"nodes_up,omitempty"`
+	NodesDown              uint32   `protobuf:"varint,6,opt,name=nodes_down,json=nodesDown,proto3" json:"nodes_down,omitempty"`
+	Shards                 uint32   `protobuf:"varint,7,opt,name=shards,proto3" json:"shards,omitempty"`
+	// Shards with fewer live voters than the replication factor: a voter on
+	// a node silent for three heartbeat intervals is not live, long before
+	// --down-after starts its repair.
+	UnderReplicated uint32      `protobuf:"varint,8,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	RecentOperators []*Operator `protobuf:"bytes,9,rep,name=recent_operators,json=recentOperators,proto3" json:"recent_operators,omitempty"`
+	// Shards whose live voters are not a quorum: they serve nothing, and
+	// wait for their nodes to return.
+	Unavailable uint32 `protobuf:"varint,10,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	// Shards whose leader reports a replica behind.
+	Lagging uint32 `protobuf:"varint,11,opt,name=lagging,proto3" json:"lagging,omitempty"`
+	// Shards needing a repair or a drain that cannot happen until the
+	// cluster changes (each counted once), and shards whose repair or drain
+	// waits only for the per-node limits.
+	BlockedShards uint32 `protobuf:"varint,12,opt,name=blocked_shards,json=blockedShards,proto3" json:"blocked_shards,omitempty"`
+	WaitingShards uint32 `protobuf:"varint,13,opt,name=waiting_shards,json=waitingShards,proto3" json:"waiting_shards,omitempty"`
+	// Those shards grouped by what they need and why, the hopeless first.
+	Blocked       []*BlockedShards `protobuf:"bytes,14,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_flotilla_v1_placement_proto_msgTypes[19]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1392,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_placement_proto_msgTypes[19]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1405,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterStatus) GetLeaderNodeId() uint64 {
@@ -1373,6 +1471,41 @@ func (x *ClusterStatus) GetRecentOperators() []*Operator {
 	return nil
 }
 
+func (x *ClusterStatus) GetUnavailable() uint32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetLagging() uint32 {
+	if x != nil {
+		return x.Lagging
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetBlockedShards() uint32 {
+	if x != nil {
+		return x.BlockedShards
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetWaitingShards() uint32 {
+	if x != nil {
+		return x.WaitingShards
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetBlocked() []*BlockedShards {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
 type DrainNodeRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1384,7 +1517,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_flotilla_v1_placement_proto_msgTypes[20]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1529,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_placement_proto_msgTypes[20]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1542,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrainNodeRequest) GetNodeId() uint64 {
@@ -1427,14 +1560,21 @@ func (x *DrainNodeRequest) GetDrain() bool {
 }
 
 type DrainNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Shards with a voter on the node, when the drain was requested.
+	Shards uint32 `protobuf:"varint,1,opt,name=shards,proto3" json:"shards,omitempty"`
+	// Shards of draining nodes whose replica cannot move off, grouped by
+	// why ("no live node without a replica of the shard": every other live
+	// node holds one already). Empty when the drain can complete (it may
+	// still wait for the per-node limits) or was undone.
+	Blocked       []*BlockedShards `protobuf:"bytes,2,rep,name=blocked,proto3" json:"blocked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_flotilla_v1_placement_proto_msgTypes[21]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1586,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_placement_proto_msgTypes[21]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1599,21 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DrainNodeResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *DrainNodeResponse) GetBlocked() []*BlockedShards {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
 }
 
 // StatusPage is everything the status page shows, served as JSON.
@@ -1474,7 +1628,7 @@ type StatusPage struct {
 
 func (x *StatusPage) Reset() {
 	*x = StatusPage{}
-	mi := &file_flotilla_v1_placement_proto_msgTypes[22]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1640,7 @@ func (x *StatusPage) String() string {
 func (*StatusPage) ProtoMessage() {}
 
 func (x *StatusPage) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_placement_proto_msgTypes[22]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1653,7 @@ func (x *StatusPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusPage.ProtoReflect.Descriptor instead.
 func (*StatusPage) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusPage) GetCluster() *ClusterStatus {
@@ -1625,7 +1779,13 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12&\n" +
 	"\x0fstarted_unix_ms\x18\a \x01(\x03R\rstartedUnixMs\x12(\n" +
 	"\x10finished_unix_ms\x18\b \x01(\x03R\x0efinishedUnixMs\"\x16\n" +
-	"\x14ClusterStatusRequest\"\x83\x03\n" +
+	"\x14ClusterStatusRequest\"\x8a\x01\n" +
+	"\rBlockedShards\x12\x12\n" +
+	"\x04need\x18\x01 \x01(\tR\x04need\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\awaiting\x18\x03 \x01(\bR\awaiting\x12\x16\n" +
+	"\x06shards\x18\x04 \x01(\rR\x06shards\x12\x1b\n" +
+	"\tshard_ids\x18\x05 \x03(\x04R\bshardIds\"\xc3\x04\n" +
 	"\rClusterStatus\x12$\n" +
 	"\x0eleader_node_id\x18\x01 \x01(\x04R\fleaderNodeId\x12/\n" +
 	"\x13placement_addresses\x18\x02 \x03(\tR\x12placementAddresses\x128\n" +
@@ -1636,11 +1796,19 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"nodes_down\x18\x06 \x01(\rR\tnodesDown\x12\x16\n" +
 	"\x06shards\x18\a \x01(\rR\x06shards\x12)\n" +
 	"\x10under_replicated\x18\b \x01(\rR\x0funderReplicated\x12@\n" +
-	"\x10recent_operators\x18\t \x03(\v2\x15.flotilla.v1.OperatorR\x0frecentOperators\"A\n" +
+	"\x10recent_operators\x18\t \x03(\v2\x15.flotilla.v1.OperatorR\x0frecentOperators\x12 \n" +
+	"\vunavailable\x18\n" +
+	" \x01(\rR\vunavailable\x12\x18\n" +
+	"\alagging\x18\v \x01(\rR\alagging\x12%\n" +
+	"\x0eblocked_shards\x18\f \x01(\rR\rblockedShards\x12%\n" +
+	"\x0ewaiting_shards\x18\r \x01(\rR\rwaitingShards\x124\n" +
+	"\ablocked\x18\x0e \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\"A\n" +
 	"\x10DrainNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
-	"\x05drain\x18\x02 \x01(\bR\x05drain\"\x13\n" +
-	"\x11DrainNodeResponse\"\x9d\x01\n" +
+	"\x05drain\x18\x02 \x01(\bR\x05drain\"a\n" +
+	"\x11DrainNodeResponse\x12\x16\n" +
+	"\x06shards\x18\x01 \x01(\rR\x06shards\x124\n" +
+	"\ablocked\x18\x02 \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\"\x9d\x01\n" +
 	"\n" +
 	"StatusPage\x124\n" +
 	"\acluster\x18\x01 \x01(\v2\x1a.flotilla.v1.ClusterStatusR\acluster\x12'\n" +
@@ -1675,7 +1843,7 @@ func file_flotilla_v1_placement_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_placement_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_flotilla_v1_placement_proto_goTypes = []any{
 	(NodeState)(0),               // 0: flotilla.v1.NodeState
 	(*NodeLabels)(nil),           // 1: flotilla.v1.NodeLabels
@@ -1697,25 +1865,26 @@ var file_flotilla_v1_placement_proto_goTypes = []any{
 	(*ListShardsResponse)(nil),   // 17: flotilla.v1.ListShardsResponse
 	(*Operator)(nil),             // 18: flotilla.v1.Operator
 	(*ClusterStatusRequest)(nil), // 19: flotilla.v1.ClusterStatusRequest
-	(*ClusterStatus)(nil),        // 20: flotilla.v1.ClusterStatus
-	(*DrainNodeRequest)(nil),     // 21: flotilla.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),    // 22: flotilla.v1.DrainNodeResponse
-	(*StatusPage)(nil),           // 23: flotilla.v1.StatusPage
-	nil,                          // 24: flotilla.v1.NodeLabels.ExtraEntry
-	nil,                          // 25: flotilla.v1.HeartbeatResponse.AddressesEntry
-	nil,                          // 26: flotilla.v1.Route.AddressesEntry
-	(*Descriptor)(nil),           // 27: flotilla.v1.Descriptor
+	(*BlockedShards)(nil),        // 20: flotilla.v1.BlockedShards
+	(*ClusterStatus)(nil),        // 21: flotilla.v1.ClusterStatus
+	(*DrainNodeRequest)(nil),     // 22: flotilla.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),    // 23: flotilla.v1.DrainNodeResponse
+	(*StatusPage)(nil),           // 24: flotilla.v1.StatusPage
+	nil,                          // 25: flotilla.v1.NodeLabels.ExtraEntry
+	nil,                          // 26: flotilla.v1.HeartbeatResponse.AddressesEntry
+	nil,                          // 27: flotilla.v1.Route.AddressesEntry
+	(*Descriptor)(nil),           // 28: flotilla.v1.Descriptor
 }
 var file_flotilla_v1_placement_proto_depIdxs = []int32{
-	24, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
+	25, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
 	1,  // 1: flotilla.v1.Node.labels:type_name -> flotilla.v1.NodeLabels
 	0,  // 2: flotilla.v1.Node.state:type_name -> flotilla.v1.NodeState
 	1,  // 3: flotilla.v1.RegisterNodeRequest.labels:type_name -> flotilla.v1.NodeLabels
-	27, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
+	28, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
 	5,  // 5: flotilla.v1.HeartbeatRequest.replicas:type_name -> flotilla.v1.ReplicaReport
-	25, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
-	27, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
-	26, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
+	26, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
+	28, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
+	27, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
 	8,  // 9: flotilla.v1.GetRouteResponse.route:type_name -> flotilla.v1.Route
 	8,  // 10: flotilla.v1.GetRouteResponse.neighbours:type_name -> flotilla.v1.Route
 	8,  // 11: flotilla.v1.ScanRoutesResponse.routes:type_name -> flotilla.v1.Route
@@ -1723,30 +1892,32 @@ var file_flotilla_v1_placement_proto_depIdxs = []int32{
 	8,  // 13: flotilla.v1.ShardStatus.route:type_name -> flotilla.v1.Route
 	16, // 14: flotilla.v1.ListShardsResponse.shards:type_name -> flotilla.v1.ShardStatus
 	18, // 15: flotilla.v1.ClusterStatus.recent_operators:type_name -> flotilla.v1.Operator
-	20, // 16: flotilla.v1.StatusPage.cluster:type_name -> flotilla.v1.ClusterStatus
-	2,  // 17: flotilla.v1.StatusPage.nodes:type_name -> flotilla.v1.Node
-	16, // 18: flotilla.v1.StatusPage.shards:type_name -> flotilla.v1.ShardStatus
-	3,  // 19: flotilla.v1.Placement.RegisterNode:input_type -> flotilla.v1.RegisterNodeRequest
-	6,  // 20: flotilla.v1.Placement.Heartbeat:input_type -> flotilla.v1.HeartbeatRequest
-	9,  // 21: flotilla.v1.Placement.GetRoute:input_type -> flotilla.v1.GetRouteRequest
-	11, // 22: flotilla.v1.Placement.ScanRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	13, // 23: flotilla.v1.Placement.ListNodes:input_type -> flotilla.v1.ListNodesRequest
-	15, // 24: flotilla.v1.Placement.ListShards:input_type -> flotilla.v1.ListShardsRequest
-	19, // 25: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
-	21, // 26: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
-	4,  // 27: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
-	7,  // 28: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
-	10, // 29: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
-	12, // 30: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	14, // 31: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
-	17, // 32: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
-	20, // 33: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
-	22, // 34: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
-	27, // [27:35] is the sub-list for method output_type
-	19, // [19:27] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 16: flotilla.v1.ClusterStatus.blocked:type_name -> flotilla.v1.BlockedShards
+	20, // 17: flotilla.v1.DrainNodeResponse.blocked:type_name -> flotilla.v1.BlockedShards
+	21, // 18: flotilla.v1.StatusPage.cluster:type_name -> flotilla.v1.ClusterStatus
+	2,  // 19: flotilla.v1.StatusPage.nodes:type_name -> flotilla.v1.Node
+	16, // 20: flotilla.v1.StatusPage.shards:type_name -> flotilla.v1.ShardStatus
+	3,  // 21: flotilla.v1.Placement.RegisterNode:input_type -> flotilla.v1.RegisterNodeRequest
+	6,  // 22: flotilla.v1.Placement.Heartbeat:input_type -> flotilla.v1.HeartbeatRequest
+	9,  // 23: flotilla.v1.Placement.GetRoute:input_type -> flotilla.v1.GetRouteRequest
+	11, // 24: flotilla.v1.Placement.ScanRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	13, // 25: flotilla.v1.Placement.ListNodes:input_type -> flotilla.v1.ListNodesRequest
+	15, // 26: flotilla.v1.Placement.ListShards:input_type -> flotilla.v1.ListShardsRequest
+	19, // 27: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
+	22, // 28: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
+	4,  // 29: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
+	7,  // 30: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
+	10, // 31: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
+	12, // 32: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	14, // 33: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
+	17, // 34: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
+	21, // 35: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
+	23, // 36: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_placement_proto_init() }
@@ -1761,7 +1932,7 @@ func file_flotilla_v1_placement_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_placement_proto_rawDesc), len(file_flotilla_v1_placement_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -65,6 +65,10 @@ type PlacementClient interface {
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error)
 	GetClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
+	// DrainNode starts (or, with drain false, stops) moving every replica
+	// and leadership off a node. The answer says which shards cannot move
+	// off it and why; their leaderships move anyway. Errors:
+	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 }
 
@@ -185,6 +189,10 @@ type PlacementServer interface {
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error)
 	GetClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatus, error)
+	// DrainNode starts (or, with drain false, stops) moving every replica
+	// and leadership off a node. The answer says which shards cannot move
+	// off it and why; their leaderships move anyway. Errors:
+	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	mustEmbedUnimplementedPlacementServer()
 }

@@ -1,0 +1,150 @@
+package placement
+
+import (
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// healthFixture is a service whose catalogue registers nodes and whose
+// clock the test moves.
+type healthFixture struct {
+	t   *testing.T
+	s   *Service
+	now time.Time
+}
+
+func newHealthFixture(t *testing.T, nodes int, cfg Config) *healthFixture {
+	f := &healthFixture{t: t, now: time.Unix(1000, 0)}
+	cfg.Now = func() time.Time { return f.now }
+	f.s = NewService(cfg)
+	c := &catalogue{nodes: map[multiraft.NodeID]NodeRecord{}, counters: map[uint64]uint64{}}
+	for id := multiraft.NodeID(1); id <= multiraft.NodeID(nodes); id++ {
+		c.nodes[id] = NodeRecord{ID: id, Address: "n"}
+	}
+	c.settings.Bootstrapped = true
+	f.s.cat.Store(c)
+	return f
+}
+
+// shardOn is shard id with replica id*10+n on each node n, led from the
+// first.
+func shardOn(id uint64, nodes ...uint64) shard.Descriptor {
+	d := shard.Descriptor{ShardID: shard.ShardID(id), Start: []byte{byte(id)}, End: []byte{byte(id + 1)}, Epoch: shard.Epoch{Version: 1, ConfVer: 1}}
+	for _, n := range nodes {
+		d.Replicas = append(d.Replicas, multiraft.Replica{ReplicaID: multiraft.ReplicaID(id*10 + n), NodeID: multiraft.NodeID(n)})
+	}
+	return d
+}
+
+// beat records a heartbeat of node at the fixture's time, as the leader of
+// the shards in led and a follower of nothing else.
+func (f *healthFixture) beat(node uint64, led ...shard.Descriptor) {
+	req := &pb.HeartbeatRequest{NodeId: node}
+	for _, d := range led {
+		req.Replicas = append(req.Replicas, &pb.ReplicaReport{ShardId: uint64(d.ShardID), ReplicaId: uint64(d.ShardID)*10 + node, Leader: true, Shard: rpc.DescriptorToProto(d)})
+	}
+	f.s.view.heartbeat(req, f.now)
+}
+
+func (f *healthFixture) status() *pb.ClusterStatus {
+	f.t.Helper()
+	cs := &pb.ClusterStatus{}
+	if err := f.s.fillHealth(cs); err != nil {
+		f.t.Fatal(err)
+	}
+	return cs
+}
+
+// TestHealthCountsLiveVoters: a shard with a replica on a node silent for
+// three heartbeat intervals is under-replicated at once, long before
+// --down-after; one with two of three there is unavailable too. (The
+// status used to count descriptors with fewer replicas than the
+// replication factor, or with a lagging replica, so a stopped node showed
+// nothing until its replicas lagged or were replaced.)
+func TestHealthCountsLiveVoters(t *testing.T) {
+	f := newHealthFixture(t, 4, Config{HeartbeatInterval: time.Second, DownAfter: time.Minute})
+	a, b, c := shardOn(1, 1, 2, 3), shardOn(2, 1, 2, 4), shardOn(3, 1, 3, 4)
+	beatAll := func(nodes ...uint64) {
+		for _, n := range nodes {
+			switch n {
+			case 1:
+				f.beat(1, a, b, c)
+			default:
+				f.beat(n)
+			}
+		}
+	}
+	beatAll(1, 2, 3, 4)
+	if cs := f.status(); cs.GetShards() != 3 || cs.GetUnderReplicated() != 0 || cs.GetUnavailable() != 0 || cs.GetBlockedShards() != 0 {
+		t.Fatalf("healthy fleet: %v", cs)
+	}
+	// Node 4 stops. Two heartbeat intervals later it is not down yet.
+	for range 2 {
+		f.now = f.now.Add(time.Second)
+		beatAll(1, 2, 3)
+	}
+	if cs := f.status(); cs.GetUnderReplicated() != 0 {
+		t.Fatalf("node 4 silent for 2 intervals: %v", cs)
+	}
+	// The third: shards 2 and 3 have two live voters of three.
+	f.now = f.now.Add(time.Second)
+	beatAll(1, 2, 3)
+	if cs := f.status(); cs.GetUnderReplicated() != 2 || cs.GetUnavailable() != 0 {
+		t.Fatalf("node 4 silent for 3 intervals: under-replicated %d unavailable %d, want 2 and 0", cs.GetUnderReplicated(), cs.GetUnavailable())
+	}
+	// Node 3 stops too: shard 3 has one live voter, no quorum.
+	for range 3 {
+		f.now = f.now.Add(time.Second)
+		beatAll(1, 2)
+	}
+	cs := f.status()
+	if cs.GetUnderReplicated() != 3 || cs.GetUnavailable() != 1 || cs.GetBlockedShards() != 1 {
+		t.Fatalf("nodes 3 and 4 silent: %v", cs)
+	}
+	if g := cs.GetBlocked(); len(g) != 1 || g[0].GetNeed() != "repair" || g[0].GetShards() != 1 || g[0].GetShardIds()[0] != 3 || g[0].GetWaiting() {
+		t.Fatalf("blocked groups: %v", g)
+	}
+}
+
+// TestHealthSaysWhyRepairAndDrainCannotHappen: with as many nodes as the
+// replication factor, a dead node's replicas and a draining node's have
+// nowhere to go; the status and the drain's answer say so.
+func TestHealthSaysWhyRepairAndDrainCannotHappen(t *testing.T) {
+	f := newHealthFixture(t, 3, Config{HeartbeatInterval: time.Second, DownAfter: 3 * time.Second})
+	shards := []shard.Descriptor{shardOn(1, 1, 2, 3), shardOn(2, 1, 2, 3)}
+	f.beat(1, shards...)
+	f.beat(2)
+	f.beat(3)
+	// Node 1 drains (as the catalogue records it).
+	cat := f.s.cat.Load()
+	n := cat.nodes[1]
+	n.Draining = true
+	cat.nodes[1] = n
+	resp, err := f.s.drainOutlook(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetShards() != 2 || len(resp.GetBlocked()) != 1 || resp.GetBlocked()[0].GetReason() != "no live node without a replica of the shard" {
+		t.Fatalf("drain outlook: %v", resp)
+	}
+	n.Draining = false
+	cat.nodes[1] = n
+	// Node 3 dies: past DownAfter its replicas have nowhere to go.
+	for range 5 {
+		f.now = f.now.Add(time.Second)
+		f.beat(1, shards...)
+		f.beat(2)
+	}
+	cs := f.status()
+	if cs.GetUnderReplicated() != 2 || cs.GetBlockedShards() != 2 || len(cs.GetBlocked()) != 1 {
+		t.Fatalf("node 3 dead: %v", cs)
+	}
+	if g := cs.GetBlocked()[0]; g.GetNeed() != "repair" || g.GetWaiting() || g.GetReason() != "no live node without a replica of the shard" {
+		t.Fatalf("node 3 dead: blocked %v", g)
+	}
+}
