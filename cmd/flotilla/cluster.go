@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -25,7 +26,18 @@ func printProto(out io.Writer, m proto.Message) error {
 
 func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	if _, err := parse(newFlags("status", &c, false), args, "flotilla status [flags]: cluster status from placement", 0); err != nil {
+	if _, err := parse(newFlags("status", &c, false), args, `flotilla status [flags]: cluster status from placement
+
+Prints the placement leader, the nodes up and down, and the shards:
+under-replicated (fewer live voters than the replication factor; a voter
+on a node silent for three heartbeat intervals is not live, long before
+placement's --down-after starts repairing it), unavailable (live voters
+not a quorum: the shard serves nothing until its nodes return), lagging
+(a replica behind its leader). Then one line per group of shards that
+placement cannot repair or drain, and why ("blocked: ..."), or whose
+repair or drain waits for the per-node limits ("waiting: ..."), and the
+recent operators. The status page and placementd's /metrics show the same
+counts.`, 0); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -48,8 +60,11 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 
 func printStatus(out io.Writer, cs *pb.ClusterStatus) {
 	fmt.Fprintf(out, "placement leader: %s (replicas: %s)\n", cs.GetPlacementLeaderAddress(), strings.Join(cs.GetPlacementAddresses(), ", "))
-	fmt.Fprintf(out, "bootstrapped: %v   nodes up: %d   down: %d   shards: %d   under-replicated: %d\n",
-		cs.GetBootstrapped(), cs.GetNodesUp(), cs.GetNodesDown(), cs.GetShards(), cs.GetUnderReplicated())
+	fmt.Fprintf(out, "bootstrapped: %v   nodes up: %d   down: %d   shards: %d   under-replicated: %d   unavailable: %d   lagging: %d\n",
+		cs.GetBootstrapped(), cs.GetNodesUp(), cs.GetNodesDown(), cs.GetShards(), cs.GetUnderReplicated(), cs.GetUnavailable(), cs.GetLagging())
+	for _, b := range cs.GetBlocked() {
+		fmt.Fprintln(out, blockedLine(b))
+	}
 	ops := cs.GetRecentOperators()
 	if len(ops) == 0 {
 		return
@@ -60,6 +75,35 @@ func printStatus(out io.Writer, cs *pb.ClusterStatus) {
 		rows = append(rows, []string{strconv.FormatUint(op.GetId(), 10), op.GetKind(), strconv.FormatUint(op.GetShardId(), 10), op.GetState(), op.GetDescription() + errSuffix(op.GetError())})
 	}
 	table(out, "ID\tKIND\tSHARD\tSTATE\tDESCRIPTION", rows)
+}
+
+// blockedLine formats a group of shards placement cannot repair or drain,
+// as the status page does (and schedule.Blocked.String):
+//
+//	blocked: 16 shards: cannot repair: no live node without a replica of the shard (s1 s2 s3 s4 s5 ...)
+//	waiting: 2 shards: drain waits: per-node limits reached by operators in flight (s7 s9)
+func blockedLine(b *pb.BlockedShards) string {
+	var sb strings.Builder
+	noun := "shards"
+	if b.GetShards() == 1 {
+		noun = "shard"
+	}
+	if b.GetWaiting() {
+		fmt.Fprintf(&sb, "waiting: %d %s: %s waits: %s (", b.GetShards(), noun, b.GetNeed(), b.GetReason())
+	} else {
+		fmt.Fprintf(&sb, "blocked: %d %s: cannot %s: %s (", b.GetShards(), noun, b.GetNeed(), b.GetReason())
+	}
+	for i, id := range b.GetShardIds() {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "s%d", id)
+	}
+	if int(b.GetShards()) > len(b.GetShardIds()) {
+		sb.WriteString(" ...")
+	}
+	sb.WriteByte(')')
+	return sb.String()
 }
 
 func errSuffix(e string) string {
@@ -166,11 +210,24 @@ func keyRange(start, end []byte) string {
 	return fmt.Sprintf("[%q, %s)", start, e)
 }
 
+// errDrainBlocked is returned by runDrain when the drain cannot complete;
+// what stands in the way was printed.
+var errDrainBlocked = errors.New("the drain cannot complete")
+
 func runDrain(ctx context.Context, args []string, out io.Writer) error {
 	var c common
 	fs := newFlags("drain", &c, false)
-	undo := fs.Bool("undo", false, "stop draining the node")
-	pos, err := parse(fs, args, "flotilla drain [flags] NODE: move every replica and leadership off NODE", 1)
+	undo := fs.Bool("undo", false, "stop draining the node: placement stops moving its replicas, and leader balance gives it leaderships again")
+	pos, err := parse(fs, args, `flotilla drain [flags] NODE: move every replica and leadership off NODE
+
+Placement moves NODE's leaderships to other replicas, then each of its
+replicas to a node that holds none of that shard (added there before it is
+removed here). When some replicas have nowhere to go (every other live node
+holds one already, e.g. 3 nodes with replication factor 3, or they are
+full), the answer says so and the command exits 1: the leaderships still
+move away and the node stays draining until you add a node or run
+'flotilla drain --undo NODE'. Otherwise watch 'flotilla nodes' until NODE
+holds no replicas, then stop it.`, 1)
 	if err != nil {
 		return err
 	}
@@ -185,16 +242,39 @@ func runDrain(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer done()
-	if _, err := pc.DrainNode(ctx, &pb.DrainNodeRequest{NodeId: id, Drain: !*undo}); err != nil {
+	resp, err := pc.DrainNode(ctx, &pb.DrainNodeRequest{NodeId: id, Drain: !*undo})
+	if err != nil {
 		return err
 	}
-	if c.json {
-		return printJSON(out, map[string]any{"node": id, "draining": !*undo})
+	blocked := 0
+	for _, b := range resp.GetBlocked() {
+		blocked += int(b.GetShards())
 	}
-	if *undo {
+	if c.json {
+		groups := make([]map[string]any, 0, len(resp.GetBlocked()))
+		for _, b := range resp.GetBlocked() {
+			groups = append(groups, map[string]any{"need": b.GetNeed(), "reason": b.GetReason(), "shards": b.GetShards(), "shard_ids": b.GetShardIds()})
+		}
+		if err := printJSON(out, map[string]any{"node": id, "draining": !*undo, "shards": resp.GetShards(),
+			"can_complete": blocked == 0, "blocked": groups}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.json:
+	case *undo:
 		fmt.Fprintf(out, "node %d: no longer draining\n", id)
-	} else {
-		fmt.Fprintf(out, "node %d: draining; watch 'flotilla nodes' until it holds no replicas\n", id)
+	case blocked == 0:
+		fmt.Fprintf(out, "node %d: draining %d shards; watch 'flotilla nodes' until it holds no replicas\n", id, resp.GetShards())
+	default:
+		fmt.Fprintf(out, "node %d: draining, but the drain cannot complete: its leaderships move away, but replicas of %d shards have nowhere to go:\n", id, blocked)
+		for _, b := range resp.GetBlocked() {
+			fmt.Fprintf(out, "  %s\n", blockedLine(b))
+		}
+		fmt.Fprintf(out, "add a node for them, or stop draining with 'flotilla drain --undo %d'\n", id)
+	}
+	if blocked > 0 {
+		return fmt.Errorf("node %d: %w: %d of its %d shards cannot move off it", id, errDrainBlocked, blocked, resp.GetShards())
 	}
 	return nil
 }
