@@ -48,6 +48,32 @@ const (
 	// later, losing writes it had claimed durable (votes, log entries it
 	// acknowledged). Raft's safety rests on those (disk.go).
 	bugLyingDisk
+
+	// Bugs of fleet runs, planted where placement meets the simulator:
+	// in the goroutines it runs, the Runtime, the Admin calls and the
+	// nodes.
+
+	// bugPlacementPanics: a placement goroutine panics (the Connector's
+	// Admin panics once the run is past step 300).
+	bugPlacementPanics
+	// bugLostWakeup: the scheduling loop's 40th sleep never ends, as if
+	// its timer were lost: placement stops scheduling.
+	bugLostWakeup
+	// bugAdminHangs: an AddReplica call is never answered and its client
+	// ignores its context: the operator hangs.
+	bugAdminHangs
+	// bugAddLeavesLearner: AddReplica adds the learner and answers
+	// success without promoting it: every add leaves a learner that
+	// repair removes, and the fleet never settles.
+	bugAddLeavesLearner
+	// bugAddIsNoop: AddReplica answers success without adding anything:
+	// a move removes a voter it never replaced, leaving shards short of
+	// voters, or without a live quorum while another node is down.
+	bugAddIsNoop
+	// bugLoseSplitReplica: node 2 deletes every replica a split creates
+	// on it, the way a replica that skipped a split never gets its
+	// right-hand side: shards name replicas no node hosts.
+	bugLoseSplitReplica
 )
 
 // buggyBackend plants bugDropWrites, bugDiverge or bugPanic into the kv

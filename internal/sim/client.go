@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -87,8 +88,10 @@ type client struct {
 	p      *pending
 	nextAt int
 	// leader is the index of the node believed to lead each group (by
-	// group ID - 1).
-	leader []int
+	// group ID - 1); leaders is the same in a fleet run, whose shard IDs
+	// are placement's.
+	leader  []int
+	leaders map[multiraft.GroupID]int
 	// seen is the last value this client saw for each key, used as the
 	// expected value of its CASes.
 	seen map[string]string
@@ -121,11 +124,33 @@ type pending struct {
 }
 
 func newClient(s *simulation, id int) *client {
-	c := &client{s: s, id: id, leader: make([]int, s.cfg.Groups), seen: make(map[string]string)}
+	c := &client{s: s, id: id, leader: make([]int, s.cfg.Groups), leaders: make(map[multiraft.GroupID]int), seen: make(map[string]string)}
 	for i := range c.leader {
 		c.leader[i] = s.rng.IntN(len(s.nodes))
 	}
 	return c
+}
+
+// leaderIdx returns the index of the node believed to lead g.
+func (c *client) leaderIdx(g multiraft.GroupID) int {
+	if c.s.fleet == nil {
+		return c.leader[g-1]
+	}
+	idx, ok := c.leaders[g]
+	if !ok {
+		idx = c.s.rng.IntN(len(c.s.nodes))
+		c.leaders[g] = idx
+	}
+	return idx
+}
+
+// setLeader records that the node at index idx is believed to lead g.
+func (c *client) setLeader(g multiraft.GroupID, idx int) {
+	if c.s.fleet == nil {
+		c.leader[g-1] = idx
+		return
+	}
+	c.leaders[g] = idx
 }
 
 // issue starts new requests on idle clients (during the workload) and
@@ -144,14 +169,45 @@ func (s *simulation) issue(workload bool) {
 // start draws a new request and sends its first attempt.
 func (c *client) start() {
 	s := c.s
+	var key string
+	if s.fleet != nil && len(c.pinGroups) > 0 {
+		// Pinned to a cut-off node: a key of a shard it led, if one
+		// holds any.
+		s.refreshRoutes()
+		var ks []string
+		for _, g := range c.pinGroups {
+			ks = append(ks, s.groupKeys[g]...)
+		}
+		if len(ks) == 0 {
+			c.nextAt = s.step + 5
+			return
+		}
+		key = pick(s.rng, ks...)
+	} else if s.fleet != nil {
+		key = pick(s.rng, s.fleet.keys...)
+		if s.owner[key] == 0 {
+			s.refreshRoutes()
+		}
+		if s.owner[key] == 0 {
+			// No shard holds the key yet (placement has not bootstrapped).
+			c.nextAt = s.step + 5
+			return
+		}
+	} else {
+		key = groupKey(multiraft.GroupID(1+s.rng.IntN(s.cfg.Groups)), s.rng.IntN(s.cfg.KeysPerGroup))
+	}
 	c.seq++
-	key := groupKey(multiraft.GroupID(1+s.rng.IntN(s.cfg.Groups)), s.rng.IntN(s.cfg.KeysPerGroup))
 	g := s.owner[key]
-	if len(c.pinGroups) > 0 {
+	if len(c.pinGroups) > 0 && s.fleet == nil {
 		g = c.pinGroups[s.rng.IntN(len(c.pinGroups))]
 		key = pick(s.rng, s.groupKeys[g]...)
 	}
 	val := fmt.Sprintf("c%d.%d", c.id, c.seq)
+	if s.fleet != nil {
+		// Values of varied sizes make shards grow past placement's split
+		// size.
+		val += strings.Repeat("~", s.rng.IntN(48))
+	}
 	p := &pending{g: g, ver: s.version[g], rec: record{client: c.id}, deadline: s.step + opTimeoutSteps}
 	r := s.rng.IntN(100)
 	if c.pin != nil {
@@ -207,7 +263,7 @@ func (c *client) start() {
 // group (stale reads: to any node).
 func (c *client) attempt() {
 	s, p := c.s, c.p
-	idx := c.leader[p.g-1]
+	idx := c.leaderIdx(p.g)
 	if p.rec.kind == opGet && (p.rec.mode == multiraft.ReadStale || s.cfg.bug == bugStaleReads) {
 		idx = s.rng.IntN(len(s.nodes))
 	}
@@ -217,7 +273,7 @@ func (c *client) attempt() {
 	n := s.nodes[idx]
 	if !n.up() {
 		// Connection refused: nothing was sent. Try the next node.
-		c.leader[p.g-1] = (idx + 1) % len(s.nodes)
+		c.setLeader(p.g, (idx+1)%len(s.nodes))
 		p.retryAt = s.step + 1
 		return
 	}
@@ -261,18 +317,18 @@ func (c *client) retry(err error) {
 		p.retryAt = s.step + 1 + s.rng.IntN(4)
 	case errors.As(err, &nle):
 		s.stats.NotLeader++
-		if nle.Node != 0 && int(nle.Node-1) != c.leader[p.g-1] {
-			c.leader[p.g-1] = int(nle.Node - 1)
+		if nle.Node != 0 && int(nle.Node-1) != c.leaderIdx(p.g) {
+			c.setLeader(p.g, int(nle.Node-1))
 			p.retryAt = s.step
 			return
 		}
-		c.leader[p.g-1] = (c.leader[p.g-1] + 1) % len(s.nodes)
+		c.setLeader(p.g, (c.leaderIdx(p.g)+1)%len(s.nodes))
 		p.retryAt = s.step + 1 + s.rng.IntN(4)
 	case errors.Is(err, multiraft.ErrProposalDropped):
 		s.stats.ProposalDropped++
 		p.retryAt = s.step + 1 + s.rng.IntN(6)
 	default:
-		c.leader[p.g-1] = (c.leader[p.g-1] + 1) % len(s.nodes)
+		c.setLeader(p.g, (c.leaderIdx(p.g)+1)%len(s.nodes))
 		p.retryAt = s.step + 1
 	}
 }
@@ -368,8 +424,17 @@ func (c *client) resolved() {
 func (c *client) reroute() {
 	s, p := c.s, c.p
 	s.stats.WrongShard++
+	if s.fleet != nil {
+		s.refreshRoutes()
+	}
 	ks := p.rec.keys()
 	g := s.owner[ks[0]]
+	if g == 0 {
+		// No live node holds a shard with the key: try again later.
+		p.fut = nil
+		p.retryAt = s.step + 5
+		return
+	}
 	for _, k := range ks[1:] {
 		if s.owner[k] != g {
 			if p.inDoubt {
@@ -405,8 +470,8 @@ func (c *client) timeout() {
 	s, p := c.s, c.p
 	// Like a router, suspect the node that did not answer: the next
 	// request for the group goes to the next node.
-	if p.node != nil && c.leader[p.g-1] == int(p.node.id-1) {
-		c.leader[p.g-1] = (c.leader[p.g-1] + 1) % len(s.nodes)
+	if p.node != nil && c.leaderIdx(p.g) == int(p.node.id-1) {
+		c.setLeader(p.g, (c.leaderIdx(p.g)+1)%len(s.nodes))
 	}
 	if p.rec.kind != opGet && (p.fut != nil || p.inDoubt) {
 		c.ambiguous(errors.New("timeout"))

@@ -136,7 +136,13 @@ func (s *simulation) injectFaults() {
 		s.breakDisk()
 	}
 	if s.chance(p.transferPermille) {
-		s.transferLeader(multiraft.GroupID(1 + s.rng.IntN(s.groupCount)))
+		if s.fleet != nil {
+			if gs := s.fleetGroups(); len(gs) > 0 {
+				s.transferLeader(gs[s.rng.IntN(len(gs))])
+			}
+		} else {
+			s.transferLeader(multiraft.GroupID(1 + s.rng.IntN(s.groupCount)))
+		}
 	}
 }
 
@@ -154,7 +160,7 @@ func (s *simulation) armedDisks() int {
 func (s *simulation) down() int {
 	d := 0
 	for _, n := range s.nodes {
-		if !n.up() {
+		if !n.up() && n.joined {
 			d++
 		}
 	}
@@ -164,10 +170,10 @@ func (s *simulation) down() int {
 // crash crashes n (losing its unsynced writes) and schedules its restart.
 func (s *simulation) crash(n *node, downSteps int) {
 	s.stats.Crashes++
-	s.tracef("crash n%d for %d steps", n.id, downSteps)
+	s.tracef("crash %s for %d steps", n.addr, downSteps)
 	n.crash()
 	n.restartAt = s.step + downSteps
-	for _, o := range s.nodes {
+	for _, o := range s.procs() {
 		if o.up() {
 			o.e.NodeDown(n.id)
 		}
@@ -176,11 +182,11 @@ func (s *simulation) crash(n *node, downSteps int) {
 
 // restartDue restarts the down nodes whose time has come.
 func (s *simulation) restartDue() {
-	for _, n := range s.nodes {
+	for _, n := range s.procs() {
 		if n.up() || n.restartAt > s.step {
 			continue
 		}
-		s.tracef("restart n%d", n.id)
+		s.tracef("restart %s", n.addr)
 		if err := n.start(); err != nil {
 			// A node that cannot recover from its own disk after a crash
 			// is a durability bug.
@@ -225,7 +231,10 @@ func (s *simulation) partition() {
 			small++
 		}
 	}
-	if 2*small < nn {
+	// In a fleet run a shard has replicas on only some of the nodes: a
+	// side of two nodes may hold two of a shard's three; only a node alone
+	// is surely cut off from every quorum.
+	if 2*small < nn && (s.fleet == nil || small == 1) {
 		for i := range nn {
 			if side[i] {
 				s.markCut(i)
@@ -237,7 +246,7 @@ func (s *simulation) partition() {
 // block drops every message from → to, and tells to that from is gone.
 func (s *simulation) block(from, to multiraft.NodeID) {
 	s.net.blocked[[2]multiraft.NodeID{from, to}] = true
-	if n := s.nodes[to-1]; n.up() {
+	if n := s.endpoint(to); n.up() {
 		n.e.NodeDown(from)
 	}
 }

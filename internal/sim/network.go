@@ -137,7 +137,7 @@ func (n *network) send(m multiraft.Message) {
 
 // reachable reports whether a message from → to would get through now.
 func (n *network) reachable(from, to multiraft.NodeID) bool {
-	return !n.isBlocked(from, to) && n.s.nodes[to-1].up()
+	return !n.isBlocked(from, to) && n.s.endpoint(to).up()
 }
 
 // isBlocked reports whether a partition cuts the link from → to.
@@ -165,7 +165,7 @@ func (n *network) deliver(now int) {
 		return cmpU64(a.seq, b.seq)
 	})
 	// One Step call per destination, messages in delivery order.
-	for _, dst := range n.s.nodes {
+	for _, dst := range n.s.procs() {
 		var batch []multiraft.Message
 		for _, m := range due {
 			if m.m.ToNode != dst.id {
@@ -205,7 +205,7 @@ func (n *network) deliver(now int) {
 // it.
 func (n *network) transferSnapshot(s inflightSnap) {
 	err := s.err
-	dst := n.s.nodes[s.m.ToNode-1]
+	dst := n.s.endpoint(s.m.ToNode)
 	if err == nil && !n.reachable(s.m.FromNode, s.m.ToNode) {
 		err = fmt.Errorf("sim: n%d unreachable from n%d", s.m.ToNode, s.m.FromNode)
 	}

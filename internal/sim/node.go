@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // node is one simulated process: a Pebble instance on its own crashable
@@ -19,7 +20,9 @@ import (
 type node struct {
 	s  *simulation
 	id multiraft.NodeID
-	fs *vfs.MemFS
+	// addr is the node's address in the catalogue ("n3", "p101").
+	addr string
+	fs   *vfs.MemFS
 	// disk injects disk faults into n.fs (disk.go); under bugLyingDisk
 	// the node crashes at lieCrashAt.
 	disk       diskFault
@@ -39,6 +42,19 @@ type node struct {
 	// ticks counts the engine's Ticks since it started (the engine's own
 	// tick counter, which leases are measured in).
 	ticks uint64
+	// Fleet runs (fleet.go): store serves a shardnode's shards; pl is set
+	// on a placement process; runner is the actor of its placement
+	// service's scheduling loop, reporter a shardnode's heartbeats.
+	store    *shard.Store
+	pl       *placementProc
+	runner   *actor
+	reporter *actor
+	// joined: the node has started once (fleet nodes join over time;
+	// every node of an engine run joins at boot).
+	joined bool
+	// created: the shards whose replica the Admin service created here;
+	// known: the groups seen hosted here (bugLoseSplitReplica).
+	created, known map[multiraft.GroupID]bool
 }
 
 func (n *node) up() bool { return n.e != nil }
@@ -57,11 +73,21 @@ func (n *node) start() error {
 	if err != nil {
 		return fmt.Errorf("sim: n%d: opening pebble: %w", n.id, err)
 	}
+	newSM := n.s.sm.newStateMachine
+	switch {
+	case n.pl != nil:
+		newSM = n.pl.open(n).StateMachineFunc()
+	case n.s.fleet != nil:
+		if n.store, err = shard.NewStore(shard.Config{}); err != nil {
+			panic(err)
+		}
+		newSM = n.store.StateMachineFunc()
+	}
 	cfg := multiraft.Config{
 		NodeID:             n.id,
 		DB:                 db,
 		Transport:          transport{net: n.s.net, node: n},
-		NewStateMachine:    n.s.sm.newStateMachine,
+		NewStateMachine:    newSM,
 		Logger:             slog.New(slog.DiscardHandler),
 		Workers:            -1,
 		LogTruncateEntries: n.s.prof.logTruncateEntries,
@@ -76,6 +102,12 @@ func (n *node) start() error {
 	n.db, n.e = db, e
 	n.incarnation++
 	n.ticks = 0
+	if n.store != nil {
+		n.store.SetEngine(e)
+	}
+	if n.s.fleet != nil {
+		return n.s.started(n)
+	}
 	return nil
 }
 
@@ -105,6 +137,15 @@ func (n *node) crash() {
 func (n *node) stop() {
 	if n.e == nil {
 		return
+	}
+	if n.s.fleet != nil {
+		// The process's goroutines die with it.
+		n.s.actors.kill(n)
+		n.s.rpc.crashed(n)
+		n.runner, n.reporter = nil, nil
+		if n.pl != nil {
+			n.pl.retire()
+		}
 	}
 	_ = n.e.Close()
 	func() {

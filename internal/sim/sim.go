@@ -70,6 +70,11 @@ type Config struct {
 	// Backend is the state machine under test: "shard" (the default, the
 	// real shard package) or "kv" (the simulator's own kvSM).
 	Backend string
+	// Fleet runs the whole fleet under the real placement service
+	// (fleet.go): Nodes is then the number of shardnodes at the start
+	// (more may join), Groups is unused (placement creates the shards),
+	// and the backend is shard.
+	Fleet bool
 	// bug plants a bug (tests of the checks only).
 	bug simBug
 	// everyFault makes the profile draw every kind of fault: leader
@@ -158,13 +163,26 @@ type Stats struct {
 	// ElectionsAfterHeal counts the groups that elected a leader after the
 	// healed cluster had settled, before the run ended.
 	ElectionsAfterHeal int
+	// Fleet runs: operators placement started and of those failed, and
+	// by kind ("repair=3/1": started/failed); nodes that joined, drain
+	// requests, placement crashes, RPCs, heartbeats answered, shards at
+	// the end.
+	Operators, OperatorsFailed                  int
+	OperatorKinds                               string
+	NodesJoined, Drains, PlacementCrashes, RPCs int
+	Heartbeats, Shards                          int
 }
 
 func (s Stats) String() string {
+	fleet := ""
+	if s.Heartbeats > 0 {
+		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d",
+			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats)
+	}
 	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
 		s.Crashes, s.Partitions, s.LeaderIsolations, s.MinorityLeaseReads, s.Transfers, s.Reconfigs, s.ReconfigCuts, s.Splits, s.WrongShard, s.DiskStops, s.DiskFaults, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
-		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal)
+		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal) + fleet
 }
 
 // simulation is one simulated cluster. It is single-threaded: the engines run in
@@ -181,6 +199,13 @@ type simulation struct {
 	nodes   []*node
 	net     *network
 	clients []*client
+	// Fleet runs (fleet.go): pnodes are the placement processes; actors
+	// run their goroutines and the nodes' Admin and heartbeat code
+	// (actors.go); rpc carries their calls (rpc.go).
+	fleet  *fleet
+	pnodes []*node
+	actors *actors
+	rpc    *rpcNet
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -211,7 +236,7 @@ type simulation struct {
 	reconfCutAt int
 	nextReplica []uint64 // by group ID - 1: the last k given to replicaID
 	// settledTerms is each group's term when the healed cluster settled.
-	settledTerms []uint64
+	settledTerms map[multiraft.GroupID]uint64
 	trace        hash.Hash
 	traceLines   []string
 }
@@ -219,6 +244,9 @@ type simulation struct {
 type leaderKey struct {
 	group multiraft.GroupID
 	term  uint64
+	// catalogue: the placement catalogue's group, apart from the shard
+	// with the same ID.
+	catalogue bool
 }
 
 // Run runs one simulation and returns its result. Broken properties are
@@ -238,7 +266,7 @@ func Run(cfg Config) (res *Result) {
 			s.advance(true)
 		}
 		s.heal()
-		if s.converge() {
+		if s.fleet != nil && s.convergeFleet() || s.fleet == nil && s.converge() {
 			s.finalReads()
 			s.countLeaderChanges()
 		}
@@ -254,6 +282,12 @@ func (s *simulation) result() *Result {
 	}
 	res.Stats.Steps = s.step
 	res.Stats.LeaderTermsSeen = len(s.leaders)
+	if s.fleet != nil {
+		started, _, failed, byKind := s.operators()
+		res.Stats.Operators, res.Stats.OperatorsFailed, res.Stats.OperatorKinds = int(started), int(failed), kindsString(byKind)
+		res.Stats.Shards = len(s.groupKeys)
+		res.Profile += " " + s.fleet.prof.String()
+	}
 	return res
 }
 
@@ -264,9 +298,11 @@ func newSim(cfg Config) *simulation {
 		cfg:     cfg,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		leaders: make(map[leaderKey]multiraft.ReplicaID),
-		trace:   sha256.New(),
-		final:   make(map[string]string),
-		cut:     make([]*cutOff, cfg.Nodes),
+
+		settledTerms: make(map[multiraft.GroupID]uint64),
+		trace:        sha256.New(),
+		final:        make(map[string]string),
+		cut:          make([]*cutOff, cfg.Nodes),
 
 		groupCount: cfg.Groups,
 		owner:      make(map[string]multiraft.GroupID),
@@ -280,6 +316,11 @@ func newSim(cfg Config) *simulation {
 			s.owner[key] = g
 			s.groupKeys[g] = append(s.groupKeys[g], key)
 		}
+	}
+	if cfg.Fleet {
+		cfg.Backend = "shard"
+		s.cfg.Backend = "shard"
+		s.cut = nil
 	}
 	switch cfg.Backend {
 	case "shard":
@@ -295,13 +336,21 @@ func newSim(cfg Config) *simulation {
 	s.prof = randomProfile(s.rng, cfg)
 	s.net = &network{s: s, cfg: s.prof.net, blocked: make(map[[2]multiraft.NodeID]bool)}
 	s.tracef("profile %s", s.prof)
+	if cfg.Fleet {
+		s.actors = newActors(s)
+		s.newFleet()
+	}
 	return s
 }
 
-// boot starts every node and creates every group on all of them.
+// boot starts every node and creates every group on all of them (in a
+// fleet run, bootFleet starts the processes).
 func (s *simulation) boot() bool {
+	if s.fleet != nil {
+		return s.bootFleet()
+	}
 	for i := range s.cfg.Nodes {
-		n := &node{s: s, id: multiraft.NodeID(i + 1), fs: vfs.NewCrashableMem(), tickRate: s.prof.tickRates[i]}
+		n := &node{s: s, id: multiraft.NodeID(i + 1), addr: fmt.Sprintf("n%d", i+1), fs: vfs.NewCrashableMem(), tickRate: s.prof.tickRates[i], joined: true}
 		n.disk.lie = s.cfg.bug == bugLyingDisk
 		s.nodes = append(s.nodes, n)
 		if err := n.start(); err != nil {
@@ -328,8 +377,19 @@ func (s *simulation) boot() bool {
 	return true
 }
 
-// groupIDs yields the IDs of the groups, 1 to Groups.
+// groupIDs yields the IDs of the groups, 1 to Groups (in a fleet run,
+// those the live nodes host, in order).
 func (s *simulation) groupIDs() func(func(multiraft.GroupID) bool) {
+	if s.fleet != nil {
+		gs := s.fleetGroups()
+		return func(yield func(multiraft.GroupID) bool) {
+			for _, g := range gs {
+				if !yield(g) {
+					return
+				}
+			}
+		}
+	}
 	return func(yield func(multiraft.GroupID) bool) {
 		for g := 1; g <= s.groupCount; g++ {
 			if !yield(multiraft.GroupID(g)) {
@@ -355,13 +415,28 @@ func (s *simulation) advance(workload bool) {
 	if workload && !s.cfg.NoFaults {
 		s.injectFaults()
 	}
+	if workload && s.fleet != nil {
+		s.fleetFaults()
+	}
 	s.restartDue()
 	s.tickClocks()
+	if s.fleet != nil {
+		s.tickPlacement()
+	}
 	s.net.deliver(s.step)
 	s.processAll()
 	s.reapFailedEngines()
+	if s.fleet != nil {
+		s.reportUnreachable()
+		s.rpc.deliver()
+		s.actors.run()
+		s.fleetLiveness()
+		if s.cfg.bug == bugLoseSplitReplica {
+			s.loseSplitReplicas()
+		}
+	}
 	s.pollClients()
-	if workload && !s.cfg.NoFaults {
+	if workload && !s.cfg.NoFaults && s.fleet == nil {
 		s.maybeStartReconfig()
 		s.maybeStartSplit()
 	}
@@ -374,7 +449,7 @@ func (s *simulation) advance(workload bool) {
 }
 
 func (s *simulation) processAll() {
-	for _, n := range s.nodes {
+	for _, n := range s.procs() {
 		if n.up() {
 			n.e.Process()
 		}
@@ -391,16 +466,18 @@ func (s *simulation) now() int64 {
 // a message only a leader sends, and flags a second leader in one term.
 func (s *simulation) observeLeader(m multiraft.Message) {
 	if leaderOnly(m.Msg.GetType()) {
-		s.sawLeader(m.Group, m.Msg.GetTerm(), multiraft.ReplicaID(m.Msg.GetFrom()), "message")
+		s.sawLeader(m.Group, m.FromNode > placementBase, m.Msg.GetTerm(), multiraft.ReplicaID(m.Msg.GetFrom()), "message")
 	}
 }
 
-func (s *simulation) sawLeader(g multiraft.GroupID, term uint64, r multiraft.ReplicaID, how string) {
-	k := leaderKey{g, term}
+func (s *simulation) sawLeader(g multiraft.GroupID, catalogue bool, term uint64, r multiraft.ReplicaID, how string) {
+	k := leaderKey{g, term, catalogue}
 	prev, ok := s.leaders[k]
 	switch {
 	case !ok:
 		s.leaders[k] = r
+	case prev != r && catalogue:
+		s.violation("two leaders of the placement catalogue in term %d: r%d and r%d (seen by %s at step %d)", term, prev, r, how, s.step)
 	case prev != r:
 		s.violation("two leaders in group %d term %d: r%d and r%d (seen by %s at step %d)", g, term, prev, r, how, s.step)
 	}
@@ -430,7 +507,13 @@ func (s *simulation) tracef(format string, args ...any) {
 // shutdown closes every node. After a panic an engine or Pebble may be
 // left inconsistent: what their Close panics with is dropped.
 func (s *simulation) shutdown() {
-	for _, n := range s.nodes {
+	if s.actors != nil {
+		func() {
+			defer func() { _ = recover() }()
+			s.actors.killAll()
+		}()
+	}
+	for _, n := range s.procs() {
 		func() {
 			defer func() { _ = recover() }()
 			n.stop()
@@ -444,18 +527,22 @@ func (s *simulation) shutdown() {
 // a nil entry means no live replica there.
 func (s *simulation) statuses() map[multiraft.GroupID][]*multiraft.Status {
 	s.processAll()
+	var groups []multiraft.GroupID
+	for g := range s.groupIDs() {
+		groups = append(groups, g)
+	}
 	futs := make([][]*multiraft.Future, len(s.nodes))
 	for i, n := range s.nodes {
 		if !n.up() {
 			continue
 		}
-		for g := range s.groupIDs() {
+		for _, g := range groups {
 			futs[i] = append(futs[i], n.e.StatusFuture(g))
 		}
 		n.e.Process()
 	}
-	out := make(map[multiraft.GroupID][]*multiraft.Status, s.groupCount)
-	for g := range s.groupIDs() {
+	out := make(map[multiraft.GroupID][]*multiraft.Status, len(groups))
+	for _, g := range groups {
 		out[g] = make([]*multiraft.Status, len(s.nodes))
 	}
 	for i, fs := range futs {
@@ -480,13 +567,16 @@ func (s *simulation) statuses() map[multiraft.GroupID][]*multiraft.Status {
 // data.
 func (s *simulation) sample() {
 	sts := s.statuses()
-	for g := range s.groupIDs() {
+	for _, g := range sortedGroups(sts) {
 		for _, st := range sts[g] {
 			if st != nil && st.IsLeader {
-				s.sawLeader(g, st.Term, st.Replica, "status")
+				s.sawLeader(g, false, st.Term, st.Replica, "status")
 			}
 		}
 		s.compareReplicas(g, sts[g])
+	}
+	if s.fleet != nil {
+		s.checkUnderReplicated(sts)
 	}
 }
 
@@ -556,16 +646,21 @@ func (s *simulation) dump(g multiraft.GroupID, n *node) []string {
 // scan calls fn for each key and value of g's data on n, in key order.
 func (s *simulation) scan(g multiraft.GroupID, n *node, fn func(k, v []byte)) {
 	for _, span := range s.sm.dataSpans(g, n.db) {
-		it, err := n.db.NewIter(&pebble.IterOptions{LowerBound: span[0], UpperBound: span[1]})
-		if err != nil {
-			panic(err)
-		}
-		for it.First(); it.Valid(); it.Next() {
-			fn(it.Key(), it.Value())
-		}
-		must(it.Error())
-		must(it.Close())
+		s.scanSpan(n, span[0], span[1], fn)
 	}
+}
+
+// scanSpan calls fn for each key and value of [lo, hi) in n's Pebble.
+func (s *simulation) scanSpan(n *node, lo, hi []byte, fn func(k, v []byte)) {
+	it, err := n.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		panic(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		fn(it.Key(), it.Value())
+	}
+	must(it.Error())
+	must(it.Close())
 }
 
 // heal ends every fault: down nodes restart, partitions heal, the network
@@ -576,8 +671,8 @@ func (s *simulation) heal() {
 	// goes down first, to restart below like every down node.
 	s.reapFailedEngines()
 	s.healDisks()
-	for _, n := range s.nodes {
-		if !n.up() {
+	for _, n := range s.procs() {
+		if !n.up() && n.joined {
 			n.restartAt = s.step
 		}
 	}
@@ -609,7 +704,7 @@ func (s *simulation) converge() bool {
 			s.stats.ConvergeSteps = s.step - start
 			for g := range s.groupIDs() {
 				s.compareReplicas(g, sts[g])
-				s.settledTerms = append(s.settledTerms, sts[g][leaderOf(sts[g])].Term)
+				s.settledTerms[g] = sts[g][leaderOf(sts[g])].Term
 			}
 			return true
 		}
@@ -662,7 +757,16 @@ func settled(sts []*multiraft.Status) string {
 // appends the reads to the history, so the checker sees the final state.
 // Like a client it retries (elsewhere) when the leader changed meanwhile.
 func (s *simulation) finalReads() {
-	for g := range s.groupIDs() {
+	var groups []multiraft.GroupID
+	if s.fleet != nil {
+		s.refreshRoutes()
+		groups = sortedGroups(s.groupKeys)
+	} else {
+		for g := range s.groupIDs() {
+			groups = append(groups, g)
+		}
+	}
+	for _, g := range groups {
 		var err error
 		for attempt := 0; attempt < 10; attempt++ {
 			if attempt > 0 {
@@ -734,8 +838,8 @@ func (s *simulation) finalRead(g multiraft.GroupID) error {
 // doc.go, engine bugs found).
 func (s *simulation) countLeaderChanges() {
 	sts := s.statuses()
-	for g := range s.groupIDs() {
-		if li := leaderOf(sts[g]); li < 0 || sts[g][li].Term != s.settledTerms[g-1] {
+	for _, g := range sortedGroups(s.settledTerms) {
+		if li := leaderOf(sts[g]); li < 0 || sts[g][li].Term != s.settledTerms[g] {
 			s.stats.ElectionsAfterHeal++
 			s.tracef("g%d: elections after healing", g)
 		}

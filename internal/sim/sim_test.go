@@ -24,6 +24,7 @@ var (
 	flagClients  = flag.Int("clients", DefaultClients, "concurrent clients")
 	flagNoFaults = flag.Bool("no-faults", false, "run without faults")
 	flagBackend  = flag.String("backend", "shard", "state machine under test: shard or kv")
+	flagFleet    = flag.Bool("fleet", false, "run the whole fleet under the real placement service (see fleet.go)")
 	flagProgress = flag.Bool("progress", false, "log one line per seed (with -v)")
 	flagTrace    = flag.Bool("simtrace", false, "print the trace of each run as it happens")
 	flagTraceGrp = flag.Uint64("trace-group", 0, "with -simtrace: also trace every message of this group")
@@ -37,7 +38,7 @@ func init() {
 func simConfig(seed uint64) Config {
 	cfg := Config{
 		Seed: seed, Nodes: *flagNodes, Groups: *flagGroups, Steps: *flagSteps,
-		Clients: *flagClients, NoFaults: *flagNoFaults, Backend: *flagBackend,
+		Clients: *flagClients, NoFaults: *flagNoFaults, Backend: *flagBackend, Fleet: *flagFleet,
 		TraceGroup: multiraft.GroupID(*flagTraceGrp),
 	}
 	if *flagTrace {
@@ -66,6 +67,9 @@ func replayCommand(seed uint64) string {
 	}
 	if *flagBackend != "shard" {
 		cmd += " -backend=" + *flagBackend
+	}
+	if *flagFleet {
+		cmd += " -fleet"
 	}
 	return cmd + " -v"
 }
@@ -145,6 +149,9 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 4, Steps: 400, TraceGroup: 2, Backend: "kv"},
 		// Every kind of fault.
 		{Seed: 2, Steps: 400, TraceGroup: 1, everyFault: true},
+		// The fleet under placement (fleet.go).
+		{Seed: 2, Fleet: true, TraceGroup: 1},
+		{Seed: 3, Fleet: true, TraceGroup: 2},
 	} {
 		cfg.KeepTrace = true
 		a := runSeed(t, cfg)

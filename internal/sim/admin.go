@@ -1,0 +1,356 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/rpc"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// The Admin service of a simulated shardnode: what rpc.AdminServer does
+// for the calls placement makes (CreateReplica, RemoveReplica,
+// ChangeReplicas, AddReplica, GetShardInfo, FindLeader, TransferLeader,
+// Split), over the node's real engine and shard.Store, with the same
+// statuses. rpc.AdminServer waits on the engine's futures and polls with
+// wall-clock tickers, which the simulator cannot interleave
+// deterministically; these handlers run as actors and wait through the
+// simulator (actors.go). Keep them in step with rpc/admin.go.
+
+// adminPollEvery is rpc.AdminServer's poll interval (AddReplica's catch-up).
+const adminPollEvery = 20 * time.Millisecond
+
+// status waits for the status of n's replica of id.
+func (n *node) status(ctx context.Context, id shard.ShardID) (multiraft.Status, error) {
+	v, err := n.s.actors.wait(ctx, n.e.StatusFuture(id))
+	if err != nil {
+		return multiraft.Status{}, err
+	}
+	return v.(multiraft.Status), nil
+}
+
+func (n *node) adminCreateReplica(_ context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
+	if req.GetShard() == nil {
+		return nil, status.Error(codes.InvalidArgument, "descriptor: required")
+	}
+	desc := rpc.DescriptorFromProto(req.GetShard())
+	if desc.ShardID == 0 {
+		return nil, status.Error(codes.InvalidArgument, "descriptor.shard_id: required")
+	}
+	if req.GetJoin() {
+		if req.GetReplicaId() == 0 {
+			return nil, status.Error(codes.InvalidArgument, "replica_id: required with join")
+		}
+		n.created[desc.ShardID] = true
+		err := n.e.JoinGroup(desc.ShardID, multiraft.ReplicaID(req.GetReplicaId()))
+		return &pb.CreateReplicaResponse{}, statusOf(err, desc.ShardID)
+	}
+	if err := desc.Validate(); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "descriptor: %v", err)
+	}
+	var mine multiraft.ReplicaID
+	for _, r := range desc.Replicas {
+		if r.NodeID == n.id {
+			mine = r.ReplicaID
+		}
+	}
+	if mine == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "descriptor.replicas: no replica on node %d", n.id)
+	}
+	n.created[desc.ShardID] = true
+	if err := n.store.CreateShard(desc, mine); err != nil {
+		return nil, statusOf(err, desc.ShardID)
+	}
+	return &pb.CreateReplicaResponse{}, nil
+}
+
+func (n *node) adminRemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	if _, err := n.s.actors.wait(ctx, n.e.RemoveGroupFuture(id)); err != nil {
+		return nil, statusOf(err, id)
+	}
+	n.s.tracef("n%d: removed its replica of g%d (Admin.RemoveReplica)", n.id, id)
+	return &pb.RemoveReplicaResponse{}, nil
+}
+
+func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRequest) (*pb.ChangeReplicasResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	if len(req.GetChanges()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "changes: at least one change is required")
+	}
+	changes := make([]multiraft.ReplicaChange, len(req.GetChanges()))
+	for i, c := range req.GetChanges() {
+		var op multiraft.ChangeOp
+		switch c.GetType() {
+		case pb.ChangeType_CHANGE_TYPE_ADD_VOTER:
+			op = multiraft.AddVoter
+		case pb.ChangeType_CHANGE_TYPE_ADD_LEARNER:
+			op = multiraft.AddLearner
+		case pb.ChangeType_CHANGE_TYPE_REMOVE:
+			op = multiraft.RemoveReplica
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "changes[%d].type: unknown value", i)
+		}
+		changes[i] = multiraft.ReplicaChange{Op: op, Replica: rpc.ReplicaFromProto(c.GetReplica())}
+	}
+	if e := req.GetEpoch(); e != nil {
+		d, err := n.store.Descriptor(id)
+		if err != nil {
+			return nil, statusOf(err, id)
+		}
+		if d.Epoch.ConfVer != e.GetConfVer() {
+			return nil, statusOf(&shard.EpochNotMatchError{Requested: rpc.EpochFromProto(e), Current: d}, id)
+		}
+	}
+	before, err := n.status(ctx, id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	if _, err := n.s.actors.wait(ctx, n.e.ChangeReplicasFuture(id, changes)); err != nil {
+		return nil, statusOf(err, id)
+	}
+	n.s.checkRemovalQuorum(id, before.Members, changes)
+	d, err := n.store.Descriptor(id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	return &pb.ChangeReplicasResponse{Shard: rpc.DescriptorToProto(d)}, nil
+}
+
+func (n *node) adminAddReplica(ctx context.Context, req *pb.AddReplicaRequest) (*pb.AddReplicaResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	rep := rpc.ReplicaFromProto(req.GetReplica())
+	if rep.ReplicaID == 0 || rep.NodeID == 0 {
+		return nil, status.Error(codes.InvalidArgument, "replica: replica_id and node_id are required")
+	}
+	rep.Learner = false
+	st, err := n.status(ctx, id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	if n.s.cfg.bug == bugAddIsNoop {
+		return &pb.AddReplicaResponse{}, nil
+	}
+	if _, ok := st.Members.Lookup(rep.ReplicaID); !ok {
+		f := n.e.ChangeReplicasFuture(id, []multiraft.ReplicaChange{{Op: multiraft.AddLearner, Replica: rep}})
+		if _, err := n.s.actors.wait(ctx, f); err != nil {
+			return nil, statusOf(err, id)
+		}
+	}
+	if !req.GetLearner() && n.s.cfg.bug != bugAddLeavesLearner {
+		if err := n.waitCaughtUp(ctx, id, rep.ReplicaID); err != nil {
+			return nil, err
+		}
+		f := n.e.ChangeReplicasFuture(id, []multiraft.ReplicaChange{{Op: multiraft.AddVoter, Replica: rep}})
+		if _, err := n.s.actors.wait(ctx, f); err != nil {
+			return nil, statusOf(err, id)
+		}
+	}
+	d, err := n.store.Descriptor(id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	return &pb.AddReplicaResponse{Shard: rpc.DescriptorToProto(d)}, nil
+}
+
+// waitCaughtUp polls until the leader sees replica's log at its commit
+// index.
+func (n *node) waitCaughtUp(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	for {
+		st, err := n.status(ctx, id)
+		if err != nil {
+			return statusOf(err, id)
+		}
+		if !st.IsLeader {
+			return statusOf(&multiraft.NotLeaderError{Group: id, Leader: st.Leader, Node: st.LeaderNode}, id)
+		}
+		if pr, ok := st.Progress[replica]; ok && pr.Match >= st.Commit {
+			return nil
+		}
+		if n.s.actors.sleep(ctx, adminPollEvery) != nil {
+			return status.Errorf(codes.DeadlineExceeded, "replica %d did not catch up: %v", replica, ctx.Err())
+		}
+	}
+}
+
+func (n *node) adminGetShardInfo(ctx context.Context, req *pb.ShardInfoRequest) (*pb.ShardInfo, error) {
+	id := shard.ShardID(req.GetShardId())
+	st, err := n.status(ctx, id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	info := &pb.ShardInfo{
+		ReplicaId: uint64(st.Replica), LeaderReplicaId: uint64(st.Leader), LeaderNodeId: uint64(st.LeaderNode),
+		IsLeader: st.IsLeader, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
+		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, Quiesced: st.Quiesced,
+	}
+	ids := make([]multiraft.ReplicaID, 0, len(st.Progress))
+	for rid := range st.Progress {
+		ids = append(ids, rid)
+	}
+	slices.Sort(ids)
+	for _, rid := range ids {
+		pr := st.Progress[rid]
+		info.Progress = append(info.Progress, &pb.ReplicaProgress{
+			ReplicaId: uint64(rid), Match: pr.Match, Next: pr.Next, State: pr.State, RecentActive: pr.RecentActive,
+		})
+	}
+	if d, err := n.store.Descriptor(id); err == nil {
+		info.Shard = rpc.DescriptorToProto(d)
+		info.ApproximateBytes = n.dataBytes(d)
+	}
+	return info, nil
+}
+
+func (n *node) adminFindLeader(ctx context.Context, req *pb.FindLeaderRequest) (*pb.FindLeaderResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	st, err := n.status(ctx, id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	resp := &pb.FindLeaderResponse{LeaderReplicaId: uint64(st.Leader), LeaderNodeId: uint64(st.LeaderNode)}
+	if st.LeaderNode != 0 {
+		resp.LeaderAddress = fmt.Sprintf("n%d", st.LeaderNode)
+	}
+	if d, err := n.store.Descriptor(id); err == nil {
+		resp.Shard = rpc.DescriptorToProto(d)
+	}
+	return resp, nil
+}
+
+func (n *node) adminTransferLeader(ctx context.Context, req *pb.TransferLeaderRequest) (*pb.TransferLeaderResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	to := multiraft.ReplicaID(req.GetToReplicaId())
+	if to == 0 {
+		return nil, status.Error(codes.InvalidArgument, "to_replica_id: required")
+	}
+	st, err := n.status(ctx, id)
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	if st.IsLeader {
+		switch r, ok := st.Members.Lookup(to); {
+		case !ok:
+			return nil, status.Errorf(codes.InvalidArgument, "to_replica_id: replica %d is not a member of shard %d", to, id)
+		case r.Learner:
+			return nil, status.Errorf(codes.InvalidArgument, "to_replica_id: replica %d of shard %d is a learner; only a voter can lead", to, id)
+		}
+	}
+	if _, err := n.s.actors.wait(ctx, n.e.TransferLeadershipFuture(id, to)); err != nil {
+		return nil, statusOf(err, id)
+	}
+	return &pb.TransferLeaderResponse{}, nil
+}
+
+func (n *node) adminSplit(ctx context.Context, req *pb.SplitRequest) (*pb.SplitResponse, error) {
+	id := shard.ShardID(req.GetShardId())
+	if req.GetNewShardId() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "new_shard_id: required")
+	}
+	key := req.GetSplitKey()
+	if len(key) == 0 {
+		var err error
+		if key, err = n.store.MidKey(id); err != nil {
+			return nil, statusOf(err, id)
+		}
+	}
+	var mapping []shard.SplitReplica
+	for old, nu := range req.GetNewReplicaIds() {
+		mapping = append(mapping, shard.SplitReplica{Old: multiraft.ReplicaID(old), New: multiraft.ReplicaID(nu)})
+	}
+	// rpc.AdminServer keeps the map's order; a seed must not depend on it.
+	slices.SortFunc(mapping, func(a, b shard.SplitReplica) int { return cmpU64(uint64(a.Old), uint64(b.Old)) })
+	cmd := shard.Command{
+		Header: shard.Header{Epoch: rpc.EpochFromProto(req.GetEpoch())}, Kind: shard.KindSplit,
+		Key: key, NewShard: shard.ShardID(req.GetNewShardId()), NewReplicas: mapping,
+	}
+	res, err := n.s.actors.wait(ctx, n.e.ProposeFuture(id, cmd.AppendEncoded(nil)))
+	if err != nil {
+		return nil, statusOf(err, id)
+	}
+	switch r := res.(type) {
+	case *shard.Result:
+		if r.Left == nil || r.Right == nil {
+			panic(fmt.Sprintf("sim: split of shard %d returned no descriptors", id))
+		}
+		n.s.tracef("n%d: split g%d at %q into g%d", n.id, id, key, req.GetNewShardId())
+		return &pb.SplitResponse{Left: rpc.DescriptorToProto(*r.Left), Right: rpc.DescriptorToProto(*r.Right)}, nil
+	case error:
+		return nil, statusOf(r, id)
+	}
+	panic(fmt.Sprintf("sim: split of shard %d returned %T", id, res))
+}
+
+// dataBytes is the size of d's user data on n: the bytes of its keys and
+// values. (A shardnode reports Pebble's EstimateDiskUsage, which counts
+// only sstables; the simulator's data stays in memtables.)
+func (n *node) dataBytes(d shard.Descriptor) uint64 {
+	lo, hi := keys.UserSpan(d.Start, d.End)
+	var sum uint64
+	n.s.scanSpan(n, lo, hi, func(k, v []byte) { sum += uint64(len(k) + len(v)) })
+	return sum
+}
+
+// statusOf maps an engine or shard error to the status rpc.AdminServer
+// answers with (rpc's errorMapper, for the errors Admin calls meet).
+func statusOf(err error, id shard.ShardID) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	msg := err.Error()
+	var nle *multiraft.NotLeaderError
+	var enm *shard.EpochNotMatchError
+	switch {
+	case errors.As(err, &nle):
+		d := &pb.NotLeader{ShardId: uint64(id), LeaderReplicaId: uint64(nle.Leader), LeaderNodeId: uint64(nle.Node)}
+		if nle.Node != 0 {
+			d.LeaderAddress = fmt.Sprintf("n%d", nle.Node)
+		}
+		return withDetail(codes.FailedPrecondition, msg, d)
+	case errors.As(err, &enm):
+		return withDetail(codes.FailedPrecondition, msg, &pb.EpochNotMatch{Current: []*pb.Descriptor{rpc.DescriptorToProto(enm.Current)}})
+	case errors.Is(err, shard.ErrShardNotFound), errors.Is(err, multiraft.ErrGroupNotFound), errors.Is(err, multiraft.ErrGroupRemoved):
+		return withDetail(codes.NotFound, msg, &pb.ShardNotFound{ShardId: uint64(id)})
+	case errors.Is(err, multiraft.ErrAmbiguous):
+		return withDetail(codes.Unknown, msg, &pb.Ambiguous{Reason: msg})
+	case errors.Is(err, multiraft.ErrProposalDropped):
+		return withDetail(codes.ResourceExhausted, msg, &pb.Busy{RetryAfterMs: 10})
+	case errors.Is(err, shard.ErrKeyNotInShard):
+		return withDetail(codes.OutOfRange, msg, &pb.KeyNotInShard{ShardId: uint64(id)})
+	case errors.Is(err, shard.ErrInvalidSplit), errors.Is(err, shard.ErrBadCommand), errors.Is(err, shard.ErrBadDescriptor),
+		errors.Is(err, multiraft.ErrInvalidConfChange):
+		return status.Error(codes.InvalidArgument, msg)
+	case errors.Is(err, multiraft.ErrGroupExists):
+		return status.Error(codes.AlreadyExists, msg)
+	case errors.Is(err, shard.ErrNotReady), errors.Is(err, multiraft.ErrStopped):
+		return status.Error(codes.Unavailable, msg)
+	case errors.Is(err, multiraft.ErrTransferFailed):
+		return status.Error(codes.Aborted, msg)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, msg)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, msg)
+	}
+	return status.Error(codes.Internal, msg)
+}
+
+func withDetail(c codes.Code, msg string, d protoadapt.MessageV1) error {
+	s, err := status.New(c, msg).WithDetails(d)
+	if err != nil {
+		return status.Error(c, msg)
+	}
+	return s.Err()
+}
