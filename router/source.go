@@ -38,14 +38,20 @@ type RouteSource interface {
 // up the answers of the others.
 const nodeQueryTimeout = 2 * time.Second
 
+// placementCallTimeout bounds each placement address's answer: a follower
+// forwards to the leader it knows, and while that leader hangs (paused,
+// partitioned) the forwarded call would wait out the whole load; the
+// next address may already know the new leader.
+const placementCallTimeout = 3 * time.Second
+
 // nodeQueryParallelism bounds the shardnodes asked at once.
 const nodeQueryParallelism = 16
 
 // placementSource is the default RouteSource: the Placement gRPC service,
 // reached at any of a list of addresses, and the shardnodes when no
 // placement address answers. It starts with the placement address that
-// answered last and moves on to the next one when a call fails; any
-// placement replica serves routes. When every placement address failed, it
+// answered last and moves on to the next one when a call fails or takes
+// longer than placementCallTimeout; any placement replica serves routes. When every placement address failed, it
 // asks every shardnode it knows (Config.NodeAddresses and the nodes of
 // every route the Client learned) for the routes of the shards they hold
 // (KV.LocalRoutes), all at once, and merges their answers, the newest
@@ -84,7 +90,9 @@ func (p *placementSource) each(ctx context.Context, f func(context.Context, pb.P
 		rec := &sendRecord{}
 		conn, err := p.conns.get(p.addrs[idx])
 		if err == nil {
-			err = f(withSendRecord(ctx, rec), pb.NewPlacementClient(conn))
+			actx, cancel := context.WithTimeout(ctx, placementCallTimeout)
+			err = f(withSendRecord(actx, rec), pb.NewPlacementClient(conn))
+			cancel()
 		}
 		if err == nil {
 			p.next.Store(int64(idx))

@@ -136,3 +136,23 @@ func TestNothingReachableFailsAtOnce(t *testing.T) {
 		t.Fatalf("placement asked %d times, want 4", got)
 	}
 }
+
+// TestHungPlacementReplicaIsPassedOver: a placement replica that takes a
+// call and never answers (a follower forwarding to a paused leader does)
+// holds a route load up for placementCallTimeout, not for the whole load.
+func TestHungPlacementReplicaIsPassedOver(t *testing.T) {
+	n := newFakeNode(t, 1)
+	hung := newStaticSource() // knows no routes; its GetRoute never answers
+	hung.block = make(chan struct{})
+	good := newStaticSource(fakeRoute(1, "", "", 1, n))
+	c := newTestClient(t, nil, func(cfg *Config) {
+		cfg.PlacementAddresses, cfg.Timeout = []string{servePlacement(t, hung), servePlacement(t, good)}, 8*time.Second
+	})
+	start := time.Now()
+	if err := c.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < placementCallTimeout || el > placementCallTimeout+2*time.Second {
+		t.Fatalf("put took %s, want about placementCallTimeout (%s)", el, placementCallTimeout)
+	}
+}
