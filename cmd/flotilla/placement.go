@@ -16,8 +16,15 @@ import (
 )
 
 // placementConnectTimeout is how long the CLI waits for a connection to
-// one placement address before it tries the next.
-const placementConnectTimeout = 2 * time.Second
+// one placement address before it tries the next, and
+// placementAttemptTimeout how long it waits for one address's answer: a
+// follower forwards to the leader it knows, and when that leader hangs
+// (paused, partitioned) the forwarded call would hang as long as the
+// command's deadline allows, while the others elect a new one.
+const (
+	placementConnectTimeout = 2 * time.Second
+	placementAttemptTimeout = 3 * time.Second
+)
 
 // placementRetryPause is the pause between two rounds over every placement
 // address, while the replicas that answered elect a leader.
@@ -27,9 +34,10 @@ const placementRetryPause = 200 * time.Millisecond
 // address, for the Placement client of the inspection commands (status,
 // nodes, shards, drain). A call goes first to the address that answered
 // last, and moves to the next one when an address cannot be connected to
-// within placementConnectTimeout or answers Unavailable or
-// DeadlineExceeded (a follower forwards to the leader; it answers
-// Unavailable while there is none, or while the leader it knows is gone).
+// within placementConnectTimeout, does not answer within
+// placementAttemptTimeout, or answers Unavailable or DeadlineExceeded (a
+// follower forwards to the leader; it answers Unavailable while there is
+// none, or while the leader it knows is gone).
 // Any other answer, success or error, is final. When a round over every
 // address found one that answered, it pauses and goes round again until
 // the call's context ends, as during a placement election; when no address
@@ -75,7 +83,9 @@ func (p *placementConn) Invoke(ctx context.Context, method string, args, reply a
 		reached := false
 		for i := range p.addrs {
 			idx := (first + i) % len(p.addrs)
-			err := p.conns[idx].Invoke(ctx, method, args, reply, opts...)
+			actx, cancel := context.WithTimeout(ctx, placementAttemptTimeout)
+			err := p.conns[idx].Invoke(actx, method, args, reply, opts...)
+			cancel()
 			if err == nil {
 				p.next.Store(int64(idx))
 				return nil
