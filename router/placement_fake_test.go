@@ -38,7 +38,7 @@ type fakePlacement struct {
 	// staleLeader makes routes name a replica that does not lead.
 	staleLeader atomic.Bool
 	// stop stops serving, as a placement outage would.
-	stop func()
+	stop        func()
 	gets, scans atomic.Int64
 }
 
