@@ -17,13 +17,15 @@ import (
 // TestStatusPageInChromium loads placement's status page in headless
 // Chromium (Debian's chromium package; `make browser-deps` installs it)
 // against a running fleet: every node and shard is shown, a killed node
-// turns "down", and a screenshot is saved.
+// turns "down", its shards count as under-replicated and, once
+// --down-after passes, the page says why none can be repaired (3 nodes,
+// replication factor 3); a screenshot is saved.
 func TestStatusPageInChromium(t *testing.T) {
 	browser, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("chromium is not installed: run 'make browser-deps' (apt-get install chromium)")
 	}
-	c := newCluster(t, 1, 3, "--initial-shards", "6")
+	c := newCluster(t, 1, 3, "--initial-shards", "6", "--down-after", "3s")
 	c.waitHealthy(60*time.Second, 6, false, 3)
 	url := "http://" + c.f.Placement[1].HTTP + "/"
 
@@ -71,6 +73,16 @@ func TestStatusPageInChromium(t *testing.T) {
 		row := regexp.MustCompile(`<tr><td>2</td><td>` + regexp.QuoteMeta(victim.Addr) + `</td><td class="(\w+)">`).FindStringSubmatch(table(html, "nodes"))
 		if row == nil || row[1] != "down" {
 			return fmt.Errorf("killed node not shown down yet (%v)", row)
+		}
+		// Every shard has a replica on each of the 3 nodes: all 6 have
+		// two live voters of three, in red; past --down-after none can be
+		// repaired, and the page says why.
+		if !strings.Contains(html, `<span id="summary-under-replicated" class="bad">under-replicated: 6</span>`) {
+			return fmt.Errorf("summary does not show 6 shards under-replicated: %s",
+				regexp.MustCompile(`(?s)<div class="summary" id="summary">.*?</div>`).FindString(html))
+		}
+		if !strings.Contains(html, `<li class="blocked">blocked: 6 shards: cannot repair: no live node without a replica of the shard (s1 s2 s3 s4 s5 ...)</li>`) {
+			return fmt.Errorf("the blocked repairs are not listed: %s", regexp.MustCompile(`(?s)<ul id="blocked">.*?</ul>`).FindString(html))
 		}
 		return nil
 	})
