@@ -8,8 +8,11 @@
 //   - The life of every group hosted on this node: creation (CreateGroup
 //     for a new group, JoinGroup for an empty replica that waits for a
 //     snapshot, ApplyContext.CreateGroup for the right-hand side of a
-//     split), recovery on Open, removal (RemoveGroup, or a replica applying
-//     its own removal).
+//     split, and a leader's message for a replica the node does not host
+//     yet), recovery on Open, removal (RemoveGroup, RemoveReplica, a
+//     replica applying its own removal, or a leader addressing a newer
+//     replica of the group on this node), and the tombstone every removal
+//     leaves so that a removed replica never comes back.
 //   - All Raft state in Pebble under the raft-local keys of internal/keys:
 //     hard state, log entries, truncated state, applied state (index, term,
 //     ConfState and the node of every member) and the replica ID.
@@ -112,8 +115,44 @@
 // one voter changes; left automatically). Its context carries the nodes of
 // added replicas, so every replica learns where its peers live from the log.
 // A replica that applies its own removal deletes itself. A new replica is
-// created empty with JoinGroup, added as a learner, sent a snapshot,
-// promoted with AddVoter.
+// added as a learner, sent a snapshot, promoted with AddVoter; it may be
+// created empty with JoinGroup first, or else the leader's first message
+// creates it.
+//
+// # Replicas created by messages, tombstones
+//
+// A leader's message (MsgApp, MsgHeartbeat, MsgSnap) for a replica of a
+// group this node does not host creates that replica, empty (create.go):
+// this is how a node whose replica of a split's parent skipped the split
+// (it installed a snapshot taken after it) gets its right-hand replica,
+// and how a learner added before anyone created it appears. A leader's
+// message for a newer replica ID than the one hosted here destroys the
+// hosted one, which must have been removed from its group, so re-adding a
+// group to a node that kept a stale replica of it needs no cleanup.
+// Every destroyed replica leaves a tombstone (tombstone.go): its ID, which
+// no message, JoinGroup, CreateGroup or split may create again; replica
+// IDs are never reused, so a removed voter can never vote twice. The
+// check runs only for messages of groups the node does not host, so the
+// hot path pays nothing. Empty replicas that are never filled are left to
+// the node's garbage collection (rpc.ReplicaGC), as are replicas removed
+// while their node was away: the engine alone cannot tell a removed
+// replica that hears nothing from one whose group is merely idle.
+//
+// # The node's layout
+//
+// State machines that share one key space (package shard keeps user data
+// under the user key, not the shard) implement Spanner, and the engine
+// keeps their spans disjoint on a node (layout.go): a snapshot whose span
+// overlaps another group here is refused and sent again later, and every
+// change of spans (installing a snapshot, a split creating a group,
+// destroying one) happens under one node-wide lock held from the check to
+// the commit. The split's right-hand replica starts from the split's
+// state on every node that applies it, even when that node's replica of
+// the new group was created empty by a message first (the split then
+// initialises it, keeping its vote, and tells its leader, so no snapshot
+// is sent); a snapshot of the new group waits until the local parent no
+// longer spans its range. A transport may ask PrecheckSnapshot before it
+// reads a snapshot's body, so a refused one does not travel in vain.
 //
 // # Snapshots
 //
@@ -122,8 +161,9 @@
 // transport an OutgoingSnapshot that streams StateMachine.Snapshot from it,
 // off the worker. The receiver restores the body into a staging batch on
 // its worker (a corrupt or truncated body is refused there, before raft
-// sees the snapshot), then steps the MsgSnap; when raft hands the snapshot
-// back, the staged data and the new Raft state are committed in one synced
+// sees the snapshot, and so is one whose span overlaps another group of
+// the node), then steps the MsgSnap; when raft hands the snapshot back,
+// the staged data and the new Raft state are committed in one synced
 // batch.
 //
 // # Log truncation

@@ -81,7 +81,17 @@ func (r *round) maybeHandOff(g *group) {
 // its followers still need; with force it does not, so followers behind
 // the new first index get a snapshot.
 func (e *Engine) CompactLog(ctx context.Context, id GroupID, force bool) (uint64, error) {
-	v, err := e.groupOp(id, false, func(g *group, f *Future) {
+	v, err := e.CompactLogFuture(id, force).Wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return v.(uint64), nil
+}
+
+// CompactLogFuture is CompactLog without waiting; the future's value is
+// the new first index (a uint64).
+func (e *Engine) CompactLogFuture(id GroupID, force bool) *Future {
+	return e.groupOp(id, false, func(g *group, f *Future) {
 		st := g.st
 		target := min(st.durableApplied, st.lastIndex)
 		if g.isLead && !force {
@@ -110,11 +120,7 @@ func (e *Engine) CompactLog(ctx context.Context, id GroupID, force bool) (uint64
 		st.truncated(target, term)
 		e.metrics.LogTruncations.Add(1)
 		f.resolve(st.truncIndex+1, nil)
-	}).Wait(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return v.(uint64), nil
+	})
 }
 
 // Draining reports whether SetDraining(true) is in force.

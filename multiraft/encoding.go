@@ -78,6 +78,37 @@ func decodeMembership(b []byte) (Membership, []byte, error) {
 	return m, b[1:], nil
 }
 
+// appendSpan appends a state machine's span (see Spanner) to dst: a
+// marker byte, then start and end, each uvarint-length-prefixed.
+func appendSpan(dst, start, end []byte) []byte {
+	dst = append(dst, spanMarker)
+	dst = binary.AppendUvarint(dst, uint64(len(start)))
+	dst = append(dst, start...)
+	dst = binary.AppendUvarint(dst, uint64(len(end)))
+	return append(dst, end...)
+}
+
+// spanMarker leads a span appended to a snapshot's Data.
+const spanMarker = 's'
+
+// decodeSpan decodes what appendSpan wrote; ok is false if b holds none.
+// The results alias b.
+func decodeSpan(b []byte) (start, end []byte, ok bool) {
+	if len(b) < 1 || b[0] != spanMarker {
+		return nil, nil, false
+	}
+	b = b[1:]
+	var parts [2][]byte
+	for i := range parts {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, nil, false
+		}
+		parts[i], b = b[k:k+int(n)], b[k+int(n):]
+	}
+	return parts[0], parts[1], len(b) == 0
+}
+
 func encodeAppliedState(a *appliedState) []byte {
 	cs, err := proto.Marshal(a.confState)
 	if err != nil {

@@ -38,13 +38,21 @@ type Engine struct {
 	mu struct {
 		sync.RWMutex
 		groups map[GroupID]*group
+		// tombstones holds the highest replica ID of each group removed
+		// from this node (see tombstone.go).
+		tombstones map[GroupID]ReplicaID
 	}
 	// list is a copy-on-write slice of every group, for Tick.
 	list atomic.Pointer[[]*group]
 	// roundMu serialises Process in manual mode.
 	roundMu sync.Mutex
-	// createMu serialises the creation of groups.
+	// createMu serialises the creation of groups. creating, under it,
+	// holds the groups a split is creating: their state is in an apply
+	// batch not committed yet, so no message may create them meanwhile.
 	createMu sync.Mutex
+	creating map[GroupID]bool
+	// layoutMu is the layout lock (see layout.go).
+	layoutMu sync.Mutex
 
 	metrics Metrics
 	// disk is the first disk failure, after which the engine stops
@@ -71,6 +79,8 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.tickInterval.Store(int64(cfg.TickInterval))
 	e.mu.groups = make(map[GroupID]*group)
+	e.mu.tombstones = make(map[GroupID]ReplicaID)
+	e.creating = make(map[GroupID]bool)
 	e.list.Store(&[]*group{})
 	inc, err := e.bumpIncarnation()
 	if err != nil {
@@ -107,7 +117,8 @@ func (e *Engine) bumpIncarnation() (uint32, error) {
 	return inc, nil
 }
 
-// recover loads every group that has a replica ID on this node.
+// recover loads every group that has a replica ID on this node, and the
+// tombstones of the groups removed from it.
 func (e *Engine) recover() error {
 	lo, hi := keys.RaftGroupsSpan()
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -119,6 +130,13 @@ func (e *Engine) recover() error {
 		id, _, ok := keys.RaftKeyGroup(it.Key())
 		if !ok {
 			return fmt.Errorf("multiraft: unexpected key %x among raft state", it.Key())
+		}
+		tomb, err := loadTombstone(e.db, GroupID(id))
+		if err != nil {
+			return err
+		}
+		if tomb != 0 {
+			e.mu.tombstones[GroupID(id)] = tomb
 		}
 		v, closer, err := e.db.Get(keys.RaftKey(id, keys.RaftReplicaID))
 		switch {
@@ -161,6 +179,11 @@ func (e *Engine) registerGroup(id GroupID, replica ReplicaID, publish bool) (*gr
 	// builds a state machine (which may register itself with its owner).
 	e.createMu.Lock()
 	defer e.createMu.Unlock()
+	return e.registerGroupLocked(id, replica, publish)
+}
+
+// registerGroupLocked is registerGroup with createMu held.
+func (e *Engine) registerGroupLocked(id GroupID, replica ReplicaID, publish bool) (*group, error) {
 	if e.lookup(id) != nil {
 		return nil, fmt.Errorf("%w: %d", ErrGroupExists, id)
 	}
@@ -183,7 +206,8 @@ func (e *Engine) registerGroup(id GroupID, replica ReplicaID, publish bool) (*gr
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: state machine: %w", id, err)
 	}
-	g := &group{id: id, replica: replica, rn: rn, st: st, sm: sm, pending: make(map[uint64]*Future)}
+	g := &group{id: id, replica: replica, rn: rn, st: st, pending: make(map[uint64]*Future)}
+	g.setSM(sm)
 	g.appliedIdx.Store(st.applied.index)
 	g.term.Store(st.hardState.GetTerm())
 	e.mu.Lock()
@@ -284,9 +308,10 @@ func (e *Engine) wake(g *group) {
 	e.sched.enqueue(g)
 }
 
-// Step hands messages received from the network to their groups. Messages
-// for groups this node does not host are dropped: a replica is created only
-// by CreateGroup, JoinGroup or a split, never by a message.
+// Step hands messages received from the network to their groups. A
+// leader's message for a group this node does not host creates an empty
+// replica of it, unless that replica was removed here (see create.go);
+// other messages for groups not hosted are dropped.
 func (e *Engine) Step(msgs []Message) {
 	for i := 0; i < len(msgs); {
 		// Messages of one group usually arrive together: post them at once.
@@ -294,7 +319,14 @@ func (e *Engine) Step(msgs []Message) {
 		for j < len(msgs) && msgs[j].Group == msgs[i].Group {
 			j++
 		}
-		if g := e.lookup(msgs[i].Group); g != nil {
+		g := e.lookup(msgs[i].Group)
+		tombstoned := false
+		for k := i; g == nil && !tombstoned && k < j; k++ {
+			if isLeaderMessage(msgs[k].Msg.GetType()) {
+				g, tombstoned = e.createForMessage(&msgs[k])
+			}
+		}
+		if g != nil {
 			g.postMsgs(msgs[i:j]...)
 			wake := false
 			for _, m := range msgs[i:j] {
@@ -307,6 +339,8 @@ func (e *Engine) Step(msgs []Message) {
 			} else {
 				e.sched.enqueue(g)
 			}
+		} else if tombstoned {
+			e.metrics.DroppedTombstoned.Add(uint64(j - i))
 		} else {
 			e.metrics.DroppedUnknownGroup.Add(uint64(j - i))
 		}

@@ -12,6 +12,14 @@ var (
 	ErrGroupNotFound = errors.New("multiraft: group not found")
 	// ErrGroupExists: CreateGroup or JoinGroup of a group this node already hosts.
 	ErrGroupExists = errors.New("multiraft: group already exists")
+	// ErrReplicaRemoved: CreateGroup or JoinGroup of a replica that was
+	// removed from this node before (see Tombstone). Replica IDs are never
+	// reused: add a replica with a new ID instead.
+	ErrReplicaRemoved = errors.New("multiraft: replica was removed from this node")
+	// ErrReplicaChanged: RemoveReplica found another replica of the group
+	// than the one to remove, or an initialised one where it expected an
+	// empty one. Nothing was removed.
+	ErrReplicaChanged = errors.New("multiraft: replica changed")
 	// ErrNotLeader: the request needs the leader and this replica is not it.
 	// The command was not applied.
 	ErrNotLeader = errors.New("multiraft: not leader")

@@ -33,6 +33,9 @@ type group struct {
 	logEntries, logBytes atomic.Uint64
 	removed              atomic.Bool
 	stuck                atomic.Bool // draining, but no voter to hand leadership to
+	// pubSM publishes sm for the span check of other groups' snapshots
+	// (see layout.go).
+	pubSM atomic.Pointer[publishedSM]
 
 	// pendingTicks counts ticks not yet given to the RawNode.
 	pendingTicks atomic.Int32
@@ -90,6 +93,12 @@ type group struct {
 	// learned maps peers outside the applied membership to their nodes.
 	learned map[ReplicaID]NodeID
 	destroy bool // the replica applied its own removal: destroy after the round
+	// superseded: a leader of the group addressed a newer replica on this
+	// node, so this one was removed from the group; destroy it after the
+	// round (see createForMessage).
+	superseded bool
+	// round is the round processing the group, set while a worker holds it.
+	round *round
 }
 
 // proposal is a command waiting to be handed to raft.

@@ -24,6 +24,20 @@ type Metrics struct {
 	SnapshotsRejected   atomic.Uint64
 	LogTruncations      atomic.Uint64
 	Quiesces            atomic.Uint64
+	// DroppedTombstoned counts messages for a replica this node removed
+	// (see Engine.Tombstone).
+	DroppedTombstoned atomic.Uint64
+	// ReplicasCreated counts empty replicas created by a message of their
+	// group's leader; ReplicasSuperseded those destroyed because a leader
+	// addressed a newer replica of their group on this node;
+	// ReplicasInitializedBySplit the empty replicas a local split then
+	// initialised (see layout.go).
+	ReplicasCreated            atomic.Uint64
+	ReplicasSuperseded         atomic.Uint64
+	ReplicasInitializedBySplit atomic.Uint64
+	// SnapshotsOverlapping counts snapshots refused because their span
+	// overlapped another group's on this node (see layout.go).
+	SnapshotsOverlapping atomic.Uint64
 	// LeaderPokes counts the pokes of awake followers that heard nothing
 	// from their leader for an election timeout (see round.pokeLeader).
 	LeaderPokes atomic.Uint64

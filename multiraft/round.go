@@ -51,6 +51,9 @@ type round struct {
 	buf     []byte
 	results []applied
 	ac      ApplyContext
+	// layoutHeld: the round holds the layout lock (see layout.go) until
+	// it ends.
+	layoutHeld bool
 }
 
 // applied is a future to resolve once the apply batch is committed.
@@ -61,7 +64,8 @@ type applied struct {
 }
 
 func newRound(e *Engine) *round {
-	r := &round{e: e, ac: ApplyContext{e: e}}
+	r := &round{e: e}
+	r.ac = ApplyContext{e: e, r: r}
 	r.visit = func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 		if id == r.probe.to {
 			r.probe.ok = pr.State == tracker.StateReplicate && pr.Match == r.probe.index
@@ -79,7 +83,9 @@ func (r *round) run(batch []*group) {
 		return
 	}
 	r.groups, r.readies, r.down = r.groups[:0], r.readies[:0], r.down[:0]
+	defer r.unlockLayout()
 	for _, g := range batch {
+		g.round = r
 		if g.removed.Load() {
 			g.failAll(ErrGroupRemoved)
 			continue
@@ -136,7 +142,11 @@ func (r *round) prepare(g *group) bool {
 		if m.Msg.GetType() == raftpb.MsgSnap || m.Msg.GetTo() != uint64(g.replica) {
 			// Snapshots arrive through ReceiveSnapshot, with their data; a
 			// message for another replica of the group (one this node hosted
-			// before) would corrupt this one's raft state.
+			// before) would corrupt this one's raft state. A leader's message
+			// for a newer one means this one was removed (see create.go).
+			if g.supersededBy(m.Msg) {
+				g.superseded = true
+			}
 			r.e.metrics.DroppedMisaddressed.Add(1)
 			continue
 		}
@@ -443,7 +453,15 @@ func (r *round) apply() bool {
 	// Groups created by splits exist once their state is committed, and
 	// before anyone learns that the split applied.
 	for _, c := range r.ac.creates {
-		if _, err := r.e.loadGroup(c.group, c.replica); err != nil {
+		if c.existing {
+			r.initFromSplit(c)
+			continue
+		}
+		r.e.createMu.Lock()
+		_, err := r.e.registerGroupLocked(c.group, c.replica, true /* publish */)
+		delete(r.e.creating, c.group)
+		r.e.createMu.Unlock()
+		if err != nil {
 			panic(fmt.Sprintf("multiraft: creating group %d from split: %v", c.group, err))
 		}
 		if c.campaign {
@@ -580,7 +598,7 @@ func (r *round) snapshotApplied(g *group, meta *raftpb.SnapshotMetadata) {
 	if err != nil {
 		panic(fmt.Sprintf("multiraft: group %d: reloading state machine after snapshot: %v", g.id, err))
 	}
-	g.sm = sm
+	g.setSM(sm)
 	g.appliedIdx.Store(g.st.applied.index)
 	g.leaderNode.Store(uint64(g.nodeOf(g.leader.Load())))
 	r.e.metrics.SnapshotsApplied.Add(1)
@@ -589,8 +607,11 @@ func (r *round) snapshotApplied(g *group, meta *raftpb.SnapshotMetadata) {
 // maintain runs after the round: destroy a removed replica, truncate the
 // log, quiesce an idle group.
 func (r *round) maintain(g *group) {
-	if g.destroy {
-		r.e.destroyGroup(g)
+	if g.destroy || g.superseded {
+		if !g.destroy {
+			r.e.metrics.ReplicasSuperseded.Add(1)
+		}
+		r.destroyGroup(g)
 		return
 	}
 	if len(g.transferWaiters) > 0 {

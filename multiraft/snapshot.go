@@ -20,7 +20,16 @@ import (
 // committed with the new Raft state in one synced write.
 
 // sendSnapshot hands an outgoing MsgSnap to the transport. Worker-owned.
+// The snapshot's span, if its state machine has one, follows the
+// membership in the MsgSnap's Data, so a receiver can refuse a snapshot
+// that would overlap another of its groups before the body travels (see
+// PrecheckSnapshot).
 func (r *round) sendSnapshot(g *group, m Message) {
+	if sp, ok := g.sm.(Spanner); ok {
+		if start, end, ok := sp.Span(); ok && m.Msg.GetSnapshot() != nil {
+			m.Msg.Snapshot.Data = appendSpan(m.Msg.Snapshot.Data, start, end)
+		}
+	}
 	ps := r.e.db.NewSnapshot()
 	sm := g.sm
 	r.e.metrics.SnapshotsSent.Add(1)
@@ -66,12 +75,28 @@ func (e *Engine) ReceiveSnapshot(ctx context.Context, m Message, body io.Reader)
 }
 
 // ReceiveSnapshotFuture is ReceiveSnapshot with the body already read, without
-// waiting. The engine owns data after the call.
+// waiting. The engine owns data after the call. A snapshot for a group
+// this node does not host creates an empty replica to receive it, unless
+// that replica was removed here (see create.go).
 func (e *Engine) ReceiveSnapshotFuture(m Message, data []byte) *Future {
 	if m.Msg.GetType() != raftpb.MsgSnap || m.Msg.GetSnapshot() == nil {
 		return failedFuture(fmt.Errorf("%w: not a MsgSnap", ErrSnapshotRejected))
 	}
+	if e.lookup(m.Group) == nil {
+		if _, tombstoned := e.createForMessage(&m); tombstoned {
+			e.metrics.SnapshotsRejected.Add(1)
+			return failedFuture(fmt.Errorf("%w: replica %d of group %d was removed from this node", ErrSnapshotRejected, m.Msg.GetTo(), m.Group))
+		}
+	}
 	return e.groupOp(m.Group, true, func(g *group, f *Future) {
+		if to := m.Msg.GetTo(); to != uint64(g.replica) {
+			if g.supersededBy(m.Msg) {
+				g.superseded = true // destroyed after the round; the next snapshot creates the new one
+			}
+			e.metrics.SnapshotsRejected.Add(1)
+			f.resolve(nil, fmt.Errorf("%w: addressed to replica %d of group %d, this node hosts replica %d", ErrSnapshotRejected, to, g.id, g.replica))
+			return
+		}
 		g.learn(&m)
 		err := g.stageSnapshot(e, m.Msg, data)
 		if err != nil {
@@ -79,6 +104,42 @@ func (e *Engine) ReceiveSnapshotFuture(m Message, data []byte) *Future {
 		}
 		f.resolve(nil, err)
 	})
+}
+
+// PrecheckSnapshot tells a transport, before it reads the body of the
+// snapshot m, whether the engine would refuse it anyway: it is addressed
+// to a replica removed from this node, or its span (when the sender's
+// state machine is a Spanner) overlaps another group of this node. It
+// returns nil or an error wrapping ErrSnapshotRejected. The answer is
+// advisory (the engine checks again, authoritatively, when it receives
+// the snapshot); it only spares transferring a body in vain. Safe for
+// concurrent use.
+func (e *Engine) PrecheckSnapshot(m Message) error {
+	to := ReplicaID(m.Msg.GetTo())
+	if err := e.checkTombstone(m.Group, to); err != nil {
+		return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
+	}
+	_, rest, err := decodeMembership(m.Msg.GetSnapshot().GetData())
+	if err != nil {
+		return nil // the engine refuses it with the reason
+	}
+	start, end, ok := decodeSpan(rest)
+	if !ok {
+		return nil
+	}
+	g := e.lookup(m.Group)
+	if o := e.spanConflict(g, start, end); o != 0 {
+		e.metrics.SnapshotsOverlapping.Add(1)
+		return fmt.Errorf("%w: %s", ErrSnapshotRejected, overlapReason(m.Group, o))
+	}
+	return nil
+}
+
+// overlapReason explains the refusal of a snapshot of group that overlaps
+// group other on this node.
+func overlapReason(group, other GroupID) string {
+	return fmt.Sprintf("the snapshot of group %d overlaps group %d on this node; it waits until group %d moves out of the range (applies its split, or is removed)",
+		group, other, other)
 }
 
 // stageSnapshot validates an incoming snapshot by restoring it into a
@@ -108,6 +169,21 @@ func (g *group) stageSnapshot(e *Engine, msg *raftpb.Message, data []byte) error
 			return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
 		}
 		return nil
+	}
+	// Installing it changes the node's layout: the span check and the
+	// install (this round's persist) happen under the layout lock.
+	g.round.lockLayout()
+	if sp, ok := g.sm.(Spanner); ok {
+		start, end, err := sp.SnapshotSpan(data)
+		if err != nil {
+			_ = b.Close()
+			return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)
+		}
+		if o := e.spanConflict(g, start, end); o != 0 {
+			_ = b.Close()
+			e.metrics.SnapshotsOverlapping.Add(1)
+			return fmt.Errorf("%w: %s", ErrSnapshotRejected, overlapReason(g.id, o))
+		}
 	}
 	if g.snap != nil {
 		_ = g.snap.batch.Close()

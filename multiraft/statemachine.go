@@ -72,6 +72,7 @@ type ApplyContext struct {
 	Membership Membership
 
 	e       *Engine
+	r       *round
 	leading bool // the applying replica leads its group
 	creates []groupCreate
 }
@@ -83,15 +84,29 @@ type groupCreate struct {
 	// campaign: the parent's leader is here, so the new group elects this
 	// replica at once instead of waiting out an election timeout.
 	campaign bool
+	// existing: the replica exists, created empty by a message of the new
+	// group; the split initialises it (see createForSplit).
+	existing bool
 }
 
-// CreateGroup creates a new group on this node as part of the current
-// batch: its Raft state is initialised at the same index on every replica
-// that applies the command, so all of them start identical. It is how a
-// split creates the right-hand shard. replica is this node's member of the
-// new group. The state machine must write whatever state the new group's
-// state machine loads into ac.Batch before returning from Apply.
-func (ac *ApplyContext) CreateGroup(group GroupID, replica ReplicaID, members Membership) {
-	ac.e.writeInitialState(ac.Batch, group, replica, members)
-	ac.creates = append(ac.creates, groupCreate{group: group, replica: replica, members: members.Clone(), campaign: ac.leading})
+// CreateGroup creates this node's replica of a new group as part of the
+// current batch: its Raft state is initialised at the same index on every
+// replica that applies the command, so all of them start identical. It is
+// how a split creates the right-hand shard. replica is this node's member
+// of the new group.
+//
+// It returns true when the state machine must write whatever state the
+// new group's state machine loads into ac.Batch before returning from
+// Apply. It returns false when this node must not host that replica: it
+// was removed here already (see Engine.Tombstone), or the node hosts
+// another replica of the group, created empty by a message of the new
+// group's leader, that will get a snapshot. The state machine then
+// creates nothing for the new group, and whatever data of the new group's
+// range this node holds belongs to no replica.
+//
+// An empty replica with the same replica ID, created by a message before
+// the split applied here, is initialised from the split (keeping its vote)
+// instead of created. See layout.go.
+func (ac *ApplyContext) CreateGroup(group GroupID, replica ReplicaID, members Membership) bool {
+	return ac.createForSplit(group, replica, members)
 }

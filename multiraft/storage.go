@@ -303,6 +303,19 @@ func loadStorage(db *pebble.DB, group GroupID, cacheBytes int64) (*storage, erro
 	case err != pebble.ErrNotFound:
 		return nil, err
 	}
+	// A replica created empty by a message and then initialised by a split
+	// (see layout.go) keeps the hard state it had, so that it never forgets
+	// a vote; its commit index (and maybe its term) lies below the state
+	// the split gave it. Every applied entry is committed, and a term may
+	// always grow (without a vote), so raise them. Nothing else can leave
+	// a commit index below the applied one: the hard state is synced
+	// before the entries it commits are applied.
+	if s.hardState.GetCommit() < s.applied.index {
+		s.hardState.Commit = proto.Uint64(s.applied.index)
+	}
+	if s.hardState.GetTerm() < s.truncTerm {
+		s.hardState.Term, s.hardState.Vote = proto.Uint64(s.truncTerm), proto.Uint64(0)
+	}
 	s.durableApplied = s.applied.index
 	s.lastIndex, s.lastTerm = s.truncIndex, s.truncTerm
 	// The last log entry, if any lies above the truncated index.

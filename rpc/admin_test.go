@@ -154,8 +154,17 @@ func TestAdminTopIDs(t *testing.T) {
 	if _, err := admin.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: top}); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(); n != 0 {
-		t.Fatalf("%d raft-local or shard-local keys of shard %d left after its removal", n, uint64(top))
+	// Only the tombstone stays, so the removed replica never comes back.
+	if n := count(); n != 1 {
+		t.Fatalf("%d raft-local or shard-local keys of shard %d left after its removal, want 1 (the tombstone)", n, uint64(top))
+	}
+	if _, closer, err := s.db.Get(keys.RaftKey(top, keys.RaftTombstone)); err != nil {
+		t.Fatalf("no tombstone after the removal: %v", err)
+	} else {
+		closer.Close()
+	}
+	if tomb := s.engine.Tombstone(multiraft.GroupID(top)); uint64(tomb) != MaxReplicaID {
+		t.Fatalf("tombstone %d, want %d", tomb, uint64(MaxReplicaID))
 	}
 	if groups := s.engine.Groups(); len(groups) != 1 || groups[0] != 1 {
 		t.Fatalf("groups after the removal: %v, want [1]", groups)

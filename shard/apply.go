@@ -191,16 +191,19 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 	res := &Result{Succeeded: true, Left: &l, Right: &r}
 	sm.recordClient(b, &c.Header, index, res)
 
-	if mine != 0 {
+	if mine != 0 && sm.createGroup(ac, right.ShardID, mine, right.Membership()) {
 		// This node hosts the right-hand shard: give it its descriptor and
-		// a copy of the client table, then create its group.
+		// a copy of the client table; the engine writes its Raft state.
 		mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardDescriptor), right.AppendEncoded(nil), nil))
 		sm.copyClientTable(b, right.ShardID)
-		sm.createGroup(ac, right.ShardID, mine, right.Membership())
 	} else {
-		// This replica is no longer a member (it applies entries past its
-		// own removal): it hosts no right-hand replica, so the data of
-		// [key, End) on this node belongs to nobody.
+		// This node hosts no right-hand replica from the split: this
+		// replica is no longer a member (it applies entries past its own
+		// removal), or the right-hand replica it would create here was
+		// removed already, or another replica of the right-hand shard,
+		// still empty, waits here for a snapshot (the engine said so).
+		// Either way the data of [key, End) on this node belongs to nobody
+		// now (a snapshot brings its own).
 		lo, hi := keys.UserSpan(right.Start, right.End)
 		mustWrite(b.DeleteRange(lo, hi, nil))
 	}

@@ -26,6 +26,9 @@ type cluster struct {
 	snaps   []*multiraft.OutgoingSnapshot
 	// restored counts snapshots that receivers accepted.
 	restored int
+	// drop, if set, loses the messages and snapshots it reports true for
+	// (a snapshot's sender learns that it failed).
+	drop func(m multiraft.Message) bool
 }
 
 type clusterNet struct{ c *cluster }
@@ -67,7 +70,9 @@ func (c *cluster) deliver() {
 		msgs, snaps := c.msgs, c.snaps
 		c.msgs, c.snaps = nil, nil
 		for _, m := range msgs {
-			c.engines[m.ToNode].Step([]multiraft.Message{m})
+			if c.drop == nil || !c.drop(m) {
+				c.engines[m.ToNode].Step([]multiraft.Message{m})
+			}
 		}
 		for _, s := range snaps {
 			c.transfer(s)
@@ -83,6 +88,9 @@ func (c *cluster) transfer(s *multiraft.OutgoingSnapshot) {
 	defer s.Close()
 	var body bytes.Buffer
 	err := s.WriteTo(context.Background(), &body)
+	if err == nil && c.drop != nil && c.drop(s.Message) {
+		err = errors.New("unreachable")
+	}
 	if err == nil {
 		dst := c.engines[s.ToNode]
 		f := dst.ReceiveSnapshotFuture(s.Message, body.Bytes())

@@ -115,7 +115,28 @@
 // creates the new group on this node, so every replica of the old shard
 // starts the new one from identical state. User data does not move: it is
 // keyed by the user key. A replica that applies a split after its own
-// removal creates nothing and deletes the right-hand user data instead.
+// removal creates nothing and deletes the right-hand user data instead,
+// and so does one whose node must not host the new replica (the engine's
+// CreateGroup says so: that replica was removed here already, or another
+// replica of the new shard waits here for a snapshot).
+//
+// A node whose replica skipped the split (it installed a snapshot taken
+// after it) gets its right-hand replica from the engine: the new shard's
+// leader addresses it, its message creates it empty, and a snapshot fills
+// it. A node whose replica of the new shard was created that way before
+// its own split applied has it initialised by the split, as if the split
+// had created it (see multiraft's doc, "The node's layout").
+//
+// # Key ranges on a node
+//
+// A node never holds two initialised replicas whose ranges overlap: one
+// would write over the other's data, since data is keyed by user key. The
+// StateMachine is a multiraft.Spanner (its span is its key range), and the
+// engine refuses a snapshot that would overlap another replica here (its
+// leader sends it again later): a right-hand shard's snapshot waits until
+// the local parent applied its split or installed a later snapshot of its
+// own, or, if that parent was removed from its shard while its node was
+// away, until the node garbage-collects it.
 //
 // # Snapshots
 //

@@ -55,6 +55,9 @@ type harness struct {
 	replica multiraft.ReplicaID
 	index   uint64
 	creates []created
+	// refuseCreate makes CreateGroup answer false, as the engine does when
+	// the node must not host the right-hand replica.
+	refuseCreate bool
 }
 
 // newHarness bootstraps desc in a fresh DB and loads replica 1's state
@@ -80,8 +83,9 @@ func (h *harness) reload() {
 	if err != nil {
 		h.tb.Fatal(err)
 	}
-	sm.createGroup = func(_ *multiraft.ApplyContext, g multiraft.GroupID, r multiraft.ReplicaID, m multiraft.Membership) {
+	sm.createGroup = func(_ *multiraft.ApplyContext, g multiraft.GroupID, r multiraft.ReplicaID, m multiraft.Membership) bool {
 		h.creates = append(h.creates, created{g, r, m.Clone()})
+		return !h.refuseCreate
 	}
 	h.sm = sm
 }

@@ -213,6 +213,24 @@ func (fr *frameReader) next() (byte, []byte, error) {
 	return frame[0], body[frameHeaderLen:], nil
 }
 
+// imageDescriptor returns the descriptor in the header frame of image. It
+// verifies that frame only; Restore verifies the whole image.
+func imageDescriptor(image []byte) (Descriptor, error) {
+	fr := &frameReader{r: bufio.NewReader(bytes.NewReader(image))}
+	kind, payload, err := fr.next()
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: header: %w", ErrCorruptSnapshot, err)
+	}
+	if kind != frameHeader || len(payload) == 0 || payload[0] != snapshotFormat {
+		return Descriptor{}, fmt.Errorf("%w: no header frame of a known format", ErrCorruptSnapshot)
+	}
+	d, err := DecodeDescriptor(payload[1:])
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: descriptor: %w", ErrCorruptSnapshot, err)
+	}
+	return d.Clone(), nil
+}
+
 // stageImage verifies the image from r and writes its state into stage.
 func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 	corrupt := func(format string, args ...any) error {

@@ -43,15 +43,18 @@ type StateMachine struct {
 
 	// createGroup is ac.CreateGroup; tests replace it to run splits
 	// without an engine.
-	createGroup func(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership)
+	createGroup func(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) bool
 	// onDestroy, if set, runs at the end of Destroy (the Store unregisters).
 	onDestroy func(*StateMachine)
 }
 
-var _ multiraft.StateMachine = (*StateMachine)(nil)
+var (
+	_ multiraft.StateMachine = (*StateMachine)(nil)
+	_ multiraft.Spanner      = (*StateMachine)(nil)
+)
 
-func createGroupViaEngine(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) {
-	ac.CreateGroup(group, replica, m)
+func createGroupViaEngine(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) bool {
+	return ac.CreateGroup(group, replica, m)
 }
 
 // NewStateMachine builds the state machine of replica of shard, loading its
@@ -179,6 +182,28 @@ func (sm *StateMachine) descriptor() *Descriptor { return sm.desc.Load() }
 // Initialized reports whether the state machine has a descriptor. Safe for
 // concurrent use.
 func (sm *StateMachine) Initialized() bool { return sm.desc.Load() != nil }
+
+// Span implements multiraft.Spanner: the shard's user key range, which no
+// other replica on this node may overlap (the engine refuses a snapshot
+// that would). ok is false while uninitialised. The slices are read-only.
+// Safe for concurrent use.
+func (sm *StateMachine) Span() (start, end []byte, ok bool) {
+	d := sm.desc.Load()
+	if d == nil || sm.destroyed.Load() {
+		return nil, nil, false
+	}
+	return d.Start, d.End, true
+}
+
+// SnapshotSpan implements multiraft.Spanner: the key range of the
+// descriptor in a snapshot image's header. The result does not alias image.
+func (sm *StateMachine) SnapshotSpan(image []byte) (start, end []byte, err error) {
+	d, err := imageDescriptor(image)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d.Start, d.End, nil
+}
 
 // Destroy writes into b the deletion of the shard's user data, client table
 // and descriptor. Called by the engine's worker when the replica is removed.

@@ -22,6 +22,7 @@ const (
 	RaftTruncated    byte = 't' // index and term of the last truncated entry
 	RaftAppliedState byte = 'a' // applied index, term, ConfState and members
 	RaftReplicaID    byte = 'i' // this node's replica ID in the group
+	RaftTombstone    byte = 'x' // the highest replica ID of the group removed from this node
 )
 
 // PlacementKey returns the key of a record of placement's catalogue (only

@@ -3,7 +3,6 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -25,10 +24,13 @@ import (
 // The split runs under every fault, and a partition may be aimed at it
 // (reconfCutPermille). The driver proposes the split on g's leader until
 // the leader's descriptor shows it applied, then registers the new group
-// and waits until every node hosts a replica of it. A replica of g that
-// skipped the split entry by installing a snapshot taken after it has no
-// right-hand replica; the driver creates an empty one (JoinGroup) and the
-// new group's leader sends it a snapshot, as placement would.
+// and waits until every node hosts an initialised replica of it. The
+// driver creates none itself: a replica of g that skipped the split entry
+// by installing a snapshot taken after it gets its right-hand replica from
+// the engine, created empty by the first message of the new group's
+// leader and filled by a snapshot (multiraft/create.go), and a replica of
+// g that applies the split after the new group's leader reached its node
+// finds that empty replica and initialises it (multiraft/layout.go).
 //
 // Splits and reconfigurations do not overlap: a split maps every replica
 // of g to a replica of the new group, so g must have one voter per node.
@@ -42,7 +44,6 @@ type splitOp struct {
 	g, right multiraft.GroupID
 	key      string
 	repls    []shard.SplitReplica
-	nodeOf   map[multiraft.ReplicaID]multiraft.NodeID // of the new replicas
 	fut      *multiraft.Future
 	nextAt   int
 	start    int
@@ -76,7 +77,7 @@ func (s *simulation) maybeStartSplit() {
 		return
 	}
 	right := multiraft.GroupID(s.groupCount + 1)
-	sp := &splitOp{g: g, right: right, key: key, start: s.step, nodeOf: make(map[multiraft.ReplicaID]multiraft.NodeID)}
+	sp := &splitOp{g: g, right: right, key: key, start: s.step}
 	seen := make(map[multiraft.NodeID]bool)
 	for k, r := range d.Replicas {
 		if r.Learner || seen[r.NodeID] {
@@ -85,7 +86,6 @@ func (s *simulation) maybeStartSplit() {
 		seen[r.NodeID] = true
 		nr := replicaID(right, uint64(k+1))
 		sp.repls = append(sp.repls, shard.SplitReplica{Old: r.ReplicaID, New: nr})
-		sp.nodeOf[nr] = r.NodeID
 	}
 	s.split = sp
 	s.stats.Splits++
@@ -144,34 +144,11 @@ func (s *simulation) driveSplit() {
 		sp.fut = lead.e.ProposeFuture(sp.g, c.AppendEncoded(nil))
 		return
 	}
-	// Every node must host a replica of the new group.
+	// Every node must host an initialised replica of the new group.
 	missing := 0
-	for i, n := range s.nodes {
-		if !n.up() {
+	for _, n := range s.nodes {
+		if !n.up() || !hostsInitialised(n.e, sp.right) {
 			missing++
-			continue
-		}
-		if slices.Contains(n.e.Groups(), sp.right) {
-			continue
-		}
-		missing++
-		if d, ok := readDescriptor(n.db, sp.g); !ok || d.ContainsKey([]byte(sp.key)) {
-			continue // its replica of g has not applied the split yet
-		}
-		// Its replica of g skipped the split (a snapshot taken after it).
-		var r multiraft.ReplicaID
-		for nr, node := range sp.nodeOf {
-			if node == n.id {
-				r = nr
-			}
-		}
-		s.tracef("split g%d: n%d skipped the split; join g%d as r%d", sp.g, i+1, sp.right, r)
-		if err := n.e.JoinGroup(sp.right, r); err != nil && n.disk.on.Load() {
-			// Its disk failed: the engine stops, the node restarts and
-			// the join is tried again then.
-			s.tracef("split g%d: n%d: join as r%d: %v", sp.g, n.id, r, err)
-		} else if err != nil {
-			s.violation("split: n%d: join group %d as r%d: %v", n.id, sp.right, r, err)
 		}
 	}
 	if missing == 0 {
@@ -179,6 +156,17 @@ func (s *simulation) driveSplit() {
 		s.split = nil
 		s.reconfCutAt = 0
 	}
+}
+
+// hostsInitialised reports whether e hosts a replica of g that has state
+// (an empty one waiting for a snapshot has none).
+func hostsInitialised(e *multiraft.Engine, g multiraft.GroupID) bool {
+	for _, sum := range e.Summaries() {
+		if sum.Group == g {
+			return sum.Applied > 0
+		}
+	}
+	return false
 }
 
 // registerSplit records that g's leader applied the split, whose left

@@ -1,0 +1,217 @@
+package multiraft
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// caughtUp fails unless node n hosts replica of group with the whole
+// log of the group's leader applied.
+func (c *cluster) caughtUp(n NodeID, group GroupID, replica ReplicaID) error {
+	g := c.engines[n].lookup(group)
+	if g == nil || g.replica != replica {
+		return fmt.Errorf("n%d does not host replica %d of group %d", n, replica, group)
+	}
+	lead := c.engines[c.leader(group)].lookup(group)
+	if g.st.applied.index < lead.st.hardState.GetCommit() {
+		return fmt.Errorf("n%d applied %d, leader committed %d", n, g.st.applied.index, lead.st.hardState.GetCommit())
+	}
+	return nil
+}
+
+// settle ticks until cond holds, at most n ticks.
+func (c *cluster) settle(n int, what string, cond func() error) {
+	c.t.Helper()
+	var err error
+	for range n {
+		if err = cond(); err == nil {
+			return
+		}
+		c.tick(1)
+	}
+	c.t.Fatalf("%s: %v", what, err)
+}
+
+// TestLeaderMessageCreatesReplica: a learner added without JoinGroup is
+// created, empty, by the leader's first message, then filled by a
+// snapshot. A vote request creates nothing.
+func TestLeaderMessageCreatesReplica(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.createGroup(1, 1, 2)
+	lead := c.leader(1)
+	if _, err := c.propose(lead, 1, "a=1"); err != nil {
+		t.Fatal(err)
+	}
+	c.engines[3].Step([]Message{{Group: 1, ToNode: 3, FromNode: 1, Msg: &raftpb.Message{
+		Type: raftpb.MsgVote.Enum(), To: proto.Uint64(103), From: proto.Uint64(101), Term: proto.Uint64(9),
+	}}})
+	if g := c.engines[3].lookup(1); g != nil {
+		t.Fatal("a vote request created a replica")
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 103, NodeID: 3}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.settle(50, "learner caught up", func() error { return c.caughtUp(3, 1, 103) })
+	if v, _ := getKey(t, c.dbs[3], 1, "a"); v != "1" {
+		t.Fatalf("learner has a=%q", v)
+	}
+	if m := c.engines[3].Metrics(); m.ReplicasCreated.Load() != 1 || m.SnapshotsApplied.Load() != 1 {
+		t.Fatalf("created %d replicas, applied %d snapshots; want 1 and 1", m.ReplicasCreated.Load(), m.SnapshotsApplied.Load())
+	}
+	// It survives a crash once filled.
+	c.crash(3)
+	c.settle(50, "learner caught up after a crash", func() error { return c.caughtUp(3, 1, 103) })
+}
+
+// TestTombstone: a replica removed from a node never comes back under its
+// ID, not through a late message, JoinGroup or a restart; a newer ID may.
+func TestTombstone(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	if lead == 3 {
+		if _, err := c.wait(c.engines[3].TransferLeadershipFuture(1, 101)); err != nil {
+			t.Fatal(err)
+		}
+		lead = c.leader(1)
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: RemoveReplica, Replica: Replica{ReplicaID: 103}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.settle(20, "replica 103 destroyed itself", func() error {
+		if c.engines[3].lookup(1) != nil {
+			return errors.New("still hosted")
+		}
+		return nil
+	})
+	if got := c.engines[3].Tombstone(1); got != 103 {
+		t.Fatalf("tombstone %d, want 103", got)
+	}
+	heartbeat := Message{Group: 1, ToNode: 3, FromNode: lead, Msg: &raftpb.Message{
+		Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(103), From: proto.Uint64(uint64(100 + lead)), Term: proto.Uint64(50),
+	}}
+	c.engines[3].Step([]Message{heartbeat})
+	if c.engines[3].lookup(1) != nil || c.engines[3].Metrics().DroppedTombstoned.Load() != 1 {
+		t.Fatal("a late heartbeat recreated a removed replica")
+	}
+	if err := c.engines[3].JoinGroup(1, 103); !errors.Is(err, ErrReplicaRemoved) {
+		t.Fatalf("JoinGroup of a removed replica: %v", err)
+	}
+	c.crash(3)
+	if got := c.engines[3].Tombstone(1); got != 103 {
+		t.Fatalf("tombstone after a crash %d, want 103", got)
+	}
+	if f := c.engines[3].ReceiveSnapshotFuture(Message{Group: 1, ToNode: 3, FromNode: lead, Msg: &raftpb.Message{
+		Type: raftpb.MsgSnap.Enum(), To: proto.Uint64(103), From: proto.Uint64(uint64(100 + lead)), Term: proto.Uint64(50),
+		Snapshot: &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(99), Term: proto.Uint64(50)}},
+	}}, nil); !isDone(f) {
+		t.Fatal("a snapshot for a removed replica was not refused at once")
+	} else if _, err := f.Result(); !errors.Is(err, ErrSnapshotRejected) {
+		t.Fatalf("snapshot for a removed replica: %v", err)
+	}
+	// A new incarnation, with a new ID, joins normally.
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 3}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.settle(50, "replica 104 caught up", func() error { return c.caughtUp(3, 1, 104) })
+	if got := c.engines[3].Tombstone(1); got != 103 {
+		t.Fatalf("tombstone %d after the new incarnation, want 103", got)
+	}
+}
+
+// TestNewerReplicaSupersedesStale is the engine's half of issue 13's bug
+// 4: a node cut off while its replica was removed comes back still
+// hosting that replica, which never learns of its removal. When the group
+// adds the node again under a new replica ID, the leader's messages to the
+// new ID destroy the stale replica (leaving its tombstone) and create the
+// new one, which catches up. No JoinGroup or cleanup is needed.
+func TestNewerReplicaSupersedesStale(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	if lead == 3 {
+		if _, err := c.wait(c.engines[3].TransferLeadershipFuture(1, 101)); err != nil {
+			t.Fatal(err)
+		}
+		lead = c.leader(1)
+	}
+	c.cut[3] = true
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: RemoveReplica, Replica: Replica{ReplicaID: 103}}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.propose(lead, 1, "b=2"); err != nil {
+		t.Fatal(err)
+	}
+	c.cut[3] = false
+	c.tick(30)
+	if g := c.engines[3].lookup(1); g == nil || g.replica != 103 {
+		t.Fatal("the stale replica is gone before the test re-adds the node")
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 3}}})); err != nil {
+		t.Fatal(err)
+	}
+	c.settle(50, "replica 104 caught up", func() error { return c.caughtUp(3, 1, 104) })
+	if v, _ := getKey(t, c.dbs[3], 1, "b"); v != "2" {
+		t.Fatalf("new replica has b=%q", v)
+	}
+	m := c.engines[3].Metrics()
+	if m.ReplicasSuperseded.Load() != 1 || c.engines[3].Tombstone(1) != 103 {
+		t.Fatalf("%d replicas superseded, tombstone %d; want 1 and 103", m.ReplicasSuperseded.Load(), c.engines[3].Tombstone(1))
+	}
+}
+
+// TestRemoveReplicaChecksWhatItRemoves: a garbage collector's removal
+// names the replica it looked at, and removes nothing else.
+func TestRemoveReplicaChecksWhatItRemoves(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	c.createGroup(1, 1)
+	c.leader(1)
+	if err := c.engines[2].JoinGroup(1, 102); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.wait(c.engines[2].RemoveReplicaFuture(1, 101, true)); !errors.Is(err, ErrReplicaChanged) {
+		t.Fatalf("removing another replica: %v", err)
+	}
+	if _, err := c.wait(c.engines[1].RemoveReplicaFuture(1, 101, true)); !errors.Is(err, ErrReplicaChanged) {
+		t.Fatalf("removing an initialised replica as an empty one: %v", err)
+	}
+	if _, err := c.wait(c.engines[2].RemoveReplicaFuture(1, 102, true)); err != nil {
+		t.Fatal(err)
+	}
+	if c.engines[2].lookup(1) != nil || c.engines[2].Tombstone(1) != 102 {
+		t.Fatal("empty replica not removed")
+	}
+}
+
+func TestSpans(t *testing.T) {
+	b := func(s string) []byte { return []byte(s) }
+	for _, tc := range []struct {
+		s1, e1, s2, e2 string
+		want           bool
+	}{
+		{"a", "c", "c", "e", false},
+		{"a", "c", "b", "", true},
+		{"", "", "x", "y", true},
+		{"m", "", "", "m", false},
+		{"m", "", "", "n", true},
+		{"", "a", "a", "", false},
+	} {
+		if got := spansOverlap(b(tc.s1), b(tc.e1), b(tc.s2), b(tc.e2)); got != tc.want {
+			t.Errorf("[%q,%q) vs [%q,%q): %v", tc.s1, tc.e1, tc.s2, tc.e2, got)
+		}
+		if got := spansOverlap(b(tc.s2), b(tc.e2), b(tc.s1), b(tc.e1)); got != tc.want {
+			t.Errorf("[%q,%q) vs [%q,%q) (swapped): %v", tc.s2, tc.e2, tc.s1, tc.e1, got)
+		}
+	}
+	enc := appendSpan([]byte("x"), []byte("ab"), nil)
+	if s, e, ok := decodeSpan(enc[1:]); !ok || string(s) != "ab" || len(e) != 0 {
+		t.Fatalf("decodeSpan: %q %q %v", s, e, ok)
+	}
+	if _, _, ok := decodeSpan(enc[1 : len(enc)-1]); ok {
+		t.Fatal("decodeSpan accepted a truncated span")
+	}
+}
