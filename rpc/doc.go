@@ -32,8 +32,14 @@
 // codes and typed details documented in common.proto (NotLeader with the
 // leader's address, EpochNotMatch with the current descriptors,
 // ShardNotFound, KeyNotInShard, Busy, Ambiguous); invalid requests get
-// INVALID_ARGUMENT naming the field. With forwarding on, a KV request that
-// reaches a follower is proxied once to the leader.
+// INVALID_ARGUMENT naming the field (a Scan whose end sorts before its
+// start, too); messages cut a long key to its first 64 bytes and its
+// length. With forwarding on, a KV request that reaches a follower is
+// proxied once to the leader.
+//
+// KV.LocalRoutes answers the routes of the shards the node holds a replica
+// of, with the addresses its Resolver knows and no leader: what a router
+// asks the nodes when placement does not answer (routes.go).
 //
 // KV.Multi carries several independent Get, Put, Delete and
 // CompareAndSwap requests in one call (the router coalesces concurrent
