@@ -24,15 +24,16 @@ type errorMapper struct {
 }
 
 // toStatus maps err, raised while serving shard id for key (nil for
-// requests without one), to a gRPC status error.
-func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
+// requests without one), to a gRPC status error. The message cuts key, and
+// the other keys of the request in alsoCut, by keyCut.
+func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut ...[]byte) error {
 	if err == nil {
 		return nil
 	}
 	if _, ok := status.FromError(err); ok {
 		return err // already a status (a forwarded request's answer)
 	}
-	msg := keyCut(err.Error(), key)
+	msg := keyCut(keyCut(err.Error(), key), alsoCut...)
 	var nle *multiraft.NotLeaderError
 	var enm *shard.EpochNotMatchError
 	switch {
@@ -88,15 +89,17 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte) error {
 	return status.Error(codes.Internal, msg)
 }
 
-// keyCut returns msg with every quoted copy of key (as %q prints it) cut
-// to keyfmt.Quote's short form, so an error about a long key does not
-// repeat the whole key. Messages come from packages that quote the key
+// keyCut returns msg with every quoted copy of each key (as %q prints it)
+// cut to keyfmt.Quote's short form, so an error about a long key does not
+// repeat the whole key. Messages come from packages that quote the keys
 // they refuse in full (shard's KeyNotInShard, for one).
-func keyCut(msg string, key []byte) string {
-	if len(key) <= keyfmt.MaxShown {
-		return msg
+func keyCut(msg string, keys ...[]byte) string {
+	for _, k := range keys {
+		if len(k) > keyfmt.MaxShown {
+			msg = strings.ReplaceAll(msg, strconv.Quote(string(k)), keyfmt.Quote(k))
+		}
 	}
-	return strings.ReplaceAll(msg, strconv.Quote(string(key)), keyfmt.Quote(key))
+	return msg
 }
 
 func withDetail(c codes.Code, msg string, d protoadapt.MessageV1) error {

@@ -115,6 +115,12 @@ func TestErrorsCutLongKeys(t *testing.T) {
 	if d, ok := status.Convert(err).Details()[0].(*pb.KeyNotInShard); !ok || len(d.GetKey()) != len(key) {
 		t.Fatalf("detail: %v", status.Convert(err).Details())
 	}
+	// Every key of the request is cut: a range's end, a batch's later ops.
+	end := []byte(strings.Repeat("z", 100))
+	err = m.toStatus(fmt.Errorf("%w: range [%q, %q), shard s5", shard.ErrKeyNotInShard, key, end), 5, key, end)
+	if msg := status.Convert(err).Message(); len(msg) > 300 || !strings.Contains(msg, `..." (100 bytes)`) || !strings.Contains(msg, `..." (5120 bytes)`) {
+		t.Fatalf("range message of %d bytes: %s", len(msg), msg)
+	}
 	// Short keys are left as they are.
 	short := m.toStatus(fmt.Errorf("%w: key %q", shard.ErrKeyNotInShard, "abc"), 5, []byte("abc"))
 	if got := status.Convert(short).Message(); !strings.HasSuffix(got, `key "abc"`) {

@@ -184,7 +184,7 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Scan(fctx, req)
 		}
-		return nil, s.errs.toStatus(err, id, req.GetStart())
+		return nil, s.errs.toStatus(err, id, req.GetStart(), req.GetEnd(), start, end)
 	}
 	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more}
 	for i, kv := range kvs {
@@ -216,7 +216,11 @@ func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchRe
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Batch(fctx, req)
 		}
-		return nil, s.errs.toStatus(err, id, req.GetOps()[0].GetKey())
+		keys := make([][]byte, len(ops))
+		for i, o := range ops {
+			keys[i] = o.Key
+		}
+		return nil, s.errs.toStatus(err, id, req.GetOps()[0].GetKey(), keys...)
 	}
 	return &pb.BatchResponse{}, nil
 }
