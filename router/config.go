@@ -49,7 +49,10 @@ type Config struct {
 	// 64 MiB receive limit) for every connection, to shardnodes and to
 	// placement alike; later options win, so
 	// grpc.WithTransportCredentials(credentials.NewTLS(cfg)) here turns TLS
-	// on, and grpc.WithChainUnaryInterceptor adds interceptors.
+	// on, and grpc.WithChainUnaryInterceptor adds interceptors. An
+	// interceptor must hand the invoker the call's context or one derived
+	// from it: the Client learns from values in it whether a failed write
+	// may have reached the node (sent.go).
 	DialOptions []grpc.DialOption
 
 	// ReadConsistency is the consistency of reads that pass no
