@@ -32,16 +32,21 @@ func (e *Engine) CreateGroup(id GroupID, replica ReplicaID, m Membership, init f
 	if e.stopped.Load() {
 		return ErrStopped
 	}
-	e.layoutMu.Lock()
-	defer e.layoutMu.Unlock()
-	e.createMu.Lock()
-	defer e.createMu.Unlock()
-	if e.lookup(id) != nil {
-		return fmt.Errorf("%w: %d", ErrGroupExists, id)
-	}
-	if err := e.checkTombstone(id, replica); err != nil {
+	// Shared: bootstraps of many groups commit (and sync) together, while
+	// no span changes under them (see layout.go).
+	e.layoutMu.RLock()
+	defer e.layoutMu.RUnlock()
+	if err := e.reserveCreate(id, replica); err != nil {
 		return err
 	}
+	registered := false
+	defer func() {
+		if !registered {
+			e.createMu.Lock()
+			delete(e.creating, id)
+			e.createMu.Unlock()
+		}
+	}()
 	self, ok := m.Lookup(replica)
 	if !ok || self.NodeID != e.cfg.NodeID {
 		return fmt.Errorf("multiraft: create group %d: replica %d on node %d is not among the members %v", id, replica, e.cfg.NodeID, m.Replicas)
@@ -60,8 +65,29 @@ func (e *Engine) CreateGroup(id GroupID, replica ReplicaID, m Membership, init f
 	if err := e.commit(b, pebble.Sync); err != nil {
 		return err
 	}
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
 	_, err := e.registerGroupLocked(id, replica, true /* publish */)
+	delete(e.creating, id)
+	registered = true
 	return err
+}
+
+// reserveCreate checks that replica of group may be created here and
+// marks the group as being created, so that neither a message nor another
+// creation creates it before the creator registers it (and clears the
+// mark).
+func (e *Engine) reserveCreate(id GroupID, replica ReplicaID) error {
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
+	if e.lookup(id) != nil || e.creating[id] {
+		return fmt.Errorf("%w: %d", ErrGroupExists, id)
+	}
+	if err := e.checkTombstone(id, replica); err != nil {
+		return err
+	}
+	e.creating[id] = true
+	return nil
 }
 
 // writeInitialState writes into b the state every replica of a new group
@@ -102,6 +128,9 @@ func (e *Engine) JoinGroup(id GroupID, replica ReplicaID) error {
 	defer e.createMu.Unlock()
 	if g := e.lookup(id); g != nil {
 		return fmt.Errorf("%w: %d (replica %d)", ErrGroupExists, id, g.replica)
+	}
+	if e.creating[id] {
+		return fmt.Errorf("%w: %d (being created)", ErrGroupExists, id)
 	}
 	if err := e.checkTombstone(id, replica); err != nil {
 		return err

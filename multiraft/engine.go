@@ -47,12 +47,14 @@ type Engine struct {
 	// roundMu serialises Process in manual mode.
 	roundMu sync.Mutex
 	// createMu serialises the creation of groups. creating, under it,
-	// holds the groups a split is creating: their state is in an apply
-	// batch not committed yet, so no message may create them meanwhile.
+	// holds the groups a split or CreateGroup is creating: their state is
+	// in a batch not committed yet, so no message may create them
+	// meanwhile.
 	createMu sync.Mutex
 	creating map[GroupID]bool
-	// layoutMu is the layout lock (see layout.go).
-	layoutMu sync.Mutex
+	// layoutMu is the layout lock (see layout.go): rounds hold it
+	// exclusively, CreateGroup shared.
+	layoutMu sync.RWMutex
 
 	metrics Metrics
 	// disk is the first disk failure, after which the engine stops

@@ -34,9 +34,14 @@ import (
 // layout lock, held from the decision to the commit of the batch that
 // makes it: a round takes it when it stages a snapshot to install, when a
 // split it applies creates or initialises a group (ApplyContext.CreateGroup),
-// and when it destroys a replica, and keeps it until the round ends;
-// CreateGroup takes it for its own commit. So a check made under the lock
-// sees every span as committed, never half of a change. These are rare
+// and when it destroys a replica, and keeps it until the round ends.
+// CreateGroup holds it shared through its own commit, so that the
+// bootstraps of many groups still sync together; they change no existing
+// span, and a state machine that checks its new span against the others
+// in CreateGroup's init sees no snapshot installed meanwhile (package
+// shard also checks concurrent bootstraps against each other). So a check
+// made under the lock sees every span as committed, never half of a
+// change. These are rare
 // events (snapshots, splits, removals); proposals, appends, reads and
 // ticks never touch the lock.
 
@@ -141,6 +146,8 @@ func (ac *ApplyContext) createForSplit(id GroupID, replica ReplicaID, members Me
 		// This node's replica of the new group was created (empty, by a
 		// message) and removed again before the split applied here.
 		return false
+	case e.creating[id]:
+		return false // created otherwise, right now: not by this split
 	case g == nil:
 		e.creating[id] = true // no message creates it until it is loaded
 		e.writeInitialState(ac.Batch, id, replica, members)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -30,6 +31,11 @@ type AdminServer struct {
 	dial     func(multiraft.NodeID) (*grpc.ClientConn, error)
 	// Transport, when set, is reported by GetNodeInfo.
 	Transport *Transport
+	// Nodes, when set, returns every node this node knows of. A
+	// membership check (CreateReplica replacing a stale replica, the
+	// ReplicaGC) asks them about a shard when the replica in question
+	// knows none of its peers.
+	Nodes func() []multiraft.NodeID
 	// pollEvery is how often long operations (AddReplica, Drain) look at
 	// their progress.
 	pollEvery time.Duration
@@ -73,7 +79,16 @@ func shardID(id uint64) (shard.ShardID, error) {
 }
 
 // CreateReplica implements pb.AdminServer.
-func (s *AdminServer) CreateReplica(_ context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
+//
+// With join, a node that already hosts an older replica of the shard
+// (one removed from the shard while the node was away, or an empty one
+// whose add never happened) replaces it by the new one, once the shard's
+// other replicas confirm it is no member any more (see replicagc.go): the
+// old replica is destroyed, leaving its tombstone, so it can never come
+// back and vote again under its ID. A replica still a member is not
+// replaced: FAILED_PRECONDITION says to remove it from the shard first;
+// UNAVAILABLE that no replica of the shard could answer.
+func (s *AdminServer) CreateReplica(ctx context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
 	if req.GetShard() == nil {
 		return nil, invalid("descriptor", "required")
 	}
@@ -88,8 +103,10 @@ func (s *AdminServer) CreateReplica(_ context.Context, req *pb.CreateReplicaRequ
 		if err := replicaID("replica_id", req.GetReplicaId()); err != nil {
 			return nil, err
 		}
-		err := s.engine.JoinGroup(desc.ShardID, multiraft.ReplicaID(req.GetReplicaId()))
-		return &pb.CreateReplicaResponse{}, s.errs.toStatus(err, desc.ShardID, nil)
+		if err := s.join(ctx, desc.ShardID, multiraft.ReplicaID(req.GetReplicaId())); err != nil {
+			return nil, err
+		}
+		return &pb.CreateReplicaResponse{}, nil
 	}
 	if err := desc.Validate(); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "descriptor: %v", err)
@@ -112,9 +129,82 @@ func (s *AdminServer) CreateReplica(_ context.Context, req *pb.CreateReplicaRequ
 		return nil, invalid("replica_id", fmt.Sprintf("%d is not this node's replica %d", id, mine))
 	}
 	if err := s.store.CreateShard(desc, mine); err != nil {
+		if errors.Is(err, multiraft.ErrReplicaRemoved) || errors.Is(err, shard.ErrRangeOverlap) {
+			return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+		}
 		return nil, s.errs.toStatus(err, desc.ShardID, nil)
 	}
 	return &pb.CreateReplicaResponse{}, nil
+}
+
+// join creates this node's empty replica of shard id, replacing an older
+// replica of the shard that is no member any more (see CreateReplica).
+func (s *AdminServer) join(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	err := s.engine.JoinGroup(id, replica)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, multiraft.ErrReplicaRemoved):
+		return status.Errorf(codes.FailedPrecondition, "replica %d of shard %d was removed from node %d before; replica IDs are never reused: add a replica with a new ID",
+			replica, id, s.node)
+	case !errors.Is(err, multiraft.ErrGroupExists):
+		return s.errs.toStatus(err, id, nil)
+	}
+	st, err := s.engine.Status(ctx, id)
+	if err != nil {
+		return s.errs.toStatus(err, id, nil)
+	}
+	switch old := st.Replica; {
+	case old == replica:
+		return status.Errorf(codes.AlreadyExists, "replica %d of shard %d already exists on node %d", replica, id, s.node)
+	case old > replica:
+		return status.Errorf(codes.FailedPrecondition, "node %d hosts replica %d of shard %d, newer than replica %d", s.node, old, id, replica)
+	}
+	old := st.Replica
+	var mine *shard.Descriptor
+	if d, err := s.store.Descriptor(id); err == nil {
+		mine = &d
+	}
+	switch v, why := s.membership(ctx, id, old, mine, st.LeaderNode); v {
+	case memberReplica:
+		return status.Errorf(codes.FailedPrecondition,
+			"node %d holds replica %d of shard %d, still a member (%s): remove it from the shard before adding replica %d here",
+			s.node, old, id, why, replica)
+	case unknownReplica:
+		return status.Errorf(codes.Unavailable, "node %d holds replica %d of shard %d and cannot tell whether it is still a member (%s); retry",
+			s.node, old, id, why)
+	}
+	if err := s.engine.RemoveReplica(ctx, id, old, mine == nil); err != nil {
+		if errors.Is(err, multiraft.ErrReplicaChanged) {
+			return status.Errorf(codes.Aborted, "replica %d of shard %d on node %d changed while being replaced: %v; retry", old, id, s.node, err)
+		}
+		return s.errs.toStatus(err, id, nil)
+	}
+	if err := s.engine.JoinGroup(id, replica); err != nil {
+		if errors.Is(err, multiraft.ErrGroupExists) {
+			// The leader's first message to the new replica created it
+			// meanwhile (see multiraft/create.go).
+			if st, serr := s.engine.Status(ctx, id); serr == nil && st.Replica == replica {
+				return nil
+			}
+		}
+		return s.errs.toStatus(err, id, nil)
+	}
+	return nil
+}
+
+// refuseSecondReplica refuses adding a replica on a node that already holds
+// another member replica of the shard (a shard has at most one replica per
+// node): FAILED_PRECONDITION, with what to do. st is the leader's status.
+func refuseSecondReplica(st multiraft.Status, add multiraft.Replica) error {
+	for _, r := range st.Members.Replicas {
+		if r.NodeID == add.NodeID && r.ReplicaID != add.ReplicaID {
+			return status.Errorf(codes.FailedPrecondition,
+				"node %d already holds replica %d of shard %d, a member: a shard has one replica per node; remove replica %d before adding replica %d there",
+				add.NodeID, r.ReplicaID, st.Group, r.ReplicaID, add.ReplicaID)
+		}
+	}
+	return nil
 }
 
 // RemoveReplica implements pb.AdminServer.
@@ -159,6 +249,16 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 	if err := s.checkConfVer(id, req.GetEpoch()); err != nil {
 		return nil, err
 	}
+	if st, err := s.engine.Status(ctx, id); err == nil && st.IsLeader {
+		for _, c := range changes {
+			if c.Op == multiraft.RemoveReplica {
+				continue
+			}
+			if err := refuseSecondReplica(st, c.Replica); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := s.engine.ChangeReplicas(ctx, id, changes); err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
 	}
@@ -201,6 +301,11 @@ func (s *AdminServer) AddReplica(ctx context.Context, req *pb.AddReplicaRequest)
 	st, err := s.engine.Status(ctx, id)
 	if err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
+	}
+	if st.IsLeader {
+		if err := refuseSecondReplica(st, rep); err != nil {
+			return nil, err
+		}
 	}
 	if _, ok := st.Members.Lookup(rep.ReplicaID); !ok {
 		err := s.engine.ChangeReplicas(ctx, id, []multiraft.ReplicaChange{{Op: multiraft.AddLearner, Replica: rep}})

@@ -51,6 +51,28 @@ func TestAdminRefusesImpossibleTargets(t *testing.T) {
 			_, err := admin.LocalChecksum(ctx, &pb.LocalChecksumRequest{ShardId: 1, Index: check.GetIndex() + 100})
 			return err
 		}, codes.OutOfRange, "index"},
+		// Issue 13, bug 4: a shard has one replica per node.
+		{"AddReplica on a node holding a member", func(ctx context.Context) error {
+			_, err := admin.AddReplica(ctx, &pb.AddReplicaRequest{ShardId: 1, Replica: &pb.Replica{ReplicaId: 103, NodeId: 2}})
+			return err
+		}, codes.FailedPrecondition, "node 2 already holds replica 102 of shard 1, a member"},
+		{"ChangeReplicas adding on a node holding a member", func(ctx context.Context) error {
+			_, err := admin.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: 1, Changes: []*pb.ReplicaChange{
+				{Type: pb.ChangeType_CHANGE_TYPE_ADD_LEARNER, Replica: &pb.Replica{ReplicaId: 104, NodeId: 1}}}})
+			return err
+		}, codes.FailedPrecondition, "node 1 already holds replica 101 of shard 1"},
+		{"CreateReplica joining as an older replica than the one here", func(ctx context.Context) error {
+			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 100})
+			return err
+		}, codes.FailedPrecondition, "node 1 hosts replica 101 of shard 1, newer than replica 100"},
+		{"CreateReplica joining as the replica here", func(ctx context.Context) error {
+			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 101})
+			return err
+		}, codes.AlreadyExists, "replica 101 of shard 1 already exists"},
+		{"CreateReplica replacing a member", func(ctx context.Context) error {
+			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 105})
+			return err
+		}, codes.Unavailable, "cannot tell whether it is still a member"},
 	})
 	// Each case has 5 s; a refusal is immediate.
 	if d := time.Since(start); d > 3*time.Second {
@@ -113,6 +135,14 @@ func TestAdminTopIDs(t *testing.T) {
 		t.Fatalf("groups after refused requests: %v, want [1]", groups)
 	}
 
+	// Free ["zz", +inf) for the top shard (a node never holds two replicas
+	// whose ranges overlap): split it off shard 1 and remove it.
+	if _, err := admin.Split(ctx, &pb.SplitRequest{ShardId: 1, SplitKey: []byte("zz"), NewShardId: 2, NewReplicaIds: map[uint64]uint64{101: 201}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: 2}); err != nil {
+		t.Fatal(err)
+	}
 	d := &pb.Descriptor{ShardId: top, Start: []byte("zz"), Epoch: &pb.Epoch{ConfVer: 1, Version: 1},
 		Replicas: []*pb.Replica{{ReplicaId: MaxReplicaID, NodeId: 1}}}
 	if _, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: d}); err != nil {

@@ -409,10 +409,16 @@ func (t *Transport) sendSnapshot(snap *multiraft.OutgoingSnapshot) error {
 	w := &chunkWriter{s: s, t: t, buf: make([]byte, 0, t.cfg.SnapshotChunkBytes)}
 	w.header = &pb.RaftMessage{Group: uint64(snap.Group), ToNode: uint64(snap.ToNode), FromNode: uint64(snap.FromNode), Msg: snap.Msg}
 	if err := snap.WriteTo(t.ctx, w); err != nil {
+		if errors.Is(err, io.EOF) {
+			return refusedEarly(s, err)
+		}
 		_ = s.CloseSend()
 		return fmt.Errorf("building snapshot: %w", err)
 	}
 	if err := w.finish(); err != nil {
+		if errors.Is(err, io.EOF) {
+			return refusedEarly(s, err)
+		}
 		return err
 	}
 	resp, err := s.CloseAndRecv()
@@ -423,6 +429,19 @@ func (t *Transport) sendSnapshot(snap *multiraft.OutgoingSnapshot) error {
 		return fmt.Errorf("rpc: snapshot refused: %s", resp.GetReason())
 	}
 	return nil
+}
+
+// refusedEarly returns why the receiver ended a snapshot stream before
+// its end (a Send failed with io.EOF): its refusal, or sendErr.
+func refusedEarly(s pb.Raft_SnapshotClient, sendErr error) error {
+	resp, err := s.CloseAndRecv()
+	switch {
+	case err != nil:
+		return err
+	case !resp.GetAccepted():
+		return fmt.Errorf("rpc: snapshot refused: %s", resp.GetReason())
+	}
+	return sendErr
 }
 
 // chunkWriter cuts a snapshot body into checksummed chunks.
@@ -550,6 +569,14 @@ func (s *RaftServer) receive(stream pb.Raft_StreamServer) error {
 	}
 }
 
+// snapshotMessage is the engine's message for a snapshot stream's header.
+func snapshotMessage(h *pb.RaftMessage) multiraft.Message {
+	return multiraft.Message{
+		Group: multiraft.GroupID(h.GetGroup()), ToNode: multiraft.NodeID(h.GetToNode()),
+		FromNode: multiraft.NodeID(h.GetFromNode()), Msg: h.GetMsg(),
+	}
+}
+
 // Snapshot implements pb.RaftServer.
 func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
 	select {
@@ -577,6 +604,12 @@ func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
 			if header == nil || header.GetMsg() == nil {
 				return status.Error(codes.InvalidArgument, "first snapshot chunk has no header")
 			}
+			// A snapshot the engine would refuse anyway (for a replica
+			// removed here, or overlapping another replica's range) is
+			// refused before its body travels.
+			if err := s.engine.PrecheckSnapshot(snapshotMessage(header)); err != nil {
+				return stream.SendAndClose(&pb.SnapshotResponse{Accepted: false, Reason: err.Error()})
+			}
 		}
 		if crc32.Checksum(c.GetData(), castagnoli) != c.GetCrc32C() {
 			return status.Error(codes.DataLoss, "snapshot chunk checksum mismatch")
@@ -598,11 +631,7 @@ func (s *RaftServer) Snapshot(stream pb.Raft_SnapshotServer) error {
 			break
 		}
 	}
-	m := multiraft.Message{
-		Group: multiraft.GroupID(header.GetGroup()), ToNode: multiraft.NodeID(header.GetToNode()),
-		FromNode: multiraft.NodeID(header.GetFromNode()), Msg: header.GetMsg(),
-	}
-	_, err := s.engine.ReceiveSnapshotFuture(m, data).Wait(stream.Context())
+	_, err := s.engine.ReceiveSnapshotFuture(snapshotMessage(header), data).Wait(stream.Context())
 	if err != nil {
 		return stream.SendAndClose(&pb.SnapshotResponse{Accepted: false, Reason: err.Error()})
 	}

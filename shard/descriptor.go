@@ -62,6 +62,11 @@ func (d *Descriptor) ContainsRange(start, end []byte) bool {
 	return len(end) != 0 && bytes.Compare(end, d.End) <= 0
 }
 
+// Overlaps reports whether the ranges of d and o intersect.
+func (d *Descriptor) Overlaps(o *Descriptor) bool {
+	return (len(o.End) == 0 || bytes.Compare(d.Start, o.End) < 0) && (len(d.End) == 0 || bytes.Compare(o.Start, d.End) < 0)
+}
+
 // Equal reports whether d and o are identical (nil and empty slices are
 // equal).
 func (d *Descriptor) Equal(o *Descriptor) bool {

@@ -61,6 +61,11 @@ var (
 	// for its first snapshot). The router should reload the route.
 	ErrShardNotFound = errors.New("shard: shard not found")
 
+	// ErrRangeOverlap: CreateShard of a shard whose range overlaps the
+	// range of another replica on this node. A node never holds two
+	// replicas whose ranges overlap (see the package doc).
+	ErrRangeOverlap = errors.New("shard: key range overlaps another replica on this node")
+
 	// ErrNotReady: a Store method was called before SetEngine.
 	ErrNotReady = errors.New("shard: store not ready")
 )

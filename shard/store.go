@@ -51,6 +51,9 @@ type Store struct {
 		sync.RWMutex
 		engine Engine
 		shards map[ShardID]*StateMachine
+		// creating holds the descriptors of shards CreateShard is
+		// bootstrapping, for the overlap check.
+		creating map[ShardID]*Descriptor
 	}
 }
 
@@ -68,6 +71,7 @@ func NewStore(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg.withDefaults()}
 	s.mu.shards = make(map[ShardID]*StateMachine)
+	s.mu.creating = make(map[ShardID]*Descriptor)
 	return s, nil
 }
 
@@ -177,7 +181,9 @@ func (s *Store) Descriptors() []Descriptor {
 }
 
 // CreateShard bootstraps this node's replica of a new shard described by
-// desc (every replica in desc.Replicas must be created the same way).
+// desc (every replica in desc.Replicas must be created the same way). It
+// fails with ErrRangeOverlap if another replica on this node owns part of
+// desc's range.
 func (s *Store) CreateShard(desc Descriptor, replica multiraft.ReplicaID) error {
 	if err := desc.Validate(); err != nil {
 		return err
@@ -188,7 +194,43 @@ func (s *Store) CreateShard(desc Descriptor, replica multiraft.ReplicaID) error 
 	if e == nil {
 		return ErrNotReady
 	}
-	return e.CreateGroup(desc.ShardID, replica, desc.Membership(), InitialState(desc))
+	// Concurrent bootstraps see each other's ranges; the engine runs init
+	// under its layout lock, so no snapshot installs a range between this
+	// check and the commit.
+	s.mu.Lock()
+	s.mu.creating[desc.ShardID] = &desc
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.mu.creating, desc.ShardID)
+		s.mu.Unlock()
+	}()
+	initial := InitialState(desc)
+	return e.CreateGroup(desc.ShardID, replica, desc.Membership(), func(b *pebble.Batch) error {
+		if o := s.overlapping(&desc); o != nil {
+			return fmt.Errorf("%w: shard %s overlaps the replica of %s on this node", ErrRangeOverlap, &desc, o)
+		}
+		return initial(b)
+	})
+}
+
+// overlapping returns the descriptor of a replica on this node (or being
+// bootstrapped on it), of another shard than d's, whose range overlaps
+// d's, or nil.
+func (s *Store) overlapping(d *Descriptor) *Descriptor {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id, sm := range s.mu.shards {
+		if o := sm.descriptor(); id != d.ShardID && o != nil && !sm.destroyed.Load() && o.Overlaps(d) {
+			return o
+		}
+	}
+	for id, o := range s.mu.creating {
+		if id != d.ShardID && o.Overlaps(d) {
+			return o
+		}
+	}
+	return nil
 }
 
 // Execute proposes cmd to shard and waits until it applied. It fails fast,

@@ -316,3 +316,26 @@ func TestStoreSplitAndRestart(t *testing.T) {
 		t.Fatal("removing the right-hand shard touched the left")
 	}
 }
+
+// TestStoreRefusesOverlappingShard: a node never holds two replicas whose
+// ranges overlap, not even by bootstrap.
+func TestStoreRefusesOverlappingShard(t *testing.T) {
+	n := openNode(t, newDB(t))
+	left := Descriptor{ShardID: 1, End: []byte("m"), Epoch: Epoch{ConfVer: 1, Version: 1},
+		Replicas: []multiraft.Replica{{ReplicaID: 1, NodeID: 1}}}
+	if err := n.store.CreateShard(left, 1); err != nil {
+		t.Fatal(err)
+	}
+	over := Descriptor{ShardID: 2, Start: []byte("l"), Epoch: Epoch{ConfVer: 1, Version: 1},
+		Replicas: []multiraft.Replica{{ReplicaID: 2, NodeID: 1}}}
+	if err := n.store.CreateShard(over, 2); !errors.Is(err, ErrRangeOverlap) {
+		t.Fatalf("overlapping shard: %v", err)
+	}
+	if groups := n.eng.Groups(); len(groups) != 1 {
+		t.Fatalf("groups after the refusal: %v", groups)
+	}
+	over.Start = []byte("m")
+	if err := n.store.CreateShard(over, 2); err != nil {
+		t.Fatalf("adjacent shard: %v", err)
+	}
+}
