@@ -28,9 +28,11 @@ import (
 //	down node=2 for=31s     up node=2     drain node=3     forget node=2
 //	bootstrapped [false]
 //	health                   print Assess: the counts and the blocked shards
-//	schedule [apply|inflight] [rounds=N] [stats]
+//	schedule [apply|inflight] [rounds=N] [stats] [count]
 //	                 dry run by default; apply executes the operators,
-//	                 inflight records them in flight; rounds repeats (apply)
+//	                 inflight records them in flight; rounds repeats (apply);
+//	                 count prints how many operators of each kind instead
+//	                 of each operator
 //	step shard=1 [n=1]       execute the next n steps of an operator in flight
 //	complete                 execute every operator in flight
 //	nodes / shards           print the cluster
@@ -380,9 +382,22 @@ func (h *harness) scheduleCmd(t *testing.T, a args) string {
 			}
 			fmt.Fprintf(&out, "round %d:\n", round)
 		}
-		for i := range plan.Operators {
-			out.WriteString(plan.Operators[i].String())
-			out.WriteByte('\n')
+		if a.has("count") {
+			// One line per kind instead of one per operator.
+			counts := map[Kind]int{}
+			for i := range plan.Operators {
+				counts[plan.Operators[i].Kind]++
+			}
+			for k := KindBootstrap; k <= KindLeaderBalance; k++ {
+				if counts[k] > 0 {
+					fmt.Fprintf(&out, "%s: %d operators\n", k, counts[k])
+				}
+			}
+		} else {
+			for i := range plan.Operators {
+				out.WriteString(plan.Operators[i].String())
+				out.WriteByte('\n')
+			}
 		}
 		if a.has("stats") {
 			st := plan.Stats
