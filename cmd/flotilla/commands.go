@@ -35,14 +35,20 @@ func newFlags(name string, c *common, reads bool) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&c.placement, "placement", "127.0.0.1:7000",
 		"placement service addresses, comma-separated; each is tried in turn (2s to connect), from the one that answered last")
-	fs.StringVar(&c.nodes, "nodes", "",
-		"shardnode addresses, comma-separated (optional): asked for routes when no placement address answers, so get, put, del, cas and scan work while placement is down")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of the whole command")
 	c.tls.RegisterFlags(fs, "this client, signed by the cluster's CA ('flotilla certs' makes client.crt)")
 	if reads {
 		fs.StringVar(&c.consistency, "consistency", "linearizable", "read consistency: linearizable, lease or stale")
 	}
+	return fs
+}
+
+// kvFlags adds the flags of the key-value commands (get, put, del, cas,
+// scan) to fs.
+func kvFlags(fs *flag.FlagSet, c *common) *flag.FlagSet {
+	fs.StringVar(&c.nodes, "nodes", "",
+		"shardnode addresses, comma-separated (optional): asked for routes when no placement address answers, so the command works while placement is down")
 	return fs
 }
 
@@ -184,7 +190,7 @@ func table(out io.Writer, header string, rows [][]string) {
 
 func runPut(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	fs := newFlags("put", &c, false)
+	fs := kvFlags(newFlags("put", &c, false), &c)
 	pos, err := parse(fs, args, "flotilla put [flags] KEY VALUE: write VALUE under KEY", 2)
 	if err != nil {
 		return err
@@ -208,7 +214,7 @@ func runPut(ctx context.Context, args []string, out io.Writer) error {
 
 func runGet(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	fs := newFlags("get", &c, true)
+	fs := kvFlags(newFlags("get", &c, true), &c)
 	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent)", 1)
 	if err != nil {
 		return err
@@ -244,7 +250,7 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 
 func runDel(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	fs := newFlags("del", &c, false)
+	fs := kvFlags(newFlags("del", &c, false), &c)
 	pos, err := parse(fs, args, "flotilla del [flags] KEY: delete KEY (deleting an absent key succeeds)", 1)
 	if err != nil {
 		return err
@@ -268,7 +274,7 @@ func runDel(ctx context.Context, args []string, out io.Writer) error {
 
 func runCAS(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	fs := newFlags("cas", &c, false)
+	fs := kvFlags(newFlags("cas", &c, false), &c)
 	absent := fs.Bool("absent", false, "KEY must not exist (then the arguments are KEY NEW)")
 	pos, err := parse(fs, args, "flotilla cas [flags] KEY EXPECTED NEW: set KEY to NEW if it holds EXPECTED (exit 1 if not)", 2, 3)
 	if err != nil {
@@ -310,7 +316,7 @@ func runCAS(ctx context.Context, args []string, out io.Writer) error {
 
 func runScan(ctx context.Context, args []string, out io.Writer) error {
 	var c common
-	fs := newFlags("scan", &c, true)
+	fs := kvFlags(newFlags("scan", &c, true), &c)
 	start := fs.String("start", "", "first key (inclusive)")
 	end := fs.String("end", "", "last key (exclusive); empty: to the end")
 	limit := fs.Int("limit", 100, "at most this many keys")

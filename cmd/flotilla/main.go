@@ -14,9 +14,9 @@
 //
 // Every command takes --placement (or FLOTILLA_PLACEMENT) to name the
 // placement service (every replica's address: commands fail over between
-// them), --nodes (or FLOTILLA_NODES) to name shardnodes that give routes
-// while placement is down, --tls-cert, --tls-key and --tls-ca for mutual
-// TLS, and --json for machine-readable output. Flags may come before or
+// them), --tls-cert, --tls-key and --tls-ca for mutual TLS, and --json for
+// machine-readable output; the key-value commands also take --nodes (or
+// FLOTILLA_NODES), shardnodes that give routes while placement is down. Flags may come before or
 // after a command's arguments; "--" ends them. It exits 0 on success and 1
 // with a one-line error otherwise (2 for usage errors).
 package main
