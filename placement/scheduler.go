@@ -82,9 +82,11 @@ func (wallRuntime) Wait(ctx context.Context, f *multiraft.Future) (any, error) {
 func (s *Service) Run(ctx context.Context) {
 	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}}
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
 		if s.cfg.Runtime.Sleep(ctx, s.cfg.ScheduleInterval) != nil {
+			// The executors end with ctx. (Not deferred: a panicking round
+			// must not wait for them.)
+			wg.Wait()
 			return
 		}
 		lead, _ := s.leader()

@@ -66,6 +66,9 @@ type actor struct {
 	// (for the scheduling loop: its rounds).
 	sleeps, woke int
 	done         bool
+	// stuck: it blocked on something that does not go through the
+	// simulator; it is never resumed again.
+	stuck bool
 }
 
 // actors is the simulator's set of actors. Only the simulator's goroutine
@@ -81,10 +84,19 @@ type actors struct {
 	resumes int
 	// panicked is what an actor panicked with, with its stack.
 	panicked string
+	// watchdog bounds, in wall-clock time, how long an actor may run
+	// before it parks: only to diagnose an actor blocked on something
+	// that does not go through the simulator, which would hang the run.
+	watchdog *time.Timer
 }
 
+// actorWatchdog is the wall-clock time an actor may run between two parks.
+const actorWatchdog = time.Minute
+
 func newActors(s *simulation) *actors {
-	return &actors{s: s, yield: make(chan struct{})}
+	t := time.NewTimer(actorWatchdog)
+	t.Stop()
+	return &actors{s: s, yield: make(chan struct{}), watchdog: t}
 }
 
 // spawn starts f as a new actor of proc (nil: the simulator's own). It
@@ -159,7 +171,7 @@ func (as *actors) next() *actor {
 		}
 		as.live[n] = a
 		n++
-		if found == nil && a.ready() {
+		if found == nil && !a.stuck && a.ready() {
 			found = a
 		}
 	}
@@ -170,14 +182,18 @@ func (as *actors) next() *actor {
 
 // handOver lets a run (or die, with kill) until it parks or ends.
 func (as *actors) handOver(a *actor, kill bool) {
+	if a.stuck {
+		return
+	}
 	as.current = a
 	a.ready = nil
 	a.resume <- kill
+	as.watchdog.Reset(actorWatchdog)
 	select {
 	case <-as.yield:
-	case <-time.After(2 * time.Minute):
-		// Wall-clock time, only to diagnose a hang: an actor blocked on
-		// something that does not go through the simulator.
+		as.watchdog.Stop()
+	case <-as.watchdog.C:
+		a.stuck = true
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		panic(fmt.Sprintf("sim: actor %d (%s) blocked outside the simulator at step %d\n%s", a.id, a.name, as.s.step, buf))
@@ -193,7 +209,7 @@ func (as *actors) handOver(a *actor, kill bool) {
 func (as *actors) kill(proc *node) {
 	for i := len(as.live) - 1; i >= 0; i-- {
 		a := as.live[i]
-		for j := 0; !a.done && a.proc == proc; j++ {
+		for j := 0; !a.done && !a.stuck && a.proc == proc; j++ {
 			if j == 10 {
 				panic(fmt.Sprintf("sim: actor %d (%s) keeps parking while it is killed", a.id, a.name))
 			}
@@ -205,7 +221,7 @@ func (as *actors) kill(proc *node) {
 // killAll kills every actor (the end of a run).
 func (as *actors) killAll() {
 	for i := len(as.live) - 1; i >= 0; i-- {
-		if a := as.live[i]; !a.done {
+		if a := as.live[i]; !a.done && !a.stuck {
 			as.handOver(a, true)
 		}
 	}

@@ -231,6 +231,37 @@ func TestChecksCatchPlantedBugs(t *testing.T) {
 	}
 }
 
+// TestFleetChecksCatchPlantedBugs plants a bug where placement meets the
+// simulator for each check of fleet runs (fleetcheck.go) and requires the
+// simulator to report it.
+func TestFleetChecksCatchPlantedBugs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bug  simBug
+		want string // in a violation
+	}{
+		{"a placement goroutine panics", bugPlacementPanics, "planted panic in a placement goroutine"},
+		{"the scheduling loop stops", bugLostWakeup, "stopped scheduling"},
+		{"an operator hangs", bugAdminHangs, "neither completed, failed nor timed out"},
+		{"adds leave learners: no convergence", bugAddLeavesLearner, "converge"},
+		{"adds do nothing: moves lose the quorum", bugAddIsNoop, "no live quorum"},
+		{"split replicas lost: shards short of live voters", bugLoseSplitReplica, "no node hosts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 10; seed++ {
+				res := runSeed(t, Config{Seed: seed, Fleet: true, bug: tc.bug})
+				for _, v := range res.Violations {
+					if strings.Contains(v, tc.want) {
+						t.Logf("seed %d: caught (%d violations): %.300s", seed, len(res.Violations), v)
+						return
+					}
+				}
+			}
+			t.Fatalf("no seed reported the planted bug (want a violation containing %q)", tc.want)
+		})
+	}
+}
+
 // TestCheckerVerdicts checks the linearizability and lost-write checks
 // on small hand-made histories.
 func TestCheckerVerdicts(t *testing.T) {
