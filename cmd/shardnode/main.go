@@ -73,6 +73,11 @@ type Config struct {
 	// TLS holds --tls-cert, --tls-key and --tls-ca: all three turn on
 	// mutual TLS for every gRPC connection in and out.
 	TLS tlsconfig.Files
+	// GC* configure the collection of replicas their shard no longer
+	// counts (rpc.ReplicaGC).
+	GCInterval        time.Duration
+	GCLeaderlessAfter time.Duration
+	GCEmptyAfter      time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -99,6 +104,12 @@ func parseConfig(args []string) (Config, error) {
 	fs.StringVar(&c.Zone, "zone", "", "zone label, so placement spreads a shard's replicas across zones")
 	fs.StringVar(&c.Rack, "rack", "", "rack label")
 	fs.DurationVar(&c.Heartbeat, "heartbeat-interval", time.Second, "how often the node reports to placement")
+	fs.DurationVar(&c.GCInterval, "replica-gc-interval", 2*time.Second,
+		"how often the node looks for replicas their shard no longer counts (removed while the node was away, or created empty for an add that never happened) and removes them; 0 disables it")
+	fs.DurationVar(&c.GCLeaderlessAfter, "replica-gc-leaderless-after", 10*time.Second,
+		"a replica that knows no leader for this long is checked with its shard's other replicas (longer than an election)")
+	fs.DurationVar(&c.GCEmptyAfter, "replica-gc-empty-after", time.Minute,
+		"an empty replica (waiting for its first snapshot) is checked with its shard's other replicas after this long (longer than any gap between creating a replica and adding it)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -141,6 +152,15 @@ func (c Config) Validate() error {
 	}
 	if c.Heartbeat <= 0 {
 		p.Addf("--heartbeat-interval must be positive, got %s", c.Heartbeat)
+	}
+	if c.GCInterval < 0 {
+		p.Addf("--replica-gc-interval must not be negative, got %s", c.GCInterval)
+	}
+	if c.GCLeaderlessAfter <= 0 {
+		p.Addf("--replica-gc-leaderless-after must be positive, got %s", c.GCLeaderlessAfter)
+	}
+	if c.GCEmptyAfter <= 0 {
+		p.Addf("--replica-gc-empty-after must be positive, got %s", c.GCEmptyAfter)
 	}
 	if c.ShutdownAfter <= 0 {
 		p.Addf("--shutdown-timeout must be positive, got %s", c.ShutdownAfter)

@@ -124,6 +124,7 @@ func run(ctx context.Context, cfg Config) error {
 	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
 	adminSrv := rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode)
 	adminSrv.Transport = transport
+	adminSrv.Nodes = resolver.nodes
 	pb.RegisterAdminServer(srv, adminSrv)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
@@ -156,6 +157,12 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	tickCtx, stopTicks := context.WithCancel(context.Background())
 	wg.Go(func() { engine.RunTicker(tickCtx, cfg.Tick) })
+	if cfg.GCInterval > 0 {
+		gc := rpc.NewReplicaGC(adminSrv, rpc.ReplicaGCConfig{
+			Interval: cfg.GCInterval, LeaderlessAfter: cfg.GCLeaderlessAfter, EmptyAfter: cfg.GCEmptyAfter, Logger: logger,
+		})
+		wg.Go(func() { gc.Run(tickCtx) })
+	}
 
 	ready.Store(true)
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,18 @@ func (r *resolver) Resolve(n multiraft.NodeID) (string, error) {
 		return a, nil
 	}
 	return "", fmt.Errorf("no address known for node %d", n)
+}
+
+// nodes returns every node whose address is known, in ascending order.
+func (r *resolver) nodes() []multiraft.NodeID {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]multiraft.NodeID, 0, len(r.m))
+	for n := range r.m {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (r *resolver) update(addrs map[uint64]string) {
