@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -213,5 +214,44 @@ func TestSpans(t *testing.T) {
 	}
 	if _, _, ok := decodeSpan(enc[1 : len(enc)-1]); ok {
 		t.Fatal("decodeSpan accepted a truncated span")
+	}
+}
+
+// spanSM is testSM occupying a fixed span, as a Spanner.
+type spanSM struct {
+	testSM
+	start, end []byte
+}
+
+func (s *spanSM) Span() ([]byte, []byte, bool) { return s.start, s.end, true }
+func (s *spanSM) SnapshotSpan([]byte) ([]byte, []byte, error) {
+	return s.start, s.end, nil
+}
+
+// TestPrecheckSnapshotRefusesOverlap: a snapshot whose sender's span
+// overlaps another group of the node is refused before its body is read.
+func TestPrecheckSnapshotRefusesOverlap(t *testing.T) {
+	spans := map[GroupID][2]string{1: {"a", "m"}}
+	c := newCluster(t, 1, func(cfg *Config) {
+		cfg.NewStateMachine = func(g GroupID, _ ReplicaID, _ pebble.Reader) (StateMachine, error) {
+			sp := spans[g]
+			return &spanSM{testSM: testSM{group: g}, start: []byte(sp[0]), end: []byte(sp[1])}, nil
+		}
+	})
+	c.createGroup(1, 1)
+	snap := func(start, end string) Message {
+		return Message{Group: 2, ToNode: 1, FromNode: 2, Msg: &raftpb.Message{
+			Type: raftpb.MsgSnap.Enum(), To: proto.Uint64(201), From: proto.Uint64(202), Term: proto.Uint64(7),
+			Snapshot: &raftpb.Snapshot{Data: appendSpan(encodeMembership(nil, Membership{}), []byte(start), []byte(end))},
+		}}
+	}
+	if err := c.engines[1].PrecheckSnapshot(snap("k", "")); !errors.Is(err, ErrSnapshotRejected) {
+		t.Fatalf("overlapping snapshot: %v", err)
+	}
+	if err := c.engines[1].PrecheckSnapshot(snap("m", "")); err != nil {
+		t.Fatalf("adjacent snapshot: %v", err)
+	}
+	if err := c.engines[1].PrecheckSnapshot(snap("", "a")); err != nil {
+		t.Fatalf("snapshot below: %v", err)
 	}
 }
