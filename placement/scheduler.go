@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +25,9 @@ type flight struct {
 	rec     *pb.Operator
 	done    bool      // its steps all succeeded
 	settled time.Time // when done: wait for a heartbeat to confirm until then
+	// again: a bootstrap operator that failed, to run again at the next
+	// round (see execute).
+	again bool
 }
 
 // scheduler is the leader's scheduling state. Owned by Run's goroutine,
@@ -131,13 +135,26 @@ func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup)
 		}
 		s.cfg.Logger.Info("bootstrapping", "shards", len(plan.Operators))
 	}
+	var start []*flight
 	for _, op := range plan.Operators {
 		f := &flight{op: op, rec: s.ops.start(op.Kind.String(), uint64(op.Shard), op.String(), now)}
 		sch.mu.Lock()
 		sch.flights[op.Shard] = f
 		sch.mu.Unlock()
+		start = append(start, f)
+	}
+	sch.mu.Lock()
+	for _, id := range slices.Sorted(maps.Keys(sch.flights)) {
+		if f := sch.flights[id]; f.again {
+			f.again = false
+			f.rec = s.ops.start(f.op.Kind.String(), uint64(f.op.Shard), f.op.String(), now)
+			start = append(start, f)
+		}
+	}
+	sch.mu.Unlock()
+	for _, f := range start {
 		wg.Add(1)
-		s.cfg.Runtime.Go("execute "+op.String(), func() {
+		s.cfg.Runtime.Go("execute "+f.op.String(), func() {
 			defer wg.Done()
 			s.execute(ctx, sch, f)
 		})
@@ -160,6 +177,15 @@ func (s *Service) execute(ctx context.Context, sch *scheduler, f *flight) {
 	s.ops.finish(f.rec, err, now)
 	sch.mu.Lock()
 	defer sch.mu.Unlock()
+	if err != nil && f.op.Kind == schedule.KindBootstrap {
+		// A shard whose creation failed on some node may have no quorum
+		// anywhere, so no leader to report it: no later round would see it
+		// and repair it. Create it again (CreateReplica is idempotent)
+		// until it is done.
+		s.cfg.Logger.Warn("operator failed; running it again at the next round", "op", f.op.String(), "err", err)
+		f.again = true
+		return
+	}
 	if err != nil {
 		s.cfg.Logger.Warn("operator failed", "op", f.op.String(), "err", err)
 		delete(sch.flights, f.op.Shard)
@@ -343,8 +369,10 @@ func (b *idBlocks) take(counter uint64) uint64 {
 				break
 			}
 			// The allocator cannot fail; round recovers these panics and
-			// drops the round.
-			if b.ctx.Err() != nil {
+			// drops the round. A replica that lost the lead drops it too:
+			// its proposals fail at once, and it must not plan from its
+			// stale view when it leads again.
+			if lead, _ := b.svc.leader(); b.ctx.Err() != nil || !lead {
 				panic(errAllocStopped)
 			}
 			if status.Code(err) == codes.InvalidArgument {
