@@ -19,13 +19,15 @@ import (
 )
 
 // The Admin service of a simulated shardnode: what rpc.AdminServer does
-// for the calls placement makes (CreateReplica, RemoveReplica,
-// ChangeReplicas, AddReplica, GetShardInfo, FindLeader, TransferLeader,
-// Split), over the node's real engine and shard.Store, with the same
-// statuses. rpc.AdminServer waits on the engine's futures and polls with
-// wall-clock tickers, which the simulator cannot interleave
-// deterministically; these handlers run as actors and wait through the
-// simulator (actors.go). Keep them in step with rpc/admin.go.
+// for the calls placement and the nodes' replica collectors make
+// (CreateReplica, which replaces a stale replica on a re-add,
+// RemoveReplica, ChangeReplicas, AddReplica, GetShardInfo, FindLeader,
+// TransferLeader, Split), over the node's real engine and shard.Store,
+// with the same statuses. rpc.AdminServer waits on the engine's futures,
+// polls with wall-clock tickers and dials gRPC, which the simulator cannot
+// interleave deterministically; these handlers run as actors and wait and
+// call through the simulator (actors.go, rpc.go). Keep them in step with
+// rpc/admin.go and rpc/replicagc.go.
 
 // adminPollEvery is rpc.AdminServer's poll interval (AddReplica's catch-up).
 const adminPollEvery = 20 * time.Millisecond
@@ -39,7 +41,7 @@ func (n *node) status(ctx context.Context, id shard.ShardID) (multiraft.Status, 
 	return v.(multiraft.Status), nil
 }
 
-func (n *node) adminCreateReplica(_ context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
+func (n *node) adminCreateReplica(ctx context.Context, req *pb.CreateReplicaRequest) (*pb.CreateReplicaResponse, error) {
 	if req.GetShard() == nil {
 		return nil, status.Error(codes.InvalidArgument, "descriptor: required")
 	}
@@ -52,8 +54,10 @@ func (n *node) adminCreateReplica(_ context.Context, req *pb.CreateReplicaReques
 			return nil, status.Error(codes.InvalidArgument, "replica_id: required with join")
 		}
 		n.created[desc.ShardID] = true
-		err := n.e.JoinGroup(desc.ShardID, multiraft.ReplicaID(req.GetReplicaId()))
-		return &pb.CreateReplicaResponse{}, statusOf(err, desc.ShardID)
+		if err := n.join(ctx, desc.ShardID, multiraft.ReplicaID(req.GetReplicaId())); err != nil {
+			return nil, err
+		}
+		return &pb.CreateReplicaResponse{}, nil
 	}
 	if err := desc.Validate(); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "descriptor: %v", err)
@@ -69,9 +73,83 @@ func (n *node) adminCreateReplica(_ context.Context, req *pb.CreateReplicaReques
 	}
 	n.created[desc.ShardID] = true
 	if err := n.store.CreateShard(desc, mine); err != nil {
+		if errors.Is(err, multiraft.ErrReplicaRemoved) || errors.Is(err, shard.ErrRangeOverlap) {
+			return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+		}
 		return nil, statusOf(err, desc.ShardID)
 	}
 	return &pb.CreateReplicaResponse{}, nil
+}
+
+// join creates n's empty replica of shard id, replacing an older replica
+// of the shard that is no member any more (rpc.AdminServer.join).
+func (n *node) join(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	err := n.e.JoinGroup(id, replica)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, multiraft.ErrReplicaRemoved):
+		return status.Errorf(codes.FailedPrecondition, "replica %d of shard %d was removed from node %d before; replica IDs are never reused: add a replica with a new ID",
+			replica, id, n.id)
+	case !errors.Is(err, multiraft.ErrGroupExists):
+		return statusOf(err, id)
+	}
+	st, err := n.status(ctx, id)
+	if err != nil {
+		return statusOf(err, id)
+	}
+	switch old := st.Replica; {
+	case old == replica:
+		return status.Errorf(codes.AlreadyExists, "replica %d of shard %d already exists on node %d", replica, id, n.id)
+	case old > replica:
+		return status.Errorf(codes.FailedPrecondition, "node %d hosts replica %d of shard %d, newer than replica %d", n.id, old, id, replica)
+	}
+	old := st.Replica
+	var mine *shard.Descriptor
+	if d, err := n.store.Descriptor(id); err == nil {
+		mine = &d
+	}
+	switch v, why := n.membership(ctx, id, old, mine, st.LeaderNode); v {
+	case memberReplica:
+		return status.Errorf(codes.FailedPrecondition,
+			"node %d holds replica %d of shard %d, still a member (%s): remove it from the shard before adding replica %d here",
+			n.id, old, id, why, replica)
+	case unknownReplica:
+		return status.Errorf(codes.Unavailable, "node %d holds replica %d of shard %d and cannot tell whether it is still a member (%s); retry",
+			n.id, old, id, why)
+	}
+	if _, err := n.s.actors.wait(ctx, n.e.RemoveReplicaFuture(id, old, mine == nil)); err != nil {
+		if errors.Is(err, multiraft.ErrReplicaChanged) {
+			return status.Errorf(codes.Aborted, "replica %d of shard %d on node %d changed while being replaced: %v; retry", old, id, n.id, err)
+		}
+		return statusOf(err, id)
+	}
+	n.s.tracef("n%d: replaced its stale replica r%d of g%d by r%d", n.id, old, id, replica)
+	if err := n.e.JoinGroup(id, replica); err != nil {
+		if errors.Is(err, multiraft.ErrGroupExists) {
+			// The leader's first message to the new replica created it
+			// meanwhile.
+			if st, serr := n.status(ctx, id); serr == nil && st.Replica == replica {
+				return nil
+			}
+		}
+		return statusOf(err, id)
+	}
+	return nil
+}
+
+// refuseSecondReplica refuses adding a replica on a node that already
+// holds another member replica of the shard (rpc's refuseSecondReplica).
+// st is the leader's status.
+func refuseSecondReplica(st multiraft.Status, add multiraft.Replica) error {
+	for _, r := range st.Members.Replicas {
+		if r.NodeID == add.NodeID && r.ReplicaID != add.ReplicaID {
+			return status.Errorf(codes.FailedPrecondition,
+				"node %d already holds replica %d of shard %d, a member: a shard has one replica per node; remove replica %d before adding replica %d there",
+				add.NodeID, r.ReplicaID, st.Group, r.ReplicaID, add.ReplicaID)
+		}
+	}
+	return nil
 }
 
 func (n *node) adminRemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
@@ -116,6 +194,16 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 	if err != nil {
 		return nil, statusOf(err, id)
 	}
+	if before.IsLeader {
+		for _, c := range changes {
+			if c.Op == multiraft.RemoveReplica {
+				continue
+			}
+			if err := refuseSecondReplica(before, c.Replica); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if _, err := n.s.actors.wait(ctx, n.e.ChangeReplicasFuture(id, changes)); err != nil {
 		return nil, statusOf(err, id)
 	}
@@ -137,6 +225,11 @@ func (n *node) adminAddReplica(ctx context.Context, req *pb.AddReplicaRequest) (
 	st, err := n.status(ctx, id)
 	if err != nil {
 		return nil, statusOf(err, id)
+	}
+	if st.IsLeader {
+		if err := refuseSecondReplica(st, rep); err != nil {
+			return nil, err
+		}
 	}
 	if n.s.cfg.bug == bugAddIsNoop {
 		return &pb.AddReplicaResponse{}, nil

@@ -188,6 +188,7 @@ func (s *simulation) started(n *node) error {
 		return n.pl.start(n)
 	}
 	n.reporter = s.actors.spawn(n, "reporter", n.runReporter)
+	s.actors.spawn(n, "replica gc", n.runReplicaGC)
 	return nil
 }
 

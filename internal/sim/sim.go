@@ -165,19 +165,19 @@ type Stats struct {
 	ElectionsAfterHeal int
 	// Fleet runs: operators placement started and of those failed, and
 	// by kind ("repair=3/1": started/failed); nodes that joined, drain
-	// requests, placement crashes, RPCs, heartbeats answered, shards at
-	// the end.
+	// requests, placement crashes, RPCs, heartbeats answered, replicas
+	// the nodes' collectors removed, shards at the end.
 	Operators, OperatorsFailed                  int
 	OperatorKinds                               string
 	NodesJoined, Drains, PlacementCrashes, RPCs int
-	Heartbeats, Shards                          int
+	Heartbeats, ReplicasCollected, Shards       int
 }
 
 func (s Stats) String() string {
 	fleet := ""
 	if s.Heartbeats > 0 {
-		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d",
-			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats)
+		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d gc=%d",
+			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats, s.ReplicasCollected)
 	}
 	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
