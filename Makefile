@@ -36,11 +36,14 @@ test-race: ## race detector on the packages with concurrency
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
 # SIM_PROCS: processes sharing the seeds of `make sim` (default 2 from 2000
-# seeds up, else 1); SIM_FLAGS: extra flags for the simulator (-progress).
+# seeds up, else 1); SIM_FLAGS: extra flags for the simulator (-progress);
+# SIM_MODES: "engine fleet" (the default: SEEDS seeds of each), "engine"
+# or "fleet".
 SIM_PROCS ?= $(shell [ $(SEEDS) -ge 2000 ] && echo 2 || echo 1)
 SIM_FLAGS ?=
-sim: ## deterministic simulator: SEEDS=N seeds of faults (SIM_PROCS processes), checked with porcupine
-	GO=$(GO) SIM_FLAGS='$(SIM_FLAGS)' ./internal/sim/run.sh $(SEEDS) $(SIM_PROCS)
+SIM_MODES ?= engine fleet
+sim: ## deterministic simulator: SEEDS=N seeds of the engines under faults and N of the fleet under placement (SIM_PROCS processes), checked with porcupine
+	GO=$(GO) SIM_FLAGS='$(SIM_FLAGS)' SIM_MODES='$(SIM_MODES)' ./internal/sim/run.sh $(SEEDS) $(SIM_PROCS)
 
 bench-engine: ## engine benchmarks (median of 3 runs each)
 	$(GO) test -run '^$$' -bench . -benchtime=1x -count=3 -timeout=30m ./multiraft/bench/

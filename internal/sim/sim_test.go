@@ -96,6 +96,8 @@ func TestSimulation(t *testing.T) {
 	}
 	violations, lost, unstableSeeds, unstableGroups := 0, 0, 0, 0
 	var failed []uint64
+	// Fleet runs: the operators placement spent per seed.
+	ops, opsFailed, opsMax, opsMaxSeed := 0, 0, 0, uint64(0)
 	for _, seed := range seeds {
 		start := time.Now()
 		res := runSeed(t, simConfig(seed))
@@ -104,6 +106,11 @@ func TestSimulation(t *testing.T) {
 		}
 		violations += len(res.Violations)
 		lost += len(res.Lost)
+		ops += res.Stats.Operators
+		opsFailed += res.Stats.OperatorsFailed
+		if res.Stats.Operators > opsMax {
+			opsMax, opsMaxSeed = res.Stats.Operators, seed
+		}
 		if res.Stats.ElectionsAfterHeal > 0 {
 			unstableSeeds++
 			unstableGroups += res.Stats.ElectionsAfterHeal
@@ -131,6 +138,10 @@ func TestSimulation(t *testing.T) {
 	}
 	for _, seed := range failed {
 		fmt.Printf("sim: replay failing seed %d: %s\n", seed, replayCommand(seed))
+	}
+	if *flagFleet && len(seeds) > 0 {
+		fmt.Printf("sim: placement operators per seed: mean %.1f, max %d (seed %d); %d of %d failed\n",
+			float64(ops)/float64(len(seeds)), opsMax, opsMaxSeed, opsFailed, ops)
 	}
 	if unstableSeeds > 0 {
 		fmt.Printf("sim: note: %d groups in %d seeds elected a new leader after every fault had healed (known engine issue, see doc.go)\n", unstableGroups, unstableSeeds)
