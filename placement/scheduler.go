@@ -278,12 +278,12 @@ func (s *Service) cluster(now time.Time, sch *scheduler) *schedule.Cluster {
 	}
 	sch.mu.Lock()
 	defer sch.mu.Unlock()
-	for id, f := range sch.flights {
-		if f.done && s.confirmedLocked(f, now) {
+	for _, id := range slices.Sorted(maps.Keys(sch.flights)) {
+		if f := sch.flights[id]; f.done && s.confirmedLocked(f, now) {
 			delete(sch.flights, id)
-			continue
+		} else {
+			c.InFlight = append(c.InFlight, f.op)
 		}
-		c.InFlight = append(c.InFlight, f.op)
 	}
 	return c
 }
