@@ -54,6 +54,10 @@ func (n *node) adminCreateReplica(ctx context.Context, req *pb.CreateReplicaRequ
 			return nil, status.Error(codes.InvalidArgument, "replica_id: required with join")
 		}
 		n.created[desc.ShardID] = true
+		if n.hosted[desc.ShardID] {
+			n.s.stats.ReAdds++
+			n.s.tracef("n%d: re-add of g%d as r%d on a node that held it before", n.id, desc.ShardID, req.GetReplicaId())
+		}
 		if err := n.join(ctx, desc.ShardID, multiraft.ReplicaID(req.GetReplicaId())); err != nil {
 			return nil, err
 		}
@@ -377,6 +381,13 @@ func (n *node) adminSplit(ctx context.Context, req *pb.SplitRequest) (*pb.SplitR
 			panic(fmt.Sprintf("sim: split of shard %d returned no descriptors", id))
 		}
 		n.s.tracef("n%d: split g%d at %q into g%d", n.id, id, key, req.GetNewShardId())
+		for _, rp := range r.Left.Replicas {
+			if o := n.s.nodes[rp.NodeID-1]; !o.up() || n.s.net.isBlocked(n.id, o.id) {
+				n.s.stats.SplitsWhileDown++
+				n.s.tracef("n%d: split g%d while n%d, which holds r%d, is down or cut off", n.id, id, o.id, rp.ReplicaID)
+				break
+			}
+		}
 		return &pb.SplitResponse{Left: rpc.DescriptorToProto(*r.Left), Right: rpc.DescriptorToProto(*r.Right)}, nil
 	case error:
 		return nil, statusOf(r, id)

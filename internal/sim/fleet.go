@@ -147,7 +147,7 @@ func (s *simulation) bootFleet() bool {
 	total := s.cfg.Nodes + len(s.fleet.prof.joinAt)
 	for i := range total {
 		n := &node{s: s, id: multiraft.NodeID(i + 1), fs: vfs.NewCrashableMem(), tickRate: s.prof.tickRates[i], restartAt: never,
-			created: map[multiraft.GroupID]bool{}, known: map[multiraft.GroupID]bool{}}
+			created: map[multiraft.GroupID]bool{}, known: map[multiraft.GroupID]bool{}, hosted: map[multiraft.GroupID]bool{}}
 		n.addr = fmt.Sprintf("n%d", n.id)
 		n.disk.lie = s.cfg.bug == bugLyingDisk
 		s.nodes = append(s.nodes, n)

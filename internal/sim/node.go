@@ -53,8 +53,9 @@ type node struct {
 	// every node of an engine run joins at boot).
 	joined bool
 	// created: the shards whose replica the Admin service created here;
-	// known: the groups seen hosted here (bugLoseSplitReplica).
-	created, known map[multiraft.GroupID]bool
+	// known: the groups seen hosted here (bugLoseSplitReplica); hosted:
+	// the groups the samples saw here (to count re-adds).
+	created, known, hosted map[multiraft.GroupID]bool
 }
 
 func (n *node) up() bool { return n.e != nil }

@@ -166,18 +166,22 @@ type Stats struct {
 	// Fleet runs: operators placement started and of those failed, and
 	// by kind ("repair=3/1": started/failed); nodes that joined, drain
 	// requests, placement crashes, RPCs, heartbeats answered, replicas
-	// the nodes' collectors removed, shards at the end.
+	// the nodes' collectors removed, shards at the end; splits while a
+	// node holding a replica of the shard was down or cut off, and
+	// replicas added to a node that held the shard before.
 	Operators, OperatorsFailed                  int
 	OperatorKinds                               string
 	NodesJoined, Drains, PlacementCrashes, RPCs int
 	Heartbeats, ReplicasCollected, Shards       int
+	SplitsWhileDown, ReAdds                     int
 }
 
 func (s Stats) String() string {
 	fleet := ""
 	if s.Heartbeats > 0 {
-		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d gc=%d",
-			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats, s.ReplicasCollected)
+		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d gc=%d splitsdown=%d readds=%d",
+			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats,
+			s.ReplicasCollected, s.SplitsWhileDown, s.ReAdds)
 	}
 	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
@@ -577,6 +581,13 @@ func (s *simulation) sample() {
 	}
 	if s.fleet != nil {
 		s.checkUnderReplicated(sts)
+		for g, st := range sts {
+			for i, r := range st {
+				if r != nil {
+					s.nodes[i].hosted[g] = true
+				}
+			}
+		}
 	}
 }
 
