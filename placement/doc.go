@@ -40,4 +40,28 @@
 // decided again by a later round from the then-current view. Operators in
 // flight are passed back to the scheduler, which never starts a second one
 // for the same shard and counts them against per-node limits.
+//
+// A bootstrap operator is the exception to "decided again by a later
+// round": a shard whose replicas could not all be created may have no
+// quorum anywhere, so no leader reports it and no round would ever see it.
+// A failed bootstrap operator therefore stays in flight and runs again at
+// every round until it succeeds (CreateReplica is idempotent). A placement
+// failover in the middle of a bootstrap still loses those retries.
+//
+// # Goroutines, time and calls: Runtime and Connector
+//
+// Run is the scheduling loop: it sleeps Config.ScheduleInterval, and, on
+// the leader, runs a round, which starts one executor goroutine per
+// operator and one per stray replica to remove. These goroutines block in
+// exactly two ways: through Config.Runtime (Go, Sleep, WithTimeout, and
+// Wait for a catalogue proposal) and through the clients of
+// Config.Connect (the nodes' Admin service, another placement replica).
+// The RPC handlers block the same ways (a proposal, a forward to the
+// leader). Runtime nil means goroutines, timers and Future.Wait on the
+// wall clock; Connect nil means gRPC connections made with Config.Dial.
+// The deterministic simulator (internal/sim, fleet runs) supplies both: it
+// runs every one of these goroutines in lock-step with its virtual clock,
+// so one seed decides every interleaving. Code added here must keep that
+// discipline: no bare goroutine, timer, sleep or channel wait. An
+// operator's steps run within Config.OperatorTimeout (2 min).
 package placement
