@@ -207,11 +207,24 @@ func refuseSecondReplica(st multiraft.Status, add multiraft.Replica) error {
 	return nil
 }
 
-// RemoveReplica implements pb.AdminServer.
+// RemoveReplica implements pb.AdminServer. The replica leaves a tombstone:
+// its ID is never created on this node again. With replica_id, only that
+// replica is removed (FAILED_PRECONDITION if the node hosts another one of
+// the shard by now).
 func (s *AdminServer) RemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	id, err := shardID(req.GetShardId())
 	if err != nil {
 		return nil, err
+	}
+	if r := req.GetReplicaId(); r != 0 {
+		err := s.engine.RemoveReplica(ctx, id, multiraft.ReplicaID(r), false)
+		if errors.Is(err, multiraft.ErrReplicaChanged) {
+			return nil, status.Errorf(codes.FailedPrecondition, "replica_id: %v", err)
+		}
+		if err != nil {
+			return nil, s.errs.toStatus(err, id, nil)
+		}
+		return &pb.RemoveReplicaResponse{}, nil
 	}
 	if err := s.engine.RemoveGroup(ctx, id); err != nil {
 		return nil, s.errs.toStatus(err, id, nil)

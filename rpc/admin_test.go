@@ -69,6 +69,10 @@ func TestAdminRefusesImpossibleTargets(t *testing.T) {
 			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 101})
 			return err
 		}, codes.AlreadyExists, "replica 101 of shard 1 already exists"},
+		{"RemoveReplica of another replica than the one here", func(ctx context.Context) error {
+			_, err := admin.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: 1, ReplicaId: 999})
+			return err
+		}, codes.FailedPrecondition, "replica_id: multiraft: replica changed: group 1 is replica 101 here, not 999"},
 		{"CreateReplica replacing a member", func(ctx context.Context) error {
 			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 105})
 			return err

@@ -178,8 +178,12 @@ func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
 }
 
 type RemoveReplicaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// When set, the node removes its replica of the shard only if it is this
+	// one, and answers FAILED_PRECONDITION otherwise (it hosts another
+	// replica of the shard by now, say one added since the caller looked).
+	ReplicaId     uint64 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +221,13 @@ func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
 func (x *RemoveReplicaRequest) GetShardId() uint64 {
 	if x != nil {
 		return x.ShardId
+	}
+	return 0
+}
+
+func (x *RemoveReplicaRequest) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
 	}
 	return 0
 }
@@ -1929,9 +1940,11 @@ const file_flotilla_v1_admin_proto_rawDesc = "" +
 	"\x04join\x18\x02 \x01(\bR\x04join\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x03 \x01(\x04R\treplicaId\"\x17\n" +
-	"\x15CreateReplicaResponse\"1\n" +
+	"\x15CreateReplicaResponse\"P\n" +
 	"\x14RemoveReplicaRequest\x12\x19\n" +
-	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x17\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\x04R\treplicaId\"\x17\n" +
 	"\x15RemoveReplicaResponse\"l\n" +
 	"\rReplicaChange\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.flotilla.v1.ChangeTypeR\x04type\x12.\n" +
