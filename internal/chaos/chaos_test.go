@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -306,8 +307,8 @@ func firstLine(s string) string {
 // (from an unpinned client) called at or after healAt, and returns the
 // latest such first write's return time.
 func waitRecovered(w *workload, keys []string, healAt int64, timeout time.Duration) (int64, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
+	var at int64
+	err := poll.Until(context.Background(), timeout, 100*time.Millisecond, func(context.Context) error {
 		first := map[string]int64{}
 		for _, o := range w.hist.Ops() {
 			if o.Node == 0 && o.isWrite() && o.Outcome == OK && o.Call >= healAt {
@@ -316,18 +317,19 @@ func waitRecovered(w *workload, keys []string, healAt int64, timeout time.Durati
 				}
 			}
 		}
-		if len(first) == len(keys) {
-			var at int64
-			for _, t := range first {
-				at = max(at, t)
-			}
-			return at, true
+		if len(first) != len(keys) {
+			return fmt.Errorf("%d of %d keys written since the heal", len(first), len(keys))
 		}
-		if time.Now().After(deadline) {
-			return w.clk.now(), false
+		at = 0
+		for _, t := range first {
+			at = max(at, t)
 		}
-		time.Sleep(100 * time.Millisecond) // poll interval
+		return nil
+	})
+	if err != nil {
+		return w.clk.now(), false
 	}
+	return at, true
 }
 
 // availability returns the longest time any key went without a

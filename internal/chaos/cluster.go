@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/launch"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -174,22 +176,19 @@ func (in *inspector) each(f func(pb.PlacementClient, context.Context) error) err
 // leaders returns, per shardnode ID, how many shards it leads as
 // placement last heard, and the number of shards.
 func (in *inspector) leaders() (map[uint64]int, int, error) {
-	var shards []*pb.ShardStatus
+	var (
+		perNode map[uint64]int
+		shards  int
+	)
 	err := in.each(func(p pb.PlacementClient, ctx context.Context) error {
-		resp, err := p.ListShards(ctx, &pb.ListShardsRequest{})
-		shards = resp.GetShards()
+		var err error
+		perNode, shards, err = launch.Leaders(ctx, p)
 		return err
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[uint64]int{}
-	for _, s := range shards {
-		if l := s.GetRoute().GetLeaderNodeId(); l != 0 {
-			out[l]++
-		}
-	}
-	return out, len(shards), nil
+	return perNode, shards, nil
 }
 
 // topLeader returns the shardnode leading the most shards among
@@ -231,7 +230,7 @@ func (in *inspector) placementLeader() int {
 // waitBootstrapped waits until placement lists initialShards shards,
 // each with a leader.
 func (in *inspector) waitBootstrapped(t *testing.T, timeout time.Duration) {
-	fleet.Eventually(t, timeout, func() error {
+	testutil.Eventually(t, timeout, func() error {
 		counts, n, err := in.leaders()
 		if err != nil {
 			return err

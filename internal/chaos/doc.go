@@ -4,10 +4,12 @@
 // checked for linearizability (porcupine) and lost writes.
 //
 // It owns the harness (the two fleet modes, the workload, the nemeses)
-// and the checker. It does not own the fleet launcher (internal/fleet),
-// the client (router) or the deterministic simulator (internal/sim, which
-// has a model of the same shape for its own records; the checker here is
-// a separate small copy so the two evolve independently).
+// and the checker. It does not own the fleet launcher (internal/launch,
+// through its test face internal/fleet; the containers' readiness waits
+// are launch's too), the client (router) or the deterministic simulator
+// (internal/sim, which has a model of the same shape for its own records;
+// the checker here is a separate small copy so the two evolve
+// independently).
 //
 // # Running it
 //

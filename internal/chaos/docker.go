@@ -1,9 +1,9 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/launch"
 )
 
 // dockerLabel marks every container, network and image the harness
@@ -180,25 +180,28 @@ func (c *dockerCluster) run(name, ip string, cmd ...string) {
 	c.must(append(args, cmd...)...)
 }
 
-// waitReady polls the container's /readyz until it answers 200.
+// waitReady waits until the container answers /readyz, failing the test
+// with its last log lines if it exits first.
 func (c *dockerCluster) waitReady(name, httpAddr string) {
 	c.t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	fleet.Eventually(c.t, 90*time.Second, func() error {
-		resp, err := client.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			if st, _ := docker("inspect", "-f", "{{.State.Status}}", name); st == "exited" {
-				logs, _ := docker("logs", "--tail", "50", name)
-				c.t.Fatalf("chaos: container %s exited while starting:\n%s", name, logs)
-			}
-			return err
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var asked time.Time
+	exited := func() error {
+		// docker inspect is a process of its own: ask once a second.
+		if time.Since(asked) < time.Second {
+			return nil
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: /readyz: %s", name, resp.Status)
+		asked = time.Now()
+		if st, _ := docker("inspect", "-f", "{{.State.Status}}", name); st == "exited" {
+			logs, _ := docker("logs", "--tail", "50", name)
+			return fmt.Errorf("chaos: container %s exited while starting:\n%s", name, logs)
 		}
 		return nil
-	})
+	}
+	if err := launch.WaitHTTP(ctx, "http://"+httpAddr+"/readyz", exited); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 func (c *dockerCluster) destroy() {

@@ -3,22 +3,26 @@ package fleet
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/ports"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
+
+// readyTimeout bounds each process's start in Start, StartPlacement and
+// Restart.
+const readyTimeout = 30 * time.Second
 
 var (
 	buildMu  sync.Mutex
@@ -27,7 +31,8 @@ var (
 )
 
 // Binary returns the path of a Flotilla binary (e.g. "shardnode") built from
-// this checkout, building each binary once per test process.
+// this checkout, building each binary once per test process; they all land
+// in one directory, so a binary finds the others next to itself.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -71,77 +76,58 @@ func FreePort(t testing.TB) string {
 	return addrs[0]
 }
 
-// Node is one shardnode process.
-type Node struct {
-	ID      uint64
-	Addr    string // gRPC
-	HTTP    string
-	DataDir string
-	LogPath string
-	Args    []string // extra flags
-
-	t    testing.TB
-	bin  string
-	base func() []string // the flags every start passes, before Args
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan error
-	conn *grpc.ClientConn
-
-	// Plaintext starts this process without TLS flags even in a TLS fleet
-	// (see Fleet.EnableTLS), as a misconfigured process would be; Conn
-	// then dials it in plaintext. Set before Start.
-	Plaintext bool
-	fleet     *Fleet          // for TLS; nil for a Node built by hand
-	tlsFiles  tlsconfig.Files // issued on first start in a TLS fleet
-}
-
-// Fleet is a set of shardnodes that know each other's addresses, and
-// optionally placementd replicas they report to.
+// Fleet is a launch.Fleet whose calls fail the test t: shardnodes that
+// know each other's addresses (--peers) and optionally placementd replicas
+// they report to, logging at info level. Nodes and Placement map IDs to
+// processes; only the test goroutine changes them (New, Add,
+// AddPlacement).
 type Fleet struct {
-	t     testing.TB
-	Dir   string
-	Nodes map[uint64]*Node
-	order []uint64
-	// Placement holds the placementd replicas, by replica ID.
+	// Launch is the fleet underneath, for what this package does not wrap.
+	Launch *launch.Fleet
+	// Dir holds every process's data and log (see package launch).
+	Dir       string
+	Nodes     map[uint64]*Node
 	Placement map[uint64]*Node
 
-	tls *fleetTLS // nil: plaintext
+	t testing.TB
 }
 
-// New prepares n nodes (IDs 1..n) without starting them; extra flags apply
-// to every node.
+// Node is a launch.Node whose calls fail the test: a shardnode or a
+// placementd replica. Its fields (ID, Addr, HTTP, DataDir, LogPath, Args,
+// Plaintext) and the calls that cannot fail (Running, Log, Terminate,
+// Pause, Resume) are launch.Node's.
+type Node struct {
+	*launch.Node
+	t testing.TB
+}
+
+// New prepares n shardnodes (IDs 1..n) without starting them; extra flags
+// apply to every node. The fleet is killed when the test ends.
 func New(t testing.TB, n int, extra ...string) *Fleet {
-	f := &Fleet{t: t, Dir: t.TempDir(), Nodes: map[uint64]*Node{}}
-	for i := 1; i <= n; i++ {
+	t.Helper()
+	lf, err := launch.New(launch.Options{Dir: t.TempDir(), BinDir: filepath.Dir(Binary(t, "shardnode")),
+		Peers: true, LogLevel: "info", ReadyTimeout: readyTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Fleet{Launch: lf, Dir: lf.Dir, Nodes: map[uint64]*Node{}, Placement: map[uint64]*Node{}, t: t}
+	t.Cleanup(lf.Close)
+	for range n {
 		f.Add(extra...)
 	}
-	t.Cleanup(f.killAll)
 	return f
 }
 
 // Add prepares one more node; every node learns its address on its next
 // start.
 func (f *Fleet) Add(extra ...string) *Node {
-	id := uint64(len(f.order) + 1)
-	n := &Node{
-		ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
-		DataDir: filepath.Join(f.Dir, fmt.Sprintf("n%d", id)),
-		LogPath: filepath.Join(f.Dir, fmt.Sprintf("n%d.log", id)),
-		Args:    extra, t: f.t, bin: Binary(f.t, "shardnode"), fleet: f,
+	f.t.Helper()
+	ln, err := f.Launch.Add(extra...)
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	n.base = func() []string {
-		args := []string{
-			"--node-id", fmt.Sprint(n.ID), "--listen", n.Addr, "--http", n.HTTP,
-			"--data-dir", n.DataDir, "--peers", f.peers(), "--log-level", "info",
-		}
-		if len(f.Placement) > 0 {
-			args = append(args, "--placement", f.PlacementAddrs())
-		}
-		return args
-	}
-	f.Nodes[id] = n
-	f.order = append(f.order, id)
+	n := &Node{Node: ln, t: f.t}
+	f.Nodes[ln.ID] = n
 	return n
 }
 
@@ -149,228 +135,132 @@ func (f *Fleet) Add(extra ...string) *Node {
 // other; extra flags apply to each. Shardnodes started afterwards report to
 // them. Start them with StartPlacement.
 func (f *Fleet) AddPlacement(n int, extra ...string) {
-	if f.Placement == nil {
-		f.Placement = map[uint64]*Node{}
+	f.t.Helper()
+	Binary(f.t, "placementd")
+	if err := f.Launch.AddPlacement(n, extra...); err != nil {
+		f.t.Fatal(err)
 	}
-	for id := uint64(1); id <= uint64(n); id++ {
-		p := &Node{
-			ID: id, Addr: FreePort(f.t), HTTP: FreePort(f.t),
-			DataDir: filepath.Join(f.Dir, fmt.Sprintf("p%d", id)),
-			LogPath: filepath.Join(f.Dir, fmt.Sprintf("p%d.log", id)),
-			Args:    extra, t: f.t, bin: Binary(f.t, "placementd"), fleet: f,
-		}
-		p.base = func() []string {
-			var peers []string
-			for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
-				peers = append(peers, fmt.Sprintf("%d=%s", i, f.Placement[i].Addr))
-			}
-			return []string{"--id", fmt.Sprint(p.ID), "--listen", p.Addr, "--http", p.HTTP,
-				"--data-dir", p.DataDir, "--peers", strings.Join(peers, ","), "--log-level", "info"}
-		}
-		f.Placement[id] = p
+	for _, p := range f.Launch.Placements() {
+		f.Placement[p.ID] = &Node{Node: p, t: f.t}
 	}
 }
 
 // PlacementAddrs returns the placementd addresses, comma-separated.
-func (f *Fleet) PlacementAddrs() string {
-	var addrs []string
-	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
-		addrs = append(addrs, f.Placement[i].Addr)
-	}
-	return strings.Join(addrs, ",")
-}
+func (f *Fleet) PlacementAddrs() string { return strings.Join(f.Launch.PlacementAddrs(), ",") }
 
 // StartPlacement starts every placementd replica and waits until each is
 // ready.
 func (f *Fleet) StartPlacement() {
-	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
-		if !f.Placement[i].Running() {
-			f.Placement[i].Start()
-		}
-	}
-	for i := uint64(1); i <= uint64(len(f.Placement)); i++ {
-		f.Placement[i].WaitReady(30 * time.Second)
+	f.t.Helper()
+	if err := f.Launch.StartPlacement(context.Background()); err != nil {
+		f.t.Fatalf("%v; log:\n%s", err, logOfFailed(f.Launch.Placements()))
 	}
 }
 
-func (f *Fleet) peers() string {
-	var parts []string
-	for _, id := range f.order {
-		parts = append(parts, fmt.Sprintf("%d=%s", id, f.Nodes[id].Addr))
-	}
-	return strings.Join(parts, ",")
-}
-
-// Start starts every node that is not running and waits until each is ready.
+// Start starts every node that is not running and waits until each is
+// ready.
 func (f *Fleet) Start() {
-	for _, id := range f.order {
-		if !f.Nodes[id].Running() {
-			f.Nodes[id].Start()
-		}
-	}
-	for _, id := range f.order {
-		f.Nodes[id].WaitReady(30 * time.Second)
+	f.t.Helper()
+	if err := f.Launch.StartNodes(context.Background()); err != nil {
+		f.t.Fatalf("%v; log:\n%s", err, logOfFailed(f.Launch.Nodes()))
 	}
 }
 
-func (f *Fleet) killAll() {
-	all := make([]*Node, 0, len(f.Nodes)+len(f.Placement))
-	for _, n := range f.Nodes {
-		all = append(all, n)
-	}
-	for _, n := range f.Placement {
-		all = append(all, n)
-	}
-	for _, n := range all {
-		n.Kill()
-		n.mu.Lock()
-		if n.conn != nil {
-			_ = n.conn.Close()
+// logOfFailed returns the log of the first process of nodes that exited.
+func logOfFailed(nodes []*launch.Node) string {
+	for _, n := range nodes {
+		if n.Exited() != nil {
+			return n.Log()
 		}
-		n.mu.Unlock()
+	}
+	return "(every process still runs)"
+}
+
+// EnableTLS makes f a mutual-TLS fleet (see launch.Fleet.EnableTLS). Call
+// it before starting any process.
+func (f *Fleet) EnableTLS() {
+	f.t.Helper()
+	if err := f.Launch.EnableTLS(); err != nil {
+		f.t.Fatal(err)
 	}
 }
+
+// ClientTLS returns the files of a TLS fleet's client certificate, or the
+// zero Files for a plaintext fleet.
+func (f *Fleet) ClientTLS() tlsconfig.Files { return f.Launch.ClientTLS() }
+
+// ClientTLSConfig returns the client configuration of a TLS fleet, or nil
+// (plaintext); its DialOption suits grpc.NewClient and
+// router.Config.DialOptions.
+func (f *Fleet) ClientTLSConfig() *tlsconfig.Config { return f.Launch.ClientTLSConfig() }
 
 // Start launches the process (without waiting for readiness).
 func (n *Node) Start() {
 	n.t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if err := n.Node.Start(); err != nil {
 		n.t.Fatal(err)
-	}
-	args := append(append(n.base(), n.tlsArgs()...), n.Args...)
-	cmd := exec.Command(n.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logf.Close() }()
-	n.cmd, n.done = cmd, done
-}
-
-// Running reports whether the process is alive.
-func (n *Node) Running() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return false
-	}
-	select {
-	case err := <-n.done:
-		n.done <- err
-		return false
-	default:
-		return true
 	}
 }
 
-// WaitReady polls /readyz until it answers 200.
+// WaitReady waits until the node answers /readyz, failing the test with
+// the node's log if it exits or timeout passes first.
 func (n *Node) WaitReady(timeout time.Duration) {
 	n.t.Helper()
-	Eventually(n.t, timeout, func() error {
-		if !n.Running() {
-			n.t.Fatalf("node %d exited while starting; log:\n%s", n.ID, n.Log())
-		}
-		resp, err := http.Get("http://" + n.HTTP + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("node %d: /readyz: %s", n.ID, resp.Status)
-		}
-		return nil
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := n.Node.WaitReady(ctx); err != nil {
+		n.t.Fatalf("%v; log:\n%s", err, n.Log())
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to go.
 func (n *Node) Kill() {
-	n.signal(syscall.SIGKILL)
-	n.Wait(10 * time.Second)
-}
-
-// Terminate sends SIGTERM (a graceful stop); Wait collects the exit status.
-func (n *Node) Terminate() { n.signal(syscall.SIGTERM) }
-
-// Pause sends SIGSTOP: the process freezes with its sockets open, as a
-// node that hangs would. Resume undoes it; Kill works on a paused node.
-func (n *Node) Pause() { n.signal(syscall.SIGSTOP) }
-
-// Resume sends SIGCONT to a paused process.
-func (n *Node) Resume() { n.signal(syscall.SIGCONT) }
-
-func (n *Node) signal(s syscall.Signal) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd != nil && n.cmd.Process != nil {
-		_ = n.cmd.Process.Signal(s)
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Node.Kill(ctx); err != nil {
+		n.t.Fatal(err)
 	}
 }
 
 // Wait waits for the process to exit and returns its exit error (nil for
-// status 0).
+// status 0), failing the test if it still runs after timeout.
 func (n *Node) Wait(timeout time.Duration) error {
-	n.mu.Lock()
-	done := n.done
-	n.mu.Unlock()
-	if done == nil {
-		return nil
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := n.Node.Wait(ctx)
+	if ctx.Err() != nil && n.Running() {
+		n.t.Fatalf("%s did not exit within %s", n.Name, timeout)
 	}
-	select {
-	case err := <-done:
-		done <- err
-		return err
-	case <-time.After(timeout):
-		n.t.Fatalf("node %d did not exit within %s", n.ID, timeout)
-		return nil
-	}
+	return err
 }
 
 // Restart starts a stopped node again with its data directory intact and
 // waits until it is ready.
 func (n *Node) Restart() {
+	n.t.Helper()
 	n.Start()
-	n.WaitReady(30 * time.Second)
+	n.WaitReady(readyTimeout)
 }
 
-// Conn returns a client connection to the node (shared, closed at cleanup).
+// Conn returns a client connection to the node (shared, closed at
+// cleanup).
 func (n *Node) Conn() *grpc.ClientConn {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.conn == nil {
-		c, err := grpc.NewClient(n.Addr, n.dialCreds())
-		if err != nil {
-			n.t.Fatal(err)
-		}
-		n.conn = c
+	n.t.Helper()
+	c, err := n.Node.Conn()
+	if err != nil {
+		n.t.Fatal(err)
 	}
-	return n.conn
+	return c
 }
 
-// Log returns the node's log so far.
-func (n *Node) Log() string {
-	b, _ := os.ReadFile(n.LogPath)
-	return string(b)
-}
-
-// Eventually polls cond every interval until it returns nil or timeout
-// passes, then fails with cond's last error.
+// Eventually polls cond until it returns nil or timeout passes, then fails
+// with cond's last error.
+//
+// Deprecated: use testutil.Eventually; this forwards to it until the last
+// callers move.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
+	testutil.Eventually(t, timeout, cond)
 }
