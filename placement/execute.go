@@ -207,16 +207,19 @@ func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newSh
 	})
 }
 
-// removeStray deletes a replica that a node still hosts although its shard
-// no longer counts it as a member (it was removed while its node was away).
-func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID) error {
+// removeStray deletes replica, which a node still hosts although its shard
+// no longer counts it as a member (it was removed while its node was
+// away). Naming the replica makes the node keep a newer replica of the
+// shard that an operator added there since the heartbeat was taken.
+func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID) error {
 	a, err := s.admin(node)
 	if err != nil {
 		return err
 	}
-	_, err = a.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: uint64(id)})
-	if status.Code(err) == codes.NotFound {
-		return nil
+	_, err = a.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: uint64(id), ReplicaId: uint64(replica)})
+	switch status.Code(err) {
+	case codes.NotFound, codes.FailedPrecondition:
+		return nil // gone already, or replaced by a newer replica
 	}
 	return err
 }

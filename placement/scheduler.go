@@ -294,8 +294,9 @@ func (s *Service) cluster(now time.Time, sch *scheduler) *schedule.Cluster {
 // replica not yet in the descriptor) is left alone.
 func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Time) {
 	type stray struct {
-		node  multiraft.NodeID
-		shard shard.ShardID
+		node    multiraft.NodeID
+		shard   shard.ShardID
+		replica multiraft.ReplicaID
 	}
 	var strays []stray
 	s.view.mu.Lock()
@@ -309,7 +310,7 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 				continue
 			}
 			if _, member := st.desc.Replica(multiraft.ReplicaID(r.GetReplicaId())); !member {
-				strays = append(strays, stray{node, st.desc.ShardID})
+				strays = append(strays, stray{node, st.desc.ShardID, multiraft.ReplicaID(r.GetReplicaId())})
 			}
 		}
 	}
@@ -327,7 +328,7 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 		s.cfg.Runtime.Go("remove stray", func() {
 			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := s.removeStray(cctx, st.node, st.shard); err != nil {
+			if err := s.removeStray(cctx, st.node, st.shard, st.replica); err != nil {
 				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
 			} else {
 				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
