@@ -158,7 +158,16 @@ func refuseSecondReplica(st multiraft.Status, add multiraft.Replica) error {
 
 func (n *node) adminRemoveReplica(ctx context.Context, req *pb.RemoveReplicaRequest) (*pb.RemoveReplicaResponse, error) {
 	id := shard.ShardID(req.GetShardId())
-	if _, err := n.s.actors.wait(ctx, n.e.RemoveGroupFuture(id)); err != nil {
+	f := n.e.RemoveGroupFuture(id)
+	if r := req.GetReplicaId(); r != 0 {
+		// Only that replica (FAILED_PRECONDITION if the node hosts
+		// another one of the shard by now).
+		f = n.e.RemoveReplicaFuture(id, multiraft.ReplicaID(r), false)
+	}
+	if _, err := n.s.actors.wait(ctx, f); err != nil {
+		if errors.Is(err, multiraft.ErrReplicaChanged) {
+			return nil, status.Errorf(codes.FailedPrecondition, "replica_id: %v", err)
+		}
 		return nil, statusOf(err, id)
 	}
 	n.s.tracef("n%d: removed its replica of g%d (Admin.RemoveReplica)", n.id, id)
