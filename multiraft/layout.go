@@ -41,9 +41,8 @@ import (
 // in CreateGroup's init sees no snapshot installed meanwhile (package
 // shard also checks concurrent bootstraps against each other). So a check
 // made under the lock sees every span as committed, never half of a
-// change. These are rare
-// events (snapshots, splits, removals); proposals, appends, reads and
-// ticks never touch the lock.
+// change. These are rare events (snapshots, splits, removals); proposals,
+// appends, reads and ticks never touch the lock.
 
 // Spanner is an optional capability of a StateMachine whose state occupies
 // a span of a key space shared by every group of the node (package shard:
