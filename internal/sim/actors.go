@@ -16,12 +16,13 @@ import (
 // The placement service is goroutine code: its scheduling loop, one
 // executor per operator, stray removals and its RPC handlers block on
 // timers, on the catalogue's Raft futures and on Admin calls to the nodes.
-// So are the simulator's own stand-ins for the shardnodes' Admin service
-// and heartbeat reporter (admin.go, reporter.go), written the same way.
+// So are the simulator's own stand-ins for the shardnodes' Admin service,
+// heartbeat reporter and replica collector (admin.go, reporter.go,
+// replicagc.go), written the same way.
 // The simulator runs every such goroutine as an actor: at most one actor
 // runs at a time, and only while the simulator's goroutine waits for it.
 // An actor runs until it parks on a condition (a virtual time, an engine
-// future, an RPC answer, a context) or ends; once per step (runActors)
+// future, an RPC answer, a context) or ends; once per step (actors.run)
 // the simulator resumes, lowest ID first, every parked actor whose
 // condition holds, one after the other, until none is ready. Every
 // blocking point of the service goes through its placement.Runtime or a
@@ -56,7 +57,6 @@ type actor struct {
 	id    uint64
 	name  string
 	proc  *node // the process it runs in; nil for the simulator's tools
-	inc   int   // proc's incarnation
 	start int   // step it started
 	// resume hands the actor the right to run; true kills it.
 	resume chan bool
@@ -105,9 +105,6 @@ func newActors(s *simulation) *actors {
 func (as *actors) spawn(proc *node, name string, f func()) *actor {
 	as.nextID++
 	a := &actor{id: as.nextID, name: name, proc: proc, start: as.s.step, resume: make(chan bool), ready: always}
-	if proc != nil {
-		a.inc = proc.incarnation
-	}
 	as.live = append(as.live, a)
 	go func() {
 		defer func() {
