@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/launch"
 )
 
 // The systems a comparison can run.
@@ -44,7 +46,8 @@ type CompareOptions struct {
 	// removed at the end unless Keep.
 	Dir  string
 	Keep bool
-	// BinDir holds shardnode and placementd (see FindBinary).
+	// BinDir holds shardnode and placementd; empty: next to the running
+	// executable, then $PATH.
 	BinDir string
 	// Shards is the number of shards of the Flotilla fleet. Default 16.
 	Shards int
@@ -107,7 +110,7 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 	for _, s := range o.Systems {
 		switch s {
 		case SystemFlotilla:
-			if _, err := FindBinary(o.BinDir, "shardnode"); err != nil {
+			if err := findBinary(o.BinDir, "shardnode"); err != nil {
 				return nil, err
 			}
 		case SystemEtcd:
@@ -176,7 +179,7 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string, w Config, label string) (*Result, string, error) {
 	var (
 		drv       Driver
-		procs     []Proc
+		servers   []Proc
 		note      string
 		onMeasure func(time.Duration)
 		// The Flotilla nodes' metrics at the window's start, for the
@@ -189,29 +192,29 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 	began := time.Now()
 	switch system {
 	case SystemFlotilla:
-		fo := FlotillaOptions{Dir: dir, BinDir: o.BinDir, Shards: o.Shards}
-		if o.ProfileDir != "" {
-			fo.NodeArgs = []string{"--pprof"}
-		}
-		f, err := StartFlotilla(ctx, fo)
-		if err != nil {
-			return nil, "", err
-		}
-		defer f.Stop()
 		shards := o.Shards
 		if shards == 0 {
 			shards = 16
 		}
-		if note, err = f.WaitLeaders(ctx, shards, o.BalanceWait); err != nil {
+		var nodeArgs []string
+		if o.ProfileDir != "" {
+			nodeArgs = []string{"--pprof"}
+		}
+		f, err := startFlotilla(ctx, dir, o.BinDir, shards, nodeArgs...)
+		if err != nil {
 			return nil, "", err
 		}
-		d, err := NewFlotillaDriver(ctx, []string{f.Placement}, o.Conns, w.Clients, o.RouterBatches)
+		defer f.Close()
+		if note, err = waitLeaders(ctx, f, shards, o.BalanceWait); err != nil {
+			return nil, "", err
+		}
+		d, err := NewFlotillaDriver(ctx, f.PlacementAddrs(), o.Conns, w.Clients, o.RouterBatches)
 		if err != nil {
 			return nil, note, err
 		}
 		defer d.Close()
-		drv, procs = d, f.Procs()
-		for _, n := range f.Nodes {
+		drv, servers = d, procs(f)
+		for _, n := range f.Nodes() {
 			httpAddrs = append(httpAddrs, n.HTTP)
 		}
 		onMeasure = func(window time.Duration) {
@@ -232,14 +235,14 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 			return nil, "", err
 		}
 		defer d.Close()
-		drv, procs = d, c.Procs()
+		drv, servers = d, c.Procs()
 	}
-	fmt.Fprintf(o.Log, "%s: fleet ready in %s (%s)\n", label, time.Since(began).Round(time.Millisecond), procNames(procs))
+	fmt.Fprintf(o.Log, "%s: fleet ready in %s (%s)\n", label, time.Since(began).Round(time.Millisecond), procNames(servers))
 	var progress func(Progress)
 	if o.Progress != nil {
 		progress = func(p Progress) { o.Progress(label, p) }
 	}
-	res, err := Run(ctx, w, drv, RunOptions{Servers: procs, Progress: progress, OnMeasure: onMeasure})
+	res, err := Run(ctx, w, drv, RunOptions{Servers: servers, Progress: progress, OnMeasure: onMeasure})
 	if err == nil && len(res.CPU.Errors) > 0 {
 		err = fmt.Errorf("server processes died during the run: %s (logs in %s)", strings.Join(res.CPU.Errors, ", "), dir)
 	}
@@ -272,7 +275,7 @@ func procNames(ps []Proc) string {
 // measured window less a second (so it ends before the fleet is killed),
 // as PREFIX-shardnode-N.cpu.pprof. Failures are logged, not returned: a
 // profile is a by-product of the run.
-func profileNodes(ctx context.Context, f *FlotillaFleet, window time.Duration, prefix string, log io.Writer) {
+func profileNodes(ctx context.Context, f *launch.Fleet, window time.Duration, prefix string, log io.Writer) {
 	secs := int(window.Seconds()) - 1
 	if secs < 1 {
 		fmt.Fprintf(log, "profile: window %s too short to profile\n", window)
@@ -283,7 +286,7 @@ func profileNodes(ctx context.Context, f *FlotillaFleet, window time.Duration, p
 		return
 	}
 	var wg sync.WaitGroup
-	for _, n := range f.Nodes {
+	for _, n := range f.Nodes() {
 		wg.Go(func() {
 			path := fmt.Sprintf("%s-shardnode-%d.cpu.pprof", strings.ReplaceAll(prefix, " ", "-"), n.ID)
 			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.HTTP, secs)

@@ -1,13 +1,14 @@
 // Package bench is Flotilla's bench suite: workloads, drivers for Flotilla
 // (through package router) and etcd (through go.etcd.io/etcd/client/v3),
-// launchers of local fleets of both, HDR latency histograms, CPU readings
-// from /proc, reports, JSON and plots. `flotilla bench` is its command
-// line; bench/README.md explains every workload, flag and figure.
+// local fleets of both, HDR latency histograms, CPU readings from /proc,
+// reports, JSON and plots. `flotilla bench` is its command line;
+// bench/README.md explains every workload, flag and figure.
 //
 // It owns the measurement, not the systems: it starts the real binaries
 // (shardnode, placementd, and an etcd server built from a pinned release
-// in the tools module bench/etcdtool) as child processes on loopback, and
-// drives them only through their public clients.
+// in the tools module bench/etcdtool) as child processes on loopback with
+// the launcher the demo and the tests use (internal/launch), and drives
+// them only through their public clients.
 //
 // # A comparison
 //
@@ -21,8 +22,8 @@
 //
 // Compare probes the disk's fsync latency (ProbeFsync) in the data
 // directory, then for every workload, run and system, in turn: starts a
-// fresh fleet (StartFlotilla and WaitLeaders, or StartEtcd), connects a
-// Driver, and calls Run, which
+// fresh fleet (a launch.Fleet whose shards all have leaders, or
+// StartEtcd), connects a Driver, and calls Run, which
 //
 //  1. preloads every key once (workloads that read or scan),
 //  2. runs the warm-up (not counted),

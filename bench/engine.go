@@ -18,6 +18,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
+	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -124,7 +125,7 @@ func RunEngine(ctx context.Context, o EngineOptions) (*EngineResult, error) {
 		}
 		e.Campaign(id)
 	}
-	if err := poll(ctx, 60*time.Second, 10*time.Millisecond, func(context.Context) error {
+	if err := poll.Until(ctx, 60*time.Second, 10*time.Millisecond, func(context.Context) error {
 		if n := e.Leaders(); n < o.Groups {
 			return fmt.Errorf("%d of %d groups have elected themselves", n, o.Groups)
 		}

@@ -9,8 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/ports"
 )
 
@@ -131,7 +131,7 @@ func pinnedEtcdVersion(gomod string) (string, error) {
 type EtcdCluster struct {
 	Dir       string
 	Endpoints []string
-	members   []*process
+	members   []*launch.Process
 }
 
 // StartEtcd starts members etcd members on loopback with their data in
@@ -150,28 +150,34 @@ func StartEtcd(ctx context.Context, binary, dir string, members int) (*EtcdClust
 	for i := range members {
 		client, peer := "http://"+addrs[2*i], "http://"+addrs[2*i+1]
 		name := fmt.Sprintf("m%d", i+1)
-		p, err := startProcess(dir, "etcd-"+name, binary,
-			"--name", name, "--data-dir", filepath.Join(dir, "etcd-"+name),
+		p := &launch.Process{Name: "etcd-" + name, Bin: binary, LogPath: filepath.Join(dir, "etcd-"+name+".log"),
+			OwnProcessGroup: true} // a Ctrl-C reaches the bench, which kills the members
+		err := p.Start("--name", name, "--data-dir", filepath.Join(dir, "etcd-"+name),
 			"--listen-client-urls", client, "--advertise-client-urls", client,
 			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", "flotilla-bench", "--log-level", "warn")
 		if err != nil {
 			c.Stop()
-			return nil, err
+			return nil, fmt.Errorf("bench: %w", err)
 		}
 		c.members = append(c.members, p)
 		c.Endpoints = append(c.Endpoints, addrs[2*i])
 	}
-	for i, ep := range c.Endpoints {
-		if err := poll(ctx, 60*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
-			for _, m := range c.members {
-				if m.exited() {
-					return fmt.Errorf("%s exited: %v (log %s)", m.name, m.err, m.logPath)
-				}
+	// Any member's exit fails the wait at once.
+	alive := func() error {
+		for _, m := range c.members {
+			if err := m.Exited(); err != nil {
+				return err
 			}
-			return httpOK(ctx, "http://"+ep+"/health")
-		}); err != nil {
+		}
+		return nil
+	}
+	for i, ep := range c.Endpoints {
+		hctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		err := launch.WaitHTTP(hctx, "http://"+ep+"/health", alive)
+		cancel()
+		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("bench: etcd member m%d not healthy: %w (logs in %s)", i+1, err, dir)
 		}
@@ -183,7 +189,7 @@ func StartEtcd(ctx context.Context, binary, dir string, members int) (*EtcdClust
 func (c *EtcdCluster) Procs() []Proc {
 	var ps []Proc
 	for _, m := range c.members {
-		ps = append(ps, m.proc())
+		ps = append(ps, Proc{Name: m.Name, PID: m.PID()})
 	}
 	return ps
 }
@@ -191,6 +197,6 @@ func (c *EtcdCluster) Procs() []Proc {
 // Stop kills every member (the bench discards the data).
 func (c *EtcdCluster) Stop() {
 	for _, m := range c.members {
-		m.kill()
+		_ = m.Kill(context.Background()) // no deadline: SIGKILL cannot be refused
 	}
 }

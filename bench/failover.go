@@ -115,19 +115,19 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 	if o.Dir == "" || o.Shards < 1 || o.WritersPerShard < 1 || o.ValueBytes < 0 || o.KillAfter < 0 || o.After <= 0 || o.Timeout <= 0 {
 		return nil, fmt.Errorf("%w: failover options %+v", ErrInvalidConfig, o)
 	}
-	f, err := StartFlotilla(ctx, FlotillaOptions{Dir: o.Dir, BinDir: o.BinDir, Shards: o.Shards})
+	f, err := startFlotilla(ctx, o.Dir, o.BinDir, o.Shards)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Stop()
-	note, err := f.WaitLeaders(ctx, o.Shards, 30*time.Second)
+	defer f.Close()
+	note, err := waitLeaders(ctx, f, o.Shards, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	if note != "" {
 		fmt.Fprintln(o.Log, note)
 	}
-	conn, err := f.dial(f.Placement)
+	conn, err := f.Placements()[0].Conn()
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +140,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 		d := s.GetRoute().GetShard()
 		shards = append(shards, &shardWriter{id: d.GetShardId(), start: d.GetStart(), end: d.GetEnd()})
 	}
-	drv, err := NewFlotillaDriver(ctx, []string{f.Placement}, 4, len(shards)*o.WritersPerShard, 0)
+	drv, err := NewFlotillaDriver(ctx, f.PlacementAddrs(), 4, len(shards)*o.WritersPerShard, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +216,8 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 	}
 	// Who leads what, asked of the nodes themselves, right before the kill.
 	leadersOf := map[uint64][]uint64{}
-	for i, n := range f.Nodes {
-		a, err := f.Admin(i + 1)
+	for _, n := range f.Nodes() {
+		a, err := admin(f, n.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -231,8 +231,8 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 			}
 		}
 	}
-	victim := f.Nodes[0]
-	for _, n := range f.Nodes {
+	victim := f.Node(1)
+	for _, n := range f.Nodes() {
 		if len(leadersOf[n.ID]) > len(leadersOf[victim.ID]) {
 			victim = n
 		}
@@ -244,7 +244,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 	win := startCPUWindow(nil)
 	killMu.Lock()
 	killAt = time.Now()
-	victim.Kill()
+	_ = victim.Kill(context.Background()) // no deadline: SIGKILL cannot be refused
 	killMu.Unlock()
 	fmt.Fprintf(o.Log, "killed node %d (SIGKILL), leader of %d of %d shards\n", victim.ID, len(affected), len(shards))
 	err = sleepCtx(o.After)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/poll"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -90,15 +91,15 @@ func RunIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	if o.Dir == "" || o.Groups < 1 || o.Groups > 65536 || o.Measure < 0 || o.Settle < 0 {
 		return nil, fmt.Errorf("%w: idle options %+v", ErrInvalidConfig, o)
 	}
-	f, err := StartFlotilla(ctx, FlotillaOptions{Dir: o.Dir, BinDir: o.BinDir, Nodes: 3, NoPlacement: true})
+	f, err := startFlotilla(ctx, o.Dir, o.BinDir, 0 /* shards: no placement */)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Stop()
+	defer f.Close()
 	nodes := []uint64{1, 2, 3}
 	admins := make([]pb.AdminClient, len(nodes))
-	for i := range nodes {
-		if admins[i], err = f.Admin(i + 1); err != nil {
+	for i, id := range nodes {
+		if admins[i], err = admin(f, id); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +153,7 @@ feed:
 	// quiesced. GetNodeInfo asks every group its status, so poll slowly.
 	began = time.Now()
 	infos := make([]*pb.NodeInfo, len(nodes))
-	err = poll(ctx, o.Settle, 2*time.Second, func(ctx context.Context) error {
+	err = poll.Until(ctx, o.Settle, 2*time.Second, func(ctx context.Context) error {
 		var leaders, quiesced uint64
 		for i, a := range admins {
 			info, err := a.GetNodeInfo(ctx, &pb.NodeInfoRequest{})
@@ -179,7 +180,7 @@ feed:
 	}
 
 	// The window: nothing asks the nodes anything.
-	win := startCPUWindow(f.Procs())
+	win := startCPUWindow(procs(f))
 	t := time.NewTimer(o.Measure)
 	select {
 	case <-ctx.Done():
@@ -193,12 +194,12 @@ feed:
 	}
 	res.OtherCPUCores = cpu.Others.Seconds() / cpu.Wall.Seconds()
 	res.LoadAvgStart, res.LoadAvgEnd = cpu.LoadStart, cpu.LoadEnd
-	for i, n := range f.Nodes {
-		st, err := ReadProcStat(n.Proc().PID)
+	for i, n := range f.Nodes() {
+		st, err := ReadProcStat(n.PID())
 		if err != nil {
 			return nil, err
 		}
-		in := IdleNode{Node: n.ID, CPUPercentCore: 100 * cpu.Servers[n.Proc().Name].Seconds() / cpu.Wall.Seconds(), RSSBytes: st.RSSBytes}
+		in := IdleNode{Node: n.ID, CPUPercentCore: 100 * cpu.Servers[n.Name].Seconds() / cpu.Wall.Seconds(), RSSBytes: st.RSSBytes}
 		if infos[i] != nil {
 			in.Shards, in.Leaders, in.Quiesced = infos[i].GetShards(), infos[i].GetLeaders(), infos[i].GetEngine().GetQuiescedGroups()
 		}

@@ -8,22 +8,16 @@ import (
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
-	"github.com/flotilla-kv/flotilla/internal/ports"
-	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
+	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -108,12 +102,8 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err := f.waitShards(ctx, c.shards); err != nil {
 		return outOfTime(err)
 	}
-	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement, f.statusURL)
-	tlsCfg, err := tlsconfig.Load(f.tls)
-	if err != nil {
-		return err
-	}
-	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement}, DialOptions: []grpc.DialOption{tlsCfg.DialOption()}})
+	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement(), f.statusURL())
+	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement()}, DialOptions: []grpc.DialOption{f.ClientTLSConfig().DialOption()}})
 	if err != nil {
 		return outOfTime(err)
 	}
@@ -129,197 +119,76 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if c.duration > 0 {
 		fmt.Fprintf(out, "\nthe fleet stops at --duration (%s)\n", c.duration)
 	} else {
-		tlsArgs := strings.Join(f.tls.Args(), " ")
+		tlsArgs := strings.Join(f.ClientTLS().Args(), " ")
 		if tlsArgs != "" {
 			tlsArgs += " "
 		}
-		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement, tlsArgs)
+		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement(), tlsArgs)
 	}
 	<-ctx.Done()
 	return nil
 }
 
-// fleet is the demo's child processes.
-type fleet struct {
-	dir       string
-	temp      bool
-	placement string
-	statusURL string
-	procs     []*exec.Cmd
-	names     []string
-	tls       tlsconfig.Files // the client's files; zero without --tls
+// demoFleet is the demo's fleet (internal/launch) and where it lives.
+type demoFleet struct {
+	*launch.Fleet
+	temp bool // Dir is a temporary directory, removed by stop
 }
 
-func findBinary(dir, name string) (string, error) {
-	if dir != "" {
-		return filepath.Join(dir, name), nil
-	}
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%s not found next to flotilla nor in $PATH (build it with 'make build', or pass --bin)", name)
-	}
-	return p, nil
-}
-
-func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*fleet, error) {
-	f := &fleet{dir: c.dir}
-	if f.dir != "" {
-		if err := os.MkdirAll(f.dir, 0o755); err != nil {
-			return nil, err
-		}
-	} else {
+// startFleet starts placementd and c.nodes shardnodes in c.dir (or a new
+// temporary directory) and waits until each is ready. The fleet is
+// returned, to be stopped, also with an error once processes may run.
+func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*demoFleet, error) {
+	f := &demoFleet{}
+	dir := c.dir
+	if dir == "" {
 		d, err := os.MkdirTemp("", "flotilla-demo-")
 		if err != nil {
 			return nil, err
 		}
-		f.dir, f.temp = d, true
+		dir, f.temp = d, true
 	}
-	pd, err := findBinary(c.binDir, "placementd")
+	lf, err := launch.New(launch.Options{
+		Dir: dir, BinDir: c.binDir, Nodes: c.nodes,
+		PlacementReplicas: 1, PlacementAddr: c.listen, Shards: c.shards, ReplicationFactor: min(3, c.nodes),
+		PlacementArgs: []string{"--down-after", "10s"},
+		TLS:           c.tls,
+	})
 	if err != nil {
+		if f.temp {
+			_ = os.RemoveAll(dir)
+		}
+		if errors.Is(err, launch.ErrNotFound) {
+			err = fmt.Errorf("%w (build it with 'make build', or pass --bin)", err)
+		}
 		return nil, err
 	}
-	sn, err := findBinary(c.binDir, "shardnode")
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := ports.Free(2 * (c.nodes + 1))
-	if err != nil {
-		return nil, err
-	}
-	if l, err := net.Listen("tcp", c.listen); err == nil {
-		l.Close()
-		addrs[0] = c.listen
-	}
-	f.placement = addrs[0]
-	// tlsArgs returns the TLS flags of process name (none without --tls).
-	tlsArgs := func(string) ([]string, error) { return nil, nil }
+	f.Fleet = lf
 	if c.tls {
-		ca, err := tlsconfig.NewDevCA(30 * 24 * time.Hour)
-		if err != nil {
-			return f, err
-		}
-		tlsDir := filepath.Join(f.dir, "tls")
-		// The demo owns DIR/tls: certificates of an earlier run are replaced.
-		tlsArgs = func(name string) ([]string, error) {
-			files, err := tlsconfig.WriteDevFiles(ca, tlsDir, name, tlsconfig.DefaultHosts, true /* force */)
-			return files.Args(), err
-		}
-		if f.tls, err = tlsconfig.WriteDevFiles(ca, tlsDir, "client", tlsconfig.DefaultHosts, true /* force */); err != nil {
-			return f, err
-		}
-		fmt.Fprintf(out, "mutual TLS: CA and certificates in %s\n", tlsDir)
+		fmt.Fprintf(out, "mutual TLS: CA and certificates in %s\n", lf.TLSDir())
 	}
-	fmt.Fprintf(out, "starting placementd and %d shardnodes in %s\n", c.nodes, f.dir)
-	var readyz []string
-	ptls, err := tlsArgs("placement-1")
-	if err != nil {
-		return f, err
-	}
-	if err := f.start(pd, "placementd", append([]string{"--id", "1", "--listen", addrs[0], "--http", addrs[1],
-		"--data-dir", filepath.Join(f.dir, "placement"), "--initial-shards", fmt.Sprint(c.shards),
-		"--replication-factor", fmt.Sprint(min(3, c.nodes)), "--down-after", "10s"}, ptls...)...); err != nil {
-		return f, err
-	}
-	readyz = append(readyz, addrs[1])
-	f.statusURL = "http://" + addrs[1] + "/"
-	for i := 1; i <= c.nodes; i++ {
-		grpcAddr, httpAddr := addrs[2*i], addrs[2*i+1]
-		ntls, err := tlsArgs(fmt.Sprintf("node-%d", i))
-		if err != nil {
-			return f, err
-		}
-		if err := f.start(sn, fmt.Sprintf("shardnode-%d", i), append([]string{"--node-id", fmt.Sprint(i), "--listen", grpcAddr, "--http", httpAddr,
-			"--data-dir", filepath.Join(f.dir, fmt.Sprintf("node%d", i)), "--placement", f.placement}, ntls...)...); err != nil {
-			return f, err
-		}
-		readyz = append(readyz, httpAddr)
-	}
-	for _, a := range readyz {
-		if err := waitReady(ctx, a); err != nil {
-			return f, fmt.Errorf("%w (logs in %s)", err, f.dir)
-		}
+	fmt.Fprintf(out, "starting placementd and %d shardnodes in %s\n", c.nodes, dir)
+	if err := lf.Start(ctx); err != nil {
+		return f, fmt.Errorf("%w (logs in %s)", err, dir)
 	}
 	return f, nil
 }
 
-func (f *fleet) start(bin, name string, args ...string) error {
-	logf, err := os.Create(filepath.Join(f.dir, name+".log"))
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
-	}
-	f.procs = append(f.procs, cmd)
-	f.names = append(f.names, name)
-	return nil
-}
+// placement returns the address of the demo's one placement replica.
+func (f *demoFleet) placement() string { return f.PlacementAddrs()[0] }
 
-func waitReady(ctx context.Context, httpAddr string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w", httpAddr, ctx.Err())
-		case <-t.C:
-		}
-	}
-}
+// statusURL returns the address of placement's status page.
+func (f *demoFleet) statusURL() string { return "http://" + f.Placements()[0].HTTP + "/" }
 
 // waitShards waits until placement knows n shards and each has a leader.
-func (f *fleet) waitShards(ctx context.Context, n int) error {
-	c := common{placement: f.placement, tls: f.tls}
-	pc, done, err := c.placementClient()
-	if err != nil {
-		return err
-	}
-	defer done()
+func (f *demoFleet) waitShards(ctx context.Context, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	have := 0
-	for {
-		if resp, err := pc.ListShards(ctx, &pb.ListShardsRequest{}); err == nil {
-			have = 0
-			for _, s := range resp.GetShards() {
-				if s.GetRoute().GetLeaderNodeId() != 0 {
-					have++
-				}
-			}
-			if have >= n {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("only %d of %d shards have a leader: %w (logs in %s)", have, n, ctx.Err(), f.dir)
-		case <-t.C:
-		}
-	}
+	return f.WaitLeaders(ctx, n)
 }
 
-func (f *fleet) printCluster(ctx context.Context, out io.Writer) error {
-	c := common{placement: f.placement, tls: f.tls}
+func (f *demoFleet) printCluster(ctx context.Context, out io.Writer) error {
+	c := common{placement: f.placement(), tls: f.ClientTLS()}
 	pc, done, err := c.placementClient()
 	if err != nil {
 		return err
@@ -340,26 +209,15 @@ func (f *fleet) printCluster(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// stop sends SIGTERM to every child, waits, and removes a temporary dir.
-func (f *fleet) stop(out io.Writer) {
-	for i := len(f.procs) - 1; i >= 0; i-- {
-		_ = f.procs[i].Process.Signal(syscall.SIGTERM)
-	}
-	for i, p := range f.procs {
-		done := make(chan error, 1)
-		go func() { done <- p.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				fmt.Fprintf(out, "%s exited: %v\n", f.names[i], err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = p.Process.Kill()
-			fmt.Fprintf(out, "%s did not stop in time: killed\n", f.names[i])
-		}
+// stop sends SIGTERM to every child (killing one that does not exit
+// within 15 s), says which did not stop cleanly, and removes a temporary
+// directory.
+func (f *demoFleet) stop(out io.Writer) {
+	if err := f.Stop(15 * time.Second); err != nil {
+		fmt.Fprintln(out, err)
 	}
 	if f.temp {
-		_ = os.RemoveAll(f.dir)
+		_ = os.RemoveAll(f.Dir)
 	}
 	fmt.Fprintln(out, "fleet stopped")
 }
