@@ -169,7 +169,7 @@ func TestProcessStartKillRestart(t *testing.T) {
 	if err := p.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Exited(); err == nil || !strings.Contains(err.Error(), "killed") || !strings.Contains(err.Error(), p.LogPath) {
+	if err := p.Exited(); !errors.Is(err, ErrExited) || !strings.Contains(err.Error(), "killed") || !strings.Contains(err.Error(), p.LogPath) {
 		t.Errorf("Exited after SIGKILL = %v, want the signal and the log", err)
 	}
 	if err := p.Start("-c", "echo second; exit 3"); err != nil {

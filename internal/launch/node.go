@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -83,13 +84,14 @@ func (n *Node) Start() error {
 	return n.Process.Start(args...)
 }
 
-// WaitReady waits until the node answers /readyz, failing at once if its
-// process exits; ctx bounds the wait.
+// WaitReady waits until the node answers /readyz; ctx bounds the wait.
+// If the process exits first it fails at once with ErrExited.
 func (n *Node) WaitReady(ctx context.Context) error {
-	if err := WaitHTTP(ctx, "http://"+n.HTTP+"/readyz", n.Exited); err != nil {
+	err := WaitHTTP(ctx, "http://"+n.HTTP+"/readyz", n.Exited)
+	if err != nil && !errors.Is(err, ErrExited) {
 		return fmt.Errorf("launch: %s not ready: %w", n.Name, err)
 	}
-	return nil
+	return err
 }
 
 func (n *Node) waitReadyWithin(ctx context.Context, timeout time.Duration) error {

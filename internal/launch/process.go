@@ -13,6 +13,11 @@ import (
 // ErrRunning is returned by Process.Start when the process already runs.
 var ErrRunning = errors.New("launch: process already running")
 
+// ErrExited is returned, wrapped with the process's name, exit status and
+// log, by Process.Exited, and so by the readiness waits of a process that
+// died while starting.
+var ErrExited = errors.New("launch: process exited")
+
 // Process is one child process whose output goes to a log file: a
 // shardnode or placementd replica of a Fleet (see Node), or any server a
 // caller starts by hand, such as the bench suite's etcd members. Fill the
@@ -129,7 +134,7 @@ func (p *Process) Exited() error {
 	if r.err != nil {
 		status = r.err.Error()
 	}
-	return fmt.Errorf("launch: %s exited: %s (log %s)", p.Name, status, p.LogPath)
+	return fmt.Errorf("%w: %s: %s (log %s)", ErrExited, p.Name, status, p.LogPath)
 }
 
 // Signal sends sig to the running process; it does nothing before the
