@@ -1,8 +1,9 @@
 // Package bench is Flotilla's bench suite: workloads, drivers for Flotilla
 // (through package router) and etcd (through go.etcd.io/etcd/client/v3),
 // local fleets of both, HDR latency histograms, CPU readings from /proc,
-// reports, JSON and plots. `flotilla bench` is its command line;
-// bench/README.md explains every workload, flag and figure.
+// reports, JSON and plots. `flotilla-bench` (cmd/flotilla-bench, which
+// `flotilla bench` runs) is its command line; bench/README.md explains
+// every workload, flag and figure.
 //
 // It owns the measurement, not the systems: it starts the real binaries
 // (shardnode, placementd, and an etcd server built from a pinned release
@@ -64,6 +65,6 @@
 //
 // github.com/HdrHistogram/hdrhistogram-go (histograms),
 // go.etcd.io/etcd/client/v3 (the etcd driver), gonum.org/v1/plot (PNG
-// plots, no cgo), golang.org/x/term (in cmd/flotilla, to draw progress
+// plots, no cgo), golang.org/x/term (in cmd/flotilla-bench, to draw progress
 // only on terminals).
 package bench

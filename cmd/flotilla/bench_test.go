@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,61 +12,15 @@ import (
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 )
 
-// TestBenchCompareValidationListsEveryProblem checks that bad flags are
-// reported together, each naming its flag.
-func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
-	fs, c := newCompareFlags()
-	fs.SetOutput(new(strings.Builder))
-	args := []string{"--workload", "write,bogus,write", "--systems", "etcd,mongo", "--clients", "0", "--value-size", "-3",
-		"--key-size", "2", "--preload", "maybe", "--runs", "0", "--conns", "0", "--distribution", "pareto",
-		"--duration", "5s", "--ops", "10", "--warmup", "-1s", "--fsync-samples", "0"}
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err := c.workloadConfigs()
-	if err == nil {
-		t.Fatal("no error")
-	}
-	for _, want := range []string{`--workload: "write" given twice`, `--workload "bogus"`, `unknown system "mongo"`,
-		"--clients", "--value-size", "--key-size", "--preload", "--runs", "--conns", "--distribution", "--duration (5s) and --ops (10)",
-		"--warmup", "--fsync-samples"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("validation does not report %q:\n%v", want, err)
-		}
-	}
-	if n := strings.Count(err.Error(), "--clients"); n != 1 {
-		t.Errorf("--clients reported %d times:\n%v", n, err)
-	}
-
-	fs, c = newCompareFlags()
-	if err := fs.Parse([]string{"--workload", "read, ycsb-b", "--systems", "flotilla"}); err != nil {
-		t.Fatal(err)
-	}
-	cfgs, systems, err := c.workloadConfigs()
-	if err != nil || len(cfgs) != 2 || cfgs[1].Workload != "ycsb-b" || len(systems) != 1 {
-		t.Errorf("valid flags: %v, %v, %v", cfgs, systems, err)
-	}
-}
-
-// TestBenchHelpExplainsEveryFlag checks that --help of every subcommand
-// documents each of its flags.
-func TestBenchHelpExplainsEveryFlag(t *testing.T) {
-	fs, _ := newCompareFlags()
-	fs.VisitAll(func(f *flag.Flag) {
-		if len(f.Usage) < 10 {
-			t.Errorf("--%s has no real explanation: %q", f.Name, f.Usage)
-		}
-	})
-}
-
-// TestBenchCompareSmoke runs `flotilla bench compare` against Flotilla only
-// (no etcd build) for a second and checks the table, the JSON and the
-// plots.
+// TestBenchCompareSmoke runs `flotilla bench compare` (flotilla running
+// flotilla-bench) against Flotilla only (no etcd build) for a second and
+// checks the table, the JSON and the plots.
 func TestBenchCompareSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a fleet")
 	}
 	bin := flt.Binary(t, "flotilla")
+	flt.Binary(t, "flotilla-bench")
 	flt.Binary(t, "shardnode")
 	flt.Binary(t, "placementd")
 	dir := t.TempDir()
@@ -104,6 +58,32 @@ func TestBenchCompareSmoke(t *testing.T) {
 	for _, f := range []string{"ycsb-a-latency.png", "ycsb-a-throughput.png"} {
 		if st, err := os.Stat(filepath.Join(plots, f)); err != nil || st.Size() == 0 {
 			t.Errorf("plot %s: %v", f, err)
+		}
+	}
+}
+
+// TestBenchWithoutTheBenchBinary: a flotilla with no flotilla-bench beside
+// it nor on $PATH says what is missing and how to get it, with exit
+// status 1.
+func TestBenchWithoutTheBenchBinary(t *testing.T) {
+	b, err := os.ReadFile(flt.Binary(t, "flotilla"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone := filepath.Join(t.TempDir(), "flotilla")
+	if err := os.WriteFile(alone, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(alone, "bench", "compare", "--help")
+	cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("flotilla bench without flotilla-bench: %v, want exit status 1\n%s", err, out)
+	}
+	for _, want := range []string{"flotilla bench:", "flotilla-bench", "make build"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the error does not say %q:\n%s", want, out)
 		}
 	}
 }

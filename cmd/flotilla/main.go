@@ -11,6 +11,7 @@
 //	flotilla status | nodes | shards    cluster state from placement
 //	flotilla drain NODE                 move every replica and leadership off NODE
 //	flotilla certs --dir DIR            create a development CA and mTLS certificates
+//	flotilla bench SUBCOMMAND           the bench suite: runs flotilla-bench (cmd/flotilla-bench)
 //
 // Every command takes --placement (or FLOTILLA_PLACEMENT) to name the
 // placement service (every replica's address: commands fail over between
@@ -50,7 +51,8 @@ Commands:
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
   drain     drain NODE: move its replicas and leaderships away (--undo to stop)
-  bench     the bench suite: compare (Flotilla against etcd), engine, idle, failover (see 'flotilla bench --help')
+  bench     the bench suite: compare (Flotilla against etcd), engine, idle, failover (see 'flotilla bench --help';
+            runs the program flotilla-bench, installed beside flotilla)
   certs     create a development CA and certificates for mutual TLS (--tls-cert, --tls-key, --tls-ca)
 
 Flags may come before or after the arguments ('flotilla get KEY --consistency lease');
@@ -77,7 +79,6 @@ var commands = []command{
 	{"nodes", "flotilla nodes [flags]", runNodes},
 	{"shards", "flotilla shards [flags]", runShards},
 	{"drain", "flotilla drain [flags] NODE", runDrain},
-	{"bench", "flotilla bench SUBCOMMAND [flags]: compare, engine, idle, failover", runBench},
 	{"certs", "flotilla certs --dir DIR [flags]: create a development CA and mTLS certificates", runCerts},
 }
 
@@ -91,6 +92,11 @@ func main() {
 			os.Exit(2)
 		}
 		return
+	}
+	if os.Args[1] == "bench" {
+		// Another program takes this process over (see execBench).
+		fmt.Fprintf(os.Stderr, "flotilla bench: %v\n", execBench(os.Args[2:]))
+		os.Exit(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

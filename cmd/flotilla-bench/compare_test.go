@@ -1,0 +1,54 @@
+package main
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+// TestBenchCompareValidationListsEveryProblem checks that bad flags are
+// reported together, each naming its flag.
+func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
+	fs, c := newCompareFlags()
+	fs.SetOutput(new(strings.Builder))
+	args := []string{"--workload", "write,bogus,write", "--systems", "etcd,mongo", "--clients", "0", "--value-size", "-3",
+		"--key-size", "2", "--preload", "maybe", "--runs", "0", "--conns", "0", "--distribution", "pareto",
+		"--duration", "5s", "--ops", "10", "--warmup", "-1s", "--fsync-samples", "0"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := c.workloadConfigs()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`--workload: "write" given twice`, `--workload "bogus"`, `unknown system "mongo"`,
+		"--clients", "--value-size", "--key-size", "--preload", "--runs", "--conns", "--distribution", "--duration (5s) and --ops (10)",
+		"--warmup", "--fsync-samples"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validation does not report %q:\n%v", want, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "--clients"); n != 1 {
+		t.Errorf("--clients reported %d times:\n%v", n, err)
+	}
+
+	fs, c = newCompareFlags()
+	if err := fs.Parse([]string{"--workload", "read, ycsb-b", "--systems", "flotilla"}); err != nil {
+		t.Fatal(err)
+	}
+	cfgs, systems, err := c.workloadConfigs()
+	if err != nil || len(cfgs) != 2 || cfgs[1].Workload != "ycsb-b" || len(systems) != 1 {
+		t.Errorf("valid flags: %v, %v, %v", cfgs, systems, err)
+	}
+}
+
+// TestBenchHelpExplainsEveryFlag checks that --help of every subcommand
+// documents each of its flags.
+func TestBenchHelpExplainsEveryFlag(t *testing.T) {
+	fs, _ := newCompareFlags()
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Usage) < 10 {
+			t.Errorf("--%s has no real explanation: %q", f.Name, f.Usage)
+		}
+	})
+}
