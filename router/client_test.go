@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -373,23 +374,6 @@ func TestScanPagesAcrossShards(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it returns nil, failing the test with its
-// last error after 10 seconds.
-func waitUntil(t *testing.T, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
-}
-
 func keysOf(kvs []KeyValue) []string {
 	var out []string
 	for _, kv := range kvs {
@@ -415,7 +399,7 @@ func TestConcurrentMissesShareOneLoadAndPrefetchNeighbours(t *testing.T) {
 		})
 	}
 	// Wait until every caller missed, then let the one load answer.
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := c.Stats().CacheMisses; n < 20 {
 			return fmt.Errorf("%d misses", n)
 		}
@@ -508,7 +492,7 @@ func TestCloseEndsCallsAndLeaksNoGoroutines(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Put(context.Background(), []byte("k"), []byte("v")) }()
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n.calls.Load() < 2 {
 			return errors.New("the put has not reached the node")
 		}
@@ -526,7 +510,7 @@ func TestCloseEndsCallsAndLeaksNoGoroutines(t *testing.T) {
 	close(release)
 	// The Client's goroutines, and the fake server's for its connections,
 	// wind down.
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<20)
 			return fmt.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])

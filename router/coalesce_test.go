@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -74,13 +75,13 @@ func TestConcurrentRequestsShareRPCs(t *testing.T) {
 	go func() { done <- putAll(c, writers) }()
 	<-g.held
 	// The first Put holds the node's only batch slot; the others queue.
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if q := c.Stats().Requests; q != 1 {
 			return fmt.Errorf("requests sent %d, want 1 while the gate holds", q)
 		}
 		return nil
 	})
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if q := queued(c, n.addr); q != writers-1 {
 			return fmt.Errorf("%d requests queued, want %d", q, writers-1)
 		}

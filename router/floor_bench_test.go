@@ -2,16 +2,15 @@ package router
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -62,7 +61,7 @@ func BenchmarkFloor(b *testing.B) {
 				}
 			}
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU(b)
 			start := time.Now()
 			b.ResetTimer()
 			var wg sync.WaitGroup
@@ -92,7 +91,7 @@ func BenchmarkFloor(b *testing.B) {
 			b.StopTimer()
 			ops := float64(per * clients)
 			b.ReportMetric(ops/time.Since(start).Seconds(), "ops/s")
-			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/ops, "cpu-µs/op")
+			b.ReportMetric(float64(testutil.ProcessCPU(b)-cpu0)/float64(time.Microsecond)/ops, "cpu-µs/op")
 		})
 	}
 }
@@ -139,13 +138,4 @@ func (n *nullNode) Get(context.Context, *pb.GetRequest) (*pb.GetResponse, error)
 
 func (n *nullNode) Put(context.Context, *pb.PutRequest) (*pb.PutResponse, error) {
 	return &pb.PutResponse{}, nil
-}
-
-// processCPU returns the user and system CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(fmt.Errorf("getrusage: %w", err))
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -23,16 +23,10 @@ import (
 // (internal/fleet), with routes from the fake placement of
 // placement_fake_test.go.
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestIntegrationKV(t *testing.T) {
 	c := newCluster(t, 3, 4)
 	r := c.client(nil)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 
 	// Put and Get in every shard; a missing key; Delete.
 	var want []string
@@ -51,7 +45,7 @@ func TestIntegrationKV(t *testing.T) {
 			t.Fatalf("get shard %d: %q %v %v", i, v, found, err)
 		}
 		for _, cons := range []Consistency{Lease, Stale} {
-			fleet.Eventually(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				v, found, err := r.Get(ctx, c.keyIn(i, "3"), WithConsistency(cons))
 				if err != nil || !found || string(v) != fmt.Sprintf("v%d.3", i) {
 					return fmt.Errorf("%s get shard %d: %q %v %v", cons, i, v, found, err)
@@ -148,7 +142,7 @@ func TestIntegrationLeaderKillWritesContinue(t *testing.T) {
 	r := c.client(nil)
 	for i := 1; i <= 4; i++ {
 		c.leader(uint64(i))
-		if err := r.Put(ctxT(t, 20*time.Second), c.keyIn(i, "warm"), []byte("x")); err != nil {
+		if err := r.Put(testutil.Context(t, 20*time.Second), c.keyIn(i, "warm"), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -169,7 +163,7 @@ func TestIntegrationLeaderKillWritesContinue(t *testing.T) {
 				shard := (w+i)%4 + 1
 				k, v := c.keyIn(shard, fmt.Sprintf("w%d-%d", w, i)), fmt.Sprint(i)
 				// The deadline is generous: no error may surface before it.
-				err := r.Put(ctxT(t, 20*time.Second), k, []byte(v))
+				err := r.Put(testutil.Context(t, 20*time.Second), k, []byte(v))
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
@@ -183,7 +177,7 @@ func TestIntegrationLeaderKillWritesContinue(t *testing.T) {
 	}
 	waitWrites := func(n int64) {
 		target := written.Load() + n
-		fleet.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			if got := written.Load(); got < target {
 				return fmt.Errorf("%d writes of %d", got, target)
 			}
@@ -207,7 +201,7 @@ func TestIntegrationLeaderKillWritesContinue(t *testing.T) {
 		t.Fatalf("no failover retry counted: the kill was not exercised")
 	}
 	// Every acknowledged write is there.
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	for k, v := range acked {
 		got, found, err := r.Get(ctx, []byte(k))
 		if err != nil || !found || string(got) != v {
@@ -221,14 +215,14 @@ func TestIntegrationLeaderKillWritesContinue(t *testing.T) {
 func (c *cluster) split(shard uint64, key []byte, newShard uint64) (*pb.Descriptor, *pb.Descriptor) {
 	c.t.Helper()
 	var resp *pb.SplitResponse
-	fleet.Eventually(c.t, 20*time.Second, func() error {
+	testutil.Eventually(c.t, 20*time.Second, func() error {
 		node, info := c.leader(shard)
 		ids := map[uint64]uint64{}
 		for _, rep := range info.GetShard().GetReplicas() {
 			ids[rep.GetReplicaId()] = newShard*100 + rep.GetNodeId()
 		}
 		var err error
-		resp, err = c.admin(node).Split(ctxT(c.t, 10*time.Second), &pb.SplitRequest{
+		resp, err = c.admin(node).Split(testutil.Context(c.t, 10*time.Second), &pb.SplitRequest{
 			ShardId: shard, Epoch: info.GetShard().GetEpoch(), SplitKey: key, NewShardId: newShard, NewReplicaIds: ids})
 		return err
 	})
@@ -238,7 +232,7 @@ func (c *cluster) split(shard uint64, key []byte, newShard uint64) (*pb.Descript
 func TestIntegrationStaleCacheHealsAfterSplit(t *testing.T) {
 	c := newCluster(t, 3, 1)
 	r := c.client(nil)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	for _, k := range []string{"a", "k", "q", "z"} {
 		if err := r.Put(ctx, []byte(k), []byte("before")); err != nil {
 			t.Fatal(err)
@@ -306,7 +300,7 @@ func TestIntegrationNotLeaderRedirect(t *testing.T) {
 	// redirected by the NotLeader hint.
 	c.pl.staleLeader.Store(true)
 	r := c.client(nil)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	if err := r.Put(ctx, []byte("k"), []byte("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -321,8 +315,8 @@ func TestIntegrationNotLeaderRedirect(t *testing.T) {
 	if to == from {
 		to = c.nodes[1]
 	}
-	fleet.Eventually(t, 20*time.Second, func() error {
-		_, err := c.admin(from).TransferLeader(ctxT(t, 10*time.Second), &pb.TransferLeaderRequest{ShardId: 1, ToReplicaId: 100 + to})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		_, err := c.admin(from).TransferLeader(testutil.Context(t, 10*time.Second), &pb.TransferLeaderRequest{ShardId: 1, ToReplicaId: 100 + to})
 		return err
 	})
 	if got, _ := c.leader(1); got != to {
@@ -388,7 +382,7 @@ func TestIntegrationExactlyOnceAcrossLostAnswers(t *testing.T) {
 	r := c.client(func(cfg *Config) {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(lossy.intercept)}
 	})
-	ctx := ctxT(t, 40*time.Second)
+	ctx := testutil.Context(t, 40*time.Second)
 	key := []byte("counter")
 	// A CAS-increment loop: every increment must swap. Had a retry of an
 	// applied CAS been applied again as a new request, it would report
@@ -465,7 +459,7 @@ func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
 	c := newCluster(t, 3, 1)
 	r := c.client(nil)
 	c.leader(1)
-	if err := r.Put(ctxT(t, 20*time.Second), []byte("k"), []byte("v")); err != nil {
+	if err := r.Put(testutil.Context(t, 20*time.Second), []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	leader, _ := c.leader(1)
@@ -481,8 +475,8 @@ func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
 	}
 	// Wait until the survivor is not the leader (it steps down without a
 	// quorum, CheckQuorum), so no write can enter any log.
-	fleet.Eventually(t, 20*time.Second, func() error {
-		si, err := c.admin(survivor).GetShardInfo(ctxT(t, time.Second), &pb.ShardInfoRequest{ShardId: 1})
+	testutil.Eventually(t, 20*time.Second, func() error {
+		si, err := c.admin(survivor).GetShardInfo(testutil.Context(t, time.Second), &pb.ShardInfoRequest{ShardId: 1})
 		if err != nil {
 			return err
 		}
@@ -492,7 +486,7 @@ func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	err := r.Put(ctxT(t, 30*time.Second), []byte("k"), []byte("w"))
+	err := r.Put(testutil.Context(t, 30*time.Second), []byte("k"), []byte("w"))
 	el := time.Since(start)
 	t.Logf("put with 2 of 3 nodes dead: %v after %s", err, el.Round(time.Millisecond))
 	var ue *ShardUnavailableError
@@ -517,7 +511,7 @@ func TestIntegrationRoutesFromNodesWhilePlacementIsDown(t *testing.T) {
 	c.pl.stop()
 	start := time.Now()
 	r := c.client(func(cfg *Config) { cfg.NodeAddresses = []string{c.f.Nodes[2].Addr} })
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 	var want []string
 	for i := 1; i <= 4; i++ {
 		k := c.keyIn(i, "x")

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -227,7 +228,7 @@ func (c *cluster) leader(shard uint64) (uint64, *pb.FindLeaderResponse) {
 	c.t.Helper()
 	var node uint64
 	var info *pb.FindLeaderResponse
-	fleet.Eventually(c.t, 20*time.Second, func() error {
+	testutil.Eventually(c.t, 20*time.Second, func() error {
 		for _, n := range c.nodes {
 			if !c.f.Nodes[n].Running() {
 				continue

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -142,7 +143,7 @@ func TestAbandonedQueuedRequestIsNeverSent(t *testing.T) {
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n)), func(cfg *Config) { cfg.BatchesPerNode = 1 })
 	errA := make(chan error, 1)
 	go func() { errA <- c.Put(context.Background(), []byte("a"), []byte("1")) }()
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if calls.Load() != 1 {
 			return fmt.Errorf("the first write has not reached the node")
 		}
@@ -165,7 +166,7 @@ func TestAbandonedQueuedRequestIsNeverSent(t *testing.T) {
 	ctxC, cancelC := context.WithCancel(context.Background())
 	errC := make(chan error, 1)
 	go func() { errC <- c.Put(ctxC, []byte("c"), []byte("3")) }()
-	waitUntil(t, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if q := queued(c, n.addr); q != 1 {
 			return fmt.Errorf("%d queued, want c", q)
 		}
