@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -140,7 +140,7 @@ func TestComposeFleet(t *testing.T) {
 	// Scale out: nodes 6 and 7 join, placement moves replicas onto them.
 	c.compose(3*time.Minute, "up", "-d", "node6", "node7")
 	c.waitPlaced(ctx, pc, 7, 16)
-	fleet.Eventually(t, 3*time.Minute, func() error {
+	testutil.Eventually(t, 3*time.Minute, func() error {
 		resp, err := pc.ListNodes(ctx, &pb.ListNodesRequest{})
 		if err != nil {
 			return err
@@ -158,7 +158,7 @@ func TestComposeFleet(t *testing.T) {
 // putGet writes n keys through r and reads each back.
 func putGet(ctx context.Context, t *testing.T, r *router.Client, prefix string, n int) {
 	t.Helper()
-	fleet.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		return r.Put(pctx, []byte(prefix+"-warm"), []byte("up"))
@@ -179,7 +179,7 @@ func putGet(ctx context.Context, t *testing.T, r *router.Client, prefix string, 
 // shards shards, none under-replicated, each with a leader.
 func (c *composeFleet) waitPlaced(ctx context.Context, pc pb.PlacementClient, nodes, shards int) {
 	c.t.Helper()
-	fleet.Eventually(c.t, 4*time.Minute, func() error {
+	testutil.Eventually(c.t, 4*time.Minute, func() error {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		cs, err := pc.GetClusterStatus(cctx, &pb.ClusterStatusRequest{})

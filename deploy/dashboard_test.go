@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -42,7 +43,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	routerMetrics := httptest.NewServer(tel.Handler)
 	defer routerMetrics.Close()
 
-	fleet.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
 		return r.Put(pctx, []byte("warm"), []byte("up"))
@@ -60,7 +61,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	// Operators are counted by kind: the bootstrap's four create
 	// operators end done.
 	createDone := regexp.MustCompile(`(?m)^flotilla_placement_operators_done_total\{[^}]*kind="create"[^}]*\} 4$`)
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		b := httpGet(t, "http://"+f.Placement[1].HTTP+"/metrics")
 		if !createDone.Match(b) {
 			return fmt.Errorf("no flotilla_placement_operators_done_total{kind=\"create\"} 4 in placementd's /metrics")

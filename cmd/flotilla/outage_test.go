@@ -11,6 +11,7 @@ import (
 	"time"
 
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -47,7 +48,7 @@ func TestCLIThroughOutages(t *testing.T) {
 		return string(out), 0, el
 	}
 	began := time.Now()
-	flt.Eventually(t, time.Minute, func() error {
+	testutil.Eventually(t, time.Minute, func() error {
 		if out, code, _ := cli("put", "hello", "world"); code != 0 {
 			return fmt.Errorf("put: exit %d: %s", code, out)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -21,12 +21,6 @@ import (
 type cluster struct {
 	t *testing.T
 	f *fleet.Fleet
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // newCluster starts placement replicas and nodes shardnodes.
@@ -51,7 +45,7 @@ func (c *cluster) placement() pb.PlacementClient {
 }
 
 func (c *cluster) shards() ([]*pb.ShardStatus, error) {
-	resp, err := c.placement().ListShards(ctxT(c.t, 5*time.Second), &pb.ListShardsRequest{})
+	resp, err := c.placement().ListShards(testutil.Context(c.t, 5*time.Second), &pb.ListShardsRequest{})
 	return resp.GetShards(), err
 }
 
@@ -59,7 +53,7 @@ func (c *cluster) shards() ([]*pb.ShardStatus, error) {
 // each with a leader and rf voters, none on a node in dead.
 func (c *cluster) waitHealthy(timeout time.Duration, want int, atLeast bool, rf int, dead ...uint64) []*pb.ShardStatus {
 	var out []*pb.ShardStatus
-	fleet.Eventually(c.t, timeout, func() error {
+	testutil.Eventually(c.t, timeout, func() error {
 		shards, err := c.shards()
 		if err != nil {
 			return err
@@ -107,14 +101,14 @@ func (c *cluster) kv(addr string) pb.KVClient {
 // retrying until the deadline.
 func (c *cluster) put(key, value string) {
 	c.t.Helper()
-	fleet.Eventually(c.t, 30*time.Second, func() error {
-		r, err := c.placement().GetRoute(ctxT(c.t, 5*time.Second), &pb.GetRouteRequest{Key: []byte(key)})
+	testutil.Eventually(c.t, 30*time.Second, func() error {
+		r, err := c.placement().GetRoute(testutil.Context(c.t, 5*time.Second), &pb.GetRouteRequest{Key: []byte(key)})
 		if err != nil {
 			return err
 		}
 		route := r.GetRoute()
 		addr := route.GetAddresses()[route.GetLeaderNodeId()]
-		_, err = c.kv(addr).Put(ctxT(c.t, 5*time.Second), &pb.PutRequest{
+		_, err = c.kv(addr).Put(testutil.Context(c.t, 5*time.Second), &pb.PutRequest{
 			Header: &pb.RequestHeader{ShardId: route.GetShard().GetShardId()}, Key: []byte(key), Value: []byte(value)})
 		return err
 	})
@@ -124,14 +118,14 @@ func (c *cluster) put(key, value string) {
 func (c *cluster) get(key string) string {
 	c.t.Helper()
 	var v string
-	fleet.Eventually(c.t, 30*time.Second, func() error {
-		r, err := c.placement().GetRoute(ctxT(c.t, 5*time.Second), &pb.GetRouteRequest{Key: []byte(key)})
+	testutil.Eventually(c.t, 30*time.Second, func() error {
+		r, err := c.placement().GetRoute(testutil.Context(c.t, 5*time.Second), &pb.GetRouteRequest{Key: []byte(key)})
 		if err != nil {
 			return err
 		}
 		route := r.GetRoute()
 		addr := route.GetAddresses()[route.GetLeaderNodeId()]
-		resp, err := c.kv(addr).Get(ctxT(c.t, 5*time.Second), &pb.GetRequest{
+		resp, err := c.kv(addr).Get(testutil.Context(c.t, 5*time.Second), &pb.GetRequest{
 			Header: &pb.RequestHeader{ShardId: route.GetShard().GetShardId()}, Key: []byte(key)})
 		if err != nil {
 			return err
@@ -144,7 +138,7 @@ func (c *cluster) get(key string) string {
 
 // counts returns replicas and leaders per live node from placement.
 func (c *cluster) counts() (replicas, leaders map[uint64]int) {
-	resp, err := c.placement().ListNodes(ctxT(c.t, 5*time.Second), &pb.ListNodesRequest{})
+	resp, err := c.placement().ListNodes(testutil.Context(c.t, 5*time.Second), &pb.ListNodesRequest{})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -206,7 +200,7 @@ func TestPlacementBalancesANewNode(t *testing.T) {
 	n := c.f.Add("--heartbeat-interval", "250ms")
 	n.Start()
 	n.WaitReady(30 * time.Second)
-	fleet.Eventually(t, 90*time.Second, func() error {
+	testutil.Eventually(t, 90*time.Second, func() error {
 		replicas, leaders := c.counts()
 		if len(replicas) != 4 {
 			return fmt.Errorf("%d nodes up", len(replicas))
@@ -225,15 +219,15 @@ func TestPlacementBalancesANewNode(t *testing.T) {
 func TestPlacementLeaderFailover(t *testing.T) {
 	c := newCluster(t, 3, 3, "--initial-shards", "4", "--down-after", "3s")
 	c.waitHealthy(60*time.Second, 4, false, 3)
-	cs, err := c.placement().GetClusterStatus(ctxT(t, 5*time.Second), &pb.ClusterStatusRequest{})
+	cs, err := c.placement().GetClusterStatus(testutil.Context(t, 5*time.Second), &pb.ClusterStatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lead := cs.GetLeaderNodeId()
 	c.f.Placement[lead].Kill()
 	// A new leader answers, with the catalogue intact.
-	fleet.Eventually(t, 30*time.Second, func() error {
-		cs, err := c.placement().GetClusterStatus(ctxT(t, 5*time.Second), &pb.ClusterStatusRequest{})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		cs, err := c.placement().GetClusterStatus(testutil.Context(t, 5*time.Second), &pb.ClusterStatusRequest{})
 		if err != nil {
 			return err
 		}
@@ -246,7 +240,7 @@ func TestPlacementLeaderFailover(t *testing.T) {
 	n := c.f.Add("--heartbeat-interval", "250ms")
 	n.Start()
 	n.WaitReady(30 * time.Second)
-	fleet.Eventually(t, 90*time.Second, func() error {
+	testutil.Eventually(t, 90*time.Second, func() error {
 		replicas, _ := c.counts()
 		if replicas[n.ID] == 0 {
 			return fmt.Errorf("new node %d got no replica yet (%v)", n.ID, replicas)
@@ -264,19 +258,19 @@ func TestPlacementLeaderFailover(t *testing.T) {
 func TestPlacementSplitsUnderLoad(t *testing.T) {
 	c := newCluster(t, 1, 3, "--initial-shards", "2", "--split-size", "48KiB")
 	c.waitHealthy(60*time.Second, 2, false, 3)
-	r, err := router.New(ctxT(t, 10*time.Second), router.Config{PlacementAddresses: []string{c.f.PlacementAddrs()}})
+	r, err := router.New(testutil.Context(t, 10*time.Second), router.Config{PlacementAddresses: []string{c.f.PlacementAddrs()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	value := []byte(strings.Repeat("x", 512))
 	written := 0
-	fleet.Eventually(t, 120*time.Second, func() error {
+	testutil.Eventually(t, 120*time.Second, func() error {
 		// Write another batch of keys spread over the key space.
 		for range 50 {
 			key := []byte{byte(written * 37), byte(written)}
 			key = fmt.Appendf(key, "/%06d", written)
-			if err := r.Put(ctxT(t, 20*time.Second), key, value); err != nil {
+			if err := r.Put(testutil.Context(t, 20*time.Second), key, value); err != nil {
 				t.Fatalf("write %d reached the caller: %v", written, err)
 			}
 			written++
@@ -291,7 +285,7 @@ func TestPlacementSplitsUnderLoad(t *testing.T) {
 		return nil
 	})
 	// Every write is still there, read through routes that changed.
-	kvs, err := r.Scan(ctxT(t, 30*time.Second), nil, nil, written+10)
+	kvs, err := r.Scan(testutil.Context(t, 30*time.Second), nil, nil, written+10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -123,7 +124,7 @@ func (c *cluster) waitCounts(timeout time.Duration, want healthCounts) time.Dura
 	c.t.Helper()
 	start := time.Now()
 	for _, s := range c.surfaces() {
-		fleet.Eventually(c.t, timeout-time.Since(start), func() error {
+		testutil.Eventually(c.t, timeout-time.Since(start), func() error {
 			got, err := s.read()
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
@@ -150,8 +151,8 @@ func TestHealthCountsKilledNodesOnEverySurface(t *testing.T) {
 	c.waitHealthy(60*time.Second, 12, false, 3)
 	// Let replica balance finish, so that the descriptors read now stay.
 	// (After a kill it moves no replica of a shard on the killed node.)
-	fleet.Eventually(t, 60*time.Second, func() error {
-		cs, err := c.placement().GetClusterStatus(ctxT(t, 5*time.Second), &pb.ClusterStatusRequest{})
+	testutil.Eventually(t, 60*time.Second, func() error {
+		cs, err := c.placement().GetClusterStatus(testutil.Context(t, 5*time.Second), &pb.ClusterStatusRequest{})
 		if err != nil {
 			return err
 		}
@@ -229,7 +230,7 @@ func TestBlockedRepairAndDrainSayWhyAndLeadersReturn(t *testing.T) {
 		!strings.Contains(out, "the drain cannot complete") || !strings.Contains(out, "cannot drain: no live node without a replica of the shard") {
 		t.Fatalf("flotilla drain 1 on 3 nodes, one dead: %v\n%s", err, out)
 	}
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		if _, leaders := c.counts(); leaders[1] != 0 || leaders[2] != 8 {
 			return fmt.Errorf("leaders %v, want all 8 on node 2", leaders)
 		}
@@ -239,7 +240,7 @@ func TestBlockedRepairAndDrainSayWhyAndLeadersReturn(t *testing.T) {
 		t.Fatalf("flotilla drain --undo 1: %v\n%s", err, out)
 	}
 	undone := time.Now()
-	fleet.Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		_, leaders := c.counts()
 		if len(leaders) != 2 {
 			return fmt.Errorf("leaders %v", leaders)

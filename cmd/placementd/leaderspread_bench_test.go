@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -64,7 +65,7 @@ func measureLeaderSpread(b *testing.B) {
 			b.Fatalf("leaders not within %.0f%% of the mean after %s: %s (placement log in %s)",
 				100**spreadTol, *spreadTimeout, last, f.Placement[1].LogPath)
 		}
-		resp, err := pc.ListNodes(ctxT(b, 10*time.Second), &pb.ListNodesRequest{})
+		resp, err := pc.ListNodes(testutil.Context(b, 10*time.Second), &pb.ListNodesRequest{})
 		if err != nil {
 			continue
 		}

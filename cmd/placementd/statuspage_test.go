@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
 // TestStatusPageInChromium loads placement's status page in headless
@@ -48,7 +48,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		return ""
 	}
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		html := dom()
 		nodes, shards := table(html, "nodes"), table(html, "shards")
 		for id, n := range c.f.Nodes {
@@ -68,7 +68,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	victim := c.f.Nodes[2]
 	victim.Kill()
 	var html string
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		html = dom()
 		row := regexp.MustCompile(`<tr><td>2</td><td>` + regexp.QuoteMeta(victim.Addr) + `</td><td class="(\w+)">`).FindStringSubmatch(table(html, "nodes"))
 		if row == nil || row[1] != "down" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -157,7 +158,7 @@ func TestTraceRouterToApply(t *testing.T) {
 	}
 	defer r.Close()
 	// Wait until the shard exists and has a leader.
-	fleet.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
 		return r.Put(pctx, []byte("warm"), []byte("up"))
@@ -176,7 +177,7 @@ func TestTraceRouterToApply(t *testing.T) {
 
 	const method = "flotilla.v1.KV/Put"
 	var client, server, apply collected
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		servers := col.find(traceID[:], func(s collected) bool {
 			return s.span.GetName() == method && s.span.GetKind() == tracepb.Span_SPAN_KIND_SERVER
 		})

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
 // pki is two unrelated CAs and certificates from each, on disk.
@@ -166,12 +168,6 @@ func server(t *testing.T, creds credentials.TransportCredentials) (addr string, 
 	return lis.Addr().String(), calls
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // assertPlaintextRefused checks that err, of a plaintext RPC, failed with
 // the connection, and that the server answers an HTTP/2 preface sent in
 // the clear by closing the connection without a byte (a gRPC server that
@@ -222,7 +218,7 @@ func TestRefusals(t *testing.T) {
 	if err := check(t, addr, cliCfg.DialOption()); err != nil {
 		t.Fatalf("a client with a certificate of the CA was refused: %v", err)
 	}
-	if err := Probe(ctxT(t), addr, cliCfg.ClientTLS()); err != nil {
+	if err := Probe(testutil.Context(t, 10*time.Second), addr, cliCfg.ClientTLS()); err != nil {
 		t.Fatalf("Probe with a certificate of the CA = %v, want nil", err)
 	}
 	noCert := cliCfg.ClientTLS()
@@ -257,7 +253,7 @@ func TestRefusals(t *testing.T) {
 			}
 			// The RPC may fail writing to the closed connection before it
 			// reads the alert; Probe reads the verdict itself.
-			perr := Probe(ctxT(t), addr, tc.cfg)
+			perr := Probe(testutil.Context(t, 10*time.Second), addr, tc.cfg)
 			if perr == nil || !strings.Contains(perr.Error(), tc.want) {
 				t.Errorf("probe = %v, want %q", perr, tc.want)
 			}
