@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -153,7 +154,7 @@ func TestProcessDurabilityKills(t *testing.T) {
 	progress := func(n int64, what string) {
 		t.Helper()
 		target := acks.Load() + n
-		fleet.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			if got := acks.Load(); got < target {
 				return fmt.Errorf("%s: %d acknowledged writes, waiting for %d", what, got, target)
 			}
@@ -207,7 +208,7 @@ func TestProcessDurabilityKills(t *testing.T) {
 	}
 	// Replicas agree: same checksum at the same index on every replica.
 	for i := 1; i <= shards; i++ {
-		fleet.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			lead := h.leader(i, all...)
 			cc, err := h.admin(lead).ConsistencyCheck(ctxT(t, 10*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
 			if err != nil {

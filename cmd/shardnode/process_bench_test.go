@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -38,7 +39,7 @@ func BenchmarkProcessPuts(b *testing.B) {
 	}
 	// Find every shard's leader once; clients write straight to it.
 	leaders := make([]pb.KVClient, testShards+1)
-	fleet.Eventually(b, 30*time.Second, func() error {
+	testutil.Eventually(b, 30*time.Second, func() error {
 		for i := 1; i <= testShards; i++ {
 			if leaders[i] != nil {
 				continue

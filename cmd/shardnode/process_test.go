@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -89,7 +90,7 @@ func (h *harness) createShards(n int, nodes []uint64) {
 // leader polls the given nodes until one leads shard.
 func (h *harness) leader(shard int, nodes ...uint64) uint64 {
 	var lead uint64
-	fleet.Eventually(h.t, 20*time.Second, func() error {
+	testutil.Eventually(h.t, 20*time.Second, func() error {
 		for _, n := range nodes {
 			if !h.f.Nodes[n].Running() {
 				continue
@@ -141,7 +142,7 @@ func (h *harness) checkAcked(nodes ...uint64) {
 		want[s][k] = v
 	}
 	for shard, kvs := range want {
-		fleet.Eventually(h.t, 20*time.Second, func() error {
+		testutil.Eventually(h.t, 20*time.Second, func() error {
 			lead := h.leader(shard, nodes...)
 			got := map[string]string{}
 			var start []byte
@@ -240,7 +241,7 @@ func TestProcessKillRestartAndSnapshotCatchUp(t *testing.T) {
 	// The victim catches up: a stale read on it sees the latest writes.
 	for i := 1; i <= testShards; i++ {
 		key := keyFor(i, testShards, "after-kill")
-		fleet.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			resp, err := h.kv(victim).Get(ctxT(t, 2*time.Second), &pb.GetRequest{
 				Header: &pb.RequestHeader{ShardId: uint64(i), Consistency: pb.ReadConsistency_READ_CONSISTENCY_STALE}, Key: key})
 			if err != nil {
@@ -305,7 +306,7 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 		t.Fatalf("after remove: %d replicas", got)
 	}
 	// The removed replica deletes itself.
-	fleet.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		_, err := h.admin(victim).GetShardInfo(ctxT(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 		if status.Code(err) != codes.NotFound {
 			return fmt.Errorf("removed replica still answers: %v", err)
@@ -465,7 +466,7 @@ func TestProcessGracefulShutdownLosesNothing(t *testing.T) {
 			}
 		})
 	}
-	fleet.Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		if n.Load() < 50 {
 			return fmt.Errorf("%d writes so far", n.Load())
 		}

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -24,7 +24,7 @@ var fastGC = []string{"--replica-gc-interval=100ms", "--replica-gc-leaderless-af
 // notHosted waits until node no longer hosts a replica of shard.
 func (h *harness) notHosted(node uint64, shard uint64, within time.Duration) {
 	h.t.Helper()
-	fleet.Eventually(h.t, within, func() error {
+	testutil.Eventually(h.t, within, func() error {
 		info, err := h.admin(node).GetShardInfo(ctxT(h.t, 2*time.Second), &pb.ShardInfoRequest{ShardId: shard})
 		if status.Code(err) == codes.NotFound {
 			return nil
@@ -65,7 +65,7 @@ func (h *harness) removeReplica(shard, replica uint64, members ...uint64) {
 // caughtUpOn waits until a stale read of key on node returns value.
 func (h *harness) caughtUpOn(node uint64, shard int, key []byte, value string) {
 	h.t.Helper()
-	fleet.Eventually(h.t, 30*time.Second, func() error {
+	testutil.Eventually(h.t, 30*time.Second, func() error {
 		resp, err := h.kv(node).Get(ctxT(h.t, 2*time.Second), &pb.GetRequest{
 			Header: &pb.RequestHeader{ShardId: uint64(shard), Consistency: pb.ReadConsistency_READ_CONSISTENCY_STALE}, Key: key})
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -101,7 +102,7 @@ func TestProcessTLSFleet(t *testing.T) {
 	// shards, the nodes' Raft traffic elected their leaders and the nodes'
 	// heartbeats reported them, all over mutual TLS.
 	var shards []*pb.ShardStatus
-	fleet.Eventually(t, 90*time.Second, func() error {
+	testutil.Eventually(t, 90*time.Second, func() error {
 		resp, err := pc.ListShards(ctxT(t, 5*time.Second), &pb.ListShardsRequest{})
 		if err != nil {
 			return err
@@ -152,7 +153,7 @@ func TestProcessTLSFleet(t *testing.T) {
 		}
 		kv := pb.NewKVClient(f.Nodes[follower].Conn())
 		key := append(append([]byte(nil), s.GetShard().GetStart()...), 0, 'f', 'w', 'd') // inside the shard
-		fleet.Eventually(t, 20*time.Second, func() error {
+		testutil.Eventually(t, 20*time.Second, func() error {
 			_, err := kv.Put(ctxT(t, 5*time.Second), &pb.PutRequest{
 				Header: &pb.RequestHeader{ShardId: s.GetShard().GetShardId()}, Key: key, Value: []byte("x")})
 			return err
@@ -216,7 +217,7 @@ func TestProcessTLSFleet(t *testing.T) {
 		n.Plaintext = true
 		n.Restart()
 		// Its registration fails in the handshake, again and again...
-		fleet.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			if c := strings.Count(n.Log(), `msg="registering with placement"`); c < 2 {
 				return fmt.Errorf("%d failed registrations logged, want 2", c)
 			}
@@ -264,7 +265,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	}
 	// The TLS nodes elect a leader between them and commit a write.
 	var leader uint64
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range []uint64{1, 2} {
 			info, err := admin(n).GetShardInfo(ctxT(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 			if err == nil && info.GetIsLeader() {
@@ -274,7 +275,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 		}
 		return errors.New("no leader among the TLS nodes")
 	})
-	fleet.Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		_, err := pb.NewKVClient(f.Nodes[leader].Conn()).Put(ctxT(t, 5*time.Second), &pb.PutRequest{
 			Header: &pb.RequestHeader{ShardId: 1}, Key: []byte("k"), Value: []byte("v")})
 		return err
@@ -286,7 +287,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	// Both sides tried to talk to the other and were refused in the
 	// handshake: the plaintext node's streams to the TLS nodes end with
 	// the server's EOF, the leader's stream to it fails its TLS handshake.
-	fleet.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range []uint64{leader, 3} {
 			info, err := admin(n).GetNodeInfo(ctxT(t, 5*time.Second), &pb.NodeInfoRequest{})
 			if err != nil {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/ports"
-	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
 
@@ -253,14 +252,4 @@ func (n *Node) Conn() *grpc.ClientConn {
 		n.t.Fatal(err)
 	}
 	return c
-}
-
-// Eventually polls cond until it returns nil or timeout passes, then fails
-// with cond's last error.
-//
-// Deprecated: use testutil.Eventually; this forwards to it until the last
-// callers move.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	testutil.Eventually(t, timeout, cond)
 }
