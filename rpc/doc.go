@@ -43,11 +43,31 @@
 //
 // KV.Multi carries several independent Get, Put, Delete and
 // CompareAndSwap requests in one call (the router coalesces concurrent
-// requests to a node into it). The server runs each op through the unary
-// handler on its own goroutine (the last on the caller's), so validation,
-// forwarding, exactly-once and error mapping are exactly those of the
-// unary call, and answers one OpStatus per op. What it saves is gRPC's
-// per-call work (a stream, its frames, a handler goroutine, a syscall
-// each way), which under load was the largest single cost of a small
-// request after the engine itself.
+// requests to a node into it), and answers one OpStatus per op, the
+// status the op would have failed with alone (multi.go). The server
+// starts every op without waiting (writes proposed, reads' barriers
+// begun) and then awaits each in turn, so a batch costs no goroutine per
+// op and its proposals share the engine's rounds and syncs. An op is
+// validated by the same functions as its unary call (readHeader,
+// writeHeader and the request-to-command conversions in kv.go) and its
+// error is mapped by the same errorMapper; an op refused because this
+// node does not lead its shard is forwarded to the leader as its unary
+// call, on a goroutine of its own. Only a call carrying a sampled trace
+// runs each op through its unary handler, one goroutine per op, so that
+// each op gets its own apply span. What Multi saves is gRPC's per-call
+// work (a stream, its frames, a handler goroutine, a syscall each way),
+// which under load was the largest single cost of a small request after
+// the engine itself.
+//
+// # Replica collection
+//
+// ReplicaGC (replicagc.go, one goroutine for the whole node) finds the
+// replicas this node holds that are no longer members of their shard: one
+// removed while its node was away, an empty one whose add never happened.
+// It asks the shard's other replicas, the leader first, through their
+// Admin service (FindLeader answers with the descriptor that node holds),
+// decides by epochs, and destroys a replica only when an answer proves it
+// is no member (multiraft.Engine.RemoveReplica, which leaves a
+// tombstone). A replica nobody could answer for is asked about again
+// later. Placement's stray collection does the same from the other side.
 package rpc

@@ -67,6 +67,57 @@ func readMode(h *pb.RequestHeader) (multiraft.ReadMode, error) {
 	return m, nil
 }
 
+// readHeader validates the header of a read (Get, Scan) and returns its
+// shard, the epoch the client routed by, and the read mode. The unary
+// handlers and Multi both validate through it.
+func readHeader(h *pb.RequestHeader) (shard.ShardID, shard.Epoch, multiraft.ReadMode, error) {
+	id, _, err := header(h)
+	if err != nil {
+		return 0, shard.Epoch{}, 0, err
+	}
+	mode, err := readMode(h)
+	if err != nil {
+		return 0, shard.Epoch{}, 0, err
+	}
+	return id, EpochFromProto(h.GetEpoch()), mode, nil
+}
+
+// writeHeader validates the header of a write and sets it on cmd; it
+// returns the shard cmd goes to. The unary handlers and Multi both
+// validate through it.
+func writeHeader(h *pb.RequestHeader, cmd *shard.Command) (shard.ShardID, error) {
+	id, sh, err := header(h)
+	if err != nil {
+		return 0, err
+	}
+	cmd.Header = sh
+	return id, nil
+}
+
+// putCommand, deleteCommand and casCommand turn a write request into the
+// shard command it proposes, without its header (writeHeader sets it).
+func putCommand(req *pb.PutRequest) shard.Command {
+	return shard.Command{Kind: shard.KindPut, Key: req.GetKey(), Value: req.GetValue()}
+}
+
+func deleteCommand(req *pb.DeleteRequest) shard.Command {
+	return shard.Command{Kind: shard.KindDelete, Key: req.GetKey()}
+}
+
+func casCommand(req *pb.CompareAndSwapRequest) shard.Command {
+	return shard.Command{Kind: shard.KindCompareAndSwap, Key: req.GetKey(),
+		Expected: req.GetExpected(), ExpectAbsent: req.GetExpectAbsent(), Value: req.GetValue()}
+}
+
+// execute proposes cmd, validated by writeHeader, to shard id and waits
+// until it applies, inside the apply span of method.
+func (s *KVServer) execute(ctx context.Context, method string, id shard.ShardID, cmd *shard.Command) (*shard.Result, error) {
+	actx, endApply := applySpan(ctx, method, id)
+	res, err := s.store.Execute(actx, id, cmd)
+	endApply(err)
+	return res, err
+}
+
 // leaderConn returns a connection to the leader when err is NotLeader, the
 // server forwards, and the request was not forwarded already.
 func (s *KVServer) leaderConn(ctx context.Context, err error) (*grpc.ClientConn, context.Context, bool) {
@@ -86,15 +137,11 @@ func (s *KVServer) leaderConn(ctx context.Context, err error) (*grpc.ClientConn,
 
 // Get implements pb.KVServer.
 func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
-	id, _, err := header(req.GetHeader())
+	id, epoch, mode, err := readHeader(req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
-	mode, err := readMode(req.GetHeader())
-	if err != nil {
-		return nil, err
-	}
-	v, found, err := s.store.Get(ctx, id, EpochFromProto(req.GetHeader().GetEpoch()), req.GetKey(), mode)
+	v, found, err := s.store.Get(ctx, id, epoch, req.GetKey(), mode)
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Get(fctx, req)
@@ -106,14 +153,12 @@ func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 
 // Put implements pb.KVServer.
 func (s *KVServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
-	id, h, err := header(req.GetHeader())
+	cmd := putCommand(req)
+	id, err := writeHeader(req.GetHeader(), &cmd)
 	if err != nil {
 		return nil, err
 	}
-	actx, endApply := applySpan(ctx, "Put", id)
-	err = s.store.Put(actx, id, h, req.GetKey(), req.GetValue())
-	endApply(err)
-	if err != nil {
+	if _, err := s.execute(ctx, "Put", id, &cmd); err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Put(fctx, req)
 		}
@@ -124,14 +169,12 @@ func (s *KVServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse
 
 // Delete implements pb.KVServer.
 func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	id, h, err := header(req.GetHeader())
+	cmd := deleteCommand(req)
+	id, err := writeHeader(req.GetHeader(), &cmd)
 	if err != nil {
 		return nil, err
 	}
-	actx, endApply := applySpan(ctx, "Delete", id)
-	err = s.store.Delete(actx, id, h, req.GetKey())
-	endApply(err)
-	if err != nil {
+	if _, err := s.execute(ctx, "Delete", id, &cmd); err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Delete(fctx, req)
 		}
@@ -142,13 +185,12 @@ func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delet
 
 // CompareAndSwap implements pb.KVServer.
 func (s *KVServer) CompareAndSwap(ctx context.Context, req *pb.CompareAndSwapRequest) (*pb.CompareAndSwapResponse, error) {
-	id, h, err := header(req.GetHeader())
+	cmd := casCommand(req)
+	id, err := writeHeader(req.GetHeader(), &cmd)
 	if err != nil {
 		return nil, err
 	}
-	actx, endApply := applySpan(ctx, "CompareAndSwap", id)
-	res, err := s.store.CompareAndSwap(actx, id, h, req.GetKey(), req.GetExpected(), req.GetExpectAbsent(), req.GetValue())
-	endApply(err)
+	res, err := s.execute(ctx, "CompareAndSwap", id, &cmd)
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).CompareAndSwap(fctx, req)
@@ -160,11 +202,7 @@ func (s *KVServer) CompareAndSwap(ctx context.Context, req *pb.CompareAndSwapReq
 
 // Scan implements pb.KVServer.
 func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanResponse, error) {
-	id, _, err := header(req.GetHeader())
-	if err != nil {
-		return nil, err
-	}
-	mode, err := readMode(req.GetHeader())
+	id, epoch, mode, err := readHeader(req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +217,7 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	if d, err := s.store.Descriptor(id); err == nil {
 		start, end = clampSpan(start, end, d.Start, d.End)
 	}
-	kvs, more, err := s.store.Scan(ctx, id, EpochFromProto(req.GetHeader().GetEpoch()), start, end, limit, mode)
+	kvs, more, err := s.store.Scan(ctx, id, epoch, start, end, limit, mode)
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Scan(fctx, req)
@@ -198,7 +236,8 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 
 // Batch implements pb.KVServer.
 func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchResponse, error) {
-	id, h, err := header(req.GetHeader())
+	cmd := shard.Command{Kind: shard.KindBatch}
+	id, err := writeHeader(req.GetHeader(), &cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -209,10 +248,8 @@ func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchRe
 	for i, o := range req.GetOps() {
 		ops[i] = shard.Op{Key: o.GetKey(), Value: o.GetValue(), Delete: o.GetDelete()}
 	}
-	actx, endApply := applySpan(ctx, "Batch", id)
-	err = s.store.Batch(actx, id, h, ops)
-	endApply(err)
-	if err != nil {
+	cmd.Ops = ops
+	if _, err := s.execute(ctx, "Batch", id, &cmd); err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Batch(fctx, req)
 		}

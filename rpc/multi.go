@@ -102,9 +102,12 @@ func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiO
 	return err
 }
 
-// startOp starts ops[i]: it proposes a write or begins a read. It returns
-// the error of an op that is invalid before it reaches a shard (no
-// request, a bad header).
+// startOp starts ops[i]: it proposes a write or begins a read. It
+// validates the op with the unary handlers' functions (readHeader,
+// writeHeader, and the request-to-command conversions), so an op is
+// refused or admitted exactly as its unary call would be; it returns the
+// error of an op that is invalid before it reaches a shard (no request, a
+// bad header).
 func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 	var (
 		hdr *pb.RequestHeader
@@ -112,33 +115,25 @@ func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 	)
 	switch o := op.GetOp().(type) {
 	case *pb.MultiOp_Get:
-		id, _, err := header(o.Get.GetHeader())
-		if err != nil {
-			return startedOp{}, err
-		}
-		mode, err := readMode(o.Get.GetHeader())
+		id, epoch, mode, err := readHeader(o.Get.GetHeader())
 		if err != nil {
 			return startedOp{}, err
 		}
 		key := o.Get.GetKey()
-		return startedOp{i: i, get: true, id: id, key: key,
-			r: s.store.StartGet(id, EpochFromProto(o.Get.GetHeader().GetEpoch()), key, mode)}, nil
+		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGet(id, epoch, key, mode)}, nil
 	case *pb.MultiOp_Put:
-		hdr, cmd = o.Put.GetHeader(), shard.Command{Kind: shard.KindPut, Key: o.Put.GetKey(), Value: o.Put.GetValue()}
+		hdr, cmd = o.Put.GetHeader(), putCommand(o.Put)
 	case *pb.MultiOp_Delete:
-		hdr, cmd = o.Delete.GetHeader(), shard.Command{Kind: shard.KindDelete, Key: o.Delete.GetKey()}
+		hdr, cmd = o.Delete.GetHeader(), deleteCommand(o.Delete)
 	case *pb.MultiOp_CompareAndSwap:
-		c := o.CompareAndSwap
-		hdr, cmd = c.GetHeader(), shard.Command{Kind: shard.KindCompareAndSwap, Key: c.GetKey(),
-			Expected: c.GetExpected(), ExpectAbsent: c.GetExpectAbsent(), Value: c.GetValue()}
+		hdr, cmd = o.CompareAndSwap.GetHeader(), casCommand(o.CompareAndSwap)
 	default:
 		return startedOp{}, invalid(fmt.Sprintf("ops[%d]", i), "no request set")
 	}
-	id, h, err := header(hdr)
+	id, err := writeHeader(hdr, &cmd)
 	if err != nil {
 		return startedOp{}, err
 	}
-	cmd.Header = h
 	return startedOp{i: i, w: s.store.Start(id, &cmd), id: id, key: cmd.Key}, nil
 }
 
