@@ -231,17 +231,10 @@ func (in *inspector) placementLeader() int {
 // each with a leader.
 func (in *inspector) waitBootstrapped(t *testing.T, timeout time.Duration) {
 	testutil.Eventually(t, timeout, func() error {
-		counts, n, err := in.leaders()
+		perNode, shards, err := in.leaders()
 		if err != nil {
 			return err
 		}
-		led := 0
-		for _, c := range counts {
-			led += c
-		}
-		if n < initialShards || led < n {
-			return fmt.Errorf("%d shards, %d with a leader, want %d", n, led, initialShards)
-		}
-		return nil
+		return launch.AllLed(perNode, shards, initialShards)
 	})
 }

@@ -222,3 +222,23 @@ func TestWaitHTTP(t *testing.T) {
 		t.Errorf("WaitHTTP past its deadline = %v", err)
 	}
 }
+
+func TestAllLed(t *testing.T) {
+	for _, tc := range []struct {
+		perNode      map[uint64]int
+		shards, want int
+		ok           bool
+		msg          string
+	}{
+		{map[uint64]int{1: 2, 2: 2}, 4, 4, true, ""},
+		{map[uint64]int{1: 2, 2: 3}, 5, 4, true, ""},
+		{map[uint64]int{1: 2, 2: 1}, 4, 4, false, "3 of 4 shards"},
+		{map[uint64]int{1: 2}, 2, 4, false, "2 of 4 shards"},
+		{nil, 0, 1, false, "0 of 1 shards"},
+	} {
+		err := AllLed(tc.perNode, tc.shards, tc.want)
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
+			t.Errorf("AllLed(%v, %d, %d) = %v, want ok=%v %q", tc.perNode, tc.shards, tc.want, err, tc.ok, tc.msg)
+		}
+	}
+}

@@ -65,17 +65,24 @@ func (f *Fleet) WaitLeaders(ctx context.Context, shards int) error {
 		if err != nil {
 			return err
 		}
-		led := 0
-		for _, c := range perNode {
-			led += c
-		}
-		if n < shards || led < n {
-			return fmt.Errorf("%d of %d shards have a leader", led, max(n, shards))
-		}
-		return nil
+		return AllLed(perNode, n, shards)
 	})
 	if err != nil {
 		return fmt.Errorf("launch: waiting for shard leaders: %w (logs in %s)", err, f.Dir)
+	}
+	return nil
+}
+
+// AllLed returns nil if placement lists at least want shards and every
+// one has a leader (perNode and shards as Leaders returns them), else an
+// error that says how many have one.
+func AllLed(perNode map[uint64]int, shards, want int) error {
+	led := 0
+	for _, c := range perNode {
+		led += c
+	}
+	if shards < want || led < shards {
+		return fmt.Errorf("%d of %d shards have a leader", led, max(shards, want))
 	}
 	return nil
 }
