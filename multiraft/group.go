@@ -190,3 +190,23 @@ type splitVote struct {
 	ticks int
 	yield bool
 }
+
+// notLeader builds the error for a request that needs the leader.
+func (g *group) notLeader() error {
+	lead := g.leader.Load()
+	return &NotLeaderError{Group: g.id, Leader: ReplicaID(lead), Node: NodeID(g.leaderNode.Load())}
+}
+
+// steppedDown fails what only a leader could finish.
+func (g *group) steppedDown() {
+	for id, f := range g.pending {
+		f.resolve(nil, ErrAmbiguous)
+		delete(g.pending, id)
+	}
+	if g.confFuture != nil {
+		g.confFuture.resolve(nil, ErrAmbiguous)
+		g.confFuture = nil
+	}
+	g.failReads(g.notLeader())
+	g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
+}

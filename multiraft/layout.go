@@ -225,7 +225,7 @@ func (r *round) reloadFromSplit(g *group, sm StateMachine) {
 	g.noVotesUntil = e.tick.Load() + uint64(e.cfg.ElectionTicks)
 	e.metrics.ReplicasInitializedBySplit.Add(1)
 	if node := g.nodeOf(lead); lead != 0 && node != 0 {
-		r.early = append(r.early, Message{Group: g.id, ToNode: node, FromNode: e.cfg.NodeID, Msg: &raftpb.Message{
+		r.beforeSync = append(r.beforeSync, Message{Group: g.id, ToNode: node, FromNode: e.cfg.NodeID, Msg: &raftpb.Message{
 			Type:  raftpb.MsgAppResp.Enum(),
 			To:    proto.Uint64(lead),
 			From:  proto.Uint64(uint64(g.replica)),

@@ -202,3 +202,5 @@ func (g *group) failReads(err error) {
 	}
 	g.readsInFlight, g.readsReady = nil, nil
 }
+
+func readCtx(id uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 0, 8), id) }

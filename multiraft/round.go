@@ -1,7 +1,6 @@
 package multiraft
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -34,9 +33,14 @@ type round struct {
 	e       *Engine
 	groups  []*group
 	readies []raft.Ready
-	down    []bool // the group's replica stopped being leader in this round
-	early   []Message
-	late    []Message
+	// steppedDown[i]: groups[i]'s replica stopped being leader in this
+	// round.
+	steppedDown []bool
+	// beforeSync holds the messages sent before the round's sync (they
+	// promise nothing durable); afterSync, those sent once it is done
+	// (append acknowledgements and votes).
+	beforeSync []Message
+	afterSync  []Message
 	// commits are the round's commit-only appends, sent only if announce
 	// is set by the time the round's entries are applied (see route).
 	commits  []Message
@@ -82,7 +86,7 @@ func (r *round) run(batch []*group) {
 		}
 		return
 	}
-	r.groups, r.readies, r.down = r.groups[:0], r.readies[:0], r.down[:0]
+	r.groups, r.readies, r.steppedDown = r.groups[:0], r.readies[:0], r.steppedDown[:0]
 	defer r.unlockLayout()
 	for _, g := range batch {
 		g.round = r
@@ -114,7 +118,7 @@ func (r *round) run(batch []*group) {
 	}
 	// Leader pokes (see pokeLeader) of a round in which no group had a
 	// Ready to persist.
-	r.flush(&r.early)
+	r.flush(&r.beforeSync)
 }
 
 // prepare feeds g's inbox to its RawNode and takes its Ready. It reports
@@ -221,7 +225,7 @@ func (r *round) prepare(g *group) bool {
 		g.term.Store(rd.HardState.GetTerm())
 	}
 	r.readies = append(r.readies, rd)
-	r.down = append(r.down, down)
+	r.steppedDown = append(r.steppedDown, down)
 	return true
 }
 
@@ -283,7 +287,7 @@ func (r *round) persist() bool {
 		}
 		sync = sync || rd.MustSync
 	}
-	r.flush(&r.early)
+	r.flush(&r.beforeSync)
 	if !b.Empty() {
 		opts := pebble.NoSync
 		if sync {
@@ -319,7 +323,7 @@ func (r *round) persist() bool {
 			g.st.hardState.Commit = proto.Uint64(rd.HardState.GetCommit())
 		}
 	}
-	r.flush(&r.late)
+	r.flush(&r.afterSync)
 	return true
 }
 
@@ -327,81 +331,12 @@ func (r *round) persist() bool {
 // durability-promising messages are not sent and the Readies are not
 // advanced; the engine is stopping.
 func (r *round) abandon() {
-	r.late = nil
+	r.afterSync = nil
 	clear(r.commits)
 	r.commits, r.announce = r.commits[:0], false
 	for i := range r.readies {
 		r.readies[i] = raft.Ready{}
 	}
-}
-
-// route sorts a Ready's messages: those that promise durable local state
-// (append acks and votes) wait for the sync, everything else leaves now.
-// Snapshots take their own path.
-//
-// Commit-only appends are held back. Raft broadcasts an append whenever its
-// commit index moves, so that followers learn of the commit at once; to a
-// follower that already has every entry, such an append carries nothing
-// but the index, and costs a message, a round on the follower and an
-// acknowledgement back, doubling the messages of a lone write. Followers
-// learn the index anyway from the next append with entries, or from the
-// next heartbeat (at most HeartbeatTicks later; quiescence waits for that
-// heartbeat too), and only stale reads and apply on the followers wait for
-// it: the leader acknowledges a write once it applies it. The exception is
-// a round that applies a split or a membership change: a split's new group
-// campaigns at once, and its votes would be dropped by followers that have
-// not applied the split yet, so the commit goes out ahead of them (see
-// apply). Dropping a message raft believes sent is safe: the network may
-// always lose one, and an append to a follower not caught up, or one that
-// probes or unblocks a follower, is never held back.
-func (r *round) route(g *group, msgs []*raftpb.Message) {
-	for _, m := range msgs {
-		to := g.nodeOf(m.GetTo())
-		if to == 0 {
-			// A peer not in the applied membership (yet): raft may address a
-			// replica that a conf change adds before we applied it. Look in
-			// the config raft uses.
-			r.e.metrics.DroppedNoAddress.Add(1)
-			continue
-		}
-		out := Message{Group: g.id, ToNode: to, FromNode: r.e.cfg.NodeID, Msg: m}
-		switch m.GetType() {
-		case raftpb.MsgSnap:
-			r.sendSnapshot(g, out)
-		case raftpb.MsgVoteResp:
-			if m.GetReject() {
-				r.sawSplitVote(g, m)
-			}
-			r.late = append(r.late, out)
-		case raftpb.MsgAppResp, raftpb.MsgPreVoteResp:
-			r.late = append(r.late, out)
-		case raftpb.MsgApp:
-			if len(m.GetEntries()) == 0 && r.caughtUp(g, m) {
-				r.commits = append(r.commits, out)
-			} else {
-				r.early = append(r.early, out)
-			}
-		case raftpb.MsgTimeoutNow:
-			// This leader hands over: it must not serve lease reads for the
-			// rest of its term, since the transferee campaigns without
-			// waiting for the lease to expire.
-			g.noLeaseTerm = g.term.Load()
-			g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
-			r.early = append(r.early, out)
-		default:
-			r.early = append(r.early, out)
-		}
-	}
-}
-
-func (r *round) flush(msgs *[]Message) {
-	if len(*msgs) == 0 {
-		return
-	}
-	r.e.metrics.MessagesSent.Add(uint64(len(*msgs)))
-	r.e.cfg.Transport.Send(*msgs)
-	// The transport owns the slice now.
-	*msgs = nil
 }
 
 // apply applies every group's committed entries in one batch. It returns
@@ -526,57 +461,12 @@ func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
 	r.e.metrics.EntriesApplied.Add(uint64(len(ents)))
 }
 
-func (r *round) applyConfChange(g *group, ent *raftpb.Entry) {
-	var cc raftpb.ConfChangeI
-	if ent.GetType() == raftpb.EntryConfChange {
-		var c raftpb.ConfChange
-		if err := proto.Unmarshal(ent.GetData(), &c); err != nil {
-			panic(fmt.Sprintf("multiraft: group %d: decoding conf change %d: %v", g.id, ent.GetIndex(), err))
-		}
-		cc = &c
-	} else {
-		var c raftpb.ConfChangeV2
-		if err := proto.Unmarshal(ent.GetData(), &c); err != nil {
-			panic(fmt.Sprintf("multiraft: group %d: decoding conf change %d: %v", g.id, ent.GetIndex(), err))
-		}
-		cc = &c
-	}
-	v2 := cc.AsV2()
-	nodes := make(map[ReplicaID]NodeID, len(g.st.applied.members.Replicas)+len(v2.GetChanges()))
-	for _, rep := range g.st.applied.members.Replicas {
-		nodes[rep.ReplicaID] = rep.NodeID
-	}
-	origin, id, rest, hasEnvelope := readEnvelope(v2.GetContext())
-	if hasEnvelope {
-		added, _, err := decodeMembership(rest)
-		if err != nil {
-			panic(fmt.Sprintf("multiraft: group %d: conf change %d context: %v", g.id, ent.GetIndex(), err))
-		}
-		for _, rep := range added.Replicas {
-			nodes[rep.ReplicaID] = rep.NodeID
-		}
-	}
-	cs := g.rn.ApplyConfChange(cc)
-	g.st.applied.confState = cs
-	g.st.applied.members = membershipFromConfState(cs, nodes)
-	g.sm.ApplyMembership(&r.ac, ent.GetIndex(), g.st.applied.members)
-	if hasEnvelope && origin == r.e.origin && g.confFuture != nil && g.confID == id {
-		r.results = append(r.results, applied{fut: g.confFuture})
-		g.confFuture = nil
-	}
-	if _, ok := g.st.applied.members.Lookup(g.replica); !ok {
-		g.destroy = true
-	}
-	r.e.metrics.ConfChanges.Add(1)
-	r.announce = true
-}
-
 // advance tells raft the round is done and answers what waited on it.
 func (r *round) advance() {
 	for i, g := range r.groups {
 		rd := &r.readies[i]
 		g.rn.Advance(*rd)
-		if r.down[i] {
+		if r.steppedDown[i] {
 			g.steppedDown()
 		}
 		for _, rs := range rd.ReadStates {
@@ -585,253 +475,4 @@ func (r *round) advance() {
 		g.resolveReads()
 		r.readies[i] = raft.Ready{}
 	}
-}
-
-// snapshotApplied finishes adopting an incoming snapshot once its batch
-// committed: the in-memory state follows and the state machine reloads.
-func (r *round) snapshotApplied(g *group, meta *raftpb.SnapshotMetadata) {
-	g.st.snapshotApplied(meta, g.snap.members)
-	g.st.durableApplied = g.st.applied.index
-	_ = g.snap.batch.Close()
-	g.snap = nil
-	sm, err := r.e.cfg.NewStateMachine(g.id, g.replica, r.e.db)
-	if err != nil {
-		panic(fmt.Sprintf("multiraft: group %d: reloading state machine after snapshot: %v", g.id, err))
-	}
-	g.setSM(sm)
-	g.appliedIdx.Store(g.st.applied.index)
-	g.leaderNode.Store(uint64(g.nodeOf(g.leader.Load())))
-	r.e.metrics.SnapshotsApplied.Add(1)
-}
-
-// maintain runs after the round: destroy a removed replica, truncate the
-// log, quiesce an idle group.
-func (r *round) maintain(g *group) {
-	if g.destroy || g.superseded {
-		if !g.destroy {
-			r.e.metrics.ReplicasSuperseded.Add(1)
-		}
-		r.destroyGroup(g)
-		return
-	}
-	if len(g.transferWaiters) > 0 {
-		g.checkTransfers(r.e.tick.Load())
-	}
-	r.maybeHandOff(g)
-	r.maybeTruncate(g)
-	g.logEntries.Store(g.st.lastIndex - g.st.truncIndex)
-	g.logBytes.Store(uint64(max(g.st.logBytes, 0)))
-	r.maybeQuiesce(g)
-}
-
-func (r *round) maybeTruncate(g *group) {
-	st, cfg := g.st, &r.e.cfg
-	overEntries := st.lastIndex-st.truncIndex > cfg.LogTruncateEntries
-	overBytes := st.logBytes > cfg.LogTruncateBytes
-	if !overEntries && !overBytes {
-		return
-	}
-	target := min(st.durableApplied, st.lastIndex)
-	if g.isLead && !overBytes {
-		// Keep what a follower still needs, unless the log is too large.
-		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-			if id != uint64(g.replica) && pr.Match > 0 {
-				target = min(target, pr.Match)
-			}
-		})
-	}
-	// Truncate in halves of the threshold so a busy group does not
-	// truncate on every round.
-	if target <= st.truncIndex || (!overBytes && target-st.truncIndex < cfg.LogTruncateEntries/2) {
-		return
-	}
-	term, err := st.Term(target)
-	if err != nil {
-		return
-	}
-	b := r.e.db.NewBatch()
-	defer b.Close()
-	st.truncate(b, target, term)
-	if err := r.e.commit(b, pebble.NoSync); err != nil {
-		return // fail-stop (see diskfailure.go)
-	}
-	st.truncated(target, term)
-	r.e.metrics.LogTruncations.Add(1)
-}
-
-// maybeQuiesce puts an idle leader's group to sleep: when nothing is in
-// flight and every follower has the whole log, the leader sends one last
-// heartbeat marked Quiesce and stops ticking; followers that receive it
-// stop too. Any message or proposal wakes the group.
-func (r *round) maybeQuiesce(g *group) {
-	if !g.isLead || g.quiesced.Load() || r.e.cfg.QuiesceAfterTicks < 0 || g.idleTicks < r.e.cfg.QuiesceAfterTicks || r.e.draining.Load() {
-		return
-	}
-	st := g.st
-	if len(g.pending) > 0 || g.confFuture != nil || len(g.readsInFlight) > 0 || len(g.readsReady) > 0 ||
-		len(g.transferWaiters) > 0 || g.snap != nil || g.rn.HasReady() ||
-		st.hardState.GetCommit() != st.lastIndex || st.applied.index != st.lastIndex || st.applied.members.Joint {
-		return
-	}
-	caughtUp := true
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if pr.Match != st.lastIndex {
-			caughtUp = false
-		}
-	})
-	if !caughtUp {
-		return
-	}
-	g.quiesced.Store(true)
-	term := st.hardState.GetTerm()
-	for _, rep := range st.applied.members.Replicas {
-		if rep.ReplicaID == g.replica {
-			continue
-		}
-		r.early = append(r.early, Message{Group: g.id, ToNode: rep.NodeID, FromNode: r.e.cfg.NodeID, Quiesce: true, Msg: &raftpb.Message{
-			Type:   raftpb.MsgHeartbeat.Enum(),
-			To:     proto.Uint64(uint64(rep.ReplicaID)),
-			From:   proto.Uint64(uint64(g.replica)),
-			Term:   proto.Uint64(term),
-			Commit: proto.Uint64(st.lastIndex),
-		}})
-	}
-	r.flush(&r.early)
-	r.e.metrics.Quiesces.Add(1)
-}
-
-// pokeLeader wakes a quiesced leader that left this replica behind. A
-// leader quiesces once every follower has its whole log, and tells the
-// followers the commit index in its last heartbeat. When that heartbeat is
-// lost, a follower keeps ticking with an old commit index while the leader
-// sleeps. A voter would campaign and so wake the leader, but a learner never
-// campaigns, nor does a voter whose promotion is in the very entry it has
-// not seen committed, and with pre-vote and CheckQuorum a quiesced leader
-// ignores campaigns anyway. So an awake non-leader that has heard nothing a
-// leader sends for an election timeout pokes its leader (every member when
-// it knows none). Any message but a heartbeat response wakes a quiesced
-// group, and the woken leader's heartbeats carry the commit index. A
-// replica cut off from its leader pokes once per election timeout, no more.
-//
-// The poke must tell raft nothing, since whoever gets it may be in another
-// term than its sender. It is an MsgAppResp with term 0 and index 0. Term
-// 0 is stepped without a term check, so the poke never raises a term: with
-// its sender's term it could (the sender campaigned and lost), and a
-// replica that adopts a higher term forgets its leader and grants votes
-// before an election timeout passed, while the old leader may still serve
-// lease reads. Index 0 is below every Match, so the poke never advances a
-// Match either: an index acknowledged under another term than the
-// receiver's says nothing about the receiver's log, and a deposed leader
-// that counted it could commit entries no quorum holds (simulator seed 141
-// found this with the sender's commit index as the index).
-func (r *round) pokeLeader(g *group) {
-	if g.isLead || !g.initialized() {
-		g.silentTicks = 0
-		return
-	}
-	g.silentTicks++
-	if g.silentTicks < r.e.cfg.ElectionTicks {
-		return
-	}
-	g.silentTicks = 0
-	poke := func(to ReplicaID, node NodeID) {
-		if to == g.replica || node == 0 {
-			return
-		}
-		r.early = append(r.early, Message{Group: g.id, ToNode: node, FromNode: r.e.cfg.NodeID, Msg: &raftpb.Message{
-			Type: raftpb.MsgAppResp.Enum(),
-			To:   proto.Uint64(uint64(to)),
-			From: proto.Uint64(uint64(g.replica)),
-		}})
-	}
-	if lead := g.leader.Load(); lead != 0 {
-		poke(ReplicaID(lead), g.nodeOf(lead))
-	} else {
-		for _, rep := range g.st.applied.members.Replicas {
-			poke(rep.ReplicaID, rep.NodeID)
-		}
-	}
-	r.e.metrics.LeaderPokes.Add(1)
-}
-
-// notLeader builds the error for a request that needs the leader.
-func (g *group) notLeader() error {
-	lead := g.leader.Load()
-	return &NotLeaderError{Group: g.id, Leader: ReplicaID(lead), Node: NodeID(g.leaderNode.Load())}
-}
-
-// steppedDown fails what only a leader could finish.
-func (g *group) steppedDown() {
-	for id, f := range g.pending {
-		f.resolve(nil, ErrAmbiguous)
-		delete(g.pending, id)
-	}
-	if g.confFuture != nil {
-		g.confFuture.resolve(nil, ErrAmbiguous)
-		g.confFuture = nil
-	}
-	g.failReads(g.notLeader())
-	g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
-}
-
-func readCtx(id uint64) []byte { return binary.LittleEndian.AppendUint64(make([]byte, 0, 8), id) }
-
-// caughtUp reports whether m, an append without entries from g's leader,
-// goes to a follower that is replicating and has acknowledged every entry
-// before it: one from which the append can only carry a commit index.
-func (r *round) caughtUp(g *group, m *raftpb.Message) bool {
-	r.probe.to, r.probe.index, r.probe.ok = m.GetTo(), m.GetIndex(), false
-	g.rn.WithProgress(r.visit)
-	return r.probe.ok
-}
-
-// splitVoteTicks is how long the lowest candidate of a split vote waits
-// before it campaigns again: long enough for the other candidates' vote
-// responses to land, far shorter than an election timeout.
-const splitVoteTicks = 2
-
-// sawSplitVote records a split vote: candidate g rejects the vote request of
-// another candidate of the same term (each voted for itself).
-//
-// Raft ends a split vote only when a candidate's randomized election
-// timeout expires, one to two election timeouts later. It happens when the
-// survivors of a lost leader time out within a message's flight of each
-// other; with two survivors of three neither can win, and the bench's
-// failover runs saw writes to such a shard stop for 3 s instead of 1.7.
-// So the candidate with the lowest replica ID among those it rejected
-// campaigns again splitVoteTicks later; the others wait for their timers.
-// A fresh pre-vote carries the next term, which the other candidates grant
-// (a pre-vote for a higher term needs no free vote), and the vote that
-// follows makes them followers. Starting an election is always safe in
-// Raft, so this only changes who campaigns when.
-func (r *round) sawSplitVote(g *group, m *raftpb.Message) {
-	st := g.rn.BasicStatus()
-	term := st.HardState.GetTerm()
-	if st.RaftState != raft.StateCandidate || m.GetTerm() != term {
-		return // not a split: the rejection came with a step down
-	}
-	if g.split.term != term {
-		g.split = splitVote{term: term, ticks: splitVoteTicks}
-	}
-	if m.GetTo() < uint64(g.replica) {
-		g.split.yield = true // a lower candidate campaigns again
-	}
-}
-
-// breakSplit runs on every tick of g: once a split vote's ticks are up, a
-// candidate that is still one in the split's term, and the lowest of it,
-// campaigns again.
-func (r *round) breakSplit(g *group) {
-	if g.split.ticks == 0 {
-		return
-	}
-	if g.split.ticks--; g.split.ticks > 0 {
-		return
-	}
-	st := g.rn.BasicStatus()
-	if !g.split.yield && st.RaftState == raft.StateCandidate && st.HardState.GetTerm() == g.split.term {
-		r.e.metrics.SplitVotesBroken.Add(1)
-		_ = g.rn.Campaign()
-	}
-	g.split = splitVote{}
 }

@@ -194,3 +194,20 @@ func (g *group) stageSnapshot(e *Engine, msg *raftpb.Message, data []byte) error
 	}
 	return nil
 }
+
+// snapshotApplied finishes adopting an incoming snapshot once its batch
+// committed: the in-memory state follows and the state machine reloads.
+func (r *round) snapshotApplied(g *group, meta *raftpb.SnapshotMetadata) {
+	g.st.snapshotApplied(meta, g.snap.members)
+	g.st.durableApplied = g.st.applied.index
+	_ = g.snap.batch.Close()
+	g.snap = nil
+	sm, err := r.e.cfg.NewStateMachine(g.id, g.replica, r.e.db)
+	if err != nil {
+		panic(fmt.Sprintf("multiraft: group %d: reloading state machine after snapshot: %v", g.id, err))
+	}
+	g.setSM(sm)
+	g.appliedIdx.Store(g.st.applied.index)
+	g.leaderNode.Store(uint64(g.nodeOf(g.leader.Load())))
+	r.e.metrics.SnapshotsApplied.Add(1)
+}
