@@ -5,12 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/launch"
 )
 
 // ServerStages says where a Flotilla request's time went on the servers
@@ -108,19 +109,12 @@ func scrapeStages(ctx context.Context, httpAddrs []string) (metricSums, error) {
 func scrapeOne(ctx context.Context, url string) (metricSums, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := launch.Get(ctx, url)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("bench: %s: %s", url, resp.Status)
-	}
-	return parseStageMetrics(resp.Body)
+	defer body.Close()
+	return parseStageMetrics(body)
 }
 
 // parseStageMetrics reads Prometheus text exposition and keeps the series
