@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -73,21 +71,7 @@ func TestComposeFleet(t *testing.T) {
 
 	// Keys through the router, from the host.
 	placements := []string{c.ip(11) + ":7000", c.ip(12) + ":7000", c.ip(13) + ":7000"}
-	r, err := router.New(ctx, router.Config{PlacementAddresses: placements})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	tel, err := telemetry.New("router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tel.Shutdown(context.Background())
-	if err := tel.ObserveRouter(r); err != nil {
-		t.Fatal(err)
-	}
-	routerMetrics := httptest.NewServer(tel.Handler)
-	defer routerMetrics.Close()
+	r, routerMetrics := observedRouter(ctx, t, placements)
 	putGet(ctx, t, r, "compose", 200)
 
 	// The status page and its JSON, on the port published on the host.
@@ -128,7 +112,7 @@ func TestComposeFleet(t *testing.T) {
 		nodesUp = max(nodesUp, m["flotilla_placement_nodes_up"])
 		merge(have, m)
 	}
-	merge(have, mustScrape(t, routerMetrics.URL+"/metrics"))
+	merge(have, mustScrape(t, routerMetrics))
 	if kvRequests < 400 {
 		t.Errorf("the nodes count %v requests served, want at least the 400 puts and gets", kvRequests)
 	}

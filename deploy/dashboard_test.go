@@ -27,21 +27,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.PlacementAddrs()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	tel, err := telemetry.New("router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tel.Shutdown(context.Background())
-	if err := tel.ObserveRouter(r); err != nil {
-		t.Fatal(err)
-	}
-	routerMetrics := httptest.NewServer(tel.Handler)
-	defer routerMetrics.Close()
+	r, routerMetrics := observedRouter(ctx, t, []string{f.PlacementAddrs()})
 
 	testutil.Eventually(t, 60*time.Second, func() error {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
@@ -70,7 +56,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	})
 
 	have := map[string]float64{}
-	urls := []string{routerMetrics.URL + "/metrics", "http://" + f.Placement[1].HTTP + "/metrics"}
+	urls := []string{routerMetrics, "http://" + f.Placement[1].HTTP + "/metrics"}
 	for _, n := range f.Nodes {
 		urls = append(urls, "http://"+n.HTTP+"/metrics")
 	}
@@ -89,4 +75,27 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	checkDashboard(t, have)
+}
+
+// observedRouter returns a router over the placement addresses whose
+// metrics a test server exports, and the URL of that /metrics; both are
+// closed when the test ends.
+func observedRouter(ctx context.Context, t *testing.T, placements []string) (*router.Client, string) {
+	t.Helper()
+	r, err := router.New(ctx, router.Config{PlacementAddresses: placements})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	tel, err := telemetry.New("router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
+	if err := tel.ObserveRouter(r); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(tel.Handler)
+	t.Cleanup(srv.Close)
+	return r, srv.URL + "/metrics"
 }
