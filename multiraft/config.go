@@ -59,10 +59,10 @@ type Config struct {
 	// entries still needed by followers unless the bytes bound is exceeded).
 	// Defaults 200 entries and 16 MiB. A short log is cheap: entries
 	// truncated before their memtable is flushed never reach an sstable,
-	// so Pebble neither flushes nor compacts them. With 1,000 entries a
-	// busy group's entries outlived Pebble's 4 MiB memtable: at 100 writers
-	// over 16 shards, flushes and compactions took 18.5% of the nodes' CPU;
-	// with 200 they take 13.4%. The price: a leader truncates past a
+	// so Pebble neither flushes nor compacts them: with 1,000 entries a
+	// busy group's entries outlived Pebble's 4 MiB memtable (figures in
+	// bench/README.md, "Figures behind the engine's choices"). The price:
+	// a leader truncates past a
 	// follower's match only when the log exceeds LogTruncateBytes, so a
 	// follower lagging further than that needs a snapshot.
 	LogTruncateEntries uint64

@@ -59,9 +59,9 @@
 // announce a new commit index, when it goes to a follower that already has
 // every entry. A lone write would otherwise cost each follower two appends
 // and two acknowledgements instead of one of each, with a round on either
-// side for each. Held back, a write of one client costs 8% less server CPU
-// and its median latency is 6% lower (bench compare, medians of 3 runs
-// alternating with the engine that sends them). Followers learn the index
+// side for each. Holding them back saves server CPU and latency (figures
+// in bench/README.md, "Figures behind the engine's choices"). Followers
+// learn the index
 // from the next append or heartbeat, at most HeartbeatTicks later: only
 // their apply, and so stale reads, waits. A round that applies a
 // membership change or a split still sends them, ahead of the new group's
@@ -200,9 +200,8 @@
 // ends it sooner: a candidate that rejects a candidate of its own term
 // (round.sawSplitVote) campaigns again two ticks later if it has the lowest
 // replica ID among those it rejected; the others wait for their timers and
-// grant its pre-vote and vote. In the bench's failover runs (SIGKILL of
-// the node leading most shards) 5 of 17 runs had a shard unavailable for
-// 2.6 to 3.1 s before; in 12 runs after, none exceeded 1.9 s. Starting an
+// grant its pre-vote and vote. It shortens failovers (figures in
+// bench/README.md, "Figures behind the engine's choices"). Starting an
 // election is always safe, so only liveness is at stake, and the
 // simulator checks it.
 //

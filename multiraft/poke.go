@@ -27,8 +27,9 @@ import (
 // lease reads. Index 0 is below every Match, so the poke never advances a
 // Match either: an index acknowledged under another term than the
 // receiver's says nothing about the receiver's log, and a deposed leader
-// that counted it could commit entries no quorum holds (simulator seed 141
-// found this with the sender's commit index as the index).
+// that counted it could commit entries no quorum holds (the simulator
+// found this with the sender's commit index as the index; see
+// TestQuiescedLeaderWokenByFollowerThatMissedCommit).
 func (r *round) pokeLeader(g *group) {
 	if g.isLead || !g.initialized() {
 		g.silentTicks = 0

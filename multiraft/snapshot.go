@@ -163,7 +163,7 @@ func (g *group) stageSnapshot(e *Engine, msg *raftpb.Message, data []byte) error
 		// match) learns where we are and goes back to appending. Refusing
 		// it here instead kept the leader sending the same snapshot
 		// forever, and a group that needed this replica for its quorum
-		// stalled (found by the simulator, seed 540).
+		// stalled (found by the simulator; see snapshot_stale_test.go).
 		_ = b.Close()
 		if err := g.rn.Step(msg); err != nil {
 			return fmt.Errorf("%w: %w", ErrSnapshotRejected, err)

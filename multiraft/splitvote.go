@@ -16,8 +16,9 @@ const splitVoteTicks = 2
 // Raft ends a split vote only when a candidate's randomized election
 // timeout expires, one to two election timeouts later. It happens when the
 // survivors of a lost leader time out within a message's flight of each
-// other; with two survivors of three neither can win, and the bench's
-// failover runs saw writes to such a shard stop for 3 s instead of 1.7.
+// other; with two survivors of three neither can win, and writes to such
+// a shard stop for up to two election timeouts (figures in bench/README.md,
+// "Figures behind the engine's choices").
 // So the candidate with the lowest replica ID among those it rejected
 // campaigns again splitVoteTicks later; the others wait for their timers.
 // A fresh pre-vote carries the next term, which the other candidates grant
