@@ -3,6 +3,7 @@ package multiraft
 import (
 	"bytes"
 	"fmt"
+	"github.com/cockroachdb/pebble/v2"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -195,6 +196,16 @@ func (r *round) initFromSplit(c groupCreate) {
 // started from, committed from the start), so acknowledging it can make
 // no entry committed that was not. The leader then appends from there
 // instead of sending a snapshot.
+//
+// The acknowledgement is a promise that the log is durable, and the split
+// wrote it in an apply batch, which is not synced: a crash could lose it,
+// and the restarted replica, empty again until its parent applies the
+// split once more, would then hear a heartbeat committing an index it
+// lacks (raft panics: "tocommit out of range"; simulator seed 4408 of the
+// engine runs). So the WAL is synced first, which makes the split's batch
+// and everything before it durable. This blocks the worker for one fsync,
+// on a path taken only when a new group's leader reached this node before
+// the node applied the split that creates it.
 func (r *round) reloadFromSplit(g *group, sm StateMachine) {
 	e := r.e
 	if g.initialized() {
@@ -225,6 +236,9 @@ func (r *round) reloadFromSplit(g *group, sm StateMachine) {
 	g.noVotesUntil = e.tick.Load() + uint64(e.cfg.ElectionTicks)
 	e.metrics.ReplicasInitializedBySplit.Add(1)
 	if node := g.nodeOf(lead); lead != 0 && node != 0 {
+		if !e.syncWAL() {
+			return // fail-stop: the engine is stopping (see diskfailure.go)
+		}
 		r.beforeSync = append(r.beforeSync, Message{Group: g.id, ToNode: node, FromNode: e.cfg.NodeID, Msg: &raftpb.Message{
 			Type:  raftpb.MsgAppResp.Enum(),
 			To:    proto.Uint64(lead),
@@ -233,4 +247,14 @@ func (r *round) reloadFromSplit(g *group, sm StateMachine) {
 			Index: proto.Uint64(st.lastIndex),
 		}})
 	}
+}
+
+// syncWAL makes every write committed so far durable, reporting false
+// after a disk failure (the engine then fail-stops). Workers call it only
+// on rare paths; see reloadFromSplit.
+func (e *Engine) syncWAL() bool {
+	b := e.db.NewBatch()
+	defer b.Close()
+	_ = b.LogData(nil, nil)
+	return e.commit(b, pebble.Sync) == nil
 }
