@@ -29,6 +29,33 @@ type AdminServer struct {
 	errs     errorMapper
 	ready    func() bool
 	dial     func(multiraft.NodeID) (*grpc.ClientConn, error)
+	// transport, when set, is reported by GetNodeInfo.
+	transport *Transport
+	// nodes, when set, returns every node this node knows of.
+	nodes func() []multiraft.NodeID
+	// pollEvery is how often long operations (AddReplica, Drain) look at
+	// their progress.
+	pollEvery time.Duration
+}
+
+// AdminOptions are what an AdminServer serves from. Engine, Store,
+// Resolver, Ready and Dial are required; the rest may be left zero.
+type AdminOptions struct {
+	// NodeID is this node's ID.
+	NodeID multiraft.NodeID
+	// Addr is the address this node advertises, reported by GetNodeInfo.
+	Addr string
+	// Engine is the node's engine.
+	Engine *multiraft.Engine
+	// Store is the node's shard store.
+	Store *shard.Store
+	// Resolver maps the nodes named in errors and membership checks to
+	// their addresses.
+	Resolver Resolver
+	// Ready reports whether the node finished starting.
+	Ready func() bool
+	// Dial reaches other nodes (consistency and membership checks).
+	Dial func(multiraft.NodeID) (*grpc.ClientConn, error)
 	// Transport, when set, is reported by GetNodeInfo.
 	Transport *Transport
 	// Nodes, when set, returns every node this node knows of. A
@@ -36,19 +63,14 @@ type AdminServer struct {
 	// ReplicaGC) asks them about a shard when the replica in question
 	// knows none of its peers.
 	Nodes func() []multiraft.NodeID
-	// pollEvery is how often long operations (AddReplica, Drain) look at
-	// their progress.
-	pollEvery time.Duration
 }
 
-// NewAdminServer returns the Admin service of a node. ready reports whether
-// the node finished starting; dial reaches other nodes (for consistency
-// checks).
-func NewAdminServer(node multiraft.NodeID, addr string, e *multiraft.Engine, store *shard.Store, resolver Resolver,
-	ready func() bool, dial func(multiraft.NodeID) (*grpc.ClientConn, error)) *AdminServer {
+// NewAdminServer returns the Admin service of a node, as opts describe.
+func NewAdminServer(opts AdminOptions) *AdminServer {
 	return &AdminServer{
-		node: node, addr: addr, engine: e, store: store, resolver: resolver, ready: ready, dial: dial,
-		errs: errorMapper{store: store, resolver: resolver}, pollEvery: 20 * time.Millisecond,
+		node: opts.NodeID, addr: opts.Addr, engine: opts.Engine, store: opts.Store, resolver: opts.Resolver,
+		ready: opts.Ready, dial: opts.Dial, transport: opts.Transport, nodes: opts.Nodes,
+		errs: errorMapper{store: opts.Store, resolver: opts.Resolver}, pollEvery: 20 * time.Millisecond,
 	}
 }
 
@@ -417,8 +439,8 @@ func (s *AdminServer) GetNodeInfo(ctx context.Context, _ *pb.NodeInfoRequest) (*
 			n.Engine.QuiescedGroups++
 		}
 	}
-	if s.Transport != nil {
-		ts := s.Transport.Stats.Load()
+	if s.transport != nil {
+		ts := s.transport.Stats.Load()
 		n.Transport = &pb.TransportStats{
 			Batches: ts.Batches, Messages: ts.Messages, Bytes: ts.Bytes, Received: ts.Received, Dropped: ts.Dropped,
 			StreamFailures: ts.StreamFailures, SnapshotsSent: ts.SnapshotsSent, SnapshotsReceived: ts.SnapshotsReceived,

@@ -246,11 +246,11 @@ func (s *AdminServer) membership(ctx context.Context, id shard.ShardID, replica 
 	namedBy := multiraft.NodeID(0)
 	for i := 0; ; i++ {
 		if i == len(queue) {
-			if all || s.Nodes == nil {
+			if all || s.nodes == nil {
 				break
 			}
 			all = true
-			queue = append(queue, s.Nodes()...)
+			queue = append(queue, s.nodes()...)
 			if i == len(queue) {
 				break
 			}

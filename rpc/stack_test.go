@@ -83,12 +83,13 @@ func newStack(tb testing.TB, sc stackConfig) *stack {
 		tb.Fatal(err)
 	}
 	store.SetEngine(engine)
-	transport.SetEngine(engine)
+	transport.SetReporter(engine)
 	s := &stack{tb: tb, db: db, engine: engine, store: store, transport: transport}
 	resolver := StaticResolver{}
 	s.kvSrv = NewKVServer(store, resolver, nil)
-	s.adminSrv = NewAdminServer(1, "", engine, store, resolver, func() bool { return true }, func(multiraft.NodeID) (*grpc.ClientConn, error) {
-		return nil, errors.New("single node")
+	s.adminSrv = NewAdminServer(AdminOptions{
+		NodeID: 1, Engine: engine, Store: store, Resolver: resolver, Ready: func() bool { return true },
+		Dial: func(multiraft.NodeID) (*grpc.ClientConn, error) { return nil, errors.New("single node") },
 	})
 	s.raftSrv = NewRaftServer(1, engine, transport)
 	opts := sc.serverOptions

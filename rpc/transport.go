@@ -67,6 +67,47 @@ type TransportConfig struct {
 	ReconnectBackoff, MaxReconnectBackoff time.Duration
 }
 
+// Validate reports every problem of c at once, joined (errors.Join): a
+// missing NodeID, Resolver or Dial, a negative size, count, rate or
+// backoff, and a first backoff longer than the largest. Zero values are
+// valid: they mean defaults. NewTransport expects a config that passes.
+func (c TransportConfig) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("rpc: TransportConfig.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.NodeID == 0 {
+		bad("NodeID", "required")
+	}
+	if c.Resolver == nil {
+		bad("Resolver", "required")
+	}
+	if c.Dial == nil {
+		bad("Dial", "required")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxQueueBytes", int64(c.MaxQueueBytes)},
+		{"MaxBatchBytes", int64(c.MaxBatchBytes)},
+		{"SnapshotChunkBytes", int64(c.SnapshotChunkBytes)},
+		{"SnapshotRateBytes", c.SnapshotRateBytes},
+		{"MaxConcurrentSnapshots", int64(c.MaxConcurrentSnapshots)},
+		{"MaxSnapshotBufferBytes", c.MaxSnapshotBufferBytes},
+		{"ReconnectBackoff", int64(c.ReconnectBackoff)},
+		{"MaxReconnectBackoff", int64(c.MaxReconnectBackoff)},
+	} {
+		if f.v < 0 {
+			bad(f.name, "%d is negative", f.v)
+		}
+	}
+	if d := c.withDefaults(); c.ReconnectBackoff > 0 && d.ReconnectBackoff > d.MaxReconnectBackoff {
+		bad("ReconnectBackoff", "%v is longer than MaxReconnectBackoff %v", d.ReconnectBackoff, d.MaxReconnectBackoff)
+	}
+	return errors.Join(errs...)
+}
+
 func (c TransportConfig) withDefaults() TransportConfig {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -95,17 +136,33 @@ func (c TransportConfig) withDefaults() TransportConfig {
 	return c
 }
 
+// Reporter receives what a Transport learns about delivery: messages it
+// dropped (ReportUnreachable), the outcome of a snapshot transfer
+// (ReportSnapshot), a peer node whose stream failed (NodeDown).
+// *multiraft.Engine implements it. The transport calls it from its sender
+// and snapshot goroutines, concurrently; its methods must not block.
+type Reporter interface {
+	ReportUnreachable(group multiraft.GroupID, to multiraft.ReplicaID)
+	ReportSnapshot(m multiraft.Message, err error)
+	NodeDown(node multiraft.NodeID)
+}
+
+// reporterRef holds a Reporter behind an atomic.Pointer.
+type reporterRef struct{ Reporter }
+
 // Transport is the gRPC implementation of multiraft.Transport: one sender
 // goroutine and one stream per peer node (never per group), a bounded queue
 // per peer, and snapshots on their own RPC. Send never blocks.
 type Transport struct {
-	cfg     TransportConfig
-	engine  *multiraft.Engine
-	snapSem chan struct{}
-	limiter *byteLimiter
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	cfg TransportConfig
+	// reporter is set once by SetReporter and read by the sender and
+	// snapshot goroutines; nil until then.
+	reporter atomic.Pointer[reporterRef]
+	snapSem  chan struct{}
+	limiter  *byteLimiter
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -115,9 +172,10 @@ type Transport struct {
 	Stats TransportStats
 }
 
-// NewTransport returns a transport; SetEngine must be called before any
-// message flows (the engine needs the transport to open, and the transport
-// needs the engine to report to).
+// NewTransport returns a transport configured by cfg (which should pass
+// Validate). Construction is in two steps because the engine and the
+// transport need each other: open the engine with the transport, then
+// call SetReporter with it.
 func NewTransport(cfg TransportConfig) *Transport {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -133,8 +191,28 @@ func NewTransport(cfg TransportConfig) *Transport {
 	return t
 }
 
-// SetEngine wires the engine that receives reports. Call once, before use.
-func (t *Transport) SetEngine(e *multiraft.Engine) { t.engine = e }
+// SetReporter sets the receiver of t's delivery reports, usually the
+// engine opened with t. Call it once, right after the engine opens and
+// before the node serves; it is safe against the sender goroutines
+// already running. Until it is called, reports are dropped: Raft
+// retransmits what a dropped report would have hastened. It panics when
+// r is nil or a reporter is set already.
+func (t *Transport) SetReporter(r Reporter) {
+	if r == nil {
+		panic("rpc: Transport.SetReporter with a nil Reporter")
+	}
+	if !t.reporter.CompareAndSwap(nil, &reporterRef{r}) {
+		panic(fmt.Sprintf("rpc: Transport.SetReporter called twice (%T, then %T)", t.reporter.Load().Reporter, r))
+	}
+}
+
+// report returns the reporter, or nil before SetReporter.
+func (t *Transport) report() Reporter {
+	if ref := t.reporter.Load(); ref != nil {
+		return ref.Reporter
+	}
+	return nil
+}
 
 // Close stops every sender and closes the connections.
 func (t *Transport) Close() {
@@ -271,11 +349,12 @@ func (p *peer) enqueue(msgs []multiraft.Message) {
 }
 
 func (t *Transport) reportUnreachable(msgs []multiraft.Message) {
-	if t.engine == nil {
+	r := t.report()
+	if r == nil {
 		return
 	}
 	for _, m := range msgs {
-		t.engine.ReportUnreachable(m.Group, multiraft.ReplicaID(m.Msg.GetTo()))
+		r.ReportUnreachable(m.Group, multiraft.ReplicaID(m.Msg.GetTo()))
 	}
 }
 
@@ -292,8 +371,8 @@ func (p *peer) run() {
 		}
 		p.t.cfg.Logger.Debug("raft stream to peer ended", "node", p.node, "err", err)
 		p.t.Stats.streamFailures.Add(1)
-		if p.t.engine != nil {
-			p.t.engine.NodeDown(p.node)
+		if r := p.t.report(); r != nil {
+			r.NodeDown(p.node)
 		}
 		// Drop what is queued: it is stale by the time we reconnect.
 		p.mu.Lock()
@@ -385,8 +464,8 @@ func (t *Transport) SendSnapshot(snap *multiraft.OutgoingSnapshot) {
 		} else {
 			t.Stats.snapshotsSent.Add(1)
 		}
-		if t.engine != nil {
-			t.engine.ReportSnapshot(snap.Message, err)
+		if r := t.report(); r != nil {
+			r.ReportSnapshot(snap.Message, err)
 		}
 	}()
 }
@@ -488,12 +567,22 @@ func (w *chunkWriter) finish() error { return w.flush(true) }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// Receiver is what a RaftServer delivers to: incoming message batches
+// (Step) and snapshots (PrecheckSnapshot before the body is received,
+// ReceiveSnapshotFuture once it is). *multiraft.Engine implements it. The
+// server calls it from its stream goroutines, concurrently.
+type Receiver interface {
+	Step(msgs []multiraft.Message)
+	PrecheckSnapshot(m multiraft.Message) error
+	ReceiveSnapshotFuture(m multiraft.Message, data []byte) *multiraft.Future
+}
+
 // RaftServer is the receiving side of the transport: it hands incoming
 // batches to the engine and receives snapshots.
 type RaftServer struct {
 	pb.UnimplementedRaftServer
 	node    multiraft.NodeID
-	engine  *multiraft.Engine
+	engine  Receiver
 	snapSem chan struct{}
 	stats   *TransportStats
 	// buffered is the memory held by incoming snapshot bodies, bounded by
@@ -505,8 +594,9 @@ type RaftServer struct {
 	closeOnce sync.Once
 }
 
-// NewRaftServer returns the Raft service of node, delivering to e.
-func NewRaftServer(node multiraft.NodeID, e *multiraft.Engine, t *Transport) *RaftServer {
+// NewRaftServer returns the Raft service of node, delivering to e (the
+// engine opened with t), with t's limits on incoming snapshots.
+func NewRaftServer(node multiraft.NodeID, e Receiver, t *Transport) *RaftServer {
 	return &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats,
 		maxBuffered: t.cfg.MaxSnapshotBufferBytes, closing: make(chan struct{})}
 }

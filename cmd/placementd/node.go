@@ -61,14 +61,18 @@ func run(ctx context.Context, cfg Config) error {
 		HeartbeatInterval: cfg.HeartbeatInterval, ScheduleInterval: cfg.ScheduleInterval,
 		Dial: conns.Dial, Logger: logger,
 	})
-	transport := rpc.NewTransport(rpc.TransportConfig{NodeID: self, Resolver: rpc.StaticResolver(peers), Dial: conns.Dial, Logger: logger})
+	tcfg := rpc.TransportConfig{NodeID: self, Resolver: rpc.StaticResolver(peers), Dial: conns.Dial, Logger: logger}
+	if err := tcfg.Validate(); err != nil {
+		return err
+	}
+	transport := rpc.NewTransport(tcfg)
 	engine, err := multiraft.Open(multiraft.Config{
 		NodeID: self, DB: db, Transport: transport, NewStateMachine: svc.StateMachineFunc(), Logger: logger, Workers: 2,
 	})
 	if err != nil {
 		return fmt.Errorf("recovering the catalogue: %w", err)
 	}
-	transport.SetEngine(engine)
+	transport.SetReporter(engine)
 	svc.SetEngine(engine)
 	if err := svc.Bootstrap(); err != nil {
 		return fmt.Errorf("creating the catalogue group: %w", err)

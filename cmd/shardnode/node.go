@@ -62,10 +62,14 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
 	defer conns.Close()
-	transport := rpc.NewTransport(rpc.TransportConfig{
+	tcfg := rpc.TransportConfig{
 		NodeID: self, Resolver: resolver, Dial: conns.Dial, Logger: logger,
 		SnapshotRateBytes: int64(cfg.SnapshotRate), MaxConcurrentSnapshots: cfg.MaxSnapshots,
-	})
+	}
+	if err := tcfg.Validate(); err != nil {
+		return err
+	}
+	transport := rpc.NewTransport(tcfg)
 	start := time.Now()
 	engine, err := multiraft.Open(multiraft.Config{
 		NodeID: self, DB: db, Transport: transport, NewStateMachine: store.StateMachineFunc(),
@@ -75,7 +79,7 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("recovering the engine: %w", err)
 	}
 	store.SetEngine(engine)
-	transport.SetEngine(engine)
+	transport.SetReporter(engine)
 	logger.Info("recovered", "groups", len(engine.Groups()), "took", time.Since(start).Round(time.Millisecond))
 
 	tel, err := telemetry.New("shardnode")
@@ -122,9 +126,10 @@ func run(ctx context.Context, cfg Config) error {
 	raftSrv := rpc.NewRaftServer(self, engine, transport)
 	pb.RegisterRaftServer(srv, raftSrv)
 	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
-	adminSrv := rpc.NewAdminServer(self, cfg.Advertise, engine, store, resolver, ready.Load, dialNode)
-	adminSrv.Transport = transport
-	adminSrv.Nodes = resolver.nodes
+	adminSrv := rpc.NewAdminServer(rpc.AdminOptions{
+		NodeID: self, Addr: cfg.Advertise, Engine: engine, Store: store, Resolver: resolver,
+		Ready: ready.Load, Dial: dialNode, Transport: transport, Nodes: resolver.nodes,
+	})
 	pb.RegisterAdminServer(srv, adminSrv)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
