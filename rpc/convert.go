@@ -44,11 +44,6 @@ func EpochFromProto(e *pb.Epoch) shard.Epoch {
 	return shard.Epoch{ConfVer: e.GetConfVer(), Version: e.GetVersion()}
 }
 
-// EpochToProto converts an epoch for the wire.
-func EpochToProto(e shard.Epoch) *pb.Epoch {
-	return &pb.Epoch{ConfVer: e.ConfVer, Version: e.Version}
-}
-
 // ReadModeFromProto converts a read consistency from the wire.
 func ReadModeFromProto(c pb.ReadConsistency) (multiraft.ReadMode, bool) {
 	switch c {

@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 )
 
@@ -111,15 +110,6 @@ func StartTracing(ctx context.Context, service, instance string) (*Tracing, erro
 
 // Enabled reports whether spans are recorded and exported.
 func (t *Tracing) Enabled() bool { return t != nil && t.provider != nil }
-
-// TracerProvider returns the provider: the SDK's when on, a no-op one
-// when off.
-func (t *Tracing) TracerProvider() trace.TracerProvider {
-	if !t.Enabled() {
-		return tracenoop.NewTracerProvider()
-	}
-	return t.provider
-}
 
 // Start starts a span named name (a root span unless ctx carries one);
 // the caller must End it. When off it returns ctx and a non-recording
