@@ -1,6 +1,10 @@
 package multiraft
 
-import "fmt"
+import (
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+)
 
 // GroupID names a Raft group. In Flotilla the group ID of a shard's Raft
 // group is the shard's ID. IDs are never reused.
@@ -10,6 +14,14 @@ type GroupID uint64
 // across the whole cluster and never reused, so a removed replica can never
 // be mistaken for a new one.
 type ReplicaID uint64
+
+// MaxReplicaID is the largest replica ID a replica may have. etcd/raft
+// reserves the two IDs above it for its local storage threads
+// (raft.LocalAppendThread and raft.LocalApplyThread): a replica created
+// with one panics its node, and a member with one misroutes messages. The
+// Admin service refuses them and placement never allocates them. Group IDs
+// have no such limit: every uint64 but 0 is one.
+const MaxReplicaID = ReplicaID(raft.LocalApplyThread - 1)
 
 // NodeID names a process hosting an Engine (a shardnode).
 type NodeID uint64

@@ -17,7 +17,6 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 )
 
 // The catalogue is placement's replicated state: the node directory, the
@@ -60,13 +59,13 @@ type Settings struct {
 }
 
 // maxID returns the largest ID the catalogue hands out for counter. Replica
-// IDs stop below the two etcd/raft reserves (rpc.MaxReplicaID); node and
+// IDs stop below the two etcd/raft reserves (multiraft.MaxReplicaID); node and
 // shard IDs stop one below the largest uint64, so the next-ID counter
 // never wraps around (an ID reported in use above the limit exhausts the
 // counter instead).
 func maxID(counter uint64) uint64 {
 	if counter == CounterReplica {
-		return rpc.MaxReplicaID
+		return uint64(multiraft.MaxReplicaID)
 	}
 	return math.MaxUint64 - 1
 }

@@ -6,15 +6,15 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/schedule"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // leaderBeat is node 1's heartbeat as the leader (replica 1) of d.
 func leaderBeat(d shard.Descriptor) *pb.HeartbeatRequest {
 	return &pb.HeartbeatRequest{NodeId: 1, Replicas: []*pb.ReplicaReport{{
-		ShardId: uint64(d.ShardID), ReplicaId: 1, Leader: true, Shard: rpc.DescriptorToProto(d)}}}
+		ShardId: uint64(d.ShardID), ReplicaId: 1, Leader: true, Shard: pbconv.DescriptorToProto(d)}}}
 }
 
 // replicas builds a descriptor of shard 1 at conf version confVer; a

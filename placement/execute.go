@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -129,7 +129,7 @@ func (s *Service) createShard(ctx context.Context, d shard.Descriptor) error {
 	for _, r := range d.Replicas {
 		a, err := s.admin(r.NodeID)
 		if err == nil {
-			_, err = a.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: rpc.DescriptorToProto(d)})
+			_, err = a.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: pbconv.DescriptorToProto(d)})
 		}
 		if err != nil && status.Code(err) != codes.AlreadyExists {
 			errs = append(errs, fmt.Errorf("replica %d on node %d: %w", r.ReplicaID, r.NodeID, err))

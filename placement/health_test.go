@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -46,7 +46,7 @@ func shardOn(id uint64, nodes ...uint64) shard.Descriptor {
 func (f *healthFixture) beat(node uint64, led ...shard.Descriptor) {
 	req := &pb.HeartbeatRequest{NodeId: node}
 	for _, d := range led {
-		req.Replicas = append(req.Replicas, &pb.ReplicaReport{ShardId: uint64(d.ShardID), ReplicaId: uint64(d.ShardID)*10 + node, Leader: true, Shard: rpc.DescriptorToProto(d)})
+		req.Replicas = append(req.Replicas, &pb.ReplicaReport{ShardId: uint64(d.ShardID), ReplicaId: uint64(d.ShardID)*10 + node, Leader: true, Shard: pbconv.DescriptorToProto(d)})
 	}
 	f.s.view.heartbeat(req, f.now)
 }

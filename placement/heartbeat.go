@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flotilla-kv/flotilla/rpc"
+	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -30,7 +30,7 @@ func checkHeartbeat(req *pb.HeartbeatRequest) error {
 		switch {
 		case id == 0:
 			bad(field, "required")
-		case id > rpc.MaxReplicaID:
+		case id > uint64(multiraft.MaxReplicaID):
 			bad(field, "%d is reserved by raft", id)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flotilla-kv/flotilla/rpc"
+	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -95,13 +95,13 @@ func TestCountersNeverWrap(t *testing.T) {
 		t.Fatalf("shard alloc after shard 2^64-1 was reported = %v, want ErrIDsExhausted", got)
 	}
 
-	apply(t, db, c, command{Op: "raise", Kind: CounterReplica, ID: rpc.MaxReplicaID - 3})
+	apply(t, db, c, command{Op: "raise", Kind: CounterReplica, ID: uint64(multiraft.MaxReplicaID) - 3})
 	first := apply(t, db, c, command{Op: "alloc", Kind: CounterReplica, Count: 3})
-	if first != uint64(rpc.MaxReplicaID-2) {
-		t.Fatalf("the last three replica IDs start at %v, want %d", first, uint64(rpc.MaxReplicaID-2))
+	if first != uint64(multiraft.MaxReplicaID-2) {
+		t.Fatalf("the last three replica IDs start at %v, want %d", first, uint64(multiraft.MaxReplicaID-2))
 	}
 	if got, ok := apply(t, db, c, command{Op: "alloc", Kind: CounterReplica, Count: 1}).(error); !ok || !errors.Is(got, ErrIDsExhausted) {
-		t.Fatalf("replica alloc past rpc.MaxReplicaID = %v, want ErrIDsExhausted", got)
+		t.Fatalf("replica alloc past multiraft.MaxReplicaID = %v, want ErrIDsExhausted", got)
 	}
 	// Raising is durable and never lowers a counter.
 	apply(t, db, c, command{Op: "raise", Kind: CounterReplica, ID: 5})
@@ -109,8 +109,8 @@ func TestCountersNeverWrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reloaded.Next(CounterReplica); got != uint64(rpc.MaxReplicaID)+1 {
-		t.Fatalf("reloaded replica counter = %d, want %d", got, uint64(rpc.MaxReplicaID)+1)
+	if got := reloaded.Next(CounterReplica); got != uint64(multiraft.MaxReplicaID)+1 {
+		t.Fatalf("reloaded replica counter = %d, want %d", got, uint64(multiraft.MaxReplicaID)+1)
 	}
 	if _, ok := apply(t, db, c, command{Op: "raise", Kind: 9, ID: 5}).(error); !ok {
 		t.Fatal("raising an unknown counter succeeded")

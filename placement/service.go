@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -269,7 +269,7 @@ func (s *Service) addresses() map[multiraft.NodeID]string {
 }
 
 func (s *Service) routeOf(st *shardState, addrs map[multiraft.NodeID]string) *pb.Route {
-	r := &pb.Route{Shard: rpc.DescriptorToProto(st.desc), LeaderReplicaId: uint64(st.leader), LeaderNodeId: uint64(st.leaderNode), Addresses: map[uint64]string{}}
+	r := &pb.Route{Shard: pbconv.DescriptorToProto(st.desc), LeaderReplicaId: uint64(st.leader), LeaderNodeId: uint64(st.leaderNode), Addresses: map[uint64]string{}}
 	for _, rep := range st.desc.Replicas {
 		r.Addresses[uint64(rep.NodeID)] = addrs[rep.NodeID]
 	}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/schedule"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -87,7 +87,7 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 			continue
 		}
 		n.leaders++
-		d := rpc.DescriptorFromProto(r.GetShard())
+		d := pbconv.DescriptorFromProto(r.GetShard())
 		s := v.shards[d.ShardID]
 		if s == nil {
 			s = &shardState{}

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -20,7 +20,7 @@ func desc(id uint64, start, end string, version, confVer uint64) shard.Descripto
 func beat(node uint64, descs ...shard.Descriptor) *pb.HeartbeatRequest {
 	req := &pb.HeartbeatRequest{NodeId: node}
 	for _, d := range descs {
-		req.Replicas = append(req.Replicas, &pb.ReplicaReport{ShardId: uint64(d.ShardID), ReplicaId: uint64(d.ShardID) * 10, Leader: true, Shard: rpc.DescriptorToProto(d)})
+		req.Replicas = append(req.Replicas, &pb.ReplicaReport{ShardId: uint64(d.ShardID), ReplicaId: uint64(d.ShardID) * 10, Leader: true, Shard: pbconv.DescriptorToProto(d)})
 	}
 	return req
 }

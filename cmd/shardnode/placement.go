@@ -15,8 +15,8 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -174,7 +174,7 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 		if g.Leading {
 			if d, err := r.store.Descriptor(g.Group); err == nil {
 				rep.Leader = true
-				rep.Shard = rpc.DescriptorToProto(d)
+				rep.Shard = pbconv.DescriptorToProto(d)
 				lo, hi := keys.UserSpan(d.Start, d.End)
 				if n, err := r.engine.DB().EstimateDiskUsage(lo, hi); err == nil {
 					rep.ApproximateBytes = n

@@ -13,8 +13,8 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -45,7 +45,7 @@ func (n *node) adminCreateReplica(ctx context.Context, req *pb.CreateReplicaRequ
 	if req.GetShard() == nil {
 		return nil, status.Error(codes.InvalidArgument, "descriptor: required")
 	}
-	desc := rpc.DescriptorFromProto(req.GetShard())
+	desc := pbconv.DescriptorFromProto(req.GetShard())
 	if desc.ShardID == 0 {
 		return nil, status.Error(codes.InvalidArgument, "descriptor.shard_id: required")
 	}
@@ -192,7 +192,7 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "changes[%d].type: unknown value", i)
 		}
-		changes[i] = multiraft.ReplicaChange{Op: op, Replica: rpc.ReplicaFromProto(c.GetReplica())}
+		changes[i] = multiraft.ReplicaChange{Op: op, Replica: pbconv.ReplicaFromProto(c.GetReplica())}
 	}
 	if e := req.GetEpoch(); e != nil {
 		d, err := n.store.Descriptor(id)
@@ -200,7 +200,7 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 			return nil, statusOf(err, id)
 		}
 		if d.Epoch.ConfVer != e.GetConfVer() {
-			return nil, statusOf(&shard.EpochNotMatchError{Requested: rpc.EpochFromProto(e), Current: d}, id)
+			return nil, statusOf(&shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(e), Current: d}, id)
 		}
 	}
 	before, err := n.status(ctx, id)
@@ -225,12 +225,12 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 	if err != nil {
 		return nil, statusOf(err, id)
 	}
-	return &pb.ChangeReplicasResponse{Shard: rpc.DescriptorToProto(d)}, nil
+	return &pb.ChangeReplicasResponse{Shard: pbconv.DescriptorToProto(d)}, nil
 }
 
 func (n *node) adminAddReplica(ctx context.Context, req *pb.AddReplicaRequest) (*pb.AddReplicaResponse, error) {
 	id := shard.ShardID(req.GetShardId())
-	rep := rpc.ReplicaFromProto(req.GetReplica())
+	rep := pbconv.ReplicaFromProto(req.GetReplica())
 	if rep.ReplicaID == 0 || rep.NodeID == 0 {
 		return nil, status.Error(codes.InvalidArgument, "replica: replica_id and node_id are required")
 	}
@@ -266,7 +266,7 @@ func (n *node) adminAddReplica(ctx context.Context, req *pb.AddReplicaRequest) (
 	if err != nil {
 		return nil, statusOf(err, id)
 	}
-	return &pb.AddReplicaResponse{Shard: rpc.DescriptorToProto(d)}, nil
+	return &pb.AddReplicaResponse{Shard: pbconv.DescriptorToProto(d)}, nil
 }
 
 // waitCaughtUp polls until the leader sees replica's log at its commit
@@ -312,7 +312,7 @@ func (n *node) adminGetShardInfo(ctx context.Context, req *pb.ShardInfoRequest) 
 		})
 	}
 	if d, err := n.store.Descriptor(id); err == nil {
-		info.Shard = rpc.DescriptorToProto(d)
+		info.Shard = pbconv.DescriptorToProto(d)
 		info.ApproximateBytes = n.dataBytes(d)
 	}
 	return info, nil
@@ -329,7 +329,7 @@ func (n *node) adminFindLeader(ctx context.Context, req *pb.FindLeaderRequest) (
 		resp.LeaderAddress = fmt.Sprintf("n%d", st.LeaderNode)
 	}
 	if d, err := n.store.Descriptor(id); err == nil {
-		resp.Shard = rpc.DescriptorToProto(d)
+		resp.Shard = pbconv.DescriptorToProto(d)
 	}
 	return resp, nil
 }
@@ -377,7 +377,7 @@ func (n *node) adminSplit(ctx context.Context, req *pb.SplitRequest) (*pb.SplitR
 	// rpc.AdminServer keeps the map's order; a seed must not depend on it.
 	slices.SortFunc(mapping, func(a, b shard.SplitReplica) int { return cmpU64(uint64(a.Old), uint64(b.Old)) })
 	cmd := shard.Command{
-		Header: shard.Header{Epoch: rpc.EpochFromProto(req.GetEpoch())}, Kind: shard.KindSplit,
+		Header: shard.Header{Epoch: pbconv.EpochFromProto(req.GetEpoch())}, Kind: shard.KindSplit,
 		Key: key, NewShard: shard.ShardID(req.GetNewShardId()), NewReplicas: mapping,
 	}
 	res, err := n.s.actors.wait(ctx, n.e.ProposeFuture(id, cmd.AppendEncoded(nil)))
@@ -397,7 +397,7 @@ func (n *node) adminSplit(ctx context.Context, req *pb.SplitRequest) (*pb.SplitR
 				break
 			}
 		}
-		return &pb.SplitResponse{Left: rpc.DescriptorToProto(*r.Left), Right: rpc.DescriptorToProto(*r.Right)}, nil
+		return &pb.SplitResponse{Left: pbconv.DescriptorToProto(*r.Left), Right: pbconv.DescriptorToProto(*r.Right)}, nil
 	case error:
 		return nil, statusOf(r, id)
 	}
@@ -434,7 +434,7 @@ func statusOf(err error, id shard.ShardID) error {
 		}
 		return withDetail(codes.FailedPrecondition, msg, d)
 	case errors.As(err, &enm):
-		return withDetail(codes.FailedPrecondition, msg, &pb.EpochNotMatch{Current: []*pb.Descriptor{rpc.DescriptorToProto(enm.Current)}})
+		return withDetail(codes.FailedPrecondition, msg, &pb.EpochNotMatch{Current: []*pb.Descriptor{pbconv.DescriptorToProto(enm.Current)}})
 	case errors.Is(err, shard.ErrShardNotFound), errors.Is(err, multiraft.ErrGroupNotFound), errors.Is(err, multiraft.ErrGroupRemoved):
 		return withDetail(codes.NotFound, msg, &pb.ShardNotFound{ShardId: uint64(id)})
 	case errors.Is(err, multiraft.ErrAmbiguous):

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -158,7 +158,7 @@ func (n *node) membership(ctx context.Context, id shard.ShardID, replica multira
 		if resp.GetShard() == nil {
 			continue
 		}
-		d := rpc.DescriptorFromProto(resp.GetShard())
+		d := pbconv.DescriptorFromProto(resp.GetShard())
 		fromLeader := multiraft.NodeID(resp.GetLeaderNodeId()) == o
 		_, named := d.Replica(replica)
 		switch {

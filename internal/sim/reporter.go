@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 )
 
 // The heartbeat reporter of a simulated shardnode, as cmd/shardnode's
@@ -110,7 +110,7 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 		if g.Leading {
 			if d, err := n.store.Descriptor(g.Group); err == nil {
 				rep.Leader = true
-				rep.Shard = rpc.DescriptorToProto(d)
+				rep.Shard = pbconv.DescriptorToProto(d)
 				rep.ApproximateBytes = n.dataBytes(d)
 				req.UsedBytes += rep.ApproximateBytes
 				leading = append(leading, led{rep: rep, fut: n.e.StatusFuture(g.Group), me: g.Replica})
