@@ -201,8 +201,8 @@ func (r *round) initFromSplit(c groupCreate) {
 // wrote it in an apply batch, which is not synced: a crash could lose it,
 // and the restarted replica, empty again until its parent applies the
 // split once more, would then hear a heartbeat committing an index it
-// lacks (raft panics: "tocommit out of range"; simulator seed 4408 of the
-// engine runs). So the WAL is synced first, which makes the split's batch
+// lacks (raft panics: "tocommit out of range", as the simulator's engine
+// runs found). So the WAL is synced first, which makes the split's batch
 // and everything before it durable. This blocks the worker for one fsync,
 // on a path taken only when a new group's leader reached this node before
 // the node applied the split that creates it.
