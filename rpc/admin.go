@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,6 +14,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -74,21 +74,13 @@ func NewAdminServer(opts AdminOptions) *AdminServer {
 	}
 }
 
-// MaxReplicaID is the largest replica ID a replica may have. etcd/raft
-// reserves the two IDs above it for its local storage threads
-// (raft.LocalAppendThread and raft.LocalApplyThread): a replica created
-// with one panics its node, and a member with one misroutes messages. The
-// Admin service refuses them; placement never allocates them. Shard IDs
-// have no such limit: every uint64 but 0 is one.
-const MaxReplicaID = raft.LocalApplyThread - 1
-
 // replicaID checks a replica ID taken from field of a request.
 func replicaID(field string, id uint64) error {
 	switch {
 	case id == 0:
 		return invalid(field, "required")
-	case id > MaxReplicaID:
-		return invalid(field, fmt.Sprintf("%d is reserved by raft (the largest replica ID is %d)", id, MaxReplicaID))
+	case id > uint64(multiraft.MaxReplicaID):
+		return invalid(field, fmt.Sprintf("%d is reserved by raft (the largest replica ID is %d)", id, multiraft.MaxReplicaID))
 	}
 	return nil
 }
@@ -114,7 +106,7 @@ func (s *AdminServer) CreateReplica(ctx context.Context, req *pb.CreateReplicaRe
 	if req.GetShard() == nil {
 		return nil, invalid("descriptor", "required")
 	}
-	desc := DescriptorFromProto(req.GetShard())
+	desc := pbconv.DescriptorFromProto(req.GetShard())
 	if desc.ShardID == 0 {
 		return nil, invalid("descriptor.shard_id", "required")
 	}
@@ -279,7 +271,7 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 		default:
 			return nil, invalid(fmt.Sprintf("changes[%d].type", i), "unknown value")
 		}
-		changes[i] = multiraft.ReplicaChange{Op: op, Replica: ReplicaFromProto(c.GetReplica())}
+		changes[i] = multiraft.ReplicaChange{Op: op, Replica: pbconv.ReplicaFromProto(c.GetReplica())}
 	}
 	if err := s.checkConfVer(id, req.GetEpoch()); err != nil {
 		return nil, err
@@ -301,7 +293,7 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 	if err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
 	}
-	return &pb.ChangeReplicasResponse{Shard: DescriptorToProto(d)}, nil
+	return &pb.ChangeReplicasResponse{Shard: pbconv.DescriptorToProto(d)}, nil
 }
 
 // checkConfVer refuses a membership change routed with an old ConfVer.
@@ -314,7 +306,7 @@ func (s *AdminServer) checkConfVer(id shard.ShardID, e *pb.Epoch) error {
 		return s.errs.toStatus(err, id, nil)
 	}
 	if d.Epoch.ConfVer != e.GetConfVer() {
-		return s.errs.toStatus(&shard.EpochNotMatchError{Requested: EpochFromProto(e), Current: d}, id, nil)
+		return s.errs.toStatus(&shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(e), Current: d}, id, nil)
 	}
 	return nil
 }
@@ -325,7 +317,7 @@ func (s *AdminServer) AddReplica(ctx context.Context, req *pb.AddReplicaRequest)
 	if err != nil {
 		return nil, err
 	}
-	rep := ReplicaFromProto(req.GetReplica())
+	rep := pbconv.ReplicaFromProto(req.GetReplica())
 	if rep.ReplicaID == 0 || rep.NodeID == 0 {
 		return nil, invalid("replica", "replica_id and node_id are required")
 	}
@@ -361,7 +353,7 @@ func (s *AdminServer) AddReplica(ctx context.Context, req *pb.AddReplicaRequest)
 	if err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
 	}
-	return &pb.AddReplicaResponse{Shard: DescriptorToProto(d)}, nil
+	return &pb.AddReplicaResponse{Shard: pbconv.DescriptorToProto(d)}, nil
 }
 
 // waitCaughtUp polls until the leader sees replica's log at its commit index.
@@ -416,7 +408,7 @@ func (s *AdminServer) shardInfo(ctx context.Context, id shard.ShardID) (*pb.Shar
 		})
 	}
 	if d, err := s.store.Descriptor(id); err == nil {
-		info.Shard = DescriptorToProto(d)
+		info.Shard = pbconv.DescriptorToProto(d)
 		lo, hi := keys.UserSpan(d.Start, d.End)
 		if n, err := s.engine.DB().EstimateDiskUsage(lo, hi); err == nil {
 			info.ApproximateBytes = n
@@ -475,7 +467,7 @@ func (s *AdminServer) FindLeader(ctx context.Context, req *pb.FindLeaderRequest)
 		resp.LeaderAddress, _ = s.resolver.Resolve(st.LeaderNode)
 	}
 	if d, err := s.store.Descriptor(id); err == nil {
-		resp.Shard = DescriptorToProto(d)
+		resp.Shard = pbconv.DescriptorToProto(d)
 	}
 	return resp, nil
 }
@@ -533,11 +525,11 @@ func (s *AdminServer) Split(ctx context.Context, req *pb.SplitRequest) (*pb.Spli
 		}
 		mapping = append(mapping, shard.SplitReplica{Old: multiraft.ReplicaID(old), New: multiraft.ReplicaID(nu)})
 	}
-	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: EpochFromProto(req.GetEpoch())}, key, shard.ShardID(req.GetNewShardId()), mapping)
+	left, right, err := s.store.Split(ctx, id, shard.Header{Epoch: pbconv.EpochFromProto(req.GetEpoch())}, key, shard.ShardID(req.GetNewShardId()), mapping)
 	if err != nil {
 		return nil, s.errs.toStatus(err, id, key)
 	}
-	return &pb.SplitResponse{Left: DescriptorToProto(left), Right: DescriptorToProto(right)}, nil
+	return &pb.SplitResponse{Left: pbconv.DescriptorToProto(left), Right: pbconv.DescriptorToProto(right)}, nil
 }
 
 // CompactLog implements pb.AdminServer.

@@ -148,7 +148,7 @@ func TestAdminTopIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &pb.Descriptor{ShardId: top, Start: []byte("zz"), Epoch: &pb.Epoch{ConfVer: 1, Version: 1},
-		Replicas: []*pb.Replica{{ReplicaId: MaxReplicaID, NodeId: 1}}}
+		Replicas: []*pb.Replica{{ReplicaId: uint64(multiraft.MaxReplicaID), NodeId: 1}}}
 	if _, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: d}); err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +197,8 @@ func TestAdminTopIDs(t *testing.T) {
 	} else {
 		closer.Close()
 	}
-	if tomb := s.engine.Tombstone(multiraft.GroupID(top)); uint64(tomb) != MaxReplicaID {
-		t.Fatalf("tombstone %d, want %d", tomb, uint64(MaxReplicaID))
+	if tomb := s.engine.Tombstone(multiraft.GroupID(top)); tomb != multiraft.MaxReplicaID {
+		t.Fatalf("tombstone %d, want %d", tomb, uint64(multiraft.MaxReplicaID))
 	}
 	if groups := s.engine.Groups(); len(groups) != 1 || groups[0] != 1 {
 		t.Fatalf("groups after the removal: %v, want [1]", groups)

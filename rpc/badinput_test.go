@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 )
 
 // badInputCase is one invalid request: the call, the documented gRPC code,
@@ -182,7 +183,7 @@ func TestKVAdminBadInput(t *testing.T) {
 		}, codes.FailedPrecondition, "epoch"},
 	}
 
-	d1 := func() *pb.Descriptor { return DescriptorToProto(descBefore) }
+	d1 := func() *pb.Descriptor { return pbconv.DescriptorToProto(descBefore) }
 	otherNode := &pb.Descriptor{ShardId: 5, Start: []byte("zz"), Epoch: &pb.Epoch{ConfVer: 1, Version: 1},
 		Replicas: []*pb.Replica{{ReplicaId: 502, NodeId: 2}}}
 	adminCases := []badInputCase{
@@ -394,7 +395,7 @@ func TestKVAdminBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !proto.Equal(DescriptorToProto(descBefore), DescriptorToProto(descAfter)) {
+	if !proto.Equal(pbconv.DescriptorToProto(descBefore), pbconv.DescriptorToProto(descAfter)) {
 		t.Errorf("descriptor changed by refused requests: %v -> %v", descBefore, descAfter)
 	}
 	if groups := s.engine.Groups(); len(groups) != 1 || groups[0] != 1 {

@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -44,13 +45,13 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		}
 		return withDetail(codes.FailedPrecondition, msg, d)
 	case errors.As(err, &enm):
-		d := &pb.EpochNotMatch{Current: []*pb.Descriptor{DescriptorToProto(enm.Current)}}
+		d := &pb.EpochNotMatch{Current: []*pb.Descriptor{pbconv.DescriptorToProto(enm.Current)}}
 		// After a split the key may now belong to the right-hand shard:
 		// send its descriptor too, so the router heals in one step.
 		if key != nil && m.store != nil && !enm.Current.ContainsKey(key) {
 			for _, o := range m.store.Descriptors() {
 				if o.ShardID != enm.Current.ShardID && o.ContainsKey(key) {
-					d.Current = append(d.Current, DescriptorToProto(o))
+					d.Current = append(d.Current, pbconv.DescriptorToProto(o))
 				}
 			}
 		}
@@ -61,7 +62,7 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		d := &pb.KeyNotInShard{ShardId: uint64(id), Key: key}
 		if m.store != nil {
 			if cur, derr := m.store.Descriptor(id); derr == nil {
-				d.Current = DescriptorToProto(cur)
+				d.Current = pbconv.DescriptorToProto(cur)
 			}
 		}
 		return withDetail(codes.OutOfRange, msg, d)

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -56,11 +57,11 @@ func header(h *pb.RequestHeader) (shard.ShardID, shard.Header, error) {
 	if h.GetSeq() == 0 && h.GetClientId() != 0 {
 		return 0, shard.Header{}, invalid("header.seq", "required with client_id")
 	}
-	return shard.ShardID(h.GetShardId()), shard.Header{ClientID: h.GetClientId(), Seq: h.GetSeq(), Epoch: EpochFromProto(h.GetEpoch())}, nil
+	return shard.ShardID(h.GetShardId()), shard.Header{ClientID: h.GetClientId(), Seq: h.GetSeq(), Epoch: pbconv.EpochFromProto(h.GetEpoch())}, nil
 }
 
 func readMode(h *pb.RequestHeader) (multiraft.ReadMode, error) {
-	m, ok := ReadModeFromProto(h.GetConsistency())
+	m, ok := pbconv.ReadModeFromProto(h.GetConsistency())
 	if !ok {
 		return 0, invalid("header.consistency", "unknown value")
 	}
@@ -79,7 +80,7 @@ func readHeader(h *pb.RequestHeader) (shard.ShardID, shard.Epoch, multiraft.Read
 	if err != nil {
 		return 0, shard.Epoch{}, 0, err
 	}
-	return id, EpochFromProto(h.GetEpoch()), mode, nil
+	return id, pbconv.EpochFromProto(h.GetEpoch()), mode, nil
 }
 
 // writeHeader validates the header of a write and sets it on cmd; it

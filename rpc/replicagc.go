@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -271,7 +272,7 @@ func (s *AdminServer) membership(ctx context.Context, id shard.ShardID, replica 
 		if resp.GetShard() == nil {
 			continue // an empty replica there knows nothing
 		}
-		d := DescriptorFromProto(resp.GetShard())
+		d := pbconv.DescriptorFromProto(resp.GetShard())
 		fromLeader := multiraft.NodeID(resp.GetLeaderNodeId()) == n
 		_, named := d.Replica(replica)
 		switch {

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -47,7 +48,7 @@ func (s *KVServer) LocalRoutes(_ context.Context, req *pb.ScanRoutesRequest) (*p
 		if !spansIntersect(start, end, d.Start, d.End) {
 			continue
 		}
-		rt := &pb.Route{Shard: DescriptorToProto(d), Addresses: map[uint64]string{}}
+		rt := &pb.Route{Shard: pbconv.DescriptorToProto(d), Addresses: map[uint64]string{}}
 		for _, r := range d.Replicas {
 			n := uint64(r.NodeID)
 			a, seen := addrs[n]
