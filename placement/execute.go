@@ -207,14 +207,31 @@ func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newSh
 	})
 }
 
-// removeStray deletes replica, which a node still hosts although its shard
-// no longer counts it as a member (it was removed while its node was
-// away). Naming the replica makes the node keep a newer replica of the
+// removeStray deletes replica, which a node still hosts although its shard,
+// as seen at epoch, no longer counts it as a member (it was removed while
+// its node was away). The view may hold a stale leader's report (a new
+// placement leader's first one, say), so the removal is proven the way
+// rpc's replica collector proves it: the replica's own descriptor must be
+// older (a lower ConfVer) than the one that leaves it out, replica IDs
+// being never reused; an empty replica (no descriptor) has nothing to
+// lose. Naming the replica makes the node keep a newer replica of the
 // shard that an operator added there since the heartbeat was taken.
-func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID) error {
+func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID, epoch shard.Epoch) error {
 	a, err := s.admin(node)
 	if err != nil {
 		return err
+	}
+	info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return nil // gone already
+	case err != nil:
+		return err
+	case info.GetReplicaId() != uint64(replica):
+		return nil // replaced by a newer replica
+	case info.GetShard() != nil && info.GetShard().GetEpoch().GetConfVer() >= epoch.ConfVer:
+		return fmt.Errorf("placement: replica %d of shard %d on node %d holds epoch %s, not older than %s: not proven removed",
+			replica, id, node, pbconv.EpochFromProto(info.GetShard().GetEpoch()), epoch)
 	}
 	_, err = a.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: uint64(id), ReplicaId: uint64(replica)})
 	switch status.Code(err) {

@@ -83,24 +83,39 @@ func (wallRuntime) Wait(ctx context.Context, f *multiraft.Future) (any, error) {
 
 // Run schedules while this replica leads the catalogue, until ctx ends:
 // a round every Config.ScheduleInterval.
+//
+// The operators a leader starts run within its term: when the loop finds
+// the replica no longer leading, it cancels them (each also checks before
+// every step), so a deposed leader stops acting on shards before its
+// successor, which first waits two heartbeat intervals, starts deciding.
 func (s *Service) Run(ctx context.Context) {
 	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}}
 	var wg sync.WaitGroup
+	var term context.Context
+	endTerm := func() {}
 	for {
 		if s.cfg.Runtime.Sleep(ctx, s.cfg.ScheduleInterval) != nil {
 			// The executors end with ctx. (Not deferred: a panicking round
 			// must not wait for them.)
+			endTerm()
 			wg.Wait()
 			return
 		}
 		lead, _ := s.leader()
+		if !lead && term != nil {
+			endTerm()
+			term = nil
+		}
 		since := s.leaderSince.Load()
 		if !lead || since == 0 || s.cfg.Now().Sub(time.Unix(0, since)) < 2*s.cfg.HeartbeatInterval {
 			// Followers do not schedule, and a new leader first lets the
 			// heartbeats rebuild its view.
 			continue
 		}
-		s.round(ctx, sch, &wg)
+		if term == nil {
+			term, endTerm = context.WithCancel(ctx)
+		}
+		s.round(term, sch, &wg)
 	}
 }
 
@@ -168,6 +183,10 @@ func (s *Service) execute(ctx context.Context, sch *scheduler, f *flight) {
 	defer cancel()
 	var err error
 	for _, step := range f.op.Steps {
+		if lead, _ := s.leader(); !lead {
+			err = fmt.Errorf("%s: %w", step, errNotLeading)
+			break
+		}
 		if err = s.runStep(ctx, step); err != nil {
 			err = fmt.Errorf("%s: %w", step, err)
 			break
@@ -297,6 +316,7 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 		node    multiraft.NodeID
 		shard   shard.ShardID
 		replica multiraft.ReplicaID
+		epoch   shard.Epoch // of the descriptor that leaves it out
 	}
 	var strays []stray
 	s.view.mu.Lock()
@@ -310,7 +330,7 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 				continue
 			}
 			if _, member := st.desc.Replica(multiraft.ReplicaID(r.GetReplicaId())); !member {
-				strays = append(strays, stray{node, st.desc.ShardID, multiraft.ReplicaID(r.GetReplicaId())})
+				strays = append(strays, stray{node, st.desc.ShardID, multiraft.ReplicaID(r.GetReplicaId()), st.desc.Epoch})
 			}
 		}
 	}
@@ -328,7 +348,7 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 		s.cfg.Runtime.Go("remove stray", func() {
 			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := s.removeStray(cctx, st.node, st.shard, st.replica); err != nil {
+			if err := s.removeStray(cctx, st.node, st.shard, st.replica, st.epoch); err != nil {
 				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
 			} else {
 				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
@@ -354,6 +374,8 @@ const idBlock = 64
 var (
 	errAllocStopped   = errors.New("placement: stopping while allocating IDs")
 	errAllocExhausted = errors.New("placement: no IDs left to allocate")
+	// errNotLeading ends an operator whose replica lost the lead.
+	errNotLeading = errors.New("placement: this replica no longer leads the catalogue")
 )
 
 func (b *idBlocks) take(counter uint64) uint64 {
