@@ -207,6 +207,40 @@ func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newSh
 	})
 }
 
+// recreateShard creates again the replicas of shard id that a bootstrap
+// cut short left missing (see recreateOrphans): it reads the descriptor of
+// a replica on one of nodes and, if it is still the initial one and knows
+// no leader, creates every replica of it (CreateReplica answers
+// AlreadyExists for those that exist).
+func (s *Service) recreateShard(ctx context.Context, id shard.ShardID, nodes []multiraft.NodeID) error {
+	var errs []error
+	for _, n := range nodes {
+		a, err := s.admin(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %d: %w", n, err))
+			continue
+		}
+		if info.GetShard() == nil {
+			continue // an empty replica knows nothing
+		}
+		d := pbconv.DescriptorFromProto(info.GetShard())
+		if d.Epoch != (shard.Epoch{ConfVer: 1, Version: 1}) || info.GetLeaderReplicaId() != 0 {
+			return nil // not a bootstrap left unfinished: its own replicas sort it out
+		}
+		if err := s.createShard(ctx, d); err != nil {
+			return err
+		}
+		s.cfg.Logger.Info("created the missing replicas of a shard whose bootstrap was cut short", "shard", id, "descriptor", d.String())
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
 // removeStray deletes replica, which a node still hosts although its shard,
 // as seen at epoch, no longer counts it as a member (it was removed while
 // its node was away). The view may hold a stale leader's report (a new

@@ -36,6 +36,9 @@ type scheduler struct {
 	mu      sync.Mutex
 	flights map[shard.ShardID]*flight
 	ids     *idBlocks
+	// orphans: when each shard that nodes host but no leader reports was
+	// first seen so (see recreateOrphans). Owned by Run's goroutine.
+	orphans map[shard.ShardID]time.Time
 }
 
 // Runtime runs the scheduler's background work: the goroutines it starts
@@ -89,7 +92,7 @@ func (wallRuntime) Wait(ctx context.Context, f *multiraft.Future) (any, error) {
 // every step), so a deposed leader stops acting on shards before its
 // successor, which first waits two heartbeat intervals, starts deciding.
 func (s *Service) Run(ctx context.Context) {
-	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}}
+	sch := &scheduler{flights: map[shard.ShardID]*flight{}, ids: &idBlocks{svc: s, ctx: ctx}, orphans: map[shard.ShardID]time.Time{}}
 	var wg sync.WaitGroup
 	var term context.Context
 	endTerm := func() {}
@@ -175,6 +178,7 @@ func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup)
 		})
 	}
 	s.collectStrays(ctx, sch, now)
+	s.recreateOrphans(ctx, sch, now)
 }
 
 // execute runs an operator's steps in order.
@@ -352,6 +356,65 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
 			} else {
 				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
+			}
+		})
+	}
+}
+
+// orphanAfter is how long nodes must host a shard that no leader reports
+// before the leader looks into it (recreateOrphans).
+func (s *Service) orphanAfter() time.Duration { return 10 * s.cfg.HeartbeatInterval }
+
+// recreateOrphans finishes the bootstraps a placement failover cut short.
+// A bootstrap records itself in the catalogue before it creates its
+// shards; if the leader dies before a shard has a replica on a quorum of
+// its nodes, no replica of it can ever lead, so no leader reports it and
+// no round sees it, and its key range stays unavailable. The replicas
+// that were created do show in their nodes' heartbeats. A shard that nodes
+// have hosted for orphanAfter without any leader reporting it, and whose
+// hosted replica still holds its initial descriptor (epoch 1/1: it never
+// changed since the bootstrap), is created again on every node of that
+// descriptor: every replica of a new shard starts from the same state, so
+// creating the missing ones now is the bootstrap finishing late
+// (recreateShard).
+func (s *Service) recreateOrphans(ctx context.Context, sch *scheduler, now time.Time) {
+	hosts := map[shard.ShardID][]multiraft.NodeID{}
+	s.view.mu.Lock()
+	for node, n := range s.view.nodes {
+		if now.Sub(n.lastBeat) >= s.downThreshold() {
+			continue
+		}
+		for _, r := range n.replicas {
+			if id := shard.ShardID(r.GetShardId()); s.view.shards[id] == nil {
+				hosts[id] = append(hosts[id], node)
+			}
+		}
+	}
+	s.view.mu.Unlock()
+	for id := range sch.orphans {
+		if hosts[id] == nil {
+			delete(sch.orphans, id)
+		}
+	}
+	sch.mu.Lock()
+	defer sch.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(hosts)) {
+		first, seen := sch.orphans[id]
+		if _, busy := sch.flights[id]; busy || !seen {
+			sch.orphans[id] = now
+			continue
+		}
+		if now.Sub(first) < s.orphanAfter() {
+			continue
+		}
+		sch.orphans[id] = now // look again after orphanAfter
+		nodes := hosts[id]
+		slices.Sort(nodes)
+		s.cfg.Runtime.Go("recreate orphan", func() {
+			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := s.recreateShard(cctx, id, nodes); err != nil {
+				s.cfg.Logger.Warn("recreating a shard no leader reports", "shard", id, "err", err)
 			}
 		})
 	}
