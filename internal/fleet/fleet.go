@@ -34,18 +34,12 @@ var (
 // in one directory, so a binary finds the others next to itself.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
+	dir := binDir(t)
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "flotilla-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildDir = d
-	}
 	err, ok := built[name]
 	if !ok {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
 		cmd.Dir = moduleRoot()
 		if out, berr := cmd.CombinedOutput(); berr != nil {
 			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, berr, out)
@@ -55,7 +49,22 @@ func Binary(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(buildDir, name)
+	return filepath.Join(dir, name)
+}
+
+// binDir returns the directory Binary builds into, made on first use.
+func binDir(t testing.TB) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "flotilla-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d
+	}
+	return buildDir
 }
 
 // moduleRoot finds the directory of go.mod from this source file.
@@ -104,7 +113,7 @@ type Node struct {
 // apply to every node. The fleet is killed when the test ends.
 func New(t testing.TB, n int, extra ...string) *Fleet {
 	t.Helper()
-	lf, err := launch.New(launch.Options{Dir: t.TempDir(), BinDir: filepath.Dir(Binary(t, "shardnode")),
+	lf, err := launch.New(launch.Options{Dir: t.TempDir(), BinDir: binDir(t),
 		Peers: true, LogLevel: "info", ReadyTimeout: readyTimeout})
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +130,7 @@ func New(t testing.TB, n int, extra ...string) *Fleet {
 // start.
 func (f *Fleet) Add(extra ...string) *Node {
 	f.t.Helper()
+	Binary(f.t, "shardnode")
 	ln, err := f.Launch.Add(extra...)
 	if err != nil {
 		f.t.Fatal(err)

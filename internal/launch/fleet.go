@@ -41,7 +41,6 @@ func New(o Options) (*Fleet, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	o.NodeArgs = append([]string(nil), o.NodeArgs...)
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = DefaultReadyTimeout
 	}
