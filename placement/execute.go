@@ -157,7 +157,12 @@ func (s *Service) addReplica(ctx context.Context, id shard.ShardID, r multiraft.
 }
 
 // removeReplica removes a replica from its shard; when it leads, its
-// leadership moves to another voter first.
+// leadership moves to another voter first. Every removal placement plans
+// leaves at least ReplicationFactor voters (repair removes only from a
+// shard with more, a move adds before it removes), so a removal of a voter
+// that the leader's current descriptor says would leave fewer was planned
+// from a stale view (an earlier change whose outcome was unknown had
+// applied, say) and is refused: it could take the shard's live quorum away.
 func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
 	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
 		info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
@@ -174,12 +179,20 @@ func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica m
 				}
 			}
 		}
-		found := false
+		found, voter, voters := false, false, 0
 		for _, r := range info.GetShard().GetReplicas() {
 			found = found || r.GetReplicaId() == uint64(replica)
+			if !r.GetLearner() {
+				voters++
+				voter = voter || r.GetReplicaId() == uint64(replica)
+			}
 		}
 		if !found {
 			return nil // already removed
+		}
+		if voter && voters-1 < s.cfg.ReplicationFactor {
+			return fmt.Errorf("placement: removing voter %d of shard %d would leave %d voters, fewer than %d: planned from a stale view",
+				replica, id, voters-1, s.cfg.ReplicationFactor)
 		}
 		_, err = a.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: uint64(id), Changes: []*pb.ReplicaChange{
 			{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: uint64(replica)}}}})
