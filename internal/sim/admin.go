@@ -245,6 +245,7 @@ func (n *node) adminAddReplica(ctx context.Context, req *pb.AddReplicaRequest) (
 		}
 	}
 	if n.s.cfg.bug == bugAddIsNoop {
+		n.s.phantoms[id] = append(n.s.phantoms[id], rep)
 		return &pb.AddReplicaResponse{}, nil
 	}
 	if _, ok := st.Members.Lookup(rep.ReplicaID); !ok {
@@ -314,6 +315,10 @@ func (n *node) adminGetShardInfo(ctx context.Context, req *pb.ShardInfoRequest) 
 	if d, err := n.store.Descriptor(id); err == nil {
 		info.Shard = pbconv.DescriptorToProto(d)
 		info.ApproximateBytes = n.dataBytes(d)
+		for _, r := range n.s.phantoms[id] {
+			// bugAddIsNoop: the replicas it claimed to add.
+			info.Shard.Replicas = append(info.Shard.Replicas, &pb.Replica{ReplicaId: uint64(r.ReplicaID), NodeId: uint64(r.NodeID)})
+		}
 	}
 	return info, nil
 }

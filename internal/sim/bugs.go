@@ -66,8 +66,10 @@ const (
 	// success without promoting it: every add leaves a learner that
 	// repair removes, and the fleet never settles.
 	bugAddLeavesLearner
-	// bugAddIsNoop: AddReplica answers success without adding anything:
-	// a move removes a voter it never replaced, leaving shards short of
+	// bugAddIsNoop: AddReplica answers success without adding anything,
+	// and GetShardInfo then names the replica it claimed to add, as a
+	// leader answering from a configuration it never committed would: a
+	// move removes a voter it never replaced, leaving shards short of
 	// voters, or without a live quorum while another node is down.
 	bugAddIsNoop
 	// bugLoseSplitReplica: node 2 deletes every replica a split creates

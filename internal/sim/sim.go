@@ -210,6 +210,8 @@ type simulation struct {
 	pnodes []*node
 	actors *actors
 	rpc    *rpcNet
+	// phantoms: the replicas AddReplica claimed to add (bugAddIsNoop).
+	phantoms map[multiraft.GroupID][]multiraft.Replica
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -342,6 +344,7 @@ func newSim(cfg Config) *simulation {
 	s.tracef("profile %s", s.prof)
 	if cfg.Fleet {
 		s.actors = newActors(s)
+		s.phantoms = map[multiraft.GroupID][]multiraft.Replica{}
 		s.newFleet()
 	}
 	return s
