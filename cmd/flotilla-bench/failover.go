@@ -56,15 +56,8 @@ func runBenchFailover(ctx context.Context, args []string, out io.Writer) error {
 	if err := p.Err(); err != nil {
 		return err
 	}
-	dir, cleanup, err := benchDir(dir, "flotilla-bench-failover-")
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	o.Dir = dir
-	res, err := bench.RunFailover(ctx, o)
-	if err != nil {
-		return err
-	}
-	return report(out, res, res, jsonPath)
+	return runIn(out, dir, "flotilla-bench-failover-", jsonPath, func(dir string) (*bench.FailoverResult, error) {
+		o.Dir = dir
+		return bench.RunFailover(ctx, o)
+	})
 }

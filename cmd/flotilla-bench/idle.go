@@ -41,15 +41,8 @@ func runBenchIdle(ctx context.Context, args []string, out io.Writer) error {
 	if err := p.Err(); err != nil {
 		return err
 	}
-	dir, cleanup, err := benchDir(dir, "flotilla-bench-idle-")
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	o.Dir = dir
-	res, err := bench.RunIdle(ctx, o)
-	if err != nil {
-		return err
-	}
-	return report(out, res, res, jsonPath)
+	return runIn(out, dir, "flotilla-bench-idle-", jsonPath, func(dir string) (*bench.IdleResult, error) {
+		o.Dir = dir
+		return bench.RunIdle(ctx, o)
+	})
 }

@@ -118,6 +118,22 @@ func report(out io.Writer, res interface{ WriteTable(io.Writer) }, record any, j
 	return nil
 }
 
+// runIn runs a bench with its data in dir (a new temporary directory
+// named after pattern, removed at the end, when dir is empty) and reports
+// its result, as JSON too with jsonPath.
+func runIn[R interface{ WriteTable(io.Writer) }](out io.Writer, dir, pattern, jsonPath string, run func(dir string) (R, error)) error {
+	dir, cleanup, err := benchDir(dir, pattern)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	res, err := run(dir)
+	if err != nil {
+		return err
+	}
+	return report(out, res, res, jsonPath)
+}
+
 // benchDir returns dir, created if missing, or a new temporary directory
 // that cleanup removes.
 func benchDir(dir, pattern string) (string, func(), error) {
