@@ -45,8 +45,21 @@
 // round": a shard whose replicas could not all be created may have no
 // quorum anywhere, so no leader reports it and no round would ever see it.
 // A failed bootstrap operator therefore stays in flight and runs again at
-// every round until it succeeds (CreateReplica is idempotent). A placement
-// failover in the middle of a bootstrap still loses those retries.
+// every round until it succeeds (CreateReplica is idempotent). After a
+// failover, the new leader finishes such a bootstrap from the other side:
+// a shard that nodes host but no leader reports for ten heartbeat
+// intervals, whose hosted replica still holds its initial descriptor and
+// knows no leader, has all its replicas created again (recreateOrphans).
+//
+// The view can be stale (a new leader's first reports, a change whose
+// outcome was unknown), so the executor checks the shard itself before it
+// takes anything away: operators run within the leader's term, cancelled
+// as soon as the loop finds the replica no longer leading, and each step
+// first checks the lead; a removal that the leader's current descriptor
+// says would leave fewer voters than the replication factor is refused
+// (every planned removal leaves at least that many); a stray replica is
+// removed only once its own descriptor is older (a lower ConfVer) than
+// the one that leaves it out, and by its replica ID.
 //
 // # Goroutines, time and calls: Runtime and Connector
 //
