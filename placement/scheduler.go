@@ -108,6 +108,7 @@ func (s *Service) Run(ctx context.Context) {
 		if !lead && term != nil {
 			endTerm()
 			term = nil
+			sch.dropRetries()
 		}
 		since := s.leaderSince.Load()
 		if !lead || since == 0 || s.cfg.Now().Sub(time.Unix(0, since)) < 2*s.cfg.HeartbeatInterval {
@@ -161,15 +162,24 @@ func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup)
 		sch.mu.Unlock()
 		start = append(start, f)
 	}
+	s.view.mu.Lock()
 	sch.mu.Lock()
 	for _, id := range slices.Sorted(maps.Keys(sch.flights)) {
-		if f := sch.flights[id]; f.again {
+		f := sch.flights[id]
+		switch {
+		case !f.again:
+		case s.view.shards[id] != nil:
+			// A leader reports the shard: it exists, and its own replicas
+			// (and repair) see to any missing one.
+			delete(sch.flights, id)
+		default:
 			f.again = false
 			f.rec = s.ops.start(f.op.Kind.String(), uint64(f.op.Shard), f.op.String(), now)
 			start = append(start, f)
 		}
 	}
 	sch.mu.Unlock()
+	s.view.mu.Unlock()
 	for _, f := range start {
 		wg.Add(1)
 		s.cfg.Runtime.Go("execute "+f.op.String(), func() {
@@ -358,6 +368,20 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
 			}
 		})
+	}
+}
+
+// dropRetries forgets the failed bootstrap operators waiting to run again
+// (see execute), when this replica stops leading: its successor finishes
+// those bootstraps from what the nodes host (recreateOrphans), and its own
+// retries would be stale if it led again later.
+func (sch *scheduler) dropRetries() {
+	sch.mu.Lock()
+	defer sch.mu.Unlock()
+	for id, f := range sch.flights {
+		if f.again {
+			delete(sch.flights, id)
+		}
 	}
 }
 
