@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -336,6 +338,25 @@ func (s *simulation) requestDrain(on bool) {
 	s.stats.Drains++
 	s.tracef("request drain n%d: %v", id, on)
 	s.actors.spawn(nil, "drain", func() { s.drainCall(id, on) })
+}
+
+// drainCall asks placement to drain node id (or to undo it), trying each
+// placement process, for a while.
+func (s *simulation) drainCall(id multiraft.NodeID, on bool) {
+	ctx := context.Background()
+	for range 20 {
+		for _, p := range s.pnodes {
+			cctx, cancel := s.actors.withTimeout(ctx, 5*time.Second)
+			_, err := placementClient{s: s, to: p}.DrainNode(cctx, &pb.DrainNodeRequest{NodeId: uint64(id), Drain: on})
+			cancel()
+			if err == nil {
+				s.tracef("drain n%d %v: accepted by %s", id, on, p.addr)
+				return
+			}
+		}
+		_ = s.actors.sleep(ctx, time.Second)
+	}
+	s.tracef("drain n%d %v: no placement answered", id, on)
 }
 
 // procs returns every simulated process: the shardnodes, then the

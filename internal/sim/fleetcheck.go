@@ -1,14 +1,12 @@
 package sim
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
-	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // The checks of a fleet run, besides those of every run (linearizability,
@@ -18,8 +16,9 @@ import (
 //     run as a violation) and never stops scheduling: the scheduling loop
 //     of every live placement process comes back to its sleep at least
 //     every schedulerStall.
-//   - Every operator completes, fails or times out: no executor lives
-//     longer than Config.OperatorTimeout plus operatorSlack.
+//   - Every operator completes, fails or times out: no executor (an actor
+//     placement names "execute <operator>") lives longer than
+//     Config.OperatorTimeout plus operatorSlack.
 //   - While no node is down (every process that joined is up, no
 //     partition, no disk fault), no shard has fewer live voters (voters
 //     whose node hosts them) than the replication factor, or no leader,
@@ -421,23 +420,4 @@ func sortedIDs(m map[multiraft.ReplicaID]bool) []multiraft.ReplicaID {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// drainCall asks placement to drain node id (or to undo it), trying each
-// placement process, for a while.
-func (s *simulation) drainCall(id multiraft.NodeID, on bool) {
-	ctx := context.Background()
-	for range 20 {
-		for _, p := range s.pnodes {
-			cctx, cancel := s.actors.withTimeout(ctx, 5*time.Second)
-			_, err := placementClient{s: s, to: p}.DrainNode(cctx, &pb.DrainNodeRequest{NodeId: uint64(id), Drain: on})
-			cancel()
-			if err == nil {
-				s.tracef("drain n%d %v: accepted by %s", id, on, p.addr)
-				return
-			}
-		}
-		_ = s.actors.sleep(ctx, time.Second)
-	}
-	s.tracef("drain n%d %v: no placement answered", id, on)
 }
