@@ -25,16 +25,32 @@ import (
 // initialises it first; see layout.go). This is how CockroachDB creates
 // uninitialised replicas.
 //
-// Only a message that only a leader sends creates one (MsgApp and
-// MsgHeartbeat through Step, MsgSnap through ReceiveSnapshot), never a vote
-// request, and never for a replica ID at or below the group's tombstone: a
-// late message for a replica this node removed is dropped. The check costs
-// nothing on the hot path: it runs only when the group is not hosted.
+// A leader's message creates one (MsgApp and MsgHeartbeat through Step,
+// MsgSnap through ReceiveSnapshot), and so does a candidate's vote request
+// (MsgVote, MsgPreVote), but never for a replica ID at or below the
+// group's tombstone: a late message for a replica this node removed is
+// dropped. The check costs nothing on the hot path: it runs only when the
+// group is not hosted.
+//
+// Vote requests must create one. A split's right-hand group may have a
+// single initialised replica: the node that applied the split, when the
+// other members' parents skipped it by installing a snapshot taken after
+// it. That replica cannot lead without another member's vote, and nothing
+// else would create the other members' replicas, so the group would never
+// elect a leader (the simulator's fleet seed 32). An empty replica's log
+// is empty, so it votes for any candidate whose term is current, which is
+// safe: it holds no entry a candidate could lack, and every candidate is
+// initialised (an empty replica has no configuration, so it never
+// campaigns).
 //
 // An empty replica may vote (it is a voter of the group like any other;
 // its vote is persisted like any vote), and it harms nothing else: it
 // holds no range, so it conflicts with no snapshot, and it serves no
-// request. One that is never filled (the group removed it again, or the
+// request. It grants no vote for its first election timeout, as a
+// restarted replica does (see group.noVotesUntil): its creation is not
+// synced, so it may be this node's replica of the group recreated after a
+// crash lost it, which may have acknowledged a leader whose lease still
+// runs. One that is never filled (the group removed it again, or the
 // leader that addressed it was deposed) is garbage-collected by the node
 // (rpc.ReplicaGC asks the group whether it is a member).
 //
@@ -52,13 +68,19 @@ func isLeaderMessage(t raftpb.MessageType) bool {
 	return t == raftpb.MsgApp || t == raftpb.MsgHeartbeat || t == raftpb.MsgSnap
 }
 
+// createsReplica reports whether a message of type t for a replica this
+// node does not host creates it (see above).
+func createsReplica(t raftpb.MessageType) bool {
+	return isLeaderMessage(t) || t == raftpb.MsgVote || t == raftpb.MsgPreVote
+}
+
 // createForMessage returns the group that m addresses, creating an empty
 // replica if the node hosts none and m may create one (see above), or nil;
 // tombstoned reports that m is for a replica removed here. It is the slow
 // path of Step and ReceiveSnapshotFuture, run when the group is not hosted.
 func (e *Engine) createForMessage(m *Message) (g *group, tombstoned bool) {
 	to := ReplicaID(m.Msg.GetTo())
-	if !isLeaderMessage(m.Msg.GetType()) || to == 0 || uint64(to) >= raft.LocalApplyThread ||
+	if !createsReplica(m.Msg.GetType()) || to == 0 || uint64(to) >= raft.LocalApplyThread ||
 		m.Msg.GetTerm() == 0 || m.FromNode == 0 || e.stopped.Load() {
 		return nil, false
 	}
@@ -85,7 +107,7 @@ func (e *Engine) createForMessage(m *Message) (g *group, tombstoned bool) {
 	if err := e.commit(b, pebble.NoSync); err != nil {
 		return nil, false // fail-stop (see diskfailure.go)
 	}
-	g, err = e.registerGroupLocked(m.Group, to, true /* publish */)
+	g, err = e.registerGroupLocked(m.Group, to, true /* publish */, e.voteHold())
 	if err != nil {
 		e.cfg.Logger.Error("multiraft: creating an empty replica for a message", "group", m.Group, "replica", to, "err", err)
 		return nil, false

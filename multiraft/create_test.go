@@ -39,19 +39,13 @@ func (c *cluster) settle(n int, what string, cond func() error) {
 
 // TestLeaderMessageCreatesReplica: a learner added without JoinGroup is
 // created, empty, by the leader's first message, then filled by a
-// snapshot. A vote request creates nothing.
+// snapshot.
 func TestLeaderMessageCreatesReplica(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.createGroup(1, 1, 2)
 	lead := c.leader(1)
 	if _, err := c.propose(lead, 1, "a=1"); err != nil {
 		t.Fatal(err)
-	}
-	c.engines[3].Step([]Message{{Group: 1, ToNode: 3, FromNode: 1, Msg: &raftpb.Message{
-		Type: raftpb.MsgVote.Enum(), To: proto.Uint64(103), From: proto.Uint64(101), Term: proto.Uint64(9),
-	}}})
-	if g := c.engines[3].lookup(1); g != nil {
-		t.Fatal("a vote request created a replica")
 	}
 	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 103, NodeID: 3}}})); err != nil {
 		t.Fatal(err)
@@ -66,6 +60,35 @@ func TestLeaderMessageCreatesReplica(t *testing.T) {
 	// It survives a crash once filled.
 	c.crash(3)
 	c.settle(50, "learner caught up after a crash", func() error { return c.caughtUp(3, 1, 103) })
+}
+
+// TestVoteRequestCreatesReplica: a group whose only initialised replica
+// is the candidate (a split's right-hand group on the one node that
+// applied the split) elects it: its vote requests create the other
+// members' replicas, empty, which withhold their votes for an election
+// timeout and then grant them; the new leader fills them by snapshot.
+func TestVoteRequestCreatesReplica(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	m := Membership{Replicas: []Replica{{ReplicaID: 101, NodeID: 1}, {ReplicaID: 102, NodeID: 2}, {ReplicaID: 103, NodeID: 3}}}
+	if err := c.engines[1].CreateGroup(1, 101, m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if lead := c.leader(1); lead != 1 {
+		t.Fatalf("n%d leads, want n1, the only initialised replica", lead)
+	}
+	if _, err := c.propose(1, 1, "a=1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []NodeID{2, 3} {
+		c.settle(100, fmt.Sprintf("n%d caught up", n), func() error { return c.caughtUp(n, 1, ReplicaID(100+n)) })
+		if v, _ := getKey(t, c.dbs[n], 1, "a"); v != "1" {
+			t.Fatalf("n%d has a=%q", n, v)
+		}
+	}
+	withheld := c.engines[2].Metrics().VotesWithheld.Load() + c.engines[3].Metrics().VotesWithheld.Load()
+	if withheld == 0 {
+		t.Fatal("the empty replicas granted votes in their first election timeout")
+	}
 }
 
 // TestTombstone: a replica removed from a node never comes back under its

@@ -149,11 +149,9 @@ func (e *Engine) recover() error {
 			}
 			replica := ReplicaID(binary.LittleEndian.Uint64(v))
 			closer.Close()
-			g, err := e.registerGroup(GroupID(id), replica, false /* publish */)
-			if err != nil {
+			if _, err := e.registerGroup(GroupID(id), replica, false /* publish */, e.voteHold()); err != nil {
 				return err
 			}
-			g.noVotesUntil = e.tick.Load() + uint64(e.cfg.ElectionTicks)
 		case !errors.Is(err, pebble.ErrNotFound):
 			return err
 		}
@@ -170,22 +168,29 @@ func (e *Engine) recover() error {
 
 // loadGroup builds the in-memory group from its stored state and registers it.
 func (e *Engine) loadGroup(id GroupID, replica ReplicaID) (*group, error) {
-	return e.registerGroup(id, replica, true /* publish */)
+	return e.registerGroup(id, replica, true /* publish */, 0)
 }
 
 // registerGroup is loadGroup; without publish the group is not added to
 // the list Tick walks, and the caller must publish the list (recover
-// publishes it once for every group).
-func (e *Engine) registerGroup(id GroupID, replica ReplicaID, publish bool) (*group, error) {
+// publishes it once for every group). The replica grants no vote before
+// engine tick noVotesUntil (see group.noVotesUntil; 0 for none).
+func (e *Engine) registerGroup(id GroupID, replica ReplicaID, publish bool, noVotesUntil uint64) (*group, error) {
 	// Creations of one group are serialised so that a losing racer never
 	// builds a state machine (which may register itself with its owner).
 	e.createMu.Lock()
 	defer e.createMu.Unlock()
-	return e.registerGroupLocked(id, replica, publish)
+	return e.registerGroupLocked(id, replica, publish, noVotesUntil)
+}
+
+// voteHold is the noVotesUntil of a replica that may have acknowledged a
+// leader this engine no longer remembers: one election timeout from now.
+func (e *Engine) voteHold() uint64 {
+	return e.tick.Load() + uint64(e.cfg.ElectionTicks)
 }
 
 // registerGroupLocked is registerGroup with createMu held.
-func (e *Engine) registerGroupLocked(id GroupID, replica ReplicaID, publish bool) (*group, error) {
+func (e *Engine) registerGroupLocked(id GroupID, replica ReplicaID, publish bool, noVotesUntil uint64) (*group, error) {
 	if e.lookup(id) != nil {
 		return nil, fmt.Errorf("%w: %d", ErrGroupExists, id)
 	}
@@ -208,7 +213,7 @@ func (e *Engine) registerGroupLocked(id GroupID, replica ReplicaID, publish bool
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: state machine: %w", id, err)
 	}
-	g := &group{id: id, replica: replica, rn: rn, st: st, pending: make(map[uint64]*Future)}
+	g := &group{id: id, replica: replica, rn: rn, st: st, pending: make(map[uint64]*Future), noVotesUntil: noVotesUntil}
 	g.setSM(sm)
 	g.appliedIdx.Store(st.applied.index)
 	g.term.Store(st.hardState.GetTerm())
@@ -311,8 +316,9 @@ func (e *Engine) wake(g *group) {
 }
 
 // Step hands messages received from the network to their groups. A
-// leader's message for a group this node does not host creates an empty
-// replica of it, unless that replica was removed here (see create.go);
+// leader's message or a vote request for a group this node does not host
+// creates an empty replica of it, unless that replica was removed here
+// (see create.go);
 // other messages for groups not hosted are dropped.
 func (e *Engine) Step(msgs []Message) {
 	for i := 0; i < len(msgs); {
@@ -324,7 +330,7 @@ func (e *Engine) Step(msgs []Message) {
 		g := e.lookup(msgs[i].Group)
 		tombstoned := false
 		for k := i; g == nil && !tombstoned && k < j; k++ {
-			if isLeaderMessage(msgs[k].Msg.GetType()) {
+			if createsReplica(msgs[k].Msg.GetType()) {
 				g, tombstoned = e.createForMessage(&msgs[k])
 			}
 		}

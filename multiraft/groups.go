@@ -59,7 +59,7 @@ func (e *Engine) CreateGroup(id GroupID, replica ReplicaID, m Membership, init f
 	}
 	e.createMu.Lock()
 	defer e.createMu.Unlock()
-	_, err := e.registerGroupLocked(id, replica, true /* publish */)
+	_, err := e.registerGroupLocked(id, replica, true /* publish */, 0)
 	delete(e.creating, id)
 	registered = true
 	return err
@@ -133,7 +133,7 @@ func (e *Engine) JoinGroup(id GroupID, replica ReplicaID) error {
 	if err := e.commit(b, pebble.Sync); err != nil {
 		return err
 	}
-	_, err := e.registerGroupLocked(id, replica, true /* publish */)
+	_, err := e.registerGroupLocked(id, replica, true /* publish */, 0)
 	return err
 }
 

@@ -393,7 +393,7 @@ func (r *round) apply() bool {
 			continue
 		}
 		r.e.createMu.Lock()
-		_, err := r.e.registerGroupLocked(c.group, c.replica, true /* publish */)
+		_, err := r.e.registerGroupLocked(c.group, c.replica, true /* publish */, 0)
 		delete(r.e.creating, c.group)
 		r.e.createMu.Unlock()
 		if err != nil {
