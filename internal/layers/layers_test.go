@@ -47,6 +47,7 @@ var layers = map[string]layer{
 	"internal/poll":       leaf,
 	"internal/tlsconfig":  leaf,
 	"rpc/flotillapb":      leaf,
+	"placement/tso":       leaf,
 	"deploy":              leaf,
 
 	"multiraft": engine,
