@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -152,16 +154,14 @@ func TestAdminTopIDs(t *testing.T) {
 	if _, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: d}); err != nil {
 		t.Fatal(err)
 	}
-	for {
+	// The single voter campaigns in its first round.
+	testutil.Eventually(t, 10*time.Second, func() error {
 		info, err := admin.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: top})
 		if err == nil && info.GetIsLeader() && info.GetApplied() > 0 {
-			break
+			return nil
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("shard %d never led: %v, %v", uint64(top), info, err)
-		}
-		time.Sleep(5 * time.Millisecond) // the single voter campaigns in its first round
-	}
+		return fmt.Errorf("shard %d never led: %v, %v", uint64(top), info, err)
+	})
 	// Explicit bounds, not keys.RaftPrefix: the last group's keys run up
 	// to the first shard-local key, the last shard's up to 0x01 't'.
 	raftLo, shardLo := keys.RaftKey(top, 0)[:10], keys.ShardKey(top, 0)[:10]

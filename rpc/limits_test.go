@@ -17,24 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
-
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestRequestSizeLimit: a request larger than serve.MaxMessageBytes is
 // refused with ResourceExhausted, the server keeps serving, and nothing
@@ -86,7 +71,7 @@ func TestConcurrentRequestsPerConnection(t *testing.T) {
 	// Every stream holds its slot before the first request beyond the
 	// limit is sent; a request racing a stream's start could take that
 	// stream's slot instead (and the stream would be the one refused).
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if got := s.raftSrv.stats.received.Load(); got < received+limit {
 			return fmt.Errorf("%d of %d streams served", got-received, limit)
 		}
@@ -104,7 +89,7 @@ func TestConcurrentRequestsPerConnection(t *testing.T) {
 		return err
 	}
 	var refused error
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		refused = get(s.kv())
 		if status.Code(refused) != codes.ResourceExhausted {
 			return fmt.Errorf("request beyond the limit: %v", refused)
@@ -132,7 +117,7 @@ func TestConcurrentRequestsPerConnection(t *testing.T) {
 	}
 	// One request ends: the first connection is served again.
 	cancels[0]()
-	eventually(t, 10*time.Second, func() error { return get(s.kv()) })
+	testutil.Eventually(t, 10*time.Second, func() error { return get(s.kv()) })
 }
 
 // TestSnapshotMemoryLimit: snapshot bodies buffered by the receiver are
@@ -159,7 +144,7 @@ func TestSnapshotMemoryLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := s.raftSrv.buffered.Load(); n != int64(len(body)) {
 			return fmt.Errorf("%d bytes buffered, want %d", n, len(body))
 		}
@@ -184,7 +169,7 @@ func TestSnapshotMemoryLimit(t *testing.T) {
 	if status.Code(err) != codes.DataLoss {
 		t.Fatalf("a snapshot cut short: %v, want DataLoss", err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := s.raftSrv.buffered.Load(); n != 0 {
 			return fmt.Errorf("%d bytes still accounted", n)
 		}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -27,7 +27,7 @@ func BenchmarkPuts(b *testing.B) {
 			const writers = 64
 			value := make([]byte, 256)
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU(b)
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			per := b.N/writers + 1
@@ -74,17 +74,7 @@ func BenchmarkPuts(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64(testutil.ProcessCPU(b)-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 		})
 	}
-}
-
-// processCPU returns the CPU time (user and system) this process used so
-// far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -125,18 +127,15 @@ func newStack(tb testing.TB, sc stackConfig) *stack {
 	if err := store.CreateShard(desc, 101); err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		_, err := s.kvSrv.Put(ctx, &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: []byte("seed"), Value: []byte("1")})
-		if err == nil {
-			break
+	// The single voter campaigns in its first round; until it leads, a
+	// write is refused.
+	ctx := testutil.Context(tb, 20*time.Second)
+	testutil.Eventually(tb, 20*time.Second, func() error {
+		if _, err := s.kvSrv.Put(ctx, &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: []byte("seed"), Value: []byte("1")}); err != nil {
+			return fmt.Errorf("shard 1 never served a write: %w", err)
 		}
-		if ctx.Err() != nil {
-			tb.Fatalf("shard 1 never served a write: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond) // the single voter campaigns in its first round
-	}
+		return nil
+	})
 	return s
 }
 
