@@ -145,3 +145,10 @@ func (c *checker) check(first Timestamp, count int) {
 	}
 	c.last = end - 1
 }
+
+// isSaving reports whether a Save runs.
+func (o *Oracle) isSaving() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.mu.saving != nil
+}
