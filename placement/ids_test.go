@@ -9,6 +9,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // TestCountersRaisedFromHeartbeats: a fresh catalogue (every placement
@@ -28,7 +29,23 @@ func TestCountersRaisedFromHeartbeats(t *testing.T) {
 	// The scheduler's first round reserved its blocks before this node's
 	// first heartbeat arrived.
 	ids := &idBlocks{svc: svc, ctx: ctx}
-	if s, r := ids.NewShardID(), ids.NewReplicaID(); s != 1 || r != 1 {
+	newShardID := func() shard.ShardID {
+		t.Helper()
+		id, err := ids.NewShardID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	newReplicaID := func() multiraft.ReplicaID {
+		t.Helper()
+		id, err := ids.NewReplicaID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if s, r := newShardID(), newReplicaID(); s != 1 || r != 1 {
 		t.Fatalf("a fresh catalogue's first IDs: shard %d, replica %d; want 1, 1", s, r)
 	}
 	if _, err := c.Heartbeat(ctx, &pb.HeartbeatRequest{NodeId: node, Replicas: []*pb.ReplicaReport{
@@ -44,10 +61,10 @@ func TestCountersRaisedFromHeartbeats(t *testing.T) {
 		t.Fatalf("catalogue counters after the heartbeat: shard %d, replica %d; want above 40 and 900", s, r)
 	}
 	for range 3 * idBlock {
-		if s := ids.NewShardID(); s <= 40 {
+		if s := newShardID(); s <= 40 {
 			t.Fatalf("shard ID %d allocated after shard 40 was reported", s)
 		}
-		if r := ids.NewReplicaID(); r <= 900 {
+		if r := newReplicaID(); r <= 900 {
 			t.Fatalf("replica ID %d allocated after replica 900 was reported", r)
 		}
 	}

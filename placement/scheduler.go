@@ -125,15 +125,14 @@ func (s *Service) Run(ctx context.Context) {
 
 // round runs one scheduling round and starts the operators it decides.
 func (s *Service) round(ctx context.Context, sch *scheduler, wg *sync.WaitGroup) {
-	defer func() {
-		if r := recover(); r != nil && r != errAllocStopped && r != errAllocExhausted {
-			panic(r)
-		}
-	}()
 	now := s.cfg.Now()
 	c := s.cluster(now, sch)
 	plan, err := schedule.Schedule(c, sch.ids)
-	if err != nil {
+	switch {
+	case errors.Is(err, errAllocStopped), errors.Is(err, errAllocExhausted):
+		// Dropped quietly: idBlocks.take logged what needs it.
+		return
+	case err != nil:
 		s.cfg.Logger.Error("scheduling round failed", "err", err)
 		return
 	}
@@ -459,13 +458,23 @@ type idBlocks struct {
 const idBlock = 64
 
 var (
-	errAllocStopped   = errors.New("placement: stopping while allocating IDs")
+	// errAllocStopped: idBlocks could not reserve a block because the
+	// round's context ended or this replica lost the lead.
+	errAllocStopped = errors.New("placement: stopping while allocating IDs")
+	// errAllocExhausted: the catalogue refused to reserve a block (its
+	// counter is exhausted).
 	errAllocExhausted = errors.New("placement: no IDs left to allocate")
 	// errNotLeading ends an operator whose replica lost the lead.
 	errNotLeading = errors.New("placement: this replica no longer leads the catalogue")
 )
 
-func (b *idBlocks) take(counter uint64) uint64 {
+// take returns the next ID of counter, reserving a new block when the
+// current one is used up or in use, and retrying a reservation that
+// failed for a passing reason. It fails with errAllocStopped once the
+// round's context ends or this replica stops leading (its proposals fail
+// at once, and it must not plan from its stale view when it leads again),
+// and with errAllocExhausted when the catalogue refuses.
+func (b *idBlocks) take(counter uint64) (uint64, error) {
 	if b.next[counter] <= b.svc.view.idInUse(counter) {
 		b.next[counter] = b.end[counter] // IDs of this block are in use
 	}
@@ -478,29 +487,29 @@ func (b *idBlocks) take(counter uint64) uint64 {
 				b.next[counter], b.end[counter] = first, first+idBlock
 				break
 			}
-			// The allocator cannot fail; round recovers these panics and
-			// drops the round. A replica that lost the lead drops it too:
-			// its proposals fail at once, and it must not plan from its
-			// stale view when it leads again.
 			if lead, _ := b.svc.leader(); b.ctx.Err() != nil || !lead {
-				panic(errAllocStopped)
+				return 0, errAllocStopped
 			}
 			if status.Code(err) == codes.InvalidArgument {
 				b.svc.cfg.Logger.Error("allocating IDs", "counter", counter, "err", err)
-				panic(errAllocExhausted)
+				return 0, errAllocExhausted
 			}
 			b.svc.cfg.Logger.Warn("allocating IDs", "err", err)
 		}
 	}
 	id := b.next[counter]
 	b.next[counter]++
-	return id
+	return id, nil
 }
 
 // NewShardID implements schedule.IDAllocator.
-func (b *idBlocks) NewShardID() shard.ShardID { return shard.ShardID(b.take(CounterShard)) }
+func (b *idBlocks) NewShardID() (shard.ShardID, error) {
+	id, err := b.take(CounterShard)
+	return shard.ShardID(id), err
+}
 
 // NewReplicaID implements schedule.IDAllocator.
-func (b *idBlocks) NewReplicaID() multiraft.ReplicaID {
-	return multiraft.ReplicaID(b.take(CounterReplica))
+func (b *idBlocks) NewReplicaID() (multiraft.ReplicaID, error) {
+	id, err := b.take(CounterReplica)
+	return multiraft.ReplicaID(id), err
 }

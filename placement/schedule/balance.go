@@ -124,7 +124,7 @@ func (p *planner) balanceReplicas() {
 		return !cursors[n].done && p.nodes[n].moves < p.set.MaxMovesPerNode
 	}
 	targets := p.newTargetSet()
-	for p.open > 0 {
+	for p.open > 0 && p.err == nil {
 		src := p.heaviest(&s, canSend)
 		if src < 0 {
 			return
@@ -268,8 +268,11 @@ func (p *planner) moveReplicaFrom(src int32, over bool, s *spread, shards []int3
 				return fmt.Sprintf("n%d has %.0f replicas, n%d %.0f, mean %.1f",
 					p.nodes[src].n.ID, srcBefore, p.nodes[dst].n.ID, s.value(dst), s.mean)
 			}
-			if p.moveAmong(&v, from, KindReplicaBalance, reason, accept, targets.list) == placed {
+			switch p.moveAmong(&v, from, KindReplicaBalance, reason, accept, targets.list) {
+			case placed:
 				return true
+			case stopped:
+				return false
 			}
 			if fails++; fails >= maxBalanceFailures {
 				return false

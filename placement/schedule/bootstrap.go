@@ -54,7 +54,11 @@ func (p *planner) bootstrap() {
 	keys := splitKeys(n)
 	intended := make([]int, len(p.nodes)) // intended leaderships per node
 	for i, chosen := range placement {
-		d := shard.Descriptor{ShardID: p.ids.NewShardID(), Epoch: shard.Epoch{ConfVer: 1, Version: 1}}
+		id, ok := p.newShardID()
+		if !ok {
+			return
+		}
+		d := shard.Descriptor{ShardID: id, Epoch: shard.Epoch{ConfVer: 1, Version: 1}}
 		if i > 0 {
 			d.Start = keys[i-1]
 		}
@@ -71,7 +75,11 @@ func (p *planner) bootstrap() {
 		// The intended leader first: it gets the lowest replica ID.
 		chosen[0], chosen[lead] = chosen[lead], chosen[0]
 		for _, m := range chosen {
-			d.Replicas = append(d.Replicas, multiraft.Replica{ReplicaID: p.ids.NewReplicaID(), NodeID: p.nodes[m].n.ID})
+			rid, ok := p.newReplicaID()
+			if !ok {
+				return
+			}
+			d.Replicas = append(d.Replicas, multiraft.Replica{ReplicaID: rid, NodeID: p.nodes[m].n.ID})
 		}
 		slices.SortFunc(d.Replicas, func(a, b multiraft.Replica) int { return cmpID(a.ReplicaID, b.ReplicaID) })
 		for _, m := range chosen {

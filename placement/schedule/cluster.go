@@ -110,12 +110,14 @@ type Shard struct {
 // IDAllocator hands out IDs that were never used before, for new shards
 // (bootstrap, split) and new replicas (add, split). The caller supplies it
 // (the replicated catalogue allocates); Schedule calls it from the calling
-// goroutine only, and only for operators it returns, in a deterministic
-// order. It may block but cannot fail: a catalogue-backed allocator reserves
+// goroutine only, and only for operators it is about to return, in a
+// deterministic order. It may block: a catalogue-backed allocator reserves
 // IDs through Raft in blocks and hands them out locally, reserving another
-// block when one runs out; if the catalogue cannot allocate, do not run the
-// round. IDs of operators the caller then drops are simply never used.
+// block when one runs out. It may fail (the catalogue cannot allocate, or
+// the caller is stopping): Schedule then stops planning, calls it no more,
+// and returns the error with no operator. IDs of operators the caller
+// drops are simply never used.
 type IDAllocator interface {
-	NewShardID() shard.ShardID
-	NewReplicaID() multiraft.ReplicaID
+	NewShardID() (shard.ShardID, error)
+	NewReplicaID() (multiraft.ReplicaID, error)
 }

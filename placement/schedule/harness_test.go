@@ -38,14 +38,14 @@ type seqAlloc struct {
 	replica multiraft.ReplicaID
 }
 
-func (a *seqAlloc) NewShardID() shard.ShardID {
+func (a *seqAlloc) NewShardID() (shard.ShardID, error) {
 	a.shard++
-	return a.shard
+	return a.shard, nil
 }
 
-func (a *seqAlloc) NewReplicaID() multiraft.ReplicaID {
+func (a *seqAlloc) NewReplicaID() (multiraft.ReplicaID, error) {
 	a.replica++
-	return a.replica
+	return a.replica, nil
 }
 
 func (h *harness) cluster() *Cluster {

@@ -133,8 +133,8 @@ func Assess(c *Cluster) (Health, error) {
 // noIDs is the allocator of Assess, whose operators are never executed.
 type noIDs struct{}
 
-func (noIDs) NewShardID() shard.ShardID         { return 0 }
-func (noIDs) NewReplicaID() multiraft.ReplicaID { return 0 }
+func (noIDs) NewShardID() (shard.ShardID, error)         { return 0, nil }
+func (noIDs) NewReplicaID() (multiraft.ReplicaID, error) { return 0, nil }
 
 // health summarises the round so far: the counts classify made, and the
 // shards the urgent checkers noted as not served, grouped by reason.

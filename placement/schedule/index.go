@@ -16,6 +16,9 @@ type planner struct {
 	c   *Cluster
 	set Settings
 	ids IDAllocator
+	// err is the allocator's first failure: once set, the round stops
+	// planning and Schedule returns it (see newShardID).
+	err error
 
 	out   []Operator
 	stats Stats
@@ -422,6 +425,34 @@ func (p *planner) account(op *Operator, pos int) {
 			}
 		}
 	}
+}
+
+// newShardID returns a new shard ID from the allocator. Once the
+// allocator has failed it returns false, without asking it again, and
+// p.err says why: the caller emits nothing and the round stops.
+func (p *planner) newShardID() (shard.ShardID, bool) {
+	if p.err != nil {
+		return 0, false
+	}
+	id, err := p.ids.NewShardID()
+	if err != nil {
+		p.err = err
+		return 0, false
+	}
+	return id, true
+}
+
+// newReplicaID is newShardID for a replica ID.
+func (p *planner) newReplicaID() (multiraft.ReplicaID, bool) {
+	if p.err != nil {
+		return 0, false
+	}
+	id, err := p.ids.NewReplicaID()
+	if err != nil {
+		p.err = err
+		return 0, false
+	}
+	return id, true
 }
 
 // touch notes that node n's place in the target ranking may have changed.

@@ -15,6 +15,8 @@ const (
 	throttled
 	unplaceable
 	noLeaderTarget
+	// stopped: the allocator failed; the round stops (see planner.err).
+	stopped
 )
 
 // note counts a failed placement for the shard at pos in the statistics,
@@ -311,8 +313,12 @@ func (p *planner) moveAmong(v *view, from int, kind Kind, reason func(to int32) 
 	if n < 0 {
 		return why
 	}
+	rid, ok := p.newReplicaID()
+	if !ok {
+		return stopped
+	}
 	id := v.s.Descriptor.ShardID
-	add := multiraft.Replica{ReplicaID: p.ids.NewReplicaID(), NodeID: p.nodes[n].n.ID}
+	add := multiraft.Replica{ReplicaID: rid, NodeID: p.nodes[n].n.ID}
 	steps = append(steps, AddReplica{Shard: id, Replica: add})
 	if transferToNew {
 		steps = append(steps, TransferLeader{Shard: id, To: add.ReplicaID, ToNode: add.NodeID})

@@ -45,8 +45,12 @@ func (p *planner) addVoter(v *view) outcome {
 	if n < 0 {
 		return why
 	}
+	rid, ok := p.newReplicaID()
+	if !ok {
+		return stopped
+	}
 	id := v.s.Descriptor.ShardID
-	r := multiraft.Replica{ReplicaID: p.ids.NewReplicaID(), NodeID: p.nodes[n].n.ID}
+	r := multiraft.Replica{ReplicaID: rid, NodeID: p.nodes[n].n.ID}
 	p.emit(Operator{
 		Kind:   KindRepair,
 		Shard:  id,

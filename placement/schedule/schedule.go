@@ -53,7 +53,9 @@ type Stats struct {
 // round creates nothing.
 //
 // It returns an error wrapping ErrInvalidSettings or ErrInvalidCluster,
-// listing the problems found, when c cannot be scheduled.
+// listing the problems found, when c cannot be scheduled. When ids fails,
+// the round stops at once and Schedule returns an error wrapping the
+// allocator's, with no operator.
 //
 // Schedule is safe for concurrent use on distinct Clusters, and on the
 // same Cluster as long as nobody modifies it meanwhile.
@@ -66,11 +68,15 @@ func Schedule(c *Cluster, ids IDAllocator) (Plan, error) {
 		return Plan{}, err
 	}
 	p.run()
+	if p.err != nil {
+		return Plan{}, fmt.Errorf("schedule: allocating an ID: %w", p.err)
+	}
 	return Plan{Operators: p.out, Stats: p.stats}, nil
 }
 
 // run executes the checkers in priority order. Each sees the budgets and
-// projected counts left by the ones before it.
+// projected counts left by the ones before it. It stops as soon as the
+// allocator fails (p.err).
 func (p *planner) run() {
 	p.bootstrap()
 	for _, check := range []struct {
@@ -84,12 +90,21 @@ func (p *planner) run() {
 		{p.splits, p.split, false},
 	} {
 		for _, pos := range check.shards {
+			if p.err != nil {
+				return
+			}
 			if !p.busy[pos] && (check.urgent || !p.blocked(pos)) {
 				check.fn(pos)
 			}
 		}
 	}
+	if p.err != nil {
+		return
+	}
 	p.balanceReplicas()
+	if p.err != nil {
+		return
+	}
 	p.balanceLeaders()
 }
 

@@ -212,3 +212,71 @@ func TestUnsortedShardsWithExtraReplica(t *testing.T) {
 		t.Errorf("no removal planned for the shard with 4 voters: %v", plan.Operators)
 	}
 }
+
+// failingAlloc hands out left IDs, then fails; it counts the calls made
+// after it failed.
+type failingAlloc struct {
+	seqAlloc
+	left       int
+	afterFault int
+}
+
+var errNoIDs = errors.New("test: no IDs")
+
+func (a *failingAlloc) take() error {
+	if a.left == 0 {
+		a.afterFault++
+		return errNoIDs
+	}
+	a.left--
+	return nil
+}
+
+func (a *failingAlloc) NewShardID() (shard.ShardID, error) {
+	if err := a.take(); err != nil {
+		return 0, err
+	}
+	return a.seqAlloc.NewShardID()
+}
+
+func (a *failingAlloc) NewReplicaID() (multiraft.ReplicaID, error) {
+	if err := a.take(); err != nil {
+		return 0, err
+	}
+	return a.seqAlloc.NewReplicaID()
+}
+
+// TestAllocatorFailureStopsTheRound: when the allocator fails, at any
+// point of a bootstrap or of a round with repairs, moves and splits,
+// Schedule returns its error and no operator, and asks it for no further
+// ID.
+func TestAllocatorFailureStopsTheRound(t *testing.T) {
+	boot := &Cluster{Settings: Settings{InitialShards: 8}}
+	for id := multiraft.NodeID(1); id <= 5; id++ {
+		boot.Nodes = append(boot.Nodes, Node{ID: id})
+	}
+	busy := genCluster(60, 3000, 1)
+	for name, c := range map[string]*Cluster{"bootstrap": boot, "busy": busy} {
+		all := &seqAlloc{}
+		if _, err := Schedule(c, all); err != nil {
+			t.Fatal(err)
+		}
+		needed := int(all.shard) + int(all.replica)
+		if needed == 0 {
+			t.Fatalf("%s: the round allocates no ID", name)
+		}
+		for _, left := range []int{0, 1, needed / 2, needed - 1} {
+			a := &failingAlloc{left: left}
+			plan, err := Schedule(c, a)
+			if !errors.Is(err, errNoIDs) {
+				t.Errorf("%s, failing after %d of %d IDs: err %v, want errNoIDs", name, left, needed, err)
+			}
+			if len(plan.Operators) != 0 {
+				t.Errorf("%s, failing after %d of %d IDs: %d operators returned", name, left, needed, len(plan.Operators))
+			}
+			if a.afterFault != 1 {
+				t.Errorf("%s, failing after %d of %d IDs: asked %d times, want once", name, left, needed, a.afterFault)
+			}
+		}
+	}
+}

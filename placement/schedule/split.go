@@ -30,10 +30,18 @@ func (p *planner) needsSplit(s *Shard) string {
 func (p *planner) split(pos int32) {
 	s := &p.c.Shards[pos]
 	d := &s.Descriptor
-	st := Split{Shard: d.ShardID, NewShard: p.ids.NewShardID()}
+	newShard, ok := p.newShardID()
+	if !ok {
+		return
+	}
+	st := Split{Shard: d.ShardID, NewShard: newShard}
 	st.NewReplicas = make([]shard.SplitReplica, len(d.Replicas))
 	for i, r := range d.Replicas {
-		st.NewReplicas[i] = shard.SplitReplica{Old: r.ReplicaID, New: p.ids.NewReplicaID()}
+		id, ok := p.newReplicaID()
+		if !ok {
+			return
+		}
+		st.NewReplicas[i] = shard.SplitReplica{Old: r.ReplicaID, New: id}
 	}
 	p.emit(Operator{Kind: KindSplit, Shard: d.ShardID, Epoch: d.Epoch, Steps: []Step{st}, Reason: p.needsSplit(s)}, int(pos))
 }
