@@ -1,6 +1,8 @@
 package schedule
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
@@ -120,4 +122,33 @@ type Shard struct {
 type IDAllocator interface {
 	NewShardID() (shard.ShardID, error)
 	NewReplicaID() (multiraft.ReplicaID, error)
+}
+
+// ErrInvalidCluster is wrapped by the error Schedule returns when the
+// Cluster is malformed: a zero or duplicate node or shard ID, or a
+// descriptor that fails shard.Descriptor.Validate.
+var ErrInvalidCluster = errors.New("schedule: invalid cluster")
+
+// problems collects the problems of a malformed Cluster, keeping the first
+// few.
+type problems struct {
+	errs []error
+	more int
+}
+
+const maxProblems = 10
+
+func (ps *problems) add(format string, args ...any) {
+	if len(ps.errs) == maxProblems {
+		ps.more++
+		return
+	}
+	ps.errs = append(ps.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidCluster}, args...)...))
+}
+
+func (ps *problems) err() error {
+	if ps.more > 0 {
+		ps.errs = append(ps.errs, fmt.Errorf("%w: and %d more problems", ErrInvalidCluster, ps.more))
+	}
+	return errors.Join(ps.errs...)
 }

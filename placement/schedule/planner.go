@@ -524,3 +524,37 @@ func (p *planner) delta(n int32, size int64) float64 {
 	}
 	return 1
 }
+
+// run executes the checkers in priority order. Each sees the budgets and
+// projected counts left by the ones before it. It stops as soon as the
+// allocator fails (p.err).
+func (p *planner) run() {
+	p.bootstrap()
+	for _, check := range []struct {
+		shards []int32
+		fn     func(pos int32)
+		urgent bool // tried even if an earlier checker could not act
+	}{
+		{p.repairs, p.repair, true},
+		{p.drains, p.drain, true},
+		{p.zoneMoves, p.spreadZones, false},
+		{p.splits, p.split, false},
+	} {
+		for _, pos := range check.shards {
+			if p.err != nil {
+				return
+			}
+			if !p.busy[pos] && (check.urgent || !p.blocked(pos)) {
+				check.fn(pos)
+			}
+		}
+	}
+	if p.err != nil {
+		return
+	}
+	p.balanceReplicas()
+	if p.err != nil {
+		return
+	}
+	p.balanceLeaders()
+}

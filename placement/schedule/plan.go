@@ -1,14 +1,8 @@
 package schedule
 
 import (
-	"errors"
 	"fmt"
 )
-
-// ErrInvalidCluster is wrapped by the error Schedule returns when the
-// Cluster is malformed: a zero or duplicate node or shard ID, or a
-// descriptor that fails shard.Descriptor.Validate.
-var ErrInvalidCluster = errors.New("schedule: invalid cluster")
 
 // Plan is the result of one round. The caller owns it; it shares no memory
 // with the Cluster it came from.
@@ -72,62 +66,4 @@ func Schedule(c *Cluster, ids IDAllocator) (Plan, error) {
 		return Plan{}, fmt.Errorf("schedule: allocating an ID: %w", p.err)
 	}
 	return Plan{Operators: p.out, Stats: p.stats}, nil
-}
-
-// run executes the checkers in priority order. Each sees the budgets and
-// projected counts left by the ones before it. It stops as soon as the
-// allocator fails (p.err).
-func (p *planner) run() {
-	p.bootstrap()
-	for _, check := range []struct {
-		shards []int32
-		fn     func(pos int32)
-		urgent bool // tried even if an earlier checker could not act
-	}{
-		{p.repairs, p.repair, true},
-		{p.drains, p.drain, true},
-		{p.zoneMoves, p.spreadZones, false},
-		{p.splits, p.split, false},
-	} {
-		for _, pos := range check.shards {
-			if p.err != nil {
-				return
-			}
-			if !p.busy[pos] && (check.urgent || !p.blocked(pos)) {
-				check.fn(pos)
-			}
-		}
-	}
-	if p.err != nil {
-		return
-	}
-	p.balanceReplicas()
-	if p.err != nil {
-		return
-	}
-	p.balanceLeaders()
-}
-
-// problems collects the problems of a malformed Cluster, keeping the first
-// few.
-type problems struct {
-	errs []error
-	more int
-}
-
-const maxProblems = 10
-
-func (ps *problems) add(format string, args ...any) {
-	if len(ps.errs) == maxProblems {
-		ps.more++
-		return
-	}
-	ps.errs = append(ps.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidCluster}, args...)...))
-}
-
-func (ps *problems) err() error {
-	if ps.more > 0 {
-		ps.errs = append(ps.errs, fmt.Errorf("%w: and %d more problems", ErrInvalidCluster, ps.more))
-	}
-	return errors.Join(ps.errs...)
 }
