@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -59,7 +61,7 @@ func (s syncStats) report(b *testing.B) {
 // closedLoop runs proposers goroutines for d, each calling propose in a
 // closed loop, and returns how many calls succeeded and failed within d.
 // Calls in flight at the end complete but are not counted.
-func closedLoop(proposers int, d time.Duration, propose func(proposer int, seq uint64) error) (ok, failed uint64, cpu cpuUse) {
+func closedLoop(tb testing.TB, proposers int, d time.Duration, propose func(proposer int, seq uint64) error) (ok, failed uint64, cpu cpuUse) {
 	var stop atomic.Bool
 	var okN, failN atomic.Uint64
 	var wg sync.WaitGroup
@@ -83,7 +85,7 @@ func closedLoop(proposers int, d time.Duration, propose func(proposer int, seq u
 			failN.Add(nFail)
 		}()
 	}
-	w := startCPUWindow()
+	w := startCPUWindow(tb)
 	time.Sleep(d)
 	stop.Store(true)
 	cpu.own, cpu.other = w.end()
@@ -134,7 +136,7 @@ func BenchmarkSingleReplicaFsync(b *testing.B) {
 			b.Fatal(err)
 		}
 		before := readSyncStats(n.e)
-		ok, failed, cpu := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
+		ok, failed, cpu := closedLoop(b, throughputProposers, throughputDuration, func(p int, seq uint64) error {
 			_, err := n.e.Propose(ctx, multiraft.GroupID(1+p%throughputGroups), command(p, seq))
 			return err
 		})
@@ -177,7 +179,7 @@ func BenchmarkThreeReplicasInMemory(b *testing.B) {
 		for i, n := range nodes {
 			before[i] = readSyncStats(n.e)
 		}
-		ok, failed, cpu := closedLoop(throughputProposers, throughputDuration, func(p int, seq uint64) error {
+		ok, failed, cpu := closedLoop(b, throughputProposers, throughputDuration, func(p int, seq uint64) error {
 			gi := p % throughputGroups
 			_, err := engines[leaderOf[gi].Load()].Propose(ctx, multiraft.GroupID(1+gi), command(p, seq))
 			if nl := (*multiraft.NotLeaderError)(nil); errors.As(err, &nl) && nl.Node != 0 {
@@ -251,7 +253,7 @@ func BenchmarkIdle10kGroups(b *testing.B) {
 		settleTime := time.Since(settleStart)
 		heapAfter := heapInuse()
 
-		w := startCPUWindow()
+		w := startCPUWindow(b)
 		time.Sleep(idleWindow)
 		pct, others := w.end()
 
@@ -291,7 +293,7 @@ func BenchmarkRestart10kGroups(b *testing.B) {
 		if _, err := elect(ctx, 1, manyGroups, n); err != nil {
 			b.Fatal(err)
 		}
-		ok, failed, _ := closedLoop(256, time.Second, func(p int, seq uint64) error {
+		ok, failed, _ := closedLoop(b, 256, time.Second, func(p int, seq uint64) error {
 			g := multiraft.GroupID(1 + (uint64(p)*7919+seq*256)%manyGroups)
 			_, err := n.e.Propose(ctx, g, command(p, seq))
 			return err
@@ -306,8 +308,11 @@ func BenchmarkRestart10kGroups(b *testing.B) {
 		n = openNode(b, 1, vfs.Default, dir, nopTransport{}, nil)
 		ready := time.Since(start)
 		stopTicker = startTicker(b, n.e)
-		err := waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
-			return n.e.Metrics().LeadersAcquired.Load() >= manyGroups, nil
+		err := poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
+			if got := n.e.Metrics().LeadersAcquired.Load(); got < manyGroups {
+				return fmt.Errorf("%d of %d groups led", got, manyGroups)
+			}
+			return nil
 		})
 		led := time.Since(start)
 		if err != nil {

@@ -12,13 +12,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-kv/flotilla/internal/poll"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -184,23 +185,6 @@ func createGroups(tb testing.TB, first multiraft.GroupID, count int, nodes ...*n
 	}
 }
 
-// waitFor polls cond every interval until it holds or ctx ends.
-func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
 // campaign makes the replica on nodes[g % len(nodes)] campaign in every
 // group of [first, first+count), so leaders spread evenly over the nodes.
 func campaign(first multiraft.GroupID, count int, nodes ...*node) {
@@ -237,9 +221,12 @@ func leaders(first multiraft.GroupID, count int, nodes ...*node) (lead []int, qu
 func elect(ctx context.Context, first multiraft.GroupID, count int, nodes ...*node) ([]int, error) {
 	campaign(first, count, nodes...)
 	var lead []int
-	err := waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
+	err := poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
 		lead, _ = leaders(first, count, nodes...)
-		return !slices.Contains(lead, -1), nil
+		if i := slices.Index(lead, -1); i >= 0 {
+			return fmt.Errorf("group %d has no leader", first+multiraft.GroupID(i))
+		}
+		return nil
 	})
 	return lead, err
 }
@@ -247,21 +234,18 @@ func elect(ctx context.Context, first multiraft.GroupID, count int, nodes ...*no
 // waitQuiet waits until every group of [first, first+count) has a leader
 // and at least frac of all replicas are quiesced.
 func waitQuiet(ctx context.Context, first multiraft.GroupID, count int, frac float64, nodes ...*node) (quiesced int, err error) {
-	err = waitFor(ctx, 100*time.Millisecond, func() (bool, error) {
+	err = poll.Until(ctx, 0, 100*time.Millisecond, func(context.Context) error {
 		var lead []int
 		lead, quiesced = leaders(first, count, nodes...)
-		return !slices.Contains(lead, -1) && float64(quiesced) >= frac*float64(count*len(nodes)), nil
+		if i := slices.Index(lead, -1); i >= 0 {
+			return fmt.Errorf("group %d has no leader", first+multiraft.GroupID(i))
+		}
+		if float64(quiesced) < frac*float64(count*len(nodes)) {
+			return fmt.Errorf("%d of %d replicas quiesced, want %.0f%%", quiesced, count*len(nodes), 100*frac)
+		}
+		return nil
 	})
 	return quiesced, err
-}
-
-// cpuTime returns the user+system CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // hostBusy returns the CPU time every process of the machine has used
@@ -292,16 +276,19 @@ func hostBusy() time.Duration {
 // cpuWindow measures the CPU used between its start and end: by this
 // process, and by everything else on the machine.
 type cpuWindow struct {
+	tb        testing.TB
 	own, host time.Duration
 	wall      time.Time
 }
 
-func startCPUWindow() cpuWindow { return cpuWindow{cpuTime(), hostBusy(), time.Now()} }
+func startCPUWindow(tb testing.TB) cpuWindow {
+	return cpuWindow{tb, testutil.ProcessCPU(tb), hostBusy(), time.Now()}
+}
 
 // end returns this process's CPU and the other processes' CPU, in percent
 // of one core, since w started.
 func (w cpuWindow) end() (ownPct, otherPct float64) {
-	own, host, wall := cpuTime()-w.own, hostBusy()-w.host, time.Since(w.wall)
+	own, host, wall := testutil.ProcessCPU(w.tb)-w.own, hostBusy()-w.host, time.Since(w.wall)
 	return 100 * float64(own) / float64(wall), 100 * float64(max(host-own, 0)) / float64(wall)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -96,19 +97,19 @@ func TestWorkersSmoke(t *testing.T) {
 
 	// Every replica converges on the leader's applied index and holds every
 	// writer's last value.
-	err = waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
+	err = poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
 		applied := make(map[multiraft.GroupID][]uint64)
 		for _, n := range nodes {
 			for _, s := range n.e.Summaries() {
 				applied[s.Group] = append(applied[s.Group], s.Applied)
 			}
 		}
-		for _, a := range applied {
+		for g, a := range applied {
 			if len(a) != len(nodes) || a[0] != a[1] || a[1] != a[2] {
-				return false, nil
+				return fmt.Errorf("group %d applied %v", g, a)
 			}
 		}
-		return true, nil
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("replicas did not converge: %v", err)
@@ -132,7 +133,12 @@ func TestWorkersSmoke(t *testing.T) {
 	}
 	net.Close()
 	// Every goroutine the engines and the network started is gone.
-	err = waitFor(ctx, 10*time.Millisecond, func() (bool, error) { return runtime.NumGoroutine() <= goroutines, nil })
+	err = poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
+		if n := runtime.NumGoroutine(); n > goroutines {
+			return fmt.Errorf("%d goroutines, %d before", n, goroutines)
+		}
+		return nil
+	})
 	if err != nil {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
@@ -156,16 +162,16 @@ func proposeUntilApplied(ctx context.Context, engines []*multiraft.Engine, lead 
 			continue
 		}
 		// No leader known here: wait until some replica leads.
-		err = waitFor(ctx, 10*time.Millisecond, func() (bool, error) {
+		err = poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
 			for i, e := range engines {
 				for _, s := range e.Summaries() {
 					if s.Group == g && s.Leading {
 						lead = i
-						return true, nil
+						return nil
 					}
 				}
 			}
-			return false, nil
+			return fmt.Errorf("no replica of group %d leads", g)
 		})
 		if err != nil {
 			return lead, err
