@@ -15,6 +15,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
 // walFault fails every write and sync of Pebble's WAL files while it is on,
@@ -326,11 +328,13 @@ func TestDiskFaultFailStopWorkers(t *testing.T) {
 	acked := map[string]string{}
 	for i := range 50 {
 		k := fmt.Sprintf("k%d", i)
-		for {
+		// The single voter campaigns at once; until its first round it
+		// refuses or drops proposals.
+		testutil.Eventually(t, 30*time.Second, func() error {
 			_, err := e.Propose(ctx, 1, []byte(k+"=v"))
 			if err == nil {
 				acked[k] = "v"
-				break
+				return nil
 			}
 			if ctx.Err() != nil {
 				t.Fatalf("write before the fault: %v", err)
@@ -339,8 +343,8 @@ func TestDiskFaultFailStopWorkers(t *testing.T) {
 			if !errors.As(err, &nl) && !errors.Is(err, ErrProposalDropped) {
 				t.Fatalf("write before the fault: %v", err)
 			}
-			time.Sleep(time.Millisecond) // the single voter campaigns at once; wait for its first round
-		}
+			return err
+		})
 	}
 	fault.on.Store(true)
 	// Concurrent writers: none may succeed once the fault is on, and none
@@ -389,16 +393,14 @@ func TestDiskFaultFailStopWorkers(t *testing.T) {
 	defer db2.Close()
 	e2 := open(db2)
 	defer e2.Close()
-	for {
+	// The restarted single voter campaigns in its first round.
+	testutil.Eventually(t, 30*time.Second, func() error {
 		err := e2.ReadBarrier(ctx, 1, ReadLinearizable)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
+		if err != nil && (!errors.Is(err, ErrNotLeader) || ctx.Err() != nil) {
 			t.Fatalf("read after restart: %v", err)
 		}
-		time.Sleep(time.Millisecond) // the restarted single voter campaigns in its first round
-	}
+		return err
+	})
 	for k, v := range acked {
 		if got, _ := getKey(t, db2, 1, k); got != v {
 			t.Fatalf("after restart %s=%q, acknowledged %q", k, got, v)
