@@ -3,10 +3,10 @@ package schedule
 import (
 	"encoding/binary"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/shard"
 )
@@ -138,7 +138,7 @@ func BenchmarkRound1M(b *testing.B) {
 	c := genCluster(1000, 1_000_000, 1)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := testutil.ProcessCPU(b)
 	for b.Loop() {
 		ids := &seqAlloc{shard: 1 << 40, replica: 1 << 40}
 		if _, err := Schedule(c, ids); err != nil {
@@ -147,14 +147,5 @@ func BenchmarkRound1M(b *testing.B) {
 	}
 	// CPU time (user+system, all threads, GC included) next to wall time:
 	// on a shared machine, wall time also counts waiting for a core.
-	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU returns the CPU time the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testutil.ProcessCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
 }
