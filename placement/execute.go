@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -20,51 +19,6 @@ import (
 // the job or finds it done (AlreadyExists, a member already there). A step
 // that changes a shard goes to the shard's leader, found through the view
 // or, failing that, by asking the replicas.
-
-// Connector reaches the processes the service talks to: the Admin service
-// of a shardnode and the Placement service of another placement replica
-// (to forward a request to the leader). Config.Connect nil means gRPC
-// connections made with Config.Dial; the deterministic simulator
-// (internal/sim) serves both in-process over its simulated network. The
-// clients it returns block until their call is answered or its context
-// ends. Implementations are safe for concurrent use.
-type Connector interface {
-	// Admin returns a client of the Admin service of node, registered at addr.
-	Admin(node multiraft.NodeID, addr string) (pb.AdminClient, error)
-	// Placement returns a client of the placement replica at addr.
-	Placement(addr string) (pb.PlacementClient, error)
-}
-
-// dialConnector is the Connector over gRPC connections from dial.
-type dialConnector struct {
-	dial func(addr string) (*grpc.ClientConn, error)
-}
-
-// Admin implements Connector.
-func (c dialConnector) Admin(_ multiraft.NodeID, addr string) (pb.AdminClient, error) {
-	conn, err := c.dial(addr)
-	if err != nil {
-		return nil, err
-	}
-	return pb.NewAdminClient(conn), nil
-}
-
-// Placement implements Connector.
-func (c dialConnector) Placement(addr string) (pb.PlacementClient, error) {
-	conn, err := c.dial(addr)
-	if err != nil {
-		return nil, err
-	}
-	return pb.NewPlacementClient(conn), nil
-}
-
-func (s *Service) admin(node multiraft.NodeID) (pb.AdminClient, error) {
-	n, ok := s.cat.Load().Node(node)
-	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownNode, node)
-	}
-	return s.cfg.Connect.Admin(node, n.Address)
-}
 
 // leaderOf finds the node leading shard id: the view's answer if it has
 // one, else the first replica that knows.
@@ -218,72 +172,4 @@ func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newSh
 		_, err := a.Split(ctx, req)
 		return err
 	})
-}
-
-// recreateShard creates again the replicas of shard id that a bootstrap
-// cut short left missing (see recreateOrphans): it reads the descriptor of
-// a replica on one of nodes and, if it is still the initial one and knows
-// no leader, creates every replica of it (CreateReplica answers
-// AlreadyExists for those that exist).
-func (s *Service) recreateShard(ctx context.Context, id shard.ShardID, nodes []multiraft.NodeID) error {
-	var errs []error
-	for _, n := range nodes {
-		a, err := s.admin(n)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("node %d: %w", n, err))
-			continue
-		}
-		if info.GetShard() == nil {
-			continue // an empty replica knows nothing
-		}
-		d := pbconv.DescriptorFromProto(info.GetShard())
-		if d.Epoch != (shard.Epoch{ConfVer: 1, Version: 1}) || info.GetLeaderReplicaId() != 0 {
-			return nil // not a bootstrap left unfinished: its own replicas sort it out
-		}
-		if err := s.createShard(ctx, d); err != nil {
-			return err
-		}
-		s.cfg.Logger.Info("created the missing replicas of a shard whose bootstrap was cut short", "shard", id, "descriptor", d.String())
-		return nil
-	}
-	return errors.Join(errs...)
-}
-
-// removeStray deletes replica, which a node still hosts although its shard,
-// as seen at epoch, no longer counts it as a member (it was removed while
-// its node was away). The view may hold a stale leader's report (a new
-// placement leader's first one, say), so the removal is proven the way
-// rpc's replica collector proves it: the replica's own descriptor must be
-// older (a lower ConfVer) than the one that leaves it out, replica IDs
-// being never reused; an empty replica (no descriptor) has nothing to
-// lose. Naming the replica makes the node keep a newer replica of the
-// shard that an operator added there since the heartbeat was taken.
-func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID, epoch shard.Epoch) error {
-	a, err := s.admin(node)
-	if err != nil {
-		return err
-	}
-	info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
-	switch {
-	case status.Code(err) == codes.NotFound:
-		return nil // gone already
-	case err != nil:
-		return err
-	case info.GetReplicaId() != uint64(replica):
-		return nil // replaced by a newer replica
-	case info.GetShard() != nil && info.GetShard().GetEpoch().GetConfVer() >= epoch.ConfVer:
-		return fmt.Errorf("placement: replica %d of shard %d on node %d holds epoch %s, not older than %s: not proven removed",
-			replica, id, node, pbconv.EpochFromProto(info.GetShard().GetEpoch()), epoch)
-	}
-	_, err = a.RemoveReplica(ctx, &pb.RemoveReplicaRequest{ShardId: uint64(id), ReplicaId: uint64(replica)})
-	switch status.Code(err) {
-	case codes.NotFound, codes.FailedPrecondition:
-		return nil // gone already, or replaced by a newer replica
-	}
-	return err
 }

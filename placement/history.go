@@ -11,9 +11,9 @@ import (
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
-// operators keeps the record of recent operators for the status API: a
+// opHistory keeps the record of recent operators for the status API: a
 // bounded ring, newest last. Safe for concurrent use.
-type operators struct {
+type opHistory struct {
 	// Started, Done and Failed count operators since start, for telemetry.
 	Started, Done, Failed atomic.Uint64
 
@@ -29,12 +29,12 @@ type operators struct {
 // finished with every step done, and failed.
 type OperatorCounts struct{ Started, Done, Failed uint64 }
 
-func newOperators(max int) *operators {
-	return &operators{max: max, byKind: map[string]OperatorCounts{}}
+func newOpHistory(max int) *opHistory {
+	return &opHistory{max: max, byKind: map[string]OperatorCounts{}}
 }
 
 // start records a new running operator and returns it; finish completes it.
-func (o *operators) start(kind string, shard uint64, desc string, now time.Time) *pb.Operator {
+func (o *opHistory) start(kind string, shard uint64, desc string, now time.Time) *pb.Operator {
 	o.Started.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -50,7 +50,7 @@ func (o *operators) start(kind string, shard uint64, desc string, now time.Time)
 	return op
 }
 
-func (o *operators) finish(op *pb.Operator, err error, now time.Time) {
+func (o *opHistory) finish(op *pb.Operator, err error, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	op.State, op.FinishedUnixMs = "done", now.UnixMilli()
@@ -67,14 +67,14 @@ func (o *operators) finish(op *pb.Operator, err error, now time.Time) {
 }
 
 // counts returns a copy of the counts by kind.
-func (o *operators) counts() map[string]OperatorCounts {
+func (o *opHistory) counts() map[string]OperatorCounts {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return maps.Clone(o.byKind)
 }
 
 // recent returns copies of the recorded operators, newest last.
-func (o *operators) recent() []*pb.Operator {
+func (o *opHistory) recent() []*pb.Operator {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make([]*pb.Operator, len(o.ring))

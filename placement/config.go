@@ -1,0 +1,85 @@
+package placement
+
+import (
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// Config configures a placement Service. Zero values mean defaults.
+type Config struct {
+	// ReplicaID is this placementd's ID among the placement replicas (1..3).
+	ReplicaID multiraft.NodeID
+	// Peers maps every placement replica, this one included, to its address.
+	Peers map[multiraft.NodeID]string
+	// ReplicationFactor of shards. Default 3.
+	ReplicationFactor int
+	// InitialShards created at bootstrap. Default 16.
+	InitialShards int
+	// DownAfter: a node silent that long is down and its replicas are
+	// replaced. Default 30 s.
+	DownAfter time.Duration
+	// SplitSizeBytes: a shard larger than this is split. Default 64 MiB.
+	SplitSizeBytes uint64
+	// SplitLoad: a shard with more requests per second is split; 0 never.
+	SplitLoad float64
+	// HeartbeatInterval the nodes use. Default 1 s.
+	HeartbeatInterval time.Duration
+	// ScheduleInterval between scheduling rounds. Default 1 s.
+	ScheduleInterval time.Duration
+	// OperatorTimeout bounds one operator's execution; an operator still
+	// running then fails. Default 2 min.
+	OperatorTimeout time.Duration
+	// Dial reaches shardnodes and other placement replicas. Required
+	// unless Connect is set.
+	Dial   func(addr string) (*grpc.ClientConn, error)
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Connect, if set, replaces Dial: it reaches shardnodes' Admin
+	// services and the other placement replicas (see Connector).
+	Connect Connector
+	// Runtime runs the scheduler's goroutines, waits and timeouts; nil
+	// means goroutines on the wall clock (see Runtime).
+	Runtime Runtime
+}
+
+func (c Config) withDefaults() Config {
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = 3
+	}
+	if c.InitialShards == 0 {
+		c.InitialShards = 16
+	}
+	if c.DownAfter == 0 {
+		c.DownAfter = 30 * time.Second
+	}
+	if c.SplitSizeBytes == 0 {
+		c.SplitSizeBytes = 64 << 20
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.ScheduleInterval == 0 {
+		c.ScheduleInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.OperatorTimeout == 0 {
+		c.OperatorTimeout = 2 * time.Minute
+	}
+	if c.Connect == nil {
+		c.Connect = dialConnector{dial: c.Dial}
+	}
+	if c.Runtime == nil {
+		c.Runtime = wallRuntime{}
+	}
+	return c
+}
