@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // waitHook makes o signal on the returned channel whenever a Next call
@@ -169,15 +170,26 @@ func TestSaveFailureHandsOutNothing(t *testing.T) {
 func TestCloseFailsWaiters(t *testing.T) {
 	store := &memStore{}
 	clock := newClock(t0)
-	o := open(t, store, clock, 30)
+	// The Save's own timeout is far off: only Close can end it.
+	o, err := Open(t.Context(), store, Config{Window: 30 * time.Millisecond, Clock: clock, SaveTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	waiting := waitHook(o)
 	gate := make(chan error) // never sent to: the Save ends by its ctx
 	store.setGate(gate, nil)
 	clock.set(t0 + 30)
 	res := goNext(o, t.Context(), 1)
 	<-waiting
-	if err := o.Close(); err != nil {
-		t.Fatal(err)
+	closed := make(chan error, 1)
+	go func() { closed <- o.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second): // a bound on a failure, not a wait for success
+		t.Fatal("Close did not end the Save in flight")
 	}
 	if o.isSaving() {
 		t.Error("Close returned with a Save running")
