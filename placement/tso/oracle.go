@@ -109,7 +109,8 @@ func Open(ctx context.Context, store Store, cfg Config) (*Oracle, error) {
 // handed out before it by this Oracle, by any earlier Oracle on the same
 // Store, and by any call that returned before this one began. It returns
 // at once, allocating nothing, unless the window is spent: then it waits
-// for the Save that extends it, or for ctx, or for Close.
+// for the Save that extends it, or for ctx, or for Close. ctx bounds only
+// that wait (the fast path does not look at it).
 //
 // Errors: ErrBadCount if count is below 1 or above LogicalRange; an
 // error wrapping ErrSaveFailed once a Save has failed; ErrClosed after
