@@ -34,6 +34,19 @@ func startHealth(t *testing.T) (*grpc.Server, string, <-chan error) {
 	return srv, lis.Addr().String(), served
 }
 
+// healthClient returns a health client over a pool's connection to addr;
+// the pool closes when the test ends.
+func healthClient(t *testing.T, addr string) healthpb.HealthClient {
+	t.Helper()
+	var p ConnPool
+	t.Cleanup(p.Close)
+	conn, err := p.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return healthpb.NewHealthClient(conn)
+}
+
 func TestConnPoolSharesOneConnectionPerAddress(t *testing.T) {
 	_, addr, _ := startHealth(t)
 	var p ConnPool
@@ -67,13 +80,7 @@ func TestConnPoolSharesOneConnectionPerAddress(t *testing.T) {
 // graceful stop; StopGRPC stops the server once its context ends.
 func TestStopGRPCForcesAtDeadline(t *testing.T) {
 	srv, addr, served := startHealth(t)
-	var p ConnPool
-	defer p.Close()
-	conn, err := p.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	watch, err := healthpb.NewHealthClient(conn).Watch(testutil.Context(t, 30*time.Second), &healthpb.HealthCheckRequest{})
+	watch, err := healthClient(t, addr).Watch(testutil.Context(t, 30*time.Second), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +105,8 @@ func TestStopGRPCForcesAtDeadline(t *testing.T) {
 // server without a deadline, its idle client connection included.
 func TestStopGRPCGraceful(t *testing.T) {
 	srv, addr, served := startHealth(t)
-	var p ConnPool
-	defer p.Close()
-	conn, err := p.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A call answered: the server is serving, and the connection stays idle.
-	if _, err := healthpb.NewHealthClient(conn).Check(testutil.Context(t, 10*time.Second), &healthpb.HealthCheckRequest{}); err != nil {
+	if _, err := healthClient(t, addr).Check(testutil.Context(t, 10*time.Second), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	StopGRPC(context.Background(), srv)
