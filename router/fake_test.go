@@ -120,18 +120,6 @@ func (n *fakeNode) LocalRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (
 	return &pb.ScanRoutesResponse{Routes: routes}, nil
 }
 
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
-}
-
 func (n *fakeNode) enter(method string, hdr *pb.RequestHeader) error {
 	n.calls.Add(1)
 	n.mu.Lock()

@@ -169,7 +169,7 @@ func newCluster(t *testing.T, n, shards int) *cluster {
 	}
 	var descs []*pb.Descriptor
 	for i := 1; i <= shards; i++ {
-		d := shardDesc(i, shards, c.nodes)
+		d := testutil.ShardDesc(i, shards, c.nodes)
 		descs = append(descs, d)
 		for _, node := range c.nodes {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -182,22 +182,6 @@ func newCluster(t *testing.T, n, shards int) *cluster {
 	}
 	c.pl.setDescriptors(descs...)
 	return c
-}
-
-// shardDesc is shard i of n over the first key byte, replicas on nodes
-// (replica ID i*100+node).
-func shardDesc(i, n int, nodes []uint64) *pb.Descriptor {
-	d := &pb.Descriptor{ShardId: uint64(i), Epoch: &pb.Epoch{ConfVer: 1, Version: 1}}
-	if i > 1 {
-		d.Start = []byte{byte((i - 1) * 256 / n)}
-	}
-	if i < n {
-		d.End = []byte{byte(i * 256 / n)}
-	}
-	for _, node := range nodes {
-		d.Replicas = append(d.Replicas, &pb.Replica{ReplicaId: uint64(i)*100 + node, NodeId: node})
-	}
-	return d
 }
 
 // keyIn returns a key owned by shard i of the cluster.

@@ -1,7 +1,10 @@
 // Package testutil holds the helpers Flotilla's tests share: a context
 // bounded by the test, waiting for a condition with a deadline, this
-// process's CPU time for benchmarks, and the goroutine-leak check of a
-// package's TestMain. Only tests import it.
+// process's CPU time for benchmarks, the goroutine-leak check of a
+// package's TestMain, and a few fixtures more than one package's tests
+// need: a shard descriptor over the first key byte (ShardDesc), a health
+// check and the plaintext-refusal check of a mutual-TLS server, and an
+// address nothing listens on. Only tests import it.
 //
 //	func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 //
