@@ -12,18 +12,19 @@ import (
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
-	"github.com/flotilla-kv/flotilla/shard"
 )
+
+// The Placement API. Each RPC is forward (forward.go) around the method
+// that serves it on the leader; the leader answers from its catalogue and
+// its view, and turns the errors of catalogue proposals into statuses
+// (toStatus).
 
 // RegisterNode implements pb.PlacementServer.
 func (s *Service) RegisterNode(ctx context.Context, req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.RegisterNode(ctx, req)
-	}
+	return forward(s, ctx, req, pb.PlacementClient.RegisterNode, s.registerNode)
+}
+
+func (s *Service) registerNode(ctx context.Context, req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
 	if req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "address: required")
 	}
@@ -33,7 +34,7 @@ func (s *Service) RegisterNode(ctx context.Context, req *pb.RegisterNodeRequest)
 	}
 	res, err := s.propose(ctx, command{Op: "register", Node: n})
 	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	s.cfg.Logger.Info("node registered", "node", res, "address", n.Address, "zone", n.Zone)
 	return &pb.RegisterNodeResponse{NodeId: res.(uint64)}, nil
@@ -41,14 +42,11 @@ func (s *Service) RegisterNode(ctx context.Context, req *pb.RegisterNodeRequest)
 
 // Heartbeat implements pb.PlacementServer.
 func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.Heartbeat(ctx, req)
-	}
-	cat := s.cat.Load()
+	return forward(s, ctx, req, pb.PlacementClient.Heartbeat, s.heartbeat)
+}
+
+func (s *Service) heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	cat := s.cat.load()
 	if _, ok := cat.Node(multiraft.NodeID(req.GetNodeId())); !ok {
 		return nil, status.Errorf(codes.NotFound, "placement: node %d is not registered", req.GetNodeId())
 	}
@@ -56,7 +54,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 		return nil, err
 	}
 	if err := s.raiseCounters(ctx, req); err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	s.view.heartbeat(req, s.cfg.Now())
 	resp := &pb.HeartbeatResponse{Addresses: map[uint64]string{}}
@@ -69,7 +67,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 // addresses returns every registered node's address.
 func (s *Service) addresses() map[multiraft.NodeID]string {
 	m := map[multiraft.NodeID]string{}
-	for _, n := range s.cat.Load().Nodes() {
+	for _, n := range s.cat.load().Nodes() {
 		m[n.ID] = n.Address
 	}
 	return m
@@ -88,26 +86,19 @@ const maxNeighbours = 8
 
 // GetRoute implements pb.PlacementServer.
 func (s *Service) GetRoute(ctx context.Context, req *pb.GetRouteRequest) (*pb.GetRouteResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.GetRoute(ctx, req)
-	}
+	return forward(s, ctx, req, pb.PlacementClient.GetRoute, s.route)
+}
+
+func (s *Service) route(_ context.Context, req *pb.GetRouteRequest) (*pb.GetRouteResponse, error) {
 	addrs := s.addresses()
-	s.view.mu.Lock()
-	defer s.view.mu.Unlock()
-	sorted := s.view.sortedLocked()
-	i := routeIndex(sorted, req.GetKey())
+	window, i := s.view.routeWindow(req.GetKey(), min(int(req.GetNeighbours()), maxNeighbours))
 	if i < 0 {
 		return nil, status.Errorf(codes.Unavailable, "placement: no shard known for key %q yet (bootstrapping, or heartbeats pending); retry", req.GetKey())
 	}
-	resp := &pb.GetRouteResponse{Route: s.routeOf(sorted[i], addrs)}
-	n := min(int(req.GetNeighbours()), maxNeighbours)
-	for j := max(0, i-n); j < min(len(sorted), i+n+1); j++ {
+	resp := &pb.GetRouteResponse{Route: s.routeOf(&window[i], addrs)}
+	for j := range window {
 		if j != i {
-			resp.Neighbours = append(resp.Neighbours, s.routeOf(sorted[j], addrs))
+			resp.Neighbours = append(resp.Neighbours, s.routeOf(&window[j], addrs))
 		}
 	}
 	return resp, nil
@@ -118,13 +109,10 @@ const maxScanRoutes = 1000
 
 // ScanRoutes implements pb.PlacementServer.
 func (s *Service) ScanRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (*pb.ScanRoutesResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.ScanRoutes(ctx, req)
-	}
+	return forward(s, ctx, req, pb.PlacementClient.ScanRoutes, s.scanRoutes)
+}
+
+func (s *Service) scanRoutes(_ context.Context, req *pb.ScanRoutesRequest) (*pb.ScanRoutesResponse, error) {
 	if end := req.GetEnd(); len(end) > 0 {
 		switch c := bytes.Compare(req.GetStart(), end); {
 		case c > 0:
@@ -138,34 +126,21 @@ func (s *Service) ScanRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (*p
 		limit = maxScanRoutes
 	}
 	addrs := s.addresses()
-	s.view.mu.Lock()
-	defer s.view.mu.Unlock()
-	sorted := s.view.sortedLocked()
-	i := routeIndex(sorted, req.GetStart())
-	if i < 0 {
-		i = 0
-	}
 	resp := &pb.ScanRoutesResponse{}
-	for ; i < len(sorted) && len(resp.Routes) < limit; i++ {
-		d := sorted[i].desc
-		if len(req.GetEnd()) > 0 && string(d.Start) >= string(req.GetEnd()) {
-			break
-		}
-		if len(d.End) > 0 && string(d.End) <= string(req.GetStart()) {
-			continue
-		}
-		resp.Routes = append(resp.Routes, s.routeOf(sorted[i], addrs))
+	for _, st := range s.view.scan(req.GetStart(), req.GetEnd(), limit) {
+		resp.Routes = append(resp.Routes, s.routeOf(&st, addrs))
 	}
 	return resp, nil
 }
 
-// nodeStatus builds the API view of a node at now.
-func (s *Service) nodeStatus(n NodeRecord, now time.Time) *pb.Node {
+// nodeStatus builds the API view at now of node n, whose state in the
+// view is st (nil if never heard from).
+func (s *Service) nodeStatus(n NodeRecord, st *nodeState, now time.Time) *pb.Node {
 	out := &pb.Node{
 		NodeId: uint64(n.ID), Address: n.Address, CapacityBytes: n.CapacityBytes,
 		Labels: &pb.NodeLabels{Zone: n.Zone, Rack: n.Rack, Extra: n.Extra}, State: pb.NodeState_NODE_STATE_DOWN,
 	}
-	if st := s.view.nodes[n.ID]; st != nil {
+	if st != nil {
 		ago := now.Sub(st.lastBeat)
 		out.LastHeartbeatMsAgo = uint64(ago.Milliseconds())
 		if ago < s.downThreshold() {
@@ -179,55 +154,63 @@ func (s *Service) nodeStatus(n NodeRecord, now time.Time) *pb.Node {
 	return out
 }
 
+// nodeStatuses returns the API view at now of every registered node.
+func (s *Service) nodeStatuses(now time.Time) []*pb.Node {
+	nodes := s.cat.load().Nodes()
+	states := s.view.nodeStates()
+	out := make([]*pb.Node, 0, len(nodes))
+	for _, n := range nodes {
+		var st *nodeState
+		if ns, ok := states[n.ID]; ok {
+			st = &ns
+		}
+		out = append(out, s.nodeStatus(n, st, now))
+	}
+	return out
+}
+
+// countNodes returns how many of nodes are down, and how many are not.
+func countNodes(nodes []*pb.Node) (up, down int) {
+	for _, n := range nodes {
+		if n.GetState() == pb.NodeState_NODE_STATE_DOWN {
+			down++
+		} else {
+			up++
+		}
+	}
+	return up, down
+}
+
 // downThreshold is how long a node may stay silent before it is shown as
 // down: a few missed heartbeats. (Its replicas are replaced only after
 // DownAfter.)
-func (s *Service) downThreshold() time.Duration { return 3 * s.cfg.HeartbeatInterval }
+func (c *core) downThreshold() time.Duration { return 3 * c.cfg.HeartbeatInterval }
 
 // ListNodes implements pb.PlacementServer.
 func (s *Service) ListNodes(ctx context.Context, req *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.ListNodes(ctx, req)
-	}
-	now := s.cfg.Now()
+	return forward(s, ctx, req, pb.PlacementClient.ListNodes, s.listNodes)
+}
+
+func (s *Service) listNodes(context.Context, *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
 	resp := &pb.ListNodesResponse{}
-	nodes := s.cat.Load().Nodes()
-	s.view.mu.Lock()
-	defer s.view.mu.Unlock()
-	for _, n := range nodes {
-		resp.Nodes = append(resp.Nodes, s.nodeStatus(n, now))
-	}
+	resp.Nodes = append(resp.Nodes, s.nodeStatuses(s.cfg.Now())...)
 	return resp, nil
 }
 
 // ListShards implements pb.PlacementServer.
 func (s *Service) ListShards(ctx context.Context, req *pb.ListShardsRequest) (*pb.ListShardsResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.ListShards(ctx, req)
-	}
+	return forward(s, ctx, req, pb.PlacementClient.ListShards, s.listShards)
+}
+
+func (s *Service) listShards(_ context.Context, req *pb.ListShardsRequest) (*pb.ListShardsResponse, error) {
 	now := s.cfg.Now()
 	addrs := s.addresses()
-	s.view.mu.Lock()
-	defer s.view.mu.Unlock()
+	shards, beats := s.view.shardList(multiraft.NodeID(req.GetNodeId()))
 	resp := &pb.ListShardsResponse{}
-	for _, st := range s.view.sortedLocked() {
-		if req.GetNodeId() != 0 {
-			if !hasNode(st.desc, multiraft.NodeID(req.GetNodeId())) {
-				continue
-			}
-		}
-		ss := &pb.ShardStatus{Route: s.routeOf(st, addrs), ApproximateBytes: st.sizeBytes, ApproximateKeys: st.keys, Load: st.load}
+	for _, st := range shards {
+		ss := &pb.ShardStatus{Route: s.routeOf(&st, addrs), ApproximateBytes: st.sizeBytes, ApproximateKeys: st.keys, Load: st.load}
 		for _, r := range st.desc.Replicas {
-			n := s.view.nodes[r.NodeID]
-			if n == nil || now.Sub(n.lastBeat) >= s.downThreshold() {
+			if last, ok := beats[r.NodeID]; !ok || now.Sub(last) >= s.downThreshold() {
 				ss.UnhealthyReplicaIds = append(ss.UnhealthyReplicaIds, uint64(r.ReplicaID))
 			}
 		}
@@ -239,71 +222,27 @@ func (s *Service) ListShards(ctx context.Context, req *pb.ListShardsRequest) (*p
 	return resp, nil
 }
 
-func hasNode(d shard.Descriptor, n multiraft.NodeID) bool {
-	for _, r := range d.Replicas {
-		if r.NodeID == n {
-			return true
-		}
-	}
-	return false
-}
-
 // GetClusterStatus implements pb.PlacementServer.
 func (s *Service) GetClusterStatus(ctx context.Context, req *pb.ClusterStatusRequest) (*pb.ClusterStatus, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.GetClusterStatus(ctx, req)
-	}
+	return forward(s, ctx, req, pb.PlacementClient.GetClusterStatus, s.clusterStatus)
+}
+
+func (s *Service) clusterStatus(context.Context, *pb.ClusterStatusRequest) (*pb.ClusterStatus, error) {
 	now := s.cfg.Now()
 	cs := &pb.ClusterStatus{
 		LeaderNodeId: uint64(s.cfg.ReplicaID), PlacementLeaderAddress: s.cfg.Peers[s.cfg.ReplicaID],
-		Bootstrapped: s.cat.Load().Settings().Bootstrapped,
+		Bootstrapped: s.cat.load().Settings().Bootstrapped,
 	}
 	for _, id := range sortedIDs(s.cfg.Peers) {
 		cs.PlacementAddresses = append(cs.PlacementAddresses, s.cfg.Peers[id])
 	}
-	nodes := s.cat.Load().Nodes()
-	s.view.mu.Lock()
-	for _, n := range nodes {
-		if s.nodeStatus(n, now).GetState() == pb.NodeState_NODE_STATE_DOWN {
-			cs.NodesDown++
-		} else {
-			cs.NodesUp++
-		}
-	}
-	s.view.mu.Unlock()
+	up, down := countNodes(s.nodeStatuses(now))
+	cs.NodesUp, cs.NodesDown = uint32(up), uint32(down)
 	if err := s.fillHealth(cs); err != nil {
 		return nil, err
 	}
 	cs.RecentOperators = s.ops.recent()
 	return cs, nil
-}
-
-// DrainNode implements pb.PlacementServer.
-func (s *Service) DrainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.DrainNodeResponse, error) {
-	if lead, _ := s.leader(); !lead {
-		c, err := s.leaderClient()
-		if err != nil {
-			return nil, err
-		}
-		return c.DrainNode(ctx, req)
-	}
-	if req.GetNodeId() == 0 {
-		return nil, status.Error(codes.InvalidArgument, "node_id: required")
-	}
-	if _, ok := s.cat.Load().Node(multiraft.NodeID(req.GetNodeId())); !ok {
-		return nil, status.Errorf(codes.NotFound, "placement: node %d is not registered", req.GetNodeId())
-	}
-	if _, err := s.propose(ctx, command{Op: "drain", ID: req.GetNodeId(), On: req.GetDrain()}); err != nil {
-		return nil, err
-	}
-	if !req.GetDrain() {
-		return &pb.DrainNodeResponse{}, nil
-	}
-	return s.drainOutlook(multiraft.NodeID(req.GetNodeId()))
 }
 
 func sortedIDs[V any](m map[multiraft.NodeID]V) []multiraft.NodeID {
@@ -313,4 +252,25 @@ func sortedIDs[V any](m map[multiraft.NodeID]V) []multiraft.NodeID {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// DrainNode implements pb.PlacementServer.
+func (s *Service) DrainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.DrainNodeResponse, error) {
+	return forward(s, ctx, req, pb.PlacementClient.DrainNode, s.drainNode)
+}
+
+func (s *Service) drainNode(ctx context.Context, req *pb.DrainNodeRequest) (*pb.DrainNodeResponse, error) {
+	if req.GetNodeId() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "node_id: required")
+	}
+	if _, ok := s.cat.load().Node(multiraft.NodeID(req.GetNodeId())); !ok {
+		return nil, status.Errorf(codes.NotFound, "placement: node %d is not registered", req.GetNodeId())
+	}
+	if _, err := s.propose(ctx, command{Op: "drain", ID: req.GetNodeId(), On: req.GetDrain()}); err != nil {
+		return nil, toStatus(err)
+	}
+	if !req.GetDrain() {
+		return &pb.DrainNodeResponse{}, nil
+	}
+	return s.drainOutlook(multiraft.NodeID(req.GetNodeId()))
 }

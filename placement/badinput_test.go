@@ -49,17 +49,20 @@ func newTestPlacement(t *testing.T) (*Service, pb.PlacementClient) {
 	addr := lis.Addr().String()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	conns := &serve.ConnPool{}
-	svc := NewService(Config{ReplicaID: 1, Peers: map[multiraft.NodeID]string{1: addr}, Dial: conns.Dial, Logger: logger})
+	cat := &Catalogue{}
 	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := multiraft.Open(multiraft.Config{NodeID: 1, DB: db, Transport: nopTransport{}, NewStateMachine: svc.StateMachineFunc(),
+	engine, err := multiraft.Open(multiraft.Config{NodeID: 1, DB: db, Transport: nopTransport{}, NewStateMachine: cat.StateMachineFunc(),
 		Logger: logger, Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.SetEngine(engine)
+	svc, err := New(Config{ReplicaID: 1, Peers: map[multiraft.NodeID]string{1: addr}, Dial: conns.Dial, Logger: logger}, cat, engine)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := svc.Bootstrap(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,16 @@
 package placement
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/schedule"
 )
 
 // Config configures a placement Service. Zero values mean defaults.
@@ -82,4 +86,69 @@ func (c Config) withDefaults() Config {
 		c.Runtime = wallRuntime{}
 	}
 	return c
+}
+
+// Validate reports every problem of c at once, or nil: a missing or
+// reserved ReplicaID, Peers that do not name this replica (or name one by
+// ID 0 or without an address), negative durations, scheduler settings
+// that schedule.Settings.Validate refuses, and neither Dial nor Connect.
+// Zero values are not problems: they mean defaults. New calls it.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch {
+	case c.ReplicaID == 0:
+		bad("ReplicaID is required")
+	case uint64(c.ReplicaID) > uint64(multiraft.MaxReplicaID):
+		bad("ReplicaID %d is reserved by raft", c.ReplicaID)
+	}
+	if len(c.Peers) == 0 {
+		bad("Peers is required (every placement replica, this one included)")
+	} else if _, ok := c.Peers[c.ReplicaID]; !ok && c.ReplicaID != 0 {
+		bad("Peers does not name this replica (%d)", c.ReplicaID)
+	}
+	for _, id := range sortedIDs(c.Peers) {
+		switch {
+		case id == 0:
+			bad("Peers: replica ID 0")
+		case uint64(id) > uint64(multiraft.MaxReplicaID):
+			bad("Peers: replica ID %d is reserved by raft", id)
+		}
+		if c.Peers[id] == "" {
+			bad("Peers: replica %d has no address", id)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HeartbeatInterval", c.HeartbeatInterval},
+		{"ScheduleInterval", c.ScheduleInterval},
+		{"OperatorTimeout", c.OperatorTimeout},
+	} {
+		if d.v < 0 {
+			bad("%s is negative (%s)", d.name, d.v)
+		}
+	}
+	if c.SplitSizeBytes > math.MaxInt64 {
+		bad("SplitSizeBytes %d exceeds %d", c.SplitSizeBytes, int64(math.MaxInt64))
+	}
+	if err := c.scheduleSettings().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Dial == nil && c.Connect == nil {
+		bad("Dial or Connect is required")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("placement: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// scheduleSettings returns the scheduler's settings from c.
+func (c Config) scheduleSettings() schedule.Settings {
+	return schedule.Settings{
+		ReplicationFactor: c.ReplicationFactor, InitialShards: c.InitialShards,
+		SplitSizeBytes: int64(c.SplitSizeBytes), SplitLoad: c.SplitLoad, DownAfter: c.DownAfter,
+	}
 }

@@ -69,7 +69,7 @@ func TestConfirmWaitsForTheOperatorsEndState(t *testing.T) {
 		want:    []bool{false, true},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewService(Config{HeartbeatInterval: time.Second})
+			s := newService(Config{HeartbeatInterval: time.Second}, &Catalogue{}, nil)
 			s.view.heartbeat(leaderBeat(replicas(1, 1, 2, 3)), now)
 			f := &flight{op: schedule.Operator{Kind: schedule.KindRepair, Shard: 1,
 				Epoch: shard.Epoch{Version: 1, ConfVer: 1}, Steps: tc.steps},
@@ -77,7 +77,7 @@ func TestConfirmWaitsForTheOperatorsEndState(t *testing.T) {
 			for i, d := range tc.reports {
 				s.view.heartbeat(leaderBeat(d), now)
 				s.view.mu.Lock()
-				got := s.confirmedLocked(f, now)
+				got := s.view.confirmedLocked(f, now)
 				s.view.mu.Unlock()
 				if got != tc.want[i] {
 					t.Errorf("after a report of %s: confirmed %v, want %v", &d, got, tc.want[i])
@@ -87,7 +87,7 @@ func TestConfirmWaitsForTheOperatorsEndState(t *testing.T) {
 			// view shows.
 			s.view.mu.Lock()
 			defer s.view.mu.Unlock()
-			if !s.confirmedLocked(f, now.Add(6*time.Second)) {
+			if !s.view.confirmedLocked(f, now.Add(6*time.Second)) {
 				t.Error("not released after its settling time")
 			}
 		})
@@ -98,7 +98,7 @@ func TestConfirmWaitsForTheOperatorsEndState(t *testing.T) {
 // side shows the new Version and the new shard is in the view.
 func TestConfirmSplitWaitsForTheNewShard(t *testing.T) {
 	now := time.Unix(1000, 0)
-	s := NewService(Config{HeartbeatInterval: time.Second})
+	s := newService(Config{HeartbeatInterval: time.Second}, &Catalogue{}, nil)
 	left := replicas(1, 1, 2, 3)
 	s.view.heartbeat(leaderBeat(left), now)
 	f := &flight{op: schedule.Operator{Kind: schedule.KindSplit, Shard: 1, Epoch: left.Epoch,
@@ -107,7 +107,7 @@ func TestConfirmSplitWaitsForTheNewShard(t *testing.T) {
 	confirmed := func() bool {
 		s.view.mu.Lock()
 		defer s.view.mu.Unlock()
-		return s.confirmedLocked(f, now)
+		return s.view.confirmedLocked(f, now)
 	}
 	left.End, left.Epoch.Version = []byte("m"), 2
 	s.view.heartbeat(leaderBeat(left), now)

@@ -47,12 +47,14 @@ func (c dialConnector) Placement(addr string) (pb.PlacementClient, error) {
 	return pb.NewPlacementClient(conn), nil
 }
 
-func (s *Service) admin(node multiraft.NodeID) (pb.AdminClient, error) {
-	n, ok := s.cat.Load().Node(node)
+// admin returns a client of node's Admin service, at the address the
+// catalogue has for it.
+func (c *coordinator) admin(node multiraft.NodeID) (pb.AdminClient, error) {
+	n, ok := c.cat.load().Node(node)
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownNode, node)
 	}
-	return s.cfg.Connect.Admin(node, n.Address)
+	return c.cfg.Connect.Admin(node, n.Address)
 }
 
 // ErrUnknownNode: the node never registered.

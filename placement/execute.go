@@ -22,21 +22,9 @@ import (
 
 // leaderOf finds the node leading shard id: the view's answer if it has
 // one, else the first replica that knows.
-func (s *Service) leaderOf(ctx context.Context, id shard.ShardID) (multiraft.NodeID, error) {
-	s.view.mu.Lock()
-	st := s.view.shards[id]
-	var candidates []multiraft.NodeID
-	if st != nil {
-		if st.leaderNode != 0 {
-			candidates = append(candidates, st.leaderNode)
-		}
-		for _, r := range st.desc.Replicas {
-			candidates = append(candidates, r.NodeID)
-		}
-	}
-	s.view.mu.Unlock()
-	for _, n := range candidates {
-		a, err := s.admin(n)
+func (c *coordinator) leaderOf(ctx context.Context, id shard.ShardID) (multiraft.NodeID, error) {
+	for _, n := range c.view.leaderCandidates(id) {
+		a, err := c.admin(n)
 		if err != nil {
 			continue
 		}
@@ -50,15 +38,15 @@ func (s *Service) leaderOf(ctx context.Context, id shard.ShardID) (multiraft.Nod
 
 // onLeader runs f against the Admin service of shard's leader, following
 // NotLeader answers a few times.
-func (s *Service) onLeader(ctx context.Context, id shard.ShardID, f func(pb.AdminClient) error) error {
+func (c *coordinator) onLeader(ctx context.Context, id shard.ShardID, f func(pb.AdminClient) error) error {
 	var err error
 	for range 3 {
 		var lead multiraft.NodeID
-		if lead, err = s.leaderOf(ctx, id); err != nil {
+		if lead, err = c.leaderOf(ctx, id); err != nil {
 			return err
 		}
 		var a pb.AdminClient
-		if a, err = s.admin(lead); err != nil {
+		if a, err = c.admin(lead); err != nil {
 			return err
 		}
 		if err = f(a); err == nil || !isNotLeader(err) {
@@ -78,10 +66,10 @@ func isNotLeader(err error) bool {
 }
 
 // createShard creates every replica of a new shard.
-func (s *Service) createShard(ctx context.Context, d shard.Descriptor) error {
+func (c *coordinator) createShard(ctx context.Context, d shard.Descriptor) error {
 	var errs []error
 	for _, r := range d.Replicas {
-		a, err := s.admin(r.NodeID)
+		a, err := c.admin(r.NodeID)
 		if err == nil {
 			_, err = a.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: pbconv.DescriptorToProto(d)})
 		}
@@ -94,8 +82,8 @@ func (s *Service) createShard(ctx context.Context, d shard.Descriptor) error {
 
 // addReplica creates an empty replica on its node and has the leader add it
 // (as a learner, caught up, then promoted unless learner).
-func (s *Service) addReplica(ctx context.Context, id shard.ShardID, r multiraft.Replica, learner bool) error {
-	a, err := s.admin(r.NodeID)
+func (c *coordinator) addReplica(ctx context.Context, id shard.ShardID, r multiraft.Replica, learner bool) error {
+	a, err := c.admin(r.NodeID)
 	if err != nil {
 		return err
 	}
@@ -103,7 +91,7 @@ func (s *Service) addReplica(ctx context.Context, id shard.ShardID, r multiraft.
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("creating replica %d on node %d: %w", r.ReplicaID, r.NodeID, err)
 	}
-	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+	return c.onLeader(ctx, id, func(a pb.AdminClient) error {
 		_, err := a.AddReplica(ctx, &pb.AddReplicaRequest{ShardId: uint64(id), Learner: learner,
 			Replica: &pb.Replica{ReplicaId: uint64(r.ReplicaID), NodeId: uint64(r.NodeID)}})
 		return err
@@ -117,8 +105,8 @@ func (s *Service) addReplica(ctx context.Context, id shard.ShardID, r multiraft.
 // that the leader's current descriptor says would leave fewer was planned
 // from a stale view (an earlier change whose outcome was unknown had
 // applied, say) and is refused: it could take the shard's live quorum away.
-func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
-	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+func (c *coordinator) removeReplica(ctx context.Context, id shard.ShardID, replica multiraft.ReplicaID) error {
+	return c.onLeader(ctx, id, func(a pb.AdminClient) error {
 		info, err := a.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: uint64(id)})
 		if err != nil {
 			return err
@@ -144,9 +132,9 @@ func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica m
 		if !found {
 			return nil // already removed
 		}
-		if voter && voters-1 < s.cfg.ReplicationFactor {
+		if voter && voters-1 < c.cfg.ReplicationFactor {
 			return fmt.Errorf("placement: removing voter %d of shard %d would leave %d voters, fewer than %d: planned from a stale view",
-				replica, id, voters-1, s.cfg.ReplicationFactor)
+				replica, id, voters-1, c.cfg.ReplicationFactor)
 		}
 		_, err = a.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: uint64(id), Changes: []*pb.ReplicaChange{
 			{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: uint64(replica)}}}})
@@ -155,20 +143,20 @@ func (s *Service) removeReplica(ctx context.Context, id shard.ShardID, replica m
 }
 
 // transferLeader moves shard's leadership to replica to.
-func (s *Service) transferLeader(ctx context.Context, id shard.ShardID, to multiraft.ReplicaID) error {
-	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+func (c *coordinator) transferLeader(ctx context.Context, id shard.ShardID, to multiraft.ReplicaID) error {
+	return c.onLeader(ctx, id, func(a pb.AdminClient) error {
 		_, err := a.TransferLeader(ctx, &pb.TransferLeaderRequest{ShardId: uint64(id), ToReplicaId: uint64(to)})
 		return err
 	})
 }
 
 // split splits shard at key (empty: the leader picks the middle key).
-func (s *Service) split(ctx context.Context, id shard.ShardID, key []byte, newShard shard.ShardID, mapping map[multiraft.ReplicaID]multiraft.ReplicaID) error {
+func (c *coordinator) split(ctx context.Context, id shard.ShardID, key []byte, newShard shard.ShardID, mapping map[multiraft.ReplicaID]multiraft.ReplicaID) error {
 	req := &pb.SplitRequest{ShardId: uint64(id), SplitKey: key, NewShardId: uint64(newShard), NewReplicaIds: map[uint64]uint64{}}
 	for o, n := range mapping {
 		req.NewReplicaIds[uint64(o)] = uint64(n)
 	}
-	return s.onLeader(ctx, id, func(a pb.AdminClient) error {
+	return c.onLeader(ctx, id, func(a pb.AdminClient) error {
 		_, err := a.Split(ctx, req)
 		return err
 	})

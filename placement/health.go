@@ -16,11 +16,13 @@ import (
 // within a moment of each other (a scrape's gauges, a status page's
 // request) agree and pay for one computation.
 type healthCache struct {
-	mu    sync.Mutex
-	valid bool
-	at    time.Time
-	h     schedule.Health
-	err   error
+	mu struct {
+		sync.Mutex
+		valid bool
+		at    time.Time
+		h     schedule.Health
+		err   error
+	}
 }
 
 // healthMaxAge is how long a computed Health is served again: a quarter of
@@ -36,18 +38,15 @@ func (s *Service) healthMaxAge() time.Duration { return s.cfg.HeartbeatInterval 
 // result.
 func (s *Service) health(fresh bool) (schedule.Health, error) {
 	now := s.cfg.Now()
-	hc := &s.view.health
+	hc := &s.healthCache
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
-	if !fresh && hc.valid && !now.Before(hc.at) && now.Sub(hc.at) < s.healthMaxAge() {
-		return hc.h, hc.err
+	if !fresh && hc.mu.valid && !now.Before(hc.mu.at) && now.Sub(hc.mu.at) < s.healthMaxAge() {
+		return hc.mu.h, hc.mu.err
 	}
-	cat := s.cat.Load()
-	s.view.mu.Lock()
-	c := s.clusterLocked(cat, now)
-	s.view.mu.Unlock()
+	c, _ := s.clusterOf(now, nil)
 	h, err := schedule.Assess(c)
-	hc.valid, hc.at, hc.h, hc.err = true, now, h, err
+	hc.mu.valid, hc.mu.at, hc.mu.h, hc.mu.err = true, now, h, err
 	return h, err
 }
 
@@ -59,7 +58,7 @@ func (s *Service) health(fresh bool) (schedule.Health, error) {
 // the status page and placementd's gauges show. Safe for concurrent use;
 // the caller owns the result.
 func (s *Service) Health() (h schedule.Health, ok bool) {
-	if lead, _ := s.leader(); !lead {
+	if lead, _ := s.observeLeader(); !lead {
 		return schedule.Health{}, false
 	}
 	h, err := s.health(false)
@@ -114,14 +113,6 @@ func (s *Service) drainOutlook(node multiraft.NodeID) (*pb.DrainNodeResponse, er
 			resp.Blocked = append(resp.Blocked, b)
 		}
 	}
-	s.view.mu.Lock()
-	defer s.view.mu.Unlock()
-	for _, st := range s.view.sortedLocked() {
-		for _, r := range st.desc.Replicas {
-			if r.NodeID == node && !r.Learner {
-				resp.Shards++
-			}
-		}
-	}
+	resp.Shards = uint32(s.view.votersOn(node))
 	return resp, nil
 }

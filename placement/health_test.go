@@ -21,13 +21,13 @@ type healthFixture struct {
 func newHealthFixture(t *testing.T, nodes int, cfg Config) *healthFixture {
 	f := &healthFixture{t: t, now: time.Unix(1000, 0)}
 	cfg.Now = func() time.Time { return f.now }
-	f.s = NewService(cfg)
+	f.s = newService(cfg, &Catalogue{}, nil)
 	c := &catalogue{nodes: map[multiraft.NodeID]NodeRecord{}, counters: map[uint64]uint64{}}
 	for id := multiraft.NodeID(1); id <= multiraft.NodeID(nodes); id++ {
 		c.nodes[id] = NodeRecord{ID: id, Address: "n"}
 	}
 	c.settings.Bootstrapped = true
-	f.s.cat.Store(c)
+	f.s.cat.cur.Store(c)
 	return f
 }
 
@@ -121,7 +121,7 @@ func TestHealthSaysWhyRepairAndDrainCannotHappen(t *testing.T) {
 	f.beat(2)
 	f.beat(3)
 	// Node 1 drains (as the catalogue records it).
-	cat := f.s.cat.Load()
+	cat := f.s.cat.load()
 	n := cat.nodes[1]
 	n.Draining = true
 	cat.nodes[1] = n

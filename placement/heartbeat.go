@@ -98,7 +98,7 @@ func reportedIDs(req *pb.HeartbeatRequest) (ids [4]uint64) {
 // nothing is proposed; after the catalogue was lost and re-created, the
 // first heartbeats move the counters past the IDs the fleet still uses.
 func (s *Service) raiseCounters(ctx context.Context, req *pb.HeartbeatRequest) error {
-	cat := s.cat.Load()
+	cat := s.cat.load()
 	for counter, id := range reportedIDs(req) {
 		if id == 0 || id < cat.Next(uint64(counter)) {
 			continue

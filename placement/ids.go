@@ -5,9 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/shard"
 )
@@ -19,9 +16,9 @@ import (
 // still uses); the block reserved then starts past the reported ID, since
 // Heartbeat raises the counters before the view learns of it.
 type idBlocks struct {
-	svc       *Service
-	ctx       context.Context
-	next, end [4]uint64 // by counter
+	core      *core
+	ctx       context.Context // Run's: reservations end with it
+	next, end [4]uint64       // by counter
 }
 
 const idBlock = 64
@@ -42,26 +39,26 @@ var (
 // at once, and it must not plan from its stale view when it leads again),
 // and with errAllocExhausted when the catalogue refuses.
 func (b *idBlocks) take(counter uint64) (uint64, error) {
-	if b.next[counter] <= b.svc.view.idInUse(counter) {
+	if b.next[counter] <= b.core.view.idInUse(counter) {
 		b.next[counter] = b.end[counter] // IDs of this block are in use
 	}
 	if b.next[counter] == b.end[counter] {
 		for {
-			ctx, cancel := b.svc.cfg.Runtime.WithTimeout(b.ctx, 5*time.Second)
-			first, err := b.svc.AllocateIDs(ctx, counter, idBlock)
+			ctx, cancel := b.core.cfg.Runtime.WithTimeout(b.ctx, 5*time.Second)
+			first, err := b.core.AllocateIDs(ctx, counter, idBlock)
 			cancel()
 			if err == nil {
 				b.next[counter], b.end[counter] = first, first+idBlock
 				break
 			}
-			if lead, _ := b.svc.leader(); b.ctx.Err() != nil || !lead {
+			if lead, _ := b.core.observeLeader(); b.ctx.Err() != nil || !lead {
 				return 0, errAllocStopped
 			}
-			if status.Code(err) == codes.InvalidArgument {
-				b.svc.cfg.Logger.Error("allocating IDs", "counter", counter, "err", err)
+			if errors.As(err, new(refusedError)) {
+				b.core.cfg.Logger.Error("allocating IDs", "counter", counter, "err", err)
 				return 0, errAllocExhausted
 			}
-			b.svc.cfg.Logger.Warn("allocating IDs", "err", err)
+			b.core.cfg.Logger.Warn("allocating IDs", "err", err)
 		}
 	}
 	id := b.next[counter]

@@ -28,7 +28,7 @@ func TestCountersRaisedFromHeartbeats(t *testing.T) {
 	node := reg.GetNodeId()
 	// The scheduler's first round reserved its blocks before this node's
 	// first heartbeat arrived.
-	ids := &idBlocks{svc: svc, ctx: ctx}
+	ids := &idBlocks{core: svc.core, ctx: ctx}
 	newShardID := func() shard.ShardID {
 		t.Helper()
 		id, err := ids.NewShardID()
@@ -56,7 +56,7 @@ func TestCountersRaisedFromHeartbeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The counters went through the catalogue's log.
-	cat := svc.cat.Load()
+	cat := svc.cat.load()
 	if s, r := cat.Next(CounterShard), cat.Next(CounterReplica); s <= 40 || r <= 900 {
 		t.Fatalf("catalogue counters after the heartbeat: shard %d, replica %d; want above 40 and 900", s, r)
 	}

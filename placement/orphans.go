@@ -16,7 +16,7 @@ import (
 
 // orphanAfter is how long nodes must host a shard that no leader reports
 // before the leader looks into it (recreateOrphans).
-func (s *Service) orphanAfter() time.Duration { return 10 * s.cfg.HeartbeatInterval }
+func (c *coordinator) orphanAfter() time.Duration { return 10 * c.cfg.HeartbeatInterval }
 
 // recreateOrphans finishes the bootstraps a placement failover cut short.
 // A bootstrap records itself in the catalogue before it creates its
@@ -30,44 +30,32 @@ func (s *Service) orphanAfter() time.Duration { return 10 * s.cfg.HeartbeatInter
 // descriptor: every replica of a new shard starts from the same state, so
 // creating the missing ones now is the bootstrap finishing late
 // (recreateShard).
-func (s *Service) recreateOrphans(ctx context.Context, sch *scheduler, now time.Time) {
-	hosts := map[shard.ShardID][]multiraft.NodeID{}
-	s.view.mu.Lock()
-	for node, n := range s.view.nodes {
-		if now.Sub(n.lastBeat) >= s.downThreshold() {
-			continue
-		}
-		for _, r := range n.replicas {
-			if id := shard.ShardID(r.GetShardId()); s.view.shards[id] == nil {
-				hosts[id] = append(hosts[id], node)
-			}
-		}
-	}
-	s.view.mu.Unlock()
-	for id := range sch.orphans {
+func (c *coordinator) recreateOrphans(ctx context.Context, now time.Time) {
+	hosts := c.view.unreported(now, c.downThreshold())
+	for id := range c.orphans {
 		if hosts[id] == nil {
-			delete(sch.orphans, id)
+			delete(c.orphans, id)
 		}
 	}
-	sch.mu.Lock()
-	defer sch.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, id := range slices.Sorted(maps.Keys(hosts)) {
-		first, seen := sch.orphans[id]
-		if _, busy := sch.flights[id]; busy || !seen {
-			sch.orphans[id] = now
+		first, seen := c.orphans[id]
+		if _, busy := c.mu.flights[id]; busy || !seen {
+			c.orphans[id] = now
 			continue
 		}
-		if now.Sub(first) < s.orphanAfter() {
+		if now.Sub(first) < c.orphanAfter() {
 			continue
 		}
-		sch.orphans[id] = now // look again after orphanAfter
+		c.orphans[id] = now // look again after orphanAfter
 		nodes := hosts[id]
 		slices.Sort(nodes)
-		s.cfg.Runtime.Go("recreate orphan", func() {
-			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
+		c.cfg.Runtime.Go("recreate orphan", func() {
+			cctx, cancel := c.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := s.recreateShard(cctx, id, nodes); err != nil {
-				s.cfg.Logger.Warn("recreating a shard no leader reports", "shard", id, "err", err)
+			if err := c.recreateShard(cctx, id, nodes); err != nil {
+				c.cfg.Logger.Warn("recreating a shard no leader reports", "shard", id, "err", err)
 			}
 		})
 	}
@@ -78,10 +66,10 @@ func (s *Service) recreateOrphans(ctx context.Context, sch *scheduler, now time.
 // a replica on one of nodes and, if it is still the initial one and knows
 // no leader, creates every replica of it (CreateReplica answers
 // AlreadyExists for those that exist).
-func (s *Service) recreateShard(ctx context.Context, id shard.ShardID, nodes []multiraft.NodeID) error {
+func (c *coordinator) recreateShard(ctx context.Context, id shard.ShardID, nodes []multiraft.NodeID) error {
 	var errs []error
 	for _, n := range nodes {
-		a, err := s.admin(n)
+		a, err := c.admin(n)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -98,10 +86,10 @@ func (s *Service) recreateShard(ctx context.Context, id shard.ShardID, nodes []m
 		if d.Epoch != (shard.Epoch{ConfVer: 1, Version: 1}) || info.GetLeaderReplicaId() != 0 {
 			return nil // not a bootstrap left unfinished: its own replicas sort it out
 		}
-		if err := s.createShard(ctx, d); err != nil {
+		if err := c.createShard(ctx, d); err != nil {
 			return err
 		}
-		s.cfg.Logger.Info("created the missing replicas of a shard whose bootstrap was cut short", "shard", id, "descriptor", d.String())
+		c.cfg.Logger.Info("created the missing replicas of a shard whose bootstrap was cut short", "shard", id, "descriptor", d.String())
 		return nil
 	}
 	return errors.Join(errs...)

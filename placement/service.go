@@ -2,63 +2,136 @@ package placement
 
 import (
 	"cmp"
-	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
-// Service is the placement service of one placementd: the gRPC Placement
-// API, the catalogue state machine, the leader's view and its scheduler.
-// Every request reaching a follower is forwarded to the leader.
-type Service struct {
-	pb.UnimplementedPlacementServer
-	cfg    Config
-	engine *multiraft.Engine
-	cat    atomic.Pointer[catalogue]
-	view   *view
-	// leaderSince is when this replica last became leader (unix nanos), 0
-	// while it follows.
-	leaderSince atomic.Int64
-	ops         *opHistory
+// Engine is what the service needs of the multiraft engine that hosts
+// the catalogue group; *multiraft.Engine implements it. Implementations
+// are safe for concurrent use.
+type Engine interface {
+	// Groups lists the groups the engine hosts.
+	Groups() []multiraft.GroupID
+	// CreateGroup creates this node's replica of a group.
+	CreateGroup(id multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership, init func(b *pebble.Batch) error) error
+	// Summaries reports, for every group, whether this replica leads it
+	// and who does.
+	Summaries() []multiraft.GroupSummary
+	// ProposeFuture proposes cmd to a group.
+	ProposeFuture(id multiraft.GroupID, cmd []byte) *multiraft.Future
 }
 
-// NewService returns a service; its StateMachineFunc must be handed to the
-// engine before Start.
-func NewService(cfg Config) *Service {
-	cfg = cfg.withDefaults()
-	return &Service{cfg: cfg, view: newView(), ops: newOpHistory(64)}
+var _ Engine = (*multiraft.Engine)(nil)
+
+// Catalogue is a placement replica's handle on its catalogue, the state
+// machine of the catalogue group: the engine builds the state machine
+// through StateMachineFunc (when Open recovers the group, or when
+// Service.Bootstrap creates it), and the Service reads the current one.
+// It exists apart from the Service because the engine needs it before the
+// Service can have the engine: make a Catalogue, open the engine with its
+// StateMachineFunc, then pass both to New. The zero value is ready to
+// use. Safe for concurrent use.
+type Catalogue struct {
+	cur atomic.Pointer[catalogue]
 }
 
-// StateMachineFunc builds the catalogue state machine for the engine.
-func (s *Service) StateMachineFunc() multiraft.NewStateMachineFunc {
+// StateMachineFunc returns the constructor to set as the engine's
+// multiraft.Config.NewStateMachine. It builds the catalogue group's state
+// machine, and refuses any other group.
+func (c *Catalogue) StateMachineFunc() multiraft.NewStateMachineFunc {
 	return func(g multiraft.GroupID, _ multiraft.ReplicaID, r pebble.Reader) (multiraft.StateMachine, error) {
 		if g != CatalogueGroup {
 			return nil, fmt.Errorf("placement: unexpected group %d", g)
 		}
-		c, err := newCatalogue(r)
+		sm, err := newCatalogue(r)
 		if err != nil {
 			return nil, err
 		}
-		s.cat.Store(c)
-		return c, nil
+		c.cur.Store(sm)
+		return sm, nil
 	}
 }
 
-// SetEngine wires the engine hosting the catalogue group.
+// load returns the current catalogue, nil before the engine built one.
+func (c *Catalogue) load() *catalogue { return c.cur.Load() }
+
+// core is what the API (Service) and the coordinator share: the
+// configuration, the engine and its catalogue, the leader's view and the
+// record of operators. Every field is set at construction; each is safe
+// for concurrent use.
+type core struct {
+	cfg    Config
+	engine Engine
+	cat    *Catalogue
+	view   *view
+	// leaderSince is when this replica was first seen leading in its
+	// current term as leader (unix nanos), 0 while it follows; see
+	// observeLeader.
+	leaderSince atomic.Int64
+	ops         *opHistory
+}
+
+// Service is the placement service of one placementd: the gRPC Placement
+// API (api.go; every request reaching a follower is forwarded to the
+// leader, forward.go) over the catalogue and the leader's view, and Run,
+// the coordinator that schedules while this replica leads
+// (coordinator.go). Its methods are safe for concurrent use.
+type Service struct {
+	pb.UnimplementedPlacementServer
+	*core
+	healthCache healthCache
+}
+
+// New returns the service of one placement replica: cfg (validated, see
+// Config.Validate), the Catalogue whose StateMachineFunc engine was opened
+// with, and that engine. Then call Bootstrap once, serve the API, and run
+// Run.
+func New(cfg Config, cat *Catalogue, engine Engine) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cat == nil || engine == nil {
+		return nil, fmt.Errorf("placement: New needs a Catalogue and an Engine")
+	}
+	return newService(cfg, cat, engine), nil
+}
+
+// newService is New without the checks, for tests that need no engine.
+func newService(cfg Config, cat *Catalogue, engine Engine) *Service {
+	return &Service{core: &core{cfg: cfg.withDefaults(), engine: engine, cat: cat, view: newView(), ops: newOpHistory(64)}}
+}
+
+// NewService returns a service without an engine: hand its
+// StateMachineFunc to the engine, then the engine to SetEngine, before
+// anything else. It does not validate cfg.
+//
+// Deprecated: use New. NewService, StateMachineFunc and SetEngine remain
+// only until the simulator (internal/sim) moves to New.
+func NewService(cfg Config) *Service { return newService(cfg, &Catalogue{}, nil) }
+
+// StateMachineFunc returns the service's Catalogue's StateMachineFunc.
+//
+// Deprecated: use a Catalogue and New.
+func (s *Service) StateMachineFunc() multiraft.NewStateMachineFunc {
+	return s.cat.StateMachineFunc()
+}
+
+// SetEngine wires the engine hosting the catalogue group, once, before
+// the service is used.
+//
+// Deprecated: use New.
 func (s *Service) SetEngine(e *multiraft.Engine) { s.engine = e }
 
 // Bootstrap creates this replica of the catalogue group if the engine did
 // not recover it: every placement replica is created with the same
-// membership (all of Config.Peers).
+// membership (all of Config.Peers). Call it once, after New.
 func (s *Service) Bootstrap() error {
 	for _, g := range s.engine.Groups() {
 		if g == CatalogueGroup {
@@ -73,82 +146,52 @@ func (s *Service) Bootstrap() error {
 	return s.engine.CreateGroup(CatalogueGroup, multiraft.ReplicaID(s.cfg.ReplicaID), m, nil)
 }
 
-// leader returns whether this replica leads the catalogue, and the leader's
-// address otherwise ("" if unknown).
-func (s *Service) leader() (bool, string) {
-	for _, g := range s.engine.Summaries() {
-		if g.Group == CatalogueGroup {
-			if g.Leading {
-				if s.leaderSince.Load() == 0 {
-					s.leaderSince.Store(s.cfg.Now().UnixNano())
-				}
-				return true, ""
-			}
-			s.leaderSince.Store(0)
-			return false, s.cfg.Peers[g.LeaderNode]
-		}
-	}
-	return false, ""
-}
-
-// propose runs a catalogue command through Raft on the leader.
-func (s *Service) propose(ctx context.Context, cmd command) (any, error) {
-	b, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, err
-	}
-	res, err := s.cfg.Runtime.Wait(ctx, s.engine.ProposeFuture(CatalogueGroup, b))
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "placement: catalogue: %v", err)
-	}
-	if err, ok := res.(error); ok {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	return res, nil
-}
-
-// AllocateIDs reserves n IDs of a counter and returns the first.
-func (s *Service) AllocateIDs(ctx context.Context, counter, n uint64) (uint64, error) {
-	res, err := s.propose(ctx, command{Op: "alloc", Kind: counter, Count: n})
-	if err != nil {
-		return 0, err
-	}
-	return res.(uint64), nil
-}
-
-// OperatorCounts returns how many operators of each kind this replica's
-// scheduler started, completed and failed since it started. The caller
-// owns the map. Safe for concurrent use.
-func (s *Service) OperatorCounts() map[string]OperatorCounts { return s.ops.counts() }
-
-// Telemetry returns readings for placementd's metrics: operators started,
-// done and failed, and (on the leader; zero on followers) nodes up and
-// down and shards known.
-func (s *Service) Telemetry() (started, done, failed func() uint64, up, down, shards func() int64) {
-	counts := func() (int64, int64, int64) {
-		if lead, _ := s.leader(); !lead {
-			return 0, 0, 0
-		}
-		now := s.cfg.Now()
-		nodes := s.cat.Load().Nodes()
-		s.view.mu.Lock()
-		defer s.view.mu.Unlock()
-		var u, d int64
-		for _, n := range nodes {
-			if s.nodeStatus(n, now).GetState() == pb.NodeState_NODE_STATE_DOWN {
-				d++
-			} else {
-				u++
-			}
-		}
-		return u, d, int64(len(s.view.sortedLocked()))
-	}
-	return s.ops.Started.Load, s.ops.Done.Load, s.ops.Failed.Load,
-		func() int64 { u, _, _ := counts(); return u },
-		func() int64 { _, d, _ := counts(); return d },
-		func() int64 { _, _, n := counts(); return n }
-}
-
 func sortReplicas(rs []multiraft.Replica) {
 	slices.SortFunc(rs, func(a, b multiraft.Replica) int { return cmp.Compare(a.ReplicaID, b.ReplicaID) })
 }
+
+// leadership returns whether the engine hosts the catalogue group, whether
+// this replica leads it, as the engine last published it, and the
+// leader's address otherwise ("" if unknown).
+func (c *core) leadership() (hosted, lead bool, addr string) {
+	for _, g := range c.engine.Summaries() {
+		if g.Group == CatalogueGroup {
+			if g.Leading {
+				return true, true, ""
+			}
+			return true, false, c.cfg.Peers[g.LeaderNode]
+		}
+	}
+	return false, false, ""
+}
+
+// leader returns whether this replica leads the catalogue, and the
+// leader's address otherwise ("" if unknown). It changes nothing; see
+// observeLeader.
+func (c *core) leader() (bool, string) {
+	_, lead, addr := c.leadership()
+	return lead, addr
+}
+
+// observeLeader is leader that also records what it sees in leaderSince:
+// the time this replica was first seen leading (the scheduler waits a
+// while after it, so the view can fill), or 0 once it is seen following.
+// Requests, rounds, executor steps, ID reservations and the health and
+// telemetry readings all observe the leadership this way, so whichever
+// sees a change first records it.
+func (c *core) observeLeader() (bool, string) {
+	hosted, lead, addr := c.leadership()
+	switch {
+	case lead:
+		if c.leaderSince.Load() == 0 {
+			c.leaderSince.Store(c.cfg.Now().UnixNano())
+		}
+	case hosted:
+		c.leaderSince.Store(0)
+	}
+	return lead, addr
+}
+
+// since returns when this replica was first seen leading (see
+// observeLeader); the zero Unix time while it follows.
+func (c *core) since() time.Time { return time.Unix(0, c.leaderSince.Load()) }

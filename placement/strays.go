@@ -16,51 +16,38 @@ import (
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
+// stray is a replica that a node hosts but its shard's descriptor does not
+// count.
+type stray struct {
+	node    multiraft.NodeID
+	shard   shard.ShardID
+	replica multiraft.ReplicaID
+	epoch   shard.Epoch // of the descriptor that leaves it out
+}
+
 // collectStrays removes replicas that nodes still host but whose shard, as
 // its leader reports it, no longer counts them: replicas removed while their
 // node was away. A replica targeted by an operator in flight (an added
 // replica not yet in the descriptor) is left alone.
-func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Time) {
-	type stray struct {
-		node    multiraft.NodeID
-		shard   shard.ShardID
-		replica multiraft.ReplicaID
-		epoch   shard.Epoch // of the descriptor that leaves it out
-	}
-	var strays []stray
-	s.view.mu.Lock()
-	for node, n := range s.view.nodes {
-		if now.Sub(n.lastBeat) >= s.downThreshold() {
-			continue
-		}
-		for _, r := range n.replicas {
-			st := s.view.shards[shard.ShardID(r.GetShardId())]
-			if st == nil || now.Sub(st.reported) > 2*s.cfg.HeartbeatInterval || r.GetLeader() {
-				continue
-			}
-			if _, member := st.desc.Replica(multiraft.ReplicaID(r.GetReplicaId())); !member {
-				strays = append(strays, stray{node, st.desc.ShardID, multiraft.ReplicaID(r.GetReplicaId()), st.desc.Epoch})
-			}
-		}
-	}
-	s.view.mu.Unlock()
+func (c *coordinator) collectStrays(ctx context.Context, now time.Time) {
+	strays := c.view.strays(now, c.downThreshold(), 2*c.cfg.HeartbeatInterval)
 	// In a fixed order, so a seed of the simulator replays.
 	slices.SortFunc(strays, func(a, b stray) int {
 		return cmp.Or(cmp.Compare(a.node, b.node), cmp.Compare(a.shard, b.shard))
 	})
-	sch.mu.Lock()
-	defer sch.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, st := range strays {
-		if _, busy := sch.flights[st.shard]; busy {
+		if _, busy := c.mu.flights[st.shard]; busy {
 			continue
 		}
-		s.cfg.Runtime.Go("remove stray", func() {
-			cctx, cancel := s.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
+		c.cfg.Runtime.Go("remove stray", func() {
+			cctx, cancel := c.cfg.Runtime.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := s.removeStray(cctx, st.node, st.shard, st.replica, st.epoch); err != nil {
-				s.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
+			if err := c.removeStray(cctx, st.node, st.shard, st.replica, st.epoch); err != nil {
+				c.cfg.Logger.Debug("removing a stray replica", "node", st.node, "shard", st.shard, "err", err)
 			} else {
-				s.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
+				c.cfg.Logger.Info("removed a stray replica", "node", st.node, "shard", st.shard)
 			}
 		})
 	}
@@ -75,8 +62,8 @@ func (s *Service) collectStrays(ctx context.Context, sch *scheduler, now time.Ti
 // being never reused; an empty replica (no descriptor) has nothing to
 // lose. Naming the replica makes the node keep a newer replica of the
 // shard that an operator added there since the heartbeat was taken.
-func (s *Service) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID, epoch shard.Epoch) error {
-	a, err := s.admin(node)
+func (c *coordinator) removeStray(ctx context.Context, node multiraft.NodeID, id shard.ShardID, replica multiraft.ReplicaID, epoch shard.Epoch) error {
+	a, err := c.admin(node)
 	if err != nil {
 		return err
 	}

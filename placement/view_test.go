@@ -59,7 +59,7 @@ func TestViewNewerEpochWinsAndRoutes(t *testing.T) {
 	}
 	// A stale report of shard 1 (older epoch) changes nothing.
 	v.heartbeat(beat(3, desc(1, "", "m", 1, 1)), now)
-	if d := v.shards[1].desc; !bytes.Equal(d.End, []byte("g")) {
+	if d := v.mu.shards[1].desc; !bytes.Equal(d.End, []byte("g")) {
 		t.Fatalf("stale report replaced shard 1: %s", &d)
 	}
 }
