@@ -13,7 +13,8 @@ import (
 	"github.com/flotilla-kv/flotilla/placement/schedule"
 )
 
-// Config configures a placement Service. Zero values mean defaults.
+// Config configures a placement Service. Zero values mean defaults;
+// Validate reports every problem at once. New copies it.
 type Config struct {
 	// ReplicaID is this placementd's ID among the placement replicas (1..3).
 	ReplicaID multiraft.NodeID
@@ -39,7 +40,8 @@ type Config struct {
 	OperatorTimeout time.Duration
 	// Dial reaches shardnodes and other placement replicas. Required
 	// unless Connect is set.
-	Dial   func(addr string) (*grpc.ClientConn, error)
+	Dial func(addr string) (*grpc.ClientConn, error)
+	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time

@@ -23,23 +23,47 @@
 // again (heartbeat.go). A heartbeat with an invalid report is refused
 // whole.
 //
+// # Construction
+//
+// The engine needs the catalogue's state machine when it opens (it
+// recovers the catalogue group from disk), and the service needs the
+// engine. The cycle is broken by the Catalogue, which holds the state
+// machine and is made first; each piece is then whole when built:
+//
+//	var cat placement.Catalogue
+//	engine, err := multiraft.Open(multiraft.Config{..., NewStateMachine: cat.StateMachineFunc()})
+//	svc, err := placement.New(cfg, &cat, engine) // cfg.Validate: every problem at once
+//	err = svc.Bootstrap()                        // creates the catalogue group on a fresh disk
+//	pb.RegisterPlacementServer(grpcServer, svc)  // and RegisterHTTP for the status page
+//	go svc.Run(ctx)                              // the coordinator, scheduling while this replica leads
+//
+// The service needs only the Engine interface of the engine. NewService,
+// StateMachineFunc and SetEngine are the older two-phase construction,
+// deprecated, kept until the simulator moves to New.
+//
 // # Requests
 //
 // Every Placement RPC reaching a follower is forwarded to the leader, so a
-// client may use any replica's address. Node liveness, routes, listings and
-// the cluster status come from the leader's view.
+// client may use any replica's address: each handler is forward (forward.go)
+// around the method that serves it on the leader (api.go). Node liveness,
+// routes, listings and the cluster status come from the leader's view
+// (view.go, which owns its lock and hands out copies). Catalogue writes go
+// through propose; its errors reach clients through toStatus: a command
+// the catalogue refused is INVALID_ARGUMENT, any failure of the engine is
+// UNAVAILABLE (clients retry), and a result the engine calls ambiguous
+// says that the change may or may not have applied.
 //
 // # Scheduling
 //
-// Only the leader schedules: every Config.ScheduleInterval it snapshots its
-// view into a schedule.Cluster, asks package schedule for operators (pure
-// decisions: bootstrap, repair, drain, zone spread, split, replica and
-// leader balance), and executes each operator's steps in order through the
-// Admin service of the shard's leader (execute.go). Steps are idempotent,
-// so an operator cut short by a failure or a leader change is simply
-// decided again by a later round from the then-current view. Operators in
-// flight are passed back to the scheduler, which never starts a second one
-// for the same shard and counts them against per-node limits.
+// Only the leader schedules (coordinator.go): every Config.ScheduleInterval
+// it snapshots its view into a schedule.Cluster, asks package schedule for
+// operators (pure decisions: bootstrap, repair, drain, zone spread, split,
+// replica and leader balance), and executes each operator's steps in order
+// through the Admin service of the shard's leader (execute.go). Steps are
+// idempotent, so an operator cut short by a failure or a leader change is
+// simply decided again by a later round from the then-current view.
+// Operators in flight are passed back to the scheduler, which never starts
+// a second one for the same shard and counts them against per-node limits.
 //
 // A bootstrap operator is the exception to "decided again by a later
 // round": a shard whose replicas could not all be created may have no
@@ -77,4 +101,26 @@
 // so one seed decides every interleaving. Code added here must keep that
 // discipline: no bare goroutine, timer, sleep or channel wait. An
 // operator's steps run within Config.OperatorTimeout (2 min).
+//
+// # Where things are
+//
+//	service.go      Service, New, Catalogue, Engine; leader and observeLeader
+//	config.go       Config and Validate
+//	api.go          the Placement RPCs, as the leader serves them
+//	forward.go      forward: a follower hands a request to the leader
+//	propose.go      catalogue writes through Raft, and their errors as statuses
+//	catalogue.go    the catalogue group's state machine
+//	heartbeat.go    checking heartbeats; raising the ID counters past reported IDs
+//	view.go         the leader's view of nodes and shards (owns its lock)
+//	health.go       the cluster's health, for the status, the gauges and drains
+//	coordinator.go  Run: scheduling rounds and the operators in flight
+//	ids.go          ID blocks the scheduler reserves from the catalogue
+//	execute.go      an operator's steps, through the shard leaders' Admin service
+//	strays.go       removing replicas their shard no longer counts
+//	orphans.go      finishing bootstraps a placement failover cut short
+//	connect.go      Connector: clients of the nodes and the placement replicas
+//	runtime.go      Runtime: goroutines, sleeps and waits (the simulator's hook)
+//	history.go      the recent operators and their counts
+//	metrics.go      OperatorCounts and Telemetry, for placementd's metrics
+//	http.go         the status page and its JSON
 package placement

@@ -44,6 +44,17 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
+	defer conns.Close()
+	pcfg := placement.Config{
+		ReplicaID: self, Peers: peers, ReplicationFactor: cfg.ReplicationFactor, InitialShards: cfg.InitialShards,
+		DownAfter: cfg.DownAfter, SplitSizeBytes: uint64(cfg.SplitSize), SplitLoad: cfg.SplitLoad,
+		HeartbeatInterval: cfg.HeartbeatInterval, ScheduleInterval: cfg.ScheduleInterval,
+		Dial: conns.Dial, Logger: logger,
+	}
+	if err := pcfg.Validate(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
@@ -52,28 +63,26 @@ func run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening pebble in %s: %w", cfg.DataDir, err)
 	}
 	defer db.Close()
-	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
-	defer conns.Close()
 
-	svc := placement.NewService(placement.Config{
-		ReplicaID: self, Peers: peers, ReplicationFactor: cfg.ReplicationFactor, InitialShards: cfg.InitialShards,
-		DownAfter: cfg.DownAfter, SplitSizeBytes: uint64(cfg.SplitSize), SplitLoad: cfg.SplitLoad,
-		HeartbeatInterval: cfg.HeartbeatInterval, ScheduleInterval: cfg.ScheduleInterval,
-		Dial: conns.Dial, Logger: logger,
-	})
 	tcfg := rpc.TransportConfig{NodeID: self, Resolver: rpc.StaticResolver(peers), Dial: conns.Dial, Logger: logger}
 	if err := tcfg.Validate(); err != nil {
 		return err
 	}
 	transport := rpc.NewTransport(tcfg)
+	// The engine builds the catalogue's state machine through cat; the
+	// service reads the catalogue from cat and proposes through the engine.
+	var cat placement.Catalogue
 	engine, err := multiraft.Open(multiraft.Config{
-		NodeID: self, DB: db, Transport: transport, NewStateMachine: svc.StateMachineFunc(), Logger: logger, Workers: 2,
+		NodeID: self, DB: db, Transport: transport, NewStateMachine: cat.StateMachineFunc(), Logger: logger, Workers: 2,
 	})
 	if err != nil {
 		return fmt.Errorf("recovering the catalogue: %w", err)
 	}
 	transport.SetReporter(engine)
-	svc.SetEngine(engine)
+	svc, err := placement.New(pcfg, &cat, engine)
+	if err != nil {
+		return err
+	}
 	if err := svc.Bootstrap(); err != nil {
 		return fmt.Errorf("creating the catalogue group: %w", err)
 	}
