@@ -25,7 +25,7 @@
 //		Settings:     settings,     // zero fields mean defaults
 //	}
 //	plan, err := schedule.Schedule(c, ids) // ids: the catalogue's allocator
-//	if err != nil { /* malformed input: log it, retry next tick */ }
+//	if err != nil { /* malformed input, or ids failed: log it, retry next tick */ }
 //	for _, op := range plan.Operators {
 //		persist(op) // with Bootstrapped = true if op.Kind == KindBootstrap
 //		running = append(running, op)
@@ -189,7 +189,10 @@
 // New shard IDs come from IDAllocator.NewShardID (bootstrap, split), new
 // replica IDs from NewReplicaID (add, split), only for operators that
 // Schedule returns. IDs are never reused; those of dropped operators are
-// simply skipped.
+// simply skipped. An allocator may fail (the catalogue cannot reserve
+// IDs, the caller is stopping): the round then stops where it is, asks for
+// no further ID, and Schedule returns the allocator's error and no
+// operator.
 //
 // # Cost
 //
