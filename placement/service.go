@@ -64,8 +64,9 @@ func (c *Catalogue) load() *catalogue { return c.cur.Load() }
 
 // core is what the API (Service) and the coordinator share: the
 // configuration, the engine and its catalogue, the leader's view and the
-// record of operators. Every field is set at construction; each is safe
-// for concurrent use.
+// record of operators. Every field is set at construction (the engine, on
+// the deprecated path, by SetEngine before first use) and never replaced;
+// each is safe for concurrent use.
 type core struct {
 	cfg    Config
 	engine Engine
