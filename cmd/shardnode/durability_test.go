@@ -32,7 +32,7 @@ func newStaticRoutes(f *fleet.Fleet, shards int, nodes []uint64) *staticRoutes {
 	}
 	s := &staticRoutes{}
 	for i := 1; i <= shards; i++ {
-		s.routes = append(s.routes, &pb.Route{Shard: shardDesc(i, shards, nodes), Addresses: addrs})
+		s.routes = append(s.routes, &pb.Route{Shard: testutil.ShardDesc(i, shards, nodes), Addresses: addrs})
 	}
 	return s
 }
@@ -97,7 +97,7 @@ func TestProcessDurabilityKills(t *testing.T) {
 	for i := 1; i <= shards; i++ {
 		h.leader(i, all...)
 	}
-	c, err := router.New(ctxT(t, 10*time.Second), router.Config{
+	c, err := router.New(testutil.Context(t, 10*time.Second), router.Config{
 		RouteSource: newStaticRoutes(h.f, shards, all), AttemptTimeout: 2 * time.Second, Timeout: 15 * time.Second,
 	})
 	if err != nil {
@@ -194,7 +194,7 @@ func TestProcessDurabilityKills(t *testing.T) {
 	h.checkAcked(all...)
 	// Every counter holds its last acknowledged value or a later attempt.
 	for w, ctr := range counters {
-		v, found, err := c.Get(ctxT(t, 10*time.Second), ctr.key)
+		v, found, err := c.Get(testutil.Context(t, 10*time.Second), ctr.key)
 		if err != nil {
 			t.Fatalf("reading counter %d: %v", w, err)
 		}
@@ -210,7 +210,7 @@ func TestProcessDurabilityKills(t *testing.T) {
 	for i := 1; i <= shards; i++ {
 		testutil.Eventually(t, 30*time.Second, func() error {
 			lead := h.leader(i, all...)
-			cc, err := h.admin(lead).ConsistencyCheck(ctxT(t, 10*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
+			cc, err := h.admin(lead).ConsistencyCheck(testutil.Context(t, 10*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
 			if err != nil {
 				return err
 			}

@@ -29,10 +29,10 @@ func BenchmarkProcessPuts(b *testing.B) {
 	f := fleet.New(b, 3, "--pprof")
 	f.Start()
 	all := []uint64{1, 2, 3}
-	ctx := ctxT(b, time.Minute)
+	ctx := testutil.Context(b, time.Minute)
 	for i := 1; i <= testShards; i++ {
 		for _, node := range all {
-			if _, err := pb.NewAdminClient(f.Nodes[node].Conn()).CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: shardDesc(i, testShards, all)}); err != nil {
+			if _, err := pb.NewAdminClient(f.Nodes[node].Conn()).CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(i, testShards, all)}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -116,7 +116,7 @@ func BenchmarkProcessPuts(b *testing.B) {
 func transportTotals(b *testing.B, f *fleet.Fleet, nodes []uint64) *pb.TransportStats {
 	sum := &pb.TransportStats{}
 	for _, n := range nodes {
-		info, err := pb.NewAdminClient(f.Nodes[n].Conn()).GetNodeInfo(ctxT(b, 30*time.Second), &pb.NodeInfoRequest{})
+		info, err := pb.NewAdminClient(f.Nodes[n].Conn()).GetNodeInfo(testutil.Context(b, 30*time.Second), &pb.NodeInfoRequest{})
 		if err != nil {
 			b.Fatal(err)
 		}

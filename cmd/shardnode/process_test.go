@@ -25,22 +25,6 @@ import (
 
 const testShards = 16
 
-// shardDesc returns the descriptor of shard i (1-based) of n spread over the
-// first byte of the key space, with replicas on nodes.
-func shardDesc(i, n int, nodes []uint64) *pb.Descriptor {
-	d := &pb.Descriptor{ShardId: uint64(i), Epoch: &pb.Epoch{ConfVer: 1, Version: 1}}
-	if i > 1 {
-		d.Start = []byte{byte((i - 1) * 256 / n)}
-	}
-	if i < n {
-		d.End = []byte{byte(i * 256 / n)}
-	}
-	for _, node := range nodes {
-		d.Replicas = append(d.Replicas, &pb.Replica{ReplicaId: uint64(i)*100 + node, NodeId: node})
-	}
-	return d
-}
-
 // keyFor returns a key owned by shard i of n.
 func keyFor(i, n int, suffix string) []byte {
 	return append([]byte{byte((i - 1) * 256 / n), '/'}, suffix...)
@@ -66,12 +50,6 @@ func newHarness(t *testing.T, nodes, running int, extra ...string) *harness {
 	return &harness{t: t, f: f, acked: map[string]string{}}
 }
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func (h *harness) admin(node uint64) pb.AdminClient { return pb.NewAdminClient(h.f.Nodes[node].Conn()) }
 func (h *harness) kv(node uint64) pb.KVClient       { return pb.NewKVClient(h.f.Nodes[node].Conn()) }
 
@@ -79,7 +57,7 @@ func (h *harness) createShards(n int, nodes []uint64) {
 	h.shards = n
 	for i := 1; i <= n; i++ {
 		for _, node := range nodes {
-			_, err := h.admin(node).CreateReplica(ctxT(h.t, 10*time.Second), &pb.CreateReplicaRequest{Shard: shardDesc(i, n, nodes)})
+			_, err := h.admin(node).CreateReplica(testutil.Context(h.t, 10*time.Second), &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(i, n, nodes)})
 			if err != nil {
 				h.t.Fatalf("create shard %d on node %d: %v", i, node, err)
 			}
@@ -95,7 +73,7 @@ func (h *harness) leader(shard int, nodes ...uint64) uint64 {
 			if !h.f.Nodes[n].Running() {
 				continue
 			}
-			info, err := h.admin(n).GetShardInfo(ctxT(h.t, 2*time.Second), &pb.ShardInfoRequest{ShardId: uint64(shard)})
+			info, err := h.admin(n).GetShardInfo(testutil.Context(h.t, 2*time.Second), &pb.ShardInfoRequest{ShardId: uint64(shard)})
 			if err == nil && info.GetIsLeader() {
 				lead = n
 				return nil
@@ -109,7 +87,7 @@ func (h *harness) leader(shard int, nodes ...uint64) uint64 {
 // put writes key on shard through its leader, retrying NotLeader, and
 // records the write once acknowledged.
 func (h *harness) put(shard int, key []byte, value string, nodes ...uint64) error {
-	ctx := ctxT(h.t, 20*time.Second)
+	ctx := testutil.Context(h.t, 20*time.Second)
 	var err error
 	for ctx.Err() == nil {
 		lead := h.leader(shard, nodes...)
@@ -147,7 +125,7 @@ func (h *harness) checkAcked(nodes ...uint64) {
 			got := map[string]string{}
 			var start []byte
 			for {
-				resp, err := h.kv(lead).Scan(ctxT(h.t, 5*time.Second), &pb.ScanRequest{Header: &pb.RequestHeader{ShardId: uint64(shard)}, Start: start})
+				resp, err := h.kv(lead).Scan(testutil.Context(h.t, 5*time.Second), &pb.ScanRequest{Header: &pb.RequestHeader{ShardId: uint64(shard)}, Start: start})
 				if err != nil {
 					return err
 				}
@@ -182,7 +160,7 @@ func (h *harness) shardOf(key []byte) int {
 func (h *harness) leaderCounts(nodes ...uint64) map[uint64]int {
 	m := map[uint64]int{}
 	for _, n := range nodes {
-		info, err := h.admin(n).GetNodeInfo(ctxT(h.t, 5*time.Second), &pb.NodeInfoRequest{})
+		info, err := h.admin(n).GetNodeInfo(testutil.Context(h.t, 5*time.Second), &pb.NodeInfoRequest{})
 		if err == nil {
 			m[n] = int(info.GetLeaders())
 		}
@@ -232,7 +210,7 @@ func TestProcessKillRestartAndSnapshotCatchUp(t *testing.T) {
 	// Compact the logs so the victim must catch up from snapshots.
 	for i := 1; i <= testShards; i++ {
 		lead := h.leader(i, live...)
-		if _, err := h.admin(lead).CompactLog(ctxT(t, 5*time.Second), &pb.CompactLogRequest{ShardId: uint64(i), Force: true}); err != nil {
+		if _, err := h.admin(lead).CompactLog(testutil.Context(t, 5*time.Second), &pb.CompactLogRequest{ShardId: uint64(i), Force: true}); err != nil {
 			t.Fatalf("compact shard %d: %v", i, err)
 		}
 	}
@@ -242,7 +220,7 @@ func TestProcessKillRestartAndSnapshotCatchUp(t *testing.T) {
 	for i := 1; i <= testShards; i++ {
 		key := keyFor(i, testShards, "after-kill")
 		testutil.Eventually(t, 30*time.Second, func() error {
-			resp, err := h.kv(victim).Get(ctxT(t, 2*time.Second), &pb.GetRequest{
+			resp, err := h.kv(victim).Get(testutil.Context(t, 2*time.Second), &pb.GetRequest{
 				Header: &pb.RequestHeader{ShardId: uint64(i), Consistency: pb.ReadConsistency_READ_CONSISTENCY_STALE}, Key: key})
 			if err != nil {
 				return err
@@ -260,7 +238,7 @@ func TestProcessKillRestartAndSnapshotCatchUp(t *testing.T) {
 	h.checkAcked(all...)
 	for i := 1; i <= testShards; i++ {
 		lead := h.leader(i, all...)
-		cc, err := h.admin(lead).ConsistencyCheck(ctxT(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
+		cc, err := h.admin(lead).ConsistencyCheck(testutil.Context(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: uint64(i)})
 		if err != nil || !cc.GetConsistent() {
 			t.Fatalf("shard %d replicas disagree after catch-up: %v %v", i, cc, err)
 		}
@@ -277,12 +255,12 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 	h.f.Nodes[4].Start()
 	h.f.Nodes[4].WaitReady(30 * time.Second)
 	// Add a replica of shard 1 on node 4: join, learner, catch up, promote.
-	if _, err := h.admin(4).CreateReplica(ctxT(t, 5*time.Second), &pb.CreateReplicaRequest{
+	if _, err := h.admin(4).CreateReplica(testutil.Context(t, 5*time.Second), &pb.CreateReplicaRequest{
 		Shard: &pb.Descriptor{ShardId: 1}, Join: true, ReplicaId: 104}); err != nil {
 		t.Fatal(err)
 	}
 	lead := h.leader(1, all...)
-	resp, err := h.admin(lead).AddReplica(ctxT(t, 30*time.Second), &pb.AddReplicaRequest{ShardId: 1, Replica: &pb.Replica{ReplicaId: 104, NodeId: 4}})
+	resp, err := h.admin(lead).AddReplica(testutil.Context(t, 30*time.Second), &pb.AddReplicaRequest{ShardId: 1, Replica: &pb.Replica{ReplicaId: 104, NodeId: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +275,7 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 			break
 		}
 	}
-	cr, err := h.admin(lead).ChangeReplicas(ctxT(t, 10*time.Second), &pb.ChangeReplicasRequest{ShardId: 1, Changes: []*pb.ReplicaChange{
+	cr, err := h.admin(lead).ChangeReplicas(testutil.Context(t, 10*time.Second), &pb.ChangeReplicasRequest{ShardId: 1, Changes: []*pb.ReplicaChange{
 		{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: 100 + victim}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -307,14 +285,14 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 	}
 	// The removed replica deletes itself.
 	testutil.Eventually(t, 10*time.Second, func() error {
-		_, err := h.admin(victim).GetShardInfo(ctxT(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
+		_, err := h.admin(victim).GetShardInfo(testutil.Context(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 		if status.Code(err) != codes.NotFound {
 			return fmt.Errorf("removed replica still answers: %v", err)
 		}
 		return nil
 	})
 	// Transfer leadership to the new replica and write through it.
-	if _, err := h.admin(lead).TransferLeader(ctxT(t, 10*time.Second), &pb.TransferLeaderRequest{ShardId: 1, ToReplicaId: 104}); err != nil {
+	if _, err := h.admin(lead).TransferLeader(testutil.Context(t, 10*time.Second), &pb.TransferLeaderRequest{ShardId: 1, ToReplicaId: 104}); err != nil {
 		t.Fatal(err)
 	}
 	members := []uint64{lead, 4}
@@ -331,7 +309,7 @@ func TestProcessMembershipAndTransfer(t *testing.T) {
 	}
 	h.checkAcked(members...)
 	// Every replica holds the same data at the same index.
-	cc, err := h.admin(4).ConsistencyCheck(ctxT(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: 1})
+	cc, err := h.admin(4).ConsistencyCheck(testutil.Context(t, 20*time.Second), &pb.ConsistencyCheckRequest{ShardId: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +330,7 @@ func TestProcessBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv, admin := h.kv(1), h.admin(1)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testutil.Context(t, 20*time.Second)
 	hdr := &pb.RequestHeader{ShardId: 1}
 	big := make([]byte, 5<<10)
 	cases := []struct {
@@ -387,11 +365,11 @@ func TestProcessBadInput(t *testing.T) {
 		}, codes.InvalidArgument, "consistency"},
 		{"create without descriptor", func() error { _, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{}); return err }, codes.InvalidArgument, "descriptor"},
 		{"create existing", func() error {
-			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: shardDesc(1, 1, []uint64{1})})
+			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(1, 1, []uint64{1})})
 			return err
 		}, codes.AlreadyExists, "exists"},
 		{"create on other node", func() error {
-			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: shardDesc(5, 1, []uint64{2})})
+			_, err := admin.CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(5, 1, []uint64{2})})
 			return err
 		}, codes.InvalidArgument, "no replica on node 1"},
 		{"change nothing", func() error {
@@ -511,16 +489,16 @@ func TestProcessForwardToLeader(t *testing.T) {
 		}
 		// A follower proxies the write and the linearizable read.
 		key := []byte(fmt.Sprintf("via-%d", n))
-		if _, err := h.kv(n).Put(ctxT(t, 10*time.Second), &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: key, Value: []byte("x")}); err != nil {
+		if _, err := h.kv(n).Put(testutil.Context(t, 10*time.Second), &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: key, Value: []byte("x")}); err != nil {
 			t.Fatalf("put through follower %d: %v", n, err)
 		}
-		resp, err := h.kv(n).Get(ctxT(t, 10*time.Second), &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: key})
+		resp, err := h.kv(n).Get(testutil.Context(t, 10*time.Second), &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: key})
 		if err != nil || string(resp.GetValue()) != "x" {
 			t.Fatalf("get through follower %d: %q, %v", n, resp.GetValue(), err)
 		}
 		// So does each write and read of a Multi call.
 		mkey := []byte(fmt.Sprintf("multi-%d", n))
-		multi, err := h.kv(n).Multi(ctxT(t, 10*time.Second), &pb.MultiRequest{Ops: []*pb.MultiOp{
+		multi, err := h.kv(n).Multi(testutil.Context(t, 10*time.Second), &pb.MultiRequest{Ops: []*pb.MultiOp{
 			{Op: &pb.MultiOp_Put{Put: &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1, ClientId: 50 + n, Seq: 1}, Key: mkey, Value: []byte("m")}}},
 			{Op: &pb.MultiOp_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapRequest{
 				Header: &pb.RequestHeader{ShardId: 1, ClientId: 60 + n, Seq: 1}, Key: key, Expected: []byte("x"), Value: []byte("y")}}},
@@ -537,7 +515,7 @@ func TestProcessForwardToLeader(t *testing.T) {
 		if !multi.GetResults()[1].GetCompareAndSwap().GetSucceeded() {
 			t.Fatalf("CAS in a Multi through follower %d did not swap: %v", n, multi.GetResults()[1])
 		}
-		resp, err = h.kv(lead).Get(ctxT(t, 10*time.Second), &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: mkey})
+		resp, err = h.kv(lead).Get(testutil.Context(t, 10*time.Second), &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: mkey})
 		if err != nil || string(resp.GetValue()) != "m" {
 			t.Fatalf("Put in a Multi through follower %d: leader has %q, %v", n, resp.GetValue(), err)
 		}

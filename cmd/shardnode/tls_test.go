@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
@@ -29,43 +26,6 @@ import (
 // Mutual TLS with real processes: a TLS fleet serves through the router,
 // every kind of unauthenticated client is refused by shardnode and
 // placementd alike, and a node started without TLS never joins.
-
-// healthCheck calls the health service at addr with opt and returns the
-// error.
-func healthCheck(t *testing.T, addr string, opt grpc.DialOption) error {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = healthpb.NewHealthClient(conn).Check(ctxT(t, 10*time.Second), &healthpb.HealthCheckRequest{})
-	return err
-}
-
-// assertPlaintextRefused checks that err, of a plaintext RPC, failed with
-// the connection, and that the server answers an HTTP/2 preface sent in
-// the clear by closing the connection without a byte (a gRPC server that
-// accepted it would send its settings).
-func assertPlaintextRefused(t *testing.T, addr string, err error) {
-	t.Helper()
-	if !strings.Contains(err.Error(), "error reading server preface") && !strings.Contains(err.Error(), "connection reset") && !strings.Contains(err.Error(), "broken pipe") {
-		t.Errorf("err = %v, want the connection closed by the server", err)
-	}
-	conn, derr := net.DialTimeout("tcp", addr, 5*time.Second)
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, werr := conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); werr != nil {
-		return // closed already
-	}
-	n, rerr := conn.Read(make([]byte, 64))
-	if n != 0 || rerr == nil || errors.Is(rerr, os.ErrDeadlineExceeded) {
-		t.Errorf("plaintext HTTP/2 preface answered with %d bytes, %v; want the connection closed", n, rerr)
-	}
-}
 
 // foreignClient returns client credentials from a CA the fleet does not
 // trust (the client itself trusts the fleet's CA, so only the server's
@@ -103,7 +63,7 @@ func TestProcessTLSFleet(t *testing.T) {
 	// heartbeats reported them, all over mutual TLS.
 	var shards []*pb.ShardStatus
 	testutil.Eventually(t, 90*time.Second, func() error {
-		resp, err := pc.ListShards(ctxT(t, 5*time.Second), &pb.ListShardsRequest{})
+		resp, err := pc.ListShards(testutil.Context(t, 5*time.Second), &pb.ListShardsRequest{})
 		if err != nil {
 			return err
 		}
@@ -120,7 +80,7 @@ func TestProcessTLSFleet(t *testing.T) {
 	})
 
 	t.Run("router puts and gets with the client certificate", func(t *testing.T) {
-		r, err := router.New(ctxT(t, 10*time.Second), router.Config{
+		r, err := router.New(testutil.Context(t, 10*time.Second), router.Config{
 			PlacementAddresses: strings.Split(f.PlacementAddrs(), ","),
 			DialOptions:        []grpc.DialOption{f.ClientTLSConfig().DialOption()},
 		})
@@ -130,13 +90,13 @@ func TestProcessTLSFleet(t *testing.T) {
 		defer r.Close()
 		for i := range 40 {
 			key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
-			if err := r.Put(ctxT(t, 20*time.Second), key, fmt.Appendf(nil, "v%d", i)); err != nil {
+			if err := r.Put(testutil.Context(t, 20*time.Second), key, fmt.Appendf(nil, "v%d", i)); err != nil {
 				t.Fatalf("put %q: %v", key, err)
 			}
 		}
 		for i := range 40 {
 			key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
-			v, found, err := r.Get(ctxT(t, 20*time.Second), key)
+			v, found, err := r.Get(testutil.Context(t, 20*time.Second), key)
 			if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
 				t.Fatalf("get %q = %q, %v, %v; want v%d", key, v, found, err, i)
 			}
@@ -154,7 +114,7 @@ func TestProcessTLSFleet(t *testing.T) {
 		kv := pb.NewKVClient(f.Nodes[follower].Conn())
 		key := append(append([]byte(nil), s.GetShard().GetStart()...), 0, 'f', 'w', 'd') // inside the shard
 		testutil.Eventually(t, 20*time.Second, func() error {
-			_, err := kv.Put(ctxT(t, 5*time.Second), &pb.PutRequest{
+			_, err := kv.Put(testutil.Context(t, 5*time.Second), &pb.PutRequest{
 				Header: &pb.RequestHeader{ShardId: s.GetShard().GetShardId()}, Key: key, Value: []byte("x")})
 			return err
 		})
@@ -185,17 +145,17 @@ func TestProcessTLSFleet(t *testing.T) {
 				if rf.cfg != nil {
 					opt = grpc.WithTransportCredentials(credentials.NewTLS(rf.cfg))
 				}
-				err := healthCheck(t, addr, opt)
+				err := testutil.HealthCheck(t, addr, opt)
 				if status.Code(err) != codes.Unavailable {
 					t.Fatalf("err = %v, want code Unavailable", err)
 				}
 				if rf.cfg == nil {
-					assertPlaintextRefused(t, addr, err)
+					testutil.AssertPlaintextRefused(t, addr, err)
 					return
 				}
 				// The RPC may fail writing to the connection the server
 				// closed before reading its alert; Probe reads the verdict.
-				if perr := tlsconfig.Probe(ctxT(t, 10*time.Second), addr, rf.cfg); perr == nil || !strings.Contains(perr.Error(), rf.want) {
+				if perr := tlsconfig.Probe(testutil.Context(t, 10*time.Second), addr, rf.cfg); perr == nil || !strings.Contains(perr.Error(), rf.want) {
 					t.Errorf("probe = %v, want %q", perr, rf.want)
 				}
 			})
@@ -203,10 +163,10 @@ func TestProcessTLSFleet(t *testing.T) {
 	}
 	t.Run("the client certificate is accepted", func(t *testing.T) {
 		for what, addr := range targets {
-			if err := healthCheck(t, addr, f.ClientTLSConfig().DialOption()); err != nil {
+			if err := testutil.HealthCheck(t, addr, f.ClientTLSConfig().DialOption()); err != nil {
 				t.Errorf("%s: %v", what, err)
 			}
-			if err := tlsconfig.Probe(ctxT(t, 10*time.Second), addr, f.ClientTLSConfig().ClientTLS()); err != nil {
+			if err := tlsconfig.Probe(testutil.Context(t, 10*time.Second), addr, f.ClientTLSConfig().ClientTLS()); err != nil {
 				t.Errorf("%s: probe = %v", what, err)
 			}
 		}
@@ -227,7 +187,7 @@ func TestProcessTLSFleet(t *testing.T) {
 			t.Fatalf("registration failed for another reason than TLS; log:\n%s", log)
 		}
 		// ...so placement never lists it nor gives it a replica.
-		resp, err := pc.ListNodes(ctxT(t, 5*time.Second), &pb.ListNodesRequest{})
+		resp, err := pc.ListNodes(testutil.Context(t, 5*time.Second), &pb.ListNodesRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +199,7 @@ func TestProcessTLSFleet(t *testing.T) {
 		if len(resp.GetNodes()) != 3 {
 			t.Errorf("placement lists %d nodes, want 3", len(resp.GetNodes()))
 		}
-		info, err := pb.NewAdminClient(n.Conn()).GetNodeInfo(ctxT(t, 5*time.Second), &pb.NodeInfoRequest{})
+		info, err := pb.NewAdminClient(n.Conn()).GetNodeInfo(testutil.Context(t, 5*time.Second), &pb.NodeInfoRequest{})
 		if err != nil || info.GetShards() != 0 {
 			t.Errorf("plaintext node info = %v, %v; want no shard", info, err)
 		}
@@ -257,9 +217,9 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	f.Start()
 	nodes := []uint64{1, 2, 3}
 	admin := func(n uint64) pb.AdminClient { return pb.NewAdminClient(f.Nodes[n].Conn()) }
-	desc := shardDesc(1, 1, nodes)
+	desc := testutil.ShardDesc(1, 1, nodes)
 	for _, n := range nodes {
-		if _, err := admin(n).CreateReplica(ctxT(t, 10*time.Second), &pb.CreateReplicaRequest{Shard: desc}); err != nil {
+		if _, err := admin(n).CreateReplica(testutil.Context(t, 10*time.Second), &pb.CreateReplicaRequest{Shard: desc}); err != nil {
 			t.Fatalf("create the shard on node %d: %v", n, err)
 		}
 	}
@@ -267,7 +227,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	var leader uint64
 	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range []uint64{1, 2} {
-			info, err := admin(n).GetShardInfo(ctxT(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
+			info, err := admin(n).GetShardInfo(testutil.Context(t, 2*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 			if err == nil && info.GetIsLeader() {
 				leader = n
 				return nil
@@ -276,11 +236,11 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 		return errors.New("no leader among the TLS nodes")
 	})
 	testutil.Eventually(t, 20*time.Second, func() error {
-		_, err := pb.NewKVClient(f.Nodes[leader].Conn()).Put(ctxT(t, 5*time.Second), &pb.PutRequest{
+		_, err := pb.NewKVClient(f.Nodes[leader].Conn()).Put(testutil.Context(t, 5*time.Second), &pb.PutRequest{
 			Header: &pb.RequestHeader{ShardId: 1}, Key: []byte("k"), Value: []byte("v")})
 		return err
 	})
-	lead, err := admin(leader).GetShardInfo(ctxT(t, 5*time.Second), &pb.ShardInfoRequest{ShardId: 1})
+	lead, err := admin(leader).GetShardInfo(testutil.Context(t, 5*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +249,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	// the server's EOF, the leader's stream to it fails its TLS handshake.
 	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range []uint64{leader, 3} {
-			info, err := admin(n).GetNodeInfo(ctxT(t, 5*time.Second), &pb.NodeInfoRequest{})
+			info, err := admin(n).GetNodeInfo(testutil.Context(t, 5*time.Second), &pb.NodeInfoRequest{})
 			if err != nil {
 				return err
 			}
@@ -307,7 +267,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 	}
 	// The plaintext replica never learnt of the leader nor of the commit,
 	// though the leader has been heartbeating it since the election.
-	info, err := admin(3).GetShardInfo(ctxT(t, 5*time.Second), &pb.ShardInfoRequest{ShardId: 1})
+	info, err := admin(3).GetShardInfo(testutil.Context(t, 5*time.Second), &pb.ShardInfoRequest{ShardId: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
