@@ -194,11 +194,7 @@ func BenchmarkThreeReplicasInMemory(b *testing.B) {
 		}
 		cancel()
 		stopTicker()
-		for _, n := range nodes {
-			net.Detach(n.id)
-			n.close(b)
-		}
-		net.Close()
+		closeMemNodes(b, net, nodes)
 
 		b.ReportMetric(0, "ns/op")
 		rate := float64(ok) / throughputDuration.Seconds()
@@ -259,11 +255,7 @@ func BenchmarkIdle10kGroups(b *testing.B) {
 
 		cancel()
 		stopTicker()
-		for _, n := range nodes {
-			net.Detach(n.id)
-			n.close(b)
-		}
-		net.Close()
+		closeMemNodes(b, net, nodes)
 
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(pct, "cpu-%core")

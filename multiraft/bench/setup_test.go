@@ -107,6 +107,17 @@ func openMemNodes(tb testing.TB, net *MemNetwork, count int) ([]*node, []*multir
 	return nodes, engines
 }
 
+// closeMemNodes detaches nodes from net and closes them, then closes net:
+// the end of what openMemNodes started.
+func closeMemNodes(tb testing.TB, net *MemNetwork, nodes []*node) {
+	tb.Helper()
+	for _, n := range nodes {
+		net.Detach(n.id)
+		n.close(tb)
+	}
+	net.Close()
+}
+
 // close closes the engine, then its Pebble instance. Closing a closed
 // node does nothing.
 func (n *node) close(tb testing.TB) {

@@ -127,11 +127,7 @@ func TestWorkersSmoke(t *testing.T) {
 	}
 
 	stopTicker()
-	for _, n := range nodes {
-		net.Detach(n.id)
-		n.close(t)
-	}
-	net.Close()
+	closeMemNodes(t, net, nodes)
 	// Every goroutine the engines and the network started is gone.
 	err = poll.Until(ctx, 0, 10*time.Millisecond, func(context.Context) error {
 		if n := runtime.NumGoroutine(); n > goroutines {
