@@ -46,11 +46,15 @@ import (
 // An empty replica may vote (it is a voter of the group like any other;
 // its vote is persisted like any vote), and it harms nothing else: it
 // holds no range, so it conflicts with no snapshot, and it serves no
-// request. It grants no vote for its first election timeout, as a
-// restarted replica does (see group.noVotesUntil): its creation is not
-// synced, so it may be this node's replica of the group recreated after a
-// crash lost it, which may have acknowledged a leader whose lease still
-// runs. One that is never filled (the group removed it again, or the
+// request. Created in the engine's first election timeout, it grants no
+// vote until that timeout ends, as a recovered replica does (see
+// group.noVotesUntil): its creation is not synced, so it may be this
+// node's replica of the group recreated after a crash lost it, which may
+// have acknowledged a leader whose lease still runs; any such lease began
+// before the crash, so it has run out once the restarted engine has
+// ticked an election timeout. Later a created replica votes at once, so a
+// split's right-hand group elects as fast as it did before vote requests
+// created replicas. One that is never filled (the group removed it again, or the
 // leader that addressed it was deposed) is garbage-collected by the node
 // (rpc.ReplicaGC asks the group whether it is a member).
 //
@@ -107,7 +111,7 @@ func (e *Engine) createForMessage(m *Message) (g *group, tombstoned bool) {
 	if err := e.commit(b, pebble.NoSync); err != nil {
 		return nil, false // fail-stop (see diskfailure.go)
 	}
-	g, err = e.registerGroupLocked(m.Group, to, true /* publish */, e.voteHold())
+	g, err = e.registerGroupLocked(m.Group, to, true /* publish */, uint64(e.cfg.ElectionTicks))
 	if err != nil {
 		e.cfg.Logger.Error("multiraft: creating an empty replica for a message", "group", m.Group, "replica", to, "err", err)
 		return nil, false

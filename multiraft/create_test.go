@@ -65,8 +65,8 @@ func TestLeaderMessageCreatesReplica(t *testing.T) {
 // TestVoteRequestCreatesReplica: a group whose only initialised replica
 // is the candidate (a split's right-hand group on the one node that
 // applied the split) elects it: its vote requests create the other
-// members' replicas, empty, which withhold their votes for an election
-// timeout and then grant them; the new leader fills them by snapshot.
+// members' replicas, empty, which vote for it; the new leader fills them
+// by snapshot.
 func TestVoteRequestCreatesReplica(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	m := Membership{Replicas: []Replica{{ReplicaID: 101, NodeID: 1}, {ReplicaID: 102, NodeID: 2}, {ReplicaID: 103, NodeID: 3}}}
@@ -85,9 +85,45 @@ func TestVoteRequestCreatesReplica(t *testing.T) {
 			t.Fatalf("n%d has a=%q", n, v)
 		}
 	}
-	withheld := c.engines[2].Metrics().VotesWithheld.Load() + c.engines[3].Metrics().VotesWithheld.Load()
-	if withheld == 0 {
-		t.Fatal("the empty replicas granted votes in their first election timeout")
+}
+
+// TestCreatedReplicaVotesAfterFirstTimeout: a replica a vote request
+// creates in its engine's first election timeout withholds its vote until
+// that timeout ends (it may be one a crash lost, which acknowledged a
+// leader whose lease still runs); later it votes at once.
+func TestCreatedReplicaVotesAfterFirstTimeout(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	vote := func(term uint64) Message {
+		return Message{Group: 1, ToNode: 2, FromNode: 1, Msg: &raftpb.Message{
+			Type: raftpb.MsgVote.Enum(), To: proto.Uint64(102), From: proto.Uint64(101), Term: proto.Uint64(term),
+		}}
+	}
+	granted := func() bool {
+		for _, m := range c.queue {
+			if m.Msg.GetType() == raftpb.MsgVoteResp && m.FromNode == 2 && !m.Msg.GetReject() {
+				return true
+			}
+		}
+		return false
+	}
+	e := c.engines[2]
+	e.Step([]Message{vote(9)})
+	for e.Process() > 0 {
+	}
+	if g := e.lookup(1); g == nil || g.replica != 102 {
+		t.Fatal("the vote request created no replica")
+	}
+	if granted() || e.Metrics().VotesWithheld.Load() != 1 {
+		t.Fatalf("vote granted %v, %d withheld; want it withheld in the first election timeout", granted(), e.Metrics().VotesWithheld.Load())
+	}
+	for range e.cfg.ElectionTicks {
+		e.Tick()
+	}
+	e.Step([]Message{vote(10)})
+	for e.Process() > 0 {
+	}
+	if !granted() {
+		t.Fatal("no vote granted after the first election timeout")
 	}
 }
 

@@ -232,8 +232,11 @@ func (r *round) reloadFromSplit(g *group, sm StateMachine) {
 	g.leaderNode.Store(0)
 	g.term.Store(st.hardState.GetTerm())
 	g.appliedIdx.Store(st.applied.index)
-	// Like a restart: this replica forgot the leader it acknowledged.
-	g.noVotesUntil = e.tick.Load() + uint64(e.cfg.ElectionTicks)
+	// Like a restart: this replica forgot the leader it acknowledged, if
+	// it acknowledged one (one that only heard vote requests did not).
+	if lead != 0 {
+		g.noVotesUntil = max(g.noVotesUntil, e.voteHold())
+	}
 	e.metrics.ReplicasInitializedBySplit.Add(1)
 	if node := g.nodeOf(lead); lead != 0 && node != 0 {
 		if !e.syncWAL() {

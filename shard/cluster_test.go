@@ -53,6 +53,12 @@ func newCluster(t testing.TB, nodes int) *cluster {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { eng.Close() })
+		// Past the engine's first election timeout, in which replicas
+		// created by vote requests withhold their votes (see
+		// multiraft/create.go), as on a node that has been up a while.
+		for range multiraft.DefaultElectionTicks {
+			eng.Tick()
+		}
 		store.SetEngine(eng)
 		c.dbs[id], c.stores[id], c.engines[id] = db, store, eng
 	}
