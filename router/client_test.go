@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -243,7 +244,7 @@ func TestAttemptTimeoutMovesToNextReplica(t *testing.T) {
 
 func TestUnreachableLeaderFailsOverToNextReplica(t *testing.T) {
 	n2 := newFakeNode(t, 2)
-	dead := &fakeNode{id: 1, addr: testutil.DeadAddr(t)}
+	dead := &fakeNode{id: 1, addr: fleet.FreePort(t)}
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, dead, n2)), nil)
 	if err := c.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
@@ -523,7 +524,7 @@ func TestPlacementSourceMovesOnFromAFailedAddress(t *testing.T) {
 	n := newFakeNode(t, 1)
 	src := newStaticSource(fakeRoute(1, "", "m", 1, n), fakeRoute(2, "m", "", 1, n))
 	good := servePlacement(t, src)
-	c, err := New(context.Background(), Config{PlacementAddresses: []string{testutil.DeadAddr(t), good}})
+	c, err := New(context.Background(), Config{PlacementAddresses: []string{fleet.FreePort(t), good}})
 	if err != nil {
 		t.Fatal(err)
 	}

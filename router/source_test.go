@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flotilla-kv/flotilla/internal/testutil"
+	"github.com/flotilla-kv/flotilla/internal/fleet"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -74,7 +74,7 @@ func TestRoutesFromNodesWhenPlacementIsDown(t *testing.T) {
 	n2.routes = newStaticSource(left, right)
 	c := newTestClient(t, nil, func(cfg *Config) {
 		cfg.RouteSource = nil
-		cfg.PlacementAddresses = []string{testutil.DeadAddr(t), testutil.DeadAddr(t)}
+		cfg.PlacementAddresses = []string{fleet.FreePort(t), fleet.FreePort(t)}
 		cfg.NodeAddresses = []string{n1.addr}
 	})
 	ctx := context.Background()
@@ -100,7 +100,7 @@ func TestRoutesFromNodesWhenPlacementIsDown(t *testing.T) {
 // error that names every address tried; when placement answers (here:
 // it knows no route), the call retries as before.
 func TestNothingReachableFailsAtOnce(t *testing.T) {
-	p1, p2, node := testutil.DeadAddr(t), testutil.DeadAddr(t), testutil.DeadAddr(t)
+	p1, p2, node := fleet.FreePort(t), fleet.FreePort(t), fleet.FreePort(t)
 	for _, c := range []struct {
 		nodes []string
 		want  []string

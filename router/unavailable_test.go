@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -27,7 +28,7 @@ import (
 // Unavailable, not ErrAmbiguous, within ElectionWait rather than the
 // call's Timeout.
 func TestMajorityDownWriteFailsFastAsUnavailable(t *testing.T) {
-	dead1, dead2 := &fakeNode{id: 1, addr: testutil.DeadAddr(t)}, &fakeNode{id: 2, addr: testutil.DeadAddr(t)}
+	dead1, dead2 := &fakeNode{id: 1, addr: fleet.FreePort(t)}, &fakeNode{id: 2, addr: fleet.FreePort(t)}
 	n3 := newFakeNode(t, 3)
 	n3.hook = func(string, *pb.RequestHeader) error {
 		return withDetail(codes.FailedPrecondition, &pb.NotLeader{ShardId: 7})
@@ -90,7 +91,7 @@ func TestConnectionBrokenUnderAWriteLeavesItAmbiguous(t *testing.T) {
 // TestStaleReadOfUnreachableShardIsUnavailable: a stale read needs any
 // replica; with none reachable it fails with ErrUnavailable too.
 func TestStaleReadOfUnreachableShardIsUnavailable(t *testing.T) {
-	dead1, dead2 := &fakeNode{id: 1, addr: testutil.DeadAddr(t)}, &fakeNode{id: 2, addr: testutil.DeadAddr(t)}
+	dead1, dead2 := &fakeNode{id: 1, addr: fleet.FreePort(t)}, &fakeNode{id: 2, addr: fleet.FreePort(t)}
 	c := newTestClient(t, newStaticSource(fakeRoute(3, "", "", 1, dead1, dead2)), func(cfg *Config) {
 		cfg.ElectionWait, cfg.Timeout, cfg.MaxRetries = 200*time.Millisecond, 5*time.Second, 100_000
 	})

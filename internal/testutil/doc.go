@@ -3,8 +3,8 @@
 // process's CPU time for benchmarks, the goroutine-leak check of a
 // package's TestMain, and a few fixtures more than one package's tests
 // need: a shard descriptor over the first key byte (ShardDesc), a health
-// check and the plaintext-refusal check of a mutual-TLS server, and an
-// address nothing listens on. Only tests import it.
+// check and the plaintext-refusal check of a mutual-TLS server. Only
+// tests import it.
 //
 //	func TestMain(m *testing.M) { testutil.VerifyNoLeaks(m) }
 //

@@ -10,8 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/flotilla-kv/flotilla/internal/ports"
 )
 
 // HealthCheck calls gRPC's health service at addr over a connection of
@@ -51,16 +49,4 @@ func AssertPlaintextRefused(t testing.TB, addr string, err error) {
 	if n != 0 || rerr == nil || errors.Is(rerr, os.ErrDeadlineExceeded) {
 		t.Errorf("plaintext HTTP/2 preface answered with %d bytes, %v; want the connection closed", n, rerr)
 	}
-}
-
-// DeadAddr returns a loopback address nothing listens on, for a peer that
-// refuses every connection. Its port is below the ephemeral range
-// (internal/ports), so no outgoing connection takes it meanwhile.
-func DeadAddr(t testing.TB) string {
-	t.Helper()
-	addrs, err := ports.Free(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addrs[0]
 }
