@@ -262,7 +262,7 @@ func (kv engineKV) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 	if len(e.Cmd) < 8 {
 		panic(fmt.Sprintf("bench: group %d: command of %d bytes at index %d, want at least 8", kv.group, len(e.Cmd), e.Index))
 	}
-	if err := ac.Batch.Set(keys.UserKey(append(kv.prefix(), e.Cmd[:8]...)), e.Cmd[8:], nil); err != nil {
+	if err := ac.Batch.Set(keys.MVCCKey(append(kv.prefix(), e.Cmd[:8]...), 0), e.Cmd[8:], nil); err != nil {
 		panic(err)
 	}
 	return nil

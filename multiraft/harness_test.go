@@ -25,7 +25,7 @@ type testSM struct {
 }
 
 func (s *testSM) key(k string) []byte {
-	return keys.UserKey(append(binary.BigEndian.AppendUint64(nil, uint64(s.group)), k...))
+	return keys.MVCCKey(append(binary.BigEndian.AppendUint64(nil, uint64(s.group)), k...), 0)
 }
 
 func (s *testSM) span() ([]byte, []byte) {

@@ -49,6 +49,26 @@ func (e *Engine) post(id GroupID, put func(*group)) (*group, error) {
 	return g, nil
 }
 
+// CheckLeader reports whether this node's replica of group leads it, as
+// of its last round: nil if it does, else a *NotLeaderError naming the
+// leader it knows, ErrGroupNotFound, or ErrStopped. Leadership may change
+// right after; a caller uses it to refuse early what a proposal would be
+// refused anyway, before doing work for it. Safe for concurrent use; it
+// takes no lock of the group.
+func (e *Engine) CheckLeader(id GroupID) error {
+	if e.stopped.Load() {
+		return e.stopErr()
+	}
+	g := e.lookup(id)
+	switch {
+	case g == nil:
+		return ErrGroupNotFound
+	case !g.leading.Load():
+		return g.notLeader()
+	}
+	return nil
+}
+
 // Propose replicates cmd through group's log and returns what the state
 // machine's Apply returned for it, once applied on this (leader) replica.
 //

@@ -40,6 +40,9 @@ const (
 	CounterNode    uint64 = 1
 	CounterShard   uint64 = 2
 	CounterReplica uint64 = 3
+	// CounterTimestamp is not an ID counter: it holds the timestamp
+	// oracle's persisted limit (see timestamps.go), only ever raised.
+	CounterTimestamp uint64 = 4
 )
 
 // NodeRecord is a registered shardnode.
@@ -175,7 +178,7 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 		if cmd.Count == 0 {
 			return fmt.Errorf("placement: allocating zero IDs")
 		}
-		if !validCounter(cmd.Kind) {
+		if !validCounter(cmd.Kind) || cmd.Kind == CounterTimestamp {
 			return fmt.Errorf("placement: unknown ID counter %d", cmd.Kind)
 		}
 		id, err := c.allocLocked(b, cmd.Kind, cmd.Count)
@@ -207,7 +210,7 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 }
 
 func validCounter(kind uint64) bool {
-	return kind == CounterNode || kind == CounterShard || kind == CounterReplica
+	return kind == CounterNode || kind == CounterShard || kind == CounterReplica || kind == CounterTimestamp
 }
 
 // allocLocked hands out count consecutive IDs of a counter and returns the

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/schedule"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -42,6 +45,10 @@ type coordinator struct {
 		// flights are the operators in flight, by shard; executors finish
 		// them.
 		flights map[shard.ShardID]*flight
+		// unsplittable: the shards whose leader refused a split as
+		// impossible (INVALID_ARGUMENT: too few keys), with their size
+		// when it did (0 until a round sees it); see cluster.
+		unsplittable map[shard.ShardID]int64
 	}
 	ids *idBlocks
 	// orphans: when each shard that nodes host but no leader reports was
@@ -53,7 +60,8 @@ type coordinator struct {
 
 // Run schedules while this replica leads the catalogue, until ctx ends:
 // a round every Config.ScheduleInterval. Call it once, on its own
-// goroutine; it returns once ctx ends and the operators it started have.
+// goroutine; it returns once ctx ends and the operators it started have,
+// and closes the timestamp oracle (see timestamps.go).
 //
 // The operators a leader starts run within its term: when the loop finds
 // the replica no longer leading, it cancels them (each also checks before
@@ -62,7 +70,9 @@ type coordinator struct {
 func (s *Service) Run(ctx context.Context) {
 	c := &coordinator{core: s.core, ids: &idBlocks{core: s.core, ctx: ctx}, orphans: map[shard.ShardID]time.Time{}}
 	c.mu.flights = map[shard.ShardID]*flight{}
+	c.mu.unsplittable = map[shard.ShardID]int64{}
 	c.run(ctx)
+	s.closeOracle()
 }
 
 // run is Run's loop.
@@ -192,6 +202,9 @@ func (c *coordinator) execute(ctx context.Context, f *flight) {
 	if err != nil {
 		c.cfg.Logger.Warn("operator failed", "op", f.op.String(), "err", err)
 		delete(c.mu.flights, f.op.Shard)
+		if f.op.Kind == schedule.KindSplit && status.Code(err) == codes.InvalidArgument {
+			c.mu.unsplittable[f.op.Shard] = 0
+		}
 		return
 	}
 	c.cfg.Logger.Info("operator done", "op", f.op.String())
@@ -232,6 +245,22 @@ func (c *coordinator) cluster(now time.Time) *schedule.Cluster {
 		flights[i] = c.mu.flights[id]
 	}
 	cl, confirmed := c.clusterOf(now, flights)
+	// A shard found unsplittable stays so until it doubles in size: then
+	// its leader is asked again (it may hold more keys by then).
+	for i := range cl.Shards {
+		s := &cl.Shards[i]
+		at, ok := c.mu.unsplittable[s.Descriptor.ShardID]
+		switch {
+		case !ok:
+		case at == 0:
+			c.mu.unsplittable[s.Descriptor.ShardID] = s.SizeBytes
+			s.Unsplittable = true
+		case s.SizeBytes > 2*at:
+			delete(c.mu.unsplittable, s.Descriptor.ShardID)
+		default:
+			s.Unsplittable = true
+		}
+	}
 	for i, f := range flights {
 		if confirmed[i] {
 			delete(c.mu.flights, f.op.Shard)

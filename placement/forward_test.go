@@ -39,6 +39,10 @@ func (e *fakeEngine) Summaries() []multiraft.GroupSummary {
 	defer e.mu.Unlock()
 	return []multiraft.GroupSummary{e.sum}
 }
+func (e *fakeEngine) ReadFuture(multiraft.GroupID, multiraft.ReadMode) *multiraft.Future {
+	panic("fakeEngine: no reads")
+}
+
 func (e *fakeEngine) ProposeFuture(multiraft.GroupID, []byte) *multiraft.Future {
 	panic("fakeEngine: no proposals")
 }

@@ -26,6 +26,9 @@ type Engine interface {
 	Summaries() []multiraft.GroupSummary
 	// ProposeFuture proposes cmd to a group.
 	ProposeFuture(id multiraft.GroupID, cmd []byte) *multiraft.Future
+	// ReadFuture resolves once a read of the group at mode may be served
+	// (ReadLinearizable: this replica confirmed it still leads).
+	ReadFuture(id multiraft.GroupID, mode multiraft.ReadMode) *multiraft.Future
 }
 
 var _ Engine = (*multiraft.Engine)(nil)
@@ -77,6 +80,9 @@ type core struct {
 	// observeLeader.
 	leaderSince atomic.Int64
 	ops         *opHistory
+	// clock is the timestamp oracle of this replica's current leadership
+	// (see timestamps.go).
+	clock oracleHolder
 }
 
 // Service is the placement service of one placementd: the gRPC Placement

@@ -70,6 +70,12 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		return withDetail(codes.Unknown, msg, &pb.Ambiguous{Reason: msg})
 	case errors.Is(err, multiraft.ErrProposalDropped):
 		return withDetail(codes.ResourceExhausted, msg, &pb.Busy{RetryAfterMs: 10})
+	case errors.Is(err, shard.ErrStaleRevision):
+		// Refused as it applied, writing nothing: a retry is stamped anew.
+		return withDetail(codes.Aborted, msg, &pb.Busy{RetryAfterMs: 1})
+	case errors.Is(err, shard.ErrNoRevision):
+		// The oracle did not answer: the write never entered the log.
+		return withDetail(codes.Unavailable, msg, &pb.Busy{RetryAfterMs: 50})
 	case errors.Is(err, shard.ErrEmptyKey), errors.Is(err, shard.ErrKeyTooLarge), errors.Is(err, shard.ErrValueTooLarge),
 		errors.Is(err, shard.ErrBatchTooLarge), errors.Is(err, shard.ErrInvalidSplit), errors.Is(err, shard.ErrBadCommand),
 		errors.Is(err, shard.ErrBadDescriptor), errors.Is(err, multiraft.ErrInvalidConfChange):

@@ -2,14 +2,12 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"hash/crc32"
 	"io"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // FuzzKVRequest decodes fuzzed bytes as a Get, Put, Delete,
@@ -59,15 +58,14 @@ func FuzzKVRequest(f *testing.F) {
 	values := func(t *testing.T, ks [][]byte) []string {
 		out := make([]string, len(ks))
 		for i, k := range ks {
-			v, closer, err := s.db.Get(keys.UserKey(k))
+			kv, found, err := shard.ReadAt(s.db, k, keys.MaxRevision)
 			switch {
-			case errors.Is(err, pebble.ErrNotFound):
-				out[i] = "<absent>"
 			case err != nil:
 				t.Fatal(err)
+			case !found:
+				out[i] = "<absent>"
 			default:
-				out[i] = string(v)
-				closer.Close()
+				out[i] = string(kv.Value)
 			}
 		}
 		return out

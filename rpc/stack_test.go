@@ -15,9 +15,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/serve"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
 )
@@ -59,11 +61,13 @@ func (quietPebble) Fatalf(format string, args ...any) {
 // voter, so it leads at once) and waits until it serves writes.
 func newStack(tb testing.TB, sc stackConfig) *stack {
 	tb.Helper()
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}, Comparer: pebbleopts.Comparer})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store, err := shard.NewStore(shard.Config{})
+	oracle := tso.Local()
+	tb.Cleanup(func() { _ = oracle.Close() })
+	store, err := shard.NewStore(shard.Config{}, oracle)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package shard
 import (
 	"bytes"
 	"cmp"
-	"errors"
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -56,26 +56,30 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		return err
 	}
 
+	if c.Kind.writesData() && c.Revision <= sm.lastRev {
+		return fmt.Errorf("%w: revision %d, shard %d is at %d", ErrStaleRevision, c.Revision, sm.shard, sm.lastRev)
+	}
+
 	// The command applies: from here on every path writes.
 	var res *Result
 	switch c.Kind {
 	case KindPut:
-		sm.setUser(b, c.Key, c.Value)
-		res = resultOK
+		sm.setUser(b, c.Key, c.Value, c.Revision)
+		res = sm.writeResult(c.Revision)
 	case KindDelete:
-		sm.deleteUser(b, c.Key)
-		res = resultOK
+		sm.deleteUser(b, c.Key, c.Revision)
+		res = sm.writeResult(c.Revision)
 	case KindCompareAndSwap:
 		res = sm.applyCAS(b, c)
 	case KindBatch:
 		for i := range c.Ops {
 			if op := &c.Ops[i]; op.Delete {
-				sm.deleteUser(b, op.Key)
+				sm.deleteUser(b, op.Key, c.Revision)
 			} else {
-				sm.setUser(b, op.Key, op.Value)
+				sm.setUser(b, op.Key, op.Value, c.Revision)
 			}
 		}
-		res = resultOK
+		res = sm.writeResult(c.Revision)
 	case KindSplit:
 		return sm.applySplit(ac, e.Index, c, desc)
 	case KindChecksum:
@@ -83,43 +87,110 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}
+	if c.Kind.writesData() {
+		sm.setLastRevision(b, c.Revision)
+	}
 	sm.recordClient(b, h, e.Index, res)
 	return res
 }
 
-func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte) {
-	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], key)
-	mustWrite(b.Set(sm.keyBuf, value, nil))
+// writeResult is the result of a write that applied at rev.
+func (sm *StateMachine) writeResult(rev uint64) *Result {
+	return &Result{Succeeded: true, Revision: rev}
 }
 
-func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte) {
-	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], key)
-	mustWrite(b.Delete(sm.keyBuf, nil))
+// setLastRevision records rev as the revision of the shard's last write.
+func (sm *StateMachine) setLastRevision(b *pebble.Batch, rev uint64) {
+	sm.lastRev = rev
+	mustWrite(b.Set(sm.revKey, binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
+}
+
+// latest reads key's newest version through the batch, so that earlier
+// writes of the same batch are visible, for a write at rev, and removes
+// the versions of key the write's retention horizon leaves unreadable
+// (see pruneVersions). A read error panics (see mustRead).
+func (sm *StateMachine) latest(b *pebble.Batch, key []byte, rev uint64) (KeyValue, bool) {
+	it, err := b.NewIter(nil)
+	mustRead(err)
+	var kv KeyValue
+	var found bool
+	kv, found, sm.keyBuf, err = readVersion(it, sm.keyBuf, key, keys.MaxRevision)
+	mustRead(err)
+	if found {
+		sm.valBuf = append(sm.valBuf[:0], kv.Value...)
+		kv.Value = sm.valBuf
+		kv.Key = key
+	}
+	if it.Valid() {
+		sm.pruneVersions(b, it, key, rev)
+	}
+	mustRead(it.Close())
+	return kv, found
+}
+
+// pruneVersions deletes the versions of key, from it (positioned at its
+// newest) on, that no read at the horizon of a write at rev (rev minus the
+// retention) or later can see: every version older than the newest one
+// at or below the horizon. So a key's history holds its versions of the
+// retention span and one before it, and a key written often keeps a
+// bounded number of versions. It depends only on the stored versions, the
+// write's revision and the Config, so every replica deletes the same.
+func (sm *StateMachine) pruneVersions(b *pebble.Batch, it *pebble.Iterator, key []byte, rev uint64) {
+	span := sm.cfg.retentionRevisions()
+	if rev <= span {
+		return
+	}
+	horizon := rev - span
+	kept := false
+	for valid := true; valid; valid = it.Next() {
+		k, at, ok := keys.DecodeMVCCKey(it.Key())
+		if !ok || !bytes.Equal(k, key) {
+			break
+		}
+		switch {
+		case at > horizon:
+		case !kept:
+			kept = true // what a read at the horizon sees
+		default:
+			mustWrite(b.Delete(it.Key(), nil))
+		}
+	}
+	mustRead(it.Error())
+}
+
+// setUser writes the version of key at rev holding value.
+func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) {
+	m := versionMeta{create: rev, version: 1}
+	if cur, ok := sm.latest(b, key, rev); ok {
+		m = versionMeta{create: cur.CreateRevision, version: cur.Version + 1}
+	}
+	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
+	sm.recBuf = appendVersionValue(sm.recBuf[:0], m, value)
+	mustWrite(b.Set(sm.keyBuf, sm.recBuf, nil))
+}
+
+// deleteUser writes a tombstone of key at rev, if key exists.
+func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
+	if _, ok := sm.latest(b, key, rev); !ok {
+		return
+	}
+	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
+	mustWrite(b.Set(sm.keyBuf, tombstoneVersion, nil))
 }
 
 // applyCAS compares the key's current value, read through the batch so that
 // earlier commands of the same batch are visible, and swaps on a match.
 func (sm *StateMachine) applyCAS(b *pebble.Batch, c *Command) *Result {
-	sm.keyBuf = keys.AppendUserKey(sm.keyBuf[:0], c.Key)
-	cur, closer, err := b.Get(sm.keyBuf)
-	found := err == nil
-	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
-		panic(fmt.Sprintf("shard: reading %q during apply: %v", c.Key, err))
-	}
+	cur, found := sm.latest(b, c.Key, c.Revision)
 	var res *Result
 	switch {
-	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur, c.Expected):
-		res = resultOK
+	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur.Value, c.Expected):
+		sm.setUser(b, c.Key, c.Value, c.Revision)
+		res = sm.writeResult(c.Revision)
 	case found:
-		res = &Result{Found: true, Value: append([]byte{}, cur...)}
+		res = &Result{Found: true, Value: append([]byte{}, cur.Value...), Revision: c.Revision}
 	default:
-		res = &Result{}
-	}
-	if found {
-		closer.Close()
-	}
-	if res.Succeeded {
-		mustWrite(b.Set(sm.keyBuf, c.Value, nil))
+		res = &Result{Revision: c.Revision}
 	}
 	return res
 }
@@ -192,9 +263,14 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 	sm.recordClient(b, &c.Header, index, res)
 
 	if mine != 0 && sm.createGroup(ac, right.ShardID, mine, right.Membership()) {
-		// This node hosts the right-hand shard: give it its descriptor and
-		// a copy of the client table; the engine writes its Raft state.
+		// This node hosts the right-hand shard: give it its descriptor, the
+		// revision of the last write (the right-hand shard's versions are
+		// the left's, and its writes must come after them) and a copy of
+		// the client table; the engine writes its Raft state.
 		mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardDescriptor), right.AppendEncoded(nil), nil))
+		if sm.lastRev != 0 { // no key means 0: one representation of each state
+			mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardRevision), binary.BigEndian.AppendUint64(nil, sm.lastRev), nil))
+		}
 		sm.copyClientTable(b, right.ShardID)
 	} else {
 		// This node hosts no right-hand replica from the split: this

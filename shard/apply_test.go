@@ -52,7 +52,7 @@ func TestApplyCompareAndSwap(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := dump(t, h.db)
+			before := userData(t, h.db)
 			got := h.mustOK(tc.cmd)
 			if got.Succeeded != tc.want.Succeeded || got.Found != tc.want.Found || !bytes.Equal(got.Value, tc.want.Value) {
 				t.Fatalf("result %+v, want %+v", got, tc.want)
@@ -61,8 +61,11 @@ func TestApplyCompareAndSwap(t *testing.T) {
 			if ok == tc.wantGone || v != tc.wantVal {
 				t.Fatalf("value %q, %v; want %q", v, ok, tc.wantVal)
 			}
-			if !got.Succeeded && dump(t, h.db) != before {
-				t.Fatal("a failed CAS without a client ID wrote")
+			if !got.Succeeded && userData(t, h.db) != before {
+				t.Fatal("a failed CAS without a client ID wrote a version")
+			}
+			if got.Revision != h.rev || h.sm.lastRev != h.rev {
+				t.Fatalf("result at revision %d, shard at %d; want both at %d", got.Revision, h.sm.lastRev, h.rev)
 			}
 		})
 	}
@@ -75,8 +78,10 @@ func TestApplyCASSeesSameBatch(t *testing.T) {
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
 	p := put(hdr(0, 0), "k", "in-batch")
+	p.Revision = 1
 	h.sm.Apply(h.ac(b), multiraft.Entry{Index: 11, Cmd: p.AppendEncoded(nil)})
 	c := cas(hdr(0, 0), "k", strp("in-batch"), "swapped")
+	c.Revision = 2
 	res := h.sm.Apply(h.ac(b), multiraft.Entry{Index: 12, Cmd: c.AppendEncoded(nil)})
 	if r, ok := res.(*Result); !ok || !r.Succeeded {
 		t.Fatalf("CAS after a put in the same batch: %v", res)
@@ -371,7 +376,7 @@ func TestDestroy(t *testing.T) {
 	h := newHarness(t, Config{}, testDesc())
 	h.mustOK(put(hdr(4, 1), "c", "v"))
 	// Neighbouring data and state of another shard survive.
-	if err := h.db.Set(keys.UserKey([]byte("z")), []byte("other"), nil); err != nil {
+	if err := h.db.Set(keys.MVCCKey([]byte("z"), 1), []byte("other"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.db.Set(keys.ShardClientKey(2, 4), []byte("other"), nil); err != nil {
@@ -382,7 +387,7 @@ func TestDestroy(t *testing.T) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("%x=%x\n%x=%x\n", keys.ShardClientKey(2, 4), "other", keys.UserKey([]byte("z")), "other")
+	want := fmt.Sprintf("%x=%x\n%x=%x\n", keys.ShardClientKey(2, 4), "other", keys.MVCCKey([]byte("z"), 1), "other")
 	if got := dump(t, h.db); got != want {
 		t.Fatalf("after destroy:\n%swant:\n%s", got, want)
 	}

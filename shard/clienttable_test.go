@@ -189,7 +189,7 @@ func TestClientTableDeterministic(t *testing.T) {
 func TestClientRecordEncoding(t *testing.T) {
 	l, r := testDesc(), testDesc()
 	r.ShardID = 2
-	for _, res := range []*Result{resultOK, {}, {Found: true, Value: []byte{}}, {Found: true, Value: []byte("v")}, {Succeeded: true, Left: &l, Right: &r}} {
+	for _, res := range []*Result{{Succeeded: true, Revision: 7}, {}, {Found: true, Value: []byte{}}, {Found: true, Value: []byte("v")}, {Succeeded: true, Left: &l, Right: &r}} {
 		enc := appendClientRecord(nil, 7, 9, res)
 		seq, stamp, got, err := decodeClientRecord(enc)
 		if err != nil || seq != 7 || stamp != 9 || !resultsEqual(got, res) {

@@ -24,6 +24,8 @@ type cluster struct {
 	engines map[multiraft.NodeID]*multiraft.Engine
 	msgs    []multiraft.Message
 	snaps   []*multiraft.OutgoingSnapshot
+	// oracle stamps the writes of every node (and of propose).
+	oracle counterOracle
 	// restored counts snapshots that receivers accepted.
 	restored int
 	// drop, if set, loses the messages and snapshots it reports true for
@@ -40,7 +42,7 @@ func newCluster(t testing.TB, nodes int) *cluster {
 	c := &cluster{t: t, dbs: map[multiraft.NodeID]*pebble.DB{}, stores: map[multiraft.NodeID]*Store{}, engines: map[multiraft.NodeID]*multiraft.Engine{}}
 	for i := 1; i <= nodes; i++ {
 		id := multiraft.NodeID(i)
-		store, err := NewStore(Config{SnapshotChunkBytes: 128})
+		store, err := NewStore(Config{SnapshotChunkBytes: 128}, &c.oracle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,6 +143,10 @@ func (c *cluster) wait(f *multiraft.Future) (any, error) {
 
 func (c *cluster) propose(n multiraft.NodeID, shard ShardID, cmd Command) *Result {
 	c.t.Helper()
+	if cmd.Kind.writesData() && cmd.Revision == 0 {
+		rev, _ := c.oracle.Next(context.Background(), 1)
+		cmd.Revision = uint64(rev)
+	}
 	res, err := c.wait(c.engines[n].ProposeFuture(shard, cmd.AppendEncoded(nil)))
 	if err != nil {
 		c.t.Fatalf("%s on shard %d: %v", cmd.Kind, shard, err)

@@ -57,6 +57,19 @@ func (d *decoder) byte() byte {
 	return b
 }
 
+func (d *decoder) fixed64() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.buf) < 8 {
+		d.fail(errShort)
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.buf)
+	d.buf = d.buf[8:]
+	return v
+}
+
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0

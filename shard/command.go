@@ -28,6 +28,12 @@ const (
 	KindChecksum
 )
 
+// writesData reports whether commands of kind k write user data, and so
+// carry a revision.
+func (k CommandKind) writesData() bool {
+	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch
+}
+
 func (k CommandKind) String() string {
 	switch k {
 	case KindPut:
@@ -80,6 +86,13 @@ type Command struct {
 	Kind   CommandKind
 	Header Header
 
+	// Revision is the revision of a Put, Delete, CompareAndSwap or Batch:
+	// every version it writes is at Revision, which must be above the
+	// revision of every earlier write to the shard (Apply refuses it
+	// otherwise, with ErrStaleRevision). The Store stamps it (see
+	// Store.Start); other kinds carry none.
+	Revision uint64
+
 	// Key: the key of a Put, Delete or CompareAndSwap; the split key of a
 	// Split (the first key of the new right-hand shard).
 	Key []byte
@@ -99,8 +112,12 @@ type Command struct {
 	NewReplicas []SplitReplica
 }
 
-// commandFormat is the leading byte of an encoded Command.
-const commandFormat byte = 1
+// commandFormat is the leading byte of an encoded Command. Format 2 added
+// the revision.
+const commandFormat byte = 2
+
+// revisionAt is the offset of the revision in an encoded command.
+const revisionAt = 2
 
 const (
 	opPut    byte = 1
@@ -112,8 +129,10 @@ const (
 // AppendEncoded appends c's binary encoding to dst and returns the extended
 // slice:
 //
-//	byte     format (1)
+//	byte     format (2)
 //	byte     kind
+//	8 bytes  Revision, big-endian (fixed, so the stamper can set it in
+//	         an encoded command: see revisionAt)
 //	uvarint  ClientID, Seq, Epoch.ConfVer, Epoch.Version
 //	put:     bytes key, bytes value
 //	delete:  bytes key
@@ -126,6 +145,7 @@ const (
 //	checksum: nothing
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	dst = append(dst, commandFormat, byte(c.Kind))
+	dst = binary.BigEndian.AppendUint64(dst, c.Revision)
 	dst = binary.AppendUvarint(dst, c.Header.ClientID)
 	dst = binary.AppendUvarint(dst, c.Header.Seq)
 	dst = binary.AppendUvarint(dst, c.Header.Epoch.ConfVer)
@@ -187,6 +207,7 @@ func DecodeCommand(b []byte, c *Command) error {
 		return fmt.Errorf("%w: unknown format %d", ErrBadCommand, f)
 	}
 	c.Kind = CommandKind(d.byte())
+	c.Revision = d.fixed64()
 	c.Header.ClientID = d.uvarint()
 	c.Header.Seq = d.uvarint()
 	c.Header.Epoch.ConfVer = d.uvarint()
@@ -265,6 +286,9 @@ func (c *Command) reset() {
 // checkLimits checks c against the limits of cfg (which has its defaults
 // applied) and its own consistency, without looking at any shard state.
 func (c *Command) checkLimits(cfg *Config) error {
+	if c.Revision != 0 && !c.Kind.writesData() {
+		return fmt.Errorf("%w: a %s carries revision %d", ErrBadCommand, c.Kind, c.Revision)
+	}
 	switch c.Kind {
 	case KindPut:
 		return checkKV(cfg, c.Key, c.Value)

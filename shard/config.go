@@ -3,6 +3,9 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/placement/tso"
 )
 
 // Config configures the shard state machines of a node and its Store. The
@@ -36,6 +39,13 @@ type Config struct {
 	// SnapshotChunkBytes is the target size of a chunk of user data in a
 	// snapshot image (a chunk holds at least one pair). Default 256 KiB.
 	SnapshotChunkBytes int64
+
+	// HistoryRetention is how long a key's overwritten versions are kept:
+	// a write at revision r removes the versions of its keys that no read
+	// at a revision of r minus the retention or later can see (see
+	// mvcc.go). Revisions are oracle timestamps, so the span is measured
+	// on the oracle's clock. Default 5 minutes.
+	HistoryRetention time.Duration
 }
 
 // Default values of Config's fields.
@@ -46,6 +56,7 @@ const (
 	DefaultMaxClients         = 4096
 	DefaultClientTTLEntries   = 100_000
 	DefaultSnapshotChunkBytes = 256 << 10
+	DefaultHistoryRetention   = 5 * time.Minute
 )
 
 // maxSnapshotFrameBytes bounds one frame of a snapshot image; Restore refuses
@@ -72,7 +83,16 @@ func (c Config) withDefaults() Config {
 	if c.SnapshotChunkBytes == 0 {
 		c.SnapshotChunkBytes = DefaultSnapshotChunkBytes
 	}
+	if c.HistoryRetention == 0 {
+		c.HistoryRetention = DefaultHistoryRetention
+	}
 	return c
+}
+
+// retentionRevisions is HistoryRetention as a span of revisions (oracle
+// timestamps: milliseconds shifted past the logical bits).
+func (c Config) retentionRevisions() uint64 {
+	return uint64(c.HistoryRetention.Milliseconds()) << tso.LogicalBits
 }
 
 // Validate reports every problem of c at once, after defaults are applied.
@@ -93,6 +113,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotChunkBytes < 1 {
 		errs = append(errs, fmt.Errorf("SnapshotChunkBytes must be positive, got %d", c.SnapshotChunkBytes))
+	}
+	if c.HistoryRetention < time.Millisecond || c.HistoryRetention > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("HistoryRetention must be between 1ms and 30 days, got %s", c.HistoryRetention))
 	}
 	// One frame of a snapshot must hold a chunk plus one maximal pair, or
 	// the largest client record (a failed CAS returns a whole value).

@@ -8,8 +8,9 @@
 // (an empty End is +inf). In the node's one Pebble instance (layout in
 // internal/keys) this package owns, per shard:
 //
-//	keys.UserKey(k)                          user data, for k in [Start, End)
+//	keys.MVCCKey(k, rev)                     the version of k at rev, for k in [Start, End)
 //	keys.ShardKey(id, keys.ShardDescriptor)  the encoded Descriptor
+//	keys.ShardKey(id, keys.ShardRevision)    the revision of its last write
 //	keys.ShardClientKey(id, client)          the client table (exactly-once)
 //
 // It does not own Raft state, the log, membership changes or leadership
@@ -26,7 +27,7 @@
 //
 // # Wiring (one Store per node)
 //
-//	store, err := shard.NewStore(cfg)                 // cfg identical on every node
+//	store, err := shard.NewStore(cfg, oracle)         // cfg identical on every node; oracle: see Oracle
 //	eng, err := multiraft.Open(multiraft.Config{
 //		NewStateMachine: store.StateMachineFunc(),     // registers each shard with the Store
 //		/* NodeID, DB, Transport, ... */
@@ -42,16 +43,18 @@
 //     MaxKeyBytes, value <= MaxValueBytes, batch size) and checks it against
 //     this replica's cached descriptor (keys in range, epoch, split
 //     validity). Failures return at once; nothing enters the log.
-//  2. The command is encoded (Command.AppendEncoded) and proposed; the
-//     engine replicates it and calls Apply on every replica, in log order.
+//  2. The command is encoded (Command.AppendEncoded); a write waits for its
+//     revision (see below) and is proposed; the engine replicates it and
+//     calls Apply on every replica, in log order.
 //  3. Apply decodes it and, in this order:
 //     a. deduplicates it against the client table (see below): a retry of
 //     the last applied request returns the recorded Result, an older one
 //     ErrStaleSequence;
 //     b. checks the limits again and the descriptor current at apply time
-//     (range and epoch; a split also its key and replica mapping);
-//     c. writes user data, then the client record, into the engine's batch,
-//     and returns a *Result.
+//     (range and epoch; a split also its key and replica mapping), and a
+//     write's revision against the shard's last;
+//     c. writes user data (new versions), the shard's revision, then the
+//     client record, into the engine's batch, and returns a *Result.
 //     A command refused in a or b returns an error and writes nothing at
 //     all, so its client may fix the cause and retry with the same Seq.
 //  4. The engine commits the batch with the applied index and hands the
@@ -60,6 +63,31 @@
 // Apply is deterministic: its writes and result depend only on the stored
 // state, the entry (command and index) and Config. That is why every node
 // must run with the same Config.
+//
+// # Revisions and versions
+//
+// Every write (Put, Delete, CompareAndSwap, Batch) carries a revision, a
+// timestamp of the fleet's oracle (Oracle; placementd's placement/tso)
+// that the Store stamps it with before proposing it (stamp.go: one oracle
+// call out at a time per node, each for every write that arrived before
+// it began, so a write's revision is above that of every write
+// acknowledged before it arrived, on any shard). The revision travels in
+// the log entry, so every replica applies the same one. Apply refuses,
+// with ErrStaleRevision and identically on every replica, a write whose
+// revision is not above the revision of the shard's last write (a new
+// leader's write stamped before an old leader's write that committed
+// after it): within a shard, revisions increase in log order.
+//
+// A write keeps every version before it (mvcc.go): each key holds its
+// versions, newest first, as separate Pebble keys (internal/keys'
+// MVCCKey), a delete writes a tombstone, and a version records the key's
+// create revision and version (writes since creation); its mod revision
+// is its own. Reads return the newest version at or below a revision
+// (ReadAt; the Store's reads read the latest). A write also removes the
+// versions of its keys that no read at its revision minus
+// Config.HistoryRetention or later can see, so a key's history stays
+// bounded. Reads below that horizon are not served yet: that, watch, and
+// the resolved revision are issue 15's next steps.
 //
 // # Epochs
 //
@@ -111,9 +139,9 @@
 // replica ID of the new shard (on the same node). Applying it, in one
 // batch: the shard shrinks to [Start, key) with Version+1; the descriptor
 // of newShard [key, End) is written with the same epoch and the mapped
-// replicas; the client table is copied; and ApplyContext.CreateGroup
-// creates the new group on this node, so every replica of the old shard
-// starts the new one from identical state. User data does not move: it is
+// replicas; the client table and the last revision are copied; and
+// ApplyContext.CreateGroup creates the new group on this node, so every
+// replica of the old shard starts the new one from identical state. User data does not move: it is
 // keyed by the user key. A replica that applies a split after its own
 // removal creates nothing and deletes the right-hand user data instead,
 // and so does one whose node must not host the new replica (the engine's
@@ -141,7 +169,8 @@
 // # Snapshots
 //
 // Snapshot streams the shard's image from a Pebble snapshot: a header frame
-// (format version and descriptor), client-table frames, user-data frames
+// (format version, the revision of the shard's last write, descriptor),
+// client-table frames, frames of every version of the user data
 // of about Config.SnapshotChunkBytes, and a trailer with the numbers of
 // client records and pairs and a CRC-32C of the whole image. Every frame
 // carries its length and a CRC-32C. Restore verifies everything (checksums,

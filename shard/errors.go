@@ -38,6 +38,16 @@ var (
 	// never will be; its client has moved on.
 	ErrStaleSequence = errors.New("shard: stale sequence number")
 
+	// ErrStaleRevision: a write's revision is not above the revision of
+	// the shard's last write (a leader stamped it before another leader's
+	// write with a higher revision committed). It was not applied; a retry
+	// is stamped anew.
+	ErrStaleRevision = errors.New("shard: stale revision")
+
+	// ErrNoRevision: the Store could not get a revision for a write from
+	// its Oracle (see Oracle). The write did not enter the log.
+	ErrNoRevision = errors.New("shard: no revision for the write")
+
 	// ErrInvalidSplit: a split whose key is not strictly inside the shard,
 	// whose new shard ID is zero or the shard's own, or whose replica
 	// mapping does not map every current replica to a fresh, distinct ID.

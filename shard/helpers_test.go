@@ -1,20 +1,32 @@
 package shard
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 )
+
+// counterOracle is an Oracle for one process: a counter.
+type counterOracle struct{ last atomic.Uint64 }
+
+func (o *counterOracle) Next(_ context.Context, count int) (tso.Timestamp, error) {
+	return tso.Timestamp(o.last.Add(uint64(count)) - uint64(count) + 1), nil
+}
 
 // newDB opens an in-memory Pebble closed at the end of the test.
 func newDB(tb testing.TB) *pebble.DB {
 	tb.Helper()
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{tb}})
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{tb}, Comparer: pebbleopts.Comparer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,6 +66,7 @@ type harness struct {
 	shard   ShardID
 	replica multiraft.ReplicaID
 	index   uint64
+	rev     uint64 // the revision of the last write the harness stamped
 	creates []created
 	// refuseCreate makes CreateGroup answer false, as the engine does when
 	// the node must not host the right-hand replica.
@@ -94,9 +107,14 @@ func (h *harness) ac(b *pebble.Batch) *multiraft.ApplyContext {
 	return &multiraft.ApplyContext{Batch: b, Group: h.shard, Replica: h.replica}
 }
 
-// apply applies cmd as the next entry and commits it.
+// apply applies cmd as the next entry and commits it. A write without a
+// revision is stamped with the harness's next one, as a Store would.
 func (h *harness) apply(cmd Command) any {
 	h.tb.Helper()
+	if cmd.Kind.writesData() && cmd.Revision == 0 {
+		h.rev++
+		cmd.Revision = h.rev
+	}
 	return h.applyRaw(cmd.AppendEncoded(nil))
 }
 
@@ -127,17 +145,14 @@ func (h *harness) get(key string) (string, bool) {
 	return get(h.tb, h.db, key)
 }
 
+// get reads the latest version of key from r.
 func get(tb testing.TB, r pebble.Reader, key string) (string, bool) {
 	tb.Helper()
-	v, closer, err := r.Get(append([]byte{0x02}, key...))
-	if err == pebble.ErrNotFound {
-		return "", false
-	}
+	kv, found, err := getAt(r, []byte(key), keys.MaxRevision)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer closer.Close()
-	return string(v), true
+	return string(kv.Value), found
 }
 
 // dump renders every key and value of r, in order.
@@ -150,6 +165,24 @@ func dump(tb testing.TB, r pebble.Reader) string {
 	var sb strings.Builder
 	for valid := it.First(); valid; valid = it.Next() {
 		fmt.Fprintf(&sb, "%x=%x\n", it.Key(), it.Value())
+	}
+	if err := it.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return sb.String()
+}
+
+// userData renders every version of every user key in r, in order.
+func userData(tb testing.TB, r pebble.Reader) string {
+	tb.Helper()
+	lo, hi := keys.UserSpan(nil, nil)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var sb strings.Builder
+	for valid := it.First(); valid; valid = it.Next() {
+		fmt.Fprintf(&sb, "%s=%x\n", keys.FormatKey(it.Key()), it.Value())
 	}
 	if err := it.Close(); err != nil {
 		tb.Fatal(err)
@@ -185,3 +218,13 @@ type quietLogger struct{ tb testing.TB }
 func (quietLogger) Infof(string, ...any)           {}
 func (quietLogger) Errorf(string, ...any)          {}
 func (l quietLogger) Fatalf(f string, args ...any) { l.tb.Fatalf(f, args...) }
+
+// setVersion writes a version of key holding value at revision 1 straight
+// into w, as if a write had put it there.
+func setVersion(tb testing.TB, w pebble.Writer, key, value string) {
+	tb.Helper()
+	v := appendVersionValue(nil, versionMeta{create: 1, version: 1}, []byte(value))
+	if err := w.Set(keys.MVCCKey([]byte(key), 1), v, nil); err != nil {
+		tb.Fatal(err)
+	}
+}

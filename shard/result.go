@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 )
 
@@ -19,20 +20,19 @@ type Result struct {
 	// Left and Right: for a Split, the shard's descriptor after the split
 	// and the new right-hand shard's descriptor.
 	Left, Right *Descriptor
+	// Revision: for a Put, Delete, CompareAndSwap or Batch, the revision
+	// it was applied at (its versions' revision; a failed CompareAndSwap
+	// and a Delete of an absent key wrote none, but were evaluated at it).
+	Revision uint64
 	// Index: for a Checksum, the log index it was computed at (its Value is
 	// the checksum). Checksums are never recorded in the client table, so
 	// Index is not part of the encoding.
 	Index uint64
 }
 
-// resultOK is the shared result of every applied Put, Delete, Batch and
-// successful CompareAndSwap; sharing it keeps the apply path free of
-// allocations.
-var resultOK = &Result{Succeeded: true}
-
 // resultFormat is the leading byte of an encoded Result (as stored in the
-// client table).
-const resultFormat byte = 1
+// client table). Format 2 added the revision.
+const resultFormat byte = 2
 
 const (
 	resultSucceeded byte = 1 << iota
@@ -42,8 +42,9 @@ const (
 
 // appendEncoded appends r's encoding:
 //
-//	byte   format (1)
-//	byte   flags (bit 0 succeeded, bit 1 found, bit 2 split)
+//	byte     format (2)
+//	byte     flags (bit 0 succeeded, bit 1 found, bit 2 split)
+//	uvarint  revision
 //	bytes  value (only with found)
 //	left and right descriptors (only with split)
 func (r *Result) appendEncoded(dst []byte) []byte {
@@ -59,6 +60,7 @@ func (r *Result) appendEncoded(dst []byte) []byte {
 		flags |= resultSplit
 	}
 	dst = append(dst, resultFormat, flags)
+	dst = binary.AppendUvarint(dst, r.Revision)
 	if r.Found {
 		dst = appendBytes(dst, r.Value)
 	}
@@ -78,13 +80,10 @@ func decodeResultFrom(d *decoder) *Result {
 	if flags&^(resultSucceeded|resultFound|resultSplit) != 0 {
 		d.fail(fmt.Errorf("unknown result flags %#x", flags))
 	}
+	r := &Result{Succeeded: flags&resultSucceeded != 0, Found: flags&resultFound != 0, Revision: d.uvarint()}
 	if d.err != nil {
 		return nil
 	}
-	if flags == resultSucceeded {
-		return resultOK
-	}
-	r := &Result{Succeeded: flags&resultSucceeded != 0, Found: flags&resultFound != 0}
 	if r.Found {
 		r.Value = bytes.Clone(d.bytes())
 		if r.Value == nil {

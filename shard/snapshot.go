@@ -21,18 +21,21 @@ import (
 // where crc is the CRC-32C (Castagnoli) of kind, length and payload. The
 // frames come in this order:
 //
-//	'H'  once:  byte format (1), then the encoded Descriptor
+//	'H'  once:  byte format (2), 8-byte revision of the shard's last
+//	            write, then the encoded Descriptor
 //	'C'  0..n:  client records: uvarint client ID, bytes record; IDs
 //	            strictly increasing across all 'C' frames
-//	'D'  0..n:  user pairs: bytes key, bytes value; keys strictly
-//	            increasing across all 'D' frames and inside the descriptor
+//	'D'  0..n:  versions: bytes user key, 8-byte revision, bytes version
+//	            (see mvcc.go); in Pebble's order across all 'D' frames
+//	            (keys increasing, a key's revisions decreasing), keys
+//	            inside the descriptor
 //	'T'  once:  uvarint number of client records, uvarint number of pairs,
 //	            4-byte CRC-32C of every byte of the image before this frame
 //
 // and nothing follows the trailer.
 
 const (
-	snapshotFormat byte = 1
+	snapshotFormat byte = 2
 
 	frameHeader  byte = 'H'
 	frameClients byte = 'C'
@@ -68,7 +71,8 @@ func (fw *frameWriter) flush(kind byte) error {
 }
 
 // Snapshot writes the image of the shard as of r (a Pebble snapshot at the
-// applied index) to w: its descriptor, client table and user data. It reads
+// applied index) to w: its descriptor, revision, client table and every
+// version of its user data. It reads
 // no in-memory state, so it may run on any goroutine concurrently with
 // Apply.
 func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
@@ -84,9 +88,14 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("shard: snapshot of shard %d: %w", sm.shard, err)
 	}
+	rev, err := loadRevision(r, sm.shard)
+	if err != nil {
+		return err
+	}
 	fw := &frameWriter{w: w}
 	fw.start()
 	fw.buf = append(fw.buf, snapshotFormat)
+	fw.buf = binary.BigEndian.AppendUint64(fw.buf, rev)
 	fw.buf = desc.AppendEncoded(fw.buf)
 	if err := fw.flush(frameHeader); err != nil {
 		return err
@@ -101,7 +110,9 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	}
 	lo, hi = keys.UserSpan(desc.Start, desc.End)
 	nPairs, err := sm.writeSpan(r, fw, frameData, lo, hi, func(dst, k, v []byte) []byte {
-		return appendBytes(appendBytes(dst, keys.DecodeUserKey(k)), v)
+		uk, rev, _ := keys.DecodeMVCCKey(k)
+		dst = binary.BigEndian.AppendUint64(appendBytes(dst, uk), rev)
+		return appendBytes(dst, v)
 	})
 	if err != nil {
 		return err
@@ -130,6 +141,10 @@ func (sm *StateMachine) writeSpan(r pebble.Reader, fw *frameWriter, kind byte, l
 		if kind == frameClients && len(it.Key()) != len(lo)+8 {
 			it.Close()
 			return 0, fmt.Errorf("shard: snapshot of shard %d: malformed client key %x", sm.shard, it.Key())
+		}
+		if _, _, ok := keys.DecodeMVCCKey(it.Key()); kind == frameData && !ok {
+			it.Close()
+			return 0, fmt.Errorf("shard: snapshot of shard %d: malformed version key %x", sm.shard, it.Key())
 		}
 		fw.buf = enc(fw.buf, it.Key(), v)
 		n++
@@ -221,10 +236,10 @@ func imageDescriptor(image []byte) (Descriptor, error) {
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("%w: header: %w", ErrCorruptSnapshot, err)
 	}
-	if kind != frameHeader || len(payload) == 0 || payload[0] != snapshotFormat {
+	if kind != frameHeader || len(payload) < 9 || payload[0] != snapshotFormat {
 		return Descriptor{}, fmt.Errorf("%w: no header frame of a known format", ErrCorruptSnapshot)
 	}
-	d, err := DecodeDescriptor(payload[1:])
+	d, err := DecodeDescriptor(payload[9:])
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("%w: descriptor: %w", ErrCorruptSnapshot, err)
 	}
@@ -245,10 +260,11 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 	if kind != frameHeader {
 		return corrupt("image starts with frame %q", kind)
 	}
-	if len(payload) == 0 || payload[0] != snapshotFormat {
+	if len(payload) < 9 || payload[0] != snapshotFormat {
 		return corrupt("unknown image format")
 	}
-	desc, err := DecodeDescriptor(payload[1:])
+	imageRev := binary.BigEndian.Uint64(payload[1:9])
+	desc, err := DecodeDescriptor(payload[9:])
 	if err != nil {
 		return corrupt("descriptor: %v", err)
 	}
@@ -260,11 +276,15 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 	lo, hi := keys.ShardPrefix(uint64(sm.shard))
 	mustWrite(stage.DeleteRange(lo, hi, nil))
 	mustWrite(stage.Set(sm.descKey, desc.AppendEncoded(nil), nil))
+	if imageRev != 0 { // no key means 0, as in a shard that never wrote
+		mustWrite(stage.Set(keys.ShardKey(uint64(sm.shard), keys.ShardRevision), binary.BigEndian.AppendUint64(nil, imageRev), nil))
+	}
 
 	var (
 		nClients, nPairs uint64
 		lastClient       uint64
 		lastKey          []byte
+		lastRev          uint64
 		phase            = frameClients
 	)
 	for {
@@ -297,18 +317,24 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 			phase = frameData
 			d := decoder{buf: payload}
 			for len(d.buf) > 0 && d.err == nil {
-				k, v := d.bytes(), d.bytes()
+				k, rev, v := d.bytes(), d.fixed64(), d.bytes()
 				if d.err != nil {
 					break
 				}
-				if nPairs > 0 && bytes.Compare(k, lastKey) <= 0 {
-					return corrupt("key %q after key %q", k, lastKey)
+				if c := bytes.Compare(k, lastKey); nPairs > 0 && (c < 0 || c == 0 && rev >= lastRev) {
+					return corrupt("version %q@%d after %q@%d", k, rev, lastKey, lastRev)
 				}
 				if !desc.ContainsKey(k) {
 					return corrupt("key %q outside %s", k, &desc)
 				}
-				mustWrite(stage.Set(keys.UserKey(k), v, nil))
-				lastKey = append(lastKey[:0], k...)
+				if rev == 0 || rev > imageRev {
+					return corrupt("version %q@%d of a shard at revision %d", k, rev, imageRev)
+				}
+				if _, _, _, err := decodeVersion(v); err != nil {
+					return corrupt("version %q@%d: %v", k, rev, err)
+				}
+				mustWrite(stage.Set(keys.MVCCKey(k, rev), v, nil))
+				lastKey, lastRev = append(lastKey[:0], k...), rev
 				nPairs++
 			}
 			if d.err != nil {

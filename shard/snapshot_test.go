@@ -27,9 +27,7 @@ func snapshotSource(tb testing.TB, cfg Config) (*harness, []byte) {
 	h.mustOK(splitCmd(hdr(10, 1), "k", 2, mapping...))
 	// Outside the shard: must not be part of the image.
 	for _, k := range []string{"a", "l", "z"} {
-		if err := h.db.Set(keys.UserKey([]byte(k)), []byte("outside"), nil); err != nil {
-			tb.Fatal(err)
-		}
+		setVersion(tb, h.db, k, "outside")
 	}
 	snap := h.db.NewSnapshot()
 	defer snap.Close()
@@ -72,11 +70,9 @@ func restoreInto(tb testing.TB, cfg Config, img []byte) (*pebble.DB, *pebble.Bat
 		tb.Fatal(err)
 	}
 	for _, kv := range [][2]string{{"c000", "stale"}, {"c999", "stale"}, {"x", "beyond the image"}} {
-		if err := db.Set(keys.UserKey([]byte(kv[0])), []byte(kv[1]), nil); err != nil {
-			tb.Fatal(err)
-		}
+		setVersion(tb, db, kv[0], kv[1])
 	}
-	if err := db.Set(keys.ShardClientKey(1, 999), appendClientRecord(nil, 1, 1, resultOK), nil); err != nil {
+	if err := db.Set(keys.ShardClientKey(1, 999), appendClientRecord(nil, 1, 1, &Result{Succeeded: true, Revision: 1}), nil); err != nil {
 		tb.Fatal(err)
 	}
 	sm, err := NewStateMachine(cfg, 1, 2, db)

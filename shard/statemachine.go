@@ -37,9 +37,15 @@ type StateMachine struct {
 	descKey    []byte
 	clientPref []byte // keys.ShardClientPrefix start; a client key is it + 8-byte ID
 	cmd        Command
-	keyBuf     []byte
-	ckeyBuf    []byte
-	recBuf     []byte
+	// lastRev is the revision of the shard's last write (stored under
+	// revKey): a write must come with a higher one.
+	lastRev uint64
+	revKey  []byte
+	revBuf  []byte
+	valBuf  []byte
+	keyBuf  []byte
+	ckeyBuf []byte
+	recBuf  []byte
 
 	// createGroup is ac.CreateGroup; tests replace it to run splits
 	// without an engine.
@@ -73,6 +79,7 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 		replica:     replica,
 		clients:     newClientTable(cfg.MaxClients, cfg.ClientTTLEntries),
 		descKey:     keys.ShardKey(uint64(shard), keys.ShardDescriptor),
+		revKey:      keys.ShardKey(uint64(shard), keys.ShardRevision),
 		clientPref:  clientPref,
 		createGroup: createGroupViaEngine,
 	}
@@ -90,6 +97,9 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 	}
 	if desc.ShardID != shard {
 		return nil, fmt.Errorf("%w: shard %d stores the descriptor of shard %d", ErrBadDescriptor, shard, desc.ShardID)
+	}
+	if sm.lastRev, err = loadRevision(r, shard); err != nil {
+		return nil, err
 	}
 	recs, err := loadClientRecords(r, shard)
 	if err != nil {
@@ -110,6 +120,23 @@ func NewStateMachineFunc(cfg Config) multiraft.NewStateMachineFunc {
 		}
 		return sm, nil
 	}
+}
+
+// loadRevision reads the revision of shard's last write from r (0 if it
+// has none).
+func loadRevision(r pebble.Reader, shard ShardID) (uint64, error) {
+	v, closer, err := r.Get(keys.ShardKey(uint64(shard), keys.ShardRevision))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("shard: loading the revision of shard %d: %w", shard, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: shard %d: revision %x", ErrBadDescriptor, shard, v)
+	}
+	return binary.BigEndian.Uint64(v), nil
 }
 
 // loadClientRecords reads the index part of shard's client table from r.
@@ -229,6 +256,13 @@ func (sm *StateMachine) clientKey(id uint64) []byte {
 
 // mustWrite panics on an error writing into a batch: that only happens
 // when the batch is misused (committed, closed), which is a bug.
+// mustRead panics on an error reading the shard's state during apply.
+func mustRead(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("shard: reading during apply: %v", err))
+	}
+}
+
 func mustWrite(err error) {
 	if err != nil {
 		panic(fmt.Sprintf("shard: writing to apply batch: %v", err))

@@ -23,7 +23,7 @@ func TestNewStateMachineRefusesCorruptState(t *testing.T) {
 		{"garbage-descriptor", keys.ShardKey(1, keys.ShardDescriptor), []byte{1, 2, 3}},
 		{"descriptor-of-another-shard", keys.ShardKey(1, keys.ShardDescriptor), other.AppendEncoded(nil)},
 		{"garbage-client-record", keys.ShardClientKey(1, 7), []byte{9}},
-		{"short-client-key", keys.ShardClientKey(1, 7)[:15], appendClientRecord(nil, 1, 1, resultOK)},
+		{"short-client-key", keys.ShardClientKey(1, 7)[:15], appendClientRecord(nil, 1, 1, &Result{Succeeded: true, Revision: 1})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,7 +67,7 @@ func TestStoreRechecksAfterRead(t *testing.T) {
 	if err := b.Commit(nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewStore(Config{})
+	s, err := NewStore(Config{}, &counterOracle{})
 	if err != nil {
 		t.Fatal(err)
 	}

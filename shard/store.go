@@ -22,6 +22,7 @@ type Engine interface {
 	DB() *pebble.DB
 	CreateGroup(group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership, init func(b *pebble.Batch) error) error
 	ProposeFuture(group multiraft.GroupID, cmd []byte) *multiraft.Future
+	CheckLeader(group multiraft.GroupID) error
 	ReadFuture(group multiraft.GroupID, mode multiraft.ReadMode) *multiraft.Future
 }
 
@@ -45,7 +46,8 @@ var _ Engine = (*multiraft.Engine)(nil)
 // surely did not apply; multiraft.ErrAmbiguous or a context error means it
 // may have (retry only with the same ClientID and Seq).
 type Store struct {
-	cfg Config // defaults applied
+	cfg   Config // defaults applied
+	stamp stamper
 
 	mu struct {
 		sync.RWMutex
@@ -57,19 +59,17 @@ type Store struct {
 	}
 }
 
-// KeyValue is one pair returned by Scan. The caller owns both slices.
-type KeyValue struct {
-	Key   []byte
-	Value []byte
-}
-
 // NewStore returns a Store using cfg, which must be valid and must be the
-// same on every node.
-func NewStore(cfg Config) (*Store, error) {
+// same on every node, stamping writes with revisions from oracle (see
+// Oracle).
+func NewStore(cfg Config, oracle Oracle) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg.withDefaults()}
+	if oracle == nil {
+		return nil, errors.New("shard: a store needs an oracle for its revisions")
+	}
+	s := &Store{cfg: cfg.withDefaults(), stamp: stamper{oracle: oracle}}
 	s.mu.shards = make(map[ShardID]*StateMachine)
 	s.mu.creating = make(map[ShardID]*Descriptor)
 	return s, nil
@@ -246,7 +246,9 @@ func (s *Store) Execute(ctx context.Context, shard ShardID, cmd *Command) (*Resu
 // Start is Execute without the wait: it makes the same checks, proposes
 // cmd, and returns at once. A server with many commands in hand (a batch
 // of client requests) starts them all, then waits for each, with no
-// goroutine per command.
+// goroutine per command. A write (Put, Delete, CompareAndSwap, Batch) is
+// proposed once the stamper gave it its revision (see Oracle); Start
+// overwrites cmd.Revision's encoding, not cmd.
 func (s *Store) Start(shard ShardID, cmd *Command) Pending {
 	if err := cmd.checkLimits(&s.cfg); err != nil {
 		return Pending{err: err}
@@ -258,12 +260,22 @@ func (s *Store) Start(shard ShardID, cmd *Command) Pending {
 	if err := cmd.checkAgainst(d); err != nil {
 		return Pending{err: err}
 	}
-	return Pending{f: e.ProposeFuture(shard, cmd.AppendEncoded(nil)), shard: shard, kind: cmd.Kind}
+	if !cmd.Kind.writesData() {
+		return Pending{f: e.ProposeFuture(shard, cmd.AppendEncoded(nil)), shard: shard, kind: cmd.Kind}
+	}
+	// A follower refuses at once, without asking the oracle for a revision.
+	if err := e.CheckLeader(shard); err != nil {
+		return Pending{err: err}
+	}
+	w := &stampedWrite{shard: shard, e: e, cmd: cmd.AppendEncoded(nil), done: make(chan struct{})}
+	s.stamp.add(w)
+	return Pending{w: w, shard: shard, kind: cmd.Kind}
 }
 
 // Pending is a command Start proposed (or refused).
 type Pending struct {
 	f     *multiraft.Future
+	w     *stampedWrite // a write, until it is stamped and proposed
 	err   error
 	shard ShardID
 	kind  CommandKind
@@ -274,6 +286,19 @@ type Pending struct {
 func (p Pending) Wait(ctx context.Context) (*Result, error) {
 	if p.err != nil {
 		return nil, p.err
+	}
+	if p.w != nil {
+		select {
+		case <-p.w.done:
+		case <-ctx.Done():
+			// It may still be stamped and proposed: ambiguous, like any
+			// write whose wait ended early.
+			return nil, ctx.Err()
+		}
+		if p.w.err != nil {
+			return nil, p.w.err
+		}
+		p.f = p.w.f
 	}
 	res, err := p.f.Wait(ctx)
 	if err != nil {
@@ -384,27 +409,26 @@ type PendingRead struct {
 // Wait waits for the read's barrier, or for ctx to end, then reads, and
 // returns what Get would have.
 func (p PendingRead) Wait(ctx context.Context) (value []byte, found bool, err error) {
+	kv, found, err := p.WaitKV(ctx)
+	return kv.Value, found, err
+}
+
+// WaitKV is Wait returning the key's revisions with its value.
+func (p PendingRead) WaitKV(ctx context.Context) (KeyValue, bool, error) {
 	if p.err != nil {
-		return nil, false, p.err
+		return KeyValue{}, false, p.err
 	}
 	if _, err := p.f.Wait(ctx); err != nil {
-		return nil, false, err
+		return KeyValue{}, false, err
 	}
-	v, closer, err := p.e.DB().Get(keys.UserKey(p.key))
-	switch {
-	case err == nil:
-		value, found = bytes.Clone(v), true
-		if value == nil {
-			value = []byte{}
-		}
-		closer.Close()
-	case !errors.Is(err, pebble.ErrNotFound):
-		return nil, false, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
+	kv, found, err := getAt(p.e.DB(), p.key, keys.MaxRevision)
+	if err != nil {
+		return KeyValue{}, false, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
 	}
 	if err := p.s.stillServes(p.sm, p.key, nil, true); err != nil {
-		return nil, false, err
+		return KeyValue{}, false, err
 	}
-	return value, found, nil
+	return kv, found, nil
 }
 
 // Scan returns the pairs of [start, end) in shard in key order, at most
@@ -430,23 +454,15 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	if _, err := e.ReadFuture(shard, mode).Wait(ctx); err != nil {
 		return nil, false, err
 	}
-	lo, hi := keys.UserSpan(start, end)
-	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
-	}
-	for valid := it.First(); valid; valid = it.Next() {
+	err = scanAt(e.DB(), start, end, keys.MaxRevision, func(kv KeyValue) bool {
 		if limit > 0 && len(kvs) == limit {
 			more = true
-			break
+			return false
 		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			break
-		}
-		kvs = append(kvs, KeyValue{Key: bytes.Clone(keys.DecodeUserKey(it.Key())), Value: append([]byte{}, v...)})
-	}
-	if err := it.Close(); err != nil {
+		kvs = append(kvs, kv.clone())
+		return true
+	})
+	if err != nil {
 		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
 	}
 	if err := s.stillServes(sm, start, end, false); err != nil {
@@ -464,25 +480,28 @@ func (s *Store) MidKey(shard ShardID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo, hi := keys.UserSpan(desc.Start, desc.End)
-	it, err := e.DB().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
+	snap := e.DB().NewSnapshot()
+	defer snap.Close()
 	n := 0
-	for it.First(); it.Valid(); it.Next() {
-		n++
+	count := func(KeyValue) bool { n++; return true }
+	if err := scanAt(snap, desc.Start, desc.End, keys.MaxRevision, count); err != nil {
+		return nil, err
 	}
 	if n < 2 {
 		return nil, fmt.Errorf("%w: shard %d holds %d keys, too few to split", ErrInvalidSplit, shard, n)
 	}
-	it.First()
-	for range n / 2 {
-		it.Next()
+	var mid []byte
+	i := 0
+	err = scanAt(snap, desc.Start, desc.End, keys.MaxRevision, func(kv KeyValue) bool {
+		if i == n/2 {
+			mid = bytes.Clone(kv.Key)
+			return false
+		}
+		i++
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
-	if !it.Valid() {
-		return nil, fmt.Errorf("shard %d changed while choosing a split key: %w", shard, it.Error())
-	}
-	return append([]byte(nil), keys.DecodeUserKey(it.Key())...), nil
+	return mid, nil
 }

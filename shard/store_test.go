@@ -29,7 +29,13 @@ type node struct {
 
 func openNode(tb testing.TB, db *pebble.DB) *node {
 	tb.Helper()
-	store, err := NewStore(Config{})
+	return openNodeWith(tb, db, &counterOracle{})
+}
+
+// openNodeWith is openNode with the node's oracle.
+func openNodeWith(tb testing.TB, db *pebble.DB, oracle Oracle) *node {
+	tb.Helper()
+	store, err := NewStore(Config{}, oracle)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -90,7 +96,7 @@ func loneDesc() Descriptor {
 }
 
 func TestStoreNotReady(t *testing.T) {
-	s, err := NewStore(Config{})
+	s, err := NewStore(Config{}, &counterOracle{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +107,7 @@ func TestStoreNotReady(t *testing.T) {
 	if _, _, err := s.Get(ctx, 1, Epoch{}, []byte("c"), multiraft.ReadStale); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("get before SetEngine: %v", err)
 	}
-	if _, err := NewStore(Config{MaxClients: -1}); err == nil {
+	if _, err := NewStore(Config{MaxClients: -1}, &counterOracle{}); err == nil {
 		t.Fatal("invalid config accepted")
 	}
 }
@@ -157,15 +163,15 @@ func TestStoreKV(t *testing.T) {
 
 	kvs, more, err := s.Scan(ctx, 1, ep, []byte("b"), []byte("m"), 0, multiraft.ReadLinearizable)
 	if err != nil || more || len(kvs) != 4 || string(kvs[0].Key) != "d" || string(kvs[3].Value) != "h" {
-		t.Fatalf("scan: %q, %v, %v", kvs, more, err)
+		t.Fatalf("scan: %+v, %v, %v", kvs, more, err)
 	}
 	kvs, more, err = s.Scan(ctx, 1, ep, []byte("d\x00"), []byte("m"), 2, multiraft.ReadLease)
 	if err != nil || !more || len(kvs) != 2 || string(kvs[0].Key) != "f" || string(kvs[1].Key) != "g" {
-		t.Fatalf("scan with limit: %q, %v, %v", kvs, more, err)
+		t.Fatalf("scan with limit: %+v, %v, %v", kvs, more, err)
 	}
 	kvs, more, err = s.Scan(ctx, 1, ep, []byte("g"), []byte("h\x00"), 2, multiraft.ReadStale)
 	if err != nil || more || len(kvs) != 2 {
-		t.Fatalf("scan ending at the limit: %q, %v, %v", kvs, more, err)
+		t.Fatalf("scan ending at the limit: %+v, %v, %v", kvs, more, err)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -56,12 +57,25 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	defer db.Close()
 
-	store, err := shard.NewStore(shard.Config{})
+	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
+	defer conns.Close()
+	// Writes are stamped with revisions from placement's timestamp oracle,
+	// or, on a node run without placement, from the node's own.
+	var oracle shard.Oracle
+	if cfg.Placement != "" {
+		oracle = &placementOracle{addrs: strings.Split(cfg.Placement, ","), dial: conns.Dial}
+	} else {
+		own, err := tso.Open(ctx, nodeOracleStore{db}, tso.Config{})
+		if err != nil {
+			return fmt.Errorf("opening the node's timestamp oracle: %w", err)
+		}
+		defer own.Close()
+		oracle = own
+	}
+	store, err := shard.NewStore(shard.Config{}, oracle)
 	if err != nil {
 		return err
 	}
-	conns := &serve.ConnPool{Creds: tlsCfg.ClientCredentials()}
-	defer conns.Close()
 	tcfg := rpc.TransportConfig{
 		NodeID: self, Resolver: resolver, Dial: conns.Dial, Logger: logger,
 		SnapshotRateBytes: int64(cfg.SnapshotRate), MaxConcurrentSnapshots: cfg.MaxSnapshots,

@@ -2,38 +2,58 @@ package keys
 
 import (
 	"bytes"
+	"cmp"
 	"math"
 	"testing"
 )
 
-// inSpan reports whether k lies in [lo, hi).
+// inSpan reports whether k lies in [lo, hi) in Pebble's order.
 func inSpan(k, lo, hi []byte) bool {
-	return bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0
+	return Compare(k, lo) >= 0 && Compare(k, hi) < 0
 }
 
-// FuzzUserKeys: the user key encoding preserves order, round-trips, and
-// maps containment in a user range [start, end) (empty end = +inf) to
-// containment in its Pebble span, which never meets a local key.
+// FuzzUserKeys: the versioned key encoding orders versions by user key,
+// then newest first, round-trips, and maps containment in a user range
+// [start, end) (empty end = +inf) to containment in its Pebble span, at
+// every revision; no local key ever falls in a user span.
 func FuzzUserKeys(f *testing.F) {
-	f.Add([]byte("a"), []byte("b"), []byte("a"), []byte("m"))
-	f.Add([]byte{}, []byte{0xff}, []byte{}, []byte{})
-	f.Add([]byte("m"), []byte("m\x00"), []byte("m"), []byte("m\x00"))
-	f.Add([]byte{0xff, 0xff}, []byte{0x00}, []byte("c"), []byte{})
-	f.Fuzz(func(t *testing.T, a, b, start, end []byte) {
-		ua, ub := UserKey(a), UserKey(b)
-		if got, want := bytes.Compare(ua, ub), bytes.Compare(a, b); got != want {
-			t.Fatalf("order of %x, %x not preserved: %d, want %d", a, b, got, want)
+	f.Add([]byte("a"), []byte("b"), []byte("a"), []byte("m"), uint64(1), uint64(2))
+	f.Add([]byte{}, []byte{0xff}, []byte{}, []byte{}, uint64(0), uint64(math.MaxUint64))
+	f.Add([]byte("m"), []byte("m\x00"), []byte("m"), []byte("m\x00"), uint64(5), uint64(5))
+	f.Add([]byte{0xff, 0xff}, []byte{0x00}, []byte("c"), []byte{}, uint64(9), uint64(3))
+	f.Add([]byte("a"), []byte("a\x00\x00\x00\x00\x00\x00\x00\x00"), []byte("a"), []byte("a\x00"), uint64(1), uint64(1))
+	f.Fuzz(func(t *testing.T, a, b, start, end []byte, ra, rb uint64) {
+		ua, ub := MVCCKey(a, ra), MVCCKey(b, rb)
+		want := bytes.Compare(a, b)
+		if want == 0 {
+			want = -cmp.Compare(ra, rb) // newest first
 		}
-		if !IsUserKey(ua) || !bytes.Equal(DecodeUserKey(ua), a) {
-			t.Fatalf("UserKey(%x) = %x does not decode back", a, ua)
+		if got := Compare(ua, ub); got != want {
+			t.Fatalf("order of %x@%d, %x@%d: %d, want %d", a, ra, b, rb, got, want)
 		}
-		if got := AppendUserKey([]byte("prefix"), a); !bytes.Equal(got[len("prefix"):], ua) {
-			t.Fatalf("AppendUserKey(%x) = %x, want %x", a, got, ua)
+		if k, rev, ok := DecodeMVCCKey(ua); !ok || !IsUserKey(ua) || !bytes.Equal(k, a) || rev != ra {
+			t.Fatalf("MVCCKey(%x, %d) = %x does not decode back", a, ra, ua)
+		}
+		if got := AppendMVCCKey([]byte("prefix"), a, ra); !bytes.Equal(got[len("prefix"):], ua) {
+			t.Fatalf("AppendMVCCKey(%x) = %x, want %x", a, got, ua)
+		}
+		p := MVCCPrefix(ua)
+		if !bytes.Equal(p, AppendMVCCPrefix(nil, a)) || Split(p) != len(p) {
+			t.Fatalf("MVCCPrefix(%x) = %x", ua, p)
+		}
+		// The prefix sorts before every version of its key, its immediate
+		// successor after them and before every greater user key.
+		succ := ImmediateSuccessor(nil, p)
+		if Compare(p, ua) >= 0 || Compare(ua, succ) >= 0 || Split(succ) != len(succ) {
+			t.Fatalf("%x@%d not between its prefix %x and its successor %x", a, ra, p, succ)
+		}
+		if bytes.Compare(a, b) < 0 && Compare(succ, ub) > 0 {
+			t.Fatalf("successor %x of %x sorts after %x@%d", succ, a, b, rb)
 		}
 		lo, hi := UserSpan(start, end)
-		want := bytes.Compare(a, start) >= 0 && (len(end) == 0 || bytes.Compare(a, end) < 0)
-		if got := inSpan(ua, lo, hi); got != want {
-			t.Fatalf("key %x in [%x, %x): span says %v, range says %v", a, start, end, got, want)
+		in := bytes.Compare(a, start) >= 0 && (len(end) == 0 || bytes.Compare(a, end) < 0)
+		if got := inSpan(ua, lo, hi); got != in {
+			t.Fatalf("key %x@%d in [%x, %x): span says %v, range says %v", a, ra, start, end, got, in)
 		}
 		// Local keys of every kind stay out of every user span.
 		for _, k := range [][]byte{RaftKey(math.MaxUint64, RaftReplicaID), ShardKey(math.MaxUint64, ShardDescriptor),
@@ -107,12 +127,12 @@ func FuzzLocalKeys(f *testing.F) {
 		}
 		// Nothing of another section falls in a group's or a shard's
 		// prefix: a DeleteRange over it removes exactly that state.
-		for _, k := range [][]byte{ShardKey(g2, suffix), PlacementKey(suffix, g2), EngineIncarnation, UserKey(nil)} {
+		for _, k := range [][]byte{ShardKey(g2, suffix), PlacementKey(suffix, g2), EngineIncarnation, MVCCKey(nil, 0)} {
 			if inSpan(k, lo, hi) {
 				t.Fatalf("key %x inside the raft prefix [%x, %x) of group %d", k, lo, hi, g1)
 			}
 		}
-		for _, k := range [][]byte{RaftKey(g2, suffix), PlacementKey(suffix, g2), UserKey(nil)} {
+		for _, k := range [][]byte{RaftKey(g2, suffix), PlacementKey(suffix, g2), MVCCKey(nil, 0)} {
 			if inSpan(k, slo, shi) {
 				t.Fatalf("key %x inside the shard prefix [%x, %x) of shard %d", k, slo, shi, g1)
 			}

@@ -42,6 +42,11 @@ func PlacementSpan() (start, end []byte) {
 // across restarts.
 var EngineIncarnation = []byte{localPrefix, 'e', 'i'}
 
+// NodeOracleLimit is the key of the persisted window of a shardnode's own
+// timestamp oracle, which a node run without placement stamps its writes
+// with (8 bytes, big-endian).
+var NodeOracleLimit = []byte{localPrefix, 'o', 'l'}
+
 // RaftGroupsSpan returns the bounds [start, end) that hold the
 // raft-local keys of every group; scanning them for RaftReplicaID keys finds
 // every group on the node.
@@ -62,6 +67,7 @@ const (
 	ShardDescriptor byte = 'd' // the shard's Descriptor
 	ShardClient     byte = 'c' // followed by the 8-byte client ID: the client's last results
 	ShardChecksum   byte = 'k' // the last consistency checksum: index and SHA-256
+	ShardRevision   byte = 'v' // the revision of the last write applied (8 bytes, big-endian)
 )
 
 func localKey(infix byte, id uint64, suffix byte, extra int) []byte {
@@ -137,27 +143,4 @@ func ShardClientPrefix(shard uint64) (start, end []byte) {
 func ShardPrefix(shard uint64) (start, end []byte) {
 	start = localKey(shardInfix, shard, 0, 0)[:10]
 	return start, prefixEnd(start)
-}
-
-// UserKey returns the Pebble key under which the user key k is stored.
-func UserKey(k []byte) []byte { return AppendUserKey(make([]byte, 0, len(k)+1), k) }
-
-// AppendUserKey appends the Pebble key of user key k to dst.
-func AppendUserKey(dst, k []byte) []byte { return append(append(dst, userPrefix), k...) }
-
-// DecodeUserKey returns the user key stored under Pebble key k. The result
-// aliases k.
-func DecodeUserKey(k []byte) []byte { return k[1:] }
-
-// IsUserKey reports whether the Pebble key k holds user data.
-func IsUserKey(k []byte) bool { return len(k) > 0 && k[0] == userPrefix }
-
-// UserSpan returns the Pebble bounds [lo, hi) of the user key range
-// [start, end); an empty end means +inf.
-func UserSpan(start, end []byte) (lo, hi []byte) {
-	lo = UserKey(start)
-	if len(end) == 0 {
-		return lo, []byte{userPrefixEnd}
-	}
-	return lo, UserKey(end)
 }

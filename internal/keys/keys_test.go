@@ -20,23 +20,29 @@ func TestOrdering(t *testing.T) {
 		}
 		prev = k
 	}
-	if bytes.Compare(ShardKey(^uint64(0), ShardDescriptor), UserKey(nil)) >= 0 {
+	if Compare(ShardKey(^uint64(0), ShardDescriptor), MVCCKey(nil, MaxRevision)) >= 0 {
 		t.Fatal("shard-local key sorts after user keys")
 	}
-	ulo, uhi := UserSpan([]byte("a"), nil)
-	for _, k := range [][]byte{{}, {0xff, 0xff}, []byte("zzz")} {
-		in := bytes.Compare(UserKey(k), ulo) >= 0 && bytes.Compare(UserKey(k), uhi) < 0
-		if in != (bytes.Compare(k, []byte("a")) >= 0) {
-			t.Fatalf("user key %q: in span = %v", k, in)
+	ulo, uhi := UserSpan([]byte("a"), []byte("b\x00"))
+	for _, k := range [][]byte{{}, {0xff, 0xff}, []byte("zzz"), []byte("a"), []byte("b"), []byte("b\x00"), []byte("a\x00\x00\x00\x00\x00\x00\x00\x00\x00")} {
+		for _, rev := range []uint64{0, 1, MaxRevision} {
+			ek := MVCCKey(k, rev)
+			in := Compare(ek, ulo) >= 0 && Compare(ek, uhi) < 0
+			if want := bytes.Compare(k, []byte("a")) >= 0 && bytes.Compare(k, []byte("b\x00")) < 0; in != want {
+				t.Fatalf("user key %q at %d: in span = %v, want %v", k, rev, in, want)
+			}
 		}
 	}
 	if g, s, ok := RaftKeyGroup(RaftKey(42, RaftHardState)); !ok || g != 42 || s != RaftHardState {
 		t.Fatalf("RaftKeyGroup = %d %c %v", g, s, ok)
 	}
-	if !IsUserKey(UserKey([]byte("x"))) || IsUserKey(RaftKey(1, RaftHardState)) {
+	if !IsUserKey(MVCCKey([]byte("x"), 1)) || IsUserKey(RaftKey(1, RaftHardState)) {
 		t.Fatal("IsUserKey misclassifies")
 	}
-	if !bytes.Equal(DecodeUserKey(UserKey([]byte("abc"))), []byte("abc")) {
-		t.Fatal("DecodeUserKey does not invert UserKey")
+	if k, rev, ok := DecodeMVCCKey(MVCCKey([]byte("abc"), 7)); !ok || !bytes.Equal(k, []byte("abc")) || rev != 7 {
+		t.Fatal("DecodeMVCCKey does not invert MVCCKey")
+	}
+	if _, _, ok := DecodeMVCCKey(RaftKey(1, RaftHardState)); ok {
+		t.Fatal("DecodeMVCCKey decodes a raft key")
 	}
 }

@@ -16,7 +16,8 @@ const module = "github.com/flotilla-kv/flotilla/"
 
 // layer is a package's place in the stack. A package may import packages
 // of lower layers only, never a sibling of its own layer, except inside
-// one component (placement may import placement/schedule). Harnesses may
+// one component (placement may import placement/schedule) and among
+// leaves (pebbleopts builds its key order on keys). Harnesses may
 // import anything but the binaries, and only harnesses and tests import
 // them.
 type layer int
@@ -116,6 +117,8 @@ func allowed(from, to string) (bool, string) {
 		return true, ""
 	case lt == lf && component(from) == component(to):
 		return true, ""
+	case lt == leaf && lf == leaf:
+		return true, "" // a leaf may build on another leaf (pebbleopts on keys)
 	case lt == lf:
 		return false, fmt.Sprintf("%s and %s are siblings in the %s layer", from, to, lf)
 	}

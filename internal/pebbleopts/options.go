@@ -1,8 +1,13 @@
 package pebbleopts
 
 import (
+	"bytes"
+	"fmt"
+
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
 )
 
 // DefaultBlockCacheBytes is the size of a node's Pebble block cache unless
@@ -34,9 +39,36 @@ func Options(logger pebble.Logger, cacheBytes int64) *pebble.Options {
 	if cacheBytes <= 0 {
 		cacheBytes = DefaultBlockCacheBytes
 	}
-	opts := &pebble.Options{Logger: logger, CacheSize: cacheBytes}
+	opts := &pebble.Options{Logger: logger, CacheSize: cacheBytes, Comparer: Comparer}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(bloomBitsPerKey)
 	}
 	return opts
+}
+
+// Comparer orders a node's keys as internal/keys lays them out: the local
+// half bytewise, the versions of a user key together and newest first
+// (keys.Compare), with the revision cut off for bloom filters
+// (keys.Split). Every Pebble that holds user data, a test's included, is
+// opened with it; Pebble records its name and refuses to open a store
+// written with another comparer.
+//
+// Separator and Successor, which Pebble uses to shorten the keys of its
+// index blocks, return their first argument unchanged: a shortened key of
+// the user half could read as a different user key and revision. The cost
+// is index blocks holding whole keys.
+var Comparer = &pebble.Comparer{
+	Compare:              keys.Compare,
+	Equal:                func(a, b []byte) bool { return keys.Compare(a, b) == 0 },
+	Split:                keys.Split,
+	ComparePointSuffixes: bytes.Compare,
+	CompareRangeSuffixes: bytes.Compare,
+	AbbreviatedKey: func(k []byte) uint64 {
+		return pebble.DefaultComparer.AbbreviatedKey(k[:keys.Split(k)])
+	},
+	Separator:          func(dst, a, _ []byte) []byte { return append(dst, a...) },
+	Successor:          func(dst, a []byte) []byte { return append(dst, a...) },
+	ImmediateSuccessor: keys.ImmediateSuccessor,
+	FormatKey:          func(k []byte) fmt.Formatter { return keys.FormatKey(k) },
+	Name:               "flotilla.mvcc.v1",
 }

@@ -71,7 +71,7 @@ func (kvBackend) result(res any, ops []kvOp) (casResult, error) {
 }
 
 func (kvBackend) read(r pebble.Reader, k string) string {
-	return getString(r, keys.UserKey([]byte(k)))
+	return getString(r, keys.MVCCKey([]byte(k), 0))
 }
 
 func (kvBackend) dataSpans(g multiraft.GroupID, _ pebble.Reader) [][2][]byte {

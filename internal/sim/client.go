@@ -377,6 +377,10 @@ func (c *client) resolved() {
 			c.reroute()
 			return
 		}
+		if errors.Is(err, errRestamp) {
+			c.restamp()
+			return
+		}
 		if err != nil {
 			s.violation("c%d: %v: the state machine refused a valid write: %v", c.id, p.rec, err)
 		}
@@ -452,6 +456,15 @@ func (c *client) reroute() {
 	}
 	p.fut = nil
 	p.retryAt = s.step + 1 + s.rng.IntN(3)
+}
+
+// restamp sends the write again with a new revision (see errRestamp).
+func (c *client) restamp() {
+	s, p := c.s, c.p
+	s.stats.Restamped++
+	p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, p.g, p.ver, p.rec.kind, p.rec.ops)
+	p.fut = nil
+	p.retryAt = s.step + 1
 }
 
 // ambiguous records the write as possibly applied and moves on.

@@ -16,7 +16,8 @@ import (
 
 // kvSM is the simulator's own replicated state machine: a key-value map
 // over the user keys of one group (see groupSpan), stored under
-// keys.UserKey like the shard package stores its data. It exists so the
+// keys.MVCCKey at revision 0 (one version per key), in the user half of
+// the key space like the shard package's data. It exists so the
 // simulator does not depend on the shard package; it is deliberately
 // small, but its snapshots are checksummed and its restore validates
 // every key, so a cut or corrupted snapshot is refused, never applied.
@@ -148,7 +149,7 @@ func (s *kvSM) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 	var res any
 	for _, o := range ops {
 		s.checkKey(o.key)
-		k := keys.UserKey([]byte(o.key))
+		k := keys.MVCCKey([]byte(o.key), 0)
 		switch o.op {
 		case cmdPut:
 			must(ac.Batch.Set(k, []byte(o.value), nil))

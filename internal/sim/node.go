@@ -9,7 +9,9 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -64,8 +66,9 @@ func (n *node) up() bool { return n.e != nil }
 func (n *node) start() error {
 	n.disk.on.Store(false) // a restart replaces a failed disk
 	db, err := pebble.Open("", &pebble.Options{
-		FS:     n.pebbleFS(),
-		Logger: quietLogger{},
+		FS:       n.pebbleFS(),
+		Logger:   quietLogger{},
+		Comparer: pebbleopts.Comparer,
 		// Compactions run on Pebble's own goroutines; they never change
 		// what a read returns, but turning them off keeps the process
 		// quieter and the run cheaper.
@@ -79,7 +82,10 @@ func (n *node) start() error {
 	case n.pl != nil:
 		newSM = n.pl.open(n).StateMachineFunc()
 	case n.s.fleet != nil:
-		if n.store, err = shard.NewStore(shard.Config{}); err != nil {
+		// The store only creates shards and reads descriptors here: the
+		// simulation's clients stamp and propose their writes themselves
+		// (shardBackend.encode), so its oracle is never asked.
+		if n.store, err = shard.NewStore(shardConfig, tso.Local()); err != nil {
 			panic(err)
 		}
 		newSM = n.store.StateMachineFunc()

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -17,6 +19,13 @@ import (
 // outcome is ambiguous can be retried and applies at most once.
 type shardBackend struct {
 	newSM multiraft.NewStateMachineFunc
+	// rev is the revision of the last write encoded: the simulation's
+	// oracle, which stamps every attempt anew, in the simulation's one
+	// order of events (so revisions follow its real time, as the fleet's
+	// oracle makes them). Its physical part is the step, a millisecond of
+	// oracle time.
+	rev  uint64
+	step func() int
 }
 
 // simEpoch is the epoch of every shard's initial descriptor. Version
@@ -25,8 +34,16 @@ type shardBackend struct {
 // than splits do not compare it.
 var simEpoch = shard.Epoch{ConfVer: 1, Version: 1}
 
-func newShardBackend() *shardBackend {
-	return &shardBackend{newSM: shard.NewStateMachineFunc(shard.Config{})}
+// shardConfig is the Config of every shard state machine of a run. Its
+// retention is 200 ms of revisions, which the run's revisions (see
+// shardBackend.encode) cover in 200 steps: a run prunes history many
+// times over.
+var shardConfig = shard.Config{HistoryRetention: 200 * time.Millisecond}
+
+// newShardBackend returns the backend of a run whose current step step
+// returns.
+func newShardBackend(step func() int) *shardBackend {
+	return &shardBackend{newSM: shard.NewStateMachineFunc(shardConfig), step: step}
 }
 
 func (b *shardBackend) newStateMachine(g multiraft.GroupID, r multiraft.ReplicaID, rd pebble.Reader) (multiraft.StateMachine, error) {
@@ -52,7 +69,8 @@ func (b *shardBackend) initGroup(g multiraft.GroupID, m multiraft.Membership) fu
 func (b *shardBackend) exactlyOnce() bool { return true }
 
 func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte {
-	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: shard.Epoch{ConfVer: simEpoch.ConfVer, Version: version}}}
+	b.rev = max(b.rev+1, uint64(tso.Compose(int64(b.step()), 0)))
+	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: shard.Epoch{ConfVer: simEpoch.ConfVer, Version: version}}, Revision: b.rev}
 	switch kind {
 	case opBatch:
 		c.Kind = shard.KindBatch
@@ -97,13 +115,18 @@ func (b *shardBackend) result(res any, ops []kvOp) (casResult, error) {
 		if errors.Is(r, shard.ErrEpochNotMatch) || errors.Is(r, shard.ErrKeyNotInShard) {
 			return casResult{}, fmt.Errorf("%w: %w", errWrongShard, r)
 		}
+		if errors.Is(r, shard.ErrStaleRevision) {
+			return casResult{}, fmt.Errorf("%w: %w", errRestamp, r)
+		}
 		return casResult{}, r
 	}
 	return casResult{}, fmt.Errorf("unexpected result %T %v", res, res)
 }
 
 func (b *shardBackend) read(r pebble.Reader, k string) string {
-	return getString(r, keys.UserKey([]byte(k)))
+	kv, _, err := shard.ReadAt(r, []byte(k), keys.MaxRevision)
+	must(err)
+	return string(kv.Value)
 }
 
 // dataSpans: the user keys of g's descriptor in r (none if r holds no

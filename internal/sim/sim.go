@@ -143,6 +143,9 @@ type Stats struct {
 	// Splits counts the splits started; WrongShard the requests refused
 	// or read from a replica that no longer owned the key, and re-routed.
 	Splits, WrongShard int
+	// Restamped counts the writes refused for a stale revision and sent
+	// again with a new one.
+	Restamped int
 	// LeaderIsolations counts the partitions that isolated a leader
 	// with clients pinned to it; ReconfigCuts the partitions aimed at a
 	// reconfiguration in progress (both also count as Partitions).
@@ -183,9 +186,9 @@ func (s Stats) String() string {
 			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats,
 			s.ReplicasCollected, s.SplitsWhileDown, s.ReAdds)
 	}
-	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
+	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d restamped=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
-		s.Crashes, s.Partitions, s.LeaderIsolations, s.MinorityLeaseReads, s.Transfers, s.Reconfigs, s.ReconfigCuts, s.Splits, s.WrongShard, s.DiskStops, s.DiskFaults, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
+		s.Crashes, s.Partitions, s.LeaderIsolations, s.MinorityLeaseReads, s.Transfers, s.Reconfigs, s.ReconfigCuts, s.Splits, s.WrongShard, s.Restamped, s.DiskStops, s.DiskFaults, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
 		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal) + fleet
 }
 
@@ -330,7 +333,7 @@ func newSim(cfg Config) *simulation {
 	}
 	switch cfg.Backend {
 	case "shard":
-		s.sm = newShardBackend()
+		s.sm = newShardBackend(func() int { return s.step })
 	case "kv":
 		s.sm = kvBackend{}
 		if cfg.bug == bugDropWrites || cfg.bug == bugDiverge || cfg.bug == bugPanic {

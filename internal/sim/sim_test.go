@@ -158,8 +158,10 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 6, Steps: 400, TraceGroup: 3},
 		{Seed: 9, Steps: 400, TraceGroup: 5},
 		{Seed: 4, Steps: 400, TraceGroup: 2, Backend: "kv"},
-		// Every kind of fault.
-		{Seed: 2, Steps: 400, TraceGroup: 1, everyFault: true},
+		// Every kind of fault. (Seed 2 was the one until vote requests
+		// created replicas and writes carried revisions, which changed its
+		// run: it no longer isolates a leader.)
+		{Seed: 34, Steps: 400, TraceGroup: 1, everyFault: true},
 		// The fleet under placement (fleet.go).
 		{Seed: 2, Fleet: true, TraceGroup: 1},
 		{Seed: 3, Fleet: true, TraceGroup: 2},

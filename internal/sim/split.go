@@ -39,6 +39,11 @@ import (
 // outdated descriptor; it wrote nothing.
 var errWrongShard = errors.New("sim: request routed to the wrong shard")
 
+// errRestamp: the state machine refused a write whose revision was not
+// above its shard's last (stamped before another write that committed
+// first); the client retries it with a new revision, as the router does.
+var errRestamp = errors.New("sim: write stamped with a stale revision")
+
 // splitOp is the split in progress.
 type splitOp struct {
 	g, right multiraft.GroupID

@@ -40,11 +40,10 @@ func EncodePut(key, value []byte) []byte {
 	return append(append(cmd, key...), value...)
 }
 
-// KVKey returns the Pebble key under which group's KV stores key.
+// KVKey returns the Pebble key under which group's KV stores key: a
+// version at revision 0, the KV keeping one per key.
 func KVKey(group multiraft.GroupID, key []byte) []byte {
-	k := make([]byte, 0, 1+8+len(key))
-	k = keys.AppendUserKey(k, binary.BigEndian.AppendUint64(nil, uint64(group)))
-	return append(k, key...)
+	return keys.MVCCKey(append(binary.BigEndian.AppendUint64(nil, uint64(group)), key...), 0)
 }
 
 // kvSpan returns the Pebble bounds of group's keys.

@@ -107,6 +107,11 @@ type Shard struct {
 	// Lagging lists the replicas the leader considers not caught up; they
 	// never receive a leadership.
 	Lagging []multiraft.ReplicaID
+	// Unsplittable: the shard's leader refused to split it (it holds
+	// fewer than two keys: a shard's size counts every version of its
+	// keys, so one key written often can make it large), and it has not
+	// grown much since; it is not split.
+	Unsplittable bool
 }
 
 // IDAllocator hands out IDs that were never used before, for new shards

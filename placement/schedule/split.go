@@ -8,9 +8,9 @@ import (
 
 // needsSplit returns why s should be split, or "" if it should not: larger
 // than SplitSizeBytes, or hotter than SplitLoad (when set). A shard known
-// to hold a single key cannot be split.
+// to hold a single key, or found unsplittable, is not split.
 func (p *planner) needsSplit(s *Shard) string {
-	if s.Keys == 1 || (s.SizeBytes <= p.set.SplitSizeBytes && (p.set.SplitLoad <= 0 || s.Load <= p.set.SplitLoad)) {
+	if s.Keys == 1 || s.Unsplittable || (s.SizeBytes <= p.set.SplitSizeBytes && (p.set.SplitLoad <= 0 || s.Load <= p.set.SplitLoad)) {
 		return ""
 	}
 	if s.SizeBytes > p.set.SplitSizeBytes {

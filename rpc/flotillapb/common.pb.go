@@ -9,6 +9,9 @@
 //   ShardNotFound  NOT_FOUND            reload the route, retry
 //   KeyNotInShard  OUT_OF_RANGE         reload the route, retry
 //   Busy           RESOURCE_EXHAUSTED   back off for retry_after_ms, retry
+//                  (also ABORTED: a write stamped with a revision below its
+//                  shard's last, and UNAVAILABLE: no revision from the
+//                  timestamp oracle; neither entered the log)
 //   Ambiguous      UNKNOWN              the write may or may not have applied;
 //                                       only a retry with the same client_id
 //                                       and seq is safe
@@ -583,6 +586,8 @@ func (x *KeyNotInShard) GetCurrent() *Descriptor {
 	return nil
 }
 
+// Busy: the request was refused before it entered the log (nothing was
+// written); retry after retry_after_ms.
 type Busy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RetryAfterMs  uint64                 `protobuf:"varint,1,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`

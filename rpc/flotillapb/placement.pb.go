@@ -1616,6 +1616,95 @@ func (x *DrainNodeResponse) GetBlocked() []*BlockedShards {
 	return nil
 }
 
+type GetTimestampsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTimestampsRequest) Reset() {
+	*x = GetTimestampsRequest{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTimestampsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTimestampsRequest) ProtoMessage() {}
+
+func (x *GetTimestampsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTimestampsRequest.ProtoReflect.Descriptor instead.
+func (*GetTimestampsRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetTimestampsRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type GetTimestampsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// first is the first of the count timestamps asked for.
+	First         uint64 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTimestampsResponse) Reset() {
+	*x = GetTimestampsResponse{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTimestampsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTimestampsResponse) ProtoMessage() {}
+
+func (x *GetTimestampsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTimestampsResponse.ProtoReflect.Descriptor instead.
+func (*GetTimestampsResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetTimestampsResponse) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
 // StatusPage is everything the status page shows, served as JSON.
 type StatusPage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1628,7 +1717,7 @@ type StatusPage struct {
 
 func (x *StatusPage) Reset() {
 	*x = StatusPage{}
-	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1729,7 @@ func (x *StatusPage) String() string {
 func (*StatusPage) ProtoMessage() {}
 
 func (x *StatusPage) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_placement_proto_msgTypes[23]
+	mi := &file_flotilla_v1_placement_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1742,7 @@ func (x *StatusPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusPage.ProtoReflect.Descriptor instead.
 func (*StatusPage) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusPage) GetCluster() *ClusterStatus {
@@ -1808,7 +1897,11 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x05drain\x18\x02 \x01(\bR\x05drain\"a\n" +
 	"\x11DrainNodeResponse\x12\x16\n" +
 	"\x06shards\x18\x01 \x01(\rR\x06shards\x124\n" +
-	"\ablocked\x18\x02 \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\"\x9d\x01\n" +
+	"\ablocked\x18\x02 \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\",\n" +
+	"\x14GetTimestampsRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"-\n" +
+	"\x15GetTimestampsResponse\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x04R\x05first\"\x9d\x01\n" +
 	"\n" +
 	"StatusPage\x124\n" +
 	"\acluster\x18\x01 \x01(\v2\x1a.flotilla.v1.ClusterStatusR\acluster\x12'\n" +
@@ -1817,7 +1910,7 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\tNodeState\x12\x11\n" +
 	"\rNODE_STATE_UP\x10\x00\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x01\x12\x17\n" +
-	"\x13NODE_STATE_DRAINING\x10\x022\xfe\x04\n" +
+	"\x13NODE_STATE_DRAINING\x10\x022\xd6\x05\n" +
 	"\tPlacement\x12S\n" +
 	"\fRegisterNode\x12 .flotilla.v1.RegisterNodeRequest\x1a!.flotilla.v1.RegisterNodeResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.flotilla.v1.HeartbeatRequest\x1a\x1e.flotilla.v1.HeartbeatResponse\x12G\n" +
@@ -1828,7 +1921,8 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\n" +
 	"ListShards\x12\x1e.flotilla.v1.ListShardsRequest\x1a\x1f.flotilla.v1.ListShardsResponse\x12Q\n" +
 	"\x10GetClusterStatus\x12!.flotilla.v1.ClusterStatusRequest\x1a\x1a.flotilla.v1.ClusterStatus\x12J\n" +
-	"\tDrainNode\x12\x1d.flotilla.v1.DrainNodeRequest\x1a\x1e.flotilla.v1.DrainNodeResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
+	"\tDrainNode\x12\x1d.flotilla.v1.DrainNodeRequest\x1a\x1e.flotilla.v1.DrainNodeResponse\x12V\n" +
+	"\rGetTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_placement_proto_rawDescOnce sync.Once
@@ -1843,48 +1937,50 @@ func file_flotilla_v1_placement_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_placement_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_flotilla_v1_placement_proto_goTypes = []any{
-	(NodeState)(0),               // 0: flotilla.v1.NodeState
-	(*NodeLabels)(nil),           // 1: flotilla.v1.NodeLabels
-	(*Node)(nil),                 // 2: flotilla.v1.Node
-	(*RegisterNodeRequest)(nil),  // 3: flotilla.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil), // 4: flotilla.v1.RegisterNodeResponse
-	(*ReplicaReport)(nil),        // 5: flotilla.v1.ReplicaReport
-	(*HeartbeatRequest)(nil),     // 6: flotilla.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 7: flotilla.v1.HeartbeatResponse
-	(*Route)(nil),                // 8: flotilla.v1.Route
-	(*GetRouteRequest)(nil),      // 9: flotilla.v1.GetRouteRequest
-	(*GetRouteResponse)(nil),     // 10: flotilla.v1.GetRouteResponse
-	(*ScanRoutesRequest)(nil),    // 11: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),   // 12: flotilla.v1.ScanRoutesResponse
-	(*ListNodesRequest)(nil),     // 13: flotilla.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),    // 14: flotilla.v1.ListNodesResponse
-	(*ListShardsRequest)(nil),    // 15: flotilla.v1.ListShardsRequest
-	(*ShardStatus)(nil),          // 16: flotilla.v1.ShardStatus
-	(*ListShardsResponse)(nil),   // 17: flotilla.v1.ListShardsResponse
-	(*Operator)(nil),             // 18: flotilla.v1.Operator
-	(*ClusterStatusRequest)(nil), // 19: flotilla.v1.ClusterStatusRequest
-	(*BlockedShards)(nil),        // 20: flotilla.v1.BlockedShards
-	(*ClusterStatus)(nil),        // 21: flotilla.v1.ClusterStatus
-	(*DrainNodeRequest)(nil),     // 22: flotilla.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),    // 23: flotilla.v1.DrainNodeResponse
-	(*StatusPage)(nil),           // 24: flotilla.v1.StatusPage
-	nil,                          // 25: flotilla.v1.NodeLabels.ExtraEntry
-	nil,                          // 26: flotilla.v1.HeartbeatResponse.AddressesEntry
-	nil,                          // 27: flotilla.v1.Route.AddressesEntry
-	(*Descriptor)(nil),           // 28: flotilla.v1.Descriptor
+	(NodeState)(0),                // 0: flotilla.v1.NodeState
+	(*NodeLabels)(nil),            // 1: flotilla.v1.NodeLabels
+	(*Node)(nil),                  // 2: flotilla.v1.Node
+	(*RegisterNodeRequest)(nil),   // 3: flotilla.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),  // 4: flotilla.v1.RegisterNodeResponse
+	(*ReplicaReport)(nil),         // 5: flotilla.v1.ReplicaReport
+	(*HeartbeatRequest)(nil),      // 6: flotilla.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 7: flotilla.v1.HeartbeatResponse
+	(*Route)(nil),                 // 8: flotilla.v1.Route
+	(*GetRouteRequest)(nil),       // 9: flotilla.v1.GetRouteRequest
+	(*GetRouteResponse)(nil),      // 10: flotilla.v1.GetRouteResponse
+	(*ScanRoutesRequest)(nil),     // 11: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),    // 12: flotilla.v1.ScanRoutesResponse
+	(*ListNodesRequest)(nil),      // 13: flotilla.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 14: flotilla.v1.ListNodesResponse
+	(*ListShardsRequest)(nil),     // 15: flotilla.v1.ListShardsRequest
+	(*ShardStatus)(nil),           // 16: flotilla.v1.ShardStatus
+	(*ListShardsResponse)(nil),    // 17: flotilla.v1.ListShardsResponse
+	(*Operator)(nil),              // 18: flotilla.v1.Operator
+	(*ClusterStatusRequest)(nil),  // 19: flotilla.v1.ClusterStatusRequest
+	(*BlockedShards)(nil),         // 20: flotilla.v1.BlockedShards
+	(*ClusterStatus)(nil),         // 21: flotilla.v1.ClusterStatus
+	(*DrainNodeRequest)(nil),      // 22: flotilla.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),     // 23: flotilla.v1.DrainNodeResponse
+	(*GetTimestampsRequest)(nil),  // 24: flotilla.v1.GetTimestampsRequest
+	(*GetTimestampsResponse)(nil), // 25: flotilla.v1.GetTimestampsResponse
+	(*StatusPage)(nil),            // 26: flotilla.v1.StatusPage
+	nil,                           // 27: flotilla.v1.NodeLabels.ExtraEntry
+	nil,                           // 28: flotilla.v1.HeartbeatResponse.AddressesEntry
+	nil,                           // 29: flotilla.v1.Route.AddressesEntry
+	(*Descriptor)(nil),            // 30: flotilla.v1.Descriptor
 }
 var file_flotilla_v1_placement_proto_depIdxs = []int32{
-	25, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
+	27, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
 	1,  // 1: flotilla.v1.Node.labels:type_name -> flotilla.v1.NodeLabels
 	0,  // 2: flotilla.v1.Node.state:type_name -> flotilla.v1.NodeState
 	1,  // 3: flotilla.v1.RegisterNodeRequest.labels:type_name -> flotilla.v1.NodeLabels
-	28, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
+	30, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
 	5,  // 5: flotilla.v1.HeartbeatRequest.replicas:type_name -> flotilla.v1.ReplicaReport
-	26, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
-	28, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
-	27, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
+	28, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
+	30, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
+	29, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
 	8,  // 9: flotilla.v1.GetRouteResponse.route:type_name -> flotilla.v1.Route
 	8,  // 10: flotilla.v1.GetRouteResponse.neighbours:type_name -> flotilla.v1.Route
 	8,  // 11: flotilla.v1.ScanRoutesResponse.routes:type_name -> flotilla.v1.Route
@@ -1905,16 +2001,18 @@ var file_flotilla_v1_placement_proto_depIdxs = []int32{
 	15, // 26: flotilla.v1.Placement.ListShards:input_type -> flotilla.v1.ListShardsRequest
 	19, // 27: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
 	22, // 28: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
-	4,  // 29: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
-	7,  // 30: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
-	10, // 31: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
-	12, // 32: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	14, // 33: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
-	17, // 34: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
-	21, // 35: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
-	23, // 36: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
-	29, // [29:37] is the sub-list for method output_type
-	21, // [21:29] is the sub-list for method input_type
+	24, // 29: flotilla.v1.Placement.GetTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
+	4,  // 30: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
+	7,  // 31: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
+	10, // 32: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
+	12, // 33: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	14, // 34: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
+	17, // 35: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
+	21, // 36: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
+	23, // 37: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
+	25, // 38: flotilla.v1.Placement.GetTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
+	30, // [30:39] is the sub-list for method output_type
+	21, // [21:30] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -1932,7 +2030,7 @@ func file_flotilla_v1_placement_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_placement_proto_rawDesc), len(file_flotilla_v1_placement_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

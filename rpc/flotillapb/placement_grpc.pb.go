@@ -34,6 +34,7 @@ const (
 	Placement_ListShards_FullMethodName       = "/flotilla.v1.Placement/ListShards"
 	Placement_GetClusterStatus_FullMethodName = "/flotilla.v1.Placement/GetClusterStatus"
 	Placement_DrainNode_FullMethodName        = "/flotilla.v1.Placement/DrainNode"
+	Placement_GetTimestamps_FullMethodName    = "/flotilla.v1.Placement/GetTimestamps"
 )
 
 // PlacementClient is the client API for Placement service.
@@ -70,6 +71,17 @@ type PlacementClient interface {
 	// off it and why; their leaderships move anyway. Errors:
 	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
+	// GetTimestamps hands out count consecutive timestamps [first,
+	// first+count) of the fleet's timestamp oracle (placement/tso): each
+	// above every timestamp handed out before this call began, by any
+	// placement replica. Shard leaders stamp writes with them (their
+	// revisions). A timestamp is physical milliseconds since the Unix
+	// epoch shifted left 18 bits, plus a logical counter. A replica that
+	// does not lead forwards the call to the leader, which answers only
+	// after confirming, once it has the timestamps, that it still leads.
+	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
+	// UNAVAILABLE while no replica leads or the oracle is starting.
+	GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error)
 }
 
 type placementClient struct {
@@ -160,6 +172,16 @@ func (c *placementClient) DrainNode(ctx context.Context, in *DrainNodeRequest, o
 	return out, nil
 }
 
+func (c *placementClient) GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTimestampsResponse)
+	err := c.cc.Invoke(ctx, Placement_GetTimestamps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PlacementServer is the server API for Placement service.
 // All implementations must embed UnimplementedPlacementServer
 // for forward compatibility.
@@ -194,6 +216,17 @@ type PlacementServer interface {
 	// off it and why; their leaderships move anyway. Errors:
 	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
+	// GetTimestamps hands out count consecutive timestamps [first,
+	// first+count) of the fleet's timestamp oracle (placement/tso): each
+	// above every timestamp handed out before this call began, by any
+	// placement replica. Shard leaders stamp writes with them (their
+	// revisions). A timestamp is physical milliseconds since the Unix
+	// epoch shifted left 18 bits, plus a logical counter. A replica that
+	// does not lead forwards the call to the leader, which answers only
+	// after confirming, once it has the timestamps, that it still leads.
+	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
+	// UNAVAILABLE while no replica leads or the oracle is starting.
+	GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error)
 	mustEmbedUnimplementedPlacementServer()
 }
 
@@ -227,6 +260,9 @@ func (UnimplementedPlacementServer) GetClusterStatus(context.Context, *ClusterSt
 }
 func (UnimplementedPlacementServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedPlacementServer) GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTimestamps not implemented")
 }
 func (UnimplementedPlacementServer) mustEmbedUnimplementedPlacementServer() {}
 func (UnimplementedPlacementServer) testEmbeddedByValue()                   {}
@@ -393,6 +429,24 @@ func _Placement_DrainNode_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Placement_GetTimestamps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTimestampsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlacementServer).GetTimestamps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Placement_GetTimestamps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlacementServer).GetTimestamps(ctx, req.(*GetTimestampsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Placement_ServiceDesc is the grpc.ServiceDesc for Placement service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -431,6 +485,10 @@ var Placement_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainNode",
 			Handler:    _Placement_DrainNode_Handler,
+		},
+		{
+			MethodName: "GetTimestamps",
+			Handler:    _Placement_GetTimestamps_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,141 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// The timestamp oracle
+//
+// The fleet's revisions come from one oracle (placement/tso) run by the
+// catalogue group's leader. Its window limit is the catalogue counter
+// CounterTimestamp, raised through the catalogue's Raft log (Save) and
+// read through it (Load proposes a raise that changes nothing and gets
+// the counter back, so it reads every limit any earlier leader saved).
+//
+// Each leadership opens its own oracle, the first time it is asked for
+// timestamps, and never reuses one from an earlier leadership: another
+// leader may have handed out timestamps above that oracle's window in
+// between. A new oracle starts above every limit saved before, so above
+// every timestamp any earlier leader handed out.
+//
+// A deposed leader that has not yet noticed could still hand out
+// timestamps from its window, below those its successor already handed
+// out for acknowledged writes. So GetTimestamps answers only after
+// confirming, once it has the timestamps, that this replica still leads
+// (a linearizable read of the catalogue group: a quorum heard from it in
+// its term). Timestamps it returns were therefore handed out before any
+// successor was elected, and every successor's are higher.
+
+// oracleHolder is the oracle of the current leadership.
+type oracleHolder struct {
+	mu    sync.Mutex
+	o     *tso.Oracle
+	since int64 // the leadership it belongs to: core.leaderSince when opened
+}
+
+// catalogueLimit is the tso.Store of the oracle: CounterTimestamp.
+type catalogueLimit struct{ c *core }
+
+// Load implements tso.Store.
+func (l catalogueLimit) Load(ctx context.Context) (tso.Timestamp, error) {
+	res, err := l.c.propose(ctx, command{Op: "raise", Kind: CounterTimestamp, ID: 1})
+	if err != nil {
+		return 0, err
+	}
+	return tso.Timestamp(res.(uint64)), nil
+}
+
+// Save implements tso.Store.
+func (l catalogueLimit) Save(ctx context.Context, limit tso.Timestamp) error {
+	_, err := l.c.propose(ctx, command{Op: "raise", Kind: CounterTimestamp, ID: uint64(limit)})
+	return err
+}
+
+// oracle returns the oracle of this replica's current leadership, opening
+// it if need be; since is the leadership's start (see observeLeader).
+func (c *core) oracle(ctx context.Context, since int64) (*tso.Oracle, error) {
+	h := &c.clock
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.o != nil && h.since == since {
+		return h.o, nil
+	}
+	if h.o != nil {
+		_ = h.o.Close()
+		h.o = nil
+	}
+	o, err := tso.Open(ctx, catalogueLimit{c}, tso.Config{Clock: tso.ClockFunc(c.cfg.Now)})
+	if err != nil {
+		return nil, err
+	}
+	h.o, h.since = o, since
+	return o, nil
+}
+
+// dropOracle closes o if it is still the current oracle (it failed: a
+// Save did not complete), so the next request opens a new one.
+func (c *core) dropOracle(o *tso.Oracle) {
+	h := &c.clock
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.o == o {
+		_ = h.o.Close()
+		h.o = nil
+	}
+}
+
+// closeOracle closes the current oracle, if any (the service stops).
+func (c *core) closeOracle() {
+	h := &c.clock
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.o != nil {
+		_ = h.o.Close()
+		h.o = nil
+	}
+}
+
+// GetTimestamps implements pb.PlacementServer: see the API's doc.
+func (s *Service) GetTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+	return forward(s, ctx, req, pb.PlacementClient.GetTimestamps, s.getTimestamps)
+}
+
+func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+	n := req.GetCount()
+	if n < 1 || n > tso.LogicalRange {
+		return nil, status.Errorf(codes.InvalidArgument, "count: %d is outside [1, %d]", n, tso.LogicalRange)
+	}
+	since := s.leaderSince.Load()
+	if since == 0 {
+		return nil, status.Error(codes.Unavailable, "placement: not leading; retry")
+	}
+	o, err := s.oracle(ctx, since)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("placement: starting the timestamp oracle: %w", err))
+	}
+	first, err := o.Next(ctx, int(n))
+	if err != nil {
+		if errors.Is(err, tso.ErrSaveFailed) || errors.Is(err, tso.ErrClosed) {
+			s.dropOracle(o)
+		}
+		return nil, status.Errorf(codes.Unavailable, "placement: timestamp oracle: %v", err)
+	}
+	// Fencing: see above.
+	if _, err := s.cfg.Runtime.Wait(ctx, s.engine.ReadFuture(CatalogueGroup, multiraft.ReadLinearizable)); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "placement: confirming the lead for timestamps: %v", err)
+	}
+	if s.leaderSince.Load() != since {
+		return nil, status.Error(codes.Unavailable, "placement: the lead changed while handing out timestamps; retry")
+	}
+	return &pb.GetTimestampsResponse{First: uint64(first)}, nil
+}
