@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -105,90 +106,125 @@ func (sm *StateMachine) setLastRevision(b *pebble.Batch, rev uint64) {
 	mustWrite(b.Set(sm.revKey, binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
 }
 
-// latest reads key's newest version through the batch, so that earlier
-// writes of the same batch are visible, for a write at rev, and removes
-// the versions of key the write's retention horizon leaves unreadable
-// (see pruneVersions). A read error panics (see mustRead).
-func (sm *StateMachine) latest(b *pebble.Batch, key []byte, rev uint64) (KeyValue, bool) {
-	it, err := b.NewIter(nil)
-	mustRead(err)
-	var kv KeyValue
-	var found bool
-	kv, found, sm.keyBuf, err = readVersion(it, sm.keyBuf, key, keys.MaxRevision)
-	mustRead(err)
-	if found {
-		sm.valBuf = append(sm.valBuf[:0], kv.Value...)
-		kv.Value = sm.valBuf
-		kv.Key = key
+// latest reads key's meta through the batch, so that earlier writes of
+// the same batch are visible (see mvcc.go). A read error panics (see
+// mustRead).
+func (sm *StateMachine) latest(b *pebble.Batch, key []byte) (keyMeta, bool) {
+	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
+	v, closer, err := b.Get(sm.metaKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return keyMeta{}, false
 	}
-	if it.Valid() {
-		sm.pruneVersions(b, it, key, rev)
+	mustRead(err)
+	m, err := decodeKeyMeta(v)
+	closer.Close()
+	if err != nil {
+		panic(fmt.Sprintf("shard: shard %d: meta of %q: %v", sm.shard, key, err))
 	}
-	mustRead(it.Close())
-	return kv, found
+	return m, true
 }
 
-// pruneVersions deletes the versions of key, from it (positioned at its
-// newest) on, that no read at the horizon of a write at rev (rev minus the
-// retention) or later can see: every version older than the newest one
-// at or below the horizon. So a key's history holds its versions of the
-// retention span and one before it, and a key written often keeps a
-// bounded number of versions. It depends only on the stored versions, the
-// write's revision and the Config, so every replica deletes the same.
-func (sm *StateMachine) pruneVersions(b *pebble.Batch, it *pebble.Iterator, key []byte, rev uint64) {
+// latestValue returns the value of key's newest version, which m (key's
+// meta) says exists, read through the batch into sm.valBuf.
+func (sm *StateMachine) latestValue(b *pebble.Batch, key []byte, m keyMeta) []byte {
+	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, m.mod)
+	v, closer, err := b.Get(sm.keyBuf)
+	mustRead(err)
+	live, _, value, err := decodeVersion(v)
+	if err != nil || !live {
+		panic(fmt.Sprintf("shard: shard %d: newest version of %q at %d: live %v, %v", sm.shard, key, m.mod, live, err))
+	}
+	sm.valBuf = append(sm.valBuf[:0], value...)
+	closer.Close()
+	return sm.valBuf
+}
+
+// setMeta writes key's meta.
+func (sm *StateMachine) setMeta(b *pebble.Batch, key []byte, m keyMeta) {
+	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
+	sm.metaBuf = appendKeyMeta(sm.metaBuf[:0], m)
+	mustWrite(b.Set(sm.metaKey, sm.metaBuf, nil))
+}
+
+// pruneEvery is how often a key's history is pruned: at every
+// pruneEvery-th version since the key's creation, and at its deletion.
+// Pruning seeks among the key's versions; doing it on every write would
+// double a write's reads, and between two prunes a key gains at most
+// pruneEvery versions past the horizon.
+const pruneEvery = 8
+
+// pruneVersions deletes the versions of key that no read at the horizon of
+// a write at rev (rev minus the retention) or later can see: every
+// version older than the newest one at or below the horizon, which a read
+// at the horizon sees and so stays. A key's history holds its versions of
+// the retention span, one before it, and up to pruneEvery more until the
+// next prune. It depends only on the stored versions, the write's
+// revision and the Config, so every replica deletes the same.
+func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev uint64) {
 	span := sm.cfg.retentionRevisions()
 	if rev <= span {
 		return
 	}
-	horizon := rev - span
+	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sm.metaKey, UpperBound: keys.ImmediateSuccessor(sm.iterBuf[:0], sm.metaKey)})
+	mustRead(err)
+	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev-span)
 	kept := false
-	for valid := true; valid; valid = it.Next() {
-		k, at, ok := keys.DecodeMVCCKey(it.Key())
-		if !ok || !bytes.Equal(k, key) {
+	for valid := it.SeekGE(sm.keyBuf); valid; valid = it.Next() {
+		if _, _, ok := keys.DecodeMVCCKey(it.Key()); !ok {
 			break
 		}
-		switch {
-		case at > horizon:
-		case !kept:
-			kept = true // what a read at the horizon sees
-		default:
+		if kept {
 			mustWrite(b.Delete(it.Key(), nil))
 		}
+		kept = true // the first: what a read at the horizon sees
 	}
 	mustRead(it.Error())
+	mustRead(it.Close())
 }
 
 // setUser writes the version of key at rev holding value.
 func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) {
-	m := versionMeta{create: rev, version: 1}
-	if cur, ok := sm.latest(b, key, rev); ok {
-		m = versionMeta{create: cur.CreateRevision, version: cur.Version + 1}
+	m := keyMeta{live: true, mod: rev, versionMeta: versionMeta{create: rev, version: 1}}
+	if cur, ok := sm.latest(b, key); ok && cur.live {
+		m.create, m.version = cur.create, cur.version+1
 	}
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
-	sm.recBuf = appendVersionValue(sm.recBuf[:0], m, value)
+	sm.recBuf = appendVersionValue(sm.recBuf[:0], m.versionMeta, value)
 	mustWrite(b.Set(sm.keyBuf, sm.recBuf, nil))
+	sm.setMeta(b, key, m)
+	if m.version%pruneEvery == 0 {
+		sm.pruneVersions(b, key, rev)
+	}
 }
 
 // deleteUser writes a tombstone of key at rev, if key exists.
 func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
-	if _, ok := sm.latest(b, key, rev); !ok {
+	if cur, ok := sm.latest(b, key); !ok || !cur.live {
 		return
 	}
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
 	mustWrite(b.Set(sm.keyBuf, tombstoneVersion, nil))
+	sm.setMeta(b, key, keyMeta{mod: rev})
+	sm.pruneVersions(b, key, rev)
 }
 
 // applyCAS compares the key's current value, read through the batch so that
 // earlier commands of the same batch are visible, and swaps on a match.
 func (sm *StateMachine) applyCAS(b *pebble.Batch, c *Command) *Result {
-	cur, found := sm.latest(b, c.Key, c.Revision)
+	m, found := sm.latest(b, c.Key)
+	found = found && m.live
+	var cur []byte
+	if found {
+		cur = sm.latestValue(b, c.Key, m)
+	}
 	var res *Result
 	switch {
-	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur.Value, c.Expected):
+	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur, c.Expected):
 		sm.setUser(b, c.Key, c.Value, c.Revision)
 		res = sm.writeResult(c.Revision)
 	case found:
-		res = &Result{Found: true, Value: append([]byte{}, cur.Value...), Revision: c.Revision}
+		res = &Result{Found: true, Value: append([]byte{}, cur...), Revision: c.Revision}
 	default:
 		res = &Result{Revision: c.Revision}
 	}

@@ -28,6 +28,17 @@ import (
 // counts them. A delete of a key that does not exist writes nothing. The
 // mod revision is the version's own revision, in its key.
 //
+// Beside its versions, each key has one record of its current state, its
+// meta, under the versions' common prefix (keys.AppendMVCCPrefix, which
+// sorts just before them): whether it exists, the revision of its newest
+// version, and its create revision, version and lease. A write reads the
+// meta (a point lookup, which Pebble answers from the newest table that
+// holds it, where finding the newest version would merge every table
+// holding one) and rewrites it:
+//
+//	meta:      byte 1 (exists) or 2 (deleted), uvarint mod revision,
+//	           then, if it exists, uvarint create revision, version, lease
+//
 // A read at revision r sees, for each key, its newest version at or below
 // r; a key whose newest such version is a tombstone, or which has none,
 // does not exist at r. A read of the latest state reads at
@@ -64,6 +75,40 @@ func appendVersionValue(dst []byte, m versionMeta, value []byte) []byte {
 	dst = binary.AppendUvarint(dst, m.version)
 	dst = binary.AppendUvarint(dst, m.lease)
 	return append(dst, value...)
+}
+
+// keyMeta is a key's current state, as its meta record holds it.
+type keyMeta struct {
+	live bool
+	mod  uint64 // the revision of the newest version (a tombstone's if deleted)
+	versionMeta
+}
+
+// appendKeyMeta appends the encoding of m to dst.
+func appendKeyMeta(dst []byte, m keyMeta) []byte {
+	if !m.live {
+		return binary.AppendUvarint(append(dst, versionTombstone), m.mod)
+	}
+	dst = binary.AppendUvarint(append(dst, versionValue), m.mod)
+	dst = binary.AppendUvarint(dst, m.create)
+	dst = binary.AppendUvarint(dst, m.version)
+	return binary.AppendUvarint(dst, m.lease)
+}
+
+// decodeKeyMeta decodes a meta record.
+func decodeKeyMeta(v []byte) (keyMeta, error) {
+	if len(v) == 0 || v[0] != versionValue && v[0] != versionTombstone {
+		return keyMeta{}, errBadVersion
+	}
+	d := decoder{buf: v[1:]}
+	m := keyMeta{live: v[0] == versionValue, mod: d.uvarint()}
+	if m.live {
+		m.create, m.version, m.lease = d.uvarint(), d.uvarint(), d.uvarint()
+	}
+	if err := d.finish(); err != nil || m.mod == 0 || m.live && (m.create == 0 || m.version == 0) {
+		return keyMeta{}, errBadVersion
+	}
+	return m, nil
 }
 
 // tombstoneVersion is the encoding of a tombstone.
@@ -184,6 +229,10 @@ func scanVersions(it *pebble.Iterator, rev uint64, fn func(kv KeyValue) bool) er
 	for valid {
 		k, at, ok := keys.DecodeMVCCKey(it.Key())
 		if !ok {
+			if _, meta := keys.MVCCMeta(it.Key()); meta {
+				valid = it.Next() // a key's meta, just before its versions
+				continue
+			}
 			return fmt.Errorf("%w: key %x among the user data", errBadVersion, it.Key())
 		}
 		// k aliases the iterator's buffer, which moving it reuses.

@@ -121,31 +121,49 @@ func TestScanSkipsLongHistories(t *testing.T) {
 	}
 }
 
-// TestPruneVersions: a write removes the versions of its key that no read
-// at its horizon (its revision minus the retention) or later can see,
-// and keeps the one a read at the horizon sees.
+// TestPruneVersions: every pruneEvery-th write of a key removes the
+// versions that no read at its horizon (its revision minus the
+// retention) or later can see, and keeps the one a read at the horizon
+// sees; a delete prunes too.
 func TestPruneVersions(t *testing.T) {
 	h := newHarness(t, Config{HistoryRetention: 10 * time.Millisecond}, testDesc())
 	ms := func(n uint64) uint64 { return n << tso.LogicalBits }
-	for i := uint64(1); i <= 100; i++ {
+	versions := func() int { return bytes.Count([]byte(userData(t, h.db)), []byte(`"c"@`)) }
+	for i := uint64(1); i <= 12*pruneEvery; i++ {
 		h.at(ms(i), put(hdr(0, 0), "c", fmt.Sprint(i)))
 	}
-	// The horizon of the write at 100 ms is 90 ms: 91..100 and 90 stay.
-	if n := bytes.Count([]byte(userData(t, h.db)), []byte(`"c"@`)); n != 11 {
+	// The write at 96 ms (version 96) pruned to its horizon, 86 ms: 86..96.
+	if n := versions(); n != 11 {
 		t.Fatalf("%d versions of c left, want 11:\n%s", n, userData(t, h.db))
 	}
 	for _, c := range []struct {
 		at    uint64
 		found bool
 		want  string
-	}{{ms(89), false, ""}, {ms(90), true, "90"}, {ms(95) + 7, true, "95"}, {ms(100), true, "100"}} {
+	}{{ms(85), false, ""}, {ms(86), true, "86"}, {ms(90) + 7, true, "90"}, {ms(96), true, "96"}} {
 		kv, found, err := ReadAt(h.db, []byte("c"), c.at)
 		if err != nil || found != c.found || string(kv.Value) != c.want {
 			t.Errorf("c at %d ms: %q, %v, %v; want %q", c.at>>tso.LogicalBits, kv.Value, found, err, c.want)
 		}
-		if found && kv.Version != uint64(100-(100-kv.ModRevision>>tso.LogicalBits)) {
+		if found && kv.Version != kv.ModRevision>>tso.LogicalBits {
 			t.Errorf("c at %d ms: version %d", c.at>>tso.LogicalBits, kv.Version)
 		}
+	}
+	// Up to pruneEvery-1 more writes prune nothing; a delete prunes.
+	for i := uint64(97); i < 97+pruneEvery-1; i++ {
+		h.at(ms(i), put(hdr(0, 0), "c", fmt.Sprint(i)))
+	}
+	if n := versions(); n != 11+pruneEvery-1 {
+		t.Fatalf("%d versions of c, want %d", n, 11+pruneEvery-1)
+	}
+	h.at(ms(200), del(hdr(0, 0), "c"))
+	// Horizon 190 ms: the newest version at or below it (103 ms) and the
+	// tombstone stay.
+	if n := versions(); n != 2 {
+		t.Fatalf("after the delete, %d versions of c, want 2:\n%s", n, userData(t, h.db))
+	}
+	if _, found, _ := ReadAt(h.db, []byte("c"), ms(200)); found {
+		t.Fatal("c found after its delete")
 	}
 }
 

@@ -25,10 +25,11 @@ import (
 //	            write, then the encoded Descriptor
 //	'C'  0..n:  client records: uvarint client ID, bytes record; IDs
 //	            strictly increasing across all 'C' frames
-//	'D'  0..n:  versions: bytes user key, 8-byte revision, bytes version
-//	            (see mvcc.go); in Pebble's order across all 'D' frames
-//	            (keys increasing, a key's revisions decreasing), keys
-//	            inside the descriptor
+//	'D'  0..n:  versions and metas: bytes user key, 8-byte revision (0
+//	            for the key's meta), bytes version or meta (see
+//	            mvcc.go); in Pebble's order across all 'D' frames (keys
+//	            increasing; for a key, its meta, then its revisions
+//	            decreasing), keys inside the descriptor
 //	'T'  once:  uvarint number of client records, uvarint number of pairs,
 //	            4-byte CRC-32C of every byte of the image before this frame
 //
@@ -110,7 +111,10 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	}
 	lo, hi = keys.UserSpan(desc.Start, desc.End)
 	nPairs, err := sm.writeSpan(r, fw, frameData, lo, hi, func(dst, k, v []byte) []byte {
-		uk, rev, _ := keys.DecodeMVCCKey(k)
+		uk, rev, ok := keys.DecodeMVCCKey(k)
+		if !ok {
+			uk, _ = keys.MVCCMeta(k) // writeSpan let only metas through
+		}
 		dst = binary.BigEndian.AppendUint64(appendBytes(dst, uk), rev)
 		return appendBytes(dst, v)
 	})
@@ -121,6 +125,12 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	fw.buf = binary.AppendUvarint(fw.buf, nPairs)
 	fw.buf = binary.BigEndian.AppendUint32(fw.buf, fw.crc)
 	return fw.flush(frameTrailer)
+}
+
+// isMeta reports whether k is the key of a user key's meta.
+func isMeta(k []byte) bool {
+	_, ok := keys.MVCCMeta(k)
+	return ok
 }
 
 // writeSpan writes every pair of [lo, hi) into frames of kind, encoding
@@ -142,7 +152,7 @@ func (sm *StateMachine) writeSpan(r pebble.Reader, fw *frameWriter, kind byte, l
 			it.Close()
 			return 0, fmt.Errorf("shard: snapshot of shard %d: malformed client key %x", sm.shard, it.Key())
 		}
-		if _, _, ok := keys.DecodeMVCCKey(it.Key()); kind == frameData && !ok {
+		if _, _, ok := keys.DecodeMVCCKey(it.Key()); kind == frameData && !ok && !isMeta(it.Key()) {
 			it.Close()
 			return 0, fmt.Errorf("shard: snapshot of shard %d: malformed version key %x", sm.shard, it.Key())
 		}
@@ -321,19 +331,30 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 				if d.err != nil {
 					break
 				}
-				if c := bytes.Compare(k, lastKey); nPairs > 0 && (c < 0 || c == 0 && rev >= lastRev) {
+				// A meta (revision 0) comes first among its key's records,
+				// then the versions, newest first.
+				c := bytes.Compare(k, lastKey)
+				if nPairs > 0 && (c < 0 || c == 0 && (rev == 0 || lastRev != 0 && rev >= lastRev)) {
 					return corrupt("version %q@%d after %q@%d", k, rev, lastKey, lastRev)
 				}
 				if !desc.ContainsKey(k) {
 					return corrupt("key %q outside %s", k, &desc)
 				}
-				if rev == 0 || rev > imageRev {
-					return corrupt("version %q@%d of a shard at revision %d", k, rev, imageRev)
+				if rev == 0 {
+					m, err := decodeKeyMeta(v)
+					if err != nil || m.mod > imageRev {
+						return corrupt("meta of %q of a shard at revision %d: %+v, %v", k, imageRev, m, err)
+					}
+					mustWrite(stage.Set(keys.AppendMVCCPrefix(nil, k), v, nil))
+				} else {
+					if rev > imageRev {
+						return corrupt("version %q@%d of a shard at revision %d", k, rev, imageRev)
+					}
+					if _, _, _, err := decodeVersion(v); err != nil {
+						return corrupt("version %q@%d: %v", k, rev, err)
+					}
+					mustWrite(stage.Set(keys.MVCCKey(k, rev), v, nil))
 				}
-				if _, _, _, err := decodeVersion(v); err != nil {
-					return corrupt("version %q@%d: %v", k, rev, err)
-				}
-				mustWrite(stage.Set(keys.MVCCKey(k, rev), v, nil))
 				lastKey, lastRev = append(lastKey[:0], k...), rev
 				nPairs++
 			}

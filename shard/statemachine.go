@@ -43,6 +43,9 @@ type StateMachine struct {
 	revKey  []byte
 	revBuf  []byte
 	valBuf  []byte
+	metaKey []byte
+	metaBuf []byte
+	iterBuf []byte
 	keyBuf  []byte
 	ckeyBuf []byte
 	recBuf  []byte

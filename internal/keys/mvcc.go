@@ -71,6 +71,17 @@ func DecodeMVCCKey(ek []byte) (k []byte, rev uint64, ok bool) {
 	return ek[1 : n-1], ^binary.BigEndian.Uint64(ek[n:]), true
 }
 
+// MVCCMeta returns the user key of the Pebble key ek if it is a bare
+// prefix (see AppendMVCCPrefix): the key under which the shard package
+// keeps a user key's current state, just before its versions. It aliases
+// ek.
+func MVCCMeta(ek []byte) (k []byte, ok bool) {
+	if len(ek) < 2 || ek[0] != userPrefix || ek[len(ek)-1] != 0 {
+		return nil, false
+	}
+	return ek[1 : len(ek)-1], true
+}
+
 // MVCCPrefix returns the part of Pebble key ek shared by every version of
 // its user key (all of ek if it is not a version). It aliases ek.
 func MVCCPrefix(ek []byte) []byte { return ek[:Split(ek)] }
