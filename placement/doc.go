@@ -37,9 +37,8 @@
 //	pb.RegisterPlacementServer(grpcServer, svc)  // and RegisterHTTP for the status page
 //	go svc.Run(ctx)                              // the coordinator, scheduling while this replica leads
 //
-// The service needs only the Engine interface of the engine. NewService,
-// StateMachineFunc and SetEngine are the older two-phase construction,
-// deprecated, kept until the simulator moves to New.
+// The service needs only the Engine interface of the engine (a fake one
+// in TestForward).
 //
 // # Requests
 //

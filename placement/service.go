@@ -67,9 +67,8 @@ func (c *Catalogue) load() *catalogue { return c.cur.Load() }
 
 // core is what the API (Service) and the coordinator share: the
 // configuration, the engine and its catalogue, the leader's view and the
-// record of operators. Every field is set at construction (the engine, on
-// the deprecated path, by SetEngine before first use) and never replaced;
-// each is safe for concurrent use.
+// record of operators, and the timestamp oracle. Every field is set at
+// construction and never replaced; each is safe for concurrent use.
 type core struct {
 	cfg    Config
 	engine Engine
@@ -114,27 +113,6 @@ func New(cfg Config, cat *Catalogue, engine Engine) (*Service, error) {
 func newService(cfg Config, cat *Catalogue, engine Engine) *Service {
 	return &Service{core: &core{cfg: cfg.withDefaults(), engine: engine, cat: cat, view: newView(), ops: newOpHistory(64)}}
 }
-
-// NewService returns a service without an engine: hand its
-// StateMachineFunc to the engine, then the engine to SetEngine, before
-// anything else. It does not validate cfg.
-//
-// Deprecated: use New. NewService, StateMachineFunc and SetEngine remain
-// only until the simulator (internal/sim) moves to New.
-func NewService(cfg Config) *Service { return newService(cfg, &Catalogue{}, nil) }
-
-// StateMachineFunc returns the service's Catalogue's StateMachineFunc.
-//
-// Deprecated: use a Catalogue and New.
-func (s *Service) StateMachineFunc() multiraft.NewStateMachineFunc {
-	return s.cat.StateMachineFunc()
-}
-
-// SetEngine wires the engine hosting the catalogue group, once, before
-// the service is used.
-//
-// Deprecated: use New.
-func (s *Service) SetEngine(e *multiraft.Engine) { s.engine = e }
 
 // Bootstrap creates this replica of the catalogue group if the engine did
 // not recover it: every placement replica is created with the same

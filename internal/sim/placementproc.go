@@ -16,6 +16,11 @@ import (
 // operators in flight); the restarted process recovers the catalogue from
 // its disk and builds a new Service, as placementd does.
 type placementProc struct {
+	// cat and cfg are the incarnation's catalogue (its engine's state
+	// machine) and configuration, from open; svc is its service, from
+	// start.
+	cat *placement.Catalogue
+	cfg placement.Config
 	svc *placement.Service
 	// past adds up the operator counts of the services of earlier
 	// incarnations.
@@ -27,11 +32,13 @@ type placementProc struct {
 // from the shardnodes' 1, 2, ...
 const placementBase = 100
 
-// open builds the service of n's new incarnation.
-func (p *placementProc) open(n *node) *placement.Service {
+// open prepares n's new incarnation: its configuration, and the
+// catalogue n's engine opens with.
+func (p *placementProc) open(n *node) *placement.Catalogue {
 	s := n.s
 	fp := &s.fleet.prof
-	p.svc = placement.NewService(placement.Config{
+	p.cat, p.svc = &placement.Catalogue{}, nil
+	p.cfg = placement.Config{
 		ReplicaID:         n.id,
 		Peers:             s.fleet.peers,
 		ReplicationFactor: fp.rf,
@@ -46,18 +53,21 @@ func (p *placementProc) open(n *node) *placement.Service {
 		Now:               s.actors.now,
 		Connect:           connector{s: s, from: n},
 		Runtime:           procRuntime{as: s.actors, proc: n},
-	})
-	return p.svc
+	}
+	return p.cat
 }
 
-// start wires the service to n's engine, creates the catalogue group if
-// the disk holds none, and starts the scheduling loop.
+// start builds the service over n's engine, creates the catalogue group
+// if the disk holds none, and starts the scheduling loop.
 func (p *placementProc) start(n *node) error {
-	p.svc.SetEngine(n.e)
+	svc, err := placement.New(p.cfg, p.cat, n.e)
+	if err != nil {
+		return err
+	}
+	p.svc = svc
 	if err := p.svc.Bootstrap(); err != nil {
 		return err
 	}
-	svc := p.svc
 	n.runner = n.s.actors.spawn(n, "placement run", func() { svc.Run(context.Background()) })
 	return nil
 }
