@@ -31,10 +31,14 @@ import (
 // A deposed leader that has not yet noticed could still hand out
 // timestamps from its window, below those its successor already handed
 // out for acknowledged writes. So GetTimestamps answers only after
-// confirming, once it has the timestamps, that this replica still leads
-// (a linearizable read of the catalogue group: a quorum heard from it in
-// its term). Timestamps it returns were therefore handed out before any
-// successor was elected, and every successor's are higher.
+// confirming, once it has the timestamps, that this replica still leads:
+// a lease read of the catalogue group, which the engine serves only while
+// no other replica can have been elected (its lease, from a quorum's
+// acknowledgements, on the monotonic clock; without a valid lease it
+// confirms the lead with a quorum round, as a linearizable read does).
+// Timestamps it returns were therefore handed out before any successor
+// was elected, and every successor's are higher. This is the assumption
+// lease reads make of the nodes' clocks (see the README's guarantees).
 
 // oracleHolder is the oracle of the current leadership.
 type oracleHolder struct {
@@ -131,7 +135,7 @@ func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsReques
 		return nil, status.Errorf(codes.Unavailable, "placement: timestamp oracle: %v", err)
 	}
 	// Fencing: see above.
-	if _, err := s.cfg.Runtime.Wait(ctx, s.engine.ReadFuture(CatalogueGroup, multiraft.ReadLinearizable)); err != nil {
+	if _, err := s.cfg.Runtime.Wait(ctx, s.engine.ReadFuture(CatalogueGroup, multiraft.ReadLease)); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "placement: confirming the lead for timestamps: %v", err)
 	}
 	if s.leaderSince.Load() != since {

@@ -78,7 +78,8 @@ type PlacementClient interface {
 	// revisions). A timestamp is physical milliseconds since the Unix
 	// epoch shifted left 18 bits, plus a logical counter. A replica that
 	// does not lead forwards the call to the leader, which answers only
-	// after confirming, once it has the timestamps, that it still leads.
+	// after confirming, once it has the timestamps, that it still leads
+	// (its lease on the catalogue group, or a quorum round).
 	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
 	// UNAVAILABLE while no replica leads or the oracle is starting.
 	GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error)
@@ -223,7 +224,8 @@ type PlacementServer interface {
 	// revisions). A timestamp is physical milliseconds since the Unix
 	// epoch shifted left 18 bits, plus a logical counter. A replica that
 	// does not lead forwards the call to the leader, which answers only
-	// after confirming, once it has the timestamps, that it still leads.
+	// after confirming, once it has the timestamps, that it still leads
+	// (its lease on the catalogue group, or a quorum round).
 	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
 	// UNAVAILABLE while no replica leads or the oracle is starting.
 	GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error)
