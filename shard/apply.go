@@ -106,10 +106,18 @@ func (sm *StateMachine) setLastRevision(b *pebble.Batch, rev uint64) {
 	mustWrite(b.Set(sm.revKey, binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
 }
 
-// latest reads key's meta through the batch, so that earlier writes of
-// the same batch are visible (see mvcc.go). A read error panics (see
-// mustRead).
+// metaCacheKeys bounds how many keys' metas a state machine keeps in
+// memory (see StateMachine.metas): with keys of 16 bytes, about 100 KiB
+// per busy shard.
+const metaCacheKeys = 1024
+
+// latest reads key's meta, from memory if the state machine has it, else
+// through the batch, so that earlier writes of the same batch are visible
+// (see mvcc.go). A read error panics (see mustRead).
 func (sm *StateMachine) latest(b *pebble.Batch, key []byte) (keyMeta, bool) {
+	if m, ok := sm.metas[string(key)]; ok {
+		return m, true
+	}
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
 	v, closer, err := b.Get(sm.metaKey)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -121,7 +129,20 @@ func (sm *StateMachine) latest(b *pebble.Batch, key []byte) (keyMeta, bool) {
 	if err != nil {
 		panic(fmt.Sprintf("shard: shard %d: meta of %q: %v", sm.shard, key, err))
 	}
+	sm.cacheMeta(key, m)
 	return m, true
+}
+
+// cacheMeta keeps key's meta in memory, making room by forgetting another
+// key's if need be (which one does not matter: a miss reads Pebble).
+func (sm *StateMachine) cacheMeta(key []byte, m keyMeta) {
+	if _, ok := sm.metas[string(key)]; !ok && len(sm.metas) >= metaCacheKeys {
+		for k := range sm.metas {
+			delete(sm.metas, k)
+			break
+		}
+	}
+	sm.metas[string(key)] = m
 }
 
 // latestValue returns the value of key's newest version, which m (key's
@@ -139,8 +160,9 @@ func (sm *StateMachine) latestValue(b *pebble.Batch, key []byte, m keyMeta) []by
 	return sm.valBuf
 }
 
-// setMeta writes key's meta.
+// setMeta writes key's meta, and keeps it in memory.
 func (sm *StateMachine) setMeta(b *pebble.Batch, key []byte, m keyMeta) {
+	sm.cacheMeta(key, m)
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
 	sm.metaBuf = appendKeyMeta(sm.metaBuf[:0], m)
 	mustWrite(b.Set(sm.metaKey, sm.metaBuf, nil))

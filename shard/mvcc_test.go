@@ -283,3 +283,27 @@ func TestStoreWithoutRevision(t *testing.T) {
 		t.Fatalf("get after the failed put: %v, %v", found, err)
 	}
 }
+
+// TestMetaAfterRestart: a key's meta read back from Pebble, after a
+// restart emptied the state machine's memory, continues where the
+// remembered one left off, and so does a state machine that has forgotten
+// it (more keys written than it remembers).
+func TestMetaAfterRestart(t *testing.T) {
+	h := newHarness(t, Config{}, testDesc())
+	for rev := uint64(1); rev <= 3; rev++ {
+		h.at(rev, put(hdr(0, 0), "c", fmt.Sprint(rev)))
+	}
+	h.reload()
+	h.at(4, put(hdr(0, 0), "c", "4"))
+	for i := range metaCacheKeys + 10 {
+		h.at(uint64(5+i), put(hdr(0, 0), fmt.Sprintf("d%05d", i), "x"))
+	}
+	h.at(uint64(5+metaCacheKeys+10), put(hdr(0, 0), "c", "5"))
+	kv, found, err := ReadAt(h.db, []byte("c"), keys.MaxRevision)
+	if err != nil || !found || kv.Version != 5 || kv.CreateRevision != 1 || string(kv.Value) != "5" {
+		t.Fatalf("c after a restart and many other keys: %+v, %v, %v; want version 5, created at 1", kv, found, err)
+	}
+	if len(h.sm.metas) > metaCacheKeys {
+		t.Fatalf("%d metas in memory, the bound is %d", len(h.sm.metas), metaCacheKeys)
+	}
+}

@@ -37,6 +37,12 @@ type StateMachine struct {
 	descKey    []byte
 	clientPref []byte // keys.ShardClientPrefix start; a client key is it + 8-byte ID
 	cmd        Command
+	// metas holds the metas of keys this replica wrote or read recently,
+	// exactly as Pebble holds them once the engine commits its apply batch
+	// (it always does, or the engine fail-stops and this state machine is
+	// dropped): every write of a meta goes through it. A snapshot or a
+	// restart builds a new state machine, with an empty map.
+	metas map[string]keyMeta
 	// lastRev is the revision of the shard's last write (stored under
 	// revKey): a write must come with a higher one.
 	lastRev uint64
@@ -85,6 +91,7 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 		revKey:      keys.ShardKey(uint64(shard), keys.ShardRevision),
 		clientPref:  clientPref,
 		createGroup: createGroupViaEngine,
+		metas:       make(map[string]keyMeta),
 	}
 	v, closer, err := r.Get(sm.descKey)
 	if errors.Is(err, pebble.ErrNotFound) {
