@@ -60,7 +60,14 @@
 //     next node for the group after a timeout). With the shard
 //     backend every write carries a client ID and sequence number, so a
 //     write whose outcome is ambiguous is retried and must apply at most
-//     once; with kvSM it is recorded as ambiguous and never retried. A
+//     once; with kvSM it is recorded as ambiguous and never retried. With
+//     the shard backend every attempt also carries a revision, from the
+//     run's own oracle (shardBackend.encode: the step as milliseconds,
+//     and a counter), so revisions follow the run's order of events as
+//     the fleet's oracle makes them follow real time; an attempt refused
+//     for a stale revision is stamped anew and sent again (restamped= in
+//     the stats), and writes prune their keys' history past 200 ms of
+//     revisions, so every seed prunes. A
 //     read follows shard.Store.Get: wait for the engine's read barrier,
 //     read Pebble, then check the replica still exists (it may have applied
 //     its own removal and deleted its data meanwhile) and still owns the
