@@ -522,6 +522,35 @@ func TestProcessForwardToLeader(t *testing.T) {
 	}
 }
 
+// metrics scrapes node's /metrics: every series by name (labels summed
+// over, but for the Put method's), or an error.
+func (h *harness) metrics(node uint64) (map[string]float64, error) {
+	resp, err := http.Get("http://" + h.f.Nodes[node].HTTP + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		name := line[:i]
+		if j := strings.IndexByte(name, '{'); j >= 0 && !strings.Contains(name, `method="Put"`) {
+			name = name[:j]
+		}
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		m[name] += v
+	}
+	return m, nil
+}
+
 // TestProcessMetricsMoveUnderLoad scrapes /metrics of the nodes: the main
 // series exist and grow while clients write.
 func TestProcessMetricsMoveUnderLoad(t *testing.T) {
@@ -530,28 +559,9 @@ func TestProcessMetricsMoveUnderLoad(t *testing.T) {
 	h.createShards(2, all)
 	lead := h.leader(1, all...)
 	scrape := func() map[string]float64 {
-		resp, err := http.Get("http://" + h.f.Nodes[lead].HTTP + "/metrics")
+		m, err := h.metrics(lead)
 		if err != nil {
 			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]float64{}
-		for _, line := range strings.Split(string(body), "\n") {
-			if line == "" || line[0] == '#' {
-				continue
-			}
-			i := strings.LastIndexByte(line, ' ')
-			name := line[:i]
-			if j := strings.IndexByte(name, '{'); j >= 0 && !strings.Contains(name, `method="Put"`) {
-				name = name[:j]
-			}
-			var v float64
-			fmt.Sscan(line[i+1:], &v)
-			m[name] += v
 		}
 		return m
 	}

@@ -43,13 +43,22 @@ func (h *harness) addReplica(shard, replica, node uint64, members ...uint64) err
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("create replica %d on node %d: %w", replica, node, err)
 	}
-	lead := h.leader(int(shard), members...)
-	_, err = h.admin(lead).AddReplica(testutil.Context(h.t, 30*time.Second), &pb.AddReplicaRequest{ShardId: shard,
-		Replica: &pb.Replica{ReplicaId: replica, NodeId: node}})
-	if err != nil {
-		return fmt.Errorf("add replica %d on node %d: %w", replica, node, err)
+	// A leader just elected, or one with a membership change still
+	// applying, drops the proposal (RESOURCE_EXHAUSTED, surely not
+	// applied); an election under way is UNAVAILABLE. Both are retried.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lead := h.leader(int(shard), members...)
+		_, err = h.admin(lead).AddReplica(testutil.Context(h.t, 30*time.Second), &pb.AddReplicaRequest{ShardId: shard,
+			Replica: &pb.Replica{ReplicaId: replica, NodeId: node}})
+		if c := status.Code(err); (c == codes.ResourceExhausted || c == codes.Unavailable) && time.Now().Before(deadline) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("add replica %d on node %d: %w", replica, node, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // removeReplica has shard's leader remove replica from the group.
@@ -97,6 +106,28 @@ func stranded(t *testing.T, node3Args ...string) *harness {
 	if err := h.put(1, []byte("b"), "2", 1, 2, 4); err != nil {
 		t.Fatal(err)
 	}
+	// The leader's transport may still queue messages for node 3 sent
+	// before the removal applied (the removal's own append among them):
+	// it drops them at its next failed attempt to reach node 3, but a
+	// node 3 restarted before that would receive them and apply its own
+	// removal, and nothing would be stranded. So wait until no node queues
+	// anything (no other shard lives on node 3 to queue more).
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for _, n := range []uint64{1, 2, 4} {
+			m, err := h.metrics(n)
+			if err != nil {
+				return err
+			}
+			q, ok := m["flotilla_transport_queue"]
+			if !ok {
+				return fmt.Errorf("node %d exports no flotilla_transport_queue", n)
+			}
+			if q != 0 {
+				return fmt.Errorf("node %d's transport queues %v messages", n, q)
+			}
+		}
+		return nil
+	})
 	h.f.Nodes[3].Args = append(h.f.Nodes[3].Args, node3Args...)
 	h.f.Nodes[3].Restart()
 	return h
