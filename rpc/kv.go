@@ -142,14 +142,26 @@ func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 	if err != nil {
 		return nil, err
 	}
-	v, found, err := s.store.Get(ctx, id, epoch, req.GetKey(), mode)
+	kv, found, err := s.store.StartGet(id, epoch, req.GetKey(), mode).WaitKV(ctx)
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Get(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return &pb.GetResponse{Found: found, Value: v}, nil
+	return getResponse(kv, found), nil
+}
+
+// getResponse is the answer to a Get that read kv (found or not).
+func getResponse(kv shard.KeyValue, found bool) *pb.GetResponse {
+	if !found {
+		return &pb.GetResponse{}
+	}
+	v := kv.Value
+	if v == nil {
+		v = []byte{}
+	}
+	return &pb.GetResponse{Found: true, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
 }
 
 // Put implements pb.KVServer.
@@ -159,13 +171,14 @@ func (s *KVServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.execute(ctx, "Put", id, &cmd); err != nil {
+	res, err := s.execute(ctx, "Put", id, &cmd)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Put(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return &pb.PutResponse{}, nil
+	return &pb.PutResponse{Revision: res.Revision}, nil
 }
 
 // Delete implements pb.KVServer.
@@ -175,13 +188,14 @@ func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delet
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.execute(ctx, "Delete", id, &cmd); err != nil {
+	res, err := s.execute(ctx, "Delete", id, &cmd)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Delete(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return &pb.DeleteResponse{}, nil
+	return &pb.DeleteResponse{Revision: res.Revision}, nil
 }
 
 // CompareAndSwap implements pb.KVServer.
@@ -198,7 +212,7 @@ func (s *KVServer) CompareAndSwap(ctx context.Context, req *pb.CompareAndSwapReq
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return &pb.CompareAndSwapResponse{Succeeded: res.Succeeded, Found: res.Found, Value: res.Value}, nil
+	return &pb.CompareAndSwapResponse{Succeeded: res.Succeeded, Found: res.Found, Value: res.Value, Revision: res.Revision}, nil
 }
 
 // Scan implements pb.KVServer.
@@ -227,7 +241,7 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	}
 	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more}
 	for i, kv := range kvs {
-		resp.Kvs[i] = &pb.KeyValue{Key: kv.Key, Value: kv.Value}
+		resp.Kvs[i] = &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
 	}
 	if more && len(kvs) > 0 {
 		resp.ResumeKey = append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
@@ -250,7 +264,8 @@ func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchRe
 		ops[i] = shard.Op{Key: o.GetKey(), Value: o.GetValue(), Delete: o.GetDelete()}
 	}
 	cmd.Ops = ops
-	if _, err := s.execute(ctx, "Batch", id, &cmd); err != nil {
+	res, err := s.execute(ctx, "Batch", id, &cmd)
+	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Batch(fctx, req)
 		}
@@ -260,7 +275,7 @@ func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchRe
 		}
 		return nil, s.errs.toStatus(err, id, req.GetOps()[0].GetKey(), keys...)
 	}
-	return &pb.BatchResponse{}, nil
+	return &pb.BatchResponse{Revision: res.Revision}, nil
 }
 
 // applySpan starts the span of a write's proposal and its wait for apply

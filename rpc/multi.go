@@ -89,9 +89,9 @@ type startedOp struct {
 // wait waits for o and records its result in res, or returns its error.
 func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiOp) error {
 	if o.get {
-		v, found, err := o.r.Wait(ctx)
+		kv, found, err := o.r.WaitKV(ctx)
 		if err == nil {
-			res.Result = &pb.MultiResult_Get{Get: &pb.GetResponse{Found: found, Value: v}}
+			res.Result = &pb.MultiResult_Get{Get: getResponse(kv, found)}
 		}
 		return err
 	}
@@ -141,11 +141,11 @@ func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 func setWriteResult(res *pb.MultiResult, op *pb.MultiOp, r *shard.Result) {
 	switch op.GetOp().(type) {
 	case *pb.MultiOp_Put:
-		res.Result = &pb.MultiResult_Put{Put: &pb.PutResponse{}}
+		res.Result = &pb.MultiResult_Put{Put: &pb.PutResponse{Revision: r.Revision}}
 	case *pb.MultiOp_Delete:
-		res.Result = &pb.MultiResult_Delete{Delete: &pb.DeleteResponse{}}
+		res.Result = &pb.MultiResult_Delete{Delete: &pb.DeleteResponse{Revision: r.Revision}}
 	default:
-		res.Result = &pb.MultiResult_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapResponse{Succeeded: r.Succeeded, Found: r.Found, Value: r.Value}}
+		res.Result = &pb.MultiResult_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapResponse{Succeeded: r.Succeeded, Found: r.Found, Value: r.Value, Revision: r.Revision}}
 	}
 }
 

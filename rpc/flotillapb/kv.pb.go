@@ -28,12 +28,20 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// KeyValue is a key as a read saw it. Revisions are timestamps of the
+// fleet's oracle (see placement.proto, GetTimestamps): create_revision is
+// the revision of the write that created the key (its first put, or its
+// first after a delete), mod_revision that of its last write, and version
+// counts its writes since its creation.
 type KeyValue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Key            []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value          []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	CreateRevision uint64                 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	ModRevision    uint64                 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
+	Version        uint64                 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *KeyValue) Reset() {
@@ -78,6 +86,27 @@ func (x *KeyValue) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *KeyValue) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *KeyValue) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
+}
+
+func (x *KeyValue) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 type GetRequest struct {
@@ -133,11 +162,15 @@ func (x *GetRequest) GetKey() []byte {
 }
 
 type GetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Found bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The key's revisions, when found (see KeyValue).
+	CreateRevision uint64 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	ModRevision    uint64 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
+	Version        uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetResponse) Reset() {
@@ -182,6 +215,27 @@ func (x *GetResponse) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *GetResponse) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *GetResponse) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
+}
+
+func (x *GetResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 type PutRequest struct {
@@ -244,8 +298,12 @@ func (x *PutRequest) GetValue() []byte {
 	return nil
 }
 
+// Every write's response carries its revision: the revision of the
+// versions it wrote (a delete of an absent key and a failed compare-and-
+// swap write none, but are ordered at it too).
 type PutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +336,13 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PutResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type DeleteRequest struct {
@@ -334,6 +399,7 @@ func (x *DeleteRequest) GetKey() []byte {
 
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -366,6 +432,13 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type CompareAndSwapRequest struct {
@@ -452,6 +525,7 @@ type CompareAndSwapResponse struct {
 	// When the comparison failed: whether the key existed and its value.
 	Found         bool   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
 	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,6 +579,13 @@ func (x *CompareAndSwapResponse) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *CompareAndSwapResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // ScanRequest reads [start, end) of one shard in key order, clamped to the
@@ -754,6 +835,7 @@ func (x *BatchRequest) GetOps() []*BatchOp {
 
 type BatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,6 +868,13 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BatchResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // MultiOp is one request of a Multi call: exactly one field is set.
@@ -1190,37 +1279,46 @@ var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/placement.proto\x1a\x19google/protobuf/any.proto\"2\n" +
+	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/placement.proto\x1a\x19google/protobuf/any.proto\"\x98\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"R\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
+	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
+	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\"R\n" +
 	"\n" +
 	"GetRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"9\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\"\x9f\x01\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"h\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
+	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
+	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\"h\n" +
 	"\n" +
 	"PutRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\r\n" +
-	"\vPutResponse\"U\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\")\n" +
+	"\vPutResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"U\n" +
 	"\rDeleteRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\x10\n" +
-	"\x0eDeleteResponse\"\xb4\x01\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\",\n" +
+	"\x0eDeleteResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xb4\x01\n" +
 	"\x15CompareAndSwapRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
 	"\bexpected\x18\x03 \x01(\fR\bexpected\x12#\n" +
 	"\rexpect_absent\x18\x04 \x01(\bR\fexpectAbsent\x12\x14\n" +
-	"\x05value\x18\x05 \x01(\fR\x05value\"b\n" +
+	"\x05value\x18\x05 \x01(\fR\x05value\"~\n" +
 	"\x16CompareAndSwapResponse\x12\x1c\n" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\x7f\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\x7f\n" +
 	"\vScanRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -1237,8 +1335,9 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x06delete\x18\x03 \x01(\bR\x06delete\"j\n" +
 	"\fBatchRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12&\n" +
-	"\x03ops\x18\x02 \x03(\v2\x14.flotilla.v1.BatchOpR\x03ops\"\x0f\n" +
-	"\rBatchResponse\"\xef\x01\n" +
+	"\x03ops\x18\x02 \x03(\v2\x14.flotilla.v1.BatchOpR\x03ops\"+\n" +
+	"\rBatchResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xef\x01\n" +
 	"\aMultiOp\x12+\n" +
 	"\x03get\x18\x01 \x01(\v2\x17.flotilla.v1.GetRequestH\x00R\x03get\x12+\n" +
 	"\x03put\x18\x02 \x01(\v2\x17.flotilla.v1.PutRequestH\x00R\x03put\x124\n" +
