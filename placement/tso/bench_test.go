@@ -3,36 +3,15 @@ package tso
 import (
 	"context"
 	"strconv"
-	"sync"
 	"testing"
 )
-
-// instantStore is a Store that persists at once: the benchmark measures
-// the Oracle, not the catalogue's Raft round.
-type instantStore struct {
-	mu    sync.Mutex
-	limit Timestamp
-}
-
-func (s *instantStore) Load(context.Context) (Timestamp, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limit, nil
-}
-
-func (s *instantStore) Save(_ context.Context, limit Timestamp) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.limit = max(s.limit, limit)
-	return nil
-}
 
 // BenchmarkNext: Next from GOMAXPROCS goroutines at once, on the system
 // clock with the default window, for batches of 1 and of 64.
 func BenchmarkNext(b *testing.B) {
 	for _, count := range []int{1, 64} {
 		b.Run("count="+strconv.Itoa(count), func(b *testing.B) {
-			o, err := Open(context.Background(), &instantStore{}, Config{})
+			o, err := Open(context.Background(), &MemStore{}, Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
