@@ -11,7 +11,7 @@
 //
 // Pebble orders keys with Compare (Comparer in internal/pebbleopts): the
 // local half bytewise, versions by user key and then newest first. Every
-// Pebble holding user data must be opened with it.
+// Pebble holding shards' data must be opened with it.
 //
 // Because user data is keyed by the user key and not by the shard, a split
 // moves no data and a shard's snapshot is a scan of one key range.

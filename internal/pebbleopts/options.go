@@ -49,9 +49,11 @@ func Options(logger pebble.Logger, cacheBytes int64) *pebble.Options {
 // Comparer orders a node's keys as internal/keys lays them out: the local
 // half bytewise, the versions of a user key together and newest first
 // (keys.Compare), with the revision cut off for bloom filters
-// (keys.Split). Every Pebble that holds user data, a test's included, is
-// opened with it; Pebble records its name and refuses to open a store
-// written with another comparer.
+// (keys.Split). Every Pebble that holds shards' data, a test's included,
+// is opened with it (the engine's own tests, whose toy state machines keep
+// one version per key, need not be); Pebble records its name and refuses
+// to open a store written with another comparer, such as a data directory
+// from before versions.
 //
 // Separator and Successor, which Pebble uses to shorten the keys of its
 // index blocks, return their first argument unchanged: a shortened key of
