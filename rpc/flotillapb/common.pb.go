@@ -12,6 +12,11 @@
 //                  (also ABORTED: a write stamped with a revision below its
 //                  shard's last, and UNAVAILABLE: no revision from the
 //                  timestamp oracle; neither entered the log)
+//   Compacted      OUT_OF_RANGE         the revision asked for is below the
+//                                       shard's compaction point; retry at
+//                                       compact_revision or later
+//   FutureRevision OUT_OF_RANGE         the revision asked for is above
+//                                       every revision handed out yet
 //   Ambiguous      UNKNOWN              the write may or may not have applied;
 //                                       only a retry with the same client_id
 //                                       and seq is safe
@@ -676,6 +681,123 @@ func (x *Ambiguous) GetReason() string {
 	return ""
 }
 
+// Compacted: a read or watch asked for a revision below the shard's
+// compaction point, whose versions may be gone.
+type Compacted struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ShardId         uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	CompactRevision uint64                 `protobuf:"varint,2,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Compacted) Reset() {
+	*x = Compacted{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compacted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compacted) ProtoMessage() {}
+
+func (x *Compacted) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compacted.ProtoReflect.Descriptor instead.
+func (*Compacted) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Compacted) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *Compacted) GetCompactRevision() uint64 {
+	if x != nil {
+		return x.CompactRevision
+	}
+	return 0
+}
+
+// FutureRevision: a read asked for a revision above every timestamp the
+// fleet's oracle had handed out when the shard resolved it.
+type FutureRevision struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ShardId  uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The shard's resolved revision, which the oracle had passed.
+	CurrentRevision uint64 `protobuf:"varint,3,opt,name=current_revision,json=currentRevision,proto3" json:"current_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FutureRevision) Reset() {
+	*x = FutureRevision{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FutureRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FutureRevision) ProtoMessage() {}
+
+func (x *FutureRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FutureRevision.ProtoReflect.Descriptor instead.
+func (*FutureRevision) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FutureRevision) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *FutureRevision) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *FutureRevision) GetCurrentRevision() uint64 {
+	if x != nil {
+		return x.CurrentRevision
+	}
+	return 0
+}
+
 var File_flotilla_v1_common_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_common_proto_rawDesc = "" +
@@ -718,7 +840,14 @@ const file_flotilla_v1_common_proto_rawDesc = "" +
 	"\x04Busy\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\x04R\fretryAfterMs\"#\n" +
 	"\tAmbiguous\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason*l\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"Q\n" +
+	"\tCompacted\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12)\n" +
+	"\x10compact_revision\x18\x02 \x01(\x04R\x0fcompactRevision\"r\n" +
+	"\x0eFutureRevision\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12)\n" +
+	"\x10current_revision\x18\x03 \x01(\x04R\x0fcurrentRevision*l\n" +
 	"\x0fReadConsistency\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x00\x12\x1a\n" +
 	"\x16READ_CONSISTENCY_LEASE\x10\x01\x12\x1a\n" +
@@ -737,19 +866,21 @@ func file_flotilla_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_flotilla_v1_common_proto_goTypes = []any{
-	(ReadConsistency)(0),  // 0: flotilla.v1.ReadConsistency
-	(*Epoch)(nil),         // 1: flotilla.v1.Epoch
-	(*Replica)(nil),       // 2: flotilla.v1.Replica
-	(*Descriptor)(nil),    // 3: flotilla.v1.Descriptor
-	(*RequestHeader)(nil), // 4: flotilla.v1.RequestHeader
-	(*NotLeader)(nil),     // 5: flotilla.v1.NotLeader
-	(*EpochNotMatch)(nil), // 6: flotilla.v1.EpochNotMatch
-	(*ShardNotFound)(nil), // 7: flotilla.v1.ShardNotFound
-	(*KeyNotInShard)(nil), // 8: flotilla.v1.KeyNotInShard
-	(*Busy)(nil),          // 9: flotilla.v1.Busy
-	(*Ambiguous)(nil),     // 10: flotilla.v1.Ambiguous
+	(ReadConsistency)(0),   // 0: flotilla.v1.ReadConsistency
+	(*Epoch)(nil),          // 1: flotilla.v1.Epoch
+	(*Replica)(nil),        // 2: flotilla.v1.Replica
+	(*Descriptor)(nil),     // 3: flotilla.v1.Descriptor
+	(*RequestHeader)(nil),  // 4: flotilla.v1.RequestHeader
+	(*NotLeader)(nil),      // 5: flotilla.v1.NotLeader
+	(*EpochNotMatch)(nil),  // 6: flotilla.v1.EpochNotMatch
+	(*ShardNotFound)(nil),  // 7: flotilla.v1.ShardNotFound
+	(*KeyNotInShard)(nil),  // 8: flotilla.v1.KeyNotInShard
+	(*Busy)(nil),           // 9: flotilla.v1.Busy
+	(*Ambiguous)(nil),      // 10: flotilla.v1.Ambiguous
+	(*Compacted)(nil),      // 11: flotilla.v1.Compacted
+	(*FutureRevision)(nil), // 12: flotilla.v1.FutureRevision
 }
 var file_flotilla_v1_common_proto_depIdxs = []int32{
 	1, // 0: flotilla.v1.Descriptor.epoch:type_name -> flotilla.v1.Epoch
@@ -776,7 +907,7 @@ func file_flotilla_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_common_proto_rawDesc), len(file_flotilla_v1_common_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -28,6 +28,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Event_Type int32
+
+const (
+	Event_PUT    Event_Type = 0
+	Event_DELETE Event_Type = 1
+)
+
+// Enum value maps for Event_Type.
+var (
+	Event_Type_name = map[int32]string{
+		0: "PUT",
+		1: "DELETE",
+	}
+	Event_Type_value = map[string]int32{
+		"PUT":    0,
+		"DELETE": 1,
+	}
+)
+
+func (x Event_Type) Enum() *Event_Type {
+	p := new(Event_Type)
+	*p = x
+	return p
+}
+
+func (x Event_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Event_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[0].Descriptor()
+}
+
+func (Event_Type) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[0]
+}
+
+func (x Event_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Event_Type.Descriptor instead.
+func (Event_Type) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{20, 0}
+}
+
 // KeyValue is a key as a read saw it. Revisions are timestamps of the
 // fleet's oracle (see placement.proto, GetTimestamps): create_revision is
 // the revision of the write that created the key (its first put, or its
@@ -110,9 +156,15 @@ func (x *KeyValue) GetVersion() uint64 {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Key    []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// revision, when set, reads the key as it was at that revision (a read
+	// at a revision; see ScanRequest) instead of its latest state. The
+	// header's consistency is then ignored: the state at a revision the
+	// shard has passed is final, and any replica that applied past it
+	// serves it.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +213,13 @@ func (x *GetRequest) GetKey() []byte {
 	return nil
 }
 
+func (x *GetRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type GetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Found bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
@@ -169,8 +228,12 @@ type GetResponse struct {
 	CreateRevision uint64 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision    uint64 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	Version        uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The revision the read saw: the requested revision, or for a read of
+	// the latest state the shard's resolved revision when it was read (the
+	// read saw every write at or below it, and none above).
+	Revision      uint64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetResponse) Reset() {
@@ -234,6 +297,13 @@ func (x *GetResponse) GetModRevision() uint64 {
 func (x *GetResponse) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *GetResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
 	}
 	return 0
 }
@@ -590,12 +660,24 @@ func (x *CompareAndSwapResponse) GetRevision() uint64 {
 
 // ScanRequest reads [start, end) of one shard in key order, clamped to the
 // shard's range, at most limit pairs (0: the server's page size).
+//
+// revision, when set, reads the range as it was at that revision: every
+// write at or below it and none above. A read at a revision waits until
+// nothing at or below it can still commit on the shard (the shard's
+// resolved revision reached it), so two reads at the same revision agree
+// on every replica, and reads at one revision across shards make one
+// consistent snapshot. A revision the shard has not resolved yet is
+// resolved by the leader (a follower answers NotLeader); one above every
+// timestamp the fleet's oracle has handed out is refused (OUT_OF_RANGE
+// with FutureRevision). One below the shard's compaction point is
+// refused (OUT_OF_RANGE with Compacted): its versions may be gone.
 type ScanRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
 	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
 	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Revision      uint64                 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,13 +740,23 @@ func (x *ScanRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ScanRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type ScanResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kvs   []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
 	// more is true when the page was cut by the limit: continue from
-	// resume_key.
-	More          bool   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
-	ResumeKey     []byte `protobuf:"bytes,3,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	// resume_key (at the same revision, for a consistent scan).
+	More      bool   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	ResumeKey []byte `protobuf:"bytes,3,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	// The revision the scan saw (see GetResponse.revision). A scan of the
+	// latest state continues at this revision to stay consistent.
+	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -718,6 +810,13 @@ func (x *ScanResponse) GetResumeKey() []byte {
 		return x.ResumeKey
 	}
 	return nil
+}
+
+func (x *ScanResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type BatchOp struct {
@@ -1275,6 +1374,236 @@ func (x *MultiResponse) GetResults() []*MultiResult {
 	return nil
 }
 
+// WatchRequest watches the keys of [start, end) of one shard (clamped to
+// the shard's range; an empty end is +inf) for writes at start_revision or
+// later (0: from now: the first response names the start).
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	StartRevision uint64                 `protobuf:"varint,4,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// prev_kv asks for each event's previous version of its key.
+	PrevKv bool `protobuf:"varint,5,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// progress_interval_ms asks for a response at least this often (0:
+	// never) even when no key changes, carrying the progress revision.
+	ProgressIntervalMs uint32 `protobuf:"varint,6,opt,name=progress_interval_ms,json=progressIntervalMs,proto3" json:"progress_interval_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetStartRevision() uint64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+func (x *WatchRequest) GetProgressIntervalMs() uint32 {
+	if x != nil {
+		return x.ProgressIntervalMs
+	}
+	return 0
+}
+
+// Event is one key changed by one write.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  Event_Type             `protobuf:"varint,1,opt,name=type,proto3,enum=flotilla.v1.Event_Type" json:"type,omitempty"`
+	// kv is the key after the write: for a DELETE, only key and
+	// mod_revision (the delete's revision) are set.
+	Kv *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	// prev_kv is the key's version before the write, if prev_kv was asked
+	// for and the key existed.
+	PrevKv        *KeyValue `protobuf:"bytes,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Event) GetType() Event_Type {
+	if x != nil {
+		return x.Type
+	}
+	return Event_PUT
+}
+
+func (x *Event) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *Event) GetPrevKv() *KeyValue {
+	if x != nil {
+		return x.PrevKv
+	}
+	return nil
+}
+
+// WatchResponse carries the events of whole writes, in revision order
+// (every event of one write is in one response), and the stream's
+// progress: every event at or below progress_revision has been sent, on
+// this response or an earlier one, and nothing at or below it will follow.
+// A response with no events says only that. The first response of a
+// stream has created set and no events; its progress_revision is
+// start_revision - 1 (and says what start_revision 0 meant).
+//
+// The stream ends with a status: OUT_OF_RANGE with Compacted when
+// start_revision is below the shard's compaction point; EpochNotMatch
+// when the shard split or merged and its range changed (the client
+// watches the new shards from progress_revision + 1); NotLeader (with
+// the leader) when the replica leaves the shard or no longer leads it
+// and so cannot make progress while no key changes; UNAVAILABLE when the
+// node is stopping.
+type WatchResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Created          bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	ProgressRevision uint64                 `protobuf:"varint,2,opt,name=progress_revision,json=progressRevision,proto3" json:"progress_revision,omitempty"`
+	Events           []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WatchResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *WatchResponse) GetProgressRevision() uint64 {
+	if x != nil {
+		return x.ProgressRevision
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
@@ -1285,17 +1614,19 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\"R\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\"n\n" +
 	"\n" +
 	"GetRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\x9f\x01\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xbb\x01\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\"h\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x04R\brevision\"h\n" +
 	"\n" +
 	"PutRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
@@ -1318,17 +1649,19 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision\"\x7f\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\x9b\x01\n" +
 	"\vScanRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"j\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\"\x86\x01\n" +
 	"\fScanResponse\x12'\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x15.flotilla.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x1d\n" +
 	"\n" +
-	"resume_key\x18\x03 \x01(\fR\tresumeKey\"I\n" +
+	"resume_key\x18\x03 \x01(\fR\tresumeKey\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"I\n" +
 	"\aBatchOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
@@ -1358,7 +1691,26 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x10compare_and_swap\x18\x05 \x01(\v2#.flotilla.v1.CompareAndSwapResponseH\x00R\x0ecompareAndSwapB\b\n" +
 	"\x06result\"C\n" +
 	"\rMultiResponse\x122\n" +
-	"\aresults\x18\x01 \x03(\v2\x18.flotilla.v1.MultiResultR\aresults2\xa3\x04\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.flotilla.v1.MultiResultR\aresults\"\xdc\x01\n" +
+	"\fWatchRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12%\n" +
+	"\x0estart_revision\x18\x04 \x01(\x04R\rstartRevision\x12\x17\n" +
+	"\aprev_kv\x18\x05 \x01(\bR\x06prevKv\x120\n" +
+	"\x14progress_interval_ms\x18\x06 \x01(\rR\x12progressIntervalMs\"\xa8\x01\n" +
+	"\x05Event\x12+\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x17.flotilla.v1.Event.TypeR\x04type\x12%\n" +
+	"\x02kv\x18\x02 \x01(\v2\x15.flotilla.v1.KeyValueR\x02kv\x12.\n" +
+	"\aprev_kv\x18\x03 \x01(\v2\x15.flotilla.v1.KeyValueR\x06prevKv\"\x1b\n" +
+	"\x04Type\x12\a\n" +
+	"\x03PUT\x10\x00\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x01\"\x82\x01\n" +
+	"\rWatchResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\x12+\n" +
+	"\x11progress_revision\x18\x02 \x01(\x04R\x10progressRevision\x12*\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.flotilla.v1.EventR\x06events2\xe5\x04\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -1366,7 +1718,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\".flotilla.v1.CompareAndSwapRequest\x1a#.flotilla.v1.CompareAndSwapResponse\x12;\n" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
 	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x12>\n" +
-	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12N\n" +
+	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
+	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12N\n" +
 	"\vLocalRoutes\x12\x1e.flotilla.v1.ScanRoutesRequest\x1a\x1f.flotilla.v1.ScanRoutesResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
@@ -1381,74 +1734,86 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_kv_proto_rawDescData
 }
 
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_flotilla_v1_kv_proto_goTypes = []any{
-	(*KeyValue)(nil),               // 0: flotilla.v1.KeyValue
-	(*GetRequest)(nil),             // 1: flotilla.v1.GetRequest
-	(*GetResponse)(nil),            // 2: flotilla.v1.GetResponse
-	(*PutRequest)(nil),             // 3: flotilla.v1.PutRequest
-	(*PutResponse)(nil),            // 4: flotilla.v1.PutResponse
-	(*DeleteRequest)(nil),          // 5: flotilla.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 6: flotilla.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),  // 7: flotilla.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil), // 8: flotilla.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),            // 9: flotilla.v1.ScanRequest
-	(*ScanResponse)(nil),           // 10: flotilla.v1.ScanResponse
-	(*BatchOp)(nil),                // 11: flotilla.v1.BatchOp
-	(*BatchRequest)(nil),           // 12: flotilla.v1.BatchRequest
-	(*BatchResponse)(nil),          // 13: flotilla.v1.BatchResponse
-	(*MultiOp)(nil),                // 14: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),           // 15: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),               // 16: flotilla.v1.OpStatus
-	(*MultiResult)(nil),            // 17: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),          // 18: flotilla.v1.MultiResponse
-	(*RequestHeader)(nil),          // 19: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),              // 20: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),      // 21: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),     // 22: flotilla.v1.ScanRoutesResponse
+	(Event_Type)(0),                // 0: flotilla.v1.Event.Type
+	(*KeyValue)(nil),               // 1: flotilla.v1.KeyValue
+	(*GetRequest)(nil),             // 2: flotilla.v1.GetRequest
+	(*GetResponse)(nil),            // 3: flotilla.v1.GetResponse
+	(*PutRequest)(nil),             // 4: flotilla.v1.PutRequest
+	(*PutResponse)(nil),            // 5: flotilla.v1.PutResponse
+	(*DeleteRequest)(nil),          // 6: flotilla.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 7: flotilla.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),  // 8: flotilla.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil), // 9: flotilla.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),            // 10: flotilla.v1.ScanRequest
+	(*ScanResponse)(nil),           // 11: flotilla.v1.ScanResponse
+	(*BatchOp)(nil),                // 12: flotilla.v1.BatchOp
+	(*BatchRequest)(nil),           // 13: flotilla.v1.BatchRequest
+	(*BatchResponse)(nil),          // 14: flotilla.v1.BatchResponse
+	(*MultiOp)(nil),                // 15: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),           // 16: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),               // 17: flotilla.v1.OpStatus
+	(*MultiResult)(nil),            // 18: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),          // 19: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),           // 20: flotilla.v1.WatchRequest
+	(*Event)(nil),                  // 21: flotilla.v1.Event
+	(*WatchResponse)(nil),          // 22: flotilla.v1.WatchResponse
+	(*RequestHeader)(nil),          // 23: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),              // 24: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),      // 25: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),     // 26: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	19, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	19, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	19, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	19, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	19, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
-	0,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	19, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
-	11, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
-	1,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
-	3,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
-	5,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
-	7,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
-	14, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	20, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
-	16, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
-	2,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
-	4,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
-	6,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
-	8,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
-	17, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	1,  // 20: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	3,  // 21: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	5,  // 22: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	7,  // 23: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	9,  // 24: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	12, // 25: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	15, // 26: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	21, // 27: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	2,  // 28: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	4,  // 29: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	6,  // 30: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	8,  // 31: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	10, // 32: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	13, // 33: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	18, // 34: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	22, // 35: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	23, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	23, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	23, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	23, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	23, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	1,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
+	23, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	12, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
+	2,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
+	4,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
+	6,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
+	8,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
+	15, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
+	24, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	17, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
+	3,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
+	5,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
+	7,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
+	9,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
+	18, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
+	23, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	0,  // 21: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
+	1,  // 22: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
+	1,  // 23: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
+	21, // 24: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
+	2,  // 25: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	4,  // 26: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	6,  // 27: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	8,  // 28: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	10, // 29: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	13, // 30: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	16, // 31: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	20, // 32: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	25, // 33: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	3,  // 34: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	5,  // 35: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	7,  // 36: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	9,  // 37: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	11, // 38: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	14, // 39: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	19, // 40: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	22, // 41: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	26, // 42: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -1475,13 +1840,14 @@ func file_flotilla_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   19,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_flotilla_v1_kv_proto_goTypes,
 		DependencyIndexes: file_flotilla_v1_kv_proto_depIdxs,
+		EnumInfos:         file_flotilla_v1_kv_proto_enumTypes,
 		MessageInfos:      file_flotilla_v1_kv_proto_msgTypes,
 	}.Build()
 	File_flotilla_v1_kv_proto = out.File

@@ -32,6 +32,7 @@ const (
 	KV_Scan_FullMethodName           = "/flotilla.v1.KV/Scan"
 	KV_Batch_FullMethodName          = "/flotilla.v1.KV/Batch"
 	KV_Multi_FullMethodName          = "/flotilla.v1.KV/Multi"
+	KV_Watch_FullMethodName          = "/flotilla.v1.KV/Watch"
 	KV_LocalRoutes_FullMethodName    = "/flotilla.v1.KV/LocalRoutes"
 )
 
@@ -50,6 +51,10 @@ type KVClient interface {
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
 	// outcome is in its MultiResult.
 	Multi(ctx context.Context, in *MultiRequest, opts ...grpc.CallOption) (*MultiResponse, error)
+	// Watch streams the writes to a key range of one shard (see
+	// WatchRequest). A stream can be served by any replica; progress when
+	// no key changes needs the leader.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// LocalRoutes answers what this node knows of where shards are, for a
 	// router that cannot reach placement: the routes of the shards it holds
 	// an initialised replica of whose ranges intersect [start, end), in key
@@ -139,6 +144,25 @@ func (c *kVClient) Multi(ctx context.Context, in *MultiRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 func (c *kVClient) LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ScanRoutesResponse)
@@ -164,6 +188,10 @@ type KVServer interface {
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
 	// outcome is in its MultiResult.
 	Multi(context.Context, *MultiRequest) (*MultiResponse, error)
+	// Watch streams the writes to a key range of one shard (see
+	// WatchRequest). A stream can be served by any replica; progress when
+	// no key changes needs the leader.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// LocalRoutes answers what this node knows of where shards are, for a
 	// router that cannot reach placement: the routes of the shards it holds
 	// an initialised replica of whose ranges intersect [start, end), in key
@@ -203,6 +231,9 @@ func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchRespon
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
+}
+func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedKVServer) LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalRoutes not implemented")
@@ -354,6 +385,17 @@ func _KV_Multi_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 func _KV_LocalRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ScanRoutesRequest)
 	if err := dec(in); err != nil {
@@ -412,6 +454,12 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_LocalRoutes_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _KV_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "flotilla/v1/kv.proto",
 }
