@@ -82,3 +82,46 @@ func (e *ShardUnavailableError) Is(target error) bool { return target == ErrUnav
 func (e *ShardUnavailableError) GRPCStatus() *status.Status {
 	return status.New(codes.Unavailable, e.Error())
 }
+
+// CompactedError: a read or a Watch asked for a revision below the
+// compaction point of a shard, whose versions may be gone. It is final:
+// retrying cannot help; read at CompactRevision or later. errors.As gets
+// it from the error of GetAt, ScanAt, GetMany and the Err of the last
+// WatchResponse; status.Code gives OutOfRange.
+type CompactedError struct {
+	// ShardID is the shard that refused.
+	ShardID uint64
+	// CompactRevision is the shard's compaction point: reads at it or
+	// above are served.
+	CompactRevision uint64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("router: revision compacted: shard %d is compacted up to revision %d", e.ShardID, e.CompactRevision)
+}
+
+// GRPCStatus gives the error the gRPC code OutOfRange.
+func (e *CompactedError) GRPCStatus() *status.Status {
+	return status.New(codes.OutOfRange, e.Error())
+}
+
+// FutureRevisionError: a read asked for a revision above every timestamp
+// the fleet's oracle had handed out. It is final. errors.As gets it from
+// the error of GetAt, ScanAt and GetMany; status.Code gives OutOfRange.
+type FutureRevisionError struct {
+	// ShardID is the shard that refused.
+	ShardID uint64
+	// Revision is the revision asked for.
+	Revision uint64
+	// CurrentRevision is the shard's resolved revision when it refused.
+	CurrentRevision uint64
+}
+
+func (e *FutureRevisionError) Error() string {
+	return fmt.Sprintf("router: future revision: revision %d is above every revision handed out (shard %d is at %d)", e.Revision, e.ShardID, e.CurrentRevision)
+}
+
+// GRPCStatus gives the error the gRPC code OutOfRange.
+func (e *FutureRevisionError) GRPCStatus() *status.Status {
+	return status.New(codes.OutOfRange, e.Error())
+}

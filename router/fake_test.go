@@ -39,11 +39,18 @@ type fakeNode struct {
 	// node holds); nil answers Unimplemented.
 	routes *staticSource
 	srv    *grpc.Server
+	// pageCap, when set, cuts every Scan page at this many pairs.
+	pageCap int
 
 	mu struct {
 		sync.Mutex
 		data map[string][]byte
 		reqs []fakeReq
+		// rev is the node's last revision; every write takes the next.
+		// hist holds every version of each key, oldest first; a delete
+		// is a version with a nil Value.
+		rev  uint64
+		hist map[string][]*pb.KeyValue
 	}
 	calls  atomic.Int64
 	multis atomic.Int64 // Multi calls served
@@ -52,6 +59,7 @@ type fakeNode struct {
 type fakeReq struct {
 	method string
 	hdr    *pb.RequestHeader
+	rev    uint64 // the revision a Get or Scan asked for
 }
 
 // Multi serves each op through the unary method, concurrently, as the real
@@ -77,6 +85,10 @@ func (n *fakeNode) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiRe
 				var r *pb.PutResponse
 				r, err = n.Put(ctx, o.Put)
 				res.Result = &pb.MultiResult_Put{Put: r}
+			case *pb.MultiOp_Delete:
+				var r *pb.DeleteResponse
+				r, err = n.Delete(ctx, o.Delete)
+				res.Result = &pb.MultiResult_Delete{Delete: r}
 			default:
 				err = status.Error(codes.Unimplemented, "fake: op not supported")
 			}
@@ -95,6 +107,7 @@ func newFakeNode(t *testing.T, id uint64) *fakeNode {
 	t.Helper()
 	n := &fakeNode{id: id}
 	n.mu.data = map[string][]byte{}
+	n.mu.hist = map[string][]*pb.KeyValue{}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -121,9 +134,14 @@ func (n *fakeNode) LocalRoutes(ctx context.Context, req *pb.ScanRoutesRequest) (
 }
 
 func (n *fakeNode) enter(method string, hdr *pb.RequestHeader) error {
+	return n.enterAt(method, hdr, 0)
+}
+
+// enterAt is enter for a read at revision rev.
+func (n *fakeNode) enterAt(method string, hdr *pb.RequestHeader, rev uint64) error {
 	n.calls.Add(1)
 	n.mu.Lock()
-	n.mu.reqs = append(n.mu.reqs, fakeReq{method: method, hdr: proto.Clone(hdr).(*pb.RequestHeader)})
+	n.mu.reqs = append(n.mu.reqs, fakeReq{method: method, hdr: proto.Clone(hdr).(*pb.RequestHeader), rev: rev})
 	n.mu.Unlock()
 	if n.hook != nil {
 		return n.hook(method, hdr)
@@ -137,14 +155,65 @@ func (n *fakeNode) requests() []fakeReq {
 	return slices.Clone(n.mu.reqs)
 }
 
+// writeLocked writes key (a delete when value is nil) at the next
+// revision and returns it.
+func (n *fakeNode) writeLocked(key, value []byte) uint64 {
+	n.mu.rev++
+	k := string(key)
+	kv := &pb.KeyValue{Key: []byte(k), ModRevision: n.mu.rev}
+	if value != nil {
+		kv.Value, kv.CreateRevision, kv.Version = value, n.mu.rev, 1
+		if h := n.mu.hist[k]; len(h) > 0 && h[len(h)-1].Value != nil {
+			kv.CreateRevision, kv.Version = h[len(h)-1].GetCreateRevision(), h[len(h)-1].GetVersion()+1
+		}
+		n.mu.data[k] = value
+	} else {
+		delete(n.mu.data, k)
+	}
+	n.mu.hist[k] = append(n.mu.hist[k], kv)
+	return n.mu.rev
+}
+
+// readLocked returns key as it was at rev (0: latest), or nil.
+func (n *fakeNode) readLocked(key string, rev uint64) *pb.KeyValue {
+	if rev == 0 {
+		rev = n.mu.rev
+	}
+	h := n.mu.hist[key]
+	for i := len(h) - 1; i >= 0; i-- {
+		if h[i].GetModRevision() <= rev {
+			if h[i].Value == nil {
+				return nil
+			}
+			return h[i]
+		}
+	}
+	if v, ok := n.mu.data[key]; ok && len(h) == 0 {
+		return &pb.KeyValue{Key: []byte(key), Value: v} // put in place by a test
+	}
+	return nil
+}
+
+// readRevLocked is the revision a read at rev sees.
+func (n *fakeNode) readRevLocked(rev uint64) uint64 {
+	if rev == 0 {
+		return n.mu.rev
+	}
+	return rev
+}
+
 func (n *fakeNode) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
-	if err := n.enter("get", req.GetHeader()); err != nil {
+	if err := n.enterAt("get", req.GetHeader(), req.GetRevision()); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	v, ok := n.mu.data[string(req.GetKey())]
-	return &pb.GetResponse{Found: ok, Value: v}, nil
+	resp := &pb.GetResponse{Revision: n.readRevLocked(req.GetRevision())}
+	if kv := n.readLocked(string(req.GetKey()), req.GetRevision()); kv != nil {
+		resp.Found, resp.Value = true, kv.GetValue()
+		resp.CreateRevision, resp.ModRevision, resp.Version = kv.GetCreateRevision(), kv.GetModRevision(), kv.GetVersion()
+	}
+	return resp, nil
 }
 
 func (n *fakeNode) Put(_ context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
@@ -153,8 +222,20 @@ func (n *fakeNode) Put(_ context.Context, req *pb.PutRequest) (*pb.PutResponse, 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.mu.data[string(req.GetKey())] = req.GetValue()
-	return &pb.PutResponse{}, nil
+	v := req.GetValue()
+	if v == nil {
+		v = []byte{}
+	}
+	return &pb.PutResponse{Revision: n.writeLocked(req.GetKey(), v)}, nil
+}
+
+func (n *fakeNode) Delete(_ context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	if err := n.enter("delete", req.GetHeader()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return &pb.DeleteResponse{Revision: n.writeLocked(req.GetKey(), nil)}, nil
 }
 
 func (n *fakeNode) Batch(_ context.Context, req *pb.BatchRequest) (*pb.BatchResponse, error) {
@@ -163,37 +244,57 @@ func (n *fakeNode) Batch(_ context.Context, req *pb.BatchRequest) (*pb.BatchResp
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.mu.rev++
+	rev := n.mu.rev
 	for _, o := range req.GetOps() {
+		n.mu.rev = rev - 1 // every op at the batch's one revision
 		if o.GetDelete() {
-			delete(n.mu.data, string(o.GetKey()))
+			n.writeLocked(o.GetKey(), nil)
 		} else {
-			n.mu.data[string(o.GetKey())] = o.GetValue()
+			v := o.GetValue()
+			if v == nil {
+				v = []byte{}
+			}
+			n.writeLocked(o.GetKey(), v)
 		}
 	}
-	return &pb.BatchResponse{}, nil
+	n.mu.rev = rev
+	return &pb.BatchResponse{Revision: rev}, nil
 }
 
 func (n *fakeNode) Scan(_ context.Context, req *pb.ScanRequest) (*pb.ScanResponse, error) {
-	if err := n.enter("scan", req.GetHeader()); err != nil {
+	if err := n.enterAt("scan", req.GetHeader(), req.GetRevision()); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var keys []string
+	in := func(k string) bool {
+		return k >= string(req.GetStart()) && (len(req.GetEnd()) == 0 || k < string(req.GetEnd()))
+	}
+	for k := range n.mu.hist {
+		if in(k) {
+			keys = append(keys, k)
+		}
+	}
 	for k := range n.mu.data {
-		if k >= string(req.GetStart()) && (len(req.GetEnd()) == 0 || k < string(req.GetEnd())) {
+		if _, ok := n.mu.hist[k]; !ok && in(k) {
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
-	resp := &pb.ScanResponse{}
+	resp := &pb.ScanResponse{Revision: n.readRevLocked(req.GetRevision())}
 	for _, k := range keys {
-		if req.GetLimit() > 0 && len(resp.Kvs) == int(req.GetLimit()) {
+		kv := n.readLocked(k, req.GetRevision())
+		if kv == nil {
+			continue
+		}
+		if (req.GetLimit() > 0 && len(resp.Kvs) == int(req.GetLimit())) || (n.pageCap > 0 && len(resp.Kvs) == n.pageCap) {
 			resp.More = true
 			resp.ResumeKey = append([]byte(resp.Kvs[len(resp.Kvs)-1].GetKey()), 0)
 			break
 		}
-		resp.Kvs = append(resp.Kvs, &pb.KeyValue{Key: []byte(k), Value: n.mu.data[k]})
+		resp.Kvs = append(resp.Kvs, proto.Clone(kv).(*pb.KeyValue))
 	}
 	return resp, nil
 }

@@ -20,8 +20,25 @@ func (c *Client) readOptions(opts []ReadOption) readOptions {
 // consistency of Config.ReadConsistency or WithConsistency. The caller owns
 // the value. Errors: a gRPC status from the node (InvalidArgument for an
 // empty or oversized key), ErrRetriesExhausted, ErrNoRoute, ErrClosed, or
-// the context's error.
+// the context's error. GetAt also returns the key's revisions.
 func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) ([]byte, bool, error) {
+	res, err := c.GetAt(ctx, key, 0, opts...)
+	if err != nil || !res.Found {
+		return nil, false, err
+	}
+	return res.KV.Value, true, nil
+}
+
+// GetAt reads key as it was at revision rev (every write at or below it,
+// none above), or with rev 0 its latest state at the read's consistency,
+// as Get does. The result carries the key's revisions and the revision
+// the read saw. A read at a revision is final once the shard resolved it,
+// so the consistency only chooses where it is sent (a replica that has
+// not resolved rev yet redirects to the leader). Errors as for Get, and
+// *CompactedError when rev is below the shard's compaction point,
+// *FutureRevisionError when it is above every revision handed out (both
+// final; errors.As finds them). The caller owns the result.
+func (c *Client) GetAt(ctx context.Context, key []byte, rev uint64, opts ...ReadOption) (GetResult, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	o := c.readOptions(opts)
@@ -29,45 +46,70 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) ([]byt
 	err := c.do(ctx, &call{op: "get", key: key, consistency: o.consistency,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
 			var err error
-			resp, err = kv.Get(ctx, &pb.GetRequest{Header: hdr, Key: key})
+			resp, err = kv.Get(ctx, &pb.GetRequest{Header: hdr, Key: key, Revision: rev})
 			return err
 		}})
 	if err != nil {
-		return nil, false, err
+		return GetResult{}, err
 	}
-	if !resp.GetFound() {
-		return nil, false, nil
+	res := GetResult{KV: KeyValue{Key: key}, Found: resp.GetFound(), Revision: resp.GetRevision()}
+	if res.Found {
+		res.KV = kvFromProto(&pb.KeyValue{Key: key, Value: resp.GetValue(),
+			CreateRevision: resp.GetCreateRevision(), ModRevision: resp.GetModRevision(), Version: resp.GetVersion()})
 	}
-	if resp.GetValue() == nil {
-		return []byte{}, true, nil
-	}
-	return resp.GetValue(), true, nil
+	return res, nil
 }
 
 // Put sets key to value. It returns once the write applied on the shard's
 // leader (committed by a quorum). It is applied exactly once even when
 // retried; an error that errors.Is ErrAmbiguous means it may or may not
 // have applied. The Client does not keep key or value after Put returns.
+// PutRev also returns the write's revision.
 func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	_, err := c.PutRev(ctx, key, value)
+	return err
+}
+
+// PutRev is Put returning the write's revision. A retried write returns
+// the revision of its one application.
+func (c *Client) PutRev(ctx context.Context, key, value []byte) (WriteResult, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	return c.do(ctx, &call{op: "put", key: key, write: true,
+	var resp *pb.PutResponse
+	err := c.do(ctx, &call{op: "put", key: key, write: true,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
-			_, err := kv.Put(ctx, &pb.PutRequest{Header: hdr, Key: key, Value: value})
+			var err error
+			resp, err = kv.Put(ctx, &pb.PutRequest{Header: hdr, Key: key, Value: value})
 			return err
 		}})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return WriteResult{Revision: resp.GetRevision()}, nil
 }
 
 // Delete deletes key; deleting an absent key succeeds. Errors and
-// exactly-once as for Put.
+// exactly-once as for Put. DeleteRev also returns the revision.
 func (c *Client) Delete(ctx context.Context, key []byte) error {
+	_, err := c.DeleteRev(ctx, key)
+	return err
+}
+
+// DeleteRev is Delete returning the revision it was ordered at.
+func (c *Client) DeleteRev(ctx context.Context, key []byte) (WriteResult, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	return c.do(ctx, &call{op: "delete", key: key, write: true,
+	var resp *pb.DeleteResponse
+	err := c.do(ctx, &call{op: "delete", key: key, write: true,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
-			_, err := kv.Delete(ctx, &pb.DeleteRequest{Header: hdr, Key: key})
+			var err error
+			resp, err = kv.Delete(ctx, &pb.DeleteRequest{Header: hdr, Key: key})
 			return err
 		}})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return WriteResult{Revision: resp.GetRevision()}, nil
 }
 
 // CompareAndSwap sets key to value if it holds expected, or, with
@@ -93,7 +135,7 @@ func (c *Client) CompareAndSwap(ctx context.Context, key, expected []byte, expec
 	if err != nil {
 		return CASResult{}, err
 	}
-	res := CASResult{Swapped: resp.GetSucceeded(), Found: resp.GetFound()}
+	res := CASResult{Swapped: resp.GetSucceeded(), Found: resp.GetFound(), Revision: resp.GetRevision()}
 	if res.Found {
 		res.Current = resp.GetValue()
 		if res.Current == nil {
@@ -108,9 +150,17 @@ func (c *Client) CompareAndSwap(ctx context.Context, key, expected []byte, expec
 // ErrCrossShardBatch and writes nothing. The check uses the current route,
 // and a stale route is refused by the node and healed before the check
 // repeats. Errors and exactly-once as for Put; ErrEmptyBatch without ops.
+// BatchRev also returns the revision.
 func (c *Client) Batch(ctx context.Context, ops []Op) error {
+	_, err := c.BatchRev(ctx, ops)
+	return err
+}
+
+// BatchRev is Batch returning the batch's one revision, the ModRevision
+// of every key it wrote.
+func (c *Client) BatchRev(ctx context.Context, ops []Op) (WriteResult, error) {
 	if len(ops) == 0 {
-		return ErrEmptyBatch
+		return WriteResult{}, ErrEmptyBatch
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
@@ -121,7 +171,8 @@ func (c *Client) Batch(ctx context.Context, ops []Op) error {
 			req[i].Value = nil
 		}
 	}
-	return c.do(ctx, &call{op: "batch", key: ops[0].Key, write: true,
+	var resp *pb.BatchResponse
+	err := c.do(ctx, &call{op: "batch", key: ops[0].Key, write: true,
 		send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
 			for _, o := range ops {
 				if !r.contains(o.Key) {
@@ -129,7 +180,12 @@ func (c *Client) Batch(ctx context.Context, ops []Op) error {
 						ErrCrossShardBatch, keyfmt.Quote(ops[0].Key), r.id(), printKey(r.start()), printEnd(r.end()), keyfmt.Quote(o.Key))
 				}
 			}
-			_, err := kv.Batch(ctx, &pb.BatchRequest{Header: hdr, Ops: req})
+			var err error
+			resp, err = kv.Batch(ctx, &pb.BatchRequest{Header: hdr, Ops: req})
 			return err
 		}})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return WriteResult{Revision: resp.GetRevision()}, nil
 }

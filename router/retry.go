@@ -72,6 +72,9 @@ func (st *attemptState) markLeaderless(n nodeID) {
 type verdict struct {
 	// final ends the call with the error.
 	final bool
+	// err, when set, replaces the attempt's error as the one the call
+	// ends with (a typed error, *CompactedError, made from its status).
+	err error
 	// reason is why it retries; wait makes it back off first, for at least
 	// floor.
 	reason RetryReason
@@ -156,6 +159,9 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		}
 		if err != nil {
 			lastErr = err
+		}
+		if v.err != nil {
+			lastErr = v.err
 		}
 		if v.final || ctx.Err() != nil || c.closed.Load() {
 			return c.failure(ctx, cl, &st, lastErr, nil)
@@ -351,6 +357,10 @@ func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, 
 		case *pb.Busy:
 			// Only a leader answers Busy (its Raft dropped the proposal).
 			return verdict{reason: RetryBusy, wait: true, floor: time.Duration(d.GetRetryAfterMs()) * time.Millisecond, alive: true}
+		case *pb.Compacted:
+			return verdict{final: true, err: &CompactedError{ShardID: d.GetShardId(), CompactRevision: d.GetCompactRevision()}}
+		case *pb.FutureRevision:
+			return verdict{final: true, err: &FutureRevisionError{ShardID: d.GetShardId(), Revision: d.GetRevision(), CurrentRevision: d.GetCurrentRevision()}}
 		case *pb.Ambiguous:
 			// The node lost leadership with the write in its log. The retry
 			// carries the same ClientID and Seq, so it applies at most once;

@@ -27,27 +27,55 @@ const scanPrefetchRoutes = 64
 // then the next shard's route); each page is one routed request with its
 // own retries, so a split or a leader change in the middle of a Scan heals
 // like any request. The result is not one snapshot across pages: each page
-// is consistent on its own. The caller owns the result. An end that sorts
-// before start is refused with an InvalidArgument status; start == end is
-// the empty range. Errors as for Get.
+// is consistent on its own (ScanAt reads one snapshot). Each pair carries
+// its revisions. The caller owns the result. An end that sorts before
+// start is refused with an InvalidArgument status; start == end is the
+// empty range. Errors as for Get.
 func (c *Client) Scan(ctx context.Context, start, end []byte, limit int, opts ...ReadOption) ([]KeyValue, error) {
+	kvs, _, err := c.scan(ctx, start, end, limit, 0, false /* pin */, opts)
+	return kvs, err
+}
+
+// ScanAt is Scan reading one consistent snapshot of [start, end) across
+// every shard and page: at revision rev, or with rev 0 at the revision the
+// first page saw (its shard's resolved revision, at or after the call
+// began), which every later page and shard then reads at. The result
+// names that revision. Reads at a revision wait until the shard resolved
+// it (nothing at or below it can still commit there), so the pages agree.
+// The consistency only chooses where the pages are sent. Errors as for
+// Scan, and *CompactedError or *FutureRevisionError (see GetAt); a scan
+// that takes longer than the compaction horizon can fail with
+// *CompactedError midway.
+func (c *Client) ScanAt(ctx context.Context, start, end []byte, limit int, rev uint64, opts ...ReadOption) (ScanResult, error) {
+	kvs, seen, err := c.scan(ctx, start, end, limit, rev, true /* pin */, opts)
+	if err != nil {
+		return ScanResult{}, err
+	}
+	return ScanResult{KVs: kvs, Revision: seen}, nil
+}
+
+// scan reads [start, end) page by page at rev (0: latest). With pin, the
+// revision the first page saw becomes rev for the rest. It returns the
+// pairs and the revision of the last page.
+func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uint64, pin bool, opts []ReadOption) ([]KeyValue, uint64, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	o := c.readOptions(opts)
 	if len(end) != 0 {
 		switch order := bytes.Compare(start, end); {
 		case order > 0:
-			return nil, status.Errorf(codes.InvalidArgument, "router: scan: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+			return nil, 0, status.Errorf(codes.InvalidArgument, "router: scan: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
 		case order == 0:
-			return nil, nil // the empty range [start, start)
+			return nil, rev, nil // the empty range [start, start): no revision read
 		}
 	}
 	if _, ok := c.cache.lookup(start); !ok {
 		c.prefetchSpan(ctx, start, end, scanPrefetchRoutes)
 	}
 	var out []KeyValue
+	var seen uint64
 	cur := start
-	for limit <= 0 || len(out) < limit {
+	for {
 		page := scanPageSize
 		if limit > 0 {
 			page = min(page, limit-len(out))
@@ -63,35 +91,39 @@ func (c *Client) Scan(ctx context.Context, start, end []byte, limit int, opts ..
 					pageEnd = r.end()
 				}
 				var err error
-				resp, err = kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: cur, End: pageEnd, Limit: uint32(page)})
+				resp, err = kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: cur, End: pageEnd, Limit: uint32(page), Revision: rev})
 				used = r
 				return err
 			}})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
+		}
+		seen = resp.GetRevision()
+		if pin && rev == 0 {
+			if seen == 0 {
+				return nil, 0, fmt.Errorf("router: scan: shard %d answered a scan without its revision", used.id())
+			}
+			rev = seen
 		}
 		for _, kv := range resp.GetKvs() {
 			if limit > 0 && len(out) == limit {
 				break
 			}
-			v := kv.GetValue()
-			if v == nil {
-				v = []byte{}
-			}
-			out = append(out, KeyValue{Key: kv.GetKey(), Value: v})
+			out = append(out, kvFromProto(kv))
 		}
 		switch {
+		case limit > 0 && len(out) >= limit:
+			return out, seen, nil
 		case resp.GetMore():
 			next := resp.GetResumeKey()
 			if bytes.Compare(next, cur) <= 0 {
-				return nil, fmt.Errorf("router: scan: shard %d returned resume key %s, not after %s", used.id(), keyfmt.Quote(next), keyfmt.Quote(cur))
+				return nil, 0, fmt.Errorf("router: scan: shard %d returned resume key %s, not after %s", used.id(), keyfmt.Quote(next), keyfmt.Quote(cur))
 			}
 			cur = next
 		case used.endsAtOrAfter(end):
-			return out, nil
+			return out, seen, nil
 		default:
 			cur = used.end()
 		}
 	}
-	return out, nil
 }
