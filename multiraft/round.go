@@ -371,6 +371,9 @@ func (r *round) apply() bool {
 	// (Summaries, a replica's readiness), never before.
 	for i, g := range r.groups {
 		if len(r.readies[i].CommittedEntries) > 0 {
+			if c, ok := g.sm.(Committer); ok {
+				c.Committed()
+			}
 			g.appliedIdx.Store(g.st.applied.index)
 		}
 	}

@@ -54,6 +54,17 @@ type StateMachine interface {
 	Destroy(b *pebble.Batch)
 }
 
+// Committer is a StateMachine that wants to know when what it applied is
+// committed to Pebble. Committed is called on the worker that applied,
+// once per round in which the group applied entries, after the round's
+// batch was committed and before the applied index is published (so
+// before any read waiting for it proceeds, and before any proposer learns
+// the outcome). A state machine publishes there what readers of Pebble
+// may rely on, such as the newest revision the data holds.
+type Committer interface {
+	Committed()
+}
+
 // NewStateMachineFunc builds the state machine of a group on this node,
 // loading whatever it keeps in memory from r. It is called when the engine
 // opens, creates or restores the group.

@@ -37,7 +37,13 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 	msg := keyCut(keyCut(err.Error(), key), alsoCut...)
 	var nle *multiraft.NotLeaderError
 	var enm *shard.EpochNotMatchError
+	var ce *shard.CompactedError
+	var fe *shard.FutureRevisionError
 	switch {
+	case errors.As(err, &ce):
+		return withDetail(codes.OutOfRange, msg, &pb.Compacted{ShardId: uint64(ce.Shard), CompactRevision: ce.CompactRevision})
+	case errors.As(err, &fe):
+		return withDetail(codes.OutOfRange, msg, &pb.FutureRevision{ShardId: uint64(fe.Shard), Revision: fe.Revision, CurrentRevision: fe.Current})
 	case errors.As(err, &nle):
 		d := &pb.NotLeader{ShardId: uint64(id), LeaderReplicaId: uint64(nle.Leader), LeaderNodeId: uint64(nle.Node)}
 		if nle.Node != 0 && m.resolver != nil {

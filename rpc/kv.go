@@ -142,26 +142,35 @@ func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 	if err != nil {
 		return nil, err
 	}
-	kv, found, err := s.store.StartGet(id, epoch, req.GetKey(), mode).WaitKV(ctx)
+	var (
+		kv    shard.KeyValue
+		found bool
+		rev   = req.GetRevision()
+	)
+	if rev != 0 {
+		kv, found, err = s.store.GetAt(ctx, id, epoch, req.GetKey(), rev)
+	} else {
+		kv, found, rev, err = s.store.StartGet(id, epoch, req.GetKey(), mode).WaitKV(ctx)
+	}
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Get(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return getResponse(kv, found), nil
+	return getResponse(kv, found, rev), nil
 }
 
-// getResponse is the answer to a Get that read kv (found or not).
-func getResponse(kv shard.KeyValue, found bool) *pb.GetResponse {
+// getResponse is the answer to a Get that read kv (found or not) at rev.
+func getResponse(kv shard.KeyValue, found bool, rev uint64) *pb.GetResponse {
 	if !found {
-		return &pb.GetResponse{}
+		return &pb.GetResponse{Revision: rev}
 	}
 	v := kv.Value
 	if v == nil {
 		v = []byte{}
 	}
-	return &pb.GetResponse{Found: true, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+	return &pb.GetResponse{Found: true, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Revision: rev}
 }
 
 // Put implements pb.KVServer.
@@ -232,16 +241,25 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	if d, err := s.store.Descriptor(id); err == nil {
 		start, end = clampSpan(start, end, d.Start, d.End)
 	}
-	kvs, more, err := s.store.Scan(ctx, id, epoch, start, end, limit, mode)
+	var (
+		kvs  []shard.KeyValue
+		more bool
+		rev  = req.GetRevision()
+	)
+	if rev != 0 {
+		kvs, more, err = s.store.ScanAt(ctx, id, epoch, start, end, limit, rev)
+	} else {
+		kvs, more, rev, err = s.store.Scan(ctx, id, epoch, start, end, limit, mode)
+	}
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Scan(fctx, req)
 		}
 		return nil, s.errs.toStatus(err, id, req.GetStart(), req.GetEnd(), start, end)
 	}
-	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more}
-	for i, kv := range kvs {
-		resp.Kvs[i] = &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more, Revision: rev}
+	for i := range kvs {
+		resp.Kvs[i] = keyValueToProto(&kvs[i])
 	}
 	if more && len(kvs) > 0 {
 		resp.ResumeKey = append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
@@ -320,4 +338,9 @@ func clampSpan(start, end, lo, hi []byte) ([]byte, []byte) {
 		end = hi
 	}
 	return start, end
+}
+
+// keyValueToProto converts kv, aliasing its slices.
+func keyValueToProto(kv *shard.KeyValue) *pb.KeyValue {
+	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
 }

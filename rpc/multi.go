@@ -84,14 +84,28 @@ type startedOp struct {
 	get bool
 	id  shard.ShardID
 	key []byte
+	// A read at a revision (at) is served by the Store at wait.
+	at    uint64
+	epoch shard.Epoch
+	s     *shard.Store
 }
 
 // wait waits for o and records its result in res, or returns its error.
 func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiOp) error {
 	if o.get {
-		kv, found, err := o.r.WaitKV(ctx)
+		var (
+			kv    shard.KeyValue
+			found bool
+			rev   = o.at
+			err   error
+		)
+		if rev != 0 {
+			kv, found, err = o.s.GetAt(ctx, o.id, o.epoch, o.key, rev)
+		} else {
+			kv, found, rev, err = o.r.WaitKV(ctx)
+		}
 		if err == nil {
-			res.Result = &pb.MultiResult_Get{Get: getResponse(kv, found)}
+			res.Result = &pb.MultiResult_Get{Get: getResponse(kv, found, rev)}
 		}
 		return err
 	}
@@ -120,6 +134,9 @@ func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 			return startedOp{}, err
 		}
 		key := o.Get.GetKey()
+		if at := o.Get.GetRevision(); at != 0 {
+			return startedOp{i: i, get: true, id: id, key: key, at: at, epoch: epoch, s: s.store}, nil
+		}
 		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGet(id, epoch, key, mode)}, nil
 	case *pb.MultiOp_Put:
 		hdr, cmd = o.Put.GetHeader(), putCommand(o.Put)

@@ -23,6 +23,7 @@ func (sm *StateMachine) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	if len(e.Cmd) == 0 {
 		return nil
 	}
+	sm.watched = sm.feed.Load() != nil
 	res := sm.apply(ac, e)
 	// The decoded command aliases e.Cmd, which the engine reuses.
 	sm.cmd.reset()
@@ -85,6 +86,13 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		return sm.applySplit(ac, e.Index, c, desc)
 	case KindChecksum:
 		return sm.applyChecksum(b, e.Index, desc)
+	case KindResolve:
+		// Never refused: a revision at or below the shard's last has
+		// nothing left to resolve.
+		if c.Revision > sm.lastRev {
+			sm.setLastRevision(b, c.Revision)
+		}
+		res = &Result{Succeeded: true, Revision: sm.lastRev}
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}
@@ -215,6 +223,12 @@ func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) 
 	sm.recBuf = appendVersionValue(sm.recBuf[:0], m.versionMeta, value)
 	mustWrite(b.Set(sm.keyBuf, sm.recBuf, nil))
 	sm.setMeta(b, key, m)
+	if sm.watched {
+		sm.events = append(sm.events, Event{KV: KeyValue{
+			Key: bytes.Clone(key), Value: bytes.Clone(value),
+			CreateRevision: m.create, ModRevision: rev, Version: m.version, Lease: m.lease,
+		}})
+	}
 	if m.version%pruneEvery == 0 {
 		sm.pruneVersions(b, key, rev)
 	}
@@ -228,6 +242,9 @@ func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
 	mustWrite(b.Set(sm.keyBuf, tombstoneVersion, nil))
 	sm.setMeta(b, key, keyMeta{mod: rev})
+	if sm.watched {
+		sm.events = append(sm.events, Event{Delete: true, KV: KeyValue{Key: bytes.Clone(key), ModRevision: rev}})
+	}
 	sm.pruneVersions(b, key, rev)
 }
 
@@ -342,6 +359,10 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 		mustWrite(b.DeleteRange(lo, hi, nil))
 	}
 	sm.desc.Store(&left)
+	if sm.watched {
+		// The watchers of what left end here (see watch.go).
+		sm.events = append(sm.events, Event{split: true, KV: KeyValue{ModRevision: sm.lastRev}})
+	}
 	return res
 }
 

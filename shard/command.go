@@ -26,12 +26,23 @@ const (
 	// KindChecksum computes a checksum of the shard's data as of the
 	// command's log index, on every replica, for consistency checks.
 	KindChecksum
+	// KindResolve writes nothing: it raises the shard's resolved revision
+	// (the revision of its last write) to the command's Revision, if that
+	// is higher, so that nothing at or below it can commit afterwards. A
+	// read at a revision the shard has not reached, and a watch's progress
+	// while no key changes, resolve the shard (see Store.Resolve).
+	KindResolve
 )
 
-// writesData reports whether commands of kind k write user data, and so
-// carry a revision.
+// writesData reports whether commands of kind k write user data.
 func (k CommandKind) writesData() bool {
 	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch
+}
+
+// stamped reports whether commands of kind k carry a revision, which the
+// Store takes from the oracle before proposing them.
+func (k CommandKind) stamped() bool {
+	return k.writesData() || k == KindResolve
 }
 
 func (k CommandKind) String() string {
@@ -48,6 +59,8 @@ func (k CommandKind) String() string {
 		return "split"
 	case KindChecksum:
 		return "checksum"
+	case KindResolve:
+		return "resolve"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -89,8 +102,9 @@ type Command struct {
 	// Revision is the revision of a Put, Delete, CompareAndSwap or Batch:
 	// every version it writes is at Revision, which must be above the
 	// revision of every earlier write to the shard (Apply refuses it
-	// otherwise, with ErrStaleRevision). The Store stamps it (see
-	// Store.Start); other kinds carry none.
+	// otherwise, with ErrStaleRevision). A Resolve carries the revision it
+	// resolves the shard to. The Store stamps it (see Store.Start); other
+	// kinds carry none.
 	Revision uint64
 
 	// Key: the key of a Put, Delete or CompareAndSwap; the split key of a
@@ -142,7 +156,7 @@ const (
 //	         bytes value (put only)
 //	split:   bytes key, uvarint new shard, uvarint n, then n times:
 //	         uvarint old replica, uvarint new replica
-//	checksum: nothing
+//	checksum, resolve: nothing
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	dst = append(dst, commandFormat, byte(c.Kind))
 	dst = binary.BigEndian.AppendUint64(dst, c.Revision)
@@ -188,7 +202,7 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.Old))
 			dst = binary.AppendUvarint(dst, uint64(r.New))
 		}
-	case KindChecksum:
+	case KindChecksum, KindResolve:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
 	}
@@ -266,7 +280,7 @@ func DecodeCommand(b []byte, c *Command) error {
 			repls = append(repls, r)
 		}
 		c.NewReplicas = repls
-	case KindChecksum:
+	case KindChecksum, KindResolve:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
 	}
@@ -286,7 +300,7 @@ func (c *Command) reset() {
 // checkLimits checks c against the limits of cfg (which has its defaults
 // applied) and its own consistency, without looking at any shard state.
 func (c *Command) checkLimits(cfg *Config) error {
-	if c.Revision != 0 && !c.Kind.writesData() {
+	if c.Revision != 0 && !c.Kind.stamped() {
 		return fmt.Errorf("%w: a %s carries revision %d", ErrBadCommand, c.Kind, c.Revision)
 	}
 	switch c.Kind {
@@ -330,9 +344,9 @@ func (c *Command) checkLimits(cfg *Config) error {
 			return fmt.Errorf("%w: no replica mapping", ErrInvalidSplit)
 		}
 		return nil
-	case KindChecksum:
+	case KindChecksum, KindResolve:
 		if c.Header.ClientID != 0 {
-			return fmt.Errorf("%w: a checksum is not an exactly-once write", ErrBadCommand)
+			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
 		}
 		return nil
 	}
@@ -383,7 +397,7 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		}
 	case KindSplit:
 		return c.checkSplit(d)
-	case KindChecksum:
+	case KindChecksum, KindResolve:
 	default:
 		if !d.ContainsKey(c.Key) {
 			return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Key, d)

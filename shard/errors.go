@@ -96,3 +96,31 @@ func (e *EpochNotMatchError) Error() string {
 
 // Is makes errors.Is(err, ErrEpochNotMatch) true for an *EpochNotMatchError.
 func (e *EpochNotMatchError) Is(target error) bool { return target == ErrEpochNotMatch }
+
+// CompactedError refuses a read or watch at a revision below the shard's
+// compaction point: versions below it may have been deleted, so the
+// answer could be wrong. Reads and watches at CompactRevision or later are
+// served.
+type CompactedError struct {
+	Shard           ShardID
+	Revision        uint64
+	CompactRevision uint64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("shard: revision %d of shard %d is compacted: the oldest readable is %d",
+		e.Revision, e.Shard, e.CompactRevision)
+}
+
+// FutureRevisionError refuses a read at a revision the fleet's oracle had
+// not handed out when the shard was resolved: its state is not decided.
+type FutureRevisionError struct {
+	Shard    ShardID
+	Revision uint64
+	// Current is the shard's resolved revision, a fresh timestamp.
+	Current uint64
+}
+
+func (e *FutureRevisionError) Error() string {
+	return fmt.Sprintf("shard: revision %d is in the future: shard %d resolved to %d", e.Revision, e.Shard, e.Current)
+}

@@ -31,6 +31,12 @@ type StateMachine struct {
 	desc atomic.Pointer[Descriptor]
 	// destroyed is set by Destroy.
 	destroyed atomic.Bool
+	// resolved is lastRev as Pebble holds it: Committed publishes it once
+	// the engine committed the batch that wrote it (see Resolved).
+	resolved atomic.Uint64
+	// feed, when set, is the shard's watch feed: Apply records the events
+	// of its writes and Committed hands them over (see watch.go).
+	feed atomic.Pointer[feed]
 
 	// Owned by the applying worker.
 	clients    *clientTable
@@ -46,6 +52,10 @@ type StateMachine struct {
 	// lastRev is the revision of the shard's last write (stored under
 	// revKey): a write must come with a higher one.
 	lastRev uint64
+	// watched is feed != nil, as loaded at the start of Apply, and events
+	// the events of the writes applied since the last Committed.
+	watched bool
+	events  []Event
 	revKey  []byte
 	revBuf  []byte
 	valBuf  []byte
@@ -66,6 +76,7 @@ type StateMachine struct {
 var (
 	_ multiraft.StateMachine = (*StateMachine)(nil)
 	_ multiraft.Spanner      = (*StateMachine)(nil)
+	_ multiraft.Committer    = (*StateMachine)(nil)
 )
 
 func createGroupViaEngine(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) bool {
@@ -111,6 +122,7 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 	if sm.lastRev, err = loadRevision(r, shard); err != nil {
 		return nil, err
 	}
+	sm.resolved.Store(sm.lastRev)
 	recs, err := loadClientRecords(r, shard)
 	if err != nil {
 		return nil, err
@@ -193,6 +205,25 @@ func InitialState(desc Descriptor) func(b *pebble.Batch) error {
 		return b.Set(keys.ShardKey(uint64(desc.ShardID), keys.ShardDescriptor), desc.AppendEncoded(nil), nil)
 	}
 }
+
+// Committed publishes what the last Apply calls wrote, now that Pebble
+// holds it: the resolved revision, and the events to the watch feed. See
+// multiraft.Committer.
+func (sm *StateMachine) Committed() {
+	sm.resolved.Store(sm.lastRev)
+	if f := sm.feed.Load(); f != nil {
+		f.publish(sm, sm.events, sm.lastRev)
+	}
+	clear(sm.events)
+	sm.events = sm.events[:0]
+}
+
+// Resolved returns the shard's resolved revision on this replica: the
+// revision of the last write or Resolve it applied and committed. Nothing
+// at or below it can commit on the shard any more (Apply refuses a write
+// whose revision is not above the last), so the replica's data at any
+// revision up to it is final, and Pebble holds all of it.
+func (sm *StateMachine) Resolved() uint64 { return sm.resolved.Load() }
 
 // ShardID returns the ID of the state machine's shard. Safe for concurrent use.
 func (sm *StateMachine) ShardID() ShardID { return sm.shard }

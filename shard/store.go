@@ -56,6 +56,13 @@ type Store struct {
 		// creating holds the descriptors of shards CreateShard is
 		// bootstrapping, for the overlap check.
 		creating map[ShardID]*Descriptor
+		// feeds holds the watch feeds of the shards with watchers here.
+		feeds map[ShardID]*feed
+	}
+	// resolving holds the Resolve in flight per shard (see Resolve).
+	resolving struct {
+		sync.Mutex
+		calls map[ShardID]*resolveCall
 	}
 }
 
@@ -72,6 +79,8 @@ func NewStore(cfg Config, oracle Oracle) (*Store, error) {
 	s := &Store{cfg: cfg.withDefaults(), stamp: stamper{oracle: oracle}}
 	s.mu.shards = make(map[ShardID]*StateMachine)
 	s.mu.creating = make(map[ShardID]*Descriptor)
+	s.mu.feeds = make(map[ShardID]*feed)
+	s.resolving.calls = make(map[ShardID]*resolveCall)
 	return s, nil
 }
 
@@ -88,6 +97,12 @@ func (s *Store) StateMachineFunc() multiraft.NewStateMachineFunc {
 		sm.onDestroy = s.unregister
 		s.mu.Lock()
 		s.mu.shards[group] = sm
+		if f := s.mu.feeds[group]; f != nil {
+			// A snapshot replaced the replica's state: its watchers catch
+			// up from the new state.
+			sm.feed.Store(f)
+			f.reset(sm.Resolved())
+		}
 		s.mu.Unlock()
 		return sm, nil
 	}
@@ -106,6 +121,9 @@ func (s *Store) unregister(sm *StateMachine) {
 	defer s.mu.Unlock()
 	if s.mu.shards[sm.shard] == sm {
 		delete(s.mu.shards, sm.shard)
+		if f := s.mu.feeds[sm.shard]; f != nil {
+			f.fail(fmt.Errorf("%w: shard %d was removed from this node", ErrShardNotFound, sm.shard))
+		}
 	}
 }
 
@@ -260,7 +278,7 @@ func (s *Store) Start(shard ShardID, cmd *Command) Pending {
 	if err := cmd.checkAgainst(d); err != nil {
 		return Pending{err: err}
 	}
-	if !cmd.Kind.writesData() {
+	if !cmd.Kind.stamped() {
 		return Pending{f: e.ProposeFuture(shard, cmd.AppendEncoded(nil)), shard: shard, kind: cmd.Kind}
 	}
 	// A follower refuses at once, without asking the oracle for a revision.
@@ -409,66 +427,63 @@ type PendingRead struct {
 // Wait waits for the read's barrier, or for ctx to end, then reads, and
 // returns what Get would have.
 func (p PendingRead) Wait(ctx context.Context) (value []byte, found bool, err error) {
-	kv, found, err := p.WaitKV(ctx)
+	kv, found, _, err := p.WaitKV(ctx)
 	return kv.Value, found, err
 }
 
-// WaitKV is Wait returning the key's revisions with its value.
-func (p PendingRead) WaitKV(ctx context.Context) (KeyValue, bool, error) {
+// WaitKV is Wait returning the key's revisions with its value, and the
+// revision the read saw: the replica's resolved revision once the barrier
+// passed (see readat.go).
+func (p PendingRead) WaitKV(ctx context.Context) (kv KeyValue, found bool, rev uint64, err error) {
 	if p.err != nil {
-		return KeyValue{}, false, p.err
+		return KeyValue{}, false, 0, p.err
 	}
 	if _, err := p.f.Wait(ctx); err != nil {
-		return KeyValue{}, false, err
+		return KeyValue{}, false, 0, err
 	}
-	kv, found, err := getAt(p.e.DB(), p.key, keys.MaxRevision)
+	rev = p.sm.Resolved()
+	kv, found, err = getAt(p.e.DB(), p.key, rev)
 	if err != nil {
-		return KeyValue{}, false, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
+		return KeyValue{}, false, 0, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
 	}
 	if err := p.s.stillServes(p.sm, p.key, nil, true); err != nil {
-		return KeyValue{}, false, err
+		return KeyValue{}, false, 0, err
 	}
-	return kv, found, nil
+	return kv, found, rev, nil
 }
 
 // Scan returns the pairs of [start, end) in shard in key order, at most
 // limit of them (limit <= 0: no limit), read at the consistency of mode
 // from one consistent view. An empty end means +inf. The range must lie in
 // the shard. more reports that the limit stopped the scan before end: the
-// next scan starts just after the last key returned. The caller owns the
-// result.
-func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, mode multiraft.ReadMode) (kvs []KeyValue, more bool, err error) {
+// next scan starts just after the last key returned. rev is the revision
+// the scan saw, as for WaitKV: a scan continued at it (ScanAt) stays
+// consistent. The caller owns the result.
+func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, mode multiraft.ReadMode) (kvs []KeyValue, more bool, rev uint64, err error) {
 	e, sm, d, err := s.lookup(shard)
 	if err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	if err := checkReadEpoch(d, epoch); err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	if !d.ContainsRange(start, end) {
-		return nil, false, fmt.Errorf("%w: range [%q, %q), shard %s", ErrKeyNotInShard, start, end, d)
-	}
-	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
-		return nil, false, nil
+		return nil, false, 0, fmt.Errorf("%w: range [%q, %q), shard %s", ErrKeyNotInShard, start, end, d)
 	}
 	if _, err := e.ReadFuture(shard, mode).Wait(ctx); err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
-	err = scanAt(e.DB(), start, end, keys.MaxRevision, func(kv KeyValue) bool {
-		if limit > 0 && len(kvs) == limit {
-			more = true
-			return false
-		}
-		kvs = append(kvs, kv.clone())
-		return true
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
+	rev = sm.Resolved()
+	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
+		return nil, false, rev, nil
+	}
+	if kvs, more, err = collect(e.DB(), start, end, limit, rev); err != nil {
+		return nil, false, 0, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
 	}
 	if err := s.stillServes(sm, start, end, false); err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
-	return kvs, more, nil
+	return kvs, more, rev, nil
 }
 
 // MidKey returns a key that splits shard's data in two halves by count,

@@ -39,6 +39,12 @@ func openNodeWith(tb testing.TB, db *pebble.DB, oracle Oracle) *node {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return openNodeWithStore(tb, db, store)
+}
+
+// openNodeWithStore is openNode over a Store the caller made.
+func openNodeWithStore(tb testing.TB, db *pebble.DB, store *Store) *node {
+	tb.Helper()
 	eng, err := multiraft.Open(multiraft.Config{
 		NodeID:          1,
 		DB:              db,
@@ -161,15 +167,15 @@ func TestStoreKV(t *testing.T) {
 		}
 	}
 
-	kvs, more, err := s.Scan(ctx, 1, ep, []byte("b"), []byte("m"), 0, multiraft.ReadLinearizable)
+	kvs, more, _, err := s.Scan(ctx, 1, ep, []byte("b"), []byte("m"), 0, multiraft.ReadLinearizable)
 	if err != nil || more || len(kvs) != 4 || string(kvs[0].Key) != "d" || string(kvs[3].Value) != "h" {
 		t.Fatalf("scan: %+v, %v, %v", kvs, more, err)
 	}
-	kvs, more, err = s.Scan(ctx, 1, ep, []byte("d\x00"), []byte("m"), 2, multiraft.ReadLease)
+	kvs, more, _, err = s.Scan(ctx, 1, ep, []byte("d\x00"), []byte("m"), 2, multiraft.ReadLease)
 	if err != nil || !more || len(kvs) != 2 || string(kvs[0].Key) != "f" || string(kvs[1].Key) != "g" {
 		t.Fatalf("scan with limit: %+v, %v, %v", kvs, more, err)
 	}
-	kvs, more, err = s.Scan(ctx, 1, ep, []byte("g"), []byte("h\x00"), 2, multiraft.ReadStale)
+	kvs, more, _, err = s.Scan(ctx, 1, ep, []byte("g"), []byte("h\x00"), 2, multiraft.ReadStale)
 	if err != nil || more || len(kvs) != 2 {
 		t.Fatalf("scan ending at the limit: %+v, %v, %v", kvs, more, err)
 	}
@@ -218,7 +224,7 @@ func TestStoreFailsFast(t *testing.T) {
 			return err
 		}(), ErrEpochNotMatch},
 		{"scan-to-infinity", func() error {
-			_, _, err := s.Scan(ctx, 1, Epoch{}, []byte("c"), nil, 0, multiraft.ReadLinearizable)
+			_, _, _, err := s.Scan(ctx, 1, Epoch{}, []byte("c"), nil, 0, multiraft.ReadLinearizable)
 			return err
 		}(), ErrKeyNotInShard},
 	}

@@ -1,0 +1,241 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+)
+
+// Reads at a revision
+//
+// A shard's resolved revision on a replica (StateMachine.Resolved) is the
+// revision of the last write, or Resolve, it applied; Apply refuses every
+// later write whose revision is not above it. So once a replica has
+// resolved past r, the shard's data at r is final: every write at or
+// below r has applied there, and none can commit any more. Any replica
+// that resolved past r answers a read at r, with no read barrier, and
+// every replica answers it alike.
+//
+// A read at a revision the replica has not resolved goes to the leader,
+// which resolves the shard: it takes a fresh timestamp t from the oracle
+// and commits a Resolve at t (Store.Resolve). A timestamp from a call
+// that began after the read arrived is above every revision handed out
+// before; so if t is not above r, r was not handed out yet, and the read
+// is refused (FutureRevisionError) rather than answered before it is
+// decided. The Resolve also raises the shard's floor: writes stamped at
+// or below t that had not applied yet are refused (ErrStaleRevision, a
+// retry gets a new revision), which is what makes two reads at r agree.
+//
+// A read of the latest state reads at the replica's resolved revision,
+// once its read barrier passed (ReadIndex or lease), and says so: it saw
+// every write at or below that revision and none above, exactly what a
+// watch from the next revision continues with.
+//
+// Compaction: a write at w prunes versions no read at w minus the
+// retention can see (see pruneVersions), so a replica whose last write is
+// at l answers reads at l - retention + 1 and later; below that it
+// refuses with a CompactedError naming that point.
+
+// resolveTimeout bounds a Resolve that no caller waits for any more.
+const resolveTimeout = 10 * time.Second
+
+// resolveCall is a Resolve of one shard in flight, shared by the callers
+// that join it.
+type resolveCall struct {
+	done chan struct{}
+	rev  uint64
+	err  error
+}
+
+// Resolve raises shard's resolved revision to a fresh timestamp of the
+// oracle, on the shard's leader (a follower refuses with
+// *multiraft.NotLeaderError), and returns the resolved revision after it
+// applied: nothing at or below it can commit on the shard any more. A
+// caller joins a Resolve of the same shard already in flight.
+func (s *Store) Resolve(ctx context.Context, shard ShardID) (uint64, error) {
+	return s.resolve(ctx, shard, true)
+}
+
+// resolve is Resolve; without join it starts its own call, whose
+// timestamp is taken after resolve was called.
+func (s *Store) resolve(ctx context.Context, shard ShardID, join bool) (uint64, error) {
+	s.resolving.Lock()
+	c := s.resolving.calls[shard]
+	if c == nil || !join {
+		c = &resolveCall{done: make(chan struct{})}
+		if s.resolving.calls[shard] == nil {
+			s.resolving.calls[shard] = c
+		}
+		p := s.Start(shard, &Command{Kind: KindResolve})
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+			defer cancel()
+			res, err := p.Wait(ctx)
+			if err == nil {
+				c.rev = res.Revision
+			}
+			c.err = err
+			s.resolving.Lock()
+			if s.resolving.calls[shard] == c {
+				delete(s.resolving.calls, shard)
+			}
+			s.resolving.Unlock()
+			close(c.done)
+		}()
+	}
+	s.resolving.Unlock()
+	select {
+	case <-c.done:
+		return c.rev, c.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// compactRevision returns the compaction point of a replica whose last
+// write is at last: the oldest revision it answers reads at.
+func (s *Store) compactRevision(last uint64) uint64 {
+	span := s.cfg.retentionRevisions()
+	if last < span {
+		return 0
+	}
+	return last - span + 1
+}
+
+// checkCompacted refuses a read at rev from r (a snapshot of the node's
+// Pebble) with a *CompactedError if rev is below shard's compaction point
+// in r.
+func (s *Store) checkCompacted(r pebble.Reader, shard ShardID, rev uint64) error {
+	v, closer, err := r.Get(keys.ShardKey(uint64(shard), keys.ShardRevision))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("shard: reading the revision of shard %d: %w", shard, err)
+	}
+	last := binary.BigEndian.Uint64(v)
+	closer.Close()
+	if c := s.compactRevision(last); rev < c {
+		return &CompactedError{Shard: shard, Revision: rev, CompactRevision: c}
+	}
+	return nil
+}
+
+// atRevision prepares a read of shard at rev: it resolves the shard past
+// rev if this replica has not (on the leader), and returns a snapshot of
+// Pebble holding the shard's final data at rev, and the state machine
+// that was live when it was taken. The caller closes the snapshot.
+func (s *Store) atRevision(ctx context.Context, shard ShardID, epoch Epoch, rev uint64) (*pebble.Snapshot, *StateMachine, *Descriptor, error) {
+	e, sm, d, err := s.lookup(shard)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkReadEpoch(d, epoch); err != nil {
+		return nil, nil, nil, err
+	}
+	if sm.Resolved() < rev {
+		if err := e.CheckLeader(shard); err != nil {
+			return nil, nil, nil, err
+		}
+		r, err := s.resolve(ctx, shard, true)
+		if err == nil && r < rev {
+			// The call joined may have taken its timestamp before this
+			// read arrived; only one taken after it can say rev is
+			// in the future.
+			r, err = s.resolve(ctx, shard, false)
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if r < rev {
+			return nil, nil, nil, &FutureRevisionError{Shard: shard, Revision: rev, Current: r}
+		}
+		// The Resolve applied here (this replica leads), so this
+		// replica's state machine, or one restored since, resolved past
+		// rev.
+		if e, sm, d, err = s.lookup(shard); err != nil {
+			return nil, nil, nil, err
+		}
+		if sm.Resolved() < rev {
+			return nil, nil, nil, fmt.Errorf("%w: shard %d resolved to %d but this replica is at %d",
+				multiraft.ErrProposalDropped, shard, r, sm.Resolved())
+		}
+	}
+	snap := e.DB().NewSnapshot()
+	if err := s.checkCompacted(snap, shard, rev); err != nil {
+		snap.Close()
+		return nil, nil, nil, err
+	}
+	return snap, sm, d, nil
+}
+
+// GetAt reads key in shard at revision rev (see the notes above), from
+// this replica if it resolved past rev, else through the leader. It
+// returns the key's version at rev, if it existed, and rev.
+func (s *Store) GetAt(ctx context.Context, shard ShardID, epoch Epoch, key []byte, rev uint64) (KeyValue, bool, error) {
+	if err := checkKey(&s.cfg, key); err != nil {
+		return KeyValue{}, false, err
+	}
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	if err != nil {
+		return KeyValue{}, false, err
+	}
+	defer snap.Close()
+	if !d.ContainsKey(key) {
+		return KeyValue{}, false, fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, key, d)
+	}
+	kv, found, err := getAt(snap, key, rev)
+	if err != nil {
+		return KeyValue{}, false, fmt.Errorf("shard: reading shard %d: %w", shard, err)
+	}
+	if err := s.stillServes(sm, key, nil, true); err != nil {
+		return KeyValue{}, false, err
+	}
+	return kv, found, nil
+}
+
+// ScanAt is Scan at revision rev: the pairs of [start, end) in shard as
+// they were at rev, read as GetAt reads.
+func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, rev uint64) (kvs []KeyValue, more bool, err error) {
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	if err != nil {
+		return nil, false, err
+	}
+	defer snap.Close()
+	if !d.ContainsRange(start, end) {
+		return nil, false, fmt.Errorf("%w: range [%q, %q), shard %s", ErrKeyNotInShard, start, end, d)
+	}
+	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
+		return nil, false, nil
+	}
+	kvs, more, err = collect(snap, start, end, limit, rev)
+	if err != nil {
+		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
+	}
+	if err := s.stillServes(sm, start, end, false); err != nil {
+		return nil, false, err
+	}
+	return kvs, more, nil
+}
+
+// collect returns the pairs of [start, end) at rev in r, at most limit
+// (limit <= 0: all), and whether the limit cut them.
+func collect(r pebble.Reader, start, end []byte, limit int, rev uint64) (kvs []KeyValue, more bool, err error) {
+	err = scanAt(r, start, end, rev, func(kv KeyValue) bool {
+		if limit > 0 && len(kvs) == limit {
+			more = true
+			return false
+		}
+		kvs = append(kvs, kv.clone())
+		return true
+	})
+	return kvs, more, err
+}

@@ -1,0 +1,322 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
+)
+
+// jumpOracle is a counter whose next timestamp a test can move ahead.
+type jumpOracle struct{ last atomic.Uint64 }
+
+func (o *jumpOracle) Next(_ context.Context, count int) (tso.Timestamp, error) {
+	return tso.Timestamp(o.last.Add(uint64(count)) - uint64(count) + 1), nil
+}
+
+// loneShard opens a one-node store with shard 1 (loneDesc) led here.
+func loneShard(t *testing.T, cfg Config, oracle Oracle) (*node, context.Context) {
+	t.Helper()
+	ctx := testCtx(t)
+	store, err := NewStore(cfg, oracle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := openNodeWithStore(t, newDB(t), store)
+	if err := n.store.CreateShard(loneDesc(), 1); err != nil {
+		t.Fatal(err)
+	}
+	n.campaign(ctx, 1)
+	return n, ctx
+}
+
+// putRev puts key and returns the write's revision.
+func putRev(t *testing.T, ctx context.Context, s *Store, key, value string) uint64 {
+	t.Helper()
+	res, err := s.Execute(ctx, 1, &Command{Kind: KindPut, Key: []byte(key), Value: []byte(value)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Revision
+}
+
+func delRev(t *testing.T, ctx context.Context, s *Store, key string) uint64 {
+	t.Helper()
+	res, err := s.Execute(ctx, 1, &Command{Kind: KindDelete, Key: []byte(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Revision
+}
+
+func TestReadAtRevision(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	r1 := putRev(t, ctx, s, "c", "1")
+	r2 := putRev(t, ctx, s, "d", "1")
+	r3 := putRev(t, ctx, s, "c", "2")
+	r4 := delRev(t, ctx, s, "d")
+
+	// The latest read says which revision it saw.
+	kv, found, rev, err := s.StartGet(1, Epoch{}, []byte("c"), multiraft.ReadLinearizable).WaitKV(ctx)
+	if err != nil || !found || string(kv.Value) != "2" || rev != r4 {
+		t.Fatalf("latest get: %+v %v rev %d (want %d), %v", kv, found, rev, r4, err)
+	}
+	if kv.CreateRevision != r1 || kv.ModRevision != r3 || kv.Version != 2 {
+		t.Fatalf("latest get revisions: %+v", kv)
+	}
+	for _, c := range []struct {
+		rev   uint64
+		key   string
+		value string // "" = absent
+	}{
+		{r1 - 1, "c", ""}, {r1, "c", "1"}, {r2, "c", "1"}, {r3, "c", "2"},
+		{r1, "d", ""}, {r2, "d", "1"}, {r3, "d", "1"}, {r4, "d", ""},
+	} {
+		kv, found, err := s.GetAt(ctx, 1, Epoch{}, []byte(c.key), c.rev)
+		if err != nil || found != (c.value != "") || string(kv.Value) != c.value {
+			t.Errorf("get %s at %d = %q %v, %v; want %q", c.key, c.rev, kv.Value, found, err, c.value)
+		}
+	}
+	kvs, more, err := s.ScanAt(ctx, 1, Epoch{}, []byte("b"), []byte("m"), 0, r2)
+	if err != nil || more || len(kvs) != 2 || string(kvs[0].Value) != "1" || string(kvs[1].Key) != "d" {
+		t.Fatalf("scan at %d: %+v %v %v", r2, kvs, more, err)
+	}
+}
+
+func TestReadAtRevisionResolves(t *testing.T) {
+	o := &jumpOracle{}
+	n, ctx := loneShard(t, Config{}, o)
+	s := n.store
+	r1 := putRev(t, ctx, s, "c", "1")
+
+	// A revision handed out but not reached by the shard: resolving it
+	// decides the shard's state there.
+	o.last.Add(10)
+	at := o.last.Load()
+	if kv, found, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), at); err != nil || !found || string(kv.Value) != "1" {
+		t.Fatalf("get at %d: %+v %v %v", at, kv, found, err)
+	}
+	sm := s.mu.shards[1]
+	if got := sm.Resolved(); got < at {
+		t.Fatalf("resolved %d after a read at %d", got, at)
+	}
+	// A write stamped at or below the floor is refused when it applies.
+	stale := &Command{Kind: KindPut, Key: []byte("c"), Value: []byte("x"), Revision: at}
+	f := n.eng.ProposeFuture(1, stale.AppendEncoded(nil))
+	if res, err := f.Wait(ctx); err != nil || !errors.Is(res.(error), ErrStaleRevision) {
+		t.Fatalf("write below the floor: %v, %v", res, err)
+	}
+	// A revision nobody was handed yet is in the future.
+	future := o.last.Load() + 1000
+	var fe *FutureRevisionError
+	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), future); !errors.As(err, &fe) || fe.Current >= future {
+		t.Fatalf("get at a future revision: %v", err)
+	}
+	if r1 >= at {
+		t.Fatal("the oracle did not move")
+	}
+}
+
+func TestReadAtRevisionCompacted(t *testing.T) {
+	o := &jumpOracle{}
+	n, ctx := loneShard(t, Config{HistoryRetention: time.Millisecond}, o)
+	s := n.store
+	span := uint64(1) << tso.LogicalBits
+	r1 := putRev(t, ctx, s, "c", "1")
+	o.last.Add(3 * span)
+	r2 := putRev(t, ctx, s, "c", "2")
+	var ce *CompactedError
+	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); !errors.As(err, &ce) || ce.CompactRevision != r2-span+1 {
+		t.Fatalf("get at %d after a write at %d: %v", r1, r2, err)
+	}
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r2-span+1); err != nil || string(kv.Value) != "1" {
+		t.Fatalf("get at the compaction point: %+v %v", kv, err)
+	}
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, r1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, _, err := w.Next(ctx); !errors.As(err, &ce) {
+		t.Fatalf("watch from a compacted revision: %v", err)
+	}
+}
+
+// collectEvents reads w until it returned want events, and checks their
+// order and progress as it goes.
+func collectEvents(t *testing.T, ctx context.Context, w *Watcher, want int) []Event {
+	t.Helper()
+	var got []Event
+	var progress uint64
+	for len(got) < want {
+		evs, p, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(got), err)
+		}
+		if p < progress {
+			t.Fatalf("progress went back from %d to %d", progress, p)
+		}
+		for _, ev := range evs {
+			if ev.Revision() <= progress && progress != 0 {
+				t.Fatalf("event at %d after progress %d", ev.Revision(), progress)
+			}
+			if ev.Revision() > p {
+				t.Fatalf("event at %d beyond its response's progress %d", ev.Revision(), p)
+			}
+			if n := len(got); n > 0 && got[n-1].Revision() > ev.Revision() {
+				t.Fatalf("event at %d after one at %d", ev.Revision(), got[n-1].Revision())
+			}
+			got = append(got, ev)
+		}
+		progress = p
+	}
+	return got
+}
+
+func describe(ev Event) string {
+	s := fmt.Sprintf("put %s=%s@%d v%d", ev.KV.Key, ev.KV.Value, ev.KV.ModRevision, ev.KV.Version)
+	if ev.Delete {
+		s = fmt.Sprintf("del %s@%d", ev.KV.Key, ev.KV.ModRevision)
+	}
+	if ev.PrevKV != nil {
+		s += fmt.Sprintf(" prev %s", ev.PrevKV.Value)
+	}
+	return s
+}
+
+func TestWatchLiveAndHistory(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	live, start, err := s.Watch(1, Epoch{}, []byte("c"), []byte("e"), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	r1 := putRev(t, ctx, s, "c", "1")
+	r2 := putRev(t, ctx, s, "c", "2")
+	r3 := putRev(t, ctx, s, "f", "outside the watch")
+	if err := s.Batch(ctx, 1, Header{}, []Op{{Key: []byte("d"), Value: []byte("b")}, {Key: []byte("c"), Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if start != 1 || r1 < start {
+		t.Fatalf("start %d, first write %d", start, r1)
+	}
+	want := []string{
+		fmt.Sprintf("put c=1@%d v1", r1),
+		fmt.Sprintf("put c=2@%d v2 prev 1", r2),
+		fmt.Sprintf("del c@%d prev 2", r3+1), // one write's events in key order
+		fmt.Sprintf("put d=b@%d v1", r3+1),
+	}
+	check := func(name string, got []Event) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d events, want %d", name, len(got), len(want))
+		}
+		for i, ev := range got {
+			if d := describe(ev); d != want[i] {
+				t.Errorf("%s: event %d = %s, want %s", name, i, d, want[i])
+			}
+		}
+	}
+	check("live", collectEvents(t, ctx, live, len(want)))
+
+	// A watch from the first revision reads the same from storage.
+	past, _, err := s.Watch(1, Epoch{}, []byte("c"), []byte("e"), r1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer past.Close()
+	check("history", collectEvents(t, ctx, past, len(want)))
+}
+
+// TestWatchSlowWatcher overflows a watcher's queue: it falls back to
+// storage and still sees every event once, in order.
+func TestWatchSlowWatcher(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// Sync the watcher first (Next finds nothing to catch up and waits),
+	// so that the writes below go to its queue.
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+	const writes = watchQueueEvents + 500
+	var revs []uint64
+	for i := range writes {
+		revs = append(revs, putRev(t, ctx, s, fmt.Sprintf("k%05d", i), "v"))
+	}
+	got := collectEvents(t, ctx, w, writes)
+	for i, ev := range got {
+		if ev.Revision() != revs[i] {
+			t.Fatalf("event %d at %d, want %d", i, ev.Revision(), revs[i])
+		}
+	}
+}
+
+func TestWatchEndsAtSplit(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	left, _, err := s.Watch(1, Epoch{}, nil, []byte("g"), 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer left.Close()
+	r1 := putRev(t, ctx, s, "h", "1")
+	collectEvents(t, ctx, w, 1)
+	if _, _, err := s.Split(ctx, 1, Header{}, []byte("g"), 2, []SplitReplica{{Old: 1, New: 11}}); err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := w.Next(ctx)
+	var enm *EpochNotMatchError
+	if !errors.As(err, &enm) || p != r1 {
+		t.Fatalf("watch across a split: progress %d (last write %d), %v", p, r1, err)
+	}
+	// The left half's watch goes on.
+	r2 := putRev(t, ctx, s, "c", "1")
+	if got := collectEvents(t, ctx, left, 1); got[0].Revision() != r2 {
+		t.Fatalf("left watch after the split: %s", describe(got[0]))
+	}
+}
+
+func TestWatchProgressByResolve(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	w, start, err := s.Watch(1, Epoch{}, []byte("c"), []byte("d"), 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if p := w.Progress(); p != start-1 {
+		t.Fatalf("progress %d at start %d", p, start)
+	}
+	rev, err := s.Resolve(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The watcher catches up to the resolved revision with no event.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if evs, _, err := w.Next(short); len(evs) != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("next with no event: %v, %v", evs, err)
+	}
+	if p := w.Progress(); p < rev {
+		t.Fatalf("progress %d after resolving to %d", p, rev)
+	}
+}
