@@ -82,12 +82,36 @@
 // versions, newest first, as separate Pebble keys (internal/keys'
 // MVCCKey), a delete writes a tombstone, and a version records the key's
 // create revision and version (writes since creation); its mod revision
-// is its own. Reads return the newest version at or below a revision
-// (ReadAt; the Store's reads read the latest). A write also removes the
-// versions of its keys that no read at its revision minus
-// Config.HistoryRetention or later can see, so a key's history stays
-// bounded. Reads below that horizon are not served yet: that, watch, and
-// the resolved revision are issue 15's next steps.
+// is its own. Reads return the newest version at or below a revision. A
+// write also removes the versions of its keys that no read at its
+// revision minus Config.HistoryRetention or later can see, so a key's
+// history stays bounded.
+//
+// # Resolved revisions, reads at a revision, watch
+//
+// A replica's resolved revision (StateMachine.Resolved) is the revision of
+// the last write, or Resolve (a command that writes nothing), it applied;
+// since Apply refuses a later write whose revision is not above it,
+// nothing at or below it can commit any more. The guarantees, argued in
+// readat.go and watch.go:
+//
+//   - A read at revision r sees every write at or below r and none above,
+//     on every replica alike: it is served by a replica that resolved past
+//     r, else by the leader after it resolved the shard with a fresh
+//     timestamp (which also keeps later writes above r). A revision the
+//     oracle had not handed out then is refused (FutureRevisionError); one
+//     below the compaction point (the last write's revision minus the
+//     retention, plus one) is refused (CompactedError), never answered
+//     from pruned history.
+//   - A read of the latest state reads at the replica's resolved revision
+//     after its barrier and returns it: it saw exactly the writes at or
+//     below it.
+//   - A watch (Store.Watch) returns every write to its range at or above
+//     its start exactly once, in revision order, a write's events
+//     together; its progress revision promises that no event at or below
+//     it is still to come. A slow watcher catches up from stored versions
+//     (memory per watcher is bounded); a split or the replica's removal
+//     ends it with the progress to resume from.
 //
 // # Epochs
 //
