@@ -63,7 +63,7 @@ func (t *recordingTransport) Send(msgs []Message) {
 
 // startFaulty replaces node n of c by an engine whose Pebble runs over
 // errorfs on top of n's crashable filesystem.
-func startFaulty(c *cluster, n NodeID, fault *walFault, tr Transport) {
+func startFaulty(c *cluster, n NodeID, fault errorfs.Injector, tr Transport) {
 	c.t.Helper()
 	c.stop(n)
 	db, err := pebble.Open("", &pebble.Options{FS: errorfs.Wrap(c.fs[n], fault), Logger: quietLogger{}})

@@ -40,9 +40,13 @@ func (s *testSM) Apply(ac *ApplyContext, e Entry) any {
 	}
 	prev, closer, err := ac.Batch.Get(s.key(k))
 	var old string
-	if err == nil {
+	switch {
+	case err == nil:
 		old = string(prev)
 		closer.Close()
+	case !errors.Is(err, pebble.ErrNotFound):
+		// The contract of Apply for a failed read.
+		panic(fmt.Errorf("%w: testSM: %w", ErrDiskFailure, err))
 	}
 	if err := ac.Batch.Set(s.key(k), []byte(v), nil); err != nil {
 		panic(err)

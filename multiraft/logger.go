@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -46,5 +47,20 @@ func (r *raftLogger) Fatalf(format string, v ...any) {
 	r.l.Log(context.Background(), slog.LevelError, fmt.Sprintf(format, v...))
 	os.Exit(1)
 }
-func (r *raftLogger) Panic(v ...any)                 { panic(fmt.Sprint(v...)) }
-func (r *raftLogger) Panicf(format string, v ...any) { panic(fmt.Sprintf(format, v...)) }
+func (r *raftLogger) Panic(v ...any) { panic(keepDiskFailure(fmt.Sprint(v...), v)) }
+func (r *raftLogger) Panicf(format string, v ...any) {
+	panic(keepDiskFailure(fmt.Sprintf(format, v...), v))
+}
+
+// keepDiskFailure returns msg, or, if one of args is an error wrapping
+// ErrDiskFailure (the log's storage failed to read), an error with msg
+// wrapping it, so that the round recovers the panic raft makes of it and
+// fails the engine (see round.run).
+func keepDiskFailure(msg string, args []any) any {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, ErrDiskFailure) {
+			return fmt.Errorf("%s: %w", msg, err)
+		}
+	}
+	return msg
+}

@@ -1,6 +1,7 @@
 package multiraft
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,6 +89,12 @@ func (r *round) run(batch []*group) {
 	}
 	r.groups, r.readies, r.steppedDown = r.groups[:0], r.readies[:0], r.steppedDown[:0]
 	defer r.unlockLayout()
+	finished := 0 // batch[:finished] are done with
+	defer func() {
+		if p := recover(); p != nil {
+			r.recoverDiskFailure(p, batch[finished:])
+		}
+	}()
 	for _, g := range batch {
 		g.round = r
 		if g.removed.Load() {
@@ -115,10 +122,37 @@ func (r *round) run(batch []*group) {
 			}
 		}
 		r.e.sched.done(g)
+		finished++
 	}
 	// Leader pokes (see pokeLeader) of a round in which no group had a
 	// Ready to persist.
 	r.flush(&r.beforeSync)
+}
+
+// recoverDiskFailure handles a panic p of the round: one that reports a
+// failed read of Pebble (an error wrapping ErrDiskFailure, from a state
+// machine or from the log's storage through raft) fail-stops the engine
+// as a failed write does (see diskfailure.go): the round is abandoned
+// where it stood, its proposers learn an ambiguous outcome, the groups of
+// rest (the round's groups not yet done with) are released, and no group
+// is touched again. Any other panic goes on.
+func (r *round) recoverDiskFailure(p any, rest []*group) {
+	err, ok := p.(error)
+	if !ok || !errors.Is(err, ErrDiskFailure) {
+		panic(p)
+	}
+	r.e.failStop(err)
+	amb := fmt.Errorf("%w: %w", ErrAmbiguous, err)
+	for i := range r.results {
+		r.results[i].fut.resolve(nil, amb)
+		r.results[i] = applied{}
+	}
+	r.results = r.results[:0]
+	r.ac.creates = r.ac.creates[:0]
+	r.abandon()
+	for _, g := range rest {
+		r.e.sched.done(g)
+	}
 }
 
 // prepare feeds g's inbox to its RawNode and takes its Ready. It reports

@@ -29,7 +29,10 @@ type StateMachine interface {
 	// computes the same writes and result from the same state and command.
 	// An error in the result is an ordinary outcome of the command (say, a
 	// failed compare-and-swap), not a failure of the engine; state that
-	// cannot be applied is a bug and must panic.
+	// cannot be applied is a bug and must panic. A read of Pebble that
+	// fails (an I/O error) must panic with an error wrapping
+	// ErrDiskFailure: the engine then fail-stops as after a failed write,
+	// and the half-applied batch is never committed.
 	Apply(ac *ApplyContext, e Entry) any
 
 	// ApplyMembership records a change of the group's membership, applied

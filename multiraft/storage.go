@@ -1,6 +1,7 @@
 package multiraft
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -72,7 +73,13 @@ func (s *storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	if ents, ok := s.cache.get(lo, hi, maxSize); ok {
 		return ents, nil
 	}
-	return s.loadEntries(lo, hi, maxSize)
+	ents, err := s.loadEntries(lo, hi, maxSize)
+	if err != nil && !errors.Is(err, raft.ErrUnavailable) {
+		// Raft panics on any other error: make it a disk failure, which
+		// the round recovers and fail-stops on (see round.run).
+		err = fmt.Errorf("%w: group %d: reading log entries [%d,%d): %w", ErrDiskFailure, s.group, lo, hi, err)
+	}
+	return ents, err
 }
 
 // loadEntries reads entries [lo, hi) from Pebble, stopping at maxSize bytes

@@ -295,15 +295,18 @@ func (sm *StateMachine) clientKey(id uint64) []byte {
 	return sm.ckeyBuf
 }
 
-// mustWrite panics on an error writing into a batch: that only happens
-// when the batch is misused (committed, closed), which is a bug.
-// mustRead panics on an error reading the shard's state during apply.
+// mustRead panics on an error reading the shard's state during apply
+// (Pebble failed to read its disk) with an error wrapping
+// multiraft.ErrDiskFailure: the engine recovers it and fail-stops, as
+// after a failed write, without committing the half-applied batch.
 func mustRead(err error) {
 	if err != nil {
-		panic(fmt.Sprintf("shard: reading during apply: %v", err))
+		panic(fmt.Errorf("%w: shard: reading during apply: %w", multiraft.ErrDiskFailure, err))
 	}
 }
 
+// mustWrite panics on an error writing into a batch: that only happens
+// when the batch is misused (committed, closed), which is a bug.
 func mustWrite(err error) {
 	if err != nil {
 		panic(fmt.Sprintf("shard: writing to apply batch: %v", err))
