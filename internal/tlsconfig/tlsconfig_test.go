@@ -168,43 +168,6 @@ func server(t *testing.T, creds credentials.TransportCredentials) (addr string, 
 	return lis.Addr().String(), calls
 }
 
-// assertPlaintextRefused checks that err, of a plaintext RPC, failed with
-// the connection, and that the server answers an HTTP/2 preface sent in
-// the clear by closing the connection without a byte (a gRPC server that
-// accepted it would send its settings).
-func assertPlaintextRefused(t *testing.T, addr string, err error) {
-	t.Helper()
-	if !strings.Contains(err.Error(), "error reading server preface") && !strings.Contains(err.Error(), "connection reset") && !strings.Contains(err.Error(), "broken pipe") {
-		t.Errorf("err = %v, want the connection closed by the server", err)
-	}
-	conn, derr := net.DialTimeout("tcp", addr, 5*time.Second)
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, werr := conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); werr != nil {
-		return // closed already
-	}
-	n, rerr := conn.Read(make([]byte, 64))
-	if n != 0 || rerr == nil || errors.Is(rerr, os.ErrDeadlineExceeded) {
-		t.Errorf("plaintext HTTP/2 preface answered with %d bytes, %v; want the connection closed", n, rerr)
-	}
-}
-
-func check(t *testing.T, addr string, opt grpc.DialOption) error {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	return err
-}
-
 // TestRefusals dials a mutual-TLS server with every kind of client that
 // must be refused, and one that must not. A refusal happens in the
 // handshake: the RPC fails Unavailable with the TLS reason, and no handler
@@ -215,7 +178,7 @@ func TestRefusals(t *testing.T) {
 	cliCfg := mustLoad(t, p.client)
 	addr, calls := server(t, srvCfg.ServerCredentials())
 
-	if err := check(t, addr, cliCfg.DialOption()); err != nil {
+	if err := testutil.HealthCheck(t, addr, cliCfg.DialOption()); err != nil {
 		t.Fatalf("a client with a certificate of the CA was refused: %v", err)
 	}
 	if err := Probe(testutil.Context(t, 10*time.Second), addr, cliCfg.ClientTLS()); err != nil {
@@ -242,13 +205,13 @@ func TestRefusals(t *testing.T) {
 			if tc.cfg != nil {
 				opt = grpc.WithTransportCredentials(credentials.NewTLS(tc.cfg))
 			}
-			err := check(t, addr, opt)
+			err := testutil.HealthCheck(t, addr, opt)
 			t.Logf("refused: %v", err)
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("err = %v, want code Unavailable", err)
 			}
 			if tc.cfg == nil {
-				assertPlaintextRefused(t, addr, err)
+				testutil.AssertPlaintextRefused(t, addr, err)
 				return
 			}
 			// The RPC may fail writing to the closed connection before it
@@ -266,7 +229,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("server of another CA", func(t *testing.T) {
 		// The client refuses a server whose certificate the CA did not sign.
 		faddr, fcalls := server(t, mustLoad(t, p.foreignServer).ServerCredentials())
-		err := check(t, faddr, cliCfg.DialOption())
+		err := testutil.HealthCheck(t, faddr, cliCfg.DialOption())
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 			t.Errorf("err = %v, want Unavailable: certificate signed by unknown authority", err)
 		}
@@ -276,7 +239,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("TLS client to plaintext server", func(t *testing.T) {
 		paddr, pcalls := server(t, insecure.NewCredentials())
-		err := check(t, paddr, cliCfg.DialOption())
+		err := testutil.HealthCheck(t, paddr, cliCfg.DialOption())
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "first record does not look like a TLS handshake") {
 			t.Errorf("err = %v, want Unavailable: not a TLS handshake", err)
 		}
