@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -80,16 +81,13 @@ func newTestPlacement(t *testing.T) (*Service, pb.PlacementClient) {
 		conns.Close()
 		_ = db.Close()
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if lead, _ := svc.leader(); lead {
-			break
+	// The single voter campaigns in its first round.
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if lead, _ := svc.leader(); !lead {
+			return errors.New("the placement replica does not lead its catalogue")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the placement replica never led its catalogue")
-		}
-		time.Sleep(5 * time.Millisecond) // the single voter campaigns in its first round
-	}
+		return nil
+	})
 	return svc, pb.NewPlacementClient(conn)
 }
 
