@@ -73,9 +73,11 @@ type Event struct {
 func (ev *Event) Revision() uint64 { return ev.KV.ModRevision }
 
 const (
-	// watchQueueEvents bounds the queue of a synced watcher: past it, the
-	// watcher catches up from storage instead.
+	// watchQueueEvents and watchQueueBytes (keys and values) bound the
+	// queue of a synced watcher: past either, the watcher catches up from
+	// storage instead.
 	watchQueueEvents = 4096
+	watchQueueBytes  = 8 << 20
 	// watchBatchEvents is about how many events Next returns at once, and
 	// one catch-up read at most: it returns whole writes, so it may return
 	// one write's events more.
@@ -104,7 +106,7 @@ func (f *feed) publish(sm *StateMachine, events []Event, rev uint64) {
 		if !w.synced || w.err != nil {
 			continue
 		}
-		queued := len(w.queue)
+		queued, queuedBytes := len(w.queue), w.queueBytes
 		for i := range events {
 			ev := &events[i]
 			if ev.split {
@@ -117,20 +119,24 @@ func (f *feed) publish(sm *StateMachine, events []Event, rev uint64) {
 			if ev.KV.ModRevision < w.next || !w.holds(ev.KV.Key) {
 				continue
 			}
-			if len(w.queue) == watchQueueEvents {
+			size := len(ev.KV.Key) + len(ev.KV.Value)
+			if len(w.queue) == watchQueueEvents || w.queueBytes+size > watchQueueBytes {
 				// Too slow: read this publication and what follows from
 				// storage, from next on.
 				clear(w.queue[queued:])
-				w.queue = w.queue[:queued]
+				w.queue, w.queueBytes = w.queue[:queued], queuedBytes
 				w.synced = false
 				break
 			}
 			w.queue = append(w.queue, *ev)
+			w.queueBytes += size
 		}
 		if w.synced && w.err == nil {
 			w.next = max(w.next, rev+1)
 		}
-		w.wake()
+		if len(w.queue) > queued || !w.synced || w.err != nil {
+			w.wake()
+		}
 	}
 }
 
@@ -172,9 +178,10 @@ type Watcher struct {
 	// Guarded by f.mu.
 	synced bool
 	// next: every event below next was queued or returned.
-	next  uint64
-	queue []Event
-	err   error
+	next       uint64
+	queue      []Event
+	queueBytes int // of the keys and values in queue
+	err        error
 }
 
 // holds reports whether key is in w's range.
@@ -271,7 +278,7 @@ func (w *Watcher) Close() {
 		return
 	}
 	delete(f.watchers, w)
-	w.queue = nil
+	w.queue, w.queueBytes = nil, 0
 	if w.err == nil {
 		w.err = ErrWatchClosed
 	}
@@ -301,9 +308,13 @@ func (w *Watcher) Next(ctx context.Context) (events []Event, progress uint64, er
 			cut := wholeWrites(w.queue, watchBatchEvents)
 			events = slices.Clone(w.queue[:cut])
 			if cut == n {
-				w.queue = w.queue[:0]
+				clear(w.queue)
+				w.queue, w.queueBytes = w.queue[:0], 0
 				progress = w.next - 1
 			} else {
+				for i := range cut {
+					w.queueBytes -= len(w.queue[i].KV.Key) + len(w.queue[i].KV.Value)
+				}
 				w.queue = slices.Delete(w.queue, 0, cut)
 				progress = events[cut-1].KV.ModRevision
 			}
