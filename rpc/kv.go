@@ -267,6 +267,25 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	return resp, nil
 }
 
+// Compact implements pb.KVServer.
+func (s *KVServer) Compact(ctx context.Context, req *pb.CompactRequest) (*pb.CompactResponse, error) {
+	id, epoch, _, err := readHeader(req.GetHeader())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetRevision() == 0 {
+		return nil, invalid("revision", "required")
+	}
+	rev, err := s.store.Compact(ctx, id, epoch, req.GetRevision())
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Compact(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, nil)
+	}
+	return &pb.CompactResponse{CompactRevision: rev}, nil
+}
+
 // Batch implements pb.KVServer.
 func (s *KVServer) Batch(ctx context.Context, req *pb.BatchRequest) (*pb.BatchResponse, error) {
 	cmd := shard.Command{Kind: shard.KindBatch}

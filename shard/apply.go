@@ -93,6 +93,12 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 			sm.setLastRevision(b, c.Revision)
 		}
 		res = &Result{Succeeded: true, Revision: sm.lastRev}
+	case KindCompact:
+		if c.Revision > sm.compactRev {
+			sm.compactRev = c.Revision
+			mustWrite(b.Set(keys.ShardKey(uint64(sm.shard), keys.ShardCompacted), binary.BigEndian.AppendUint64(nil, c.Revision), nil))
+		}
+		res = &Result{Succeeded: true, Revision: sm.compactRev}
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}
@@ -184,21 +190,25 @@ func (sm *StateMachine) setMeta(b *pebble.Batch, key []byte, m keyMeta) {
 const pruneEvery = 8
 
 // pruneVersions deletes the versions of key that no read at the horizon of
-// a write at rev (rev minus the retention) or later can see: every
-// version older than the newest one at or below the horizon, which a read
-// at the horizon sees and so stays. A key's history holds its versions of
-// the retention span, one before it, and up to pruneEvery more until the
-// next prune. It depends only on the stored versions, the write's
-// revision and the Config, so every replica deletes the same.
+// a write at rev (rev minus the retention, or the shard's compaction
+// revision if that is higher) or later can see: every version older than
+// the newest one at or below the horizon, which a read at the horizon
+// sees and so stays. A key's history holds its versions of the retention
+// span, one before it, and up to pruneEvery more until the next prune.
+// It depends only on the stored versions, the write's revision, the
+// compaction revision and the Config, so every replica deletes the same.
 func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev uint64) {
-	span := sm.cfg.retentionRevisions()
-	if rev <= span {
+	horizon := sm.compactRev
+	if span := sm.cfg.retentionRevisions(); rev > span {
+		horizon = max(horizon, rev-span)
+	}
+	if horizon == 0 {
 		return
 	}
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sm.metaKey, UpperBound: keys.ImmediateSuccessor(sm.iterBuf[:0], sm.metaKey)})
 	mustRead(err)
-	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev-span)
+	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, horizon)
 	kept := false
 	for valid := it.SeekGE(sm.keyBuf); valid; valid = it.Next() {
 		if _, _, ok := keys.DecodeMVCCKey(it.Key()); !ok {
@@ -345,6 +355,9 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 		mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardDescriptor), right.AppendEncoded(nil), nil))
 		if sm.lastRev != 0 { // no key means 0: one representation of each state
 			mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardRevision), binary.BigEndian.AppendUint64(nil, sm.lastRev), nil))
+		}
+		if sm.compactRev != 0 {
+			mustWrite(b.Set(keys.ShardKey(uint64(right.ShardID), keys.ShardCompacted), binary.BigEndian.AppendUint64(nil, sm.compactRev), nil))
 		}
 		sm.copyClientTable(b, right.ShardID)
 	} else {

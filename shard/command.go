@@ -32,6 +32,10 @@ const (
 	// read at a revision the shard has not reached, and a watch's progress
 	// while no key changes, resolve the shard (see Store.Resolve).
 	KindResolve
+	// KindCompact raises the shard's compaction point to Revision: reads
+	// and watches below it are refused from then on, and writes prune the
+	// versions no read at it can see (see Store.Compact).
+	KindCompact
 )
 
 // writesData reports whether commands of kind k write user data.
@@ -61,6 +65,8 @@ func (k CommandKind) String() string {
 		return "checksum"
 	case KindResolve:
 		return "resolve"
+	case KindCompact:
+		return "compact"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -103,7 +109,8 @@ type Command struct {
 	// every version it writes is at Revision, which must be above the
 	// revision of every earlier write to the shard (Apply refuses it
 	// otherwise, with ErrStaleRevision). A Resolve carries the revision it
-	// resolves the shard to. The Store stamps it (see Store.Start); other
+	// resolves the shard to, and a Compact the revision it compacts to.
+	// The Store stamps it (see Store.Start), except a Compact's; other
 	// kinds carry none.
 	Revision uint64
 
@@ -156,7 +163,7 @@ const (
 //	         bytes value (put only)
 //	split:   bytes key, uvarint new shard, uvarint n, then n times:
 //	         uvarint old replica, uvarint new replica
-//	checksum, resolve: nothing
+//	checksum, resolve, compact: nothing
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	dst = append(dst, commandFormat, byte(c.Kind))
 	dst = binary.BigEndian.AppendUint64(dst, c.Revision)
@@ -202,7 +209,7 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.Old))
 			dst = binary.AppendUvarint(dst, uint64(r.New))
 		}
-	case KindChecksum, KindResolve:
+	case KindChecksum, KindResolve, KindCompact:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
 	}
@@ -280,7 +287,7 @@ func DecodeCommand(b []byte, c *Command) error {
 			repls = append(repls, r)
 		}
 		c.NewReplicas = repls
-	case KindChecksum, KindResolve:
+	case KindChecksum, KindResolve, KindCompact:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
 	}
@@ -300,7 +307,7 @@ func (c *Command) reset() {
 // checkLimits checks c against the limits of cfg (which has its defaults
 // applied) and its own consistency, without looking at any shard state.
 func (c *Command) checkLimits(cfg *Config) error {
-	if c.Revision != 0 && !c.Kind.stamped() {
+	if c.Revision != 0 && !c.Kind.stamped() && c.Kind != KindCompact {
 		return fmt.Errorf("%w: a %s carries revision %d", ErrBadCommand, c.Kind, c.Revision)
 	}
 	switch c.Kind {
@@ -342,6 +349,14 @@ func (c *Command) checkLimits(cfg *Config) error {
 		}
 		if len(c.NewReplicas) == 0 {
 			return fmt.Errorf("%w: no replica mapping", ErrInvalidSplit)
+		}
+		return nil
+	case KindCompact:
+		if c.Revision == 0 {
+			return fmt.Errorf("%w: a compact needs a revision", ErrBadCommand)
+		}
+		if c.Header.ClientID != 0 {
+			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
 		}
 		return nil
 	case KindChecksum, KindResolve:
@@ -397,7 +412,7 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		}
 	case KindSplit:
 		return c.checkSplit(d)
-	case KindChecksum, KindResolve:
+	case KindChecksum, KindResolve, KindCompact:
 	default:
 		if !d.ContainsKey(c.Key) {
 			return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Key, d)

@@ -3,7 +3,6 @@ package shard
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -112,21 +111,53 @@ func (s *Store) compactRevision(last uint64) uint64 {
 
 // checkCompacted refuses a read at rev from r (a snapshot of the node's
 // Pebble) with a *CompactedError if rev is below shard's compaction point
-// in r.
+// in r: the later of the retention's and the one Compact set.
 func (s *Store) checkCompacted(r pebble.Reader, shard ShardID, rev uint64) error {
-	v, closer, err := r.Get(keys.ShardKey(uint64(shard), keys.ShardRevision))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil
-	}
+	last, err := loadRevision(r, shard)
 	if err != nil {
-		return fmt.Errorf("shard: reading the revision of shard %d: %w", shard, err)
+		return err
 	}
-	last := binary.BigEndian.Uint64(v)
-	closer.Close()
-	if c := s.compactRevision(last); rev < c {
+	set, err := loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardCompacted))
+	if err != nil {
+		return fmt.Errorf("shard: reading the compaction revision of shard %d: %w", shard, err)
+	}
+	if c := max(s.compactRevision(last), set); rev < c {
 		return &CompactedError{Shard: shard, Revision: rev, CompactRevision: c}
 	}
 	return nil
+}
+
+// Compact compacts shard to revision rev: from then on, reads and watches
+// at revisions below rev are refused with a *CompactedError, on every
+// replica, and writes prune the versions no read at rev or later can see
+// (as they prune past the retention). A compaction revision only grows:
+// compacting below the current one changes nothing. A rev above the
+// shard's resolved revision is resolved first, on the leader; one above
+// every timestamp the oracle handed out is refused with a
+// *FutureRevisionError. It returns the shard's compaction revision after
+// the command applied. Like the retention, it prunes a key's versions
+// when the key is next written, not at once: compaction bounds what
+// reads may see, and the space that old versions take is reclaimed as
+// keys are written.
+func (s *Store) Compact(ctx context.Context, shard ShardID, epoch Epoch, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return 0, fmt.Errorf("%w: compact to revision 0", ErrBadCommand)
+	}
+	snap, _, _, err := s.atRevision(ctx, shard, epoch, rev)
+	var ce *CompactedError
+	switch {
+	case errors.As(err, &ce):
+		// Compacted past rev already: nothing to do, but say how far.
+	case err != nil:
+		return 0, err
+	default:
+		snap.Close()
+	}
+	res, err := s.Execute(ctx, shard, &Command{Kind: KindCompact, Header: Header{Epoch: epoch}, Revision: rev})
+	if err != nil {
+		return 0, err
+	}
+	return res.Revision, nil
 }
 
 // atRevision prepares a read of shard at rev: it resolves the shard past

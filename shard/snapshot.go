@@ -21,8 +21,10 @@ import (
 // where crc is the CRC-32C (Castagnoli) of kind, length and payload. The
 // frames come in this order:
 //
-//	'H'  once:  byte format (2), 8-byte revision of the shard's last
-//	            write, then the encoded Descriptor
+//	'H'  once:  byte format (3), 8-byte revision of the shard's last
+//	            write, 8-byte revision it was compacted to (Compact),
+//	            then the encoded Descriptor. Format 2 had no compaction
+//	            revision; Restore still reads it (as 0).
 //	'C'  0..n:  client records: uvarint client ID, bytes record; IDs
 //	            strictly increasing across all 'C' frames
 //	'D'  0..n:  versions and metas: bytes user key, 8-byte revision (0
@@ -36,7 +38,9 @@ import (
 // and nothing follows the trailer.
 
 const (
-	snapshotFormat byte = 2
+	snapshotFormat byte = 3
+	// snapshotFormat2 is the format before the compaction revision.
+	snapshotFormat2 byte = 2
 
 	frameHeader  byte = 'H'
 	frameClients byte = 'C'
@@ -96,7 +100,12 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	fw := &frameWriter{w: w}
 	fw.start()
 	fw.buf = append(fw.buf, snapshotFormat)
+	compacted, err := loadUint64(r, keys.ShardKey(uint64(sm.shard), keys.ShardCompacted))
+	if err != nil {
+		return fmt.Errorf("shard: snapshot of shard %d: %w", sm.shard, err)
+	}
 	fw.buf = binary.BigEndian.AppendUint64(fw.buf, rev)
+	fw.buf = binary.BigEndian.AppendUint64(fw.buf, compacted)
 	fw.buf = desc.AppendEncoded(fw.buf)
 	if err := fw.flush(frameHeader); err != nil {
 		return err
@@ -238,6 +247,18 @@ func (fr *frameReader) next() (byte, []byte, error) {
 	return frame[0], body[frameHeaderLen:], nil
 }
 
+// decodeImageHeader decodes the payload of an image's header frame: the
+// shard's revision, its compaction revision and the encoded descriptor.
+func decodeImageHeader(payload []byte) (rev, compacted uint64, desc []byte, err error) {
+	switch {
+	case len(payload) >= 17 && payload[0] == snapshotFormat:
+		return binary.BigEndian.Uint64(payload[1:9]), binary.BigEndian.Uint64(payload[9:17]), payload[17:], nil
+	case len(payload) >= 9 && payload[0] == snapshotFormat2:
+		return binary.BigEndian.Uint64(payload[1:9]), 0, payload[9:], nil
+	}
+	return 0, 0, nil, errors.New("header of an unknown image format")
+}
+
 // imageDescriptor returns the descriptor in the header frame of image. It
 // verifies that frame only; Restore verifies the whole image.
 func imageDescriptor(image []byte) (Descriptor, error) {
@@ -246,10 +267,14 @@ func imageDescriptor(image []byte) (Descriptor, error) {
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("%w: header: %w", ErrCorruptSnapshot, err)
 	}
-	if kind != frameHeader || len(payload) < 9 || payload[0] != snapshotFormat {
-		return Descriptor{}, fmt.Errorf("%w: no header frame of a known format", ErrCorruptSnapshot)
+	if kind != frameHeader {
+		return Descriptor{}, fmt.Errorf("%w: no header frame", ErrCorruptSnapshot)
 	}
-	d, err := DecodeDescriptor(payload[9:])
+	_, _, encoded, err := decodeImageHeader(payload)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
+	}
+	d, err := DecodeDescriptor(encoded)
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("%w: descriptor: %w", ErrCorruptSnapshot, err)
 	}
@@ -270,11 +295,11 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 	if kind != frameHeader {
 		return corrupt("image starts with frame %q", kind)
 	}
-	if len(payload) < 9 || payload[0] != snapshotFormat {
-		return corrupt("unknown image format")
+	imageRev, compacted, encoded, err := decodeImageHeader(payload)
+	if err != nil {
+		return corrupt("%v", err)
 	}
-	imageRev := binary.BigEndian.Uint64(payload[1:9])
-	desc, err := DecodeDescriptor(payload[9:])
+	desc, err := DecodeDescriptor(encoded)
 	if err != nil {
 		return corrupt("descriptor: %v", err)
 	}
@@ -288,6 +313,9 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 	mustWrite(stage.Set(sm.descKey, desc.AppendEncoded(nil), nil))
 	if imageRev != 0 { // no key means 0, as in a shard that never wrote
 		mustWrite(stage.Set(keys.ShardKey(uint64(sm.shard), keys.ShardRevision), binary.BigEndian.AppendUint64(nil, imageRev), nil))
+	}
+	if compacted != 0 {
+		mustWrite(stage.Set(keys.ShardKey(uint64(sm.shard), keys.ShardCompacted), binary.BigEndian.AppendUint64(nil, compacted), nil))
 	}
 
 	var (

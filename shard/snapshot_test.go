@@ -24,6 +24,7 @@ func snapshotSource(tb testing.TB, cfg Config) (*harness, []byte) {
 	}
 	h.mustOK(cas(hdr(9, 1), "c001", nil, "x"))
 	h.mustOK(del(hdr(0, 0), "c002"))
+	h.mustOK(Command{Kind: KindCompact, Revision: 5}) // the image carries it
 	h.mustOK(splitCmd(hdr(10, 1), "k", 2, mapping...))
 	// Outside the shard: must not be part of the image.
 	for _, k := range []string{"a", "l", "z"} {

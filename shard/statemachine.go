@@ -52,6 +52,9 @@ type StateMachine struct {
 	// lastRev is the revision of the shard's last write (stored under
 	// revKey): a write must come with a higher one.
 	lastRev uint64
+	// compactRev is the revision the shard was compacted to (stored under
+	// keys.ShardCompacted; see Store.Compact).
+	compactRev uint64
 	// watched is feed != nil, as loaded at the start of Apply, and events
 	// the events of the writes applied since the last Committed.
 	watched bool
@@ -123,6 +126,9 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 		return nil, err
 	}
 	sm.resolved.Store(sm.lastRev)
+	if sm.compactRev, err = loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardCompacted)); err != nil {
+		return nil, fmt.Errorf("shard: loading the compaction revision of shard %d: %w", shard, err)
+	}
 	recs, err := loadClientRecords(r, shard)
 	if err != nil {
 		return nil, err
@@ -147,16 +153,26 @@ func NewStateMachineFunc(cfg Config) multiraft.NewStateMachineFunc {
 // loadRevision reads the revision of shard's last write from r (0 if it
 // has none).
 func loadRevision(r pebble.Reader, shard ShardID) (uint64, error) {
-	v, closer, err := r.Get(keys.ShardKey(uint64(shard), keys.ShardRevision))
+	rev, err := loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardRevision))
+	if err != nil {
+		return 0, fmt.Errorf("shard: loading the revision of shard %d: %w", shard, err)
+	}
+	return rev, nil
+}
+
+// loadUint64 reads the 8-byte big-endian number stored under key in r (0
+// if there is none).
+func loadUint64(r pebble.Reader, key []byte) (uint64, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("shard: loading the revision of shard %d: %w", shard, err)
+		return 0, err
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, fmt.Errorf("%w: shard %d: revision %x", ErrBadDescriptor, shard, v)
+		return 0, fmt.Errorf("%w: %x under %x", ErrBadDescriptor, v, key)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }

@@ -320,3 +320,45 @@ func TestWatchProgressByResolve(t *testing.T) {
 		t.Fatalf("progress %d after resolving to %d", p, rev)
 	}
 }
+
+func TestCompact(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	r1 := putRev(t, ctx, s, "c", "1")
+	r2 := putRev(t, ctx, s, "c", "2")
+	r3 := putRev(t, ctx, s, "d", "1")
+	if got, err := s.Compact(ctx, 1, Epoch{}, r2); err != nil || got != r2 {
+		t.Fatalf("compact to %d: %d, %v", r2, got, err)
+	}
+	var ce *CompactedError
+	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); !errors.As(err, &ce) || ce.CompactRevision != r2 {
+		t.Fatalf("get below the compaction: %v", err)
+	}
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r2); err != nil || string(kv.Value) != "2" {
+		t.Fatalf("get at the compaction: %+v %v", kv, err)
+	}
+	// Compacting lower changes nothing.
+	if got, err := s.Compact(ctx, 1, Epoch{}, r1); err != nil || got != r2 {
+		t.Fatalf("compact lower: %d, %v", got, err)
+	}
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, r1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, _, err := w.Next(ctx); !errors.As(err, &ce) {
+		t.Fatalf("watch below the compaction: %v", err)
+	}
+	// The key's next prune (at its 8th version) deletes its versions
+	// below the compaction: the one at r1 goes, the one at r2 (what a
+	// read at the compaction sees) stays.
+	for i := 3; i <= pruneEvery; i++ {
+		putRev(t, ctx, s, "c", fmt.Sprint(i))
+	}
+	if _, found, err := ReadAt(n.db, []byte("c"), r1); err != nil || found {
+		t.Fatalf("version below the compaction after a prune: found %v, %v", found, err)
+	}
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r3); err != nil || string(kv.Value) != "2" {
+		t.Fatalf("get at %d after pruning: %+v %v", r3, kv, err)
+	}
+}

@@ -68,6 +68,7 @@ const (
 	ShardClient     byte = 'c' // followed by the 8-byte client ID: the client's last results
 	ShardChecksum   byte = 'k' // the last consistency checksum: index and SHA-256
 	ShardRevision   byte = 'v' // the revision of the last write applied (8 bytes, big-endian)
+	ShardCompacted  byte = 'o' // the revision the shard was compacted to (8 bytes, big-endian)
 )
 
 func localKey(infix byte, id uint64, suffix byte, extra int) []byte {

@@ -1604,6 +1604,109 @@ func (x *WatchResponse) GetEvents() []*Event {
 	return nil
 }
 
+// CompactRequest compacts one shard to revision: from then on reads and
+// watches below it are refused (OUT_OF_RANGE with Compacted) on every
+// replica, and writes prune the versions no read at it or later can see.
+// The compaction revision only grows; a lower one changes nothing. A
+// revision the shard has not resolved is resolved first; one above every
+// timestamp handed out is refused (FutureRevision). Leader only.
+type CompactRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactRequest) Reset() {
+	*x = CompactRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactRequest) ProtoMessage() {}
+
+func (x *CompactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
+func (*CompactRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CompactRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CompactRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type CompactResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's compaction revision after the request.
+	CompactRevision uint64 `protobuf:"varint,1,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CompactResponse) Reset() {
+	*x = CompactResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactResponse) ProtoMessage() {}
+
+func (x *CompactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
+func (*CompactResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CompactResponse) GetCompactRevision() uint64 {
+	if x != nil {
+		return x.CompactRevision
+	}
+	return 0
+}
+
 var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
@@ -1710,7 +1813,12 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\rWatchResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\bR\acreated\x12+\n" +
 	"\x11progress_revision\x18\x02 \x01(\x04R\x10progressRevision\x12*\n" +
-	"\x06events\x18\x03 \x03(\v2\x12.flotilla.v1.EventR\x06events2\xe5\x04\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.flotilla.v1.EventR\x06events\"`\n" +
+	"\x0eCompactRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"<\n" +
+	"\x0fCompactResponse\x12)\n" +
+	"\x10compact_revision\x18\x01 \x01(\x04R\x0fcompactRevision2\xab\x05\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -1719,7 +1827,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
 	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x12>\n" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
-	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12N\n" +
+	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
+	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
 	"\vLocalRoutes\x12\x1e.flotilla.v1.ScanRoutesRequest\x1a\x1f.flotilla.v1.ScanRoutesResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
@@ -1735,7 +1844,7 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_flotilla_v1_kv_proto_goTypes = []any{
 	(Event_Type)(0),                // 0: flotilla.v1.Event.Type
 	(*KeyValue)(nil),               // 1: flotilla.v1.KeyValue
@@ -1760,60 +1869,65 @@ var file_flotilla_v1_kv_proto_goTypes = []any{
 	(*WatchRequest)(nil),           // 20: flotilla.v1.WatchRequest
 	(*Event)(nil),                  // 21: flotilla.v1.Event
 	(*WatchResponse)(nil),          // 22: flotilla.v1.WatchResponse
-	(*RequestHeader)(nil),          // 23: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),              // 24: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),      // 25: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),     // 26: flotilla.v1.ScanRoutesResponse
+	(*CompactRequest)(nil),         // 23: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),        // 24: flotilla.v1.CompactResponse
+	(*RequestHeader)(nil),          // 25: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),              // 26: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),      // 27: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),     // 28: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	23, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	23, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	23, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	23, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	23, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
 	1,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	23, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	12, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
 	2,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
 	4,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
 	6,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
 	8,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
 	15, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	24, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	26, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
 	17, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
 	3,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
 	5,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
 	7,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
 	9,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
 	18, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	23, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	25, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	0,  // 21: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
 	1,  // 22: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
 	1,  // 23: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
 	21, // 24: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	2,  // 25: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	4,  // 26: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	6,  // 27: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	8,  // 28: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	10, // 29: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	13, // 30: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	16, // 31: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	20, // 32: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	25, // 33: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	3,  // 34: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	5,  // 35: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	7,  // 36: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	9,  // 37: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	11, // 38: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	14, // 39: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	19, // 40: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	22, // 41: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	26, // 42: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	25, // 25: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	2,  // 26: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	4,  // 27: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	6,  // 28: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	8,  // 29: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	10, // 30: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	13, // 31: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	16, // 32: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	20, // 33: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	23, // 34: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	27, // 35: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	3,  // 36: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	5,  // 37: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	7,  // 38: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	9,  // 39: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	11, // 40: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	14, // 41: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	19, // 42: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	22, // 43: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	24, // 44: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	28, // 45: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	36, // [36:46] is the sub-list for method output_type
+	26, // [26:36] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -1841,7 +1955,7 @@ func file_flotilla_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	KV_Batch_FullMethodName          = "/flotilla.v1.KV/Batch"
 	KV_Multi_FullMethodName          = "/flotilla.v1.KV/Multi"
 	KV_Watch_FullMethodName          = "/flotilla.v1.KV/Watch"
+	KV_Compact_FullMethodName        = "/flotilla.v1.KV/Compact"
 	KV_LocalRoutes_FullMethodName    = "/flotilla.v1.KV/LocalRoutes"
 )
 
@@ -55,6 +56,9 @@ type KVClient interface {
 	// WatchRequest). A stream can be served by any replica; progress when
 	// no key changes needs the leader.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// Compact compacts one shard (see CompactRequest); a client compacts a
+	// range by compacting each of its shards.
+	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
 	// LocalRoutes answers what this node knows of where shards are, for a
 	// router that cannot reach placement: the routes of the shards it holds
 	// an initialised replica of whose ranges intersect [start, end), in key
@@ -163,6 +167,16 @@ func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *kVClient) Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompactResponse)
+	err := c.cc.Invoke(ctx, KV_Compact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *kVClient) LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ScanRoutesResponse)
@@ -192,6 +206,9 @@ type KVServer interface {
 	// WatchRequest). A stream can be served by any replica; progress when
 	// no key changes needs the leader.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// Compact compacts one shard (see CompactRequest); a client compacts a
+	// range by compacting each of its shards.
+	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
 	// LocalRoutes answers what this node knows of where shards are, for a
 	// router that cannot reach placement: the routes of the shards it holds
 	// an initialised replica of whose ranges intersect [start, end), in key
@@ -234,6 +251,9 @@ func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiRespon
 }
 func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedKVServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
 }
 func (UnimplementedKVServer) LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalRoutes not implemented")
@@ -396,6 +416,24 @@ func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _KV_Compact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Compact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Compact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Compact(ctx, req.(*CompactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KV_LocalRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ScanRoutesRequest)
 	if err := dec(in); err != nil {
@@ -448,6 +486,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Multi",
 			Handler:    _KV_Multi_Handler,
+		},
+		{
+			MethodName: "Compact",
+			Handler:    _KV_Compact_Handler,
 		},
 		{
 			MethodName: "LocalRoutes",
