@@ -164,6 +164,12 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 				p := Summarize(res.Latency)
 				fmt.Fprintf(o.Log, "%s: %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %d errors, server CPU %.1f µs/op\n", label,
 					res.OpsPerSec(), Millis(p.P50), Millis(p.P99), res.Errors, float64(res.ServerCPUPerOp())/1e3)
+				if x := res.Watch; x != nil {
+					lag := Summarize(x.Lag)
+					fmt.Fprintf(o.Log, "%s: watches: %.0f events/s, lag p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d of %d acknowledged writes missing, %d duplicates, drain %s\n",
+						label, res.EventsPerSec(), Millis(lag.P50), Millis(lag.P99), Millis(lag.Max), x.Missing, x.Acknowledged,
+						x.Duplicates, x.Drain.Round(time.Millisecond))
+				}
 				if !o.Keep {
 					_ = os.RemoveAll(runDir)
 				}

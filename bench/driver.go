@@ -34,6 +34,28 @@ type Driver interface {
 	Close() error
 }
 
+// Watcher is the optional capability of a Driver that the watch workload
+// needs: range watches. Run checks for it at run time; a Driver without
+// it fails that workload with ErrWatchUnsupported.
+type Watcher interface {
+	// Watch watches the keys of [start, end) (end nil: every key from
+	// start on) and returns once the watch is established: every write
+	// that begins after Watch returns is delivered. From then on it calls
+	// deliver with the key and value of every put event, from one
+	// goroutine, in the order the system delivers them, until ctx ends;
+	// key and value are valid only during the call, and deliver must
+	// return quickly. The returned channel receives the error that ended
+	// the watch before ctx did (nothing if ctx ended it) and is closed
+	// after deliver's last call. Watch returns an error, and starts
+	// nothing, if the watch cannot be established before ctx ends. Safe
+	// for concurrent use.
+	Watch(ctx context.Context, start, end []byte, deliver func(key, value []byte)) (<-chan error, error)
+}
+
+// ErrWatchUnsupported is returned by Run for the watch workload when the
+// Driver is not a Watcher.
+var ErrWatchUnsupported = errors.New("bench: the driver cannot watch (it does not implement bench.Watcher)")
+
 // genericErrorKind names the kinds every driver shares: context errors and
 // gRPC status codes. It returns "" for anything else.
 func genericErrorKind(err error) string {

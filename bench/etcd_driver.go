@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -18,6 +20,7 @@ import (
 // Flotilla's are.
 type EtcdDriver struct {
 	clients []*clientv3.Client
+	watches atomic.Uint64 // Watch calls, to deal watches to clients
 }
 
 // NewEtcdDriver connects conns clients to endpoints.
@@ -69,6 +72,65 @@ func (d *EtcdDriver) Close() error {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Watch implements Watcher with a clientv3 range watch (WithRange, or
+// WithFromKey for a nil end), the watches dealt round-robin to the
+// clients; the created notification says it is established.
+func (d *EtcdDriver) Watch(ctx context.Context, start, end []byte, deliver func(key, value []byte)) (<-chan error, error) {
+	c := d.clients[(d.watches.Add(1)-1)%uint64(len(d.clients))]
+	rangeOpt := clientv3.WithFromKey()
+	if end != nil {
+		rangeOpt = clientv3.WithRange(string(end))
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	ch := c.Watch(wctx, string(start), rangeOpt, clientv3.WithCreatedNotify())
+	fail := func(err error) (<-chan error, error) {
+		cancel()
+		for range ch { // clientv3 closes it once the context ended
+		}
+		return nil, err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return fail(fmt.Errorf("bench: etcd watch %q: channel closed before it was created: %w", start, ctx.Err()))
+		}
+		if err := resp.Err(); err != nil {
+			return fail(err)
+		}
+		if !resp.Created {
+			return fail(fmt.Errorf("bench: etcd watch %q: first response is not the created notification", start))
+		}
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		defer cancel()
+		var err error
+		for resp := range ch {
+			if rerr := resp.Err(); rerr != nil && ctx.Err() == nil && err == nil {
+				err = rerr
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == mvccpb.PUT {
+					deliver(ev.Kv.Key, ev.Kv.Value)
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			if err == nil {
+				err = errors.New("the watch channel closed")
+			}
+			err = fmt.Errorf("bench: etcd watch %q ended before the run: %w", start, err)
+		}
+		if err != nil {
+			done <- err
+		}
+	}()
+	return done, nil
 }
 
 type etcdKV struct{ c *clientv3.Client }

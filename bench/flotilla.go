@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/flotilla-kv/flotilla/router"
 )
@@ -13,6 +15,7 @@ import (
 // as the clients it serves, so lanes never cap the concurrency.
 type FlotillaDriver struct {
 	routers []*router.Client
+	watches atomic.Uint64 // Watch calls, to deal watches to routers
 }
 
 // NewFlotillaDriver connects conns routers to the placement service at
@@ -74,6 +77,54 @@ func (d *FlotillaDriver) Close() error {
 		errs = append(errs, r.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Watch implements Watcher with router.Client.Watch, the watches dealt
+// round-robin to the routers. It asks for progress notifications so that
+// the first response, sent as soon as the watch's start revision is
+// fixed, says the watch is established.
+func (d *FlotillaDriver) Watch(ctx context.Context, start, end []byte, deliver func(key, value []byte)) (<-chan error, error) {
+	r := d.routers[(d.watches.Add(1)-1)%uint64(len(d.routers))]
+	ch := r.Watch(ctx, start, end, router.WithProgressNotify(time.Second))
+	var first router.WatchResponse
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("bench: watch %q: channel closed before its first response", start)
+		}
+		first = resp
+	case <-ctx.Done():
+		for range ch { // the router closes it once the context ended
+		}
+		return nil, ctx.Err()
+	}
+	if first.Err != nil {
+		for range ch {
+		}
+		return nil, first.Err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		var err error
+		for resp, ok := first, true; ok; resp, ok = <-ch {
+			if resp.Err != nil {
+				if ctx.Err() == nil {
+					err = resp.Err
+				}
+				continue
+			}
+			for i := range resp.Events {
+				if ev := &resp.Events[i]; ev.Type == router.EventPut {
+					deliver(ev.KV.Key, ev.KV.Value)
+				}
+			}
+		}
+		if err != nil {
+			done <- err
+		}
+	}()
+	return done, nil
 }
 
 type flotillaKV struct{ r *router.Client }

@@ -90,6 +90,88 @@ type Record struct {
 	// (Flotilla only). A median record carries the stages of its median
 	// run by throughput.
 	ServerStages *ServerStages `json:"server_stages,omitempty"`
+	// Watch holds the watch workload's figures of the watches (nil for
+	// the other workloads).
+	Watch *WatchRecord `json:"watch,omitempty"`
+}
+
+// WatchRecord is the JSON of a WatchResult. In a median record every
+// figure is the median over the runs, except the counts of events gone
+// wrong (missing, duplicate, unexpected), which are totals, and
+// drain_complete, true only if it held in every run.
+type WatchRecord struct {
+	Watchers         int      `json:"watchers"`
+	EventsPerSec     float64  `json:"events_per_sec"`
+	EventsDelivered  int64    `json:"events_delivered"`
+	LagP50Ms         float64  `json:"lag_p50_ms"`
+	LagP90Ms         float64  `json:"lag_p90_ms"`
+	LagP99Ms         float64  `json:"lag_p99_ms"`
+	LagP999Ms        float64  `json:"lag_p999_ms"`
+	LagMaxMs         float64  `json:"lag_max_ms"`
+	LagMeanMs        float64  `json:"lag_mean_ms"`
+	LagCount         int64    `json:"lag_count"`
+	AcknowledgedOps  int64    `json:"acknowledged_writes"`
+	MissingEvents    int64    `json:"missing_events"`
+	DuplicateEvents  int64    `json:"duplicate_events"`
+	UnexpectedEvents int64    `json:"unexpected_events"`
+	DrainS           float64  `json:"drain_s"`
+	DrainComplete    bool     `json:"drain_complete"`
+	Errors           []string `json:"errors,omitempty"`
+}
+
+func newWatchRecord(r *Result) *WatchRecord {
+	w := r.Watch
+	if w == nil {
+		return nil
+	}
+	p := Summarize(w.Lag)
+	return &WatchRecord{
+		Watchers: w.Watchers, EventsPerSec: r.EventsPerSec(), EventsDelivered: w.Delivered,
+		LagP50Ms: Millis(p.P50), LagP90Ms: Millis(p.P90), LagP99Ms: Millis(p.P99), LagP999Ms: Millis(p.P999),
+		LagMaxMs: Millis(p.Max), LagMeanMs: Millis(p.Mean), LagCount: p.Count,
+		AcknowledgedOps: w.Acknowledged, MissingEvents: w.Missing, DuplicateEvents: w.Duplicates, UnexpectedEvents: w.Unexpected,
+		DrainS: w.Drain.Seconds(), DrainComplete: w.DrainComplete, Errors: w.Errors,
+	}
+}
+
+// medianWatchRecord is the median record's WatchRecord of recs (see
+// WatchRecord), nil if they have none.
+func medianWatchRecord(recs []Record) *WatchRecord {
+	var ws []*WatchRecord
+	for _, r := range recs {
+		if r.Watch != nil {
+			ws = append(ws, r.Watch)
+		}
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	med := func(get func(*WatchRecord) float64) float64 {
+		v := make([]float64, len(ws))
+		for i, w := range ws {
+			v[i] = get(w)
+		}
+		return Median(v)
+	}
+	m := &WatchRecord{Watchers: ws[0].Watchers, DrainComplete: true}
+	m.EventsPerSec = med(func(w *WatchRecord) float64 { return w.EventsPerSec })
+	m.EventsDelivered = int64(med(func(w *WatchRecord) float64 { return float64(w.EventsDelivered) }))
+	m.LagP50Ms = med(func(w *WatchRecord) float64 { return w.LagP50Ms })
+	m.LagP90Ms = med(func(w *WatchRecord) float64 { return w.LagP90Ms })
+	m.LagP99Ms = med(func(w *WatchRecord) float64 { return w.LagP99Ms })
+	m.LagP999Ms = med(func(w *WatchRecord) float64 { return w.LagP999Ms })
+	m.LagMaxMs = med(func(w *WatchRecord) float64 { return w.LagMaxMs })
+	m.LagMeanMs = med(func(w *WatchRecord) float64 { return w.LagMeanMs })
+	m.LagCount = int64(med(func(w *WatchRecord) float64 { return float64(w.LagCount) }))
+	m.AcknowledgedOps = int64(med(func(w *WatchRecord) float64 { return float64(w.AcknowledgedOps) }))
+	m.DrainS = med(func(w *WatchRecord) float64 { return w.DrainS })
+	for _, w := range ws {
+		m.MissingEvents += w.MissingEvents
+		m.DuplicateEvents += w.DuplicateEvents
+		m.UnexpectedEvents += w.UnexpectedEvents
+		m.DrainComplete = m.DrainComplete && w.DrainComplete
+	}
+	return m
 }
 
 // LatencyJSON is the latency distribution of one kind of operation.
@@ -122,7 +204,7 @@ func NewRecord(r *Result, fsync FsyncProbe, run int) Record {
 		LatencyByOp: map[string]LatencyJSON{}, ThroughputPerSec: r.Throughput,
 		ServerCPUSeconds: r.CPU.Server.Seconds(), ServerCPUByProcess: map[string]float64{},
 		ClientCPUSeconds: r.CPU.Client.Seconds(), LoadAvgStart: r.CPU.LoadStart, LoadAvgEnd: r.CPU.LoadEnd,
-		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(), ServerStages: r.Stages,
+		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(), ServerStages: r.Stages, Watch: newWatchRecord(r),
 	}
 	if m.Scan > 0 {
 		rec.ScanLength = c.ScanLength
@@ -180,6 +262,7 @@ func MedianRecord(recs []Record) Record {
 	byOps := slices.Clone(recs)
 	sort.SliceStable(byOps, func(i, j int) bool { return byOps[i].OpsPerSec < byOps[j].OpsPerSec })
 	m.ServerStages = byOps[(len(byOps)-1)/2].ServerStages
+	m.Watch = medianWatchRecord(recs)
 	return m
 }
 
@@ -292,6 +375,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ratio(a.MaxMs, o.MaxMs), ratio(a.ServerCPUUsPerOp, o.ServerCPUUsPerOp))
 		}
 		tw.Flush()
+		writeWatchTable(w, rows)
 		for _, r := range rows {
 			if r.ServerStages != nil {
 				fmt.Fprintf(w, "%s server stages (means): %s\n", r.System, r.ServerStages)
@@ -302,10 +386,55 @@ func (rep *Report) WriteTable(w io.Writer) {
 				if len(r.ErrorsByKind) > 0 || r.PreloadErrors > 0 {
 					fmt.Fprintf(w, "errors of %s run %d: %s (preload %d, warm-up %d)\n", s, i+1, formatCounts(r.ErrorsByKind), r.PreloadErrors, r.WarmupErrors)
 				}
+				if r.Watch != nil {
+					for _, e := range r.Watch.Errors {
+						fmt.Fprintf(w, "watch error of %s run %d: %s\n", s, i+1, e)
+					}
+				}
 			}
 		}
 	}
 	fmt.Fprintln(w, "\nOTHER LOAD: CPU used by the rest of the machine (other tenants) during the window, in cores; high values mean the figures are disturbed.")
+}
+
+// writeWatchTable writes the watches' table of a watch workload's rows
+// (nothing for other workloads).
+func writeWatchTable(w io.Writer, rows []Record) {
+	if len(rows) == 0 || rows[0].Watch == nil {
+		return
+	}
+	fmt.Fprintf(w, "watches: %d range watches, one per slice of the key space; lag = delivery - send time of each event\n", rows[0].Watch.Watchers)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SYSTEM\tEVENTS/S\tWRITES/S\tLAG P50 ms\tLAG P90 ms\tLAG P99 ms\tLAG P99.9 ms\tLAG MAX ms\tMISSING\tDUPLICATES\tDRAIN ms\t")
+	for _, r := range rows {
+		x := r.Watch
+		if x == nil {
+			continue
+		}
+		drain := fmt.Sprintf("%.0f", x.DrainS*1e3)
+		if !x.DrainComplete {
+			drain += " (incomplete)"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%s\t\n", r.System, x.EventsPerSec, r.OpsPerSec,
+			x.LagP50Ms, x.LagP90Ms, x.LagP99Ms, x.LagP999Ms, x.LagMaxMs, x.MissingEvents, x.DuplicateEvents, drain)
+	}
+	if a := rows[0].Watch; a != nil {
+		for _, o := range rows[1:] {
+			if b := o.Watch; b != nil {
+				fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\t\t%s\t\n", rows[0].System, o.System,
+					ratio(a.EventsPerSec, b.EventsPerSec), ratio(rows[0].OpsPerSec, o.OpsPerSec), ratio(a.LagP50Ms, b.LagP50Ms),
+					ratio(a.LagP90Ms, b.LagP90Ms), ratio(a.LagP99Ms, b.LagP99Ms), ratio(a.LagP999Ms, b.LagP999Ms),
+					ratio(a.LagMaxMs, b.LagMaxMs), ratio(a.DrainS, b.DrainS))
+			}
+		}
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if x := r.Watch; x != nil && (x.MissingEvents > 0 || x.DuplicateEvents > 0 || x.UnexpectedEvents > 0) {
+			fmt.Fprintf(w, "WATCH FAILED: %s: %d acknowledged writes never delivered, %d delivered twice, %d unexpected events\n",
+				r.System, x.MissingEvents, x.DuplicateEvents, x.UnexpectedEvents)
+		}
+	}
 }
 
 // ratio formats a/b as "2.50x", or "-" when b is 0.

@@ -104,6 +104,9 @@ type Result struct {
 	// Stages is where requests spent their time on the servers (Flotilla
 	// runs of flotilla bench compare only; nil otherwise).
 	Stages *ServerStages
+	// Watch is what the watch workload measured of its watches (nil for
+	// the other workloads).
+	Watch *WatchResult
 }
 
 // OpsPerSec is the window's mean throughput.
@@ -124,6 +127,7 @@ func (r *Result) ServerCPUPerOp() time.Duration {
 
 // client is one bench client's private state: no locks on the hot path.
 type client struct {
+	index   int
 	kv      KV
 	rng     *rand.Rand
 	keys    Chooser
@@ -134,6 +138,10 @@ type client struct {
 	errs    map[string]int64
 	preErrs int64
 	warmErr int64
+	// The watch workload's: the sequence number of the last write sent,
+	// and those of the writes acknowledged in the window.
+	seq   uint32
+	acked []uint32
 }
 
 // run is the shared state of one Run.
@@ -152,6 +160,11 @@ type run struct {
 	stopOnce sync.Once
 	endAt    atomic.Int64 // unix nanos of the window's end
 	tickets  chan time.Time
+	// winStart is the unix nanos of the window's start, set before the
+	// phase changes to PhaseMeasure (0 until then).
+	winStart atomic.Int64
+	// watching: the watch workload, whose writes carry stamps.
+	watching bool
 }
 
 // Run runs cfg's workload against drv: preload (if cfg.Preload), warm-up,
@@ -167,7 +180,14 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
 	}
-	r := &run{cfg: cfg, drv: drv, mix: cfg.mix(), ops: cfg.Ops, stopped: make(chan struct{})}
+	r := &run{cfg: cfg, drv: drv, mix: cfg.mix(), ops: cfg.Ops, stopped: make(chan struct{}), watching: cfg.Workload == WorkloadWatch}
+	var wd Watcher
+	if r.watching {
+		var ok bool
+		if wd, ok = drv.(Watcher); !ok {
+			return nil, fmt.Errorf("%w: system %s", ErrWatchUnsupported, drv.System())
+		}
+	}
 	clients := r.newClients()
 	report := func(p Progress) {
 		if opts.Progress != nil {
@@ -182,6 +202,15 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 		}
 	}
 
+	var watches *watchSet
+	if r.watching {
+		var err error
+		if watches, err = startWatches(ctx, r, wd); err != nil {
+			return nil, err
+		}
+		defer watches.stop()
+	}
+	runCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if cfg.Rate > 0 {
@@ -201,6 +230,7 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 		}
 	}
 	var tput []float64
+	r.winStart.Store(time.Now().UnixNano())
 	r.setPhase(PhaseMeasure)
 	win := startCPUWindow(opts.Servers)
 	start := time.Now()
@@ -218,8 +248,20 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 	if err != nil {
 		return nil, err
 	}
+	var drain time.Duration
+	var drained bool
+	if watches != nil {
+		drain, drained = watches.drain(runCtx, drv.Client(0), cfg.WatchDrain)
+		if err := runCtx.Err(); err != nil {
+			return nil, err
+		}
+	}
 	res := r.collect(clients)
 	res.Elapsed, res.CPU, res.Throughput = elapsed, cpu, tput
+	if watches != nil {
+		res.Watch = watches.stopAndCollect(clients)
+		res.Watch.Drain, res.Watch.DrainComplete = drain, drained
+	}
 	report(Progress{Phase: PhaseDone, Elapsed: elapsed, Done: res.Ops, Errors: res.Errors, Rate: res.OpsPerSec()})
 	return res, nil
 }
@@ -232,7 +274,7 @@ func (r *run) newClients() []*client {
 	clients := make([]*client, r.cfg.Clients)
 	for i := range clients {
 		rng := rand.New(rand.NewPCG(r.cfg.Seed, uint64(i)))
-		c := &client{kv: r.drv.Client(i), rng: rng, errs: map[string]int64{}}
+		c := &client{index: i, kv: r.drv.Client(i), rng: rng, errs: map[string]int64{}}
 		if r.cfg.Distribution == Zipfian {
 			c.keys = NewZipf(rng, zc)
 		} else {
@@ -241,6 +283,9 @@ func (r *run) newClients() []*client {
 		c.value = make([]byte, r.cfg.ValueSizeBytes)
 		for j := range c.value {
 			c.value[j] = byte(rng.Uint32())
+		}
+		if r.watching {
+			clear(c.value[:watchStampBytes]) // stamped by every write
 		}
 		for o := range c.hist {
 			c.hist[o] = NewHistogram()
@@ -385,6 +430,9 @@ func (r *run) loop(ctx context.Context, c *client) {
 			}
 			RecordLatency(c.hist[op], lat)
 			c.ok[op]++
+			if r.watching && op == OpWrite {
+				c.acked = append(c.acked, c.seq)
+			}
 			if r.ops > 0 && n == r.ops {
 				r.stop()
 			}
@@ -414,6 +462,9 @@ func (r *run) do(ctx context.Context, c *client, op Op) error {
 	case OpScan:
 		_, err := c.kv.Scan(ctx, c.key, r.cfg.ScanLength)
 		return err
+	}
+	if r.watching {
+		c.stampWrite()
 	}
 	return c.kv.Put(ctx, c.key, c.value)
 }

@@ -24,10 +24,16 @@ var Workloads = map[string]Mix{
 	"ycsb-c": {Read: 1},
 	"scan":   {Scan: 1},
 	"mixed":  {},
+	"watch":  {Write: 1},
 }
 
 // WorkloadNames lists the workloads in the order help texts show them.
-var WorkloadNames = []string{"write", "read", "ycsb-a", "ycsb-b", "ycsb-c", "scan", "mixed"}
+var WorkloadNames = []string{"write", "read", "ycsb-a", "ycsb-b", "ycsb-c", "scan", "mixed", WorkloadWatch}
+
+// WorkloadWatch is the watch workload: the write workload's puts, with
+// Config.Watchers range watches beside them that must deliver every
+// acknowledged write (see watch.go). The driver must be a Watcher.
+const WorkloadWatch = "watch"
 
 // Key distributions accepted by Config.Distribution.
 const (
@@ -88,6 +94,15 @@ type Config struct {
 	// Seed seeds the clients' random generators; 0 picks one from the
 	// clock. The seed used is reported in the Result.
 	Seed uint64
+	// Watchers is the number of range watches of the watch workload, each
+	// over one contiguous slice of the keys' first byte, so every write is
+	// seen by exactly one; at most 256. Default 8. Ignored by the other
+	// workloads.
+	Watchers int
+	// WatchDrain bounds the wait, after the window of the watch workload,
+	// for the events of the writes acknowledged in it; an event that has
+	// not arrived by then is missing. Default 5 s.
+	WatchDrain time.Duration
 }
 
 // Defaults of Config.
@@ -100,6 +115,14 @@ const (
 	DefaultScanLength = 10
 	DefaultDuration   = 10 * time.Second
 	DefaultTimeout    = 10 * time.Second
+	DefaultWatchers   = 8
+	DefaultWatchDrain = 5 * time.Second
+	// MaxWatchers is the most watchers the watch workload runs: one per
+	// value of the keys' first byte.
+	MaxWatchers = 256
+	// MinWatchValueSize is the smallest value of the watch workload: the
+	// write's send time and its identity (watchStamp).
+	MinWatchValueSize = watchStampBytes
 	// MinKeySize is the hash prefix that makes every key unique.
 	MinKeySize = 8
 )
@@ -135,6 +158,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.Watchers == 0 {
+		c.Watchers = DefaultWatchers
+	}
+	if c.WatchDrain == 0 {
+		c.WatchDrain = DefaultWatchDrain
 	}
 	if !c.PreloadSet {
 		m := c.mix()
@@ -216,6 +245,16 @@ func (c Config) Problems() []string {
 	if c.Timeout < 0 {
 		add("--timeout must not be negative, got %s", c.Timeout)
 	}
+	if c.Watchers < 0 || c.Watchers > MaxWatchers {
+		add("--watchers must be in [1, %d], got %d", MaxWatchers, c.Watchers)
+	}
+	if c.WatchDrain < 0 {
+		add("--watch-drain must not be negative, got %s", c.WatchDrain)
+	}
+	if c.Workload == WorkloadWatch && c.ValueSizeBytes < MinWatchValueSize {
+		add("--value-size must be at least %d bytes for the watch workload (a write's send time and identity), got %d",
+			MinWatchValueSize, c.ValueSizeBytes)
+	}
 	return p
 }
 
@@ -244,6 +283,9 @@ func (c Config) Describe() string {
 		c.Keys, c.Distribution, c.KeySizeBytes, c.ValueSizeBytes)
 	if m.Scan > 0 {
 		s += fmt.Sprintf(", scans of %d keys", c.ScanLength)
+	}
+	if c.Workload == WorkloadWatch {
+		s += fmt.Sprintf(", %d range watchers over disjoint slices of the key space", c.Watchers)
 	}
 	return s + fmt.Sprintf("; warm-up %s, measured %s", c.Warmup, bound)
 }

@@ -42,7 +42,8 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
 	fs.StringVar(&c.workloads, "workload", "write", "workloads to run, comma-separated, in order: "+
 		"write (100% puts), read (100% linearizable gets), ycsb-a (50% reads, 50% writes), ycsb-b (95/5), ycsb-c (100% reads), "+
-		"scan (100% scans of --scan-length keys), mixed (--read-fraction reads, the rest writes)")
+		"scan (100% scans of --scan-length keys), mixed (--read-fraction reads, the rest writes), "+
+		"watch (100% puts with --watchers range watches beside them: events/s, event lag, and every acknowledged write delivered)")
 	fs.StringVar(&c.systems, "systems", "flotilla,etcd", "systems to run, comma-separated, in order; ratios are the first over each other")
 	fs.IntVar(&c.cfg.Clients, "clients", bench.DefaultClients, "concurrent clients, each with one operation in flight")
 	fs.Float64Var(&c.cfg.Rate, "rate", 0, "open loop: start this many operations per second in total, latency measured from each one's scheduled start (0: closed loop)")
@@ -59,6 +60,8 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 	fs.StringVar(&c.preload, "preload", "auto", "write every key once before the warm-up: on, off, or auto (on for workloads that read or scan)")
 	fs.DurationVar(&c.cfg.Timeout, "timeout", bench.DefaultTimeout, "deadline of each operation; one that passes it counts as an error of kind timeout")
 	fs.Uint64Var(&c.cfg.Seed, "seed", 0, "seed of the clients' key and operation choices (0: from the clock; the JSON records it)")
+	fs.IntVar(&c.cfg.Watchers, "watchers", bench.DefaultWatchers, "watch workload: range watches, each over one contiguous slice of the keys' first byte (at most 256), so every write is seen by exactly one")
+	fs.DurationVar(&c.cfg.WatchDrain, "watch-drain", bench.DefaultWatchDrain, "watch workload: after the window, wait up to this long for the events of the writes acknowledged in it; one still undelivered then is missing")
 	fs.IntVar(&c.runs, "runs", 1, "runs per workload and system, each on a fresh fleet, alternating systems; the table shows medians")
 	fs.IntVar(&c.routerBatches, "router-batches", 0, "Flotilla only: coalesced calls the router keeps in flight per node (router.Config.BatchesPerNode); 0: the router's default, -1: no coalescing, every request its own RPC")
 	fs.IntVar(&c.conns, "conns", 1, "client connections per system (router.Clients for Flotilla, clientv3.Clients for etcd) the clients are spread over; 1 is one application process sharing one client, as both libraries intend")
@@ -152,8 +155,12 @@ func (c *compareFlags) workloadConfigs() ([]bench.Config, []string, error) {
 	for _, cfg := range cfgs {
 		if _, ok := bench.Workloads[cfg.Workload]; !ok {
 			p.Addf("--workload %q: want one of %s", cfg.Workload, strings.Join(bench.WorkloadNames, ", "))
-		} else if cfg.Workload == "mixed" && (cfg.ReadFraction < 0 || cfg.ReadFraction > 1) {
-			p.Addf("--read-fraction must be in [0, 1], got %g", cfg.ReadFraction)
+		} else {
+			// The problems only this workload has (--read-fraction of
+			// mixed, --value-size of watch); dedupe drops the shared ones.
+			for _, prob := range cfg.Problems() {
+				p.Addf("%s", prob)
+			}
 		}
 	}
 	return cfgs, systems, dedupe(p).Err()

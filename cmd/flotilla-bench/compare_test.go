@@ -32,6 +32,26 @@ func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
 		t.Errorf("--clients reported %d times:\n%v", n, err)
 	}
 
+	// The watch workload's own flags.
+	fs, c = newCompareFlags()
+	if err := fs.Parse([]string{"--workload", "write,watch", "--value-size", "8", "--watchers", "300", "--watch-drain", "-1s"}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.workloadConfigs()
+	for _, want := range []string{"--value-size must be at least 16 bytes for the watch workload", "--watchers must be in [1, 256], got 300",
+		"--watch-drain must not be negative"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("validation does not report %q:\n%v", want, err)
+		}
+	}
+	fs, c = newCompareFlags()
+	if err := fs.Parse([]string{"--workload", "watch", "--watchers", "16"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfgs, _, err := c.workloadConfigs(); err != nil || cfgs[0].Workload != "watch" || cfgs[0].Watchers != 16 {
+		t.Errorf("watch flags: %+v, %v", cfgs, err)
+	}
+
 	fs, c = newCompareFlags()
 	if err := fs.Parse([]string{"--workload", "read, ycsb-b", "--systems", "flotilla"}); err != nil {
 		t.Fatal(err)
