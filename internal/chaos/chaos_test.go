@@ -99,10 +99,10 @@ func TestChaos(t *testing.T) {
 	t.Cleanup(func() { shared.Close() })
 
 	var (
-		clk                    = clock{start: time.Now()}
-		runs, violations, lost int
-		byKind                 = map[string]*figures{}
-		failed                 bool
+		clk                           = clock{start: time.Now()}
+		runs, violations, lost, watch int
+		byKind                        = map[string]*figures{}
+		failed                        bool
 	)
 	begin := time.Now()
 	for cycle := 0; time.Since(begin) < *flagDuration; cycle++ {
@@ -110,6 +110,7 @@ func TestChaos(t *testing.T) {
 		runs++
 		violations += len(res.report.Violations)
 		lost += len(res.report.Lost)
+		watch += len(res.report.Watch)
 		f := byKind[res.kinds]
 		if f == nil {
 			f = &figures{}
@@ -119,7 +120,7 @@ func TestChaos(t *testing.T) {
 		f.errors += res.errors
 		f.unavailable = append(f.unavailable, res.unavailable)
 		f.recover = append(f.recover, res.recover)
-		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || !res.recovered {
+		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || len(res.report.Watch) > 0 || !res.recovered {
 			failed = true
 		}
 	}
@@ -140,9 +141,9 @@ func TestChaos(t *testing.T) {
 		c.SaveLogs(filepath.Join(out, "logs"))
 		fmt.Printf("chaos: logs saved in %s\n", filepath.Join(out, "logs"))
 	}
-	fmt.Printf("chaos: runs=%d violations=%d lost=%d\n", runs, violations, lost)
-	if violations > 0 || lost > 0 {
-		t.Fatalf("chaos: %d violations, %d lost writes (seed %d, histories in %s)", violations, lost, seed, out)
+	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d\n", runs, violations, lost, watch)
+	if violations > 0 || lost > 0 || watch > 0 {
+		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations (seed %d, histories in %s)", violations, lost, watch, seed, out)
 	}
 	if failed {
 		t.Fatalf("chaos: the fleet did not recover after a fault (seed %d, logs in %s)", seed, out)
@@ -180,8 +181,23 @@ func cycleKeys(cycle, n int) []string {
 	return keys
 }
 
-// runCycle runs one fault cycle on its own keys: workload, fault, heal,
-// recovery, final reads, check.
+// watchRange returns the range a cycle's watchers watch: from its least
+// key to just past its greatest.
+func watchRange(keys []string) (start, end []byte) {
+	lo, hi := slices.Min(keys), slices.Max(keys)
+	return []byte(lo), append([]byte(hi), 0)
+}
+
+// watchStartTimeout bounds the wait for the first watcher's first
+// response, and watchCatchUpTimeout the wait for the watchers' progress
+// to pass the cycle's highest acknowledged revision.
+const (
+	watchStartTimeout   = 30 * time.Second
+	watchCatchUpTimeout = time.Minute
+)
+
+// runCycle runs one fault cycle on its own keys: watchers, workload,
+// fault, heal, recovery, final reads, check.
 func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk clock, cycle int, seed uint64, out string) cycleResult {
 	keys := cycleKeys(cycle, *flagKeys)
 	p := nem.planCycle()
@@ -211,6 +227,21 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		pinned = append(pinned, r)
 		clients = append(clients, workerClient{r: r, node: pin})
 	}
+	// Watchers, before the first write: one on the shared router from
+	// now, and once it has reported where it starts, one with a router of
+	// its own from there (restarted in the fault window).
+	wlog := &WatchLog{}
+	wstart, wend := watchRange(keys)
+	watchers := []*cycleWatcher{startWatcher(0, clk, wlog, wstart, wend, 0, shared, nil)}
+	var from uint64
+	if p0, err := watchers[0].waitResponded(watchStartTimeout); err != nil {
+		fmt.Printf("chaos: cycle %d: %v\n", cycle, err) // the check reports it
+	} else {
+		from = p0 + 1
+	}
+	watchers = append(watchers, startWatcher(1, clk, wlog, wstart, wend, from, nil, func() (*router.Client, error) {
+		return router.New(context.Background(), routerConfig(c.PlacementAddrs()))
+	}))
 	w := startWorkload(clk, keys, clients, seed, fmt.Sprintf("c%d.", cycle))
 
 	// Warm up, then the fault window. The schedule's intervals are the
@@ -220,7 +251,10 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	for _, f := range p {
 		f.inject()
 	}
-	time.Sleep(hold)
+	time.Sleep(hold / 2)
+	restartedAt := time.Now()
+	watchers[1].restart()
+	time.Sleep(hold - hold/2 - time.Since(restartedAt))
 	healStart := clk.now()
 	for i := len(p) - 1; i >= 0; i-- {
 		p[i].heal()
@@ -239,6 +273,22 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		r.Close()
 	}
 	ops := append(w.hist.Ops(), finalReads(clk, shared, keys, len(clients), time.Minute)...)
+
+	// The watchers must pass every acknowledged revision of the cycle
+	// (writes, and the reads' revisions) before their records are checked.
+	var highest uint64
+	for _, o := range ops {
+		if o.Outcome == OK {
+			highest = max(highest, o.Revision)
+		}
+	}
+	if err := waitWatchers(watchers, highest, watchCatchUpTimeout); err != nil {
+		fmt.Printf("chaos: cycle %d: %v\n", cycle, err) // the check reports it
+	}
+	for _, ww := range watchers {
+		ww.stop()
+	}
+	run := Run{Ops: ops, Watch: wlog.Records()}
 
 	// Availability, from the shared clients' operations.
 	res.recover = time.Duration(recoveredAt - healAt)
@@ -263,23 +313,39 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	}
 
 	name := fmt.Sprintf("cycle%04d", cycle)
-	res.report = Check(ops, filepath.Join(out, "viz"), name)
+	res.report = CheckRun(run, filepath.Join(out, "viz"), name)
 	r := res.report
-	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d violations=%d lost=%d\n",
+	sessions := 0
+	for _, rec := range run.Watch {
+		if rec.Open {
+			sessions++
+		}
+	}
+	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d\n",
 		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
 		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
-		res.recover.Round(10*time.Millisecond), r.Keys, len(r.Violations), len(r.Lost))
-	if len(r.Violations) > 0 || len(r.Lost) > 0 {
+		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch))
+	if len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0 {
 		path := filepath.Join(out, name+"-history.txt")
 		var b strings.Builder
 		fmt.Fprintf(&b, "cycle %d, faults: %s, fault at %.3fs, heal at %.3fs\n", cycle, p, float64(faultAt)/1e9, float64(healAt)/1e9)
 		for _, o := range ops {
 			b.WriteString(o.String() + "\n")
 		}
+		b.WriteString("watchers:\n")
+		for _, rec := range run.Watch {
+			b.WriteString(rec.String() + "\n")
+		}
+		if len(r.Watch) > 0 {
+			b.WriteString("watch violations:\n")
+			for _, v := range r.Watch {
+				b.WriteString(v + "\n")
+			}
+		}
 		_ = os.WriteFile(path, []byte(b.String()), 0o644)
 		jsonPath := filepath.Join(out, name+"-history.jsonl")
 		if f, err := os.Create(jsonPath); err == nil {
-			if WriteHistory(f, ops) == nil && f.Close() == nil {
+			if WriteRun(f, run) == nil && f.Close() == nil {
 				fmt.Printf("chaos: check it again: go run ./internal/chaos/recheck %s\n", jsonPath)
 			} else {
 				_ = f.Close()
@@ -291,10 +357,21 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		for _, l := range r.Lost {
 			fmt.Printf("chaos: LOST cycle %d: %s\n", cycle, l)
 		}
+		for i, v := range r.Watch {
+			if i == maxPrinted {
+				fmt.Printf("chaos: WATCH cycle %d: ... and %d more (in the history file)\n", cycle, len(r.Watch)-maxPrinted)
+				break
+			}
+			fmt.Printf("chaos: WATCH cycle %d: %s\n", cycle, v)
+		}
 		fmt.Printf("chaos: history of cycle %d: %s\n", cycle, path)
 	}
 	return res
 }
+
+// maxPrinted is how many watch violations of a cycle are printed; the
+// history file has them all.
+const maxPrinted = 30
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

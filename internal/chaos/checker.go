@@ -45,6 +45,8 @@ var registerModel = porcupine.Model{
 			return out.out == st, st
 		case OpPut:
 			return true, in.value
+		case OpDelete:
+			return true, ""
 		case OpCAS:
 			switch {
 			case out.unknown && st == in.expect:
@@ -68,6 +70,10 @@ var registerModel = porcupine.Model{
 			return fmt.Sprintf("put(%q) -> ?", in.value)
 		case in.kind == OpPut:
 			return fmt.Sprintf("put(%q)", in.value)
+		case in.kind == OpDelete && out.unknown:
+			return "delete -> ?"
+		case in.kind == OpDelete:
+			return "delete"
 		case out.unknown:
 			return fmt.Sprintf("cas(%q -> %q) -> ?", in.expect, in.value)
 		case out.swapped:
@@ -89,8 +95,9 @@ func porcupineOps(ops []Op, failedAsUnknown bool) []porcupine.Operation {
 	}
 	end++
 	// Values some operation saw: what gets returned, what failed CAS found,
-	// what successful CAS replaced. A write of unknown outcome whose
-	// (unique) value nobody saw can be left out: if it took effect, no
+	// what successful CAS replaced ("" for absent, which a delete writes).
+	// A write of unknown outcome whose (unique) value nobody saw can be
+	// left out: if it took effect, no
 	// operation depended on it (a get or a failed CAS would have returned
 	// its value, a CAS could only have swapped it by expecting it), so the
 	// history is linearizable with it exactly when it is without it. Each
@@ -152,6 +159,10 @@ type Report struct {
 	Lost []string
 	// Ops, Unknown and Failed count the operations by outcome.
 	Ops, Unknown, Failed int
+	// Watch describes each violation of the watch check (CheckRun,
+	// CheckWatch); Events counts the events it checked.
+	Watch  []string
+	Events int
 }
 
 // CheckTimeout bounds porcupine per key; an undecided key counts as a
@@ -226,12 +237,12 @@ func checkKey(ops []Op, vizDir, name, key string) string {
 
 // lostWrites reports the acknowledged writes of one key that its final
 // read cannot account for. The final value was written by some write x
-// (values are unique; "" is the initial state, before every write). An
-// acknowledged write w is lost when no write of the final value could
-// have taken effect after w took effect, that is when every such x
-// returned before w was called: x then precedes w, and the final value
-// should reflect w or a later write. A key without a final read reports
-// that instead.
+// (values are unique; "" is the initial state, before every write, and
+// what every delete writes). An acknowledged write w is lost when no
+// write of the final value could have taken effect after w took effect,
+// that is when every such x returned before w was called: x then precedes
+// w, and the final value should reflect w or a later write. A key without
+// a final read reports that instead.
 func lostWrites(key string, ops []Op) []string {
 	final, found := "", false
 	var finalAt int64
@@ -243,7 +254,7 @@ func lostWrites(key string, ops []Op) []string {
 	var lost []string
 	if !found {
 		for _, o := range ops {
-			if o.isWrite() && o.Outcome == OK && (o.Kind == OpPut || o.Swapped) {
+			if o.acked() {
 				return []string{fmt.Sprintf("key %q: no final read succeeded; its acknowledged writes are unaccounted for", key)}
 			}
 		}
@@ -251,13 +262,16 @@ func lostWrites(key string, ops []Op) []string {
 	}
 	const never = int64(1) << 62
 	for _, w := range ops {
-		acked := w.Outcome == OK && (w.Kind == OpPut || (w.Kind == OpCAS && w.Swapped))
-		if !acked || w.Value == final || w.Call > finalAt {
+		if !w.acked() || w.Value == final || w.Call > finalAt {
 			continue
 		}
 		follows := false
 		for _, x := range ops {
-			if !x.isWrite() || x.Value != final || final == "" {
+			writesFinal := x.isWrite() && x.Value == final
+			if final == "" {
+				writesFinal = x.Kind == OpDelete
+			}
+			if !writesFinal {
 				continue
 			}
 			ret := x.Return

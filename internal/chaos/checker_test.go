@@ -196,3 +196,47 @@ func TestHistoryRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckerDeletes(t *testing.T) {
+	// A delete makes the key absent: a CAS from absent swaps after it, a
+	// get returns "", and a final absent value is accounted for by it.
+	ops := []Op{
+		put(0, "k", "a", 0, 10, OK),
+		del(1, "k", 20, 30, OK),
+		get(2, "k", "", 31, 40),
+		cas(0, "k", "", "b", 41, 50, true, "", OK),
+		del(1, "k", 51, 60, Unknown),
+		final("k", "", 100),
+	}
+	if r := Check(ops, "", "deletes"); len(r.Violations) != 0 || len(r.Lost) != 0 {
+		t.Fatalf("false alarm: %+v", r)
+	}
+	// A read of the value a delete removed, after the delete: stale.
+	ops = []Op{
+		put(0, "k", "a", 0, 10, OK),
+		del(1, "k", 20, 30, OK),
+		get(2, "k", "a", 31, 40),
+		final("k", "", 100),
+	}
+	if r := Check(ops, "", "stale-after-delete"); len(r.Violations) != 1 {
+		t.Fatalf("stale read after a delete not caught: %+v", r)
+	}
+	// An acknowledged delete lost: the value before it is read at the end.
+	ops = []Op{
+		put(0, "k", "a", 0, 10, OK),
+		del(1, "k", 20, 30, OK),
+		final("k", "a", 100),
+	}
+	if r := Check(ops, "", "lost-delete"); len(r.Lost) != 1 || !strings.Contains(r.Lost[0], "delete") {
+		t.Fatalf("lost delete not caught: %+v", r)
+	}
+	// A put lost although the key is absent at the end, with no delete after it.
+	ops = []Op{
+		del(1, "k", 0, 10, OK),
+		put(0, "k", "a", 20, 30, OK),
+		final("k", "", 100),
+	}
+	if r := Check(ops, "", "lost-put"); len(r.Lost) != 1 {
+		t.Fatalf("lost put not caught: %+v", r)
+	}
+}

@@ -60,7 +60,8 @@ type workerClient struct {
 }
 
 // workload runs client goroutines doing put, get (linearizable and
-// lease) and CAS on a fixed set of keys, recording every operation.
+// lease), CAS and delete on a fixed set of keys, recording every
+// operation with the revision the router reported.
 type workload struct {
 	clk     clock
 	keys    []string
@@ -96,13 +97,15 @@ func (w *workload) run(id int, c workerClient, rng *rand.Rand) {
 		o := Op{Client: id, Key: key, Node: c.node}
 		p := rng.Float64()
 		switch {
-		case p < 0.35:
+		case p < 0.3:
 			o.Kind = OpPut
 			o.Value = w.newValue(id)
-		case p < 0.6:
+		case p < 0.52:
 			o.Kind = OpCAS
 			o.Value = w.newValue(id)
 			o.Expect = known[key]
+		case p < 0.6:
+			o.Kind = OpDelete
 		default:
 			o.Kind = OpGet
 			o.Lease = p >= 0.85
@@ -112,7 +115,7 @@ func (w *workload) run(id int, c workerClient, rng *rand.Rand) {
 		case o.Outcome != OK:
 		case o.Kind == OpGet:
 			known[key] = o.Out
-		case o.Kind == OpPut || o.Swapped:
+		case o.Kind == OpPut || o.Kind == OpDelete || o.Swapped:
 			known[key] = o.Value
 		default:
 			known[key] = o.Current
@@ -139,14 +142,20 @@ func (w *workload) do(r *router.Client, o *Op) {
 		if o.Lease {
 			cons = router.Lease
 		}
-		var v []byte
-		var found bool
-		v, found, err = r.Get(ctx, key, router.WithConsistency(cons))
-		if found {
-			o.Out = string(v)
+		var res router.GetResult
+		res, err = r.GetAt(ctx, key, 0, router.WithConsistency(cons))
+		if res.Found {
+			o.Out = string(res.KV.Value)
 		}
+		o.Revision = res.Revision
 	case OpPut:
-		err = r.Put(ctx, key, []byte(o.Value))
+		var res router.WriteResult
+		res, err = r.PutRev(ctx, key, []byte(o.Value))
+		o.Revision = res.Revision
+	case OpDelete:
+		var res router.WriteResult
+		res, err = r.DeleteRev(ctx, key)
+		o.Revision = res.Revision
 	case OpCAS:
 		var res router.CASResult
 		res, err = r.CompareAndSwap(ctx, key, []byte(o.Expect), o.Expect == "", []byte(o.Value))
@@ -154,6 +163,7 @@ func (w *workload) do(r *router.Client, o *Op) {
 		if res.Found {
 			o.Current = string(res.Current)
 		}
+		o.Revision = res.Revision
 	}
 	o.Return = w.clk.now()
 	o.Outcome = classify(o.Kind, err)
@@ -189,12 +199,13 @@ func finalReads(clk clock, r *router.Client, keys []string, client int, deadline
 	for _, k := range keys {
 		for {
 			o := Op{Client: client, Kind: OpGet, Key: k, Final: true, Call: clk.now()}
-			v, found, err := r.Get(context.Background(), []byte(k))
+			res, err := r.GetAt(context.Background(), []byte(k), 0)
 			o.Return = clk.now()
 			if err == nil {
 				o.Outcome = OK
-				if found {
-					o.Out = string(v)
+				o.Revision = res.Revision
+				if res.Found {
+					o.Out = string(res.KV.Value)
 				}
 				ops = append(ops, o)
 				break

@@ -40,7 +40,7 @@ func TestRecheck(t *testing.T) {
 	if code := run([]string{good}, &out, &errOut); code != 0 {
 		t.Fatalf("good history: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
-	if !strings.Contains(out.String(), "violations=0 lost=0") {
+	if !strings.Contains(out.String(), "violations=0 lost=0 watch=0") {
 		t.Fatalf("good history: %s", out.String())
 	}
 
@@ -48,7 +48,7 @@ func TestRecheck(t *testing.T) {
 	if code := run([]string{"-timeout", "30s", good, bad}, &out, &errOut); code != 1 {
 		t.Fatalf("bad history: exit %d\n%s", code, out.String())
 	}
-	for _, want := range []string{"violations=1 lost=1", "VIOLATION key \"k\": not linearizable", "LOST key \"k\""} {
+	for _, want := range []string{"violations=1 lost=1 watch=0", "VIOLATION key \"k\": not linearizable", "LOST key \"k\""} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("bad history: no %q in\n%s", want, out.String())
 		}
