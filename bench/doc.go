@@ -47,6 +47,19 @@
 // popularity (Zipf, Gray et al.'s method as YCSB uses it) picks ranks,
 // and ranks go through the same hash, so hot keys scatter over shards.
 //
+// # The watch workload
+//
+// Config.Workload "watch" runs the write workload with Config.Watchers
+// range watches beside it, through the Driver's optional Watcher
+// capability (ErrWatchUnsupported without it). Every value is stamped
+// with its send time and identity; each watcher measures the event lag
+// (delivery minus send time, one process, one clock) into its own
+// histogram and lists the identities it saw, without a lock. After the
+// window a marker write per watcher bounds the drain, and the lists are
+// merged against the writes acknowledged in the window: Result.Watch
+// counts the missing and duplicate events (watch.go explains why the
+// marker proves the drain complete).
+//
 // # Other benchmarks
 //
 // RunEngine measures the multiraft engine in process (single-replica
