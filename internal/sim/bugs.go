@@ -76,6 +76,33 @@ const (
 	// on it, the way a replica that skipped a split never gets its
 	// right-hand side: shards name replicas no node hosts.
 	bugLoseSplitReplica
+
+	// Bugs of watches and reads at a revision (shard backend), planted
+	// between the shard package and the checks (watch.go, readsat.go),
+	// as a broken watch or read path would show to a client.
+
+	// bugWatchDropsEvent: every fourth answer with events loses its
+	// first event.
+	bugWatchDropsEvent
+	// bugWatchDuplicatesEvent: every fourth answer with events starts
+	// with the last event of the piece's previous answer again.
+	bugWatchDuplicatesEvent
+	// bugWatchReorders: every fourth answer with events is held back and
+	// delivered after the piece's next one.
+	bugWatchReorders
+	// bugWatchSplitsWrite: an answer whose last write has several events
+	// (a batch) is delivered as two, the write's last event alone in the
+	// second, the first claiming progress just below the write.
+	bugWatchSplitsWrite
+	// bugWatchProgressAhead: every answer claims 50 ms of revisions more
+	// progress than it has: events at or below it come later.
+	bugWatchProgressAhead
+	// bugListStale: a session lists its range 30 ms of revisions before
+	// the revision it watches from: the writes in between are in neither.
+	bugListStale
+	// bugReadAtStale: node 3 answers the reads at a revision 30 ms of
+	// revisions early.
+	bugReadAtStale
 )
 
 // buggyBackend plants bugDropWrites, bugDiverge or bugPanic into the kv

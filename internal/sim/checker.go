@@ -122,6 +122,7 @@ func (s *simulation) check() {
 	}
 	s.checkLost()
 	s.checkStale()
+	s.checkWatches()
 }
 
 // describeIllegal names the keys whose history is not linearizable and

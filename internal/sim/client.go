@@ -121,6 +121,10 @@ type pending struct {
 	inDoubt  bool
 	retryAt  int
 	deadline int
+	// w is the write as the watch checks know it (watchcheck.go): every
+	// revision it was stamped with and how it ended. Nil for reads and
+	// with the kv backend.
+	w *issued
 }
 
 func newClient(s *simulation, id int) *client {
@@ -252,6 +256,7 @@ func (c *client) start() {
 	}
 	if p.rec.kind != opGet {
 		p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, g, p.ver, p.rec.kind, p.rec.ops)
+		s.noteAttempt(c, p)
 	}
 	p.rec.call = s.now()
 	c.p = p
@@ -384,6 +389,7 @@ func (c *client) resolved() {
 		if err != nil {
 			s.violation("c%d: %v: the state machine refused a valid write: %v", c.id, p.rec, err)
 		}
+		s.noteAcked(p, res, cas)
 		p.rec.cas = cas
 		p.rec.ret = s.now()
 		s.checkMinority(c)
@@ -445,6 +451,7 @@ func (c *client) reroute() {
 				c.ambiguous(errors.New("batch split across shards"))
 			} else {
 				s.stats.Abandoned++
+				s.noteFailed(p)
 				c.done("batch split across shards")
 			}
 			return
@@ -453,6 +460,7 @@ func (c *client) reroute() {
 	p.g, p.ver = g, s.version[g]
 	if p.rec.kind != opGet {
 		p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, g, p.ver, p.rec.kind, p.rec.ops)
+		s.noteAttempt(c, p)
 	}
 	p.fut = nil
 	p.retryAt = s.step + 1 + s.rng.IntN(3)
@@ -463,6 +471,7 @@ func (c *client) restamp() {
 	s, p := c.s, c.p
 	s.stats.Restamped++
 	p.cmd = s.sm.encode(uint64(c.id)+1, c.seq, p.g, p.ver, p.rec.kind, p.rec.ops)
+	s.noteAttempt(c, p)
 	p.fut = nil
 	p.retryAt = s.step + 1
 }
@@ -471,6 +480,9 @@ func (c *client) restamp() {
 func (c *client) ambiguous(err error) {
 	s, p := c.s, c.p
 	p.rec.ambiguous, p.rec.ret = true, ambiguousReturn
+	if p.w != nil {
+		p.w.ambiguous = true
+	}
 	s.stats.Ambiguous++
 	s.history = append(s.history, p.rec)
 	c.done("%v", err)
@@ -491,6 +503,9 @@ func (c *client) timeout() {
 		return
 	}
 	s.stats.Abandoned++
+	if p.rec.kind != opGet {
+		s.noteFailed(p)
+	}
 	c.done("abandoned")
 }
 

@@ -81,10 +81,12 @@ func (n *node) start() error {
 	switch {
 	case n.pl != nil:
 		newSM = n.pl.open(n).StateMachineFunc()
-	case n.s.fleet != nil:
-		// The store only creates shards and reads descriptors here: the
+	case n.s.cfg.Backend == "shard":
+		// The store creates shards and reads descriptors (fleet runs),
+		// serves watches and reads at a revision (watch.go): the
 		// simulation's clients stamp and propose their writes themselves
-		// (shardBackend.encode), so its oracle is never asked.
+		// (shardBackend.encode), and it never resolves a shard, so its
+		// oracle is never asked.
 		if n.store, err = shard.NewStore(shardConfig, tso.Local()); err != nil {
 			panic(err)
 		}
@@ -145,6 +147,7 @@ func (n *node) stop() {
 	if n.e == nil {
 		return
 	}
+	n.s.watchNodeDown(n)
 	if n.s.fleet != nil {
 		// The process's goroutines die with it.
 		n.s.actors.kill(n)

@@ -68,8 +68,14 @@ func (b *shardBackend) initGroup(g multiraft.GroupID, m multiraft.Membership) fu
 
 func (b *shardBackend) exactlyOnce() bool { return true }
 
-func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte {
+// nextRevision returns a new revision of the run's oracle.
+func (b *shardBackend) nextRevision() uint64 {
 	b.rev = max(b.rev+1, uint64(tso.Compose(int64(b.step()), 0)))
+	return b.rev
+}
+
+func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte {
+	b.nextRevision()
 	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: shard.Epoch{ConfVer: simEpoch.ConfVer, Version: version}}, Revision: b.rev}
 	switch kind {
 	case opBatch:

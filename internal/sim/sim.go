@@ -177,6 +177,13 @@ type Stats struct {
 	NodesJoined, Drains, PlacementCrashes, RPCs int
 	Heartbeats, ReplicasCollected, Shards       int
 	SplitsWhileDown, ReAdds                     int
+	// Watches (shard backend, watch.go): sessions started, events
+	// delivered, pieces resumed after a watcher ended, moved to another
+	// replica, sessions or lists refused as compacted, answers whose
+	// progress was below the piece's; ReadsAt counts the reads at a
+	// revision the checks compared (readsat.go).
+	WatchSessions, WatchEvents, WatchResumes, WatchMoves int
+	WatchCompacted, WatchRegressions, ReadsAt            int
 }
 
 func (s Stats) String() string {
@@ -186,10 +193,15 @@ func (s Stats) String() string {
 			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats,
 			s.ReplicasCollected, s.SplitsWhileDown, s.ReAdds)
 	}
+	watch := ""
+	if s.WatchSessions > 0 {
+		watch = fmt.Sprintf(" watches=%d wevents=%d wresumes=%d wmoves=%d wcompacted=%d wregress=%d readsat=%d",
+			s.WatchSessions, s.WatchEvents, s.WatchResumes, s.WatchMoves, s.WatchCompacted, s.WatchRegressions, s.ReadsAt)
+	}
 	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d restamped=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
 		s.Steps, s.Messages, s.Dropped, s.Duplicated, s.SnapshotsApplied, s.SnapshotsSent, s.SnapshotsCut,
 		s.Crashes, s.Partitions, s.LeaderIsolations, s.MinorityLeaseReads, s.Transfers, s.Reconfigs, s.ReconfigCuts, s.Splits, s.WrongShard, s.Restamped, s.DiskStops, s.DiskFaults, s.Ops, s.Acked, s.Ambiguous, s.Abandoned, s.Reads, s.Stale,
-		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal) + fleet
+		s.NotLeader, s.ProposalDropped, s.Unexpected, s.AmbiguousRetries, s.LeaderTermsSeen, s.ConvergeSteps, s.FinalRetries, s.ElectionsAfterHeal) + watch + fleet
 }
 
 // simulation is one simulated cluster. It is single-threaded: the engines run in
@@ -215,6 +227,10 @@ type simulation struct {
 	rpc    *rpcNet
 	// phantoms: the replicas AddReplica claimed to add (bugAddIsNoop).
 	phantoms map[multiraft.GroupID][]multiraft.Replica
+
+	// watch runs the watch sessions and knows every write's revisions
+	// (shard backend; watch.go).
+	watch *watchState
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -278,6 +294,7 @@ func Run(cfg Config) (res *Result) {
 		if s.fleet != nil && s.convergeFleet() || s.fleet == nil && s.converge() {
 			s.finalReads()
 			s.countLeaderChanges()
+			s.finishWatches()
 		}
 		s.check()
 	}
@@ -334,6 +351,7 @@ func newSim(cfg Config) *simulation {
 	switch cfg.Backend {
 	case "shard":
 		s.sm = newShardBackend(func() int { return s.step })
+		s.watch = newWatchState(s)
 	case "kv":
 		s.sm = kvBackend{}
 		if cfg.bug == bugDropWrites || cfg.bug == bugDiverge || cfg.bug == bugPanic {
@@ -445,6 +463,7 @@ func (s *simulation) advance(workload bool) {
 			s.loseSplitReplicas()
 		}
 	}
+	s.pollWatches(workload)
 	s.pollClients()
 	if workload && !s.cfg.NoFaults && s.fleet == nil {
 		s.maybeStartReconfig()
@@ -585,6 +604,7 @@ func (s *simulation) sample() {
 		}
 		s.compareReplicas(g, sts[g])
 	}
+	s.checkReadsAt(false)
 	if s.fleet != nil {
 		s.checkUnderReplicated(sts)
 		for g, st := range sts {
