@@ -24,6 +24,15 @@
 //	kvs, err := c.Scan(ctx, []byte("user/"), []byte("user0"), 100)         // across shards, in key order
 //	err = c.Batch(ctx, []router.Op{{Key: a, Value: x}, {Key: b, Delete: true}}) // atomic, one shard
 //
+//	w, err := c.PutRev(ctx, key, value)                                    // w.Revision
+//	g, err := c.GetAt(ctx, key, w.Revision)                                 // g.KV.ModRevision, g.Revision
+//	snap, err := c.ScanAt(ctx, []byte("user/"), []byte("user0"), 0, 0)     // one revision: snap.Revision
+//	res, err := c.GetMany(ctx, [][]byte{k1, k2, k3})                        // in input order
+//	for resp := range c.Watch(ctx, []byte("user/"), []byte("user0"), router.WithStartRevision(snap.Revision+1)) {
+//		if resp.Err != nil { ... } // *router.CompactedError, ctx's error, ErrClosed
+//		for _, ev := range resp.Events { ... } // in revision order, each once
+//	}
+//
 // Every call takes a context; a call whose context has no deadline gets
 // Config.Timeout. A Client is safe for concurrent use by any number of
 // goroutines, and is meant to be shared: one per process.
@@ -198,6 +207,85 @@
 // once with ErrNoRoute naming every address tried, instead of retrying
 // until its Timeout. Placement that answers but has no route (it is
 // bootstrapping) is retried as before.
+//
+// # Revisions
+//
+// Every write is stamped by the fleet's timestamp oracle with a revision
+// (uint64, strictly increasing across the fleet in real-time order), and
+// storage keeps versions. PutRev, DeleteRev, BatchRev and CASResult give
+// a write's revision; KeyValue carries CreateRevision, ModRevision and
+// Version; GetAt and ScanAt read at a revision (0: latest) and say which
+// revision they saw. ScanAt with revision 0 reads its first page at the
+// latest state and every later page and shard at the revision that page
+// saw, so the whole scan is one snapshot; Scan keeps reading each page at
+// its own latest state. A read at a revision the shard has not resolved
+// yet is served by its leader (a follower redirects with NotLeader, as
+// usual). Two answers are final for the caller and become typed errors
+// (errors.As): OUT_OF_RANGE with Compacted (*CompactedError: below the
+// shard's compaction point) and with FutureRevision
+// (*FutureRevisionError: above every revision handed out). OUT_OF_RANGE
+// with KeyNotInShard is still a stale route: reload, retry. GetMany reads
+// many keys concurrently, sharing Multi calls through the coalescers, but
+// each key at its own shard's revision (not a snapshot).
+//
+// # Watch
+//
+// Watch(ctx, start, end, opts...) returns a channel of WatchResponses
+// carrying the writes to [start, end) across every shard of the range.
+// The Client opens one stream (KV.Watch) per piece of the range, a piece
+// being the part one shard owns, at the shard's leader, and merges them:
+//
+//  1. Start: with a start revision S (WithStartRevision), every piece's
+//     stream starts at S. With 0 (now), the first piece's stream opens
+//     from now, its created response names the start (progress + 1), and
+//     the other pieces open from there: the whole watch starts at one
+//     revision.
+//  2. Progress: each piece has a frontier, the highest revision at or
+//     below which it has received every event (its stream's
+//     progress_revision, and its last event's revision). The watch's
+//     progress is the least frontier of its pieces.
+//  3. Merge: an event of revision r is delivered once the watch's
+//     progress reaches r, that is once every other piece has passed r,
+//     so events go out in revision order, each once, and every event of
+//     one write (one revision: a write is on one shard) in one response;
+//     events of one revision go in key order. Every response's
+//     ProgressRevision is the watch's progress after it; with
+//     WithProgressNotify, progress-only responses also go out as it
+//     advances (at most once per interval), the first as soon as every
+//     stream is open. The Client asks each stream for progress every
+//     100ms (or the caller's interval, if shorter), so an idle shard
+//     holds the events of the others back by about that much.
+//  4. Resubscribe: a stream that ends (EpochNotMatch after a split or a
+//     merge, NotLeader, Unavailable, a broken connection) is opened again
+//     from its piece's frontier + 1, routed afresh like any request (the
+//     error is classified as above; the backoff is the usual one, with no
+//     retry limit: a watch retries as long as its context lives). When
+//     the piece's shard now ends before the piece does (it split), the
+//     piece is cut there and the rest becomes new pieces at the same
+//     frontier. Events at or below a piece's frontier are dropped, so a
+//     stream that replays is harmless.
+//  5. End: a Compacted answer ends the watch with a *CompactedError in
+//     the last response's Err, as does any error no retry can help
+//     (Unimplemented, InvalidArgument, ...). Cancelling ctx or closing
+//     the Client ends it (a last response with the context's error or
+//     ErrClosed if the channel has room); then the channel is closed and
+//     every goroutine of the watch has ended.
+//
+// Memory is bounded: the channel holds WithWatchBuffer responses
+// (default 16); a piece's goroutine hands the merger one message at a
+// time and reads its stream again only once the merger took it, and the
+// merger hands out what it can deliver before it takes more, so a slow
+// consumer stops the streams, whose events wait on the nodes under gRPC
+// flow control. Events held for a lagging piece are bounded by
+// WithWatchMaxPending (default 4096): past it only the lagging pieces are
+// read.
+//
+// A process that restarts resumes a watch without a gap or a duplicate
+// by watching again with WithStartRevision(r + 1), r being the last
+// ProgressRevision it received, or the revision of the last event it
+// processed (a write's events all come in one response). A start below a
+// shard's compaction point fails with *CompactedError: read a snapshot
+// with ScanAt and watch from its Revision + 1.
 //
 // # Statistics
 //

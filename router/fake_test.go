@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sort"
@@ -41,6 +42,9 @@ type fakeNode struct {
 	srv    *grpc.Server
 	// pageCap, when set, cuts every Scan page at this many pairs.
 	pageCap int
+	// watches, when set, receives every Watch stream the node serves, for
+	// the test to script (fakeWatch); nil answers Unimplemented.
+	watches chan *fakeWatch
 
 	mu struct {
 		sync.Mutex
@@ -297,6 +301,75 @@ func (n *fakeNode) Scan(_ context.Context, req *pb.ScanRequest) (*pb.ScanRespons
 		resp.Kvs = append(resp.Kvs, proto.Clone(kv).(*pb.KeyValue))
 	}
 	return resp, nil
+}
+
+// fakeWatch is one Watch stream a fakeNode serves: it sends what the test
+// pushes, in order, and ends with the first error pushed.
+type fakeWatch struct {
+	req   *pb.WatchRequest
+	items chan any // *pb.WatchResponse or error
+}
+
+// Watch hands the stream to the test through n.watches and serves it.
+func (n *fakeNode) Watch(req *pb.WatchRequest, s pb.KV_WatchServer) error {
+	if err := n.enterAt("watch", req.GetHeader(), req.GetStartRevision()); err != nil {
+		return err
+	}
+	if n.watches == nil {
+		return status.Error(codes.Unimplemented, "fake: no Watch")
+	}
+	fw := &fakeWatch{req: req, items: make(chan any, 1024)}
+	select {
+	case n.watches <- fw:
+	case <-s.Context().Done():
+		return s.Context().Err()
+	}
+	for {
+		select {
+		case it := <-fw.items:
+			if err, ok := it.(error); ok {
+				return err
+			}
+			if err := s.Send(it.(*pb.WatchResponse)); err != nil {
+				return err
+			}
+		case <-s.Context().Done():
+			return s.Context().Err()
+		}
+	}
+}
+
+// nextWatch returns the next Watch stream n serves, failing the test
+// after 10s.
+func (n *fakeNode) nextWatch(t *testing.T) *fakeWatch {
+	t.Helper()
+	select {
+	case fw := <-n.watches:
+		return fw
+	case <-time.After(10 * time.Second):
+		t.Fatalf("node %d: no Watch stream opened", n.id)
+		return nil
+	}
+}
+
+// created sends the stream's created response, with progress start-1
+// (start: what a start_revision of 0 means).
+func (fw *fakeWatch) created(start uint64) {
+	fw.items <- &pb.WatchResponse{Created: true, ProgressRevision: start - 1}
+}
+
+// progress sends a response with events ("PUT key rev" or "DEL key rev"
+// strings, of whole writes) and the progress revision.
+func (fw *fakeWatch) progress(progress uint64, events ...*pb.Event) {
+	fw.items <- &pb.WatchResponse{ProgressRevision: progress, Events: events}
+}
+
+// fail ends the stream with err.
+func (fw *fakeWatch) fail(err error) { fw.items <- err }
+
+// putEvent is a PUT of key at rev, with value "v<rev>".
+func putEvent(key string, rev uint64) *pb.Event {
+	return &pb.Event{Type: pb.Event_PUT, Kv: &pb.KeyValue{Key: []byte(key), Value: fmt.Appendf(nil, "v%d", rev), CreateRevision: rev, ModRevision: rev, Version: 1}}
 }
 
 // withDetail returns a status error with code c carrying detail d.
