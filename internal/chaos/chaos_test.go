@@ -29,6 +29,7 @@ var (
 	flagHoldMin  = flag.Duration("chaos.hold-min", 3*time.Second, "shortest fault window")
 	flagHoldMax  = flag.Duration("chaos.hold-max", 12*time.Second, "longest fault window")
 	flagOut      = flag.String("chaos.out", "", "directory for histories, visualizations and logs (default: a new temporary directory, kept)")
+	flagSaveAll  = flag.Bool("chaos.save-all", false, "save every cycle's history (cycleNNNN-history.jsonl), not only those that fail a check")
 )
 
 // recoveryTimeout bounds the wait for every key to take writes again
@@ -325,7 +326,8 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
 		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
 		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch))
-	if len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0 {
+	failedCheck := len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0
+	if failedCheck || *flagSaveAll {
 		path := filepath.Join(out, name+"-history.txt")
 		var b strings.Builder
 		fmt.Fprintf(&b, "cycle %d, faults: %s, fault at %.3fs, heal at %.3fs\n", cycle, p, float64(faultAt)/1e9, float64(healAt)/1e9)
@@ -345,11 +347,14 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		_ = os.WriteFile(path, []byte(b.String()), 0o644)
 		jsonPath := filepath.Join(out, name+"-history.jsonl")
 		if f, err := os.Create(jsonPath); err == nil {
-			if WriteRun(f, run) == nil && f.Close() == nil {
+			if WriteRun(f, run) == nil && f.Close() == nil && failedCheck {
 				fmt.Printf("chaos: check it again: go run ./internal/chaos/recheck %s\n", jsonPath)
 			} else {
 				_ = f.Close()
 			}
+		}
+		if !failedCheck {
+			return res
 		}
 		for _, v := range r.Violations {
 			fmt.Printf("chaos: VIOLATION cycle %d: %s\n", cycle, firstLine(v))

@@ -1,7 +1,9 @@
 // Package chaos is Flotilla's nemesis test: a real fleet (processes on
 // loopback, or containers), client goroutines recording every operation
-// they make, faults injected on a seeded schedule, and each history
-// checked for linearizability (porcupine) and lost writes.
+// they make and watchers recording every response of their watches,
+// faults injected on a seeded schedule, and each history checked for
+// linearizability (porcupine), lost writes, and the watchers' account of
+// the writes against the acknowledged ones.
 //
 // It owns the harness (the two fleet modes, the workload, the nemeses)
 // and the checker. It does not own the fleet launcher (internal/launch,
@@ -21,7 +23,10 @@
 // Without -chaos.duration TestChaos skips, so `go test ./...` runs only the
 // checker's own tests (which feed it hand-made histories with planted
 // bugs: a stale read, a double CAS, a write reported as not applied that
-// applied, lost acknowledged writes).
+// applied, lost acknowledged writes; and for the watch check a missing
+// event, a duplicate, a reordering, a progress lie, the event of a failed
+// write, and more, each beside a clean run that must pass).
+// -chaos.save-all saves every cycle's history, not only failing ones.
 //
 // # The fleet
 //
@@ -44,16 +49,20 @@
 //  1. plan: one fault kind at random, and with probability 0.4 a second
 //     one, keeping at most two of the five shardnodes affected (the
 //     "leader" is the node placement says leads the most shards);
-//  2. start the clients: 10 goroutines through one shared router, and 2
-//     through routers pinned to one node (a dialer that refuses every
-//     other shardnode): the paused or cut-off node when the fault has one,
-//     else a random node;
-//  3. 1.5 s of load, inject the faults, hold them 3–12 s, heal (resume,
-//     reconnect, restart with data intact, in reverse order);
+//  2. start the watchers (see below), then the clients: 10 goroutines
+//     through one shared router, and 2 through routers pinned to one node
+//     (a dialer that refuses every other shardnode): the paused or cut-off
+//     node when the fault has one, else a random node;
+//  3. 1.5 s of load, inject the faults, hold them 3–12 s (halfway through,
+//     restart the second watcher's router), heal (resume, reconnect,
+//     restart with data intact, in reverse order);
 //  4. recovery: poll until every key of the cycle has taken a write called
 //     after the heal (deadline two minutes; not recovering fails the test);
 //  5. one more second of load, stop the clients, read every key
-//     linearizably (the final reads), check the history.
+//     linearizably (the final reads), poll until both watchers' progress
+//     has reached the highest revision acknowledged in the cycle (a
+//     minute; a watcher short of it is a watch violation), stop them,
+//     check the history.
 //
 // The faults: kill (SIGKILL one or two random shardnodes), kill-leader,
 // pause-leader (SIGSTOP/SIGCONT; docker: the cgroup freezer),
@@ -66,10 +75,13 @@
 //
 // # The workload and the model
 //
-// Each client loops: put (35%) of a value unique in the run, CAS (25%)
-// from the value it last saw (or from absent), get (40%: linearizable,
-// or lease for a quarter of them). Every operation is recorded with its
-// call and return time on one monotonic clock. Outcomes:
+// Each client loops: put (30%) of a value unique in the run, CAS (22%)
+// from the value it last saw (or from absent), delete (8%), get (40%:
+// linearizable, or lease for a quarter of them). Every operation is
+// recorded with its call and return time on one monotonic clock, and an
+// acknowledged one with the revision the router returned (PutRev,
+// DeleteRev, CASResult.Revision; for a get, GetAt's Revision, the
+// revision it read at). Outcomes:
 //
 //   - ok: the result is recorded;
 //   - unknown: a write that returned ErrAmbiguous or whose deadline
@@ -85,8 +97,25 @@
 //
 // The model is a register per key (porcupine partitions by key): the state
 // is the value, "" when absent. A get must return the state; a put sets
-// it; a CAS that swapped needs state == expected, one that did not needs
-// state != expected and state == the value it reported.
+// it; a delete sets it to ""; a CAS that swapped needs state == expected,
+// one that did not needs state != expected and state == the value it
+// reported.
+//
+// # The watchers
+//
+// Each cycle has two watchers of the range from its least key to just past
+// its greatest (every shard's part of it, since the keys are spread; the
+// keys of other cycles in that range are not checked). Watcher 0 watches
+// through the shared router from now, and the workload starts only once
+// its first progress P has arrived (30 s bound), so the cycle's writes
+// all come after its start P+1. Watcher 1 watches from P+1 through a
+// router of its own, which is closed halfway through the fault window: a
+// new router resumes the watch from the highest progress received + 1
+// (a new session). Both ask for progress every 200 ms. Every response
+// (events, progress, error) is recorded with its receive time on the
+// history's clock, with the session it belongs to; a session that ends
+// while the harness still watches is recorded, and a new one resumes
+// after 200 ms.
 //
 // # What is checked
 //
@@ -99,33 +128,64 @@
 //     the latest value acknowledged before the read began (or that of a
 //     write concurrent with it); a write is acknowledged only once a
 //     majority has it.
-//   - Lost writes: every acknowledged put and successful CAS must be
-//     accounted for by the final reads: the final value must have been
+//   - Lost writes: every acknowledged put, successful CAS and delete must
+//     be accounted for by the final reads: the final value must have been
 //     written by a write that could have taken effect after it (values are
-//     unique, so the final value names its write).
+//     unique, so the final value names its write; a final absent key is
+//     named by the deletes).
+//   - The watch (CheckWatch), per watcher over all its sessions, from its
+//     start to the highest progress it reported (its coverage): event
+//     revisions strictly increase, and none is at or below a progress
+//     reported before it; every event is of an issued write (put and CAS
+//     events named by their unique value, delete events by an
+//     acknowledged delete's revision or else by a delete of unknown
+//     outcome called before the event came), never of one the router
+//     reported as surely not applied nor of a CAS that reported no swap,
+//     and no write's event comes twice (an unknown write's included); an
+//     acknowledged write's event carries its revision, and arrives after
+//     the write was called; every acknowledged put, swapped CAS, and
+//     delete of a key the watch has present, in the coverage, is
+//     delivered; no acknowledged write is below the start, nor was called
+//     after the watcher had received a progress at or above its revision.
+//     Replaying the events from absent keys (a cycle's keys are new) gives
+//     each put the create revision and version it carries (etcd's: create
+//     on the first put after absence, version 1, then +1), deletes only
+//     present keys, and agrees with every acknowledged CAS (the value it
+//     swapped from, or found at its revision) and get (the value it read
+//     at its revision). A session ending with an error the harness did not
+//     cause is a violation, and so is a coverage that never reached the
+//     cycle's highest acknowledged revision. Across the two watchers, an
+//     event in both coverages must be delivered by both (an unknown
+//     write's too).
 //
 // A key whose check fails gets its porcupine visualization written to
-// <out>/viz/cycleNNNN-<key>.html and the cycle's whole history to
-// <out>/cycleNNNN-history.txt; both paths are printed, with the seed.
-// The same history is saved as JSON lines in <out>/cycleNNNN-history.jsonl,
-// which `go run ./internal/chaos/recheck [-timeout D] FILE` checks again:
-// with a longer search bound for a key left undecided, or with a changed
-// checker.
+// <out>/viz/cycleNNNN-<key>.html; a cycle with any violation gets its whole
+// history (operations, then the watchers' records, then the watch
+// violations) written to <out>/cycleNNNN-history.txt; the paths are
+// printed, with the seed, and the first 30 watch violations. The same
+// history is saved as JSON lines in <out>/cycleNNNN-history.jsonl (an
+// operation per line, as before watchers existed, then a watch record per
+// line as {"Watch": {...}}; ReadHistory reads the operations of either
+// form, ReadRun both), which `go run ./internal/chaos/recheck [-timeout D]
+// FILE` checks again: with a longer search bound for a key left undecided,
+// or with a changed checker.
 //
 // # Output
 //
 // A line per cycle (faults, hold, operations, unknown and failed ones,
 // CAS that swapped out of those decided, the pinned clients' operations
-// acknowledged during the fault out of those made, availability),
-// availability per fault kind, and last exactly
+// acknowledged during the fault out of those made, availability, watch
+// sessions and events checked), availability per fault kind, and last
+// exactly
 //
-//	chaos: runs=N violations=V lost=L
+//	chaos: runs=N violations=V lost=L watch=W
 //
 // N is the number of fault cycles, each one independently checked
 // history; V is the number of keys (over all cycles) whose history is not
 // linearizable or could not be decided within the check timeout; L is the
-// number of acknowledged writes lost. The test fails when V or L is not
-// zero, or when the fleet did not recover after a fault.
+// number of acknowledged writes lost; W is the number of watch violations.
+// The test fails when V, L or W is not zero, or when the fleet did not
+// recover after a fault.
 //
 // Availability, per cycle and per fault kind: errors is the number of
 // failed or unknown operations of the shared clients between the fault and
