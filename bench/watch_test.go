@@ -292,3 +292,22 @@ func TestWatchNeedsAWatcher(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianWatchRecordAddsUpWhatWentWrong(t *testing.T) {
+	recs := []Record{
+		{Watch: &WatchRecord{Watchers: 8, EventsPerSec: 100, LagP99Ms: 30, DrainComplete: true}},
+		{Watch: &WatchRecord{Watchers: 8, EventsPerSec: 300, LagP99Ms: 10, MissingEvents: 2, DuplicateEvents: 1, DrainComplete: false}},
+		{Watch: &WatchRecord{Watchers: 8, EventsPerSec: 200, LagP99Ms: 20, MissingEvents: 1, UnexpectedEvents: 4, DrainComplete: true}},
+	}
+	m := MedianRecord(recs).Watch
+	if m.EventsPerSec != 200 || m.LagP99Ms != 20 {
+		t.Errorf("median events/s %g, lag p99 %g; want 200, 20", m.EventsPerSec, m.LagP99Ms)
+	}
+	if m.MissingEvents != 3 || m.DuplicateEvents != 1 || m.UnexpectedEvents != 4 || m.DrainComplete {
+		t.Errorf("median record: missing %d, duplicates %d, unexpected %d, drain complete %v; want the totals 3, 1, 4 and false",
+			m.MissingEvents, m.DuplicateEvents, m.UnexpectedEvents, m.DrainComplete)
+	}
+	if MedianRecord([]Record{{}, {}}).Watch != nil {
+		t.Error("a median of records without watches has one")
+	}
+}
