@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -202,20 +204,26 @@ func runPut(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	if err := r.Put(ctx, []byte(pos[0]), []byte(pos[1])); err != nil {
+	w, err := r.PutRev(ctx, []byte(pos[0]), []byte(pos[1]))
+	if err != nil {
 		return err
 	}
 	if c.json {
-		return printJSON(out, map[string]any{"key": pos[0], "ok": true})
+		return printJSON(out, map[string]any{"key": pos[0], "ok": true, "revision": w.Revision})
 	}
-	fmt.Fprintln(out, "OK")
+	fmt.Fprintf(out, "OK (revision %d)\n", w.Revision)
 	return nil
 }
 
 func runGet(ctx context.Context, args []string, out io.Writer) error {
 	var c common
 	fs := kvFlags(newFlags("get", &c, true), &c)
-	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent)", 1)
+	rev := fs.Uint64("rev", 0, "read as of this revision (every write at or below it, none above); 0: the latest. "+
+		"Fails if the revision is compacted or was never handed out")
+	prefix := fs.Bool("prefix", false, "KEY is a prefix: print every key that starts with it, all read at one revision (a consistent snapshot across shards)")
+	limit := fs.Int("limit", 0, "with --prefix: at most this many keys (0: all)")
+	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent); --json adds its revisions.\n"+
+		"flotilla get --prefix [flags] PREFIX: print every key starting with PREFIX, its value and revisions, at one revision", 1)
 	if err != nil {
 		return err
 	}
@@ -230,22 +238,84 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	v, found, err := r.Get(ctx, []byte(pos[0]), opt)
+	if *prefix {
+		start := []byte(pos[0])
+		res, err := r.ScanAt(ctx, start, prefixEnd(start), *limit, *rev, opt)
+		if err != nil {
+			return revisionErr(err)
+		}
+		return printKVs(out, c.json, res)
+	}
+	res, err := r.GetAt(ctx, []byte(pos[0]), *rev, opt)
 	if err != nil {
-		return err
+		return revisionErr(err)
 	}
 	if c.json {
-		m := map[string]any{"key": pos[0], "found": found}
-		if found {
-			m["value"] = string(v)
+		m := map[string]any{"key": pos[0], "found": res.Found, "revision": res.Revision}
+		if res.Found {
+			m["value"] = string(res.KV.Value)
+			m["create_revision"], m["mod_revision"], m["version"] = res.KV.CreateRevision, res.KV.ModRevision, res.KV.Version
 		}
 		return printJSON(out, m)
 	}
-	if !found {
+	if !res.Found {
+		if *rev != 0 {
+			return fmt.Errorf("key %s not found at revision %d", keyfmt.Quote([]byte(pos[0])), *rev)
+		}
 		return fmt.Errorf("key %s not found", keyfmt.Quote([]byte(pos[0])))
 	}
-	fmt.Fprintln(out, string(v))
+	fmt.Fprintln(out, string(res.KV.Value))
 	return nil
+}
+
+// printKVs prints the pairs of a ScanAt: a table (KEY, VALUE, MOD_REV,
+// CREATE_REV, VERSION) under a line naming the revision, or JSON.
+func printKVs(out io.Writer, asJSON bool, res router.ScanResult) error {
+	if asJSON {
+		kvs := make([]map[string]any, len(res.KVs))
+		for i, kv := range res.KVs {
+			kvs[i] = map[string]any{"key": string(kv.Key), "value": string(kv.Value),
+				"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
+		}
+		return printJSON(out, map[string]any{"revision": res.Revision, "kvs": kvs})
+	}
+	fmt.Fprintf(out, "revision %d\n", res.Revision)
+	rows := make([][]string, len(res.KVs))
+	for i, kv := range res.KVs {
+		rows[i] = []string{fmt.Sprintf("%q", kv.Key), fmt.Sprintf("%q", kv.Value),
+			strconv.FormatUint(kv.ModRevision, 10), strconv.FormatUint(kv.CreateRevision, 10), strconv.FormatUint(kv.Version, 10)}
+	}
+	table(out, "KEY\tVALUE\tMOD_REV\tCREATE_REV\tVERSION", rows)
+	return nil
+}
+
+// prefixEnd returns the end of the range of keys starting with prefix:
+// prefix with its last byte below 0xff incremented (and what follows
+// dropped), or nil (+inf) when there is none (an empty prefix, or only
+// 0xff bytes).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// revisionErr explains the errors of a read or watch at a revision that
+// the shards refuse for good.
+func revisionErr(err error) error {
+	var ce *router.CompactedError
+	var fe *router.FutureRevisionError
+	switch {
+	case errors.As(err, &ce):
+		return fmt.Errorf("revision compacted: shard %d keeps revisions from %d on; use --rev %d or later (%w)", ce.ShardID, ce.CompactRevision, ce.CompactRevision, err)
+	case errors.As(err, &fe):
+		return fmt.Errorf("revision %d is in the future: the latest is about %d (%w)", fe.Revision, fe.CurrentRevision, err)
+	}
+	return err
 }
 
 func runDel(ctx context.Context, args []string, out io.Writer) error {
@@ -262,13 +332,14 @@ func runDel(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	if err := r.Delete(ctx, []byte(pos[0])); err != nil {
+	w, err := r.DeleteRev(ctx, []byte(pos[0]))
+	if err != nil {
 		return err
 	}
 	if c.json {
-		return printJSON(out, map[string]any{"key": pos[0], "ok": true})
+		return printJSON(out, map[string]any{"key": pos[0], "ok": true, "revision": w.Revision})
 	}
-	fmt.Fprintln(out, "OK")
+	fmt.Fprintf(out, "OK (revision %d)\n", w.Revision)
 	return nil
 }
 
@@ -302,7 +373,7 @@ func runCAS(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if c.json {
-		return printJSON(out, map[string]any{"key": string(key), "swapped": res.Swapped, "found": res.Found, "current": string(res.Current)})
+		return printJSON(out, map[string]any{"key": string(key), "swapped": res.Swapped, "found": res.Found, "current": string(res.Current), "revision": res.Revision})
 	}
 	if !res.Swapped {
 		if !res.Found {
@@ -310,7 +381,7 @@ func runCAS(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return fmt.Errorf("not swapped: %s holds %s", keyfmt.Quote(key), keyfmt.Quote(res.Current))
 	}
-	fmt.Fprintln(out, "OK")
+	fmt.Fprintf(out, "OK (revision %d)\n", res.Revision)
 	return nil
 }
 

@@ -4,10 +4,11 @@
 //
 //	flotilla demo                       start a local fleet, run a workload, print results
 //	flotilla put KEY VALUE              write a key
-//	flotilla get KEY                    read a key
+//	flotilla get KEY                    read a key (--rev R: as of revision R; --prefix: every key with the prefix, at one revision)
 //	flotilla del KEY                    delete a key
 //	flotilla cas KEY EXPECTED NEW       compare-and-swap (--absent: KEY must not exist)
 //	flotilla scan [--start S --end E]   list keys in order
+//	flotilla watch KEY                  print writes to KEY as they happen (--prefix, --rev R, --prev-kv, --progress D)
 //	flotilla status | nodes | shards    cluster state from placement
 //	flotilla drain NODE                 move every replica and leadership off NODE
 //	flotilla certs --dir DIR            create a development CA and mTLS certificates
@@ -16,7 +17,8 @@
 // Every command takes --placement (or FLOTILLA_PLACEMENT) to name the
 // placement service (every replica's address: commands fail over between
 // them), --tls-cert, --tls-key and --tls-ca for mutual TLS, and --json for
-// machine-readable output; the key-value commands also take --nodes (or
+// machine-readable output (watch: one JSON object per line); put, del
+// and cas print the write's revision; the key-value commands also take --nodes (or
 // FLOTILLA_NODES), shardnodes that give routes while placement is down. Flags may come before or
 // after a command's arguments; "--" ends them. It exits 0 on success and 1
 // with a one-line error otherwise (2 for usage errors).
@@ -43,10 +45,12 @@ Usage: flotilla COMMAND [flags] [args]
 Commands:
   demo      start placementd and shardnodes locally, run a workload through the router, print the results
   put       put KEY VALUE
-  get       get KEY
+  get       get KEY (--rev R: as of revision R; --prefix: every key starting with KEY, at one revision, with revisions)
   del       delete KEY
   cas       compare-and-swap KEY EXPECTED NEW (with --absent: KEY NEW, KEY must not exist)
   scan      scan keys in [--start, --end) in order, at most --limit (--end before --start is refused)
+  watch     watch KEY: print every write as it happens, in revision order, until interrupted
+            (--prefix: every key starting with KEY; --rev R: from revision R; --prev-kv; --progress 1s)
   status    cluster status from placement
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
@@ -75,6 +79,7 @@ var commands = []command{
 	{"del", "flotilla del [flags] KEY", runDel},
 	{"cas", "flotilla cas [flags] KEY EXPECTED NEW  |  flotilla cas --absent [flags] KEY NEW", runCAS},
 	{"scan", "flotilla scan [flags]", runScan},
+	{"watch", "flotilla watch [flags] KEY", runWatch},
 	{"status", "flotilla status [flags]", runStatus},
 	{"nodes", "flotilla nodes [flags]", runNodes},
 	{"shards", "flotilla shards [flags]", runShards},
