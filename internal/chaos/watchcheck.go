@@ -119,10 +119,13 @@ type watchReplay struct {
 	foreign    int
 
 	// start is the first revision the watcher covers; progress the
-	// highest it reported so far (the coverage's end, once walked).
+	// highest it reported so far (the coverage's end, once walked);
+	// reached the highest progress or event revision (where a new
+	// session resumes, + 1).
 	start      uint64
 	startKnown bool
 	progress   uint64
+	reached    uint64
 	// reported is the progress timeline: when each higher progress came.
 	reported []progressAt
 	// The last event, for the order check.
@@ -158,8 +161,9 @@ func (w *watchReplay) walk(recs []WatchRecord) {
 			switch {
 			case !w.startKnown && r.From != 0:
 				w.start, w.startKnown = r.From, true
-			case w.startKnown && r.From != 0 && r.From != w.progress+1:
-				w.failf("session %d resumes from %d, not from its progress %d + 1 (a harness fault)", r.Session, r.From, w.progress)
+				w.reached = r.From - 1
+			case w.startKnown && r.From != 0 && r.From != w.reached+1:
+				w.failf("session %d resumes from %d, not from its progress %d + 1 (a harness fault)", r.Session, r.From, w.reached)
 			}
 			continue
 		}
@@ -174,6 +178,7 @@ func (w *watchReplay) walk(recs []WatchRecord) {
 		for _, ev := range r.Events {
 			w.event(ev, r)
 		}
+		w.reached = max(w.reached, r.Progress)
 		if r.Progress > w.progress {
 			w.progress = r.Progress
 			w.reported = append(w.reported, progressAt{at: r.At, progress: r.Progress})
@@ -200,6 +205,7 @@ func (w *watchReplay) event(ev WatchEvent, r WatchRecord) {
 		w.failf("%v is below the watch's start %d", ev, w.start)
 	}
 	w.lastRev, w.lastKey, w.anyEv = ev.Revision, ev.Key, true
+	w.reached = max(w.reached, ev.Revision)
 	if !w.ix.keys[ev.Key] {
 		w.foreign++
 		return

@@ -231,3 +231,33 @@ func TestRunRoundTrip(t *testing.T) {
 		t.Fatalf("ReadHistory: %v, %d ops", err, len(ops2))
 	}
 }
+
+func TestWatchCheckResumeWithoutResponses(t *testing.T) {
+	// A session from a revision that ends before any response: the next
+	// resumes from the same revision, which is no gap.
+	run := plant(func(r *Run) {
+		var recs []WatchRecord
+		for _, rec := range r.Watch {
+			if rec.Watcher == 1 {
+				rec.Session++
+			}
+			recs = append(recs, rec)
+			if rec.Watcher == 1 && rec.Open && rec.Session == 1 {
+				// Insert an empty session 0 before it.
+				recs = append(recs[:len(recs)-1],
+					open(1, 0, 5, 100),
+					WatchRecord{Watcher: 1, Session: 0, At: 6, Err: "router: client closed", Stopped: true},
+					rec)
+			}
+		}
+		r.Watch = recs
+	})
+	if v, _ := CheckWatch(run.Ops, run.Watch); len(v) != 0 {
+		t.Fatalf("false alarm:\n%s", strings.Join(v, "\n"))
+	}
+	// A resumed session that skips revisions is reported (a harness fault).
+	run = plant(func(r *Run) { record(r, 1, 91).From = 135 })
+	if v, _ := CheckWatch(run.Ops, run.Watch); len(v) == 0 || !strings.Contains(strings.Join(v, "\n"), "resumes from 135") {
+		t.Fatalf("gap not reported:\n%s", strings.Join(v, "\n"))
+	}
+}

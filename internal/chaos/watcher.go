@@ -21,7 +21,7 @@ const watchRetryDelay = 200 * time.Millisecond
 // cycleWatcher watches the key range of a cycle and records every
 // response in a WatchLog. It is a sequence of sessions, each one Watch
 // call: the first from the given revision (0: from now), each later one
-// from the highest progress received + 1. A watcher on the shared router
+// from the highest progress (or event revision, if higher) received + 1. A watcher on the shared router
 // keeps it; one with newRouter opens a router per session and closes it
 // to end the session (a router restart). Its methods are for the test
 // goroutine; one goroutine of its own runs the sessions.
@@ -33,7 +33,7 @@ type cycleWatcher struct {
 	shared     *router.Client
 	newRouter  func() (*router.Client, error)
 
-	progress  atomic.Uint64 // highest ProgressRevision received
+	progress  atomic.Uint64 // highest ProgressRevision or event revision received
 	responded atomic.Bool   // a response arrived
 	done      chan struct{} // closed when the sessions' goroutine returns
 	wake      chan struct{} // cuts a pause short when stopping
@@ -128,24 +128,33 @@ func (w *cycleWatcher) pause() bool {
 // response.
 func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session int, from uint64, stopped *atomic.Bool) {
 	ch := r.Watch(ctx, w.start, w.end, router.WithStartRevision(from), router.WithProgressNotify(watchProgressInterval))
+	ended := false
 	for resp := range ch {
 		rec := WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Progress: resp.ProgressRevision, Stopped: stopped.Load()}
+		reached := resp.ProgressRevision
 		for _, ev := range resp.Events {
 			rec.Events = append(rec.Events, watchEvent(ev))
+			reached = max(reached, ev.Revision())
 		}
 		if resp.Err != nil {
 			rec.Err = resp.Err.Error()
+			ended = true
 		}
 		w.log.Add(rec)
 		for {
 			p := w.progress.Load()
-			if resp.ProgressRevision <= p || w.progress.CompareAndSwap(p, resp.ProgressRevision) {
+			if reached <= p || w.progress.CompareAndSwap(p, reached) {
 				break
 			}
 		}
 		if resp.Err == nil {
 			w.responded.Store(true)
 		}
+	}
+	if !ended && !stopped.Load() {
+		// The channel closed with no final error, and not because the
+		// harness ended the session: Watch promises an Err first.
+		w.log.Add(WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Err: "chaos: the watch channel closed without a final response carrying Err"})
 	}
 }
 
