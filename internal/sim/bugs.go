@@ -84,6 +84,9 @@ const (
 	// bugWatchDropsEvent: every fourth answer with events loses its
 	// first event.
 	bugWatchDropsEvent
+	// bugWatchDropsWrite: every third answer with events loses its last
+	// write, all its events.
+	bugWatchDropsWrite
 	// bugWatchDuplicatesEvent: every fourth answer with events starts
 	// with the last event of the piece's previous answer again.
 	bugWatchDuplicatesEvent

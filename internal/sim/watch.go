@@ -333,6 +333,16 @@ func (s *simulation) deliver(ss *watchSession, p *watchPiece, evs []shard.Event,
 			s.tracef("watch %d: planted bug drops %q at %d", ss.id, evs[0].KV.Key, evs[0].KV.ModRevision)
 			evs = evs[1:]
 		}
+	case bugWatchDropsWrite:
+		if len(evs) > 0 && ws.answers%3 == 0 {
+			r := evs[len(evs)-1].KV.ModRevision
+			i := len(evs)
+			for i > 0 && evs[i-1].KV.ModRevision == r {
+				i--
+			}
+			s.tracef("watch %d: planted bug drops the write at %d", ss.id, r)
+			evs = evs[:i]
+		}
 	case bugWatchDuplicatesEvent:
 		if len(evs) > 0 {
 			last, ok := ws.last[p]
@@ -459,6 +469,7 @@ func (s *simulation) closeSession(ss *watchSession, why string) {
 		}
 	}
 	s.tracef("watch %d: closed (%s)", ss.id, why)
+	s.checkCovered(ss)
 	s.checkWatchAgainstReads(ss)
 }
 

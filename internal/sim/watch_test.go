@@ -1,8 +1,11 @@
 package sim
 
 import (
+	"crypto/sha256"
 	"strings"
 	"testing"
+
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // TestWatchChecksCatchPlantedBugs plants a bug in what the watches and
@@ -16,14 +19,16 @@ func TestWatchChecksCatchPlantedBugs(t *testing.T) {
 		fleet bool
 		want  string // in a violation
 	}{
-		{"a missed event", bugWatchDropsEvent, false, "watch "},
+		{"part of a write missed", bugWatchDropsEvent, false, "an answer holds part of"},
+		{"a write missed: the next event's version is off", bugWatchDropsWrite, false, "the key's state before"},
+		{"a write missed: the state at progress is not the read's", bugWatchDropsWrite, false, "the watch's state is"},
 		{"a duplicated event", bugWatchDuplicatesEvent, false, "at or below the progress"},
 		{"reordered answers", bugWatchReorders, false, "at or below the progress"},
 		{"a write split across answers", bugWatchSplitsWrite, false, "an answer holds part of"},
 		{"progress that promises too much", bugWatchProgressAhead, false, "at or below the progress"},
 		{"a list older than the watch's start", bugListStale, false, "the key's state before"},
 		{"a replica reading at a revision early", bugReadAtStale, false, "reads of "},
-		{"fleet: a missed event", bugWatchDropsEvent, true, "watch "},
+		{"fleet: a write missed", bugWatchDropsWrite, true, "watch "},
 		{"fleet: a replica reading at a revision early", bugReadAtStale, true, "reads of "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,6 +57,68 @@ func TestWatchChecksCatchPlantedBugs(t *testing.T) {
 				return
 			}
 			t.Fatalf("no seed reported the planted bug (want a violation containing %q)", tc.want)
+		})
+	}
+}
+
+// TestWatchCoverageVerdicts checks the end-of-run coverage check
+// (checkKeyCovered) on hand-made sessions: a write that applied at a
+// revision a session covered must show in it, and one that changed
+// nothing must not. (In runs, a missed write is usually caught earlier,
+// by the next event's version or a read at a revision.)
+func TestWatchCoverageVerdicts(t *testing.T) {
+	put := func(rev uint64, k, v string, ver uint64) shard.Event {
+		return shard.Event{KV: shard.KeyValue{Key: []byte(k), Value: []byte(v), ModRevision: rev, CreateRevision: 10, Version: ver}}
+	}
+	del := func(rev uint64, k string) shard.Event {
+		return shard.Event{Delete: true, KV: shard.KeyValue{Key: []byte(k), ModRevision: rev}}
+	}
+	w := func(rev uint64, o kvOp) *issued {
+		return &issued{client: 1, seq: rev, kind: opPut, ops: []kvOp{o}, revs: []uint64{rev}, acked: true, ackRev: rev}
+	}
+	for _, tc := range []struct {
+		name     string
+		writes   []*issued
+		events   []shard.Event
+		progress uint64
+		want     string // "": no violation
+	}{
+		{"every write shows", []*issued{w(20, kvOp{op: cmdPut, key: "a", value: "x"}), w(30, kvOp{op: cmdDelete, key: "a"})},
+			[]shard.Event{put(20, "a", "x", 2), del(30, "a")}, 40, ""},
+		{"an acknowledged put missed", []*issued{w(20, kvOp{op: cmdPut, key: "a", value: "x"}), w(30, kvOp{op: cmdPut, key: "a", value: "y"})},
+			[]shard.Event{put(20, "a", "x", 2)}, 40, "missed c1.30"},
+		{"beyond progress, not missed", []*issued{w(20, kvOp{op: cmdPut, key: "a", value: "x"}), w(30, kvOp{op: cmdPut, key: "a", value: "y"})},
+			[]shard.Event{put(20, "a", "x", 2)}, 29, ""},
+		{"a delete of a missing key changes nothing", []*issued{w(20, kvOp{op: cmdDelete, key: "a"}), w(30, kvOp{op: cmdDelete, key: "a"})},
+			[]shard.Event{del(20, "a")}, 40, ""},
+		{"a failed CAS shows", []*issued{{client: 1, seq: 20, kind: opCAS, ops: []kvOp{{op: cmdCAS, key: "a", expect: "q", value: "x"}}, revs: []uint64{20}, acked: true, ackRev: 20}},
+			[]shard.Event{put(20, "a", "x", 2)}, 40, "did not change"},
+		{"an ambiguous write another watch saw", []*issued{{client: 1, seq: 20, kind: opPut, ops: []kvOp{{op: cmdPut, key: "a", value: "x"}}, revs: []uint64{20}, ambiguous: true, seenAt: 20}},
+			nil, 40, "missed c1.20"},
+		{"an ambiguous write nobody saw", []*issued{{client: 1, seq: 20, kind: opPut, ops: []kvOp{{op: cmdPut, key: "a", value: "x"}}, revs: []uint64{20}, ambiguous: true}},
+			nil, 40, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &simulation{trace: sha256.New(), watch: &watchState{writes: map[uint64]*issued{}}}
+			for _, wr := range tc.writes {
+				s.watch.writes[wr.revs[0]] = wr
+				s.watch.attempts = append(s.watch.attempts, wr.revs[0])
+			}
+			m := &keyModel{baseLive: true, baseKV: shard.KeyValue{Value: []byte("v0"), ModRevision: 10, CreateRevision: 10, Version: 1}}
+			m.live, m.kv = m.baseLive, m.baseKV
+			for _, ev := range tc.events {
+				m.apply(ev)
+			}
+			ss := &watchSession{id: 1, base: 10, keys: []string{"a"}, models: map[string]*keyModel{"a": m},
+				pieces: []*watchPiece{{start: []byte("a"), end: []byte("b"), progress: tc.progress}}}
+			s.watch.sessions = []*watchSession{ss}
+			s.checkWatches()
+			switch {
+			case tc.want == "" && len(s.violations) > 0:
+				t.Fatalf("violations %q, want none", s.violations)
+			case tc.want != "" && (len(s.violations) != 1 || !strings.Contains(s.violations[0], tc.want)):
+				t.Fatalf("violations %q, want one containing %q", s.violations, tc.want)
+			}
 		})
 	}
 }

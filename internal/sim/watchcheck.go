@@ -387,13 +387,18 @@ func (s *simulation) checkWatches() {
 		}
 	}
 	for _, ss := range ws.sessions {
-		if ss.broken {
-			continue
-		}
-		for _, k := range ss.keys {
-			if !s.checkKeyCovered(ss, k) {
-				break
-			}
+		s.checkCovered(ss)
+	}
+}
+
+// checkCovered checks that every write known to have applied at a
+// revision ss covers shows in ss (see checkKeyCovered). Run when ss
+// closes and again at the end of the run, when every write's outcome is
+// known.
+func (s *simulation) checkCovered(ss *watchSession) {
+	for _, k := range ss.keys {
+		if ss.broken || !s.checkKeyCovered(ss, k) {
+			return
 		}
 	}
 }
@@ -404,6 +409,9 @@ func (s *simulation) checkWatches() {
 func (s *simulation) checkKeyCovered(ss *watchSession, k string) bool {
 	ws := s.watch
 	p, m := ss.pieceOf(k), ss.models[k]
+	if p == nil {
+		return true
+	}
 	lo := sort.Search(len(ws.attempts), func(i int) bool { return ws.attempts[i] > ss.base })
 	for _, r := range ws.attempts[lo:] {
 		if r > p.progress {
@@ -442,6 +450,9 @@ func (s *simulation) checkWatchAgainstReads(ss *watchSession) {
 	}
 	for _, k := range ss.keys {
 		p, m := ss.pieceOf(k), ss.models[k]
+		if p == nil {
+			continue
+		}
 		kv, found, n, ok := s.readAtAny(k, p.progress)
 		if !ok {
 			continue
