@@ -403,7 +403,11 @@ func writeWatchTable(w io.Writer, rows []Record) {
 	if len(rows) == 0 || rows[0].Watch == nil {
 		return
 	}
-	fmt.Fprintf(w, "watches: %d range watches, one per slice of the key space; lag = delivery - send time of each event\n", rows[0].Watch.Watchers)
+	n, watches := rows[0].Watch.Watchers, "range watches, one per slice of the key space"
+	if n == 1 {
+		watches = "range watch over the whole key space"
+	}
+	fmt.Fprintf(w, "watches: %d %s; lag = delivery - send time of each event\n", n, watches)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SYSTEM\tEVENTS/S\tWRITES/S\tLAG P50 ms\tLAG P90 ms\tLAG P99 ms\tLAG P99.9 ms\tLAG MAX ms\tMISSING\tDUPLICATES\tDRAIN ms\t")
 	for _, r := range rows {
