@@ -108,6 +108,83 @@
 //     snapshot is refused; the healed cluster converges; a node recovers
 //     from its crash image; no engine or state machine panics (a panic ends
 //     the run as a violation, with its stack).
+//   - Watches and reads at a revision (shard backend, engine and fleet
+//     runs; see below).
+//
+// # Watches and reads at a revision
+//
+// Every shardnode, in engine runs too, builds its state machines through
+// a shard.Store, which serves watches (Store.Watch) and reads at a
+// revision (Store.ScanAt). Three watch sessions run at any time (watch.go),
+// each as a router would hold one for a client: list a range of one shard
+// at a revision R with ScanAt on a random replica (R is the replica's
+// resolved revision, or up to 300 ms of revisions older), watch it from
+// R+1 on that replica, and follow the range under every fault. The range
+// is cut into pieces, one watcher each: when a watcher ends (EpochNotMatch
+// after a split, ErrShardNotFound when its replica is removed or
+// collected, its node crashing or its disk failing), the piece resumes
+// from its progress + 1 on a random live replica of the newest shard
+// holding its first key, and splits in two when that shard holds only
+// part of it; pieces also move to another replica at random and when
+// their progress stalls, so catching up from stored versions runs as
+// often as the feed. A session refused as compacted ends (legal only when
+// its start is below the replica's compaction point, which is checked).
+// Each session lives 150 to 500 steps; the last ones live to the end of
+// the run, catch up once the cluster converged, and must see their
+// progress pass a Resolve proposed to each watched shard's leader (at a
+// revision from the run's oracle): progress moves while no write comes.
+// The simulator polls every watcher every step with Next on a cancelled
+// context, which returns what is queued or caught up and never blocks;
+// the sessions draw from their own PCG and propose nothing during the
+// run, so a seed's faults, workload and engines are those of a run
+// without watches (Store.Resolve, which starts a goroutine, is never
+// called).
+//
+// The truth is the clients' writes: every attempt carries a revision of
+// the run's oracle, unique in the run, so an event names its write; an
+// acknowledged write applied at the revision its result names (which must
+// be one it was stamped with), an abandoned one never applied, an
+// ambiguous one at most once at one of its revisions. Checked on every
+// answer of every watcher (watchcheck.go): no event at or below the
+// progress its piece already reported (so no duplicate, no reordering,
+// no broken promise, across the watchers a piece went through), events
+// in revision order; every event is the change its write made to that
+// key (value, put or delete), of a write not abandoned, not acknowledged
+// or seen applying at another revision; its version, create revision and
+// PrevKV follow from the session's state of the key (the list, then the
+// events delivered); one answer holds all of a write's events in the
+// piece (a delete of a missing key has none); progress is not below the
+// answer's last event. When a session closes and when the run ends, every
+// write that applied at a revision the session covered (up to each
+// piece's progress; acknowledged, or seen applying by another watch)
+// shows in it, and its state at each piece's progress equals a read of a
+// replica at that revision (list at R, watch from R+1, read at P agree).
+//
+// Reads at a revision (readsat.go): at every sample, for 16 random keys
+// (all of them once the run's watches finished), every replica that owns
+// the key and answers reads at R (resolved at or past R, compaction point
+// at or below it) reads the same version at R (shard.ReadAt on its
+// Pebble), for R the lowest resolved revision among the replicas within
+// the retention of the highest and for a revision drawn below it; every
+// open session that covers R holds that version too.
+//
+// TestWatchChecksCatchPlantedBugs plants, between the shard package and
+// the checks, a bug for each of them (bugs.go) and requires a seed to
+// report it, and the same seed to pass without it: an answer losing one
+// event of a write, an answer losing a whole write (the next event's
+// version is off; the state at the progress is not a read's), an event
+// delivered again, answers delivered out of order, a write's events
+// split over two answers, progress claimed 50 ms ahead, a list 30 ms
+// older than the watch's start, and a replica answering reads at a
+// revision 30 ms early (engine and fleet runs). TestWatchCoverageVerdicts
+// checks the coverage check on hand-made sessions.
+//
+// Found by these checks (make sim SEEDS=100 -fleet, seed 71): a watcher
+// asking for PrevKV drops a whole answer when its replica is removed
+// between the publication of its events and Next: Next takes the events
+// off the queue, fillPrev's lookup fails with ErrShardNotFound, and Next
+// returns that error with the progress past the events it dropped; the
+// caller resumes from there and never sees them (shard/watch.go, Next).
 //
 // # Fleet runs: placement in the simulator
 //
