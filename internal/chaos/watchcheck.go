@@ -45,7 +45,9 @@ func CheckRun(run Run, vizDir, name string) Report {
 //     revision is in the coverage;
 //   - no acknowledged write was called after the watcher had reported a
 //     progress at or above its revision;
-//   - a session ends with an error only when the harness stopped it;
+//   - a session ends with an error only when the harness stopped it, and
+//     a later one resumes from the highest progress (or event revision)
+//     before it + 1;
 //
 // and, across watchers, each event in both coverages is delivered by
 // both.
