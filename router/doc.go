@@ -236,10 +236,14 @@
 // being the part one shard owns, at the shard's leader, and merges them:
 //
 //  1. Start: with a start revision S (WithStartRevision), every piece's
-//     stream starts at S. With 0 (now), the first piece's stream opens
-//     from now, its created response names the start (progress + 1), and
-//     the other pieces open from there: the whole watch starts at one
-//     revision.
+//     stream starts at S. With 0 (now), every piece's stream opens from
+//     now, each created response names that shard's start (progress +
+//     1), and the watch starts at the latest of them, S: every stream
+//     covers every write from S on, and the events below S that some saw
+//     are dropped. So the whole watch starts at one revision, and no
+//     shard is asked for one below its compaction point (an idle shard's
+//     "now" can be far behind a busy one's retention). Every write
+//     acknowledged before Watch was called is below S.
 //  2. Progress: each piece has a frontier, the highest revision at or
 //     below which it has received every event (its stream's
 //     progress_revision, and its last event's revision). The watch's

@@ -37,6 +37,9 @@ const (
 // the events of the others by up to this much.
 const watchMergeInterval = 100 * time.Millisecond
 
+// watchMinInterval is the shortest progress interval a shardnode accepts.
+const watchMinInterval = 10 * time.Millisecond
+
 // watchMaxEvents is the most events one WatchResponse carries, unless
 // one write has more (a write's events are never split).
 const watchMaxEvents = 1000
@@ -118,8 +121,10 @@ type watchOptions struct {
 
 // WithStartRevision watches from revision rev: the first events
 // delivered are those of writes at rev or later. 0, the default, means
-// from now (the revision the first shard reports); every shard of the
-// range starts at that one revision.
+// from now: the latest of the revisions the range's shards report as
+// their "now" when their streams open; every write acknowledged before
+// Watch was called is below it. With WithProgressNotify, the first
+// response says which revision that was (ProgressRevision + 1).
 func WithStartRevision(rev uint64) WatchOption {
 	return func(o *watchOptions) { o.startRev = rev }
 }
@@ -213,12 +218,12 @@ func (c *Client) Watch(ctx context.Context, start, end []byte, opts ...WatchOpti
 			cancel()
 		}
 		if o.startRev == 0 {
-			// Open the first shard's stream from now; its created
-			// response names the revision every other shard then
-			// starts at.
-			w.spawn(&watchPiece{start: start, end: end}, 0)
+			// Every shard's stream opens from now; the watch starts
+			// at the latest of their starts (see fixStart).
+			w.spawnRange(start, end, 0, false /* known */)
 		} else {
-			w.spawnRange(start, end, o.startRev-1)
+			w.started, w.floor = true, o.startRev-1
+			w.spawnRange(start, end, o.startRev-1, true /* known */)
 		}
 		w.run()
 	}()
@@ -248,6 +253,11 @@ type watcher struct {
 	// The merger's own state, touched by no other goroutine.
 	pieces  []*watchPiece
 	pending []Event
+	// started: the watch's start is fixed; floor is the start - 1.
+	// Events at or below floor are not delivered, and the watch's
+	// progress is never reported below it.
+	started bool
+	floor   uint64
 	// emitted: a response went out; progressSent is the ProgressRevision
 	// of the last one, progressAt when it went.
 	emitted      bool
@@ -284,17 +294,21 @@ type watchMsg struct {
 	err error
 }
 
-// spawnRange starts pieces covering [start, end) from frontier+1, one
-// per cached route (a gap in the cache is one piece, which splits once
-// its stream opens).
-func (w *watcher) spawnRange(start, end []byte, frontier uint64) {
+// spawnRange starts pieces covering [start, end), one per cached route
+// (a gap in the cache is one piece, which splits once its stream opens):
+// from frontier+1 if known, else from now.
+func (w *watcher) spawnRange(start, end []byte, frontier uint64, known bool) {
 	cur := start
 	for {
-		p := &watchPiece{start: cur, end: end, frontier: frontier, known: true}
+		p := &watchPiece{start: cur, end: end, frontier: frontier, known: known}
 		if r, ok := w.c.cache.lookup(cur); ok && !r.endsAtOrAfter(end) {
 			p.end = r.end()
 		}
-		w.spawn(p, frontier+1)
+		from := uint64(0)
+		if known {
+			from = frontier + 1
+		}
+		w.spawn(p, from)
 		if bytes.Equal(p.end, end) {
 			return
 		}
@@ -361,9 +375,10 @@ func (w *watcher) handle(m watchMsg) {
 		if !bytes.Equal(m.end, p.end) {
 			// The shard ends before the piece: the rest is another piece,
 			// from the same point.
+			// Before the start is fixed, the rest opens from now too.
 			rest, end := m.end, p.end
 			p.end = m.end
-			w.spawnRange(rest, end, p.frontier)
+			w.spawnRange(rest, end, p.frontier, w.started)
 		}
 		p.ack <- struct{}{}
 		return
@@ -393,6 +408,26 @@ func (w *watcher) minFrontier() (uint64, bool) {
 	return least, true
 }
 
+// fixStart fixes the start of a watch from now, once every piece's
+// stream opened: the latest of their starts. Every stream covers every
+// write from its own start on, so every write at or after the watch's
+// start is seen; the earlier ones some streams saw are dropped. Opening
+// every stream from now, instead of the others at the first one's start,
+// never asks a shard for a revision below its compaction point (an idle
+// shard's "now" can be older than a busy shard's history).
+func (w *watcher) fixStart() {
+	if w.started {
+		return
+	}
+	for _, p := range w.pieces {
+		if !p.known {
+			return
+		}
+		w.floor = max(w.floor, p.frontier)
+	}
+	w.started = true
+}
+
 // resume acks the parked pieces it may: all of them while fewer than
 // maxPending events wait, else only those at the least frontier, which
 // hold the others back.
@@ -411,15 +446,19 @@ func (w *watcher) resume() {
 // them and they are due. It returns false if the watch's context ended
 // while it waited for room.
 func (w *watcher) deliver() bool {
+	w.fixStart()
 	least, ok := w.minFrontier()
 	if !ok {
 		return true
 	}
+	least = max(least, w.floor)
 	var ready []Event
 	keep := w.pending[:0]
 	for _, ev := range w.pending {
 		if ev.Revision() <= least {
-			ready = append(ready, ev)
+			if ev.Revision() > w.floor {
+				ready = append(ready, ev)
+			}
 		} else {
 			keep = append(keep, ev)
 		}
@@ -507,14 +546,14 @@ func (w *watcher) follow(p *watchPiece, start, end []byte, from uint64) {
 		st.stale = nil
 		switch {
 		case err != nil:
-			v = verdict{wait: true}
+			v = verdict{reason: RetryNoRoute, wait: true}
 		default:
 			node, addr, ok := c.pickTarget(r, cl, &st)
 			if !ok {
 				c.cache.invalidate(r)
 				st.stale = r
 				clear(st.tried)
-				v = verdict{wait: true}
+				v = verdict{reason: RetryUnavailable, wait: true}
 				break
 			}
 			began := time.Now()
@@ -538,6 +577,7 @@ func (w *watcher) follow(p *watchPiece, start, end []byte, from uint64) {
 			w.send(watchMsg{p: p, err: fmt.Errorf("router: watch %s: %w", keyfmt.Quote(start), err)})
 			return
 		}
+		c.stats.retries[v.reason].Add(1)
 		if !v.wait {
 			if quick++; quick < watchQuickRetries {
 				continue
@@ -583,7 +623,7 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 	}
 	interval := watchMergeInterval
 	if w.o.progress > 0 {
-		interval = min(interval, w.o.progress)
+		interval = max(min(interval, w.o.progress), watchMinInterval)
 	}
 	sctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()

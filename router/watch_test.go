@@ -79,18 +79,19 @@ func TestWatchMergesShardsInRevisionOrder(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := c.Watch(ctx, nil, nil, WithProgressNotify(time.Nanosecond))
-	w1 := n1.nextWatch(t)
-	if w1.req.GetStartRevision() != 0 || string(w1.req.GetEnd()) != "m" {
-		t.Fatalf("first stream: %v, want shard 1 ([, m)) from now", w1.req)
+	w1, w2 := n1.nextWatch(t), n2.nextWatch(t)
+	if w1.req.GetStartRevision() != 0 || string(w1.req.GetEnd()) != "m" || w1.req.GetProgressIntervalMs() != 10 {
+		t.Fatalf("first stream: %v, want shard 1 ([, m)) from now, progress every 10ms", w1.req)
 	}
-	w1.created(10) // "now" is revision 10
-	w2 := n2.nextWatch(t)
-	if w2.req.GetStartRevision() != 10 || string(w2.req.GetStart()) != "m" || w2.req.GetHeader().GetShardId() != 2 {
-		t.Fatalf("second stream: %v, want shard 2 from revision 10, where the first began", w2.req)
+	if w2.req.GetStartRevision() != 0 || string(w2.req.GetStart()) != "m" || w2.req.GetHeader().GetShardId() != 2 {
+		t.Fatalf("second stream: %v, want shard 2 from now", w2.req)
 	}
-	w2.created(10)
+	// Each shard's "now" differs: the watch starts at the latest, 10.
+	w1.created(10)
+	w2.created(8)
+	w2.progress(9, putEvent("before", 8), putEvent("before", 9))
 	if resp := <-ch; resp.ProgressRevision != 9 || len(resp.Events) != 0 {
-		t.Fatalf("first response %+v, want progress 9 (the start was 10)", resp)
+		t.Fatalf("first response %+v, want progress 9 (the start was 10) and no event before it", resp)
 	}
 	// Shard 1 runs ahead; shard 2's events in between must come first.
 	w1.progress(12, putEvent("a", 12))
@@ -229,7 +230,7 @@ func TestWatchStopsOnCancelAndClose(t *testing.T) {
 // directly: with more events pending than maxPending, it acks only the
 // piece that holds the others back.
 func TestWatchHoldsBackPiecesAheadWhenPendingIsFull(t *testing.T) {
-	w := &watcher{o: watchOptions{maxPending: 3, buffer: 100}, out: make(chan WatchResponse, 100)}
+	w := &watcher{o: watchOptions{maxPending: 3, buffer: 100}, out: make(chan WatchResponse, 100), started: true}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	defer w.cancel()
 	ahead := &watchPiece{start: []byte("a"), end: []byte("m"), known: true, ack: make(chan struct{}, 1)}
