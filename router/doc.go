@@ -226,7 +226,9 @@
 // (*FutureRevisionError: above every revision handed out). OUT_OF_RANGE
 // with KeyNotInShard is still a stale route: reload, retry. GetMany reads
 // many keys concurrently, sharing Multi calls through the coalescers, but
-// each key at its own shard's revision (not a snapshot).
+// each key at its own shard's revision (not a snapshot). Compact(ctx,
+// start, end, rev) sets the compaction revision of every shard of a range
+// (each whole shard: compaction is per shard).
 //
 // # Watch
 //

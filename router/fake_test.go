@@ -519,3 +519,11 @@ func (p *placementOver) ScanRoutes(ctx context.Context, req *pb.ScanRoutesReques
 	}
 	return &pb.ScanRoutesResponse{Routes: routes}, nil
 }
+
+// Compact records the call and answers the revision asked for.
+func (n *fakeNode) Compact(_ context.Context, req *pb.CompactRequest) (*pb.CompactResponse, error) {
+	if err := n.enterAt("compact", req.GetHeader(), req.GetRevision()); err != nil {
+		return nil, err
+	}
+	return &pb.CompactResponse{CompactRevision: req.GetRevision()}, nil
+}

@@ -214,3 +214,24 @@ func TestGetManyKeepsInputOrder(t *testing.T) {
 		t.Errorf("GetMany of nothing: %v %v", res, err)
 	}
 }
+
+func TestCompactReachesEveryShardOfTheRange(t *testing.T) {
+	n1, n2 := newFakeNode(t, 1), newFakeNode(t, 2)
+	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "g", 1, n1), fakeRoute(2, "g", "p", 2, n2), fakeRoute(3, "p", "", 1, n1)), nil)
+	ctx := context.Background()
+	if err := c.Compact(ctx, []byte("c"), []byte("h"), 7); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range []*fakeNode{n1, n2} {
+		for _, r := range n.requests() {
+			got = append(got, fmt.Sprintf("%s s%d@%d", r.method, r.hdr.GetShardId(), r.rev))
+		}
+	}
+	if strings.Join(got, ",") != "compact s1@7,compact s2@7" {
+		t.Errorf("requests %v, want shards 1 and 2 compacted at 7, not 3", got)
+	}
+	if err := c.Compact(ctx, nil, nil, 0); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("revision 0: %v", err)
+	}
+}
