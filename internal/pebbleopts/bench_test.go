@@ -1,0 +1,128 @@
+package pebbleopts
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/flotilla-kv/flotilla/internal/keys"
+)
+
+// nodeWrites models what a shardnode writes into its Pebble for b.N client
+// writes, in the shape of the bench's write workload (10,000 keys of 16
+// bytes, 256-byte values, 16 shards, rounds of 16 writes): per write a log
+// entry, then, at apply, the key's new version, its meta, the client record
+// and the group's applied state; every 200 entries a group's log is
+// truncated with a range deletion, as multiraft does. Each round is one
+// synced batch. It reports the process's CPU time per write (user and
+// system, Pebble's flushes and compactions included, from getrusage) and
+// the bytes Pebble flushed and compacted per write.
+func nodeWrites(b *testing.B, opts *pebble.Options) {
+	const (
+		shards        = 16
+		userKeys      = 10_000
+		roundWrites   = 16
+		truncateEvery = 200
+	)
+	db, err := pebble.Open(b.TempDir(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	value := make([]byte, 256)
+	entry := make([]byte, 350)
+	for i := range entry {
+		entry[i] = byte(rng.Uint32())
+	}
+	userKey := func(i int) []byte { return fmt.Appendf(nil, "%08x%08d", uint32(i)*2654435761, i)[:16] }
+	logIndex := make([]uint64, shards)
+	truncated := make([]uint64, shards)
+	versions := make([]uint64, userKeys)
+	var kbuf, mbuf, vbuf []byte
+	rev := uint64(time.Now().UnixMilli()) << 18
+	before := cpuTime()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += roundWrites {
+		batch := db.NewBatch()
+		for range roundWrites {
+			g := rng.IntN(shards)
+			k := rng.IntN(userKeys)
+			logIndex[g]++
+			for i := range value {
+				value[i] = byte(rng.Uint32())
+			}
+			_ = batch.Set(keys.RaftLogKey(uint64(g), logIndex[g]), entry, nil)
+			rev++
+			versions[k]++
+			kbuf = keys.AppendMVCCKey(kbuf[:0], userKey(k), rev)
+			vbuf = binary.AppendUvarint(append(vbuf[:0], 1), rev)
+			vbuf = binary.AppendUvarint(vbuf, versions[k])
+			vbuf = append(binary.AppendUvarint(vbuf, 0), value...)
+			_ = batch.Set(kbuf, vbuf, nil)
+			mbuf = keys.AppendMVCCPrefix(mbuf[:0], userKey(k))
+			_ = batch.Set(mbuf, vbuf[:12], nil)
+			_ = batch.Set(keys.ShardClientKey(uint64(g), uint64(k%100)), entry[:40], nil)
+			_ = batch.Set(keys.RaftKey(uint64(g), keys.RaftAppliedState), entry[:60], nil)
+			if logIndex[g]-truncated[g] >= truncateEvery {
+				_ = batch.DeleteRange(keys.RaftLogKey(uint64(g), truncated[g]+1), keys.RaftLogKey(uint64(g), logIndex[g]-10), nil)
+				truncated[g] = logIndex[g] - 11
+			}
+		}
+		if err := batch.Commit(pebble.Sync); err != nil {
+			b.Fatal(err)
+		}
+		_ = batch.Close()
+	}
+	b.StopTimer()
+	cpu := cpuTime() - before
+	m := db.Metrics()
+	var flushed, compacted uint64
+	for _, l := range m.Levels {
+		compacted += l.TableBytesCompacted
+		flushed += l.TableBytesFlushed
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/write")
+	b.ReportMetric(float64(flushed)/float64(b.N), "flushed-B/write")
+	b.ReportMetric(float64(compacted)/float64(b.N), "compacted-B/write")
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkNodeWrites: nodeWrites with Options, and with Options but
+// Pebble's defaults for the LSM's shape (L0CompactionThreshold,
+// L0StopWritesThreshold, LBaseMaxBytes), which Options changes. Run it
+// with a fixed count (-benchtime 200000x): the cost of compactions grows
+// with the data, so figures of different b.N do not compare.
+func BenchmarkNodeWrites(b *testing.B) {
+	b.Run("lsm=flotilla", func(b *testing.B) {
+		nodeWrites(b, Options(quietLogger{}, 0))
+	})
+	b.Run("lsm=pebble", func(b *testing.B) {
+		opts := Options(quietLogger{}, 0)
+		opts.L0CompactionThreshold, opts.L0StopWritesThreshold, opts.LBaseMaxBytes = 0, 0, 0
+		nodeWrites(b, opts)
+	})
+}
+
+// quietLogger drops Pebble's informational logs, which would interleave
+// with the benchmark's output, and fails on its errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+
+func (quietLogger) Errorf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+func (quietLogger) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
