@@ -9,6 +9,7 @@
 //	flotilla cas KEY EXPECTED NEW       compare-and-swap (--absent: KEY must not exist)
 //	flotilla scan [--start S --end E]   list keys in order
 //	flotilla watch KEY                  print writes to KEY as they happen (--prefix, --rev R, --prev-kv, --progress D)
+//	flotilla compact REV                compact the shards of [--start, --end) to revision REV
 //	flotilla status | nodes | shards    cluster state from placement
 //	flotilla drain NODE                 move every replica and leadership off NODE
 //	flotilla certs --dir DIR            create a development CA and mTLS certificates
@@ -51,6 +52,7 @@ Commands:
   scan      scan keys in [--start, --end) in order, at most --limit (--end before --start is refused)
   watch     watch KEY: print every write as it happens, in revision order, until interrupted
             (--prefix: every key starting with KEY; --rev R: from revision R; --prev-kv; --progress 1s)
+  compact   compact REV: refuse reads and watches below revision REV in the shards of [--start, --end), prune older versions
   status    cluster status from placement
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
@@ -80,6 +82,7 @@ var commands = []command{
 	{"cas", "flotilla cas [flags] KEY EXPECTED NEW  |  flotilla cas --absent [flags] KEY NEW", runCAS},
 	{"scan", "flotilla scan [flags]", runScan},
 	{"watch", "flotilla watch [flags] KEY", runWatch},
+	{"compact", "flotilla compact [flags] REV", runCompact},
 	{"status", "flotilla status [flags]", runStatus},
 	{"nodes", "flotilla nodes [flags]", runNodes},
 	{"shards", "flotilla shards [flags]", runShards},

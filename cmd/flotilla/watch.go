@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/router"
@@ -126,4 +128,42 @@ func printWatchResponse(out io.Writer, asJSON bool, resp router.WatchResponse) e
 // writeJSONLine writes v as one line of JSON.
 func writeJSONLine(out io.Writer, v any) error {
 	return json.NewEncoder(out).Encode(v)
+}
+
+func runCompact(ctx context.Context, args []string, out io.Writer) error {
+	var c common
+	fs := kvFlags(newFlags("compact", &c, false), &c)
+	start := fs.String("start", "", "first key of the range (inclusive)")
+	end := fs.String("end", "", "end of the range (exclusive); empty: to the end")
+	pos, err := parse(fs, args, "flotilla compact [flags] REV: compact every shard owning a part of [--start, --end) to revision REV: "+
+		"reads and watches below REV are refused from then on, and older versions are pruned (each whole shard is compacted)", 1)
+	if err != nil {
+		return err
+	}
+	rev, err := strconv.ParseUint(pos[0], 10, 64)
+	if err != nil || rev == 0 {
+		fmt.Fprintf(os.Stderr, "REV %q: want a revision > 0\n\n", pos[0])
+		fs.Usage()
+		return errUsage
+	}
+	if *end != "" && *start >= *end {
+		fmt.Fprintf(os.Stderr, "--end %q does not sort after --start %q\n\n", *end, *start)
+		fs.Usage()
+		return errUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.router(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Compact(ctx, []byte(*start), []byte(*end), rev); err != nil {
+		return revisionErr(err)
+	}
+	if c.json {
+		return printJSON(out, map[string]any{"ok": true, "revision": rev})
+	}
+	fmt.Fprintf(out, "OK (compacted to revision %d)\n", rev)
+	return nil
 }
