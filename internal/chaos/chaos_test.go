@@ -230,17 +230,18 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	}
 	// Watchers, before the first write: one on the shared router from
 	// now, and once it has reported where it starts, one with a router of
-	// its own from there (restarted in the fault window).
+	// its own from there, with previous versions (restarted in the fault
+	// window).
 	wlog := &WatchLog{}
 	wstart, wend := watchRange(keys)
-	watchers := []*cycleWatcher{startWatcher(0, clk, wlog, wstart, wend, 0, shared, nil)}
+	watchers := []*cycleWatcher{startWatcher(0, clk, wlog, wstart, wend, 0, false /* prevKV */, shared, nil)}
 	var from uint64
 	if p0, err := watchers[0].waitResponded(watchStartTimeout); err != nil {
 		fmt.Printf("chaos: cycle %d: %v\n", cycle, err) // the check reports it
 	} else {
 		from = p0 + 1
 	}
-	watchers = append(watchers, startWatcher(1, clk, wlog, wstart, wend, from, nil, func() (*router.Client, error) {
+	watchers = append(watchers, startWatcher(1, clk, wlog, wstart, wend, from, true /* prevKV */, nil, func() (*router.Client, error) {
 		return router.New(context.Background(), routerConfig(c.PlacementAddrs()))
 	}))
 	w := startWorkload(clk, keys, clients, seed, fmt.Sprintf("c%d.", cycle))

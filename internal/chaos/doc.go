@@ -108,14 +108,14 @@
 // keys of other cycles in that range are not checked). Watcher 0 watches
 // through the shared router from now, and the workload starts only once
 // its first progress P has arrived (30 s bound), so the cycle's writes
-// all come after its start P+1. Watcher 1 watches from P+1 through a
-// router of its own, which is closed halfway through the fault window: a
-// new router resumes the watch from the highest progress received + 1
-// (a new session). Both ask for progress every 200 ms. Every response
-// (events, progress, error) is recorded with its receive time on the
-// history's clock, with the session it belongs to; a session that ends
-// while the harness still watches is recorded, and a new one resumes
-// after 200 ms.
+// all come after its start P+1. Watcher 1 watches from P+1, with previous
+// versions (WithPrevKV), through a router of its own, which is closed
+// halfway through the fault window: a new router resumes the watch from
+// the highest progress (or event revision) received + 1, a new session.
+// Both ask for progress every 200 ms. Every response (events, progress,
+// error) is recorded with its receive time on the history's clock, with
+// the session it belongs to; a session that ends while the harness still
+// watches is recorded, and a new one resumes after 200 ms.
 //
 // # What is checked
 //
@@ -150,7 +150,9 @@
 //     Replaying the events from absent keys (a cycle's keys are new) gives
 //     each put the create revision and version it carries (etcd's: create
 //     on the first put after absence, version 1, then +1), deletes only
-//     present keys, and agrees with every acknowledged CAS (the value it
+//     present keys, gives watcher 1's events the previous version they
+//     carry (value, mod and create revision, version; none after an
+//     absence), and agrees with every acknowledged CAS (the value it
 //     swapped from, or found at its revision) and get (the value it read
 //     at its revision). A session ending with an error the harness did not
 //     cause is a violation, and so is a coverage that never reached the

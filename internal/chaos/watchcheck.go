@@ -40,6 +40,8 @@ func CheckRun(run Run, vizDir, name string) Report {
 //     reported as unchecked;
 //   - replaying the events from absent keys gives each put the create
 //     revision and version the event carries, deletes only present keys,
+//     gives each event of a session with WithPrevKV the previous version
+//     it carries (none when the key was absent; none without it),
 //     and agrees with every acknowledged CAS (the value it swapped from,
 //     or found) and get (the value it read at its revision) whose
 //     revision is in the coverage;
@@ -128,6 +130,8 @@ type watchReplay struct {
 	startKnown bool
 	progress   uint64
 	reached    uint64
+	// prevKV: the current session asked for previous versions.
+	prevKV bool
 	// reported is the progress timeline: when each higher progress came.
 	reported []progressAt
 	// The last event, for the order check.
@@ -160,6 +164,7 @@ func (w *watchReplay) failf(format string, args ...any) {
 func (w *watchReplay) walk(recs []WatchRecord) {
 	for _, r := range recs {
 		if r.Open {
+			w.prevKV = r.PrevKV
 			switch {
 			case !w.startKnown && r.From != 0:
 				w.start, w.startKnown = r.From, true
@@ -259,6 +264,15 @@ func (w *watchReplay) replay(ev WatchEvent) {
 	var prev *WatchEvent
 	if len(evs) > 0 && !evs[len(evs)-1].Delete {
 		prev = &evs[len(evs)-1]
+	}
+	switch {
+	case w.prevKV && prev == nil && ev.Prev:
+		w.failf("%v carries a previous version of a key absent by the watch's account", ev)
+	case w.prevKV && prev != nil && (!ev.Prev || ev.PrevValue != prev.Value || ev.PrevRevision != prev.Revision ||
+		ev.PrevCreate != prev.CreateRevision || ev.PrevVersion != prev.Version):
+		w.failf("%v: want previous version %v", ev, *prev)
+	case !w.prevKV && ev.Prev:
+		w.failf("%v carries a previous version, not asked for", ev)
 	}
 	switch {
 	case ev.Delete && prev == nil:
@@ -381,18 +395,23 @@ func describeState(val string, present bool) string {
 }
 
 // agree reports the events of a that b should have delivered (in both
-// coverages, of watched keys) and did not.
+// coverages, of watched keys) and did not. Previous versions are not
+// compared (one watcher may ask for them, the other not).
 func agree(a, b *watchReplay) []string {
+	bare := func(ev WatchEvent) WatchEvent {
+		ev.Prev, ev.PrevValue, ev.PrevRevision, ev.PrevCreate, ev.PrevVersion = false, "", 0, 0, 0
+		return ev
+	}
 	have := map[WatchEvent]bool{}
 	for _, evs := range b.keys {
 		for _, ev := range evs {
-			have[ev] = true
+			have[bare(ev)] = true
 		}
 	}
 	var out []string
 	for _, evs := range a.keys {
 		for _, ev := range evs {
-			if b.covers(ev.Revision) && a.covers(ev.Revision) && !have[ev] {
+			if b.covers(ev.Revision) && a.covers(ev.Revision) && !have[bare(ev)] {
 				out = append(out, fmt.Sprintf("watchers %d and %d disagree: %d delivered %v, %d did not (its coverage [%d, %d])",
 					a.id, b.id, a.id, ev, b.id, b.start, b.progress))
 			}

@@ -26,6 +26,12 @@ func delEv(key string, rev uint64) WatchEvent {
 	return WatchEvent{Delete: true, Key: key, Revision: rev}
 }
 
+// withPrev returns ev carrying prev as its previous version.
+func withPrev(ev, prev WatchEvent) WatchEvent {
+	ev.Prev, ev.PrevValue, ev.PrevRevision, ev.PrevCreate, ev.PrevVersion = true, prev.Value, prev.Revision, prev.CreateRevision, prev.Version
+	return ev
+}
+
 func resp(watcher, session int, t int64, progress uint64, evs ...WatchEvent) WatchRecord {
 	return WatchRecord{Watcher: watcher, Session: session, At: t, Progress: progress, Events: evs}
 }
@@ -35,7 +41,8 @@ func open(watcher, session int, t int64, from uint64) WatchRecord {
 }
 
 // cleanRun is a run the watch check accepts: acknowledged, failed and
-// unknown writes of every kind, two watchers, one restarted.
+// unknown writes of every kind, two watchers, one restarted and with
+// previous versions.
 func cleanRun() Run {
 	ops := []Op{
 		at(put(0, "k", "a", 10, 20, OK), 100),
@@ -57,6 +64,8 @@ func cleanRun() Run {
 		putEv("k", "a", 100, 100, 1), putEv("j", "j1", 105, 105, 1), putEv("k", "b", 110, 100, 2),
 		delEv("k", 130), putEv("k", "d", 150, 150, 1), delEv("k", 160),
 	}
+	// Watcher 1's events carry previous versions.
+	w1 := []WatchEvent{w0[0], w0[1], withPrev(w0[2], w0[0]), withPrev(w0[3], w0[2]), w0[4], withPrev(w0[5], w0[4])}
 	recs := []WatchRecord{
 		open(0, 0, 0, 0),
 		resp(0, 0, 5, 99),
@@ -69,14 +78,14 @@ func cleanRun() Run {
 		resp(0, 0, 310, 170),
 		{Watcher: 0, Session: 0, At: 320, Err: "router: closed", Stopped: true},
 
-		open(1, 0, 6, 100),
+		{Watcher: 1, Session: 0, At: 6, Open: true, From: 100, PrevKV: true},
 		resp(1, 0, 7, 99),
-		resp(1, 0, 42, 110, w0[0], w0[1], w0[2]),
-		resp(1, 0, 85, 130, w0[3]),
+		resp(1, 0, 42, 110, w1[0], w1[1], w1[2]),
+		resp(1, 0, 85, 130, w1[3]),
 		{Watcher: 1, Session: 0, At: 90, Err: "router: closed", Stopped: true},
-		open(1, 1, 91, 131),
+		{Watcher: 1, Session: 1, At: 91, Open: true, From: 131, PrevKV: true},
 		resp(1, 1, 92, 130),
-		resp(1, 1, 160, 160, w0[4], w0[5]),
+		resp(1, 1, 160, 160, w1[4], w1[5]),
 		resp(1, 1, 311, 170),
 	}
 	return Run{Ops: ops, Watch: recs}
@@ -183,6 +192,20 @@ func TestWatchCheckCatchesPlantedBugs(t *testing.T) {
 		{"stale-read-revision", func(r *Run) {
 			r.Ops[4].Revision = 105 // read "b" at 105, when the watch has "a"
 		}, `read at revision 105, but the watch has the key at "a" there`},
+		{"wrong-prev-kv", func(r *Run) {
+			record(r, 1, 42).Events[2].PrevVersion = 2
+		}, `want previous version PUT "k"="a" @100`},
+		{"missing-prev-kv", func(r *Run) {
+			record(r, 1, 160).Events[1].Prev = false
+		}, `want previous version PUT "k"="d" @150`},
+		{"prev-kv-of-absent", func(r *Run) {
+			rec := record(r, 1, 160)
+			rec.Events[0] = withPrev(rec.Events[0], putEv("k", "b", 110, 100, 2))
+		}, "carries a previous version of a key absent"},
+		{"prev-kv-not-asked", func(r *Run) {
+			rec := record(r, 0, 41)
+			rec.Events[0] = withPrev(rec.Events[0], putEv("k", "a", 100, 100, 1))
+		}, "not asked for"},
 		{"watchers-disagree", func(r *Run) {
 			// Watcher 1 misses the unknown put and delete: nothing it must
 			// deliver, but watcher 0 did.

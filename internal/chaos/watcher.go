@@ -32,6 +32,7 @@ type cycleWatcher struct {
 	start, end []byte
 	shared     *router.Client
 	newRouter  func() (*router.Client, error)
+	prevKV     bool
 
 	progress  atomic.Uint64 // highest ProgressRevision or event revision received
 	responded atomic.Bool   // a response arrived
@@ -50,9 +51,10 @@ type cycleWatcher struct {
 
 // startWatcher starts watching [start, end) from revision from (0: now)
 // through shared, or through a router of its own per session when
-// newRouter is set.
-func startWatcher(id int, clk clock, log *WatchLog, start, end []byte, from uint64, shared *router.Client, newRouter func() (*router.Client, error)) *cycleWatcher {
-	w := &cycleWatcher{id: id, clk: clk, log: log, start: start, end: end, shared: shared, newRouter: newRouter,
+// newRouter is set; with prevKV, asking for each event's previous
+// version.
+func startWatcher(id int, clk clock, log *WatchLog, start, end []byte, from uint64, prevKV bool, shared *router.Client, newRouter func() (*router.Client, error)) *cycleWatcher {
+	w := &cycleWatcher{id: id, clk: clk, log: log, start: start, end: end, shared: shared, newRouter: newRouter, prevKV: prevKV,
 		done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go w.loop(from)
 	return w
@@ -93,7 +95,7 @@ func (w *cycleWatcher) loop(from uint64) {
 		}
 		w.mu.Unlock()
 
-		w.log.Add(WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Open: true, From: from})
+		w.log.Add(WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Open: true, From: from, PrevKV: w.prevKV})
 		w.session(ctx, r, session, from, stopped)
 		cancel()
 		if w.newRouter != nil {
@@ -127,7 +129,11 @@ func (w *cycleWatcher) pause() bool {
 // session runs one Watch until its channel closes, recording every
 // response.
 func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session int, from uint64, stopped *atomic.Bool) {
-	ch := r.Watch(ctx, w.start, w.end, router.WithStartRevision(from), router.WithProgressNotify(watchProgressInterval))
+	opts := []router.WatchOption{router.WithStartRevision(from), router.WithProgressNotify(watchProgressInterval)}
+	if w.prevKV {
+		opts = append(opts, router.WithPrevKV())
+	}
+	ch := r.Watch(ctx, w.start, w.end, opts...)
 	ended := false
 	for resp := range ch {
 		rec := WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Progress: resp.ProgressRevision, Stopped: stopped.Load()}

@@ -19,18 +19,32 @@ type WatchEvent struct {
 	// CreateRevision and Version are KV's, for a put.
 	CreateRevision uint64
 	Version        uint64
+	// Prev is set when the event carried PrevKV (asked for with
+	// WithPrevKV, and the key existed): the key's value, mod revision,
+	// create revision and version before the write.
+	Prev         bool   `json:",omitempty"`
+	PrevValue    string `json:",omitempty"`
+	PrevRevision uint64 `json:",omitempty"`
+	PrevCreate   uint64 `json:",omitempty"`
+	PrevVersion  uint64 `json:",omitempty"`
 }
 
 func (e WatchEvent) String() string {
+	var s string
 	if e.Delete {
-		return fmt.Sprintf("DELETE %q @%d", e.Key, e.Revision)
+		s = fmt.Sprintf("DELETE %q @%d", e.Key, e.Revision)
+	} else {
+		s = fmt.Sprintf("PUT %q=%q @%d (create %d, version %d)", e.Key, e.Value, e.Revision, e.CreateRevision, e.Version)
 	}
-	return fmt.Sprintf("PUT %q=%q @%d (create %d, version %d)", e.Key, e.Value, e.Revision, e.CreateRevision, e.Version)
+	if e.Prev {
+		s += fmt.Sprintf(" prev %q @%d (create %d, version %d)", e.PrevValue, e.PrevRevision, e.PrevCreate, e.PrevVersion)
+	}
+	return s
 }
 
 // watchEvent records ev.
 func watchEvent(ev router.Event) WatchEvent {
-	return WatchEvent{
+	e := WatchEvent{
 		Delete:         ev.Type == router.EventDelete,
 		Key:            string(ev.KV.Key),
 		Value:          string(ev.KV.Value),
@@ -38,6 +52,10 @@ func watchEvent(ev router.Event) WatchEvent {
 		CreateRevision: ev.KV.CreateRevision,
 		Version:        ev.KV.Version,
 	}
+	if p := ev.PrevKV; p != nil {
+		e.Prev, e.PrevValue, e.PrevRevision, e.PrevCreate, e.PrevVersion = true, string(p.Value), p.ModRevision, p.CreateRevision, p.Version
+	}
+	return e
 }
 
 // WatchRecord is one thing a watcher saw: a session's start (Open), or a
@@ -51,9 +69,10 @@ type WatchRecord struct {
 	// At is when the record was made, on the history's clock.
 	At int64
 	// Open marks a session's start: its Watch was called from revision
-	// From (0: from now).
-	Open bool
-	From uint64
+	// From (0: from now), with WithPrevKV when PrevKV.
+	Open   bool
+	From   uint64
+	PrevKV bool `json:",omitempty"`
 	// A response: its events, ProgressRevision and Err.
 	Events   []WatchEvent
 	Progress uint64
@@ -68,6 +87,9 @@ func (r WatchRecord) String() string {
 	fmt.Fprintf(&b, "w%d.%d [%.3fs] ", r.Watcher, r.Session, float64(r.At)/1e9)
 	if r.Open {
 		fmt.Fprintf(&b, "open from %d", r.From)
+		if r.PrevKV {
+			b.WriteString(" with prev kv")
+		}
 		return b.String()
 	}
 	fmt.Fprintf(&b, "progress %d", r.Progress)
