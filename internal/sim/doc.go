@@ -179,12 +179,18 @@
 // revision 30 ms early (engine and fleet runs). TestWatchCoverageVerdicts
 // checks the coverage check on hand-made sessions.
 //
-// Found by these checks (make sim SEEDS=100 -fleet, seed 71): a watcher
-// asking for PrevKV drops a whole answer when its replica is removed
-// between the publication of its events and Next: Next takes the events
-// off the queue, fillPrev's lookup fails with ErrShardNotFound, and Next
-// returns that error with the progress past the events it dropped; the
-// caller resumes from there and never sees them (shard/watch.go, Next).
+// Found by these checks, in fleet seeds 71, 115 and 169 of make
+// sim-test (not fixed as of this writing): a watcher asking for PrevKV
+// drops a whole answer when its replica is removed in the round that
+// applied the answer's writes (a move applies the removal right after
+// them): Committed queues the events, the removal fails the feed, and
+// Next takes the events off the queue, fails in fillPrev's lookup with
+// ErrShardNotFound and returns that error with the progress past the
+// events it dropped. The caller resumes from there and never sees them:
+// seed 71 misses an acknowledged CAS (the coverage check), seeds 115 and
+// 169 a delete (the next put's version 1 contradicts the state). Next
+// should end the watch below the dropped events (progress = the first
+// one's revision - 1), which makes the three seeds pass.
 //
 // # Fleet runs: placement in the simulator
 //
