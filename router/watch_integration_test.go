@@ -8,9 +8,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -231,4 +233,133 @@ func TestIntegrationWatchSeesEveryWriteOnceInOrder(t *testing.T) {
 	if err != nil || len(many) != 3 || many[1].Found || string(many[2].KV.Key) != acked[len(acked)-1].key {
 		t.Fatalf("GetMany: %+v %v", many, err)
 	}
+}
+
+// TestIntegrationWatchThroughLeaderKill: with placementd (one timestamp
+// oracle for the fleet) and 4 shards on 3 nodes, a watch of the whole
+// key space keeps delivering every write once and in revision order
+// while the node leading a shard is killed: its streams end (a broken
+// connection) and resubscribe at the new leaders from their progress.
+func TestIntegrationWatchThroughLeaderKill(t *testing.T) {
+	f := fleet.New(t, 3, "--heartbeat-interval", "250ms")
+	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
+	f.StartPlacement()
+	f.Start()
+	r, err := New(context.Background(), Config{PlacementAddresses: []string{f.PlacementAddrs()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := testutil.Context(t, 2*time.Minute)
+	key := func(i int) []byte { return fmt.Appendf(nil, "%c/k%03d", byte(i*37), i) }
+	testutil.Eventually(t, time.Minute, func() error {
+		for i := range 8 {
+			if err := r.Put(ctx, key(i), []byte("ready")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if n := len(r.cache.routes()); n < 2 {
+		t.Fatalf("%d shards cached, want several", n)
+	}
+
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ch := r.Watch(wctx, nil, nil, WithProgressNotify(50*time.Millisecond))
+	first := <-ch
+	if first.Err != nil {
+		t.Fatal(first.Err)
+	}
+
+	type write struct {
+		rev   uint64
+		value string
+	}
+	var (
+		mu    sync.Mutex
+		acked []write
+		maybe = map[string]bool{} // failed writes: may have applied
+	)
+	var stopWriting atomic.Bool
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for j := 0; !stopWriting.Load(); j++ {
+				v := fmt.Sprintf("w%d.%d", w, j)
+				res, err := r.PutRev(ctx, key(w*50+j%50), []byte(v))
+				mu.Lock()
+				if err != nil {
+					maybe[v] = true
+				} else {
+					acked = append(acked, write{res.Revision, v})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if n := count(); n < 100 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+	rt, _ := r.cache.lookup(key(0))
+	victim := uint64(rt.leaderNode)
+	if victim == 0 {
+		t.Fatal("no cached leader for the first key")
+	}
+	before := count()
+	f.Nodes[victim].Kill()
+	t.Logf("killed node %d, the leader of shard %d, after %d writes", victim, rt.id(), before)
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if n := count(); n < before+300 {
+			return fmt.Errorf("%d writes since the kill", n-before)
+		}
+		return nil
+	})
+	stopWriting.Store(true)
+	wg.Wait()
+
+	slices.SortFunc(acked, func(a, b write) int { return cmp.Compare(a.rev, b.rev) })
+	last := acked[len(acked)-1].rev
+	seen := map[string]uint64{}
+	var prev uint64
+	for done := false; !done; {
+		var resp WatchResponse
+		select {
+		case resp = <-ch:
+		case <-ctx.Done():
+			t.Fatalf("watch stalled: %d of %d writes seen, at %d of %d", len(seen), len(acked), prev, last)
+		}
+		if resp.Err != nil {
+			t.Fatalf("watch ended: %v", resp.Err)
+		}
+		for _, ev := range resp.Events {
+			if ev.Revision() <= prev {
+				t.Fatalf("event at %d after one at %d", ev.Revision(), prev)
+			}
+			prev = ev.Revision()
+			v := string(ev.KV.Value)
+			if _, dup := seen[v]; dup {
+				t.Fatalf("write %s delivered twice", v)
+			}
+			seen[v] = ev.Revision()
+		}
+		done = resp.ProgressRevision >= last
+	}
+	for _, w := range acked {
+		if got, ok := seen[w.value]; !ok || got != w.rev {
+			t.Fatalf("acknowledged write %s at %d: delivered at %d (%v)", w.value, w.rev, got, ok)
+		}
+		delete(seen, w.value)
+	}
+	for v := range seen {
+		if !maybe[v] {
+			t.Fatalf("event for %s, which no write made", v)
+		}
+	}
+	t.Logf("%d acknowledged writes, each delivered once in order; %d failed writes, %d of them applied; retries %v",
+		len(acked), len(maybe), len(seen), r.Stats().Retries)
 }
