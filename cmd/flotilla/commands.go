@@ -416,9 +416,10 @@ func runScan(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if c.json {
-		rows := make([]map[string]string, len(kvs))
+		rows := make([]map[string]any, len(kvs))
 		for i, kv := range kvs {
-			rows[i] = map[string]string{"key": string(kv.Key), "value": string(kv.Value)}
+			rows[i] = map[string]any{"key": string(kv.Key), "value": string(kv.Value),
+				"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
 		}
 		return printJSON(out, rows)
 	}
