@@ -71,6 +71,10 @@
 //	                      log: back off, re-send the same ClientID and Seq
 //	Unavailable           try the next replica at once; once every replica
 //	                      failed, reload the route and back off
+//	Compacted             final: *CompactedError (a read or watch below the
+//	                      shard's compaction point)
+//	FutureRevision        final: *FutureRevisionError (a read above every
+//	                      revision handed out)
 //	anything else         final (InvalidArgument, ...)
 //
 // A shard that answers NotLeader naming no reachable leader, or whose

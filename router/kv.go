@@ -54,8 +54,11 @@ func (c *Client) GetAt(ctx context.Context, key []byte, rev uint64, opts ...Read
 	}
 	res := GetResult{KV: KeyValue{Key: key}, Found: resp.GetFound(), Revision: resp.GetRevision()}
 	if res.Found {
-		res.KV = kvFromProto(&pb.KeyValue{Key: key, Value: resp.GetValue(),
-			CreateRevision: resp.GetCreateRevision(), ModRevision: resp.GetModRevision(), Version: resp.GetVersion()})
+		v := resp.GetValue()
+		if v == nil {
+			v = []byte{}
+		}
+		res.KV = KeyValue{Key: key, Value: v, CreateRevision: resp.GetCreateRevision(), ModRevision: resp.GetModRevision(), Version: resp.GetVersion()}
 	}
 	return res, nil
 }

@@ -271,8 +271,8 @@ type watcher struct {
 type watchPiece struct {
 	start, end []byte
 	// frontier: every event of the piece at or below it has been received
-	// (and delivered or held in pending). Unset until known: the first
-	// piece of a watch from now learns it from its created response.
+	// (and delivered or held in pending). Unset until known: a piece of a
+	// watch from now learns it from its stream's created response.
 	frontier uint64
 	known    bool
 	// parked: the merger holds back the ack of the piece's last message.
