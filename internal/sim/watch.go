@@ -84,6 +84,9 @@ type watchSession struct {
 	models map[string]*keyModel
 	pieces []*watchPiece
 	endAt  int
+	// every: the session polls its watchers every this many steps (a
+	// slow reader lets events queue, and its replica change meanwhile).
+	every  int
 	closed bool
 	// broken: the session reported a violation; its later answers are
 	// not checked (one broken promise makes the rest noise).
@@ -192,6 +195,9 @@ func (s *simulation) pollWatches(workload bool) {
 			continue
 		}
 		active++
+		if (s.step+ss.id)%ss.every != 0 {
+			continue
+		}
 		for i := 0; i < len(ss.pieces); i++ { // pieces may grow while polled
 			s.pollPiece(ss, ss.pieces[i])
 			if ss.closed {
@@ -237,6 +243,7 @@ func (s *simulation) startWatch() {
 	ss := &watchSession{
 		id: len(ws.sessions) + 1, start: bytes.Clone(start), end: bytes.Clone(end), prevKV: ws.rng.IntN(2) == 0,
 		base: base, endAt: s.step + watchLifeMin + ws.rng.IntN(watchLifeSpread), models: make(map[string]*keyModel),
+		every: pick(ws.rng, 1, 1, 2, 5, 20),
 	}
 	listAt := base
 	if s.cfg.bug == bugListStale {
@@ -282,8 +289,8 @@ func (s *simulation) startWatch() {
 	ss.pieces = []*watchPiece{{start: ss.start, end: ss.end, progress: base, n: n, inc: n.incarnation, shard: d.ShardID, w: w, movedAt: s.step}}
 	ws.sessions = append(ws.sessions, ss)
 	s.stats.WatchSessions++
-	s.tracef("watch %d: n%d g%d [%q, %q) listed at %d (resolved %d): %d keys, %d live; prevkv=%v", ss.id, n.id, d.ShardID,
-		ss.start, ss.end, base, last, len(ss.keys), len(kvs), ss.prevKV)
+	s.tracef("watch %d: n%d g%d [%q, %q) listed at %d (resolved %d): %d keys, %d live; prevkv=%v, polled every %d steps", ss.id, n.id, d.ShardID,
+		ss.start, ss.end, base, last, len(ss.keys), len(kvs), ss.prevKV, ss.every)
 }
 
 // pollPiece reads what p's watcher has, or opens one.
