@@ -263,8 +263,10 @@
 //     WithProgressNotify, progress-only responses also go out as it
 //     advances (at most once per interval), the first as soon as every
 //     stream is open. The Client asks each stream for progress every
-//     100ms (or the caller's interval, if shorter), so an idle shard
-//     holds the events of the others back by about that much.
+//     100ms (WithMergeInterval; the caller's progress interval, if
+//     shorter), so an idle shard holds the events of the others back by
+//     about that much; each idle interval costs the shard's leader a
+//     resolve (an oracle call and a log entry) per stream.
 //  4. Resubscribe: a stream that ends (EpochNotMatch after a split or a
 //     merge, NotLeader, Unavailable, a broken connection) is opened again
 //     from its piece's frontier + 1, routed afresh like any request (the

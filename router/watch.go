@@ -31,11 +31,9 @@ const (
 	DefaultWatchMaxPending = 4096
 )
 
-// watchMergeInterval is the progress interval the Client asks every shard
-// stream for (or the caller's, if shorter): an event of one shard is held
-// until every other shard's progress passes it, so an idle shard delays
-// the events of the others by up to this much.
-const watchMergeInterval = 100 * time.Millisecond
+// DefaultWatchMergeInterval is the progress interval the Client asks
+// every shard stream for, unless WithMergeInterval says otherwise.
+const DefaultWatchMergeInterval = 100 * time.Millisecond
 
 // watchMinInterval is the shortest progress interval a shardnode accepts.
 const watchMinInterval = 10 * time.Millisecond
@@ -117,6 +115,7 @@ type watchOptions struct {
 	progress   time.Duration // 0: no progress-only responses
 	buffer     int
 	maxPending int
+	merge      time.Duration
 }
 
 // WithStartRevision watches from revision rev: the first events
@@ -148,6 +147,20 @@ func WithProgressNotify(interval time.Duration) WatchOption {
 		}
 		o.progress = interval
 	}
+}
+
+// WithMergeInterval sets the progress interval the Client asks each
+// shard stream for (default DefaultWatchMergeInterval; at least 10ms, the
+// least a shardnode accepts; the interval of WithProgressNotify, if
+// shorter, wins). An event of one shard is held until every other shard
+// of the range has reported progress past it, so an idle shard delays
+// the events of the others by up to about this much. The cost is on the
+// nodes: each interval in which a watched shard saw no write, its leader
+// resolves it (an oracle call and a log entry) for each stream. Raise it
+// for many long-lived watches of idle ranges; a watch of one shard
+// delivers its events at once whatever the interval.
+func WithMergeInterval(d time.Duration) WatchOption {
+	return func(o *watchOptions) { o.merge = d }
 }
 
 // WithWatchBuffer sets how many responses the channel of Watch holds (n
@@ -195,6 +208,13 @@ func (c *Client) Watch(ctx context.Context, start, end []byte, opts ...WatchOpti
 	if o.maxPending <= 0 {
 		o.maxPending = DefaultWatchMaxPending
 	}
+	if o.merge <= 0 {
+		o.merge = DefaultWatchMergeInterval
+	}
+	if o.progress > 0 {
+		o.merge = min(o.merge, o.progress)
+	}
+	o.merge = max(o.merge, watchMinInterval)
 	out := make(chan WatchResponse, o.buffer)
 	fail := func(err error) <-chan WatchResponse {
 		out <- WatchResponse{Err: err}
@@ -621,10 +641,6 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 		}
 		end = clamped
 	}
-	interval := watchMergeInterval
-	if w.o.progress > 0 {
-		interval = max(min(interval, w.o.progress), watchMinInterval)
-	}
 	sctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
 	s, err := kv.Watch(sctx, &pb.WatchRequest{
@@ -633,7 +649,7 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 		End:                clamped,
 		StartRevision:      from,
 		PrevKv:             w.o.prevKV,
-		ProgressIntervalMs: uint32(interval / time.Millisecond),
+		ProgressIntervalMs: uint32(w.o.merge / time.Millisecond),
 	})
 	if err != nil {
 		return from, end, false, err

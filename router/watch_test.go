@@ -121,10 +121,10 @@ func TestWatchResubscribesWithoutDuplicates(t *testing.T) {
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n1, n2)), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := c.Watch(ctx, []byte("a"), []byte("z"), WithStartRevision(5))
+	ch := c.Watch(ctx, []byte("a"), []byte("z"), WithStartRevision(5), WithMergeInterval(time.Second))
 	w := n1.nextWatch(t)
-	if w.req.GetStartRevision() != 5 {
-		t.Fatalf("start revision %d, want 5", w.req.GetStartRevision())
+	if w.req.GetStartRevision() != 5 || w.req.GetProgressIntervalMs() != 1000 {
+		t.Fatalf("start revision %d, progress interval %dms, want 5 and 1000", w.req.GetStartRevision(), w.req.GetProgressIntervalMs())
 	}
 	w.created(5)
 	w.progress(6, putEvent("b", 5), putEvent("c", 6))
