@@ -320,6 +320,15 @@ func (w *Watcher) Next(ctx context.Context) (events []Event, progress uint64, er
 			}
 			f.mu.Unlock()
 			if err := w.fillPrev(events); err != nil {
+				// The events are off the queue but not returned: the watch
+				// ends below them, and whoever resumes it from its progress
+				// reads them again.
+				progress = events[0].KV.ModRevision - 1
+				f.mu.Lock()
+				w.err, w.next = err, progress+1
+				clear(w.queue)
+				w.queue, w.queueBytes = w.queue[:0], 0
+				f.mu.Unlock()
 				return nil, progress, err
 			}
 			return events, progress, nil

@@ -362,3 +362,36 @@ func TestCompact(t *testing.T) {
 		t.Fatalf("get at %d after pruning: %+v %v", r3, kv, err)
 	}
 }
+
+// TestWatchEndsBelowEventsItCannotComplete: a watcher asking for previous
+// versions whose replica is removed after its events were queued cannot
+// read them; it ends below them, so that a watch resumed from its
+// progress reads them again (found by the simulator: fleet seeds 71, 115,
+// 169).
+func TestWatchEndsBelowEventsItCannotComplete(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err) // synced now
+	}
+	r1 := putRev(t, ctx, s, "c", "1")
+	putRev(t, ctx, s, "c", "2")
+	s.mu.RLock()
+	sm := s.mu.shards[1]
+	s.mu.RUnlock()
+	s.unregister(sm) // as the replica's removal does
+	_, p, err := w.Next(ctx)
+	if !errors.Is(err, ErrShardNotFound) || p != r1-1 {
+		t.Fatalf("next after the removal: progress %d (first event %d), %v", p, r1, err)
+	}
+	if got := w.Progress(); got != r1-1 {
+		t.Fatalf("progress %d after the end, want %d", got, r1-1)
+	}
+}
