@@ -268,7 +268,9 @@
 //     about that much; each idle interval costs the shard's leader a
 //     resolve (an oracle call and a log entry) per stream.
 //  4. Resubscribe: a stream that ends (EpochNotMatch after a split or a
-//     merge, NotLeader, Unavailable, a broken connection) is opened again
+//     merge, NotLeader, Unavailable, a broken connection), or that sends
+//     nothing for 20 merge intervals and at least 3s (a paused node, or
+//     one cut off without the connection breaking), is opened again
 //     from its piece's frontier + 1, routed afresh like any request (the
 //     error is classified as above; the backoff is the usual one, with no
 //     retry limit: a watch retries as long as its context lives). When

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -37,6 +38,13 @@ const DefaultWatchMergeInterval = 100 * time.Millisecond
 
 // watchMinInterval is the shortest progress interval a shardnode accepts.
 const watchMinInterval = 10 * time.Millisecond
+
+// A stream silent for watchStallIntervals merge intervals, and at least
+// watchStallFloor, is given up and resubscribed elsewhere. A variable for
+// tests.
+const watchStallIntervals = 20
+
+var watchStallFloor = 3 * time.Second
 
 // watchMaxEvents is the most events one WatchResponse carries, unless
 // one write has more (a write's events are never split).
@@ -643,7 +651,25 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 	}
 	sctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
-	s, err := kv.Watch(sctx, &pb.WatchRequest{
+	// A stream that sends nothing for stall (the node is paused, or cut
+	// off without the connection breaking) is given up, as if broken:
+	// the shard's leader sends progress every merge interval, so a
+	// silent stream is no longer making any.
+	stall := max(watchStallIntervals*w.o.merge, watchStallFloor)
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
+	defer watchdog.Stop()
+	var s pb.KV_WatchClient
+	recv := func() (*pb.WatchResponse, error) {
+		watchdog.Reset(stall)
+		resp, err := s.Recv()
+		watchdog.Stop()
+		if err != nil && stalled.Load() && w.ctx.Err() == nil {
+			return nil, status.Errorf(codes.Unavailable, "router: watch: shard %d's stream at node %d sent nothing for %s", r.id(), node, stall)
+		}
+		return resp, streamErr(err)
+	}
+	s, err = kv.Watch(sctx, &pb.WatchRequest{
 		Header:             &pb.RequestHeader{ShardId: uint64(r.id()), Epoch: r.desc.GetEpoch(), Consistency: Linearizable.proto()},
 		Start:              start,
 		End:                clamped,
@@ -654,9 +680,9 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 	if err != nil {
 		return from, end, false, err
 	}
-	resp, err := s.Recv()
+	resp, err := recv()
 	if err != nil {
-		return from, end, false, streamErr(err)
+		return from, end, false, err
 	}
 	if !resp.GetCreated() {
 		return from, end, false, status.Errorf(codes.Internal, "router: watch: shard %d's stream did not begin with its created response", r.id())
@@ -665,17 +691,14 @@ func (w *watcher) stream(p *watchPiece, r *route, node nodeID, addr string, star
 	if from != 0 {
 		progress = from - 1
 	}
-	if node != r.leaderNode {
-		w.c.cache.setLeader(r.id(), r.replicaOn(node), node)
-	}
 	if !w.send(watchMsg{p: p, opened: true, end: clamped, progress: progress}) {
 		return from, end, true, nil
 	}
 	from, end = progress+1, clamped
 	for {
-		resp, err := s.Recv()
+		resp, err := recv()
 		if err != nil {
-			return from, end, true, streamErr(err)
+			return from, end, true, err
 		}
 		m := watchMsg{p: p, progress: resp.GetProgressRevision(), events: make([]Event, 0, len(resp.GetEvents()))}
 		for _, e := range resp.GetEvents() {

@@ -268,3 +268,28 @@ func TestWatchHoldsBackPiecesAheadWhenPendingIsFull(t *testing.T) {
 		t.Fatalf("after the lagging piece passed: pending %d, responses %d", len(w.pending), len(w.out))
 	}
 }
+
+func TestWatchGivesUpASilentStream(t *testing.T) {
+	defer func(f time.Duration) { watchStallFloor = f }(watchStallFloor)
+	watchStallFloor = 200 * time.Millisecond
+	n1, n2 := newFakeNode(t, 1), newFakeNode(t, 2)
+	n1.watches, n2.watches = make(chan *fakeWatch, 8), make(chan *fakeWatch, 8)
+	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n1, n2)), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := c.Watch(ctx, nil, nil, WithStartRevision(3), WithMergeInterval(10*time.Millisecond))
+	w := n1.nextWatch(t)
+	w.created(3)
+	w.progress(4, putEvent("a", 4))
+	// Node 1 now sends nothing, as a paused node would: after 200ms the
+	// watch moves to node 2, from where node 1 left off.
+	w = n2.nextWatch(t)
+	if w.req.GetStartRevision() != 5 {
+		t.Fatalf("resubscribed at node 2 from %d, want 5", w.req.GetStartRevision())
+	}
+	w.created(5)
+	w.progress(6, putEvent("b", 6))
+	if got := collect(t, ch, 2); strings.Join(got, " ") != "a@4 b@6" {
+		t.Fatalf("delivered %v", got)
+	}
+}
