@@ -51,7 +51,9 @@ func (r RetryReason) String() string {
 // Stats is a snapshot of a Client's counters, all counted since New. The
 // caller owns it.
 type Stats struct {
-	// Retries counts retried attempts by reason.
+	// Retries counts retried attempts by reason, and the resubscriptions
+	// of Watch streams by the reason their stream ended (a silent stream
+	// counts as RetryUnavailable).
 	Retries [NumRetryReasons]uint64
 	// CacheHits and CacheMisses count route lookups answered by the cache,
 	// or not.
