@@ -350,9 +350,11 @@ func (w *watchReplay) checkAcked(ops []Op) {
 			continue
 		}
 		if o.isWrite() {
-			if i := sort.Search(len(w.reported), func(i int) bool { return w.reported[i].progress >= o.Revision }); i < len(w.reported) && w.reported[i].at < o.Call {
+			// The first progress at or above the write's revision.
+			j := sort.Search(len(w.reported), func(j int) bool { return w.reported[j].progress >= o.Revision })
+			if j < len(w.reported) && w.reported[j].at < o.Call {
 				w.failf("%v was called at %.3fs, after progress %d was reported at %.3fs: a write that began after that progress must be ordered above it",
-					*o, float64(o.Call)/1e9, w.reported[i].progress, float64(w.reported[i].at)/1e9)
+					*o, float64(o.Call)/1e9, w.reported[j].progress, float64(w.reported[j].at)/1e9)
 			}
 		}
 		switch {
