@@ -284,3 +284,20 @@ func TestWatchCheckResumeWithoutResponses(t *testing.T) {
 		t.Fatalf("gap not reported:\n%s", strings.Join(v, "\n"))
 	}
 }
+
+func TestWatchCheckCountsSessionErrors(t *testing.T) {
+	// Five sessions in a row end with an error: three are reported one by
+	// one, the rest counted.
+	run := plant(func(r *Run) {
+		for s := 2; s < 7; s++ {
+			r.Watch = append(r.Watch,
+				WatchRecord{Watcher: 1, Session: s, At: 400, Open: true, From: 171, PrevKV: true},
+				WatchRecord{Watcher: 1, Session: s, At: 401, Err: "router: revision compacted"})
+		}
+	})
+	v, _ := CheckWatch(run.Ops, run.Watch)
+	joined := strings.Join(v, "\n")
+	if len(v) != 4 || strings.Count(joined, "ended at 0.000s with an error") != 3 || !strings.Contains(joined, "2 more sessions ended with an error") {
+		t.Fatalf("session errors:\n%s", joined)
+	}
+}

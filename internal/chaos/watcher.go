@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -15,7 +16,9 @@ import (
 const watchProgressInterval = 200 * time.Millisecond
 
 // watchRetryDelay is how long a watcher waits before it opens a new
-// session after one ended on its own (which is itself reported).
+// session after one ended on its own (which is itself reported), unless
+// it ended with a *router.CompactedError: resuming from the same
+// revision cannot help, and the watcher gives up.
 const watchRetryDelay = 200 * time.Millisecond
 
 // cycleWatcher watches the key range of a cycle and records every
@@ -37,6 +40,7 @@ type cycleWatcher struct {
 
 	progress  atomic.Uint64 // highest ProgressRevision or event revision received
 	responded atomic.Bool   // a response arrived
+	gaveUp    atomic.Bool   // a session ended with an error no resume can help
 	done      chan struct{} // closed when the sessions' goroutine returns
 	wake      chan struct{} // cuts a pause short when stopping
 
@@ -99,10 +103,14 @@ func (w *cycleWatcher) loop(from uint64) {
 		w.mu.Unlock()
 
 		w.log.Add(WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Open: true, From: from, PrevKV: w.prevKV})
-		w.session(ctx, r, session, from, stopped)
+		final := w.session(ctx, r, session, from, stopped)
 		cancel()
 		if w.newRouter != nil {
 			_ = r.Close()
+		}
+		if !stopped.Load() && final {
+			w.gaveUp.Store(true)
+			return
 		}
 		if !stopped.Load() && !w.pause() { // it ended on its own
 			return
@@ -130,8 +138,9 @@ func (w *cycleWatcher) pause() bool {
 }
 
 // session runs one Watch until its channel closes, recording every
-// response.
-func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session int, from uint64, stopped *atomic.Bool) {
+// response. It reports whether the watch ended with a
+// *router.CompactedError.
+func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session int, from uint64, stopped *atomic.Bool) (compacted bool) {
 	opts := []router.WatchOption{router.WithStartRevision(from), router.WithProgressNotify(watchProgressInterval)}
 	if w.prevKV {
 		opts = append(opts, router.WithPrevKV())
@@ -148,6 +157,8 @@ func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session in
 		if resp.Err != nil {
 			rec.Err = resp.Err.Error()
 			ended = true
+			var ce *router.CompactedError
+			compacted = errors.As(resp.Err, &ce)
 		}
 		w.log.Add(rec)
 		for {
@@ -165,6 +176,7 @@ func (w *cycleWatcher) session(ctx context.Context, r *router.Client, session in
 		// harness ended the session: Watch promises an Err first.
 		w.log.Add(WatchRecord{Watcher: w.id, Session: session, At: w.clk.now(), Err: "chaos: the watch channel closed without a final response carrying Err"})
 	}
+	return compacted
 }
 
 // endSessionLocked ends the current session (closing its router, or
@@ -213,11 +225,12 @@ func (w *cycleWatcher) waitResponded(timeout time.Duration) (uint64, error) {
 	return w.progress.Load(), err
 }
 
-// waitWatchers polls until every watcher's progress is at least rev.
+// waitWatchers polls until every watcher's progress is at least rev,
+// but for those that gave up (the check reports them).
 func waitWatchers(ws []*cycleWatcher, rev uint64, timeout time.Duration) error {
 	return poll.Until(context.Background(), timeout, 20*time.Millisecond, func(context.Context) error {
 		for _, w := range ws {
-			if p := w.progress.Load(); p < rev {
+			if p := w.progress.Load(); p < rev && !w.gaveUp.Load() {
 				return fmt.Errorf("chaos: watcher %d at progress %d, below %d", w.id, p, rev)
 			}
 		}
