@@ -115,7 +115,9 @@
 // Both ask for progress every 200 ms. Every response (events, progress,
 // error) is recorded with its receive time on the history's clock, with
 // the session it belongs to; a session that ends while the harness still
-// watches is recorded, and a new one resumes after 200 ms.
+// watches is recorded, and a new one resumes after 200 ms, unless it ended
+// with a CompactedError, after which no resume can help: the watcher
+// gives up, and is not waited for.
 //
 // # What is checked
 //
@@ -155,8 +157,9 @@
 //     absence), and agrees with every acknowledged CAS (the value it
 //     swapped from, or found at its revision) and get (the value it read
 //     at its revision). A session ending with an error the harness did not
-//     cause is a violation, and so is a coverage that never reached the
-//     cycle's highest acknowledged revision. Across the two watchers, an
+//     cause is a violation (after three, the rest are counted), and so is
+//     a coverage that never reached the cycle's highest acknowledged
+//     revision. Across the two watchers, an
 //     event in both coverages must be delivered by both (an unknown
 //     write's too).
 //
