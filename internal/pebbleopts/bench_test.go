@@ -102,18 +102,81 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkNodeWrites: nodeWrites with Options, and with Options but
-// Pebble's defaults for the LSM's shape (L0CompactionThreshold,
-// L0StopWritesThreshold, LBaseMaxBytes), which Options changes. Run it
-// with a fixed count (-benchtime 200000x): the cost of compactions grows
-// with the data, so figures of different b.N do not compare.
+// Pebble's default LBaseMaxBytes, which Options changes. Run it with a
+// fixed count (-benchtime 200000x): the cost of compactions grows with
+// the data, so figures of different b.N do not compare.
 func BenchmarkNodeWrites(b *testing.B) {
-	b.Run("lsm=flotilla", func(b *testing.B) {
+	b.Run("lbase=flotilla", func(b *testing.B) {
 		nodeWrites(b, Options(quietLogger{}, 0))
 	})
-	b.Run("lsm=pebble", func(b *testing.B) {
+	b.Run("lbase=pebble", func(b *testing.B) {
 		opts := Options(quietLogger{}, 0)
-		opts.L0CompactionThreshold, opts.L0StopWritesThreshold, opts.LBaseMaxBytes = 0, 0, 0
+		opts.LBaseMaxBytes = 0
 		nodeWrites(b, opts)
+	})
+}
+
+// pointReads writes 60,000 versions of 10,000 keys with opts (and a meta
+// and a log entry beside each), lets Pebble's compactions finish, then
+// reads random keys' newest versions as shard's getAt does (an iterator,
+// SeekPrefixGE), reporting the CPU time per read and the L0 sublevels the
+// reads had to merge.
+func pointReads(b *testing.B, opts *pebble.Options) {
+	const userKeys, writes = 10_000, 60_000
+	db, err := pebble.Open(b.TempDir(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	userKey := func(i int) []byte { return fmt.Appendf(nil, "%08x%08d", uint32(i)*2654435761, i)[:16] }
+	value := make([]byte, 256)
+	for i := range writes {
+		k := userKey(i % userKeys)
+		batch := db.NewBatch()
+		_ = batch.Set(keys.MVCCKey(k, uint64(i+1)), value, nil)
+		_ = batch.Set(keys.AppendMVCCPrefix(nil, k), value[:12], nil)
+		_ = batch.Set(keys.RaftLogKey(uint64(i%16), uint64(i)), value, nil)
+		if err := batch.Commit(pebble.NoSync); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Pebble has no call that waits for its background work: poll.
+	for m := db.Metrics(); m.Compact.NumInProgress > 0 || m.Flush.NumInProgress > 0; m = db.Metrics() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sublevels := db.Metrics().Levels[0].Sublevels
+	rng := rand.New(rand.NewPCG(3, 4))
+	var seek []byte
+	before := cpuTime()
+	b.ResetTimer()
+	for range b.N {
+		seek = keys.AppendMVCCKey(seek[:0], userKey(rng.IntN(userKeys)), keys.MaxRevision)
+		it, err := db.NewIter(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !it.SeekPrefixGE(seek) {
+			b.Fatalf("no version of %s", keys.FormatKey(seek))
+		}
+		if err := it.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-before).Nanoseconds())/float64(b.N), "cpu-ns/read")
+	b.ReportMetric(float64(sublevels), "L0-sublevels")
+}
+
+// BenchmarkPointReads: pointReads with Options, and with L0 compacted at 8
+// sublevels instead of Pebble's 4 (which Options keeps; see there).
+func BenchmarkPointReads(b *testing.B) {
+	b.Run("l0=flotilla", func(b *testing.B) {
+		pointReads(b, Options(quietLogger{}, 0))
+	})
+	b.Run("l0=8", func(b *testing.B) {
+		opts := Options(quietLogger{}, 0)
+		opts.L0CompactionThreshold, opts.L0StopWritesThreshold = 8, 24
+		pointReads(b, opts)
 	})
 }
 

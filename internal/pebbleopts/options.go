@@ -18,44 +18,41 @@ const DefaultBlockCacheBytes = 64 << 20
 // about 1% false positives.
 const bloomBitsPerKey = 10
 
-// The shape of the LSM (see Options): L0 is compacted into Lbase once it
-// holds l0CompactionThreshold sublevels (Pebble's default: 4), writes stop
-// at l0StopWritesThreshold (Pebble's: 12, the same ratio), and Lbase holds
-// lBaseMaxBytes (Pebble's: 64 MiB).
-const (
-	l0CompactionThreshold = 8
-	l0StopWritesThreshold = 24
-	lBaseMaxBytes         = 16 << 20
-)
+// lBaseMaxBytes is the most Lbase holds before Pebble compacts it into the
+// level below (Pebble's default: 64 MiB). See Options.
+const lBaseMaxBytes = 16 << 20
 
 // Options are the options of a node's Pebble store: logs go to
 // logger, the block cache holds cacheBytes (DefaultBlockCacheBytes when 0),
-// L0 is compacted at 8 sublevels into an Lbase of at most 16 MiB, and the
-// tables of every level carry bloom filters.
+// Lbase holds at most 16 MiB, and the tables of every level carry bloom
+// filters.
 //
-// Why compact L0 later and keep Lbase small: a write stores a new version
-// of its key instead of overwriting it, so a node's data grows with every
-// write (until versions older than the shard's HistoryRetention are
-// pruned), and every memtable flush makes an L0 table spanning the whole
-// key space (see below). Each compaction of L0 therefore rewrites all of
-// Lbase. With Pebble's defaults that happened every four flushes into an
-// Lbase of up to 64 MiB: BenchmarkNodeWrites (one node's share of the
-// bench's write workload) compacted about 3,400 bytes per write, ten
-// times what it flushed, at 200,000 writes (1,400 at 80,000, about a
-// bench run's), and Pebble's compactions took 13 to 15 µs of the fleet's
-// CPU per write in the profiles of the bench's write workload (of about
-// 145 µs the profiles saw). With 8 sublevels and 16 MiB, BenchmarkNodeWrites
-// compacts about a third of that (1,130 and 430 bytes), and compactions
-// took 4 to 9 µs per write in the same profiles. The price is
-// read amplification: up to twice as many L0 tables for an iterator to
-// merge (point reads skip them with the filters; a scan, or the prune of
-// a key's versions, which seeks without them, does not) and one more
-// level below once the data outgrows 16 MiB. A larger memtable (16 or 32
-// MiB) compacted even less, but inserting into the larger skiplist cost
-// more than the compactions it saved: memtables of 4 MiB stay in the
-// processor's cache, larger ones do not (with 8 MiB and three nodes on
-// one machine, memtable inserts went from 16 to 23 µs per write in the
-// bench's profile).
+// Why a small Lbase: a write stores a new version of its key instead of
+// overwriting it, so a node's data grows with every write (until versions
+// older than the shard's HistoryRetention are pruned), and every memtable
+// flush makes an L0 table spanning the whole key space (see below). Each
+// compaction of L0 therefore rewrites all of Lbase, and with Pebble's
+// default Lbase grows to 64 MiB first: BenchmarkNodeWrites (one node's
+// share of the bench's write workload, 200,000 writes) compacted 3,500 to
+// 3,800 bytes per write, ten times what it flushed, and used 30 to 32 µs
+// of CPU per write; with 16 MiB, 1,600 to 1,800 bytes and 21 to 24 µs
+// (the data beyond 16 MiB goes one level down, where a compaction
+// rewrites only the tables it overlaps). In the profiles of the bench's
+// write workload, Pebble's compactions took 13 to 15 µs of the fleet's
+// CPU per write with 64 MiB, and 27 µs in a run at 9,100 writes/s, whose
+// data grew most; 17 µs in the run beside it with 16 MiB.
+//
+// What was tried and left: compacting L0 at 8 sublevels as well (instead
+// of 4) cut the bytes compacted by another third, but a point read
+// (shard's getAt, an iterator seeking with the filters) then merges up to
+// twice as many L0 tables: once writes stopped with L0 not yet due for
+// compaction, a read cost 40 to 50% more CPU in Pebble
+// (BenchmarkPointReads: 6.8 to 7.4 instead of 4.7 to 4.8 µs). Memtables
+// of 8 to 32 MiB instead of 4 compacted less too, but inserting into the
+// larger skiplist cost more than the compactions saved: memtables of 4 MiB
+// stay in the processor's cache, larger ones do not (with 8 MiB and three
+// nodes on one machine, memtable inserts went from 16 to 23 µs per write
+// in the bench's profile).
 //
 // Why filters on every level, L0 included (Pebble's default has none): a
 // node's writes are log entries, applied keys and client records of every
@@ -76,7 +73,6 @@ func Options(logger pebble.Logger, cacheBytes int64) *pebble.Options {
 	}
 	opts := &pebble.Options{
 		Logger: logger, CacheSize: cacheBytes, Comparer: Comparer,
-		L0CompactionThreshold: l0CompactionThreshold, L0StopWritesThreshold: l0StopWritesThreshold,
 		LBaseMaxBytes: lBaseMaxBytes,
 	}
 	for i := range opts.Levels {
