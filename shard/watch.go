@@ -208,6 +208,16 @@ func (w *Watcher) stillHeld(desc *Descriptor) error {
 	return nil
 }
 
+// stillServed returns nil if this node's replica of w's shard still holds
+// w's range, else the error that ends w.
+func (w *Watcher) stillServed() error {
+	_, _, d, err := w.s.lookup(w.shard)
+	if err != nil {
+		return err
+	}
+	return w.stillHeld(d)
+}
+
 // Range returns the key range w watches: the range asked for, clamped to
 // the shard.
 func (w *Watcher) Range() (start, end []byte) { return w.start, w.end }
@@ -340,12 +350,21 @@ func (w *Watcher) Next(ctx context.Context) (events []Event, progress uint64, er
 		}
 		if !w.synced {
 			from, to := w.next, f.published
+			f.mu.Unlock()
 			if from > to {
-				w.synced = true
+				// Nothing to catch up: sync, unless the shard no longer
+				// holds the range (a snapshot that skipped a split sends
+				// its watchers here, and no split marker follows).
+				err := w.stillServed()
+				f.mu.Lock()
+				if err != nil && w.err == nil {
+					w.err = err
+				} else if err == nil && w.next == from && from > f.published {
+					w.synced = true
+				}
 				f.mu.Unlock()
 				continue
 			}
-			f.mu.Unlock()
 			events, upto, err := w.catchUp(from, to)
 			if err != nil {
 				f.mu.Lock()
@@ -424,11 +443,7 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 	// range now, the snapshot holds the range's writes from this shard
 	// only. If it does not, the watch ends here; its new owners' stored
 	// versions hold the range's history from before the split as well.
-	_, _, d, err := w.s.lookup(w.shard)
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := w.stillHeld(d); err != nil {
+	if err := w.stillServed(); err != nil {
 		return nil, 0, err
 	}
 	if err := w.s.checkCompacted(snap, w.shard, from); err != nil {
