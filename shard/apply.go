@@ -197,13 +197,17 @@ const pruneEvery = 8
 // span, one before it, and up to pruneEvery more until the next prune.
 // It depends only on the stored versions, the write's revision, the
 // compaction revision and the Config, so every replica deletes the same.
-func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev uint64) {
+//
+// oldest is the revision of the key's oldest version (0: unknown); a
+// horizon below it has nothing to delete, which saves the seek. It
+// returns the oldest version's revision after the prune.
+func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev, oldest uint64) uint64 {
 	horizon := sm.compactRev
 	if span := sm.cfg.retentionRevisions(); rev > span {
 		horizon = max(horizon, rev-span)
 	}
-	if horizon == 0 {
-		return
+	if horizon == 0 || oldest > horizon {
+		return oldest
 	}
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sm.metaKey, UpperBound: keys.ImmediateSuccessor(sm.iterBuf[:0], sm.metaKey)})
@@ -211,27 +215,36 @@ func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev uint64) {
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, horizon)
 	kept := false
 	for valid := it.SeekGE(sm.keyBuf); valid; valid = it.Next() {
-		if _, _, ok := keys.DecodeMVCCKey(it.Key()); !ok {
+		_, at, ok := keys.DecodeMVCCKey(it.Key())
+		if !ok {
 			break
 		}
 		if kept {
 			mustWrite(b.Delete(it.Key(), nil))
+			continue
 		}
-		kept = true // the first: what a read at the horizon sees
+		kept, oldest = true, at // the first: what a read at the horizon sees
 	}
 	mustRead(it.Error())
 	mustRead(it.Close())
+	return oldest
 }
 
 // setUser writes the version of key at rev holding value.
 func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) {
-	m := keyMeta{live: true, mod: rev, versionMeta: versionMeta{create: rev, version: 1}}
-	if cur, ok := sm.latest(b, key); ok && cur.live {
-		m.create, m.version = cur.create, cur.version+1
+	m := keyMeta{live: true, mod: rev, oldest: rev, versionMeta: versionMeta{create: rev, version: 1}}
+	if cur, ok := sm.latest(b, key); ok {
+		m.oldest = cur.oldest
+		if cur.live {
+			m.create, m.version = cur.create, cur.version+1
+		}
 	}
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
 	sm.recBuf = appendVersionValue(sm.recBuf[:0], m.versionMeta, value)
 	mustWrite(b.Set(sm.keyBuf, sm.recBuf, nil))
+	if m.version%pruneEvery == 0 {
+		m.oldest = sm.pruneVersions(b, key, rev, m.oldest)
+	}
 	sm.setMeta(b, key, m)
 	if sm.watched {
 		sm.events = append(sm.events, Event{KV: KeyValue{
@@ -239,23 +252,20 @@ func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) 
 			CreateRevision: m.create, ModRevision: rev, Version: m.version, Lease: m.lease,
 		}})
 	}
-	if m.version%pruneEvery == 0 {
-		sm.pruneVersions(b, key, rev)
-	}
 }
 
 // deleteUser writes a tombstone of key at rev, if key exists.
 func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
-	if cur, ok := sm.latest(b, key); !ok || !cur.live {
+	cur, ok := sm.latest(b, key)
+	if !ok || !cur.live {
 		return
 	}
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
 	mustWrite(b.Set(sm.keyBuf, tombstoneVersion, nil))
-	sm.setMeta(b, key, keyMeta{mod: rev})
+	sm.setMeta(b, key, keyMeta{mod: rev, oldest: sm.pruneVersions(b, key, rev, cur.oldest)})
 	if sm.watched {
 		sm.events = append(sm.events, Event{Delete: true, KV: KeyValue{Key: bytes.Clone(key), ModRevision: rev}})
 	}
-	sm.pruneVersions(b, key, rev)
 }
 
 // applyCAS compares the key's current value, read through the batch so that

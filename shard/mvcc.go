@@ -36,8 +36,14 @@ import (
 // holds it, where finding the newest version would merge every table
 // holding one) and rewrites it:
 //
-//	meta:      byte 1 (exists) or 2 (deleted), uvarint mod revision,
-//	           then, if it exists, uvarint create revision, version, lease
+//	meta:      byte 3 (exists) or 4 (deleted), uvarint mod revision,
+//	           uvarint oldest revision, then, if it exists, uvarint
+//	           create revision, version, lease
+//
+// The oldest revision is that of the key's oldest stored version, so that
+// a prune whose horizon is below it knows without a seek that it has
+// nothing to delete. Metas written before it was kept (bytes 1 and 2, no
+// oldest revision) decode with it unknown (0).
 //
 // A read at revision r sees, for each key, its newest version at or below
 // r; a key whose newest such version is a tombstone, or which has none,
@@ -47,6 +53,9 @@ import (
 const (
 	versionValue     byte = 1
 	versionTombstone byte = 2
+
+	metaLive    byte = 3
+	metaDeleted byte = 4
 )
 
 // KeyValue is one key as a read saw it. The caller owns both slices.
@@ -81,15 +90,19 @@ func appendVersionValue(dst []byte, m versionMeta, value []byte) []byte {
 type keyMeta struct {
 	live bool
 	mod  uint64 // the revision of the newest version (a tombstone's if deleted)
+	// oldest is the revision of the oldest stored version (0: unknown).
+	oldest uint64
 	versionMeta
 }
 
 // appendKeyMeta appends the encoding of m to dst.
 func appendKeyMeta(dst []byte, m keyMeta) []byte {
 	if !m.live {
-		return binary.AppendUvarint(append(dst, versionTombstone), m.mod)
+		dst = binary.AppendUvarint(append(dst, metaDeleted), m.mod)
+		return binary.AppendUvarint(dst, m.oldest)
 	}
-	dst = binary.AppendUvarint(append(dst, versionValue), m.mod)
+	dst = binary.AppendUvarint(append(dst, metaLive), m.mod)
+	dst = binary.AppendUvarint(dst, m.oldest)
 	dst = binary.AppendUvarint(dst, m.create)
 	dst = binary.AppendUvarint(dst, m.version)
 	return binary.AppendUvarint(dst, m.lease)
@@ -97,11 +110,14 @@ func appendKeyMeta(dst []byte, m keyMeta) []byte {
 
 // decodeKeyMeta decodes a meta record.
 func decodeKeyMeta(v []byte) (keyMeta, error) {
-	if len(v) == 0 || v[0] != versionValue && v[0] != versionTombstone {
+	if len(v) == 0 || v[0] < versionValue || v[0] > metaDeleted {
 		return keyMeta{}, errBadVersion
 	}
 	d := decoder{buf: v[1:]}
-	m := keyMeta{live: v[0] == versionValue, mod: d.uvarint()}
+	m := keyMeta{live: v[0] == versionValue || v[0] == metaLive, mod: d.uvarint()}
+	if v[0] >= metaLive {
+		m.oldest = d.uvarint()
+	}
 	if m.live {
 		m.create, m.version, m.lease = d.uvarint(), d.uvarint(), d.uvarint()
 	}
