@@ -179,35 +179,33 @@
 // revision 30 ms early (engine and fleet runs). TestWatchCoverageVerdicts
 // checks the coverage check on hand-made sessions.
 //
-// Found by these checks (fleet runs; neither fixed as of this writing):
+// Bugs these checks found in the shard package's watch:
 //
-//  1. A watcher asking for PrevKV drops a whole answer when its replica
-//     is removed (or replaced) after the answer's events were queued and
-//     before Next takes them: Next takes the events off the queue, fails
-//     in fillPrev's lookup with ErrShardNotFound and returns that error
-//     with the progress past the events it dropped. The caller resumes
-//     from there and never sees them. Fleet seeds 71 (an acknowledged
-//     CAS missed: the coverage check; the move removed the replica in
-//     the very round that applied the CAS), 115 and 169 (a delete
-//     missed: the next put's version 1 contradicts the state), 1, 29,
-//     63, 69, 98 and engine seeds 211 and 290 (reconfigurations) once
-//     sessions poll every 1 to 20 steps. Next should end the watch
-//     below the dropped events (progress = the first one's revision - 1).
-//  2. A watcher goes on, synced, over a range its replica no longer
-//     holds after a snapshot that skipped a split: the snapshot sends
-//     every watcher back to catching up, but one with nothing to catch
-//     up (its next revision above the feed's) is marked synced again
-//     without checking the new descriptor, unlike catchUp; no split
-//     marker ever comes (the split was in the snapshot), so its progress
-//     follows the left-hand shard's writes and promises the moved keys'
-//     events, which go to the right-hand shard. Seeds 31, 32, 45 and 68
-//     (with sessions polled every 1 to 20 steps): writes missed, found
-//     by the coverage check and by reads at a revision. Next should
-//     check stillHeld there too (or the feed's reset the new
-//     descriptor).
-//
-// With both fixed in a scratch copy of the shard package, those seeds
-// pass.
+//  1. Fixed (bbe9401). A watcher asking for PrevKV dropped a whole answer
+//     when its replica was removed (or replaced) after the answer's
+//     events were queued and before Next took them: Next took the events
+//     off the queue, failed in fillPrev's lookup with ErrShardNotFound
+//     and returned that error with the progress past the events it
+//     dropped, so a resume from there never saw them. Fleet seeds 71 (an
+//     acknowledged CAS missed: the coverage check; the move removed the
+//     replica in the very round that applied the CAS), 115 and 169 (a
+//     delete missed: the next put's version 1 contradicts the state);
+//     with sessions polled every 1 to 20 steps also fleet seeds 1, 29,
+//     63, 69, 98 and engine seeds 211 and 290 (reconfigurations).
+//  2. Open as of this writing. A watcher goes on, synced, over a range
+//     its replica no longer holds after a snapshot that skipped a split:
+//     the snapshot sends every watcher back to catching up, but one with
+//     nothing to catch up (its next revision above the feed's) is marked
+//     synced again in Next without checking the new descriptor, unlike
+//     catchUp; no split marker ever comes (the split was in the
+//     snapshot), so its progress follows the left-hand shard's writes
+//     and promises the moved keys' events, which go to the right-hand
+//     shard. make sim SEEDS=1000 at 4e5abb6: engine seed 544 and fleet
+//     seeds 31, 32, 45, 68, 105, 138, 334, 357, 358, 452, 506, 512, 536,
+//     537, 602, 681, 683, 698, 710, 810, 842, 883, 918, 931, 943, 962,
+//     989 and 997 (writes missed: the coverage check, the next event's
+//     version, reads at a revision). With Next checking stillHeld in that
+//     branch too (in a scratch copy of the package), all 29 pass.
 //
 // # Fleet runs: placement in the simulator
 //
