@@ -192,20 +192,21 @@
 //     delete missed: the next put's version 1 contradicts the state);
 //     with sessions polled every 1 to 20 steps also fleet seeds 1, 29,
 //     63, 69, 98 and engine seeds 211 and 290 (reconfigurations).
-//  2. Open as of this writing. A watcher goes on, synced, over a range
-//     its replica no longer holds after a snapshot that skipped a split:
-//     the snapshot sends every watcher back to catching up, but one with
-//     nothing to catch up (its next revision above the feed's) is marked
-//     synced again in Next without checking the new descriptor, unlike
-//     catchUp; no split marker ever comes (the split was in the
-//     snapshot), so its progress follows the left-hand shard's writes
-//     and promises the moved keys' events, which go to the right-hand
+//  2. Fixed (40c3ca9). A watcher went on, synced, over a range its
+//     replica no longer held after a snapshot that skipped a split: the
+//     snapshot sent every watcher back to catching up, but one with
+//     nothing to catch up (its next revision above the feed's) was
+//     marked synced again in Next without checking the new descriptor,
+//     unlike catchUp; no split marker ever came (the split was in the
+//     snapshot), so its progress followed the left-hand shard's writes
+//     and promised the moved keys' events, which went to the right-hand
 //     shard. make sim SEEDS=1000 at 4e5abb6: engine seed 544 and fleet
 //     seeds 31, 32, 45, 68, 105, 138, 334, 357, 358, 452, 506, 512, 536,
 //     537, 602, 681, 683, 698, 710, 810, 842, 883, 918, 931, 943, 962,
 //     989 and 997 (writes missed: the coverage check, the next event's
-//     version, reads at a revision). With Next checking stillHeld in that
-//     branch too (in a scratch copy of the package), all 29 pass.
+//     version, reads at a revision).
+//
+// TestWatchBugSeeds replays fleet seed 71 and seeds 544 and fleet 31.
 //
 // # Fleet runs: placement in the simulator
 //

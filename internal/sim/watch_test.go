@@ -122,3 +122,21 @@ func TestWatchCoverageVerdicts(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchBugSeeds replays seeds on which the watch checks found bugs in
+// the shard package's watch (doc.go, "Bugs these checks found"): fleet
+// seed 71 (a removal between a publication and Next dropped an answer;
+// fixed in bbe9401), engine seed 544 and fleet seed 31 (a watcher kept
+// going over a range a snapshot that skipped a split took away from its
+// replica; fixed in 40c3ca9).
+func TestWatchBugSeeds(t *testing.T) {
+	for _, cfg := range []Config{{Seed: 71, Fleet: true}, {Seed: 544}, {Seed: 31, Fleet: true}} {
+		res := runSeed(t, cfg)
+		for _, v := range res.Violations {
+			t.Errorf("seed %d (fleet %v): %s", cfg.Seed, cfg.Fleet, v)
+		}
+		if res.Stats.WatchEvents == 0 {
+			t.Errorf("seed %d (fleet %v): no watch events", cfg.Seed, cfg.Fleet)
+		}
+	}
+}
