@@ -133,8 +133,10 @@
 // the run, catch up once the cluster converged, and must see their
 // progress pass a Resolve proposed to each watched shard's leader (at a
 // revision from the run's oracle): progress moves while no write comes.
-// The simulator polls every watcher every step with Next on a cancelled
-// context, which returns what is queued or caught up and never blocks;
+// Each session polls its watchers every 1, 2, 5 or 20 steps (drawn per
+// session: a slow reader lets events queue while its replica changes)
+// with Next on a cancelled context, which returns what is queued or
+// caught up and never blocks;
 // the sessions draw from their own PCG and propose nothing during the
 // run, so a seed's faults, workload and engines are those of a run
 // without watches (Store.Resolve, which starts a goroutine, is never
@@ -206,7 +208,7 @@
 //     989 and 997 (writes missed: the coverage check, the next event's
 //     version, reads at a revision).
 //
-// TestWatchBugSeeds replays fleet seed 71 and seeds 544 and fleet 31.
+// TestWatchBugSeeds replays fleet seeds 71 and 31 and engine seed 544.
 //
 // # Fleet runs: placement in the simulator
 //
