@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -112,6 +113,32 @@ func (c *core) closeOracle() {
 // GetTimestamps implements pb.PlacementServer: see the API's doc.
 func (s *Service) GetTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
 	return forward(s, ctx, req, pb.PlacementClient.GetTimestamps, s.getTimestamps)
+}
+
+// StreamTimestamps implements pb.PlacementServer: see the API's doc. Each
+// request is served as GetTimestamps serves it on the leader, fencing
+// included; the first error ends the stream.
+func (s *Service) StreamTimestamps(stream pb.Placement_StreamTimestampsServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if lead, _ := s.observeLeader(); !lead {
+			return status.Error(codes.Unavailable, "placement: not leading; stream timestamps from the leader")
+		}
+		resp, err := s.getTimestamps(ctx, req)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
 }
 
 func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {

@@ -83,3 +83,36 @@ func TestGetTimestamps(t *testing.T) {
 		t.Fatalf("the catalogue's limit %d is not above the timestamp %d handed out", limit, resp.GetFirst())
 	}
 }
+
+// TestStreamTimestamps: on a stream, each request gets its batch, above
+// every earlier one, in order; a bad count ends the stream.
+func TestStreamTimestamps(t *testing.T) {
+	_, c := newTestPlacement(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := c.StreamTimestamps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top uint64
+	for i := range 50 {
+		n := uint32(1 + i%9)
+		if err := stream.Send(&pb.GetTimestampsRequest{Count: n}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetFirst() <= top {
+			t.Fatalf("batch %d starts at %d, not above %d", i, resp.GetFirst(), top)
+		}
+		top = resp.GetFirst() + uint64(n) - 1
+	}
+	if err := stream.Send(&pb.GetTimestampsRequest{Count: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("count 0 on a stream: %v", err)
+	}
+}

@@ -63,7 +63,9 @@ func run(ctx context.Context, cfg Config) error {
 	// or, on a node run without placement, from the node's own.
 	var oracle shard.Oracle
 	if cfg.Placement != "" {
-		oracle = &placementOracle{addrs: strings.Split(cfg.Placement, ","), dial: conns.Dial}
+		po := &placementOracle{addrs: strings.Split(cfg.Placement, ","), dial: conns.Dial}
+		defer po.close()
+		oracle = po
 	} else {
 		own, err := tso.Open(ctx, nodeOracleStore{db}, tso.Config{})
 		if err != nil {

@@ -1910,7 +1910,7 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\tNodeState\x12\x11\n" +
 	"\rNODE_STATE_UP\x10\x00\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x01\x12\x17\n" +
-	"\x13NODE_STATE_DRAINING\x10\x022\xd6\x05\n" +
+	"\x13NODE_STATE_DRAINING\x10\x022\xb5\x06\n" +
 	"\tPlacement\x12S\n" +
 	"\fRegisterNode\x12 .flotilla.v1.RegisterNodeRequest\x1a!.flotilla.v1.RegisterNodeResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.flotilla.v1.HeartbeatRequest\x1a\x1e.flotilla.v1.HeartbeatResponse\x12G\n" +
@@ -1922,7 +1922,8 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"ListShards\x12\x1e.flotilla.v1.ListShardsRequest\x1a\x1f.flotilla.v1.ListShardsResponse\x12Q\n" +
 	"\x10GetClusterStatus\x12!.flotilla.v1.ClusterStatusRequest\x1a\x1a.flotilla.v1.ClusterStatus\x12J\n" +
 	"\tDrainNode\x12\x1d.flotilla.v1.DrainNodeRequest\x1a\x1e.flotilla.v1.DrainNodeResponse\x12V\n" +
-	"\rGetTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
+	"\rGetTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponse\x12]\n" +
+	"\x10StreamTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponse(\x010\x01B0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_placement_proto_rawDescOnce sync.Once
@@ -2002,17 +2003,19 @@ var file_flotilla_v1_placement_proto_depIdxs = []int32{
 	19, // 27: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
 	22, // 28: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
 	24, // 29: flotilla.v1.Placement.GetTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
-	4,  // 30: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
-	7,  // 31: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
-	10, // 32: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
-	12, // 33: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	14, // 34: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
-	17, // 35: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
-	21, // 36: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
-	23, // 37: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
-	25, // 38: flotilla.v1.Placement.GetTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
-	30, // [30:39] is the sub-list for method output_type
-	21, // [21:30] is the sub-list for method input_type
+	24, // 30: flotilla.v1.Placement.StreamTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
+	4,  // 31: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
+	7,  // 32: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
+	10, // 33: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
+	12, // 34: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	14, // 35: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
+	17, // 36: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
+	21, // 37: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
+	23, // 38: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
+	25, // 39: flotilla.v1.Placement.GetTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
+	25, // 40: flotilla.v1.Placement.StreamTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name

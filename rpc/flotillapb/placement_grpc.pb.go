@@ -35,6 +35,7 @@ const (
 	Placement_GetClusterStatus_FullMethodName = "/flotilla.v1.Placement/GetClusterStatus"
 	Placement_DrainNode_FullMethodName        = "/flotilla.v1.Placement/DrainNode"
 	Placement_GetTimestamps_FullMethodName    = "/flotilla.v1.Placement/GetTimestamps"
+	Placement_StreamTimestamps_FullMethodName = "/flotilla.v1.Placement/StreamTimestamps"
 )
 
 // PlacementClient is the client API for Placement service.
@@ -83,6 +84,14 @@ type PlacementClient interface {
 	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
 	// UNAVAILABLE while no replica leads or the oracle is starting.
 	GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error)
+	// StreamTimestamps is GetTimestamps on a stream, for a client that asks
+	// often (a shardnode: one request per batch of writes): each request is
+	// answered by one response, in order, with the same guarantee, at a
+	// fraction of a unary call's cost. Only the leader serves it: a replica
+	// that does not lead ends the stream with UNAVAILABLE (no forwarding),
+	// so the client tries another address, or GetTimestamps. Any error ends
+	// the stream.
+	StreamTimestamps(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[GetTimestampsRequest, GetTimestampsResponse], error)
 }
 
 type placementClient struct {
@@ -183,6 +192,19 @@ func (c *placementClient) GetTimestamps(ctx context.Context, in *GetTimestampsRe
 	return out, nil
 }
 
+func (c *placementClient) StreamTimestamps(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[GetTimestampsRequest, GetTimestampsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Placement_ServiceDesc.Streams[0], Placement_StreamTimestamps_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetTimestampsRequest, GetTimestampsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Placement_StreamTimestampsClient = grpc.BidiStreamingClient[GetTimestampsRequest, GetTimestampsResponse]
+
 // PlacementServer is the server API for Placement service.
 // All implementations must embed UnimplementedPlacementServer
 // for forward compatibility.
@@ -229,6 +251,14 @@ type PlacementServer interface {
 	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
 	// UNAVAILABLE while no replica leads or the oracle is starting.
 	GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error)
+	// StreamTimestamps is GetTimestamps on a stream, for a client that asks
+	// often (a shardnode: one request per batch of writes): each request is
+	// answered by one response, in order, with the same guarantee, at a
+	// fraction of a unary call's cost. Only the leader serves it: a replica
+	// that does not lead ends the stream with UNAVAILABLE (no forwarding),
+	// so the client tries another address, or GetTimestamps. Any error ends
+	// the stream.
+	StreamTimestamps(grpc.BidiStreamingServer[GetTimestampsRequest, GetTimestampsResponse]) error
 	mustEmbedUnimplementedPlacementServer()
 }
 
@@ -265,6 +295,9 @@ func (UnimplementedPlacementServer) DrainNode(context.Context, *DrainNodeRequest
 }
 func (UnimplementedPlacementServer) GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTimestamps not implemented")
+}
+func (UnimplementedPlacementServer) StreamTimestamps(grpc.BidiStreamingServer[GetTimestampsRequest, GetTimestampsResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamTimestamps not implemented")
 }
 func (UnimplementedPlacementServer) mustEmbedUnimplementedPlacementServer() {}
 func (UnimplementedPlacementServer) testEmbeddedByValue()                   {}
@@ -449,6 +482,13 @@ func _Placement_GetTimestamps_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Placement_StreamTimestamps_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PlacementServer).StreamTimestamps(&grpc.GenericServerStream[GetTimestampsRequest, GetTimestampsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Placement_StreamTimestampsServer = grpc.BidiStreamingServer[GetTimestampsRequest, GetTimestampsResponse]
+
 // Placement_ServiceDesc is the grpc.ServiceDesc for Placement service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -493,6 +533,13 @@ var Placement_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Placement_GetTimestamps_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamTimestamps",
+			Handler:       _Placement_StreamTimestamps_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "flotilla/v1/placement.proto",
 }
