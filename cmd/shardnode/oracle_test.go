@@ -28,7 +28,7 @@ type fakeOracle struct {
 	next    *atomic.Uint64 // shared by the replicas
 	unary   atomic.Int64
 	streams atomic.Int64
-	served  atomic.Int64 // requests answered on streams
+	served  atomic.Int64                  // requests answered on streams
 	stall   atomic.Pointer[chan struct{}] // if set, stream answers wait for it
 }
 
