@@ -113,6 +113,10 @@ func TestReadAtRevisionErrors(t *testing.T) {
 	if st, _ := status.FromError(err); st.Code() != codes.OutOfRange || !hasDetail[*pb.FutureRevision](st) {
 		t.Fatalf("get at a future revision: %v", err)
 	}
+	// A shard that never pruned refuses no revision: compact it.
+	if _, err := kv.Compact(ctx, &pb.CompactRequest{Header: h, Revision: put.GetRevision()}); err != nil {
+		t.Fatal(err)
+	}
 	stream, err := kv.Watch(ctx, &pb.WatchRequest{Header: h, StartRevision: 1})
 	if err != nil {
 		t.Fatal(err)

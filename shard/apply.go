@@ -24,6 +24,7 @@ func (sm *StateMachine) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		return nil
 	}
 	sm.watched = sm.feed.Load() != nil
+	sm.unwatched = sm.unwatched || !sm.watched
 	res := sm.apply(ac, e)
 	// The decoded command aliases e.Cmd, which the engine reuses.
 	sm.cmd.reset()
@@ -94,10 +95,7 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		}
 		res = &Result{Succeeded: true, Revision: sm.lastRev}
 	case KindCompact:
-		if c.Revision > sm.compactRev {
-			sm.compactRev = c.Revision
-			mustWrite(b.Set(keys.ShardKey(uint64(sm.shard), keys.ShardCompacted), binary.BigEndian.AppendUint64(nil, c.Revision), nil))
-		}
+		sm.raiseCompaction(b, c.Revision)
 		res = &Result{Succeeded: true, Revision: sm.compactRev}
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
@@ -189,26 +187,45 @@ func (sm *StateMachine) setMeta(b *pebble.Batch, key []byte, m keyMeta) {
 // pruneEvery versions past the horizon.
 const pruneEvery = 8
 
+// raiseCompaction raises the shard's compaction point to rev, if that is
+// higher: reads and watches below it are refused from then on.
+func (sm *StateMachine) raiseCompaction(b *pebble.Batch, rev uint64) {
+	if rev <= sm.compactRev {
+		return
+	}
+	sm.compactRev = rev
+	mustWrite(b.Set(keys.ShardKey(uint64(sm.shard), keys.ShardCompacted), binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
+}
+
 // pruneVersions deletes the versions of key that no read at the horizon of
-// a write at rev (rev minus the retention, or the shard's compaction
-// revision if that is higher) or later can see: every version older than
-// the newest one at or below the horizon, which a read at the horizon
-// sees and so stays. A key's history holds its versions of the retention
+// a write at rev or later can see: every version older than the newest one
+// at or below the horizon, which a read at the horizon sees and so stays.
+// The horizon is rev minus the retention, or just below the shard's
+// compaction point if that is higher; a prune raises the compaction point
+// to just above its horizon. So the compaction point is always above
+// every horizon pruned at: a read at or above it finds every key's newest
+// version at or below the read, and a watch from it finds every version
+// at or above it with the version before it. A shard that never pruned
+// refuses no read. A key's history holds its versions of the retention
 // span, one before it, and up to pruneEvery more until the next prune.
 // It depends only on the stored versions, the write's revision, the
-// compaction revision and the Config, so every replica deletes the same.
+// compaction point and the Config, so every replica deletes the same.
 //
 // oldest is the revision of the key's oldest version (0: unknown); a
 // horizon below it has nothing to delete, which saves the seek. It
 // returns the oldest version's revision after the prune.
 func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev, oldest uint64) uint64 {
-	horizon := sm.compactRev
+	var horizon uint64
+	if sm.compactRev > 0 {
+		horizon = sm.compactRev - 1
+	}
 	if span := sm.cfg.retentionRevisions(); rev > span {
 		horizon = max(horizon, rev-span)
 	}
 	if horizon == 0 || oldest > horizon {
 		return oldest
 	}
+	sm.raiseCompaction(b, horizon+1)
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sm.metaKey, UpperBound: keys.ImmediateSuccessor(sm.iterBuf[:0], sm.metaKey)})
 	mustRead(err)

@@ -100,9 +100,9 @@
 //     r, else by the leader after it resolved the shard with a fresh
 //     timestamp (which also keeps later writes above r). A revision the
 //     oracle had not handed out then is refused (FutureRevisionError); one
-//     below the compaction point (the last write's revision minus the
-//     retention, plus one) is refused (CompactedError), never answered
-//     from pruned history.
+//     below the compaction point (just above the latest horizon a write
+//     pruned at, or an operator's Compact) is refused (CompactedError),
+//     never answered from pruned history.
 //   - A read of the latest state reads at the replica's resolved revision
 //     after its barrier and returns it: it saw exactly the writes at or
 //     below it.

@@ -38,10 +38,12 @@ import (
 // every write at or below that revision and none above, exactly what a
 // watch from the next revision continues with.
 //
-// Compaction: a write at w prunes versions no read at w minus the
-// retention can see (see pruneVersions), so a replica whose last write is
-// at l answers reads at l - retention + 1 and later; below that it
-// refuses with a CompactedError naming that point.
+// Compaction: a write at w prunes versions of its key that no read at w
+// minus the retention can see, and raises the shard's compaction point
+// above that horizon (see pruneVersions); Compact raises it to an
+// operator's revision. Reads and watches below the point are refused with
+// a CompactedError naming it; a shard that never pruned refuses none. The
+// point lives in the shard's state, so every replica has the same.
 
 // resolveTimeout bounds a Resolve that no caller waits for any more.
 const resolveTimeout = 10 * time.Second
@@ -99,29 +101,15 @@ func (s *Store) resolve(ctx context.Context, shard ShardID, join bool) (uint64, 
 	}
 }
 
-// compactRevision returns the compaction point of a replica whose last
-// write is at last: the oldest revision it answers reads at.
-func (s *Store) compactRevision(last uint64) uint64 {
-	span := s.cfg.retentionRevisions()
-	if last < span {
-		return 0
-	}
-	return last - span + 1
-}
-
 // checkCompacted refuses a read at rev from r (a snapshot of the node's
 // Pebble) with a *CompactedError if rev is below shard's compaction point
-// in r: the later of the retention's and the one Compact set.
+// in r (see pruneVersions and Compact).
 func (s *Store) checkCompacted(r pebble.Reader, shard ShardID, rev uint64) error {
-	last, err := loadRevision(r, shard)
+	c, err := loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardCompacted))
 	if err != nil {
-		return err
+		return fmt.Errorf("shard: reading the compaction point of shard %d: %w", shard, err)
 	}
-	set, err := loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardCompacted))
-	if err != nil {
-		return fmt.Errorf("shard: reading the compaction revision of shard %d: %w", shard, err)
-	}
-	if c := max(s.compactRevision(last), set); rev < c {
+	if rev < c {
 		return &CompactedError{Shard: shard, Revision: rev, CompactRevision: c}
 	}
 	return nil

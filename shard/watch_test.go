@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/tso"
 )
@@ -130,12 +132,23 @@ func TestReadAtRevisionCompacted(t *testing.T) {
 	span := uint64(1) << tso.LogicalBits
 	r1 := putRev(t, ctx, s, "c", "1")
 	o.last.Add(3 * span)
-	r2 := putRev(t, ctx, s, "c", "2")
-	var ce *CompactedError
-	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); !errors.As(err, &ce) || ce.CompactRevision != r2-span+1 {
-		t.Fatalf("get at %d after a write at %d: %v", r1, r2, err)
+	putRev(t, ctx, s, "c", "2")
+	// Nothing was pruned: a read at r1, however old, is still right.
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); err != nil || string(kv.Value) != "1" {
+		t.Fatalf("get at %d before any prune: %+v %v", r1, kv, err)
 	}
-	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r2-span+1); err != nil || string(kv.Value) != "1" {
+	// The key's 8th version prunes at its revision minus the retention,
+	// and the shard's compaction point moves just above that horizon.
+	var last uint64
+	for i := 3; i <= pruneEvery; i++ {
+		last = putRev(t, ctx, s, "c", fmt.Sprint(i))
+	}
+	point := last - span + 1
+	var ce *CompactedError
+	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); !errors.As(err, &ce) || ce.CompactRevision != point {
+		t.Fatalf("get at %d after a prune at %d: %v", r1, last-span, err)
+	}
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), point); err != nil || string(kv.Value) != "1" {
 		t.Fatalf("get at the compaction point: %+v %v", kv, err)
 	}
 	w, _, err := s.Watch(1, Epoch{}, nil, nil, r1, false)
@@ -326,22 +339,23 @@ func TestCompact(t *testing.T) {
 	s := n.store
 	r1 := putRev(t, ctx, s, "c", "1")
 	r2 := putRev(t, ctx, s, "c", "2")
-	r3 := putRev(t, ctx, s, "d", "1")
-	if got, err := s.Compact(ctx, 1, Epoch{}, r2); err != nil || got != r2 {
-		t.Fatalf("compact to %d: %d, %v", r2, got, err)
+	r3 := putRev(t, ctx, s, "c", "3")
+	putRev(t, ctx, s, "d", "1")
+	if got, err := s.Compact(ctx, 1, Epoch{}, r3); err != nil || got != r3 {
+		t.Fatalf("compact to %d: %d, %v", r3, got, err)
 	}
 	var ce *CompactedError
-	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r1); !errors.As(err, &ce) || ce.CompactRevision != r2 {
+	if _, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r2); !errors.As(err, &ce) || ce.CompactRevision != r3 {
 		t.Fatalf("get below the compaction: %v", err)
 	}
-	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r2); err != nil || string(kv.Value) != "2" {
+	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r3); err != nil || string(kv.Value) != "3" {
 		t.Fatalf("get at the compaction: %+v %v", kv, err)
 	}
 	// Compacting lower changes nothing.
-	if got, err := s.Compact(ctx, 1, Epoch{}, r1); err != nil || got != r2 {
+	if got, err := s.Compact(ctx, 1, Epoch{}, r1); err != nil || got != r3 {
 		t.Fatalf("compact lower: %d, %v", got, err)
 	}
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, r1, false)
+	w, _, err := s.Watch(1, Epoch{}, nil, nil, r2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,17 +363,25 @@ func TestCompact(t *testing.T) {
 	if _, _, err := w.Next(ctx); !errors.As(err, &ce) {
 		t.Fatalf("watch below the compaction: %v", err)
 	}
-	// The key's next prune (at its 8th version) deletes its versions
-	// below the compaction: the one at r1 goes, the one at r2 (what a
-	// read at the compaction sees) stays.
-	for i := 3; i <= pruneEvery; i++ {
+	// The key's next prune (at its 8th version) deletes what no read at
+	// the compaction point or later needs: the version at r1 goes; the
+	// one at r2, the version before r3's, stays for a watch from r3.
+	for i := 4; i <= pruneEvery; i++ {
 		putRev(t, ctx, s, "c", fmt.Sprint(i))
 	}
 	if _, found, err := ReadAt(n.db, []byte("c"), r1); err != nil || found {
 		t.Fatalf("version below the compaction after a prune: found %v, %v", found, err)
 	}
-	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), r3); err != nil || string(kv.Value) != "2" {
-		t.Fatalf("get at %d after pruning: %+v %v", r3, kv, err)
+	if kv, found, err := ReadAt(n.db, []byte("c"), r2); err != nil || !found || string(kv.Value) != "2" {
+		t.Fatalf("the version before the compaction point: %+v %v %v", kv, found, err)
+	}
+	past, _, err := s.Watch(1, Epoch{}, []byte("c"), []byte("d"), r3, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer past.Close()
+	if got := collectEvents(t, ctx, past, 1); got[0].PrevKV == nil || string(got[0].PrevKV.Value) != "2" {
+		t.Fatalf("watch from the compaction point: %s", describe(got[0]))
 	}
 }
 
@@ -393,5 +415,38 @@ func TestWatchEndsBelowEventsItCannotComplete(t *testing.T) {
 	}
 	if got := w.Progress(); got != r1-1 {
 		t.Fatalf("progress %d after the end, want %d", got, r1-1)
+	}
+}
+
+// TestWatchFeedBornMidRound: a watch that starts between a write's Apply
+// (which recorded no event: there was no feed) and its Committed may have
+// synced below the write; the publication of that round sends it back to
+// catching up from Pebble instead of moving it past the write (found by
+// the chaos test: a resubscription that lost an acknowledged put).
+func TestWatchFeedBornMidRound(t *testing.T) {
+	h := newHarness(t, Config{}, testDesc())
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	cmd := put(Header{}, "c", "1")
+	cmd.Revision = 7
+	if _, ok := h.sm.Apply(h.ac(b), multiraft.Entry{Index: 1, Term: 1, Cmd: cmd.AppendEncoded(nil)}).(*Result); !ok {
+		t.Fatal("put refused")
+	}
+	// The watch starts now, synced at the revision published so far.
+	f := &feed{shard: 1, watchers: map[*Watcher]struct{}{}}
+	w := &Watcher{f: f, shard: 1, synced: true, next: h.sm.Resolved() + 1, notify: make(chan struct{}, 1)}
+	f.watchers[w] = struct{}{}
+	h.sm.feed.Store(f)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	h.sm.Committed()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w.synced || w.next > 7 {
+		t.Fatalf("after the round: synced %v, next %d; the put at 7 was skipped", w.synced, w.next)
+	}
+	if f.published != 7 {
+		t.Fatalf("published %d, want 7", f.published)
 	}
 }

@@ -29,9 +29,10 @@ const readsAtKeys = 16
 
 // replicaView is one replica that owns a key, as the check sees it.
 type replicaView struct {
-	n    *node
-	g    shard.ShardID
-	last uint64 // resolved revision
+	n       *node
+	g       shard.ShardID
+	last    uint64 // resolved revision
+	compact uint64 // compaction point
 }
 
 // checkReadsAt compares reads at the same revision across the replicas
@@ -44,9 +45,9 @@ func (s *simulation) checkReadsAt(all bool) {
 	views := make(map[string][]replicaView)
 	for _, n := range s.watchNodes() {
 		for _, d := range n.store.Descriptors() {
-			last := storedRevision(n.db, d.ShardID)
+			last, compact := storedRevision(n.db, d.ShardID), compactPoint(n.db, d.ShardID)
 			for _, k := range s.keysIn(d.Start, d.End) {
-				views[k] = append(views[k], replicaView{n, d.ShardID, last})
+				views[k] = append(views[k], replicaView{n, d.ShardID, last, compact})
 			}
 		}
 	}
@@ -60,11 +61,10 @@ func (s *simulation) checkReadsAt(all bool) {
 	}
 	for _, k := range ks {
 		vs := views[k]
-		var top uint64
+		var top, floor uint64
 		for _, v := range vs {
-			top = max(top, v.last)
+			top, floor = max(top, v.last), max(floor, v.compact)
 		}
-		floor := compactPoint(top)
 		var keep []replicaView
 		r := top
 		for _, v := range vs {

@@ -152,20 +152,6 @@ func (s *simulation) keysIn(start, end []byte) []string {
 	return ks[lo:hi]
 }
 
-// retentionSpan is the history the shards keep, in revisions.
-func retentionSpan() uint64 {
-	return uint64(shardConfig.HistoryRetention.Milliseconds()) << tso.LogicalBits
-}
-
-// compactPoint is the oldest revision a replica whose last write is at
-// last answers reads at (shard.Store's compaction point).
-func compactPoint(last uint64) uint64 {
-	if span := retentionSpan(); last >= span {
-		return last - span + 1
-	}
-	return 0
-}
-
 // watchNodes returns the live shardnodes whose store can serve watches
 // and reads now (a node whose disk failed is about to stop).
 func (s *simulation) watchNodes() []*node {
@@ -254,7 +240,7 @@ func (s *simulation) startWatch() {
 	switch {
 	case errors.As(err, &ce):
 		s.stats.WatchCompacted++
-		if cp := compactPoint(last); ce.CompactRevision != cp || listAt >= cp {
+		if cp := compactPoint(n.db, d.ShardID); ce.CompactRevision != cp || listAt >= cp {
 			s.violation("watch: list of g%d at %d on n%d refused as compacted at %d, but its compaction point is %d (last write %d)",
 				d.ShardID, listAt, n.id, ce.CompactRevision, cp, last)
 		}
@@ -396,7 +382,7 @@ func (s *simulation) watchEnded(ss *watchSession, p *watchPiece, progress uint64
 	case errors.As(err, &ce):
 		s.stats.WatchCompacted++
 		last := storedRevision(p.n.db, ce.Shard)
-		if cp := compactPoint(last); ce.CompactRevision != cp || ce.Revision >= cp {
+		if cp := compactPoint(p.n.db, ce.Shard); ce.CompactRevision != cp || ce.Revision >= cp {
 			s.violation("watch %d: n%d g%d refused a watch from %d as compacted at %d, but its compaction point is %d (last write %d)",
 				ss.id, p.n.id, p.shard, ce.Revision, ce.CompactRevision, cp, last)
 		}

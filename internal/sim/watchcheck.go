@@ -343,7 +343,7 @@ func (s *simulation) checkEvent(p *watchPiece, m *keyModel, o kvOp, w *issued, e
 	case m.live && ev.PrevKV == nil:
 		// The previous version may be pruned once the event's revision
 		// fell below the replica's compaction point.
-		if last := storedRevision(p.n.db, p.shard); r >= compactPoint(last) {
+		if r >= compactPoint(p.n.db, p.shard) {
 			return fmt.Sprintf("no PrevKV; the key's state before is %s", modelString(m.live, m.kv))
 		}
 	case m.live && !sameKV(*ev.PrevKV, m.kv):
@@ -476,7 +476,7 @@ func (s *simulation) readAtAny(k string, rev uint64) (kv shard.KeyValue, found b
 				continue
 			}
 			last := storedRevision(n.db, d.ShardID)
-			if last < rev || compactPoint(last) > rev {
+			if last < rev || compactPoint(n.db, d.ShardID) > rev {
 				continue
 			}
 			kv, found, err := shard.ReadAt(n.db, []byte(k), rev)
@@ -493,6 +493,19 @@ func (s *simulation) readAtAny(k string, rev uint64) (kv shard.KeyValue, found b
 // a split's new state machine after the commit).
 func storedRevision(r pebble.Reader, g shard.ShardID) uint64 {
 	v, closer, err := r.Get(keys.ShardKey(uint64(g), keys.ShardRevision))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0
+	}
+	must(err)
+	defer closer.Close()
+	return binary.BigEndian.Uint64(v)
+}
+
+// compactPoint reads shard's compaction point from r: the oldest revision
+// its replica answers reads and watches at (raised by every prune to just
+// above its horizon, and by Compact).
+func compactPoint(r pebble.Reader, g shard.ShardID) uint64 {
+	v, closer, err := r.Get(keys.ShardKey(uint64(g), keys.ShardCompacted))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0
 	}
