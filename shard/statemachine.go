@@ -56,18 +56,20 @@ type StateMachine struct {
 	// keys.ShardCompacted; see Store.Compact).
 	compactRev uint64
 	// watched is feed != nil, as loaded at the start of Apply, and events
-	// the events of the writes applied since the last Committed.
-	watched bool
-	events  []Event
-	revKey  []byte
-	revBuf  []byte
-	valBuf  []byte
-	metaKey []byte
-	metaBuf []byte
-	iterBuf []byte
-	keyBuf  []byte
-	ckeyBuf []byte
-	recBuf  []byte
+	// the events of the writes applied since the last Committed;
+	// unwatched says that some Apply since then ran without a feed, so
+	// events may lack some of them.
+	watched, unwatched bool
+	events             []Event
+	revKey             []byte
+	revBuf             []byte
+	valBuf             []byte
+	metaKey            []byte
+	metaBuf            []byte
+	iterBuf            []byte
+	keyBuf             []byte
+	ckeyBuf            []byte
+	recBuf             []byte
 
 	// createGroup is ac.CreateGroup; tests replace it to run splits
 	// without an engine.
@@ -228,10 +230,17 @@ func InitialState(desc Descriptor) func(b *pebble.Batch) error {
 func (sm *StateMachine) Committed() {
 	sm.resolved.Store(sm.lastRev)
 	if f := sm.feed.Load(); f != nil {
-		f.publish(sm, sm.events, sm.lastRev)
+		if sm.unwatched {
+			// The feed appeared during this round: its watchers may have
+			// synced below writes Apply did not record. They catch up
+			// from Pebble, which holds the round's writes now.
+			f.reset(sm.lastRev)
+		} else {
+			f.publish(sm, sm.events, sm.lastRev)
+		}
 	}
 	clear(sm.events)
-	sm.events = sm.events[:0]
+	sm.events, sm.unwatched = sm.events[:0], false
 }
 
 // Resolved returns the shard's resolved revision on this replica: the
