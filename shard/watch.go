@@ -111,7 +111,10 @@ func (f *feed) publish(sm *StateMachine, events []Event, rev uint64) {
 			ev := &events[i]
 			if ev.split {
 				if err := w.stillHeld(desc); err != nil {
-					w.next, w.err = ev.KV.ModRevision+1, err
+					// A watch that started above the split (on a replica
+					// that lagged) keeps its start: its progress never
+					// goes back.
+					w.next, w.err = max(w.next, ev.KV.ModRevision+1), err
 					break
 				}
 				continue

@@ -450,3 +450,31 @@ func TestWatchFeedBornMidRound(t *testing.T) {
 		t.Fatalf("published %d, want 7", f.published)
 	}
 }
+
+// TestWatchProgressNeverGoesBack: a watch started above the revision at
+// which its shard then splits (its replica lagged) ends at its start,
+// not at the split's lower revision.
+func TestWatchProgressNeverGoesBack(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	r1 := putRev(t, ctx, s, "c", "1")
+	from := r1 + 100 // a start the shard has not reached
+	w, start, err := s.Watch(1, Epoch{}, nil, nil, from, false)
+	if err != nil || start != from {
+		t.Fatalf("watch from %d: start %d, %v", from, start, err)
+	}
+	defer w.Close()
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err) // synced
+	}
+	if _, _, err := s.Split(ctx, 1, Header{}, []byte("g"), 2, []SplitReplica{{Old: 1, New: 11}}); err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := w.Next(ctx)
+	var enm *EpochNotMatchError
+	if !errors.As(err, &enm) || p != from-1 {
+		t.Fatalf("after the split: progress %d (start %d), %v", p, from, err)
+	}
+}
