@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -45,17 +46,6 @@ func servePlacementScript(t *testing.T, answer func() error) (*scriptedPlacement
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return s, lis.Addr().String()
-}
-
-// refusedAddr is a loopback address nothing listens on.
-func refusedAddr(t *testing.T) string {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
 }
 
 // silentAddr accepts connections and never says a word, like a paused
@@ -97,7 +87,7 @@ func TestPlacementConnFailsOver(t *testing.T) {
 	good, goodAddr := servePlacementScript(t, ok)
 
 	// A stopped replica first: the next one answers, at once.
-	if el, err := listNodes(t, 10*time.Second, refusedAddr(t), goodAddr); err != nil || el > time.Second {
+	if el, err := listNodes(t, 10*time.Second, flt.FreePort(t), goodAddr); err != nil || el > time.Second {
 		t.Fatalf("refused, then good: %v after %s", err, el)
 	}
 	// A replica that accepts and says nothing is given up after the
@@ -127,7 +117,7 @@ func TestPlacementConnFailsOver(t *testing.T) {
 		t.Fatal("a final answer was retried at another address")
 	}
 	// Nothing reachable: at once, naming every address.
-	a, b := refusedAddr(t), refusedAddr(t)
+	a, b := flt.FreePort(t), flt.FreePort(t)
 	el, err := listNodes(t, 10*time.Second, a, b)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), a) || !strings.Contains(err.Error(), b) || el > time.Second {
 		t.Fatalf("nothing reachable: %v after %s", err, el)
@@ -158,7 +148,7 @@ func TestParseTakesFlagsAfterArguments(t *testing.T) {
 
 // TestScanRefusesEndBeforeStart: a usage error, before any connection.
 func TestScanRefusesEndBeforeStart(t *testing.T) {
-	err := runScan(context.Background(), []string{"--start", "m", "--end", "a", "--placement", refusedAddr(t)}, &strings.Builder{})
+	err := runScan(context.Background(), []string{"--start", "m", "--end", "a", "--placement", flt.FreePort(t)}, &strings.Builder{})
 	if !errors.Is(err, errUsage) {
 		t.Fatalf("want a usage error, got %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -31,7 +32,7 @@ func TestParseWatchFlags(t *testing.T) {
 
 func TestGetRefusesABadRevisionFlag(t *testing.T) {
 	for _, args := range [][]string{{"k", "--rev", "-1"}, {"k", "--rev", "abc"}, {"k", "--limit", "x", "--prefix"}} {
-		err := runGet(context.Background(), append(args, "--placement", refusedAddr(t)), &strings.Builder{})
+		err := runGet(context.Background(), append(args, "--placement", flt.FreePort(t)), &strings.Builder{})
 		if !errors.Is(err, errUsage) {
 			t.Errorf("%q: want a usage error, got %v", args, err)
 		}
