@@ -5,8 +5,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/cpustat"
 )
 
 // clockTick is the unit of the CPU times in /proc: USER_HZ, 100 per second
@@ -62,39 +63,6 @@ func parseProcStat(s string) (ProcStat, error) {
 	return ProcStat{CPU: time.Duration(utime+stime) * clockTick, RSSBytes: rss * int64(pageSize())}, nil
 }
 
-// ownCPU returns the user+system CPU time this process has used.
-func ownCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// hostBusy returns the CPU time every process of the machine has used
-// (user, nice, system, irq, softirq and steal of /proc/stat's cpu line),
-// or 0 where /proc/stat is unreadable.
-func hostBusy() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0
-		}
-		ticks += v
-	}
-	return time.Duration(ticks) * clockTick
-}
-
 // loadAverage returns the 1-minute load average, or 0 where unknown.
 func loadAverage() float64 {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -147,7 +115,7 @@ func startCPUWindow(procs []Proc) *cpuWindow {
 			w.start[p.Name] = st.CPU
 		}
 	}
-	w.own, w.host, w.wall, w.load = ownCPU(), hostBusy(), time.Now(), loadAverage()
+	w.own, w.host, w.wall, w.load = cpustat.Process(), cpustat.Host(), time.Now(), loadAverage()
 	return w
 }
 
@@ -163,8 +131,8 @@ func (w *cpuWindow) end() CPUUse {
 		u.Servers[p.Name] = st.CPU - begin
 		u.Server += st.CPU - begin
 	}
-	u.Client = ownCPU() - w.own
-	if h := hostBusy(); h > 0 {
+	u.Client = cpustat.Process() - w.own
+	if h := cpustat.Host(); h > 0 {
 		u.Others = max(0, h-w.host-u.Server-u.Client)
 	}
 	return u

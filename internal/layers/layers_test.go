@@ -45,6 +45,7 @@ var layers = map[string]layer{
 	"internal/pebbleopts": leaf,
 	"internal/keyfmt":     leaf,
 	"internal/ports":      leaf,
+	"internal/cpustat":    leaf,
 	"internal/poll":       leaf,
 	"internal/tlsconfig":  leaf,
 	"rpc/flotillapb":      leaf,

@@ -2,10 +2,10 @@ package testutil
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/cpustat"
 	"github.com/flotilla-kv/flotilla/internal/poll"
 )
 
@@ -35,9 +35,9 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 // so far, for benchmarks that report CPU per operation.
 func ProcessCPU(tb testing.TB) time.Duration {
 	tb.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatalf("getrusage: %v", err)
+	d := cpustat.Process()
+	if d == 0 {
+		tb.Fatal("the kernel does not report this process's CPU time")
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }

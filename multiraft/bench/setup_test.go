@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-kv/flotilla/internal/cpustat"
 	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/multiraft"
@@ -259,31 +258,6 @@ func waitQuiet(ctx context.Context, first multiraft.GroupID, count int, frac flo
 	return quiesced, err
 }
 
-// hostBusy returns the CPU time every process of the machine has used
-// (user, nice, system, irq, softirq and steal in /proc/stat), or 0 where
-// /proc/stat is unavailable.
-func hostBusy() time.Duration {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0
-		}
-		ticks += v
-	}
-	// The kernel reports USER_HZ ticks, 100 per second on Linux.
-	return time.Duration(ticks) * 10 * time.Millisecond
-}
-
 // cpuWindow measures the CPU used between its start and end: by this
 // process, and by everything else on the machine.
 type cpuWindow struct {
@@ -293,13 +267,13 @@ type cpuWindow struct {
 }
 
 func startCPUWindow(tb testing.TB) cpuWindow {
-	return cpuWindow{tb, testutil.ProcessCPU(tb), hostBusy(), time.Now()}
+	return cpuWindow{tb, testutil.ProcessCPU(tb), cpustat.Host(), time.Now()}
 }
 
 // end returns this process's CPU and the other processes' CPU, in percent
 // of one core, since w started.
 func (w cpuWindow) end() (ownPct, otherPct float64) {
-	own, host, wall := testutil.ProcessCPU(w.tb)-w.own, hostBusy()-w.host, time.Since(w.wall)
+	own, host, wall := testutil.ProcessCPU(w.tb)-w.own, cpustat.Host()-w.host, time.Since(w.wall)
 	return 100 * float64(own) / float64(wall), 100 * float64(max(host-own, 0)) / float64(wall)
 }
 
