@@ -161,6 +161,17 @@ func TestReadAtRevisionCompacted(t *testing.T) {
 	}
 }
 
+// syncWatcher makes w synced: Next finds nothing to catch up and waits,
+// until a short deadline, so later writes go to w's queue.
+func syncWatcher(t *testing.T, ctx context.Context, w *Watcher) {
+	t.Helper()
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if evs, _, err := w.Next(short); len(evs) != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("syncing the watcher: %d events, %v", len(evs), err)
+	}
+}
+
 // collectEvents reads w until it returned want events, and checks their
 // order and progress as it goes.
 func collectEvents(t *testing.T, ctx context.Context, w *Watcher, want int) []Event {
@@ -260,11 +271,7 @@ func TestWatchSlowWatcher(t *testing.T) {
 	defer w.Close()
 	// Sync the watcher first (Next finds nothing to catch up and waits),
 	// so that the writes below go to its queue.
-	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
-	defer cancel()
-	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatal(err)
-	}
+	syncWatcher(t, ctx, w)
 	const writes = watchQueueEvents + 500
 	var revs []uint64
 	for i := range writes {
@@ -398,11 +405,7 @@ func TestWatchEndsBelowEventsItCannotComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
-	defer cancel()
-	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatal(err) // synced now
-	}
+	syncWatcher(t, ctx, w)
 	r1 := putRev(t, ctx, s, "c", "1")
 	putRev(t, ctx, s, "c", "2")
 	s.mu.RLock()
@@ -464,11 +467,7 @@ func TestWatchProgressNeverGoesBack(t *testing.T) {
 		t.Fatalf("watch from %d: start %d, %v", from, start, err)
 	}
 	defer w.Close()
-	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
-	defer cancel()
-	if _, _, err := w.Next(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatal(err) // synced
-	}
+	syncWatcher(t, ctx, w)
 	if _, _, err := s.Split(ctx, 1, Header{}, []byte("g"), 2, []SplitReplica{{Old: 1, New: 11}}); err != nil {
 		t.Fatal(err)
 	}

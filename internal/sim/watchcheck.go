@@ -492,20 +492,19 @@ func (s *simulation) readAtAny(k string, rev uint64) (kv shard.KeyValue, found b
 // engine commits an apply batch before Committed publishes it, and builds
 // a split's new state machine after the commit).
 func storedRevision(r pebble.Reader, g shard.ShardID) uint64 {
-	v, closer, err := r.Get(keys.ShardKey(uint64(g), keys.ShardRevision))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0
-	}
-	must(err)
-	defer closer.Close()
-	return binary.BigEndian.Uint64(v)
+	return storedUint64(r, keys.ShardKey(uint64(g), keys.ShardRevision))
 }
 
 // compactPoint reads shard's compaction point from r: the oldest revision
 // its replica answers reads and watches at (raised by every prune to just
 // above its horizon, and by Compact).
 func compactPoint(r pebble.Reader, g shard.ShardID) uint64 {
-	v, closer, err := r.Get(keys.ShardKey(uint64(g), keys.ShardCompacted))
+	return storedUint64(r, keys.ShardKey(uint64(g), keys.ShardCompacted))
+}
+
+// storedUint64 reads the 8-byte number under key in r (0 if none).
+func storedUint64(r pebble.Reader, key []byte) uint64 {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0
 	}
