@@ -109,10 +109,19 @@ func (s *Store) StateMachineFunc() multiraft.NewStateMachineFunc {
 }
 
 // SetEngine connects the Store to the engine that was opened with its
-// StateMachineFunc. Call it once, before serving.
+// StateMachineFunc. Call it once, before serving; it panics when e is nil
+// or an engine is set already. The two steps are a real cycle (the
+// engine needs the Store's constructor before it opens), so they cannot
+// be one constructor.
 func (s *Store) SetEngine(e Engine) {
+	if e == nil {
+		panic("shard: Store.SetEngine with a nil Engine")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.mu.engine != nil {
+		panic("shard: Store.SetEngine called twice")
+	}
 	s.mu.engine = e
 }
 
