@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/testutil"
@@ -464,6 +465,7 @@ func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
 	}
 	leader, _ := c.leader(1)
 	var survivor uint64
+	var killed []uint64
 	for _, n := range c.nodes {
 		if n != leader && survivor == 0 {
 			survivor = n
@@ -471,8 +473,26 @@ func TestIntegrationMajorityDownIsUnavailable(t *testing.T) {
 		}
 		if n != survivor {
 			c.f.Nodes[n].Kill()
+			killed = append(killed, n)
 		}
 	}
+	// The router holds a connection to the old leader from the first put.
+	// Until gRPC has seen it close, a request may still be written on it
+	// and marked as maybe sent (sent.go), which makes the write ambiguous,
+	// rightly: the router cannot know the process was dead. Wait for that,
+	// so the put below tests what it means to: nodes that refuse
+	// connections and a survivor without a leader.
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for _, n := range killed {
+			r.conns.mu.Lock()
+			cc, ok := r.conns.mu.conns[c.f.Nodes[n].Addr]
+			r.conns.mu.Unlock()
+			if ok && cc.GetState() == connectivity.Ready {
+				return fmt.Errorf("the router's connection to killed node %d is still ready", n)
+			}
+		}
+		return nil
+	})
 	// Wait until the survivor is not the leader (it steps down without a
 	// quorum, CheckQuorum), so no write can enter any log.
 	testutil.Eventually(t, 20*time.Second, func() error {
