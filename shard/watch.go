@@ -457,12 +457,21 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 	if err != nil {
 		return nil, 0, err
 	}
+	// A key's versions come newest first, so the version after an event's
+	// in this iteration is its previous one: waiting is the index of the
+	// event still waiting for it (-1: none).
+	waiting := -1
 	for valid := it.First(); valid; valid = it.Next() {
 		k, rev, ok := keys.DecodeMVCCKey(it.Key())
 		if !ok {
-			continue // a key's meta
+			waiting = -1 // a key's meta: the next version is another key's
+			continue
 		}
-		if rev < from || rev > to {
+		if waiting >= 0 && !bytes.Equal(events[waiting].KV.Key, k) {
+			waiting = -1
+		}
+		inRange := rev >= from && rev <= to
+		if !inRange && waiting < 0 {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -475,12 +484,28 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 			it.Close()
 			return nil, 0, fmt.Errorf("%w: %s", err, keys.FormatKey(it.Key()))
 		}
-		ev := Event{Delete: !live, KV: KeyValue{Key: bytes.Clone(k), ModRevision: rev}}
+		kv := KeyValue{Key: k, ModRevision: rev}
 		if live {
-			ev.KV.Value = bytes.Clone(value)
-			ev.KV.CreateRevision, ev.KV.Version, ev.KV.Lease = m.create, m.version, m.lease
+			kv.Value, kv.CreateRevision, kv.Version, kv.Lease = value, m.create, m.version, m.lease
+		}
+		if waiting >= 0 {
+			if live {
+				prev := kv.clone()
+				events[waiting].PrevKV = &prev
+			}
+			waiting = -1
+		}
+		if !inRange {
+			continue
+		}
+		ev := Event{Delete: !live, KV: kv.clone()}
+		if !live {
+			ev.KV.Value = nil
 		}
 		events = append(events, ev)
+		if w.prevKV {
+			waiting = len(events) - 1
+		}
 	}
 	if err := it.Close(); err != nil {
 		return nil, 0, err
@@ -494,13 +519,6 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 	upto = to
 	if cut := wholeWrites(events, watchBatchEvents); cut < len(events) {
 		events, upto = events[:cut], events[cut-1].KV.ModRevision
-	}
-	if w.prevKV {
-		for i := range events {
-			if err := fillPrevFrom(snap, &events[i]); err != nil {
-				return nil, 0, err
-			}
-		}
 	}
 	return events, upto, nil
 }

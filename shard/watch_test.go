@@ -151,14 +151,22 @@ func TestReadAtRevisionCompacted(t *testing.T) {
 	if kv, _, err := s.GetAt(ctx, 1, Epoch{}, []byte("c"), point); err != nil || string(kv.Value) != "1" {
 		t.Fatalf("get at the compaction point: %+v %v", kv, err)
 	}
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, r1, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, r1, false)
 	if _, _, err := w.Next(ctx); !errors.As(err, &ce) {
 		t.Fatalf("watch from a compacted revision: %v", err)
 	}
+}
+
+// mustWatch starts a watch of s (see Store.Watch), closed at the end of
+// the test.
+func mustWatch(t *testing.T, s *Store, shard ShardID, epoch Epoch, start, end []byte, from uint64, prevKV bool) *Watcher {
+	t.Helper()
+	w, _, err := s.Watch(shard, epoch, start, end, from, prevKV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
 }
 
 // syncWatcher makes w synced: Next finds nothing to catch up and waits,
@@ -251,11 +259,7 @@ func TestWatchLiveAndHistory(t *testing.T) {
 	check("live", collectEvents(t, ctx, live, len(want)))
 
 	// A watch from the first revision reads the same from storage.
-	past, _, err := s.Watch(1, Epoch{}, []byte("c"), []byte("e"), r1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer past.Close()
+	past := mustWatch(t, s, 1, Epoch{}, []byte("c"), []byte("e"), r1, true)
 	check("history", collectEvents(t, ctx, past, len(want)))
 }
 
@@ -264,11 +268,7 @@ func TestWatchLiveAndHistory(t *testing.T) {
 func TestWatchSlowWatcher(t *testing.T) {
 	n, ctx := loneShard(t, Config{}, &jumpOracle{})
 	s := n.store
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, 0, false)
 	// Sync the watcher first (Next finds nothing to catch up and waits),
 	// so that the writes below go to its queue.
 	syncWatcher(t, ctx, w)
@@ -288,16 +288,8 @@ func TestWatchSlowWatcher(t *testing.T) {
 func TestWatchEndsAtSplit(t *testing.T) {
 	n, ctx := loneShard(t, Config{}, &jumpOracle{})
 	s := n.store
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	left, _, err := s.Watch(1, Epoch{}, nil, []byte("g"), 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer left.Close()
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, 0, false)
+	left := mustWatch(t, s, 1, Epoch{}, nil, []byte("g"), 0, false)
 	r1 := putRev(t, ctx, s, "h", "1")
 	collectEvents(t, ctx, w, 1)
 	if _, _, err := s.Split(ctx, 1, Header{}, []byte("g"), 2, []SplitReplica{{Old: 1, New: 11}}); err != nil {
@@ -362,11 +354,7 @@ func TestCompact(t *testing.T) {
 	if got, err := s.Compact(ctx, 1, Epoch{}, r1); err != nil || got != r3 {
 		t.Fatalf("compact lower: %d, %v", got, err)
 	}
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, r2, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, r2, false)
 	if _, _, err := w.Next(ctx); !errors.As(err, &ce) {
 		t.Fatalf("watch below the compaction: %v", err)
 	}
@@ -382,11 +370,7 @@ func TestCompact(t *testing.T) {
 	if kv, found, err := ReadAt(n.db, []byte("c"), r2); err != nil || !found || string(kv.Value) != "2" {
 		t.Fatalf("the version before the compaction point: %+v %v %v", kv, found, err)
 	}
-	past, _, err := s.Watch(1, Epoch{}, []byte("c"), []byte("d"), r3, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer past.Close()
+	past := mustWatch(t, s, 1, Epoch{}, []byte("c"), []byte("d"), r3, true)
 	if got := collectEvents(t, ctx, past, 1); got[0].PrevKV == nil || string(got[0].PrevKV.Value) != "2" {
 		t.Fatalf("watch from the compaction point: %s", describe(got[0]))
 	}
@@ -400,11 +384,7 @@ func TestCompact(t *testing.T) {
 func TestWatchEndsBelowEventsItCannotComplete(t *testing.T) {
 	n, ctx := loneShard(t, Config{}, &jumpOracle{})
 	s := n.store
-	w, _, err := s.Watch(1, Epoch{}, nil, nil, 0, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, 0, true)
 	syncWatcher(t, ctx, w)
 	r1 := putRev(t, ctx, s, "c", "1")
 	putRev(t, ctx, s, "c", "2")
