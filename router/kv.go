@@ -58,7 +58,7 @@ func (c *Client) GetAt(ctx context.Context, key []byte, rev uint64, opts ...Read
 		if v == nil {
 			v = []byte{}
 		}
-		res.KV = KeyValue{Key: key, Value: v, CreateRevision: resp.GetCreateRevision(), ModRevision: resp.GetModRevision(), Version: resp.GetVersion()}
+		res.KV = KeyValue{Key: key, Value: v, CreateRevision: resp.GetCreateRevision(), ModRevision: resp.GetModRevision(), Version: resp.GetVersion(), Lease: resp.GetLease()}
 	}
 	return res, nil
 }

@@ -75,6 +75,8 @@ type KeyValue struct {
 	CreateRevision uint64
 	ModRevision    uint64
 	Version        uint64
+	// Lease is the lease the key is attached to (0: none).
+	Lease uint64
 }
 
 // kvFromProto converts a wire KeyValue; a nil value becomes empty (the
@@ -84,7 +86,7 @@ func kvFromProto(kv *pb.KeyValue) KeyValue {
 	if v == nil {
 		v = []byte{}
 	}
-	return KeyValue{Key: kv.GetKey(), Value: v, CreateRevision: kv.GetCreateRevision(), ModRevision: kv.GetModRevision(), Version: kv.GetVersion()}
+	return KeyValue{Key: kv.GetKey(), Value: v, CreateRevision: kv.GetCreateRevision(), ModRevision: kv.GetModRevision(), Version: kv.GetVersion(), Lease: kv.GetLease()}
 }
 
 // GetResult is the outcome of GetAt and of each key of GetMany.

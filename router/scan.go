@@ -61,6 +61,7 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	o := c.readOptions(opts)
+	end = clipSystem(start, end)
 	if len(end) != 0 {
 		switch order := bytes.Compare(start, end); {
 		case order > 0:

@@ -76,6 +76,8 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		return withDetail(codes.Unknown, msg, &pb.Ambiguous{Reason: msg})
 	case errors.Is(err, multiraft.ErrProposalDropped):
 		return withDetail(codes.ResourceExhausted, msg, &pb.Busy{RetryAfterMs: 10})
+	case errors.Is(err, shard.ErrLeasePromise):
+		return withDetail(codes.FailedPrecondition, msg, &pb.LeasePromise{})
 	case errors.Is(err, shard.ErrStaleRevision):
 		// Refused as it applied, writing nothing: a retry is stamped anew.
 		return withDetail(codes.Aborted, msg, &pb.Busy{RetryAfterMs: 1})

@@ -36,6 +36,9 @@ type KVServer struct {
 	// forward, when set, proxies requests this node cannot serve because it
 	// is not the leader to the leader, so plain clients may talk to any node.
 	forward func(node multiraft.NodeID) (*grpc.ClientConn, error)
+	// leases, when set, serves the lease RPCs and fences reads of
+	// leased keys (see SetLeases).
+	leases Leases
 }
 
 // NewKVServer returns the KV service of store. With forward non-nil the
@@ -98,11 +101,11 @@ func writeHeader(h *pb.RequestHeader, cmd *shard.Command) (shard.ShardID, error)
 // putCommand, deleteCommand and casCommand turn a write request into the
 // shard command it proposes, without its header (writeHeader sets it).
 func putCommand(req *pb.PutRequest) shard.Command {
-	return shard.Command{Kind: shard.KindPut, Key: req.GetKey(), Value: req.GetValue()}
+	return shard.Command{Kind: shard.KindPut, Key: req.GetKey(), Value: req.GetValue(), Lease: req.GetLease(), LeaseUntil: req.GetLeaseUntil()}
 }
 
 func deleteCommand(req *pb.DeleteRequest) shard.Command {
-	return shard.Command{Kind: shard.KindDelete, Key: req.GetKey()}
+	return shard.Command{Kind: shard.KindDelete, Key: req.GetKey(), Lease: req.GetIfLease()}
 }
 
 func casCommand(req *pb.CompareAndSwapRequest) shard.Command {
@@ -147,10 +150,14 @@ func (s *KVServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 		found bool
 		rev   = req.GetRevision()
 	)
-	if rev != 0 {
+	latest := rev == 0
+	if !latest {
 		kv, found, err = s.store.GetAt(ctx, id, epoch, req.GetKey(), rev)
 	} else {
 		kv, found, rev, err = s.store.StartGet(id, epoch, req.GetKey(), mode).WaitKV(ctx)
+	}
+	if err == nil {
+		found, err = s.fenceOne(ctx, kv, found, rev, latest)
 	}
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
@@ -170,7 +177,7 @@ func getResponse(kv shard.KeyValue, found bool, rev uint64) *pb.GetResponse {
 	if v == nil {
 		v = []byte{}
 	}
-	return &pb.GetResponse{Found: true, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Revision: rev}
+	return &pb.GetResponse{Found: true, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Revision: rev, Lease: kv.Lease}
 }
 
 // Put implements pb.KVServer.
@@ -204,7 +211,7 @@ func (s *KVServer) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Delet
 		}
 		return nil, s.errs.toStatus(err, id, req.GetKey())
 	}
-	return &pb.DeleteResponse{Revision: res.Revision}, nil
+	return &pb.DeleteResponse{Revision: res.Revision, Deleted: res.Found}, nil
 }
 
 // CompareAndSwap implements pb.KVServer.
@@ -246,10 +253,16 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 		more bool
 		rev  = req.GetRevision()
 	)
-	if rev != 0 {
+	latest := rev == 0
+	if !latest {
 		kvs, more, err = s.store.ScanAt(ctx, id, epoch, start, end, limit, rev)
 	} else {
 		kvs, more, rev, err = s.store.Scan(ctx, id, epoch, start, end, limit, mode)
+	}
+	var last []byte
+	if err == nil && len(kvs) > 0 {
+		last = kvs[len(kvs)-1].Key
+		kvs, err = s.fenceLeased(ctx, kvs, rev, latest)
 	}
 	if err != nil {
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
@@ -261,8 +274,8 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	for i := range kvs {
 		resp.Kvs[i] = keyValueToProto(&kvs[i])
 	}
-	if more && len(kvs) > 0 {
-		resp.ResumeKey = append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
+	if more && last != nil {
+		resp.ResumeKey = append(append([]byte(nil), last...), 0)
 	}
 	return resp, nil
 }
@@ -361,5 +374,5 @@ func clampSpan(start, end, lo, hi []byte) ([]byte, []byte) {
 
 // keyValueToProto converts kv, aliasing its slices.
 func keyValueToProto(kv *shard.KeyValue) *pb.KeyValue {
-	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
 }

@@ -88,6 +88,7 @@ type startedOp struct {
 	at    uint64
 	epoch shard.Epoch
 	s     *shard.Store
+	kv    *KVServer // fences a read of a leased key
 }
 
 // wait waits for o and records its result in res, or returns its error.
@@ -99,10 +100,14 @@ func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiO
 			rev   = o.at
 			err   error
 		)
-		if rev != 0 {
+		latest := rev == 0
+		if !latest {
 			kv, found, err = o.s.GetAt(ctx, o.id, o.epoch, o.key, rev)
 		} else {
 			kv, found, rev, err = o.r.WaitKV(ctx)
+		}
+		if err == nil {
+			found, err = o.kv.fenceOne(ctx, kv, found, rev, latest)
 		}
 		if err == nil {
 			res.Result = &pb.MultiResult_Get{Get: getResponse(kv, found, rev)}
@@ -135,9 +140,9 @@ func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 		}
 		key := o.Get.GetKey()
 		if at := o.Get.GetRevision(); at != 0 {
-			return startedOp{i: i, get: true, id: id, key: key, at: at, epoch: epoch, s: s.store}, nil
+			return startedOp{i: i, get: true, id: id, key: key, at: at, epoch: epoch, s: s.store, kv: s}, nil
 		}
-		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGet(id, epoch, key, mode)}, nil
+		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGet(id, epoch, key, mode), kv: s}, nil
 	case *pb.MultiOp_Put:
 		hdr, cmd = o.Put.GetHeader(), putCommand(o.Put)
 	case *pb.MultiOp_Delete:
@@ -160,7 +165,7 @@ func setWriteResult(res *pb.MultiResult, op *pb.MultiOp, r *shard.Result) {
 	case *pb.MultiOp_Put:
 		res.Result = &pb.MultiResult_Put{Put: &pb.PutResponse{Revision: r.Revision}}
 	case *pb.MultiOp_Delete:
-		res.Result = &pb.MultiResult_Delete{Delete: &pb.DeleteResponse{Revision: r.Revision}}
+		res.Result = &pb.MultiResult_Delete{Delete: &pb.DeleteResponse{Revision: r.Revision, Deleted: r.Found}}
 	default:
 		res.Result = &pb.MultiResult_CompareAndSwap{CompareAndSwap: &pb.CompareAndSwapResponse{Succeeded: r.Succeeded, Found: r.Found, Value: r.Value, Revision: r.Revision}}
 	}

@@ -62,24 +62,27 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	if c.Kind.writesData() && c.Revision <= sm.lastRev {
 		return fmt.Errorf("%w: revision %d, shard %d is at %d", ErrStaleRevision, c.Revision, sm.shard, sm.lastRev)
 	}
+	if c.Kind == KindPut && c.Lease != 0 && c.Revision > c.LeaseUntil {
+		return fmt.Errorf("%w: revision %d, lease %d promised through %d", ErrLeasePromise, c.Revision, c.Lease, c.LeaseUntil)
+	}
 
 	// The command applies: from here on every path writes.
 	var res *Result
 	switch c.Kind {
 	case KindPut:
-		sm.setUser(b, c.Key, c.Value, c.Revision)
+		sm.setUser(b, c.Key, c.Value, c.Revision, c.Lease)
 		res = sm.writeResult(c.Revision)
 	case KindDelete:
-		sm.deleteUser(b, c.Key, c.Revision)
 		res = sm.writeResult(c.Revision)
+		res.Found = sm.deleteUser(b, c.Key, c.Revision, c.Lease)
 	case KindCompareAndSwap:
 		res = sm.applyCAS(b, c)
 	case KindBatch:
 		for i := range c.Ops {
 			if op := &c.Ops[i]; op.Delete {
-				sm.deleteUser(b, op.Key, c.Revision)
+				sm.deleteUser(b, op.Key, c.Revision, 0)
 			} else {
-				sm.setUser(b, op.Key, op.Value, c.Revision)
+				sm.setUser(b, op.Key, op.Value, c.Revision, 0)
 			}
 		}
 		res = sm.writeResult(c.Revision)
@@ -247,9 +250,10 @@ func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev, oldest u
 	return oldest
 }
 
-// setUser writes the version of key at rev holding value.
-func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) {
-	m := keyMeta{live: true, mod: rev, oldest: rev, versionMeta: versionMeta{create: rev, version: 1}}
+// setUser writes the version of key at rev holding value, attached to
+// lease (0: none).
+func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev, lease uint64) {
+	m := keyMeta{live: true, mod: rev, oldest: rev, versionMeta: versionMeta{create: rev, version: 1, lease: lease}}
 	if cur, ok := sm.latest(b, key); ok {
 		m.oldest = cur.oldest
 		if cur.live {
@@ -271,11 +275,13 @@ func (sm *StateMachine) setUser(b *pebble.Batch, key, value []byte, rev uint64) 
 	}
 }
 
-// deleteUser writes a tombstone of key at rev, if key exists.
-func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
+// deleteUser writes a tombstone of key at rev, if key exists and, with a
+// non-zero lease, is attached to that lease. It reports whether it wrote
+// one.
+func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev, lease uint64) bool {
 	cur, ok := sm.latest(b, key)
-	if !ok || !cur.live {
-		return
+	if !ok || !cur.live || lease != 0 && cur.lease != lease {
+		return false
 	}
 	sm.keyBuf = keys.AppendMVCCKey(sm.keyBuf[:0], key, rev)
 	mustWrite(b.Set(sm.keyBuf, tombstoneVersion, nil))
@@ -283,6 +289,7 @@ func (sm *StateMachine) deleteUser(b *pebble.Batch, key []byte, rev uint64) {
 	if sm.watched {
 		sm.events = append(sm.events, Event{Delete: true, KV: KeyValue{Key: bytes.Clone(key), ModRevision: rev}})
 	}
+	return true
 }
 
 // applyCAS compares the key's current value, read through the batch so that
@@ -297,7 +304,7 @@ func (sm *StateMachine) applyCAS(b *pebble.Batch, c *Command) *Result {
 	var res *Result
 	switch {
 	case c.ExpectAbsent && !found, !c.ExpectAbsent && found && bytes.Equal(cur, c.Expected):
-		sm.setUser(b, c.Key, c.Value, c.Revision)
+		sm.setUser(b, c.Key, c.Value, c.Revision, 0)
 		res = sm.writeResult(c.Revision)
 	case found:
 		res = &Result{Found: true, Value: append([]byte{}, cur...), Revision: c.Revision}

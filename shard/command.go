@@ -119,6 +119,19 @@ type Command struct {
 	Key []byte
 	// Value: the value of a Put; the new value of a CompareAndSwap.
 	Value []byte
+	// Lease attaches a Put's key to a lease (0: to none, detaching it
+	// from any). LeaseUntil is the revision through which the lease's home
+	// promised the lease stays alive (see package lease): Apply refuses
+	// the Put with ErrLeasePromise if Revision is above it, so a put of a
+	// leased key always applies below the revision at which its lease
+	// expires, and the expiry's delete, stamped later, removes it.
+	//
+	// On a Delete, a non-zero Lease makes the delete conditional: it
+	// deletes Key only if its current version is attached to Lease (an
+	// expiry's or a revoke's delete leaves a key re-attached since).
+	Lease      uint64
+	LeaseUntil uint64
+
 	// Expected is the value a CompareAndSwap requires Key to hold, unless
 	// ExpectAbsent, in which case Key must not exist.
 	Expected     []byte
@@ -134,8 +147,13 @@ type Command struct {
 }
 
 // commandFormat is the leading byte of an encoded Command. Format 2 added
-// the revision.
-const commandFormat byte = 2
+// the revision; format 3 the lease of a Put or Delete, and is written only
+// by commands that carry one, so a fleet being upgraded from format 2
+// decodes every other command on every replica.
+const (
+	commandFormat      byte = 2
+	commandFormatLease byte = 3
+)
 
 // revisionAt is the offset of the revision in an encoded command.
 const revisionAt = 2
@@ -150,13 +168,13 @@ const (
 // AppendEncoded appends c's binary encoding to dst and returns the extended
 // slice:
 //
-//	byte     format (2)
+//	byte     format (2, or 3 for a put or delete with a lease)
 //	byte     kind
 //	8 bytes  Revision, big-endian (fixed, so the stamper can set it in
 //	         an encoded command: see revisionAt)
 //	uvarint  ClientID, Seq, Epoch.ConfVer, Epoch.Version
-//	put:     bytes key, bytes value
-//	delete:  bytes key
+//	put:     bytes key, bytes value; format 3: uvarint lease, lease until
+//	delete:  bytes key; format 3: uvarint lease
 //	cas:     byte flags (bit 0: expect absent), bytes key,
 //	         bytes expected (only without expect-absent), bytes value
 //	batch:   uvarint n, then n times: byte op (1 put, 2 delete), bytes key,
@@ -165,7 +183,11 @@ const (
 //	         uvarint old replica, uvarint new replica
 //	checksum, resolve, compact: nothing
 func (c *Command) AppendEncoded(dst []byte) []byte {
-	dst = append(dst, commandFormat, byte(c.Kind))
+	format := commandFormat
+	if c.Lease != 0 && (c.Kind == KindPut || c.Kind == KindDelete) {
+		format = commandFormatLease
+	}
+	dst = append(dst, format, byte(c.Kind))
 	dst = binary.BigEndian.AppendUint64(dst, c.Revision)
 	dst = binary.AppendUvarint(dst, c.Header.ClientID)
 	dst = binary.AppendUvarint(dst, c.Header.Seq)
@@ -175,8 +197,15 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 	case KindPut:
 		dst = appendBytes(dst, c.Key)
 		dst = appendBytes(dst, c.Value)
+		if format == commandFormatLease {
+			dst = binary.AppendUvarint(dst, c.Lease)
+			dst = binary.AppendUvarint(dst, c.LeaseUntil)
+		}
 	case KindDelete:
 		dst = appendBytes(dst, c.Key)
+		if format == commandFormatLease {
+			dst = binary.AppendUvarint(dst, c.Lease)
+		}
 	case KindCompareAndSwap:
 		var flags byte
 		if c.ExpectAbsent {
@@ -224,8 +253,9 @@ func DecodeCommand(b []byte, c *Command) error {
 	c.reset()
 	ops, repls := c.Ops, c.NewReplicas
 	d := decoder{buf: b}
-	if f := d.byte(); d.err == nil && f != commandFormat {
-		return fmt.Errorf("%w: unknown format %d", ErrBadCommand, f)
+	format := d.byte()
+	if d.err == nil && format != commandFormat && format != commandFormatLease {
+		return fmt.Errorf("%w: unknown format %d", ErrBadCommand, format)
 	}
 	c.Kind = CommandKind(d.byte())
 	c.Revision = d.fixed64()
@@ -240,8 +270,14 @@ func DecodeCommand(b []byte, c *Command) error {
 	case KindPut:
 		c.Key = d.bytes()
 		c.Value = d.bytes()
+		if format == commandFormatLease {
+			c.Lease, c.LeaseUntil = d.uvarint(), d.uvarint()
+		}
 	case KindDelete:
 		c.Key = d.bytes()
+		if format == commandFormatLease {
+			c.Lease = d.uvarint()
+		}
 	case KindCompareAndSwap:
 		switch d.byte() {
 		case 0:
@@ -310,10 +346,19 @@ func (c *Command) checkLimits(cfg *Config) error {
 	if c.Revision != 0 && !c.Kind.stamped() && c.Kind != KindCompact {
 		return fmt.Errorf("%w: a %s carries revision %d", ErrBadCommand, c.Kind, c.Revision)
 	}
+	if (c.Lease != 0 || c.LeaseUntil != 0) && c.Kind != KindPut && c.Kind != KindDelete {
+		return fmt.Errorf("%w: a %s carries a lease", ErrBadCommand, c.Kind)
+	}
 	switch c.Kind {
 	case KindPut:
+		if (c.Lease == 0) != (c.LeaseUntil == 0) {
+			return fmt.Errorf("%w: a put with lease %d and promise %d", ErrBadCommand, c.Lease, c.LeaseUntil)
+		}
 		return checkKV(cfg, c.Key, c.Value)
 	case KindDelete:
+		if c.LeaseUntil != 0 {
+			return fmt.Errorf("%w: a delete carries a lease promise", ErrBadCommand)
+		}
 		return checkKey(cfg, c.Key)
 	case KindCompareAndSwap:
 		if err := checkKV(cfg, c.Key, c.Value); err != nil {

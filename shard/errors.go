@@ -44,6 +44,24 @@ var (
 	// is stamped anew.
 	ErrStaleRevision = errors.New("shard: stale revision")
 
+	// ErrLeasePromise: a Put attaching its key to a lease was stamped
+	// with a revision above the one through which the lease's home
+	// promised the lease alive (Command.LeaseUntil). It was not applied;
+	// the caller asks the home for a new promise (the lease may have
+	// expired meanwhile) and retries.
+	ErrLeasePromise = errors.New("shard: put past its lease's promise")
+
+	// Lease errors, returned by package lease's Lessor and mapped by the
+	// rpc layer. ErrLeaseNotFound: no such lease (never granted, revoked
+	// or expired). ErrLeaseExists: a grant named an ID that exists.
+	// ErrBadTTL: a TTL not above zero or above the maximum.
+	// ErrLeaseNotReady: this node leads the lease's home shard but has not
+	// loaded its leases yet; retry shortly.
+	ErrLeaseNotFound = errors.New("lease not found")
+	ErrLeaseExists   = errors.New("lease already exists")
+	ErrBadTTL        = errors.New("invalid lease TTL")
+	ErrLeaseNotReady = errors.New("lease home leader not ready")
+
 	// ErrNoRevision: the Store could not get a revision for a write from
 	// its Oracle (see Oracle). The write did not enter the log.
 	ErrNoRevision = errors.New("shard: no revision for the write")

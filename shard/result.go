@@ -14,7 +14,9 @@ type Result struct {
 	// Succeeded is false only for a CompareAndSwap whose comparison failed.
 	Succeeded bool
 	// Found and Value: for a failed CompareAndSwap, whether the key existed
-	// and the value it held (which did not match). Unset otherwise.
+	// and the value it held (which did not match). For a Delete, Found
+	// says whether it deleted a version (the key existed and, for a
+	// delete conditional on a lease, was attached to it). Unset otherwise.
 	Found bool
 	Value []byte
 	// Left and Right: for a Split, the shard's descriptor after the split

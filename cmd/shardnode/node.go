@@ -141,7 +141,14 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	raftSrv := rpc.NewRaftServer(self, engine, transport)
 	pb.RegisterRaftServer(srv, raftSrv)
-	pb.RegisterKVServer(srv, rpc.NewKVServer(store, resolver, forward))
+	kvSrv := rpc.NewKVServer(store, resolver, forward)
+	leases, err := startLeases(cfg, peers, tlsCfg, store, engine, oracle, logger)
+	if err != nil {
+		return err
+	}
+	defer leases.close()
+	kvSrv.SetLeases(leases)
+	pb.RegisterKVServer(srv, kvSrv)
 	adminSrv := rpc.NewAdminServer(rpc.AdminOptions{
 		NodeID: self, Addr: cfg.Advertise, Engine: engine, Store: store, Resolver: resolver,
 		Ready: ready.Load, Dial: dialNode, Transport: transport, Nodes: resolver.nodes,

@@ -42,6 +42,7 @@ func (l layer) String() string { return names[l] }
 // table in ARCHITECTURE.md.
 var layers = map[string]layer{
 	"internal/keys":       leaf,
+	"internal/syskeys":    leaf,
 	"internal/pebbleopts": leaf,
 	"internal/keyfmt":     leaf,
 	"internal/ports":      leaf,
@@ -61,6 +62,7 @@ var layers = map[string]layer{
 	"placement":          service,
 	"placement/schedule": service,
 	"router":             service,
+	"lease":              service,
 
 	"internal/serve":     plumbing,
 	"internal/cli":       plumbing,
@@ -87,7 +89,7 @@ var layers = map[string]layer{
 // router is a client library and links only the wire types, and the
 // engine only the key encoding.
 var only = map[string][]string{
-	"router":    {"rpc/flotillapb", "internal/keyfmt"},
+	"router":    {"rpc/flotillapb", "internal/keyfmt", "internal/syskeys"},
 	"multiraft": {"internal/keys"},
 }
 

@@ -17,6 +17,10 @@
 //                                       compact_revision or later
 //   FutureRevision OUT_OF_RANGE         the revision asked for is above
 //                                       every revision handed out yet
+//   LeaseNotFound  NOT_FOUND            the lease does not exist (never
+//                                       granted, revoked or expired)
+//   LeasePromise   FAILED_PRECONDITION  a put with a lease was stamped past
+//                                       the lease's promise; attach again
 //   Ambiguous      UNKNOWN              the write may or may not have applied;
 //                                       only a retry with the same client_id
 //                                       and seq is safe
@@ -798,6 +802,98 @@ func (x *FutureRevision) GetCurrentRevision() uint64 {
 	return 0
 }
 
+// LeaseNotFound: the lease named does not exist.
+type LeaseNotFound struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseNotFound) Reset() {
+	*x = LeaseNotFound{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseNotFound) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseNotFound) ProtoMessage() {}
+
+func (x *LeaseNotFound) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseNotFound.ProtoReflect.Descriptor instead.
+func (*LeaseNotFound) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LeaseNotFound) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// LeasePromise: a put attaching its key to a lease was stamped with a
+// revision above the one its lease_until allowed; nothing was written.
+// Attach again (the lease may have ended) and retry.
+type LeasePromise struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeasePromise) Reset() {
+	*x = LeasePromise{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeasePromise) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeasePromise) ProtoMessage() {}
+
+func (x *LeasePromise) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeasePromise.ProtoReflect.Descriptor instead.
+func (*LeasePromise) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LeasePromise) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 var File_flotilla_v1_common_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_common_proto_rawDesc = "" +
@@ -847,7 +943,11 @@ const file_flotilla_v1_common_proto_rawDesc = "" +
 	"\x0eFutureRevision\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12)\n" +
-	"\x10current_revision\x18\x03 \x01(\x04R\x0fcurrentRevision*l\n" +
+	"\x10current_revision\x18\x03 \x01(\x04R\x0fcurrentRevision\"\x1f\n" +
+	"\rLeaseNotFound\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\x1e\n" +
+	"\fLeasePromise\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id*l\n" +
 	"\x0fReadConsistency\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x00\x12\x1a\n" +
 	"\x16READ_CONSISTENCY_LEASE\x10\x01\x12\x1a\n" +
@@ -866,7 +966,7 @@ func file_flotilla_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_flotilla_v1_common_proto_goTypes = []any{
 	(ReadConsistency)(0),   // 0: flotilla.v1.ReadConsistency
 	(*Epoch)(nil),          // 1: flotilla.v1.Epoch
@@ -881,6 +981,8 @@ var file_flotilla_v1_common_proto_goTypes = []any{
 	(*Ambiguous)(nil),      // 10: flotilla.v1.Ambiguous
 	(*Compacted)(nil),      // 11: flotilla.v1.Compacted
 	(*FutureRevision)(nil), // 12: flotilla.v1.FutureRevision
+	(*LeaseNotFound)(nil),  // 13: flotilla.v1.LeaseNotFound
+	(*LeasePromise)(nil),   // 14: flotilla.v1.LeasePromise
 }
 var file_flotilla_v1_common_proto_depIdxs = []int32{
 	1, // 0: flotilla.v1.Descriptor.epoch:type_name -> flotilla.v1.Epoch
@@ -907,7 +1009,7 @@ func file_flotilla_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_common_proto_rawDesc), len(file_flotilla_v1_common_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

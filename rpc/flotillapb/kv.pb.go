@@ -86,8 +86,10 @@ type KeyValue struct {
 	CreateRevision uint64                 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision    uint64                 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	Version        uint64                 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// lease is the lease the key is attached to (0: none).
+	Lease         uint64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyValue) Reset() {
@@ -151,6 +153,13 @@ func (x *KeyValue) GetModRevision() uint64 {
 func (x *KeyValue) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *KeyValue) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
 	}
 	return 0
 }
@@ -231,7 +240,9 @@ type GetResponse struct {
 	// The revision the read saw: the requested revision, or for a read of
 	// the latest state the shard's resolved revision when it was read (the
 	// read saw every write at or below it, and none above).
-	Revision      uint64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The lease the key is attached to (0: none).
+	Lease         uint64 `protobuf:"varint,7,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,11 +319,25 @@ func (x *GetResponse) GetRevision() uint64 {
 	return 0
 }
 
+func (x *GetResponse) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
 type PutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Key    []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value  []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// lease attaches the key to a lease (0: to none, detaching it). A put
+	// with a lease carries lease_until, the revision through which the
+	// lease's home promised it alive (LeaseAttachResponse.until): the put
+	// is refused (FAILED_PRECONDITION with LeasePromise) if its revision is
+	// above it, and the client attaches again. See LeaseAttachRequest.
+	Lease         uint64 `protobuf:"varint,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	LeaseUntil    uint64 `protobuf:"varint,5,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -368,6 +393,20 @@ func (x *PutRequest) GetValue() []byte {
 	return nil
 }
 
+func (x *PutRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *PutRequest) GetLeaseUntil() uint64 {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return 0
+}
+
 // Every write's response carries its revision: the revision of the
 // versions it wrote (a delete of an absent key and a failed compare-and-
 // swap write none, but are ordered at it too).
@@ -416,9 +455,12 @@ func (x *PutResponse) GetRevision() uint64 {
 }
 
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Key    []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// if_lease, when set, deletes the key only if it is attached to that
+	// lease (how a lease's expiry and revoke delete its keys).
+	IfLease       uint64 `protobuf:"varint,3,opt,name=if_lease,json=ifLease,proto3" json:"if_lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,9 +509,19 @@ func (x *DeleteRequest) GetKey() []byte {
 	return nil
 }
 
+func (x *DeleteRequest) GetIfLease() uint64 {
+	if x != nil {
+		return x.IfLease
+	}
+	return 0
+}
+
 type DeleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// deleted says whether a version was deleted: the key existed (and was
+	// attached to if_lease, when set).
+	Deleted       bool `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -509,6 +561,13 @@ func (x *DeleteResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
 }
 
 type CompareAndSwapRequest struct {
@@ -1707,41 +1766,744 @@ func (x *CompactResponse) GetCompactRevision() uint64 {
 	return 0
 }
 
+// LeaseGrantRequest grants a lease of ttl_seconds. With id 0 the node
+// picks a fresh ID (an oracle timestamp, never handed out before), and if
+// that ID's home is another shard answers with redirect set and the ID:
+// the client grants again with it, routed by the ID's record key. A
+// non-zero id that exists already is refused (ALREADY_EXISTS).
+type LeaseGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantRequest) Reset() {
+	*x = LeaseGrantRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantRequest) ProtoMessage() {}
+
+func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
+func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LeaseGrantRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseGrantRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type LeaseGrantResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	TtlSeconds int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	Redirect   bool                   `protobuf:"varint,3,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	// The revision of the lease's record.
+	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantResponse) Reset() {
+	*x = LeaseGrantResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantResponse) ProtoMessage() {}
+
+func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
+func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LeaseGrantResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetRedirect() bool {
+	if x != nil {
+		return x.Redirect
+	}
+	return false
+}
+
+func (x *LeaseGrantResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// LeaseRevokeRequest revokes a lease and deletes every key attached to
+// it, as ordinary deletes with revisions, before answering.
+type LeaseRevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeRequest) Reset() {
+	*x = LeaseRevokeRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LeaseRevokeRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseRevokeRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseRevokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision at which the lease ended.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How many keys were deleted.
+	Deleted       uint64 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeResponse) Reset() {
+	*x = LeaseRevokeResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LeaseRevokeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *LeaseRevokeResponse) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+// LeaseKeepAliveRequest restarts the TTL of a lease.
+type LeaseKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveRequest) Reset() {
+	*x = LeaseKeepAliveRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveRequest) ProtoMessage() {}
+
+func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LeaseKeepAliveRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseKeepAliveRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseKeepAliveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The TTL restarted, in seconds.
+	TtlSeconds    int64 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveResponse) Reset() {
+	*x = LeaseKeepAliveResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveResponse) ProtoMessage() {}
+
+func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LeaseKeepAliveResponse) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type LeaseTimeToLiveRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id     uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	// keys lists the keys attached to the lease.
+	Keys          bool `protobuf:"varint,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveRequest) Reset() {
+	*x = LeaseTimeToLiveRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveRequest) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LeaseTimeToLiveRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseTimeToLiveRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveRequest) GetKeys() bool {
+	if x != nil {
+		return x.Keys
+	}
+	return false
+}
+
+type LeaseTimeToLiveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Remaining TTL, rounded up to whole seconds, and the TTL granted.
+	TtlSeconds        int64    `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	GrantedTtlSeconds int64    `protobuf:"varint,2,opt,name=granted_ttl_seconds,json=grantedTtlSeconds,proto3" json:"granted_ttl_seconds,omitempty"`
+	Keys              [][]byte `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveResponse) Reset() {
+	*x = LeaseTimeToLiveResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveResponse) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *LeaseTimeToLiveResponse) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetGrantedTtlSeconds() int64 {
+	if x != nil {
+		return x.GrantedTtlSeconds
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// LeaseAttachRequest is the first half of a put with a lease: the home
+// records that key may be attached to the lease (so the lease's expiry
+// finds it), and promises the lease alive through a revision, until. The
+// put then carries until (PutRequest.lease_until).
+type LeaseAttachRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Key           []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAttachRequest) Reset() {
+	*x = LeaseAttachRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAttachRequest) ProtoMessage() {}
+
+func (x *LeaseAttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAttachRequest.ProtoReflect.Descriptor instead.
+func (*LeaseAttachRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *LeaseAttachRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseAttachRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseAttachRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type LeaseAttachResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Until         uint64                 `protobuf:"varint,1,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAttachResponse) Reset() {
+	*x = LeaseAttachResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAttachResponse) ProtoMessage() {}
+
+func (x *LeaseAttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAttachResponse.ProtoReflect.Descriptor instead.
+func (*LeaseAttachResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *LeaseAttachResponse) GetUntil() uint64 {
+	if x != nil {
+		return x.Until
+	}
+	return 0
+}
+
+// LeaseStatusRequest asks whether a lease was alive at a revision, for a
+// read of a key attached to it.
+type LeaseStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatusRequest) Reset() {
+	*x = LeaseStatusRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatusRequest) ProtoMessage() {}
+
+func (x *LeaseStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatusRequest.ProtoReflect.Descriptor instead.
+func (*LeaseStatusRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LeaseStatusRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LeaseStatusRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseStatusRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LeaseStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// alive: the lease was alive at the revision. until, when set: it is
+	// alive at every revision up to until (a promise the home keeps: the
+	// lease's expiry gets a revision above it). ended, when set: the
+	// revision at which the lease ended (expired or was revoked).
+	Alive         bool   `protobuf:"varint,1,opt,name=alive,proto3" json:"alive,omitempty"`
+	Until         uint64 `protobuf:"varint,2,opt,name=until,proto3" json:"until,omitempty"`
+	Ended         uint64 `protobuf:"varint,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatusResponse) Reset() {
+	*x = LeaseStatusResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatusResponse) ProtoMessage() {}
+
+func (x *LeaseStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatusResponse.ProtoReflect.Descriptor instead.
+func (*LeaseStatusResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LeaseStatusResponse) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *LeaseStatusResponse) GetUntil() uint64 {
+	if x != nil {
+		return x.Until
+	}
+	return 0
+}
+
+func (x *LeaseStatusResponse) GetEnded() uint64 {
+	if x != nil {
+		return x.Ended
+	}
+	return 0
+}
+
 var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/placement.proto\x1a\x19google/protobuf/any.proto\"\x98\x01\n" +
+	"\x14flotilla/v1/kv.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/placement.proto\x1a\x19google/protobuf/any.proto\"\xae\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\"n\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\x04R\x05lease\"n\n" +
 	"\n" +
 	"GetRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\xbb\x01\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xd1\x01\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x1a\n" +
-	"\brevision\x18\x06 \x01(\x04R\brevision\"h\n" +
+	"\brevision\x18\x06 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05lease\x18\a \x01(\x04R\x05lease\"\x9f\x01\n" +
 	"\n" +
 	"PutRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\")\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x14\n" +
+	"\x05lease\x18\x04 \x01(\x04R\x05lease\x12\x1f\n" +
+	"\vlease_until\x18\x05 \x01(\x04R\n" +
+	"leaseUntil\")\n" +
 	"\vPutResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"U\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"p\n" +
 	"\rDeleteRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\",\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x19\n" +
+	"\bif_lease\x18\x03 \x01(\x04R\aifLease\"F\n" +
 	"\x0eDeleteResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xb4\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"\xb4\x01\n" +
 	"\x15CompareAndSwapRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1a\n" +
@@ -1818,7 +2580,53 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"<\n" +
 	"\x0fCompactResponse\x12)\n" +
-	"\x10compact_revision\x18\x01 \x01(\x04R\x0fcompactRevision2\xab\x05\n" +
+	"\x10compact_revision\x18\x01 \x01(\x04R\x0fcompactRevision\"x\n" +
+	"\x11LeaseGrantRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"}\n" +
+	"\x12LeaseGrantResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\x12\x1a\n" +
+	"\bredirect\x18\x03 \x01(\bR\bredirect\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"X\n" +
+	"\x12LeaseRevokeRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"K\n" +
+	"\x13LeaseRevokeResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x04R\adeleted\"[\n" +
+	"\x15LeaseKeepAliveRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"9\n" +
+	"\x16LeaseKeepAliveResponse\x12\x1f\n" +
+	"\vttl_seconds\x18\x01 \x01(\x03R\n" +
+	"ttlSeconds\"p\n" +
+	"\x16LeaseTimeToLiveRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04keys\x18\x03 \x01(\bR\x04keys\"~\n" +
+	"\x17LeaseTimeToLiveResponse\x12\x1f\n" +
+	"\vttl_seconds\x18\x01 \x01(\x03R\n" +
+	"ttlSeconds\x12.\n" +
+	"\x13granted_ttl_seconds\x18\x02 \x01(\x03R\x11grantedTtlSeconds\x12\x12\n" +
+	"\x04keys\x18\x03 \x03(\fR\x04keys\"j\n" +
+	"\x12LeaseAttachRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\"+\n" +
+	"\x13LeaseAttachResponse\x12\x14\n" +
+	"\x05until\x18\x01 \x01(\x04R\x05until\"t\n" +
+	"\x12LeaseStatusRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"W\n" +
+	"\x13LeaseStatusResponse\x12\x14\n" +
+	"\x05alive\x18\x01 \x01(\bR\x05alive\x12\x14\n" +
+	"\x05until\x18\x02 \x01(\x04R\x05until\x12\x14\n" +
+	"\x05ended\x18\x03 \x01(\x04R\x05ended2\xa9\t\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -1829,7 +2637,14 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
 	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
 	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
-	"\vLocalRoutes\x12\x1e.flotilla.v1.ScanRoutesRequest\x1a\x1f.flotilla.v1.ScanRoutesResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
+	"\vLocalRoutes\x12\x1e.flotilla.v1.ScanRoutesRequest\x1a\x1f.flotilla.v1.ScanRoutesResponse\x12M\n" +
+	"\n" +
+	"LeaseGrant\x12\x1e.flotilla.v1.LeaseGrantRequest\x1a\x1f.flotilla.v1.LeaseGrantResponse\x12P\n" +
+	"\vLeaseRevoke\x12\x1f.flotilla.v1.LeaseRevokeRequest\x1a .flotilla.v1.LeaseRevokeResponse\x12Y\n" +
+	"\x0eLeaseKeepAlive\x12\".flotilla.v1.LeaseKeepAliveRequest\x1a#.flotilla.v1.LeaseKeepAliveResponse\x12\\\n" +
+	"\x0fLeaseTimeToLive\x12#.flotilla.v1.LeaseTimeToLiveRequest\x1a$.flotilla.v1.LeaseTimeToLiveResponse\x12P\n" +
+	"\vLeaseAttach\x12\x1f.flotilla.v1.LeaseAttachRequest\x1a .flotilla.v1.LeaseAttachResponse\x12P\n" +
+	"\vLeaseStatus\x12\x1f.flotilla.v1.LeaseStatusRequest\x1a .flotilla.v1.LeaseStatusResponseB0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
 var (
 	file_flotilla_v1_kv_proto_rawDescOnce sync.Once
@@ -1844,90 +2659,120 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_flotilla_v1_kv_proto_goTypes = []any{
-	(Event_Type)(0),                // 0: flotilla.v1.Event.Type
-	(*KeyValue)(nil),               // 1: flotilla.v1.KeyValue
-	(*GetRequest)(nil),             // 2: flotilla.v1.GetRequest
-	(*GetResponse)(nil),            // 3: flotilla.v1.GetResponse
-	(*PutRequest)(nil),             // 4: flotilla.v1.PutRequest
-	(*PutResponse)(nil),            // 5: flotilla.v1.PutResponse
-	(*DeleteRequest)(nil),          // 6: flotilla.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 7: flotilla.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),  // 8: flotilla.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil), // 9: flotilla.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),            // 10: flotilla.v1.ScanRequest
-	(*ScanResponse)(nil),           // 11: flotilla.v1.ScanResponse
-	(*BatchOp)(nil),                // 12: flotilla.v1.BatchOp
-	(*BatchRequest)(nil),           // 13: flotilla.v1.BatchRequest
-	(*BatchResponse)(nil),          // 14: flotilla.v1.BatchResponse
-	(*MultiOp)(nil),                // 15: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),           // 16: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),               // 17: flotilla.v1.OpStatus
-	(*MultiResult)(nil),            // 18: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),          // 19: flotilla.v1.MultiResponse
-	(*WatchRequest)(nil),           // 20: flotilla.v1.WatchRequest
-	(*Event)(nil),                  // 21: flotilla.v1.Event
-	(*WatchResponse)(nil),          // 22: flotilla.v1.WatchResponse
-	(*CompactRequest)(nil),         // 23: flotilla.v1.CompactRequest
-	(*CompactResponse)(nil),        // 24: flotilla.v1.CompactResponse
-	(*RequestHeader)(nil),          // 25: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),              // 26: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),      // 27: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),     // 28: flotilla.v1.ScanRoutesResponse
+	(Event_Type)(0),                 // 0: flotilla.v1.Event.Type
+	(*KeyValue)(nil),                // 1: flotilla.v1.KeyValue
+	(*GetRequest)(nil),              // 2: flotilla.v1.GetRequest
+	(*GetResponse)(nil),             // 3: flotilla.v1.GetResponse
+	(*PutRequest)(nil),              // 4: flotilla.v1.PutRequest
+	(*PutResponse)(nil),             // 5: flotilla.v1.PutResponse
+	(*DeleteRequest)(nil),           // 6: flotilla.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 7: flotilla.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 8: flotilla.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 9: flotilla.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 10: flotilla.v1.ScanRequest
+	(*ScanResponse)(nil),            // 11: flotilla.v1.ScanResponse
+	(*BatchOp)(nil),                 // 12: flotilla.v1.BatchOp
+	(*BatchRequest)(nil),            // 13: flotilla.v1.BatchRequest
+	(*BatchResponse)(nil),           // 14: flotilla.v1.BatchResponse
+	(*MultiOp)(nil),                 // 15: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),            // 16: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),                // 17: flotilla.v1.OpStatus
+	(*MultiResult)(nil),             // 18: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),           // 19: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),            // 20: flotilla.v1.WatchRequest
+	(*Event)(nil),                   // 21: flotilla.v1.Event
+	(*WatchResponse)(nil),           // 22: flotilla.v1.WatchResponse
+	(*CompactRequest)(nil),          // 23: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),         // 24: flotilla.v1.CompactResponse
+	(*LeaseGrantRequest)(nil),       // 25: flotilla.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 26: flotilla.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 27: flotilla.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 28: flotilla.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 29: flotilla.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 30: flotilla.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 31: flotilla.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 32: flotilla.v1.LeaseTimeToLiveResponse
+	(*LeaseAttachRequest)(nil),      // 33: flotilla.v1.LeaseAttachRequest
+	(*LeaseAttachResponse)(nil),     // 34: flotilla.v1.LeaseAttachResponse
+	(*LeaseStatusRequest)(nil),      // 35: flotilla.v1.LeaseStatusRequest
+	(*LeaseStatusResponse)(nil),     // 36: flotilla.v1.LeaseStatusResponse
+	(*RequestHeader)(nil),           // 37: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),               // 38: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),       // 39: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),      // 40: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	25, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	25, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	25, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	25, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	25, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
 	1,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	25, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	12, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
 	2,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
 	4,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
 	6,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
 	8,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
 	15, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	26, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	38, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
 	17, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
 	3,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
 	5,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
 	7,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
 	9,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
 	18, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	25, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	0,  // 21: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
 	1,  // 22: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
 	1,  // 23: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
 	21, // 24: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	25, // 25: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
-	2,  // 26: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	4,  // 27: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	6,  // 28: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	8,  // 29: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	10, // 30: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	13, // 31: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	16, // 32: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	20, // 33: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	23, // 34: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
-	27, // 35: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	3,  // 36: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	5,  // 37: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	7,  // 38: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	9,  // 39: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	11, // 40: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	14, // 41: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	19, // 42: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	22, // 43: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	24, // 44: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
-	28, // 45: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	36, // [36:46] is the sub-list for method output_type
-	26, // [26:36] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	37, // 25: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 26: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 27: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 28: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 29: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 30: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
+	37, // 31: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
+	2,  // 32: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	4,  // 33: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	6,  // 34: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	8,  // 35: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	10, // 36: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	13, // 37: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	16, // 38: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	20, // 39: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	23, // 40: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	39, // 41: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	25, // 42: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
+	27, // 43: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
+	29, // 44: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
+	31, // 45: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
+	33, // 46: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
+	35, // 47: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
+	3,  // 48: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	5,  // 49: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	7,  // 50: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	9,  // 51: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	11, // 52: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	14, // 53: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	19, // 54: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	22, // 55: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	24, // 56: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	40, // 57: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	26, // 58: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
+	28, // 59: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
+	30, // 60: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
+	32, // 61: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
+	34, // 62: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
+	36, // 63: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
+	48, // [48:64] is the sub-list for method output_type
+	32, // [32:48] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -1955,7 +2800,7 @@ func file_flotilla_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,16 +25,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName            = "/flotilla.v1.KV/Get"
-	KV_Put_FullMethodName            = "/flotilla.v1.KV/Put"
-	KV_Delete_FullMethodName         = "/flotilla.v1.KV/Delete"
-	KV_CompareAndSwap_FullMethodName = "/flotilla.v1.KV/CompareAndSwap"
-	KV_Scan_FullMethodName           = "/flotilla.v1.KV/Scan"
-	KV_Batch_FullMethodName          = "/flotilla.v1.KV/Batch"
-	KV_Multi_FullMethodName          = "/flotilla.v1.KV/Multi"
-	KV_Watch_FullMethodName          = "/flotilla.v1.KV/Watch"
-	KV_Compact_FullMethodName        = "/flotilla.v1.KV/Compact"
-	KV_LocalRoutes_FullMethodName    = "/flotilla.v1.KV/LocalRoutes"
+	KV_Get_FullMethodName             = "/flotilla.v1.KV/Get"
+	KV_Put_FullMethodName             = "/flotilla.v1.KV/Put"
+	KV_Delete_FullMethodName          = "/flotilla.v1.KV/Delete"
+	KV_CompareAndSwap_FullMethodName  = "/flotilla.v1.KV/CompareAndSwap"
+	KV_Scan_FullMethodName            = "/flotilla.v1.KV/Scan"
+	KV_Batch_FullMethodName           = "/flotilla.v1.KV/Batch"
+	KV_Multi_FullMethodName           = "/flotilla.v1.KV/Multi"
+	KV_Watch_FullMethodName           = "/flotilla.v1.KV/Watch"
+	KV_Compact_FullMethodName         = "/flotilla.v1.KV/Compact"
+	KV_LocalRoutes_FullMethodName     = "/flotilla.v1.KV/LocalRoutes"
+	KV_LeaseGrant_FullMethodName      = "/flotilla.v1.KV/LeaseGrant"
+	KV_LeaseRevoke_FullMethodName     = "/flotilla.v1.KV/LeaseRevoke"
+	KV_LeaseKeepAlive_FullMethodName  = "/flotilla.v1.KV/LeaseKeepAlive"
+	KV_LeaseTimeToLive_FullMethodName = "/flotilla.v1.KV/LeaseTimeToLive"
+	KV_LeaseAttach_FullMethodName     = "/flotilla.v1.KV/LeaseAttach"
+	KV_LeaseStatus_FullMethodName     = "/flotilla.v1.KV/LeaseStatus"
 )
 
 // KVClient is the client API for KV service.
@@ -68,6 +74,14 @@ type KVClient interface {
 	// removed and not yet collected): requests routed with it are refused
 	// with EpochNotMatch or ShardNotFound as with any stale route.
 	LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts ...grpc.CallOption) (*ScanRoutesResponse, error)
+	// Leases (see LeaseGrantRequest and the others above). Each names the
+	// lease's home shard in its header and is served by its leader.
+	LeaseGrant(ctx context.Context, in *LeaseGrantRequest, opts ...grpc.CallOption) (*LeaseGrantResponse, error)
+	LeaseRevoke(ctx context.Context, in *LeaseRevokeRequest, opts ...grpc.CallOption) (*LeaseRevokeResponse, error)
+	LeaseKeepAlive(ctx context.Context, in *LeaseKeepAliveRequest, opts ...grpc.CallOption) (*LeaseKeepAliveResponse, error)
+	LeaseTimeToLive(ctx context.Context, in *LeaseTimeToLiveRequest, opts ...grpc.CallOption) (*LeaseTimeToLiveResponse, error)
+	LeaseAttach(ctx context.Context, in *LeaseAttachRequest, opts ...grpc.CallOption) (*LeaseAttachResponse, error)
+	LeaseStatus(ctx context.Context, in *LeaseStatusRequest, opts ...grpc.CallOption) (*LeaseStatusResponse, error)
 }
 
 type kVClient struct {
@@ -187,6 +201,66 @@ func (c *kVClient) LocalRoutes(ctx context.Context, in *ScanRoutesRequest, opts 
 	return out, nil
 }
 
+func (c *kVClient) LeaseGrant(ctx context.Context, in *LeaseGrantRequest, opts ...grpc.CallOption) (*LeaseGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseGrantResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) LeaseRevoke(ctx context.Context, in *LeaseRevokeRequest, opts ...grpc.CallOption) (*LeaseRevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseRevokeResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseRevoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) LeaseKeepAlive(ctx context.Context, in *LeaseKeepAliveRequest, opts ...grpc.CallOption) (*LeaseKeepAliveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseKeepAliveResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseKeepAlive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) LeaseTimeToLive(ctx context.Context, in *LeaseTimeToLiveRequest, opts ...grpc.CallOption) (*LeaseTimeToLiveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseTimeToLiveResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseTimeToLive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) LeaseAttach(ctx context.Context, in *LeaseAttachRequest, opts ...grpc.CallOption) (*LeaseAttachResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseAttachResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseAttach_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) LeaseStatus(ctx context.Context, in *LeaseStatusRequest, opts ...grpc.CallOption) (*LeaseStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseStatusResponse)
+	err := c.cc.Invoke(ctx, KV_LeaseStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -218,6 +292,14 @@ type KVServer interface {
 	// removed and not yet collected): requests routed with it are refused
 	// with EpochNotMatch or ShardNotFound as with any stale route.
 	LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error)
+	// Leases (see LeaseGrantRequest and the others above). Each names the
+	// lease's home shard in its header and is served by its leader.
+	LeaseGrant(context.Context, *LeaseGrantRequest) (*LeaseGrantResponse, error)
+	LeaseRevoke(context.Context, *LeaseRevokeRequest) (*LeaseRevokeResponse, error)
+	LeaseKeepAlive(context.Context, *LeaseKeepAliveRequest) (*LeaseKeepAliveResponse, error)
+	LeaseTimeToLive(context.Context, *LeaseTimeToLiveRequest) (*LeaseTimeToLiveResponse, error)
+	LeaseAttach(context.Context, *LeaseAttachRequest) (*LeaseAttachResponse, error)
+	LeaseStatus(context.Context, *LeaseStatusRequest) (*LeaseStatusResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -257,6 +339,24 @@ func (UnimplementedKVServer) Compact(context.Context, *CompactRequest) (*Compact
 }
 func (UnimplementedKVServer) LocalRoutes(context.Context, *ScanRoutesRequest) (*ScanRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalRoutes not implemented")
+}
+func (UnimplementedKVServer) LeaseGrant(context.Context, *LeaseGrantRequest) (*LeaseGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseGrant not implemented")
+}
+func (UnimplementedKVServer) LeaseRevoke(context.Context, *LeaseRevokeRequest) (*LeaseRevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseRevoke not implemented")
+}
+func (UnimplementedKVServer) LeaseKeepAlive(context.Context, *LeaseKeepAliveRequest) (*LeaseKeepAliveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseKeepAlive not implemented")
+}
+func (UnimplementedKVServer) LeaseTimeToLive(context.Context, *LeaseTimeToLiveRequest) (*LeaseTimeToLiveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseTimeToLive not implemented")
+}
+func (UnimplementedKVServer) LeaseAttach(context.Context, *LeaseAttachRequest) (*LeaseAttachResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseAttach not implemented")
+}
+func (UnimplementedKVServer) LeaseStatus(context.Context, *LeaseStatusRequest) (*LeaseStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseStatus not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -452,6 +552,114 @@ func _KV_LocalRoutes_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_LeaseGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseGrant(ctx, req.(*LeaseGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_LeaseRevoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseRevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseRevoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseRevoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseRevoke(ctx, req.(*LeaseRevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_LeaseKeepAlive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseKeepAliveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseKeepAlive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseKeepAlive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseKeepAlive(ctx, req.(*LeaseKeepAliveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_LeaseTimeToLive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseTimeToLiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseTimeToLive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseTimeToLive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseTimeToLive(ctx, req.(*LeaseTimeToLiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_LeaseAttach_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseAttachRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseAttach(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseAttach_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseAttach(ctx, req.(*LeaseAttachRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_LeaseStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).LeaseStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_LeaseStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).LeaseStatus(ctx, req.(*LeaseStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -494,6 +702,30 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LocalRoutes",
 			Handler:    _KV_LocalRoutes_Handler,
+		},
+		{
+			MethodName: "LeaseGrant",
+			Handler:    _KV_LeaseGrant_Handler,
+		},
+		{
+			MethodName: "LeaseRevoke",
+			Handler:    _KV_LeaseRevoke_Handler,
+		},
+		{
+			MethodName: "LeaseKeepAlive",
+			Handler:    _KV_LeaseKeepAlive_Handler,
+		},
+		{
+			MethodName: "LeaseTimeToLive",
+			Handler:    _KV_LeaseTimeToLive_Handler,
+		},
+		{
+			MethodName: "LeaseAttach",
+			Handler:    _KV_LeaseAttach_Handler,
+		},
+		{
+			MethodName: "LeaseStatus",
+			Handler:    _KV_LeaseStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,830 @@
+package lease
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/syskeys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// Store is what a Lessor needs of the node's *shard.Store.
+type Store interface {
+	Descriptors() []shard.Descriptor
+	Execute(ctx context.Context, id shard.ShardID, cmd *shard.Command) (*shard.Result, error)
+	Scan(ctx context.Context, id shard.ShardID, epoch shard.Epoch, start, end []byte, limit int, mode multiraft.ReadMode) ([]shard.KeyValue, bool, uint64, error)
+	GetAt(ctx context.Context, id shard.ShardID, epoch shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error)
+}
+
+// Engine is what a Lessor needs of the node's *multiraft.Engine: which
+// groups it leads, in which term, and a check of its leadership.
+type Engine interface {
+	Summaries() []multiraft.GroupSummary
+	ReadBarrier(ctx context.Context, group multiraft.GroupID, mode multiraft.ReadMode) error
+}
+
+// Fleet is the node's client of the whole fleet (a router): a lease's
+// keys and index keys may be on any shard.
+type Fleet interface {
+	// Put writes key (an index key) with an empty value.
+	Put(ctx context.Context, key []byte) error
+	// Delete deletes key; with a non-zero lease only if key is attached
+	// to it. It reports whether a version was deleted.
+	Delete(ctx context.Context, key []byte, lease uint64) (bool, error)
+	// Keys returns every key in [start, end), read at the latest state.
+	Keys(ctx context.Context, start, end []byte) ([][]byte, error)
+	// LeaseOf returns the lease key is attached to (0: none or absent).
+	LeaseOf(ctx context.Context, key []byte) (uint64, error)
+	// Status asks lease id's home whether it was alive at rev.
+	Status(ctx context.Context, id, rev uint64) (Status, error)
+}
+
+// Oracle hands out the fleet's timestamps (a shard.Oracle).
+type Oracle = shard.Oracle
+
+// Status is what a lease's home says of it at a revision.
+type Status struct {
+	// Alive: the lease was alive at the revision asked about.
+	Alive bool
+	// Until, when non-zero: the lease is alive at every revision up to
+	// it (a promise: its end gets a revision above).
+	Until uint64
+	// Ended, when non-zero: the revision at which the lease ended.
+	Ended uint64
+}
+
+// Config configures a Lessor. A zero field takes its default.
+type Config struct {
+	// Interval is how often the lessor looks for leases to expire and
+	// checkpoint, and for shards it began or ceased to lead. Default
+	// 100ms: a lease outlives its deadline by at most about this much
+	// before its end is decided.
+	Interval time.Duration
+	// CheckpointInterval bounds how much a change of home leader can
+	// extend a lease: the remaining TTL of every lease whose TTL exceeds
+	// it is written through Raft once it has fallen this far below the
+	// value last written. Default 5s.
+	CheckpointInterval time.Duration
+	// MinTTL is the shortest TTL granted; a shorter request is raised to
+	// it (as etcd does). Default 2s.
+	MinTTL time.Duration
+	// Now is the clock (default time.Now; its monotonic reading is what
+	// counts). Tests inject one.
+	Now func() time.Time
+	// Logger gets the lessor's events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// MaxTTL is the longest TTL, in seconds, a lease may be granted (etcd's).
+const MaxTTL = 9_000_000_000
+
+func (c Config) withDefaults() Config {
+	if c.Interval <= 0 {
+		c.Interval = 100 * time.Millisecond
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = 5 * time.Second
+	}
+	if c.MinTTL <= 0 {
+		c.MinTTL = 2 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Errors of a Lessor (shard's, so that the rpc layer maps them to gRPC
+// statuses without importing this package).
+var (
+	ErrNotFound = shard.ErrLeaseNotFound
+	ErrExists   = shard.ErrLeaseExists
+	ErrBadTTL   = shard.ErrBadTTL
+	ErrNotReady = shard.ErrLeaseNotReady
+)
+
+// lease is one lease its home leader counts time for.
+type lease struct {
+	id   uint64
+	home shard.ShardID
+	ttl  time.Duration
+	// deadline is when the lease expires unless kept alive.
+	deadline time.Time
+	// stored is the remaining TTL the record holds. Invariant: stored is
+	// never below deadline minus now, so a new home leader, which gives
+	// the lease stored from when it takes over, never cuts it short.
+	stored time.Duration
+	// writing is closed when a record write in flight ends (nil: none).
+	writing chan struct{}
+	// ending: the lease's end is decided; it accepts no keepalive or
+	// attach. maxPromise is the highest Until this leader promised,
+	// maxAttach the highest it promised to an attach.
+	ending                bool
+	maxPromise, maxAttach uint64
+}
+
+// home is a shard this node leads whose range holds lease records.
+type home struct {
+	term       uint64
+	start, end []byte
+}
+
+// Lessor counts time for the leases whose home shards this node leads.
+// See the package doc. Safe for concurrent use.
+type Lessor struct {
+	cfg    Config
+	store  Store
+	engine Engine
+	fleet  Fleet
+	oracle Oracle
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	homes  map[shard.ShardID]*home
+	leases map[uint64]*lease
+	// base is a recent oracle timestamp and the local time before the
+	// call that returned it began, from which promises are computed.
+	base     tso.Timestamp
+	baseTime time.Time
+
+	metrics metrics
+	stop    chan struct{}
+	done    chan struct{}
+	closing sync.Once
+}
+
+// metrics counts what a Lessor did.
+type metrics struct {
+	granted, expired, revoked, kept, checkpoints atomic.Uint64
+}
+
+// Counters are a Lessor's counts since it started: leases granted,
+// expired and revoked, keepalives acknowledged, and leases checkpointed.
+type Counters struct {
+	Granted, Expired, Revoked, KeptAlive, Checkpointed uint64
+}
+
+// New returns a Lessor over the node's store, engine, fleet client and
+// oracle. Run starts it.
+func New(cfg Config, store Store, engine Engine, fleet Fleet, oracle Oracle) *Lessor {
+	cfg = cfg.withDefaults()
+	return &Lessor{cfg: cfg, store: store, engine: engine, fleet: fleet, oracle: oracle, log: cfg.Logger,
+		homes: map[shard.ShardID]*home{}, leases: map[uint64]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Run runs the lessor's loop until Close.
+func (ls *Lessor) Run() {
+	defer close(ls.done)
+	t := time.NewTicker(ls.cfg.Interval)
+	defer t.Stop()
+	for {
+		ls.step()
+		select {
+		case <-ls.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the loop and waits for it.
+func (ls *Lessor) Close() {
+	ls.closing.Do(func() { close(ls.stop) })
+	<-ls.done
+}
+
+// Count returns how many leases this node counts time for.
+func (ls *Lessor) Count() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.leases)
+}
+
+// Counters returns the lessor's counters.
+func (ls *Lessor) Counters() Counters {
+	m := &ls.metrics
+	return Counters{Granted: m.granted.Load(), Expired: m.expired.Load(), Revoked: m.revoked.Load(),
+		KeptAlive: m.kept.Load(), Checkpointed: m.checkpoints.Load()}
+}
+
+// step is one round of the loop: refresh the timestamp base, follow the
+// shards this node leads, expire and checkpoint.
+func (ls *Lessor) step() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*ls.cfg.Interval+time.Second)
+	defer cancel()
+	before := ls.cfg.Now()
+	if ts, err := ls.oracle.Next(ctx, 1); err == nil {
+		ls.mu.Lock()
+		ls.base, ls.baseTime = ts, before
+		ls.mu.Unlock()
+	}
+	ls.followHomes(ctx)
+	now := ls.cfg.Now()
+	var due []*lease
+	checkpoints := map[shard.ShardID][]*lease{}
+	ls.mu.Lock()
+	for _, l := range ls.leases {
+		switch {
+		case l.ending:
+		case !now.Before(l.deadline):
+			l.ending = true
+			due = append(due, l)
+		case l.writing == nil && l.ttl > ls.cfg.CheckpointInterval && l.stored-l.deadline.Sub(now) >= ls.cfg.CheckpointInterval:
+			checkpoints[l.home] = append(checkpoints[l.home], l)
+		}
+	}
+	ls.mu.Unlock()
+	for _, l := range due {
+		go ls.expire(l)
+	}
+	for id, ll := range checkpoints {
+		ls.checkpoint(ctx, id, ll)
+	}
+}
+
+// followHomes loads the leases of every shard this node began to lead
+// (or leads in a new term, or whose range changed), and forgets those of
+// shards it ceased to lead.
+func (ls *Lessor) followHomes(ctx context.Context) {
+	leading := map[shard.ShardID]uint64{}
+	for _, s := range ls.engine.Summaries() {
+		if s.Leading {
+			leading[s.Group] = s.Term
+		}
+	}
+	recStart, recEnd := syskeys.LeaseRecordSpan()
+	want := map[shard.ShardID]*home{}
+	for _, d := range ls.store.Descriptors() {
+		term, ok := leading[d.ShardID]
+		if !ok || !overlaps(d.Start, d.End, recStart, recEnd) {
+			continue
+		}
+		want[d.ShardID] = &home{term: term, start: d.Start, end: d.End}
+	}
+	ls.mu.Lock()
+	var load []shard.ShardID
+	for id, h := range ls.homes {
+		if w, ok := want[id]; !ok || w.term != h.term || !bytes.Equal(w.start, h.start) || !bytes.Equal(w.end, h.end) {
+			ls.dropLocked(id)
+		}
+	}
+	for id := range want {
+		if ls.homes[id] == nil {
+			load = append(load, id)
+		}
+	}
+	ls.mu.Unlock()
+	for _, id := range load {
+		if err := ls.load(ctx, id, want[id]); err != nil {
+			ls.log.Debug("lease: loading the leases of a shard", "shard", id, "err", err)
+		}
+	}
+}
+
+// dropLocked forgets home id and its leases. Their end, if under way,
+// goes on and fails at its next write if this node no longer leads.
+func (ls *Lessor) dropLocked(id shard.ShardID) {
+	delete(ls.homes, id)
+	for lid, l := range ls.leases {
+		if l.home == id {
+			delete(ls.leases, lid)
+		}
+	}
+}
+
+// load reads the lease records of shard id (led in h.term) and starts
+// counting their time: each gets at least its stored remaining TTL from
+// now. Records of ended leases resume their end.
+func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
+	recStart, recEnd := syskeys.LeaseRecordSpan()
+	start, end := clip(h.start, h.end, recStart, recEnd)
+	var found []*lease
+	var ended []uint64
+	for {
+		kvs, more, _, err := ls.store.Scan(ctx, id, shard.Epoch{}, start, end, 1000, multiraft.ReadLinearizable)
+		if err != nil {
+			return err
+		}
+		now := ls.cfg.Now()
+		for _, kv := range kvs {
+			lid, ok := syskeys.LeaseFromRecordKey(kv.Key)
+			if !ok {
+				continue
+			}
+			r, err := syskeys.DecodeLeaseRecord(kv.Value)
+			if err != nil {
+				ls.log.Error("lease: a malformed lease record", "lease", lid, "err", err)
+				continue
+			}
+			rem := time.Duration(r.RemainingMs) * time.Millisecond
+			l := &lease{id: lid, home: id, ttl: time.Duration(r.TTL) * time.Second, deadline: now.Add(rem), stored: rem, ending: r.Ended}
+			found = append(found, l)
+			if r.Ended {
+				ended = append(ended, lid)
+			}
+		}
+		if !more || len(kvs) == 0 {
+			break
+		}
+		start = append(bytes.Clone(kvs[len(kvs)-1].Key), 0)
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.homes[id] != nil {
+		return nil
+	}
+	ls.homes[id] = h
+	for _, l := range found {
+		if ls.leases[l.id] == nil {
+			ls.leases[l.id] = l
+		}
+	}
+	for _, lid := range ended {
+		go ls.finish(ls.leases[lid])
+	}
+	return nil
+}
+
+// leaseOf returns lease id if this node counts its time in home shard.
+func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
+	if ls.homes[shardID] == nil {
+		return nil, ErrNotReady
+	}
+	l := ls.leases[id]
+	if l == nil || l.home != shardID || l.ending {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	return l, nil
+}
+
+// checkHome refuses a request for lease id sent to a shard that is not
+// its home.
+func (ls *Lessor) checkHome(shardID shard.ShardID, id uint64) error {
+	key := syskeys.LeaseRecordKey(id)
+	for _, d := range ls.store.Descriptors() {
+		if d.ShardID == shardID {
+			if !d.ContainsKey(key) {
+				return fmt.Errorf("%w: lease %d's record %q, shard %s", shard.ErrKeyNotInShard, id, key, &d)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %d", shard.ErrShardNotFound, shardID)
+}
+
+// writeRecord writes lease id's record through its home shard.
+func (ls *Lessor) writeRecord(ctx context.Context, home shard.ShardID, id uint64, r syskeys.LeaseRecord) (uint64, error) {
+	res, err := ls.store.Execute(ctx, home, &shard.Command{Kind: shard.KindPut, Key: syskeys.LeaseRecordKey(id), Value: r.AppendEncoded(nil)})
+	if err != nil {
+		return 0, err
+	}
+	return res.Revision, nil
+}
+
+// Grant grants a lease of ttl seconds in home shard shardID, with ID id
+// (0: a fresh one). If the fresh ID's home is another shard it returns
+// the ID and redirect true, granting nothing.
+func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, ttlSeconds int64) (gotID uint64, ttl int64, redirect bool, rev uint64, err error) {
+	if ttlSeconds <= 0 || ttlSeconds > MaxTTL {
+		return 0, 0, false, 0, fmt.Errorf("%w: %d seconds (1 to %d)", ErrBadTTL, ttlSeconds, int64(MaxTTL))
+	}
+	if minS := int64((ls.cfg.MinTTL + time.Second - 1) / time.Second); ttlSeconds < minS {
+		ttlSeconds = minS
+	}
+	if id == 0 {
+		ts, err := ls.oracle.Next(ctx, 1)
+		if err != nil {
+			return 0, 0, false, 0, err
+		}
+		id = uint64(ts)
+		if err := ls.checkHome(shardID, id); err != nil {
+			return id, ttlSeconds, true, 0, nil
+		}
+	}
+	if err := ls.checkHome(shardID, id); err != nil {
+		return 0, 0, false, 0, err
+	}
+	ls.mu.Lock()
+	if ls.homes[shardID] == nil {
+		ls.mu.Unlock()
+		return 0, 0, false, 0, ErrNotReady
+	}
+	if ls.leases[id] != nil {
+		ls.mu.Unlock()
+		return 0, 0, false, 0, fmt.Errorf("%w: %d", ErrExists, id)
+	}
+	ls.mu.Unlock()
+	ttlD := time.Duration(ttlSeconds) * time.Second
+	rec := syskeys.LeaseRecord{TTL: ttlSeconds, RemainingMs: ttlD.Milliseconds()}
+	res, err := ls.store.Execute(ctx, shardID, &shard.Command{Kind: shard.KindCompareAndSwap, Key: syskeys.LeaseRecordKey(id), ExpectAbsent: true, Value: rec.AppendEncoded(nil)})
+	if err != nil {
+		return 0, 0, false, 0, err
+	}
+	if !res.Succeeded {
+		return 0, 0, false, 0, fmt.Errorf("%w: %d", ErrExists, id)
+	}
+	ls.mu.Lock()
+	if ls.homes[shardID] != nil && ls.leases[id] == nil {
+		ls.leases[id] = &lease{id: id, home: shardID, ttl: ttlD, deadline: ls.cfg.Now().Add(ttlD), stored: ttlD}
+	}
+	ls.mu.Unlock()
+	ls.metrics.granted.Add(1)
+	return id, ttlSeconds, false, res.Revision, nil
+}
+
+// KeepAlive restarts lease id's TTL and returns it, in seconds. The
+// home's leadership is confirmed first, so a deposed leader never
+// acknowledges a keepalive its successor did not count.
+func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint64) (int64, error) {
+	ls.mu.Lock()
+	l, err := ls.leaseOf(shardID, id)
+	ls.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if err := ls.engine.ReadBarrier(ctx, shardID, multiraft.ReadLease); err != nil {
+		return 0, err
+	}
+	for {
+		ls.mu.Lock()
+		if l.ending || ls.leases[id] != l {
+			ls.mu.Unlock()
+			return 0, fmt.Errorf("%w: %d", ErrNotFound, id)
+		}
+		if w := l.writing; w != nil {
+			// A checkpoint is being written: it may store less than the
+			// TTL this keepalive restarts, so reset after it.
+			ls.mu.Unlock()
+			select {
+			case <-w:
+				continue
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		l.deadline = ls.cfg.Now().Add(l.ttl)
+		if l.stored >= l.ttl {
+			ls.mu.Unlock()
+			ls.metrics.kept.Add(1)
+			return int64(l.ttl / time.Second), nil
+		}
+		// The record holds less than the TTL restarted now: write the
+		// full TTL before answering, or a leader change could cut the
+		// lease short.
+		w := make(chan struct{})
+		l.writing = w
+		ls.mu.Unlock()
+		_, err := ls.writeRecord(ctx, shardID, id, syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), RemainingMs: l.ttl.Milliseconds()})
+		ls.mu.Lock()
+		if err == nil {
+			l.stored = l.ttl
+		}
+		l.writing = nil
+		ls.mu.Unlock()
+		close(w)
+		if err != nil {
+			return 0, err
+		}
+		ls.metrics.kept.Add(1)
+		return int64(l.ttl / time.Second), nil
+	}
+}
+
+// checkpoint writes the remaining TTL of leases ll, all of home id, in
+// batches of one Raft command each.
+func (ls *Lessor) checkpoint(ctx context.Context, id shard.ShardID, ll []*lease) {
+	const perBatch = 128
+	for len(ll) > 0 {
+		n := min(len(ll), perBatch)
+		part := ll[:n]
+		ll = ll[n:]
+		ops := make([]shard.Op, 0, n)
+		stored := make([]time.Duration, 0, n)
+		var waits []chan struct{}
+		ls.mu.Lock()
+		now := ls.cfg.Now()
+		var mine []*lease
+		for _, l := range part {
+			if l.ending || l.writing != nil || ls.leases[l.id] != l {
+				continue
+			}
+			rem := max(l.deadline.Sub(now), 0).Round(time.Millisecond) + time.Millisecond
+			w := make(chan struct{})
+			l.writing = w
+			waits = append(waits, w)
+			mine = append(mine, l)
+			stored = append(stored, rem)
+			ops = append(ops, shard.Op{Key: syskeys.LeaseRecordKey(l.id), Value: syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), RemainingMs: rem.Milliseconds()}.AppendEncoded(nil)})
+		}
+		ls.mu.Unlock()
+		if len(ops) == 0 {
+			continue
+		}
+		_, err := ls.store.Execute(ctx, id, &shard.Command{Kind: shard.KindBatch, Ops: ops})
+		ls.mu.Lock()
+		for i, l := range mine {
+			if err == nil {
+				l.stored = stored[i]
+			}
+			l.writing = nil
+		}
+		ls.mu.Unlock()
+		for _, w := range waits {
+			close(w)
+		}
+		if err != nil {
+			ls.log.Debug("lease: checkpoint", "shard", id, "err", err)
+			return
+		}
+		ls.metrics.checkpoints.Add(uint64(len(mine)))
+	}
+}
+
+// promiseLocked returns the revision through which l is surely alive:
+// the timestamp base plus half the time l has left. Its end is decided
+// no earlier than its deadline on this node's clock and gets a revision
+// from the oracle after that, so with the oracle's clock running at
+// least half as fast as this one the end's revision is above the
+// promise (see the package doc); for this leader's own promises the end
+// also waits until the oracle passed the highest (see end).
+//
+// A promise to an attach is at most attachPromise ahead: Revoke waits
+// for those (a put carrying one may still arrive), not for the promises
+// to reads.
+func (ls *Lessor) promiseLocked(l *lease, attach bool) uint64 {
+	if ls.base == 0 {
+		return 0
+	}
+	left := l.deadline.Sub(ls.cfg.Now()) / 2
+	if attach {
+		left = min(left, attachPromise)
+	}
+	if left <= time.Millisecond {
+		return 0
+	}
+	p := uint64(ls.base) + uint64(left.Milliseconds())<<tso.LogicalBits
+	l.maxPromise = max(l.maxPromise, p)
+	if attach {
+		l.maxAttach = max(l.maxAttach, p)
+	}
+	return p
+}
+
+// attachPromise caps how far ahead a promise to an attach reaches: the
+// put carrying it must be stamped within about this long, and a Revoke
+// right after an attach waits up to this long.
+const attachPromise = 2 * time.Second
+
+// Attach records that key may be attached to lease id (an index key the
+// lease's end finds) and returns the revision through which the lease is
+// promised alive: a put attaching key carries it, and is refused if
+// stamped above it.
+func (ls *Lessor) Attach(ctx context.Context, shardID shard.ShardID, id uint64, key []byte) (uint64, error) {
+	ls.mu.Lock()
+	_, err := ls.leaseOf(shardID, id)
+	ls.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if err := ls.fleet.Put(ctx, syskeys.LeaseIndexKey(id, key)); err != nil {
+		return 0, err
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l, err := ls.leaseOf(shardID, id)
+	if err != nil {
+		return 0, err
+	}
+	p := ls.promiseLocked(l, true)
+	if p == 0 {
+		return 0, fmt.Errorf("%w: %d is about to expire", ErrNotFound, id)
+	}
+	return p, nil
+}
+
+// Status says whether lease id was alive at rev.
+func (ls *Lessor) Status(ctx context.Context, shardID shard.ShardID, id, rev uint64) (Status, error) {
+	ls.mu.Lock()
+	if l, err := ls.leaseOf(shardID, id); err == nil {
+		if p := ls.promiseLocked(l, false); p != 0 && rev <= p {
+			ls.mu.Unlock()
+			return Status{Alive: true, Until: p}, nil
+		}
+	}
+	ls.mu.Unlock()
+	if err := ls.checkHome(shardID, id); err != nil {
+		return Status{}, err
+	}
+	// The record at rev decides: the home resolves rev first, so no end
+	// can commit at or below it afterwards.
+	kv, found, err := ls.store.GetAt(ctx, shardID, shard.Epoch{}, syskeys.LeaseRecordKey(id), rev)
+	if err != nil {
+		return Status{}, err
+	}
+	if !found {
+		return Status{Ended: rev}, nil
+	}
+	r, err := syskeys.DecodeLeaseRecord(kv.Value)
+	if err != nil {
+		return Status{}, err
+	}
+	if r.Ended {
+		return Status{Ended: kv.ModRevision}, nil
+	}
+	return Status{Alive: true}, nil
+}
+
+// TimeToLive returns lease id's remaining and granted TTL in seconds,
+// and with keys the keys attached to it.
+func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint64, keys bool) (remaining, granted int64, attached [][]byte, err error) {
+	ls.mu.Lock()
+	l, err := ls.leaseOf(shardID, id)
+	if err == nil {
+		left := max(l.deadline.Sub(ls.cfg.Now()), 0)
+		remaining = int64((left + time.Second - 1) / time.Second)
+		granted = int64(l.ttl / time.Second)
+	}
+	ls.mu.Unlock()
+	if err != nil || !keys {
+		return remaining, granted, nil, err
+	}
+	start, end := syskeys.LeaseIndexSpan(id)
+	idx, err := ls.fleet.Keys(ctx, start, end)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for _, k := range idx {
+		key, ok := syskeys.KeyFromLeaseIndex(k)
+		if !ok {
+			continue
+		}
+		if at, err := ls.fleet.LeaseOf(ctx, key); err != nil {
+			return 0, 0, nil, err
+		} else if at == id {
+			attached = append(attached, key)
+		}
+	}
+	return remaining, granted, attached, nil
+}
+
+// Revoke ends lease id now and deletes its keys before returning the
+// revision at which it ended and how many keys it deleted.
+func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) (uint64, uint64, error) {
+	ls.mu.Lock()
+	l, err := ls.leaseOf(shardID, id)
+	if err == nil {
+		l.ending = true
+	}
+	ls.mu.Unlock()
+	if err != nil {
+		return 0, 0, err
+	}
+	rev, deleted, err := ls.end(ctx, l, false)
+	if err == nil {
+		ls.metrics.revoked.Add(1)
+	}
+	return rev, deleted, err
+}
+
+// expire ends lease l, whose deadline passed, in the background.
+func (ls *Lessor) expire(l *lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := ls.end(ctx, l, true); err != nil {
+		ls.log.Debug("lease: ending an expired lease", "lease", l.id, "err", err)
+		ls.mu.Lock()
+		// Try again at the next step, if this node still leads its home.
+		if ls.leases[l.id] == l {
+			l.ending = false
+		}
+		ls.mu.Unlock()
+		return
+	}
+	ls.metrics.expired.Add(1)
+}
+
+// end ends lease l (marked ending): it waits until the oracle passed
+// every promise made for l (an expiry), or every promise made to an
+// attach (a revoke: a read at a revision between the revoke and the
+// deletes is concurrent with the revoke, and may see the keys), writes
+// the record as ended at a revision above them, then deletes the attached
+// keys and the record.
+func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint64, error) {
+	for {
+		if w := func() chan struct{} { ls.mu.Lock(); defer ls.mu.Unlock(); return l.writing }(); w != nil {
+			select {
+			case <-w:
+				continue
+			case <-ctx.Done():
+				return 0, 0, ctx.Err()
+			}
+		}
+		break
+	}
+	ls.mu.Lock()
+	promised := l.maxAttach
+	if expiry {
+		promised = l.maxPromise
+	}
+	ls.mu.Unlock()
+	for {
+		ts, err := ls.oracle.Next(ctx, 1)
+		if err != nil {
+			return 0, 0, err
+		}
+		if uint64(ts) > promised {
+			break
+		}
+		wait := time.Duration(tso.Physical(tso.Timestamp(promised))-tso.Physical(ts)+1) * time.Millisecond
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		}
+	}
+	rev, err := ls.writeRecord(ctx, l.home, l.id, syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), Ended: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	deleted, err := ls.deleteKeys(ctx, l.home, l.id)
+	return rev, deleted, err
+}
+
+// finish resumes the end of a lease whose record says it ended (found
+// by load after a change of home leader).
+func (ls *Lessor) finish(l *lease) {
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := ls.deleteKeys(ctx, l.home, l.id); err != nil {
+		ls.log.Debug("lease: finishing an ended lease", "lease", l.id, "err", err)
+	}
+}
+
+// deleteKeys deletes every key still attached to lease id, its index
+// keys, and its record (through home), and forgets the lease. It returns
+// how many attached keys it deleted.
+func (ls *Lessor) deleteKeys(ctx context.Context, home shard.ShardID, id uint64) (uint64, error) {
+	start, end := syskeys.LeaseIndexSpan(id)
+	idx, err := ls.fleet.Keys(ctx, start, end)
+	if err != nil {
+		return 0, err
+	}
+	var deleted uint64
+	for _, k := range idx {
+		key, ok := syskeys.KeyFromLeaseIndex(k)
+		if !ok {
+			continue
+		}
+		did, err := ls.fleet.Delete(ctx, key, id)
+		if err != nil {
+			return deleted, err
+		}
+		if did {
+			deleted++
+		}
+		if _, err := ls.fleet.Delete(ctx, k, 0); err != nil {
+			return deleted, err
+		}
+	}
+	if _, err := ls.store.Execute(ctx, home, &shard.Command{Kind: shard.KindDelete, Key: syskeys.LeaseRecordKey(id)}); err != nil {
+		return deleted, err
+	}
+	ls.mu.Lock()
+	if l := ls.leases[id]; l != nil && l.home == home {
+		delete(ls.leases, id)
+	}
+	ls.mu.Unlock()
+	return deleted, nil
+}
+
+// overlaps reports whether [s1, e1) and [s2, e2) intersect (an empty end
+// is +inf).
+func overlaps(s1, e1, s2, e2 []byte) bool {
+	return (len(e2) == 0 || bytes.Compare(s1, e2) < 0) && (len(e1) == 0 || bytes.Compare(s2, e1) < 0)
+}
+
+// clip returns [s1, e1) ∩ [s2, e2), which must intersect.
+func clip(s1, e1, s2, e2 []byte) (start, end []byte) {
+	start = s1
+	if bytes.Compare(s2, start) > 0 {
+		start = s2
+	}
+	end = e1
+	if len(end) == 0 || len(e2) != 0 && bytes.Compare(e2, end) < 0 {
+		end = e2
+	}
+	return start, end
+}
