@@ -193,9 +193,22 @@ func table(out io.Writer, header string, rows [][]string) {
 func runPut(ctx context.Context, args []string, out io.Writer) error {
 	var c common
 	fs := kvFlags(newFlags("put", &c, false), &c)
-	pos, err := parse(fs, args, "flotilla put [flags] KEY VALUE: write VALUE under KEY", 2)
+	var lease leaseIDFlag
+	fs.Var(&lease, "lease", "attach KEY to this lease, in hexadecimal as 'flotilla lease grant' prints it: "+
+		"KEY is deleted when the lease expires or is revoked. Exits 1 if the lease does not exist")
+	ttl := fs.Duration("ttl", 0, "put KEY on a fresh lease of this duration (e.g. 30s, 5m; rounded up to whole seconds, "+
+		"at least the fleet's minimum, 2s by default), which nothing keeps alive: KEY is deleted once it has passed. "+
+		"Prints the lease's ID, to keep it alive or revoke it with 'flotilla lease'. Not with --lease")
+	pos, err := parse(fs, args, "flotilla put [flags] KEY VALUE: write VALUE under KEY; prints the write's revision "+
+		"(with --ttl, then \"lease ID granted with TTL(Ns)\").\n\n"+leaseIDHelp, 2)
 	if err != nil {
 		return err
+	}
+	switch {
+	case *ttl < 0:
+		return usageErr(fs, fmt.Sprintf("--ttl %s: want a duration > 0", *ttl))
+	case *ttl > 0 && lease != 0:
+		return usageErr(fs, "--ttl and --lease: give one (--ttl grants a lease of its own)")
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -204,14 +217,36 @@ func runPut(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	w, err := r.PutRev(ctx, []byte(pos[0]), []byte(pos[1]))
+	key, value := []byte(pos[0]), []byte(pos[1])
+	var g router.LeaseGrant
+	var w router.WriteResult
+	switch {
+	case *ttl > 0:
+		g, w, err = putWithTTL(ctx, r, key, value, *ttl)
+	case lease != 0:
+		g.ID = uint64(lease)
+		w, err = r.PutLease(ctx, key, value, g.ID)
+		err = leaseErr(g.ID, err)
+	default:
+		w, err = r.PutRev(ctx, key, value)
+	}
 	if err != nil {
 		return err
 	}
 	if c.json {
-		return printJSON(out, map[string]any{"key": pos[0], "ok": true, "revision": w.Revision})
+		m := map[string]any{"key": pos[0], "ok": true, "revision": w.Revision}
+		if g.ID != 0 {
+			m["lease"], m["lease_hex"] = g.ID, formatLeaseID(g.ID)
+		}
+		if *ttl > 0 {
+			m["ttl"] = g.TTL
+		}
+		return printJSON(out, m)
 	}
 	fmt.Fprintf(out, "OK (revision %d)\n", w.Revision)
+	if *ttl > 0 {
+		fmt.Fprintf(out, "lease %s granted with TTL(%ds)\n", formatLeaseID(g.ID), g.TTL)
+	}
 	return nil
 }
 
@@ -222,8 +257,9 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 		"Fails if the revision is compacted or was never handed out")
 	prefix := fs.Bool("prefix", false, "KEY is a prefix: print every key that starts with it, all read at one revision (a consistent snapshot across shards)")
 	limit := fs.Int("limit", 0, "with --prefix: at most this many keys (0: all)")
-	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent); --json adds its revisions.\n"+
-		"flotilla get --prefix [flags] PREFIX: print every key starting with PREFIX, its value and revisions, at one revision", 1)
+	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent); --json adds its revisions and lease "+
+		"(lease: the ID as a number, 0 for none; lease_hex: as the lease commands take it).\n"+
+		"flotilla get --prefix [flags] PREFIX: print every key starting with PREFIX, its value, revisions and lease (hexadecimal; - for none), at one revision", 1)
 	if err != nil {
 		return err
 	}
@@ -255,6 +291,7 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 		if res.Found {
 			m["value"] = string(res.KV.Value)
 			m["create_revision"], m["mod_revision"], m["version"] = res.KV.CreateRevision, res.KV.ModRevision, res.KV.Version
+			addLease(m, res.KV.Lease)
 		}
 		return printJSON(out, m)
 	}
@@ -276,6 +313,7 @@ func printKVs(out io.Writer, asJSON bool, res router.ScanResult) error {
 		for i, kv := range res.KVs {
 			kvs[i] = map[string]any{"key": string(kv.Key), "value": string(kv.Value),
 				"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
+			addLease(kvs[i], kv.Lease)
 		}
 		return printJSON(out, map[string]any{"revision": res.Revision, "kvs": kvs})
 	}
@@ -283,10 +321,28 @@ func printKVs(out io.Writer, asJSON bool, res router.ScanResult) error {
 	rows := make([][]string, len(res.KVs))
 	for i, kv := range res.KVs {
 		rows[i] = []string{fmt.Sprintf("%q", kv.Key), fmt.Sprintf("%q", kv.Value),
-			strconv.FormatUint(kv.ModRevision, 10), strconv.FormatUint(kv.CreateRevision, 10), strconv.FormatUint(kv.Version, 10)}
+			strconv.FormatUint(kv.ModRevision, 10), strconv.FormatUint(kv.CreateRevision, 10), strconv.FormatUint(kv.Version, 10), leaseCell(kv.Lease)}
 	}
-	table(out, "KEY\tVALUE\tMOD_REV\tCREATE_REV\tVERSION", rows)
+	table(out, "KEY\tVALUE\tMOD_REV\tCREATE_REV\tVERSION\tLEASE", rows)
 	return nil
+}
+
+// addLease adds a key's lease to its JSON object: "lease", the ID as a
+// number (0: none), and "lease_hex", as the lease commands take it ("":
+// none), since a JSON number that large loses digits in many readers.
+func addLease(m map[string]any, id uint64) {
+	m["lease"], m["lease_hex"] = id, ""
+	if id != 0 {
+		m["lease_hex"] = formatLeaseID(id)
+	}
+}
+
+// leaseCell is a key's lease in a table: its ID in hexadecimal, or "-".
+func leaseCell(id uint64) string {
+	if id == 0 {
+		return "-"
+	}
+	return formatLeaseID(id)
 }
 
 // prefixEnd returns the end of the range of keys starting with prefix:
@@ -420,6 +476,7 @@ func runScan(ctx context.Context, args []string, out io.Writer) error {
 		for i, kv := range kvs {
 			rows[i] = map[string]any{"key": string(kv.Key), "value": string(kv.Value),
 				"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
+			addLease(rows[i], kv.Lease)
 		}
 		return printJSON(out, rows)
 	}

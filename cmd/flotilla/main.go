@@ -3,13 +3,15 @@
 // placement.
 //
 //	flotilla demo                       start a local fleet, run a workload, print results
-//	flotilla put KEY VALUE              write a key
+//	flotilla put KEY VALUE              write a key (--lease ID: attached to a lease; --ttl D: on a fresh lease of D)
 //	flotilla get KEY                    read a key (--rev R: as of revision R; --prefix: every key with the prefix, at one revision)
 //	flotilla del KEY                    delete a key
 //	flotilla cas KEY EXPECTED NEW       compare-and-swap (--absent: KEY must not exist)
 //	flotilla scan [--start S --end E]   list keys in order
 //	flotilla watch KEY                  print writes to KEY as they happen (--prefix, --rev R, --prev-kv, --progress D)
 //	flotilla compact REV                compact the shards of [--start, --end) to revision REV
+//	flotilla lease SUBCOMMAND           grant TTL, revoke ID, keepalive ID [--once], timetolive ID [--keys] (alias ttl), list;
+//	                                    IDs in hexadecimal, as etcdctl prints and takes them
 //	flotilla status | nodes | shards    cluster state from placement
 //	flotilla drain NODE                 move every replica and leadership off NODE
 //	flotilla certs --dir DIR            create a development CA and mTLS certificates
@@ -19,10 +21,11 @@
 // placement service (every replica's address: commands fail over between
 // them), --tls-cert, --tls-key and --tls-ca for mutual TLS, and --json for
 // machine-readable output (watch: one JSON object per line); put, del
-// and cas print the write's revision; the key-value commands also take --nodes (or
+// and cas print the write's revision (put --ttl also the lease it granted); the key-value commands also take --nodes (or
 // FLOTILLA_NODES), shardnodes that give routes while placement is down. Flags may come before or
 // after a command's arguments; "--" ends them. It exits 0 on success and 1
-// with a one-line error otherwise (2 for usage errors).
+// with a one-line error otherwise, an absent key or lease included (2 for
+// usage errors: a malformed lease ID or TTL among them).
 package main
 
 import (
@@ -45,14 +48,16 @@ Usage: flotilla COMMAND [flags] [args]
 
 Commands:
   demo      start placementd and shardnodes locally, run a workload through the router, print the results
-  put       put KEY VALUE
-  get       get KEY (--rev R: as of revision R; --prefix: every key starting with KEY, at one revision, with revisions)
+  put       put KEY VALUE (--lease ID: attach KEY to lease ID; --ttl 30s: on a fresh lease of 30s, whose ID it prints)
+  get       get KEY (--rev R: as of revision R; --prefix: every key starting with KEY, at one revision, with revisions and leases)
   del       delete KEY
   cas       compare-and-swap KEY EXPECTED NEW (with --absent: KEY NEW, KEY must not exist)
   scan      scan keys in [--start, --end) in order, at most --limit (--end before --start is refused)
   watch     watch KEY: print every write as it happens, in revision order, until interrupted
             (--prefix: every key starting with KEY; --rev R: from revision R; --prev-kv; --progress 1s)
   compact   compact REV: refuse reads and watches below revision REV in the shards of [--start, --end), prune older versions
+  lease     leases, as etcdctl's: grant TTL, revoke ID, keepalive ID (--once), timetolive ID (--keys; alias ttl), list
+            (IDs in hexadecimal, as 'lease grant' prints them; see 'flotilla lease --help')
   status    cluster status from placement
   nodes     list nodes
   shards    list shards with their ranges, replicas and leaders
@@ -83,6 +88,7 @@ var commands = []command{
 	{"scan", "flotilla scan [flags]", runScan},
 	{"watch", "flotilla watch [flags] KEY", runWatch},
 	{"compact", "flotilla compact [flags] REV", runCompact},
+	{"lease", "flotilla lease SUBCOMMAND [flags] [args]", runLease},
 	{"status", "flotilla status [flags]", runStatus},
 	{"nodes", "flotilla nodes [flags]", runNodes},
 	{"shards", "flotilla shards [flags]", runShards},

@@ -83,7 +83,7 @@ func TestCLIRevisionsAndWatch(t *testing.T) {
 		write("put", k, "v-"+k)
 	}
 	out, code := cli("get", "--prefix", "p/")
-	if code != 0 || !regexp.MustCompile(`^revision \d+\nKEY +VALUE +MOD_REV +CREATE_REV +VERSION\n`).MatchString(out) || strings.Count(out, "\n") != 6 || strings.Contains(out, `"q"`) {
+	if code != 0 || !regexp.MustCompile(`^revision \d+\nKEY +VALUE +MOD_REV +CREATE_REV +VERSION +LEASE\n`).MatchString(out) || strings.Count(out, "\n") != 6 || strings.Contains(out, `"q"`) {
 		t.Fatalf("get --prefix p/: exit %d\n%s", code, out)
 	}
 
