@@ -241,10 +241,14 @@ func runLeaseKeepAlive(ctx context.Context, args []string, out io.Writer) error 
 	// The renewals stopped on their own: say whether the lease is gone.
 	tctx, tcancel := context.WithTimeout(context.Background(), c.timeout)
 	defer tcancel()
-	if _, err := r.TimeToLive(tctx, id, false); err != nil {
-		return fmt.Errorf("lease %s expired or revoked: %w", formatLeaseID(id), leaseErr(id, err))
+	_, err = r.TimeToLive(tctx, id, false)
+	switch {
+	case errors.Is(err, router.ErrLeaseNotFound):
+		return fmt.Errorf("lease %s expired or was revoked while kept alive (%w)", formatLeaseID(id), err)
+	case err != nil:
+		return fmt.Errorf("lease %s: renewals stopped, and asking for its TTL failed (it may have expired): %w", formatLeaseID(id), err)
 	}
-	return fmt.Errorf("lease %s: could not renew it in time (it may have expired)", formatLeaseID(id))
+	return fmt.Errorf("lease %s: could not renew it before it would have expired, though it still exists", formatLeaseID(id))
 }
 
 // printKeepAlive prints one renewal as etcdctl does, or as a JSON line.

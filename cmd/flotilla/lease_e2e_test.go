@@ -137,19 +137,16 @@ func TestCLILeases(t *testing.T) {
 	// put --ttl: a lease of its own, which nothing keeps alive.
 	ttlID := must(`^OK \(revision \d+\)\nlease ([0-9a-f]{16}) granted with TTL\(2s\)\n$`, "put", "l/ttl", "t", "--ttl", "2s")[1]
 	must(`"l/ttl" +"t" +\d+ +\d+ +1 +`+ttlID+`\n`, "get", "--prefix", "l/ttl")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		out, code := cli("get", "l/ttl")
 		if code == 1 && strings.Contains(out, "not found") {
-			break
+			return nil
 		}
 		if code != 0 {
 			t.Fatalf("get l/ttl: exit %d\n%s", code, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("l/ttl still there 10s after put --ttl 2s: %s", out)
-		}
-	}
+		return fmt.Errorf("l/ttl still there after put --ttl 2s: %s", out)
+	})
 	if out, code := cli("lease", "ttl", ttlID); code != 1 || !strings.Contains(out, "lease "+ttlID+" not found") {
 		t.Fatalf("lease ttl of the expired lease: exit %d, want 1\n%s", code, out)
 	}
