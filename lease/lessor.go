@@ -27,6 +27,7 @@ type Store interface {
 // groups it leads, in which term, and a check of its leadership.
 type Engine interface {
 	Summaries() []multiraft.GroupSummary
+	CheckLeader(group multiraft.GroupID) error
 	ReadBarrier(ctx context.Context, group multiraft.GroupID, mode multiraft.ReadMode) error
 }
 
@@ -286,7 +287,7 @@ func (ls *Lessor) followHomes(ctx context.Context) {
 	ls.mu.Unlock()
 	for _, id := range load {
 		if err := ls.load(ctx, id, want[id]); err != nil {
-			ls.log.Debug("lease: loading the leases of a shard", "shard", id, "err", err)
+			ls.log.Info("lease: loading the leases of a shard", "shard", id, "err", err)
 		}
 	}
 }
@@ -356,8 +357,14 @@ func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
 }
 
 // leaseOf returns lease id if this node counts its time in home shard.
+// A node that does not hold the home's leases answers NotLeader (with the
+// leader it knows, so the router follows it) unless it leads the shard,
+// having just become its leader: then ErrNotReady, retried shortly.
 func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
 	if ls.homes[shardID] == nil {
+		if err := ls.engine.CheckLeader(shardID); err != nil {
+			return nil, err
+		}
 		return nil, ErrNotReady
 	}
 	l := ls.leases[id]
@@ -417,6 +424,9 @@ func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, t
 	ls.mu.Lock()
 	if ls.homes[shardID] == nil {
 		ls.mu.Unlock()
+		if err := ls.engine.CheckLeader(shardID); err != nil {
+			return 0, 0, false, 0, err
+		}
 		return 0, 0, false, 0, ErrNotReady
 	}
 	if ls.leases[id] != nil {

@@ -202,6 +202,9 @@ func WithWatchMaxPending(n int) WatchOption {
 // streams (flow control), not memory. An end that sorts before start
 // gives a single response with an InvalidArgument Err.
 //
+// A range starting below the system span (see ScanSystem) ends where it
+// begins: the fleet's own keys (lease records) are not watched.
+//
 // To resume after a restart, watch again with WithStartRevision(r + 1),
 // r being the last ProgressRevision received, or the revision of the
 // last event processed (whose write was delivered whole).
@@ -232,6 +235,8 @@ func (c *Client) Watch(ctx context.Context, start, end []byte, opts ...WatchOpti
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
 		return fail(status.Errorf(codes.InvalidArgument, "router: watch: end %s does not sort after start %s", keyfmt.Quote(end), keyfmt.Quote(start)))
 	}
+	// Like Scan, a watch of user keys leaves out the system span.
+	end = clipSystem(start, end)
 	if c.closed.Load() {
 		return fail(ErrClosed)
 	}

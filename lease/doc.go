@@ -1,0 +1,82 @@
+// Package lease serves a node's leases: the Lessor counts time for the
+// leases whose home shards the node leads, and the Checker tells the
+// node's reads whether the lease of a key they found was alive.
+//
+// # Where a lease lives
+//
+// A lease's state is its record, a user key of the reserved system span
+// (internal/syskeys: TTL, remaining TTL as last checkpointed, ended or
+// not). Its home is the shard owning that key, so a split moves it like
+// any key and a snapshot carries it. Each key attached to the lease has an
+// index key beside the record's span, written before the key is (see
+// Attach), so the lease's end finds every key it must delete wherever the
+// keys went since. IDs are oracle timestamps, never handed out twice.
+//
+// # Counting time (design.md section 12)
+//
+// Only the home shard's leader counts a lease's time, in memory: a
+// keepalive moves the deadline and writes nothing, unless the record
+// holds less than the full TTL (then the full TTL is written before the
+// keepalive is answered). The invariant is that the record's remaining
+// TTL is never below what truly remains, so a new home leader, which
+// gives every lease its recorded remaining TTL from when it takes over,
+// never cuts a lease short. The remaining TTL of a lease whose TTL
+// exceeds Config.CheckpointInterval is written again once it has fallen
+// that far below the value written, so a leader change extends a lease by
+// at most the checkpoint interval (plus the election). A keepalive is
+// answered only after the leader confirmed its leadership (a lease read
+// barrier), so a deposed leader never acknowledges a keepalive its
+// successor did not count. This is etcd's lessor with its checkpoint
+// bugs (etcd issues 9395, 13508, 17132) designed out: checkpoints only
+// ever lower the recorded value to what remains, and a keepalive raises it
+// before it is acknowledged.
+//
+// # Ending, and the read fence
+//
+// A lease ends when its deadline passes on the home leader (checked every
+// Config.Interval) or when it is revoked. The end is carried out as
+// ordinary writes with revisions: the record is rewritten as ended, at a
+// revision E; every key still attached to the lease is deleted with a
+// delete conditional on its lease (a key re-attached since survives), each
+// on its own shard at its own revision, so watchers see one delete event
+// per key; then the index keys and the record go. A home leader that takes
+// over a record marked ended finishes the deletes.
+//
+// Until a key's delete applies, reads must not return it once its lease
+// ended. Reads check: a key found with a lease is returned only if the
+// lease was alive at the read's revision (for a read of the latest state,
+// at a fresh oracle timestamp taken after the read arrived, since an idle
+// shard's resolved revision may be old). The home answers with a promise,
+// a revision through which the lease is surely alive, computed as the
+// home's last oracle timestamp plus half the time the lease has left on
+// the home's clock; the reading node caches it, so reads of a leased key
+// ask the home about once per half-TTL. An expiry takes its revision E
+// from the oracle only after the oracle passed every promise this leader
+// made; a new leader's deadline is at or after its predecessor's (the
+// invariant above), so its E is above its predecessor's promises as long
+// as the oracle's clock runs at least half as fast as the home leader's:
+// that is the clock assumption, a factor of two in rate, far wider than
+// real clocks drift. Past the last promise the home answers from the
+// record as of the read's revision (resolving its shard first), which is
+// exact.
+//
+// A put that attaches a key carries a promise too (at most two seconds
+// ahead, Attach), and the key's shard refuses it if stamped above: so a
+// put of a leased key applies below E, before the end's conditional delete
+// of that key (revisions order each shard's writes), and the delete
+// removes it. A revoke waits only for the promises made to attaches; a
+// read at a revision between a revoke's E and a key's delete may still
+// see the key, as it is concurrent with the revoke, which returns once
+// every delete applied.
+//
+// # Bounds
+//
+// A lease kept alive in time never ends: its deadline only moves later,
+// on this leader and (by the invariant) on the next. A lease not kept
+// alive ends no earlier than its TTL after the last keepalive, and no
+// later than that plus Config.Interval plus, after a change of home
+// leader, the checkpoint interval and the election. Its keys read as
+// absent from its end; their deletes follow within the time the end's
+// writes take (one conditional delete and one index delete per key, and
+// the record), and a failure part way is resumed by the next leader.
+package lease
