@@ -62,6 +62,7 @@ var layers = map[string]layer{
 	"placement":          service,
 	"placement/schedule": service,
 	"router":             service,
+	"router/concurrency": service,
 	"lease":              service,
 
 	"internal/serve":     plumbing,
