@@ -712,12 +712,7 @@ func (ls *Lessor) expire(l *lease) {
 	defer cancel()
 	if _, _, err := ls.end(ctx, l, true); err != nil {
 		ls.log.Debug("lease: ending an expired lease", "lease", l.id, "err", err)
-		ls.mu.Lock()
-		// Try again at the next step, if this node still leads its home.
-		if ls.leases[l.id] == l {
-			l.ending = false
-		}
-		ls.mu.Unlock()
+		ls.retryLater(l)
 		return
 	}
 	ls.metrics.expired.Add(1)
@@ -771,7 +766,8 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 }
 
 // finish resumes the end of a lease whose record says it ended (found
-// by load after a change of home leader).
+// by load after a change of home leader). If it fails, the lease is
+// handed back to the loop, which ends it again (its deadline is now).
 func (ls *Lessor) finish(l *lease) {
 	if l == nil {
 		return
@@ -780,7 +776,18 @@ func (ls *Lessor) finish(l *lease) {
 	defer cancel()
 	if _, err := ls.deleteKeys(ctx, l.home, l.id); err != nil {
 		ls.log.Debug("lease: finishing an ended lease", "lease", l.id, "err", err)
+		ls.retryLater(l)
 	}
+}
+
+// retryLater hands lease l, whose end failed part way, back to the loop
+// if this node still counts its time: the next step ends it again.
+func (ls *Lessor) retryLater(l *lease) {
+	ls.mu.Lock()
+	if ls.leases[l.id] == l {
+		l.ending = false
+	}
+	ls.mu.Unlock()
 }
 
 // deleteKeys deletes every key still attached to lease id, its index

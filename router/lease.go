@@ -160,9 +160,12 @@ type KeepAliveResponse struct {
 // at once and then every third of the TTL, and sends each answer on the
 // returned channel (dropping answers the caller does not take in time).
 // The channel closes when ctx ends, or when the lease is gone or could
-// not be kept alive before it would have expired; the error of the
+// not be kept alive before it may have expired: the lease's deadline is
+// counted from when each keepalive was sent, not answered, so the channel
+// closes no later than the home could end the lease. The error of the
 // first keepalive is returned directly.
 func (c *Client) KeepAlive(ctx context.Context, id uint64) (<-chan KeepAliveResponse, error) {
+	last := time.Now()
 	ttl, err := c.KeepAliveOnce(ctx, id)
 	if err != nil {
 		return nil, err
@@ -171,7 +174,6 @@ func (c *Client) KeepAlive(ctx context.Context, id uint64) (<-chan KeepAliveResp
 	ch <- KeepAliveResponse{ID: id, TTL: ttl}
 	go func() {
 		defer close(ch)
-		last := time.Now()
 		for {
 			every := max(time.Duration(ttl)*time.Second/3, 100*time.Millisecond)
 			select {
@@ -179,14 +181,15 @@ func (c *Client) KeepAlive(ctx context.Context, id uint64) (<-chan KeepAliveResp
 				return
 			case <-time.After(every):
 			}
-			// Retry until the lease would have expired.
+			// The call retries (c.do) until the lease may have expired.
+			sent := time.Now()
 			actx, cancel := context.WithDeadline(ctx, last.Add(time.Duration(ttl)*time.Second))
 			got, err := c.KeepAliveOnce(actx, id)
 			cancel()
 			if err != nil {
 				return
 			}
-			ttl, last = got, time.Now()
+			ttl, last = got, sent
 			select {
 			case ch <- KeepAliveResponse{ID: id, TTL: ttl}:
 			default:

@@ -124,4 +124,23 @@ func TestLeaseSurvivesHomeLeaderKill(t *testing.T) {
 	if err != nil || len(ttl.Keys) != 1 {
 		t.Fatalf("ttl of the kept lease: %+v, %v", ttl, err)
 	}
+	// The surviving nodes' metrics tell the same story.
+	sum := map[string]float64{}
+	for id, n := range f.Nodes {
+		if id == leader {
+			continue
+		}
+		m, err := scrapeMetrics(n.HTTP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	for _, series := range []string{"flotilla_lease_leases", "flotilla_lease_expired_total", "flotilla_lease_keepalives_total", "flotilla_lease_checkpoints_total"} {
+		if sum[series] < 1 {
+			t.Errorf("%s summed over the live nodes is %v, want at least 1", series, sum[series])
+		}
+	}
 }

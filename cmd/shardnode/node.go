@@ -148,6 +148,9 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	defer leases.close()
 	kvSrv.SetLeases(leases)
+	if err := tel.ObserveLeases(leases.Lessor); err != nil {
+		return err
+	}
 	pb.RegisterKVServer(srv, kvSrv)
 	adminSrv := rpc.NewAdminServer(rpc.AdminOptions{
 		NodeID: self, Addr: cfg.Advertise, Engine: engine, Store: store, Resolver: resolver,

@@ -525,7 +525,13 @@ func TestProcessForwardToLeader(t *testing.T) {
 // metrics scrapes node's /metrics: every series by name (labels summed
 // over, but for the Put method's), or an error.
 func (h *harness) metrics(node uint64) (map[string]float64, error) {
-	resp, err := http.Get("http://" + h.f.Nodes[node].HTTP + "/metrics")
+	return scrapeMetrics(h.f.Nodes[node].HTTP)
+}
+
+// scrapeMetrics reads the /metrics page at httpAddr into series sums
+// (labels dropped, but KV.Put's kept apart).
+func scrapeMetrics(httpAddr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		return nil, err
 	}
