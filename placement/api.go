@@ -147,6 +147,7 @@ func (s *Service) nodeStatus(n NodeRecord, st *nodeState, now time.Time) *pb.Nod
 			out.State = pb.NodeState_NODE_STATE_UP
 		}
 		out.Replicas, out.Leaders, out.UsedBytes, out.Load = uint32(len(st.replicas)), uint32(st.leaders), st.usedBytes, st.load
+		out.Leases = st.leases
 	}
 	if n.Draining {
 		out.State = pb.NodeState_NODE_STATE_DRAINING
@@ -169,16 +170,19 @@ func (s *Service) nodeStatuses(now time.Time) []*pb.Node {
 	return out
 }
 
-// countNodes returns how many of nodes are down, and how many are not.
-func countNodes(nodes []*pb.Node) (up, down int) {
+// countNodes returns how many of nodes are down, and how many are not,
+// and the leases the nodes that are not down count (a down node's last
+// count is stale: its shards' new leaders count those leases).
+func countNodes(nodes []*pb.Node) (up, down int, leases uint64) {
 	for _, n := range nodes {
 		if n.GetState() == pb.NodeState_NODE_STATE_DOWN {
 			down++
 		} else {
 			up++
+			leases += n.GetLeases()
 		}
 	}
-	return up, down
+	return up, down, leases
 }
 
 // downThreshold is how long a node may stay silent before it is shown as
@@ -236,8 +240,8 @@ func (s *Service) clusterStatus(context.Context, *pb.ClusterStatusRequest) (*pb.
 	for _, id := range sortedIDs(s.cfg.Peers) {
 		cs.PlacementAddresses = append(cs.PlacementAddresses, s.cfg.Peers[id])
 	}
-	up, down := countNodes(s.nodeStatuses(now))
-	cs.NodesUp, cs.NodesDown = uint32(up), uint32(down)
+	up, down, leases := countNodes(s.nodeStatuses(now))
+	cs.NodesUp, cs.NodesDown, cs.Leases = uint32(up), uint32(down), leases
 	if err := s.fillHealth(cs); err != nil {
 		return nil, err
 	}

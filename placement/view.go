@@ -47,6 +47,9 @@ type nodeState struct {
 	// replicas reported by the node in its last heartbeat.
 	replicas []*pb.ReplicaReport
 	leaders  int
+	// leases is how many leases the node counts time for (those whose
+	// home shards it leads); 0 from a node older than leases.
+	leases uint64
 }
 
 type shardState struct {
@@ -85,6 +88,7 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 		v.mu.nodes[id] = n
 	}
 	n.lastBeat, n.usedBytes, n.load, n.replicas, n.leaders = now, req.GetUsedBytes(), req.GetLoad(), req.GetReplicas(), 0
+	n.leases = req.GetLeases()
 	for counter, id := range reportedIDs(req) {
 		v.mu.inUse[counter] = max(v.mu.inUse[counter], id)
 	}

@@ -28,7 +28,8 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	var c common
 	if _, err := parse(newFlags("status", &c, false), args, `flotilla status [flags]: cluster status from placement
 
-Prints the placement leader, the nodes up and down, and the shards:
+Prints the placement leader, the nodes up and down, the leases the nodes
+that are up count (flotilla nodes shows each node's), and the shards:
 under-replicated (fewer live voters than the replication factor; a voter
 on a node silent for three heartbeat intervals is not live, long before
 placement's --down-after starts repairing it), unavailable (live voters
@@ -60,8 +61,8 @@ counts.`, 0); err != nil {
 
 func printStatus(out io.Writer, cs *pb.ClusterStatus) {
 	fmt.Fprintf(out, "placement leader: %s (replicas: %s)\n", cs.GetPlacementLeaderAddress(), strings.Join(cs.GetPlacementAddresses(), ", "))
-	fmt.Fprintf(out, "bootstrapped: %v   nodes up: %d   down: %d   shards: %d   under-replicated: %d   unavailable: %d   lagging: %d\n",
-		cs.GetBootstrapped(), cs.GetNodesUp(), cs.GetNodesDown(), cs.GetShards(), cs.GetUnderReplicated(), cs.GetUnavailable(), cs.GetLagging())
+	fmt.Fprintf(out, "bootstrapped: %v   nodes up: %d   down: %d   shards: %d   leases: %d   under-replicated: %d   unavailable: %d   lagging: %d\n",
+		cs.GetBootstrapped(), cs.GetNodesUp(), cs.GetNodesDown(), cs.GetShards(), cs.GetLeases(), cs.GetUnderReplicated(), cs.GetUnavailable(), cs.GetLagging())
 	for _, b := range cs.GetBlocked() {
 		fmt.Fprintln(out, blockedLine(b))
 	}
@@ -141,11 +142,11 @@ func printNodes(out io.Writer, nodes []*pb.Node) {
 	for _, n := range nodes {
 		rows = append(rows, []string{
 			strconv.FormatUint(n.GetNodeId(), 10), n.GetAddress(), stateName(n.GetState()), n.GetLabels().GetZone(),
-			strconv.Itoa(int(n.GetReplicas())), strconv.Itoa(int(n.GetLeaders())),
+			strconv.Itoa(int(n.GetReplicas())), strconv.Itoa(int(n.GetLeaders())), strconv.FormatUint(n.GetLeases(), 10),
 			(time.Duration(n.GetLastHeartbeatMsAgo()) * time.Millisecond).String(),
 		})
 	}
-	table(out, "NODE\tADDRESS\tSTATE\tZONE\tREPLICAS\tLEADERS\tLAST HEARTBEAT", rows)
+	table(out, "NODE\tADDRESS\tSTATE\tZONE\tREPLICAS\tLEADERS\tLEASES\tLAST HEARTBEAT", rows)
 }
 
 func stateName(s pb.NodeState) string {

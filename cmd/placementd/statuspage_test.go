@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/testutil"
+	"github.com/flotilla-kv/flotilla/router"
 )
 
 // TestStatusPageInChromium loads placement's status page in headless
@@ -19,7 +21,10 @@ import (
 // against a running fleet: every node and shard is shown, a killed node
 // turns "down", its shards count as under-replicated and, once
 // --down-after passes, the page says why none can be repaired (3 nodes,
-// replication factor 3); a screenshot is saved.
+// replication factor 3); a screenshot is saved. Three leases granted
+// show in the nodes' Leases column (each counted once, by the leader of
+// its home shard) and as the summary's total, which still counts them
+// once the killed node's shards have new leaders.
 func TestStatusPageInChromium(t *testing.T) {
 	browser, err := exec.LookPath("chromium")
 	if err != nil {
@@ -65,6 +70,41 @@ func TestStatusPageInChromium(t *testing.T) {
 		return nil
 	})
 
+	r, err := router.New(testutil.Context(t, 10*time.Second), router.Config{PlacementAddresses: []string{c.f.PlacementAddrs()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for range 3 {
+		if _, err := r.Grant(testutil.Context(t, 20*time.Second), 600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Leases column follows Leaders in each node row.
+	leaseCells := regexp.MustCompile(`<tr><td>\d+</td><td>[^<]*</td><td class="(\w+)">\w+</td><td>[^<]*</td><td>[^<]*</td>` +
+		`<td class="num">\d+</td><td class="num">\d+</td><td class="num">(\d+)</td>`)
+	leasesShown := func(html string) error {
+		if !strings.Contains(table(html, "nodes"), "<th>Leases</th>") {
+			return fmt.Errorf("no Leases column")
+		}
+		if !strings.Contains(html, `<span id="summary-leases">leases: 3</span>`) {
+			return fmt.Errorf("summary does not show 3 leases: %s",
+				regexp.MustCompile(`(?s)<div class="summary" id="summary">.*?</div>`).FindString(html))
+		}
+		sum, rows := 0, leaseCells.FindAllStringSubmatch(table(html, "nodes"), -1)
+		for _, m := range rows {
+			if m[1] != "down" {
+				n, _ := strconv.Atoi(m[2])
+				sum += n
+			}
+		}
+		if len(rows) != 3 || sum != 3 {
+			return fmt.Errorf("%d node rows with leases, %d leases on the live nodes, want 3 rows and 3 leases", len(rows), sum)
+		}
+		return nil
+	}
+	testutil.Eventually(t, 30*time.Second, func() error { return leasesShown(dom()) })
+
 	victim := c.f.Nodes[2]
 	victim.Kill()
 	var html string
@@ -84,7 +124,9 @@ func TestStatusPageInChromium(t *testing.T) {
 		if !strings.Contains(html, `<li class="blocked">blocked: 6 shards: cannot repair: no live node without a replica of the shard (s1 s2 s3 s4 s5 ...)</li>`) {
 			return fmt.Errorf("the blocked repairs are not listed: %s", regexp.MustCompile(`(?s)<ul id="blocked">.*?</ul>`).FindString(html))
 		}
-		return nil
+		// The killed node's count is left out of the total; the new
+		// leaders of its shards count its leases.
+		return leasesShown(html)
 	})
 	shot := filepath.Join(os.TempDir(), "flotilla-status-page.png")
 	if out, err := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,1100",

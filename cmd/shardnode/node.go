@@ -201,7 +201,7 @@ func run(ctx context.Context, cfg Config) error {
 		rep := &reporter{
 			self: self, addr: cfg.Advertise, labels: &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack},
 			addrs: strings.Split(cfg.Placement, ","), interval: cfg.Heartbeat, engine: engine, store: store,
-			resolver: resolver, dial: conns.Dial, logger: logger,
+			resolver: resolver, dial: conns.Dial, logger: logger, leases: leases.Lessor.Count,
 		}
 		wg.Go(func() { rep.run(tickCtx) })
 	}

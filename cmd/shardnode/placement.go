@@ -65,8 +65,9 @@ func (r *resolver) update(addrs map[uint64]string) {
 }
 
 // reporter registers the node with placement and heartbeats every interval:
-// node stats and, for every replica, what placement needs to rebuild its
-// view (the descriptor, size and load of the shards this node leads).
+// node stats (with the leases the node counts time for) and, for every
+// replica, what placement needs to rebuild its view (the descriptor, size
+// and load of the shards this node leads).
 type reporter struct {
 	self      multiraft.NodeID
 	addr      string
@@ -80,6 +81,9 @@ type reporter struct {
 	logger    *slog.Logger
 	next      int // index in addrs of the placement address to try first
 	lastApply map[multiraft.GroupID]uint64
+	// leases returns how many leases the node counts time for (those
+	// whose home shards it leads): the lessor's Count. Nil reports 0.
+	leases func() int
 }
 
 func (r *reporter) client() (pb.PlacementClient, error) {
@@ -158,6 +162,9 @@ func (r *reporter) run(ctx context.Context) {
 // report builds one heartbeat.
 func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 	req := &pb.HeartbeatRequest{NodeId: uint64(r.self)}
+	if r.leases != nil {
+		req.Leases = uint64(r.leases())
+	}
 	if r.lastApply == nil {
 		r.lastApply = map[multiraft.GroupID]uint64{}
 	}

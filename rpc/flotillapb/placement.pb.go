@@ -153,7 +153,11 @@ type Node struct {
 	Leaders            uint32 `protobuf:"varint,8,opt,name=leaders,proto3" json:"leaders,omitempty"`
 	UsedBytes          uint64 `protobuf:"varint,9,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
 	// Requests per second over the last heartbeat interval.
-	Load          float64 `protobuf:"fixed64,10,opt,name=load,proto3" json:"load,omitempty"`
+	Load float64 `protobuf:"fixed64,10,opt,name=load,proto3" json:"load,omitempty"`
+	// Leases whose home shards the node leads (it counts their time), as
+	// of its last heartbeat; 0 for a node that never reported any (one
+	// older than leases).
+	Leases        uint64 `protobuf:"varint,11,opt,name=leases,proto3" json:"leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +258,13 @@ func (x *Node) GetUsedBytes() uint64 {
 func (x *Node) GetLoad() float64 {
 	if x != nil {
 		return x.Load
+	}
+	return 0
+}
+
+func (x *Node) GetLeases() uint64 {
+	if x != nil {
+		return x.Leases
 	}
 	return 0
 }
@@ -486,11 +497,14 @@ func (x *ReplicaReport) GetApplied() uint64 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	UsedBytes     uint64                 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
-	Load          float64                `protobuf:"fixed64,3,opt,name=load,proto3" json:"load,omitempty"`
-	Replicas      []*ReplicaReport       `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	UsedBytes uint64                 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	Load      float64                `protobuf:"fixed64,3,opt,name=load,proto3" json:"load,omitempty"`
+	Replicas  []*ReplicaReport       `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Leases whose home shards the node leads: the leases it counts time
+	// for, and ends when they lapse.
+	Leases        uint64 `protobuf:"varint,5,opt,name=leases,proto3" json:"leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +565,13 @@ func (x *HeartbeatRequest) GetReplicas() []*ReplicaReport {
 		return x.Replicas
 	}
 	return nil
+}
+
+func (x *HeartbeatRequest) GetLeases() uint64 {
+	if x != nil {
+		return x.Leases
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -1373,7 +1394,11 @@ type ClusterStatus struct {
 	BlockedShards uint32 `protobuf:"varint,12,opt,name=blocked_shards,json=blockedShards,proto3" json:"blocked_shards,omitempty"`
 	WaitingShards uint32 `protobuf:"varint,13,opt,name=waiting_shards,json=waitingShards,proto3" json:"waiting_shards,omitempty"`
 	// Those shards grouped by what they need and why, the hopeless first.
-	Blocked       []*BlockedShards `protobuf:"bytes,14,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	Blocked []*BlockedShards `protobuf:"bytes,14,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	// Leases counted by the nodes that are not down (the sum of their
+	// Node.leases). A down node's last count is left out: the new leaders
+	// of its shards count those leases now.
+	Leases        uint64 `protobuf:"varint,15,opt,name=leases,proto3" json:"leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1504,6 +1529,13 @@ func (x *ClusterStatus) GetBlocked() []*BlockedShards {
 		return x.Blocked
 	}
 	return nil
+}
+
+func (x *ClusterStatus) GetLeases() uint64 {
+	if x != nil {
+		return x.Leases
+	}
+	return 0
 }
 
 type DrainNodeRequest struct {
@@ -1779,7 +1811,7 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\n" +
 	"ExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x02\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12/\n" +
@@ -1792,7 +1824,8 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\n" +
 	"used_bytes\x18\t \x01(\x04R\tusedBytes\x12\x12\n" +
 	"\x04load\x18\n" +
-	" \x01(\x01R\x04load\"\xa0\x01\n" +
+	" \x01(\x01R\x04load\x12\x16\n" +
+	"\x06leases\x18\v \x01(\x04R\x06leases\"\xa0\x01\n" +
 	"\x13RegisterNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12/\n" +
@@ -1810,13 +1843,14 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x10approximate_keys\x18\x06 \x01(\x04R\x0fapproximateKeys\x12\x12\n" +
 	"\x04load\x18\a \x01(\x01R\x04load\x12.\n" +
 	"\x13lagging_replica_ids\x18\b \x03(\x04R\x11laggingReplicaIds\x12\x18\n" +
-	"\aapplied\x18\t \x01(\x04R\aapplied\"\x96\x01\n" +
+	"\aapplied\x18\t \x01(\x04R\aapplied\"\xae\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x02 \x01(\x04R\tusedBytes\x12\x12\n" +
 	"\x04load\x18\x03 \x01(\x01R\x04load\x126\n" +
-	"\breplicas\x18\x04 \x03(\v2\x1a.flotilla.v1.ReplicaReportR\breplicas\"\x9e\x01\n" +
+	"\breplicas\x18\x04 \x03(\v2\x1a.flotilla.v1.ReplicaReportR\breplicas\x12\x16\n" +
+	"\x06leases\x18\x05 \x01(\x04R\x06leases\"\x9e\x01\n" +
 	"\x11HeartbeatResponse\x12K\n" +
 	"\taddresses\x18\x01 \x03(\v2-.flotilla.v1.HeartbeatResponse.AddressesEntryR\taddresses\x1a<\n" +
 	"\x0eAddressesEntry\x12\x10\n" +
@@ -1874,7 +1908,7 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\awaiting\x18\x03 \x01(\bR\awaiting\x12\x16\n" +
 	"\x06shards\x18\x04 \x01(\rR\x06shards\x12\x1b\n" +
-	"\tshard_ids\x18\x05 \x03(\x04R\bshardIds\"\xc3\x04\n" +
+	"\tshard_ids\x18\x05 \x03(\x04R\bshardIds\"\xdb\x04\n" +
 	"\rClusterStatus\x12$\n" +
 	"\x0eleader_node_id\x18\x01 \x01(\x04R\fleaderNodeId\x12/\n" +
 	"\x13placement_addresses\x18\x02 \x03(\tR\x12placementAddresses\x128\n" +
@@ -1891,7 +1925,8 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\alagging\x18\v \x01(\rR\alagging\x12%\n" +
 	"\x0eblocked_shards\x18\f \x01(\rR\rblockedShards\x12%\n" +
 	"\x0ewaiting_shards\x18\r \x01(\rR\rwaitingShards\x124\n" +
-	"\ablocked\x18\x0e \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\"A\n" +
+	"\ablocked\x18\x0e \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\x12\x16\n" +
+	"\x06leases\x18\x0f \x01(\x04R\x06leases\"A\n" +
 	"\x10DrainNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05drain\x18\x02 \x01(\bR\x05drain\"a\n" +
