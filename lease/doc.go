@@ -22,8 +22,12 @@
 // gives every lease its recorded remaining TTL from when it takes over,
 // never cuts a lease short. The remaining TTL of a lease whose TTL
 // exceeds Config.CheckpointInterval is written again once it has fallen
-// that far below the value written, so a leader change extends a lease by
-// at most the checkpoint interval (plus the election). A keepalive is
+// its checkpoint interval below the value written: the larger of
+// Config.CheckpointInterval and a quarter of its TTL, so a node's Raft
+// writes for checkpoints and the keepalives after them stay at about
+// eight per lease per TTL however many leases it holds. A leader change
+// extends a lease by at most its checkpoint interval (plus the
+// election). A keepalive is
 // answered only after the leader confirmed its leadership (a lease read
 // barrier), so a deposed leader never acknowledges a keepalive its
 // successor did not count. This is etcd's lessor with its checkpoint
@@ -75,7 +79,7 @@
 // on this leader and (by the invariant) on the next. A lease not kept
 // alive ends no earlier than its TTL after the last keepalive, and no
 // later than that plus Config.Interval plus, after a change of home
-// leader, the checkpoint interval and the election. Its keys read as
+// leader, its checkpoint interval and the election. Its keys read as
 // absent from its end; their deletes follow within the time the end's
 // writes take (one conditional delete and one index delete per key, and
 // the record), and a failure part way is resumed by the next leader.

@@ -69,9 +69,13 @@ type Config struct {
 	// before its end is decided.
 	Interval time.Duration
 	// CheckpointInterval bounds how much a change of home leader can
-	// extend a lease: the remaining TTL of every lease whose TTL exceeds
-	// it is written through Raft once it has fallen this far below the
-	// value last written. Default 5s.
+	// extend a lease: a lease's remaining TTL is written through Raft once
+	// it has fallen its checkpoint interval below the value last written.
+	// A lease's checkpoint interval is the larger of this and a quarter of
+	// its TTL (checkpoint), so a lease is written at most about four times
+	// a TTL by checkpoints and as often by the keepalives after them,
+	// however many leases a node holds; a lease whose TTL is not above it
+	// is never checkpointed. Default 5s.
 	CheckpointInterval time.Duration
 	// MinTTL is the shortest TTL granted; a shorter request is raised to
 	// it (as etcd does). Default 2s.
@@ -240,7 +244,7 @@ func (ls *Lessor) step() {
 		case !now.Before(l.deadline):
 			l.ending = true
 			due = append(due, l)
-		case l.writing == nil && l.ttl > ls.cfg.CheckpointInterval && l.stored-l.deadline.Sub(now) >= ls.cfg.CheckpointInterval:
+		case l.writing == nil && l.ttl > ls.cfg.CheckpointInterval && l.stored-l.deadline.Sub(now) >= ls.checkpoint(l):
 			checkpoints[l.home] = append(checkpoints[l.home], l)
 		}
 	}
@@ -249,8 +253,14 @@ func (ls *Lessor) step() {
 		go ls.expire(l)
 	}
 	for id, ll := range checkpoints {
-		ls.checkpoint(ctx, id, ll)
+		ls.writeCheckpoints(ctx, id, ll)
 	}
+}
+
+// checkpoint returns lease l's checkpoint interval: the most a change of
+// home leader may extend it (see Config.CheckpointInterval).
+func (ls *Lessor) checkpoint(l *lease) time.Duration {
+	return max(ls.cfg.CheckpointInterval, l.ttl/4)
 }
 
 // followHomes loads the leases of every shard this node began to lead
@@ -510,9 +520,9 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 	}
 }
 
-// checkpoint writes the remaining TTL of leases ll, all of home id, in
+// writeCheckpoints writes the remaining TTL of leases ll, all of home id, in
 // batches of one Raft command each.
-func (ls *Lessor) checkpoint(ctx context.Context, id shard.ShardID, ll []*lease) {
+func (ls *Lessor) writeCheckpoints(ctx context.Context, id shard.ShardID, ll []*lease) {
 	const perBatch = 128
 	for len(ll) > 0 {
 		n := min(len(ll), perBatch)

@@ -101,7 +101,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.DurationVar(&c.Tick, "tick", 100*time.Millisecond, "duration of one Raft tick; election and heartbeat timeouts are counted in ticks")
 	fs.IntVar(&c.ElectionTicks, "election-ticks", multiraft.DefaultElectionTicks, "Raft election timeout in ticks")
 	fs.IntVar(&c.HeartbeatTick, "heartbeat-ticks", multiraft.DefaultHeartbeatTicks, "Raft heartbeat interval in ticks")
-	fs.DurationVar(&c.LeaseCheckpoint, "lease-checkpoint-interval", 5*time.Second, "how often the remaining TTL of a lease longer than this is written through Raft; a change of the lease's home leader extends it by at most this much")
+	fs.DurationVar(&c.LeaseCheckpoint, "lease-checkpoint-interval", 5*time.Second, "the remaining TTL of a lease longer than this is written through Raft whenever it fell this much, or a quarter of the TTL if more, below the value written; a change of the lease's home leader extends the lease by at most that much")
 	fs.DurationVar(&c.ShutdownAfter, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take to hand off leaderships and finish requests")
 	fs.StringVar(&c.Placement, "placement", "", "addresses of the placementd replicas, comma-separated; the node registers and reports to them (empty: shards are managed through the Admin service only)")
 	fs.StringVar(&c.Zone, "zone", "", "zone label, so placement spreads a shard's replicas across zones")
