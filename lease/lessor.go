@@ -585,7 +585,7 @@ func (ls *Lessor) promiseLocked(l *lease, attach bool) uint64 {
 	if ls.base == 0 {
 		return 0
 	}
-	left := l.deadline.Sub(ls.cfg.Now()) / 2
+	left := l.deadline.Sub(ls.cfg.Now()) / promiseShare
 	if attach {
 		left = min(left, attachPromise)
 	}
@@ -599,6 +599,12 @@ func (ls *Lessor) promiseLocked(l *lease, attach bool) uint64 {
 	}
 	return p
 }
+
+// promiseShare is the share of a lease's remaining time a promise
+// reaches ahead (1/promiseShare): 2 tolerates the oracle's clock running
+// at half the rate of the home leader's. A variable so that the model
+// test can plant a promise too long.
+var promiseShare time.Duration = 2
 
 // attachPromise caps how far ahead a promise to an attach reaches: the
 // put carrying it must be stamped within about this long, and a Revoke
@@ -760,12 +766,20 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 		if uint64(ts) > promised {
 			break
 		}
-		wait := time.Duration(tso.Physical(tso.Timestamp(promised))-tso.Physical(ts)+1) * time.Millisecond
+		// Ask again at least every 10 ms: the wait is in the oracle's
+		// time, which need not run at this clock's rate.
+		wait := min(time.Duration(tso.Physical(tso.Timestamp(promised))-tso.Physical(ts)+1)*time.Millisecond, 10*time.Millisecond)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
 		}
+	}
+	// An end begun under an earlier leadership of this node must not
+	// write under a later one, which loaded the lease afresh (with a later
+	// deadline, and promises of its own).
+	if !ls.current(l) {
+		return 0, 0, fmt.Errorf("%w: lease %d: this node's leadership of its home changed", ErrNotFound, l.id)
 	}
 	rev, err := ls.writeRecord(ctx, l.home, l.id, syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), Ended: true})
 	if err != nil {
@@ -773,6 +787,14 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 	}
 	deleted, err := ls.deleteKeys(ctx, l.home, l.id)
 	return rev, deleted, err
+}
+
+// current reports whether l is still the lease this node counts (not
+// dropped with a leadership it lost, nor replaced by a reload).
+func (ls *Lessor) current(l *lease) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.leases[l.id] == l
 }
 
 // finish resumes the end of a lease whose record says it ended (found

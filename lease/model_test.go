@@ -1,0 +1,497 @@
+package lease
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/syskeys"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/tso"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// The model test runs the lessors of three nodes over one home shard,
+// with clocks running at different rates (within the factor of two the
+// package doc assumes), under changes of home leader with gaps without
+// one, and checks the guarantees of the package doc from what the
+// clients saw:
+//
+//   - a lease kept alive in time never ends, and its key stays;
+//   - a lease let lapse ends, no earlier than its TTL on the fastest clock
+//     and no later than its TTL plus, per leader change in its life, its
+//     checkpoint interval and the gap, on the slowest clock;
+//   - no read is told a lease was alive at a revision at or above the
+//     revision at which it ended (every promise is below the end);
+//   - every key of an ended lease is deleted exactly once, and a put
+//     carrying a promise is never stamped past it.
+//
+// Time is simulated (the clocks and the oracle read it); the lessors'
+// ends run on goroutines of their own, as in a node, so a run is not
+// replayed exactly by its seed, but every property is checked on every
+// interleaving. go test ./lease -run Model -model.seeds=N runs more.
+
+var modelSeeds = flag.Int("model.seeds", 30, "seeds of the lease model test")
+
+type mworld struct {
+	mu     sync.Mutex
+	t0     time.Time
+	now    time.Duration // true time since t0
+	rates  []float64     // per node (index 1..n)
+	lastTS uint64
+	keys   map[string][]version
+	leader int // 0: none
+	term   uint64
+}
+
+func (w *mworld) clockOf(node int) func() time.Time {
+	return func() time.Time {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.t0.Add(time.Duration(float64(w.now) * w.rates[node]))
+	}
+}
+
+func (w *mworld) stampLocked() uint64 {
+	w.lastTS = max(w.lastTS+1, uint64(tso.Compose(w.t0.Add(w.now).UnixMilli(), 0)))
+	return w.lastTS
+}
+
+func (w *mworld) Next(context.Context, int) (tso.Timestamp, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return tso.Timestamp(w.stampLocked()), nil
+}
+
+func (w *mworld) latestLocked(key []byte) (version, bool) {
+	vs := w.keys[string(key)]
+	if len(vs) == 0 || vs[len(vs)-1].value == nil {
+		return version{}, false
+	}
+	return vs[len(vs)-1], true
+}
+
+// mnode is one node's view of the world: its store and engine answer
+// only while it leads the home shard.
+type mnode struct {
+	w  *mworld
+	id int
+}
+
+func (n mnode) leadsLocked() error {
+	if n.w.leader != n.id {
+		return &multiraft.NotLeaderError{}
+	}
+	return nil
+}
+
+func (n mnode) Descriptors() []shard.Descriptor { return []shard.Descriptor{{ShardID: 1}} }
+
+func (n mnode) Execute(_ context.Context, _ shard.ShardID, c *shard.Command) (*shard.Result, error) {
+	w := n.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := n.leadsLocked(); err != nil {
+		return nil, err
+	}
+	rev := w.stampLocked()
+	res := &shard.Result{Succeeded: true, Revision: rev}
+	put := func(k, v []byte) {
+		w.keys[string(k)] = append(w.keys[string(k)], version{rev: rev, value: append([]byte{}, v...)})
+	}
+	switch c.Kind {
+	case shard.KindPut:
+		put(c.Key, c.Value)
+	case shard.KindCompareAndSwap:
+		if _, found := w.latestLocked(c.Key); found == c.ExpectAbsent {
+			res.Succeeded = false
+			return res, nil
+		}
+		put(c.Key, c.Value)
+	case shard.KindDelete:
+		if _, found := w.latestLocked(c.Key); found {
+			w.keys[string(c.Key)] = append(w.keys[string(c.Key)], version{rev: rev})
+			res.Found = true
+		}
+	case shard.KindBatch:
+		for _, op := range c.Ops {
+			put(op.Key, op.Value)
+		}
+	}
+	return res, nil
+}
+
+func (n mnode) Scan(_ context.Context, _ shard.ShardID, _ shard.Epoch, start, end []byte, _ int, _ multiraft.ReadMode) ([]shard.KeyValue, bool, uint64, error) {
+	w := n.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := n.leadsLocked(); err != nil {
+		return nil, false, 0, err
+	}
+	var out []shard.KeyValue
+	for _, k := range sortedKeys(w.keys) {
+		if bytes.Compare([]byte(k), start) < 0 || len(end) > 0 && bytes.Compare([]byte(k), end) >= 0 {
+			continue
+		}
+		if v, ok := w.latestLocked([]byte(k)); ok {
+			out = append(out, shard.KeyValue{Key: []byte(k), Value: v.value, ModRevision: v.rev, Lease: v.lease})
+		}
+	}
+	return out, false, w.lastTS, nil
+}
+
+func (n mnode) GetAt(_ context.Context, _ shard.ShardID, _ shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error) {
+	w := n.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := n.leadsLocked(); err != nil {
+		return shard.KeyValue{}, false, err
+	}
+	w.lastTS = max(w.lastTS, rev) // the home resolves rev
+	vs := w.keys[string(key)]
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].rev <= rev {
+			return shard.KeyValue{Key: key, Value: vs[i].value, ModRevision: vs[i].rev}, vs[i].value != nil, nil
+		}
+	}
+	return shard.KeyValue{}, false, nil
+}
+
+func (n mnode) Summaries() []multiraft.GroupSummary {
+	n.w.mu.Lock()
+	defer n.w.mu.Unlock()
+	return []multiraft.GroupSummary{{Group: 1, Leading: n.w.leader == n.id, Term: n.w.term}}
+}
+
+func (n mnode) CheckLeader(multiraft.GroupID) error {
+	n.w.mu.Lock()
+	defer n.w.mu.Unlock()
+	return n.leadsLocked()
+}
+
+func (n mnode) ReadBarrier(context.Context, multiraft.GroupID, multiraft.ReadMode) error {
+	return n.CheckLeader(1)
+}
+
+// mfleet is the rest of the fleet: the attached keys and index keys,
+// written through whichever leader (always reachable here).
+type mfleet struct{ w *mworld }
+
+func (f mfleet) Put(_ context.Context, key []byte) error {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	f.w.keys[string(key)] = append(f.w.keys[string(key)], version{rev: f.w.stampLocked(), value: []byte{}})
+	return nil
+}
+
+func (f mfleet) Delete(_ context.Context, key []byte, lease uint64) (bool, error) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	v, ok := f.w.latestLocked(key)
+	if !ok || lease != 0 && v.lease != lease {
+		return false, nil
+	}
+	f.w.keys[string(key)] = append(f.w.keys[string(key)], version{rev: f.w.stampLocked()})
+	return true, nil
+}
+
+func (f mfleet) Keys(_ context.Context, start, end []byte) ([][]byte, error) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	var out [][]byte
+	for _, k := range sortedKeys(f.w.keys) {
+		if bytes.Compare([]byte(k), start) >= 0 && bytes.Compare([]byte(k), end) < 0 {
+			if _, ok := f.w.latestLocked([]byte(k)); ok {
+				out = append(out, []byte(k))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (f mfleet) LeaseOf(_ context.Context, key []byte) (uint64, error) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	v, _ := f.w.latestLocked(key)
+	return v.lease, nil
+}
+
+func (f mfleet) Status(context.Context, uint64, uint64) (Status, error) {
+	return Status{}, fmt.Errorf("mfleet: no status")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// mlease is what the model's client knows of one lease.
+type mlease struct {
+	id        uint64
+	ttl       time.Duration
+	kept      bool
+	key       string
+	granted   time.Duration // true time
+	nextKeep  time.Duration
+	lastAck   time.Duration
+	changes   int      // leader changes in its life
+	alives    []uint64 // revisions a read was told it was alive at
+	promises  []uint64 // Untils promised
+	keyPutRev uint64
+}
+
+func TestModel(t *testing.T) {
+	for seed := range *modelSeeds {
+		if err := runModel(uint64(seed + 1)); err != nil {
+			t.Fatalf("seed %d: %v", seed+1, err)
+		}
+	}
+}
+
+// TestModelCatchesPlantedBugs: the same model fails with a promise of all
+// the remaining time instead of half (clock rates then matter) within a
+// few seeds.
+func TestModelCatchesPlantedBugs(t *testing.T) {
+	defer func(s time.Duration) { promiseShare = s }(promiseShare)
+	promiseShare = 1
+	for seed := range 60 {
+		if err := runModel(uint64(seed + 1)); err != nil {
+			t.Logf("planted promise of the whole remaining time: seed %d: %v", seed+1, err)
+			return
+		}
+	}
+	t.Fatal("60 seeds with promises of the whole remaining time, and no violation")
+}
+
+func runModel(seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	const nodes = 3
+	w := &mworld{t0: time.Unix(1_700_000_000, 0), keys: map[string][]version{}, leader: 1, term: 1, rates: make([]float64, nodes+1)}
+	minRate, maxRate := 1.0, 1.0
+	for i := 1; i <= nodes; i++ {
+		w.rates[i] = 0.75 + rng.Float64()*0.55 // within [0.75, 1.3]: a factor under 2
+		minRate, maxRate = min(minRate, w.rates[i]), max(maxRate, w.rates[i])
+	}
+	const checkpoint = time.Second
+	ls := make([]*Lessor, nodes+1)
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	for i := 1; i <= nodes; i++ {
+		n := mnode{w, i}
+		logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
+		ls[i] = New(Config{CheckpointInterval: checkpoint, MinTTL: time.Second, Now: w.clockOf(i), Logger: logger}, n, n, mfleet{w}, w)
+	}
+	defer func() {
+		if os.Getenv("MODEL_LOG") != "" {
+			logMu.Lock()
+			fmt.Println(logBuf.String())
+			logMu.Unlock()
+		}
+	}()
+	ctx := context.Background()
+	// A step moves time and steps every lessor, then gives the ends they
+	// began a moment of real time to finish (an end takes milliseconds in
+	// a node, so it must not see simulated seconds pass); an end waiting
+	// for the oracle to pass a promise waits across steps.
+	step := func() {
+		w.mu.Lock()
+		w.now += 100 * time.Millisecond
+		w.mu.Unlock()
+		for i := 1; i <= nodes; i++ {
+			ls[i].step()
+		}
+		for range 50 {
+			busy := false
+			for i := 1; i <= nodes; i++ {
+				ls[i].mu.Lock()
+				for _, l := range ls[i].leases {
+					busy = busy || l.ending
+				}
+				ls[i].mu.Unlock()
+			}
+			if !busy {
+				break
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	leaderOf := func() *Lessor {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.leader == 0 {
+			return nil
+		}
+		return ls[w.leader]
+	}
+	now := func() time.Duration { w.mu.Lock(); defer w.mu.Unlock(); return w.now }
+	step()
+
+	var leases []*mlease
+	for i := range 8 {
+		ttl := time.Duration(4+rng.IntN(7)) * time.Second
+		id, _, _, _, err := leaderOf().Grant(ctx, 1, 0, int64(ttl/time.Second))
+		if err != nil {
+			return fmt.Errorf("grant: %w", err)
+		}
+		l := &mlease{id: id, ttl: ttl, kept: i%2 == 0, key: fmt.Sprintf("key-%d", i), granted: now(), lastAck: now()}
+		l.nextKeep = l.granted + ttl/3
+		until, err := leaderOf().Attach(ctx, 1, id, []byte(l.key))
+		if err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
+		l.promises = append(l.promises, until)
+		w.mu.Lock()
+		rev := w.stampLocked()
+		if rev > until {
+			w.mu.Unlock()
+			return fmt.Errorf("the put of %s was stamped %d, past its promise %d at once", l.key, rev, until)
+		}
+		w.keys[l.key] = append(w.keys[l.key], version{rev: rev, value: []byte("v"), lease: id})
+		l.keyPutRev = rev
+		w.mu.Unlock()
+		leases = append(leases, l)
+	}
+
+	// 40 s of true time: keepalives, reads, leader changes.
+	var gapUntil time.Duration
+	var maxGap time.Duration
+	next := 1
+	for now() < 40*time.Second {
+		step()
+		t := now()
+		switch {
+		case gapUntil != 0 && t >= gapUntil:
+			w.mu.Lock()
+			next = next%nodes + 1
+			w.leader, w.term = next, w.term+1
+			w.mu.Unlock()
+			gapUntil = 0
+		case gapUntil == 0 && rng.IntN(60) == 0:
+			gap := time.Duration(rng.IntN(15)) * 100 * time.Millisecond
+			maxGap = max(maxGap, gap)
+			w.mu.Lock()
+			w.leader = 0
+			w.mu.Unlock()
+			gapUntil = t + gap + 100*time.Millisecond
+			for _, l := range leases {
+				l.changes++
+			}
+		}
+		lead := leaderOf()
+		if lead == nil {
+			continue
+		}
+		for _, l := range leases {
+			if l.kept && t >= l.nextKeep {
+				if _, err := lead.KeepAlive(ctx, 1, l.id); err == nil {
+					l.lastAck, l.nextKeep = t, t+l.ttl/3
+				}
+			}
+			// A read of the lease's key at the current timestamp.
+			ts, _ := w.Next(ctx, 1)
+			if st, err := lead.Status(ctx, 1, l.id, uint64(ts)); err == nil {
+				if st.Alive {
+					l.alives = append(l.alives, uint64(ts))
+				}
+				if st.Until != 0 {
+					l.promises = append(l.promises, st.Until)
+				}
+			}
+		}
+	}
+	// Let the lapsed leases' ends finish, with a leader and no faults.
+	if gapUntil != 0 {
+		w.mu.Lock()
+		w.leader, w.term = next%nodes+1, w.term+1
+		w.mu.Unlock()
+	}
+	for range 600 {
+		step()
+		done := true
+		for _, l := range leases {
+			w.mu.Lock()
+			_, rec := w.latestLocked(syskeys.LeaseRecordKey(l.id))
+			w.mu.Unlock()
+			if !l.kept && rec {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, l := range leases {
+		recVersions := w.keys[string(syskeys.LeaseRecordKey(l.id))]
+		var ended uint64
+		for _, v := range recVersions {
+			if v.value == nil {
+				continue
+			}
+			if r, err := syskeys.DecodeLeaseRecord(v.value); err == nil && r.Ended && ended == 0 {
+				ended = v.rev
+			}
+		}
+		_, keyThere := w.latestLocked([]byte(l.key))
+		if l.kept {
+			if ended != 0 || !keyThere {
+				return fmt.Errorf("lease %d (TTL %v) was kept alive (last ack at %v) but ended at %d; key there: %v", l.id, l.ttl, l.lastAck, ended, keyThere)
+			}
+			continue
+		}
+		if ended == 0 || keyThere {
+			return fmt.Errorf("lease %d (TTL %v, granted at %v) never ended (key there: %v)", l.id, l.ttl, l.granted, keyThere)
+		}
+		for _, p := range l.promises {
+			if p >= ended {
+				return fmt.Errorf("lease %d ended at %d, below a promise of %d (rates %v)", l.id, ended, p, w.rates[1:])
+			}
+		}
+		for _, a := range l.alives {
+			if a >= ended {
+				return fmt.Errorf("lease %d ended at %d, but a read was told it was alive at %d", l.id, ended, a)
+			}
+		}
+		endedAt := time.Duration(tso.Physical(tso.Timestamp(ended))-w.t0.UnixMilli()) * time.Millisecond
+		life := endedAt - l.granted
+		cp := max(checkpoint, l.ttl/4)
+		lo := time.Duration(float64(l.ttl) / maxRate)
+		hi := time.Duration(float64(l.ttl+time.Duration(l.changes)*(cp+maxGap+time.Second))/minRate) + time.Second
+		if life < lo || life > hi {
+			var hist []string
+			for _, v := range recVersions {
+				at := time.Duration(tso.Physical(tso.Timestamp(v.rev))-w.t0.UnixMilli()) * time.Millisecond
+				r, _ := syskeys.DecodeLeaseRecord(v.value)
+				hist = append(hist, fmt.Sprintf("%v: %+v", at, r))
+			}
+			return fmt.Errorf("lease %d (TTL %v, %d leader changes) ended %v after its grant, want within [%v, %v]; its record: %v; rates %v",
+				l.id, l.ttl, l.changes, life, lo, hi, hist, w.rates[1:])
+		}
+		deletes := 0
+		for _, v := range w.keys[l.key] {
+			if v.value == nil {
+				deletes++
+			}
+		}
+		if deletes != 1 {
+			return fmt.Errorf("lease %d's key was deleted %d times", l.id, deletes)
+		}
+	}
+	return nil
+}
