@@ -377,11 +377,21 @@ func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
 		}
 		return nil, ErrNotReady
 	}
+	if h := ls.homes[shardID]; !inSpan(syskeys.LeaseRecordKey(id), h.start, h.end) {
+		// The shard split (or the router's route is stale): the router
+		// reloads the route and finds the lease's home.
+		return nil, fmt.Errorf("%w: lease %d's record, shard %d [%q, %q)", shard.ErrKeyNotInShard, id, shardID, h.start, h.end)
+	}
 	l := ls.leases[id]
 	if l == nil || l.home != shardID || l.ending {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	return l, nil
+}
+
+// inSpan reports whether key is in [start, end) (an empty end is +inf).
+func inSpan(key, start, end []byte) bool {
+	return bytes.Compare(key, start) >= 0 && (len(end) == 0 || bytes.Compare(key, end) < 0)
 }
 
 // checkHome refuses a request for lease id sent to a shard that is not

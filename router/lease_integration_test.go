@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/syskeys"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -162,6 +163,67 @@ func TestIntegrationLeaseExpiresUnlessKeptAlive(t *testing.T) {
 		t.Fatalf("the kept lease's key: found %v, %v", found, err)
 	}
 	if _, err := r.TimeToLive(ctx, lapsed.ID, false); !errors.Is(err, ErrLeaseNotFound) {
+		t.Fatalf("ttl of the lapsed lease: %v", err)
+	}
+}
+
+// TestIntegrationLeaseHomeSplits: the home shard of two leases splits
+// between their records. The lease whose record went to the new shard is
+// kept alive there (its new leader loads it) and keeps its key; the one
+// left behind lapses, and its key is deleted.
+func TestIntegrationLeaseHomeSplits(t *testing.T) {
+	c := newCluster(t, 1, 2)
+	r := c.client(nil)
+	ctx := testutil.Context(t, 90*time.Second)
+	const lapsing, kept = 1 << 40, 1 << 41
+	testutil.Eventually(t, 20*time.Second, func() error {
+		_, err := r.GrantID(ctx, lapsing, 3)
+		return err
+	})
+	if _, err := r.GrantID(ctx, kept, 3); err != nil {
+		t.Fatal(err)
+	}
+	lapsingKey, keptKey := c.keyIn(1, "lapsing"), c.keyIn(1, "kept")
+	if _, err := r.PutLease(ctx, lapsingKey, []byte("l"), lapsing); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutLease(ctx, keptKey, []byte("k"), kept); err != nil {
+		t.Fatal(err)
+	}
+	put := time.Now()
+	left, right := c.split(2, syskeys.LeaseRecordKey(kept), 3)
+	t.Logf("split the home: %v | %v", left, right)
+
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ka, err := r.KeepAlive(kctx, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan struct{})
+	go func() {
+		for range ka {
+		}
+		close(lost)
+	}()
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if _, found, err := r.Get(ctx, lapsingKey); err != nil || found {
+			return fmt.Errorf("the lapsing lease's key: found %v, %v", found, err)
+		}
+		return nil
+	})
+	t.Logf("the lapsing lease's key read as absent %v after its put (TTL 3s)", time.Since(put).Round(time.Millisecond))
+	for time.Since(put) < 9*time.Second {
+		select {
+		case <-lost:
+			t.Fatalf("the lease on the new shard was lost %v after the put", time.Since(put))
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if _, found, err := r.Get(ctx, keptKey); err != nil || !found {
+		t.Fatalf("the kept lease's key: found %v, %v", found, err)
+	}
+	if _, err := r.TimeToLive(ctx, lapsing, false); !errors.Is(err, ErrLeaseNotFound) {
 		t.Fatalf("ttl of the lapsed lease: %v", err)
 	}
 }

@@ -37,12 +37,17 @@ func (s *KVServer) leaseHome(h *pb.RequestHeader, id uint64, needID bool) (shard
 	if s.leases == nil {
 		return 0, status.Error(codes.Unimplemented, "leases are not served by this node")
 	}
-	home, _, err := header(h)
+	home, sh, err := header(h)
 	if err != nil {
 		return 0, err
 	}
 	if needID && id == 0 {
 		return 0, invalid("id", "required")
+	}
+	// A route older than a split of the home is refused as any request's
+	// is, with the descriptors that heal it (the new home among them).
+	if d, derr := s.store.Descriptor(home); derr == nil && !sh.Epoch.IsZero() && sh.Epoch.Version != d.Epoch.Version {
+		return 0, s.errs.toStatus(&shard.EpochNotMatchError{Requested: sh.Epoch, Current: d}, home, syskeys.LeaseRecordKey(id))
 	}
 	return home, nil
 }
