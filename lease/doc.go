@@ -27,13 +27,14 @@
 // writes for checkpoints and the keepalives after them stay at about
 // eight per lease per TTL however many leases it holds. A leader change
 // extends a lease by at most its checkpoint interval (plus the
-// election). A keepalive is
-// answered only after the leader confirmed its leadership (a lease read
-// barrier), so a deposed leader never acknowledges a keepalive its
-// successor did not count. This is etcd's lessor with its checkpoint
-// bugs (etcd issues 9395, 13508, 17132) designed out: checkpoints only
-// ever lower the recorded value to what remains, and a keepalive raises it
-// before it is acknowledged.
+// election); so does a split of its home, after which the leader of each
+// side loads the leases of its side afresh. A keepalive is answered only
+// after the leader confirmed its leadership (a lease read barrier), so
+// a deposed leader never acknowledges a keepalive its successor did not
+// count. This is etcd's lessor with its checkpoint bugs (etcd issues
+// 9395, 13508, 17132) designed out: checkpoints only ever lower the
+// recorded value to what remains, and a keepalive raises it before it is
+// acknowledged.
 //
 // # Ending, and the read fence
 //
