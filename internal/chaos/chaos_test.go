@@ -29,6 +29,7 @@ var (
 	flagHoldMin  = flag.Duration("chaos.hold-min", 3*time.Second, "shortest fault window")
 	flagHoldMax  = flag.Duration("chaos.hold-max", 12*time.Second, "longest fault window")
 	flagOut      = flag.String("chaos.out", "", "directory for histories, visualizations and logs (default: a new temporary directory, kept)")
+	flagLockers  = flag.Int("chaos.lockers", 4, "lock clients, each with a router and a session of its own, taking one Mutex per cycle (0: none)")
 	flagSaveAll  = flag.Bool("chaos.save-all", false, "save every cycle's history (cycleNNNN-history.jsonl), not only those that fail a check")
 )
 
@@ -102,6 +103,7 @@ func TestChaos(t *testing.T) {
 	var (
 		clk                           = clock{start: time.Now()}
 		runs, violations, lost, watch int
+		locks                         LockReport
 		byKind                        = map[string]*figures{}
 		failed                        bool
 	)
@@ -112,6 +114,12 @@ func TestChaos(t *testing.T) {
 		violations += len(res.report.Violations)
 		lost += len(res.report.Lost)
 		watch += len(res.report.Watch)
+		locks.Acquisitions += res.locks.Acquisitions
+		locks.Sessions += res.locks.Sessions
+		locks.LostSessions += res.locks.LostSessions
+		locks.Writes += res.locks.Writes
+		locks.Fenced += res.locks.Fenced
+		locks.Violations = append(locks.Violations, res.locks.Violations...)
 		f := byKind[res.kinds]
 		if f == nil {
 			f = &figures{}
@@ -121,7 +129,7 @@ func TestChaos(t *testing.T) {
 		f.errors += res.errors
 		f.unavailable = append(f.unavailable, res.unavailable)
 		f.recover = append(f.recover, res.recover)
-		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || len(res.report.Watch) > 0 || !res.recovered {
+		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || len(res.report.Watch) > 0 || len(res.locks.Violations) > 0 || !res.recovered {
 			failed = true
 		}
 	}
@@ -142,9 +150,12 @@ func TestChaos(t *testing.T) {
 		c.SaveLogs(filepath.Join(out, "logs"))
 		fmt.Printf("chaos: logs saved in %s\n", filepath.Join(out, "logs"))
 	}
-	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d\n", runs, violations, lost, watch)
-	if violations > 0 || lost > 0 || watch > 0 {
-		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations (seed %d, histories in %s)", violations, lost, watch, seed, out)
+	fmt.Printf("chaos: locks: acquisitions=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d violations=%d\n",
+		locks.Acquisitions, locks.Sessions, locks.LostSessions, locks.Writes, locks.Fenced, len(locks.Violations))
+	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d lock=%d\n", runs, violations, lost, watch, len(locks.Violations))
+	if violations > 0 || lost > 0 || watch > 0 || len(locks.Violations) > 0 {
+		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations, %d lock violations (seed %d, histories in %s)",
+			violations, lost, watch, len(locks.Violations), seed, out)
 	}
 	if failed {
 		t.Fatalf("chaos: the fleet did not recover after a fault (seed %d, logs in %s)", seed, out)
@@ -166,6 +177,7 @@ func mean(ds []time.Duration) time.Duration {
 type cycleResult struct {
 	kinds       string
 	report      Report
+	locks       LockReport
 	errors      int
 	unavailable time.Duration
 	recover     time.Duration
@@ -180,6 +192,19 @@ func cycleKeys(cycle, n int) []string {
 		keys[j] = string([]byte{byte(j*256/n + 5)}) + fmt.Sprintf("chaos-c%04d-k%02d", cycle, j)
 	}
 	return keys
+}
+
+// lockKeys returns a cycle's Mutex prefix and fenced register key: one
+// below every cycle's watch range (first byte 1-4), the other above it
+// (246-254), which one drawn from the cycle's seed; so they fall into the
+// first and the last shard, and no watcher sees them.
+func lockKeys(cycle int, seed uint64) (prefix, register string) {
+	rng := rand.New(rand.NewPCG(seed, 0x6c6f636b))
+	lo, hi := byte(1+rng.IntN(4)), byte(246+rng.IntN(9))
+	if rng.IntN(2) == 0 {
+		lo, hi = hi, lo
+	}
+	return string([]byte{lo}) + fmt.Sprintf("chaos-c%04d-lock", cycle), string([]byte{hi}) + fmt.Sprintf("chaos-c%04d-fenced", cycle)
 }
 
 // watchRange returns the range a cycle's watchers watch: from its least
@@ -245,6 +270,17 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		return router.New(context.Background(), routerConfig(c.PlacementAddrs()))
 	}))
 	w := startWorkload(clk, keys, clients, seed, fmt.Sprintf("c%d.", cycle))
+	// Lock clients, each with a router of its own.
+	var lockRouters []*router.Client
+	for range *flagLockers {
+		r, err := router.New(context.Background(), routerConfig(c.PlacementAddrs()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lockRouters = append(lockRouters, r)
+	}
+	lockPrefix, lockRegister := lockKeys(cycle, seed)
+	lk := startLockers(clk, lockRouters, lockPrefix, lockRegister, seed)
 
 	// Warm up, then the fault window. The schedule's intervals are the
 	// test's design, not waits for a condition.
@@ -272,6 +308,10 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	time.Sleep(time.Second) // steady load after recovery
 	w.halt()
 	for _, r := range pinned {
+		r.Close()
+	}
+	lrun := lk.halt(shared)
+	for _, r := range lockRouters {
 		r.Close()
 	}
 	ops := append(w.hist.Ops(), finalReads(clk, shared, keys, len(clients), time.Minute)...)
@@ -317,17 +357,20 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	name := fmt.Sprintf("cycle%04d", cycle)
 	res.report = CheckRun(run, filepath.Join(out, "viz"), name)
 	r := res.report
+	res.locks = CheckLocks(lrun)
+	lr := res.locks
 	sessions := 0
 	for _, rec := range run.Watch {
 		if rec.Open {
 			sessions++
 		}
 	}
-	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d\n",
+	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d locks: acquisitions=%d lock-errors=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d lock=%d\n",
 		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
 		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
-		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch))
-	failedCheck := len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0
+		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch),
+		lr.Acquisitions, lk.lockErrs.Load(), lr.Sessions, lr.LostSessions, lr.Writes, lr.Fenced, len(lr.Violations))
+	failedCheck := len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0 || len(lr.Violations) > 0
 	if failedCheck || *flagSaveAll {
 		path := filepath.Join(out, name+"-history.txt")
 		var b strings.Builder
@@ -342,6 +385,24 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		if len(r.Watch) > 0 {
 			b.WriteString("watch violations:\n")
 			for _, v := range r.Watch {
+				b.WriteString(v + "\n")
+			}
+		}
+		fmt.Fprintf(&b, "locks (prefix %q, fenced register %q): holds:\n", lockPrefix, lockRegister)
+		for _, h := range lrun.Holds {
+			b.WriteString(h.String() + "\n")
+		}
+		b.WriteString("lock sessions:\n")
+		for _, s := range lrun.Sessions {
+			fmt.Fprintf(&b, "l%d lease=%x lost=%v: %s\n", s.Client, s.Lease, s.Lost, s.How)
+		}
+		b.WriteString("fenced register:\n")
+		for _, o := range lrun.Register {
+			b.WriteString(o.String() + "\n")
+		}
+		if len(lr.Violations) > 0 {
+			b.WriteString("lock violations:\n")
+			for _, v := range lr.Violations {
 				b.WriteString(v + "\n")
 			}
 		}
@@ -362,6 +423,9 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		}
 		for _, l := range r.Lost {
 			fmt.Printf("chaos: LOST cycle %d: %s\n", cycle, l)
+		}
+		for _, v := range lr.Violations {
+			fmt.Printf("chaos: LOCK cycle %d: %s\n", cycle, firstLine(v))
 		}
 		for i, v := range r.Watch {
 			if i == maxPrinted {

@@ -1,9 +1,11 @@
 // Package chaos is Flotilla's nemesis test: a real fleet (processes on
 // loopback, or containers), client goroutines recording every operation
-// they make and watchers recording every response of their watches,
-// faults injected on a seeded schedule, and each history checked for
-// linearizability (porcupine), lost writes, and the watchers' account of
-// the writes against the acknowledged ones.
+// they make, watchers recording every response of their watches, and lock
+// clients recording every hold of a concurrency.Mutex, faults injected on
+// a seeded schedule, and each history checked for linearizability
+// (porcupine), lost writes, the watchers' account of the writes against
+// the acknowledged ones, and mutual exclusion under the lock with its
+// fencing revision.
 //
 // It owns the harness (the two fleet modes, the workload, the nemeses)
 // and the checker. It does not own the fleet launcher (internal/launch,
@@ -11,21 +13,24 @@
 // are launch's too), the client (router) or the deterministic simulator
 // (internal/sim, which has a model of the same shape for its own records;
 // the checker here is a separate small copy so the two evolve
-// independently).
+// independently), nor the lock (router/concurrency), which it only uses.
 //
 // # Running it
 //
 //	make chaos-short                       # about 75 s of process-mode faults
 //	make chaos CHAOS_DURATION=30m CHAOS_MODE=docker
 //	go test ./internal/chaos -run TestChaos -v -chaos.duration=30m -chaos.mode=process|docker \
-//	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR]
+//	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR] [-chaos.lockers=N]
 //
 // Without -chaos.duration TestChaos skips, so `go test ./...` runs only the
 // checker's own tests (which feed it hand-made histories with planted
 // bugs: a stale read, a double CAS, a write reported as not applied that
 // applied, lost acknowledged writes; and for the watch check a missing
 // event, a duplicate, a reordering, a progress lie, the event of a failed
-// write, and more, each beside a clean run that must pass).
+// write, and more; for the lock check two holders at once with the same
+// or increasing fences, a fence going backwards in real time or in the
+// fenced register, a stale holder's write taken after its successor's,
+// each beside clean runs that must pass).
 // -chaos.save-all saves every cycle's history, not only failing ones.
 //
 // # The fleet
@@ -52,14 +57,16 @@
 //  2. start the watchers (see below), then the clients: 10 goroutines
 //     through one shared router, and 2 through routers pinned to one node
 //     (a dialer that refuses every other shardnode): the paused or cut-off
-//     node when the fault has one, else a random node;
+//     node when the fault has one, else a random node; and the lock clients
+//     (see below);
 //  3. 1.5 s of load, inject the faults, hold them 3–12 s (halfway through,
 //     restart the second watcher's router), heal (resume, reconnect,
 //     restart with data intact, in reverse order);
 //  4. recovery: poll until every key of the cycle has taken a write called
 //     after the heal (deadline two minutes; not recovering fails the test);
-//  5. one more second of load, stop the clients, read every key
-//     linearizably (the final reads), poll until both watchers' progress
+//  5. one more second of load, stop the clients and the lock clients,
+//     read every key and the fenced register linearizably (the final
+//     reads), poll until both watchers' progress
 //     has reached the highest revision acknowledged in the cycle (a
 //     minute; a watcher short of it is a watch violation), stop them,
 //     check the history.
@@ -119,6 +126,41 @@
 // with a CompactedError, after which no resume can help: the watcher
 // gives up, and is not waited for.
 //
+// # The lock clients
+//
+// Each cycle has -chaos.lockers (4) lock clients, each with a router and a
+// concurrency.Session of its own (TTL 5 s, so a lease is lost when its
+// home cannot answer keepalives for that long), all on one Mutex of the
+// cycle's, and one key of the cycle's used as a fenced register (the two
+// outside every watch range, one in the first shard, one in the last).
+// Each loops: a session (a new one when the last ended), Lock (10 s
+// bound), record the hold acquired (the Lock call and return times and
+// Mutex.Revision, the fence), then one to three fenced writes 20-100 ms
+// apart, and Unlock (the hold is released when Unlock is called). A
+// fenced write reads the register (linearizably) and, unless the value
+// read carries a higher fence than the hold's, swaps from it (CAS) to a
+// value carrying the hold's fence and naming the hold
+// ("f<fence>.l<client>.h<hold>.n<seq>"); a swap that fails is tried again
+// from the value it found, at most three times. A higher fence read or
+// found ends the hold: the client writes nothing more, unlocks, and the
+// hold is "fenced". When the session's Done closes while it holds, the
+// client stops acting at once (no Unlock; the hold is "lost") and starts
+// a new session. A failed Unlock closes the session (which revokes the
+// lease, releasing the lock).
+//
+// Once per cycle at most, a hold stalls (chance 0.03 each): after
+// its first write it stops its session's keepalives (Session.Orphan) and
+// does nothing for the TTL + 3 s, as a paused process would, then makes
+// one more fenced write before it looks at Done: the write the fence must
+// refuse if the next holder has written meanwhile.
+//
+// A session is lost when its Done closed before the harness closed it,
+// or when, before the harness closes it, TimeToLive finds its lease gone
+// or with no time left, or when its holder stalled. A hold is lost when
+// its session is lost and it is the session's last hold (a later hold of
+// the same session took the lock with the lease, so the lease outlived
+// the earlier hold). Every register operation is recorded as an Op.
+//
 // # What is checked
 //
 //   - Linearizability of each key's history, final reads included. Every
@@ -162,6 +204,24 @@
 //     revision. Across the two watchers, an
 //     event in both coverages must be delivered by both (an unknown
 //     write's too).
+//   - Mutual exclusion (CheckLocks), over a cycle's holds, each with its
+//     interval [Acquired, Released] (Lock's return to the Unlock call, or
+//     to the moment the client saw the session end or a higher fence):
+//     no two holds have the same fence; a hold whose Lock was called
+//     after another's returned has the higher fence; of any two holds,
+//     the one with the lower fence was released before the other was
+//     acquired, unless it was lost (so two holders at once, or a hand-over
+//     against fence order, are violations unless the earlier holder lost
+//     its lease); and then the register shows no write of the lost holder
+//     at a revision above the first of its successor's. The register, by
+//     revision over every acknowledged sight of it (reads, swaps, the
+//     value a failed CAS found), holds only values holds wrote with their
+//     own fence, and its fence never decreases and changes writer only to
+//     a strictly higher fence: the fences of successive holds strictly
+//     increase in the order the register saw them, and a write with a
+//     lower fence never took effect after a higher one (nor did a stale
+//     write of unknown outcome). The register's operations are also
+//     checked as one key for linearizability and lost writes.
 //
 // A key whose check fails gets its porcupine visualization written to
 // <out>/viz/cycleNNNN-<key>.html; a cycle with any violation gets its whole
@@ -180,17 +240,22 @@
 // A line per cycle (faults, hold, operations, unknown and failed ones,
 // CAS that swapped out of those decided, the pinned clients' operations
 // acknowledged during the fault out of those made, availability, watch
-// sessions and events checked), availability per fault kind, and last
-// exactly
+// sessions and events checked, the lock clients' figures), availability
+// per fault kind, and last exactly
 //
-//	chaos: runs=N violations=V lost=L watch=W
+//	chaos: runs=N violations=V lost=L watch=W lock=K
 //
 // N is the number of fault cycles, each one independently checked
 // history; V is the number of keys (over all cycles) whose history is not
 // linearizable or could not be decided within the check timeout; L is the
-// number of acknowledged writes lost; W is the number of watch violations.
-// The test fails when V, L or W is not zero, or when the fleet did not
-// recover after a fault.
+// number of acknowledged writes lost; W is the number of watch violations;
+// K is the number of lock violations. The line before it counts the lock
+// clients' acquisitions, sessions, lost sessions, acknowledged fenced
+// writes, and holds ended by a higher fence (fenced-out). The test fails
+// when V, L, W or K is not zero, or when the fleet did not recover after
+// a fault. A cycle with a lock violation gets its holds, lock sessions
+// and register operations in its history file (the JSON lines hold only
+// the operations and watch records).
 //
 // Availability, per cycle and per fault kind: errors is the number of
 // failed or unknown operations of the shared clients between the fault and

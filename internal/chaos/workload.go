@@ -110,7 +110,7 @@ func (w *workload) run(id int, c workerClient, rng *rand.Rand) {
 			o.Kind = OpGet
 			o.Lease = p >= 0.85
 		}
-		w.do(c.r, &o)
+		runOp(w.clk, c.r, &o)
 		switch {
 		case o.Outcome != OK:
 		case o.Kind == OpGet:
@@ -130,11 +130,12 @@ func (w *workload) newValue(client int) string {
 	return fmt.Sprintf("%s%d.%d", w.prefix, client, w.valueID.Add(1))
 }
 
-// do runs o through r and fills in its times, outcome and result.
-func (w *workload) do(r *router.Client, o *Op) {
+// runOp runs o through r and fills in its times (on clk), outcome and
+// result.
+func runOp(clk clock, r *router.Client, o *Op) {
 	ctx := context.Background()
 	key := []byte(o.Key)
-	o.Call = w.clk.now()
+	o.Call = clk.now()
 	var err error
 	switch o.Kind {
 	case OpGet:
@@ -165,7 +166,7 @@ func (w *workload) do(r *router.Client, o *Op) {
 		}
 		o.Revision = res.Revision
 	}
-	o.Return = w.clk.now()
+	o.Return = clk.now()
 	o.Outcome = classify(o.Kind, err)
 	if err != nil {
 		o.Err = err.Error()
