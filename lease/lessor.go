@@ -2,6 +2,7 @@ package lease
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -841,33 +842,58 @@ func (ls *Lessor) deleteKeys(ctx context.Context, home shard.ShardID, id uint64)
 	if err != nil {
 		return 0, err
 	}
-	var deleted uint64
-	for _, k := range idx {
-		key, ok := syskeys.KeyFromLeaseIndex(k)
-		if !ok {
-			continue
-		}
-		did, err := ls.fleet.Delete(ctx, key, id)
-		if err != nil {
-			return deleted, err
-		}
-		if did {
-			deleted++
-		}
-		if _, err := ls.fleet.Delete(ctx, k, 0); err != nil {
-			return deleted, err
-		}
+	// Each key's delete, then its index key's, on endParallelism
+	// workers: the keys are on any shards, and each delete waits for its
+	// own commit.
+	var (
+		deleted  atomic.Uint64
+		next     atomic.Int64
+		firstErr error
+		errMu    sync.Mutex
+		wg       sync.WaitGroup
+	)
+	for range min(endParallelism, len(idx)) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(idx)); i = next.Add(1) - 1 {
+				k := idx[i]
+				key, ok := syskeys.KeyFromLeaseIndex(k)
+				if !ok {
+					continue
+				}
+				did, err := ls.fleet.Delete(ctx, key, id)
+				if err == nil {
+					if did {
+						deleted.Add(1)
+					}
+					_, err = ls.fleet.Delete(ctx, k, 0)
+				}
+				if err != nil {
+					errMu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					errMu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return deleted.Load(), firstErr
 	}
 	if _, err := ls.store.Execute(ctx, home, &shard.Command{Kind: shard.KindDelete, Key: syskeys.LeaseRecordKey(id)}); err != nil {
-		return deleted, err
+		return deleted.Load(), err
 	}
 	ls.mu.Lock()
 	if l := ls.leases[id]; l != nil && l.home == home {
 		delete(ls.leases, id)
 	}
 	ls.mu.Unlock()
-	return deleted, nil
+	return deleted.Load(), nil
 }
+
+// endParallelism is how many of an ending lease's keys are deleted at
+// once.
+const endParallelism = 32
 
 // overlaps reports whether [s1, e1) and [s2, e2) intersect (an empty end
 // is +inf).

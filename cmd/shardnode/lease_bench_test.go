@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -30,24 +31,9 @@ func BenchmarkLeaseKeepAlives(b *testing.B) {
 		clients  = 100
 		duration = 10 * time.Second
 	)
-	f := fleet.New(b, 3)
-	f.Start()
-	all := []uint64{1, 2, 3}
 	ctx := testutil.Context(b, 10*time.Minute)
-	for _, node := range all {
-		if _, err := pb.NewAdminClient(f.Nodes[node].Conn()).CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(1, 1, all)}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var addrs []string
-	for _, n := range all {
-		addrs = append(addrs, f.Nodes[n].Addr)
-	}
-	rc, err := router.New(ctx, router.Config{NodeAddresses: addrs})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rc.Close()
+	f, rc := benchLeaseFleet(b, ctx)
+	all := []uint64{1, 2, 3}
 	testutil.Eventually(b, 30*time.Second, func() error {
 		_, err := rc.Grant(ctx, 600)
 		return err
@@ -120,4 +106,80 @@ func processCPU(b *testing.B, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(rest[11], 10, 64)
 	stime, _ := strconv.ParseInt(rest[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// benchLeaseFleet starts three shardnodes holding one shard of 3 replicas,
+// and a router to them.
+func benchLeaseFleet(b *testing.B, ctx context.Context) (*fleet.Fleet, *router.Client) {
+	f := fleet.New(b, 3)
+	f.Start()
+	all := []uint64{1, 2, 3}
+	for _, node := range all {
+		if _, err := pb.NewAdminClient(f.Nodes[node].Conn()).CreateReplica(ctx, &pb.CreateReplicaRequest{Shard: testutil.ShardDesc(1, 1, all)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var addrs []string
+	for _, n := range all {
+		addrs = append(addrs, f.Nodes[n].Addr)
+	}
+	rc, err := router.New(ctx, router.Config{NodeAddresses: addrs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rc.Close() })
+	return f, rc
+}
+
+// BenchmarkLeaseRevoke measures how long the end of a lease with 1,000
+// keys takes: Revoke returns once every key's conditional delete, every
+// index key's delete and the record's applied (three shardnodes, one
+// shard of 3 replicas). The same deletes follow an expiry.
+// Run: go test -run '^$' -bench LeaseRevoke -benchtime 1x -count 3 ./cmd/shardnode
+func BenchmarkLeaseRevoke(b *testing.B) {
+	const keys = 1000
+	ctx := testutil.Context(b, 10*time.Minute)
+	_, rc := benchLeaseFleet(b, ctx)
+	var l router.LeaseGrant
+	testutil.Eventually(b, 30*time.Second, func() error {
+		var err error
+		l, err = rc.Grant(ctx, 600)
+		return err
+	})
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		var err error
+		if l.ID == 0 {
+			if l, err = rc.Grant(ctx, 600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < keys; i = next.Add(1) - 1 {
+					if _, err := rc.PutLease(ctx, fmt.Appendf(nil, "k%05d", i), []byte("v"), l.ID); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.StartTimer()
+		start := time.Now()
+		if _, err := rc.Revoke(ctx, l.ID); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		if kvs, err := rc.Scan(ctx, []byte("k"), []byte("l"), 0); err != nil || len(kvs) != 0 {
+			b.Fatalf("after the revoke: %d keys, %v", len(kvs), err)
+		}
+		b.ReportMetric(took.Seconds()*1000, "ms/revoke-of-1000-keys")
+		l = router.LeaseGrant{}
+		b.StartTimer()
+	}
 }
