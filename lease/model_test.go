@@ -19,16 +19,18 @@ import (
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
-// The model test runs the lessors of three nodes over one home shard,
-// with clocks running at different rates (within the factor of two the
-// package doc assumes), under changes of home leader with gaps without
-// one, and checks the guarantees of the package doc from what the
+// The model test runs the lessors of three nodes over the shards holding
+// eight leases' records (one at first), with clocks running at different
+// rates (within the factor of two the package doc assumes), under
+// changes of a shard's leader with gaps without one, and splits of a
+// home between two leases' records, and checks the guarantees of the package doc from what the
 // clients saw:
 //
 //   - a lease kept alive in time never ends, and its key stays;
 //   - a lease let lapse ends, no earlier than its TTL on the fastest clock
-//     and no later than its TTL plus, per leader change in its life, its
-//     checkpoint interval and the gap, on the slowest clock;
+//     and no later than its TTL plus, per change of its home's leader or
+//     split of its home in its life, its checkpoint interval and the gap,
+//     on the slowest clock;
 //   - no read is told a lease was alive at a revision at or above the
 //     revision at which it ended (every promise is below the end);
 //   - every key of an ended lease is deleted exactly once, and a put
@@ -48,8 +50,35 @@ type mworld struct {
 	rates  []float64     // per node (index 1..n)
 	lastTS uint64
 	keys   map[string][]version
-	leader int // 0: none
-	term   uint64
+	shards []*mshard
+}
+
+// mshard is one shard of the model: its range, and who leads it in
+// which term (leader 0: none).
+type mshard struct {
+	id         shard.ShardID
+	start, end []byte
+	leader     int
+	term       uint64
+}
+
+func (w *mworld) shardLocked(id shard.ShardID) *mshard {
+	for _, sh := range w.shards {
+		if sh.id == id {
+			return sh
+		}
+	}
+	return nil
+}
+
+// homeLocked returns the shard owning key.
+func (w *mworld) homeLocked(key []byte) *mshard {
+	for _, sh := range w.shards {
+		if inSpan(key, sh.start, sh.end) {
+			return sh
+		}
+	}
+	panic("no shard")
 }
 
 func (w *mworld) clockOf(node int) func() time.Time {
@@ -86,20 +115,40 @@ type mnode struct {
 	id int
 }
 
-func (n mnode) leadsLocked() error {
-	if n.w.leader != n.id {
+// leadsLocked refuses a request to shard id unless this node leads it
+// and the keys are in its range.
+func (n mnode) leadsLocked(id shard.ShardID, keys ...[]byte) error {
+	sh := n.w.shardLocked(id)
+	if sh == nil || sh.leader != n.id {
 		return &multiraft.NotLeaderError{}
+	}
+	for _, k := range keys {
+		if k != nil && !inSpan(k, sh.start, sh.end) {
+			return fmt.Errorf("%w: %q", shard.ErrKeyNotInShard, k)
+		}
 	}
 	return nil
 }
 
-func (n mnode) Descriptors() []shard.Descriptor { return []shard.Descriptor{{ShardID: 1}} }
+func (n mnode) Descriptors() []shard.Descriptor {
+	n.w.mu.Lock()
+	defer n.w.mu.Unlock()
+	var ds []shard.Descriptor
+	for _, sh := range n.w.shards {
+		ds = append(ds, shard.Descriptor{ShardID: sh.id, Start: sh.start, End: sh.end})
+	}
+	return ds
+}
 
-func (n mnode) Execute(_ context.Context, _ shard.ShardID, c *shard.Command) (*shard.Result, error) {
+func (n mnode) Execute(_ context.Context, id shard.ShardID, c *shard.Command) (*shard.Result, error) {
 	w := n.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := n.leadsLocked(); err != nil {
+	keys := [][]byte{c.Key}
+	for _, op := range c.Ops {
+		keys = append(keys, op.Key)
+	}
+	if err := n.leadsLocked(id, keys...); err != nil {
 		return nil, err
 	}
 	rev := w.stampLocked()
@@ -129,11 +178,11 @@ func (n mnode) Execute(_ context.Context, _ shard.ShardID, c *shard.Command) (*s
 	return res, nil
 }
 
-func (n mnode) Scan(_ context.Context, _ shard.ShardID, _ shard.Epoch, start, end []byte, _ int, _ multiraft.ReadMode) ([]shard.KeyValue, bool, uint64, error) {
+func (n mnode) Scan(_ context.Context, id shard.ShardID, _ shard.Epoch, start, end []byte, _ int, _ multiraft.ReadMode) ([]shard.KeyValue, bool, uint64, error) {
 	w := n.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := n.leadsLocked(); err != nil {
+	if err := n.leadsLocked(id, start); err != nil {
 		return nil, false, 0, err
 	}
 	var out []shard.KeyValue
@@ -148,11 +197,11 @@ func (n mnode) Scan(_ context.Context, _ shard.ShardID, _ shard.Epoch, start, en
 	return out, false, w.lastTS, nil
 }
 
-func (n mnode) GetAt(_ context.Context, _ shard.ShardID, _ shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error) {
+func (n mnode) GetAt(_ context.Context, id shard.ShardID, _ shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error) {
 	w := n.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := n.leadsLocked(); err != nil {
+	if err := n.leadsLocked(id, key); err != nil {
 		return shard.KeyValue{}, false, err
 	}
 	w.lastTS = max(w.lastTS, rev) // the home resolves rev
@@ -168,17 +217,21 @@ func (n mnode) GetAt(_ context.Context, _ shard.ShardID, _ shard.Epoch, key []by
 func (n mnode) Summaries() []multiraft.GroupSummary {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	return []multiraft.GroupSummary{{Group: 1, Leading: n.w.leader == n.id, Term: n.w.term}}
+	var out []multiraft.GroupSummary
+	for _, sh := range n.w.shards {
+		out = append(out, multiraft.GroupSummary{Group: sh.id, Leading: sh.leader == n.id, Term: sh.term})
+	}
+	return out
 }
 
-func (n mnode) CheckLeader(multiraft.GroupID) error {
+func (n mnode) CheckLeader(id multiraft.GroupID) error {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	return n.leadsLocked()
+	return n.leadsLocked(id)
 }
 
-func (n mnode) ReadBarrier(context.Context, multiraft.GroupID, multiraft.ReadMode) error {
-	return n.CheckLeader(1)
+func (n mnode) ReadBarrier(_ context.Context, id multiraft.GroupID, _ multiraft.ReadMode) error {
+	return n.CheckLeader(id)
 }
 
 // mfleet is the rest of the fleet: the attached keys and index keys,
@@ -255,12 +308,25 @@ type mlease struct {
 }
 
 func TestModel(t *testing.T) {
+	var total modelStats
 	for seed := range *modelSeeds {
-		if err := runModel(uint64(seed + 1)); err != nil {
+		st, err := runModel(uint64(seed + 1))
+		if err != nil {
 			t.Fatalf("seed %d: %v", seed+1, err)
 		}
+		total.changes += st.changes
+		total.splits += st.splits
+		total.ended += st.ended
+		total.kept += st.kept
+	}
+	t.Logf("%d seeds: %d leader changes, %d splits; %d leases kept alive throughout, %d ended", *modelSeeds, total.changes, total.splits, total.kept, total.ended)
+	if total.splits == 0 || total.changes == 0 || total.ended == 0 {
+		t.Fatal("the model exercised nothing")
 	}
 }
+
+// modelStats counts what one run of the model did.
+type modelStats struct{ changes, splits, ended, kept int }
 
 // TestModelCatchesPlantedBugs: the same model fails with a promise of all
 // the remaining time instead of half (clock rates then matter) within a
@@ -269,7 +335,7 @@ func TestModelCatchesPlantedBugs(t *testing.T) {
 	defer func(s time.Duration) { promiseShare = s }(promiseShare)
 	promiseShare = 1
 	for seed := range 60 {
-		if err := runModel(uint64(seed + 1)); err != nil {
+		if _, err := runModel(uint64(seed + 1)); err != nil {
 			t.Logf("planted promise of the whole remaining time: seed %d: %v", seed+1, err)
 			return
 		}
@@ -277,10 +343,11 @@ func TestModelCatchesPlantedBugs(t *testing.T) {
 	t.Fatal("60 seeds with promises of the whole remaining time, and no violation")
 }
 
-func runModel(seed uint64) error {
+func runModel(seed uint64) (st modelStats, err error) {
 	rng := rand.New(rand.NewPCG(seed, 17))
 	const nodes = 3
-	w := &mworld{t0: time.Unix(1_700_000_000, 0), keys: map[string][]version{}, leader: 1, term: 1, rates: make([]float64, nodes+1)}
+	w := &mworld{t0: time.Unix(1_700_000_000, 0), keys: map[string][]version{}, rates: make([]float64, nodes+1),
+		shards: []*mshard{{id: 1, leader: 1, term: 1}}}
 	minRate, maxRate := 1.0, 1.0
 	for i := 1; i <= nodes; i++ {
 		w.rates[i] = 0.75 + rng.Float64()*0.55 // within [0.75, 1.3]: a factor under 2
@@ -329,13 +396,16 @@ func runModel(seed uint64) error {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
-	leaderOf := func() *Lessor {
+	// homeOf returns lease id's home shard and the lessor of its leader
+	// (nil while it has none), as a router would find them.
+	homeOf := func(id uint64) (shard.ShardID, *Lessor) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.leader == 0 {
-			return nil
+		sh := w.homeLocked(syskeys.LeaseRecordKey(id))
+		if sh.leader == 0 {
+			return sh.id, nil
 		}
-		return ls[w.leader]
+		return sh.id, ls[sh.leader]
 	}
 	now := func() time.Duration { w.mu.Lock(); defer w.mu.Unlock(); return w.now }
 	step()
@@ -343,22 +413,23 @@ func runModel(seed uint64) error {
 	var leases []*mlease
 	for i := range 8 {
 		ttl := time.Duration(4+rng.IntN(7)) * time.Second
-		id, _, _, _, err := leaderOf().Grant(ctx, 1, 0, int64(ttl/time.Second))
+		home, lead := homeOf(uint64(i+1) << 40)
+		id, _, _, _, err := lead.Grant(ctx, home, uint64(i+1)<<40, int64(ttl/time.Second))
 		if err != nil {
-			return fmt.Errorf("grant: %w", err)
+			return st, fmt.Errorf("grant: %w", err)
 		}
 		l := &mlease{id: id, ttl: ttl, kept: i%2 == 0, key: fmt.Sprintf("key-%d", i), granted: now(), lastAck: now()}
 		l.nextKeep = l.granted + ttl/3
-		until, err := leaderOf().Attach(ctx, 1, id, []byte(l.key))
+		until, err := lead.Attach(ctx, home, id, []byte(l.key))
 		if err != nil {
-			return fmt.Errorf("attach: %w", err)
+			return st, fmt.Errorf("attach: %w", err)
 		}
 		l.promises = append(l.promises, until)
 		w.mu.Lock()
 		rev := w.stampLocked()
 		if rev > until {
 			w.mu.Unlock()
-			return fmt.Errorf("the put of %s was stamped %d, past its promise %d at once", l.key, rev, until)
+			return st, fmt.Errorf("the put of %s was stamped %d, past its promise %d at once", l.key, rev, until)
 		}
 		w.keys[l.key] = append(w.keys[l.key], version{rev: rev, value: []byte("v"), lease: id})
 		l.keyPutRev = rev
@@ -366,44 +437,68 @@ func runModel(seed uint64) error {
 		leases = append(leases, l)
 	}
 
-	// 40 s of true time: keepalives, reads, leader changes.
-	var gapUntil time.Duration
+	// 40 s of true time: keepalives, reads, leader changes (a shard
+	// without a leader for a gap, then a new one) and splits of a home
+	// between two leases' records (both sides led by the parent's leader,
+	// each in a term of its own).
+	gapUntil := map[shard.ShardID]time.Duration{}
 	var maxGap time.Duration
-	next := 1
+	nextShard := shard.ShardID(2)
 	for now() < 40*time.Second {
 		step()
 		t := now()
-		switch {
-		case gapUntil != 0 && t >= gapUntil:
-			w.mu.Lock()
-			next = next%nodes + 1
-			w.leader, w.term = next, w.term+1
-			w.mu.Unlock()
-			gapUntil = 0
-		case gapUntil == 0 && rng.IntN(60) == 0:
-			gap := time.Duration(rng.IntN(15)) * 100 * time.Millisecond
-			maxGap = max(maxGap, gap)
-			w.mu.Lock()
-			w.leader = 0
-			w.mu.Unlock()
-			gapUntil = t + gap + 100*time.Millisecond
-			for _, l := range leases {
-				l.changes++
+		w.mu.Lock()
+		for _, sh := range w.shards {
+			if until, ok := gapUntil[sh.id]; ok && t >= until {
+				sh.leader, sh.term = rng.IntN(nodes)+1, sh.term+1
+				delete(gapUntil, sh.id)
 			}
 		}
-		lead := leaderOf()
-		if lead == nil {
-			continue
+		switch r := rng.IntN(60); {
+		case r == 0:
+			sh := w.shards[rng.IntN(len(w.shards))]
+			if _, gapping := gapUntil[sh.id]; !gapping {
+				gap := time.Duration(rng.IntN(15)) * 100 * time.Millisecond
+				maxGap = max(maxGap, gap)
+				sh.leader = 0
+				gapUntil[sh.id] = t + gap + 100*time.Millisecond
+				st.changes++
+				for _, l := range leases {
+					if inSpan(syskeys.LeaseRecordKey(l.id), sh.start, sh.end) {
+						l.changes++
+					}
+				}
+			}
+		case r == 1 && len(w.shards) < 4:
+			at := syskeys.LeaseRecordKey(leases[rng.IntN(len(leases))].id)
+			sh := w.homeLocked(at)
+			if _, gapping := gapUntil[sh.id]; !gapping && !bytes.Equal(at, sh.start) {
+				right := &mshard{id: nextShard, start: at, end: sh.end, leader: sh.leader, term: 1}
+				nextShard++
+				sh.end = at
+				w.shards = append(w.shards, right)
+				st.splits++
+				for _, l := range leases {
+					if inSpan(syskeys.LeaseRecordKey(l.id), sh.start, right.end) {
+						l.changes++ // each side's leader loads its leases afresh
+					}
+				}
+			}
 		}
+		w.mu.Unlock()
 		for _, l := range leases {
+			home, lead := homeOf(l.id)
+			if lead == nil {
+				continue
+			}
 			if l.kept && t >= l.nextKeep {
-				if _, err := lead.KeepAlive(ctx, 1, l.id); err == nil {
+				if _, err := lead.KeepAlive(ctx, home, l.id); err == nil {
 					l.lastAck, l.nextKeep = t, t+l.ttl/3
 				}
 			}
 			// A read of the lease's key at the current timestamp.
 			ts, _ := w.Next(ctx, 1)
-			if st, err := lead.Status(ctx, 1, l.id, uint64(ts)); err == nil {
+			if st, err := lead.Status(ctx, home, l.id, uint64(ts)); err == nil {
 				if st.Alive {
 					l.alives = append(l.alives, uint64(ts))
 				}
@@ -413,12 +508,14 @@ func runModel(seed uint64) error {
 			}
 		}
 	}
-	// Let the lapsed leases' ends finish, with a leader and no faults.
-	if gapUntil != 0 {
-		w.mu.Lock()
-		w.leader, w.term = next%nodes+1, w.term+1
-		w.mu.Unlock()
+	// Let the lapsed leases' ends finish, with leaders and no faults.
+	w.mu.Lock()
+	for _, sh := range w.shards {
+		if sh.leader == 0 {
+			sh.leader, sh.term = rng.IntN(nodes)+1, sh.term+1
+		}
 	}
+	w.mu.Unlock()
 	for range 600 {
 		step()
 		done := true
@@ -450,22 +547,23 @@ func runModel(seed uint64) error {
 		}
 		_, keyThere := w.latestLocked([]byte(l.key))
 		if l.kept {
+			st.kept++
 			if ended != 0 || !keyThere {
-				return fmt.Errorf("lease %d (TTL %v) was kept alive (last ack at %v) but ended at %d; key there: %v", l.id, l.ttl, l.lastAck, ended, keyThere)
+				return st, fmt.Errorf("lease %d (TTL %v) was kept alive (last ack at %v) but ended at %d; key there: %v", l.id, l.ttl, l.lastAck, ended, keyThere)
 			}
 			continue
 		}
 		if ended == 0 || keyThere {
-			return fmt.Errorf("lease %d (TTL %v, granted at %v) never ended (key there: %v)", l.id, l.ttl, l.granted, keyThere)
+			return st, fmt.Errorf("lease %d (TTL %v, granted at %v) never ended (key there: %v)", l.id, l.ttl, l.granted, keyThere)
 		}
 		for _, p := range l.promises {
 			if p >= ended {
-				return fmt.Errorf("lease %d ended at %d, below a promise of %d (rates %v)", l.id, ended, p, w.rates[1:])
+				return st, fmt.Errorf("lease %d ended at %d, below a promise of %d (rates %v)", l.id, ended, p, w.rates[1:])
 			}
 		}
 		for _, a := range l.alives {
 			if a >= ended {
-				return fmt.Errorf("lease %d ended at %d, but a read was told it was alive at %d", l.id, ended, a)
+				return st, fmt.Errorf("lease %d ended at %d, but a read was told it was alive at %d", l.id, ended, a)
 			}
 		}
 		endedAt := time.Duration(tso.Physical(tso.Timestamp(ended))-w.t0.UnixMilli()) * time.Millisecond
@@ -480,9 +578,10 @@ func runModel(seed uint64) error {
 				r, _ := syskeys.DecodeLeaseRecord(v.value)
 				hist = append(hist, fmt.Sprintf("%v: %+v", at, r))
 			}
-			return fmt.Errorf("lease %d (TTL %v, %d leader changes) ended %v after its grant, want within [%v, %v]; its record: %v; rates %v",
+			return st, fmt.Errorf("lease %d (TTL %v, %d leader changes) ended %v after its grant, want within [%v, %v]; its record: %v; rates %v",
 				l.id, l.ttl, l.changes, life, lo, hi, hist, w.rates[1:])
 		}
+		st.ended++
 		deletes := 0
 		for _, v := range w.keys[l.key] {
 			if v.value == nil {
@@ -490,8 +589,8 @@ func runModel(seed uint64) error {
 			}
 		}
 		if deletes != 1 {
-			return fmt.Errorf("lease %d's key was deleted %d times", l.id, deletes)
+			return st, fmt.Errorf("lease %d's key was deleted %d times", l.id, deletes)
 		}
 	}
-	return nil
+	return st, nil
 }
