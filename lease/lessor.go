@@ -29,6 +29,7 @@ type Store interface {
 type Engine interface {
 	Summaries() []multiraft.GroupSummary
 	CheckLeader(group multiraft.GroupID) error
+	LeaseHeld(group multiraft.GroupID) bool
 	ReadBarrier(ctx context.Context, group multiraft.GroupID, mode multiraft.ReadMode) error
 }
 
@@ -483,8 +484,10 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 	if err != nil {
 		return 0, err
 	}
-	if err := ls.engine.ReadBarrier(ctx, shardID, multiraft.ReadLease); err != nil {
-		return 0, err
+	if !ls.engine.LeaseHeld(shardID) {
+		if err := ls.engine.ReadBarrier(ctx, shardID, multiraft.ReadLease); err != nil {
+			return 0, err
+		}
 	}
 	for {
 		ls.mu.Lock()

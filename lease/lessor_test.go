@@ -180,6 +180,8 @@ func (e engine) CheckLeader(multiraft.GroupID) error {
 	return nil
 }
 
+func (e engine) LeaseHeld(multiraft.GroupID) bool { return false }
+
 func (e engine) ReadBarrier(context.Context, multiraft.GroupID, multiraft.ReadMode) error {
 	return e.CheckLeader(1)
 }

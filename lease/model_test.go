@@ -230,6 +230,8 @@ func (n mnode) CheckLeader(id multiraft.GroupID) error {
 	return n.leadsLocked(id)
 }
 
+func (n mnode) LeaseHeld(multiraft.GroupID) bool { return false }
+
 func (n mnode) ReadBarrier(_ context.Context, id multiraft.GroupID, _ multiraft.ReadMode) error {
 	return n.CheckLeader(id)
 }

@@ -71,6 +71,9 @@ type group struct {
 	leaseUntil, leaseTerm uint64
 	leaseUntilTime        time.Time
 	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
+	// published is the lease as LeaseHeld sees it, written by the worker
+	// whenever the lease changes (nil: none).
+	published atomic.Pointer[publishedLease]
 	transferWaiters       []transferWaiter
 	idleTicks             int
 	// silentTicks counts the ticks this awake non-leader spent without a
@@ -209,4 +212,5 @@ func (g *group) steppedDown() {
 	}
 	g.failReads(g.notLeader())
 	g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
+	g.published.Store(nil)
 }

@@ -128,6 +128,38 @@ func (r *round) newReadBatch(g *group, now uint64) *readBatch {
 	return b
 }
 
+// publishedLease is a leader's lease as its worker last set it.
+type publishedLease struct {
+	term, untilTick uint64
+	untilTime       time.Time // zero without a TickInterval
+}
+
+// LeaseHeld reports, without a round of the group's worker, whether this
+// replica leads group under a lease with at least half of it left (by
+// ticks and, with a TickInterval, by the clock): what a lease read would
+// be served under, for a caller that only needs to know it still leads
+// (placement's timestamp fence, a lessor's keepalive). It is a hint in
+// the other direction only: false means "ask ReadFuture with ReadLease",
+// which also renews a lease that ran half out.
+func (e *Engine) LeaseHeld(id GroupID) bool {
+	g := e.lookup(id)
+	if g == nil || e.stopped.Load() || !g.leading.Load() {
+		return false
+	}
+	l := g.published.Load()
+	if l == nil || l.term != g.term.Load() {
+		return false
+	}
+	half := uint64(e.cfg.LeaseTicks) / 2
+	if e.tick.Load()+half >= l.untilTick {
+		return false
+	}
+	if d := time.Duration(e.tickInterval.Load()); d > 0 {
+		return e.cfg.Clock().Add(time.Duration(half) * d).Before(l.untilTime)
+	}
+	return true
+}
+
 // leaseValid reports whether g may serve a lease read at engine tick now:
 // its lease was won in the current term, no transfer began in it, and
 // neither the lease's ticks nor, with a TickInterval, its real time ran
@@ -162,6 +194,7 @@ func (g *group) readStateReady(e *Engine, rs raft.ReadState) {
 				if d := time.Duration(e.tickInterval.Load()); d > 0 && !b.startTime.IsZero() {
 					g.leaseUntilTime = b.startTime.Add(time.Duration(e.cfg.LeaseTicks) * d)
 				}
+				g.published.Store(&publishedLease{term: term, untilTick: g.leaseUntil, untilTime: g.leaseUntilTime})
 			}
 		}
 		if len(b.reads) > 0 {

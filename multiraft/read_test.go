@@ -115,3 +115,59 @@ func TestLeaseEndsInRealTimeWhenTicksStop(t *testing.T) {
 		t.Fatalf("the read, confirmed by a quorum: %v", err)
 	}
 }
+
+// TestLeaseHeld: LeaseHeld says yes only while the leader holds a lease
+// with half of it left, by ticks and by the clock, and never on a
+// follower, after the lease's time ran out, or once a transfer began.
+func TestLeaseHeld(t *testing.T) {
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	const interval = 100 * time.Millisecond
+	c := newCluster(t, 3, func(cfg *Config) { cfg.TickInterval, cfg.Clock = interval, now })
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	e := c.engines[lead]
+	if e.LeaseHeld(1) {
+		t.Fatal("a lease held before any lease read confirmed one")
+	}
+	if _, err := c.wait(e.ReadFuture(1, ReadLease)); err != nil {
+		t.Fatal(err)
+	}
+	if !e.LeaseHeld(1) {
+		t.Fatal("no lease held right after a lease read")
+	}
+	for id, o := range c.engines {
+		if id != lead && o.LeaseHeld(1) {
+			t.Fatalf("follower %d holds the lease", id)
+		}
+	}
+	// Past half the lease on the clock (ticks stopped): no.
+	clock.Add(int64(time.Duration(e.cfg.LeaseTicks/2+1) * interval))
+	if e.LeaseHeld(1) {
+		t.Fatal("lease held with less than half of its time left on the clock")
+	}
+	// The ticks catch up: a lease read is still served from the lease, and
+	// renews it since it is half spent.
+	c.tick(e.cfg.LeaseTicks/2 + 1)
+	// A lease read renews it.
+	if _, err := c.wait(e.ReadFuture(1, ReadLease)); err != nil {
+		t.Fatal(err)
+	}
+	if !e.LeaseHeld(1) {
+		t.Fatal("no lease held after a lease read renewed it")
+	}
+	// A transfer ends it for the rest of the term.
+	var to NodeID
+	for id := range c.engines {
+		if id != lead {
+			to = id
+			break
+		}
+	}
+	if _, err := c.wait(e.TransferLeadershipFuture(1, ReplicaID(100+uint64(to)))); err != nil {
+		t.Fatal(err)
+	}
+	if e.LeaseHeld(1) {
+		t.Fatal("the old leader holds a lease after handing over")
+	}
+}

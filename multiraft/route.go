@@ -58,6 +58,7 @@ func (r *round) route(g *group, msgs []*raftpb.Message) {
 			// waiting for the lease to expire.
 			g.noLeaseTerm = g.term.Load()
 			g.leaseUntil, g.leaseUntilTime = 0, time.Time{}
+			g.published.Store(nil)
 			r.beforeSync = append(r.beforeSync, out)
 		default:
 			r.beforeSync = append(r.beforeSync, out)

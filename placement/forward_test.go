@@ -43,6 +43,8 @@ func (e *fakeEngine) ReadFuture(multiraft.GroupID, multiraft.ReadMode) *multiraf
 	panic("fakeEngine: no reads")
 }
 
+func (e *fakeEngine) LeaseHeld(multiraft.GroupID) bool { return false }
+
 func (e *fakeEngine) ProposeFuture(multiraft.GroupID, []byte) *multiraft.Future {
 	panic("fakeEngine: no proposals")
 }

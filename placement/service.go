@@ -29,6 +29,10 @@ type Engine interface {
 	// ReadFuture resolves once a read of the group at mode may be served
 	// (ReadLinearizable: this replica confirmed it still leads).
 	ReadFuture(id multiraft.GroupID, mode multiraft.ReadMode) *multiraft.Future
+	// LeaseHeld reports, without waiting, that this replica leads the
+	// group under a lease with at least half of it left (false: ask
+	// ReadFuture with ReadLease).
+	LeaseHeld(id multiraft.GroupID) bool
 }
 
 var _ Engine = (*multiraft.Engine)(nil)
