@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 )
@@ -21,7 +23,8 @@ import (
 // truncated with a range deletion, as multiraft does. Each round is one
 // synced batch. It reports the process's CPU time per write (user and
 // system, Pebble's flushes and compactions included, from getrusage) and
-// the bytes Pebble flushed and compacted per write.
+// the bytes Pebble flushed and compacted per write, into tables and blob
+// files.
 func nodeWrites(b *testing.B, opts *pebble.Options) {
 	const (
 		shards        = 16
@@ -84,8 +87,8 @@ func nodeWrites(b *testing.B, opts *pebble.Options) {
 	m := db.Metrics()
 	var flushed, compacted uint64
 	for _, l := range m.Levels {
-		compacted += l.TableBytesCompacted
-		flushed += l.TableBytesFlushed
+		compacted += l.TableBytesCompacted + l.BlobBytesCompacted
+		flushed += l.TableBytesFlushed + l.BlobBytesFlushed
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/write")
 	b.ReportMetric(float64(flushed)/float64(b.N), "flushed-B/write")
@@ -101,25 +104,85 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkNodeWrites: nodeWrites with Options, and with Options but
-// Pebble's default LBaseMaxBytes, which Options changes. Run it with a
-// fixed count (-benchtime 200000x): the cost of compactions grows with
+// nodeVariants are the options BenchmarkNodeWrites and BenchmarkPointReads
+// compare: Options itself, and Options with one change each, of those
+// tried (see Options for what each did).
+var nodeVariants = []struct {
+	name  string
+	apply func(*pebble.Options)
+}{
+	{"flotilla", func(*pebble.Options) {}},
+	{"block=pebble", func(o *pebble.Options) { setBlockSize(o, 0) }},
+	{"block=16KiB", func(o *pebble.Options) { setBlockSize(o, 16<<10) }},
+	{"lbase=pebble", func(o *pebble.Options) { o.LBaseMaxBytes = 0 }},
+	{"lbase=8MiB", func(o *pebble.Options) { o.LBaseMaxBytes = 8 << 20 }},
+	{"compression=none", func(o *pebble.Options) {
+		for i := range o.Levels {
+			o.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+		}
+	}},
+	{"columnar", func(o *pebble.Options) { o.FormatMajorVersion = pebble.FormatNewest }},
+	{"columnar,valueblocks=off", func(o *pebble.Options) {
+		o.FormatMajorVersion = pebble.FormatNewest
+		o.Experimental.SpanPolicyFunc = func([]byte) (pebble.SpanPolicy, []byte, error) {
+			return pebble.SpanPolicy{DisableValueSeparationBySuffix: true}, nil, nil
+		}
+	}},
+	{"valsep=all,depth=10", func(o *pebble.Options) { separateValues(o, 10, false) }},
+	{"valsep=user,depth=10", func(o *pebble.Options) { separateValues(o, 10, true) }},
+	{"valsep=user,depth=1000", func(o *pebble.Options) { separateValues(o, 1000, true) }},
+}
+
+// setBlockSize sets the size of the data blocks of every level's tables
+// (0: Pebble's default).
+func setBlockSize(o *pebble.Options, bytes int) {
+	for i := range o.Levels {
+		o.Levels[i].BlockSize = bytes
+	}
+}
+
+// separateValues turns on Pebble's value separation: values of 64 bytes
+// or more go to blob files, and a table may reference up to depth
+// overlapping blob files before a compaction rewrites its values. With
+// userOnly, values of the local half (Raft log entries above all, deleted
+// within a second) stay in their tables.
+func separateValues(o *pebble.Options, depth int, userOnly bool) {
+	o.FormatMajorVersion = pebble.FormatNewest
+	o.Experimental.EnableColumnarBlocks = func() bool { return true }
+	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled: true, MinimumSize: 64, MaxBlobReferenceDepth: depth,
+			RewriteMinimumAge: 5 * time.Minute, TargetGarbageRatio: 0.3,
+		}
+	}
+	if userOnly {
+		userStart, _ := keys.UserSpan(nil, nil)
+		o.Experimental.SpanPolicyFunc = func(start []byte) (pebble.SpanPolicy, []byte, error) {
+			if keys.Compare(start, userStart) < 0 {
+				return pebble.SpanPolicy{ValueStoragePolicy: pebble.ValueStorageLowReadLatency}, userStart, nil
+			}
+			return pebble.SpanPolicy{}, nil, nil
+		}
+	}
+}
+
+// BenchmarkNodeWrites: nodeWrites with each of nodeVariants. Run it with
+// a fixed count (-benchtime 200000x): the cost of compactions grows with
 // the data, so figures of different b.N do not compare.
 func BenchmarkNodeWrites(b *testing.B) {
-	b.Run("lbase=flotilla", func(b *testing.B) {
-		nodeWrites(b, Options(quietLogger{}, 0))
-	})
-	b.Run("lbase=pebble", func(b *testing.B) {
-		opts := Options(quietLogger{}, 0)
-		opts.LBaseMaxBytes = 0
-		nodeWrites(b, opts)
-	})
+	for _, v := range nodeVariants {
+		b.Run(v.name, func(b *testing.B) {
+			opts := Options(quietLogger{}, 0)
+			v.apply(opts)
+			nodeWrites(b, opts)
+		})
+	}
 }
 
 // pointReads writes 60,000 versions of 10,000 keys with opts (and a meta
 // and a log entry beside each), lets Pebble's compactions finish, then
 // reads random keys' newest versions as shard's getAt does (an iterator,
-// SeekPrefixGE), reporting the CPU time per read and the L0 sublevels the
+// SeekPrefixGE, the value), reporting the CPU time per read and the L0 sublevels the
 // reads had to merge.
 func pointReads(b *testing.B, opts *pebble.Options) {
 	const userKeys, writes = 10_000, 60_000
@@ -158,6 +221,9 @@ func pointReads(b *testing.B, opts *pebble.Options) {
 		if !it.SeekPrefixGE(seek) {
 			b.Fatalf("no version of %s", keys.FormatKey(seek))
 		}
+		if _, err := it.ValueAndErr(); err != nil {
+			b.Fatal(err)
+		}
 		if err := it.Close(); err != nil {
 			b.Fatal(err)
 		}
@@ -167,17 +233,25 @@ func pointReads(b *testing.B, opts *pebble.Options) {
 	b.ReportMetric(float64(sublevels), "L0-sublevels")
 }
 
-// BenchmarkPointReads: pointReads with Options, and with L0 compacted at 8
-// sublevels instead of Pebble's 4 (which Options keeps; see there).
+// BenchmarkPointReads: pointReads with Options, with L0 compacted at 8
+// sublevels instead of Pebble's 4 (which Options keeps; see there), and
+// with those of nodeVariants that change how a read finds its value.
 func BenchmarkPointReads(b *testing.B) {
-	b.Run("l0=flotilla", func(b *testing.B) {
-		pointReads(b, Options(quietLogger{}, 0))
-	})
 	b.Run("l0=8", func(b *testing.B) {
 		opts := Options(quietLogger{}, 0)
 		opts.L0CompactionThreshold, opts.L0StopWritesThreshold = 8, 24
 		pointReads(b, opts)
 	})
+	for _, v := range nodeVariants {
+		if v.name != "flotilla" && !strings.HasPrefix(v.name, "block=") && !strings.HasPrefix(v.name, "valsep=user") {
+			continue
+		}
+		b.Run(v.name, func(b *testing.B) {
+			opts := Options(quietLogger{}, 0)
+			v.apply(opts)
+			pointReads(b, opts)
+		})
+	}
 }
 
 // quietLogger drops Pebble's informational logs, which would interleave
