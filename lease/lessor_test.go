@@ -33,13 +33,13 @@ type world struct {
 	mu      sync.Mutex
 	now     time.Time
 	lastTS  uint64
-	keys    map[string][]version
+	keys    versions
 	leading bool
 	term    uint64
 }
 
 func newWorld() *world {
-	return &world{now: time.Unix(1_700_000_000, 0), keys: map[string][]version{}, leading: true, term: 1}
+	return &world{now: time.Unix(1_700_000_000, 0), keys: versions{}, leading: true, term: 1}
 }
 
 func (w *world) clock() time.Time { w.mu.Lock(); defer w.mu.Unlock(); return w.now }
@@ -59,22 +59,42 @@ func (w *world) stampLocked() uint64 {
 	return w.lastTS
 }
 
-func (w *world) latestLocked(key []byte) (version, bool) {
-	vs := w.keys[string(key)]
-	if len(vs) == 0 || vs[len(vs)-1].value == nil {
+// versions are a fake shard's keys, each with its versions oldest first
+// (a nil value is a deletion).
+type versions map[string][]version
+
+// latest returns key's newest version, if it exists.
+func (vs versions) latest(key []byte) (version, bool) {
+	v := vs[string(key)]
+	if len(v) == 0 || v[len(v)-1].value == nil {
 		return version{}, false
 	}
-	return vs[len(vs)-1], true
+	return v[len(v)-1], true
 }
 
-func (w *world) atLocked(key []byte, rev uint64) (version, bool) {
-	vs := w.keys[string(key)]
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].rev <= rev {
-			return vs[i], vs[i].value != nil
+// at returns key's version as of revision rev, if it existed then.
+func (vs versions) at(key []byte, rev uint64) (version, bool) {
+	v := vs[string(key)]
+	for i := len(v) - 1; i >= 0; i-- {
+		if v[i].rev <= rev {
+			return v[i], v[i].value != nil
 		}
 	}
 	return version{}, false
+}
+
+// scan returns the keys of [start, end) that exist, in key order.
+func (vs versions) scan(start, end []byte) []shard.KeyValue {
+	var out []shard.KeyValue
+	for _, k := range sortedKeys(vs) {
+		if bytes.Compare([]byte(k), start) < 0 || len(end) > 0 && bytes.Compare([]byte(k), end) >= 0 {
+			continue
+		}
+		if v, ok := vs.latest([]byte(k)); ok {
+			out = append(out, shard.KeyValue{Key: []byte(k), Value: v.value, ModRevision: v.rev, Lease: v.lease})
+		}
+	}
+	return out
 }
 
 func (w *world) putLocked(key, value []byte, lease, rev uint64) {
@@ -105,13 +125,13 @@ func (s store) Execute(_ context.Context, id shard.ShardID, c *shard.Command) (*
 	case shard.KindPut:
 		w.putLocked(c.Key, c.Value, c.Lease, rev)
 	case shard.KindCompareAndSwap:
-		if _, found := w.latestLocked(c.Key); found == c.ExpectAbsent {
+		if _, found := w.keys.latest(c.Key); found == c.ExpectAbsent {
 			res.Succeeded = false
 			return res, nil
 		}
 		w.putLocked(c.Key, c.Value, 0, rev)
 	case shard.KindDelete:
-		if _, found := w.latestLocked(c.Key); found {
+		if _, found := w.keys.latest(c.Key); found {
 			w.delLocked(c.Key, rev)
 			res.Found = true
 		}
@@ -132,16 +152,7 @@ func (s store) Scan(_ context.Context, _ shard.ShardID, _ shard.Epoch, start, en
 	if !w.leading {
 		return nil, false, 0, &multiraft.NotLeaderError{}
 	}
-	var out []shard.KeyValue
-	for _, k := range sortedKeys(w.keys) {
-		if bytes.Compare([]byte(k), start) < 0 || len(end) > 0 && bytes.Compare([]byte(k), end) >= 0 {
-			continue
-		}
-		if v, ok := w.latestLocked([]byte(k)); ok {
-			out = append(out, shard.KeyValue{Key: []byte(k), Value: v.value, ModRevision: v.rev, Lease: v.lease})
-		}
-	}
-	return out, false, w.lastTS, nil
+	return w.keys.scan(start, end), false, w.lastTS, nil
 }
 
 func (s store) GetAt(_ context.Context, _ shard.ShardID, _ shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error) {
@@ -149,11 +160,11 @@ func (s store) GetAt(_ context.Context, _ shard.ShardID, _ shard.Epoch, key []by
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.lastTS = max(w.lastTS, rev) // resolving the shard at rev
-	v, ok := w.atLocked(key, rev)
+	v, ok := w.keys.at(key, rev)
 	return shard.KeyValue{Key: key, Value: v.value, ModRevision: v.rev, Lease: v.lease}, ok, nil
 }
 
-func sortedKeys(m map[string][]version) []string {
+func sortedKeys(m versions) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
 		ks = append(ks, k)
@@ -200,7 +211,7 @@ func (f fleet) Put(_ context.Context, key []byte) error {
 func (f fleet) Delete(_ context.Context, key []byte, lease uint64) (bool, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
-	v, ok := f.w.latestLocked(key)
+	v, ok := f.w.keys.latest(key)
 	if !ok || lease != 0 && v.lease != lease {
 		return false, nil
 	}
@@ -220,7 +231,7 @@ func (f fleet) Keys(_ context.Context, start, end []byte) ([][]byte, error) {
 func (f fleet) LeaseOf(_ context.Context, key []byte) (uint64, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
-	v, _ := f.w.latestLocked(key)
+	v, _ := f.w.keys.latest(key)
 	return v.lease, nil
 }
 
@@ -244,7 +255,7 @@ func (w *world) putLeased(t *testing.T, key string, lease, until uint64) {
 func (w *world) exists(key string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.latestLocked([]byte(key))
+	_, ok := w.keys.latest([]byte(key))
 	return ok
 }
 
@@ -252,7 +263,7 @@ func (w *world) record(t *testing.T, id uint64) (syskeys.LeaseRecord, bool) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	v, ok := w.latestLocked(syskeys.LeaseRecordKey(id))
+	v, ok := w.keys.latest(syskeys.LeaseRecordKey(id))
 	if !ok {
 		return syskeys.LeaseRecord{}, false
 	}
@@ -418,7 +429,7 @@ func TestEndDeletesAttachedKeys(t *testing.T) {
 	start, end := syskeys.LeaseIndexSpan(a)
 	for k := range w.keys {
 		if bytes.Compare([]byte(k), start) >= 0 && bytes.Compare([]byte(k), end) < 0 {
-			if _, ok := w.latestLocked([]byte(k)); ok {
+			if _, ok := w.keys.latest([]byte(k)); ok {
 				t.Errorf("index key %q survived its lease", k)
 			}
 		}

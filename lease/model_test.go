@@ -49,7 +49,7 @@ type mworld struct {
 	now    time.Duration // true time since t0
 	rates  []float64     // per node (index 1..n)
 	lastTS uint64
-	keys   map[string][]version
+	keys   versions
 	shards []*mshard
 }
 
@@ -98,14 +98,6 @@ func (w *mworld) Next(context.Context, int) (tso.Timestamp, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return tso.Timestamp(w.stampLocked()), nil
-}
-
-func (w *mworld) latestLocked(key []byte) (version, bool) {
-	vs := w.keys[string(key)]
-	if len(vs) == 0 || vs[len(vs)-1].value == nil {
-		return version{}, false
-	}
-	return vs[len(vs)-1], true
 }
 
 // mnode is one node's view of the world: its store and engine answer
@@ -160,13 +152,13 @@ func (n mnode) Execute(_ context.Context, id shard.ShardID, c *shard.Command) (*
 	case shard.KindPut:
 		put(c.Key, c.Value)
 	case shard.KindCompareAndSwap:
-		if _, found := w.latestLocked(c.Key); found == c.ExpectAbsent {
+		if _, found := w.keys.latest(c.Key); found == c.ExpectAbsent {
 			res.Succeeded = false
 			return res, nil
 		}
 		put(c.Key, c.Value)
 	case shard.KindDelete:
-		if _, found := w.latestLocked(c.Key); found {
+		if _, found := w.keys.latest(c.Key); found {
 			w.keys[string(c.Key)] = append(w.keys[string(c.Key)], version{rev: rev})
 			res.Found = true
 		}
@@ -185,16 +177,7 @@ func (n mnode) Scan(_ context.Context, id shard.ShardID, _ shard.Epoch, start, e
 	if err := n.leadsLocked(id, start); err != nil {
 		return nil, false, 0, err
 	}
-	var out []shard.KeyValue
-	for _, k := range sortedKeys(w.keys) {
-		if bytes.Compare([]byte(k), start) < 0 || len(end) > 0 && bytes.Compare([]byte(k), end) >= 0 {
-			continue
-		}
-		if v, ok := w.latestLocked([]byte(k)); ok {
-			out = append(out, shard.KeyValue{Key: []byte(k), Value: v.value, ModRevision: v.rev, Lease: v.lease})
-		}
-	}
-	return out, false, w.lastTS, nil
+	return w.keys.scan(start, end), false, w.lastTS, nil
 }
 
 func (n mnode) GetAt(_ context.Context, id shard.ShardID, _ shard.Epoch, key []byte, rev uint64) (shard.KeyValue, bool, error) {
@@ -205,13 +188,8 @@ func (n mnode) GetAt(_ context.Context, id shard.ShardID, _ shard.Epoch, key []b
 		return shard.KeyValue{}, false, err
 	}
 	w.lastTS = max(w.lastTS, rev) // the home resolves rev
-	vs := w.keys[string(key)]
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].rev <= rev {
-			return shard.KeyValue{Key: key, Value: vs[i].value, ModRevision: vs[i].rev}, vs[i].value != nil, nil
-		}
-	}
-	return shard.KeyValue{}, false, nil
+	v, ok := w.keys.at(key, rev)
+	return shard.KeyValue{Key: key, Value: v.value, ModRevision: v.rev}, ok, nil
 }
 
 func (n mnode) Summaries() []multiraft.GroupSummary {
@@ -250,7 +228,7 @@ func (f mfleet) Put(_ context.Context, key []byte) error {
 func (f mfleet) Delete(_ context.Context, key []byte, lease uint64) (bool, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
-	v, ok := f.w.latestLocked(key)
+	v, ok := f.w.keys.latest(key)
 	if !ok || lease != 0 && v.lease != lease {
 		return false, nil
 	}
@@ -262,12 +240,8 @@ func (f mfleet) Keys(_ context.Context, start, end []byte) ([][]byte, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
 	var out [][]byte
-	for _, k := range sortedKeys(f.w.keys) {
-		if bytes.Compare([]byte(k), start) >= 0 && bytes.Compare([]byte(k), end) < 0 {
-			if _, ok := f.w.latestLocked([]byte(k)); ok {
-				out = append(out, []byte(k))
-			}
-		}
+	for _, kv := range f.w.keys.scan(start, end) {
+		out = append(out, kv.Key)
 	}
 	return out, nil
 }
@@ -275,7 +249,7 @@ func (f mfleet) Keys(_ context.Context, start, end []byte) ([][]byte, error) {
 func (f mfleet) LeaseOf(_ context.Context, key []byte) (uint64, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
-	v, _ := f.w.latestLocked(key)
+	v, _ := f.w.keys.latest(key)
 	return v.lease, nil
 }
 
@@ -348,7 +322,7 @@ func TestModelCatchesPlantedBugs(t *testing.T) {
 func runModel(seed uint64) (st modelStats, err error) {
 	rng := rand.New(rand.NewPCG(seed, 17))
 	const nodes = 3
-	w := &mworld{t0: time.Unix(1_700_000_000, 0), keys: map[string][]version{}, rates: make([]float64, nodes+1),
+	w := &mworld{t0: time.Unix(1_700_000_000, 0), keys: versions{}, rates: make([]float64, nodes+1),
 		shards: []*mshard{{id: 1, leader: 1, term: 1}}}
 	minRate, maxRate := 1.0, 1.0
 	for i := 1; i <= nodes; i++ {
@@ -523,7 +497,7 @@ func runModel(seed uint64) (st modelStats, err error) {
 		done := true
 		for _, l := range leases {
 			w.mu.Lock()
-			_, rec := w.latestLocked(syskeys.LeaseRecordKey(l.id))
+			_, rec := w.keys.latest(syskeys.LeaseRecordKey(l.id))
 			w.mu.Unlock()
 			if !l.kept && rec {
 				done = false
@@ -547,7 +521,7 @@ func runModel(seed uint64) (st modelStats, err error) {
 				ended = v.rev
 			}
 		}
-		_, keyThere := w.latestLocked([]byte(l.key))
+		_, keyThere := w.keys.latest([]byte(l.key))
 		if l.kept {
 			st.kept++
 			if ended != 0 || !keyThere {

@@ -78,11 +78,17 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 func (c *Client) PutRev(ctx context.Context, key, value []byte) (WriteResult, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
+	return c.put(ctx, key, value, 0, 0)
+}
+
+// put writes key with Put's retries, attached to lease (0: none) with
+// the lease's promise until (see PutLease).
+func (c *Client) put(ctx context.Context, key, value []byte, lease, until uint64) (WriteResult, error) {
 	var resp *pb.PutResponse
 	err := c.do(ctx, &call{op: "put", key: key, write: true,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
 			var err error
-			resp, err = kv.Put(ctx, &pb.PutRequest{Header: hdr, Key: key, Value: value})
+			resp, err = kv.Put(ctx, &pb.PutRequest{Header: hdr, Key: key, Value: value, Lease: lease, LeaseUntil: until})
 			return err
 		}})
 	if err != nil {
@@ -102,17 +108,24 @@ func (c *Client) Delete(ctx context.Context, key []byte) error {
 func (c *Client) DeleteRev(ctx context.Context, key []byte) (WriteResult, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
+	res, _, err := c.delete(ctx, key, 0)
+	return res, err
+}
+
+// delete deletes key with Delete's retries, only if it is attached to
+// ifLease when that is set, and reports whether it deleted a version.
+func (c *Client) delete(ctx context.Context, key []byte, ifLease uint64) (WriteResult, bool, error) {
 	var resp *pb.DeleteResponse
 	err := c.do(ctx, &call{op: "delete", key: key, write: true,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
 			var err error
-			resp, err = kv.Delete(ctx, &pb.DeleteRequest{Header: hdr, Key: key})
+			resp, err = kv.Delete(ctx, &pb.DeleteRequest{Header: hdr, Key: key, IfLease: ifLease})
 			return err
 		}})
 	if err != nil {
-		return WriteResult{}, err
+		return WriteResult{}, false, err
 	}
-	return WriteResult{Revision: resp.GetRevision()}, nil
+	return WriteResult{Revision: resp.GetRevision()}, resp.GetDeleted(), nil
 }
 
 // CompareAndSwap sets key to value if it holds expected, or, with

@@ -260,15 +260,9 @@ func (c *Client) PutLease(ctx context.Context, key, value []byte, id uint64) (Wr
 		if err != nil {
 			return WriteResult{}, err
 		}
-		var resp *pb.PutResponse
-		err = c.do(ctx, &call{op: "put", key: key, write: true,
-			send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
-				var err error
-				resp, err = kv.Put(ctx, &pb.PutRequest{Header: hdr, Key: key, Value: value, Lease: id, LeaseUntil: attach.GetUntil()})
-				return err
-			}})
+		res, err := c.put(ctx, key, value, id, attach.GetUntil())
 		if err == nil {
-			return WriteResult{Revision: resp.GetRevision()}, nil
+			return res, nil
 		}
 		if !isLeasePromise(err) {
 			return WriteResult{}, err
@@ -309,17 +303,8 @@ func (c *Client) PutWithTTL(ctx context.Context, key, value []byte, ttl time.Dur
 func (c *Client) DeleteIfLease(ctx context.Context, key []byte, id uint64) (bool, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	var resp *pb.DeleteResponse
-	err := c.do(ctx, &call{op: "delete", key: key, write: true,
-		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
-			var err error
-			resp, err = kv.Delete(ctx, &pb.DeleteRequest{Header: hdr, Key: key, IfLease: id})
-			return err
-		}})
-	if err != nil {
-		return false, err
-	}
-	return resp.GetDeleted(), nil
+	_, deleted, err := c.delete(ctx, key, id)
+	return deleted, err
 }
 
 // LeaseStatus asks lease id's home whether it was alive at rev: alive,
