@@ -73,9 +73,9 @@ type group struct {
 	noLeaseTerm           uint64 // a leadership transfer began in this term: no lease
 	// published is the lease as LeaseHeld sees it, written by the worker
 	// whenever the lease changes (nil: none).
-	published atomic.Pointer[publishedLease]
-	transferWaiters       []transferWaiter
-	idleTicks             int
+	published       atomic.Pointer[publishedLease]
+	transferWaiters []transferWaiter
+	idleTicks       int
 	// silentTicks counts the ticks this awake non-leader spent without a
 	// message that only a leader sends (see round.pokeLeader).
 	silentTicks int
