@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -93,9 +95,10 @@ func (c *Client) GrantID(ctx context.Context, id uint64, ttlSeconds int64) (Leas
 	defer cancel()
 	route := id
 	if route == 0 {
-		// A fresh ID is a current timestamp, so its home is most likely
-		// the shard owning the record key of now; the node redirects if not.
-		route = uint64(time.Now().UnixMilli()) << 18
+		// A fresh ID's home cannot be known before the node picks it
+		// (its record key spreads IDs over the span): ask the home of a
+		// random ID, which redirects when the fresh one's is another.
+		route = rand.Uint64()
 	}
 	for range 3 {
 		var resp *pb.LeaseGrantResponse
@@ -234,6 +237,7 @@ func (c *Client) Leases(ctx context.Context) ([]uint64, error) {
 			ids = append(ids, id)
 		}
 	}
+	slices.Sort(ids)
 	return ids, nil
 }
 

@@ -15,8 +15,15 @@ import (
 // moves with splits like any key, and is replicated, snapshotted and
 // versioned like any key (package lease serves them):
 //
-//	SystemPrefix + "lease/r/" + id (8 bytes, big-endian)         the record
-//	SystemPrefix + "lease/k/" + id (8 bytes, big-endian) + key   one per key attached
+//	SystemPrefix + "lease/r/" + id (8 bytes, little-endian)         the record
+//	SystemPrefix + "lease/k/" + id (8 bytes, little-endian) + key   one per key attached
+//
+// The ID is written little-endian so that its fastest-changing bytes come
+// first: IDs are oracle timestamps, handed out in increasing order, and
+// big-endian they would all fall at the end of the span, in one home
+// shard however many the span is split into. Little-endian, consecutive
+// leases spread over the span, and a split of a busy home shares its
+// leases (and the index keys their puts write) between two shards.
 //
 // Keys from SystemPrefix on are the system's; clients should not write
 // them (the router leaves them out of scans that do not start inside).
@@ -33,7 +40,7 @@ func SystemSpanStart() []byte { return bytes.Clone(SystemPrefix) }
 
 // LeaseRecordKey returns the key of lease id's record.
 func LeaseRecordKey(id uint64) []byte {
-	return binary.BigEndian.AppendUint64(bytes.Clone(leaseRecordPrefix), id)
+	return binary.LittleEndian.AppendUint64(bytes.Clone(leaseRecordPrefix), id)
 }
 
 // LeaseRecordSpan returns the span of every lease record.
@@ -46,19 +53,19 @@ func LeaseFromRecordKey(k []byte) (uint64, bool) {
 	if len(k) != len(leaseRecordPrefix)+8 || !bytes.HasPrefix(k, leaseRecordPrefix) {
 		return 0, false
 	}
-	return binary.BigEndian.Uint64(k[len(leaseRecordPrefix):]), true
+	return binary.LittleEndian.Uint64(k[len(leaseRecordPrefix):]), true
 }
 
 // LeaseIndexKey returns the key recording that key may be attached to
 // lease id.
 func LeaseIndexKey(id uint64, key []byte) []byte {
-	k := binary.BigEndian.AppendUint64(bytes.Clone(leaseIndexPrefix), id)
+	k := binary.LittleEndian.AppendUint64(bytes.Clone(leaseIndexPrefix), id)
 	return append(k, key...)
 }
 
 // LeaseIndexSpan returns the span of lease id's index keys.
 func LeaseIndexSpan(id uint64) (start, end []byte) {
-	start = binary.BigEndian.AppendUint64(bytes.Clone(leaseIndexPrefix), id)
+	start = binary.LittleEndian.AppendUint64(bytes.Clone(leaseIndexPrefix), id)
 	return start, prefixEnd(start)
 }
 
