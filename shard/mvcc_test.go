@@ -263,6 +263,9 @@ func TestStoreStampsInBatches(t *testing.T) {
 			t.Fatalf("write %d: %+v, %v; want revision %d", i, res, err, 2+i)
 		}
 	}
+	if calls, stamped := s.OracleStats(); calls != 2 || stamped != 6 {
+		t.Fatalf("oracle stats: %d calls stamped %d writes, want 2 and 6", calls, stamped)
+	}
 }
 
 // failingOracle fails every call.

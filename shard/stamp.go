@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
@@ -63,7 +64,10 @@ type stampedWrite struct {
 // stamper batches the writes of one Store into Oracle calls (see above).
 type stamper struct {
 	oracle Oracle
-	mu     struct {
+	// calls and stamped count the Oracle calls made and the writes they
+	// stamped (see Store.OracleStats).
+	calls, stamped atomic.Uint64
+	mu             struct {
 		sync.Mutex
 		waiting []*stampedWrite
 		calling bool
@@ -97,6 +101,10 @@ func (st *stamper) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), oracleTimeout)
 		first, err := st.oracle.Next(ctx, len(batch))
 		cancel()
+		st.calls.Add(1)
+		if err == nil {
+			st.stamped.Add(uint64(len(batch)))
+		}
 		for i, w := range batch {
 			if err != nil {
 				w.err = fmt.Errorf("%w to shard %d: %w", ErrNoRevision, w.shard, err)
@@ -109,4 +117,11 @@ func (st *stamper) run() {
 			batch[i] = nil
 		}
 	}
+}
+
+// OracleStats returns how many Oracle calls the Store's stamper made and
+// how many writes they stamped: their ratio is the writes one call
+// serves, which grows with the write rate (see Stamping writes above).
+func (s *Store) OracleStats() (calls, stamped uint64) {
+	return s.stamp.calls.Load(), s.stamp.stamped.Load()
 }

@@ -151,6 +151,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err := tel.ObserveLeases(leases.Lessor); err != nil {
 		return err
 	}
+	if err := tel.ObserveStamper(store); err != nil {
+		return err
+	}
 	pb.RegisterKVServer(srv, kvSrv)
 	adminSrv := rpc.NewAdminServer(rpc.AdminOptions{
 		NodeID: self, Addr: cfg.Advertise, Engine: engine, Store: store, Resolver: resolver,
