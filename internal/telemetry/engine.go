@@ -5,6 +5,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/rpc"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // ObserveEngine exports the engine's counters and group gauges.
@@ -129,4 +130,14 @@ func (t *Telemetry) ObserveTransport(tr *rpc.Transport) error {
 	}, []Gauge{
 		{"flotilla.transport.queue", "messages queued for all peers", "", func() int64 { return int64(tr.QueueLen()) }},
 	})
+}
+
+// ObserveStamper exports how a node's writes get their revisions: the
+// timestamp oracle calls made and the writes they stamped (their ratio is
+// the writes one call serves).
+func (t *Telemetry) ObserveStamper(s *shard.Store) error {
+	return t.Observe([]Counter{
+		{"flotilla.shard.oracle.calls", "timestamp oracle calls made to stamp writes", "", func() uint64 { c, _ := s.OracleStats(); return c }},
+		{"flotilla.shard.oracle.stamped", "writes stamped by those calls", "", func() uint64 { _, n := s.OracleStats(); return n }},
+	}, nil)
 }

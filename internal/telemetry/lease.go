@@ -1,9 +1,6 @@
 package telemetry
 
-import (
-	"github.com/flotilla-kv/flotilla/lease"
-	"github.com/flotilla-kv/flotilla/shard"
-)
+import "github.com/flotilla-kv/flotilla/lease"
 
 // ObserveLeases exports a node's lessor: the leases it counts time for,
 // and what it granted, expired, revoked, kept alive and checkpointed.
@@ -22,14 +19,4 @@ func (t *Telemetry) ObserveLeases(l *lease.Lessor) error {
 	}, []Gauge{
 		{"flotilla.lease.leases", "leases whose time this node counts (it leads their home shards)", "", func() int64 { return int64(l.Count()) }},
 	})
-}
-
-// ObserveStamper exports how a node's writes get their revisions: the
-// timestamp oracle calls made and the writes they stamped (their ratio is
-// the writes one call serves).
-func (t *Telemetry) ObserveStamper(s *shard.Store) error {
-	return t.Observe([]Counter{
-		{"flotilla.shard.oracle.calls", "timestamp oracle calls made to stamp writes", "", func() uint64 { c, _ := s.OracleStats(); return c }},
-		{"flotilla.shard.oracle.stamped", "writes stamped by those calls", "", func() uint64 { _, n := s.OracleStats(); return n }},
-	}, nil)
 }
