@@ -46,10 +46,12 @@ func main() {
 
 // Config is placementd's configuration.
 type Config struct {
-	ID                uint64
-	Listen            string
-	Advertise         string
-	HTTP              string
+	ID        uint64
+	Listen    string
+	Advertise string
+	HTTP      string
+	// Pprof serves Go runtime profiles under /debug/pprof/ on HTTP.
+	Pprof             bool
 	DataDir           string
 	Peers             string
 	ReplicationFactor int
@@ -74,6 +76,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7000", "address of the gRPC server (Placement API, Raft, health, reflection)")
 	fs.StringVar(&c.Advertise, "advertise", "", "address other placement replicas reach this one at (default: --listen)")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:7080", "address of the HTTP server: the status page at /, /api/status, /metrics, /healthz and /readyz; empty disables it")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the catalogue's Pebble store; created if missing (required)")
 	fs.StringVar(&c.Peers, "peers", "", "every placement replica as ID=host:port, comma-separated, this one included; empty runs a single replica")
 	fs.IntVar(&c.ReplicationFactor, "replication-factor", 3, "replicas per shard")

@@ -134,6 +134,9 @@ func run(ctx context.Context, cfg Config) error {
 		mux := serve.HealthMux(&ready)
 		mux.Handle("GET /metrics", tel.Handler)
 		placement.RegisterHTTP(mux, svc)
+		if cfg.Pprof {
+			serve.RegisterPprof(mux)
+		}
 		httpSrv = &http.Server{Addr: cfg.HTTP, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
