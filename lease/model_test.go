@@ -39,7 +39,8 @@ import (
 // Time is simulated (the clocks and the oracle read it); the lessors'
 // ends run on goroutines of their own, as in a node, so a run is not
 // replayed exactly by its seed, but every property is checked on every
-// interleaving. go test ./lease -run Model -model.seeds=N runs more.
+// interleaving. go test ./lease -run Model -args -model.seeds=N runs
+// more; MODEL_LOG=1 prints the lessors' debug logs of every run.
 
 var modelSeeds = flag.Int("model.seeds", 30, "seeds of the lease model test")
 
