@@ -161,6 +161,18 @@ func (c *common) router(ctx context.Context) (*router.Client, error) {
 	})
 }
 
+// connect bounds ctx by --timeout and opens a router with it; done
+// closes the router and releases the bound.
+func (c *common) connect(ctx context.Context) (context.Context, *router.Client, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	r, err := c.router(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, r, func() { r.Close(); cancel() }, nil
+}
+
 // placementClient returns a Placement client over every --placement
 // address, failing over between them (placementConn), and its closer.
 func (c *common) placementClient() (pb.PlacementClient, func(), error) {
@@ -210,13 +222,11 @@ func runPut(ctx context.Context, args []string, out io.Writer) error {
 	case *ttl > 0 && lease != 0:
 		return usageErr(fs, "--ttl and --lease: give one (--ttl grants a lease of its own)")
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	key, value := []byte(pos[0]), []byte(pos[1])
 	var g router.LeaseGrant
 	var w router.WriteResult
@@ -267,13 +277,11 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	if *prefix {
 		start := []byte(pos[0])
 		res, err := r.ScanAt(ctx, start, prefixEnd(start), *limit, *rev, opt)
@@ -381,13 +389,11 @@ func runDel(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	w, err := r.DeleteRev(ctx, []byte(pos[0]))
 	if err != nil {
 		return err
@@ -417,13 +423,11 @@ func runCAS(ctx context.Context, args []string, out io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	res, err := r.CompareAndSwap(ctx, key, expected, *absent, value)
 	if err != nil {
 		return err
@@ -460,13 +464,11 @@ func runScan(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	kvs, err := r.Scan(ctx, []byte(*start), []byte(*end), *limit, opt)
 	if err != nil {
 		return err

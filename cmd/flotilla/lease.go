@@ -156,13 +156,11 @@ func runLeaseGrant(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil || ttl <= 0 || ttl > maxLeaseTTL {
 		return usageErr(fs, fmt.Sprintf("TTL %q: want whole seconds, from 1 to %d", pos[0], int64(maxLeaseTTL)))
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	g, err := r.Grant(ctx, ttl)
 	if err != nil {
 		return err
@@ -182,13 +180,11 @@ func runLeaseRevoke(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	w, err := r.Revoke(ctx, id)
 	if err != nil {
 		return leaseErr(id, err)
@@ -270,13 +266,11 @@ func runLeaseTimeToLive(ctx context.Context, args []string, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	l, err := r.TimeToLive(ctx, id, *keys)
 	if err != nil {
 		return leaseErr(id, err)
@@ -311,13 +305,11 @@ func runLeaseList(ctx context.Context, args []string, out io.Writer) error {
 		"(\"found N leases\", then one ID a line); a lease being ended may still be listed", 0); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	ids, err := r.Leases(ctx)
 	if err != nil {
 		return err

@@ -4,16 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -25,30 +22,7 @@ import (
 // lease command exits 1 naming the lease. put --ttl 2s prints the lease
 // it granted, and its key is gone within 10s.
 func TestCLILeases(t *testing.T) {
-	bin := flt.Binary(t, "flotilla")
-	f := flt.New(t, 3, "--heartbeat-interval", "250ms")
-	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
-	f.StartPlacement()
-	f.Start()
-	env := []string{"FLOTILLA_PLACEMENT=" + f.PlacementAddrs()}
-	command := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(cmd.Environ(), env...)
-		return cmd
-	}
-	cli := func(args ...string) (string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out, err := command(ctx, args...).CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
-	}
+	command, cli := cliFleet(t)
 	must := func(re string, args ...string) []string {
 		t.Helper()
 		out, code := cli(args...)

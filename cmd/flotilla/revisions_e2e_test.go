@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -24,30 +21,7 @@ import (
 // cleanly on SIGINT, and after compact, a read or a watch below the
 // compaction revision exits 1 saying so.
 func TestCLIRevisionsAndWatch(t *testing.T) {
-	bin := flt.Binary(t, "flotilla")
-	f := flt.New(t, 3, "--heartbeat-interval", "250ms")
-	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
-	f.StartPlacement()
-	f.Start()
-	env := []string{"FLOTILLA_PLACEMENT=" + f.PlacementAddrs()}
-	command := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(cmd.Environ(), env...)
-		return cmd
-	}
-	cli := func(args ...string) (string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out, err := command(ctx, args...).CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
-	}
+	command, cli := cliFleet(t)
 	revRE := regexp.MustCompile(`^OK \(revision (\d+)\)\n$`)
 	write := func(args ...string) string {
 		t.Helper()

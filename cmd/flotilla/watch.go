@@ -151,13 +151,11 @@ func runCompact(ctx context.Context, args []string, out io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	r, err := c.router(ctx)
+	ctx, r, done, err := c.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	defer done()
 	if err := r.Compact(ctx, []byte(*start), []byte(*end), rev); err != nil {
 		return revisionErr(err)
 	}
