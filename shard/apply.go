@@ -65,6 +65,11 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	if c.Kind == KindPut && c.Lease != 0 && c.Revision > c.LeaseUntil {
 		return fmt.Errorf("%w: revision %d, lease %d promised through %d", ErrLeasePromise, c.Revision, c.Lease, c.LeaseUntil)
 	}
+	if c.Kind == KindTxn {
+		if err := c.Txn.checkPromises(c.Revision); err != nil {
+			return err
+		}
+	}
 
 	// The command applies: from here on every path writes.
 	var res *Result
@@ -86,6 +91,10 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 			}
 		}
 		res = sm.writeResult(c.Revision)
+	case KindTxn:
+		res = sm.writeResult(c.Revision)
+		res.Txn = sm.applyTxn(b, c.Txn, c.Revision)
+		res.Succeeded = res.Txn.Succeeded
 	case KindSplit:
 		return sm.applySplit(ac, e.Index, c, desc)
 	case KindChecksum:

@@ -36,11 +36,14 @@ const (
 	// and watches below it are refused from then on, and writes prune the
 	// versions no read at it can see (see Store.Compact).
 	KindCompact
+	// KindTxn runs Txn, a compare-then-else transaction on the shard's
+	// keys (see txn.go).
+	KindTxn
 )
 
 // writesData reports whether commands of kind k write user data.
 func (k CommandKind) writesData() bool {
-	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch
+	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch || k == KindTxn
 }
 
 // stamped reports whether commands of kind k carry a revision, which the
@@ -67,6 +70,8 @@ func (k CommandKind) String() string {
 		return "resolve"
 	case KindCompact:
 		return "compact"
+	case KindTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -144,6 +149,9 @@ type Command struct {
 	// its ID, and one fresh replica ID per current replica of the shard.
 	NewShard    ShardID
 	NewReplicas []SplitReplica
+
+	// Txn is the transaction of a KindTxn.
+	Txn *Txn
 }
 
 // commandFormat is the leading byte of an encoded Command. Format 2 added
@@ -182,6 +190,7 @@ const (
 //	split:   bytes key, uvarint new shard, uvarint n, then n times:
 //	         uvarint old replica, uvarint new replica
 //	checksum, resolve, compact: nothing
+//	txn:     the transaction (see appendTxn)
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	format := commandFormat
 	if c.Lease != 0 && (c.Kind == KindPut || c.Kind == KindDelete) {
@@ -238,6 +247,8 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.Old))
 			dst = binary.AppendUvarint(dst, uint64(r.New))
 		}
+	case KindTxn:
+		dst = appendTxn(dst, c.Txn)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
@@ -323,6 +334,8 @@ func DecodeCommand(b []byte, c *Command) error {
 			repls = append(repls, r)
 		}
 		c.NewReplicas = repls
+	case KindTxn:
+		c.Txn = decodeTxn(&d, 0)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
@@ -404,6 +417,12 @@ func (c *Command) checkLimits(cfg *Config) error {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
 		}
 		return nil
+	case KindTxn:
+		if c.Txn == nil {
+			return fmt.Errorf("%w: a txn without its transaction", ErrBadCommand)
+		}
+		n := 0
+		return c.Txn.check(cfg, 0, &n)
 	case KindChecksum, KindResolve:
 		if c.Header.ClientID != 0 {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
@@ -457,6 +476,8 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		}
 	case KindSplit:
 		return c.checkSplit(d)
+	case KindTxn:
+		return c.Txn.checkAgainst(d)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		if !d.ContainsKey(c.Key) {

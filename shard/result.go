@@ -26,6 +26,8 @@ type Result struct {
 	// it was applied at (its versions' revision; a failed CompareAndSwap
 	// and a Delete of an absent key wrote none, but were evaluated at it).
 	Revision uint64
+	// Txn: for a Txn, its outcome (Succeeded is Txn.Succeeded).
+	Txn *TxnResult
 	// Index: for a Checksum, the log index it was computed at (its Value is
 	// the checksum). Checksums are never recorded in the client table, so
 	// Index is not part of the encoding.
@@ -40,15 +42,17 @@ const (
 	resultSucceeded byte = 1 << iota
 	resultFound
 	resultSplit
+	resultTxn
 )
 
 // appendEncoded appends r's encoding:
 //
 //	byte     format (2)
-//	byte     flags (bit 0 succeeded, bit 1 found, bit 2 split)
+//	byte     flags (bit 0 succeeded, bit 1 found, bit 2 split, bit 3 txn)
 //	uvarint  revision
 //	bytes  value (only with found)
 //	left and right descriptors (only with split)
+//	the txn result (only with txn; see appendTxnResult)
 func (r *Result) appendEncoded(dst []byte) []byte {
 	var flags byte
 	if r.Succeeded {
@@ -61,6 +65,9 @@ func (r *Result) appendEncoded(dst []byte) []byte {
 	if split {
 		flags |= resultSplit
 	}
+	if r.Txn != nil {
+		flags |= resultTxn
+	}
 	dst = append(dst, resultFormat, flags)
 	dst = binary.AppendUvarint(dst, r.Revision)
 	if r.Found {
@@ -69,6 +76,9 @@ func (r *Result) appendEncoded(dst []byte) []byte {
 	if split {
 		dst = r.Left.AppendEncoded(dst)
 		dst = r.Right.AppendEncoded(dst)
+	}
+	if r.Txn != nil {
+		dst = appendTxnResult(dst, r.Txn)
 	}
 	return dst
 }
@@ -79,7 +89,7 @@ func decodeResultFrom(d *decoder) *Result {
 		d.fail(fmt.Errorf("unknown result format %d", f))
 	}
 	flags := d.byte()
-	if flags&^(resultSucceeded|resultFound|resultSplit) != 0 {
+	if flags&^(resultSucceeded|resultFound|resultSplit|resultTxn) != 0 {
 		d.fail(fmt.Errorf("unknown result flags %#x", flags))
 	}
 	r := &Result{Succeeded: flags&resultSucceeded != 0, Found: flags&resultFound != 0, Revision: d.uvarint()}
@@ -95,6 +105,9 @@ func decodeResultFrom(d *decoder) *Result {
 	if flags&resultSplit != 0 {
 		l, rr := decodeDescriptorFrom(d), decodeDescriptorFrom(d)
 		r.Left, r.Right = &l, &rr
+	}
+	if flags&resultTxn != 0 {
+		r.Txn = decodeTxnResult(d, 0)
 	}
 	if d.err != nil {
 		return nil

@@ -28,6 +28,179 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TxnCompare_Target int32
+
+const (
+	TxnCompare_TARGET_UNSPECIFIED TxnCompare_Target = 0
+	TxnCompare_VALUE              TxnCompare_Target = 1
+	TxnCompare_VERSION            TxnCompare_Target = 2
+	TxnCompare_CREATE             TxnCompare_Target = 3
+	TxnCompare_MOD                TxnCompare_Target = 4
+	TxnCompare_LEASE              TxnCompare_Target = 5
+)
+
+// Enum value maps for TxnCompare_Target.
+var (
+	TxnCompare_Target_name = map[int32]string{
+		0: "TARGET_UNSPECIFIED",
+		1: "VALUE",
+		2: "VERSION",
+		3: "CREATE",
+		4: "MOD",
+		5: "LEASE",
+	}
+	TxnCompare_Target_value = map[string]int32{
+		"TARGET_UNSPECIFIED": 0,
+		"VALUE":              1,
+		"VERSION":            2,
+		"CREATE":             3,
+		"MOD":                4,
+		"LEASE":              5,
+	}
+)
+
+func (x TxnCompare_Target) Enum() *TxnCompare_Target {
+	p := new(TxnCompare_Target)
+	*p = x
+	return p
+}
+
+func (x TxnCompare_Target) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnCompare_Target) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[0].Descriptor()
+}
+
+func (TxnCompare_Target) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[0]
+}
+
+func (x TxnCompare_Target) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnCompare_Target.Descriptor instead.
+func (TxnCompare_Target) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{14, 0}
+}
+
+type TxnCompare_Operator int32
+
+const (
+	TxnCompare_OPERATOR_UNSPECIFIED TxnCompare_Operator = 0
+	TxnCompare_EQUAL                TxnCompare_Operator = 1
+	TxnCompare_NOT_EQUAL            TxnCompare_Operator = 2
+	TxnCompare_LESS                 TxnCompare_Operator = 3
+	TxnCompare_GREATER              TxnCompare_Operator = 4
+)
+
+// Enum value maps for TxnCompare_Operator.
+var (
+	TxnCompare_Operator_name = map[int32]string{
+		0: "OPERATOR_UNSPECIFIED",
+		1: "EQUAL",
+		2: "NOT_EQUAL",
+		3: "LESS",
+		4: "GREATER",
+	}
+	TxnCompare_Operator_value = map[string]int32{
+		"OPERATOR_UNSPECIFIED": 0,
+		"EQUAL":                1,
+		"NOT_EQUAL":            2,
+		"LESS":                 3,
+		"GREATER":              4,
+	}
+)
+
+func (x TxnCompare_Operator) Enum() *TxnCompare_Operator {
+	p := new(TxnCompare_Operator)
+	*p = x
+	return p
+}
+
+func (x TxnCompare_Operator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnCompare_Operator) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[1].Descriptor()
+}
+
+func (TxnCompare_Operator) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[1]
+}
+
+func (x TxnCompare_Operator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnCompare_Operator.Descriptor instead.
+func (TxnCompare_Operator) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{14, 1}
+}
+
+type TxnOp_Kind int32
+
+const (
+	TxnOp_KIND_UNSPECIFIED TxnOp_Kind = 0
+	// RANGE reads key, or with ranged the keys of [key, end).
+	TxnOp_RANGE TxnOp_Kind = 1
+	// PUT sets key to value, attached to lease (0: none), whose home
+	// promised it alive through lease_until (see PutRequest).
+	TxnOp_PUT TxnOp_Kind = 2
+	// DELETE deletes key, or with ranged every key of [key, end).
+	TxnOp_DELETE TxnOp_Kind = 3
+	// TXN runs the nested transaction txn.
+	TxnOp_TXN TxnOp_Kind = 4
+)
+
+// Enum value maps for TxnOp_Kind.
+var (
+	TxnOp_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "RANGE",
+		2: "PUT",
+		3: "DELETE",
+		4: "TXN",
+	}
+	TxnOp_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"RANGE":            1,
+		"PUT":              2,
+		"DELETE":           3,
+		"TXN":              4,
+	}
+)
+
+func (x TxnOp_Kind) Enum() *TxnOp_Kind {
+	p := new(TxnOp_Kind)
+	*p = x
+	return p
+}
+
+func (x TxnOp_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnOp_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[2].Descriptor()
+}
+
+func (TxnOp_Kind) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[2]
+}
+
+func (x TxnOp_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnOp_Kind.Descriptor instead.
+func (TxnOp_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{15, 0}
+}
+
 type Event_Type int32
 
 const (
@@ -58,11 +231,11 @@ func (x Event_Type) String() string {
 }
 
 func (Event_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_v1_kv_proto_enumTypes[0].Descriptor()
+	return file_flotilla_v1_kv_proto_enumTypes[3].Descriptor()
 }
 
 func (Event_Type) Type() protoreflect.EnumType {
-	return &file_flotilla_v1_kv_proto_enumTypes[0]
+	return &file_flotilla_v1_kv_proto_enumTypes[3]
 }
 
 func (x Event_Type) Number() protoreflect.EnumNumber {
@@ -71,7 +244,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{20, 0}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27, 0}
 }
 
 // KeyValue is a key as a read saw it. Revisions are timestamps of the
@@ -1035,6 +1208,501 @@ func (x *BatchResponse) GetRevision() uint64 {
 	return 0
 }
 
+// TxnCompare is one condition of a Txn: the key's target property
+// compared to the operand by the operator. With ranged, every key of
+// [key, end) (an empty end: +inf) must satisfy it, and a range holding no
+// key is compared as one absent key. An absent key has version, create
+// and mod revision and lease 0; no value compare holds on it.
+type TxnCompare struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	End      []byte                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	Ranged   bool                   `protobuf:"varint,3,opt,name=ranged,proto3" json:"ranged,omitempty"`
+	Target   TxnCompare_Target      `protobuf:"varint,4,opt,name=target,proto3,enum=flotilla.v1.TxnCompare_Target" json:"target,omitempty"`
+	Operator TxnCompare_Operator    `protobuf:"varint,5,opt,name=operator,proto3,enum=flotilla.v1.TxnCompare_Operator" json:"operator,omitempty"`
+	// value is the operand of a VALUE compare, number of the others.
+	Value         []byte `protobuf:"bytes,6,opt,name=value,proto3" json:"value,omitempty"`
+	Number        uint64 `protobuf:"varint,7,opt,name=number,proto3" json:"number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnCompare) Reset() {
+	*x = TxnCompare{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnCompare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnCompare) ProtoMessage() {}
+
+func (x *TxnCompare) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnCompare.ProtoReflect.Descriptor instead.
+func (*TxnCompare) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TxnCompare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnCompare) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *TxnCompare) GetRanged() bool {
+	if x != nil {
+		return x.Ranged
+	}
+	return false
+}
+
+func (x *TxnCompare) GetTarget() TxnCompare_Target {
+	if x != nil {
+		return x.Target
+	}
+	return TxnCompare_TARGET_UNSPECIFIED
+}
+
+func (x *TxnCompare) GetOperator() TxnCompare_Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return TxnCompare_OPERATOR_UNSPECIFIED
+}
+
+func (x *TxnCompare) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnCompare) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+// TxnOp is one operation of a Txn branch.
+type TxnOp struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Kind       TxnOp_Kind             `protobuf:"varint,1,opt,name=kind,proto3,enum=flotilla.v1.TxnOp_Kind" json:"kind,omitempty"`
+	Key        []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	End        []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	Ranged     bool                   `protobuf:"varint,4,opt,name=ranged,proto3" json:"ranged,omitempty"`
+	Value      []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Lease      uint64                 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	LeaseUntil uint64                 `protobuf:"varint,7,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	// prev_kv asks a PUT or DELETE for the versions it replaced.
+	PrevKv        bool `protobuf:"varint,8,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Txn           *Txn `protobuf:"bytes,9,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TxnOp) GetKind() TxnOp_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return TxnOp_KIND_UNSPECIFIED
+}
+
+func (x *TxnOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnOp) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *TxnOp) GetRanged() bool {
+	if x != nil {
+		return x.Ranged
+	}
+	return false
+}
+
+func (x *TxnOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnOp) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *TxnOp) GetLeaseUntil() uint64 {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return 0
+}
+
+func (x *TxnOp) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+func (x *TxnOp) GetTxn() *Txn {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+// Txn is a compare-then-else transaction: if every compare holds the
+// success ops run, in order, else the failure ops; reads see the writes
+// of the ops before them.
+type Txn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Compares      []*TxnCompare          `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success       []*TxnOp               `protobuf:"bytes,2,rep,name=success,proto3" json:"success,omitempty"`
+	Failure       []*TxnOp               `protobuf:"bytes,3,rep,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Txn) Reset() {
+	*x = Txn{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Txn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Txn) ProtoMessage() {}
+
+func (x *Txn) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Txn.ProtoReflect.Descriptor instead.
+func (*Txn) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Txn) GetCompares() []*TxnCompare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *Txn) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *Txn) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+// TxnRequest runs a transaction on one shard, atomically, at one
+// revision: every key and range must be in the shard. A branch may not
+// write a key twice (two puts, or a put inside a delete's range).
+type TxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Txn           *Txn                   `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRequest) Reset() {
+	*x = TxnRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRequest) ProtoMessage() {}
+
+func (x *TxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
+func (*TxnRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TxnRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetTxn() *Txn {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type TxnOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kvs: a RANGE's keys, in key order; a PUT's or DELETE's replaced
+	// versions when prev_kv was set.
+	Kvs []*KeyValue `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	// deleted: how many keys a DELETE deleted.
+	Deleted int64 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// txn: a nested TXN's result.
+	Txn           *TxnResult `protobuf:"bytes,3,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TxnOpResult) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeleted() int64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *TxnOpResult) GetTxn() *TxnResult {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type TxnResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Succeeded     bool                   `protobuf:"varint,1,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Ops           []*TxnOpResult         `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResult) Reset() {
+	*x = TxnResult{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResult) ProtoMessage() {}
+
+func (x *TxnResult) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResult.ProtoReflect.Descriptor instead.
+func (*TxnResult) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TxnResult) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *TxnResult) GetOps() []*TxnOpResult {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type TxnResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result *TxnResult             `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// revision: the transaction's revision (its writes' mod revision).
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResponse) Reset() {
+	*x = TxnResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResponse) ProtoMessage() {}
+
+func (x *TxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
+func (*TxnResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TxnResponse) GetResult() *TxnResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxnResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // MultiOp is one request of a Multi call: exactly one field is set.
 type MultiOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1051,7 +1719,7 @@ type MultiOp struct {
 
 func (x *MultiOp) Reset() {
 	*x = MultiOp{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1731,7 @@ func (x *MultiOp) String() string {
 func (*MultiOp) ProtoMessage() {}
 
 func (x *MultiOp) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[14]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1744,7 @@ func (x *MultiOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
 func (*MultiOp) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MultiOp) GetOp() isMultiOp_Op {
@@ -1166,7 +1834,7 @@ type MultiRequest struct {
 
 func (x *MultiRequest) Reset() {
 	*x = MultiRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1846,7 @@ func (x *MultiRequest) String() string {
 func (*MultiRequest) ProtoMessage() {}
 
 func (x *MultiRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[15]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1859,7 @@ func (x *MultiRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiRequest.ProtoReflect.Descriptor instead.
 func (*MultiRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MultiRequest) GetOps() []*MultiOp {
@@ -1216,7 +1884,7 @@ type OpStatus struct {
 
 func (x *OpStatus) Reset() {
 	*x = OpStatus{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1896,7 @@ func (x *OpStatus) String() string {
 func (*OpStatus) ProtoMessage() {}
 
 func (x *OpStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[16]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1909,7 @@ func (x *OpStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpStatus.ProtoReflect.Descriptor instead.
 func (*OpStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OpStatus) GetCode() int32 {
@@ -1282,7 +1950,7 @@ type MultiResult struct {
 
 func (x *MultiResult) Reset() {
 	*x = MultiResult{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1962,7 @@ func (x *MultiResult) String() string {
 func (*MultiResult) ProtoMessage() {}
 
 func (x *MultiResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[17]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1975,7 @@ func (x *MultiResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiResult.ProtoReflect.Descriptor instead.
 func (*MultiResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MultiResult) GetStatus() *OpStatus {
@@ -1398,7 +2066,7 @@ type MultiResponse struct {
 
 func (x *MultiResponse) Reset() {
 	*x = MultiResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +2078,7 @@ func (x *MultiResponse) String() string {
 func (*MultiResponse) ProtoMessage() {}
 
 func (x *MultiResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[18]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +2091,7 @@ func (x *MultiResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiResponse.ProtoReflect.Descriptor instead.
 func (*MultiResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MultiResponse) GetResults() []*MultiResult {
@@ -1453,7 +2121,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +2133,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[19]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +2146,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchRequest) GetHeader() *RequestHeader {
@@ -1539,7 +2207,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +2219,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[20]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +2232,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -1614,7 +2282,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +2294,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +2307,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchResponse) GetCreated() bool {
@@ -1679,7 +2347,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2359,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2372,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CompactRequest) GetHeader() *RequestHeader {
@@ -1731,7 +2399,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +2411,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +2424,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CompactResponse) GetCompactRevision() uint64 {
@@ -1782,7 +2450,7 @@ type LeaseGrantRequest struct {
 
 func (x *LeaseGrantRequest) Reset() {
 	*x = LeaseGrantRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +2462,7 @@ func (x *LeaseGrantRequest) String() string {
 func (*LeaseGrantRequest) ProtoMessage() {}
 
 func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +2475,7 @@ func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeaseGrantRequest) GetHeader() *RequestHeader {
@@ -1844,7 +2512,7 @@ type LeaseGrantResponse struct {
 
 func (x *LeaseGrantResponse) Reset() {
 	*x = LeaseGrantResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2524,7 @@ func (x *LeaseGrantResponse) String() string {
 func (*LeaseGrantResponse) ProtoMessage() {}
 
 func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2537,7 @@ func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LeaseGrantResponse) GetId() uint64 {
@@ -1912,7 +2580,7 @@ type LeaseRevokeRequest struct {
 
 func (x *LeaseRevokeRequest) Reset() {
 	*x = LeaseRevokeRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2592,7 @@ func (x *LeaseRevokeRequest) String() string {
 func (*LeaseRevokeRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2605,7 @@ func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LeaseRevokeRequest) GetHeader() *RequestHeader {
@@ -1966,7 +2634,7 @@ type LeaseRevokeResponse struct {
 
 func (x *LeaseRevokeResponse) Reset() {
 	*x = LeaseRevokeResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2646,7 @@ func (x *LeaseRevokeResponse) String() string {
 func (*LeaseRevokeResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2659,7 @@ func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LeaseRevokeResponse) GetRevision() uint64 {
@@ -2019,7 +2687,7 @@ type LeaseKeepAliveRequest struct {
 
 func (x *LeaseKeepAliveRequest) Reset() {
 	*x = LeaseKeepAliveRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2699,7 @@ func (x *LeaseKeepAliveRequest) String() string {
 func (*LeaseKeepAliveRequest) ProtoMessage() {}
 
 func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2712,7 @@ func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LeaseKeepAliveRequest) GetHeader() *RequestHeader {
@@ -2071,7 +2739,7 @@ type LeaseKeepAliveResponse struct {
 
 func (x *LeaseKeepAliveResponse) Reset() {
 	*x = LeaseKeepAliveResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2751,7 @@ func (x *LeaseKeepAliveResponse) String() string {
 func (*LeaseKeepAliveResponse) ProtoMessage() {}
 
 func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2764,7 @@ func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeaseKeepAliveResponse) GetTtlSeconds() int64 {
@@ -2118,7 +2786,7 @@ type LeaseTimeToLiveRequest struct {
 
 func (x *LeaseTimeToLiveRequest) Reset() {
 	*x = LeaseTimeToLiveRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2798,7 @@ func (x *LeaseTimeToLiveRequest) String() string {
 func (*LeaseTimeToLiveRequest) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2811,7 @@ func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LeaseTimeToLiveRequest) GetHeader() *RequestHeader {
@@ -2179,7 +2847,7 @@ type LeaseTimeToLiveResponse struct {
 
 func (x *LeaseTimeToLiveResponse) Reset() {
 	*x = LeaseTimeToLiveResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2859,7 @@ func (x *LeaseTimeToLiveResponse) String() string {
 func (*LeaseTimeToLiveResponse) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2872,7 @@ func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaseTimeToLiveResponse) GetTtlSeconds() int64 {
@@ -2243,7 +2911,7 @@ type LeaseAttachRequest struct {
 
 func (x *LeaseAttachRequest) Reset() {
 	*x = LeaseAttachRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2923,7 @@ func (x *LeaseAttachRequest) String() string {
 func (*LeaseAttachRequest) ProtoMessage() {}
 
 func (x *LeaseAttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2936,7 @@ func (x *LeaseAttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAttachRequest.ProtoReflect.Descriptor instead.
 func (*LeaseAttachRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LeaseAttachRequest) GetHeader() *RequestHeader {
@@ -2301,7 +2969,7 @@ type LeaseAttachResponse struct {
 
 func (x *LeaseAttachResponse) Reset() {
 	*x = LeaseAttachResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2981,7 @@ func (x *LeaseAttachResponse) String() string {
 func (*LeaseAttachResponse) ProtoMessage() {}
 
 func (x *LeaseAttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2994,7 @@ func (x *LeaseAttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAttachResponse.ProtoReflect.Descriptor instead.
 func (*LeaseAttachResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseAttachResponse) GetUntil() uint64 {
@@ -2349,7 +3017,7 @@ type LeaseStatusRequest struct {
 
 func (x *LeaseStatusRequest) Reset() {
 	*x = LeaseStatusRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +3029,7 @@ func (x *LeaseStatusRequest) String() string {
 func (*LeaseStatusRequest) ProtoMessage() {}
 
 func (x *LeaseStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +3042,7 @@ func (x *LeaseStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatusRequest.ProtoReflect.Descriptor instead.
 func (*LeaseStatusRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LeaseStatusRequest) GetHeader() *RequestHeader {
@@ -2413,7 +3081,7 @@ type LeaseStatusResponse struct {
 
 func (x *LeaseStatusResponse) Reset() {
 	*x = LeaseStatusResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +3093,7 @@ func (x *LeaseStatusResponse) String() string {
 func (*LeaseStatusResponse) ProtoMessage() {}
 
 func (x *LeaseStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +3106,7 @@ func (x *LeaseStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatusResponse.ProtoReflect.Descriptor instead.
 func (*LeaseStatusResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LeaseStatusResponse) GetAlive() bool {
@@ -2535,7 +3203,66 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12&\n" +
 	"\x03ops\x18\x02 \x03(\v2\x14.flotilla.v1.BatchOpR\x03ops\"+\n" +
 	"\rBatchResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xef\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x9d\x03\n" +
+	"\n" +
+	"TxnCompare\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\fR\x03end\x12\x16\n" +
+	"\x06ranged\x18\x03 \x01(\bR\x06ranged\x126\n" +
+	"\x06target\x18\x04 \x01(\x0e2\x1e.flotilla.v1.TxnCompare.TargetR\x06target\x12<\n" +
+	"\boperator\x18\x05 \x01(\x0e2 .flotilla.v1.TxnCompare.OperatorR\boperator\x12\x14\n" +
+	"\x05value\x18\x06 \x01(\fR\x05value\x12\x16\n" +
+	"\x06number\x18\a \x01(\x04R\x06number\"X\n" +
+	"\x06Target\x12\x16\n" +
+	"\x12TARGET_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05VALUE\x10\x01\x12\v\n" +
+	"\aVERSION\x10\x02\x12\n" +
+	"\n" +
+	"\x06CREATE\x10\x03\x12\a\n" +
+	"\x03MOD\x10\x04\x12\t\n" +
+	"\x05LEASE\x10\x05\"U\n" +
+	"\bOperator\x12\x18\n" +
+	"\x14OPERATOR_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05EQUAL\x10\x01\x12\r\n" +
+	"\tNOT_EQUAL\x10\x02\x12\b\n" +
+	"\x04LESS\x10\x03\x12\v\n" +
+	"\aGREATER\x10\x04\"\xc1\x02\n" +
+	"\x05TxnOp\x12+\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x17.flotilla.v1.TxnOp.KindR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x16\n" +
+	"\x06ranged\x18\x04 \x01(\bR\x06ranged\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\fR\x05value\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\x04R\x05lease\x12\x1f\n" +
+	"\vlease_until\x18\a \x01(\x04R\n" +
+	"leaseUntil\x12\x17\n" +
+	"\aprev_kv\x18\b \x01(\bR\x06prevKv\x12\"\n" +
+	"\x03txn\x18\t \x01(\v2\x10.flotilla.v1.TxnR\x03txn\"E\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05RANGE\x10\x01\x12\a\n" +
+	"\x03PUT\x10\x02\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x03\x12\a\n" +
+	"\x03TXN\x10\x04\"\x96\x01\n" +
+	"\x03Txn\x123\n" +
+	"\bcompares\x18\x01 \x03(\v2\x17.flotilla.v1.TxnCompareR\bcompares\x12,\n" +
+	"\asuccess\x18\x02 \x03(\v2\x12.flotilla.v1.TxnOpR\asuccess\x12,\n" +
+	"\afailure\x18\x03 \x03(\v2\x12.flotilla.v1.TxnOpR\afailure\"d\n" +
+	"\n" +
+	"TxnRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\"\n" +
+	"\x03txn\x18\x02 \x01(\v2\x10.flotilla.v1.TxnR\x03txn\"z\n" +
+	"\vTxnOpResult\x12'\n" +
+	"\x03kvs\x18\x01 \x03(\v2\x15.flotilla.v1.KeyValueR\x03kvs\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x03R\adeleted\x12(\n" +
+	"\x03txn\x18\x03 \x01(\v2\x16.flotilla.v1.TxnResultR\x03txn\"U\n" +
+	"\tTxnResult\x12\x1c\n" +
+	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12*\n" +
+	"\x03ops\x18\x02 \x03(\v2\x18.flotilla.v1.TxnOpResultR\x03ops\"Y\n" +
+	"\vTxnResponse\x12.\n" +
+	"\x06result\x18\x01 \x01(\v2\x16.flotilla.v1.TxnResultR\x06result\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xef\x01\n" +
 	"\aMultiOp\x12+\n" +
 	"\x03get\x18\x01 \x01(\v2\x17.flotilla.v1.GetRequestH\x00R\x03get\x12+\n" +
 	"\x03put\x18\x02 \x01(\v2\x17.flotilla.v1.PutRequestH\x00R\x03put\x124\n" +
@@ -2626,14 +3353,15 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x13LeaseStatusResponse\x12\x14\n" +
 	"\x05alive\x18\x01 \x01(\bR\x05alive\x12\x14\n" +
 	"\x05until\x18\x02 \x01(\x04R\x05until\x12\x14\n" +
-	"\x05ended\x18\x03 \x01(\x04R\x05ended2\xa9\t\n" +
+	"\x05ended\x18\x03 \x01(\x04R\x05ended2\xe3\t\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
 	"\x06Delete\x12\x1a.flotilla.v1.DeleteRequest\x1a\x1b.flotilla.v1.DeleteResponse\x12Y\n" +
 	"\x0eCompareAndSwap\x12\".flotilla.v1.CompareAndSwapRequest\x1a#.flotilla.v1.CompareAndSwapResponse\x12;\n" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
-	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x12>\n" +
+	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x128\n" +
+	"\x03Txn\x12\x17.flotilla.v1.TxnRequest\x1a\x18.flotilla.v1.TxnResponse\x12>\n" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
 	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
 	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
@@ -2658,121 +3386,146 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_kv_proto_rawDescData
 }
 
-var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_flotilla_v1_kv_proto_goTypes = []any{
-	(Event_Type)(0),                 // 0: flotilla.v1.Event.Type
-	(*KeyValue)(nil),                // 1: flotilla.v1.KeyValue
-	(*GetRequest)(nil),              // 2: flotilla.v1.GetRequest
-	(*GetResponse)(nil),             // 3: flotilla.v1.GetResponse
-	(*PutRequest)(nil),              // 4: flotilla.v1.PutRequest
-	(*PutResponse)(nil),             // 5: flotilla.v1.PutResponse
-	(*DeleteRequest)(nil),           // 6: flotilla.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 7: flotilla.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 8: flotilla.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 9: flotilla.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 10: flotilla.v1.ScanRequest
-	(*ScanResponse)(nil),            // 11: flotilla.v1.ScanResponse
-	(*BatchOp)(nil),                 // 12: flotilla.v1.BatchOp
-	(*BatchRequest)(nil),            // 13: flotilla.v1.BatchRequest
-	(*BatchResponse)(nil),           // 14: flotilla.v1.BatchResponse
-	(*MultiOp)(nil),                 // 15: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),            // 16: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),                // 17: flotilla.v1.OpStatus
-	(*MultiResult)(nil),             // 18: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),           // 19: flotilla.v1.MultiResponse
-	(*WatchRequest)(nil),            // 20: flotilla.v1.WatchRequest
-	(*Event)(nil),                   // 21: flotilla.v1.Event
-	(*WatchResponse)(nil),           // 22: flotilla.v1.WatchResponse
-	(*CompactRequest)(nil),          // 23: flotilla.v1.CompactRequest
-	(*CompactResponse)(nil),         // 24: flotilla.v1.CompactResponse
-	(*LeaseGrantRequest)(nil),       // 25: flotilla.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 26: flotilla.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 27: flotilla.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 28: flotilla.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 29: flotilla.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 30: flotilla.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 31: flotilla.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 32: flotilla.v1.LeaseTimeToLiveResponse
-	(*LeaseAttachRequest)(nil),      // 33: flotilla.v1.LeaseAttachRequest
-	(*LeaseAttachResponse)(nil),     // 34: flotilla.v1.LeaseAttachResponse
-	(*LeaseStatusRequest)(nil),      // 35: flotilla.v1.LeaseStatusRequest
-	(*LeaseStatusResponse)(nil),     // 36: flotilla.v1.LeaseStatusResponse
-	(*RequestHeader)(nil),           // 37: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),               // 38: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),       // 39: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),      // 40: flotilla.v1.ScanRoutesResponse
+	(TxnCompare_Target)(0),          // 0: flotilla.v1.TxnCompare.Target
+	(TxnCompare_Operator)(0),        // 1: flotilla.v1.TxnCompare.Operator
+	(TxnOp_Kind)(0),                 // 2: flotilla.v1.TxnOp.Kind
+	(Event_Type)(0),                 // 3: flotilla.v1.Event.Type
+	(*KeyValue)(nil),                // 4: flotilla.v1.KeyValue
+	(*GetRequest)(nil),              // 5: flotilla.v1.GetRequest
+	(*GetResponse)(nil),             // 6: flotilla.v1.GetResponse
+	(*PutRequest)(nil),              // 7: flotilla.v1.PutRequest
+	(*PutResponse)(nil),             // 8: flotilla.v1.PutResponse
+	(*DeleteRequest)(nil),           // 9: flotilla.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 10: flotilla.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 11: flotilla.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 12: flotilla.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 13: flotilla.v1.ScanRequest
+	(*ScanResponse)(nil),            // 14: flotilla.v1.ScanResponse
+	(*BatchOp)(nil),                 // 15: flotilla.v1.BatchOp
+	(*BatchRequest)(nil),            // 16: flotilla.v1.BatchRequest
+	(*BatchResponse)(nil),           // 17: flotilla.v1.BatchResponse
+	(*TxnCompare)(nil),              // 18: flotilla.v1.TxnCompare
+	(*TxnOp)(nil),                   // 19: flotilla.v1.TxnOp
+	(*Txn)(nil),                     // 20: flotilla.v1.Txn
+	(*TxnRequest)(nil),              // 21: flotilla.v1.TxnRequest
+	(*TxnOpResult)(nil),             // 22: flotilla.v1.TxnOpResult
+	(*TxnResult)(nil),               // 23: flotilla.v1.TxnResult
+	(*TxnResponse)(nil),             // 24: flotilla.v1.TxnResponse
+	(*MultiOp)(nil),                 // 25: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),            // 26: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),                // 27: flotilla.v1.OpStatus
+	(*MultiResult)(nil),             // 28: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),           // 29: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),            // 30: flotilla.v1.WatchRequest
+	(*Event)(nil),                   // 31: flotilla.v1.Event
+	(*WatchResponse)(nil),           // 32: flotilla.v1.WatchResponse
+	(*CompactRequest)(nil),          // 33: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),         // 34: flotilla.v1.CompactResponse
+	(*LeaseGrantRequest)(nil),       // 35: flotilla.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 36: flotilla.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 37: flotilla.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 38: flotilla.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 39: flotilla.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 40: flotilla.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 41: flotilla.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 42: flotilla.v1.LeaseTimeToLiveResponse
+	(*LeaseAttachRequest)(nil),      // 43: flotilla.v1.LeaseAttachRequest
+	(*LeaseAttachResponse)(nil),     // 44: flotilla.v1.LeaseAttachResponse
+	(*LeaseStatusRequest)(nil),      // 45: flotilla.v1.LeaseStatusRequest
+	(*LeaseStatusResponse)(nil),     // 46: flotilla.v1.LeaseStatusResponse
+	(*RequestHeader)(nil),           // 47: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),               // 48: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),       // 49: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),      // 50: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	37, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
-	1,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	37, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
-	12, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
-	2,  // 8: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
-	4,  // 9: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
-	6,  // 10: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
-	8,  // 11: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
-	15, // 12: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	38, // 13: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
-	17, // 14: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
-	3,  // 15: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
-	5,  // 16: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
-	7,  // 17: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
-	9,  // 18: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
-	18, // 19: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	37, // 20: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
-	0,  // 21: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
-	1,  // 22: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
-	1,  // 23: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
-	21, // 24: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	37, // 25: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 26: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 27: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 28: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 29: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 30: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
-	37, // 31: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
-	2,  // 32: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	4,  // 33: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	6,  // 34: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	8,  // 35: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	10, // 36: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	13, // 37: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	16, // 38: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	20, // 39: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	23, // 40: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
-	39, // 41: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	25, // 42: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
-	27, // 43: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
-	29, // 44: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
-	31, // 45: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
-	33, // 46: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
-	35, // 47: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
-	3,  // 48: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	5,  // 49: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	7,  // 50: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	9,  // 51: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	11, // 52: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	14, // 53: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	19, // 54: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	22, // 55: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	24, // 56: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
-	40, // 57: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	26, // 58: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
-	28, // 59: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
-	30, // 60: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
-	32, // 61: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
-	34, // 62: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
-	36, // 63: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
-	48, // [48:64] is the sub-list for method output_type
-	32, // [32:48] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	47, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	4,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
+	47, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	15, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
+	0,  // 8: flotilla.v1.TxnCompare.target:type_name -> flotilla.v1.TxnCompare.Target
+	1,  // 9: flotilla.v1.TxnCompare.operator:type_name -> flotilla.v1.TxnCompare.Operator
+	2,  // 10: flotilla.v1.TxnOp.kind:type_name -> flotilla.v1.TxnOp.Kind
+	20, // 11: flotilla.v1.TxnOp.txn:type_name -> flotilla.v1.Txn
+	18, // 12: flotilla.v1.Txn.compares:type_name -> flotilla.v1.TxnCompare
+	19, // 13: flotilla.v1.Txn.success:type_name -> flotilla.v1.TxnOp
+	19, // 14: flotilla.v1.Txn.failure:type_name -> flotilla.v1.TxnOp
+	47, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	20, // 16: flotilla.v1.TxnRequest.txn:type_name -> flotilla.v1.Txn
+	4,  // 17: flotilla.v1.TxnOpResult.kvs:type_name -> flotilla.v1.KeyValue
+	23, // 18: flotilla.v1.TxnOpResult.txn:type_name -> flotilla.v1.TxnResult
+	22, // 19: flotilla.v1.TxnResult.ops:type_name -> flotilla.v1.TxnOpResult
+	23, // 20: flotilla.v1.TxnResponse.result:type_name -> flotilla.v1.TxnResult
+	5,  // 21: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
+	7,  // 22: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
+	9,  // 23: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
+	11, // 24: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
+	25, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
+	48, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	27, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
+	6,  // 28: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
+	8,  // 29: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
+	10, // 30: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
+	12, // 31: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
+	28, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
+	47, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	3,  // 34: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
+	4,  // 35: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
+	4,  // 36: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
+	31, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
+	47, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
+	47, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
+	5,  // 45: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	7,  // 46: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	9,  // 47: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	11, // 48: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	13, // 49: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	16, // 50: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	21, // 51: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
+	26, // 52: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	30, // 53: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	33, // 54: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	49, // 55: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	35, // 56: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
+	37, // 57: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
+	39, // 58: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
+	41, // 59: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
+	43, // 60: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
+	45, // 61: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
+	6,  // 62: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	8,  // 63: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	10, // 64: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	12, // 65: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	14, // 66: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	17, // 67: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	24, // 68: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
+	29, // 69: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	32, // 70: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	34, // 71: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	50, // 72: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	36, // 73: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
+	38, // 74: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
+	40, // 75: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
+	42, // 76: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
+	44, // 77: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
+	46, // 78: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
+	62, // [62:79] is the sub-list for method output_type
+	45, // [45:62] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -2782,13 +3535,13 @@ func file_flotilla_v1_kv_proto_init() {
 	}
 	file_flotilla_v1_common_proto_init()
 	file_flotilla_v1_placement_proto_init()
-	file_flotilla_v1_kv_proto_msgTypes[14].OneofWrappers = []any{
+	file_flotilla_v1_kv_proto_msgTypes[21].OneofWrappers = []any{
 		(*MultiOp_Get)(nil),
 		(*MultiOp_Put)(nil),
 		(*MultiOp_Delete)(nil),
 		(*MultiOp_CompareAndSwap)(nil),
 	}
-	file_flotilla_v1_kv_proto_msgTypes[17].OneofWrappers = []any{
+	file_flotilla_v1_kv_proto_msgTypes[24].OneofWrappers = []any{
 		(*MultiResult_Get)(nil),
 		(*MultiResult_Put)(nil),
 		(*MultiResult_Delete)(nil),
@@ -2799,8 +3552,8 @@ func file_flotilla_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   36,
+			NumEnums:      4,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

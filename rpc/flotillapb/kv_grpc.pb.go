@@ -31,6 +31,7 @@ const (
 	KV_CompareAndSwap_FullMethodName  = "/flotilla.v1.KV/CompareAndSwap"
 	KV_Scan_FullMethodName            = "/flotilla.v1.KV/Scan"
 	KV_Batch_FullMethodName           = "/flotilla.v1.KV/Batch"
+	KV_Txn_FullMethodName             = "/flotilla.v1.KV/Txn"
 	KV_Multi_FullMethodName           = "/flotilla.v1.KV/Multi"
 	KV_Watch_FullMethodName           = "/flotilla.v1.KV/Watch"
 	KV_Compact_FullMethodName         = "/flotilla.v1.KV/Compact"
@@ -53,6 +54,9 @@ type KVClient interface {
 	CompareAndSwap(ctx context.Context, in *CompareAndSwapRequest, opts ...grpc.CallOption) (*CompareAndSwapResponse, error)
 	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error)
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
+	// Txn runs a compare-then-else transaction on one shard (see
+	// TxnRequest).
+	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -146,6 +150,16 @@ func (c *kVClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.Cal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BatchResponse)
 	err := c.cc.Invoke(ctx, KV_Batch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnResponse)
+	err := c.cc.Invoke(ctx, KV_Txn_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +285,9 @@ type KVServer interface {
 	CompareAndSwap(context.Context, *CompareAndSwapRequest) (*CompareAndSwapResponse, error)
 	Scan(context.Context, *ScanRequest) (*ScanResponse, error)
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
+	// Txn runs a compare-then-else transaction on one shard (see
+	// TxnRequest).
+	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -327,6 +344,9 @@ func (UnimplementedKVServer) Scan(context.Context, *ScanRequest) (*ScanResponse,
 }
 func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedKVServer) Txn(context.Context, *TxnRequest) (*TxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
@@ -483,6 +503,24 @@ func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(KVServer).Batch(ctx, req.(*BatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Txn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Txn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Txn(ctx, req.(*TxnRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -690,6 +728,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Batch",
 			Handler:    _KV_Batch_Handler,
+		},
+		{
+			MethodName: "Txn",
+			Handler:    _KV_Txn_Handler,
 		},
 		{
 			MethodName: "Multi",

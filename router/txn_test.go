@@ -1,0 +1,96 @@
+package router
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/testutil"
+)
+
+// TestTransact runs compare-then-else transactions on a real fleet: both
+// branches, reads of their own writes, exactly what a retry cannot
+// change, refusal across shards, and a transaction whose keys a split
+// separates.
+func TestTransact(t *testing.T) {
+	c := newCluster(t, 3, 2)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	a, b := c.keyIn(1, "a"), c.keyIn(1, "b")
+	if err := r.Put(ctx, a, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	created, err := r.GetAt(ctx, a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	casA := func(want, to string) CompareTxn {
+		return CompareTxn{
+			If:   []Compare{{Key: a, Target: CompareValue, Op: CompareEqual, Value: []byte(want)}},
+			Then: []TxnOp{{Kind: TxnPut, Key: a, Value: []byte(to), PrevKV: true}, {Kind: TxnPut, Key: b, Value: []byte(to)}, {Kind: TxnGet, Key: a, End: c.keyIn(1, "c"), Range: true}},
+			Else: []TxnOp{{Kind: TxnGet, Key: a}},
+		}
+	}
+	res, err := r.Transact(ctx, casA("1", "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || len(res.Ops) != 3 || string(res.Ops[0].KVs[0].Value) != "1" || len(res.Ops[2].KVs) != 2 {
+		t.Fatalf("then: %+v", res)
+	}
+	for _, kv := range res.Ops[2].KVs {
+		if string(kv.Value) != "2" || kv.ModRevision != res.Revision {
+			t.Fatalf("range read %+v, want value 2 at %d", kv, res.Revision)
+		}
+	}
+	if got := res.Ops[2].KVs[0]; got.CreateRevision != created.KV.CreateRevision || got.Version != 2 {
+		t.Fatalf("a read as %+v, created at %d", got, created.KV.CreateRevision)
+	}
+	res, err = r.Transact(ctx, casA("1", "3"))
+	if err != nil || res.Succeeded || len(res.Ops) != 1 || string(res.Ops[0].KVs[0].Value) != "2" {
+		t.Fatalf("else: %+v %v", res, err)
+	}
+	// A mod-revision compare, as Kubernetes guards its updates.
+	res, err = r.Transact(ctx, CompareTxn{
+		If:   []Compare{{Key: a, Target: CompareModRevision, Op: CompareEqual, Number: res.Ops[0].KVs[0].ModRevision}},
+		Then: []TxnOp{{Kind: TxnDelete, Key: a, End: c.keyIn(1, "c"), Range: true, PrevKV: true}},
+	})
+	if err != nil || !res.Succeeded || res.Ops[0].Deleted != 2 || len(res.Ops[0].KVs) != 2 {
+		t.Fatalf("delete range: %+v %v", res, err)
+	}
+	if _, found, err := r.Get(ctx, b); err != nil || found {
+		t.Fatalf("b after the delete: %v %v", found, err)
+	}
+
+	// Across shards: refused, nothing written.
+	x1, x2 := c.keyIn(1, "x"), c.keyIn(2, "x")
+	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: x1, Value: []byte("v")}, {Kind: TxnPut, Key: x2, Value: []byte("v")}}})
+	if !errors.Is(err, ErrCrossShardTxn) {
+		t.Fatalf("cross-shard txn: %v", err)
+	}
+	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnGet, Key: x1, Range: true}}})
+	if !errors.Is(err, ErrCrossShardTxn) {
+		t.Fatalf("open range from shard 1: %v", err)
+	}
+	if _, found, err := r.Get(ctx, x1); err != nil || found {
+		t.Fatalf("refused txn wrote %q: %v %v", x1, found, err)
+	}
+
+	// A split between two keys the router still routes together: the
+	// shard refuses the stale epoch, the router learns the split, and the
+	// transaction is refused as crossing shards.
+	p, q := c.keyIn(1, "p"), c.keyIn(1, "q")
+	if _, err := r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: p, Value: []byte("1")}, {Kind: TxnPut, Key: q, Value: []byte("1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.split(1, q, 9)
+	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: p, Value: []byte("2")}, {Kind: TxnPut, Key: q, Value: []byte("2")}}})
+	if !errors.Is(err, ErrCrossShardTxn) {
+		t.Fatalf("txn across a split: %v", err)
+	}
+	for _, k := range [][]byte{p, q} {
+		if v, _, err := r.Get(ctx, k); err != nil || string(v) != "1" {
+			t.Fatalf("%q = %q %v after a refused txn", k, v, err)
+		}
+	}
+}
