@@ -292,3 +292,73 @@ func txnResultFromProto(r *pb.TxnResult, rev uint64) TxnResult {
 	}
 	return out
 }
+
+// DeleteRangeResult is the outcome of DeleteRange.
+type DeleteRangeResult struct {
+	// Deleted counts the keys deleted.
+	Deleted int64
+	// PrevKVs are the deleted keys as they were, in key order, when asked.
+	PrevKVs []KeyValue
+	// Revision is the highest revision of the shards' deletes.
+	Revision uint64
+}
+
+// DeleteRange deletes every key of [start, end) (an empty end is +inf;
+// like Scan, a range starting below the system span stops where it
+// begins), and with prevKV returns them as they were. It deletes shard
+// by shard, in key order: each shard's part is one transaction, atomic
+// and exactly once at its own revision, but the parts are not one
+// transaction; an error after some parts applied leaves them applied
+// (the error says which key the failed part began at). Each part is
+// one Raft command holding a tombstone per deleted key: a very large
+// range is better deleted in pieces.
+func (c *Client) DeleteRange(ctx context.Context, start, end []byte, prevKV bool) (DeleteRangeResult, error) {
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	end = clipSystem(start, end)
+	if len(end) != 0 {
+		switch order := bytes.Compare(start, end); {
+		case order > 0:
+			return DeleteRangeResult{}, status.Errorf(codes.InvalidArgument, "router: delete range: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+		case order == 0:
+			return DeleteRangeResult{}, nil
+		}
+	}
+	var out DeleteRangeResult
+	cur := start
+	for {
+		var (
+			resp *pb.TxnResponse
+			used *route
+		)
+		err := c.do(ctx, &call{op: "delete range", key: cur, write: true,
+			send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
+				partEnd := end
+				if len(r.end()) != 0 && (len(end) == 0 || bytes.Compare(r.end(), end) < 0) {
+					partEnd = r.end()
+				}
+				txn := &pb.Txn{Success: []*pb.TxnOp{{Kind: pb.TxnOp_DELETE, Key: cur, End: partEnd, Ranged: true, PrevKv: prevKV}}}
+				var err error
+				resp, err = kv.Txn(ctx, &pb.TxnRequest{Header: hdr, Txn: txn})
+				used = r
+				return err
+			}})
+		if err != nil {
+			if out.Deleted > 0 {
+				return out, fmt.Errorf("router: delete range: the part from %s on failed after %d keys before it were deleted: %w", keyfmt.Quote(cur), out.Deleted, err)
+			}
+			return out, err
+		}
+		if ops := resp.GetResult().GetOps(); len(ops) == 1 {
+			out.Deleted += ops[0].GetDeleted()
+			for _, kv := range ops[0].GetKvs() {
+				out.PrevKVs = append(out.PrevKVs, kvFromProto(kv))
+			}
+		}
+		out.Revision = max(out.Revision, resp.GetRevision())
+		if used.endsAtOrAfter(end) {
+			return out, nil
+		}
+		cur = used.end()
+	}
+}

@@ -94,3 +94,42 @@ func TestTransact(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteRange deletes a range across shards and returns what it
+// deleted; the system span is left alone.
+func TestDeleteRange(t *testing.T) {
+	c := newCluster(t, 3, 3)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	var want []string
+	for i := 1; i <= 3; i++ {
+		for _, s := range []string{"a", "b"} {
+			k := c.keyIn(i, s)
+			if err := r.Put(ctx, k, []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, string(k))
+		}
+	}
+	// From shard 1's "b" to shard 3's "b" (excluded).
+	res, err := r.DeleteRange(ctx, c.keyIn(1, "b"), c.keyIn(3, "b"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, kv := range res.PrevKVs {
+		got = append(got, string(kv.Key))
+	}
+	if res.Deleted != 4 || len(got) != 4 || got[0] != want[1] || got[3] != want[4] || res.Revision == 0 {
+		t.Fatalf("deleted %d %q at %d; want %q", res.Deleted, got, res.Revision, want[1:5])
+	}
+	kvs, err := r.Scan(ctx, nil, nil, 0)
+	if err != nil || len(kvs) != 2 || string(kvs[0].Key) != want[0] || string(kvs[1].Key) != want[5] {
+		t.Fatalf("left %v %v", kvs, err)
+	}
+	// Everything, without the previous values.
+	res, err = r.DeleteRange(ctx, nil, nil, false)
+	if err != nil || res.Deleted != 2 || res.PrevKVs != nil {
+		t.Fatalf("delete all: %+v %v", res, err)
+	}
+}

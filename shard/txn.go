@@ -372,19 +372,17 @@ func writesOverlap(a, b *TxnOp) bool {
 	return bytes.Compare(a.Key, b.Key) >= 0 && (len(b.End) == 0 || bytes.Compare(a.Key, b.End) < 0)
 }
 
-// checkRange checks a key, or a range [key, end).
+// checkRange checks a key, or a range [key, end) (an empty key: from the
+// first key on).
 func checkRange(cfg *Config, key, end []byte, ranged bool) error {
-	if err := checkKey(cfg, key); err != nil {
-		return err
-	}
 	if !ranged {
 		if len(end) != 0 {
 			return fmt.Errorf("%w: an end without a range", ErrBadCommand)
 		}
-		return nil
+		return checkKey(cfg, key)
 	}
-	if int64(len(end)) > cfg.MaxKeyBytes {
-		return fmt.Errorf("%w: range end of %d bytes, limit %d", ErrKeyTooLarge, len(end), cfg.MaxKeyBytes)
+	if int64(len(key)) > cfg.MaxKeyBytes || int64(len(end)) > cfg.MaxKeyBytes {
+		return fmt.Errorf("%w: range bounds of %d and %d bytes, limit %d", ErrKeyTooLarge, len(key), len(end), cfg.MaxKeyBytes)
 	}
 	if len(end) != 0 && bytes.Compare(key, end) >= 0 {
 		return fmt.Errorf("%w: range end %q does not sort after %q", ErrBadCommand, end, key)
