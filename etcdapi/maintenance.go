@@ -1,9 +1,143 @@
 package etcdapi
 
-import pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
 
-// maintenanceServer serves etcd's Maintenance service.
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-kv/flotilla/router"
+)
+
+// LocalStatus is what a member reports of itself in Maintenance.Status,
+// from Config.Local. A shardnode runs many Raft groups, so the figures
+// are sums and maxima over its replicas rather than one log's.
+type LocalStatus struct {
+	// RaftIndex and RaftAppliedIndex stand for etcd's raft index and
+	// applied index: for a shardnode, the sum of its replicas' committed
+	// and applied indexes, which grows with every entry it applies.
+	RaftIndex, RaftAppliedIndex uint64
+	// RaftTerm stands for etcd's raft term: the highest term among the
+	// member's replicas.
+	RaftTerm uint64
+	// DBSizeBytes is the size of the member's store on disk;
+	// DBSizeInUseBytes the part of it holding live data (0: unknown).
+	DBSizeBytes, DBSizeInUseBytes int64
+}
+
+// freshRevisionKey is the key whose shard Server.freshRevision asks.
+// Any key would do.
+var freshRevisionKey = []byte{0}
+
+// probeRevision is a revision no oracle hands out for centuries (its
+// timestamps are milliseconds shifted left 18 bits), which
+// Server.freshRevision reads at to be refused.
+const probeRevision = math.MaxInt64
+
+// maintenanceServer serves the parts of etcd's Maintenance service that
+// etcdctl's `endpoint status` and `endpoint health` and clientv3 use:
+// Status and Alarm. Defragment, Hash, HashKV, Snapshot, MoveLeader and
+// Downgrade answer Unimplemented (etcd's generated stubs, which name the
+// RPC): a fleet's storage and leadership are managed through Flotilla's
+// own Admin and placement services.
 type maintenanceServer struct {
 	pb.UnimplementedMaintenanceServer
 	s *Server
+}
+
+// Status reports the member: its version (Config.Version), a fresh
+// revision in the header, its Raft and storage figures (Config.Local)
+// and a leader. Flotilla has no single leader, every member serving every
+// request; the lowest member ID stands in for one, so that tools that
+// look for exactly one leader among the endpoints find one. What could
+// not be read (the revision, the local figures, the member list) is
+// reported in Errors rather than failing the call, so `etcdctl endpoint
+// status` still shows the member.
+func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	resp := &pb.StatusResponse{Version: m.s.cfg.Version}
+	rev, err := m.s.freshRevision(ctx)
+	if err != nil {
+		resp.Errors = append(resp.Errors, fmt.Sprintf("reading a revision: %v", err))
+	}
+	resp.Header = m.s.header(rev)
+	if m.s.cfg.Local != nil {
+		ls, err := m.s.cfg.Local(ctx)
+		if err != nil {
+			resp.Errors = append(resp.Errors, fmt.Sprintf("local status: %v", err))
+		}
+		resp.RaftIndex, resp.RaftAppliedIndex, resp.RaftTerm = ls.RaftIndex, ls.RaftAppliedIndex, ls.RaftTerm
+		resp.DbSize, resp.DbSizeInUse = ls.DBSizeBytes, ls.DBSizeInUseBytes
+	}
+	members, err := m.s.members(ctx)
+	if err != nil {
+		resp.Errors = append(resp.Errors, fmt.Sprintf("listing members: %v", err))
+	}
+	resp.Leader = m.s.cfg.MemberID
+	for _, mb := range members {
+		resp.Leader = min(resp.Leader, mb.ID)
+	}
+	return resp, nil
+}
+
+// Alarm answers that no alarm is raised, to a GET (what `etcdctl
+// endpoint health` asks) and to a DEACTIVATE (there is nothing to
+// disarm): Flotilla raises none of etcd's alarms (NOSPACE, CORRUPT); a
+// full disk stops a shardnode instead. ACTIVATE is refused.
+func (m *maintenanceServer) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	if req.GetAction() == pb.AlarmRequest_ACTIVATE {
+		return nil, status.Error(codes.Unimplemented, "etcdapi: Alarm ACTIVATE is not supported: Flotilla raises no etcd alarms")
+	}
+	rev, _ := m.s.freshRevision(ctx)
+	return &pb.AlarmResponse{Header: m.s.header(rev)}, nil
+}
+
+// freshRevision returns a revision taken from the fleet's oracle after
+// the call began, which every shard will resolve past before serving a
+// read at it: a read at it sees every write acknowledged before the call
+// began, on any shard. (A shard's own resolved revision, what a read of
+// the latest state answers at, is only as new as that shard's last write,
+// so it can be older than writes other shards acknowledged.)
+//
+// The router has no call that only asks the oracle, so this reads
+// freshRevisionKey at probeRevision: the key's shard leader resolves its
+// shard with a timestamp taken after the read arrived, finds probeRevision
+// above it and refuses with *router.FutureRevisionError, whose
+// CurrentRevision is that timestamp. The cost is a Resolve entry or two
+// in that shard's Raft log, about a write's.
+func (s *Server) freshRevision(ctx context.Context) (uint64, error) {
+	_, err := s.r.GetAt(ctx, freshRevisionKey, probeRevision)
+	var fe *router.FutureRevisionError
+	switch {
+	case errors.As(err, &fe) && fe.CurrentRevision != 0:
+		return fe.CurrentRevision, nil
+	case err != nil:
+		return 0, err
+	}
+	return 0, fmt.Errorf("etcdapi: a read at revision %d was served: no fresh revision learned", uint64(probeRevision))
+}
+
+// members returns the members serving the API, in ID order: from
+// Config.Members, with this member added if the list lacks it, or this
+// member alone (with Config.SelfURLs) without Config.Members. On an error
+// of Config.Members it returns this member alone and the error.
+func (s *Server) members(ctx context.Context) ([]Member, error) {
+	self := Member{ID: s.cfg.MemberID, Name: fmt.Sprint(s.cfg.MemberID), ClientURLs: s.cfg.SelfURLs}
+	if s.cfg.Members == nil {
+		return []Member{self}, nil
+	}
+	ms, err := s.cfg.Members(ctx)
+	if err != nil {
+		return []Member{self}, err
+	}
+	if !slices.ContainsFunc(ms, func(m Member) bool { return m.ID == s.cfg.MemberID }) {
+		ms = append(slices.Clone(ms), self)
+	}
+	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return ms, nil
 }

@@ -44,6 +44,9 @@ type Config struct {
 	SelfURLs []string
 	// Version is reported by Maintenance.Status as the server version.
 	Version string
+	// Local reports this member's own Raft and storage figures for
+	// Maintenance.Status (see LocalStatus). Nil: Status reports zeros.
+	Local func(ctx context.Context) (LocalStatus, error)
 	// Logger receives the server's debug and warning logs. Nil: discarded.
 	Logger *slog.Logger
 }

@@ -1,0 +1,238 @@
+package etcdapi
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/flotilla-kv/flotilla/internal/syskeys"
+	"github.com/flotilla-kv/flotilla/router"
+)
+
+// Range serves etcd's Range: the keys of the request's range as of one
+// revision, shaped by shapeRange.
+//
+// The range is etcd's: key alone is that one key; range_end "\x00" is
+// every key from key on (so key "\x00" with range_end "\x00" is every
+// key); any other range_end is [key, range_end), empty when range_end
+// does not sort after key. The fleet's system span (syskeys.SystemPrefix
+// and above) is not part of the etcd keyspace: ranges stop before it.
+//
+// The read is at req.Revision when it is positive, and that revision is
+// the response header's: every key of the answer is as it was at that
+// revision, across every shard the range spans, so a client may list at
+// it and watch from the next one. A revision below a shard's compaction
+// point fails with etcd's ErrCompacted, one above every revision handed
+// out with ErrFutureRev. Without a revision, a range over a span reads at
+// a fresh revision (Server.freshRevision), so it sees every write
+// acknowledged before it began, on any shard; a single key is read at
+// its shard's latest state, the header naming the revision that shard
+// answered at (final for that key, possibly older than other shards'
+// writes). serializable reads go to any replica (router.Stale) and skip
+// the fresh revision: a span is read at the revision of the first
+// replica asked, still one snapshot, possibly stale, as etcd's
+// serializable reads may be.
+//
+// Cost: etcd always answers count, the number of keys in the range
+// before the limit, and the router has no count or keys-only scan, so a
+// Range over a span reads every pair of it, values included, at one
+// revision, whatever its limit, keys_only or count_only; the limit only
+// trims the answer. A paginated list of n keys in pages of p therefore
+// reads about n²/2p pairs. A linearizable span read also costs the fresh
+// revision (a Resolve in one shard's log) and a Resolve in each shard
+// that has not written since. A single-key Range is one point read.
+func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := checkRange(req); err != nil {
+		return nil, err
+	}
+	kvs, rev, err := k.s.readRange(ctx, req.GetKey(), req.GetRangeEnd(), max(req.GetRevision(), 0), req.GetSerializable())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := shapeRange(req, kvs, rev)
+	resp.Header = k.s.header(rev)
+	return resp, nil
+}
+
+// checkRange refuses what etcd refuses before reading: an empty key and
+// sort options outside the enums.
+func checkRange(req *pb.RangeRequest) error {
+	if len(req.GetKey()) == 0 {
+		return rpctypes.ErrGRPCEmptyKey
+	}
+	if _, ok := pb.RangeRequest_SortOrder_name[int32(req.GetSortOrder())]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	if _, ok := pb.RangeRequest_SortTarget_name[int32(req.GetSortTarget())]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	return nil
+}
+
+// readRange reads every key of etcd's range (key, rangeEnd) at revision
+// rev (0: the latest, as Range says), from any replica when stale, and
+// returns them in key order with the revision read at. A range with no
+// keys to read (empty, or inside the system span) still reads key's
+// shard at rev, so the revision is real and a compacted or future rev is
+// refused as for any other range. The caller owns the result. Errors are
+// the router's.
+func (s *Server) readRange(ctx context.Context, key, rangeEnd []byte, rev int64, stale bool) ([]router.KeyValue, uint64, error) {
+	var opts []router.ReadOption
+	if stale {
+		opts = append(opts, router.WithConsistency(router.Stale))
+	}
+	start, end, single, empty := etcdSpan(key, rangeEnd)
+	if single || empty {
+		res, err := s.r.GetAt(ctx, key, uint64(rev), opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if res.Found && !empty {
+			return []router.KeyValue{res.KV}, res.Revision, nil
+		}
+		return nil, res.Revision, nil
+	}
+	if rev == 0 && !stale {
+		// ScanAt's own rev 0 is the revision of the first shard it
+		// reads, which can miss writes the later shards acknowledged.
+		fresh, err := s.freshRevision(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		rev = int64(fresh)
+	}
+	res, err := s.r.ScanAt(ctx, start, end, 0 /* limit: all */, uint64(rev), opts...)
+	if err != nil {
+		return nil, 0, err
+	}
+	return res.KVs, res.Revision, nil
+}
+
+// etcdSpan turns etcd's (key, range_end) into the router's [start, end)
+// (an empty end is +inf), cut at the system span. single reports a
+// one-key request (no range_end); empty reports a range without any key
+// the etcd API can see.
+func etcdSpan(key, rangeEnd []byte) (start, end []byte, single, empty bool) {
+	inSystem := bytes.Compare(key, syskeys.SystemPrefix) >= 0
+	switch {
+	case len(rangeEnd) == 0:
+		return key, nil, !inSystem, inSystem
+	case inSystem:
+		return key, nil, false, true
+	case len(rangeEnd) == 1 && rangeEnd[0] == 0:
+		end = syskeys.SystemPrefix
+	case bytes.Compare(rangeEnd, syskeys.SystemPrefix) > 0:
+		end = syskeys.SystemPrefix
+	default:
+		end = rangeEnd
+	}
+	if bytes.Compare(end, key) <= 0 {
+		return key, nil, false, true
+	}
+	return key, end, false, false
+}
+
+// shapeRange builds the answer to req from kvs, every key of req's range
+// as read at revision rev (unlimited, in key order), as etcd shapes a
+// range: count is len(kvs), the keys in the range before any filter or
+// limit; with count_only that is all the answer holds. Otherwise the
+// min/max mod and create revision filters drop keys (a bound of 0 is no
+// bound), the keys are sorted as asked (sort_target other than KEY
+// without a sort_order sorts ascending, as etcd does; equal keys of the
+// target stay in key order), the first limit are kept (limit <= 0: all)
+// and more reports that the limit cut some off; keys_only leaves values
+// out.
+//
+// rev is not needed to shape the answer; it is taken so that callers
+// (Range, and range operations inside Txn) hand over the whole read, and
+// set the header themselves: the response's Header is nil. shapeRange
+// neither keeps nor changes kvs; the response shares its byte slices.
+func shapeRange(req *pb.RangeRequest, kvs []router.KeyValue, rev uint64) *pb.RangeResponse {
+	resp := &pb.RangeResponse{Count: int64(len(kvs))}
+	if req.GetCountOnly() {
+		return resp
+	}
+	sel := make([]router.KeyValue, 0, len(kvs))
+	for _, kv := range kvs {
+		if inRevisionBounds(req, kv) {
+			sel = append(sel, kv)
+		}
+	}
+	sortRange(req, sel)
+	if limit := req.GetLimit(); limit > 0 && int64(len(sel)) > limit {
+		sel = sel[:limit]
+		resp.More = true
+	}
+	resp.Kvs = make([]*mvccpb.KeyValue, len(sel))
+	for i, kv := range sel {
+		resp.Kvs[i] = etcdKeyValue(kv, req.GetKeysOnly())
+	}
+	return resp
+}
+
+// inRevisionBounds reports whether kv passes req's min/max mod and create
+// revision filters.
+func inRevisionBounds(req *pb.RangeRequest, kv router.KeyValue) bool {
+	mod, create := int64(kv.ModRevision), int64(kv.CreateRevision)
+	switch {
+	case req.GetMinModRevision() != 0 && mod < req.GetMinModRevision():
+		return false
+	case req.GetMaxModRevision() != 0 && mod > req.GetMaxModRevision():
+		return false
+	case req.GetMinCreateRevision() != 0 && create < req.GetMinCreateRevision():
+		return false
+	case req.GetMaxCreateRevision() != 0 && create > req.GetMaxCreateRevision():
+		return false
+	}
+	return true
+}
+
+// sortRange sorts kvs, in key order, as req asks. The sort is stable, so
+// keys equal in the target keep their key order in either direction.
+func sortRange(req *pb.RangeRequest, kvs []router.KeyValue) {
+	order, target := req.GetSortOrder(), req.GetSortTarget()
+	if order == pb.RangeRequest_NONE && target != pb.RangeRequest_KEY {
+		order = pb.RangeRequest_ASCEND
+	}
+	if order == pb.RangeRequest_NONE || (order == pb.RangeRequest_ASCEND && target == pb.RangeRequest_KEY) {
+		return // already in key order
+	}
+	var by func(a, b router.KeyValue) int
+	switch target {
+	case pb.RangeRequest_KEY:
+		by = func(a, b router.KeyValue) int { return bytes.Compare(a.Key, b.Key) }
+	case pb.RangeRequest_VERSION:
+		by = func(a, b router.KeyValue) int { return cmp.Compare(a.Version, b.Version) }
+	case pb.RangeRequest_CREATE:
+		by = func(a, b router.KeyValue) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) }
+	case pb.RangeRequest_MOD:
+		by = func(a, b router.KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) }
+	case pb.RangeRequest_VALUE:
+		by = func(a, b router.KeyValue) int { return bytes.Compare(a.Value, b.Value) }
+	default:
+		return // refused by checkRange
+	}
+	if order == pb.RangeRequest_DESCEND {
+		asc := by
+		by = func(a, b router.KeyValue) int { return asc(b, a) }
+	}
+	slices.SortStableFunc(kvs, by)
+}
+
+// etcdKeyValue converts a key as the router read it to etcd's KeyValue,
+// without its value when keysOnly. It shares kv's byte slices.
+func etcdKeyValue(kv router.KeyValue, keysOnly bool) *mvccpb.KeyValue {
+	out := &mvccpb.KeyValue{
+		Key: kv.Key, CreateRevision: int64(kv.CreateRevision), ModRevision: int64(kv.ModRevision),
+		Version: int64(kv.Version), Lease: int64(kv.Lease),
+	}
+	if !keysOnly {
+		out.Value = kv.Value
+	}
+	return out
+}
