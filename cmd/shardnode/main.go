@@ -1,7 +1,8 @@
 // Command shardnode runs one Flotilla node: it hosts a replica of many
 // shards, each a Raft group on the shared multiraft engine, and serves the
 // KV, Admin and Raft gRPC services, the standard gRPC health service and
-// reflection, and /healthz and /readyz over HTTP.
+// reflection, and /healthz and /readyz over HTTP; with --etcd-listen it
+// also serves the etcd v3 API (package etcdapi) on a port of its own.
 //
 // Run `shardnode --help` for every flag. Each flag may also be given as an
 // environment variable (FLOTILLA_NODE_ID for --node-id, and so on).
@@ -75,6 +76,11 @@ type Config struct {
 	// TLS holds --tls-cert, --tls-key and --tls-ca: all three turn on
 	// mutual TLS for every gRPC connection in and out.
 	TLS tlsconfig.Files
+	// EtcdListen, when set, is where the node serves the etcd v3 API;
+	// EtcdAdvertise is the address it publishes for it (default:
+	// EtcdListen). ClusterName names the fleet: the etcd API's cluster ID
+	// is its hash (clusterID).
+	EtcdListen, EtcdAdvertise, ClusterName string
 	// GC* configure the collection of replicas their shard no longer
 	// counts (rpc.ReplicaGC).
 	GCInterval        time.Duration
@@ -113,6 +119,12 @@ func parseConfig(args []string) (Config, error) {
 		"a replica that knows no leader for this long is checked with its shard's other replicas (longer than an election)")
 	fs.DurationVar(&c.GCEmptyAfter, "replica-gc-empty-after", time.Minute,
 		"an empty replica (waiting for its first snapshot) is checked with its shard's other replicas after this long (longer than any gap between creating a replica and adding it)")
+	fs.StringVar(&c.EtcdListen, "etcd-listen", "",
+		"address to serve the etcd v3 gRPC API on (KV, Watch, Lease, Cluster, Maintenance), so etcdctl, clientv3 and the Kubernetes API server can use the fleet through this node; mutual TLS like --listen when --tls-* are set; empty disables it")
+	fs.StringVar(&c.EtcdAdvertise, "etcd-advertise", "",
+		"address etcd clients use to reach this node's etcd API, published to placement so every node's member list names it (default: --etcd-listen; needs --etcd-listen)")
+	fs.StringVar(&c.ClusterName, "cluster-name", "flotilla",
+		"name of the fleet; the etcd API's cluster ID is a hash of it, so give every node of a fleet the same name, and different fleets different names")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -122,6 +134,9 @@ func parseConfig(args []string) (Config, error) {
 	}
 	if c.Advertise == "" {
 		c.Advertise = c.Listen
+	}
+	if c.EtcdAdvertise == "" {
+		c.EtcdAdvertise = c.EtcdListen
 	}
 	return c, c.Validate()
 }
@@ -164,6 +179,12 @@ func (c Config) Validate() error {
 	}
 	if c.GCEmptyAfter <= 0 {
 		p.Addf("--replica-gc-empty-after must be positive, got %s", c.GCEmptyAfter)
+	}
+	if c.EtcdListen == "" && c.EtcdAdvertise != "" {
+		p.Addf("--etcd-advertise needs --etcd-listen")
+	}
+	if c.ClusterName == "" {
+		p.Addf("--cluster-name must not be empty")
 	}
 	if c.ShutdownAfter <= 0 {
 		p.Addf("--shutdown-timeout must be positive, got %s", c.ShutdownAfter)

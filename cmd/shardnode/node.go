@@ -168,8 +168,24 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	wg.Go(func() { serveErr <- srv.Serve(lis) })
+	// The etcd v3 API, on its own port, through the node's router.
+	var etcdSrv *grpc.Server
+	labels := &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack}
+	if cfg.EtcdListen != "" {
+		en := etcdNode{cfg: cfg, tls: tlsCfg, leases: leases, engine: engine, db: db, dial: conns.Dial, logger: logger,
+			selfURL: etcdClientURL(cfg.EtcdAdvertise, tlsCfg.Enabled())}
+		esrv, elis, err := startEtcd(en)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		etcdSrv = esrv
+		labels.Extra = map[string]string{etcdURLsLabel: en.selfURL}
+		wg.Go(func() { serveErr <- esrv.Serve(elis) })
+		logger.Info("serving the etcd API", "listen", elis.Addr().String(), "advertise", en.selfURL)
+	}
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
 		mux := serve.HealthMux(&ready)
@@ -181,6 +197,7 @@ func run(ctx context.Context, cfg Config) error {
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
 			srv.Stop()
+			stopEtcd(context.Background(), etcdSrv)
 			return err
 		}
 		wg.Go(func() {
@@ -202,7 +219,7 @@ func run(ctx context.Context, cfg Config) error {
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if cfg.Placement != "" {
 		rep := &reporter{
-			self: self, addr: cfg.Advertise, labels: &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack},
+			self: self, addr: cfg.Advertise, labels: labels,
 			addrs: strings.Split(cfg.Placement, ","), interval: cfg.Heartbeat, engine: engine, store: store,
 			resolver: resolver, dial: conns.Dial, logger: logger, leases: leases.Lessor.Count,
 		}
@@ -222,10 +239,11 @@ func run(ctx context.Context, cfg Config) error {
 		logger.Error("the engine stopped on a disk failure; exiting", "err", engine.Err())
 		ready.Store(false)
 		srv.Stop()
+		stopEtcd(context.Background(), etcdSrv)
 		stopTicks()
 		return fmt.Errorf("shardnode: %w", engine.Err())
 	}
-	shutdown(logger, cfg, engine, raftSrv, srv, httpSrv, healthSrv, &ready)
+	shutdown(logger, cfg, engine, raftSrv, srv, etcdSrv, httpSrv, healthSrv, &ready)
 	stopTicks()
 	transport.Close()
 	_ = engine.Close()
@@ -241,7 +259,7 @@ func run(ctx context.Context, cfg Config) error {
 // shutdown stops serving gracefully: not ready, leaderships handed to
 // other replicas while requests still flow, then in-flight requests
 // finish.
-func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc.RaftServer, srv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
+func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc.RaftServer, srv, etcdSrv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
 	logger.Info("shutting down: handing off leaderships", "leaders", e.Leaders())
 	ready.Store(false)
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -252,8 +270,25 @@ func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc
 	}
 	// The peers' streams would hold the graceful stop until the timeout.
 	raftSrv.Close()
+	stopEtcd(ctx, etcdSrv)
 	serve.StopGRPC(ctx, srv)
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(ctx)
 	}
+}
+
+// etcdStopWait bounds the graceful part of stopping the etcd API: its
+// watch and keepalive streams never end by themselves, and etcd clients
+// reconnect to another endpoint when cut off.
+const etcdStopWait = time.Second
+
+// stopEtcd stops the etcd API server (nil: none): in-flight calls get up
+// to etcdStopWait (within ctx) to finish, then every stream is cut.
+func stopEtcd(ctx context.Context, srv *grpc.Server) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdStopWait)
+	defer cancel()
+	serve.StopGRPC(ctx, srv)
 }

@@ -28,6 +28,9 @@
 // bench's etcd members) with the same log and signal handling, and
 // WaitHTTP waits for its health endpoint.
 //
+// With Options.Etcd every shardnode also serves the etcd v3 API
+// (--etcd-listen) on a loopback port of its own, Node.EtcdAddr.
+//
 // # Layout of Dir
 //
 // shardnode N keeps its data in nodeN/ and logs to shardnode-N.log; a

@@ -101,7 +101,11 @@ func (f *Fleet) Add(args ...string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := ports.Free(2)
+	want := 2
+	if f.opts.Etcd {
+		want = 3
+	}
+	addrs, err := ports.Free(want)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +120,9 @@ func (f *Fleet) Add(args ...string) (*Node, error) {
 		DataDir: filepath.Join(f.Dir, fmt.Sprintf("node%d", id)),
 		Args:    append([]string(nil), args...),
 		fleet:   f, placementd: false,
+	}
+	if f.opts.Etcd {
+		n.etcd = addrs[2]
 	}
 	f.nodes = append(f.nodes, n)
 	return n, nil

@@ -39,6 +39,7 @@ type Node struct {
 
 	fleet      *Fleet
 	placementd bool
+	etcd       string // the etcd API's address (Options.Etcd), or empty
 
 	mu struct {
 		sync.Mutex
@@ -63,6 +64,9 @@ func (n *Node) flags() ([]string, error) {
 		if len(f.placement) > 0 {
 			args = append(args, "--placement", strings.Join(f.PlacementAddrs(), ","))
 		}
+		if n.etcd != "" {
+			args = append(args, "--etcd-listen", n.etcd)
+		}
 	}
 	if f.opts.LogLevel != "" {
 		args = append(args, "--log-level", f.opts.LogLevel)
@@ -73,6 +77,10 @@ func (n *Node) flags() ([]string, error) {
 	}
 	return append(append(args, tls...), n.Args...), nil
 }
+
+// EtcdAddr returns the address where the shardnode serves the etcd v3
+// API (Options.Etcd), or "" when it does not.
+func (n *Node) EtcdAddr() string { return n.etcd }
 
 // Start launches the node's process with its current flags, without
 // waiting for it to be ready.

@@ -43,6 +43,10 @@ type Options struct {
 	// every placementd replica, after the launcher's own (so they may
 	// override them).
 	NodeArgs, PlacementArgs []string
+	// Etcd gives every shardnode --etcd-listen on a loopback port of its
+	// own, so each serves the etcd v3 API there (Node.EtcdAddr), with
+	// the fleet's TLS.
+	Etcd bool
 	// TLS runs the fleet with mutual TLS: a development CA and a
 	// certificate per process and for the client, in Dir/tls (the fleet
 	// owns that directory: certificates of an earlier fleet are replaced).
