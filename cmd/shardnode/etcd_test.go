@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	etcdpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/launch"
@@ -111,4 +114,52 @@ func TestEtcdAPI(t *testing.T) {
 	if st.Header.MemberId != 2 || st.Leader != 1 || st.Version != etcdAPIVersion || st.RaftIndex == 0 || st.RaftTerm == 0 || st.DbSize == 0 || len(st.Errors) != 0 {
 		t.Fatalf("status of node 2: %+v; want member 2, leader 1, version %s, its raft and store figures", st, etcdAPIVersion)
 	}
+}
+
+// TestEtcdAPITLS: in a mutual-TLS fleet the etcd API is served with the
+// node's certificate: clientv3 with the fleet's client certificate reads
+// through it, the member list gives https URLs, and a plaintext client
+// is refused.
+func TestEtcdAPITLS(t *testing.T) {
+	flt.Binary(t, "placementd")
+	bin := filepath.Dir(flt.Binary(t, "shardnode"))
+	ctx := testutil.Context(t, 2*time.Minute)
+	f, err := launch.Start(ctx, launch.Options{
+		Dir: t.TempDir(), BinDir: bin, Nodes: 1, PlacementReplicas: 1, Shards: 1, ReplicationFactor: 1, Etcd: true, TLS: true,
+		NodeArgs: []string{"--heartbeat-interval", "250ms"}, PlacementArgs: []string{"--heartbeat-interval", "250ms", "--schedule-interval", "250ms"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	addr := f.Node(1).EtcdAddr()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, TLS: f.ClientTLSConfig().ClientTLS(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testutil.Eventually(t, time.Minute, func() error {
+		_, err := c.Get(ctx, "tls/key")
+		return err
+	})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		ml, err := c.MemberList(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ml.Members) != 1 || len(ml.Members[0].ClientURLs) != 1 || ml.Members[0].ClientURLs[0] != "https://"+addr {
+			return fmt.Errorf("members %+v, want node 1 at https://%s", ml.Members, addr)
+		}
+		return nil
+	})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = etcdpb.NewKVClient(conn).Range(testutil.Context(t, 10*time.Second), &etcdpb.RangeRequest{Key: []byte("tls/key")})
+	if err == nil {
+		t.Fatal("a plaintext Range was served")
+	}
+	testutil.AssertPlaintextRefused(t, addr, err)
 }
