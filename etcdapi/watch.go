@@ -56,9 +56,12 @@ import (
 //     the others catch up to it, which takes about the router's progress
 //     interval (100ms). The answer also waits while a watcher from now
 //     has not had its created response, and while a watcher replays
-//     history below the barrier: etcd too answers only once every watcher
-//     is synced. Several requests meanwhile get one answer. A stream
-//     without watchers gets no answer, as in etcd.
+//     history below the barrier. If it cannot answer within a second
+//     (watchProgressHold: a shard of a watcher is unavailable, or a
+//     watcher replays a long history), it drops the request and lowers
+//     the barrier, as etcd drops a progress request while a watcher is
+//     not synced; clients ask again. Several requests meanwhile get one
+//     answer. A stream without watchers gets no answer, as in etcd.
 //   - progress_notify: a watcher that sent nothing for the stream's
 //     progress interval (watchServer.progressInterval, default 10 minutes
 //     as etcd's) gets a progress response: no events, header revision = its
@@ -117,8 +120,14 @@ const DefaultWatchFragmentBytes = 3 << 19 // 1.5 MiB
 // router's default merge interval, so it costs the shards nothing more.
 const watchTrackInterval = router.DefaultWatchMergeInterval
 
-// ErrWatcherDuplicateID and ErrEmptyWatcherRange are etcd's own texts for
-// refused creates (clientv3 shows them as they are).
+// watchProgressHold bounds how long a progress request's barrier holds
+// events back. A request not answerable by then (a watcher's shard is
+// unavailable, or a watcher replays a long history) is dropped, as etcd
+// drops one while a watcher is not synced; the client asks again.
+const watchProgressHold = time.Second
+
+// etcd's own texts for refused creates (clientv3 shows the reason as it
+// is).
 var (
 	errWatcherDuplicateID = errors.New("mvcc: duplicate watch ID provided on the WatchStream")
 	errEmptyWatcherRange  = errors.New("mvcc: watcher range is empty")
@@ -130,7 +139,12 @@ type watchServer struct {
 	pb.UnimplementedWatchServer
 	s *Server
 	// progressInterval is etcd's progress report interval (0:
-	// DefaultWatchProgressInterval). TODO(config): a Config field.
+	// DefaultWatchProgressInterval): how long a watcher with
+	// progress_notify may send nothing before it sends a progress
+	// response. Shorter: idle watchers' clients (the Kubernetes watch
+	// cache) learn of progress sooner, for a response per watcher per
+	// interval. Register leaves it zero; it belongs in Config
+	// (WatchProgressInterval), which this file does not own.
 	progressInterval time.Duration
 	// fragmentBytes is the size above which fragment splits responses (0:
 	// DefaultWatchFragmentBytes).
@@ -672,10 +686,19 @@ func (st *watchStream) write() error {
 		sent = max(sent, uint64(max(resp.GetHeader().GetRevision(), 0)))
 		return nil
 	}
+	hold := time.NewTimer(watchProgressHold)
+	hold.Stop()
+	defer hold.Stop()
 	for {
 		var o watchOut
 		select {
 		case o = <-st.out:
+		case <-hold.C:
+			if wanted {
+				wanted = false // dropped: see watchProgressHold
+				st.setBarrier(0, false)
+			}
+			continue
 		case <-st.ctx.Done():
 			return nil
 		}
@@ -686,6 +709,7 @@ func (st *watchStream) write() error {
 			if !wanted {
 				wanted, bar = true, sent
 				st.setBarrier(bar, true)
+				hold.Reset(watchProgressHold)
 			}
 		case outResponse, outLast:
 			if o.resp != nil {
@@ -714,6 +738,7 @@ func (st *watchStream) write() error {
 			// etcd answers nothing without watchers.
 			wanted = false
 			st.setBarrier(0, false)
+			hold.Stop()
 			continue
 		}
 		least, ok := uint64(0), true
@@ -735,6 +760,7 @@ func (st *watchStream) write() error {
 		}
 		wanted = false
 		st.setBarrier(0, false)
+		hold.Stop()
 	}
 }
 

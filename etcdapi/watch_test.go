@@ -1,9 +1,11 @@
 package etcdapi
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -187,6 +189,20 @@ func serveWatch(t *testing.T, ws *watchServer) (*clientv3.Client, string) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c, lis.Addr().String()
+}
+
+// serverWatching reports whether a goroutine of a watch stream is
+// running in this process.
+func serverWatching(t *testing.T) bool {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Contains(buf[:n], []byte("etcdapi.(*watchStream)"))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // TestWatch runs the Watch service's cases against one fleet, one after
@@ -434,6 +450,48 @@ func TestWatch(t *testing.T) {
 		resp := raw.next(t)
 		if len(resp.Events) != 1 || resp.Events[0].Kv.ModRevision != after {
 			t.Fatalf("after create: %v; want the put at %d", resp, after)
+		}
+	})
+
+	t.Run("StreamEnd", func(t *testing.T) {
+		// The end of a stream ends its watchers and their router watches.
+		conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithCancel(testCtx(t))
+		s, err := pb.NewWatchClient(conn).Watch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := put(t, a, "end/k", "v")
+		for _, c := range []*pb.WatchCreateRequest{
+			{Key: []byte("end/"), RangeEnd: []byte("end0")},
+			{Key: []byte("end/k"), StartRevision: old},
+			{Key: []byte("\x10"), RangeEnd: []byte("\xe0"), ProgressNotify: true},
+		} {
+			if err := s.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: c}}); err != nil {
+				t.Fatal(err)
+			}
+			for created := false; !created; {
+				resp, err := s.Recv()
+				if err != nil || resp.Canceled {
+					t.Fatalf("create: %v, %v", resp, err)
+				}
+				created = resp.Created
+			}
+		}
+		if !serverWatching(t) {
+			t.Fatal("no watch goroutines while the stream is open")
+		}
+		cancel()
+		deadline := time.Now().Add(watchWait)
+		for serverWatching(t) {
+			if time.Now().After(deadline) {
+				t.Fatalf("watch goroutines still running %s after the stream ended", watchWait)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the condition
 		}
 	})
 
