@@ -527,3 +527,14 @@ func (n *fakeNode) Compact(_ context.Context, req *pb.CompactRequest) (*pb.Compa
 	}
 	return &pb.CompactResponse{CompactRevision: req.GetRevision()}, nil
 }
+
+// Now answers the node's last revision: in the fake, every node counts
+// its own revisions, so "fresh" means above this node's writes.
+func (n *fakeNode) Now(_ context.Context, _ *pb.NowRequest) (*pb.NowResponse, error) {
+	if err := n.enter("now", nil); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return &pb.NowResponse{Revision: n.mu.rev}, nil
+}

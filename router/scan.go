@@ -37,10 +37,13 @@ func (c *Client) Scan(ctx context.Context, start, end []byte, limit int, opts ..
 }
 
 // ScanAt is Scan reading one consistent snapshot of [start, end) across
-// every shard and page: at revision rev, or with rev 0 at the revision the
-// first page saw (its shard's resolved revision, at or after the call
-// began), which every later page and shard then reads at. The result
-// names that revision. Reads at a revision wait until the shard resolved
+// every shard and page: at revision rev, or with rev 0 at a revision that
+// sees every write acknowledged before the call began (a range within one
+// shard: the revision its first page saw, the shard's resolved revision;
+// a range across shards: a fresh revision from the oracle, as Now, which
+// each shard resolves before it is read, at about a write's cost per
+// shard), which every page and shard then reads at. The result names
+// that revision. Reads at a revision wait until the shard resolved
 // it (nothing at or below it can still commit there), so the pages agree.
 // The consistency only chooses where the pages are sent. Errors as for
 // Scan, and *CompactedError or *FutureRevisionError (see GetAt); a scan
@@ -72,6 +75,14 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 	}
 	if _, ok := c.cache.lookup(start); !ok {
 		c.prefetchSpan(ctx, start, end, scanPrefetchRoutes)
+	}
+	if r, ok := c.cache.lookup(start); pin && rev == 0 && (!ok || !r.endsAtOrAfter(end)) {
+		// Across shards, the first shard's resolved revision can be
+		// below writes the others acknowledged: read at a fresh one.
+		var err error
+		if rev, err = c.now(ctx); err != nil {
+			return nil, 0, err
+		}
 	}
 	var out []KeyValue
 	var seen uint64
@@ -127,4 +138,31 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 			cur = used.end()
 		}
 	}
+}
+
+// Now returns a fresh revision from the fleet's oracle, above the
+// revision of every write acknowledged before the call, on any shard: a
+// read at it (GetAt, ScanAt) sees every such write, and a Watch from the
+// next revision misses none after them. Any node answers.
+func (c *Client) Now(ctx context.Context) (uint64, error) {
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	return c.now(ctx)
+}
+
+func (c *Client) now(ctx context.Context) (uint64, error) {
+	var resp *pb.NowResponse
+	err := c.do(ctx, &call{op: "now", key: []byte{}, consistency: Stale,
+		send: func(ctx context.Context, kv pb.KVClient, _ *route, _ *pb.RequestHeader) error {
+			var err error
+			resp, err = kv.Now(ctx, &pb.NowRequest{})
+			return err
+		}})
+	if err != nil {
+		return 0, err
+	}
+	if resp.GetRevision() == 0 {
+		return 0, fmt.Errorf("router: now: a node answered revision 0")
+	}
+	return resp.GetRevision(), nil
 }

@@ -133,3 +133,34 @@ func TestDeleteRange(t *testing.T) {
 		t.Fatalf("delete all: %+v %v", res, err)
 	}
 }
+
+// TestScanAtLatestAcrossShards: a snapshot read of the latest state across
+// shards sees every write acknowledged before it, although the first
+// shard it reads last wrote long before (its own resolved revision is
+// older than the other shard's write).
+func TestScanAtLatestAcrossShards(t *testing.T) {
+	c := newCluster(t, 3, 2)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	k1, k2 := c.keyIn(1, "k"), c.keyIn(2, "k")
+	if err := r.Put(ctx, k1, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		w, err := r.PutRev(ctx, k2, []byte{byte('a' + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.ScanAt(ctx, nil, nil, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.KVs) != 2 || res.KVs[1].ModRevision != w.Revision || res.Revision < w.Revision {
+			t.Fatalf("scan at %d after a write at %d: %+v", res.Revision, w.Revision, res.KVs)
+		}
+		now, err := r.Now(ctx)
+		if err != nil || now <= w.Revision {
+			t.Fatalf("now %d %v after a write at %d", now, err, w.Revision)
+		}
+	}
+}

@@ -305,11 +305,16 @@ func TestIntegrationWatchThroughLeaderKill(t *testing.T) {
 		}
 		return nil
 	})
-	rt, _ := r.cache.lookup(key(0))
+	// The writers keep the route's leader fresh; under load an election
+	// or a timed-out attempt can leave it unknown for a moment.
+	var rt *route
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if rt, _ = r.cache.lookup(key(0)); rt == nil || rt.leaderNode == 0 {
+			return fmt.Errorf("no cached leader for the first key")
+		}
+		return nil
+	})
 	victim := uint64(rt.leaderNode)
-	if victim == 0 {
-		t.Fatal("no cached leader for the first key")
-	}
 	before := count()
 	f.Nodes[victim].Kill()
 	t.Logf("killed node %d, the leader of shard %d, after %d writes", victim, rt.id(), before)

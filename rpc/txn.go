@@ -157,3 +157,13 @@ func (s *KVServer) txnResultToProto(ctx context.Context, t *shard.Txn, r *shard.
 	}
 	return out, nil
 }
+
+// Now implements pb.KVServer: a revision from the node's oracle, from a
+// call that began after the request arrived (shard.Store.Now).
+func (s *KVServer) Now(ctx context.Context, _ *pb.NowRequest) (*pb.NowResponse, error) {
+	rev, err := s.store.Now(ctx)
+	if err != nil {
+		return nil, s.errs.toStatus(err, 0, nil)
+	}
+	return &pb.NowResponse{Revision: rev}, nil
+}

@@ -50,7 +50,7 @@ type Oracle interface {
 const oracleTimeout = 5 * time.Second
 
 // stampedWrite is one write waiting for its revision, then for its
-// proposal's outcome.
+// proposal's outcome; or, with e nil, a Now waiting for a timestamp.
 type stampedWrite struct {
 	shard  ShardID
 	e      Engine
@@ -108,15 +108,40 @@ func (st *stamper) run() {
 		for i, w := range batch {
 			if err != nil {
 				w.err = fmt.Errorf("%w to shard %d: %w", ErrNoRevision, w.shard, err)
+				if w.e == nil {
+					w.err = fmt.Errorf("%w: %w", ErrNoRevision, err)
+				}
 			} else {
 				w.stamps = uint64(first) + uint64(i)
-				binary.BigEndian.PutUint64(w.cmd[revisionAt:], w.stamps)
-				w.f = w.e.ProposeFuture(w.shard, w.cmd)
+				if w.e != nil {
+					binary.BigEndian.PutUint64(w.cmd[revisionAt:], w.stamps)
+					w.f = w.e.ProposeFuture(w.shard, w.cmd)
+				}
 			}
 			close(w.done)
 			batch[i] = nil
 		}
 	}
+}
+
+// Now returns a timestamp of the oracle from a call that began after Now
+// was called: above the revision of every write acknowledged before, on
+// any shard of the fleet. A read at it (GetAt, ScanAt) waits until its
+// shard resolved it, so it sees every such write: how a read across
+// shards is both one snapshot and linearizable. It shares the stamper's
+// Oracle calls with the writes.
+func (s *Store) Now(ctx context.Context) (uint64, error) {
+	w := &stampedWrite{done: make(chan struct{})}
+	s.stamp.add(w)
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	return w.stamps, nil
 }
 
 // OracleStats returns how many Oracle calls the Store's stamper made and

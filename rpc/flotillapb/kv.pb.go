@@ -244,7 +244,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27, 0}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29, 0}
 }
 
 // KeyValue is a key as a read saw it. Revisions are timestamps of the
@@ -1703,6 +1703,90 @@ func (x *TxnResponse) GetRevision() uint64 {
 	return 0
 }
 
+// NowRequest asks a node for a revision from the fleet's oracle.
+type NowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NowRequest) Reset() {
+	*x = NowRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NowRequest) ProtoMessage() {}
+
+func (x *NowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NowRequest.ProtoReflect.Descriptor instead.
+func (*NowRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+type NowResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision: a timestamp of the oracle from a call that began after the
+	// request arrived, so above the revision of every write acknowledged
+	// before it, on any shard. A read at it sees every such write.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NowResponse) Reset() {
+	*x = NowResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NowResponse) ProtoMessage() {}
+
+func (x *NowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NowResponse.ProtoReflect.Descriptor instead.
+func (*NowResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *NowResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // MultiOp is one request of a Multi call: exactly one field is set.
 type MultiOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1719,7 +1803,7 @@ type MultiOp struct {
 
 func (x *MultiOp) Reset() {
 	*x = MultiOp{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1815,7 @@ func (x *MultiOp) String() string {
 func (*MultiOp) ProtoMessage() {}
 
 func (x *MultiOp) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[21]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1828,7 @@ func (x *MultiOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiOp.ProtoReflect.Descriptor instead.
 func (*MultiOp) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MultiOp) GetOp() isMultiOp_Op {
@@ -1834,7 +1918,7 @@ type MultiRequest struct {
 
 func (x *MultiRequest) Reset() {
 	*x = MultiRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +1930,7 @@ func (x *MultiRequest) String() string {
 func (*MultiRequest) ProtoMessage() {}
 
 func (x *MultiRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[22]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +1943,7 @@ func (x *MultiRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiRequest.ProtoReflect.Descriptor instead.
 func (*MultiRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MultiRequest) GetOps() []*MultiOp {
@@ -1884,7 +1968,7 @@ type OpStatus struct {
 
 func (x *OpStatus) Reset() {
 	*x = OpStatus{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +1980,7 @@ func (x *OpStatus) String() string {
 func (*OpStatus) ProtoMessage() {}
 
 func (x *OpStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[23]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +1993,7 @@ func (x *OpStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpStatus.ProtoReflect.Descriptor instead.
 func (*OpStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OpStatus) GetCode() int32 {
@@ -1950,7 +2034,7 @@ type MultiResult struct {
 
 func (x *MultiResult) Reset() {
 	*x = MultiResult{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2046,7 @@ func (x *MultiResult) String() string {
 func (*MultiResult) ProtoMessage() {}
 
 func (x *MultiResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[24]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2059,7 @@ func (x *MultiResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiResult.ProtoReflect.Descriptor instead.
 func (*MultiResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MultiResult) GetStatus() *OpStatus {
@@ -2066,7 +2150,7 @@ type MultiResponse struct {
 
 func (x *MultiResponse) Reset() {
 	*x = MultiResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2162,7 @@ func (x *MultiResponse) String() string {
 func (*MultiResponse) ProtoMessage() {}
 
 func (x *MultiResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[25]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2175,7 @@ func (x *MultiResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiResponse.ProtoReflect.Descriptor instead.
 func (*MultiResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MultiResponse) GetResults() []*MultiResult {
@@ -2121,7 +2205,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2217,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[26]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2230,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRequest) GetHeader() *RequestHeader {
@@ -2207,7 +2291,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2303,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[27]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2316,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2282,7 +2366,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2378,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[28]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2391,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchResponse) GetCreated() bool {
@@ -2347,7 +2431,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2443,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[29]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2456,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CompactRequest) GetHeader() *RequestHeader {
@@ -2399,7 +2483,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2495,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[30]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2508,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CompactResponse) GetCompactRevision() uint64 {
@@ -2450,7 +2534,7 @@ type LeaseGrantRequest struct {
 
 func (x *LeaseGrantRequest) Reset() {
 	*x = LeaseGrantRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2546,7 @@ func (x *LeaseGrantRequest) String() string {
 func (*LeaseGrantRequest) ProtoMessage() {}
 
 func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[31]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2559,7 @@ func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LeaseGrantRequest) GetHeader() *RequestHeader {
@@ -2512,7 +2596,7 @@ type LeaseGrantResponse struct {
 
 func (x *LeaseGrantResponse) Reset() {
 	*x = LeaseGrantResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2608,7 @@ func (x *LeaseGrantResponse) String() string {
 func (*LeaseGrantResponse) ProtoMessage() {}
 
 func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[32]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2621,7 @@ func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LeaseGrantResponse) GetId() uint64 {
@@ -2580,7 +2664,7 @@ type LeaseRevokeRequest struct {
 
 func (x *LeaseRevokeRequest) Reset() {
 	*x = LeaseRevokeRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2676,7 @@ func (x *LeaseRevokeRequest) String() string {
 func (*LeaseRevokeRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[33]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2689,7 @@ func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LeaseRevokeRequest) GetHeader() *RequestHeader {
@@ -2634,7 +2718,7 @@ type LeaseRevokeResponse struct {
 
 func (x *LeaseRevokeResponse) Reset() {
 	*x = LeaseRevokeResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2730,7 @@ func (x *LeaseRevokeResponse) String() string {
 func (*LeaseRevokeResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[34]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2743,7 @@ func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeaseRevokeResponse) GetRevision() uint64 {
@@ -2687,7 +2771,7 @@ type LeaseKeepAliveRequest struct {
 
 func (x *LeaseKeepAliveRequest) Reset() {
 	*x = LeaseKeepAliveRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2783,7 @@ func (x *LeaseKeepAliveRequest) String() string {
 func (*LeaseKeepAliveRequest) ProtoMessage() {}
 
 func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[35]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2796,7 @@ func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LeaseKeepAliveRequest) GetHeader() *RequestHeader {
@@ -2739,7 +2823,7 @@ type LeaseKeepAliveResponse struct {
 
 func (x *LeaseKeepAliveResponse) Reset() {
 	*x = LeaseKeepAliveResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +2835,7 @@ func (x *LeaseKeepAliveResponse) String() string {
 func (*LeaseKeepAliveResponse) ProtoMessage() {}
 
 func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[36]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +2848,7 @@ func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaseKeepAliveResponse) GetTtlSeconds() int64 {
@@ -2786,7 +2870,7 @@ type LeaseTimeToLiveRequest struct {
 
 func (x *LeaseTimeToLiveRequest) Reset() {
 	*x = LeaseTimeToLiveRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2882,7 @@ func (x *LeaseTimeToLiveRequest) String() string {
 func (*LeaseTimeToLiveRequest) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[37]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2895,7 @@ func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LeaseTimeToLiveRequest) GetHeader() *RequestHeader {
@@ -2847,7 +2931,7 @@ type LeaseTimeToLiveResponse struct {
 
 func (x *LeaseTimeToLiveResponse) Reset() {
 	*x = LeaseTimeToLiveResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +2943,7 @@ func (x *LeaseTimeToLiveResponse) String() string {
 func (*LeaseTimeToLiveResponse) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[38]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +2956,7 @@ func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{38}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseTimeToLiveResponse) GetTtlSeconds() int64 {
@@ -2911,7 +2995,7 @@ type LeaseAttachRequest struct {
 
 func (x *LeaseAttachRequest) Reset() {
 	*x = LeaseAttachRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3007,7 @@ func (x *LeaseAttachRequest) String() string {
 func (*LeaseAttachRequest) ProtoMessage() {}
 
 func (x *LeaseAttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[39]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3020,7 @@ func (x *LeaseAttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAttachRequest.ProtoReflect.Descriptor instead.
 func (*LeaseAttachRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{39}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LeaseAttachRequest) GetHeader() *RequestHeader {
@@ -2969,7 +3053,7 @@ type LeaseAttachResponse struct {
 
 func (x *LeaseAttachResponse) Reset() {
 	*x = LeaseAttachResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3065,7 @@ func (x *LeaseAttachResponse) String() string {
 func (*LeaseAttachResponse) ProtoMessage() {}
 
 func (x *LeaseAttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[40]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3078,7 @@ func (x *LeaseAttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAttachResponse.ProtoReflect.Descriptor instead.
 func (*LeaseAttachResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{40}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LeaseAttachResponse) GetUntil() uint64 {
@@ -3017,7 +3101,7 @@ type LeaseStatusRequest struct {
 
 func (x *LeaseStatusRequest) Reset() {
 	*x = LeaseStatusRequest{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3113,7 @@ func (x *LeaseStatusRequest) String() string {
 func (*LeaseStatusRequest) ProtoMessage() {}
 
 func (x *LeaseStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[41]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3126,7 @@ func (x *LeaseStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatusRequest.ProtoReflect.Descriptor instead.
 func (*LeaseStatusRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{41}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LeaseStatusRequest) GetHeader() *RequestHeader {
@@ -3081,7 +3165,7 @@ type LeaseStatusResponse struct {
 
 func (x *LeaseStatusResponse) Reset() {
 	*x = LeaseStatusResponse{}
-	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3177,7 @@ func (x *LeaseStatusResponse) String() string {
 func (*LeaseStatusResponse) ProtoMessage() {}
 
 func (x *LeaseStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_kv_proto_msgTypes[42]
+	mi := &file_flotilla_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3190,7 @@ func (x *LeaseStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatusResponse.ProtoReflect.Descriptor instead.
 func (*LeaseStatusResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{42}
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LeaseStatusResponse) GetAlive() bool {
@@ -3262,7 +3346,11 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x03ops\x18\x02 \x03(\v2\x18.flotilla.v1.TxnOpResultR\x03ops\"Y\n" +
 	"\vTxnResponse\x12.\n" +
 	"\x06result\x18\x01 \x01(\v2\x16.flotilla.v1.TxnResultR\x06result\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xef\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\f\n" +
+	"\n" +
+	"NowRequest\")\n" +
+	"\vNowResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xef\x01\n" +
 	"\aMultiOp\x12+\n" +
 	"\x03get\x18\x01 \x01(\v2\x17.flotilla.v1.GetRequestH\x00R\x03get\x12+\n" +
 	"\x03put\x18\x02 \x01(\v2\x17.flotilla.v1.PutRequestH\x00R\x03put\x124\n" +
@@ -3353,7 +3441,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x13LeaseStatusResponse\x12\x14\n" +
 	"\x05alive\x18\x01 \x01(\bR\x05alive\x12\x14\n" +
 	"\x05until\x18\x02 \x01(\x04R\x05until\x12\x14\n" +
-	"\x05ended\x18\x03 \x01(\x04R\x05ended2\xe3\t\n" +
+	"\x05ended\x18\x03 \x01(\x04R\x05ended2\x9d\n" +
+	"\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -3361,7 +3450,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\".flotilla.v1.CompareAndSwapRequest\x1a#.flotilla.v1.CompareAndSwapResponse\x12;\n" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
 	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x128\n" +
-	"\x03Txn\x12\x17.flotilla.v1.TxnRequest\x1a\x18.flotilla.v1.TxnResponse\x12>\n" +
+	"\x03Txn\x12\x17.flotilla.v1.TxnRequest\x1a\x18.flotilla.v1.TxnResponse\x128\n" +
+	"\x03Now\x12\x17.flotilla.v1.NowRequest\x1a\x18.flotilla.v1.NowResponse\x12>\n" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
 	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
 	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
@@ -3387,7 +3477,7 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_flotilla_v1_kv_proto_goTypes = []any{
 	(TxnCompare_Target)(0),          // 0: flotilla.v1.TxnCompare.Target
 	(TxnCompare_Operator)(0),        // 1: flotilla.v1.TxnCompare.Operator
@@ -3414,41 +3504,43 @@ var file_flotilla_v1_kv_proto_goTypes = []any{
 	(*TxnOpResult)(nil),             // 22: flotilla.v1.TxnOpResult
 	(*TxnResult)(nil),               // 23: flotilla.v1.TxnResult
 	(*TxnResponse)(nil),             // 24: flotilla.v1.TxnResponse
-	(*MultiOp)(nil),                 // 25: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),            // 26: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),                // 27: flotilla.v1.OpStatus
-	(*MultiResult)(nil),             // 28: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),           // 29: flotilla.v1.MultiResponse
-	(*WatchRequest)(nil),            // 30: flotilla.v1.WatchRequest
-	(*Event)(nil),                   // 31: flotilla.v1.Event
-	(*WatchResponse)(nil),           // 32: flotilla.v1.WatchResponse
-	(*CompactRequest)(nil),          // 33: flotilla.v1.CompactRequest
-	(*CompactResponse)(nil),         // 34: flotilla.v1.CompactResponse
-	(*LeaseGrantRequest)(nil),       // 35: flotilla.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 36: flotilla.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 37: flotilla.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 38: flotilla.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 39: flotilla.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 40: flotilla.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 41: flotilla.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 42: flotilla.v1.LeaseTimeToLiveResponse
-	(*LeaseAttachRequest)(nil),      // 43: flotilla.v1.LeaseAttachRequest
-	(*LeaseAttachResponse)(nil),     // 44: flotilla.v1.LeaseAttachResponse
-	(*LeaseStatusRequest)(nil),      // 45: flotilla.v1.LeaseStatusRequest
-	(*LeaseStatusResponse)(nil),     // 46: flotilla.v1.LeaseStatusResponse
-	(*RequestHeader)(nil),           // 47: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),               // 48: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),       // 49: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),      // 50: flotilla.v1.ScanRoutesResponse
+	(*NowRequest)(nil),              // 25: flotilla.v1.NowRequest
+	(*NowResponse)(nil),             // 26: flotilla.v1.NowResponse
+	(*MultiOp)(nil),                 // 27: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),            // 28: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),                // 29: flotilla.v1.OpStatus
+	(*MultiResult)(nil),             // 30: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),           // 31: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),            // 32: flotilla.v1.WatchRequest
+	(*Event)(nil),                   // 33: flotilla.v1.Event
+	(*WatchResponse)(nil),           // 34: flotilla.v1.WatchResponse
+	(*CompactRequest)(nil),          // 35: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),         // 36: flotilla.v1.CompactResponse
+	(*LeaseGrantRequest)(nil),       // 37: flotilla.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 38: flotilla.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 39: flotilla.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 40: flotilla.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 41: flotilla.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 42: flotilla.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 43: flotilla.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 44: flotilla.v1.LeaseTimeToLiveResponse
+	(*LeaseAttachRequest)(nil),      // 45: flotilla.v1.LeaseAttachRequest
+	(*LeaseAttachResponse)(nil),     // 46: flotilla.v1.LeaseAttachResponse
+	(*LeaseStatusRequest)(nil),      // 47: flotilla.v1.LeaseStatusRequest
+	(*LeaseStatusResponse)(nil),     // 48: flotilla.v1.LeaseStatusResponse
+	(*RequestHeader)(nil),           // 49: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),               // 50: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),       // 51: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),      // 52: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	47, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
 	4,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	47, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	15, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
 	0,  // 8: flotilla.v1.TxnCompare.target:type_name -> flotilla.v1.TxnCompare.Target
 	1,  // 9: flotilla.v1.TxnCompare.operator:type_name -> flotilla.v1.TxnCompare.Operator
@@ -3457,7 +3549,7 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	18, // 12: flotilla.v1.Txn.compares:type_name -> flotilla.v1.TxnCompare
 	19, // 13: flotilla.v1.Txn.success:type_name -> flotilla.v1.TxnOp
 	19, // 14: flotilla.v1.Txn.failure:type_name -> flotilla.v1.TxnOp
-	47, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
 	20, // 16: flotilla.v1.TxnRequest.txn:type_name -> flotilla.v1.Txn
 	4,  // 17: flotilla.v1.TxnOpResult.kvs:type_name -> flotilla.v1.KeyValue
 	23, // 18: flotilla.v1.TxnOpResult.txn:type_name -> flotilla.v1.TxnResult
@@ -3467,26 +3559,26 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	7,  // 22: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
 	9,  // 23: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
 	11, // 24: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
-	25, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	48, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
-	27, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
+	27, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
+	50, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	29, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
 	6,  // 28: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
 	8,  // 29: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
 	10, // 30: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
 	12, // 31: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
-	28, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	47, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	30, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
+	49, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	3,  // 34: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
 	4,  // 35: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
 	4,  // 36: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
-	31, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	47, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
-	47, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
+	33, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
+	49, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
+	49, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
 	5,  // 45: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
 	7,  // 46: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
 	9,  // 47: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
@@ -3494,35 +3586,37 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	13, // 49: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
 	16, // 50: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
 	21, // 51: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
-	26, // 52: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	30, // 53: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	33, // 54: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
-	49, // 55: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	35, // 56: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
-	37, // 57: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
-	39, // 58: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
-	41, // 59: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
-	43, // 60: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
-	45, // 61: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
-	6,  // 62: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	8,  // 63: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	10, // 64: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	12, // 65: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	14, // 66: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	17, // 67: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	24, // 68: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
-	29, // 69: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	32, // 70: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	34, // 71: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
-	50, // 72: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	36, // 73: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
-	38, // 74: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
-	40, // 75: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
-	42, // 76: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
-	44, // 77: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
-	46, // 78: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
-	62, // [62:79] is the sub-list for method output_type
-	45, // [45:62] is the sub-list for method input_type
+	25, // 52: flotilla.v1.KV.Now:input_type -> flotilla.v1.NowRequest
+	28, // 53: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	32, // 54: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	35, // 55: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	51, // 56: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	37, // 57: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
+	39, // 58: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
+	41, // 59: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
+	43, // 60: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
+	45, // 61: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
+	47, // 62: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
+	6,  // 63: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	8,  // 64: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	10, // 65: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	12, // 66: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	14, // 67: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	17, // 68: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	24, // 69: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
+	26, // 70: flotilla.v1.KV.Now:output_type -> flotilla.v1.NowResponse
+	31, // 71: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	34, // 72: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	36, // 73: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	52, // 74: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	38, // 75: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
+	40, // 76: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
+	42, // 77: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
+	44, // 78: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
+	46, // 79: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
+	48, // 80: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
+	63, // [63:81] is the sub-list for method output_type
+	45, // [45:63] is the sub-list for method input_type
 	45, // [45:45] is the sub-list for extension type_name
 	45, // [45:45] is the sub-list for extension extendee
 	0,  // [0:45] is the sub-list for field type_name
@@ -3535,13 +3629,13 @@ func file_flotilla_v1_kv_proto_init() {
 	}
 	file_flotilla_v1_common_proto_init()
 	file_flotilla_v1_placement_proto_init()
-	file_flotilla_v1_kv_proto_msgTypes[21].OneofWrappers = []any{
+	file_flotilla_v1_kv_proto_msgTypes[23].OneofWrappers = []any{
 		(*MultiOp_Get)(nil),
 		(*MultiOp_Put)(nil),
 		(*MultiOp_Delete)(nil),
 		(*MultiOp_CompareAndSwap)(nil),
 	}
-	file_flotilla_v1_kv_proto_msgTypes[24].OneofWrappers = []any{
+	file_flotilla_v1_kv_proto_msgTypes[26].OneofWrappers = []any{
 		(*MultiResult_Get)(nil),
 		(*MultiResult_Put)(nil),
 		(*MultiResult_Delete)(nil),
@@ -3553,7 +3647,7 @@ func file_flotilla_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

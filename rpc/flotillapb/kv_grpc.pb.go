@@ -32,6 +32,7 @@ const (
 	KV_Scan_FullMethodName            = "/flotilla.v1.KV/Scan"
 	KV_Batch_FullMethodName           = "/flotilla.v1.KV/Batch"
 	KV_Txn_FullMethodName             = "/flotilla.v1.KV/Txn"
+	KV_Now_FullMethodName             = "/flotilla.v1.KV/Now"
 	KV_Multi_FullMethodName           = "/flotilla.v1.KV/Multi"
 	KV_Watch_FullMethodName           = "/flotilla.v1.KV/Watch"
 	KV_Compact_FullMethodName         = "/flotilla.v1.KV/Compact"
@@ -57,6 +58,8 @@ type KVClient interface {
 	// Txn runs a compare-then-else transaction on one shard (see
 	// TxnRequest).
 	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
+	// Now answers a fresh revision (see NowResponse); any node serves it.
+	Now(ctx context.Context, in *NowRequest, opts ...grpc.CallOption) (*NowResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -160,6 +163,16 @@ func (c *kVClient) Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOpt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TxnResponse)
 	err := c.cc.Invoke(ctx, KV_Txn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) Now(ctx context.Context, in *NowRequest, opts ...grpc.CallOption) (*NowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NowResponse)
+	err := c.cc.Invoke(ctx, KV_Now_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +301,8 @@ type KVServer interface {
 	// Txn runs a compare-then-else transaction on one shard (see
 	// TxnRequest).
 	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
+	// Now answers a fresh revision (see NowResponse); any node serves it.
+	Now(context.Context, *NowRequest) (*NowResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -347,6 +362,9 @@ func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchRespon
 }
 func (UnimplementedKVServer) Txn(context.Context, *TxnRequest) (*TxnResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
+}
+func (UnimplementedKVServer) Now(context.Context, *NowRequest) (*NowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Now not implemented")
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
@@ -521,6 +539,24 @@ func _KV_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{})
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(KVServer).Txn(ctx, req.(*TxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_Now_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Now(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Now_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Now(ctx, req.(*NowRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -732,6 +768,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Txn",
 			Handler:    _KV_Txn_Handler,
+		},
+		{
+			MethodName: "Now",
+			Handler:    _KV_Now_Handler,
 		},
 		{
 			MethodName: "Multi",
