@@ -904,3 +904,144 @@ func TestWatchNodeKill(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged, %d revisions delivered", len(acked), len(seen))
 }
+
+// fakeWatchSrv is the server side of a Watch stream that records what is
+// sent and receives nothing.
+type fakeWatchSrv struct {
+	grpc.ServerStream
+	ctx  context.Context
+	sent chan *pb.WatchResponse
+}
+
+func (f *fakeWatchSrv) Context() context.Context { return f.ctx }
+
+func (f *fakeWatchSrv) Send(resp *pb.WatchResponse) error {
+	select {
+	case f.sent <- resp:
+		return nil
+	case <-f.ctx.Done():
+		return f.ctx.Err()
+	}
+}
+
+func (f *fakeWatchSrv) Recv() (*pb.WatchRequest, error) {
+	<-f.ctx.Done()
+	return nil, f.ctx.Err()
+}
+
+// TestWatchProgressBookkeeping drives a stream's writer with what
+// watchers hand over, without a fleet: when a progress request is
+// answered, held, raised and dropped.
+func TestWatchProgressBookkeeping(t *testing.T) {
+	checkWatchLeaks(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &fakeWatchSrv{ctx: ctx, sent: make(chan *pb.WatchResponse, 100)}
+	st := &watchStream{
+		ws:       &watchServer{s: &Server{cfg: Config{ClusterID: 0x10, MemberID: 1}}},
+		srv:      srv,
+		ctx:      ctx,
+		out:      make(chan watchOut),
+		lastTurn: closedTurn,
+	}
+	st.mu.ids = map[int64]*watch{}
+	st.gate.moved = make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- st.write() }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	hand := func(o watchOut) {
+		t.Helper()
+		if !st.push(ctx, o) {
+			t.Fatal("writer gone")
+		}
+	}
+	expect := func(want int64, created bool) {
+		t.Helper()
+		select {
+		case resp := <-srv.sent:
+			checkHeader(t, resp.Header)
+			if resp.Header.Revision != want || resp.Created != created || len(resp.Events) != 0 {
+				t.Fatalf("sent %v; want revision %d (created %v)", resp, want, created)
+			}
+			if !created && resp.WatchId != -1 {
+				t.Fatalf("progress answer with watch ID %d", resp.WatchId)
+			}
+		case <-time.After(watchWait):
+			t.Fatalf("nothing sent; want revision %d", want)
+		}
+	}
+	nothing := func() {
+		t.Helper()
+		// Everything handed over before has been taken by the writer
+		// once another handover goes through; a register of a watcher
+		// that is then dropped changes nothing.
+		extra := &watch{}
+		hand(watchOut{kind: outRegister, w: extra, known: true, progress: 1 << 62})
+		hand(watchOut{kind: outLast, w: extra})
+		select {
+		case resp := <-srv.sent:
+			t.Fatalf("unexpected %v", resp)
+		default:
+		}
+	}
+	gate := func() (uint64, bool) {
+		rev, active, _ := st.barrier()
+		return rev, active
+	}
+
+	w1, w2 := &watch{id: 1}, &watch{id: 2}
+	hand(watchOut{kind: outRegister, w: w1, known: true, progress: 100}) // from a start revision
+	hand(watchOut{kind: outRegister, w: w2})                             // from now, not created yet
+	hand(watchOut{kind: outProgressRequest})
+	nothing() // w2's start is unknown
+	if rev, active := gate(); !active || rev != 0 {
+		t.Fatalf("gate %d %v; want up at 0", rev, active)
+	}
+	// w2's created response: sent at 150, which raises the barrier; w1
+	// is below it.
+	hand(watchOut{kind: outResponse, w: w2, known: true, progress: 150,
+		resp: &pb.WatchResponse{Header: st.ws.s.header(150), WatchId: 2, Created: true}})
+	expect(150, true)
+	nothing()
+	if rev, active := gate(); !active || rev != 150 {
+		t.Fatalf("gate %d %v; want up at 150", rev, active)
+	}
+	// w1 catches up past it: the answer is the least progress.
+	hand(watchOut{kind: outResponse, w: w1, known: true, progress: 180})
+	expect(150, false)
+	if _, active := gate(); active {
+		t.Fatal("gate still up after the answer")
+	}
+	hand(watchOut{kind: outResponse, w: w2, known: true, progress: 170})
+	hand(watchOut{kind: outProgressRequest})
+	expect(170, false)
+
+	// w1 sends an event at 300; w2 never gets there: the request is
+	// dropped after watchProgressHold and the gate goes down.
+	hand(watchOut{kind: outResponse, w: w1, known: true, progress: 300,
+		resp: &pb.WatchResponse{Header: st.ws.s.header(300), WatchId: 1, Events: []*mvccpb.Event{{Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: 300}}}}})
+	<-srv.sent
+	hand(watchOut{kind: outProgressRequest})
+	nothing()
+	deadline := time.Now().Add(watchWait)
+	for _, active := gate(); active; _, active = gate() {
+		if time.Now().After(deadline) {
+			t.Fatal("gate still up")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition
+	}
+	nothing()
+
+	// Without watchers, no answer.
+	hand(watchOut{kind: outLast, w: w1})
+	hand(watchOut{kind: outLast, w: w2})
+	hand(watchOut{kind: outProgressRequest})
+	nothing()
+	if _, active := gate(); active {
+		t.Fatal("gate up without watchers")
+	}
+}
