@@ -104,13 +104,17 @@ func (m *maintenanceServer) Alarm(ctx context.Context, req *pb.AlarmRequest) (*p
 // the latest state answers at, is only as new as that shard's last write,
 // so it can be older than writes other shards acknowledged.)
 //
-// The router has no call that only asks the oracle, so this reads
-// freshRevisionKey at probeRevision: the key's shard leader resolves its
-// shard with a timestamp taken after the read arrived, finds probeRevision
-// above it and refuses with *router.FutureRevisionError, whose
-// CurrentRevision is that timestamp. The cost is a Resolve entry or two
-// in that shard's Raft log, about a write's.
+// It is Config.Now's when set. Otherwise, as the router has no call that
+// only asks the oracle, it reads freshRevisionKey at probeRevision: the
+// key's shard leader resolves its shard with a timestamp taken after the
+// read arrived, finds probeRevision above it and refuses with
+// *router.FutureRevisionError, whose CurrentRevision is that timestamp.
+// That costs a Resolve entry or two in that shard's Raft log, about a
+// write's.
 func (s *Server) freshRevision(ctx context.Context) (uint64, error) {
+	if s.cfg.Now != nil {
+		return s.cfg.Now(ctx)
+	}
 	_, err := s.r.GetAt(ctx, freshRevisionKey, probeRevision)
 	var fe *router.FutureRevisionError
 	switch {

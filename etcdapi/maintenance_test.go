@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +140,60 @@ func TestClusterAndMaintenance(t *testing.T) {
 		}
 		if st.Leader != 7 || len(st.Errors) != 2 || st.Header.Revision == 0 {
 			t.Fatalf("status %+v; want leader 7 (itself), two errors, a revision", st)
+		}
+	})
+
+	t.Run("config now", func(t *testing.T) {
+		// Reads of the latest state are made at Config.Now's revision.
+		// This one hands out the revision of a write it makes, which the
+		// oracle stamped after the call began, as a fresh one must be.
+		var (
+			mu     sync.Mutex
+			handed []uint64
+		)
+		took := func() []uint64 {
+			mu.Lock()
+			defer mu.Unlock()
+			out := handed
+			handed = nil
+			return out
+		}
+		c := a.serveAlso(t, Config{ClusterID: 0x10, MemberID: 7,
+			Now: func(ctx context.Context) (uint64, error) {
+				w, err := a.router.PutRev(ctx, []byte("\x01now"), nil)
+				if err == nil {
+					mu.Lock()
+					handed = append(handed, w.Revision)
+					mu.Unlock()
+				}
+				return w.Revision, err
+			},
+		})
+		w, err := a.router.PutRev(ctx, []byte("m/now"), []byte("seen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range [][]clientv3.OpOption{nil, {clientv3.WithPrefix()}} {
+			took()
+			resp, err := c.Get(ctx, "m/now", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			handed := took()
+			if len(handed) != 1 || resp.Header.Revision != int64(handed[0]) || handed[0] <= w.Revision {
+				t.Fatalf("read at %d, Now handed out %v; want one fresh revision above %d, read at", resp.Header.Revision, handed, w.Revision)
+			}
+			if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "seen" {
+				t.Fatalf("m/now: %+v", resp.Kvs)
+			}
+		}
+		// A serializable read asks for none.
+		took()
+		if _, err := c.Get(ctx, "m/now", clientv3.WithSerializable()); err != nil {
+			t.Fatal(err)
+		}
+		if handed := took(); len(handed) != 0 {
+			t.Fatalf("serializable read: Now handed out %v; want none asked", handed)
 		}
 	})
 

@@ -23,19 +23,17 @@ import (
 // does not sort after key. The fleet's system span (syskeys.SystemPrefix
 // and above) is not part of the etcd keyspace: ranges stop before it.
 //
-// The read is at req.Revision when it is positive, and that revision is
-// the response header's: every key of the answer is as it was at that
-// revision, across every shard the range spans, so a client may list at
-// it and watch from the next one. A revision below a shard's compaction
-// point fails with etcd's ErrCompacted, one above every revision handed
-// out with ErrFutureRev. Without a revision, a range over a span reads at
-// a fresh revision (Server.freshRevision), so it sees every write
-// acknowledged before it began, on any shard; a single key is read at
-// its shard's latest state, the header naming the revision that shard
-// answered at (final for that key, possibly older than other shards'
-// writes). serializable reads go to any replica (router.Stale) and skip
-// the fresh revision: a span is read at the revision of the first
-// replica asked, still one snapshot, possibly stale, as etcd's
+// The read is at req.Revision when it is positive, otherwise at a fresh
+// revision (Server.freshRevision, at or above every write acknowledged
+// before the call began, on any shard), and that revision is the response
+// header's: every key of the answer is as it was at that revision, across
+// every shard the range spans, so a client may list at it and watch from
+// the next one, and a client that saw revision r anywhere reads at r or
+// later. A revision below a shard's compaction point fails with etcd's
+// ErrCompacted, one above every revision handed out with ErrFutureRev.
+// serializable reads go to any replica (router.Stale) and skip the fresh
+// revision: they are read at the latest revision of the first replica
+// asked (for a span, still one snapshot), possibly stale, as etcd's
 // serializable reads may be.
 //
 // Cost: etcd always answers count, the number of keys in the range
@@ -43,9 +41,12 @@ import (
 // Range over a span reads every pair of it, values included, at one
 // revision, whatever its limit, keys_only or count_only; the limit only
 // trims the answer. A paginated list of n keys in pages of p therefore
-// reads about n²/2p pairs. A linearizable span read also costs the fresh
-// revision (a Resolve in one shard's log) and a Resolve in each shard
-// that has not written since. A single-key Range is one point read.
+// reads about n²/2p pairs. A single-key Range is one point read. A
+// linearizable read of the latest state also costs the fresh revision
+// (Config.Now, or a probe) and, in each shard it reads that has not
+// written since, a Resolve through Raft before the read: more than the
+// quorum check a read of a shard's own latest state needs, the price of
+// one revision order across shards.
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(req); err != nil {
 		return nil, err
@@ -86,6 +87,19 @@ func (s *Server) readRange(ctx context.Context, key, rangeEnd []byte, rev int64,
 	if stale {
 		opts = append(opts, router.WithConsistency(router.Stale))
 	}
+	if rev == 0 && !stale {
+		// A read of the latest state is made at a fresh revision: the
+		// shards' own latest (the router's rev 0) is only as new as each
+		// shard's last write, so a span read at the first shard's could
+		// miss writes later shards acknowledged, and a header naming a
+		// key's shard's could be below a revision the client saw on
+		// another shard.
+		fresh, err := s.freshRevision(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		rev = int64(fresh)
+	}
 	start, end, single, empty := etcdSpan(key, rangeEnd)
 	if single || empty {
 		res, err := s.r.GetAt(ctx, key, uint64(rev), opts...)
@@ -96,15 +110,6 @@ func (s *Server) readRange(ctx context.Context, key, rangeEnd []byte, rev int64,
 			return []router.KeyValue{res.KV}, res.Revision, nil
 		}
 		return nil, res.Revision, nil
-	}
-	if rev == 0 && !stale {
-		// ScanAt's own rev 0 is the revision of the first shard it
-		// reads, which can miss writes the later shards acknowledged.
-		fresh, err := s.freshRevision(ctx)
-		if err != nil {
-			return nil, 0, err
-		}
-		rev = int64(fresh)
 	}
 	res, err := s.r.ScanAt(ctx, start, end, 0 /* limit: all */, uint64(rev), opts...)
 	if err != nil {
