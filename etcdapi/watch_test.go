@@ -1013,6 +1013,7 @@ func TestWatchProgressBookkeeping(t *testing.T) {
 	// w1 catches up past it: the answer is the least progress.
 	hand(watchOut{kind: outResponse, w: w1, known: true, progress: 180})
 	expect(150, false)
+	nothing() // the writer finished with the answer
 	if _, active := gate(); active {
 		t.Fatal("gate still up after the answer")
 	}
