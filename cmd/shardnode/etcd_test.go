@@ -114,7 +114,7 @@ func TestEtcdAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Header.MemberId != 2 || st.Leader != 1 || st.Version != etcdAPIVersion || st.RaftIndex == 0 || st.RaftTerm == 0 || st.DbSize == 0 || len(st.Errors) != 0 {
+	if st.Header.MemberId != 2 || st.Leader != 1 || st.Version != etcdAPIVersion || st.RaftIndex == 0 || st.RaftTerm == 0 || st.DbSize == 0 || st.DbSizeInUse != st.DbSize || len(st.Errors) != 0 {
 		t.Fatalf("status of node 2: %+v; want member 2, leader 1, version %s, its raft and store figures", st, etcdAPIVersion)
 	}
 }
