@@ -3,16 +3,12 @@ package etcdapi
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/flotilla-kv/flotilla/router"
 )
 
 // LocalStatus is what a member reports of itself in Maintenance.Status,
@@ -30,15 +26,6 @@ type LocalStatus struct {
 	// DBSizeInUseBytes the part of it holding live data (0: unknown).
 	DBSizeBytes, DBSizeInUseBytes int64
 }
-
-// freshRevisionKey is the key whose shard Server.freshRevision asks.
-// Any key would do.
-var freshRevisionKey = []byte{0}
-
-// probeRevision is a revision no oracle hands out for centuries (its
-// timestamps are milliseconds shifted left 18 bits), which
-// Server.freshRevision reads at to be refused.
-const probeRevision = math.MaxInt64
 
 // maintenanceServer serves the parts of etcd's Maintenance service that
 // etcdctl's `endpoint status` and `endpoint health` and clientv3 use:
@@ -98,32 +85,17 @@ func (m *maintenanceServer) Alarm(ctx context.Context, req *pb.AlarmRequest) (*p
 }
 
 // freshRevision returns a revision taken from the fleet's oracle after
-// the call began, which every shard will resolve past before serving a
-// read at it: a read at it sees every write acknowledged before the call
-// began, on any shard. (A shard's own resolved revision, what a read of
-// the latest state answers at, is only as new as that shard's last write,
-// so it can be older than writes other shards acknowledged.)
-//
-// It is Config.Now's when set. Otherwise, as the router has no call that
-// only asks the oracle, it reads freshRevisionKey at probeRevision: the
-// key's shard leader resolves its shard with a timestamp taken after the
-// read arrived, finds probeRevision above it and refuses with
-// *router.FutureRevisionError, whose CurrentRevision is that timestamp.
-// That costs a Resolve entry or two in that shard's Raft log, about a
-// write's.
+// the call began, above every write acknowledged before it, on any shard:
+// a read at it sees every such write. (A shard's own resolved revision,
+// what a read of the latest state answers at, is only as new as that
+// shard's last write, so it can be below writes other shards
+// acknowledged.) It is Config.Now's when set, otherwise router.Client.Now's
+// (a call to a node, which asks the oracle along with its writes).
 func (s *Server) freshRevision(ctx context.Context) (uint64, error) {
 	if s.cfg.Now != nil {
 		return s.cfg.Now(ctx)
 	}
-	_, err := s.r.GetAt(ctx, freshRevisionKey, probeRevision)
-	var fe *router.FutureRevisionError
-	switch {
-	case errors.As(err, &fe) && fe.CurrentRevision != 0:
-		return fe.CurrentRevision, nil
-	case err != nil:
-		return 0, err
-	}
-	return 0, fmt.Errorf("etcdapi: a read at revision %d was served: no fresh revision learned", uint64(probeRevision))
+	return s.r.Now(ctx)
 }
 
 // members returns the members serving the API, in ID order: from

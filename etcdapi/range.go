@@ -42,11 +42,11 @@ import (
 // revision, whatever its limit, keys_only or count_only; the limit only
 // trims the answer. A paginated list of n keys in pages of p therefore
 // reads about n²/2p pairs. A single-key Range is one point read. A
-// linearizable read of the latest state also costs the fresh revision
-// (Config.Now, or a probe) and, in each shard it reads that has not
-// written since, a Resolve through Raft before the read: more than the
-// quorum check a read of a shard's own latest state needs, the price of
-// one revision order across shards.
+// linearizable read of the latest state also costs the fresh revision (an
+// oracle call, shared with other reads and writes) and, in each shard it
+// reads that has not written since, a Resolve through Raft before the
+// read: more than the quorum check a read of a shard's own latest state
+// needs, the price of one revision order across shards.
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(req); err != nil {
 		return nil, err

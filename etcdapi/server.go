@@ -45,12 +45,10 @@ type Config struct {
 	// Version is reported by Maintenance.Status as the server version.
 	Version string
 	// Now returns a timestamp of the fleet's timestamp oracle taken after
-	// the call began: a revision at or above every write acknowledged
-	// before, which reads of the latest state are made at (see
-	// freshRevision). Nil: the Server learns one from a shard, at the cost
-	// of a Resolve or two in that shard's Raft log per read; a shardnode
-	// passes its own oracle client, one oracle round trip shared by the
-	// reads that wait on it.
+	// the call began: a revision above every write acknowledged before,
+	// which reads of the latest state are made at (see freshRevision).
+	// Nil: Router.Now, a call to a node; a shardnode passes its own
+	// store's, which shares the oracle calls stamping its writes.
 	Now func(ctx context.Context) (uint64, error)
 	// Local reports this member's own Raft and storage figures for
 	// Maintenance.Status (see LocalStatus). Nil: Status reports zeros.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -55,7 +54,7 @@ func etcdClientURL(addr string, tls bool) string {
 // etcdNode is what the node's etcd API needs of the rest of the node.
 type etcdNode struct {
 	cfg     Config
-	oracle  shard.Oracle
+	store   *shard.Store
 	tls     *tlsconfig.Config // nil: plaintext
 	leases  *nodeLeases
 	engine  *multiraft.Engine
@@ -80,7 +79,7 @@ func startEtcd(n etcdNode) (*grpc.Server, net.Listener, error) {
 		Members:   members,
 		SelfURLs:  []string{n.selfURL},
 		Version:   etcdAPIVersion,
-		Now:       (&oracleNow{oracle: n.oracle}).Now,
+		Now:       n.store.Now,
 		Local:     n.local,
 		Logger:    n.logger.With("component", "etcdapi"),
 	})
@@ -147,72 +146,4 @@ func (n etcdNode) local(context.Context) (etcdapi.LocalStatus, error) {
 	st.DBSizeBytes = int64(n.db.Metrics().DiskSpaceUsage())
 	st.DBSizeInUseBytes = st.DBSizeBytes
 	return st, nil
-}
-
-// oracleNowTimeout bounds one oracle call of oracleNow.
-const oracleNowTimeout = 5 * time.Second
-
-// oracleNow is etcdapi.Config.Now over the node's timestamp oracle (the
-// one its shards stamp writes with): fresh revisions for the etcd API's
-// reads, at most one oracle call at a time. A caller joins the next call
-// to start, never one already out, which may have taken its timestamp
-// before the caller arrived: so every caller gets a timestamp taken after
-// it called, and concurrent readers share one round trip. Safe for
-// concurrent use.
-type oracleNow struct {
-	oracle shard.Oracle
-
-	mu struct {
-		sync.Mutex
-		next *nowCall // the call the next callers wait for; nil: none waiting
-		busy bool     // a goroutine is making calls
-	}
-}
-
-// nowCall is one oracle call and its waiters: done closes once ts or err
-// is set.
-type nowCall struct {
-	done chan struct{}
-	ts   uint64
-	err  error
-}
-
-// Now returns a timestamp the oracle handed out after Now was called.
-func (o *oracleNow) Now(ctx context.Context) (uint64, error) {
-	o.mu.Lock()
-	if o.mu.next == nil {
-		o.mu.next = &nowCall{done: make(chan struct{})}
-	}
-	c := o.mu.next
-	if !o.mu.busy {
-		o.mu.busy = true
-		go o.run()
-	}
-	o.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.ts, c.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-}
-
-// run makes oracle calls, one at a time, while callers wait for one.
-func (o *oracleNow) run() {
-	for {
-		o.mu.Lock()
-		c := o.mu.next
-		o.mu.next = nil
-		if c == nil {
-			o.mu.busy = false
-			o.mu.Unlock()
-			return
-		}
-		o.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), oracleNowTimeout)
-		ts, err := o.oracle.Next(ctx, 1)
-		cancel()
-		c.ts, c.err = uint64(ts), err
-		close(c.done)
-	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -19,7 +17,6 @@ import (
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
-	"github.com/flotilla-kv/flotilla/placement/tso"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -165,91 +162,4 @@ func TestEtcdAPITLS(t *testing.T) {
 		t.Fatal("a plaintext Range was served")
 	}
 	testutil.AssertPlaintextRefused(t, addr, err)
-}
-
-// blockingOracle hands out 1, 2, 3, ... one call at a time, each only
-// when the test releases it; started reports each call as it begins.
-type blockingOracle struct {
-	started chan int
-	release chan struct{}
-	calls   int
-}
-
-func (o *blockingOracle) Next(ctx context.Context, count int) (tso.Timestamp, error) {
-	o.calls++
-	o.started <- o.calls
-	select {
-	case <-o.release:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	return tso.Timestamp(o.calls), nil
-}
-
-// TestOracleNowNeverReusesAnEarlierCall: a caller that arrives while an
-// oracle call is out gets the next call's timestamp, which was taken
-// after it arrived, and no call is made with nobody waiting.
-func TestOracleNowNeverReusesAnEarlierCall(t *testing.T) {
-	o := &blockingOracle{started: make(chan int, 4), release: make(chan struct{})}
-	now := &oracleNow{oracle: o}
-	ctx := testutil.Context(t, 30*time.Second)
-	type result struct {
-		ts  uint64
-		err error
-	}
-	call := func() chan result {
-		ch := make(chan result, 1)
-		go func() {
-			ts, err := now.Now(ctx)
-			ch <- result{ts, err}
-		}()
-		return ch
-	}
-	waiting := func() {
-		testutil.Eventually(t, 10*time.Second, func() error {
-			now.mu.Lock()
-			defer now.mu.Unlock()
-			if now.mu.next == nil {
-				return errors.New("the late caller is not waiting yet")
-			}
-			return nil
-		})
-	}
-	started := func(want int) {
-		if n := <-o.started; n != want {
-			t.Fatalf("call %d started, want %d", n, want)
-		}
-	}
-	got := func(ch chan result, want uint64) {
-		if r := <-ch; r.err != nil || r.ts != want {
-			t.Fatalf("caller got %+v, want timestamp %d", r, want)
-		}
-	}
-
-	first := call()
-	started(1)
-	second := call() // arrives while call 1 is out
-	waiting()
-	o.release <- struct{}{}
-	got(first, 1)
-	started(2)
-	third := call() // arrives while call 2 is out
-	waiting()
-	o.release <- struct{}{}
-	got(second, 2)
-	started(3)
-	o.release <- struct{}{}
-	got(third, 3)
-	// Nobody waits: the goroutine making calls ends without a fourth.
-	testutil.Eventually(t, 10*time.Second, func() error {
-		now.mu.Lock()
-		defer now.mu.Unlock()
-		if now.mu.busy {
-			return errors.New("still making calls")
-		}
-		return nil
-	})
-	if o.calls != 3 {
-		t.Fatalf("%d oracle calls, want 3", o.calls)
-	}
 }

@@ -174,7 +174,7 @@ func run(ctx context.Context, cfg Config) error {
 	var etcdSrv *grpc.Server
 	labels := &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack}
 	if cfg.EtcdListen != "" {
-		en := etcdNode{cfg: cfg, oracle: oracle, tls: tlsCfg, leases: leases, engine: engine, db: db, dial: conns.Dial, logger: logger,
+		en := etcdNode{cfg: cfg, store: store, tls: tlsCfg, leases: leases, engine: engine, db: db, dial: conns.Dial, logger: logger,
 			selfURL: etcdClientURL(cfg.EtcdAdvertise, tlsCfg.Enabled())}
 		esrv, elis, err := startEtcd(en)
 		if err != nil {
