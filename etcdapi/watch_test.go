@@ -195,11 +195,16 @@ func serveWatch(t *testing.T, ws *watchServer) (*clientv3.Client, string) {
 // running in this process.
 func serverWatching(t *testing.T) bool {
 	t.Helper()
+	return stackHas("etcdapi.(*watchStream)")
+}
+
+// stackHas reports whether a goroutine's stack has s in it.
+func stackHas(s string) bool {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return bytes.Contains(buf[:n], []byte("etcdapi.(*watchStream)"))
+			return bytes.Contains(buf[:n], []byte(s))
 		}
 		buf = make([]byte, 2*len(buf))
 	}
@@ -492,6 +497,51 @@ func TestWatch(t *testing.T) {
 				t.Fatalf("watch goroutines still running %s after the stream ended", watchWait)
 			}
 			time.Sleep(20 * time.Millisecond) // polling the condition
+		}
+	})
+
+	t.Run("SlowClient", func(t *testing.T) {
+		// A client that does not read: the stream's writer blocks in
+		// Send, the watcher in handing over (so it stops reading its
+		// router watch, which then stops reading the shards); once the
+		// client reads, every event arrives, in order.
+		// Not newRawWatch, which reads into a buffer.
+		conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		s, err := pb.NewWatchClient(conn).Watch(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("slow/"), RangeEnd: []byte("slow0")}}}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := s.Recv(); err != nil || !resp.Created {
+			t.Fatalf("create: %v, %v", resp, err)
+		}
+		value := strings.Repeat("s", 128<<10)
+		var revs []int64
+		deadline := time.Now().Add(watchWait)
+		for !stackHas("etcdapi.(*watchStream).push(") {
+			if time.Now().After(deadline) || len(revs) >= 400 {
+				t.Fatalf("no watcher blocked after %d writes of %d bytes", len(revs), len(value))
+			}
+			revs = append(revs, put(t, a, fmt.Sprintf("slow/%04d", len(revs)), value))
+		}
+		t.Logf("a watcher blocked after %d writes of %d bytes", len(revs), len(value))
+		for i := 0; i < len(revs); {
+			resp, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range resp.Events {
+				if ev.Kv.ModRevision != revs[i] || len(ev.Kv.Value) != len(value) {
+					t.Fatalf("event %d at %d; want %d", i, ev.Kv.ModRevision, revs[i])
+				}
+				i++
+			}
 		}
 	})
 
