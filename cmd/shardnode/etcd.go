@@ -65,8 +65,9 @@ type etcdNode struct {
 }
 
 // startEtcd serves the etcd v3 API on cfg.EtcdListen through the node's
-// router, with the node's TLS, and returns the gRPC server (to stop at
-// shutdown) and the listener's address.
+// router, with the node's TLS: it returns the gRPC server, with the
+// services registered, and its listener, for the caller to serve and to
+// stop at shutdown (stopEtcd).
 func startEtcd(n etcdNode) (*grpc.Server, net.Listener, error) {
 	var members func(context.Context) ([]etcdapi.Member, error)
 	if n.cfg.Placement != "" {
