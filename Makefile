@@ -35,6 +35,19 @@ test-unit: ## unit tests of every package
 test-race: ## race detector on the packages with concurrency
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
+# The etcd compatibility tests (issue 18), in test/, a module of its own
+# (Kubernetes's dependencies stay out of Flotilla's): the real etcdctl
+# (test/etcdctl) and the Kubernetes API server's storage conformance tests
+# on its etcd3 store (test/k8s), against a fleet whose shardnodes serve the
+# etcd API. etcdctl and etcd are built from the Go module proxy once, into
+# .cache/. COMPAT_TARGETS: "flotilla" (the default), "etcd" (a real etcd:
+# proves the tests themselves) or "etcd,flotilla".
+COMPAT_TARGETS ?= flotilla
+.PHONY: test-etcd-compat
+test-etcd-compat: ## etcdctl and the Kubernetes storage conformance tests against Flotilla's etcd API (COMPAT_TARGETS=etcd,flotilla adds a real etcd as baseline)
+	cd test && $(GO) vet ./...
+	cd test && COMPAT_TARGETS=$(COMPAT_TARGETS) $(GO) test -count=1 -p 1 -timeout 20m ./...
+
 # SIM_PROCS: processes sharing the seeds of `make sim` (default 2 from 2000
 # seeds up, else 1); SIM_FLAGS: extra flags for the simulator (-progress);
 # SIM_MODES: "engine fleet" (the default: SEEDS seeds of each), "engine"

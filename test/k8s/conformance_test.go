@@ -1,0 +1,232 @@
+package k8s
+
+import (
+	"context"
+	"testing"
+
+	"k8s.io/apiserver/pkg/features"
+	storagetesting "k8s.io/apiserver/pkg/storage/testing"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/featuregate"
+	featuregatetesting "k8s.io/component-base/featuregate/testing"
+
+	"github.com/flotilla-kv/flotilla/test/target"
+)
+
+// TestStorageConformance runs the Kubernetes API server's storage
+// conformance tests (k8s.io/apiserver/pkg/storage/testing), the ones its
+// etcd3 store runs in its own tests, against the etcd3 store on a
+// clientv3 of each target of COMPAT_TARGETS: a real etcd first, which
+// shows the harness right, then Flotilla. One server per target is
+// shared by all the tests, each with a store of its own under its own
+// key prefix.
+func TestStorageConformance(t *testing.T) {
+	for _, name := range target.Names(t) {
+		t.Run(name, func(t *testing.T) {
+			tg := target.Start(t, name, target.Options{})
+			for _, c := range conformance {
+				t.Run(c.name, func(t *testing.T) {
+					for gate, on := range c.gates {
+						featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, gate, on)
+					}
+					c.run(context.Background(), t, newTestStore(t, tg))
+				})
+			}
+		})
+	}
+}
+
+// conformance lists every conformance test that k8s.io/apiserver's etcd3
+// store runs against etcd in its store_test.go and watcher_test.go
+// (v0.36.6), with the same arguments and feature gates. Left out are
+// only that package's tests of its own internals (key preparation, the
+// path prefix, slice growth, lease reuse counts, configuration errors),
+// which call unexported code and do not concern the server.
+var conformance = []struct {
+	name  string
+	gates map[featuregate.Feature]bool
+	run   func(context.Context, *testing.T, *testStore)
+}{
+	// store_test.go
+	{name: "Create", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestCreate(ctx, t, s, s.keyValidation())
+	}},
+	{name: "CreateWithTTL", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestCreateWithTTL(ctx, t, s)
+	}},
+	{name: "CreateWithKeyExist", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
+	}},
+	{name: "Get", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGet(ctx, t, s)
+	}},
+	{name: "UnconditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestUnconditionalDelete(ctx, t, s)
+	}},
+	{name: "ConditionalDelete", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestConditionalDelete(ctx, t, s)
+	}},
+	{name: "DeleteWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
+	}},
+	{name: "DeleteWithSuggestionAndConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
+	}},
+	{name: "DeleteWithSuggestionOfDeletedObject", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
+	}},
+	{name: "ValidateDeletionWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
+	}},
+	{name: "ValidateDeletionWithOnlySuggestionValid", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(ctx, t, s)
+	}},
+	{name: "DeleteWithConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteWithConflict(ctx, t, s)
+	}},
+	{name: "PreconditionalDeleteWithSuggestion", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
+	}},
+	{name: "PreconditionalDeleteWithOnlySuggestionPass", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(ctx, t, s)
+	}},
+	{name: "ListPaging", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListPaging(ctx, t, s)
+	}},
+	{name: "GetListNonRecursive", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGetListNonRecursive(ctx, t, s.increaseRV(), s)
+	}},
+	{name: "GetListRecursivePrefix", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
+	}},
+	{name: "KeySchema", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestKeySchema(ctx, t, s)
+	}},
+	{name: "GuaranteedUpdate", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdate(ctx, t, s, s.keyValidation())
+	}},
+	{name: "GuaranteedUpdateWithTTL", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
+	}},
+	{name: "GuaranteedUpdateChecksStoredData", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdateChecksStoredData(ctx, t, s)
+	}},
+	{name: "GuaranteedUpdateWithConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
+	}},
+	{name: "GuaranteedUpdateWithSuggestionAndConflict", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
+	}},
+	{name: "TransformationFailure", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestTransformationFailure(ctx, t, s)
+	}},
+	{name: "ConsistentList", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestConsistentList(ctx, t, s, s.increaseRV(), false /* no cache */, true /* consistent reads */, false /* no list from cache snapshot */)
+	}},
+	{name: "ListContinuation", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListContinuation(ctx, t, s, s.callsValidation())
+	}},
+	{name: "ListPaginationRareObject", gates: map[featuregate.Feature]bool{features.ListFromCacheSnapshot: false}, run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListPaginationRareObject(ctx, t, s, s.callsValidation())
+	}},
+	{name: "ListContinuationWithFilter", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListContinuationWithFilter(ctx, t, s, s.callsValidation())
+	}},
+	{name: "NamespaceScopedList", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestNamespaceScopedList(ctx, t, s)
+	}},
+	{name: "ListResourceVersionMatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListResourceVersionMatch(ctx, t, s)
+	}},
+	{name: "Stats/SizeBasedListCostEstimate=true", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		if err := s.EnableResourceSizeEstimation(s.keys); err != nil {
+			t.Fatal(err)
+		}
+		storagetesting.RunTestStats(ctx, t, s, s.codec, s.transformer.base, true)
+	}},
+	{name: "Stats/SizeBasedListCostEstimate=false", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestStats(ctx, t, s, s.codec, s.transformer.base, false)
+	}},
+
+	// watcher_test.go
+	{name: "Watch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatch(ctx, t, s)
+	}},
+	{name: "ClusterScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestClusterScopedWatch(ctx, t, s)
+	}},
+	{name: "NamespaceScopedWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestNamespaceScopedWatch(ctx, t, s)
+	}},
+	{name: "DeleteTriggerWatch", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
+	}},
+	{name: "WatchFromNonZero", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchFromNonZero(ctx, t, s)
+	}},
+	{name: "DelayedWatchDelivery", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
+	}},
+	{name: "WatchError", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchError(ctx, t, s)
+	}},
+	{name: "WatchContextCancel", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchContextCancel(ctx, t, s)
+	}},
+	{name: "WatcherTimeout", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatcherTimeout(ctx, t, s)
+	}},
+	{name: "WatchDeleteEventObjectHaveLatestRV", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
+	}},
+	{name: "WatchInitializationSignal", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
+	}},
+	// Needs the server to send watch progress notifications every second
+	// (etcd: --watch-progress-notify-interval 1s, as target starts it).
+	{name: "ProgressNotify", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunOptionalTestProgressNotify(ctx, t, s, s.increaseRV())
+	}},
+	{name: "WatchWithUnsafeDelete", gates: map[featuregate.Feature]bool{features.AllowUnsafeMalformedObjectDeletion: true}, run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchWithUnsafeDelete(ctx, t, s)
+	}},
+	{name: "WatchDispatchBookmarkEvents", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, false /* the etcd3 store sends no bookmarks */)
+	}},
+	{name: "SendInitialEventsBackwardCompatibility", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
+	}},
+	{name: "WatchSemantics", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchSemantics(ctx, t, s)
+	}},
+	{name: "WatchSemanticsWithConcurrentDecode", gates: map[featuregate.Feature]bool{features.ConcurrentWatchObjectDecode: true}, run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchSemantics(ctx, t, s)
+	}},
+	{name: "WatchSemanticInitialEventsExtended", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, s)
+	}},
+	{name: "WatchListMatchSingle", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchListMatchSingle(ctx, t, s)
+	}},
+	{name: "WatchErrorIsBlockingFurtherEvents", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunWatchErrorIsBlockingFurtherEvents(ctx, t, s)
+	}},
+
+	// The tests that compact the server come last: a compaction makes
+	// every older revision unreadable for the tests after it, which on
+	// this shared server would break the watches from resource version 1
+	// of WatchSemantics (each of the etcd3 store's own tests has a server
+	// of its own).
+	{name: "List", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestList(ctx, t, s, s.compaction(), false /* no watch cache */, s.client.Kubernetes.(*storagetesting.KubernetesRecorder))
+	}},
+	{name: "CompactRevision", gates: map[featuregate.Feature]bool{features.ListFromCacheSnapshot: true}, run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestCompactRevision(ctx, t, s, s.increaseRV(), s.compaction())
+	}},
+	{name: "ListInconsistentContinuation", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, s.compaction())
+	}},
+	{name: "WatchFromZero", run: func(ctx context.Context, t *testing.T, s *testStore) {
+		storagetesting.RunTestWatchFromZero(ctx, t, s, s.compaction())
+	}},
+}
