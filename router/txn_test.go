@@ -164,3 +164,42 @@ func TestScanAtLatestAcrossShards(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchMultiKeyWrite: every event of a write of several keys is
+// delivered, live and replayed from history (the events share the
+// write's revision).
+func TestWatchMultiKeyWrite(t *testing.T) {
+	c := newCluster(t, 3, 1)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	live := r.Watch(ctx, []byte("m/"), []byte("m0"))
+	ops := []Op{{Key: []byte("m/1"), Value: []byte("a")}, {Key: []byte("m/2"), Value: []byte("b")}, {Key: []byte("m/3"), Value: []byte("c")}}
+	w, err := r.BatchRev(ctx, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect := func(ch <-chan WatchResponse, n int) []Event {
+		t.Helper()
+		var evs []Event
+		for len(evs) < n {
+			select {
+			case resp, ok := <-ch:
+				if !ok || resp.Err != nil {
+					t.Fatalf("watch ended: %v", resp.Err)
+				}
+				evs = append(evs, resp.Events...)
+			case <-ctx.Done():
+				t.Fatalf("%d events of %d", len(evs), n)
+			}
+		}
+		return evs
+	}
+	for name, ch := range map[string]<-chan WatchResponse{"live": live, "replayed": r.Watch(ctx, []byte("m/"), []byte("m0"), WithStartRevision(w.Revision))} {
+		evs := collect(ch, len(ops))
+		for i, ev := range evs {
+			if string(ev.KV.Key) != string(ops[i].Key) || ev.Revision() != w.Revision {
+				t.Fatalf("%s: event %d: %q at %d; want %q at %d", name, i, ev.KV.Key, ev.Revision(), ops[i].Key, w.Revision)
+			}
+		}
+	}
+}

@@ -416,8 +416,13 @@ func (w *watcher) handle(m watchMsg) {
 		p.ack <- struct{}{}
 		return
 	}
+	// A message holds whole writes, so a write at or below the frontier
+	// came whole before a resubscription. Compare with the frontier from
+	// before the message: the events of one multi-key write share a
+	// revision.
+	from := p.frontier
 	for _, ev := range m.events {
-		if ev.Revision() > p.frontier { // older ones came before a resubscription
+		if ev.Revision() > from {
 			w.pending = append(w.pending, ev)
 		}
 		p.frontier = max(p.frontier, ev.Revision())
