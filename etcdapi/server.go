@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -53,6 +54,11 @@ type Config struct {
 	// Local reports this member's own Raft and storage figures for
 	// Maintenance.Status (see LocalStatus). Nil: Status reports zeros.
 	Local func(ctx context.Context) (LocalStatus, error)
+	// WatchProgressInterval is how long a watcher created with
+	// progress_notify may go without a response before it gets a progress
+	// response (etcd's --experimental-watch-progress-notify-interval).
+	// Zero: DefaultWatchProgressInterval.
+	WatchProgressInterval time.Duration
 	// Logger receives the server's debug and warning logs. Nil: discarded.
 	Logger *slog.Logger
 }
@@ -79,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 // Register registers the etcd services on g.
 func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterKVServer(g, &kvServer{s: s})
-	pb.RegisterWatchServer(g, &watchServer{s: s})
+	pb.RegisterWatchServer(g, &watchServer{s: s, progressInterval: s.cfg.WatchProgressInterval})
 	pb.RegisterLeaseServer(g, &leaseServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})

@@ -63,7 +63,7 @@ import (
 //     not synced; clients ask again. Several requests meanwhile get one
 //     answer. A stream without watchers gets no answer, as in etcd.
 //   - progress_notify: a watcher that sent nothing for the stream's
-//     progress interval (watchServer.progressInterval, default 10 minutes
+//     progress interval (Config.WatchProgressInterval, default 10 minutes
 //     as etcd's) gets a progress response: no events, header revision = its
 //     progress.
 //
@@ -145,8 +145,7 @@ type watchServer struct {
 	// progress_notify may send nothing before it sends a progress
 	// response. Shorter: idle watchers' clients (the Kubernetes watch
 	// cache) learn of progress sooner, for a response per watcher per
-	// interval. Register leaves it zero; it belongs in Config
-	// (WatchProgressInterval), which this file does not own.
+	// interval. Config.WatchProgressInterval.
 	progressInterval time.Duration
 	// fragmentBytes is the size above which fragment splits responses (0:
 	// DefaultWatchFragmentBytes).

@@ -74,15 +74,16 @@ func startEtcd(n etcdNode) (*grpc.Server, net.Listener, error) {
 		members = n.members
 	}
 	api, err := etcdapi.New(etcdapi.Config{
-		Router:    n.leases.router,
-		ClusterID: clusterID(n.cfg.ClusterName),
-		MemberID:  n.cfg.NodeID,
-		Members:   members,
-		SelfURLs:  []string{n.selfURL},
-		Version:   etcdAPIVersion,
-		Now:       n.store.Now,
-		Local:     n.local,
-		Logger:    n.logger.With("component", "etcdapi"),
+		Router:                n.leases.router,
+		ClusterID:             clusterID(n.cfg.ClusterName),
+		MemberID:              n.cfg.NodeID,
+		Members:               members,
+		SelfURLs:              []string{n.selfURL},
+		Version:               etcdAPIVersion,
+		Now:                   n.store.Now,
+		Local:                 n.local,
+		WatchProgressInterval: n.cfg.EtcdProgressInterval,
+		Logger:                n.logger.With("component", "etcdapi"),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/etcdapi"
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
@@ -81,6 +82,9 @@ type Config struct {
 	// EtcdListen). ClusterName names the fleet: the etcd API's cluster ID
 	// is its hash (clusterID).
 	EtcdListen, EtcdAdvertise, ClusterName string
+	// EtcdProgressInterval is the etcd API's watch progress interval
+	// (etcdapi.Config.WatchProgressInterval).
+	EtcdProgressInterval time.Duration
 	// GC* configure the collection of replicas their shard no longer
 	// counts (rpc.ReplicaGC).
 	GCInterval        time.Duration
@@ -123,6 +127,8 @@ func parseConfig(args []string) (Config, error) {
 		"address to serve the etcd v3 gRPC API on (KV, Watch, Lease, Cluster, Maintenance), so etcdctl, clientv3 and the Kubernetes API server can use the fleet through this node; mutual TLS like --listen when --tls-* are set; empty disables it")
 	fs.StringVar(&c.EtcdAdvertise, "etcd-advertise", "",
 		"address etcd clients use to reach this node's etcd API, published to placement so every node's member list names it (default: --etcd-listen; needs --etcd-listen)")
+	fs.DurationVar(&c.EtcdProgressInterval, "etcd-watch-progress-interval", etcdapi.DefaultWatchProgressInterval,
+		"how long an etcd watch created with progress notification goes without a response before the node sends it a progress response (etcd's --experimental-watch-progress-notify-interval)")
 	fs.StringVar(&c.ClusterName, "cluster-name", "flotilla",
 		"name of the fleet; the etcd API's cluster ID is a hash of it, so give every node of a fleet the same name, and different fleets different names")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on the --http address")
@@ -185,6 +191,9 @@ func (c Config) Validate() error {
 	}
 	if c.ClusterName == "" {
 		p.Addf("--cluster-name must not be empty")
+	}
+	if c.EtcdProgressInterval <= 0 {
+		p.Addf("--etcd-watch-progress-interval must be positive, got %s", c.EtcdProgressInterval)
 	}
 	if c.ShutdownAfter <= 0 {
 		p.Addf("--shutdown-timeout must be positive, got %s", c.ShutdownAfter)
