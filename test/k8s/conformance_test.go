@@ -2,7 +2,10 @@ package k8s
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apiserver/pkg/features"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
@@ -24,6 +27,9 @@ func TestStorageConformance(t *testing.T) {
 	for _, name := range target.Names(t) {
 		t.Run(name, func(t *testing.T) {
 			tg := target.Start(t, name, target.Options{})
+			if name == target.Flotilla {
+				spreadOverShards(t, tg)
+			}
 			for _, c := range conformance {
 				t.Run(c.name, func(t *testing.T) {
 					for gate, on := range c.gates {
@@ -32,7 +38,43 @@ func TestStorageConformance(t *testing.T) {
 					c.run(context.Background(), t, newTestStore(t, tg))
 				})
 			}
+			if n := tg.ShardsOver(t, storePrefix); n > 0 {
+				t.Logf("after the tests the stores' prefixes (%s*) lie in %d shards", storePrefix, n)
+			}
 		})
+	}
+}
+
+// spreadOverShards writes filler keys between the prefixes the stores
+// will have (/k8s-N-fill/..., just before /k8s-N/) until the fleet has
+// split the span of /k8s-* into at least 3 shards (it splits a shard past
+// 64 KiB at the middle of its data), so that the stores of different
+// tests, the key increaseRV writes and the store package's compaction
+// key lie in different shards. Each store's own keys lie in one shard
+// still: a split inside a store's prefix would need filler among its
+// pods, which its lists would read.
+func spreadOverShards(t *testing.T, tg *target.Target) {
+	t.Helper()
+	c := tg.Client(t)
+	value := strings.Repeat("f", 1024)
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; ; i++ {
+		n := tg.ShardsOver(t, storePrefix)
+		if n >= 3 {
+			t.Logf("%s* spans %d shards after %d filler keys", storePrefix, n, i*len(conformance))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s* still spans %d shard(s) after %d filler keys and 2 minutes", storePrefix, n, i*len(conformance))
+		}
+		for store := range len(conformance) + 10 {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_, err := c.Put(ctx, fmt.Sprintf("%s%d-fill/%04d", storePrefix, store+1, i), value)
+			cancel()
+			if err != nil {
+				t.Fatalf("writing filler: %v", err)
+			}
+		}
 	}
 }
 

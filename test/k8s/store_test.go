@@ -53,6 +53,9 @@ func init() {
 // go through the transformer is noticed.
 const valuePrefix = "k8s-compat:"
 
+// storePrefix begins the key prefix of every store's data.
+const storePrefix = "/k8s-"
+
 // storeCount numbers the stores of a test process; each store keeps its
 // data under a key prefix of its own, so that the tests can share one
 // server.
@@ -100,7 +103,7 @@ func newTestStore(t *testing.T, tg *target.Target) *testStore {
 
 	s := &testStore{
 		client:      client,
-		prefix:      fmt.Sprintf("/k8s-%d", storeCount.Add(1)),
+		prefix:      fmt.Sprintf("%s%d", storePrefix, storeCount.Add(1)),
 		codec:       apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion),
 		transformer: newSwapTransformer(storagetesting.NewPrefixTransformer([]byte(valuePrefix), false)),
 	}

@@ -1,6 +1,7 @@
 package target
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/internal/ports"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // The names of the targets, as COMPAT_TARGETS lists them.
@@ -51,6 +53,8 @@ type Target struct {
 	Dir string
 
 	logs func() string
+	// shards lists the shards' key ranges (Flotilla only).
+	shards func(ctx context.Context) ([]*pb.Descriptor, error)
 }
 
 // Options shape a target. The zero value is a single-member etcd and a
@@ -112,6 +116,31 @@ func orDefault(v, def int) int {
 
 // Logs returns the logs of the target's processes, for a failure message.
 func (tg *Target) Logs() string { return tg.logs() }
+
+// ShardsOver returns how many of a Flotilla target's shards hold keys
+// with the given prefix, or 0 for a target without shards (etcd).
+func (tg *Target) ShardsOver(t testing.TB, prefix string) int {
+	t.Helper()
+	if tg.shards == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ds, err := tg.shards(ctx)
+	if err != nil {
+		t.Fatalf("target %s: listing the shards: %v", tg.Name, err)
+	}
+	start, end := []byte(prefix), []byte(clientv3.GetPrefixRangeEnd(prefix))
+	n := 0
+	for _, d := range ds {
+		// [d.Start, d.End) meets [start, end); an empty End is the
+		// end of the key space.
+		if (len(d.GetEnd()) == 0 || bytes.Compare(d.GetEnd(), start) > 0) && bytes.Compare(d.GetStart(), end) < 0 {
+			n++
+		}
+	}
+	return n
+}
 
 // Client returns a clientv3 client of every endpoint, closed when t ends.
 func (tg *Target) Client(t testing.TB) *clientv3.Client {
@@ -241,6 +270,21 @@ func startFlotilla(t testing.TB, nodes int) *Target {
 			fmt.Fprintf(&b, "--- %s\n%s\n", n.Name, n.Log())
 		}
 		return b.String()
+	}
+	tg.shards = func(ctx context.Context) ([]*pb.Descriptor, error) {
+		conn, err := f.Placements()[0].Conn()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := pb.NewPlacementClient(conn).ListShards(ctx, &pb.ListShardsRequest{})
+		if err != nil {
+			return nil, err
+		}
+		var ds []*pb.Descriptor
+		for _, s := range resp.GetShards() {
+			ds = append(ds, s.GetRoute().GetShard())
+		}
+		return ds, nil
 	}
 	for _, n := range f.Nodes() {
 		if n.EtcdAddr() == "" {
