@@ -6,6 +6,7 @@
 //	flotilla-bench engine [flags]     the multiraft engine in process
 //	flotilla-bench idle [flags]       CPU and memory of a fleet of idle shards
 //	flotilla-bench failover [flags]   per-shard unavailability after SIGKILL of a leader
+//	flotilla-bench etcd-tool [flags]  Flotilla's etcd API and etcd under etcd's benchmark tool
 //
 // Users run it as 'flotilla bench ...': the flotilla client executes
 // flotilla-bench found next to itself, then on $PATH. It is a binary of
@@ -40,15 +41,17 @@ Subcommands:
   engine    the in-process engine benchmark: one engine, single-replica groups, fsync on, thousands of proposers
   idle      a 3-node fleet holding many idle shards: CPU and memory per node
   failover  steady writes, SIGKILL of the node with the most leaders: per-shard unavailability
+  etcd-tool Flotilla's etcd API and etcd driven by etcd's own benchmark tool; one table with the ratio
 
 Run 'flotilla bench SUBCOMMAND --help' for the flags of each.`
 
 // benchCommands are the subcommands of 'flotilla bench'.
 var benchCommands = map[string]func(ctx context.Context, args []string, out io.Writer) error{
-	"compare":  runBenchCompare,
-	"engine":   runBenchEngine,
-	"idle":     runBenchIdle,
-	"failover": runBenchFailover,
+	"compare":   runBenchCompare,
+	"engine":    runBenchEngine,
+	"idle":      runBenchIdle,
+	"failover":  runBenchFailover,
+	"etcd-tool": runBenchEtcdTool,
 }
 
 func runBench(ctx context.Context, args []string, out io.Writer) error {

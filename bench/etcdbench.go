@@ -1,0 +1,385 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/flotilla-kv/flotilla/internal/launch"
+)
+
+// etcdBenchmarkModule is the module whose pinned release holds etcd's
+// benchmark tool (bench/etcdbenchmark/go.mod).
+const (
+	etcdBenchmarkModule  = "go.etcd.io/etcd/v3"
+	etcdBenchmarkPackage = "go.etcd.io/etcd/v3/tools/benchmark"
+)
+
+// EnsureEtcdBenchmark returns the path of etcd's benchmark tool: the
+// cached build of the release pinned in bench/etcdbenchmark/go.mod, built
+// with `go build` (modules from the Go module proxy) when it is missing.
+// b's SourceDir, when set, is bench/etcdtool, beside which
+// bench/etcdbenchmark is found; CacheDir and Log as for EnsureEtcd.
+func EnsureEtcdBenchmark(ctx context.Context, b EtcdBuild) (path, version string, err error) {
+	src := b.SourceDir
+	if src == "" {
+		if src, err = findEtcdTool(); err != nil {
+			return "", "", err
+		}
+	}
+	src = filepath.Join(filepath.Dir(src), "etcdbenchmark")
+	version, err = pinnedVersion(filepath.Join(src, "go.mod"), etcdBenchmarkModule)
+	if err != nil {
+		return "", "", err
+	}
+	cache := b.CacheDir
+	if cache == "" {
+		cache = filepath.Join(src, "..", "..", ".cache", "etcd")
+	}
+	path = filepath.Join(cache, "etcd-benchmark-"+version)
+	if st, err := os.Stat(path); err == nil && st.Mode()&0o111 != 0 {
+		return path, version, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", "", err
+	}
+	if b.Log != nil {
+		fmt.Fprintf(b.Log, "building etcd's benchmark tool %s from the Go module proxy into %s (once; a minute or two)\n", version, cache)
+	}
+	tmp := path + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, etcdBenchmarkPackage)
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("bench: building etcd's benchmark tool %s in %s: %w\n%s", version, src, err, out)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", "", err
+	}
+	return path, version, nil
+}
+
+// pinnedVersion reads the version of module required by a go.mod.
+func pinnedVersion(gomod, module string) (string, error) {
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
+		if len(fields) >= 2 && fields[0] == module {
+			return fields[1], nil
+		}
+	}
+	return "", fmt.Errorf("bench: %s does not require %s", gomod, module)
+}
+
+// EtcdToolOptions configures RunEtcdTool.
+type EtcdToolOptions struct {
+	// Dir holds the systems' data and logs. Required.
+	Dir string
+	// BinDir holds shardnode and placementd (see launch.FindBinary).
+	BinDir string
+	// Etcd says where the etcd server and the tool's sources come from.
+	Etcd EtcdBuild
+	// Systems are "flotilla" and/or "etcd". Default both.
+	Systems []string
+	// Workloads are the tool's runs (see EtcdToolWorkloads). Default all.
+	Workloads []string
+	// Runs is the number of runs of every workload on every system, each
+	// on a fresh fleet; the report gives the medians. Default 3.
+	Runs int
+	// Clients and Conns are the tool's --clients and --conns. Defaults
+	// 100 and 10.
+	Clients, Conns int
+	// Total is the number of requests of each run. Default 20,000.
+	Total int
+	// Shards is the Flotilla fleet's initial shard count. Default 16.
+	Shards int
+	// Log receives one line per step.
+	Log io.Writer
+}
+
+// EtcdToolWorkloads are the workloads of RunEtcdTool: each is one run of
+// etcd's benchmark tool with these arguments (before the common ones:
+// endpoints, clients, conns, total).
+var EtcdToolWorkloads = map[string][]string{
+	// Puts of random 8-byte keys, 256-byte values.
+	"put": {"put", "--key-size=8", "--val-size=256", "--key-space-size=100000"},
+	// Linearizable and serializable reads of one key.
+	"range-linearizable": {"range", etcdToolRangeKey, "--consistency=l"},
+	"range-serializable": {"range", etcdToolRangeKey, "--consistency=s"},
+	// One-put transactions (a transaction of several random keys would
+	// span shards, which Flotilla's etcd API refuses).
+	"txn-put": {"txn-put", "--key-size=8", "--val-size=256", "--key-space-size=100000", "--txn-ops=1"},
+	// Watch latency: puts at a fixed rate to one key, 10 streams of 10
+	// watchers each; the figure is the latency of the events.
+	"watch-latency": {"watch-latency", "--streams=10", "--watchers-per-stream=10", "--put-rate=500", "--key-size=8", "--val-size=32"},
+}
+
+// etcdToolRangeKey is the key the range workloads read; RunEtcdTool
+// writes it first.
+const etcdToolRangeKey = "flotilla-bench-range"
+
+// EtcdToolRun is one run of one workload on one system.
+type EtcdToolRun struct {
+	System      string  `json:"system"`
+	Workload    string  `json:"workload"`
+	Run         int     `json:"run"`
+	RequestsSec float64 `json:"requests_per_sec"`
+	AverageMs   float64 `json:"average_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+}
+
+// EtcdToolResult is what RunEtcdTool measured: every run, and the tool's
+// version and arguments.
+type EtcdToolResult struct {
+	ToolVersion string        `json:"tool_version"`
+	EtcdVersion string        `json:"etcd_version"`
+	Clients     int           `json:"clients"`
+	Conns       int           `json:"conns"`
+	Total       int           `json:"total"`
+	Shards      int           `json:"shards"`
+	Runs        []EtcdToolRun `json:"runs"`
+	workloads   []string
+	systems     []string
+}
+
+// RunEtcdTool drives Flotilla's etcd API (3 shardnodes serving it, a
+// placementd, o.Shards shards) and a 3-member etcd cluster with etcd's own
+// benchmark tool, so the comparison does not depend on Flotilla's
+// drivers: every workload, every system, o.Runs times, each run on a
+// fresh fleet, the systems alternating. The tool spreads its connections
+// over every endpoint of the system.
+func RunEtcdTool(ctx context.Context, o EtcdToolOptions) (*EtcdToolResult, error) {
+	if o.Runs <= 0 {
+		o.Runs = 3
+	}
+	if o.Clients <= 0 {
+		o.Clients = 100
+	}
+	if o.Conns <= 0 {
+		o.Conns = 10
+	}
+	if o.Total <= 0 {
+		o.Total = 20000
+	}
+	if o.Shards <= 0 {
+		o.Shards = 16
+	}
+	if len(o.Systems) == 0 {
+		o.Systems = []string{"flotilla", "etcd"}
+	}
+	if len(o.Workloads) == 0 {
+		o.Workloads = []string{"put", "range-linearizable", "range-serializable", "txn-put", "watch-latency"}
+	}
+	for _, w := range o.Workloads {
+		if _, ok := EtcdToolWorkloads[w]; !ok {
+			return nil, fmt.Errorf("bench: unknown etcd-tool workload %q", w)
+		}
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	tool, toolVersion, err := EnsureEtcdBenchmark(ctx, o.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	res := &EtcdToolResult{ToolVersion: toolVersion, Clients: o.Clients, Conns: o.Conns, Total: o.Total, Shards: o.Shards,
+		workloads: o.Workloads, systems: o.Systems}
+	var etcdBin string
+	for _, s := range o.Systems {
+		switch s {
+		case "etcd":
+			if etcdBin, res.EtcdVersion, err = EnsureEtcd(ctx, o.Etcd); err != nil {
+				return nil, err
+			}
+		case "flotilla":
+			if err := findBinary(o.BinDir, "shardnode"); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("bench: unknown system %q (want flotilla or etcd)", s)
+		}
+	}
+	for run := 1; run <= o.Runs; run++ {
+		for _, system := range o.Systems {
+			for _, w := range o.Workloads {
+				dir := filepath.Join(o.Dir, fmt.Sprintf("%s-%s-%d", system, w, run))
+				logf("run %d/%d: %s, %s", run, o.Runs, system, w)
+				r, err := etcdToolOnce(ctx, o, tool, etcdBin, system, w, dir)
+				if err != nil {
+					return nil, err
+				}
+				r.Run = run
+				res.Runs = append(res.Runs, r)
+				logf("  %.0f requests/s, average %.2f ms, p99 %.2f ms", r.RequestsSec, r.AverageMs, r.P99Ms)
+			}
+		}
+	}
+	return res, nil
+}
+
+// etcdToolOnce starts system fresh in dir, runs workload w on it with the
+// tool, and stops it.
+func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system, w, dir string) (EtcdToolRun, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return EtcdToolRun{}, err
+	}
+	var endpoints []string
+	switch system {
+	case "flotilla":
+		lo := launch.Options{Dir: dir, BinDir: o.BinDir, Nodes: 3, LogLevel: "warn", ReadyTimeout: readyTimeout,
+			OwnProcessGroup: true, Etcd: true, PlacementReplicas: 1, Shards: o.Shards, ReplicationFactor: 3}
+		f, err := launch.Start(ctx, lo)
+		if err != nil {
+			return EtcdToolRun{}, fmt.Errorf("bench: flotilla fleet: %w", binaryHint(err))
+		}
+		defer f.Close()
+		if _, err := waitLeaders(ctx, f, o.Shards, 10*time.Second); err != nil {
+			return EtcdToolRun{}, err
+		}
+		for _, n := range f.Nodes() {
+			endpoints = append(endpoints, n.EtcdAddr())
+		}
+	case "etcd":
+		c, err := StartEtcd(ctx, etcdBin, dir, 3)
+		if err != nil {
+			return EtcdToolRun{}, err
+		}
+		defer c.Stop()
+		endpoints = c.Endpoints
+	}
+	if strings.HasPrefix(w, "range") {
+		if err := putOnce(ctx, endpoints, etcdToolRangeKey, strings.Repeat("v", 256)); err != nil {
+			return EtcdToolRun{}, fmt.Errorf("bench: writing the range key on %s: %w", system, err)
+		}
+	}
+	args := append([]string{}, EtcdToolWorkloads[w]...)
+	args = append(args, "--endpoints="+strings.Join(endpoints, ","), fmt.Sprintf("--clients=%d", o.Clients), fmt.Sprintf("--conns=%d", o.Conns))
+	if w == "watch-latency" {
+		args = append(args, fmt.Sprintf("--put-total=%d", max(o.Total/10, 100)))
+	} else {
+		args = append(args, fmt.Sprintf("--total=%d", o.Total))
+	}
+	cmd := exec.CommandContext(ctx, tool, args...)
+	out, err := cmd.CombinedOutput()
+	if logErr := os.WriteFile(filepath.Join(dir, "benchmark.out"), out, 0o644); logErr != nil && err == nil {
+		err = logErr
+	}
+	if err != nil {
+		return EtcdToolRun{}, fmt.Errorf("bench: %s %s on %s: %w\n%s", filepath.Base(tool), strings.Join(args, " "), system, err, lastLines(out, 20))
+	}
+	r, err := parseEtcdToolReport(out)
+	if err != nil {
+		return EtcdToolRun{}, fmt.Errorf("bench: %s on %s: %w\n%s", w, system, err, lastLines(out, 20))
+	}
+	r.System, r.Workload = system, w
+	return r, nil
+}
+
+// putOnce writes key through an etcd client of endpoints.
+func putOnce(ctx context.Context, endpoints []string, key, value string) error {
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = c.Put(pctx, key, value)
+	return err
+}
+
+// lastLines returns the last n lines of out.
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+var (
+	reqsPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	avgSecs    = regexp.MustCompile(`Average:\s+([0-9.]+) secs`)
+	p99Secs    = regexp.MustCompile(`99% in ([0-9.]+) secs`)
+)
+
+// parseEtcdToolReport reads the tool's summary: its requests per second,
+// and its average and 99th percentile latency. A report of several
+// summaries (watch-latency prints one per stage) gives its last.
+func parseEtcdToolReport(out []byte) (EtcdToolRun, error) {
+	last := func(re *regexp.Regexp) (float64, bool) {
+		m := re.FindAllSubmatch(out, -1)
+		if len(m) == 0 {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(string(m[len(m)-1][1]), 64)
+		return v, err == nil
+	}
+	var r EtcdToolRun
+	var ok bool
+	if r.RequestsSec, ok = last(reqsPerSec); !ok {
+		return r, fmt.Errorf("no Requests/sec in the tool's report")
+	}
+	if avg, ok := last(avgSecs); ok {
+		r.AverageMs = avg * 1000
+	}
+	if p99, ok := last(p99Secs); ok {
+		r.P99Ms = p99 * 1000
+	}
+	return r, nil
+}
+
+// median returns the median run of system and workload.
+func (r *EtcdToolResult) median(system, w string) (EtcdToolRun, bool) {
+	var rs, lat, p99 []float64
+	for _, run := range r.Runs {
+		if run.System == system && run.Workload == w {
+			rs, lat, p99 = append(rs, run.RequestsSec), append(lat, run.AverageMs), append(p99, run.P99Ms)
+		}
+	}
+	if len(rs) == 0 {
+		return EtcdToolRun{}, false
+	}
+	return EtcdToolRun{System: system, Workload: w, RequestsSec: Median(rs), AverageMs: Median(lat), P99Ms: Median(p99)}, true
+}
+
+// WriteTable prints the medians of every workload for each system, and
+// Flotilla's throughput as a multiple of etcd's.
+func (r *EtcdToolResult) WriteTable(out io.Writer) {
+	fmt.Fprintf(out, "etcd benchmark tool %s; %d clients on %d connections, %d requests per run; medians of the runs; Flotilla: 3 nodes, %d shards; etcd %s: 3 members\n",
+		r.ToolVersion, r.Clients, r.Conns, r.Total, r.Shards, r.EtcdVersion)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tsystem\trequests/s\taverage ms\tp99 ms\tflotilla/etcd")
+	for _, w := range r.workloads {
+		f, fok := r.median("flotilla", w)
+		e, eok := r.median("etcd", w)
+		ratio := "-"
+		if fok && eok && e.RequestsSec > 0 {
+			ratio = fmt.Sprintf("%.2fx", f.RequestsSec/e.RequestsSec)
+		}
+		for _, s := range r.systems {
+			m, ok := r.median(s, w)
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%s\n", w, s, m.RequestsSec, m.AverageMs, m.P99Ms, ratio)
+		}
+	}
+	tw.Flush()
+}

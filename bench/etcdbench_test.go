@@ -1,0 +1,52 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestParseEtcdToolReport(t *testing.T) {
+	out := []byte(`bench with linearizable range
+Summary:
+  Total:	2.1356 secs.
+  Slowest:	0.3223 secs.
+  Fastest:	0.0146 secs.
+  Average:	0.1042 secs.
+  Stddev:	0.0611 secs.
+  Requests/sec:	936.4965
+
+Latency distribution:
+  10% in 0.0409 secs.
+  99% in 0.2877 secs.
+  99.9% in 0.3223 secs.
+`)
+	r, err := parseEtcdToolReport(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RequestsSec != 936.4965 || r.AverageMs != 104.2 || r.P99Ms != 287.7 {
+		t.Fatalf("parsed %+v", r)
+	}
+	// Two summaries (watch-latency): the last one counts.
+	two := append(bytes.ReplaceAll(out, []byte("936.4965"), []byte("1.0")), out...)
+	if r, err := parseEtcdToolReport(two); err != nil || r.RequestsSec != 936.4965 {
+		t.Fatalf("two summaries: %+v %v", r, err)
+	}
+	if _, err := parseEtcdToolReport([]byte("error: connection refused")); err == nil {
+		t.Fatal("a report without figures parsed")
+	}
+}
+
+func TestEtcdToolTable(t *testing.T) {
+	r := &EtcdToolResult{ToolVersion: "v3.6.10", EtcdVersion: "v3.6.16", workloads: []string{"put"}, systems: []string{"flotilla", "etcd"}}
+	for i, v := range []float64{100, 300, 200} {
+		r.Runs = append(r.Runs, EtcdToolRun{System: "flotilla", Workload: "put", Run: i + 1, RequestsSec: v})
+		r.Runs = append(r.Runs, EtcdToolRun{System: "etcd", Workload: "put", Run: i + 1, RequestsSec: v / 2})
+	}
+	var b strings.Builder
+	r.WriteTable(&b)
+	if !strings.Contains(b.String(), "put       flotilla  200") || !strings.Contains(b.String(), "2.00x") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+}
