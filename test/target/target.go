@@ -243,7 +243,7 @@ func startEtcd(t testing.TB, members int) *Target {
 
 // startFlotilla starts a placementd and nodes shardnodes on loopback,
 // each serving the etcd API on a port of its own (launch's Options.Etcd:
-// --etcd-listen). The placementd makes 4 shards at bootstrap, split over
+// --etcd-listen) and sending watch progress notifications every second. The placementd makes 4 shards at bootstrap, split over
 // the key space's first bytes, and splits any shard past 64 KiB, so that
 // the tests' prefixes come to span shards while they run.
 func startFlotilla(t testing.TB, nodes int) *Target {
@@ -255,7 +255,9 @@ func startFlotilla(t testing.TB, nodes int) *Target {
 	dir := t.TempDir()
 	f, err := launch.Start(ctx, launch.Options{
 		Dir: dir, BinDir: bin, Nodes: nodes, PlacementReplicas: 1, Shards: 4, Etcd: true,
-		NodeArgs: []string{"--heartbeat-interval", "250ms"},
+		// Progress notifications every second, as the etcd target sends
+		// them.
+		NodeArgs: []string{"--heartbeat-interval", "250ms", "--etcd-watch-progress-interval", "1s"},
 		PlacementArgs: []string{"--heartbeat-interval", "250ms", "--schedule-interval", "250ms",
 			"--split-size", "64KiB"},
 	})
