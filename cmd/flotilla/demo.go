@@ -18,6 +18,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/launch"
+	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -102,7 +103,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err := f.waitShards(ctx, c.shards); err != nil {
 		return outOfTime(err)
 	}
-	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement(), f.statusURL())
+	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s, etcd API at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement(), f.statusURL(), strings.Join(f.etcdEndpoints(), ","))
 	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement()}, DialOptions: []grpc.DialOption{f.ClientTLSConfig().DialOption()}})
 	if err != nil {
 		return outOfTime(err)
@@ -123,7 +124,8 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		if tlsArgs != "" {
 			tlsArgs += " "
 		}
-		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\nCtrl-C stops it.\n", f.placement(), tlsArgs)
+		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\n  etcdctl --endpoints %s%s get hello   (any etcd v3 client works)\nCtrl-C stops it.\n",
+			f.placement(), tlsArgs, strings.Join(f.etcdEndpoints(), ","), etcdctlTLSArgs(f.ClientTLS()))
 	}
 	<-ctx.Done()
 	return nil
@@ -153,6 +155,7 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*demoFleet, e
 		PlacementReplicas: 1, PlacementAddr: c.listen, Shards: c.shards, ReplicationFactor: min(3, c.nodes),
 		PlacementArgs: []string{"--down-after", "10s"},
 		TLS:           c.tls,
+		Etcd:          true,
 	})
 	if err != nil {
 		if f.temp {
@@ -172,6 +175,24 @@ func startFleet(ctx context.Context, c demoConfig, out io.Writer) (*demoFleet, e
 		return f, fmt.Errorf("%w (logs in %s)", err, dir)
 	}
 	return f, nil
+}
+
+// etcdEndpoints returns the addresses of the nodes' etcd API.
+func (f *demoFleet) etcdEndpoints() []string {
+	var eps []string
+	for _, n := range f.Nodes() {
+		eps = append(eps, n.EtcdAddr())
+	}
+	return eps
+}
+
+// etcdctlTLSArgs returns etcdctl's flags for the client certificate of
+// files (none without TLS).
+func etcdctlTLSArgs(files tlsconfig.Files) string {
+	if files.CA == "" {
+		return ""
+	}
+	return fmt.Sprintf(" --cacert %s --cert %s --key %s", files.CA, files.Cert, files.Key)
 }
 
 // placement returns the address of the demo's one placement replica.

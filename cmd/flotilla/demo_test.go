@@ -26,7 +26,7 @@ func TestDemoRunsAndExits(t *testing.T) {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
 	text := string(out)
-	for _, want := range []string{"fleet ready", "NODE  ADDRESS", "SHARD  RANGE", "OP   COUNT", "fleet stopped"} {
+	for _, want := range []string{"fleet ready", "etcd API at 127.0.0.1:", "NODE  ADDRESS", "SHARD  RANGE", "OP   COUNT", "fleet stopped"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)
 		}
