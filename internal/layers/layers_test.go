@@ -28,13 +28,14 @@ const (
 	state                 // shard: the replicated state machine
 	wire                  // conversions between the state machine's types and the wire messages (rpc/pbconv)
 	service               // rpc, placement, router: siblings, never importing each other
+	frontend              // other protocols served over the router (etcdapi: the etcd v3 API)
 	plumbing              // what the binaries share: flags, servers, telemetry, the local fleet launcher
 	tool                  // the bench suite: drives fleets it launches through the plumbing
 	binary                // cmd/...
 	harness               // simulators, fleets and chaos: test machinery beside the stack
 )
 
-var names = [...]string{"leaf", "engine", "state", "wire", "service", "plumbing", "tool", "binary", "harness"}
+var names = [...]string{"leaf", "engine", "state", "wire", "service", "frontend", "plumbing", "tool", "binary", "harness"}
 
 func (l layer) String() string { return names[l] }
 
@@ -64,6 +65,8 @@ var layers = map[string]layer{
 	"router":             service,
 	"router/concurrency": service,
 	"lease":              service,
+
+	"etcdapi": frontend,
 
 	"internal/serve":     plumbing,
 	"internal/cli":       plumbing,
