@@ -44,6 +44,7 @@ var steps = []struct {
 	{"watch", testWatch},
 	{"lease", testLease},
 	{"member-list-endpoint-status-health", testCluster},
+	{"compaction-and-revision-errors", testCompaction}, // last: it compacts the history of every key
 }
 
 func testPutGet(t *testing.T, c ctl) {
@@ -422,4 +423,26 @@ func testCluster(t *testing.T, c ctl) {
 			t.Fatalf("etcdctl %s: healthy %q, want %q", strings.Join(args, " "), got, want)
 		}
 	}
+}
+
+func testCompaction(t *testing.T, c ctl) {
+	r1 := c.putRev(t, "/ctl/compact/k", "v1")
+	r2 := c.putRev(t, "/ctl/compact/k", "v2")
+	c.expect(t, "", []string{"compaction", strconv.FormatInt(r2, 10)}, fmt.Sprintf("compacted revision %d", r2))
+	// The compaction point itself is still readable; below it is gone.
+	c.expect(t, "", []string{"get", "--rev=" + strconv.FormatInt(r2, 10), "/ctl/compact/k"}, "/ctl/compact/k", "v2")
+	const compacted = "etcdserver: mvcc: required revision has been compacted"
+	expectError := func(want string, args ...string) {
+		t.Helper()
+		out, errOut, err := c.try("", args...)
+		if err == nil || !strings.Contains(errOut, want) {
+			t.Fatalf("etcdctl %s: exit %v, stdout %q, stderr %q; want an error saying %q", strings.Join(args, " "), err, out, errOut, want)
+		}
+	}
+	expectError(compacted, "get", "--rev="+strconv.FormatInt(r1, 10), "/ctl/compact/k")
+	expectError(compacted, "compaction", strconv.FormatInt(r1, 10))
+	// A watch from below the compaction point is cancelled by the server.
+	expectError("watch was canceled ("+compacted+")", "watch", "--rev="+strconv.FormatInt(r1, 10), "/ctl/compact/k")
+	// A revision far above any written is refused, not waited for.
+	expectError("etcdserver: mvcc: required revision is a future revision", "get", "--rev="+strconv.FormatInt(2*r2, 10), "/ctl/compact/k")
 }
