@@ -21,11 +21,13 @@ func TestEtcdctl(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tg := target.Start(t, name, target.Options{EtcdMembers: 3})
 			c := ctl{bin: bin, endpoints: tg.Endpoints}
+			var failed []string
 			for _, step := range steps {
 				if !t.Run(step.name, func(t *testing.T) { step.run(t, c) }) {
-					t.Logf("%s failed; logs of %s are in %s", step.name, name, tg.Dir)
+					failed = append(failed, step.name)
 				}
 			}
+			t.Logf("%s: %d of %d etcdctl steps passed; failed: %v", name, len(steps)-len(failed), len(steps), failed)
 		})
 	}
 }

@@ -30,14 +30,19 @@ func TestStorageConformance(t *testing.T) {
 			if name == target.Flotilla {
 				spreadOverShards(t, tg)
 			}
+			var failed []string
 			for _, c := range conformance {
-				t.Run(c.name, func(t *testing.T) {
+				ok := t.Run(c.name, func(t *testing.T) {
 					for gate, on := range c.gates {
 						featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, gate, on)
 					}
 					c.run(context.Background(), t, newTestStore(t, tg))
 				})
+				if !ok {
+					failed = append(failed, c.name)
+				}
 			}
+			t.Logf("%s: %d of %d conformance tests passed; failed: %v", name, len(conformance)-len(failed), len(conformance), failed)
 			if n := tg.ShardsOver(t, storePrefix); n > 0 {
 				t.Logf("after the tests the stores' prefixes (%s*) lie in %d shards", storePrefix, n)
 			}
