@@ -60,7 +60,12 @@
 //     next node for the group after a timeout). With the shard
 //     backend every write carries a client ID and sequence number, so a
 //     write whose outcome is ambiguous is retried and must apply at most
-//     once; with kvSM it is recorded as ambiguous and never retried. With
+//     once; with kvSM it is recorded as ambiguous and never retried.
+//     With the shard backend every other batch and CAS (odd sequence
+//     numbers) is sent as the transaction that means the same
+//     (shard.KindTxn: a CAS is "if the value (or, expecting absence, the
+//     version 0) matches, put, else read the key"), so transactions, their
+//     results and their records in the client table run under every fault. With
 //     the shard backend every attempt also carries a revision, from the
 //     run's own oracle (shardBackend.encode: the step as milliseconds,
 //     and a counter), so revisions follow the run's order of events as

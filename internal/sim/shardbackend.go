@@ -77,11 +77,36 @@ func (b *shardBackend) nextRevision() uint64 {
 func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version uint64, kind opKind, ops []kvOp) []byte {
 	b.nextRevision()
 	c := shard.Command{Header: shard.Header{ClientID: client, Seq: seq, Epoch: shard.Epoch{ConfVer: simEpoch.ConfVer, Version: version}}, Revision: b.rev}
-	switch kind {
-	case opBatch:
+	// Every other batch and CAS (by the sequence number, so a retry is
+	// encoded as its first attempt was) is a transaction (shard.KindTxn)
+	// meaning the same: its apply, its result with a read, and the client
+	// table's record of that result go through the run's faults too.
+	asTxn := seq%2 == 1
+	switch {
+	case kind == opBatch && asTxn:
+		c.Kind, c.Txn = shard.KindTxn, &shard.Txn{}
+		for _, o := range ops {
+			op := shard.TxnOp{Kind: shard.TxnPut, Key: []byte(o.key), Value: []byte(o.value)}
+			if o.op == cmdDelete {
+				op = shard.TxnOp{Kind: shard.TxnDelete, Key: []byte(o.key)}
+			}
+			c.Txn.Then = append(c.Txn.Then, op)
+		}
+	case kind == opBatch:
 		c.Kind = shard.KindBatch
 		for _, o := range ops {
 			c.Ops = append(c.Ops, shard.Op{Delete: o.op == cmdDelete, Key: []byte(o.key), Value: []byte(o.value)})
+		}
+	case ops[0].op == cmdCAS && asTxn:
+		o := ops[0]
+		cmp := shard.Compare{Key: []byte(o.key), Target: shard.CompareValue, Op: shard.CompareEqual, Value: []byte(o.expect)}
+		if o.expect == "" {
+			cmp = shard.Compare{Key: []byte(o.key), Target: shard.CompareVersion, Op: shard.CompareEqual}
+		}
+		c.Kind, c.Txn = shard.KindTxn, &shard.Txn{
+			Compares: []shard.Compare{cmp},
+			Then:     []shard.TxnOp{{Kind: shard.TxnPut, Key: []byte(o.key), Value: []byte(o.value)}},
+			Else:     []shard.TxnOp{{Kind: shard.TxnRange, Key: []byte(o.key)}},
 		}
 	default:
 		o := ops[0]
@@ -106,6 +131,18 @@ func (b *shardBackend) encode(client, seq uint64, _ multiraft.GroupID, version u
 func (b *shardBackend) result(res any, ops []kvOp) (casResult, error) {
 	switch r := res.(type) {
 	case *shard.Result:
+		if r.Txn != nil && len(ops) == 1 && ops[0].op == cmdCAS {
+			cas := casResult{ok: r.Txn.Succeeded}
+			if !cas.ok {
+				if len(r.Txn.Ops) != 1 {
+					return casResult{}, fmt.Errorf("a failed CAS transaction answered %d op results", len(r.Txn.Ops))
+				}
+				if kvs := r.Txn.Ops[0].KVs; len(kvs) == 1 {
+					cas.cur = string(kvs[0].Value)
+				}
+			}
+			return cas, nil
+		}
 		if len(ops) == 1 && ops[0].op == cmdCAS {
 			cas := casResult{ok: r.Succeeded}
 			if !r.Succeeded && r.Found {
