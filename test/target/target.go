@@ -49,7 +49,8 @@ type Target struct {
 	// Endpoints are the host:port addresses of the members' etcd client
 	// API, one per member, in member order.
 	Endpoints []string
-	// Dir holds the target's data and logs.
+	// Dir holds the target's data and logs; it is a temporary
+	// directory of the test, removed when the test ends.
 	Dir string
 
 	logs func() string
@@ -158,8 +159,8 @@ func (tg *Target) ClientConfig() clientv3.Config {
 	return clientv3.Config{Endpoints: tg.Endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()}
 }
 
-// waitServing polls each endpoint with a serializable-free (linearizable)
-// Get until it answers, failing t with the target's logs at the deadline.
+// waitServing polls each endpoint with a linearizable Get until it
+// answers, failing t with the target's logs at the deadline.
 func (tg *Target) waitServing(t testing.TB) {
 	t.Helper()
 	for _, ep := range tg.Endpoints {
