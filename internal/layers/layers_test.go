@@ -67,6 +67,7 @@ var layers = map[string]layer{
 	"lease":              service,
 
 	"etcdapi": frontend,
+	"backup":  frontend,
 
 	"internal/serve":     plumbing,
 	"internal/cli":       plumbing,
