@@ -16,6 +16,11 @@ import (
 // node caps its pages at the same size (rpc.DefaultScanLimit).
 const scanPageSize = 1000
 
+// countPageSize is the most keys one count_only Scan request asks a
+// node to count; 0 leaves it to the node (rpc.DefaultCountLimit). Tests
+// lower it to count in many pages.
+var countPageSize = 0
+
 // scanPrefetchRoutes is how many routes a Scan that misses the cache asks
 // for at once.
 const scanPrefetchRoutes = 64
@@ -57,10 +62,87 @@ func (c *Client) ScanAt(ctx context.Context, start, end []byte, limit int, rev u
 	return ScanResult{KVs: kvs, Revision: seen}, nil
 }
 
+// ScanKeysAt is ScanAt without the values: each pair carries its key,
+// revisions, version and lease, and a nil Value. The nodes read the same
+// versions as for ScanAt but neither copy nor send the values, so listing
+// the keys of a span of large values costs about what its keys take.
+// Everything else, the revision chosen with rev 0 and the errors, is as
+// for ScanAt.
+func (c *Client) ScanKeysAt(ctx context.Context, start, end []byte, limit int, rev uint64, opts ...ReadOption) (ScanResult, error) {
+	kvs, seen, err := c.scanAs(ctx, start, end, limit, rev, true /* pin */, scanKeysOnly, opts)
+	if err != nil {
+		return ScanResult{}, err
+	}
+	return ScanResult{KVs: kvs, Revision: seen}, nil
+}
+
+// CountAt returns the number of keys of [start, end) (an empty end is
+// +inf) as of one revision across every shard the range spans, and that
+// revision: rev, or with rev 0 one chosen as ScanAt chooses it. It is
+// the count ScanAt's len(KVs) would be, keys of ended leases left out as
+// reads leave them out, but the nodes count where they read and return
+// only the count, page after page (each up to rpc.DefaultCountLimit
+// keys) and shard after shard, all at that revision, so a count costs a
+// walk over the range's versions on the nodes and no memory per key
+// here. Errors as for ScanAt.
+func (c *Client) CountAt(ctx context.Context, start, end []byte, rev uint64, opts ...ReadOption) (int64, uint64, error) {
+	var n int64
+	seen, err := c.pages(ctx, start, end, 0 /* limit: all */, rev, true /* pin */, scanCountOnly, opts,
+		func(resp *pb.ScanResponse) int {
+			// A node that does not count answers pairs: count them.
+			n += resp.GetCount() + int64(len(resp.GetKvs()))
+			return 0
+		})
+	if err != nil {
+		return 0, 0, err
+	}
+	return n, seen, nil
+}
+
+// scanMode is what each page of a scan asks the nodes for.
+type scanMode int
+
+const (
+	scanPairs     scanMode = iota // keys and values
+	scanKeysOnly                  // keys without values
+	scanCountOnly                 // only the count of keys
+)
+
 // scan reads [start, end) page by page at rev (0: latest). With pin, the
 // revision the first page saw becomes rev for the rest. It returns the
 // pairs and the revision of the last page.
 func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uint64, pin bool, opts []ReadOption) ([]KeyValue, uint64, error) {
+	return c.scanAs(ctx, start, end, limit, rev, pin, scanPairs, opts)
+}
+
+// scanAs is scan asking each page for what mode says (pairs or keys).
+func (c *Client) scanAs(ctx context.Context, start, end []byte, limit int, rev uint64, pin bool, mode scanMode, opts []ReadOption) ([]KeyValue, uint64, error) {
+	var out []KeyValue
+	seen, err := c.pages(ctx, start, end, limit, rev, pin, mode, opts, func(resp *pb.ScanResponse) int {
+		for _, kv := range resp.GetKvs() {
+			if limit > 0 && len(out) == limit {
+				break
+			}
+			kv := kvFromProto(kv)
+			if mode == scanKeysOnly {
+				kv.Value = nil
+			}
+			out = append(out, kv)
+		}
+		return len(out)
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, seen, nil
+}
+
+// pages sends the Scan requests of a scan of [start, end) at rev (0:
+// latest) and hands each response to take, which returns how many pairs
+// the scan holds so far; it stops when that reaches limit (limit <= 0: no
+// limit), or at end. With pin, the revision the first page saw becomes
+// rev for the rest. It returns the revision of the last page.
+func (c *Client) pages(ctx context.Context, start, end []byte, limit int, rev uint64, pin bool, mode scanMode, opts []ReadOption, take func(*pb.ScanResponse) int) (uint64, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	o := c.readOptions(opts)
@@ -68,9 +150,9 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 	if len(end) != 0 {
 		switch order := bytes.Compare(start, end); {
 		case order > 0:
-			return nil, 0, status.Errorf(codes.InvalidArgument, "router: scan: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+			return 0, status.Errorf(codes.InvalidArgument, "router: scan: end %s sorts before start %s", keyfmt.Quote(end), keyfmt.Quote(start))
 		case order == 0:
-			return nil, rev, nil // the empty range [start, start): no revision read
+			return rev, nil // the empty range [start, start): no revision read
 		}
 	}
 	if _, ok := c.cache.lookup(start); !ok {
@@ -81,16 +163,21 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 		// below writes the others acknowledged: read at a fresh one.
 		var err error
 		if rev, err = c.now(ctx); err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 	}
-	var out []KeyValue
-	var seen uint64
+	var (
+		seen uint64
+		got  int
+	)
 	cur := start
 	for {
 		page := scanPageSize
-		if limit > 0 {
-			page = min(page, limit-len(out))
+		switch {
+		case mode == scanCountOnly:
+			page = countPageSize
+		case limit > 0:
+			page = min(page, limit-got)
 		}
 		var (
 			resp *pb.ScanResponse
@@ -103,37 +190,33 @@ func (c *Client) scan(ctx context.Context, start, end []byte, limit int, rev uin
 					pageEnd = r.end()
 				}
 				var err error
-				resp, err = kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: cur, End: pageEnd, Limit: uint32(page), Revision: rev})
+				resp, err = kv.Scan(ctx, &pb.ScanRequest{Header: hdr, Start: cur, End: pageEnd, Limit: uint32(page), Revision: rev,
+					KeysOnly: mode == scanKeysOnly, CountOnly: mode == scanCountOnly})
 				used = r
 				return err
 			}})
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		seen = resp.GetRevision()
 		if pin && rev == 0 {
 			if seen == 0 {
-				return nil, 0, fmt.Errorf("router: scan: shard %d answered a scan without its revision", used.id())
+				return 0, fmt.Errorf("router: scan: shard %d answered a scan without its revision", used.id())
 			}
 			rev = seen
 		}
-		for _, kv := range resp.GetKvs() {
-			if limit > 0 && len(out) == limit {
-				break
-			}
-			out = append(out, kvFromProto(kv))
-		}
+		got = take(resp)
 		switch {
-		case limit > 0 && len(out) >= limit:
-			return out, seen, nil
+		case limit > 0 && got >= limit:
+			return seen, nil
 		case resp.GetMore():
 			next := resp.GetResumeKey()
 			if bytes.Compare(next, cur) <= 0 {
-				return nil, 0, fmt.Errorf("router: scan: shard %d returned resume key %s, not after %s", used.id(), keyfmt.Quote(next), keyfmt.Quote(cur))
+				return 0, fmt.Errorf("router: scan: shard %d returned resume key %s, not after %s", used.id(), keyfmt.Quote(next), keyfmt.Quote(cur))
 			}
 			cur = next
 		case used.endsAtOrAfter(end):
-			return out, seen, nil
+			return seen, nil
 		default:
 			cur = used.end()
 		}

@@ -24,6 +24,12 @@ import (
 // largest page a Scan may ask for.
 const DefaultScanLimit = 1000
 
+// DefaultCountLimit is the most keys a count_only Scan counts in one
+// request, and its page without a limit: a count holds no key in memory,
+// so its pages are larger than a Scan's, but still bound the time one
+// request holds its snapshot.
+const DefaultCountLimit = 100 * DefaultScanLimit
+
 // forwardedKey marks a request proxied by another node, so it is never
 // forwarded twice.
 const forwardedKey = "x-flotilla-forwarded"
@@ -240,17 +246,40 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	if err := checkSpan(req.GetStart(), req.GetEnd()); err != nil {
 		return nil, err
 	}
+	maxLimit := DefaultScanLimit
+	if req.GetCountOnly() {
+		maxLimit = DefaultCountLimit
+	}
 	limit := int(req.GetLimit())
-	if limit == 0 || limit > DefaultScanLimit {
-		limit = DefaultScanLimit
+	if limit == 0 || limit > maxLimit {
+		limit = maxLimit
 	}
 	start, end := req.GetStart(), req.GetEnd()
 	if d, err := s.store.Descriptor(id); err == nil {
 		start, end = clampSpan(start, end, d.Start, d.End)
 	}
+	var resp *pb.ScanResponse
+	if req.GetCountOnly() || req.GetKeysOnly() {
+		resp, err = s.scanWithOptions(ctx, req, id, epoch, mode, start, end, limit)
+	} else {
+		resp, err = s.scanPairs(ctx, req, id, epoch, mode, start, end, limit)
+	}
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).Scan(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, req.GetStart(), req.GetEnd(), start, end)
+	}
+	return resp, nil
+}
+
+// scanPairs serves a Scan of full pairs, validated and clamped to the
+// shard by Scan.
+func (s *KVServer) scanPairs(ctx context.Context, req *pb.ScanRequest, id shard.ShardID, epoch shard.Epoch, mode multiraft.ReadMode, start, end []byte, limit int) (*pb.ScanResponse, error) {
 	var (
 		kvs  []shard.KeyValue
 		more bool
+		err  error
 		rev  = req.GetRevision()
 	)
 	latest := rev == 0
@@ -259,16 +288,57 @@ func (s *KVServer) Scan(ctx context.Context, req *pb.ScanRequest) (*pb.ScanRespo
 	} else {
 		kvs, more, rev, err = s.store.Scan(ctx, id, epoch, start, end, limit, mode)
 	}
-	var last []byte
-	if err == nil && len(kvs) > 0 {
-		last = kvs[len(kvs)-1].Key
-		kvs, err = s.fenceLeased(ctx, kvs, rev, latest)
-	}
 	if err != nil {
-		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
-			return pb.NewKVClient(conn).Scan(fctx, req)
+		return nil, err
+	}
+	return s.pageResponse(ctx, kvs, more, rev, latest)
+}
+
+// scanWithOptions serves a keys_only or count_only Scan, validated and
+// clamped to the shard by Scan. A read of the latest state passes the
+// shard's read barrier first and then reads at the revision it resolved,
+// which is what Store.Scan reads.
+func (s *KVServer) scanWithOptions(ctx context.Context, req *pb.ScanRequest, id shard.ShardID, epoch shard.Epoch, mode multiraft.ReadMode, start, end []byte, limit int) (*pb.ScanResponse, error) {
+	rev := req.GetRevision()
+	latest := rev == 0
+	if latest {
+		var err error
+		if rev, err = s.store.LatestRevision(ctx, id, epoch, mode); err != nil {
+			return nil, err
 		}
-		return nil, s.errs.toStatus(err, id, req.GetStart(), req.GetEnd(), start, end)
+	}
+	if !req.GetCountOnly() {
+		kvs, more, err := s.store.ScanAt(ctx, id, epoch, start, end, limit, rev, shard.KeysOnly())
+		if err != nil {
+			return nil, err
+		}
+		return s.pageResponse(ctx, kvs, more, rev, latest)
+	}
+	c, err := s.store.CountAt(ctx, id, epoch, start, end, limit, rev)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.fenceCount(ctx, c, rev, latest)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ScanResponse{Count: n, More: c.More, Revision: rev}
+	if c.More && c.Last != nil {
+		resp.ResumeKey = append(c.Last, 0)
+	}
+	return resp, nil
+}
+
+// pageResponse fences the leased keys of a page read at rev and builds
+// its answer: more with the resume key just after the last key read.
+func (s *KVServer) pageResponse(ctx context.Context, kvs []shard.KeyValue, more bool, rev uint64, latest bool) (*pb.ScanResponse, error) {
+	var last []byte
+	if len(kvs) > 0 {
+		last = kvs[len(kvs)-1].Key
+		var err error
+		if kvs, err = s.fenceLeased(ctx, kvs, rev, latest); err != nil {
+			return nil, err
+		}
 	}
 	resp := &pb.ScanResponse{Kvs: make([]*pb.KeyValue, len(kvs)), More: more, Revision: rev}
 	for i := range kvs {
@@ -375,4 +445,28 @@ func clampSpan(start, end, lo, hi []byte) ([]byte, []byte) {
 // keyValueToProto converts kv, aliasing its slices.
 func keyValueToProto(kv *shard.KeyValue) *pb.KeyValue {
 	return &pb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+}
+
+// fenceCount is fenceLeased for a count: it takes off c.Keys the keys
+// attached to leases that were not alive at rev, which c tallies by lease.
+// Counts of unleased keys pay nothing.
+func (s *KVServer) fenceCount(ctx context.Context, c shard.KeyCount, rev uint64, latest bool) (int64, error) {
+	if s.leases == nil || len(c.Leased) == 0 {
+		return c.Keys, nil
+	}
+	ids := make([]uint64, 0, len(c.Leased))
+	for id := range c.Leased {
+		ids = append(ids, id)
+	}
+	dead, err := s.leases.Dead(ctx, ids, rev, latest)
+	if err != nil {
+		return 0, err
+	}
+	n := c.Keys
+	for id, keys := range c.Leased {
+		if dead[id] {
+			n -= keys
+		}
+	}
+	return n, nil
 }

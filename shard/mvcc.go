@@ -216,6 +216,41 @@ func (kv KeyValue) clone() KeyValue {
 	return kv
 }
 
+// cloneKey is clone without the value, for a keys-only read: the value is
+// left nil and its bytes are not copied.
+func (kv KeyValue) cloneKey() KeyValue {
+	kv.Key = bytes.Clone(kv.Key)
+	kv.Value = nil
+	return kv
+}
+
+// countAt counts the keys of [start, end) (empty end: +inf) that exist at
+// rev in r, as scanAt sees them, copying no key or value, and tallies
+// those attached to a lease by lease. It counts at most limit keys (limit
+// <= 0: all); when the limit stops it before end, more is set and last is
+// the last key counted (the caller owns it).
+func countAt(r pebble.Reader, start, end []byte, limit int, rev uint64) (c KeyCount, err error) {
+	err = scanAt(r, start, end, rev, func(kv KeyValue) bool {
+		if limit > 0 && c.Keys == int64(limit) {
+			c.More = true
+			return false
+		}
+		c.Keys++
+		if kv.Lease != 0 {
+			if c.Leased == nil {
+				c.Leased = make(map[uint64]int64)
+			}
+			c.Leased[kv.Lease]++
+		}
+		c.Last = append(c.Last[:0], kv.Key...)
+		return true
+	})
+	if err != nil || !c.More {
+		c.Last = nil
+	}
+	return c, err
+}
+
 // scanAt calls fn for each key of [start, end) (empty end: +inf) that
 // exists at rev, in key order, with its newest version at or below rev,
 // until fn returns false. The KeyValue passed to fn aliases the iterator's

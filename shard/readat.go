@@ -221,9 +221,45 @@ func (s *Store) GetAt(ctx context.Context, shard ShardID, epoch Epoch, key []byt
 	return kv, found, nil
 }
 
+// ScanOption adjusts what ScanAt returns.
+type ScanOption func(*scanOptions)
+
+type scanOptions struct {
+	keysOnly bool
+}
+
+// KeysOnly makes a scan return its keys without their values: each
+// KeyValue has every field but Value, which is nil. The versions are read
+// as for a full scan (a key's liveness and lease are in its version), but
+// no value is copied.
+func KeysOnly() ScanOption {
+	return func(o *scanOptions) { o.keysOnly = true }
+}
+
+// KeyCount is what a count of a range found (CountAt).
+type KeyCount struct {
+	// Keys is the number of keys counted: those of the range that existed
+	// at the revision, up to the limit.
+	Keys int64
+	// Leased tallies, by lease, the counted keys attached to a lease
+	// (nil if none is), so that a reader that fences keys of ended leases
+	// can take them off Keys without reading the keys again.
+	Leased map[uint64]int64
+	// More reports that the limit stopped the count before the range's
+	// end; Last is then the last key counted, and a count continued just
+	// after it (at the same revision) counts the rest.
+	More bool
+	Last []byte
+}
+
 // ScanAt is Scan at revision rev: the pairs of [start, end) in shard as
-// they were at rev, read as GetAt reads.
-func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, rev uint64) (kvs []KeyValue, more bool, err error) {
+// they were at rev, read as GetAt reads. With KeysOnly the pairs carry no
+// values.
+func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, rev uint64, opts ...ScanOption) (kvs []KeyValue, more bool, err error) {
+	var o scanOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
 	if err != nil {
 		return nil, false, err
@@ -235,7 +271,7 @@ func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, e
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
 		return nil, false, nil
 	}
-	kvs, more, err = collect(snap, start, end, limit, rev)
+	kvs, more, err = collectKeys(snap, start, end, limit, rev, o.keysOnly)
 	if err != nil {
 		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
 	}
@@ -245,15 +281,72 @@ func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, e
 	return kvs, more, nil
 }
 
+// CountAt counts the keys of [start, end) in shard that existed at
+// revision rev, read as ScanAt reads (the same replica rules, compaction
+// and epoch checks), at most limit of them (limit <= 0: all), without
+// returning or copying any key or value. Counting costs a walk over the
+// range's versions in Pebble, as a scan does, but no memory per key. The
+// caller owns the result.
+func (s *Store) CountAt(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, rev uint64) (KeyCount, error) {
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	if err != nil {
+		return KeyCount{}, err
+	}
+	defer snap.Close()
+	if !d.ContainsRange(start, end) {
+		return KeyCount{}, fmt.Errorf("%w: range [%q, %q), shard %s", ErrKeyNotInShard, start, end, d)
+	}
+	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
+		return KeyCount{}, nil
+	}
+	c, err := countAt(snap, start, end, limit, rev)
+	if err != nil {
+		return KeyCount{}, fmt.Errorf("shard: counting shard %d: %w", shard, err)
+	}
+	if err := s.stillServes(sm, start, end, false); err != nil {
+		return KeyCount{}, err
+	}
+	return c, nil
+}
+
+// LatestRevision passes shard's read barrier at mode, as Scan does before
+// it reads, and returns the revision a read of the latest state would see
+// there: this replica resolved it, so ScanAt or CountAt at it read
+// locally, without a Resolve, exactly what Scan would have read. It is the
+// latest-state path of the reads that Scan has no options for (keys only,
+// counts).
+func (s *Store) LatestRevision(ctx context.Context, shard ShardID, epoch Epoch, mode multiraft.ReadMode) (uint64, error) {
+	e, sm, d, err := s.lookup(shard)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkReadEpoch(d, epoch); err != nil {
+		return 0, err
+	}
+	if _, err := e.ReadFuture(shard, mode).Wait(ctx); err != nil {
+		return 0, err
+	}
+	return sm.Resolved(), nil
+}
+
 // collect returns the pairs of [start, end) at rev in r, at most limit
 // (limit <= 0: all), and whether the limit cut them.
 func collect(r pebble.Reader, start, end []byte, limit int, rev uint64) (kvs []KeyValue, more bool, err error) {
+	return collectKeys(r, start, end, limit, rev, false)
+}
+
+// collectKeys is collect, leaving the values out with keysOnly.
+func collectKeys(r pebble.Reader, start, end []byte, limit int, rev uint64, keysOnly bool) (kvs []KeyValue, more bool, err error) {
 	err = scanAt(r, start, end, rev, func(kv KeyValue) bool {
 		if limit > 0 && len(kvs) == limit {
 			more = true
 			return false
 		}
-		kvs = append(kvs, kv.clone())
+		if keysOnly {
+			kvs = append(kvs, kv.cloneKey())
+		} else {
+			kvs = append(kvs, kv.clone())
+		}
 		return true
 	})
 	return kvs, more, err

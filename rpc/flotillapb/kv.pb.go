@@ -904,12 +904,21 @@ func (x *CompareAndSwapResponse) GetRevision() uint64 {
 // with FutureRevision). One below the shard's compaction point is
 // refused (OUT_OF_RANGE with Compacted): its versions may be gone.
 type ScanRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	Revision      uint64                 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Header   *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start    []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End      []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	Limit    uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Revision uint64                 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// keys_only leaves the values out of kvs (every other field is set).
+	KeysOnly bool `protobuf:"varint,6,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	// count_only returns no kvs: count is the number of keys of the range
+	// that existed at the revision and were not fenced (a key of a lease
+	// that had ended reads as absent), at most limit of them (0: the
+	// server's count page size), with more and resume_key as for a page of
+	// kvs. A server without count_only answers kvs instead, so a client
+	// adds len(kvs) to count.
+	CountOnly     bool `protobuf:"varint,7,opt,name=count_only,json=countOnly,proto3" json:"count_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -979,6 +988,20 @@ func (x *ScanRequest) GetRevision() uint64 {
 	return 0
 }
 
+func (x *ScanRequest) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+func (x *ScanRequest) GetCountOnly() bool {
+	if x != nil {
+		return x.CountOnly
+	}
+	return false
+}
+
 type ScanResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kvs   []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
@@ -988,7 +1011,9 @@ type ScanResponse struct {
 	ResumeKey []byte `protobuf:"bytes,3,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
 	// The revision the scan saw (see GetResponse.revision). A scan of the
 	// latest state continues at this revision to stay consistent.
-	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// count is the keys counted by a count_only scan (0 otherwise).
+	Count         int64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1047,6 +1072,13 @@ func (x *ScanResponse) GetResumeKey() []byte {
 func (x *ScanResponse) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *ScanResponse) GetCount() int64 {
+	if x != nil {
+		return x.Count
 	}
 	return 0
 }
@@ -3266,19 +3298,23 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision\"\x9b\x01\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\xd7\x01\n" +
 	"\vScanRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1a\n" +
-	"\brevision\x18\x05 \x01(\x04R\brevision\"\x86\x01\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\x12\x1b\n" +
+	"\tkeys_only\x18\x06 \x01(\bR\bkeysOnly\x12\x1d\n" +
+	"\n" +
+	"count_only\x18\a \x01(\bR\tcountOnly\"\x9c\x01\n" +
 	"\fScanResponse\x12'\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x15.flotilla.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x1d\n" +
 	"\n" +
 	"resume_key\x18\x03 \x01(\fR\tresumeKey\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision\"I\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\"I\n" +
 	"\aBatchOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
