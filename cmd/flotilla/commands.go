@@ -260,18 +260,50 @@ func runPut(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+// getSummary is the usage text of flotilla get.
+const getSummary = "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent); --json adds its revisions and lease " +
+	"(lease: the ID as a number, 0 for none; lease_hex: as the lease commands take it).\n" +
+	"flotilla get [flags] KEY END | --prefix KEY | --from-key KEY: print the keys of the range [KEY, END), those starting with KEY, " +
+	"or KEY and those after it, all read at one revision (a consistent snapshot across shards): a line naming the revision, then a table of " +
+	"each key, its value, revisions and lease (hexadecimal; - for none).\n" +
+	"--keys-only leaves the values out, --print-value-only prints only the values (one a line, raw), --count-only only how many keys there are."
+
 func runGet(ctx context.Context, args []string, out io.Writer) error {
 	var c common
 	fs := kvFlags(newFlags("get", &c, true), &c)
 	rev := fs.Uint64("rev", 0, "read as of this revision (every write at or below it, none above); 0: the latest. "+
 		"Fails if the revision is compacted or was never handed out")
-	prefix := fs.Bool("prefix", false, "KEY is a prefix: print every key that starts with it, all read at one revision (a consistent snapshot across shards)")
-	limit := fs.Int("limit", 0, "with --prefix: at most this many keys (0: all)")
-	pos, err := parse(fs, args, "flotilla get [flags] KEY: print the value of KEY (exit 1 if absent); --json adds its revisions and lease "+
-		"(lease: the ID as a number, 0 for none; lease_hex: as the lease commands take it).\n"+
-		"flotilla get --prefix [flags] PREFIX: print every key starting with PREFIX, its value, revisions and lease (hexadecimal; - for none), at one revision", 1)
+	var rf rangeFlags
+	rf.register(fs, "print")
+	limit := fs.Int("limit", 0, "a range (KEY END, --prefix, --from-key): at most this many keys, the first in key order (0: all); "+
+		"--json says \"more\": true when keys were left out")
+	keysOnly := fs.Bool("keys-only", false, "print keys without their values: a key alone, raw; a range, its table without the VALUE column "+
+		"(--json: no \"value\")")
+	valuesOnly := fs.Bool("print-value-only", false, "print only the values, raw, one a line (a single key prints only its value anyway); not with --json")
+	countOnly := fs.Bool("count-only", false, "print only how many keys there are (a single key: 1 or 0, exiting 0 either way); "+
+		"counts every key of the range, so not with --limit")
+	pos, err := parse(fs, args, getSummary, 1, 2)
 	if err != nil {
 		return err
+	}
+	start, end, ranged, problem := rf.keyRange(pos)
+	switch {
+	case problem != "":
+	case *limit < 0:
+		problem = fmt.Sprintf("--limit %d: want 0 (all) or more", *limit)
+	case *limit > 0 && !ranged:
+		problem = "--limit applies to a range: KEY END, --prefix or --from-key"
+	case *countOnly && *limit > 0:
+		problem = "--count-only counts every key of the range: --limit does not apply"
+	case *countOnly && (*keysOnly || *valuesOnly):
+		problem = "--count-only prints a number: not with --keys-only or --print-value-only"
+	case *keysOnly && *valuesOnly:
+		problem = "--keys-only and --print-value-only: give one"
+	case *valuesOnly && c.json:
+		problem = "--print-value-only prints raw values: not with --json"
+	}
+	if problem != "" {
+		return usageErr(fs, problem)
 	}
 	opt, err := c.consistencyOpt()
 	if err != nil {
@@ -282,56 +314,82 @@ func runGet(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer done()
-	if *prefix {
-		start := []byte(pos[0])
-		res, err := r.ScanAt(ctx, start, prefixEnd(start), *limit, *rev, opt)
-		if err != nil {
-			return revisionErr(err)
-		}
-		return printKVs(out, c.json, res)
+	if ranged {
+		return getRange(ctx, r, out, c.json, start, end, *limit, *rev, opt, getOutput{*keysOnly, *valuesOnly, *countOnly})
 	}
-	res, err := r.GetAt(ctx, []byte(pos[0]), *rev, opt)
+	res, err := r.GetAt(ctx, start, *rev, opt)
 	if err != nil {
 		return revisionErr(err)
+	}
+	if *countOnly {
+		n := 0
+		if res.Found {
+			n = 1
+		}
+		if c.json {
+			return printJSON(out, map[string]any{"key": pos[0], "count": n, "revision": res.Revision})
+		}
+		fmt.Fprintln(out, n)
+		return nil
 	}
 	if c.json {
 		m := map[string]any{"key": pos[0], "found": res.Found, "revision": res.Revision}
 		if res.Found {
-			m["value"] = string(res.KV.Value)
-			m["create_revision"], m["mod_revision"], m["version"] = res.KV.CreateRevision, res.KV.ModRevision, res.KV.Version
-			addLease(m, res.KV.Lease)
+			for k, v := range kvJSON(res.KV, *keysOnly) {
+				m[k] = v
+			}
 		}
 		return printJSON(out, m)
 	}
 	if !res.Found {
 		if *rev != 0 {
-			return fmt.Errorf("key %s not found at revision %d", keyfmt.Quote([]byte(pos[0])), *rev)
+			return fmt.Errorf("key %s not found at revision %d", keyfmt.Quote(start), *rev)
 		}
-		return fmt.Errorf("key %s not found", keyfmt.Quote([]byte(pos[0])))
+		return fmt.Errorf("key %s not found", keyfmt.Quote(start))
+	}
+	if *keysOnly {
+		fmt.Fprintln(out, string(res.KV.Key))
+		return nil
 	}
 	fmt.Fprintln(out, string(res.KV.Value))
 	return nil
 }
 
-// printKVs prints the pairs of a ScanAt: a table (KEY, VALUE, MOD_REV,
-// CREATE_REV, VERSION) under a line naming the revision, or JSON.
-func printKVs(out io.Writer, asJSON bool, res router.ScanResult) error {
-	if asJSON {
-		kvs := make([]map[string]any, len(res.KVs))
-		for i, kv := range res.KVs {
-			kvs[i] = map[string]any{"key": string(kv.Key), "value": string(kv.Value),
-				"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
-			addLease(kvs[i], kv.Lease)
+// getOutput says what get prints of the keys it read.
+type getOutput struct {
+	keysOnly, valuesOnly, countOnly bool
+}
+
+// getRange reads [start, end) at one revision (ScanAt) and prints it
+// as o says.
+func getRange(ctx context.Context, r *router.Client, out io.Writer, asJSON bool, start, end []byte, limit int, rev uint64, opt router.ReadOption, o getOutput) error {
+	ask := limit
+	if limit > 0 {
+		ask = limit + 1 // one more, to know whether keys were left out
+	}
+	res, err := r.ScanAt(ctx, start, end, ask, rev, opt)
+	if err != nil {
+		return revisionErr(err)
+	}
+	more := limit > 0 && len(res.KVs) > limit
+	if more {
+		res.KVs = res.KVs[:limit]
+	}
+	switch {
+	case o.countOnly && asJSON:
+		return printJSON(out, map[string]any{"revision": res.Revision, "count": len(res.KVs)})
+	case o.countOnly:
+		fmt.Fprintln(out, len(res.KVs))
+	case o.valuesOnly:
+		for _, kv := range res.KVs {
+			fmt.Fprintln(out, string(kv.Value))
 		}
-		return printJSON(out, map[string]any{"revision": res.Revision, "kvs": kvs})
+	case asJSON:
+		return printJSON(out, map[string]any{"revision": res.Revision, "kvs": kvsJSON(res.KVs, o.keysOnly), "more": more})
+	default:
+		fmt.Fprintf(out, "revision %d\n", res.Revision)
+		kvTable(out, res.KVs, o.keysOnly)
 	}
-	fmt.Fprintf(out, "revision %d\n", res.Revision)
-	rows := make([][]string, len(res.KVs))
-	for i, kv := range res.KVs {
-		rows[i] = []string{fmt.Sprintf("%q", kv.Key), fmt.Sprintf("%q", kv.Value),
-			strconv.FormatUint(kv.ModRevision, 10), strconv.FormatUint(kv.CreateRevision, 10), strconv.FormatUint(kv.Version, 10), leaseCell(kv.Lease)}
-	}
-	table(out, "KEY\tVALUE\tMOD_REV\tCREATE_REV\tVERSION\tLEASE", rows)
 	return nil
 }
 
@@ -380,29 +438,6 @@ func revisionErr(err error) error {
 		return fmt.Errorf("revision %d is in the future: the latest is about %d (%w)", fe.Revision, fe.CurrentRevision, err)
 	}
 	return err
-}
-
-func runDel(ctx context.Context, args []string, out io.Writer) error {
-	var c common
-	fs := kvFlags(newFlags("del", &c, false), &c)
-	pos, err := parse(fs, args, "flotilla del [flags] KEY: delete KEY (deleting an absent key succeeds)", 1)
-	if err != nil {
-		return err
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	w, err := r.DeleteRev(ctx, []byte(pos[0]))
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printJSON(out, map[string]any{"key": pos[0], "ok": true, "revision": w.Revision})
-	}
-	fmt.Fprintf(out, "OK (revision %d)\n", w.Revision)
-	return nil
 }
 
 func runCAS(ctx context.Context, args []string, out io.Writer) error {

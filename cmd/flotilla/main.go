@@ -4,8 +4,10 @@
 //
 //	flotilla demo                       start a local fleet, run a workload, print results
 //	flotilla put KEY VALUE              write a key (--lease ID: attached to a lease; --ttl D: on a fresh lease of D)
-//	flotilla get KEY                    read a key (--rev R: as of revision R; --prefix: every key with the prefix, at one revision)
-//	flotilla del KEY                    delete a key
+//	flotilla get KEY [END]              read a key, or a range at one revision (--prefix, --from-key, --limit N, --rev R,
+//	                                    --keys-only, --print-value-only, --count-only)
+//	flotilla del KEY [END]              delete a key or a range, printing how many (--prefix, --from-key, --prev-kv)
+//	flotilla txn < INPUT                compare-then-else on one shard, in etcdctl's txn format from standard input
 //	flotilla cas KEY EXPECTED NEW       compare-and-swap (--absent: KEY must not exist)
 //	flotilla scan [--start S --end E]   list keys in order
 //	flotilla watch KEY                  print writes to KEY as they happen (--prefix, --rev R, --prev-kv, --progress D)
@@ -21,7 +23,9 @@
 // placement service (every replica's address: commands fail over between
 // them), --tls-cert, --tls-key and --tls-ca for mutual TLS, and --json for
 // machine-readable output (watch: one JSON object per line); put, del
-// and cas print the write's revision (put --ttl also the lease it granted); the key-value commands also take --nodes (or
+// and cas print the write's revision (put --ttl also the lease it granted,
+// del how many keys it deleted); txn prints SUCCESS or FAILURE, exiting 0
+// either way; the key-value commands also take --nodes (or
 // FLOTILLA_NODES), shardnodes that give routes while placement is down. Flags may come before or
 // after a command's arguments; "--" ends them. It exits 0 on success and 1
 // with a one-line error otherwise, an absent key or lease included (2 for
@@ -49,8 +53,11 @@ Usage: flotilla COMMAND [flags] [args]
 Commands:
   demo      start placementd and shardnodes locally, run a workload through the router, print the results
   put       put KEY VALUE (--lease ID: attach KEY to lease ID; --ttl 30s: on a fresh lease of 30s, whose ID it prints)
-  get       get KEY (--rev R: as of revision R; --prefix: every key starting with KEY, at one revision, with revisions and leases)
-  del       delete KEY
+  get       get KEY (--rev R: as of revision R); a range at one revision, with revisions and leases: get KEY END,
+            --prefix KEY, --from-key KEY (--limit N, --keys-only, --print-value-only, --count-only)
+  del       delete KEY, or a range: del KEY END, --prefix KEY, --from-key KEY; prints how many (--prev-kv: and which)
+  txn       a compare-then-else transaction on one shard, read from standard input in etcdctl's format
+            (compares, empty line, success operations, empty line, failure operations; see 'flotilla txn --help')
   cas       compare-and-swap KEY EXPECTED NEW (with --absent: KEY NEW, KEY must not exist)
   scan      scan keys in [--start, --end) in order, at most --limit (--end before --start is refused)
   watch     watch KEY: print every write as it happens, in revision order, until interrupted
@@ -82,8 +89,9 @@ type command struct {
 var commands = []command{
 	{"demo", "flotilla demo [flags]: start a local fleet, run a workload, print results", runDemo},
 	{"put", "flotilla put [flags] KEY VALUE", runPut},
-	{"get", "flotilla get [flags] KEY", runGet},
-	{"del", "flotilla del [flags] KEY", runDel},
+	{"get", "flotilla get [flags] KEY [END]", runGet},
+	{"del", "flotilla del [flags] KEY [END]", runDel},
+	{"txn", "flotilla txn [flags] < INPUT", runTxn},
 	{"cas", "flotilla cas [flags] KEY EXPECTED NEW  |  flotilla cas --absent [flags] KEY NEW", runCAS},
 	{"scan", "flotilla scan [flags]", runScan},
 	{"watch", "flotilla watch [flags] KEY", runWatch},

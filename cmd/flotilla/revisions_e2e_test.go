@@ -22,7 +22,7 @@ import (
 // compaction revision exits 1 saying so.
 func TestCLIRevisionsAndWatch(t *testing.T) {
 	command, cli := cliFleet(t)
-	revRE := regexp.MustCompile(`^OK \(revision (\d+)\)\n$`)
+	revRE := regexp.MustCompile(`^(?:OK|deleted 1) \(revision (\d+)\)\n$`)
 	write := func(args ...string) string {
 		t.Helper()
 		out, code := cli(args...)
