@@ -360,14 +360,30 @@ type getOutput struct {
 	keysOnly, valuesOnly, countOnly bool
 }
 
-// getRange reads [start, end) at one revision (ScanAt) and prints it
-// as o says.
+// getRange reads [start, end) at one revision and prints it as o says:
+// its count (CountAt: the nodes count, nothing is sent per key), its
+// keys (ScanKeysAt: no values sent) or its pairs (ScanAt).
 func getRange(ctx context.Context, r *router.Client, out io.Writer, asJSON bool, start, end []byte, limit int, rev uint64, opt router.ReadOption, o getOutput) error {
+	if o.countOnly {
+		n, at, err := r.CountAt(ctx, start, end, rev, opt)
+		if err != nil {
+			return revisionErr(err)
+		}
+		if asJSON {
+			return printJSON(out, map[string]any{"revision": at, "count": n})
+		}
+		fmt.Fprintln(out, n)
+		return nil
+	}
 	ask := limit
 	if limit > 0 {
 		ask = limit + 1 // one more, to know whether keys were left out
 	}
-	res, err := r.ScanAt(ctx, start, end, ask, rev, opt)
+	scan := r.ScanAt
+	if o.keysOnly {
+		scan = r.ScanKeysAt
+	}
+	res, err := scan(ctx, start, end, ask, rev, opt)
 	if err != nil {
 		return revisionErr(err)
 	}
@@ -376,10 +392,6 @@ func getRange(ctx context.Context, r *router.Client, out io.Writer, asJSON bool,
 		res.KVs = res.KVs[:limit]
 	}
 	switch {
-	case o.countOnly && asJSON:
-		return printJSON(out, map[string]any{"revision": res.Revision, "count": len(res.KVs)})
-	case o.countOnly:
-		fmt.Fprintln(out, len(res.KVs))
 	case o.valuesOnly:
 		for _, kv := range res.KVs {
 			fmt.Fprintln(out, string(kv.Value))
