@@ -12,6 +12,8 @@
 //	flotilla scan [--start S --end E]   list keys in order
 //	flotilla watch KEY                  print writes to KEY as they happen (--prefix, --rev R, --prev-kv, --progress D)
 //	flotilla compact REV                compact the shards of [--start, --end) to revision REV
+//	flotilla backup --dir DIR           a consistent backup of the whole key space at one revision
+//	flotilla restore --dir DIR          check a backup, then write it into an empty fleet (--force, --verify-only)
 //	flotilla lease SUBCOMMAND           grant TTL, revoke ID, keepalive ID [--once], timetolive ID [--keys] (alias ttl), list;
 //	                                    IDs in hexadecimal, as etcdctl prints and takes them
 //	flotilla status | nodes | shards    cluster state from placement
@@ -63,6 +65,8 @@ Commands:
   watch     watch KEY: print every write as it happens, in revision order, until interrupted
             (--prefix: every key starting with KEY; --rev R: from revision R; --prev-kv; --progress 1s)
   compact   compact REV: refuse reads and watches below revision REV in the shards of [--start, --end), prune older versions
+  backup    backup --dir DIR: every key as of one revision into DIR, with a manifest of checksums
+  restore   restore --dir DIR: check a backup against its manifest, then put its keys into an empty fleet (--force, --verify-only)
   lease     leases, as etcdctl's: grant TTL, revoke ID, keepalive ID (--once), timetolive ID (--keys; alias ttl), list
             (IDs in hexadecimal, as 'lease grant' prints them; see 'flotilla lease --help')
   status    cluster status from placement
@@ -96,6 +100,8 @@ var commands = []command{
 	{"scan", "flotilla scan [flags]", runScan},
 	{"watch", "flotilla watch [flags] KEY", runWatch},
 	{"compact", "flotilla compact [flags] REV", runCompact},
+	{"backup", "flotilla backup --dir DIR [flags]", runBackup},
+	{"restore", "flotilla restore --dir DIR [flags]", runRestore},
 	{"lease", "flotilla lease SUBCOMMAND [flags] [args]", runLease},
 	{"status", "flotilla status [flags]", runStatus},
 	{"nodes", "flotilla nodes [flags]", runNodes},
