@@ -37,25 +37,31 @@ import (
 // serializable reads may be.
 //
 // Cost: etcd always answers count, the number of keys in the range
-// before the limit, and the router has no count or keys-only scan, so a
-// Range over a span reads every pair of it, values included, at one
-// revision, whatever its limit, keys_only or count_only; the limit only
-// trims the answer. A paginated list of n keys in pages of p therefore
-// reads about n²/2p pairs. A single-key Range is one point read. A
-// linearizable read of the latest state also costs the fresh revision (an
-// oracle call, shared with other reads and writes) and, in each shard it
-// reads that has not written since, a Resolve through Raft before the
-// read: more than the quorum check a read of a shard's own latest state
-// needs, the price of one revision order across shards.
+// before the limit. A Range whose answer is in key order without revision
+// filters (no sort_order DESCEND or sort_target other than KEY, no
+// min/max revision) and that has a limit reads the first limit+1 keys of
+// its span (router.ScanAt, or router.ScanKeysAt with keys_only) and, when
+// the span holds more, has the nodes count the rest at the same revision
+// (router.CountAt), so a paginated list of n keys in pages of p reads
+// each key's pair about once and counts about n²/2p keys on the nodes,
+// where each counted key costs a walk over its versions but no copy or
+// transfer. count_only only counts. Any other Range over a span (a sort,
+// a filter, or no limit) reads every pair of it at one revision (values
+// left out with keys_only, unless it sorts by value) and shapes them
+// here. A single-key Range is one point read. A linearizable read of the
+// latest state also costs the fresh revision (an oracle call, shared
+// with other reads and writes) and, in each shard it reads that has not
+// written since, a Resolve through Raft before the read: more than the
+// quorum check a read of a shard's own latest state needs, the price of
+// one revision order across shards.
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(req); err != nil {
 		return nil, err
 	}
-	kvs, rev, err := k.s.readRange(ctx, req.GetKey(), req.GetRangeEnd(), max(req.GetRevision(), 0), req.GetSerializable())
+	resp, rev, err := k.s.readRange(ctx, req)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := shapeRange(req, kvs, rev)
 	resp.Header = k.s.header(rev)
 	return resp, nil
 }
@@ -75,18 +81,23 @@ func checkRange(req *pb.RangeRequest) error {
 	return nil
 }
 
-// readRange reads every key of etcd's range (key, rangeEnd) at revision
-// rev (0: the latest, as Range says), from any replica when stale, and
-// returns them in key order with the revision read at. A range with no
-// keys to read (empty, or inside the system span) still reads key's
-// shard at rev, so the revision is real and a compacted or future rev is
-// refused as for any other range. The caller owns the result. Errors are
+// readRange answers req, checked by checkRange, without its header: it
+// reads etcd's range (key, range_end) at req.Revision (when positive, else
+// the latest, as Range says), from any replica when serializable, and
+// returns the answer shapeRange gives for every key of the range, and the
+// revision read at, which every read of the answer (pages and counts,
+// across shards) shares. It reads what the answer needs (see Range's
+// cost). A range with no keys to read (empty, or inside the system span)
+// still reads key's shard at the revision, so the revision is real and a
+// compacted or future one is refused as for any other range. Errors are
 // the router's.
-func (s *Server) readRange(ctx context.Context, key, rangeEnd []byte, rev int64, stale bool) ([]router.KeyValue, uint64, error) {
+func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, uint64, error) {
 	var opts []router.ReadOption
+	stale := req.GetSerializable()
 	if stale {
 		opts = append(opts, router.WithConsistency(router.Stale))
 	}
+	rev := uint64(max(req.GetRevision(), 0))
 	if rev == 0 && !stale {
 		// A read of the latest state is made at a fresh revision: the
 		// shards' own latest (the router's rev 0) is only as new as each
@@ -98,24 +109,74 @@ func (s *Server) readRange(ctx context.Context, key, rangeEnd []byte, rev int64,
 		if err != nil {
 			return nil, 0, err
 		}
-		rev = int64(fresh)
+		rev = fresh
 	}
-	start, end, single, empty := etcdSpan(key, rangeEnd)
+	key := req.GetKey()
+	start, end, single, empty := etcdSpan(key, req.GetRangeEnd())
 	if single || empty {
-		res, err := s.r.GetAt(ctx, key, uint64(rev), opts...)
+		res, err := s.r.GetAt(ctx, key, rev, opts...)
 		if err != nil {
 			return nil, 0, err
 		}
+		var kvs []router.KeyValue
 		if res.Found && !empty {
-			return []router.KeyValue{res.KV}, res.Revision, nil
+			kvs = []router.KeyValue{res.KV}
 		}
-		return nil, res.Revision, nil
+		return shapeRange(req, kvs, res.Revision), res.Revision, nil
 	}
-	res, err := s.r.ScanAt(ctx, start, end, 0 /* limit: all */, uint64(rev), opts...)
+	if req.GetCountOnly() {
+		// The count is of the keys before any filter or limit.
+		n, seen, err := s.r.CountAt(ctx, start, end, rev, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &pb.RangeResponse{Count: n}, seen, nil
+	}
+	scan := s.r.ScanAt
+	if req.GetKeysOnly() && req.GetSortTarget() != pb.RangeRequest_VALUE {
+		scan = s.r.ScanKeysAt
+	}
+	limit := req.GetLimit()
+	if limit <= 0 || limit >= maxPagedLimit || !inKeyOrder(req) {
+		// Every key is needed: to sort or filter, or for the answer.
+		res, err := scan(ctx, start, end, 0 /* limit: all */, rev, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		return shapeRange(req, res.KVs, res.Revision), res.Revision, nil
+	}
+	// The first limit keys are the answer; one more says whether there are
+	// more, and then the nodes count the rest.
+	res, err := scan(ctx, start, end, int(limit)+1, rev, opts...)
 	if err != nil {
 		return nil, 0, err
 	}
-	return res.KVs, res.Revision, nil
+	count := int64(len(res.KVs))
+	if count > limit {
+		after := append(bytes.Clone(res.KVs[limit].Key), 0)
+		rest, _, err := s.r.CountAt(ctx, after, end, res.Revision, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		count += rest
+	}
+	resp := shapeRange(req, res.KVs, res.Revision)
+	resp.Count = count
+	return resp, res.Revision, nil
+}
+
+// maxPagedLimit bounds the limits readRange reads page by page (limit+1
+// pairs, then a count); a Range with a larger limit reads its whole span.
+const maxPagedLimit = 1 << 30
+
+// inKeyOrder reports whether req's answer is the keys of its range in
+// key order with none filtered out: no min/max revision filter, and a
+// sort that leaves key order (sortRange's no-op cases).
+func inKeyOrder(req *pb.RangeRequest) bool {
+	if req.GetMinModRevision() != 0 || req.GetMaxModRevision() != 0 || req.GetMinCreateRevision() != 0 || req.GetMaxCreateRevision() != 0 {
+		return false
+	}
+	return req.GetSortTarget() == pb.RangeRequest_KEY && req.GetSortOrder() != pb.RangeRequest_DESCEND
 }
 
 // etcdSpan turns etcd's (key, range_end) into the router's [start, end)

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +16,10 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
+	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/internal/syskeys"
 	"github.com/flotilla-kv/flotilla/router"
@@ -317,6 +323,191 @@ func TestRange(t *testing.T) {
 	})
 }
 
+// TestRangeLimitsAcrossShards: over a span of 60 keys in four shards, a
+// Range with a limit answers the first limit keys in key order, count 60
+// and more exactly when keys are left (keys_only and count_only too, and
+// with sorts and filters, which read the whole span); a list paginated in
+// pages of 7 at the first page's revision sees every key once, each page
+// counting the keys from its start at that revision, while a writer adds
+// keys to the span that a Range of the latest state then counts.
+func TestRangeLimitsAcrossShards(t *testing.T) {
+	a := startAPI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	var want []string
+	firsts := []byte{0x30, 0x50, 0x90, 0xd0} // one in each shard
+	for i := range 60 {
+		k := fmt.Sprintf("%c/%02d", firsts[i%4], i/4)
+		if err := a.router.Put(ctx, []byte(k), []byte("value of "+k)); err != nil {
+			t.Fatalf("put %q: %v", k, err)
+		}
+		want = append(want, k)
+	}
+	slices.Sort(want)
+	const from, to = "\x30", "\xe0"
+
+	for _, limit := range []int64{1, 7, 15, 59, 60, 61, 1000} {
+		n := min(int(limit), 60)
+		more := limit < 60
+		resp, err := a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithLimit(limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keysOf(resp.Kvs); got != strings.Join(want[:n], ",") || resp.Count != 60 || resp.More != more {
+			t.Fatalf("limit %d: %q, count %d, more %v; want the first %d keys, count 60, more %v", limit, got, resp.Count, resp.More, n, more)
+		}
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) != "value of "+string(kv.Key) || kv.ModRevision == 0 || kv.Version != 1 {
+				t.Fatalf("limit %d: %+v", limit, kv)
+			}
+		}
+		resp, err = a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithLimit(limit), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keysOf(resp.Kvs); got != strings.Join(want[:n], ",") || resp.Count != 60 || resp.More != more {
+			t.Fatalf("keys only, limit %d: %q, count %d, more %v", limit, got, resp.Count, resp.More)
+		}
+		for _, kv := range resp.Kvs {
+			if len(kv.Value) != 0 || kv.ModRevision == 0 {
+				t.Fatalf("keys only, limit %d: %+v", limit, kv)
+			}
+		}
+		resp, err = a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithLimit(limit), clientv3.WithCountOnly())
+		if err != nil || len(resp.Kvs) != 0 || resp.Count != 60 || resp.More {
+			t.Fatalf("count only, limit %d: %v, %d kvs, count %d, more %v", limit, err, len(resp.Kvs), resp.Count, resp.More)
+		}
+		resp, err = a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithLimit(limit), clientv3.WithSerializable())
+		if err != nil || keysOf(resp.Kvs) != strings.Join(want[:n], ",") || resp.Count != 60 || resp.More != more {
+			t.Fatalf("serializable, limit %d: %v, %d kvs, count %d, more %v", limit, err, len(resp.Kvs), resp.Count, resp.More)
+		}
+	}
+	// A sort other than key order, and a filter, with a limit: count is
+	// still every key of the range, more whether the limit cut.
+	resp, err := a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithLimit(5), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+	desc := slices.Clone(want[55:])
+	slices.Reverse(desc)
+	if err != nil || keysOf(resp.Kvs) != strings.Join(desc, ",") || resp.Count != 60 || !resp.More {
+		t.Fatalf("descending, limit 5: %v, %q, count %d, more %v", err, keysOf(resp.Kvs), resp.Count, resp.More)
+	}
+	all, err := a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil || len(all.Kvs) != 1 || all.Count != 60 || !all.More {
+		t.Fatalf("newest key: %v, %+v", err, all)
+	}
+	newest := all.Kvs[0].ModRevision
+	resp, err = a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithMinModRev(newest), clientv3.WithLimit(5))
+	if err != nil || len(resp.Kvs) != 1 || resp.Count != 60 || resp.More {
+		t.Fatalf("min mod revision %d, limit 5: %v, %q, count %d, more %v; want one key, count 60", newest, err, keysOf(resp.Kvs), resp.Count, resp.More)
+	}
+
+	// Paginate at one revision while a writer adds keys to the span.
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	var added atomic.Int64
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			k := fmt.Sprintf("%c/new%03d", firsts[i%4], i)
+			if err := a.router.Put(ctx, []byte(k), []byte("new")); err != nil {
+				done <- fmt.Errorf("writer: put %q: %w", k, err)
+				return
+			}
+			added.Add(1)
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	type page struct {
+		from  string
+		count int64
+	}
+	var (
+		listed []string
+		pages  []page
+		rev    int64
+	)
+	key := from
+	for p := 0; ; p++ {
+		// Let the writer add keys between pages.
+		before := added.Load()
+		if err := poll.Until(ctx, 10*time.Second, 5*time.Millisecond, func(context.Context) error {
+			if added.Load() == before {
+				return errors.New("the writer added no key")
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("page %d: %v", p, err)
+		}
+		opts := []clientv3.OpOption{clientv3.WithRange(to), clientv3.WithLimit(7)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := a.client.Get(ctx, key, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		if resp.Header.Revision != rev {
+			t.Fatalf("page %d read at %d, the list at %d", p, resp.Header.Revision, rev)
+		}
+		pages = append(pages, page{from: key, count: resp.Count})
+		for _, kv := range resp.Kvs {
+			listed = append(listed, string(kv.Key))
+		}
+		if resp.More != (resp.Count > 7) || (!resp.More && int64(len(resp.Kvs)) != resp.Count) {
+			t.Fatalf("page %d from %q: %d kvs, count %d, more %v", p, key, len(resp.Kvs), resp.Count, resp.More)
+		}
+		if !resp.More {
+			break
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	// The pages together are the span at rev, as one unlimited Range there.
+	whole, err := a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithRev(rev))
+	if err != nil || keysOf(whole.Kvs) != strings.Join(listed, ",") || whole.Count != int64(len(listed)) {
+		t.Fatalf("the list at %d: %d keys, the Range there: %d keys, count %d, %v", rev, len(listed), len(whole.Kvs), whole.Count, err)
+	}
+	if len(listed) <= 60 || len(pages) < 9 {
+		t.Fatalf("the list at %d: %d keys in %d pages; want the 60 keys and some of the writer's", rev, len(listed), len(pages))
+	}
+	// Each page counted the keys of the span from its start at rev.
+	for i, p := range pages {
+		var left int64
+		for _, k := range listed {
+			if k >= p.from {
+				left++
+			}
+		}
+		if p.count != left {
+			t.Fatalf("page %d from %q: count %d; at %d the span holds %d keys from there", i, p.from, p.count, rev, left)
+		}
+	}
+	// The latest state counts the keys the writer added since.
+	if err := poll.Until(ctx, 10*time.Second, 5*time.Millisecond, func(ctx context.Context) error {
+		latest, err := a.client.Get(ctx, from, clientv3.WithRange(to), clientv3.WithCountOnly())
+		if err != nil {
+			return err
+		}
+		if latest.Count <= int64(len(listed)) {
+			return fmt.Errorf("latest count %d, the list at %d had %d", latest.Count, rev, len(listed))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestShapeRange checks the shaping of a range's answer on its own, as
 // Range and Txn's range operations use it.
 func TestShapeRange(t *testing.T) {
@@ -402,4 +593,105 @@ func TestEtcdSpan(t *testing.T) {
 		}
 	}
 
+}
+
+// BenchmarkRangePaginatedList lists 5,000 keys of 1 KiB values, spread
+// over the four shards, the way Kubernetes lists: pages of 500 (limit),
+// the first at the latest revision and the rest at its revision, each
+// from just after the previous page's last key. One op is one whole
+// list; pairs/op is what the pages returned (5,000), and B/op what this
+// process (etcd client, Server, router) allocated for it, mostly the
+// pairs it received from the nodes.
+func BenchmarkRangePaginatedList(b *testing.B) {
+	const keys, pageSize, valueBytes = 5000, 500, 1024
+	a := startBenchAPI(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	firsts := []byte{0x30, 0x50, 0x90, 0xd0}
+	work := make(chan int)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for i := range work {
+				k := fmt.Sprintf("%c/list/%05d", firsts[i%4], i)
+				if err := a.router.Put(ctx, []byte(k), bytes.Repeat([]byte{'v'}, valueBytes)); err != nil {
+					errs <- fmt.Errorf("put %q: %w", k, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range keys {
+		work <- i
+	}
+	close(work)
+	for range 8 {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var pairs int
+	for range b.N {
+		pairs = 0
+		key, rev := "\x30", int64(0)
+		for {
+			opts := []clientv3.OpOption{clientv3.WithRange("\xe0"), clientv3.WithLimit(pageSize)}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			resp, err := a.client.Get(ctx, key, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rev = resp.Header.Revision
+			pairs += len(resp.Kvs)
+			if !resp.More {
+				break
+			}
+			key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		}
+		if pairs != keys {
+			b.Fatalf("the list returned %d pairs, want %d", pairs, keys)
+		}
+	}
+	b.ReportMetric(float64(pairs), "pairs/op")
+}
+
+// startBenchAPI is startAPI for a benchmark: the same fleet, router and
+// Server, with the Server's own etcd client; everything stops when the
+// benchmark ends.
+func startBenchAPI(b *testing.B) *testAPI {
+	b.Helper()
+	f := flt.New(b, 3, "--heartbeat-interval", "250ms")
+	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
+	f.StartPlacement()
+	f.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc, err := router.New(ctx, router.Config{PlacementAddresses: strings.Split(f.PlacementAddrs(), ","), Timeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = rc.Close() })
+	s, err := New(Config{Router: rc, ClusterID: 0x10, MemberID: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	b.Cleanup(g.Stop)
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{lis.Addr().String()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	return &testAPI{fleet: f, router: rc, server: s, addr: lis.Addr().String(), client: c}
 }
