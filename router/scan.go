@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -82,10 +83,79 @@ func (c *Client) ScanKeysAt(ctx context.Context, start, end []byte, limit int, r
 // the count ScanAt's len(KVs) would be, keys of ended leases left out as
 // reads leave them out, but the nodes count where they read and return
 // only the count, page after page (each up to rpc.DefaultCountLimit
-// keys) and shard after shard, all at that revision, so a count costs a
-// walk over the range's versions on the nodes and no memory per key
-// here. Errors as for ScanAt.
+// keys), all at that revision, so a count costs a walk over the range's
+// versions on the nodes and no memory per key here. The shards of the
+// range that the route cache knows are counted concurrently (at most
+// countFanOut at once), each like a Scan of its part, healing splits and
+// leader changes the same way. Errors as for ScanAt; with several shards,
+// the first error one of them met.
 func (c *Client) CountAt(ctx context.Context, start, end []byte, rev uint64, opts ...ReadOption) (int64, uint64, error) {
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	parts := c.countParts(ctx, start, end)
+	if len(parts) < 2 {
+		return c.countPart(ctx, start, end, rev, opts)
+	}
+	if rev == 0 {
+		// Across shards, read at a fresh revision, as pages does.
+		var err error
+		if rev, err = c.now(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	counts := make([]int64, len(parts))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(countFanOut)
+	for i, p := range parts {
+		g.Go(func() error {
+			n, _, err := c.countPart(gctx, p.start, p.end, rev, opts)
+			counts[i] = n
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	var n int64
+	for _, k := range counts {
+		n += k
+	}
+	return n, rev, nil
+}
+
+// countFanOut is how many shards one CountAt counts at once.
+const countFanOut = 8
+
+// span is a range [start, end) of keys (an empty end is +inf).
+type span struct{ start, end []byte }
+
+// countParts cuts [start, end) at the boundaries of the cached routes
+// that cover it, from start on, loading them if the cache lacks start's;
+// the last part runs from the first boundary it does not know to end. It
+// returns nil for a range CountAt does not cut (empty or inverted, which
+// countPart answers).
+func (c *Client) countParts(ctx context.Context, start, end []byte) []span {
+	end = clipSystem(start, end)
+	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
+		return nil
+	}
+	if _, ok := c.cache.lookup(start); !ok {
+		c.prefetchSpan(ctx, start, end, scanPrefetchRoutes)
+	}
+	var parts []span
+	for cur := start; ; {
+		r, ok := c.cache.lookup(cur)
+		if !ok || r.endsAtOrAfter(end) || bytes.Compare(r.end(), cur) <= 0 {
+			return append(parts, span{cur, end})
+		}
+		parts = append(parts, span{cur, r.end()})
+		cur = r.end()
+	}
+}
+
+// countPart counts [start, end) at rev (0: as pages chooses), page after
+// page and shard after shard.
+func (c *Client) countPart(ctx context.Context, start, end []byte, rev uint64, opts []ReadOption) (int64, uint64, error) {
 	var n int64
 	seen, err := c.pages(ctx, start, end, 0 /* limit: all */, rev, true /* pin */, scanCountOnly, opts,
 		func(resp *pb.ScanResponse) int {
