@@ -219,10 +219,15 @@
 // storage keeps versions. PutRev, DeleteRev, BatchRev and CASResult give
 // a write's revision; KeyValue carries CreateRevision, ModRevision and
 // Version; GetAt and ScanAt read at a revision (0: latest) and say which
-// revision they saw. ScanAt with revision 0 reads its first page at the
-// latest state and every later page and shard at the revision that page
-// saw, so the whole scan is one snapshot; Scan keeps reading each page at
-// its own latest state. A read at a revision the shard has not resolved
+// revision they saw. ScanAt with revision 0 reads a range within one
+// shard at that shard's latest state and every later page at the revision
+// the first saw; a range across shards at a fresh revision from the oracle
+// (Now), which every shard resolves before it is read: either way the
+// whole scan is one snapshot that sees every write acknowledged before
+// it. Scan keeps reading each page at its own latest state. ScanKeysAt
+// is ScanAt without values; CountAt counts the keys of a range at one
+// revision, the nodes counting without sending them. Now returns a fresh
+// revision (above every acknowledged write). A read at a revision the shard has not resolved
 // yet is served by its leader (a follower redirects with NotLeader, as
 // usual). Two answers are final for the caller and become typed errors
 // (errors.As): OUT_OF_RANGE with Compacted (*CompactedError: below the
