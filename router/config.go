@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // Defaults of Config; a zero field takes the value below.
@@ -139,6 +141,26 @@ type Config struct {
 	BatchesPerNode int
 	// MaxBatchOps bounds the requests of one coalesced call. Default 256.
 	MaxBatchOps int
+
+	// Local, when set, names the node this Client runs inside and a KV
+	// client that reaches it without the network (rpc.KVServer's
+	// LocalClient): requests the Client sends to that node go to Local.KV
+	// instead of a gRPC connection, and stale reads go to the node's own
+	// replica first when it holds one. The Client still learns the node's
+	// address from routes (it chooses only nodes with a known address),
+	// and Watch streams still reach it over gRPC at that address. Default
+	// nil: every node over gRPC.
+	Local *LocalNode
+}
+
+// LocalNode is the node a Client runs inside (Config.Local).
+type LocalNode struct {
+	// ID is the node's ID, as routes name it. Required.
+	ID uint64
+	// KV serves the node's KV requests in-process; it must behave as the
+	// node's KV service over gRPC would (status errors, responses the
+	// caller owns). The Client counts its calls in Stats as RPCs. Required.
+	KV pb.KVClient
 }
 
 // withDefaults returns a copy of c with every zero field set to its
@@ -148,6 +170,10 @@ func (c Config) withDefaults() Config {
 	c.PlacementAddresses = append([]string(nil), c.PlacementAddresses...)
 	c.NodeAddresses = append([]string(nil), c.NodeAddresses...)
 	c.DialOptions = append([]grpc.DialOption(nil), c.DialOptions...)
+	if c.Local != nil {
+		l := *c.Local
+		c.Local = &l
+	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
@@ -232,6 +258,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBatchOps < 0 || c.MaxBatchOps > 4096 {
 		add("MaxBatchOps must be in [1, 4096] (the node's limit per Multi call), got %d", c.MaxBatchOps)
+	}
+	if c.Local != nil {
+		if c.Local.ID == 0 {
+			add("Local.ID is required")
+		}
+		if c.Local.KV == nil {
+			add("Local.KV is required")
+		}
 	}
 	if len(problems) == 0 {
 		return nil

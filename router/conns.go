@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,8 +50,11 @@ type connPool struct {
 		sync.Mutex
 		conns map[string]*grpc.ClientConn
 		// kvs holds the KV client of each address kv was asked for.
-		kvs    map[string]pb.KVClient
-		closed bool
+		kvs map[string]pb.KVClient
+		// localKV is Config.Local's client, counted and coalesced as a
+		// connection's; built by the first kvOf for the local node.
+		localKV pb.KVClient
+		closed  bool
 	}
 }
 
@@ -60,6 +64,36 @@ func newConnPool(opts []grpc.DialOption, batches, batchOps int, stats *counters)
 	p.mu.kvs = map[string]pb.KVClient{}
 	return p
 }
+
+// wrap counts kv's calls and coalesces them unless coalescing is off.
+func (p *connPool) wrap(kv pb.KVClient) pb.KVClient {
+	kv = countingKV{KVClient: kv, stats: p.stats}
+	if p.batches > 0 {
+		kv = coalescedKV{KVClient: kv, b: newCoalescer(kv, p.batches, p.batchOps)}
+	}
+	return kv
+}
+
+// kvOf returns the KV client of node n at addr: local's client when n is
+// the local node (local may be nil: no local node; addr is then unused),
+// else kv(addr). It fails as kv does.
+func (p *connPool) kvOf(n nodeID, addr string, local *LocalNode) (pb.KVClient, error) {
+	if !isLocal(local, n) {
+		return p.kv(addr)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return nil, ErrClosed
+	}
+	if p.mu.localKV == nil {
+		p.mu.localKV = p.wrap(localSentKV{local.KV})
+	}
+	return p.mu.localKV, nil
+}
+
+// isLocal reports whether n is local's node; false without one.
+func isLocal(local *LocalNode, n nodeID) bool { return local != nil && n == nodeID(local.ID) }
 
 // kv returns the KV client of addr: through the address's coalescer unless
 // coalescing is off. It fails as get does.
@@ -74,10 +108,7 @@ func (p *connPool) kv(addr string) (pb.KVClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv = countingKV{KVClient: pb.NewKVClient(conn), stats: p.stats}
-	if p.batches > 0 {
-		kv = coalescedKV{KVClient: kv, b: newCoalescer(kv, p.batches, p.batchOps)}
-	}
+	kv = p.wrap(pb.NewKVClient(conn))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if prev, ok := p.mu.kvs[addr]; ok {
@@ -124,7 +155,7 @@ func (p *connPool) failing(addr string) bool {
 func (p *connPool) close() error {
 	p.mu.Lock()
 	conns := p.mu.conns
-	p.mu.conns, p.mu.kvs, p.mu.closed = nil, nil, true
+	p.mu.conns, p.mu.kvs, p.mu.localKV, p.mu.closed = nil, nil, nil, true
 	p.mu.Unlock()
 	var errs []error
 	for _, c := range conns {
@@ -188,4 +219,81 @@ func (b *addrBook) setAll(addrs map[uint64]string) {
 	for n, a := range addrs {
 		b.set(nodeID(n), a)
 	}
+}
+
+// localSentKV is Config.Local's client as the connection pool uses it: a
+// local call has no stats handler to say whether it was sent, and it is
+// handed to the node as soon as it is made, so it marks its sendRecord
+// (sent.go) first: a failed local write may have applied.
+type localSentKV struct{ pb.KVClient }
+
+func (l localSentKV) mark(ctx context.Context) {
+	if r := sendRecordOf(ctx); r != nil {
+		r.mark()
+	}
+}
+
+func (l localSentKV) Get(ctx context.Context, in *pb.GetRequest, opts ...grpc.CallOption) (*pb.GetResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Get(ctx, in, opts...)
+}
+
+func (l localSentKV) Put(ctx context.Context, in *pb.PutRequest, opts ...grpc.CallOption) (*pb.PutResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Put(ctx, in, opts...)
+}
+
+func (l localSentKV) Delete(ctx context.Context, in *pb.DeleteRequest, opts ...grpc.CallOption) (*pb.DeleteResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Delete(ctx, in, opts...)
+}
+
+func (l localSentKV) CompareAndSwap(ctx context.Context, in *pb.CompareAndSwapRequest, opts ...grpc.CallOption) (*pb.CompareAndSwapResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.CompareAndSwap(ctx, in, opts...)
+}
+
+func (l localSentKV) Scan(ctx context.Context, in *pb.ScanRequest, opts ...grpc.CallOption) (*pb.ScanResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Scan(ctx, in, opts...)
+}
+
+func (l localSentKV) Batch(ctx context.Context, in *pb.BatchRequest, opts ...grpc.CallOption) (*pb.BatchResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Batch(ctx, in, opts...)
+}
+
+func (l localSentKV) Txn(ctx context.Context, in *pb.TxnRequest, opts ...grpc.CallOption) (*pb.TxnResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Txn(ctx, in, opts...)
+}
+
+func (l localSentKV) Multi(ctx context.Context, in *pb.MultiRequest, opts ...grpc.CallOption) (*pb.MultiResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Multi(ctx, in, opts...)
+}
+
+func (l localSentKV) Compact(ctx context.Context, in *pb.CompactRequest, opts ...grpc.CallOption) (*pb.CompactResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.Compact(ctx, in, opts...)
+}
+
+func (l localSentKV) LeaseGrant(ctx context.Context, in *pb.LeaseGrantRequest, opts ...grpc.CallOption) (*pb.LeaseGrantResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.LeaseGrant(ctx, in, opts...)
+}
+
+func (l localSentKV) LeaseRevoke(ctx context.Context, in *pb.LeaseRevokeRequest, opts ...grpc.CallOption) (*pb.LeaseRevokeResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.LeaseRevoke(ctx, in, opts...)
+}
+
+func (l localSentKV) LeaseKeepAlive(ctx context.Context, in *pb.LeaseKeepAliveRequest, opts ...grpc.CallOption) (*pb.LeaseKeepAliveResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.LeaseKeepAlive(ctx, in, opts...)
+}
+
+func (l localSentKV) LeaseAttach(ctx context.Context, in *pb.LeaseAttachRequest, opts ...grpc.CallOption) (*pb.LeaseAttachResponse, error) {
+	l.mark(ctx)
+	return l.KVClient.LeaseAttach(ctx, in, opts...)
 }

@@ -122,6 +122,25 @@
 // always goes alone, so its trace is whole. Stats.Requests/Stats.RPCs is
 // the mean batch size.
 //
+// # Inside a node
+//
+// A Client that runs inside a shardnode (the node's own router, which its
+// etcd API and lessor use) names the node in Config.Local: its ID and a
+// KV client that calls the node's KV service in-process
+// (rpc.KVServer.LocalClient). Every attempt the Client would send to that
+// node ID goes to the local client instead: no gRPC connection, no
+// serialisation, no loopback round trip. The local client is counted in
+// Stats and coalesced like a connection, and a local call is always taken
+// to have reached the node, so a write whose local call fails may have
+// applied (ErrAmbiguous) as one whose gRPC call was sent. The node's
+// address must still be known (routes carry it): the Client chooses only
+// nodes with one, and a Watch stream to the node uses gRPC at it. Stale
+// reads go to the local replica first when the route has one (then, if it
+// failed this call, to the others from a random one), so a node serves
+// its serializable reads from its own data. Writes and other reads still
+// go to the leader, locally only when this node leads. Without
+// Config.Local nothing changes.
+//
 // # Route cache
 //
 // One route per shard, ordered by start key (a sorted slice, binary

@@ -239,7 +239,7 @@ func (c *Client) failure(ctx context.Context, cl *call, st *attemptState, last e
 // the request may have reached the node (sent.go): false only when it
 // surely did not.
 func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, addr string, l *lane, seq uint64) (sent bool, err error) {
-	kv, err := c.conns.kv(addr)
+	kv, err := c.conns.kvOf(node, addr, c.cfg.Local)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return false, err
@@ -263,10 +263,12 @@ func (c *Client) attempt(ctx context.Context, cl *call, r *route, node nodeID, a
 
 // pickTarget chooses the node to send cl to: for a call that needs the
 // leader, the cached leader, else the voters in descriptor order; for a
-// stale read, every replica from a random one. Nodes this call found
+// stale read, the local node's replica (Config.Local) when the route has
+// one, else every replica from a random one. Nodes this call found
 // unreachable are skipped; nodes whose connection is failing, and then
 // nodes that said they know no leader, go last. It returns false when no
-// candidate is left (or none has a known address).
+// candidate is left (or none has a known address). The local node is
+// never failing: no connection carries its calls.
 func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, string, bool) {
 	const (
 		healthy = iota
@@ -284,7 +286,7 @@ func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, strin
 			return "", unusable
 		case st.leaderless[n]:
 			return addr, leaderless
-		case c.conns.failing(addr):
+		case !isLocal(c.cfg.Local, n) && c.conns.failing(addr):
 			return addr, failing
 		}
 		return addr, healthy
@@ -292,6 +294,13 @@ func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, strin
 	if cl.needsLeader() {
 		if addr, rk := rank(r.leaderNode); rk == healthy {
 			return r.leaderNode, addr, true
+		}
+	}
+	if !cl.needsLeader() && c.cfg.Local != nil {
+		if local := nodeID(c.cfg.Local.ID); r.hasNode(local) {
+			if addr, rk := rank(local); rk == healthy {
+				return local, addr, true
+			}
 		}
 	}
 	reps := r.desc.GetReplicas()
@@ -430,7 +439,7 @@ func (c *Client) onNotLeader(r *route, node nodeID, d *pb.NotLeader, st *attempt
 		clear(st.leaderless) // an election ended
 		c.cache.setLeader(r.id(), d.GetLeaderReplicaId(), leader)
 		addr, known := c.addrs.get(leader)
-		if known && !st.tried[leader] && !c.conns.failing(addr) {
+		if known && !st.tried[leader] && (isLocal(c.cfg.Local, leader) || !c.conns.failing(addr)) {
 			return verdict{reason: RetryNotLeader, alive: true}
 		}
 		delete(st.tried, leader)

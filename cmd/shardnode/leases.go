@@ -12,6 +12,7 @@ import (
 	"github.com/flotilla-kv/flotilla/lease"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/router"
+	"github.com/flotilla-kv/flotilla/rpc"
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
@@ -25,9 +26,14 @@ type nodeLeases struct {
 }
 
 // startLeases builds the node's router (to placement when the node has
-// it, and to every node it knows) and lessor, and starts the lessor.
-func startLeases(cfg Config, peers map[multiraft.NodeID]string, tlsCfg *tlsconfig.Config, store *shard.Store, engine *multiraft.Engine, oracle shard.Oracle, logger *slog.Logger) (*nodeLeases, error) {
-	rcfg := router.Config{Timeout: 10 * time.Second}
+// it, and to every node it knows) and lessor, sets the lessor on kvSrv,
+// and starts the lessor. The router reaches this node through kvSrv's
+// local client (no gRPC), and serves its stale reads from this node's
+// replicas when it holds one; its watches still use gRPC, so the local
+// client needs no fallback. kvSrv gets its leases before the lessor runs
+// and before the router is returned: a local call reads them.
+func startLeases(cfg Config, peers map[multiraft.NodeID]string, tlsCfg *tlsconfig.Config, store *shard.Store, engine *multiraft.Engine, oracle shard.Oracle, kvSrv *rpc.KVServer, logger *slog.Logger) (*nodeLeases, error) {
+	rcfg := router.Config{Timeout: 10 * time.Second, Local: &router.LocalNode{ID: cfg.NodeID, KV: kvSrv.LocalClient(nil)}}
 	if cfg.Placement != "" {
 		rcfg.PlacementAddresses = strings.Split(cfg.Placement, ",")
 	}
@@ -47,8 +53,10 @@ func startLeases(cfg Config, peers map[multiraft.NodeID]string, tlsCfg *tlsconfi
 	}
 	f := leaseFleet{rc}
 	ls := lease.New(lease.Config{Logger: logger, CheckpointInterval: cfg.LeaseCheckpoint}, store, engine, f, oracle)
+	nl := &nodeLeases{Lessor: ls, checker: lease.NewChecker(f, oracle), router: rc}
+	kvSrv.SetLeases(nl)
 	go ls.Run()
-	return &nodeLeases{Lessor: ls, checker: lease.NewChecker(f, oracle), router: rc}, nil
+	return nl, nil
 }
 
 // close stops the lessor and the router.

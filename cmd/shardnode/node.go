@@ -142,12 +142,11 @@ func run(ctx context.Context, cfg Config) error {
 	raftSrv := rpc.NewRaftServer(self, engine, transport)
 	pb.RegisterRaftServer(srv, raftSrv)
 	kvSrv := rpc.NewKVServer(store, resolver, forward)
-	leases, err := startLeases(cfg, peers, tlsCfg, store, engine, oracle, logger)
+	leases, err := startLeases(cfg, peers, tlsCfg, store, engine, oracle, kvSrv, logger)
 	if err != nil {
 		return err
 	}
 	defer leases.close()
-	kvSrv.SetLeases(leases)
 	if err := tel.ObserveLeases(leases.Lessor); err != nil {
 		return err
 	}
