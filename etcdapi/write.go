@@ -164,15 +164,22 @@ func (k *kvServer) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) 
 }
 
 // Compact implements etcd's KV.Compact: it compacts every shard at the
-// revision (router.Compact). physical is always honoured: the call
-// returns once every shard applied its compaction.
+// revision (router.CompactTo). physical is always honoured: the call
+// returns once every shard applied its compaction. A revision some shard
+// was compacted past already answers etcd's ErrCompacted, as etcd
+// answers a revision at or below its compaction (the other shards are
+// compacted all the same; compaction only grows).
 func (k *kvServer) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
 	if req.GetRevision() <= 0 {
 		return nil, rpctypes.ErrGRPCCompacted
 	}
 	rev := uint64(req.GetRevision())
-	if err := k.s.r.Compact(ctx, nil, nil, rev); err != nil {
+	after, err := k.s.r.CompactTo(ctx, nil, nil, rev)
+	if err != nil {
 		return nil, toStatus(err)
+	}
+	if after > rev {
+		return nil, rpctypes.ErrGRPCCompacted
 	}
 	return &pb.CompactionResponse{Header: k.s.header(rev)}, nil
 }

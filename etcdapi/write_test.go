@@ -210,5 +210,9 @@ func TestWrites(t *testing.T) {
 		if get, err := c.Get(ctx, "c/k", clientv3.WithRev(p2.Header.Revision)); err != nil || string(get.Kvs[0].Value) != "new" {
 			t.Fatalf("read at the compaction: %v %v", get, err)
 		}
+		// Below a compaction: etcd's ErrCompacted.
+		if _, err := c.Compact(ctx, p1.Header.Revision); !errors.Is(err, rpctypes.ErrCompacted) {
+			t.Fatalf("compact below the compaction point: %v", err)
+		}
 	})
 }

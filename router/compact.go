@@ -23,28 +23,40 @@ import (
 // Get, *FutureRevisionError for a rev above every revision handed out,
 // and InvalidArgument for rev 0 or an end that sorts before start.
 func (c *Client) Compact(ctx context.Context, start, end []byte, rev uint64) error {
+	_, err := c.CompactTo(ctx, start, end, rev)
+	return err
+}
+
+// CompactTo is Compact returning the highest compaction revision of the
+// shards after it: above rev when some shard had been compacted past rev
+// already (by an earlier Compact, or by pruning past its retention).
+func (c *Client) CompactTo(ctx context.Context, start, end []byte, rev uint64) (uint64, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	if rev == 0 {
-		return status.Error(codes.InvalidArgument, "router: compact: revision 0")
+		return 0, status.Error(codes.InvalidArgument, "router: compact: revision 0")
 	}
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
-		return status.Errorf(codes.InvalidArgument, "router: compact: end %s does not sort after start %s", keyfmt.Quote(end), keyfmt.Quote(start))
+		return 0, status.Errorf(codes.InvalidArgument, "router: compact: end %s does not sort after start %s", keyfmt.Quote(end), keyfmt.Quote(start))
 	}
+	var highest uint64
 	cur := start
 	for {
 		var used *route
+		var resp *pb.CompactResponse
 		err := c.do(ctx, &call{op: "compact", key: cur, consistency: Linearizable,
 			send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
 				used = r
-				_, err := kv.Compact(ctx, &pb.CompactRequest{Header: hdr, Revision: rev})
+				var err error
+				resp, err = kv.Compact(ctx, &pb.CompactRequest{Header: hdr, Revision: rev})
 				return err
 			}})
 		if err != nil {
-			return err
+			return highest, err
 		}
+		highest = max(highest, resp.GetCompactRevision())
 		if used.endsAtOrAfter(end) {
-			return nil
+			return highest, nil
 		}
 		cur = used.end()
 	}
