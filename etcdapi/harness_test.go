@@ -27,7 +27,7 @@ type testAPI struct {
 }
 
 // startAPI starts a testAPI; everything stops when the test ends.
-func startAPI(t *testing.T) *testAPI {
+func startAPI(t testing.TB) *testAPI {
 	t.Helper()
 	f := flt.New(t, 3, "--heartbeat-interval", "250ms")
 	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
@@ -59,7 +59,7 @@ func startAPI(t *testing.T) *testAPI {
 
 // newClient returns another etcd client of the API, closed when the test
 // ends.
-func (a *testAPI) newClient(t *testing.T) *clientv3.Client {
+func (a *testAPI) newClient(t testing.TB) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{a.addr}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,10 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
-	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/poll"
 	"github.com/flotilla-kv/flotilla/internal/syskeys"
 	"github.com/flotilla-kv/flotilla/router"
@@ -660,38 +656,5 @@ func BenchmarkRangePaginatedList(b *testing.B) {
 	b.ReportMetric(float64(pairs), "pairs/op")
 }
 
-// startBenchAPI is startAPI for a benchmark: the same fleet, router and
-// Server, with the Server's own etcd client; everything stops when the
-// benchmark ends.
-func startBenchAPI(b *testing.B) *testAPI {
-	b.Helper()
-	f := flt.New(b, 3, "--heartbeat-interval", "250ms")
-	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
-	f.StartPlacement()
-	f.Start()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rc, err := router.New(ctx, router.Config{PlacementAddresses: strings.Split(f.PlacementAddrs(), ","), Timeout: 10 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = rc.Close() })
-	s, err := New(Config{Router: rc, ClusterID: 0x10, MemberID: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	b.Cleanup(g.Stop)
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{lis.Addr().String()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Close() })
-	return &testAPI{fleet: f, router: rc, server: s, addr: lis.Addr().String(), client: c}
-}
+// startBenchAPI is startAPI for a benchmark.
+func startBenchAPI(b *testing.B) *testAPI { return startAPI(b) }
