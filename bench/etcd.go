@@ -48,35 +48,44 @@ func EnsureEtcd(ctx context.Context, b EtcdBuild) (path, version string, err err
 			return "", "", err
 		}
 	}
-	version, err = pinnedEtcdVersion(filepath.Join(src, "go.mod"))
+	version, err = PinnedVersion(filepath.Join(src, "go.mod"), etcdModule)
 	if err != nil {
 		return "", "", err
 	}
+	path, err = buildCached(ctx, b, src, ".", "etcd-"+version, "etcd "+version+" (once; a few minutes)")
+	return path, version, err
+}
+
+// buildCached returns b.CacheDir/name (default: .cache/etcd of the
+// checkout holding the tool module src), building package pkg of module
+// src there with `go build` (modules from the Go module proxy) when it is
+// missing, and telling b.Log what it builds.
+func buildCached(ctx context.Context, b EtcdBuild, src, pkg, name, what string) (string, error) {
 	cache := b.CacheDir
 	if cache == "" {
 		cache = filepath.Join(src, "..", "..", ".cache", "etcd")
 	}
-	path = filepath.Join(cache, "etcd-"+version)
+	path := filepath.Join(cache, name)
 	if st, err := os.Stat(path); err == nil && st.Mode()&0o111 != 0 {
-		return path, version, nil
+		return path, nil
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if b.Log != nil {
-		fmt.Fprintf(b.Log, "building etcd %s from the Go module proxy into %s (once; a few minutes)\n", version, cache)
+		fmt.Fprintf(b.Log, "building %s from the Go module proxy into %s\n", what, cache)
 	}
 	tmp := path + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, ".")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, pkg)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("bench: building etcd %s in %s: %w\n%s", version, src, err, out)
+		return "", fmt.Errorf("bench: building %s in %s: %w\n%s", pkg, src, err, out)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return "", "", err
+		return "", err
 	}
-	return path, version, nil
+	return path, nil
 }
 
 // findEtcdTool looks for bench/etcdtool in the working directory and its
@@ -106,8 +115,9 @@ func findEtcdTool() (string, error) {
 	return "", fmt.Errorf("bench: bench/etcdtool not found: run from a Flotilla checkout, or pass --etcd with an etcd server binary")
 }
 
-// pinnedEtcdVersion reads the version of etcdModule required by a go.mod.
-func pinnedEtcdVersion(gomod string) (string, error) {
+// PinnedVersion reads the version of module that a go.mod requires (the
+// release a tool module pins).
+func PinnedVersion(gomod, module string) (string, error) {
 	f, err := os.Open(gomod)
 	if err != nil {
 		return "", err
@@ -116,14 +126,14 @@ func pinnedEtcdVersion(gomod string) (string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
-		if len(fields) >= 2 && fields[0] == etcdModule {
+		if len(fields) >= 2 && fields[0] == module {
 			return fields[1], nil
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return "", err
 	}
-	return "", fmt.Errorf("bench: %s does not require %s", gomod, etcdModule)
+	return "", fmt.Errorf("bench: %s does not require %s", gomod, module)
 }
 
 // EtcdCluster is a running local etcd cluster, child processes of this

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -41,51 +39,12 @@ func EnsureEtcdBenchmark(ctx context.Context, b EtcdBuild) (path, version string
 		}
 	}
 	src = filepath.Join(filepath.Dir(src), "etcdbenchmark")
-	version, err = pinnedVersion(filepath.Join(src, "go.mod"), etcdBenchmarkModule)
+	version, err = PinnedVersion(filepath.Join(src, "go.mod"), etcdBenchmarkModule)
 	if err != nil {
 		return "", "", err
 	}
-	cache := b.CacheDir
-	if cache == "" {
-		cache = filepath.Join(src, "..", "..", ".cache", "etcd")
-	}
-	path = filepath.Join(cache, "etcd-benchmark-"+version)
-	if st, err := os.Stat(path); err == nil && st.Mode()&0o111 != 0 {
-		return path, version, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", "", err
-	}
-	if b.Log != nil {
-		fmt.Fprintf(b.Log, "building etcd's benchmark tool %s from the Go module proxy into %s (once; a minute or two)\n", version, cache)
-	}
-	tmp := path + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, etcdBenchmarkPackage)
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("bench: building etcd's benchmark tool %s in %s: %w\n%s", version, src, err, out)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", "", err
-	}
-	return path, version, nil
-}
-
-// pinnedVersion reads the version of module required by a go.mod.
-func pinnedVersion(gomod, module string) (string, error) {
-	data, err := os.ReadFile(gomod)
-	if err != nil {
-		return "", err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
-		if len(fields) >= 2 && fields[0] == module {
-			return fields[1], nil
-		}
-	}
-	return "", fmt.Errorf("bench: %s does not require %s", gomod, module)
+	path, err = buildCached(ctx, b, src, etcdBenchmarkPackage, "etcd-benchmark-"+version, "etcd's benchmark tool "+version+" (once; a minute or two)")
+	return path, version, err
 }
 
 // EtcdToolOptions configures RunEtcdTool.

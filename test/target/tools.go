@@ -1,16 +1,15 @@
 package target
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/bench"
 )
 
 // etcdctlModule is the module whose pinned release test/tools builds.
@@ -33,7 +32,7 @@ func Etcdctl(t testing.TB) string {
 		return etcdctlOnce.path
 	}
 	src := filepath.Join(Root(), "test", "tools")
-	version, err := pinnedVersion(filepath.Join(src, "go.mod"), etcdctlModule)
+	version, err := bench.PinnedVersion(filepath.Join(src, "go.mod"), etcdctlModule)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,24 +65,4 @@ func Etcdctl(t testing.TB) string {
 	}
 	etcdctlOnce.path = path
 	return path
-}
-
-// pinnedVersion reads the version of module required by a go.mod.
-func pinnedVersion(gomod, module string) (string, error) {
-	f, err := os.Open(gomod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
-		if len(fields) >= 2 && fields[0] == module {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("target: %s does not require %s", gomod, module)
 }
