@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,8 +12,6 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
-	flt "github.com/flotilla-kv/flotilla/internal/fleet"
-	"github.com/flotilla-kv/flotilla/internal/launch"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -30,17 +27,8 @@ func TestEtcdConcurrencyUnderNodeKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a fleet and kills its nodes")
 	}
-	flt.Binary(t, "placementd")
-	bin := filepath.Dir(flt.Binary(t, "shardnode"))
 	ctx := testutil.Context(t, 4*time.Minute)
-	f, err := launch.Start(ctx, launch.Options{
-		Dir: t.TempDir(), BinDir: bin, Nodes: 3, PlacementReplicas: 1, Shards: 4, Etcd: true,
-		NodeArgs: []string{"--heartbeat-interval", "250ms"}, PlacementArgs: []string{"--heartbeat-interval", "250ms", "--schedule-interval", "250ms"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
+	f := startEtcdFleet(ctx, t)
 	var endpoints []string
 	for _, n := range f.Nodes() {
 		endpoints = append(endpoints, n.EtcdAddr())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -20,16 +21,13 @@ import (
 	"github.com/flotilla-kv/flotilla/router"
 )
 
-// TestEtcdAPI: three shardnodes started with --etcd-listen (through
-// launch's Options.Etcd) and placement with four shards. clientv3 reaches
-// every node's etcd API: data written through the router reads back
-// through each, a lease granted through one is seen through another, the
-// member list names every node with its etcd URL, and Status names the
-// fleet's cluster ID and the node as member.
-func TestEtcdAPI(t *testing.T) {
+// startEtcdFleet starts three shardnodes serving the etcd API
+// (launch's Options.Etcd) and a placementd with four shards, stopped when
+// the test ends.
+func startEtcdFleet(ctx context.Context, t *testing.T) *launch.Fleet {
+	t.Helper()
 	flt.Binary(t, "placementd")
 	bin := filepath.Dir(flt.Binary(t, "shardnode"))
-	ctx := testutil.Context(t, 2*time.Minute)
 	f, err := launch.Start(ctx, launch.Options{
 		Dir: t.TempDir(), BinDir: bin, Nodes: 3, PlacementReplicas: 1, Shards: 4, Etcd: true,
 		NodeArgs: []string{"--heartbeat-interval", "250ms"}, PlacementArgs: []string{"--heartbeat-interval", "250ms", "--schedule-interval", "250ms"},
@@ -38,6 +36,18 @@ func TestEtcdAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
+	return f
+}
+
+// TestEtcdAPI: three shardnodes started with --etcd-listen (through
+// launch's Options.Etcd) and placement with four shards. clientv3 reaches
+// every node's etcd API: data written through the router reads back
+// through each, a lease granted through one is seen through another, the
+// member list names every node with its etcd URL, and Status names the
+// fleet's cluster ID and the node as member.
+func TestEtcdAPI(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	f := startEtcdFleet(ctx, t)
 	rc, err := router.New(ctx, router.Config{PlacementAddresses: f.PlacementAddrs(), Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
