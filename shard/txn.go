@@ -16,8 +16,9 @@ import (
 // order, all at the command's one revision, in one Raft entry. Reads
 // inside it see the writes of the operations before them. Every replica
 // evaluates the same compares on the same state, so they all take the
-// same branch. Transactions across shards are the router's (issue 17);
-// here every key must be in the shard, as a Batch's must.
+// same branch. Every key must be in the shard, as a Batch's must:
+// transactions across shards are not built yet, and the router refuses
+// them (router.ErrCrossShardTxn).
 
 // CompareTarget says which property of a key a Compare looks at.
 type CompareTarget uint8
