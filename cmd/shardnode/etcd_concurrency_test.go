@@ -43,14 +43,14 @@ func TestEtcdConcurrencyUnderNodeKills(t *testing.T) {
 	}
 
 	var (
-		stop      atomic.Bool
-		holders   atomic.Int32
-		leaders   atomic.Int32
-		locks     atomic.Int64
-		terms     atomic.Int64
-		mu        sync.Mutex
-		lastFence int64
-		failures  []string
+		stop     atomic.Bool
+		holders  atomic.Int32
+		leaders  atomic.Int32
+		locks    atomic.Int64
+		terms    atomic.Int64
+		mu       sync.Mutex
+		last     holding // the mutex's last holder
+		failures []string
 	)
 	fail := func(format string, args ...any) {
 		mu.Lock()
@@ -94,22 +94,27 @@ func TestEtcdConcurrencyUnderNodeKills(t *testing.T) {
 				if n := holders.Add(1); n != 1 {
 					fail("client %d holds the mutex with %d others", w, n-1)
 				}
-				fence := m.Header().Revision
+				h := holding{client: w, key: m.Key(), fence: m.Header().Revision}
 				if kresp, err := c.Get(ctx, m.Key()); err == nil && len(kresp.Kvs) == 1 {
-					fence = kresp.Kvs[0].CreateRevision
+					h.fence = kresp.Kvs[0].CreateRevision
 				}
 				mu.Lock()
-				if fence <= lastFence {
-					failures = append(failures, fmt.Sprintf("client %d holds with fencing revision %d, not above the last holder's %d", w, fence, lastFence))
+				if err := h.follows(last); err != nil {
+					failures = append(failures, err.Error())
 				}
-				lastFence = fence
+				last = h
 				mu.Unlock()
 				time.Sleep(5 * time.Millisecond) // the critical section
 				holders.Add(-1)
 				locks.Add(1)
 				uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				_ = m.Unlock(uctx) // a failed unlock ends with the session's lease
+				// A failed unlock leaves the key, which the session's next
+				// Lock finds again: the client never let go.
+				err = m.Unlock(uctx)
 				cancel()
+				mu.Lock()
+				last.unlocked = err == nil
+				mu.Unlock()
 			}
 		})
 	}
@@ -175,4 +180,28 @@ func TestEtcdConcurrencyUnderNodeKills(t *testing.T) {
 		t.Error(f)
 	}
 	t.Logf("%d locks, %d election terms, through a kill of every node", locks.Load(), terms.Load())
+}
+
+// holding is one acquisition of the mutex in
+// TestEtcdConcurrencyUnderNodeKills.
+type holding struct {
+	client   int
+	key      string
+	fence    int64 // the create revision of the holder's key
+	unlocked bool  // the holder's Unlock succeeded
+}
+
+// follows reports whether h may follow prev as the mutex's holder: its
+// fence is above prev's, or it is prev's own key again because prev's
+// Unlock failed (clientv3's Mutex then finds the session's key still in
+// place, and holds it with the same create revision, as it should).
+func (h holding) follows(prev holding) error {
+	if h.fence > prev.fence {
+		return nil
+	}
+	if h.fence == prev.fence && h.key == prev.key && h.client == prev.client && !prev.unlocked {
+		return nil
+	}
+	return fmt.Errorf("client %d holds %q with fencing revision %d, not above client %d's %q at %d (unlocked: %v)",
+		h.client, h.key, h.fence, prev.client, prev.key, prev.fence, prev.unlocked)
 }
