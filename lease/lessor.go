@@ -85,6 +85,14 @@ type Config struct {
 	// Now is the clock (default time.Now; its monotonic reading is what
 	// counts). Tests inject one.
 	Now func() time.Time
+	// TTLUnit is the unit TTLs are counted in: a TTL of n is n TTLUnits,
+	// in requests, answers and records alike. Default time.Second, as
+	// etcd counts them; the simulator shortens it so that leases end
+	// within its runs. Every node of a fleet must use the same.
+	TTLUnit time.Duration
+	// Runtime runs the lessor's goroutines and waits (default: real
+	// goroutines and the wall clock). See Runtime.
+	Runtime Runtime
 	// Logger gets the lessor's events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -107,6 +115,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.TTLUnit <= 0 {
+		c.TTLUnit = time.Second
+	}
+	if c.Runtime == nil {
+		c.Runtime = goRuntime{}
 	}
 	return c
 }
@@ -165,9 +179,10 @@ type Lessor struct {
 	baseTime time.Time
 
 	metrics metrics
-	stop    chan struct{}
+	// runCtx ends when Close is called; done is closed when Run returns.
+	runCtx  context.Context
+	stopRun context.CancelFunc
 	done    chan struct{}
-	closing sync.Once
 }
 
 // metrics counts what a Lessor did.
@@ -185,28 +200,26 @@ type Counters struct {
 // oracle. Run starts it.
 func New(cfg Config, store Store, engine Engine, fleet Fleet, oracle Oracle) *Lessor {
 	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Lessor{cfg: cfg, store: store, engine: engine, fleet: fleet, oracle: oracle, log: cfg.Logger,
-		homes: map[shard.ShardID]*home{}, leases: map[uint64]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
+		homes: map[shard.ShardID]*home{}, leases: map[uint64]*lease{}, runCtx: ctx, stopRun: cancel, done: make(chan struct{})}
 }
 
-// Run runs the lessor's loop until Close.
+// Run runs the lessor's loop until Close: a round (Step) every
+// Config.Interval on the Runtime's clock.
 func (ls *Lessor) Run() {
 	defer close(ls.done)
-	t := time.NewTicker(ls.cfg.Interval)
-	defer t.Stop()
 	for {
-		ls.step()
-		select {
-		case <-ls.stop:
+		ls.Step()
+		if ls.cfg.Runtime.Sleep(ls.runCtx, ls.cfg.Interval) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// Close stops the loop and waits for it.
+// Close stops the loop and waits for it (Run must have been started).
 func (ls *Lessor) Close() {
-	ls.closing.Do(func() { close(ls.stop) })
+	ls.stopRun()
 	<-ls.done
 }
 
@@ -224,10 +237,14 @@ func (ls *Lessor) Counters() Counters {
 		KeptAlive: m.kept.Load(), Checkpointed: m.checkpoints.Load()}
 }
 
-// step is one round of the loop: refresh the timestamp base, follow the
-// shards this node leads, expire and checkpoint.
-func (ls *Lessor) step() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*ls.cfg.Interval+time.Second)
+// Step is one round of Run's loop: refresh the timestamp base, follow the
+// shards this node leads, start the end of every lease whose deadline
+// passed, and checkpoint. It returns once the round's checkpoints were
+// written; the ends run on goroutines of the Runtime. Run calls it every
+// Config.Interval; a caller driving the lessor itself (instead of Run)
+// calls it as often, from one goroutine at a time.
+func (ls *Lessor) Step() {
+	ctx, cancel := ls.cfg.Runtime.WithTimeout(context.Background(), 10*ls.cfg.Interval+time.Second)
 	defer cancel()
 	before := ls.cfg.Now()
 	if ts, err := ls.oracle.Next(ctx, 1); err == nil {
@@ -252,7 +269,7 @@ func (ls *Lessor) step() {
 	}
 	ls.mu.Unlock()
 	for _, l := range due {
-		go ls.expire(l)
+		ls.cfg.Runtime.Go("lease expire", func() { ls.expire(l) })
 	}
 	for id, ll := range checkpoints {
 		ls.writeCheckpoints(ctx, id, ll)
@@ -340,7 +357,7 @@ func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
 				continue
 			}
 			rem := time.Duration(r.RemainingMs) * time.Millisecond
-			l := &lease{id: lid, home: id, ttl: time.Duration(r.TTL) * time.Second, deadline: now.Add(rem), stored: rem, ending: r.Ended}
+			l := &lease{id: lid, home: id, ttl: time.Duration(r.TTL) * ls.cfg.TTLUnit, deadline: now.Add(rem), stored: rem, ending: r.Ended}
 			found = append(found, l)
 			if r.Ended {
 				ended = append(ended, lid)
@@ -363,7 +380,8 @@ func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
 		}
 	}
 	for _, lid := range ended {
-		go ls.finish(ls.leases[lid])
+		l := ls.leases[lid]
+		ls.cfg.Runtime.Go("lease finish", func() { ls.finish(l) })
 	}
 	return nil
 }
@@ -427,7 +445,7 @@ func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, t
 	if ttlSeconds <= 0 || ttlSeconds > MaxTTL {
 		return 0, 0, false, 0, fmt.Errorf("%w: %d seconds (1 to %d)", ErrBadTTL, ttlSeconds, int64(MaxTTL))
 	}
-	if minS := int64((ls.cfg.MinTTL + time.Second - 1) / time.Second); ttlSeconds < minS {
+	if minS := int64((ls.cfg.MinTTL + ls.cfg.TTLUnit - 1) / ls.cfg.TTLUnit); ttlSeconds < minS {
 		ttlSeconds = minS
 	}
 	if id == 0 {
@@ -456,7 +474,7 @@ func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, t
 		return 0, 0, false, 0, fmt.Errorf("%w: %d", ErrExists, id)
 	}
 	ls.mu.Unlock()
-	ttlD := time.Duration(ttlSeconds) * time.Second
+	ttlD := time.Duration(ttlSeconds) * ls.cfg.TTLUnit
 	rec := syskeys.LeaseRecord{TTL: ttlSeconds, RemainingMs: ttlD.Milliseconds()}
 	res, err := ls.store.Execute(ctx, shardID, &shard.Command{Kind: shard.KindCompareAndSwap, Key: syskeys.LeaseRecordKey(id), ExpectAbsent: true, Value: rec.AppendEncoded(nil)})
 	if err != nil {
@@ -499,18 +517,16 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 			// A checkpoint is being written: it may store less than the
 			// TTL this keepalive restarts, so reset after it.
 			ls.mu.Unlock()
-			select {
-			case <-w:
-				continue
-			case <-ctx.Done():
-				return 0, ctx.Err()
+			if err := ls.cfg.Runtime.WaitClosed(ctx, w); err != nil {
+				return 0, err
 			}
+			continue
 		}
 		l.deadline = ls.cfg.Now().Add(l.ttl)
 		if l.stored >= l.ttl {
 			ls.mu.Unlock()
 			ls.metrics.kept.Add(1)
-			return int64(l.ttl / time.Second), nil
+			return int64(l.ttl / ls.cfg.TTLUnit), nil
 		}
 		// The record holds less than the TTL restarted now: write the
 		// full TTL before answering, or a leader change could cut the
@@ -518,7 +534,7 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 		w := make(chan struct{})
 		l.writing = w
 		ls.mu.Unlock()
-		_, err := ls.writeRecord(ctx, shardID, id, syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), RemainingMs: l.ttl.Milliseconds()})
+		_, err := ls.writeRecord(ctx, shardID, id, syskeys.LeaseRecord{TTL: int64(l.ttl / ls.cfg.TTLUnit), RemainingMs: l.ttl.Milliseconds()})
 		ls.mu.Lock()
 		if err == nil {
 			l.stored = l.ttl
@@ -530,7 +546,7 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 			return 0, err
 		}
 		ls.metrics.kept.Add(1)
-		return int64(l.ttl / time.Second), nil
+		return int64(l.ttl / ls.cfg.TTLUnit), nil
 	}
 }
 
@@ -558,7 +574,7 @@ func (ls *Lessor) writeCheckpoints(ctx context.Context, id shard.ShardID, ll []*
 			waits = append(waits, w)
 			mine = append(mine, l)
 			stored = append(stored, rem)
-			ops = append(ops, shard.Op{Key: syskeys.LeaseRecordKey(l.id), Value: syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), RemainingMs: rem.Milliseconds()}.AppendEncoded(nil)})
+			ops = append(ops, shard.Op{Key: syskeys.LeaseRecordKey(l.id), Value: syskeys.LeaseRecord{TTL: int64(l.ttl / ls.cfg.TTLUnit), RemainingMs: rem.Milliseconds()}.AppendEncoded(nil)})
 		}
 		ls.mu.Unlock()
 		if len(ops) == 0 {
@@ -691,8 +707,8 @@ func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint
 	l, err := ls.leaseOf(shardID, id)
 	if err == nil {
 		left := max(l.deadline.Sub(ls.cfg.Now()), 0)
-		remaining = int64((left + time.Second - 1) / time.Second)
-		granted = int64(l.ttl / time.Second)
+		remaining = int64((left + ls.cfg.TTLUnit - 1) / ls.cfg.TTLUnit)
+		granted = int64(l.ttl / ls.cfg.TTLUnit)
 	}
 	ls.mu.Unlock()
 	if err != nil || !keys {
@@ -738,7 +754,7 @@ func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) 
 
 // expire ends lease l, whose deadline passed, in the background.
 func (ls *Lessor) expire(l *lease) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := ls.cfg.Runtime.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, _, err := ls.end(ctx, l, true); err != nil {
 		ls.log.Debug("lease: ending an expired lease", "lease", l.id, "err", err)
@@ -757,12 +773,10 @@ func (ls *Lessor) expire(l *lease) {
 func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint64, error) {
 	for {
 		if w := func() chan struct{} { ls.mu.Lock(); defer ls.mu.Unlock(); return l.writing }(); w != nil {
-			select {
-			case <-w:
-				continue
-			case <-ctx.Done():
-				return 0, 0, ctx.Err()
+			if err := ls.cfg.Runtime.WaitClosed(ctx, w); err != nil {
+				return 0, 0, err
 			}
+			continue
 		}
 		break
 	}
@@ -783,10 +797,8 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 		// Ask again at least every 10 ms: the wait is in the oracle's
 		// time, which need not run at this clock's rate.
 		wait := min(time.Duration(tso.Physical(tso.Timestamp(promised))-tso.Physical(ts)+1)*time.Millisecond, 10*time.Millisecond)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+		if err := ls.cfg.Runtime.Sleep(ctx, wait); err != nil {
+			return 0, 0, err
 		}
 	}
 	// An end begun under an earlier leadership of this node must not
@@ -795,7 +807,7 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 	if !ls.current(l) {
 		return 0, 0, fmt.Errorf("%w: lease %d: this node's leadership of its home changed", ErrNotFound, l.id)
 	}
-	rev, err := ls.writeRecord(ctx, l.home, l.id, syskeys.LeaseRecord{TTL: int64(l.ttl / time.Second), Ended: true})
+	rev, err := ls.writeRecord(ctx, l.home, l.id, syskeys.LeaseRecord{TTL: int64(l.ttl / ls.cfg.TTLUnit), Ended: true})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -818,7 +830,7 @@ func (ls *Lessor) finish(l *lease) {
 	if l == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := ls.cfg.Runtime.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := ls.deleteKeys(ctx, l.home, l.id); err != nil {
 		ls.log.Debug("lease: finishing an ended lease", "lease", l.id, "err", err)
@@ -853,10 +865,21 @@ func (ls *Lessor) deleteKeys(ctx context.Context, home shard.ShardID, id uint64)
 		next     atomic.Int64
 		firstErr error
 		errMu    sync.Mutex
-		wg       sync.WaitGroup
 	)
-	for range min(endParallelism, len(idx)) {
-		wg.Go(func() {
+	workers := min(endParallelism, len(idx))
+	var running atomic.Int64
+	running.Store(int64(workers))
+	allDone := make(chan struct{})
+	if workers == 0 {
+		close(allDone)
+	}
+	for range workers {
+		ls.cfg.Runtime.Go("lease delete", func() {
+			defer func() {
+				if running.Add(-1) == 0 {
+					close(allDone)
+				}
+			}()
 			for i := next.Add(1) - 1; i < int64(len(idx)); i = next.Add(1) - 1 {
 				k := idx[i]
 				key, ok := syskeys.KeyFromLeaseIndex(k)
@@ -879,7 +902,9 @@ func (ls *Lessor) deleteKeys(ctx context.Context, home shard.ShardID, id uint64)
 			}
 		})
 	}
-	wg.Wait()
+	// The workers end on their own (ctx bounds their calls): wait for
+	// all of them whatever ctx says, as they share this call's state.
+	_ = ls.cfg.Runtime.WaitClosed(context.Background(), allDone)
 	if firstErr != nil {
 		return deleted.Load(), firstErr
 	}

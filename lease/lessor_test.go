@@ -282,7 +282,7 @@ func newLessor(w *world, checkpoint time.Duration) *Lessor {
 func run(ls *Lessor, w *world, d time.Duration) {
 	for t := time.Duration(0); t < d; t += 100 * time.Millisecond {
 		w.advance(100 * time.Millisecond)
-		ls.step()
+		ls.Step()
 	}
 }
 
@@ -321,7 +321,7 @@ func (ls *Lessor) ending(id uint64) bool {
 func TestKeepAliveAfterCheckpointSurvivesLeaderChange(t *testing.T) {
 	w := newWorld()
 	ls := newLessor(w, 2*time.Second)
-	ls.step()
+	ls.Step()
 	id := grant(t, ls, 10)
 	run(ls, w, 3*time.Second)
 	if r, _ := w.record(t, id); r.RemainingMs > 8500 {
@@ -335,7 +335,7 @@ func TestKeepAliveAfterCheckpointSurvivesLeaderChange(t *testing.T) {
 	}
 	kept := w.clock()
 	next := leaderChange(w)
-	next.step()
+	next.Step()
 	run(next, w, 9500*time.Millisecond)
 	if _, ok := w.record(t, id); !ok || next.Count() != 1 {
 		t.Fatalf("the lease kept alive at %v ended before its TTL on the new leader", kept)
@@ -348,19 +348,19 @@ func TestKeepAliveAfterCheckpointSurvivesLeaderChange(t *testing.T) {
 func TestCheckpointBoundsExtension(t *testing.T) {
 	w := newWorld()
 	ls := newLessor(w, 2*time.Second)
-	ls.step()
+	ls.Step()
 	granted := w.clock()
 	id := grant(t, ls, 10)
 	run(ls, w, 5*time.Second)
 	next := leaderChange(w)
-	next.step()
+	next.Step()
 	// The end is decided in the step that marks the lease ending; the
 	// end itself may be done before the test looks (the record ended or
 	// gone), the clock having not moved since.
 	var ended time.Time
 	for range 200 {
 		w.advance(100 * time.Millisecond)
-		next.step()
+		next.Step()
 		r, ok := w.record(t, id)
 		if next.ending(id) || !ok || r.Ended {
 			ended = w.clock()
@@ -393,7 +393,7 @@ func TestCheckpointBoundsExtension(t *testing.T) {
 func TestEndDeletesAttachedKeys(t *testing.T) {
 	w := newWorld()
 	ls := newLessor(w, 2*time.Second)
-	ls.step()
+	ls.Step()
 	a, b := grant(t, ls, 3), grant(t, ls, 60)
 	ctx := context.Background()
 	for _, k := range []string{"k1", "k2", "moved"} {
@@ -414,7 +414,7 @@ func TestEndDeletesAttachedKeys(t *testing.T) {
 	}
 	run(ls, w, 3*time.Second)
 	testutil.Eventually(t, 10*time.Second, func() error {
-		ls.step()
+		ls.Step()
 		if _, ok := w.record(t, a); ok {
 			return fmt.Errorf("lease %d's record is still there", a)
 		}
@@ -456,12 +456,12 @@ func TestEndDeletesAttachedKeys(t *testing.T) {
 func TestFollowerAnswersNotLeader(t *testing.T) {
 	w := newWorld()
 	ls := newLessor(w, 2*time.Second)
-	ls.step()
+	ls.Step()
 	id := grant(t, ls, 10)
 	w.mu.Lock()
 	w.leading = false
 	w.mu.Unlock()
-	ls.step()
+	ls.Step()
 	var nle *multiraft.NotLeaderError
 	if _, err := ls.KeepAlive(context.Background(), 1, id); !errors.As(err, &nle) {
 		t.Fatalf("keepalive on a follower: %v, want NotLeader", err)

@@ -356,7 +356,7 @@ func runModel(seed uint64) (st modelStats, err error) {
 		w.now += 100 * time.Millisecond
 		w.mu.Unlock()
 		for i := 1; i <= nodes; i++ {
-			ls[i].step()
+			ls[i].Step()
 		}
 		for range 50 {
 			busy := false
