@@ -120,6 +120,7 @@
 //	connect.go      Connector: clients of the nodes and the placement replicas
 //	runtime.go      Runtime: goroutines, sleeps and waits (the simulator's hook)
 //	history.go      the recent operators and their counts
-//	metrics.go      OperatorCounts and Telemetry, for placementd's metrics
+//	metrics.go      OperatorCounts, Telemetry and ObserveStatus, for placementd's metrics
 //	http.go         the status page and its JSON
+//	status.go       the status page's verdict: the banner's problems, figures per node and shard
 package placement

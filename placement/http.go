@@ -2,10 +2,10 @@ package placement
 
 import (
 	_ "embed"
+	"encoding/json"
 	"net/http"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -18,7 +18,13 @@ var statusPage []byte
 //	GET /             the live status page (HTML, no external assets)
 //	GET /api/status   cluster status, nodes and shards as JSON (what the page shows)
 //
-// Requests reaching a follower are answered by the leader, as over gRPC.
+// /api/status is a StatusPage message in protojson (cluster, nodes,
+// shards; proto field names, 64-bit integers as strings) with one more
+// member, "health": the StatusPageHealth placement derives from it (the
+// banner's problems and the figures per node and shard; see
+// status.go). Requests reaching a follower are answered by the leader, as
+// over gRPC; the follower derives the same health from the leader's
+// answer.
 func RegisterHTTP(mux *http.ServeMux, s *Service) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -41,13 +47,28 @@ func RegisterHTTP(mux *http.ServeMux, s *Service) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		writeJSON(w, &pb.StatusPage{Cluster: cs, Nodes: nodes.GetNodes(), Shards: shards.GetShards()})
+		page := &pb.StatusPage{Cluster: cs, Nodes: nodes.GetNodes(), Shards: shards.GetShards()}
+		writeStatus(w, page, assessStatus(page, s.cfg.Now(), s.statusLimits()))
 	})
 }
 
-func writeJSON(w http.ResponseWriter, m proto.Message) {
-	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+// writeStatus writes page with its health as the answer of /api/status.
+func writeStatus(w http.ResponseWriter, page *pb.StatusPage, h StatusPageHealth) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(page)
 	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(b, &members); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if members["health"], err = json.Marshal(h); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if b, err = json.Marshal(members); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

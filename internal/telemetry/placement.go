@@ -16,7 +16,8 @@ import (
 // leader (zero on followers), nodes up and down, shards known, and the
 // cluster's health as flotilla status and the status page show it (the
 // same computation, Service.Health): shards under-replicated,
-// unavailable, lagging, blocked and waiting.
+// unavailable, lagging, blocked and waiting; with Service.ObserveStatus,
+// operators running by kind and the status page's problems by kind.
 func (t *Telemetry) ObservePlacement(svc *placement.Service) error {
 	type kindCounter struct {
 		inst metric.Int64ObservableCounter
@@ -50,6 +51,11 @@ func (t *Telemetry) ObservePlacement(svc *placement.Service) error {
 		}
 		return nil
 	}, obs...); err != nil {
+		return err
+	}
+	// Operators running by kind and the status page's problems by kind
+	// (placement/metrics.go).
+	if err := svc.ObserveStatus(t.Meter); err != nil {
 		return err
 	}
 	_, _, _, up, down, shards := svc.Telemetry()
