@@ -29,6 +29,15 @@ import (
 // between. A new oracle starts above every limit saved before, so above
 // every timestamp any earlier leader handed out.
 //
+// The oracle also keeps the last write's timestamp (tso, "The last
+// write"): each request says which of its timestamps include the
+// writes (write_span), every answer carries the last write's timestamp,
+// and a request for no timestamps asks for that alone. A new leadership's
+// oracle answers the limit it loaded until its first write: at or above
+// everything handed out before, so a read at it still sees every
+// acknowledged write. The answer is fenced like the timestamps (below):
+// a deposed leader's last write could miss writes its successor stamped.
+//
 // A deposed leader that has not yet noticed could still hand out
 // timestamps from its window, below those its successor already handed
 // out for acknowledged writes. So GetTimestamps answers only after
@@ -142,9 +151,12 @@ func (s *Service) StreamTimestamps(stream pb.Placement_StreamTimestampsServer) e
 }
 
 func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
-	n := req.GetCount()
-	if n < 1 || n > tso.LogicalRange {
-		return nil, status.Errorf(codes.InvalidArgument, "count: %d is outside [1, %d]", n, tso.LogicalRange)
+	n, span := req.GetCount(), req.GetWriteSpan()
+	if n > tso.LogicalRange {
+		return nil, status.Errorf(codes.InvalidArgument, "count: %d is outside [0, %d]", n, tso.LogicalRange)
+	}
+	if span > n {
+		return nil, status.Errorf(codes.InvalidArgument, "write_span: %d is above the count %d", span, n)
 	}
 	since := s.leaderSince.Load()
 	if since == 0 {
@@ -154,7 +166,12 @@ func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsReques
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("placement: starting the timestamp oracle: %w", err))
 	}
-	first, err := o.Next(ctx, int(n))
+	var first, lastWrite tso.Timestamp
+	if n == 0 {
+		lastWrite, err = o.LastWrite(ctx)
+	} else {
+		first, lastWrite, err = o.NextWrites(ctx, int(n), int(span))
+	}
 	if err != nil {
 		if errors.Is(err, tso.ErrSaveFailed) || errors.Is(err, tso.ErrClosed) {
 			s.dropOracle(o)
@@ -172,5 +189,5 @@ func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsReques
 	if s.leaderSince.Load() != since {
 		return nil, status.Error(codes.Unavailable, "placement: the lead changed while handing out timestamps; retry")
 	}
-	return &pb.GetTimestampsResponse{First: uint64(first)}, nil
+	return &pb.GetTimestampsResponse{First: uint64(first), LastWrite: uint64(lastWrite)}, nil
 }

@@ -16,15 +16,15 @@ import (
 // TestGetTimestamps: the placement leader hands out batches of
 // timestamps, each above every one handed out before, across concurrent
 // callers and across a change of leadership, which opens a new oracle
-// above the limit the old one saved in the catalogue; a bad count is
-// INVALID_ARGUMENT.
+// above the limit the old one saved in the catalogue; a count above
+// LogicalRange, or a write span above the count, is INVALID_ARGUMENT.
 func TestGetTimestamps(t *testing.T) {
 	svc, c := newTestPlacement(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, n := range []uint32{0, tso.LogicalRange + 1} {
-		if _, err := c.GetTimestamps(ctx, &pb.GetTimestampsRequest{Count: n}); status.Code(err) != codes.InvalidArgument {
-			t.Fatalf("count %d: %v, want INVALID_ARGUMENT", n, err)
+	for _, req := range []*pb.GetTimestampsRequest{{Count: tso.LogicalRange + 1}, {Count: 2, WriteSpan: 3}, {WriteSpan: 1}} {
+		if _, err := c.GetTimestamps(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("%v: %v, want INVALID_ARGUMENT", req, err)
 		}
 	}
 	type batch struct{ first, n uint64 }
@@ -109,10 +109,64 @@ func TestStreamTimestamps(t *testing.T) {
 		}
 		top = resp.GetFirst() + uint64(n) - 1
 	}
-	if err := stream.Send(&pb.GetTimestampsRequest{Count: 0}); err != nil {
+	if err := stream.Send(&pb.GetTimestampsRequest{Count: tso.LogicalRange + 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("count 0 on a stream: %v", err)
+		t.Fatalf("count %d on a stream: %v", tso.LogicalRange+1, err)
+	}
+}
+
+// TestLastWriteTimestamps: every answer carries the last write's
+// timestamp, which moves to the end of each request's write span and
+// nowhere else; a count of 0 asks for it alone, on a call or a stream.
+// After a change of leadership (a new oracle) it is the limit the old
+// oracle saved, above everything handed out, until the first write.
+func TestLastWriteTimestamps(t *testing.T) {
+	svc, c := newTestPlacement(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	get := func(count, span uint32) *pb.GetTimestampsResponse {
+		t.Helper()
+		resp, err := c.GetTimestamps(ctx, &pb.GetTimestampsRequest{Count: count, WriteSpan: span})
+		if err != nil {
+			t.Fatalf("GetTimestamps(%d, %d): %v", count, span, err)
+		}
+		return resp
+	}
+	w := get(4, 2)
+	if want := w.GetFirst() + 1; w.GetLastWrite() != want {
+		t.Fatalf("GetTimestamps(4, 2) = first %d, last write %d; want %d", w.GetFirst(), w.GetLastWrite(), want)
+	}
+	write := w.GetLastWrite()
+	if r := get(3, 0); r.GetLastWrite() != write || r.GetFirst() <= write {
+		t.Fatalf("a batch without writes: first %d, last write %d; want last write %d", r.GetFirst(), r.GetLastWrite(), write)
+	}
+	if r := get(0, 0); r.GetLastWrite() != write || r.GetFirst() != 0 {
+		t.Fatalf("count 0: first %d, last write %d; want 0, %d", r.GetFirst(), r.GetLastWrite(), write)
+	}
+	stream, err := c.StreamTimestamps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.GetTimestampsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := stream.Recv(); err != nil || r.GetLastWrite() != write {
+		t.Fatalf("count 0 on a stream: %v, %v; want last write %d", r, err, write)
+	}
+	top := get(5, 0).GetFirst() + 4
+
+	svc.leaderSince.Store(svc.leaderSince.Load() + 1)
+	limit := svc.cat.load().Next(CounterTimestamp)
+	r := get(0, 0)
+	if r.GetLastWrite() <= top {
+		t.Fatalf("after a new leadership the last write is %d, not above %d handed out before", r.GetLastWrite(), top)
+	}
+	if r.GetLastWrite() != limit {
+		t.Fatalf("after a new leadership the last write is %d, want the limit %d the old oracle saved", r.GetLastWrite(), limit)
+	}
+	if w := get(1, 1); w.GetLastWrite() != w.GetFirst() || w.GetFirst() <= limit {
+		t.Fatalf("the new leadership's first write: first %d, last write %d; want equal and above %d", w.GetFirst(), w.GetLastWrite(), limit)
 	}
 }

@@ -89,6 +89,41 @@
 // the same holds provided a deposed leader hands out nothing after the
 // new one has begun (see the fencing rule below).
 //
+// # The last write
+//
+// A consistent read of the latest state must see every acknowledged
+// write. Reading at a fresh timestamp does, but answers a revision above
+// every write, while etcd's clients (the Kubernetes API server) expect a
+// read made when nothing was written since a write to answer exactly
+// that write's revision. So the Oracle also keeps the last write's
+// timestamp: NextWrites hands out a batch of which the first writeSpan
+// timestamps include every one that stamps a write (the shard leaders'
+// stamper knows which of its batch's timestamps go to writes of user
+// data and which to Resolves, lease records and other commands that make
+// no version a client reads), and records first+writeSpan-1; LastWrite
+// answers the highest recorded. Recording the end of a span rather than
+// each write leaves the batch in arrival order, and the timestamp
+// recorded is still exactly a write's.
+//
+// A read at L = LastWrite() sees every acknowledged write: a write is
+// acknowledged only after its timestamp w was handed out, and so
+// recorded, by a call that returned before the read's LastWrite began, so
+// w <= L; the read at L then waits until each shard it reads has
+// resolved L (every write at or below L applied there, none can commit
+// any more), which covers writes stamped at or below L still in flight.
+// And a read at L is a read of a past the oracle has closed: every
+// timestamp handed out after LastWrite returns is above L, so a Watch
+// from L+1 misses nothing the read did not see.
+//
+// After a leader change the new Oracle does not know the last write: it
+// answers the limit it loaded at Open, which is at or above every
+// timestamp ever handed out, until its first NextWrites with a write, whose
+// timestamps are all above that limit. Between those, L is not a write's
+// timestamp (a client sees a revision no write has), but every property
+// above holds. Timestamps recorded for writes that were never proposed
+// (a failed call, a leader that lost the lead before answering) only
+// make L higher: it is then not exactly a write's, never too low.
+//
 // # What the Store must guarantee
 //
 // The wiring implements Store on the placement catalogue's Raft group:

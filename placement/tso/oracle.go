@@ -49,6 +49,11 @@ type Oracle struct {
 		// limit is the highest limit saved: every timestamp handed out
 		// is below it.
 		limit Timestamp
+		// lastWrite is the highest timestamp handed out for a write
+		// (NextWrites), or, before the first, the limit loaded at Open:
+		// at or above every timestamp any earlier Oracle on the Store
+		// handed out (see LastWrite).
+		lastWrite Timestamp
 		// saving is non-nil while a Save runs, and closed when it ends.
 		saving chan struct{}
 		// err, once set, fails every Next: wraps ErrSaveFailed, or is
@@ -93,6 +98,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Oracle, error) {
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.mu.last = loaded
 	o.mu.limit = loaded
+	o.mu.lastWrite = loaded
 	limit := o.windowAfter(o.nowMs(), loaded)
 	saveCtx, cancel := context.WithTimeout(ctx, o.saveTimeout)
 	defer cancel()
@@ -120,20 +126,33 @@ func (o *Oracle) Next(ctx context.Context, count int) (first Timestamp, err erro
 	if count < 1 || count > LogicalRange {
 		return 0, fmt.Errorf("%w: %d (want 1 to %d)", ErrBadCount, count, LogicalRange)
 	}
+	first, _, err = o.next(ctx, count, 0)
+	return first, err
+}
+
+// next is Next and NextWrites: it hands out count timestamps (count is
+// valid) and, if writeSpan > 0, records first+writeSpan-1 as a write's,
+// under the same hold of the mutex. lastWrite is the last write's
+// timestamp after that.
+func (o *Oracle) next(ctx context.Context, count, writeSpan int) (first, lastWrite Timestamp, err error) {
 	for {
 		nowMs := o.nowMs()
 		o.mu.Lock()
 		if err := o.mu.err; err != nil {
 			o.mu.Unlock()
-			return 0, err
+			return 0, 0, err
 		}
 		first = o.nextLocked(nowMs, count)
 		end := first + Timestamp(count)
 		if end <= o.mu.limit {
 			o.mu.last = end - 1
+			if writeSpan > 0 {
+				o.mu.lastWrite = max(o.mu.lastWrite, first+Timestamp(writeSpan)-1)
+			}
+			lastWrite = o.mu.lastWrite
 			o.maybeRenewLocked(nowMs)
 			o.mu.Unlock()
-			return first, nil
+			return first, lastWrite, nil
 		}
 		// The window is spent: extend it (if no Save is already running)
 		// and wait. The next turn of the loop reads the clock again.
@@ -149,7 +168,7 @@ func (o *Oracle) Next(ctx context.Context, count int) (first Timestamp, err erro
 		case <-saving:
 		case <-o.closed:
 		case <-ctx.Done():
-			return 0, fmt.Errorf("tso: waiting for the limit to be saved: %w", context.Cause(ctx))
+			return 0, 0, fmt.Errorf("tso: waiting for the limit to be saved: %w", context.Cause(ctx))
 		}
 	}
 }

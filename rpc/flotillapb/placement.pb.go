@@ -1649,8 +1649,16 @@ func (x *DrainNodeResponse) GetBlocked() []*BlockedShards {
 }
 
 type GetTimestampsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count is how many timestamps to hand out, at most 262144; 0 asks
+	// only for last_write.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// write_span says that the first write_span timestamps of the batch
+	// include every one the caller gives to a write of user data, the
+	// last of them included (0: none does): the oracle records
+	// first + write_span - 1 as the last write's timestamp. At most count.
+	// A caller that cannot tell passes count.
+	WriteSpan     uint32 `protobuf:"varint,2,opt,name=write_span,json=writeSpan,proto3" json:"write_span,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1692,10 +1700,26 @@ func (x *GetTimestampsRequest) GetCount() uint32 {
 	return 0
 }
 
+func (x *GetTimestampsRequest) GetWriteSpan() uint32 {
+	if x != nil {
+		return x.WriteSpan
+	}
+	return 0
+}
+
 type GetTimestampsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// first is the first of the count timestamps asked for.
-	First         uint64 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// first is the first of the count timestamps asked for (0 for a count
+	// of 0).
+	First uint64 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// last_write is the last write's timestamp once this request's
+	// write_span is recorded: the highest timestamp recorded for a write
+	// by this placement leadership or, before its first, a timestamp at or
+	// above every one any earlier leader handed out. It is at or above the
+	// write timestamps of every request answered before this one began,
+	// and below every timestamp handed out after this answer, so a read at
+	// it sees every acknowledged write (placement/tso, "The last write").
+	LastWrite     uint64 `protobuf:"varint,2,opt,name=last_write,json=lastWrite,proto3" json:"last_write,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1733,6 +1757,13 @@ func (*GetTimestampsResponse) Descriptor() ([]byte, []int) {
 func (x *GetTimestampsResponse) GetFirst() uint64 {
 	if x != nil {
 		return x.First
+	}
+	return 0
+}
+
+func (x *GetTimestampsResponse) GetLastWrite() uint64 {
+	if x != nil {
+		return x.LastWrite
 	}
 	return 0
 }
@@ -1932,11 +1963,15 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x05drain\x18\x02 \x01(\bR\x05drain\"a\n" +
 	"\x11DrainNodeResponse\x12\x16\n" +
 	"\x06shards\x18\x01 \x01(\rR\x06shards\x124\n" +
-	"\ablocked\x18\x02 \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\",\n" +
+	"\ablocked\x18\x02 \x03(\v2\x1a.flotilla.v1.BlockedShardsR\ablocked\"K\n" +
 	"\x14GetTimestampsRequest\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\rR\x05count\"-\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x1d\n" +
+	"\n" +
+	"write_span\x18\x02 \x01(\rR\twriteSpan\"L\n" +
 	"\x15GetTimestampsResponse\x12\x14\n" +
-	"\x05first\x18\x01 \x01(\x04R\x05first\"\x9d\x01\n" +
+	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x1d\n" +
+	"\n" +
+	"last_write\x18\x02 \x01(\x04R\tlastWrite\"\x9d\x01\n" +
 	"\n" +
 	"StatusPage\x124\n" +
 	"\acluster\x18\x01 \x01(\v2\x1a.flotilla.v1.ClusterStatusR\acluster\x12'\n" +

@@ -80,9 +80,13 @@ type PlacementClient interface {
 	// epoch shifted left 18 bits, plus a logical counter. A replica that
 	// does not lead forwards the call to the leader, which answers only
 	// after confirming, once it has the timestamps, that it still leads
-	// (its lease on the catalogue group, or a quorum round).
-	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
-	// UNAVAILABLE while no replica leads or the oracle is starting.
+	// (its lease on the catalogue group, or a quorum round). Every answer
+	// also carries the last write's timestamp (see
+	// GetTimestampsResponse.last_write); a count of 0 hands out nothing and
+	// asks only for that, with the same confirmation of the lead.
+	// Errors: INVALID_ARGUMENT for a count above 262144 or a write_span
+	// above the count; UNAVAILABLE while no replica leads or the oracle is
+	// starting.
 	GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error)
 	// StreamTimestamps is GetTimestamps on a stream, for a client that asks
 	// often (a shardnode: one request per batch of writes): each request is
@@ -247,9 +251,13 @@ type PlacementServer interface {
 	// epoch shifted left 18 bits, plus a logical counter. A replica that
 	// does not lead forwards the call to the leader, which answers only
 	// after confirming, once it has the timestamps, that it still leads
-	// (its lease on the catalogue group, or a quorum round).
-	// Errors: INVALID_ARGUMENT for a count outside [1, 262144];
-	// UNAVAILABLE while no replica leads or the oracle is starting.
+	// (its lease on the catalogue group, or a quorum round). Every answer
+	// also carries the last write's timestamp (see
+	// GetTimestampsResponse.last_write); a count of 0 hands out nothing and
+	// asks only for that, with the same confirmation of the lead.
+	// Errors: INVALID_ARGUMENT for a count above 262144 or a write_span
+	// above the count; UNAVAILABLE while no replica leads or the oracle is
+	// starting.
 	GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error)
 	// StreamTimestamps is GetTimestamps on a stream, for a client that asks
 	// often (a shardnode: one request per batch of writes): each request is
