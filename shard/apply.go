@@ -62,6 +62,9 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	if c.Kind.writesData() && c.Revision <= sm.lastRev {
 		return fmt.Errorf("%w: revision %d, shard %d is at %d", ErrStaleRevision, c.Revision, sm.shard, sm.lastRev)
 	}
+	if err := sm.checkUnlocked(c); err != nil {
+		return err
+	}
 	if c.Kind == KindPut && c.Lease != 0 && c.Revision > c.LeaseUntil {
 		return fmt.Errorf("%w: revision %d, lease %d promised through %d", ErrLeasePromise, c.Revision, c.Lease, c.LeaseUntil)
 	}
@@ -109,6 +112,21 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 	case KindCompact:
 		sm.raiseCompaction(b, c.Revision)
 		res = &Result{Succeeded: true, Revision: sm.compactRev}
+	case KindPrewrite, KindCommitTxn, KindRollbackTxn:
+		var err error
+		switch c.Kind {
+		case KindPrewrite:
+			res, err = sm.applyPrewrite(b, c)
+		case KindCommitTxn:
+			res, err = sm.applyCommitTxn(b, c)
+		default:
+			res, err = sm.applyRollbackTxn(b, c)
+		}
+		if err != nil {
+			return err // refused before writing anything
+		}
+	case KindCheckTxn:
+		res = sm.applyCheckTxn(b, c)
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}
@@ -390,7 +408,12 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 	res := &Result{Succeeded: true, Left: &l, Right: &r}
 	sm.recordClient(b, &c.Header, index, res)
 
-	if mine != 0 && sm.createGroup(ac, right.ShardID, mine, right.Membership()) {
+	// The watchers of what leaves end where the data is final, below any
+	// lock that may still commit (see percolator.go).
+	splitRev := sm.publishedBound()
+	hosted := mine != 0 && sm.createGroup(ac, right.ShardID, mine, right.Membership())
+	sm.splitLocks(b, c.Key, right.ShardID, hosted)
+	if hosted {
 		// This node hosts the right-hand shard: give it its descriptor, the
 		// revision of the last write (the right-hand shard's versions are
 		// the left's, and its writes must come after them) and a copy of
@@ -417,7 +440,7 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 	sm.desc.Store(&left)
 	if sm.watched {
 		// The watchers of what left end here (see watch.go).
-		sm.events = append(sm.events, Event{split: true, KV: KeyValue{ModRevision: sm.lastRev}})
+		sm.events = append(sm.events, Event{split: true, KV: KeyValue{ModRevision: splitRev}})
 	}
 	return res
 }

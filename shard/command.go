@@ -39,11 +39,20 @@ const (
 	// KindTxn runs Txn, a compare-then-else transaction on the shard's
 	// keys (see txn.go).
 	KindTxn
+	// KindPrewrite, KindCommitTxn, KindRollbackTxn and KindCheckTxn are
+	// the steps of a transaction across shards, with Step as their body
+	// (see percolator.go). A prewrite is stamped like a write; the others
+	// carry no revision of their own. None is exactly-once (their
+	// ClientID is 0): each is idempotent by the transaction's start.
+	KindPrewrite
+	KindCommitTxn
+	KindRollbackTxn
+	KindCheckTxn
 )
 
 // writesData reports whether commands of kind k write user data.
 func (k CommandKind) writesData() bool {
-	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch || k == KindTxn
+	return k == KindPut || k == KindDelete || k == KindCompareAndSwap || k == KindBatch || k == KindTxn || k == KindPrewrite
 }
 
 // stamped reports whether commands of kind k carry a revision, which the
@@ -72,6 +81,14 @@ func (k CommandKind) String() string {
 		return "compact"
 	case KindTxn:
 		return "txn"
+	case KindPrewrite:
+		return "prewrite"
+	case KindCommitTxn:
+		return "commit-txn"
+	case KindRollbackTxn:
+		return "rollback-txn"
+	case KindCheckTxn:
+		return "check-txn"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -152,6 +169,9 @@ type Command struct {
 
 	// Txn is the transaction of a KindTxn.
 	Txn *Txn
+
+	// Step is the body of a step of a transaction across shards.
+	Step *TxnStep
 }
 
 // commandFormat is the leading byte of an encoded Command. Format 2 added
@@ -249,6 +269,8 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 		}
 	case KindTxn:
 		dst = appendTxn(dst, c.Txn)
+	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
+		dst = appendTxnStep(dst, c.Kind, c.Step)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
@@ -336,6 +358,8 @@ func DecodeCommand(b []byte, c *Command) error {
 		c.NewReplicas = repls
 	case KindTxn:
 		c.Txn = decodeTxn(&d, 0)
+	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
+		c.Step = decodeTxnStep(&d, c.Kind)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
@@ -423,6 +447,14 @@ func (c *Command) checkLimits(cfg *Config) error {
 		}
 		n := 0
 		return c.Txn.check(cfg, 0, &n)
+	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
+		if c.Step == nil {
+			return fmt.Errorf("%w: a %s without its body", ErrBadCommand, c.Kind)
+		}
+		if c.Header.ClientID != 0 {
+			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
+		}
+		return c.Step.check(cfg, c.Kind)
 	case KindChecksum, KindResolve:
 		if c.Header.ClientID != 0 {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
@@ -478,6 +510,8 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		return c.checkSplit(d)
 	case KindTxn:
 		return c.Txn.checkAgainst(d)
+	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
+		return c.Step.checkAgainst(d, c.Kind)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		if !d.ContainsKey(c.Key) {

@@ -131,7 +131,8 @@ func (s *Store) Compact(ctx context.Context, shard ShardID, epoch Epoch, rev uin
 	if rev == 0 {
 		return 0, fmt.Errorf("%w: compact to revision 0", ErrBadCommand)
 	}
-	snap, _, _, err := s.atRevision(ctx, shard, epoch, rev)
+	// No keys: a compaction reads nothing, and no lock stands in its way.
+	snap, _, _, err := s.atRevision(ctx, shard, epoch, rev, nil, nil, true)
 	var ce *CompactedError
 	switch {
 	case errors.As(err, &ce):
@@ -148,11 +149,17 @@ func (s *Store) Compact(ctx context.Context, shard ShardID, epoch Epoch, rev uin
 	return res.Revision, nil
 }
 
-// atRevision prepares a read of shard at rev: it resolves the shard past
-// rev if this replica has not (on the leader), and returns a snapshot of
+// atRevision prepares a read of [start, end) (just start, with point) in
+// shard at rev: it resolves the shard past rev if this replica has not
+// (on the leader), refuses with a *LockedError if a transaction's lock
+// there may still commit at or below rev, and returns a snapshot of
 // Pebble holding the shard's final data at rev, and the state machine
 // that was live when it was taken. The caller closes the snapshot.
-func (s *Store) atRevision(ctx context.Context, shard ShardID, epoch Epoch, rev uint64) (*pebble.Snapshot, *StateMachine, *Descriptor, error) {
+//
+// The locks are checked before the snapshot is taken: a lock gone from
+// the state machine's view was committed or rolled back in Pebble first,
+// so the snapshot holds the commit's versions.
+func (s *Store) atRevision(ctx context.Context, shard ShardID, epoch Epoch, rev uint64, start, end []byte, point bool) (*pebble.Snapshot, *StateMachine, *Descriptor, error) {
 	e, sm, d, err := s.lookup(shard)
 	if err != nil {
 		return nil, nil, nil, err
@@ -188,6 +195,9 @@ func (s *Store) atRevision(ctx context.Context, shard ShardID, epoch Epoch, rev 
 				multiraft.ErrProposalDropped, shard, r, sm.Resolved())
 		}
 	}
+	if err := sm.checkLocks(start, end, point, rev); err != nil {
+		return nil, nil, nil, err
+	}
 	snap := e.DB().NewSnapshot()
 	if err := s.checkCompacted(snap, shard, rev); err != nil {
 		snap.Close()
@@ -203,7 +213,7 @@ func (s *Store) GetAt(ctx context.Context, shard ShardID, epoch Epoch, key []byt
 	if err := checkKey(&s.cfg, key); err != nil {
 		return KeyValue{}, false, err
 	}
-	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev, key, nil, true)
 	if err != nil {
 		return KeyValue{}, false, err
 	}
@@ -260,7 +270,7 @@ func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, e
 	for _, f := range opts {
 		f(&o)
 	}
-	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev, start, end, false)
 	if err != nil {
 		return nil, false, err
 	}
@@ -288,7 +298,7 @@ func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, e
 // range's versions in Pebble, as a scan does, but no memory per key. The
 // caller owns the result.
 func (s *Store) CountAt(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, rev uint64) (KeyCount, error) {
-	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev)
+	snap, sm, d, err := s.atRevision(ctx, shard, epoch, rev, start, end, false)
 	if err != nil {
 		return KeyCount{}, err
 	}

@@ -28,6 +28,11 @@ type Result struct {
 	Revision uint64
 	// Txn: for a Txn, its outcome (Succeeded is Txn.Succeeded).
 	Txn *TxnResult
+	// Status: for a CheckTxn, the transaction's outcome (Revision is its
+	// commit revision if it committed). The steps of transactions across
+	// shards are never recorded in the client table, so Status is not
+	// part of the encoding.
+	Status TxnStatus
 	// Index: for a Checksum, the log index it was computed at (its Value is
 	// the checksum). Checksums are never recorded in the client table, so
 	// Index is not part of the encoding.

@@ -27,6 +27,10 @@ import (
 //	            revision; Restore still reads it (as 0).
 //	'C'  0..n:  client records: uvarint client ID, bytes record; IDs
 //	            strictly increasing across all 'C' frames
+//	'X'  0..n:  transaction locks and outcomes (see percolator.go):
+//	            byte keys.ShardLock or keys.ShardTxn, bytes the rest of
+//	            the shard-local key, bytes the record; an image of a
+//	            shard without any has no 'X' frame
 //	'D'  0..n:  versions and metas: bytes user key, 8-byte revision (0
 //	            for the key's meta), bytes version or meta (see
 //	            mvcc.go); in Pebble's order across all 'D' frames (keys
@@ -44,6 +48,7 @@ const (
 
 	frameHeader  byte = 'H'
 	frameClients byte = 'C'
+	frameTxn     byte = 'X'
 	frameData    byte = 'D'
 	frameTrailer byte = 'T'
 
@@ -117,6 +122,16 @@ func (sm *StateMachine) Snapshot(r pebble.Reader, w io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	for _, suffix := range []byte{keys.ShardLock, keys.ShardTxn} {
+		lo, hi := keys.ShardSpan(uint64(sm.shard), suffix)
+		if _, err := sm.writeSpan(r, fw, frameTxn, lo, hi, func(dst, k, v []byte) []byte {
+			dst = append(dst, suffix)
+			dst = appendBytes(dst, k[len(lo):])
+			return appendBytes(dst, v)
+		}); err != nil {
+			return err
+		}
 	}
 	lo, hi = keys.UserSpan(desc.Start, desc.End)
 	nPairs, err := sm.writeSpan(r, fw, frameData, lo, hi, func(dst, k, v []byte) []byte {
@@ -350,6 +365,31 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 			}
 			if d.err != nil {
 				return corrupt("client chunk: %v", d.err)
+			}
+		case kind == frameTxn && (phase == frameClients || phase == frameTxn):
+			phase = frameTxn
+			d := decoder{buf: payload}
+			for len(d.buf) > 0 && d.err == nil {
+				suffix, rest, v := d.byte(), d.bytes(), d.bytes()
+				if d.err != nil {
+					break
+				}
+				switch suffix {
+				case keys.ShardLock:
+					if _, err := decodeLockRecord(rest, v); err != nil || !desc.ContainsKey(rest) {
+						return corrupt("lock of %q in %s: %v", rest, &desc, err)
+					}
+				case keys.ShardTxn:
+					if _, _, err := decodeTxnRecord(v); err != nil || len(rest) <= 8 {
+						return corrupt("transaction record %x: %v", rest, err)
+					}
+				default:
+					return corrupt("transaction record of kind %q", suffix)
+				}
+				mustWrite(stage.Set(append(keys.ShardKey(uint64(sm.shard), suffix), rest...), v, nil))
+			}
+			if d.err != nil {
+				return corrupt("transaction chunk: %v", d.err)
 			}
 		case kind == frameData && phase != frameTrailer:
 			phase = frameData

@@ -1,9 +1,12 @@
 package shard
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -37,6 +40,12 @@ type StateMachine struct {
 	// feed, when set, is the shard's watch feed: Apply records the events
 	// of its writes and Committed hands them over (see watch.go).
 	feed atomic.Pointer[feed]
+	// published is the revision through which the shard's data is final
+	// for watchers: resolved, or just below the lowest lock's prewrite
+	// revision (see percolator.go). Committed sets it.
+	published atomic.Uint64
+	// lockView is the shard's locks as Committed last published them.
+	lockView atomic.Pointer[lockView]
 
 	// Owned by the applying worker.
 	clients    *clientTable
@@ -52,6 +61,19 @@ type StateMachine struct {
 	// lastRev is the revision of the shard's last write (stored under
 	// revKey): a write must come with a higher one.
 	lastRev uint64
+	// locks are the shard's transaction locks by key, as Pebble holds
+	// them once the apply batch commits; locksChanged says the readers'
+	// view is behind them.
+	locks        map[string]TxnLock
+	locksChanged bool
+	// held are events above the published revision, which Committed
+	// hands to the feed once the locks below them are gone; gapRev, if
+	// not 0, is the revision of the last write whose events nobody
+	// recorded (no feed was there, or this state machine did not apply
+	// it): until the published revision reaches it, Committed sends the
+	// feed's watchers to catch up from storage instead.
+	held   []Event
+	gapRev uint64
 	// compactRev is the revision the shard was compacted to (stored under
 	// keys.ShardCompacted; see Store.Compact).
 	compactRev uint64
@@ -108,6 +130,7 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 		clientPref:  clientPref,
 		createGroup: createGroupViaEngine,
 		metas:       make(map[string]keyMeta),
+		locks:       make(map[string]TxnLock),
 	}
 	v, closer, err := r.Get(sm.descKey)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -128,6 +151,13 @@ func NewStateMachine(cfg Config, shard ShardID, replica multiraft.ReplicaID, r p
 		return nil, err
 	}
 	sm.resolved.Store(sm.lastRev)
+	if sm.locks, err = loadLocks(r, shard); err != nil {
+		return nil, fmt.Errorf("shard: loading the locks of shard %d: %w", shard, err)
+	}
+	sm.locksChanged = true
+	sm.publishLocks()
+	sm.published.Store(sm.publishedBound())
+	sm.gapRev = sm.lastRev
 	if sm.compactRev, err = loadUint64(r, keys.ShardKey(uint64(shard), keys.ShardCompacted)); err != nil {
 		return nil, fmt.Errorf("shard: loading the compaction revision of shard %d: %w", shard, err)
 	}
@@ -228,20 +258,63 @@ func InitialState(desc Descriptor) func(b *pebble.Batch) error {
 // holds it: the resolved revision, and the events to the watch feed. See
 // multiraft.Committer.
 func (sm *StateMachine) Committed() {
+	sm.publishLocks()
 	sm.resolved.Store(sm.lastRev)
-	if f := sm.feed.Load(); f != nil {
-		if sm.unwatched {
-			// The feed appeared during this round: its watchers may have
-			// synced below writes Apply did not record. They catch up
-			// from Pebble, which holds the round's writes now.
-			f.reset(sm.lastRev)
-		} else {
-			f.publish(sm, sm.events, sm.lastRev)
+	bound := sm.publishedBound()
+	sm.published.Store(bound)
+	if sm.unwatched {
+		sm.gapRev = max(sm.gapRev, sm.lastRev)
+	}
+	f := sm.feed.Load()
+	switch {
+	case f == nil:
+		clear(sm.held)
+		sm.held, sm.gapRev = sm.held[:0], sm.lastRev
+	case sm.gapRev != 0:
+		// Some writes' events were not recorded (the feed appeared during
+		// the round, or the state machine is new): the watchers catch up
+		// from Pebble, which holds them, up to what is final.
+		f.reset(bound)
+		sm.held = append(sm.held, sm.events...)
+		sm.held = sm.dropHeld(bound)
+		if bound >= sm.gapRev {
+			sm.gapRev = 0
 		}
+	case len(sm.held) == 0 && bound == sm.lastRev && slices.IsSortedFunc(sm.events, eventOrder):
+		f.publish(sm, sm.events, bound)
+	default:
+		sm.held = append(sm.held, sm.events...)
+		// Stable: a write's events, and a split's mark after the writes
+		// before it, keep their order.
+		slices.SortStableFunc(sm.held, eventOrder)
+		n := sort.Search(len(sm.held), func(i int) bool { return sm.held[i].KV.ModRevision > bound })
+		f.publish(sm, sm.held[:n], bound)
+		sm.held = sm.dropHeld(bound)
 	}
 	clear(sm.events)
 	sm.events, sm.unwatched = sm.events[:0], false
 }
+
+// eventOrder orders events by revision.
+func eventOrder(a, b Event) int { return cmp.Compare(a.KV.ModRevision, b.KV.ModRevision) }
+
+// dropHeld removes the held events at or below bound, keeping the order
+// of the others, and returns what remains.
+func (sm *StateMachine) dropHeld(bound uint64) []Event {
+	kept := sm.held[:0]
+	for _, ev := range sm.held {
+		if ev.KV.ModRevision > bound {
+			kept = append(kept, ev)
+		}
+	}
+	clear(sm.held[len(kept):])
+	return kept
+}
+
+// Published returns the revision through which the shard's data on this
+// replica is final for watchers: Resolved, or lower while a transaction's
+// lock may still commit at or below it (see percolator.go).
+func (sm *StateMachine) Published() uint64 { return sm.published.Load() }
 
 // Resolved returns the shard's resolved revision on this replica: the
 // revision of the last write or Resolve it applied and committed. Nothing

@@ -101,7 +101,7 @@ func (s *Store) StateMachineFunc() multiraft.NewStateMachineFunc {
 			// A snapshot replaced the replica's state: its watchers catch
 			// up from the new state.
 			sm.feed.Store(f)
-			f.reset(sm.Resolved())
+			f.reset(sm.Published())
 		}
 		s.mu.Unlock()
 		return sm, nil
@@ -451,6 +451,9 @@ func (p PendingRead) WaitKV(ctx context.Context) (kv KeyValue, found bool, rev u
 		return KeyValue{}, false, 0, err
 	}
 	rev = p.sm.Resolved()
+	if err := p.sm.checkLocks(p.key, nil, true, rev); err != nil {
+		return KeyValue{}, false, 0, err
+	}
 	kv, found, err = getAt(p.e.DB(), p.key, rev)
 	if err != nil {
 		return KeyValue{}, false, 0, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
@@ -485,6 +488,9 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	rev = sm.Resolved()
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
 		return nil, false, rev, nil
+	}
+	if err := sm.checkLocks(start, end, false, rev); err != nil {
+		return nil, false, 0, err
 	}
 	if kvs, more, err = collect(e.DB(), start, end, limit, rev); err != nil {
 		return nil, false, 0, fmt.Errorf("shard: scanning shard %d: %w", shard, err)

@@ -270,7 +270,7 @@ func (s *Store) Watch(shard ShardID, epoch Epoch, start, end []byte, from uint64
 	defer f.mu.Unlock()
 	// The worker stores the resolved revision before it looks for the
 	// feed, so either it published to f already or f sees its revision.
-	f.published = max(f.published, sm.Resolved())
+	f.published = max(f.published, sm.Published())
 	if from == 0 {
 		from = f.published + 1
 	}

@@ -69,6 +69,8 @@ const (
 	ShardChecksum   byte = 'k' // the last consistency checksum: index and SHA-256
 	ShardRevision   byte = 'v' // the revision of the last write applied (8 bytes, big-endian)
 	ShardCompacted  byte = 'o' // the revision the shard was compacted to (8 bytes, big-endian)
+	ShardLock       byte = 'l' // followed by a user key: the lock a transaction holds on it
+	ShardTxn        byte = 't' // followed by a primary key and a start revision: a transaction's outcome
 )
 
 func localKey(infix byte, id uint64, suffix byte, extra int) []byte {
@@ -136,6 +138,13 @@ func ShardClientKey(shard, client uint64) []byte {
 // ShardClientPrefix returns the bounds [start, end) of shard's client table.
 func ShardClientPrefix(shard uint64) (start, end []byte) {
 	start = localKey(shardInfix, shard, ShardClient, 0)
+	return start, prefixEnd(start)
+}
+
+// ShardSpan returns the bounds [start, end) of the shard-local keys of
+// shard with the given suffix (its locks, say).
+func ShardSpan(shard uint64, suffix byte) (start, end []byte) {
+	start = localKey(shardInfix, shard, suffix, 0)
 	return start, prefixEnd(start)
 }
 
