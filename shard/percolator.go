@@ -386,7 +386,9 @@ func decodeLockRecord(key, v []byte) (TxnLock, error) {
 	l := TxnLock{Key: bytes.Clone(key), Start: d.uvarint(), Prewrite: d.uvarint(), TTL: d.uvarint()}
 	l.Primary = bytes.Clone(d.bytes())
 	l.Op = MutationOp(d.byte())
-	l.Value = bytes.Clone(d.bytes())
+	if v := d.bytes(); len(v) > 0 { // no value is nil, as in setLock
+		l.Value = bytes.Clone(v)
+	}
 	if err := d.finish(); err != nil {
 		return TxnLock{}, err
 	}
@@ -490,6 +492,9 @@ func loadLocks(r pebble.Reader, shard ShardID) (map[string]TxnLock, error) {
 
 // setLock writes l and keeps it in memory.
 func (sm *StateMachine) setLock(b *pebble.Batch, l TxnLock) {
+	if len(l.Value) == 0 {
+		l.Value = nil
+	}
 	sm.locks[string(l.Key)] = l
 	sm.locksChanged = true
 	k := append(keys.ShardKey(uint64(sm.shard), keys.ShardLock), l.Key...)

@@ -1,11 +1,14 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/tso"
@@ -310,5 +313,48 @@ func TestTxnLocksSurviveSplitAndRestart(t *testing.T) {
 	h.reload()
 	if _, ok := h.sm.locks["c"]; !ok || len(h.sm.locks) != 1 {
 		t.Fatalf("locks after a restart: %v", h.sm.locks)
+	}
+}
+
+// TestTxnLocksInSnapshot: an image carries the shard's locks and
+// outcomes, and the restored replica holds them back as the source did.
+func TestTxnLocksInSnapshot(t *testing.T) {
+	for _, chunk := range []int64{1, 0} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			cfg := Config{SnapshotChunkBytes: chunk}
+			h := newHarness(t, cfg, testDesc())
+			h.rev = 9
+			h.mustOK(put(Header{}, "d", "0"))
+			h.mustOK(Command{Kind: KindPrewrite, Step: &TxnStep{Start: 10, Primary: []byte("c"), TTL: 1000,
+				Mutations: []Mutation{putM("c", "1"), {Op: MutationDelete, Key: []byte("d")}}}})
+			h.mustOK(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: 6, Primary: []byte("j"), Now: 100}})
+			h.sm.Committed()
+			var img bytes.Buffer
+			if err := h.sm.Snapshot(h.db, &img); err != nil {
+				t.Fatal(err)
+			}
+			db, b, err := restoreInto(t, cfg, img.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Commit(pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			sm, err := NewStateMachine(cfg, 1, 2, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(sm.locks, h.sm.locks) || len(sm.locks) != 2 {
+				t.Fatalf("restored locks %v, want %v", sm.locks, h.sm.locks)
+			}
+			if sm.Published() != h.sm.Published() || sm.Published() >= 11 {
+				t.Fatalf("restored published %d, source %d (prewrite at 11)", sm.Published(), h.sm.Published())
+			}
+			rb := db.NewIndexedBatch()
+			defer rb.Close()
+			if st, _, ok := sm.txnRecord(rb, []byte("j"), 6); !ok || st != TxnRolledBack {
+				t.Fatalf("restored outcome: %v %v", st, ok)
+			}
+		})
 	}
 }
