@@ -203,7 +203,7 @@ func (k *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse
 		return nil, err
 	}
 	var res router.TxnResult
-	if _, ok := firstKeyOf(t); ok {
+	if _, ok := t.FirstKey(); ok {
 		if res, err = k.s.r.Transact(ctx, t); err != nil {
 			return nil, writeStatus(err)
 		}
@@ -216,24 +216,6 @@ func (k *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse
 		}
 	}
 	return tr.response(k.s, res), nil
-}
-
-// firstKeyOf reports whether t names a key, so it can be routed.
-func firstKeyOf(t router.CompareTxn) ([]byte, bool) {
-	if len(t.If) > 0 {
-		return t.If[0].Key, true
-	}
-	for _, ops := range [][]router.TxnOp{t.Then, t.Else} {
-		for _, op := range ops {
-			if op.Kind != router.TxnNested {
-				return op.Key, true
-			}
-			if k, ok := firstKeyOf(*op.Txn); ok {
-				return k, true
-			}
-		}
-	}
-	return nil, false
 }
 
 // txnPlan is an etcd transaction turned into a router.CompareTxn, and
@@ -288,7 +270,7 @@ func (p *txnPlan) build(req *pb.TxnRequest, depth int) (router.CompareTxn, error
 	if !p.decided {
 		// Some compare can never hold: make the shard take Else, with a
 		// compare that never holds on any key of the transaction.
-		if k, ok := firstKeyOf(t); ok {
+		if k, ok := t.FirstKey(); ok {
 			t.If = append(t.If, router.Compare{Key: k, Target: router.CompareVersion, Op: router.CompareLess, Number: 0})
 			p.falseCheck = true
 		}

@@ -125,7 +125,7 @@ type TxnOpResult struct {
 // the lease's home, as PutLease does. Reads see keys of a lease that
 // ended as absent; compares see such a key until its delete applies.
 func (c *Client) Transact(ctx context.Context, t CompareTxn) (TxnResult, error) {
-	first, ok := t.firstKey()
+	first, ok := t.FirstKey()
 	if !ok {
 		return TxnResult{}, status.Error(codes.InvalidArgument, "router: a transaction without a key")
 	}
@@ -156,15 +156,18 @@ func (c *Client) Transact(ctx context.Context, t CompareTxn) (TxnResult, error) 
 	return TxnResult{}, fmt.Errorf("%w: transaction: stamped past a lease's promise %d times", ErrRetriesExhausted, leasePutAttempts)
 }
 
-// firstKey returns the first key t names: the shard it routes to.
-func (t *CompareTxn) firstKey() ([]byte, bool) {
+// FirstKey returns the first key t names (the first compare's, else the
+// first operation's, nested transactions included): the key whose shard
+// Transact routes t to. It reports false for a transaction that names no
+// key, which Transact refuses.
+func (t *CompareTxn) FirstKey() ([]byte, bool) {
 	if len(t.If) > 0 {
 		return t.If[0].Key, true
 	}
 	for _, ops := range [][]TxnOp{t.Then, t.Else} {
 		for i := range ops {
 			if ops[i].Kind == TxnNested && ops[i].Txn != nil {
-				if k, ok := ops[i].Txn.firstKey(); ok {
+				if k, ok := ops[i].Txn.FirstKey(); ok {
 					return k, true
 				}
 				continue
