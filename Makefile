@@ -24,10 +24,19 @@ lint: ## gofmt and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: browser-deps lint test-unit test-race sim-test fuzz-short chaos-short test-etcd-compat ## everything CI runs
+test: browser-deps lint test-alerts test-unit test-race sim-test fuzz-short chaos-short test-etcd-compat ## everything CI runs
 
 browser-deps: ## install headless Chromium (Debian's package) for the status page test, if missing
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# The Prometheus alerting rules: promtool (Debian's prometheus package,
+# installed if missing, without its recommends) checks them and runs
+# their unit tests, deploy/prometheus/alerts_test.yaml.
+.PHONY: test-alerts
+test-alerts: ## check and unit-test deploy/prometheus/alerts.yaml with promtool
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+	promtool check rules deploy/prometheus/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts_test.yaml
 
 test-unit: ## unit tests of every package
 	$(GO) test -count=1 $(PKGS)

@@ -16,9 +16,10 @@ import (
 
 // TestDashboardMetricsExist runs a real fleet (one placementd, three
 // shardnodes) and a router exporting its metrics, puts and gets keys, and
-// checks that every series the Grafana dashboard queries is in their
+// checks that every series the Grafana dashboard queries, and every
+// series an alerting rule of prometheus/alerts.yaml reads, is in their
 // /metrics scrapes: a renamed or removed metric fails here, not silently
-// on an operator's screen.
+// on an operator's screen or in an alert that can never fire.
 func TestDashboardMetricsExist(t *testing.T) {
 	f := fleet.New(t, 3)
 	f.AddPlacement(1, "--replication-factor", "3", "--initial-shards", "4")
@@ -75,6 +76,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	checkDashboard(t, have)
+	checkAlerts(t, have)
 }
 
 // observedRouter returns a router over the placement addresses whose

@@ -147,6 +147,66 @@ func checkDashboard(t *testing.T, have map[string]float64) {
 	}
 }
 
+// alertExpr matches the expression of an alerting rule in
+// prometheus/alerts.yaml, which keeps each on one line.
+var alertExpr = regexp.MustCompile(`(?m)^\s*expr:\s*(.*)$`)
+
+// alertExprs returns the expression of every alerting rule in
+// prometheus/alerts.yaml.
+func alertExprs(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, m := range alertExpr.FindAllStringSubmatch(string(b), -1) {
+		e := strings.TrimSpace(m[1])
+		if e == "" || e == "|" || e == ">" || strings.HasPrefix(e, "|") || strings.HasPrefix(e, ">") {
+			t.Fatalf("prometheus/alerts.yaml: an expression over several lines (%q): keep each on one line", m[0])
+		}
+		exprs = append(exprs, e)
+	}
+	if n := strings.Count(string(b), "- alert:"); n == 0 || n != len(exprs) {
+		t.Fatalf("prometheus/alerts.yaml: %d alerts, %d expressions read", n, len(exprs))
+	}
+	return exprs
+}
+
+// checkAlerts fails t for every series an alerting rule reads that is
+// missing from have, and for every rule that reads no Flotilla series.
+func checkAlerts(t *testing.T, have map[string]float64) {
+	t.Helper()
+	for _, e := range alertExprs(t) {
+		names := metricName.FindAllString(quoted.ReplaceAllString(e, `""`), -1)
+		if len(names) == 0 {
+			t.Errorf("alert rule %q names no flotilla_ series", e)
+		}
+		for _, n := range names {
+			if _, ok := have[n]; !ok {
+				t.Errorf("alert rule %q reads %s, which no scrape exports", e, n)
+			}
+		}
+	}
+}
+
+func TestAlertExprsRead(t *testing.T) {
+	exprs := alertExprs(t)
+	if len(exprs) < 5 {
+		t.Fatalf("%d alert expressions read: %q", len(exprs), exprs)
+	}
+	for _, want := range []string{"flotilla_placement_shards_unavailable", "flotilla_placement_shards_under_replicated",
+		"flotilla_placement_nodes_down", "flotilla_engine_sync_latency_seconds_bucket", "flotilla_disk_available_bytes"} {
+		found := false
+		for _, e := range exprs {
+			found = found || strings.Contains(e, want)
+		}
+		if !found {
+			t.Errorf("no alert rule reads %s: %q", want, exprs)
+		}
+	}
+}
+
 func TestParseExposition(t *testing.T) {
 	m, err := parseExposition(strings.NewReader(`# HELP x y
 # TYPE flotilla_a_total counter

@@ -109,6 +109,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err := tel.ObserveTransport(transport); err != nil {
 		return err
 	}
+	if err := tel.ObserveDisk(cfg.DataDir); err != nil {
+		return err
+	}
 	interceptor, err := tel.UnaryServerInterceptor()
 	if err != nil {
 		return err
