@@ -2,6 +2,28 @@
 // leases whose home shards the node leads, and the Checker tells the
 // node's reads whether the lease of a key they found was alive.
 //
+// # Running a lessor
+//
+// New takes the node's Store, Engine, Fleet (its router) and Oracle;
+// Run loops until Close, calling Step every Config.Interval: refresh the
+// timestamp base, load the leases of the home shards the node began to
+// lead (and drop those of shards it ceased to lead), start the end of
+// every lease past its deadline, write the checkpoints due. Grant,
+// KeepAlive, Attach, Status, TimeToLive and Revoke serve the node's lease
+// RPCs; Holds says whether the lessor counts a lease's time.
+//
+// Every goroutine the lessor starts (an end, the deletes of an end's
+// keys, the resumption of an end after a change of leader) and every
+// wait of its own (the loop's interval, an end's wait for the oracle, a
+// keepalive's wait for a checkpoint in flight, and the timeouts of its
+// background work) goes through Config.Runtime: real goroutines and the
+// wall clock by default. The deterministic simulator (internal/sim)
+// supplies a Runtime whose goroutines run in lock-step with its virtual
+// clock, and a Store, Engine and Fleet whose calls wait through it, so a
+// seed decides every interleaving of the lessors with the fleet. TTLs
+// are counted in Config.TTLUnit (a second by default, as etcd counts
+// them; the simulator shortens it).
+//
 // # Where a lease lives
 //
 // A lease's state is its record, a user key of the reserved system span

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,10 +149,13 @@ type lease struct {
 	stored time.Duration
 	// writing is closed when a record write in flight ends (nil: none).
 	writing chan struct{}
-	// ending: the lease's end is decided; it accepts no keepalive or
-	// attach. maxPromise is the highest Until this leader promised,
-	// maxAttach the highest it promised to an attach.
-	ending                bool
+	// decided: the lease's end is decided (its deadline passed, it was
+	// revoked, or its record says it ended); it accepts no keepalive or
+	// attach, for good. ending: an end is under way; when one fails part
+	// way ending is cleared and the loop's next round starts another.
+	// maxPromise is the highest Until this leader promised, maxAttach the
+	// highest it promised to an attach.
+	decided, ending       bool
 	maxPromise, maxAttach uint64
 }
 
@@ -230,6 +235,15 @@ func (ls *Lessor) Count() int {
 	return len(ls.leases)
 }
 
+// Holds reports whether this lessor counts lease id's time (it leads
+// the lease's home and loaded its leases, and the lease has not ended).
+func (ls *Lessor) Holds(id uint64) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.leases[id]
+	return l != nil && !l.decided
+}
+
 // Counters returns the lessor's counters.
 func (ls *Lessor) Counters() Counters {
 	m := &ls.metrics
@@ -260,18 +274,22 @@ func (ls *Lessor) Step() {
 	for _, l := range ls.leases {
 		switch {
 		case l.ending:
-		case !now.Before(l.deadline):
-			l.ending = true
+		case l.decided || !now.Before(l.deadline):
+			l.decided, l.ending = true, true
 			due = append(due, l)
 		case l.writing == nil && l.ttl > ls.cfg.CheckpointInterval && l.stored-l.deadline.Sub(now) >= ls.checkpoint(l):
 			checkpoints[l.home] = append(checkpoints[l.home], l)
 		}
 	}
 	ls.mu.Unlock()
+	// In ID order, so that a deterministic Runtime replays the round.
+	slices.SortFunc(due, func(a, b *lease) int { return cmp.Compare(a.id, b.id) })
 	for _, l := range due {
 		ls.cfg.Runtime.Go("lease expire", func() { ls.expire(l) })
 	}
-	for id, ll := range checkpoints {
+	for _, id := range slices.Sorted(maps.Keys(checkpoints)) {
+		ll := checkpoints[id]
+		slices.SortFunc(ll, func(a, b *lease) int { return cmp.Compare(a.id, b.id) })
 		ls.writeCheckpoints(ctx, id, ll)
 	}
 }
@@ -314,6 +332,7 @@ func (ls *Lessor) followHomes(ctx context.Context) {
 		}
 	}
 	ls.mu.Unlock()
+	slices.Sort(load)
 	for _, id := range load {
 		if err := ls.load(ctx, id, want[id]); err != nil {
 			ls.log.Info("lease: loading the leases of a shard", "shard", id, "err", err)
@@ -357,7 +376,7 @@ func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
 				continue
 			}
 			rem := time.Duration(r.RemainingMs) * time.Millisecond
-			l := &lease{id: lid, home: id, ttl: time.Duration(r.TTL) * ls.cfg.TTLUnit, deadline: now.Add(rem), stored: rem, ending: r.Ended}
+			l := &lease{id: lid, home: id, ttl: time.Duration(r.TTL) * ls.cfg.TTLUnit, deadline: now.Add(rem), stored: rem, decided: r.Ended, ending: r.Ended}
 			found = append(found, l)
 			if r.Ended {
 				ended = append(ended, lid)
@@ -403,7 +422,7 @@ func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
 		return nil, fmt.Errorf("%w: lease %d's record, shard %d [%q, %q)", shard.ErrKeyNotInShard, id, shardID, h.start, h.end)
 	}
 	l := ls.leases[id]
-	if l == nil || l.home != shardID || l.ending {
+	if l == nil || l.home != shardID || l.decided {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	return l, nil
@@ -509,9 +528,25 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 	}
 	for {
 		ls.mu.Lock()
-		if l.ending || ls.leases[id] != l {
+		if l.decided {
 			ls.mu.Unlock()
 			return 0, fmt.Errorf("%w: %d", ErrNotFound, id)
+		}
+		if ls.leases[id] != l {
+			// The lease was dropped with its home while the barrier ran
+			// (this node's leadership or the home's range changed, as a
+			// split does), or reloaded: it did not end. Answer as a call
+			// arriving now would (not leader, not ready, key not in
+			// shard: the router retries), or keep the reloaded lease
+			// alive. Answering ErrNotFound here told a client keeping a
+			// live lease alive that it had ended (found by the
+			// simulator: a split of the home under a keepalive).
+			_, err := ls.leaseOf(shardID, id)
+			ls.mu.Unlock()
+			if err != nil {
+				return 0, err
+			}
+			return ls.KeepAlive(ctx, shardID, id)
 		}
 		if w := l.writing; w != nil {
 			// A checkpoint is being written: it may store less than the
@@ -565,7 +600,7 @@ func (ls *Lessor) writeCheckpoints(ctx context.Context, id shard.ShardID, ll []*
 		now := ls.cfg.Now()
 		var mine []*lease
 		for _, l := range part {
-			if l.ending || l.writing != nil || ls.leases[l.id] != l {
+			if l.decided || l.writing != nil || ls.leases[l.id] != l {
 				continue
 			}
 			rem := max(l.deadline.Sub(now), 0).Round(time.Millisecond) + time.Millisecond
@@ -739,16 +774,23 @@ func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) 
 	ls.mu.Lock()
 	l, err := ls.leaseOf(shardID, id)
 	if err == nil {
-		l.ending = true
+		l.decided, l.ending = true, true
 	}
 	ls.mu.Unlock()
 	if err != nil {
 		return 0, 0, err
 	}
 	rev, deleted, err := ls.end(ctx, l, false)
-	if err == nil {
-		ls.metrics.revoked.Add(1)
+	if err != nil {
+		// The loop ends it again (its end is decided: no keepalive
+		// revives it). Without this a revoke that failed part way (its
+		// record written ended, a delete refused) left the lease ending
+		// for good, its keys undeleted until the home's leader changed
+		// (found by the simulator).
+		ls.retryLater(l)
+		return 0, 0, err
 	}
+	ls.metrics.revoked.Add(1)
 	return rev, deleted, err
 }
 
@@ -839,7 +881,8 @@ func (ls *Lessor) finish(l *lease) {
 }
 
 // retryLater hands lease l, whose end failed part way, back to the loop
-// if this node still counts its time: the next step ends it again.
+// if this node still counts its time: the next step ends it again (its
+// end stays decided).
 func (ls *Lessor) retryLater(l *lease) {
 	ls.mu.Lock()
 	if ls.leases[l.id] == l {

@@ -36,6 +36,10 @@ type world struct {
 	keys    versions
 	leading bool
 	term    uint64
+	// onBarrier, if set, runs (once) when a read barrier is asked for;
+	// failDeletes refuses that many of the fleet's deletes.
+	onBarrier   func()
+	failDeletes int
 }
 
 func newWorld() *world {
@@ -194,6 +198,13 @@ func (e engine) CheckLeader(multiraft.GroupID) error {
 func (e engine) LeaseHeld(multiraft.GroupID) bool { return false }
 
 func (e engine) ReadBarrier(context.Context, multiraft.GroupID, multiraft.ReadMode) error {
+	e.w.mu.Lock()
+	hook := e.w.onBarrier
+	e.w.onBarrier = nil
+	e.w.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	return e.CheckLeader(1)
 }
 
@@ -211,6 +222,10 @@ func (f fleet) Put(_ context.Context, key []byte) error {
 func (f fleet) Delete(_ context.Context, key []byte, lease uint64) (bool, error) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
+	if f.w.failDeletes > 0 {
+		f.w.failDeletes--
+		return false, multiraft.ErrProposalDropped
+	}
 	v, ok := f.w.keys.latest(key)
 	if !ok || lease != 0 && v.lease != lease {
 		return false, nil
@@ -310,7 +325,7 @@ func (ls *Lessor) ending(id uint64) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.leases[id]
-	return l != nil && l.ending
+	return l != nil && l.decided
 }
 
 // TestKeepAliveAfterCheckpointSurvivesLeaderChange: a lease of 10 s is

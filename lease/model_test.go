@@ -363,7 +363,7 @@ func runModel(seed uint64) (st modelStats, err error) {
 			for i := 1; i <= nodes; i++ {
 				ls[i].mu.Lock()
 				for _, l := range ls[i].leases {
-					busy = busy || l.ending
+					busy = busy || l.ending || l.decided
 				}
 				ls[i].mu.Unlock()
 			}
