@@ -106,6 +106,26 @@ const (
 	// bugReadAtStale: node 3 answers the reads at a revision 30 ms of
 	// revisions early.
 	bugReadAtStale
+
+	// Bugs of leases (shard backend), one per check of leasecheck.go,
+	// planted in the lessors' clocks and in the Fleet they use (lease.go).
+
+	// bugLeaseClockSlow: every lessor's clock runs at a third of its
+	// node's rate, far outside the margin: leases outlive their
+	// deadline plus the bound (check 1).
+	bugLeaseClockSlow
+	// bugLeaseClockFast: every lessor's clock runs five times as fast:
+	// leases kept alive in time expire (check 2).
+	bugLeaseClockFast
+	// bugLeaseDeleteIgnoresLease: the end's delete of a key is not
+	// conditional on the lease (a router that drops DeleteIfLease's
+	// condition): a key re-attached to a new lease is deleted by the old
+	// lease's end (check 3).
+	bugLeaseDeleteIgnoresLease
+	// bugLeaseRevokeMissesKeys: the Fleet's scan of a lease's index keys
+	// loses the last one (a scan that stops a shard short): a revoke
+	// returns with that key still attached (check 4).
+	bugLeaseRevokeMissesKeys
 )
 
 // buggyBackend plants bugDropWrites, bugDiverge or bugPanic into the kv

@@ -123,6 +123,7 @@ func (s *simulation) check() {
 	s.checkLost()
 	s.checkStale()
 	s.checkWatches()
+	s.checkLeases()
 }
 
 // describeIllegal names the keys whose history is not linearizable and

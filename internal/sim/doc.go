@@ -115,6 +115,11 @@
 //     the run as a violation, with its stack).
 //   - Watches and reads at a revision (shard backend, engine and fleet
 //     runs; see below).
+//   - Leases (shard backend, engine and fleet runs; see below): no key is
+//     readable after its lease's deadline plus the bound lease/doc.go
+//     states, a lease kept alive in time never ends, every key of an
+//     ended lease is deleted exactly once, and a revoke removes every
+//     attached key.
 //
 // # Watches and reads at a revision
 //
@@ -214,6 +219,84 @@
 //     version, reads at a revision).
 //
 // TestWatchBugSeeds replays fleet seeds 71 and 31 and engine seed 544.
+//
+// # Leases
+//
+// Every shardnode (engine and fleet runs, shard backend) runs the real
+// lease.Lessor, and reads of leased keys pass the real lease.Checker, as
+// cmd/shardnode and rpc's read fence do (lease.go). The simulator
+// supplies what they run on: a lease.Runtime whose goroutines are actors
+// of the node's process on the virtual clock (they die with a crash), a
+// Store and Engine over the node's engine that stamp writes with the
+// run's oracle and park on the engine's futures, a Fleet that reaches
+// the leader of any shard in the same process (failing at once when that
+// leader is down or across a partition from the caller; no message delay
+// of its own), and the oracle. A lessor's clock runs at its node's rate
+// (skew.go: within ±5%); a step is a millisecond of lease time, as it is
+// of the oracle's, so the oracle runs within the factor of two
+// lease/doc.go assumes. TTLs are 6 to 15 units of 10 ms (60 to 150
+// steps, 3 to 7 election timeouts); lessors look at their leases every 5
+// ms and checkpoint every 40 ms (or a quarter TTL). Engine runs keep the
+// leased keys and the system span (records, index keys) in a group of
+// their own (9000) with a replica on every node, which crashes,
+// partitions, leader isolation, clock skew and disk faults reach (the
+// simulator's transfers, reconfigurations and splits do not); in fleet
+// runs they live in placement's shards, which it splits (by size and
+// load: leases whose home was split during their life are counted as
+// leasehomemoves=), moves and repairs, and on nodes that are lost,
+// drained and join.
+//
+// Four lease clients (leaseclient.go), actors no fault reaches, run
+// cycles: grant a lease at its home's leader, attach some of their
+// three keys (Attach, then a put carrying the promise, at the key's
+// leader), then keep it alive (every quarter TTL, for one to three
+// TTLs, then let it lapse), let it lapse, or revoke it; they read their
+// keys now and then, linearizably at the key's leader and through that
+// node's Checker. The next cycle starts at once, so keys are re-attached
+// to a new lease while the old one still runs. The watch sessions stay
+// below the leased keys (their checks know only the clients' writes).
+// After the healed run converged, the run waits (up to 3,000 steps)
+// until every lease ended and no key is attached to an ended lease.
+//
+// The checks (leasecheck.go) hold what the clients saw against the
+// storage: every 10 steps the simulator reads every version of every
+// leased key and lease record on every live replica (history is pruned
+// only past 200 steps of revisions, so none is missed), which gives each
+// lease's end E (the revision its record was written ended) and every
+// delete of a leased key with its revision. Steps below are at the
+// slowest clock allowed (rate 950) for bounds and the fastest (1050) for
+// promises:
+//
+//  1. A key is never readable after its lease's deadline plus the bound:
+//     the deadline is the TTL after the last restart (the return of the
+//     grant or of any keepalive attempt, answered or not); the bound is
+//     the lessor's interval, plus per change of the node serving the
+//     home (leading it, counting the lease, reaching a majority) or of
+//     the home itself (a split) the lease's checkpoint interval and 60
+//     steps, plus every step no node served it, plus 60 steps for the
+//     end's writes. E must be stamped by then, no read called later may
+//     return a key attached to the lease, and (exactly) no read called
+//     once the oracle had handed out E may return it.
+//  2. A lease kept alive in time never ends: while every keepalive is
+//     answered and returns within the TTL (less the interval) of the
+//     previous restart's call, E is not stamped, no keepalive is told the
+//     lease does not exist, and a read of a key the lease holds finds it.
+//  3. Every expired key gets its delete exactly once: each delete of a
+//     leased key removes a version attached to a lease that had ended at
+//     or below the delete's revision (so never a key re-attached since,
+//     nor one already deleted), and once the run drained no key is still
+//     attached to an ended lease.
+//  4. A revoke removes every attached key: when it returns success,
+//     every key attached to the lease at E has a newer version at or
+//     below the oracle's value then.
+//
+// TestLeaseChecksCatchPlantedBugs plants one bug per check (bugs.go) and
+// finds it in the first engine seed: lessor clocks at a third of the
+// rate (check 1: ends past the bound), five times as fast (check 2:
+// kept-alive leases told they do not exist), the end's delete not
+// conditional on the lease (check 3: keys re-attached to a new lease
+// deleted by the old one's end), and the scan of a lease's index keys
+// losing the last (check 4: a revoke returns with a key attached).
 //
 // # Fleet runs: placement in the simulator
 //
@@ -445,6 +528,15 @@
 // reports Pebble's estimate, which sees only sstables); placement's HTTP
 // status page and the router are not run; zones and capacities are not
 // drawn.
+//
+// Leases: a lessor's Fleet calls reach the other nodes within the step
+// (crashes and partitions stop them, message delays and loss do not);
+// the watch sessions do not watch the leased keys, so the end's deletes
+// are checked from the stored versions, not as a watcher's events; the
+// rpc layer's lease calls are not run, and the read path calls
+// lease.Checker as rpc's read fence (fenceLeased) does; in engine runs
+// the home group is never split, transferred or reconfigured by the
+// simulator (fleet runs split and move it).
 //
 // Joint (multi-replica) membership changes (every group has a replica on
 // every node, so a replica is replaced on its own node one change at a

@@ -51,6 +51,11 @@ type node struct {
 	pl       *placementProc
 	runner   *actor
 	reporter *actor
+	// leases is the node's lessor and read fence (lease.go; nil while
+	// down, or without leases); leaseClock its lessor's clock, in
+	// microseconds since epoch.
+	leases     *nodeLeases
+	leaseClock int64
 	// joined: the node has started once (fleet nodes join over time;
 	// every node of an engine run joins at boot).
 	joined bool
@@ -114,6 +119,7 @@ func (n *node) start() error {
 	if n.store != nil {
 		n.store.SetEngine(e)
 	}
+	n.s.startLeases(n)
 	if n.s.fleet != nil {
 		return n.s.started(n)
 	}
@@ -148,9 +154,12 @@ func (n *node) stop() {
 		return
 	}
 	n.s.watchNodeDown(n)
-	if n.s.fleet != nil {
+	if n.s.actors != nil {
 		// The process's goroutines die with it.
 		n.s.actors.kill(n)
+		n.leases = nil
+	}
+	if n.s.fleet != nil {
 		n.s.rpc.crashed(n)
 		n.runner, n.reporter = nil, nil
 		if n.pl != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // Defaults of Config.
@@ -184,12 +185,26 @@ type Stats struct {
 	// revision the checks compared (readsat.go).
 	WatchSessions, WatchEvents, WatchResumes, WatchMoves int
 	WatchCompacted, WatchRegressions, ReadsAt            int
+	// Leases (shard backend, lease.go): granted, keepalives answered,
+	// revoked, reads of leased keys and those the fence answered absent,
+	// deletes of leased keys the samples saw, leases ended; leases whose
+	// home changed while they lived (a split: LeaseHomeMoves) or whose
+	// serving node did (LeaseHomeChanges, counting both).
+	LeasesGranted, LeaseKeepAlives, LeasesRevoked, LeaseReads int
+	LeaseReadsFenced, LeaseDeletes, LeasesEnded               int
+	LeaseHomeMoves, LeaseHomeChanges                          int
 }
 
 func (s Stats) String() string {
-	fleet := ""
+	leases := ""
+	if s.LeasesGranted > 0 {
+		leases = fmt.Sprintf(" leases=%d keepalives=%d revoked=%d ended=%d leasereads=%d fenced=%d leasedeletes=%d leasehomechanges=%d leasehomemoves=%d",
+			s.LeasesGranted, s.LeaseKeepAlives, s.LeasesRevoked, s.LeasesEnded, s.LeaseReads, s.LeaseReadsFenced, s.LeaseDeletes,
+			s.LeaseHomeChanges, s.LeaseHomeMoves)
+	}
+	fleet := leases
 	if s.Heartbeats > 0 {
-		fleet = fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d gc=%d splitsdown=%d readds=%d",
+		fleet += fmt.Sprintf(" operators=%d failed=%d (%s) shards=%d joined=%d drains=%d pcrashes=%d rpcs=%d heartbeats=%d gc=%d splitsdown=%d readds=%d",
 			s.Operators, s.OperatorsFailed, s.OperatorKinds, s.Shards, s.NodesJoined, s.Drains, s.PlacementCrashes, s.RPCs, s.Heartbeats,
 			s.ReplicasCollected, s.SplitsWhileDown, s.ReAdds)
 	}
@@ -231,6 +246,9 @@ type simulation struct {
 	// watch runs the watch sessions and knows every write's revisions
 	// (shard backend; watch.go).
 	watch *watchState
+	// leases: the lease clients' records and the lease checks' samples
+	// (shard backend; lease.go).
+	leases *leaseState
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -287,6 +305,7 @@ func Run(cfg Config) (res *Result) {
 		s.shutdown()
 	}()
 	if s.boot() {
+		s.startLeaseClients()
 		for s.step < s.cfg.Steps {
 			s.advance(true)
 		}
@@ -295,6 +314,7 @@ func Run(cfg Config) (res *Result) {
 			s.finalReads()
 			s.countLeaderChanges()
 			s.finishWatches()
+			s.drainLeases()
 		}
 		s.check()
 	}
@@ -308,6 +328,19 @@ func (s *simulation) result() *Result {
 	}
 	res.Stats.Steps = s.step
 	res.Stats.LeaderTermsSeen = len(s.leaders)
+	if st := s.leases; st != nil {
+		res.Stats.LeasesGranted, res.Stats.LeaseKeepAlives, res.Stats.LeasesRevoked = st.stats.granted, st.stats.kept, st.stats.revoked
+		res.Stats.LeaseReads, res.Stats.LeaseReadsFenced, res.Stats.LeaseDeletes = st.stats.reads, st.stats.fenced, st.stats.deletes
+		res.Stats.LeasesEnded = len(st.ended)
+		for _, l := range st.leases {
+			if l.changes > 0 {
+				res.Stats.LeaseHomeChanges++
+			}
+			if l.homeMoves > 0 {
+				res.Stats.LeaseHomeMoves++
+			}
+		}
+	}
 	if s.fleet != nil {
 		started, _, failed, byKind := s.operators()
 		res.Stats.Operators, res.Stats.OperatorsFailed, res.Stats.OperatorKinds = int(started), int(failed), kindsString(byKind)
@@ -352,6 +385,7 @@ func newSim(cfg Config) *simulation {
 	case "shard":
 		s.sm = newShardBackend(func() int { return s.step })
 		s.watch = newWatchState(s)
+		s.leases = newLeaseState(s)
 	case "kv":
 		s.sm = kvBackend{}
 		if cfg.bug == bugDropWrites || cfg.bug == bugDiverge || cfg.bug == bugPanic {
@@ -363,8 +397,10 @@ func newSim(cfg Config) *simulation {
 	s.prof = randomProfile(s.rng, cfg)
 	s.net = &network{s: s, cfg: s.prof.net, blocked: make(map[[2]multiraft.NodeID]bool)}
 	s.tracef("profile %s", s.prof)
-	if cfg.Fleet {
+	if cfg.Fleet || s.leases != nil {
 		s.actors = newActors(s)
+	}
+	if cfg.Fleet {
 		s.phantoms = map[multiraft.GroupID][]multiraft.Replica{}
 		s.newFleet()
 	}
@@ -395,6 +431,19 @@ func (s *simulation) boot() bool {
 		for _, n := range s.nodes {
 			if err := n.e.CreateGroup(g, replicaID(g, uint64(n.id)), m, s.sm.initGroup(g, m)); err != nil {
 				s.violation("boot: n%d: create group %d: %v", n.id, g, err)
+				return false
+			}
+		}
+	}
+	if s.leases != nil {
+		var m multiraft.Membership
+		for _, n := range s.nodes {
+			m.Replicas = append(m.Replicas, multiraft.Replica{ReplicaID: replicaID(leaseHomeGroup, uint64(n.id)), NodeID: n.id})
+		}
+		d := shard.Descriptor{ShardID: leaseHomeGroup, Start: leaseKeysStart, Epoch: simEpoch, Replicas: m.Replicas}
+		for _, n := range s.nodes {
+			if err := n.e.CreateGroup(leaseHomeGroup, replicaID(leaseHomeGroup, uint64(n.id)), m, shard.InitialState(d)); err != nil {
+				s.violation("boot: n%d: create the lease home group: %v", n.id, err)
 				return false
 			}
 		}
@@ -448,6 +497,7 @@ func (s *simulation) advance(workload bool) {
 	}
 	s.restartDue()
 	s.tickClocks()
+	s.tickLeaseClocks()
 	if s.fleet != nil {
 		s.tickPlacement()
 	}
@@ -457,10 +507,20 @@ func (s *simulation) advance(workload bool) {
 	if s.fleet != nil {
 		s.reportUnreachable()
 		s.rpc.deliver()
+	}
+	if s.actors != nil {
 		s.actors.run()
+	}
+	if s.fleet != nil {
 		s.fleetLiveness()
 		if s.cfg.bug == bugLoseSplitReplica {
 			s.loseSplitReplicas()
+		}
+	}
+	if s.leases != nil {
+		s.trackLeases()
+		if s.step%leaseSampleEvery == 0 {
+			s.sampleLeases()
 		}
 	}
 	s.pollWatches(workload)

@@ -160,8 +160,9 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 4, Steps: 400, TraceGroup: 2, Backend: "kv"},
 		// Every kind of fault. (Seed 2 was the one until vote requests
 		// created replicas and writes carried revisions, which changed its
-		// run: it no longer isolates a leader.)
-		{Seed: 34, Steps: 400, TraceGroup: 1, everyFault: true},
+		// run: it no longer isolates a leader; seed 34 until every
+		// shardnode ran a lessor, after which it no longer does either.)
+		{Seed: 3, Steps: 400, TraceGroup: 1, everyFault: true},
 		// The fleet under placement (fleet.go).
 		{Seed: 2, Fleet: true, TraceGroup: 1},
 		{Seed: 3, Fleet: true, TraceGroup: 2},
