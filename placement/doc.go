@@ -123,4 +123,5 @@
 //	metrics.go      OperatorCounts, Telemetry and ObserveStatus, for placementd's metrics
 //	http.go         the status page and its JSON
 //	status.go       the status page's verdict: the banner's problems, figures per node and shard
+//	series.go       each node's load and bytes over the last hour, for the status page's charts
 package placement

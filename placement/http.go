@@ -17,6 +17,7 @@ var statusPage []byte
 //
 //	GET /             the live status page (HTML, no external assets)
 //	GET /api/status   cluster status, nodes and shards as JSON (what the page shows)
+//	GET /api/series   each node's load and bytes over the last hour (SeriesPage, JSON)
 //
 // /api/status is a StatusPage message in protojson (cluster, nodes,
 // shards; proto field names, 64-bit integers as strings) with one more
@@ -24,7 +25,8 @@ var statusPage []byte
 // banner's problems and the figures per node and shard; see
 // status.go). Requests reaching a follower are answered by the leader, as
 // over gRPC; the follower derives the same health from the leader's
-// answer.
+// answer. /api/series is the leader's own soft state: a follower answers
+// 503 and names the leader.
 func RegisterHTTP(mux *http.ServeMux, s *Service) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -49,6 +51,22 @@ func RegisterHTTP(mux *http.ServeMux, s *Service) {
 		}
 		page := &pb.StatusPage{Cluster: cs, Nodes: nodes.GetNodes(), Shards: shards.GetShards()}
 		writeStatus(w, page, assessStatus(page, s.cfg.Now(), s.statusLimits()))
+	})
+	mux.HandleFunc("GET /api/series", func(w http.ResponseWriter, _ *http.Request) {
+		if lead, addr := s.observeLeader(); !lead {
+			if addr == "" {
+				addr = "not elected yet"
+			}
+			http.Error(w, "placement: the time series are kept by the placement leader ("+addr+"); this replica follows", http.StatusServiceUnavailable)
+			return
+		}
+		b, err := json.Marshal(s.view.seriesPage(s.cfg.Now()))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
 	})
 }
 

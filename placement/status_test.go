@@ -30,6 +30,8 @@ type statusFleet struct {
 	lagging map[shard.ShardID][]multiraft.ReplicaID
 	// leader is the node leading each shard.
 	leader map[shard.ShardID]uint64
+	// load is the requests/s each node reports.
+	load map[uint64]float64
 }
 
 // newStatusFleet registers nodes 1..nodes and lays out two shards, [""
@@ -38,7 +40,7 @@ type statusFleet struct {
 func newStatusFleet(t *testing.T, nodes int) *statusFleet {
 	f := &statusFleet{healthFixture: newHealthFixture(t, nodes, Config{HeartbeatInterval: time.Second, DownAfter: time.Minute}),
 		sizes: map[shard.ShardID]uint64{1: 1000, 2: 300}, lagging: map[shard.ShardID][]multiraft.ReplicaID{},
-		leader: map[shard.ShardID]uint64{1: 1, 2: 2}}
+		leader: map[shard.ShardID]uint64{1: 1, 2: 2}, load: map[uint64]float64{}}
 	eng := &fakeEngine{}
 	eng.set(true, 1)
 	f.s.engine = eng
@@ -58,7 +60,7 @@ func newStatusFleet(t *testing.T, nodes int) *statusFleet {
 // as the leader of the shards f.leader says it leads.
 func (f *statusFleet) beat(nodes ...uint64) {
 	for _, n := range nodes {
-		req := &pb.HeartbeatRequest{NodeId: n}
+		req := &pb.HeartbeatRequest{NodeId: n, Load: f.load[n]}
 		for _, d := range f.layout {
 			for _, r := range d.Replicas {
 				if uint64(r.NodeID) != n {

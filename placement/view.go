@@ -37,6 +37,9 @@ type view struct {
 		// CounterReplica) any heartbeat reported: the scheduler hands out
 		// no ID at or below it (see idBlocks).
 		inUse [4]uint64
+		// series is each node's readings over the last hour, oldest
+		// first (series.go).
+		series map[multiraft.NodeID][]seriesPoint
 	}
 }
 
@@ -66,6 +69,7 @@ type shardState struct {
 func newView() *view {
 	v := &view{}
 	v.mu.nodes, v.mu.shards = map[multiraft.NodeID]*nodeState{}, map[shard.ShardID]*shardState{}
+	v.mu.series = map[multiraft.NodeID][]seriesPoint{}
 	return v
 }
 
@@ -119,6 +123,7 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 			s.lagging = append(s.lagging, multiraft.ReplicaID(l))
 		}
 	}
+	v.recordLocked(id, n, req.GetReplicas(), now)
 }
 
 // idInUse returns the largest ID of counter any heartbeat reported.
