@@ -55,6 +55,10 @@ var benchCommands = map[string]func(ctx context.Context, args []string, out io.W
 }
 
 func runBench(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Fprintln(out, cli.Version("flotilla-bench"))
+		return nil
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(os.Stderr, benchSummary)
 		if len(args) == 0 {
@@ -70,11 +74,12 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	return run(ctx, args[1:], out)
 }
 
-// parseBenchFlags parses args into fs (and the environment, see
-// internal/cli); a usage error is printed and becomes errUsage.
+// parseBenchFlags parses args into fs (and the environment, FLOTILLA_BENCH_
+// and the flag's name, see internal/cli); a usage error is printed and
+// becomes errUsage.
 func parseBenchFlags(fs *flag.FlagSet, args []string, summary string) error {
 	fs.SetOutput(os.Stderr)
-	if err := cli.Parse(fs, args, summary); err != nil {
+	if err := cli.ParseWithPrefix(fs, args, summary, "FLOTILLA_BENCH_"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

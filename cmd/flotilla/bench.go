@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/flotilla-kv/flotilla/internal/launch"
 )
@@ -25,4 +28,26 @@ func execBench(args []string) error {
 	}
 	err = syscall.Exec(bin, append([]string{bin}, args...), os.Environ())
 	return fmt.Errorf("running %s: %w", bin, err)
+}
+
+// newBenchCmd is 'flotilla bench', listed with the other commands; main
+// runs it before cobra parses anything, since every argument after
+// "bench", --help included, is flotilla-bench's.
+func newBenchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "bench SUBCOMMAND [flags]",
+		Short:              "the bench suite: compare (Flotilla against etcd), engine, idle, failover, etcd-tool (runs flotilla-bench)",
+		Long:               "flotilla bench SUBCOMMAND [flags]: runs the program flotilla-bench, installed beside flotilla, with these arguments; 'flotilla bench --help' is its help. Its flags read FLOTILLA_BENCH_ variables (FLOTILLA_BENCH_VALUE_SIZE).",
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return &runError{execBench(args)}
+		},
+	}
+}
+
+// runBench is main's 'flotilla bench ARGS': it returns only if
+// flotilla-bench could not be run, with exit status 1.
+func runBench(args []string, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "flotilla bench: %v\n", execBench(args))
+	return exitError
 }

@@ -3,14 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
@@ -33,22 +33,29 @@ type certsConfig struct {
 	force      bool
 }
 
-func runCerts(_ context.Context, args []string, out io.Writer) error {
+func newCertsCmd() *cobra.Command {
 	var c certsConfig
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "certs --dir DIR [flags]",
+		Short: "create a development CA and certificates for mutual TLS (--tls-cert, --tls-key, --tls-ca)",
+		Long:  certsSummary,
+		Args:  noArgs,
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&c.dir, "dir", "", "directory to write the CA and certificates into; created if missing (required)")
 	fs.IntVar(&c.nodes, "nodes", 3, "shardnode certificates to create (node-1 .. node-N)")
 	fs.IntVar(&c.placements, "placements", 3, "placementd replica certificates to create (placement-1 .. placement-N)")
 	fs.StringVar(&c.hosts, "hosts", "", "extra host names or IP addresses the node and placement certificates are valid for, comma-separated (the addresses peers and clients dial)")
 	fs.DurationVar(&c.validFor, "valid-for", 365*24*time.Hour, "validity of the CA and every certificate")
 	fs.BoolVar(&c.force, "force", false, "replace existing files")
-	if err := cli.Parse(fs, args, certsSummary); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		fmt.Fprintln(os.Stderr, err)
-		return errUsage
-	}
+	cmd.RunE = run(func(_ context.Context, _ *cobra.Command, _ []string, out io.Writer) error {
+		return runCerts(c, out)
+	})
+	return cmd
+}
+
+// runCerts is flotilla certs with the flags c.
+func runCerts(c certsConfig, out io.Writer) error {
 	var p cli.Problems
 	if c.dir == "" {
 		p.Addf("--dir is required")
@@ -60,8 +67,7 @@ func runCerts(_ context.Context, args []string, out io.Writer) error {
 		p.Addf("--valid-for must be positive, got %s", c.validFor)
 	}
 	if err := p.Err(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return errUsage
+		return &usageError{msg: err.Error()}
 	}
 	dir, err := filepath.Abs(c.dir)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
@@ -33,9 +34,11 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 func TestCertsCreatesAVerifiableSetAndRefusesOverwrite(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
 	var out bytes.Buffer
-	if err := runCerts(t.Context(), []string{"--dir", dir, "--nodes", "2", "--placements", "1", "--hosts", "db.example,10.9.8.7"}, &out); err != nil {
-		t.Fatal(err)
+	stdout, stderr, code := runCLI(t, "certs", "--dir", dir, "--nodes", "2", "--placements", "1", "--hosts", "db.example,10.9.8.7")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
+	out.WriteString(stdout)
 	names := []string{"node-1", "node-2", "placement-1", "client"}
 	roots := x509.NewCertPool()
 	roots.AddCert(readCert(t, filepath.Join(dir, "ca.crt")))
@@ -72,9 +75,12 @@ func TestCertsCreatesAVerifiableSetAndRefusesOverwrite(t *testing.T) {
 	}
 
 	before, _ := os.ReadFile(filepath.Join(dir, "node-1.key"))
-	err := runCerts(t.Context(), []string{"--dir", dir, "--nodes", "3", "--placements", "1"}, &out)
+	err := runCerts(certsConfig{dir: dir, nodes: 3, placements: 1, validFor: time.Hour}, &out)
 	if !errors.Is(err, tlsconfig.ErrExists) || !strings.Contains(err.Error(), "node-1.key") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("second run = %v, want ErrExists naming node-1.key and --force", err)
+	}
+	if _, stderr, code := runCLI(t, "certs", "--dir", dir, "--nodes", "3", "--placements", "1"); code != exitError || !strings.Contains(stderr, "--force") {
+		t.Fatalf("second run on the command line: exit %d, want %d naming --force: %s", code, exitError, stderr)
 	}
 	if after, _ := os.ReadFile(filepath.Join(dir, "node-1.key")); !bytes.Equal(before, after) {
 		t.Error("the refused run changed node-1.key")
@@ -82,8 +88,10 @@ func TestCertsCreatesAVerifiableSetAndRefusesOverwrite(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "node-3.crt")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("the refused run wrote node-3.crt")
 	}
-	if err := runCerts(t.Context(), []string{"--dir", dir, "--nodes", "3", "--placements", "1", "--force"}, &out); err != nil {
-		t.Fatalf("--force: %v", err)
+	// The directory from the environment, named after the command.
+	t.Setenv("FLOTILLA_CERTS_DIR", dir)
+	if _, stderr, code := runCLI(t, "certs", "--nodes", "3", "--placements", "1", "--force"); code != 0 {
+		t.Fatalf("--force: exit %d: %s", code, stderr)
 	}
 	if after, _ := os.ReadFile(filepath.Join(dir, "node-1.key")); bytes.Equal(before, after) {
 		t.Error("--force kept the old node-1.key")
@@ -96,7 +104,8 @@ func TestCertsCreatesAVerifiableSetAndRefusesOverwrite(t *testing.T) {
 	if _, err := readCert(t, filepath.Join(dir, "node-1.crt")).Verify(x509.VerifyOptions{Roots: oldRoots}); err == nil {
 		t.Error("a forced run reused the old CA")
 	}
-	if err := runCerts(t.Context(), nil, &out); !errors.Is(err, errUsage) {
-		t.Errorf("no --dir = %v, want a usage error", err)
+	t.Setenv("FLOTILLA_CERTS_DIR", "")
+	if _, stderr, code := runCLI(t, "certs"); code != exitUsage || !strings.Contains(stderr, "--dir is required") {
+		t.Errorf("no --dir: exit %d, want a usage error: %s", code, stderr)
 	}
 }

@@ -9,24 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
+	"github.com/spf13/cobra"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
-func printProto(out io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(out, string(b))
-	return err
-}
-
-func runStatus(ctx context.Context, args []string, out io.Writer) error {
-	var c common
-	if _, err := parse(newFlags("status", &c, false), args, `flotilla status [flags]: cluster status from placement
+// statusLong is the usage text of flotilla status.
+const statusLong = `flotilla status [flags]: cluster status from placement
 
 Prints the placement leader, the nodes up and down, the leases the nodes
 that are up count (flotilla nodes shows each node's), and the shards:
@@ -38,25 +27,43 @@ not a quorum: the shard serves nothing until its nodes return), lagging
 placement cannot repair or drain, and why ("blocked: ..."), or whose
 repair or drain waits for the per-node limits ("waiting: ..."), and the
 recent operators. The status page and placementd's /metrics show the same
-counts.`, 0); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	pc, done, err := c.placementClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cs, err := pc.GetClusterStatus(ctx, &pb.ClusterStatusRequest{})
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printProto(out, cs)
-	}
-	printStatus(out, cs)
-	return nil
+counts. -w json prints placement's ClusterStatus, IDs and counts as numbers.`
+
+// placementCmd makes a command that asks placement, with the common
+// flags and -w formats (the default first).
+func placementCmd(c *common, use, short, long string, args cobra.PositionalArgs, formats ...string) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: args}
+	c.register(cmd, false, false)
+	c.out.register(cmd, formats[0], "", formats...)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var c common
+	cmd := placementCmd(&c, "status [flags]", "cluster status from placement: nodes, shards, problems, recent operators", statusLong,
+		noArgs, formatTable, formatJSON)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		pc, done, err := c.placementClient()
+		if err != nil {
+			return err
+		}
+		defer done()
+		cs, err := pc.GetClusterStatus(ctx, &pb.ClusterStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if c.out.isJSON() {
+			return printProto(out, cs)
+		}
+		printStatus(out, cs)
+		return nil
+	})
+	return cmd
 }
 
 func printStatus(out io.Writer, cs *pb.ClusterStatus) {
@@ -114,30 +121,54 @@ func errSuffix(e string) string {
 	return " (" + e + ")"
 }
 
-func runNodes(ctx context.Context, args []string, out io.Writer) error {
+func newNodesCmd() *cobra.Command {
 	var c common
-	if _, err := parse(newFlags("nodes", &c, false), args, "flotilla nodes [flags]: list the registered nodes", 0); err != nil {
-		return err
+	cmd := placementCmd(&c, "nodes [flags]", "list the registered nodes",
+		"flotilla nodes [flags]: list the registered nodes: a table of each node's ID, address, state, zone, replicas, leaders, "+
+			"leases and last heartbeat; -w simple: the same, one node a line, fields separated by \", \"; -w json: placement's answer, "+
+			"IDs and counts as numbers", noArgs, formatTable, formatSimple, formatJSON)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		pc, done, err := c.placementClient()
+		if err != nil {
+			return err
+		}
+		defer done()
+		resp, err := pc.ListNodes(ctx, &pb.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		switch c.out.format {
+		case formatJSON:
+			return printProto(out, resp)
+		case formatSimple:
+			simpleRows(out, nodeRows(resp.GetNodes()))
+			return nil
+		}
+		printNodes(out, resp.GetNodes())
+		return nil
+	})
+	return cmd
+}
+
+// simpleRows prints rows as -w simple does: one a line, its fields
+// separated by ", ", as etcdctl's simple member list is.
+func simpleRows(out io.Writer, rows [][]string) {
+	for _, r := range rows {
+		fmt.Fprintln(out, strings.Join(r, ", "))
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	pc, done, err := c.placementClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := pc.ListNodes(ctx, &pb.ListNodesRequest{})
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printProto(out, resp)
-	}
-	printNodes(out, resp.GetNodes())
-	return nil
 }
 
 func printNodes(out io.Writer, nodes []*pb.Node) {
+	table(out, "NODE\tADDRESS\tSTATE\tZONE\tREPLICAS\tLEADERS\tLEASES\tLAST HEARTBEAT", nodeRows(nodes))
+}
+
+// nodeRows are the rows of printNodes.
+func nodeRows(nodes []*pb.Node) [][]string {
 	rows := make([][]string, 0, len(nodes))
 	for _, n := range nodes {
 		rows = append(rows, []string{
@@ -146,39 +177,55 @@ func printNodes(out io.Writer, nodes []*pb.Node) {
 			(time.Duration(n.GetLastHeartbeatMsAgo()) * time.Millisecond).String(),
 		})
 	}
-	table(out, "NODE\tADDRESS\tSTATE\tZONE\tREPLICAS\tLEADERS\tLEASES\tLAST HEARTBEAT", rows)
+	return rows
 }
 
 func stateName(s pb.NodeState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "NODE_STATE_"))
 }
 
-func runShards(ctx context.Context, args []string, out io.Writer) error {
+func newShardsCmd() *cobra.Command {
 	var c common
-	fs := newFlags("shards", &c, false)
-	node := fs.Uint64("node", 0, "only shards with a replica on this node")
-	if _, err := parse(fs, args, "flotilla shards [flags]: list shards, their ranges, replicas and leaders", 0); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	pc, done, err := c.placementClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := pc.ListShards(ctx, &pb.ListShardsRequest{NodeId: *node})
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printProto(out, resp)
-	}
-	printShards(out, resp.GetShards())
-	return nil
+	var node uint64
+	cmd := placementCmd(&c, "shards [flags]", "list shards with their ranges, replicas and leaders",
+		"flotilla shards [flags]: list shards: a table of each shard's ID, key range, epoch, replicas (* marks the leader), "+
+			"leader and approximate bytes; -w simple: the same, one shard a line, fields separated by \", \"; -w json: placement's "+
+			"answer, IDs and counts as numbers, keys in base64", noArgs, formatTable, formatSimple, formatJSON)
+	cmd.Flags().Uint64Var(&node, "node", 0, "only shards with a replica on this node")
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		pc, done, err := c.placementClient()
+		if err != nil {
+			return err
+		}
+		defer done()
+		resp, err := pc.ListShards(ctx, &pb.ListShardsRequest{NodeId: node})
+		if err != nil {
+			return err
+		}
+		switch c.out.format {
+		case formatJSON:
+			return printProto(out, resp)
+		case formatSimple:
+			simpleRows(out, shardRows(resp.GetShards()))
+			return nil
+		}
+		printShards(out, resp.GetShards())
+		return nil
+	})
+	return cmd
 }
 
 func printShards(out io.Writer, shards []*pb.ShardStatus) {
+	table(out, "SHARD\tRANGE\tEPOCH\tREPLICAS (* leads)\tLEADER\tBYTES", shardRows(shards))
+}
+
+// shardRows are the rows of printShards.
+func shardRows(shards []*pb.ShardStatus) [][]string {
 	rows := make([][]string, 0, len(shards))
 	for _, s := range shards {
 		d := s.GetRoute().GetShard()
@@ -200,7 +247,7 @@ func printShards(out io.Writer, shards []*pb.ShardStatus) {
 			strconv.FormatUint(s.GetApproximateBytes(), 10),
 		})
 	}
-	table(out, "SHARD\tRANGE\tEPOCH\tREPLICAS (* leads)\tLEADER\tBYTES", rows)
+	return rows
 }
 
 func keyRange(start, end []byte) string {
@@ -215,11 +262,10 @@ func keyRange(start, end []byte) string {
 // what stands in the way was printed.
 var errDrainBlocked = errors.New("the drain cannot complete")
 
-func runDrain(ctx context.Context, args []string, out io.Writer) error {
+func newDrainCmd() *cobra.Command {
 	var c common
-	fs := newFlags("drain", &c, false)
-	undo := fs.Bool("undo", false, "stop draining the node: placement stops moving its replicas, and leader balance gives it leaderships again")
-	pos, err := parse(fs, args, `flotilla drain [flags] NODE: move every replica and leadership off NODE
+	var undo bool
+	cmd := placementCmd(&c, "drain [flags] NODE", "move every replica and leadership off NODE (--undo to stop)", `flotilla drain [flags] NODE: move every replica and leadership off NODE
 
 Placement moves NODE's leaderships to other replicas, then each of its
 replicas to a node that holds none of that shard (added there before it is
@@ -228,14 +274,23 @@ holds one already, e.g. 3 nodes with replication factor 3, or they are
 full), the answer says so and the command exits 1: the leaderships still
 move away and the node stays draining until you add a node or run
 'flotilla drain --undo NODE'. Otherwise watch 'flotilla nodes' until NODE
-holds no replicas, then stop it.`, 1)
-	if err != nil {
-		return err
-	}
-	id, err := strconv.ParseUint(pos[0], 10, 64)
-	if err != nil || id == 0 {
-		return fmt.Errorf("NODE must be a positive node ID, got %q", pos[0])
-	}
+holds no replicas, then stop it.`, nArgs(1), writeFormats...)
+	cmd.Flags().BoolVar(&undo, "undo", false, "stop draining the node: placement stops moving its replicas, and leader balance gives it leaderships again")
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		id, err := strconv.ParseUint(pos[0], 10, 64)
+		if err != nil || id == 0 {
+			return usagef("NODE must be a positive node ID, got %q", pos[0])
+		}
+		return drain(ctx, &c, out, id, undo)
+	})
+	return cmd
+}
+
+// drain is flotilla drain of node id.
+func drain(ctx context.Context, c *common, out io.Writer, id uint64, undo bool) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	pc, done, err := c.placementClient()
@@ -243,7 +298,7 @@ holds no replicas, then stop it.`, 1)
 		return err
 	}
 	defer done()
-	resp, err := pc.DrainNode(ctx, &pb.DrainNodeRequest{NodeId: id, Drain: !*undo})
+	resp, err := pc.DrainNode(ctx, &pb.DrainNodeRequest{NodeId: id, Drain: !undo})
 	if err != nil {
 		return err
 	}
@@ -251,19 +306,19 @@ holds no replicas, then stop it.`, 1)
 	for _, b := range resp.GetBlocked() {
 		blocked += int(b.GetShards())
 	}
-	if c.json {
+	if c.out.isJSON() {
 		groups := make([]map[string]any, 0, len(resp.GetBlocked()))
 		for _, b := range resp.GetBlocked() {
 			groups = append(groups, map[string]any{"need": b.GetNeed(), "reason": b.GetReason(), "shards": b.GetShards(), "shard_ids": b.GetShardIds()})
 		}
-		if err := printJSON(out, map[string]any{"node": id, "draining": !*undo, "shards": resp.GetShards(),
+		if err := printJSON(out, map[string]any{"node": id, "draining": !undo, "shards": resp.GetShards(),
 			"can_complete": blocked == 0, "blocked": groups}); err != nil {
 			return err
 		}
 	}
 	switch {
-	case c.json:
-	case *undo:
+	case c.out.isJSON():
+	case undo:
 		fmt.Fprintf(out, "node %d: no longer draining\n", id)
 	case blocked == 0:
 		fmt.Fprintf(out, "node %d: draining %d shards; watch 'flotilla nodes' until it holds no replicas\n", id, resp.GetShards())

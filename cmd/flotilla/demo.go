@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/cli"
@@ -43,9 +43,15 @@ type demoConfig struct {
 	tls      bool
 }
 
-func runDemo(ctx context.Context, args []string, out io.Writer) error {
+func newDemoCmd() *cobra.Command {
 	var c demoConfig
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	cmd := &cobra.Command{
+		Use:   "demo [flags]",
+		Short: "start placementd and shardnodes locally, run a workload through the router, print the results",
+		Long:  demoSummary,
+		Args:  noArgs,
+	}
+	fs := cmd.Flags()
 	fs.IntVar(&c.nodes, "nodes", 3, "shardnodes to start")
 	fs.IntVar(&c.shards, "shards", 16, "shards placement creates at bootstrap")
 	fs.IntVar(&c.clients, "clients", 32, "concurrent clients of the workload")
@@ -57,13 +63,14 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&c.keys, "keys", 10000, "distinct keys of the workload")
 	fs.StringVar(&c.listen, "placement-listen", "127.0.0.1:7000", "address of the demo's placement service (the other commands' default --placement); a free port is used if it is taken")
 	fs.BoolVar(&c.tls, "tls", false, "run the fleet with mutual TLS: a development CA and certificates are made in DIR/tls, and every gRPC connection, the workload's included, uses them")
-	if err := cli.Parse(fs, args, demoSummary); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		fmt.Fprintln(os.Stderr, err)
-		return errUsage
-	}
+	cmd.RunE = run(func(ctx context.Context, _ *cobra.Command, _ []string, out io.Writer) error {
+		return runDemo(ctx, c, out)
+	})
+	return cmd
+}
+
+// runDemo is flotilla demo with the flags c.
+func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 	var p cli.Problems
 	if c.nodes < 1 {
 		p.Addf("--nodes must be at least 1")
@@ -78,7 +85,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		p.Addf("--duration (%s) bounds the whole demo, the fleet's start included: make it longer than --workload (%s), or 0 to run until Ctrl-C", c.duration, c.workload)
 	}
 	if err := p.Err(); err != nil {
-		return err
+		return &usageError{msg: err.Error()}
 	}
 	began := time.Now()
 	if c.duration > 0 {

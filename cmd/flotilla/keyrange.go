@@ -2,10 +2,11 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/spf13/pflag"
 
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	"github.com/flotilla-kv/flotilla/router"
@@ -23,7 +24,7 @@ type rangeFlags struct {
 
 // register adds --prefix and --from-key to fs; verb says what the
 // command does to the keys ("print", "delete").
-func (rf *rangeFlags) register(fs *flag.FlagSet, verb string) {
+func (rf *rangeFlags) register(fs *pflag.FlagSet, verb string) {
 	fs.BoolVar(&rf.prefix, "prefix", false, "KEY is a prefix: "+verb+" every key that starts with it (an empty KEY: every key)")
 	fs.BoolVar(&rf.fromKey, "from-key", false, verb+" KEY and every key that sorts after it, in byte order (an empty KEY: every key)")
 }
@@ -55,13 +56,14 @@ func (rf rangeFlags) keyRange(pos []string) (start, end []byte, ranged bool, pro
 	return start, nil, false, ""
 }
 
-// kvJSON is a pair as the JSON output of get, del and txn shows it;
-// keysOnly leaves its value out.
+// kvJSON is a pair as the JSON output of get, scan, del and txn shows
+// it: key and value in base64, revisions and lease as numbers; keysOnly
+// leaves its value out.
 func kvJSON(kv router.KeyValue, keysOnly bool) map[string]any {
-	m := map[string]any{"key": string(kv.Key),
+	m := map[string]any{"key": b64(kv.Key),
 		"create_revision": kv.CreateRevision, "mod_revision": kv.ModRevision, "version": kv.Version}
 	if !keysOnly {
-		m["value"] = string(kv.Value)
+		m["value"] = b64(kv.Value)
 	}
 	addLease(m, kv.Lease)
 	return m

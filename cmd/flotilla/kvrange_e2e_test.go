@@ -60,12 +60,12 @@ func TestCLIRangesAndTxn(t *testing.T) {
 		out, code := cli("get", "--from-key", "d/b", "--limit", "2", "--json")
 		var got struct {
 			KVs []struct {
-				Key, Value string
+				Key, Value []byte // base64 in the JSON
 			}
 			More bool
 		}
 		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got.KVs) != 2 ||
-			got.KVs[0].Key != "d/b" || got.KVs[1].Key != "d/c" || got.KVs[1].Value != "3" || !got.More {
+			string(got.KVs[0].Key) != "d/b" || string(got.KVs[1].Key) != "d/c" || string(got.KVs[1].Value) != "3" || !got.More {
 			t.Fatalf("get --from-key d/b --limit 2 --json: exit %d (%v), want d/b, d/c and more\n%s", code, err, out)
 		}
 		for _, bad := range [][]string{
@@ -94,7 +94,7 @@ func TestCLIRangesAndTxn(t *testing.T) {
 		put(t, "Aa", "z")
 		expect(t, 0, `^deleted 2 \(revision \d+\)\nKEY .*\n"\?a" +"x" .*\n"@a" +"y" .*\n$`, "del", "?", "A", "--prev-kv")
 		expect(t, 0, `^z\n$`, "get", "Aa")
-		expect(t, 1, `not found`, "get", "@a")
+		expect(t, exitNotFound, `not found`, "get", "@a")
 
 		// --from-key from 0xbf: the last two shards, to the end.
 		put(t, "\xbfz", "1")
@@ -102,10 +102,10 @@ func TestCLIRangesAndTxn(t *testing.T) {
 		out, code := cli("del", "--from-key", "\xbf", "--prev-kv", "--json")
 		var got struct {
 			Deleted int
-			PrevKVs []struct{ Value string } `json:"prev_kvs"`
+			PrevKVs []struct{ Value []byte } `json:"prev_kvs"`
 		}
 		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.Deleted != 2 || len(got.PrevKVs) != 2 ||
-			got.PrevKVs[0].Value != "1" || got.PrevKVs[1].Value != "2" {
+			string(got.PrevKVs[0].Value) != "1" || string(got.PrevKVs[1].Value) != "2" {
 			t.Fatalf("del --from-key \\xbf --prev-kv --json: exit %d (%v), want 2 deleted\n%s", code, err, out)
 		}
 		expect(t, 0, `^0\n$`, "get", "--from-key", "\xbf", "--count-only")
@@ -142,8 +142,9 @@ func TestCLIRangesAndTxn(t *testing.T) {
 			t.Fatalf("txn taking its success branch printed %q, want %q", out, want)
 		}
 		expect(t, 0, `^v2\n$`, "get", "t/k")
-		// The same again: t/k holds v2 now, so the failure branch runs.
-		if out, want := txn(t, 0, in), "FAILURE\n\nOK\n\nt/k\nfailed\n"; out != want {
+		// The same again: t/k holds v2 now, so the failure branch runs,
+		// and the command exits 3 (compare failed), saying nothing more.
+		if out, want := txn(t, exitNotFound, in), "FAILURE\n\nOK\n\nt/k\nfailed\n"; out != want {
 			t.Fatalf("txn taking its failure branch printed %q, want %q", out, want)
 		}
 		expect(t, 0, `^failed\n$`, "get", "t/k")
@@ -155,12 +156,12 @@ func TestCLIRangesAndTxn(t *testing.T) {
 			Ops       []struct {
 				Op      string
 				Deleted int
-				PrevKVs []struct{ Key, Value string } `json:"prev_kvs"`
+				PrevKVs []struct{ Key, Value []byte } `json:"prev_kvs"`
 			}
 		}
 		if err := json.Unmarshal([]byte(out), &got); err != nil || !got.Succeeded || got.Revision == 0 || len(got.Ops) != 2 ||
 			got.Ops[0].Op != "put" || len(got.Ops[0].PrevKVs) != 0 ||
-			got.Ops[1].Op != "del" || got.Ops[1].Deleted != 1 || len(got.Ops[1].PrevKVs) != 1 || got.Ops[1].PrevKVs[0].Value != "failed" {
+			got.Ops[1].Op != "del" || got.Ops[1].Deleted != 1 || len(got.Ops[1].PrevKVs) != 1 || string(got.Ops[1].PrevKVs[0].Value) != "failed" {
 			t.Fatalf("txn --json (%v): want a put, then t/k deleted\n%s", err, out)
 		}
 		expect(t, 0, `^n\n$`, "get", "--prefix", "t/", "--print-value-only")

@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/flotilla-kv/flotilla/router"
 )
@@ -23,55 +23,31 @@ const maxLeaseTTL = 9_000_000_000
 const leaseIDHelp = "A lease ID is written in hexadecimal, as 'lease grant' prints it and as etcdctl takes it " +
 	"(e.g. 694d5765fc71500b; a leading 0x is allowed; '10' is lease 0x10, never decimal ten)."
 
-const leaseUsage = `flotilla lease SUBCOMMAND [flags] [args]: grant, keep alive, inspect and revoke leases
+const leaseLong = `flotilla lease SUBCOMMAND [flags] [args]: grant, keep alive, inspect and revoke leases
 
 A lease is a TTL the fleet counts down; keys put with 'flotilla put --lease ID'
 are deleted (one ordinary delete per key, each at its own revision) when the
 lease expires or is revoked, and read as absent from the moment it ended.
 
-Subcommands (the subcommand comes first; its flags may come before or after its arguments):
-  grant TTL                  grant a lease of TTL seconds (a TTL below the fleet's minimum, 2s by default, is raised to it):
-                             prints "lease ID granted with TTL(Ns)"
-  revoke ID                  end lease ID now and delete every key attached to it
-  keepalive ID               keep lease ID alive until interrupted, printing each renewal
-                             ("lease ID keepalived with TTL(N)"); --once: renew once and exit
-  timetolive ID [--keys]     print lease ID's granted and remaining TTL (--keys: and its keys); alias: ttl
-  list                       list the leases that exist
-
 ` + leaseIDHelp + `
-A lease that does not exist (never granted, revoked or expired) exits 1 naming
-it; a malformed ID or TTL is a usage error (exit 2).
+A lease that does not exist (never granted, revoked or expired) exits 3 naming
+it; a malformed ID or TTL is a usage error (exit 2).`
 
-Run 'flotilla lease SUBCOMMAND --help' for its flags.`
-
-// leaseCommands are the subcommands of flotilla lease.
-var leaseCommands = []command{
-	{"grant", "flotilla lease grant [flags] TTL", runLeaseGrant},
-	{"revoke", "flotilla lease revoke [flags] ID", runLeaseRevoke},
-	{"keepalive", "flotilla lease keepalive [flags] ID", runLeaseKeepAlive},
-	{"timetolive", "flotilla lease timetolive [flags] ID", runLeaseTimeToLive},
-	{"ttl", "flotilla lease ttl [flags] ID (alias of timetolive)", runLeaseTimeToLive},
-	{"list", "flotilla lease list [flags]", runLeaseList},
-}
-
-// runLease runs the subcommand named by args[0].
-func runLease(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, leaseUsage)
-		return errUsage
+func newLeaseCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lease SUBCOMMAND [flags] [args]",
+		Short: "leases, as etcdctl's: grant TTL, revoke ID, keepalive ID, timetolive ID (alias ttl), list",
+		Long:  leaseLong,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown subcommand %q", args[0])
+			}
+			return usagef("no subcommand given: grant, revoke, keepalive, timetolive (ttl) or list")
+		},
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(os.Stderr, leaseUsage)
-		return flag.ErrHelp
-	}
-	for _, c := range leaseCommands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], out)
-		}
-	}
-	fmt.Fprintf(os.Stderr, "flotilla lease: unknown subcommand %q (the subcommand comes before the flags)\n\n%s\n", args[0], leaseUsage)
-	return errUsage
+	cmd.AddCommand(newLeaseGrantCmd(), newLeaseRevokeCmd(), newLeaseKeepAliveCmd(), newLeaseTimeToLiveCmd(), newLeaseListCmd())
+	return cmd
 }
 
 // parseLeaseID parses a lease ID as etcdctl prints and takes it:
@@ -113,13 +89,6 @@ func formatLeaseID(id uint64) string {
 	return fmt.Sprintf("%016x", id)
 }
 
-// usageErr prints msg and the usage of fs, and returns errUsage.
-func usageErr(fs *flag.FlagSet, msg string) error {
-	fmt.Fprintf(os.Stderr, "%s\n\n", msg)
-	fs.Usage()
-	return errUsage
-}
-
 // leaseErr names lease id in err when the lease does not exist; it keeps
 // ErrLeaseNotFound for errors.Is.
 func leaseErr(id uint64, err error) error {
@@ -129,85 +98,116 @@ func leaseErr(id uint64, err error) error {
 	return err
 }
 
-// parseLeaseArgs parses the flags and the single ID argument of a lease
-// subcommand.
-func parseLeaseArgs(fs *flag.FlagSet, args []string, summary string) (uint64, error) {
-	pos, err := parse(fs, args, summary+"\n\n"+leaseIDHelp, 1)
-	if err != nil {
-		return 0, err
-	}
+// leaseArg parses the single ID argument of a lease subcommand; a
+// malformed one is a usage error.
+func leaseArg(pos []string) (uint64, error) {
 	id, err := parseLeaseID(pos[0])
 	if err != nil {
-		return 0, usageErr(fs, err.Error())
+		return 0, &usageError{msg: err.Error()}
 	}
 	return id, nil
 }
 
-func runLeaseGrant(ctx context.Context, args []string, out io.Writer) error {
-	var c common
-	fs := kvFlags(newFlags("lease grant", &c, false), &c)
-	pos, err := parse(fs, args, "flotilla lease grant [flags] TTL: grant a lease of TTL seconds and print its ID in hexadecimal "+
-		"(\"lease ID granted with TTL(Ns)\"; --json: id as a number, id_hex, ttl, revision). "+
-		"A TTL below the fleet's minimum (2s by default) is raised to it; the TTL printed is the one granted.", 1)
-	if err != nil {
-		return err
-	}
-	ttl, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || ttl <= 0 || ttl > maxLeaseTTL {
-		return usageErr(fs, fmt.Sprintf("TTL %q: want whole seconds, from 1 to %d", pos[0], int64(maxLeaseTTL)))
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	g, err := r.Grant(ctx, ttl)
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return printJSON(out, map[string]any{"id": g.ID, "id_hex": formatLeaseID(g.ID), "ttl": g.TTL, "revision": g.Revision})
-	}
-	fmt.Fprintf(out, "lease %s granted with TTL(%ds)\n", formatLeaseID(g.ID), g.TTL)
-	return nil
+// leaseCmd makes a lease subcommand of one ID argument (or, with nargs 0
+// or a TTL, what the subcommand says) with the common flags.
+func leaseCmd(c *common, use, short, long string, nargs int) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: nArgs(nargs)}
+	c.register(cmd, true, false)
+	return cmd
 }
 
-func runLeaseRevoke(ctx context.Context, args []string, out io.Writer) error {
+func newLeaseGrantCmd() *cobra.Command {
 	var c common
-	fs := kvFlags(newFlags("lease revoke", &c, false), &c)
-	id, err := parseLeaseArgs(fs, args, "flotilla lease revoke [flags] ID: end lease ID now and delete every key attached to it "+
-		"(one delete per key, each at its own revision) before returning; prints \"lease ID revoked\" and the revision at which it ended")
-	if err != nil {
-		return err
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	w, err := r.Revoke(ctx, id)
-	if err != nil {
-		return leaseErr(id, err)
-	}
-	if c.json {
-		return printJSON(out, map[string]any{"id": id, "id_hex": formatLeaseID(id), "ok": true, "revision": w.Revision})
-	}
-	fmt.Fprintf(out, "lease %s revoked (revision %d)\n", formatLeaseID(id), w.Revision)
-	return nil
+	cmd := leaseCmd(&c, "grant [flags] TTL", "grant a lease of TTL seconds and print its ID",
+		"flotilla lease grant [flags] TTL: grant a lease of TTL seconds and print its ID in hexadecimal "+
+			"(\"lease ID granted with TTL(Ns)\"; -w json: id as a number, id_hex, ttl, revision). "+
+			"A TTL below the fleet's minimum (2s by default) is raised to it; the TTL printed is the one granted.", 1)
+	c.out.register(cmd, formatSimple, "", writeFormats...)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		ttl, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil || ttl <= 0 || ttl > maxLeaseTTL {
+			return usagef("TTL %q: want whole seconds, from 1 to %d", pos[0], int64(maxLeaseTTL))
+		}
+		ctx, r, done, err := c.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		g, err := r.Grant(ctx, ttl)
+		if err != nil {
+			return err
+		}
+		if c.out.isJSON() {
+			return printJSON(out, map[string]any{"id": g.ID, "id_hex": formatLeaseID(g.ID), "ttl": g.TTL, "revision": g.Revision})
+		}
+		fmt.Fprintf(out, "lease %s granted with TTL(%ds)\n", formatLeaseID(g.ID), g.TTL)
+		return nil
+	})
+	return cmd
 }
 
-func runLeaseKeepAlive(ctx context.Context, args []string, out io.Writer) error {
+func newLeaseRevokeCmd() *cobra.Command {
 	var c common
-	fs := kvFlags(newFlags("lease keepalive", &c, false), &c)
-	once := fs.Bool("once", false, "renew the lease once, print its TTL and exit, instead of keeping it alive until interrupted")
-	id, err := parseLeaseArgs(fs, args, "flotilla lease keepalive [flags] ID: keep lease ID alive until interrupted (Ctrl-C, exit 0), "+
-		"renewing it every third of its TTL and printing each renewal:\n"+
-		"  lease ID keepalived with TTL(N)\n"+
-		"With --json, one JSON object per line. Exits 1 when the lease is gone (expired or revoked) or could not be "+
-		"renewed before it would have expired. --timeout bounds connecting and, with --once, the renewal.")
-	if err != nil {
-		return err
-	}
+	cmd := leaseCmd(&c, "revoke [flags] ID", "end lease ID now and delete every key attached to it",
+		"flotilla lease revoke [flags] ID: end lease ID now and delete every key attached to it "+
+			"(one delete per key, each at its own revision) before returning; prints \"lease ID revoked\" and the revision at which it ended.\n\n"+
+			leaseIDHelp, 1)
+	c.out.register(cmd, formatSimple, "", writeFormats...)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		id, err := leaseArg(pos)
+		if err != nil {
+			return err
+		}
+		ctx, r, done, err := c.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		w, err := r.Revoke(ctx, id)
+		if err != nil {
+			return leaseErr(id, err)
+		}
+		if c.out.isJSON() {
+			return printJSON(out, map[string]any{"id": id, "id_hex": formatLeaseID(id), "ok": true, "revision": w.Revision})
+		}
+		fmt.Fprintf(out, "lease %s revoked (revision %d)\n", formatLeaseID(id), w.Revision)
+		return nil
+	})
+	return cmd
+}
+
+func newLeaseKeepAliveCmd() *cobra.Command {
+	var c common
+	var once bool
+	cmd := leaseCmd(&c, "keepalive [flags] ID", "keep lease ID alive until interrupted, printing each renewal",
+		"flotilla lease keepalive [flags] ID: keep lease ID alive until interrupted (Ctrl-C, exit 0), "+
+			"renewing it every third of its TTL and printing each renewal:\n"+
+			"  lease ID keepalived with TTL(N)\n"+
+			"With -w json, one JSON object per line. Exits 3 when the lease is gone (expired or revoked), 4 when it could not be "+
+			"renewed before it would have expired. --timeout bounds connecting and, with --once, the renewal.\n\n"+leaseIDHelp, 1)
+	c.out.register(cmd, formatSimple, " (json: one object a line)", writeFormats...)
+	cmd.Flags().BoolVar(&once, "once", false, "renew the lease once, print its TTL and exit, instead of keeping it alive until interrupted")
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		id, err := leaseArg(pos)
+		if err != nil {
+			return err
+		}
+		return keepAlive(ctx, &c, out, id, once)
+	})
+	return cmd
+}
+
+// keepAlive is lease keepalive of lease id.
+func keepAlive(ctx context.Context, c *common, out io.Writer, id uint64, once bool) error {
 	nctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	r, err := c.router(nctx)
@@ -215,19 +215,20 @@ func runLeaseKeepAlive(ctx context.Context, args []string, out io.Writer) error 
 		return err
 	}
 	defer r.Close()
-	if *once {
+	asJSON := c.out.isJSON()
+	if once {
 		ttl, err := r.KeepAliveOnce(nctx, id)
 		if err != nil {
 			return leaseErr(id, err)
 		}
-		return printKeepAlive(out, c.json, router.KeepAliveResponse{ID: id, TTL: ttl})
+		return printKeepAlive(out, asJSON, router.KeepAliveResponse{ID: id, TTL: ttl})
 	}
 	ch, err := r.KeepAlive(ctx, id)
 	if err != nil {
 		return leaseErr(id, err)
 	}
 	for resp := range ch {
-		if err := printKeepAlive(out, c.json, resp); err != nil {
+		if err := printKeepAlive(out, asJSON, resp); err != nil {
 			return err
 		}
 	}
@@ -244,7 +245,7 @@ func runLeaseKeepAlive(ctx context.Context, args []string, out io.Writer) error 
 	case err != nil:
 		return fmt.Errorf("lease %s: renewals stopped, and asking for its TTL failed (it may have expired): %w", formatLeaseID(id), err)
 	}
-	return fmt.Errorf("lease %s: could not renew it before it would have expired, though it still exists", formatLeaseID(id))
+	return fmt.Errorf("lease %s: could not renew it before it would have expired, though it still exists (%w)", formatLeaseID(id), context.DeadlineExceeded)
 }
 
 // printKeepAlive prints one renewal as etcdctl does, or as a JSON line.
@@ -256,76 +257,110 @@ func printKeepAlive(out io.Writer, asJSON bool, resp router.KeepAliveResponse) e
 	return err
 }
 
-func runLeaseTimeToLive(ctx context.Context, args []string, out io.Writer) error {
+func newLeaseTimeToLiveCmd() *cobra.Command {
 	var c common
-	fs := kvFlags(newFlags("lease timetolive", &c, false), &c)
-	keys := fs.Bool("keys", false, "also list the keys attached to the lease")
-	id, err := parseLeaseArgs(fs, args, "flotilla lease timetolive [flags] ID (alias: ttl): print lease ID's granted TTL and "+
-		"remaining time to live in whole seconds, rounded up, as etcdctl does:\n"+
-		"  lease ID granted with TTL(Ns), remaining(Ms)[, attached keys([k1 k2])]")
-	if err != nil {
-		return err
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	l, err := r.TimeToLive(ctx, id, *keys)
-	if err != nil {
-		return leaseErr(id, err)
-	}
-	if c.json {
-		m := map[string]any{"id": l.ID, "id_hex": formatLeaseID(l.ID), "ttl": l.TTL, "granted_ttl": l.GrantedTTL}
-		if *keys {
-			ks := make([]string, len(l.Keys))
-			for i, k := range l.Keys {
-				ks[i] = string(k)
-			}
-			m["keys"] = ks
+	var keys bool
+	cmd := leaseCmd(&c, "timetolive [flags] ID", "print lease ID's granted and remaining TTL (alias: ttl)",
+		"flotilla lease timetolive [flags] ID (alias: ttl): print lease ID's granted TTL and "+
+			"remaining time to live in whole seconds, rounded up, as etcdctl does:\n"+
+			"  lease ID granted with TTL(Ns), remaining(Ms)[, attached keys([k1 k2])]\n"+
+			"-w table: a table of ID, TTL, REMAINING (and KEYS); -w json: id, id_hex, granted_ttl, ttl (and keys, in base64).\n\n"+leaseIDHelp, 1)
+	cmd.Aliases = []string{"ttl"}
+	c.out.register(cmd, formatSimple, "", formatSimple, formatTable, formatJSON)
+	cmd.Flags().BoolVar(&keys, "keys", false, "also list the keys attached to the lease")
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
 		}
-		return printJSON(out, m)
-	}
-	fmt.Fprintf(out, "lease %s granted with TTL(%ds), remaining(%ds)", formatLeaseID(l.ID), l.GrantedTTL, l.TTL)
-	if *keys {
+		id, err := leaseArg(pos)
+		if err != nil {
+			return err
+		}
+		ctx, r, done, err := c.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		l, err := r.TimeToLive(ctx, id, keys)
+		if err != nil {
+			return leaseErr(id, err)
+		}
 		ks := make([]string, len(l.Keys))
 		for i, k := range l.Keys {
 			ks[i] = string(k)
 		}
-		fmt.Fprintf(out, ", attached keys(%v)", ks)
-	}
-	fmt.Fprintln(out)
-	return nil
+		switch c.out.format {
+		case formatJSON:
+			m := map[string]any{"id": l.ID, "id_hex": formatLeaseID(l.ID), "ttl": l.TTL, "granted_ttl": l.GrantedTTL}
+			if keys {
+				b := make([]string, len(l.Keys))
+				for i, k := range l.Keys {
+					b[i] = b64(k)
+				}
+				m["keys"] = b
+			}
+			return printJSON(out, m)
+		case formatTable:
+			header, row := "ID\tTTL\tREMAINING", []string{formatLeaseID(l.ID), fmt.Sprintf("%ds", l.GrantedTTL), fmt.Sprintf("%ds", l.TTL)}
+			if keys {
+				header += "\tKEYS"
+				row = append(row, quoteArgs(ks))
+			}
+			table(out, header, [][]string{row})
+			return nil
+		}
+		fmt.Fprintf(out, "lease %s granted with TTL(%ds), remaining(%ds)", formatLeaseID(l.ID), l.GrantedTTL, l.TTL)
+		if keys {
+			fmt.Fprintf(out, ", attached keys(%v)", ks)
+		}
+		fmt.Fprintln(out)
+		return nil
+	})
+	return cmd
 }
 
-func runLeaseList(ctx context.Context, args []string, out io.Writer) error {
+func newLeaseListCmd() *cobra.Command {
 	var c common
-	fs := kvFlags(newFlags("lease list", &c, false), &c)
-	if _, err := parse(fs, args, "flotilla lease list [flags]: list the IDs of the leases that exist, in ID order, as etcdctl does "+
-		"(\"found N leases\", then one ID a line); a lease being ended may still be listed", 0); err != nil {
-		return err
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	ids, err := r.Leases(ctx)
-	if err != nil {
-		return err
-	}
-	if c.json {
+	cmd := leaseCmd(&c, "list [flags]", "list the leases that exist",
+		"flotilla lease list [flags]: list the IDs of the leases that exist, in ID order, as etcdctl does "+
+			"(\"found N leases\", then one ID a line; -w table: a table of IDs; -w json: leases as numbers and leases_hex); "+
+			"a lease being ended may still be listed", 0)
+	c.out.register(cmd, formatSimple, "", formatSimple, formatTable, formatJSON)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		ctx, r, done, err := c.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		ids, err := r.Leases(ctx)
+		if err != nil {
+			return err
+		}
 		hex := make([]string, len(ids))
 		for i, id := range ids {
 			hex[i] = formatLeaseID(id)
 		}
-		return printJSON(out, map[string]any{"leases": append([]uint64{}, ids...), "leases_hex": hex})
-	}
-	fmt.Fprintf(out, "found %d leases\n", len(ids))
-	for _, id := range ids {
-		fmt.Fprintln(out, formatLeaseID(id))
-	}
-	return nil
+		switch c.out.format {
+		case formatJSON:
+			return printJSON(out, map[string]any{"leases": append([]uint64{}, ids...), "leases_hex": hex})
+		case formatTable:
+			rows := make([][]string, len(ids))
+			for i, h := range hex {
+				rows[i] = []string{h, strconv.FormatUint(ids[i], 10)}
+			}
+			table(out, "ID\tID (DECIMAL)", rows)
+			return nil
+		}
+		fmt.Fprintf(out, "found %d leases\n", len(ids))
+		for _, h := range hex {
+			fmt.Fprintln(out, h)
+		}
+		return nil
+	})
+	return cmd
 }
 
 // putWithTTL is put --ttl: the key on a fresh lease of ttl. A lease
@@ -338,3 +373,6 @@ func putWithTTL(ctx context.Context, r *router.Client, key, value []byte, ttl ti
 	}
 	return g, w, err
 }
+
+// Type implements pflag.Value.
+func (*leaseIDFlag) Type() string { return "leaseID" }

@@ -44,11 +44,11 @@ func TestCLILeases(t *testing.T) {
 	must(`^OK \(revision \d+\)\n$`, "put", "l/plain", "p")
 	out, code := cli("get", "l/k", "--json")
 	var got struct {
-		Value    string `json:"value"`
+		Value    []byte `json:"value"` // base64 in the JSON
 		Lease    uint64 `json:"lease"`
 		LeaseHex string `json:"lease_hex"`
 	}
-	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.Value != "v" || got.LeaseHex != id || fmt.Sprintf("%016x", got.Lease) != id {
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || string(got.Value) != "v" || got.LeaseHex != id || fmt.Sprintf("%016x", got.Lease) != id {
 		t.Fatalf("get l/k --json: exit %d (%v), want lease %s\n%s", code, err, id, out)
 	}
 	must(`"l/k" +"v" +\d+ +\d+ +1 +`+id+`\n"l/plain" +"p" +\d+ +\d+ +1 +-\n$`, "get", "--prefix", "l/")
@@ -90,8 +90,8 @@ func TestCLILeases(t *testing.T) {
 	}
 
 	must(`^lease `+id+` revoked \(revision \d+\)\n$`, "lease", "revoke", id)
-	if out, code := cli("get", "l/k"); code != 1 || !strings.Contains(out, `key "l/k" not found`) {
-		t.Fatalf("get l/k after revoke: exit %d, want 1\n%s", code, out)
+	if out, code := cli("get", "l/k"); code != exitNotFound || !strings.Contains(out, `key "l/k" not found`) {
+		t.Fatalf("get l/k after revoke: exit %d, want %d\n%s", code, exitNotFound, out)
 	}
 	must(`^p\n$`, "get", "l/plain")
 	for _, args := range [][]string{
@@ -100,8 +100,8 @@ func TestCLILeases(t *testing.T) {
 		{"lease", "keepalive", id},
 		{"put", "l/k", "again", "--lease", id},
 	} {
-		if out, code := cli(args...); code != 1 || !strings.Contains(out, "lease "+id+" not found") {
-			t.Fatalf("%q after revoke: exit %d, want 1 naming the lease\n%s", args, code, out)
+		if out, code := cli(args...); code != exitNotFound || !strings.Contains(out, "lease "+id+" not found") {
+			t.Fatalf("%q after revoke: exit %d, want %d naming the lease\n%s", args, code, exitNotFound, out)
 		}
 	}
 	if out, code := cli("lease", "list"); code != 0 || strings.Contains(out, id) {
@@ -113,7 +113,7 @@ func TestCLILeases(t *testing.T) {
 	must(`"l/ttl" +"t" +\d+ +\d+ +1 +`+ttlID+`\n`, "get", "--prefix", "l/ttl")
 	testutil.Eventually(t, 10*time.Second, func() error {
 		out, code := cli("get", "l/ttl")
-		if code == 1 && strings.Contains(out, "not found") {
+		if code == exitNotFound && strings.Contains(out, "not found") {
 			return nil
 		}
 		if code != 0 {
@@ -121,7 +121,7 @@ func TestCLILeases(t *testing.T) {
 		}
 		return fmt.Errorf("l/ttl still there after put --ttl 2s: %s", out)
 	})
-	if out, code := cli("lease", "ttl", ttlID); code != 1 || !strings.Contains(out, "lease "+ttlID+" not found") {
-		t.Fatalf("lease ttl of the expired lease: exit %d, want 1\n%s", code, out)
+	if out, code := cli("lease", "ttl", ttlID); code != exitNotFound || !strings.Contains(out, "lease "+ttlID+" not found") {
+		t.Fatalf("lease ttl of the expired lease: exit %d, want %d\n%s", code, exitNotFound, out)
 	}
 }

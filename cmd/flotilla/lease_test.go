@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,7 +44,6 @@ func TestLeaseUsageErrors(t *testing.T) {
 	}{
 		{[]string{}},
 		{[]string{"nope"}},
-		{[]string{"--json", "list"}},
 		{[]string{"grant"}},
 		{[]string{"grant", "0"}},
 		{[]string{"grant", "-5"}},
@@ -59,9 +57,9 @@ func TestLeaseUsageErrors(t *testing.T) {
 		{[]string{"ttl", "--keys", "q"}},
 		{[]string{"list", "extra"}},
 	} {
-		err := runLease(context.Background(), append(tc.args, noPlacement...), &strings.Builder{})
-		if !errors.Is(err, errUsage) {
-			t.Errorf("lease %q: want a usage error, got %v", tc.args, err)
+		args := append(append([]string{"lease"}, tc.args...), noPlacement...)
+		if _, stderr, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want a usage error: %s", args, code, stderr)
 		}
 	}
 	for _, args := range [][]string{
@@ -71,9 +69,9 @@ func TestLeaseUsageErrors(t *testing.T) {
 		{"k", "v", "--ttl", "-1s"},
 		{"k", "v", "--ttl", "5s", "--lease", "abc"},
 	} {
-		err := runPut(context.Background(), append(args, noPlacement...), &strings.Builder{})
-		if !errors.Is(err, errUsage) {
-			t.Errorf("put %q: want a usage error, got %v", args, err)
+		args := append(append([]string{"put"}, args...), noPlacement...)
+		if _, stderr, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want a usage error: %s", args, code, stderr)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -128,28 +127,29 @@ func TestPlacementConnFailsOver(t *testing.T) {
 }
 
 // TestParseTakesFlagsAfterArguments: "get hello --consistency lease" is
-// what people type.
+// what people type; "--" ends the flags.
 func TestParseTakesFlagsAfterArguments(t *testing.T) {
-	var c common
-	pos, err := parse(newFlags("get", &c, true), []string{"hello", "--consistency", "lease", "--json"}, "x", 1)
-	if err != nil || len(pos) != 1 || pos[0] != "hello" || c.consistency != "lease" || !c.json {
-		t.Fatalf("pos %q consistency %q json %v: %v", pos, c.consistency, c.json, err)
+	cmd, pos := parsed(t, "get", "hello", "--consistency", "lease", "--json")
+	if len(pos) != 1 || pos[0] != "hello" || flagValue(t, cmd, "consistency") != "lease" || flagValue(t, cmd, "json") != "true" {
+		t.Fatalf("pos %q consistency %q json %q", pos, flagValue(t, cmd, "consistency"), flagValue(t, cmd, "json"))
 	}
-	var c2 common
-	pos, err = parse(newFlags("put", &c2, false), []string{"--", "-k", "--json"}, "x", 2)
-	if err != nil || strings.Join(pos, " ") != "-k --json" || c2.json {
-		t.Fatalf("after --: pos %q json %v: %v", pos, c2.json, err)
+	cmd, pos = parsed(t, "put", "--", "-k", "--json")
+	if strings.Join(pos, " ") != "-k --json" || flagValue(t, cmd, "json") != "false" {
+		t.Fatalf("after --: pos %q json %q", pos, flagValue(t, cmd, "json"))
 	}
-	var c3 common
-	if _, err := parse(newFlags("get", &c3, true), []string{"a", "b"}, "x", 1); !errors.Is(err, errUsage) {
-		t.Fatalf("two keys for get: %v", err)
+	cmd, pos = parsed(t, "get", "k", "-w", "json", "--limit=3", "--prefix")
+	if strings.Join(pos, " ") != "k" || flagValue(t, cmd, "write-out") != "json" || flagValue(t, cmd, "limit") != "3" {
+		t.Fatalf("-w json: pos %q write-out %q limit %q", pos, flagValue(t, cmd, "write-out"), flagValue(t, cmd, "limit"))
+	}
+	if _, stderr, code := runCLI(t, "get", "a", "b", "c", "--placement", flt.FreePort(t)); code != exitUsage {
+		t.Fatalf("three keys for get: exit %d: %s", code, stderr)
 	}
 }
 
 // TestScanRefusesEndBeforeStart: a usage error, before any connection.
 func TestScanRefusesEndBeforeStart(t *testing.T) {
-	err := runScan(context.Background(), []string{"--start", "m", "--end", "a", "--placement", flt.FreePort(t)}, &strings.Builder{})
-	if !errors.Is(err, errUsage) {
-		t.Fatalf("want a usage error, got %v", err)
+	if _, stderr, code := runCLI(t, "scan", "--start", "m", "--end", "a", "--placement", flt.FreePort(t)); code != exitUsage ||
+		!strings.Contains(stderr, "sorts before --start") {
+		t.Fatalf("exit %d, want a usage error: %s", code, stderr)
 	}
 }

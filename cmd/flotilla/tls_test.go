@@ -96,12 +96,12 @@ func TestDemoWithTLSAndTheCLI(t *testing.T) {
 	}
 	// Without a certificate the placement service refuses the CLI.
 	out, code := cli([]string{"FLOTILLA_TIMEOUT=3s"}, "get", "--placement", placement, "tls-key")
-	if code != 1 || !strings.Contains(out, "code = Unavailable") || !strings.Contains(out, "error reading server preface") {
-		t.Fatalf("plaintext get: exit %d, want 1 and a refused connection\n%s", code, out)
+	if code != exitUnavailable || !strings.Contains(out, "code = Unavailable") || !strings.Contains(out, "error reading server preface") {
+		t.Fatalf("plaintext get: exit %d, want %d and a refused connection\n%s", code, exitUnavailable, out)
 	}
 	out, code = cli([]string{"FLOTILLA_TIMEOUT=3s"}, "nodes", "--placement", placement)
-	if code != 1 || !strings.Contains(out, "code = Unavailable") {
-		t.Fatalf("plaintext nodes: exit %d, want 1 and a refused connection\n%s", code, out)
+	if code != exitUnavailable || !strings.Contains(out, "code = Unavailable") {
+		t.Fatalf("plaintext nodes: exit %d, want %d and a refused connection\n%s", code, exitUnavailable, out)
 	}
 	// Half of the flags is a usage error naming what is missing.
 	out, code = cli(nil, "get", "--placement", placement, "--tls-cert", client.Cert, "tls-key")

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -24,38 +26,51 @@ KEY and the compares' operands are Go-quoted strings ("\x00" escapes); in operat
 with "..." or '...'. version, create and mod compare numbers (decimal; an absent key has 0), lease a lease ID in
 hexadecimal (0: none), value bytes. Reads see the writes before them.
 
-Prints SUCCESS or FAILURE (which branch ran; both exit 0), then, after an empty line each, every operation's result:
+Prints SUCCESS or FAILURE (which branch ran), then, after an empty line each, every operation's result:
 put "OK" (with --prev-kv, then the key and value it replaced, a line each), get each key and value (a line each),
-del how many keys it deleted (with --prev-kv, then each deleted key and value). --json prints one object with the
-revision and every operation's keys and revisions.
+del how many keys it deleted (with --prev-kv, then each deleted key and value). -w json prints one object with the
+revision and every operation's keys (in base64) and revisions. FAILURE exits 3 (compare failed) once its
+operations have run and been printed, with -w json too; etcdctl exits 0 after FAILURE, so a script written for
+etcdctl that treats any non-zero status as an error should test for 3.
 
 The whole transaction is one atomic write at one revision, so every key and range it names must be on one shard:
 a transaction across shards exits 1 and writes nothing. Malformed input exits 2 naming its line. At a terminal it
 prompts for each section (on standard error).`
 
-func runTxn(ctx context.Context, args []string, out io.Writer) error {
-	return runTxnFrom(ctx, args, os.Stdin, out)
+func newTxnCmd() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "txn [flags] < INPUT",
+		Short: "a compare-then-else transaction on one shard, read from standard input in etcdctl's format",
+		Long:  txnSummary,
+		Args:  noArgs,
+	}
+	c.register(cmd, true, false)
+	c.out.register(cmd, formatSimple, "", writeFormats...)
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		return runTxn(ctx, &c, cmd.InOrStdin(), out, cmd.ErrOrStderr())
+	})
+	return cmd
 }
 
-// runTxnFrom is runTxn reading the transaction from in.
-func runTxnFrom(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
-	var c common
-	fs := kvFlags(newFlags("txn", &c, false), &c)
-	if _, err := parse(fs, args, txnSummary, 0); err != nil {
-		return err
-	}
+// runTxn runs the transaction read from in; prompts go to errOut when in
+// is a terminal. The FAILURE branch returns errCompareFailed after its
+// results are printed.
+func runTxn(ctx context.Context, c *common, in io.Reader, out, errOut io.Writer) error {
 	var prompt func(string)
 	if f, ok := in.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			prompt = func(section string) { fmt.Fprintln(os.Stderr, section) }
+			prompt = func(section string) { fmt.Fprintln(errOut, section) }
 		}
 	}
 	t, err := parseTxn(in, prompt)
 	if err != nil {
 		var se *txnSyntaxError
 		if errors.As(err, &se) {
-			fmt.Fprintf(os.Stderr, "flotilla txn: malformed transaction:\n%v\n\nRun 'flotilla txn --help' for the format.\n", err)
-			return errUsage
+			return usagef("malformed transaction:\n%v\n\nRun 'flotilla txn --help' for the format", err)
 		}
 		return err
 	}
@@ -79,11 +94,15 @@ func runTxnFrom(ctx context.Context, args []string, in io.Reader, out io.Writer)
 	if len(res.Ops) != len(ops) {
 		panic(fmt.Sprintf("flotilla txn: %d results for the %d operations of the branch that ran", len(res.Ops), len(ops)))
 	}
-	if c.json {
-		return printJSON(out, txnJSON(res, ops))
+	if c.out.isJSON() {
+		err = printJSON(out, txnJSON(res, ops))
+	} else {
+		printTxn(out, res, ops)
 	}
-	printTxn(out, res, ops)
-	return nil
+	if err == nil && !res.Succeeded {
+		err = &printedError{fmt.Errorf("FAILURE: a compare did not hold; the failure branch ran (%w)", errCompareFailed)}
+	}
+	return err
 }
 
 // printTxn prints a transaction's outcome as etcdctl does: SUCCESS or
@@ -120,9 +139,9 @@ func txnJSON(res router.TxnResult, ops []router.TxnOp) map[string]any {
 	results := make([]map[string]any, len(ops))
 	for i, op := range ops {
 		r := res.Ops[i]
-		m := map[string]any{"key": string(op.Key)}
+		m := map[string]any{"key": b64(op.Key)}
 		if op.Range {
-			m["range_end"] = string(op.End) // "": to the end of the key space
+			m["range_end"] = b64(op.End) // "": to the end of the key space
 		}
 		switch op.Kind {
 		case router.TxnPut:

@@ -3,13 +3,13 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
-	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/spf13/pflag"
+
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -273,7 +273,7 @@ func parseTxnOp(line string) (router.TxnOp, error) {
 		return op, err
 	}
 	name := words[0]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
 		rf     rangeFlags
@@ -296,10 +296,10 @@ func parseTxnOp(line string) (router.TxnOp, error) {
 	default:
 		return op, fmt.Errorf("unknown operation %q: want put KEY VALUE, get KEY or del KEY", name)
 	}
-	pos, err := cli.ParseInterleaved(fs, words[1:])
-	if err != nil {
+	if err := fs.Parse(words[1:]); err != nil {
 		return op, fmt.Errorf("%s: %v", name, err)
 	}
+	pos := fs.Args()
 	if len(pos) != want[0] && (len(want) == 1 || len(pos) != want[1]) {
 		forms := map[string]string{"put": "put KEY VALUE [--lease ID] [--prev-kv]",
 			"get": "get KEY [END] [--prefix | --from-key]", "del": "del KEY [END] [--prefix | --from-key] [--prev-kv]"}

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/flotilla-kv/flotilla/router"
 )
@@ -25,33 +25,39 @@ type watchFlags struct {
 const watchSummary = "flotilla watch [flags] KEY: print every write to KEY (or, with --prefix, to every key starting with KEY) as it happens, " +
 	"in revision order, until interrupted:\n" +
 	"  PUT \"key\" \"value\" rev=R [prev=\"old\"]\n  DELETE \"key\" rev=R [prev=\"old\"]\n  PROGRESS rev=R   (with --progress: every write at or below R was printed)\n" +
-	"With --json, one JSON object per line. Exits 1 if the start revision is compacted."
+	"With -w json, one JSON object per line (keys and values in base64). Exits 1 if the start revision is compacted."
 
-// parseWatch parses the arguments of flotilla watch.
-func parseWatch(args []string) (common, watchFlags, string, error) {
+func newWatchCmd() *cobra.Command {
 	var c common
 	var wf watchFlags
-	fs := kvFlags(newFlags("watch", &c, false), &c)
+	cmd := &cobra.Command{
+		Use:   "watch [flags] KEY",
+		Short: "print every write to KEY (--prefix: to keys starting with KEY) as it happens, until interrupted",
+		Long:  watchSummary,
+		Args:  nArgs(1),
+	}
+	c.register(cmd, true, false)
+	c.out.register(cmd, formatSimple, " (json: one object a line, keys and values in base64)", writeFormats...)
+	fs := cmd.Flags()
 	fs.BoolVar(&wf.prefix, "prefix", false, "KEY is a prefix: watch every key that starts with it")
 	fs.Uint64Var(&wf.rev, "rev", 0, "start at this revision: print every write at or after it (0: from now). "+
 		"To resume a watch, pass the last revision printed + 1")
 	fs.BoolVar(&wf.prevKV, "prev-kv", false, "print each key's previous value (prev=...)")
 	fs.DurationVar(&wf.progress, "progress", 0, "print PROGRESS lines at most this often when the watch advanced without writes (0: none), e.g. 1s")
-	pos, err := parse(fs, args, watchSummary, 1)
-	if err != nil {
-		return c, wf, "", err
-	}
-	if wf.progress < 0 {
-		return c, wf, "", fmt.Errorf("--progress %s: want a duration >= 0", wf.progress)
-	}
-	return c, wf, pos[0], nil
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		if wf.progress < 0 {
+			return usagef("--progress %s: want a duration >= 0", wf.progress)
+		}
+		return watch(ctx, &c, wf, pos[0], out)
+	})
+	return cmd
 }
 
-func runWatch(ctx context.Context, args []string, out io.Writer) error {
-	c, wf, key, err := parseWatch(args)
-	if err != nil {
-		return err
-	}
+// watch is flotilla watch of key.
+func watch(ctx context.Context, c *common, wf watchFlags, key string, out io.Writer) error {
 	// --timeout bounds connecting, not the watch, which runs until
 	// interrupted.
 	nctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -79,7 +85,7 @@ func runWatch(ctx context.Context, args []string, out io.Writer) error {
 			}
 			return revisionErr(resp.Err)
 		}
-		if err := printWatchResponse(out, c.json, resp); err != nil {
+		if err := printWatchResponse(out, c.out.isJSON(), resp); err != nil {
 			return err
 		}
 	}
@@ -98,12 +104,12 @@ func printWatchResponse(out io.Writer, asJSON bool, resp router.WatchResponse) e
 	}
 	for _, ev := range resp.Events {
 		if asJSON {
-			m := map[string]any{"type": ev.Type.String(), "key": string(ev.KV.Key), "revision": ev.Revision()}
+			m := map[string]any{"type": ev.Type.String(), "key": b64(ev.KV.Key), "revision": ev.Revision()}
 			if ev.Type == router.EventPut {
-				m["value"], m["create_revision"], m["version"] = string(ev.KV.Value), ev.KV.CreateRevision, ev.KV.Version
+				m["value"], m["create_revision"], m["version"] = b64(ev.KV.Value), ev.KV.CreateRevision, ev.KV.Version
 			}
 			if ev.PrevKV != nil {
-				m["prev_value"], m["prev_mod_revision"] = string(ev.PrevKV.Value), ev.PrevKV.ModRevision
+				m["prev_value"], m["prev_mod_revision"] = b64(ev.PrevKV.Value), ev.PrevKV.ModRevision
 			}
 			if err := writeJSONLine(out, m); err != nil {
 				return err
@@ -125,43 +131,44 @@ func printWatchResponse(out io.Writer, asJSON bool, resp router.WatchResponse) e
 	return nil
 }
 
-// writeJSONLine writes v as one line of JSON.
-func writeJSONLine(out io.Writer, v any) error {
-	return json.NewEncoder(out).Encode(v)
-}
-
-func runCompact(ctx context.Context, args []string, out io.Writer) error {
+func newCompactCmd() *cobra.Command {
 	var c common
-	fs := kvFlags(newFlags("compact", &c, false), &c)
-	start := fs.String("start", "", "first key of the range (inclusive)")
-	end := fs.String("end", "", "end of the range (exclusive); empty: to the end")
-	pos, err := parse(fs, args, "flotilla compact [flags] REV: compact every shard owning a part of [--start, --end) to revision REV: "+
-		"reads and watches below REV are refused from then on, and older versions are pruned (each whole shard is compacted)", 1)
-	if err != nil {
-		return err
+	var start, end string
+	cmd := &cobra.Command{
+		Use:   "compact [flags] REV",
+		Short: "compact the shards of [--start, --end) to revision REV",
+		Long: "flotilla compact [flags] REV: compact every shard owning a part of [--start, --end) to revision REV: " +
+			"reads and watches below REV are refused from then on, and older versions are pruned (each whole shard is compacted)",
+		Args: nArgs(1),
 	}
-	rev, err := strconv.ParseUint(pos[0], 10, 64)
-	if err != nil || rev == 0 {
-		fmt.Fprintf(os.Stderr, "REV %q: want a revision > 0\n\n", pos[0])
-		fs.Usage()
-		return errUsage
-	}
-	if *end != "" && *start >= *end {
-		fmt.Fprintf(os.Stderr, "--end %q does not sort after --start %q\n\n", *end, *start)
-		fs.Usage()
-		return errUsage
-	}
-	ctx, r, done, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := r.Compact(ctx, []byte(*start), []byte(*end), rev); err != nil {
-		return revisionErr(err)
-	}
-	if c.json {
-		return printJSON(out, map[string]any{"ok": true, "revision": rev})
-	}
-	fmt.Fprintf(out, "OK (compacted to revision %d)\n", rev)
-	return nil
+	c.register(cmd, true, false)
+	c.out.register(cmd, formatSimple, "", writeFormats...)
+	cmd.Flags().StringVar(&start, "start", "", "first key of the range (inclusive)")
+	cmd.Flags().StringVar(&end, "end", "", "end of the range (exclusive); empty: to the end")
+	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, pos []string, out io.Writer) error {
+		if err := c.check(cmd); err != nil {
+			return err
+		}
+		rev, err := strconv.ParseUint(pos[0], 10, 64)
+		if err != nil || rev == 0 {
+			return usagef("REV %q: want a revision > 0", pos[0])
+		}
+		if end != "" && start >= end {
+			return usagef("--end %q does not sort after --start %q", end, start)
+		}
+		ctx, r, done, err := c.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		if err := r.Compact(ctx, []byte(start), []byte(end), rev); err != nil {
+			return revisionErr(err)
+		}
+		if c.out.isJSON() {
+			return printJSON(out, map[string]any{"ok": true, "revision": rev})
+		}
+		fmt.Fprintf(out, "OK (compacted to revision %d)\n", rev)
+		return nil
+	})
+	return cmd
 }

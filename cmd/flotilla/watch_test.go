@@ -1,40 +1,41 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
 func TestParseWatchFlags(t *testing.T) {
-	c, wf, key, err := parseWatch([]string{"user/", "--prefix", "--rev", "42", "--prev-kv", "--progress", "2s", "--json"})
-	if err != nil || key != "user/" || !wf.prefix || wf.rev != 42 || !wf.prevKV || wf.progress != 2*time.Second || !c.json {
-		t.Fatalf("key %q flags %+v json %v: %v", key, wf, c.json, err)
-	}
-	_, wf, key, err = parseWatch([]string{"--", "-k"})
-	if err != nil || key != "-k" || wf.prefix || wf.rev != 0 || wf.prevKV || wf.progress != 0 {
-		t.Fatalf("defaults: key %q flags %+v: %v", key, wf, err)
-	}
-	for _, args := range [][]string{{}, {"a", "b"}, {"a", "--rev", "x"}, {"a", "--nope"}} {
-		if _, _, _, err := parseWatch(args); !errors.Is(err, errUsage) {
-			t.Errorf("%q: want a usage error, got %v", args, err)
+	cmd, pos := parsed(t, "watch", "user/", "--prefix", "--rev", "42", "--prev-kv", "--progress", "2s", "--json")
+	for name, want := range map[string]string{"prefix": "true", "rev": "42", "prev-kv": "true", "progress": "2s", "json": "true"} {
+		if got := flagValue(t, cmd, name); got != want {
+			t.Errorf("--%s = %q, want %q", name, got, want)
 		}
 	}
-	if _, _, _, err := parseWatch([]string{"a", "--progress", "-1s"}); err == nil {
-		t.Errorf("negative --progress accepted")
+	if strings.Join(pos, " ") != "user/" {
+		t.Errorf("key %q", pos)
+	}
+	cmd, pos = parsed(t, "watch", "--", "-k")
+	if strings.Join(pos, " ") != "-k" || flagValue(t, cmd, "prefix") != "false" || flagValue(t, cmd, "rev") != "0" {
+		t.Errorf("defaults: key %q prefix %s rev %s", pos, flagValue(t, cmd, "prefix"), flagValue(t, cmd, "rev"))
+	}
+	noPlacement := []string{"--placement", flt.FreePort(t)}
+	for _, args := range [][]string{{}, {"a", "b"}, {"a", "--rev", "x"}, {"a", "--nope"}, {"a", "--progress", "-1s"}, {"a", "-w", "table"}} {
+		args = append(append([]string{"watch"}, args...), noPlacement...)
+		if _, stderr, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want a usage error: %s", args, code, stderr)
+		}
 	}
 }
 
 func TestGetRefusesABadRevisionFlag(t *testing.T) {
 	for _, args := range [][]string{{"k", "--rev", "-1"}, {"k", "--rev", "abc"}, {"k", "--limit", "x", "--prefix"}} {
-		err := runGet(context.Background(), append(args, "--placement", flt.FreePort(t)), &strings.Builder{})
-		if !errors.Is(err, errUsage) {
-			t.Errorf("%q: want a usage error, got %v", args, err)
+		args = append(append([]string{"get"}, args...), "--placement", flt.FreePort(t))
+		if _, stderr, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want a usage error: %s", args, code, stderr)
 		}
 	}
 }
@@ -75,7 +76,7 @@ func TestPrintWatchResponse(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], `"type":"PUT"`) || !strings.Contains(lines[0], `"revision":7`) ||
-		!strings.Contains(lines[1], `"prev_value":"old"`) || strings.Contains(lines[1], `"value"`) {
+		!strings.Contains(lines[1], `"prev_value":"b2xk"`) || !strings.Contains(lines[0], `"value":"diAy"`) || strings.Contains(lines[1], `"value"`) {
 		t.Errorf("JSON lines:\n%s", b.String())
 	}
 }

@@ -91,6 +91,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	c.TLS.RegisterFlags(fs, "this placement replica, served to nodes, clients and replicas and presented to nodes and replicas (the --http endpoints stay plaintext)")
+	cli.VersionFlag(fs, "placementd")
 	if err := cli.Parse(fs, args, summary); err != nil {
 		return c, err
 	}

@@ -135,6 +135,7 @@ func parseConfig(args []string) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	c.TLS.RegisterFlags(fs, "this node, served to clients and peers and presented to peers and placement (the --http endpoints stay plaintext)")
+	cli.VersionFlag(fs, "shardnode")
 	if err := cli.Parse(fs, args, summary); err != nil {
 		return c, err
 	}

@@ -1,10 +1,16 @@
 // Package cli holds what every Flotilla binary shares on its command line:
 // flags that also read environment variables, byte sizes, validation that
-// reports every problem at once, and logger setup.
+// reports every problem at once, logger setup, and the version a binary
+// prints for --version.
 //
-// A flag named --data-dir also reads FLOTILLA_DATA_DIR when it is not given
-// on the command line; the command line wins. --help prints every flag with
-// its environment variable and default. ParseInterleaved lets a command's
-// flags come before, between or after its positional arguments ("flotilla
-// get KEY --json"), with "--" ending the flags.
+// With Parse, a flag named --data-dir also reads FLOTILLA_DATA_DIR when it
+// is not given on the command line; the command line wins. ParseWithPrefix
+// reads another prefix (flotilla-bench: FLOTILLA_BENCH_DATA_DIR), for a
+// program whose flags must not take a server's variables. --help prints
+// every flag with its environment variable and default.
+//
+// Version and ReadBuildInfo report the module version and the VCS
+// revision the go command stamped into the binary (runtime/debug); the
+// servers register --version with VersionFlag, the flotilla CLI (on cobra,
+// cmd/flotilla) prints the same line.
 package cli

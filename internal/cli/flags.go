@@ -13,16 +13,34 @@ import (
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
-// EnvName returns the environment variable read for flag name.
-func EnvName(name string) string {
-	return "FLOTILLA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+// EnvPrefix is the prefix of the environment variables Parse reads.
+const EnvPrefix = "FLOTILLA_"
+
+// EnvName returns the environment variable Parse reads for flag name:
+// EnvPrefix, then the name in upper case with '-' as '_'.
+func EnvName(name string) string { return EnvNameWithPrefix(EnvPrefix, name) }
+
+// EnvNameWithPrefix returns the environment variable ParseWithPrefix
+// reads for flag name: prefix, then the name in upper case with '-' as
+// '_' ("FLOTILLA_BENCH_", "value-size": FLOTILLA_BENCH_VALUE_SIZE).
+func EnvNameWithPrefix(prefix, name string) string {
+	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // Parse parses args into fs, then fills every flag not set on the command
-// line from its environment variable. It returns every problem at once.
-// fs.Usage is replaced by one that lists each flag with its variable.
+// line from its environment variable (EnvName). It returns every problem
+// at once. fs.Usage is replaced by one that lists each flag with its
+// variable.
 func Parse(fs *flag.FlagSet, args []string, summary string) error {
-	fs.Usage = func() { PrintUsage(fs, fs.Output(), summary) }
+	return ParseWithPrefix(fs, args, summary, EnvPrefix)
+}
+
+// ParseWithPrefix is Parse reading the variables EnvNameWithPrefix(prefix,
+// flag) instead, for a program whose flags must not share names with
+// another's (flotilla-bench's --nodes is not a shardnode's). A flag
+// registered by VersionFlag is never read from the environment.
+func ParseWithPrefix(fs *flag.FlagSet, args []string, summary, prefix string) error {
+	fs.Usage = func() { printUsage(fs, fs.Output(), summary, prefix) }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -30,12 +48,13 @@ func Parse(fs *flag.FlagSet, args []string, summary string) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if _, skip := f.Value.(noEnvironment); set[f.Name] || skip {
 			return
 		}
-		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+		name := EnvNameWithPrefix(prefix, f.Name)
+		if v, ok := os.LookupEnv(name); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
 			}
 		}
 	})
@@ -45,60 +64,25 @@ func Parse(fs *flag.FlagSet, args []string, summary string) error {
 	return errors.Join(errs...)
 }
 
-// ParseInterleaved parses args into fs as fs.Parse does, except that flags
-// and positional arguments may come in any order, as people type them:
-// "get hello --consistency lease" parses as "get --consistency lease
-// hello". A flag takes the next argument as its value unless it is a
-// boolean flag or is written --name=value. A lone "--" ends the flags:
-// everything after it is positional, "-x" included; a lone "-" is
-// positional. It returns the positional arguments in their order. Errors
-// are fs.Parse's (an unknown flag, a missing value, flag.ErrHelp for -h).
-// It does not read the environment.
-func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			pos = append(pos, args[i+1:]...)
-			i = len(args)
-		case len(a) < 2 || a[0] != '-':
-			pos = append(pos, a)
-		default:
-			flags = append(flags, a)
-			name := strings.TrimPrefix(a[1:], "-")
-			if strings.Contains(name, "=") {
-				continue
-			}
-			// An unknown flag is left to fs.Parse to report.
-			if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
-			}
-		}
-	}
-	if err := fs.Parse(flags); err != nil {
-		return nil, err
-	}
-	return pos, nil
-}
-
-// isBoolFlag reports whether f takes no value (--name alone sets it).
-func isBoolFlag(f *flag.Flag) bool {
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
-}
-
 // PrintUsage writes summary and every flag of fs with its environment
-// variable and default.
+// variable (EnvName) and default.
 func PrintUsage(fs *flag.FlagSet, w io.Writer, summary string) {
+	printUsage(fs, w, summary, EnvPrefix)
+}
+
+// printUsage is PrintUsage with the variables' prefix.
+func printUsage(fs *flag.FlagSet, w io.Writer, summary, prefix string) {
 	fmt.Fprintf(w, "%s\n\nFlags (each may also be set by the environment variable shown):\n", summary)
 	fs.VisitAll(func(f *flag.Flag) {
 		def := ""
 		if f.DefValue != "" {
 			def = fmt.Sprintf(" (default %q)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", f.Name, EnvName(f.Name), def, f.Usage)
+		env := " [" + EnvNameWithPrefix(prefix, f.Name) + "]"
+		if _, skip := f.Value.(noEnvironment); skip {
+			env = ""
+		}
+		fmt.Fprintf(w, "  --%s %s%s\n      %s\n", f.Name, env, def, f.Usage)
 	})
 }
 
@@ -203,3 +187,6 @@ func ParsePeers(s string) (map[multiraft.NodeID]string, error) {
 	}
 	return m, nil
 }
+
+// Type implements pflag.Value (the name --help shows for the value).
+func (b *Bytes) Type() string { return "bytes" }

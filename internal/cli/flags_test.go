@@ -46,39 +46,3 @@ func TestParseReadsEnvironmentAndReportsEveryProblem(t *testing.T) {
 		t.Fatalf("data-dir = %q, %v", *d, err)
 	}
 }
-
-func TestParseInterleaved(t *testing.T) {
-	for _, c := range []struct {
-		args        []string
-		consistency string
-		json        bool
-		pos         []string
-	}{
-		{[]string{"hello"}, "linearizable", false, []string{"hello"}},
-		{[]string{"hello", "--consistency", "lease"}, "lease", false, []string{"hello"}},
-		{[]string{"--consistency", "stale", "hello", "--json"}, "stale", true, []string{"hello"}},
-		{[]string{"k", "-json", "v", "--consistency=lease"}, "lease", true, []string{"k", "v"}},
-		{[]string{"--json", "--", "--consistency", "-x"}, "linearizable", true, []string{"--consistency", "-x"}},
-		{[]string{"-", "--json=false"}, "linearizable", false, []string{"-"}},
-		// A value may start with a dash.
-		{[]string{"--consistency", "-odd", "k"}, "-odd", false, []string{"k"}},
-	} {
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		cons := fs.String("consistency", "linearizable", "")
-		js := fs.Bool("json", false, "")
-		pos, err := ParseInterleaved(fs, c.args)
-		if err != nil || *cons != c.consistency || *js != c.json || strings.Join(pos, "|") != strings.Join(c.pos, "|") {
-			t.Errorf("%q: consistency %q json %v positional %q err %v; want %q %v %q",
-				c.args, *cons, *js, pos, err, c.consistency, c.json, c.pos)
-		}
-	}
-	for _, bad := range [][]string{{"k", "--nope"}, {"k", "--consistency"}, {"k", "-h"}} {
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		fs.String("consistency", "", "")
-		if _, err := ParseInterleaved(fs, bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+// runCLI runs the command line args in process, as main does, and
+// returns its standard output, standard error and exit status.
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut strings.Builder
+	code = execute(context.Background(), args, strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// parsed finds the command of the command line args and parses its
+// flags without running it, as cobra does before RunE: it returns the
+// command (its flags hold their values) and its positional arguments.
+func parsed(t *testing.T, args ...string) (*cobra.Command, []string) {
+	t.Helper()
+	root := newRoot()
+	cmd, rest, err := root.Find(args)
+	if err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	return cmd, cmd.Flags().Args()
+}
+
+// flagValue returns the value of flag name of cmd as a string.
+func flagValue(t *testing.T, cmd *cobra.Command, name string) string {
+	t.Helper()
+	f := cmd.Flags().Lookup(name)
+	if f == nil {
+		t.Fatalf("%s has no flag --%s", cmd.CommandPath(), name)
+	}
+	return f.Value.String()
+}

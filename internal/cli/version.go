@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+)
+
+// BuildInfo is what a binary knows about its own build, from
+// runtime/debug.ReadBuildInfo: the main module's path and version, and
+// the VCS revision the go command stamped (empty when it built outside a
+// repository or with -buildvcs=false).
+type BuildInfo struct {
+	// Module is the main module's path, e.g. github.com/flotilla-kv/flotilla.
+	Module string
+	// Version is the main module's version: a tag such as v1.2.0 when
+	// installed with 'go install ...@v1.2.0', "(devel)" for a build from a
+	// working tree.
+	Version string
+	// Revision is the full VCS commit hash, Time its commit time
+	// (RFC 3339), and Modified whether the working tree differed from it.
+	Revision string
+	Time     string
+	Modified bool
+	// GoVersion is the toolchain that built the binary.
+	GoVersion string
+}
+
+// ReadBuildInfo returns the running binary's BuildInfo. Fields the build
+// did not record are empty ("unknown" for Version).
+func ReadBuildInfo() BuildInfo {
+	b := BuildInfo{Version: "unknown", GoVersion: runtime.Version()}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	b.Module, b.GoVersion = info.Main.Path, info.GoVersion
+	if info.Main.Version != "" {
+		b.Version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.Revision = s.Value
+		case "vcs.time":
+			b.Time = s.Value
+		case "vcs.modified":
+			b.Modified = s.Value == "true"
+		}
+	}
+	return b
+}
+
+// Version returns the one line a binary named program prints for
+// --version, e.g.
+//
+//	flotilla (devel) github.com/flotilla-kv/flotilla commit 1b2c...e9f0 (2026-12-05T07:00:00Z, modified) go1.26.8 linux/amd64
+//
+// "commit unknown" when the build recorded no revision.
+func Version(program string) string {
+	b := ReadBuildInfo()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s %s", program, b.Version)
+	if b.Module != "" {
+		fmt.Fprintf(&sb, " %s", b.Module)
+	}
+	if b.Revision == "" {
+		sb.WriteString(" commit unknown")
+	} else {
+		fmt.Fprintf(&sb, " commit %s", b.Revision)
+		var notes []string
+		if b.Time != "" {
+			notes = append(notes, b.Time)
+		}
+		if b.Modified {
+			notes = append(notes, "modified")
+		}
+		if len(notes) > 0 {
+			fmt.Fprintf(&sb, " (%s)", strings.Join(notes, ", "))
+		}
+	}
+	fmt.Fprintf(&sb, " %s %s/%s", b.GoVersion, runtime.GOOS, runtime.GOARCH)
+	return sb.String()
+}
+
+// VersionFlag registers --version on fs: given on the command line, it
+// prints Version(program) to standard output and exits the process with
+// status 0, as --help does, without looking at the other flags after it.
+// It is never read from the environment (Parse skips it).
+func VersionFlag(fs *flag.FlagSet, program string) {
+	fs.Var(&versionFlag{program: program, out: os.Stdout, exit: os.Exit}, "version", "print the version and VCS revision of this binary and exit")
+}
+
+// versionFlag is the value of --version (see VersionFlag).
+type versionFlag struct {
+	program string
+	out     io.Writer
+	exit    func(int)
+}
+
+func (*versionFlag) String() string   { return "" }
+func (*versionFlag) IsBoolFlag() bool { return true }
+func (*versionFlag) noEnvironment()   {}
+
+// Set prints the version and exits, unless the value is false.
+func (v *versionFlag) Set(s string) error {
+	if s == "false" {
+		return nil
+	}
+	fmt.Fprintln(v.out, Version(v.program))
+	v.exit(0)
+	return nil
+}
+
+// noEnvironment marks a flag value that Parse never fills from the
+// environment and PrintUsage lists without a variable.
+type noEnvironment interface{ noEnvironment() }
