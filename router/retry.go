@@ -370,6 +370,13 @@ func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, 
 			return verdict{final: true, err: &CompactedError{ShardID: d.GetShardId(), CompactRevision: d.GetCompactRevision()}}
 		case *pb.FutureRevision:
 			return verdict{final: true, err: &FutureRevisionError{ShardID: d.GetShardId(), Revision: d.GetRevision(), CurrentRevision: d.GetCurrentRevision()}}
+		case *pb.Locked:
+			return c.onLocked(ctx, cl, d)
+		case *pb.WriteConflict:
+			return verdict{final: true, err: fmt.Errorf("%w: %s was written at %d, after the transaction started",
+				ErrConflict, keyfmt.Quote(d.GetKey()), d.GetRevision())}
+		case *pb.TxnAborted:
+			return verdict{final: true, err: fmt.Errorf("%w: the transaction was rolled back (its locks outlived their TTL)", ErrConflict)}
 		case *pb.Ambiguous:
 			// The node lost leadership with the write in its log. The retry
 			// carries the same ClientID and Seq, so it applies at most once;
@@ -406,6 +413,8 @@ func mayHaveApplied(s *status.Status) bool {
 			return true
 		case *pb.NotLeader, *pb.EpochNotMatch, *pb.KeyNotInShard, *pb.Busy:
 			return false // refused before it entered the log
+		case *pb.Locked, *pb.WriteConflict, *pb.TxnAborted:
+			return false // refused as it applied, writing nothing
 		}
 	}
 	switch s.Code() {

@@ -32,13 +32,17 @@ const (
 	RetryAmbiguous
 	// RetryNoRoute: the RouteSource failed or gave an unusable route.
 	RetryNoRoute
+	// RetryLocked: a key was locked by a transaction across shards; the
+	// lock was resolved through its primary, or its transaction is still
+	// running and the call waited.
+	RetryLocked
 	// NumRetryReasons is the number of RetryReason values.
 	NumRetryReasons
 )
 
 var retryReasonNames = [NumRetryReasons]string{
 	"not-leader", "epoch-not-match", "shard-not-found", "key-not-in-shard",
-	"busy", "unavailable", "ambiguous", "no-route",
+	"busy", "unavailable", "ambiguous", "no-route", "locked",
 }
 
 func (r RetryReason) String() string {

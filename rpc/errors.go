@@ -39,7 +39,18 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 	var enm *shard.EpochNotMatchError
 	var ce *shard.CompactedError
 	var fe *shard.FutureRevisionError
+	var le *shard.LockedError
+	var wc *shard.ConflictError
 	switch {
+	case errors.As(err, &le):
+		l := &le.Lock
+		return withDetail(codes.Aborted, msg, &pb.Locked{Key: l.Key, Start: l.Start, Primary: l.Primary, Prewrite: l.Prewrite, TtlMs: l.TTL})
+	case errors.As(err, &wc):
+		return withDetail(codes.Aborted, msg, &pb.WriteConflict{Key: wc.Key, Revision: wc.Revision})
+	case errors.Is(err, shard.ErrTxnAborted):
+		return withDetail(codes.Aborted, msg, &pb.TxnAborted{})
+	case errors.Is(err, shard.ErrTxnCommitted):
+		return status.Error(codes.FailedPrecondition, msg)
 	case errors.As(err, &ce):
 		return withDetail(codes.OutOfRange, msg, &pb.Compacted{ShardId: uint64(ce.Shard), CompactRevision: ce.CompactRevision})
 	case errors.As(err, &fe):

@@ -43,7 +43,9 @@ const (
 	// the steps of a transaction across shards, with Step as their body
 	// (see percolator.go). A prewrite is stamped like a write; the others
 	// carry no revision of their own. None is exactly-once (their
-	// ClientID is 0): each is idempotent by the transaction's start.
+	// ClientID is 0): each is idempotent by the transaction's start;
+	// except a one-phase prewrite, which writes versions at once and so,
+	// like a Batch, is exactly-once when it carries a ClientID.
 	KindPrewrite
 	KindCommitTxn
 	KindRollbackTxn
@@ -451,7 +453,7 @@ func (c *Command) checkLimits(cfg *Config) error {
 		if c.Step == nil {
 			return fmt.Errorf("%w: a %s without its body", ErrBadCommand, c.Kind)
 		}
-		if c.Header.ClientID != 0 {
+		if c.Header.ClientID != 0 && !(c.Kind == KindPrewrite && c.Step.OnePhase) {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
 		}
 		return c.Step.check(cfg, c.Kind)

@@ -120,6 +120,10 @@ type TxnStep struct {
 	TTL uint64
 	// Mutations (prewrite) are the transaction's keys on this shard.
 	Mutations []Mutation
+	// OnePhase (prewrite) commits a transaction whose keys are all on
+	// this shard in the same command: the checks of a prewrite, then the
+	// writes at the command's own revision, and no lock.
+	OnePhase bool
 	// Commit (commit) is the commit revision.
 	Commit uint64
 	// Keys (commit, rollback) are the keys whose locks to commit or
@@ -223,8 +227,8 @@ func (e *ConflictError) Is(target error) bool { return target == ErrWriteConflic
 // k:
 //
 //	uvarint start, bytes primary, then
-//	prewrite: uvarint ttl, uvarint n, n times: byte op, bytes key,
-//	          bytes value (put only)
+//	prewrite: uvarint ttl, byte flags (bit 0: one phase), uvarint n,
+//	          n times: byte op, bytes key, bytes value (put only)
 //	commit:   uvarint commit, uvarint n, n times bytes key
 //	rollback: uvarint n, n times bytes key
 //	check:    uvarint now
@@ -234,6 +238,11 @@ func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 	switch k {
 	case KindPrewrite:
 		dst = binary.AppendUvarint(dst, t.TTL)
+		var flags byte
+		if t.OnePhase {
+			flags |= prewriteOnePhase
+		}
+		dst = append(dst, flags)
 		dst = binary.AppendUvarint(dst, uint64(len(t.Mutations)))
 		for i := range t.Mutations {
 			m := &t.Mutations[i]
@@ -257,12 +266,21 @@ func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 	return dst
 }
 
+const prewriteOnePhase byte = 1
+
 // decodeTxnStep decodes the body of a command of kind k.
 func decodeTxnStep(d *decoder, k CommandKind) *TxnStep {
 	t := &TxnStep{Start: d.uvarint(), Primary: d.bytes()}
 	switch k {
 	case KindPrewrite:
 		t.TTL = d.uvarint()
+		switch d.byte() {
+		case 0:
+		case prewriteOnePhase:
+			t.OnePhase = true
+		default:
+			d.fail(fmt.Errorf("unknown prewrite flags"))
+		}
 		n := d.count(2)
 		for range n {
 			m := Mutation{Op: MutationOp(d.byte()), Key: d.bytes()}
@@ -657,6 +675,17 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 		if cur, ok := sm.latest(b, m.Key); ok && cur.mod > t.Start {
 			return nil, &ConflictError{Key: bytes.Clone(m.Key), Revision: cur.mod}
 		}
+	}
+	if t.OnePhase {
+		for i := range t.Mutations {
+			switch m := &t.Mutations[i]; m.Op {
+			case MutationPut:
+				sm.setUser(b, m.Key, m.Value, c.Revision, 0)
+			case MutationDelete:
+				sm.deleteUser(b, m.Key, c.Revision, 0)
+			}
+		}
+		return &Result{Succeeded: true, Revision: c.Revision}, nil
 	}
 	for i := range t.Mutations {
 		m := &t.Mutations[i]

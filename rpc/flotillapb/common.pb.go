@@ -802,6 +802,192 @@ func (x *FutureRevision) GetCurrentRevision() uint64 {
 	return 0
 }
 
+// Locked: a key of the request is locked by a transaction across shards
+// that may still commit at or below the revision the request needs
+// (ABORTED). Nothing was written. Resolve the lock through its primary
+// (KV.CheckTxn, then KV.CommitTxn or KV.RollbackTxn on the lock's key)
+// and retry.
+type Locked struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The transaction: its start revision and primary key.
+	Start   uint64 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary []byte `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	// The revision of the prewrite that wrote the lock.
+	Prewrite uint64 `protobuf:"varint,4,opt,name=prewrite,proto3" json:"prewrite,omitempty"`
+	// The lock's time to live, in milliseconds after the physical time of
+	// start.
+	TtlMs         uint64 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Locked) Reset() {
+	*x = Locked{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Locked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Locked) ProtoMessage() {}
+
+func (x *Locked) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Locked.ProtoReflect.Descriptor instead.
+func (*Locked) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Locked) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Locked) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Locked) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+func (x *Locked) GetPrewrite() uint64 {
+	if x != nil {
+		return x.Prewrite
+	}
+	return 0
+}
+
+func (x *Locked) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+// WriteConflict: a prewrite found key written at revision, after the
+// transaction's start (ABORTED). Nothing was written.
+type WriteConflict struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteConflict) Reset() {
+	*x = WriteConflict{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteConflict) ProtoMessage() {}
+
+func (x *WriteConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteConflict.ProtoReflect.Descriptor instead.
+func (*WriteConflict) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WriteConflict) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WriteConflict) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// TxnAborted: the transaction was rolled back (a resolver found its
+// primary lock expired or missing): it can neither prewrite its primary
+// nor commit (ABORTED).
+type TxnAborted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnAborted) Reset() {
+	*x = TxnAborted{}
+	mi := &file_flotilla_v1_common_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnAborted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnAborted) ProtoMessage() {}
+
+func (x *TxnAborted) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_common_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnAborted.ProtoReflect.Descriptor instead.
+func (*TxnAborted) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TxnAborted) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
 // LeaseNotFound: the lease named does not exist.
 type LeaseNotFound struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -812,7 +998,7 @@ type LeaseNotFound struct {
 
 func (x *LeaseNotFound) Reset() {
 	*x = LeaseNotFound{}
-	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	mi := &file_flotilla_v1_common_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1010,7 @@ func (x *LeaseNotFound) String() string {
 func (*LeaseNotFound) ProtoMessage() {}
 
 func (x *LeaseNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_common_proto_msgTypes[12]
+	mi := &file_flotilla_v1_common_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1023,7 @@ func (x *LeaseNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseNotFound.ProtoReflect.Descriptor instead.
 func (*LeaseNotFound) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaseNotFound) GetId() uint64 {
@@ -859,7 +1045,7 @@ type LeasePromise struct {
 
 func (x *LeasePromise) Reset() {
 	*x = LeasePromise{}
-	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	mi := &file_flotilla_v1_common_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1057,7 @@ func (x *LeasePromise) String() string {
 func (*LeasePromise) ProtoMessage() {}
 
 func (x *LeasePromise) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_common_proto_msgTypes[13]
+	mi := &file_flotilla_v1_common_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1070,7 @@ func (x *LeasePromise) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeasePromise.ProtoReflect.Descriptor instead.
 func (*LeasePromise) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_common_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LeasePromise) GetId() uint64 {
@@ -943,7 +1129,19 @@ const file_flotilla_v1_common_proto_rawDesc = "" +
 	"\x0eFutureRevision\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12)\n" +
-	"\x10current_revision\x18\x03 \x01(\x04R\x0fcurrentRevision\"\x1f\n" +
+	"\x10current_revision\x18\x03 \x01(\x04R\x0fcurrentRevision\"}\n" +
+	"\x06Locked\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x1a\n" +
+	"\bprewrite\x18\x04 \x01(\x04R\bprewrite\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x04R\x05ttlMs\"=\n" +
+	"\rWriteConflict\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\"\n" +
+	"\n" +
+	"TxnAborted\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\"\x1f\n" +
 	"\rLeaseNotFound\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"\x1e\n" +
 	"\fLeasePromise\x12\x0e\n" +
@@ -966,7 +1164,7 @@ func file_flotilla_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flotilla_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_flotilla_v1_common_proto_goTypes = []any{
 	(ReadConsistency)(0),   // 0: flotilla.v1.ReadConsistency
 	(*Epoch)(nil),          // 1: flotilla.v1.Epoch
@@ -981,8 +1179,11 @@ var file_flotilla_v1_common_proto_goTypes = []any{
 	(*Ambiguous)(nil),      // 10: flotilla.v1.Ambiguous
 	(*Compacted)(nil),      // 11: flotilla.v1.Compacted
 	(*FutureRevision)(nil), // 12: flotilla.v1.FutureRevision
-	(*LeaseNotFound)(nil),  // 13: flotilla.v1.LeaseNotFound
-	(*LeasePromise)(nil),   // 14: flotilla.v1.LeasePromise
+	(*Locked)(nil),         // 13: flotilla.v1.Locked
+	(*WriteConflict)(nil),  // 14: flotilla.v1.WriteConflict
+	(*TxnAborted)(nil),     // 15: flotilla.v1.TxnAborted
+	(*LeaseNotFound)(nil),  // 16: flotilla.v1.LeaseNotFound
+	(*LeasePromise)(nil),   // 17: flotilla.v1.LeasePromise
 }
 var file_flotilla_v1_common_proto_depIdxs = []int32{
 	1, // 0: flotilla.v1.Descriptor.epoch:type_name -> flotilla.v1.Epoch
@@ -1009,7 +1210,7 @@ func file_flotilla_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_common_proto_rawDesc), len(file_flotilla_v1_common_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -247,6 +247,112 @@ func (Event_Type) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{29, 0}
 }
 
+type Mutation_Op int32
+
+const (
+	Mutation_OP_UNSPECIFIED Mutation_Op = 0
+	Mutation_PUT            Mutation_Op = 1
+	Mutation_DELETE         Mutation_Op = 2
+	// LOCK writes nothing: it locks a key the transaction read, so that a
+	// write to it after the start fails the prewrite.
+	Mutation_LOCK Mutation_Op = 3
+)
+
+// Enum value maps for Mutation_Op.
+var (
+	Mutation_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "PUT",
+		2: "DELETE",
+		3: "LOCK",
+	}
+	Mutation_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"PUT":            1,
+		"DELETE":         2,
+		"LOCK":           3,
+	}
+)
+
+func (x Mutation_Op) Enum() *Mutation_Op {
+	p := new(Mutation_Op)
+	*p = x
+	return p
+}
+
+func (x Mutation_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Mutation_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[4].Descriptor()
+}
+
+func (Mutation_Op) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[4]
+}
+
+func (x Mutation_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Mutation_Op.Descriptor instead.
+func (Mutation_Op) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{45, 0}
+}
+
+type CheckTxnResponse_Status int32
+
+const (
+	CheckTxnResponse_STATUS_UNSPECIFIED CheckTxnResponse_Status = 0
+	CheckTxnResponse_PENDING            CheckTxnResponse_Status = 1
+	CheckTxnResponse_COMMITTED          CheckTxnResponse_Status = 2
+	CheckTxnResponse_ROLLED_BACK        CheckTxnResponse_Status = 3
+)
+
+// Enum value maps for CheckTxnResponse_Status.
+var (
+	CheckTxnResponse_Status_name = map[int32]string{
+		0: "STATUS_UNSPECIFIED",
+		1: "PENDING",
+		2: "COMMITTED",
+		3: "ROLLED_BACK",
+	}
+	CheckTxnResponse_Status_value = map[string]int32{
+		"STATUS_UNSPECIFIED": 0,
+		"PENDING":            1,
+		"COMMITTED":          2,
+		"ROLLED_BACK":        3,
+	}
+)
+
+func (x CheckTxnResponse_Status) Enum() *CheckTxnResponse_Status {
+	p := new(CheckTxnResponse_Status)
+	*p = x
+	return p
+}
+
+func (x CheckTxnResponse_Status) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CheckTxnResponse_Status) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_kv_proto_enumTypes[5].Descriptor()
+}
+
+func (CheckTxnResponse_Status) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_kv_proto_enumTypes[5]
+}
+
+func (x CheckTxnResponse_Status) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CheckTxnResponse_Status.Descriptor instead.
+func (CheckTxnResponse_Status) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{53, 0}
+}
+
 // KeyValue is a key as a read saw it. Revisions are timestamps of the
 // fleet's oracle (see placement.proto, GetTimestamps): create_revision is
 // the revision of the write that created the key (its first put, or its
@@ -3246,6 +3352,531 @@ func (x *LeaseStatusResponse) GetEnded() uint64 {
 	return 0
 }
 
+type Mutation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            Mutation_Op            `protobuf:"varint,1,opt,name=op,proto3,enum=flotilla.v1.Mutation_Op" json:"op,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mutation) Reset() {
+	*x = Mutation{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mutation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mutation) ProtoMessage() {}
+
+func (x *Mutation) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mutation.ProtoReflect.Descriptor instead.
+func (*Mutation) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Mutation) GetOp() Mutation_Op {
+	if x != nil {
+		return x.Op
+	}
+	return Mutation_OP_UNSPECIFIED
+}
+
+func (x *Mutation) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Mutation) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type PrewriteRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Header    *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start     uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary   []byte                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	TtlMs     uint64                 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	Mutations []*Mutation            `protobuf:"bytes,5,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// one_phase commits a transaction whose keys are all on this shard in
+	// the same Raft command, at the prewrite's revision, leaving no lock.
+	// Only a one-phase prewrite may carry a client_id (it is then applied
+	// exactly once, as a Batch is).
+	OnePhase      bool `protobuf:"varint,6,opt,name=one_phase,json=onePhase,proto3" json:"one_phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrewriteRequest) Reset() {
+	*x = PrewriteRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrewriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrewriteRequest) ProtoMessage() {}
+
+func (x *PrewriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrewriteRequest.ProtoReflect.Descriptor instead.
+func (*PrewriteRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PrewriteRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *PrewriteRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *PrewriteRequest) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+func (x *PrewriteRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *PrewriteRequest) GetMutations() []*Mutation {
+	if x != nil {
+		return x.Mutations
+	}
+	return nil
+}
+
+func (x *PrewriteRequest) GetOnePhase() bool {
+	if x != nil {
+		return x.OnePhase
+	}
+	return false
+}
+
+type PrewriteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the transaction must commit at or above on this shard.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrewriteResponse) Reset() {
+	*x = PrewriteResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrewriteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrewriteResponse) ProtoMessage() {}
+
+func (x *PrewriteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrewriteResponse.ProtoReflect.Descriptor instead.
+func (*PrewriteResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PrewriteResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type CommitTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary       []byte                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	Commit        uint64                 `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitTxnRequest) Reset() {
+	*x = CommitTxnRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitTxnRequest) ProtoMessage() {}
+
+func (x *CommitTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitTxnRequest.ProtoReflect.Descriptor instead.
+func (*CommitTxnRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *CommitTxnRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CommitTxnRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *CommitTxnRequest) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+func (x *CommitTxnRequest) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
+func (x *CommitTxnRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type CommitTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitTxnResponse) Reset() {
+	*x = CommitTxnResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitTxnResponse) ProtoMessage() {}
+
+func (x *CommitTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitTxnResponse.ProtoReflect.Descriptor instead.
+func (*CommitTxnResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{49}
+}
+
+type RollbackTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary       []byte                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackTxnRequest) Reset() {
+	*x = RollbackTxnRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackTxnRequest) ProtoMessage() {}
+
+func (x *RollbackTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackTxnRequest.ProtoReflect.Descriptor instead.
+func (*RollbackTxnRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RollbackTxnRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RollbackTxnRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *RollbackTxnRequest) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+func (x *RollbackTxnRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RollbackTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackTxnResponse) Reset() {
+	*x = RollbackTxnResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackTxnResponse) ProtoMessage() {}
+
+func (x *RollbackTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackTxnResponse.ProtoReflect.Descriptor instead.
+func (*RollbackTxnResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{51}
+}
+
+// CheckTxnRequest asks the primary's shard for the transaction's
+// outcome; the server judges the primary lock's TTL against a fresh
+// timestamp, and rolls back an expired or missing primary.
+type CheckTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary       []byte                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTxnRequest) Reset() {
+	*x = CheckTxnRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTxnRequest) ProtoMessage() {}
+
+func (x *CheckTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTxnRequest.ProtoReflect.Descriptor instead.
+func (*CheckTxnRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CheckTxnRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CheckTxnRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *CheckTxnRequest) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+type CheckTxnResponse struct {
+	state  protoimpl.MessageState  `protogen:"open.v1"`
+	Status CheckTxnResponse_Status `protobuf:"varint,1,opt,name=status,proto3,enum=flotilla.v1.CheckTxnResponse_Status" json:"status,omitempty"`
+	// The commit revision, if committed.
+	Commit        uint64 `protobuf:"varint,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTxnResponse) Reset() {
+	*x = CheckTxnResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTxnResponse) ProtoMessage() {}
+
+func (x *CheckTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTxnResponse.ProtoReflect.Descriptor instead.
+func (*CheckTxnResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *CheckTxnResponse) GetStatus() CheckTxnResponse_Status {
+	if x != nil {
+		return x.Status
+	}
+	return CheckTxnResponse_STATUS_UNSPECIFIED
+}
+
+func (x *CheckTxnResponse) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
 var File_flotilla_v1_kv_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_kv_proto_rawDesc = "" +
@@ -3477,8 +4108,51 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x13LeaseStatusResponse\x12\x14\n" +
 	"\x05alive\x18\x01 \x01(\bR\x05alive\x12\x14\n" +
 	"\x05until\x18\x02 \x01(\x04R\x05until\x12\x14\n" +
-	"\x05ended\x18\x03 \x01(\x04R\x05ended2\x9d\n" +
+	"\x05ended\x18\x03 \x01(\x04R\x05ended\"\x95\x01\n" +
+	"\bMutation\x12(\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x18.flotilla.v1.Mutation.OpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"7\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\a\n" +
+	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
+	"\x06DELETE\x10\x02\x12\b\n" +
+	"\x04LOCK\x10\x03\"\xde\x01\n" +
+	"\x0fPrewriteRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x04R\x05ttlMs\x123\n" +
+	"\tmutations\x18\x05 \x03(\v2\x15.flotilla.v1.MutationR\tmutations\x12\x1b\n" +
+	"\tone_phase\x18\x06 \x01(\bR\bonePhase\".\n" +
+	"\x10PrewriteResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa2\x01\n" +
+	"\x10CommitTxnRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\x04R\x06commit\x12\x12\n" +
+	"\x04keys\x18\x05 \x03(\fR\x04keys\"\x13\n" +
+	"\x11CommitTxnResponse\"\x8c\x01\n" +
+	"\x12RollbackTxnRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\fR\x04keys\"\x15\n" +
+	"\x13RollbackTxnResponse\"u\n" +
+	"\x0fCheckTxnRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\"\xb7\x01\n" +
+	"\x10CheckTxnResponse\x12<\n" +
+	"\x06status\x18\x01 \x01(\x0e2$.flotilla.v1.CheckTxnResponse.StatusR\x06status\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\x04R\x06commit\"M\n" +
+	"\x06Status\x12\x16\n" +
+	"\x12STATUS_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aPENDING\x10\x01\x12\r\n" +
+	"\tCOMMITTED\x10\x02\x12\x0f\n" +
+	"\vROLLED_BACK\x10\x032\xcd\f\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -3487,7 +4161,11 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x04Scan\x12\x18.flotilla.v1.ScanRequest\x1a\x19.flotilla.v1.ScanResponse\x12>\n" +
 	"\x05Batch\x12\x19.flotilla.v1.BatchRequest\x1a\x1a.flotilla.v1.BatchResponse\x128\n" +
 	"\x03Txn\x12\x17.flotilla.v1.TxnRequest\x1a\x18.flotilla.v1.TxnResponse\x128\n" +
-	"\x03Now\x12\x17.flotilla.v1.NowRequest\x1a\x18.flotilla.v1.NowResponse\x12>\n" +
+	"\x03Now\x12\x17.flotilla.v1.NowRequest\x1a\x18.flotilla.v1.NowResponse\x12G\n" +
+	"\bPrewrite\x12\x1c.flotilla.v1.PrewriteRequest\x1a\x1d.flotilla.v1.PrewriteResponse\x12J\n" +
+	"\tCommitTxn\x12\x1d.flotilla.v1.CommitTxnRequest\x1a\x1e.flotilla.v1.CommitTxnResponse\x12P\n" +
+	"\vRollbackTxn\x12\x1f.flotilla.v1.RollbackTxnRequest\x1a .flotilla.v1.RollbackTxnResponse\x12G\n" +
+	"\bCheckTxn\x12\x1c.flotilla.v1.CheckTxnRequest\x1a\x1d.flotilla.v1.CheckTxnResponse\x12>\n" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
 	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
 	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
@@ -3512,150 +4190,176 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_kv_proto_rawDescData
 }
 
-var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_flotilla_v1_kv_proto_goTypes = []any{
 	(TxnCompare_Target)(0),          // 0: flotilla.v1.TxnCompare.Target
 	(TxnCompare_Operator)(0),        // 1: flotilla.v1.TxnCompare.Operator
 	(TxnOp_Kind)(0),                 // 2: flotilla.v1.TxnOp.Kind
 	(Event_Type)(0),                 // 3: flotilla.v1.Event.Type
-	(*KeyValue)(nil),                // 4: flotilla.v1.KeyValue
-	(*GetRequest)(nil),              // 5: flotilla.v1.GetRequest
-	(*GetResponse)(nil),             // 6: flotilla.v1.GetResponse
-	(*PutRequest)(nil),              // 7: flotilla.v1.PutRequest
-	(*PutResponse)(nil),             // 8: flotilla.v1.PutResponse
-	(*DeleteRequest)(nil),           // 9: flotilla.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 10: flotilla.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 11: flotilla.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 12: flotilla.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 13: flotilla.v1.ScanRequest
-	(*ScanResponse)(nil),            // 14: flotilla.v1.ScanResponse
-	(*BatchOp)(nil),                 // 15: flotilla.v1.BatchOp
-	(*BatchRequest)(nil),            // 16: flotilla.v1.BatchRequest
-	(*BatchResponse)(nil),           // 17: flotilla.v1.BatchResponse
-	(*TxnCompare)(nil),              // 18: flotilla.v1.TxnCompare
-	(*TxnOp)(nil),                   // 19: flotilla.v1.TxnOp
-	(*Txn)(nil),                     // 20: flotilla.v1.Txn
-	(*TxnRequest)(nil),              // 21: flotilla.v1.TxnRequest
-	(*TxnOpResult)(nil),             // 22: flotilla.v1.TxnOpResult
-	(*TxnResult)(nil),               // 23: flotilla.v1.TxnResult
-	(*TxnResponse)(nil),             // 24: flotilla.v1.TxnResponse
-	(*NowRequest)(nil),              // 25: flotilla.v1.NowRequest
-	(*NowResponse)(nil),             // 26: flotilla.v1.NowResponse
-	(*MultiOp)(nil),                 // 27: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),            // 28: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),                // 29: flotilla.v1.OpStatus
-	(*MultiResult)(nil),             // 30: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),           // 31: flotilla.v1.MultiResponse
-	(*WatchRequest)(nil),            // 32: flotilla.v1.WatchRequest
-	(*Event)(nil),                   // 33: flotilla.v1.Event
-	(*WatchResponse)(nil),           // 34: flotilla.v1.WatchResponse
-	(*CompactRequest)(nil),          // 35: flotilla.v1.CompactRequest
-	(*CompactResponse)(nil),         // 36: flotilla.v1.CompactResponse
-	(*LeaseGrantRequest)(nil),       // 37: flotilla.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 38: flotilla.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 39: flotilla.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 40: flotilla.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 41: flotilla.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 42: flotilla.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 43: flotilla.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 44: flotilla.v1.LeaseTimeToLiveResponse
-	(*LeaseAttachRequest)(nil),      // 45: flotilla.v1.LeaseAttachRequest
-	(*LeaseAttachResponse)(nil),     // 46: flotilla.v1.LeaseAttachResponse
-	(*LeaseStatusRequest)(nil),      // 47: flotilla.v1.LeaseStatusRequest
-	(*LeaseStatusResponse)(nil),     // 48: flotilla.v1.LeaseStatusResponse
-	(*RequestHeader)(nil),           // 49: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),               // 50: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),       // 51: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),      // 52: flotilla.v1.ScanRoutesResponse
+	(Mutation_Op)(0),                // 4: flotilla.v1.Mutation.Op
+	(CheckTxnResponse_Status)(0),    // 5: flotilla.v1.CheckTxnResponse.Status
+	(*KeyValue)(nil),                // 6: flotilla.v1.KeyValue
+	(*GetRequest)(nil),              // 7: flotilla.v1.GetRequest
+	(*GetResponse)(nil),             // 8: flotilla.v1.GetResponse
+	(*PutRequest)(nil),              // 9: flotilla.v1.PutRequest
+	(*PutResponse)(nil),             // 10: flotilla.v1.PutResponse
+	(*DeleteRequest)(nil),           // 11: flotilla.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 12: flotilla.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 13: flotilla.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 14: flotilla.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 15: flotilla.v1.ScanRequest
+	(*ScanResponse)(nil),            // 16: flotilla.v1.ScanResponse
+	(*BatchOp)(nil),                 // 17: flotilla.v1.BatchOp
+	(*BatchRequest)(nil),            // 18: flotilla.v1.BatchRequest
+	(*BatchResponse)(nil),           // 19: flotilla.v1.BatchResponse
+	(*TxnCompare)(nil),              // 20: flotilla.v1.TxnCompare
+	(*TxnOp)(nil),                   // 21: flotilla.v1.TxnOp
+	(*Txn)(nil),                     // 22: flotilla.v1.Txn
+	(*TxnRequest)(nil),              // 23: flotilla.v1.TxnRequest
+	(*TxnOpResult)(nil),             // 24: flotilla.v1.TxnOpResult
+	(*TxnResult)(nil),               // 25: flotilla.v1.TxnResult
+	(*TxnResponse)(nil),             // 26: flotilla.v1.TxnResponse
+	(*NowRequest)(nil),              // 27: flotilla.v1.NowRequest
+	(*NowResponse)(nil),             // 28: flotilla.v1.NowResponse
+	(*MultiOp)(nil),                 // 29: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),            // 30: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),                // 31: flotilla.v1.OpStatus
+	(*MultiResult)(nil),             // 32: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),           // 33: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),            // 34: flotilla.v1.WatchRequest
+	(*Event)(nil),                   // 35: flotilla.v1.Event
+	(*WatchResponse)(nil),           // 36: flotilla.v1.WatchResponse
+	(*CompactRequest)(nil),          // 37: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),         // 38: flotilla.v1.CompactResponse
+	(*LeaseGrantRequest)(nil),       // 39: flotilla.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 40: flotilla.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 41: flotilla.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 42: flotilla.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 43: flotilla.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 44: flotilla.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 45: flotilla.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 46: flotilla.v1.LeaseTimeToLiveResponse
+	(*LeaseAttachRequest)(nil),      // 47: flotilla.v1.LeaseAttachRequest
+	(*LeaseAttachResponse)(nil),     // 48: flotilla.v1.LeaseAttachResponse
+	(*LeaseStatusRequest)(nil),      // 49: flotilla.v1.LeaseStatusRequest
+	(*LeaseStatusResponse)(nil),     // 50: flotilla.v1.LeaseStatusResponse
+	(*Mutation)(nil),                // 51: flotilla.v1.Mutation
+	(*PrewriteRequest)(nil),         // 52: flotilla.v1.PrewriteRequest
+	(*PrewriteResponse)(nil),        // 53: flotilla.v1.PrewriteResponse
+	(*CommitTxnRequest)(nil),        // 54: flotilla.v1.CommitTxnRequest
+	(*CommitTxnResponse)(nil),       // 55: flotilla.v1.CommitTxnResponse
+	(*RollbackTxnRequest)(nil),      // 56: flotilla.v1.RollbackTxnRequest
+	(*RollbackTxnResponse)(nil),     // 57: flotilla.v1.RollbackTxnResponse
+	(*CheckTxnRequest)(nil),         // 58: flotilla.v1.CheckTxnRequest
+	(*CheckTxnResponse)(nil),        // 59: flotilla.v1.CheckTxnResponse
+	(*RequestHeader)(nil),           // 60: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),               // 61: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),       // 62: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),      // 63: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	49, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
-	4,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	49, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
-	15, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
+	60, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	6,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
+	60, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	17, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
 	0,  // 8: flotilla.v1.TxnCompare.target:type_name -> flotilla.v1.TxnCompare.Target
 	1,  // 9: flotilla.v1.TxnCompare.operator:type_name -> flotilla.v1.TxnCompare.Operator
 	2,  // 10: flotilla.v1.TxnOp.kind:type_name -> flotilla.v1.TxnOp.Kind
-	20, // 11: flotilla.v1.TxnOp.txn:type_name -> flotilla.v1.Txn
-	18, // 12: flotilla.v1.Txn.compares:type_name -> flotilla.v1.TxnCompare
-	19, // 13: flotilla.v1.Txn.success:type_name -> flotilla.v1.TxnOp
-	19, // 14: flotilla.v1.Txn.failure:type_name -> flotilla.v1.TxnOp
-	49, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
-	20, // 16: flotilla.v1.TxnRequest.txn:type_name -> flotilla.v1.Txn
-	4,  // 17: flotilla.v1.TxnOpResult.kvs:type_name -> flotilla.v1.KeyValue
-	23, // 18: flotilla.v1.TxnOpResult.txn:type_name -> flotilla.v1.TxnResult
-	22, // 19: flotilla.v1.TxnResult.ops:type_name -> flotilla.v1.TxnOpResult
-	23, // 20: flotilla.v1.TxnResponse.result:type_name -> flotilla.v1.TxnResult
-	5,  // 21: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
-	7,  // 22: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
-	9,  // 23: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
-	11, // 24: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
-	27, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	50, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
-	29, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
-	6,  // 28: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
-	8,  // 29: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
-	10, // 30: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
-	12, // 31: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
-	30, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	49, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	22, // 11: flotilla.v1.TxnOp.txn:type_name -> flotilla.v1.Txn
+	20, // 12: flotilla.v1.Txn.compares:type_name -> flotilla.v1.TxnCompare
+	21, // 13: flotilla.v1.Txn.success:type_name -> flotilla.v1.TxnOp
+	21, // 14: flotilla.v1.Txn.failure:type_name -> flotilla.v1.TxnOp
+	60, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	22, // 16: flotilla.v1.TxnRequest.txn:type_name -> flotilla.v1.Txn
+	6,  // 17: flotilla.v1.TxnOpResult.kvs:type_name -> flotilla.v1.KeyValue
+	25, // 18: flotilla.v1.TxnOpResult.txn:type_name -> flotilla.v1.TxnResult
+	24, // 19: flotilla.v1.TxnResult.ops:type_name -> flotilla.v1.TxnOpResult
+	25, // 20: flotilla.v1.TxnResponse.result:type_name -> flotilla.v1.TxnResult
+	7,  // 21: flotilla.v1.MultiOp.get:type_name -> flotilla.v1.GetRequest
+	9,  // 22: flotilla.v1.MultiOp.put:type_name -> flotilla.v1.PutRequest
+	11, // 23: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
+	13, // 24: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
+	29, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
+	61, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	31, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
+	8,  // 28: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
+	10, // 29: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
+	12, // 30: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
+	14, // 31: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
+	32, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
+	60, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	3,  // 34: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
-	4,  // 35: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
-	4,  // 36: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
-	33, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	49, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
-	49, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
-	5,  // 45: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	7,  // 46: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	9,  // 47: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	11, // 48: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	13, // 49: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	16, // 50: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	21, // 51: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
-	25, // 52: flotilla.v1.KV.Now:input_type -> flotilla.v1.NowRequest
-	28, // 53: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	32, // 54: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	35, // 55: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
-	51, // 56: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	37, // 57: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
-	39, // 58: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
-	41, // 59: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
-	43, // 60: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
-	45, // 61: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
-	47, // 62: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
-	6,  // 63: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	8,  // 64: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	10, // 65: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	12, // 66: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	14, // 67: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	17, // 68: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	24, // 69: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
-	26, // 70: flotilla.v1.KV.Now:output_type -> flotilla.v1.NowResponse
-	31, // 71: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	34, // 72: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	36, // 73: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
-	52, // 74: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	38, // 75: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
-	40, // 76: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
-	42, // 77: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
-	44, // 78: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
-	46, // 79: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
-	48, // 80: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
-	63, // [63:81] is the sub-list for method output_type
-	45, // [45:63] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	6,  // 35: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
+	6,  // 36: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
+	35, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
+	60, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
+	4,  // 45: flotilla.v1.Mutation.op:type_name -> flotilla.v1.Mutation.Op
+	60, // 46: flotilla.v1.PrewriteRequest.header:type_name -> flotilla.v1.RequestHeader
+	51, // 47: flotilla.v1.PrewriteRequest.mutations:type_name -> flotilla.v1.Mutation
+	60, // 48: flotilla.v1.CommitTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 49: flotilla.v1.RollbackTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	60, // 50: flotilla.v1.CheckTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	5,  // 51: flotilla.v1.CheckTxnResponse.status:type_name -> flotilla.v1.CheckTxnResponse.Status
+	7,  // 52: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	9,  // 53: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	11, // 54: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	13, // 55: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	15, // 56: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	18, // 57: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	23, // 58: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
+	27, // 59: flotilla.v1.KV.Now:input_type -> flotilla.v1.NowRequest
+	52, // 60: flotilla.v1.KV.Prewrite:input_type -> flotilla.v1.PrewriteRequest
+	54, // 61: flotilla.v1.KV.CommitTxn:input_type -> flotilla.v1.CommitTxnRequest
+	56, // 62: flotilla.v1.KV.RollbackTxn:input_type -> flotilla.v1.RollbackTxnRequest
+	58, // 63: flotilla.v1.KV.CheckTxn:input_type -> flotilla.v1.CheckTxnRequest
+	30, // 64: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	34, // 65: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	37, // 66: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	62, // 67: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	39, // 68: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
+	41, // 69: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
+	43, // 70: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
+	45, // 71: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
+	47, // 72: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
+	49, // 73: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
+	8,  // 74: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	10, // 75: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	12, // 76: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	14, // 77: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	16, // 78: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	19, // 79: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	26, // 80: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
+	28, // 81: flotilla.v1.KV.Now:output_type -> flotilla.v1.NowResponse
+	53, // 82: flotilla.v1.KV.Prewrite:output_type -> flotilla.v1.PrewriteResponse
+	55, // 83: flotilla.v1.KV.CommitTxn:output_type -> flotilla.v1.CommitTxnResponse
+	57, // 84: flotilla.v1.KV.RollbackTxn:output_type -> flotilla.v1.RollbackTxnResponse
+	59, // 85: flotilla.v1.KV.CheckTxn:output_type -> flotilla.v1.CheckTxnResponse
+	33, // 86: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	36, // 87: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	38, // 88: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	63, // 89: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	40, // 90: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
+	42, // 91: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
+	44, // 92: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
+	46, // 93: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
+	48, // 94: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
+	50, // 95: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
+	74, // [74:96] is the sub-list for method output_type
+	52, // [52:74] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -3682,8 +4386,8 @@ func file_flotilla_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   45,
+			NumEnums:      6,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

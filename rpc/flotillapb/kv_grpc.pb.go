@@ -33,6 +33,10 @@ const (
 	KV_Batch_FullMethodName           = "/flotilla.v1.KV/Batch"
 	KV_Txn_FullMethodName             = "/flotilla.v1.KV/Txn"
 	KV_Now_FullMethodName             = "/flotilla.v1.KV/Now"
+	KV_Prewrite_FullMethodName        = "/flotilla.v1.KV/Prewrite"
+	KV_CommitTxn_FullMethodName       = "/flotilla.v1.KV/CommitTxn"
+	KV_RollbackTxn_FullMethodName     = "/flotilla.v1.KV/RollbackTxn"
+	KV_CheckTxn_FullMethodName        = "/flotilla.v1.KV/CheckTxn"
 	KV_Multi_FullMethodName           = "/flotilla.v1.KV/Multi"
 	KV_Watch_FullMethodName           = "/flotilla.v1.KV/Watch"
 	KV_Compact_FullMethodName         = "/flotilla.v1.KV/Compact"
@@ -60,6 +64,11 @@ type KVClient interface {
 	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
 	// Now answers a fresh revision (see NowResponse); any node serves it.
 	Now(ctx context.Context, in *NowRequest, opts ...grpc.CallOption) (*NowResponse, error)
+	// The steps of a transaction across shards (see PrewriteRequest).
+	Prewrite(ctx context.Context, in *PrewriteRequest, opts ...grpc.CallOption) (*PrewriteResponse, error)
+	CommitTxn(ctx context.Context, in *CommitTxnRequest, opts ...grpc.CallOption) (*CommitTxnResponse, error)
+	RollbackTxn(ctx context.Context, in *RollbackTxnRequest, opts ...grpc.CallOption) (*RollbackTxnResponse, error)
+	CheckTxn(ctx context.Context, in *CheckTxnRequest, opts ...grpc.CallOption) (*CheckTxnResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -173,6 +182,46 @@ func (c *kVClient) Now(ctx context.Context, in *NowRequest, opts ...grpc.CallOpt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NowResponse)
 	err := c.cc.Invoke(ctx, KV_Now_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) Prewrite(ctx context.Context, in *PrewriteRequest, opts ...grpc.CallOption) (*PrewriteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrewriteResponse)
+	err := c.cc.Invoke(ctx, KV_Prewrite_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) CommitTxn(ctx context.Context, in *CommitTxnRequest, opts ...grpc.CallOption) (*CommitTxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitTxnResponse)
+	err := c.cc.Invoke(ctx, KV_CommitTxn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) RollbackTxn(ctx context.Context, in *RollbackTxnRequest, opts ...grpc.CallOption) (*RollbackTxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackTxnResponse)
+	err := c.cc.Invoke(ctx, KV_RollbackTxn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) CheckTxn(ctx context.Context, in *CheckTxnRequest, opts ...grpc.CallOption) (*CheckTxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckTxnResponse)
+	err := c.cc.Invoke(ctx, KV_CheckTxn_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -303,6 +352,11 @@ type KVServer interface {
 	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
 	// Now answers a fresh revision (see NowResponse); any node serves it.
 	Now(context.Context, *NowRequest) (*NowResponse, error)
+	// The steps of a transaction across shards (see PrewriteRequest).
+	Prewrite(context.Context, *PrewriteRequest) (*PrewriteResponse, error)
+	CommitTxn(context.Context, *CommitTxnRequest) (*CommitTxnResponse, error)
+	RollbackTxn(context.Context, *RollbackTxnRequest) (*RollbackTxnResponse, error)
+	CheckTxn(context.Context, *CheckTxnRequest) (*CheckTxnResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -365,6 +419,18 @@ func (UnimplementedKVServer) Txn(context.Context, *TxnRequest) (*TxnResponse, er
 }
 func (UnimplementedKVServer) Now(context.Context, *NowRequest) (*NowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Now not implemented")
+}
+func (UnimplementedKVServer) Prewrite(context.Context, *PrewriteRequest) (*PrewriteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Prewrite not implemented")
+}
+func (UnimplementedKVServer) CommitTxn(context.Context, *CommitTxnRequest) (*CommitTxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitTxn not implemented")
+}
+func (UnimplementedKVServer) RollbackTxn(context.Context, *RollbackTxnRequest) (*RollbackTxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackTxn not implemented")
+}
+func (UnimplementedKVServer) CheckTxn(context.Context, *CheckTxnRequest) (*CheckTxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckTxn not implemented")
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
@@ -557,6 +623,78 @@ func _KV_Now_Handler(srv interface{}, ctx context.Context, dec func(interface{})
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(KVServer).Now(ctx, req.(*NowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_Prewrite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrewriteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Prewrite(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Prewrite_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Prewrite(ctx, req.(*PrewriteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_CommitTxn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitTxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).CommitTxn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_CommitTxn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).CommitTxn(ctx, req.(*CommitTxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_RollbackTxn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackTxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).RollbackTxn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_RollbackTxn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).RollbackTxn(ctx, req.(*RollbackTxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_CheckTxn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckTxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).CheckTxn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_CheckTxn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).CheckTxn(ctx, req.(*CheckTxnRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -772,6 +910,22 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Now",
 			Handler:    _KV_Now_Handler,
+		},
+		{
+			MethodName: "Prewrite",
+			Handler:    _KV_Prewrite_Handler,
+		},
+		{
+			MethodName: "CommitTxn",
+			Handler:    _KV_CommitTxn_Handler,
+		},
+		{
+			MethodName: "RollbackTxn",
+			Handler:    _KV_RollbackTxn_Handler,
+		},
+		{
+			MethodName: "CheckTxn",
+			Handler:    _KV_CheckTxn_Handler,
 		},
 		{
 			MethodName: "Multi",

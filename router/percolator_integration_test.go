@@ -1,0 +1,305 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/testutil"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+)
+
+// TestTxnAcrossShards: one transaction writes a key on each of four
+// shards; all its writes carry its commit revision, a read just below
+// sees none of them, and a conflicting transaction fails whole.
+func TestTxnAcrossShards(t *testing.T) {
+	c := newCluster(t, 3, 4)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	for i := 1; i <= 4; i++ {
+		if err := r.Put(ctx, c.keyIn(i, "k"), []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := r.Txn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loser starts now too, and will write one of the same keys.
+	loser, err := r.Txn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := tx.Put(c.keyIn(i, "k"), []byte("new"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Delete(c.keyIn(4, "k")); err != nil {
+		t.Fatal(err)
+	}
+	// The transaction reads its own writes, and the rest at its start.
+	if got, err := tx.Get(ctx, c.keyIn(2, "k")); err != nil || string(got.KV.Value) != "new2" {
+		t.Fatalf("own write: %+v, %v", got, err)
+	}
+	if got, err := tx.Get(ctx, c.keyIn(1, "other")); err != nil || got.Found {
+		t.Fatalf("absent key: %+v, %v", got, err)
+	}
+	rev, err := tx.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		at, err := r.GetAt(ctx, c.keyIn(i, "k"), rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 4 {
+			if at.Found {
+				t.Errorf("shard 4's key survived the delete: %+v", at.KV)
+			}
+		} else if string(at.KV.Value) != "new"+strconv.Itoa(i) || at.KV.ModRevision != rev {
+			t.Errorf("shard %d at the commit %d: %q at %d", i, rev, at.KV.Value, at.KV.ModRevision)
+		}
+		before, err := r.GetAt(ctx, c.keyIn(i, "k"), rev-1)
+		if err != nil || string(before.KV.Value) != "old" {
+			t.Errorf("shard %d just below the commit: %+v, %v", i, before, err)
+		}
+	}
+	// The loser wrote a key the winner wrote after the loser started.
+	if err := loser.Put(c.keyIn(1, "fresh"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := loser.Put(c.keyIn(3, "k"), []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loser.Commit(ctx); !errors.Is(err, ErrConflict) {
+		t.Fatalf("conflicting commit: %v", err)
+	}
+	if got, err := r.GetAt(ctx, c.keyIn(1, "fresh"), 0); err != nil || got.Found {
+		t.Fatalf("a failed transaction's other write is visible: %+v, %v", got, err)
+	}
+	if _, err := loser.Commit(ctx); !errors.Is(err, errTxnDone) {
+		t.Fatalf("second commit: %v", err)
+	}
+}
+
+// TestTxnLocksOfAGoneClient: a client that prewrote and went away; its
+// locks stop readers until their TTL runs out, and the first reader then
+// rolls it back. A client that went away after the commit point has its
+// other locks rolled forward by the readers.
+func TestTxnLocksOfAGoneClient(t *testing.T) {
+	c := newCluster(t, 3, 4)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	a, b := c.keyIn(1, "a"), c.keyIn(3, "b")
+	for _, k := range [][]byte{a, b} {
+		if err := r.Put(ctx, k, []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	muts := []*pb.Mutation{{Op: pb.Mutation_PUT, Key: a, Value: []byte("1")}, {Op: pb.Mutation_PUT, Key: b, Value: []byte("1")}}
+	prewriteBoth := func(ttl time.Duration) (start, commit uint64) {
+		t.Helper()
+		start, err := r.Now(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range muts {
+			rev, err := r.prewriteGroup(ctx, start, a, ttl, []*pb.Mutation{m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			commit = max(commit, rev)
+		}
+		return start, commit
+	}
+
+	// Gone before the commit point: rolled back once the TTL ran out.
+	ttl := 500 * time.Millisecond
+	began := time.Now()
+	prewriteBoth(ttl)
+	got, err := r.GetAt(ctx, b, 0)
+	if err != nil || string(got.KV.Value) != "0" {
+		t.Fatalf("read past a rolled-back transaction: %+v, %v", got, err)
+	}
+	if waited := time.Since(began); waited < ttl/2 {
+		t.Fatalf("the reader went past a live lock after %v (TTL %v)", waited, ttl)
+	}
+	if err := r.Put(ctx, a, []byte("2")); err != nil {
+		t.Fatalf("a write after the rollback: %v", err)
+	}
+
+	// Gone after the commit point: the primary committed, b rolls forward.
+	start, commit := prewriteBoth(time.Minute)
+	if err := r.commitKeys(ctx, start, a, commit, muts, true); err != nil {
+		t.Fatal(err)
+	}
+	got, err = r.GetAt(ctx, b, 0)
+	if err != nil || string(got.KV.Value) != "1" || got.KV.ModRevision != commit {
+		t.Fatalf("read of a secondary after the commit point: %+v, %v (commit %d)", got.KV, err, commit)
+	}
+}
+
+// TestTxnWriteSkew: under snapshot isolation two transactions that read
+// the same two keys and each write a different one both commit; with
+// Serializable the second fails.
+func TestTxnWriteSkew(t *testing.T) {
+	c := newCluster(t, 3, 4)
+	r := c.client(nil)
+	ctx := testutil.Context(t, time.Minute)
+	x, y := c.keyIn(1, "x"), c.keyIn(4, "y")
+	for _, serializable := range []bool{false, true} {
+		var opts []TxnOption
+		if serializable {
+			opts = append(opts, Serializable())
+		}
+		t1, err := r.Txn(ctx, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t2, err := r.Txn(ctx, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tx := range []*Txn{t1, t2} {
+			for _, k := range [][]byte{x, y} {
+				if _, err := tx.Get(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := t1.Put(x, []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		if err := t2.Put(y, []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := t1.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = t2.Commit(ctx)
+		if serializable != errors.Is(err, ErrConflict) || !serializable && err != nil {
+			t.Fatalf("serializable %v: the second commit: %v", serializable, err)
+		}
+	}
+}
+
+// TestTxnBank moves money between accounts on every shard with
+// concurrent transactions, while others read every account in one
+// snapshot: every snapshot, and the end, holds the same total.
+func TestTxnBank(t *testing.T) {
+	c := newCluster(t, 3, 4)
+	r := c.client(nil)
+	ctx := testutil.Context(t, 2*time.Minute)
+	const accounts, initial = 8, 100
+	keys := make([][]byte, accounts)
+	for i := range keys {
+		keys[i] = c.keyIn(i%4+1, fmt.Sprintf("acct%d", i))
+		if err := r.Put(ctx, keys[i], []byte(strconv.Itoa(initial))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	balance := func(tx *Txn, k []byte) (int, error) {
+		got, err := tx.Get(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(string(got.KV.Value))
+	}
+	var (
+		stop                 atomic.Bool
+		moved, lost, checked atomic.Int64
+		mu                   sync.Mutex
+		failures             []string
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		rng := rand.New(rand.NewPCG(uint64(w), 7))
+		wg.Go(func() {
+			for !stop.Load() {
+				from, to := rng.IntN(accounts), rng.IntN(accounts)
+				if from == to {
+					continue
+				}
+				tx, err := r.Txn(ctx)
+				if err != nil {
+					fail("begin: %v", err)
+					return
+				}
+				a, err1 := balance(tx, keys[from])
+				b, err2 := balance(tx, keys[to])
+				if err := errors.Join(err1, err2); err != nil {
+					fail("transfer read: %v", err)
+					return
+				}
+				amount := rng.IntN(10) + 1
+				_ = tx.Put(keys[from], []byte(strconv.Itoa(a-amount)))
+				_ = tx.Put(keys[to], []byte(strconv.Itoa(b+amount)))
+				switch _, err := tx.Commit(ctx); {
+				case err == nil:
+					moved.Add(1)
+				case errors.Is(err, ErrConflict):
+					lost.Add(1)
+				default:
+					fail("transfer commit: %v", err)
+					return
+				}
+			}
+		})
+	}
+	audit := func() error {
+		tx, err := r.Txn(ctx)
+		if err != nil {
+			return err
+		}
+		total := 0
+		for _, k := range keys {
+			b, err := balance(tx, k)
+			if err != nil {
+				return err
+			}
+			total += b
+		}
+		if total != accounts*initial {
+			return fmt.Errorf("a snapshot at %d holds %d, want %d", tx.Start(), total, accounts*initial)
+		}
+		checked.Add(1)
+		return nil
+	}
+	for range 2 {
+		wg.Go(func() {
+			for !stop.Load() {
+				if err := audit(); err != nil {
+					fail("audit: %v", err)
+					return
+				}
+			}
+		})
+	}
+	testutil.Eventually(t, time.Minute, func() error {
+		if moved.Load() < 100 || checked.Load() < 20 {
+			return fmt.Errorf("%d transfers (%d conflicts), %d audits so far", moved.Load(), lost.Load(), checked.Load())
+		}
+		return nil
+	})
+	stop.Store(true)
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if err := audit(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d transfers committed, %d conflicts, %d audits", moved.Load(), lost.Load(), checked.Load())
+}
