@@ -290,6 +290,10 @@
 //     every key attached to the lease at E has a newer version at or
 //     below the oracle's value then.
 //
+// Config.NoLeases (-no-leases) runs without lessors and lease clients:
+// the tests of the other checks' planted bugs and the regression seeds
+// of watch bugs use it, as their seeds were chosen so.
+//
 // TestLeaseChecksCatchPlantedBugs plants one bug per check (bugs.go) and
 // finds it in the first engine seed: lessor clocks at a third of the
 // rate (check 1: ends past the bound), five times as fast (check 2:
@@ -443,7 +447,8 @@
 // default "engine fleet") and in all. A fleet run's trace includes
 // placement's log lines. Flags: -fleet, -seeds,
 // -seed-start (or -seed-base), -seed, -steps, -groups, -nodes, -clients, -backend,
-// -no-faults, -progress (a line per seed with -v), -simtrace (print the trace as it happens), -trace-group
+// -no-faults, -no-leases (no lessors or lease clients: seeds run as they
+// did before leases were modelled), -progress (a line per seed with -v), -simtrace (print the trace as it happens), -trace-group
 // (add every message of one group to it).
 //
 // # Engine bugs found
