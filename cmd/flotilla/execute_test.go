@@ -42,3 +42,11 @@ func flagValue(t *testing.T, cmd *cobra.Command, name string) string {
 	}
 	return f.Value.String()
 }
+
+func TestWrapText(t *testing.T) {
+	in := "one two three four five six\n  keep   this   long   preformatted line as it is\nshort"
+	want := "one two three\nfour five six\n  keep   this   long   preformatted line as it is\nshort"
+	if got := wrapText(in, 13); got != want {
+		t.Errorf("wrapText:\n%s\nwant\n%s", got, want)
+	}
+}

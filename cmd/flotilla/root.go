@@ -99,13 +99,15 @@ func shareEnv(fs *pflag.FlagSet, name string) {
 // nameEnv names the environment variable of every flag of cmd and its
 // subcommands (FLOTILLA_, the command's path without "flotilla", the
 // flag, in upper case with '_' between; or the shared name), and adds it
-// to the flag's help.
+// to the flag's help. It also wraps each command's description
+// (wrapText).
 func nameEnv(cmd *cobra.Command) {
 	path := strings.Fields(cmd.CommandPath())[1:]
 	prefix := cli.EnvPrefix
 	if len(path) > 0 {
 		prefix += strings.ToUpper(strings.ReplaceAll(strings.Join(path, "_"), "-", "_")) + "_"
 	}
+	cmd.Long = wrapText(cmd.Long, helpWidth)
 	cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
 		name := cli.EnvNameWithPrefix(prefix, f.Name)
 		if s := f.Annotations[sharedEnv]; len(s) > 0 {
@@ -213,4 +215,35 @@ func nArgs(want ...int) cobra.PositionalArgs {
 		}
 		return usagef("wrong number of arguments: %d given (%s), want %s", len(args), quoteArgs(args), counts(want))
 	}
+}
+
+// helpWidth is the width to which wrapText folds a command's description.
+const helpWidth = 80
+
+// wrapText folds every line of s longer than width at spaces, so that a
+// description written as one long line per paragraph reads well in a
+// terminal. A line that starts with a space (a table, an example) is
+// left alone.
+func wrapText(s string, width int) string {
+	lines := strings.Split(s, "\n")
+	var out []string
+	for _, line := range lines {
+		if len(line) <= width || strings.HasPrefix(line, " ") {
+			out = append(out, line)
+			continue
+		}
+		cur := ""
+		for _, w := range strings.Fields(line) {
+			if cur != "" && len(cur)+1+len(w) > width {
+				out = append(out, cur)
+				cur = ""
+			}
+			if cur != "" {
+				cur += " "
+			}
+			cur += w
+		}
+		out = append(out, cur)
+	}
+	return strings.Join(out, "\n")
 }

@@ -22,19 +22,24 @@ const txnSummary = `flotilla txn [flags] < INPUT: run a compare-then-else transa
                                                            del KEY [END] [--prefix | --from-key] [--prev-kv]
   operations otherwise, until the end of the input.
 
-KEY and the compares' operands are Go-quoted strings ("\x00" escapes); in operations a word with spaces is quoted
-with "..." or '...'. version, create and mod compare numbers (decimal; an absent key has 0), lease a lease ID in
+KEY and the compares' operands are Go-quoted strings ("\x00" escapes); in
+operations a word with spaces is quoted with "..." or '...'. version, create
+and mod compare numbers (decimal; an absent key has 0), lease a lease ID in
 hexadecimal (0: none), value bytes. Reads see the writes before them.
 
-Prints SUCCESS or FAILURE (which branch ran), then, after an empty line each, every operation's result:
-put "OK" (with --prev-kv, then the key and value it replaced, a line each), get each key and value (a line each),
-del how many keys it deleted (with --prev-kv, then each deleted key and value). -w json prints one object with the
-revision and every operation's keys (in base64) and revisions. FAILURE exits 3 (compare failed) once its
-operations have run and been printed, with -w json too; etcdctl exits 0 after FAILURE, so a script written for
-etcdctl that treats any non-zero status as an error should test for 3.
+Prints SUCCESS or FAILURE (which branch ran), then, after an empty line each,
+every operation's result: put "OK" (with --prev-kv, then the key and value it
+replaced, a line each), get each key and value (a line each), del how many
+keys it deleted (with --prev-kv, then each deleted key and value). -w json
+prints one object with the revision and every operation's keys (in base64)
+and revisions. FAILURE exits 3 (compare failed) once its operations have run
+and been printed, with -w json too; etcdctl exits 0 after FAILURE, so a
+script written for etcdctl that treats any non-zero status as an error
+should test for 3.
 
-The whole transaction is one atomic write at one revision, so every key and range it names must be on one shard:
-a transaction across shards exits 1 and writes nothing. Malformed input exits 2 naming its line. At a terminal it
+The whole transaction is one atomic write at one revision, so every key and
+range it names must be on one shard: a transaction across shards exits 1
+and writes nothing. Malformed input exits 2 naming its line. At a terminal it
 prompts for each section (on standard error).`
 
 func newTxnCmd() *cobra.Command {
