@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/syskeys"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/tso"
 )
@@ -20,6 +22,21 @@ import (
 // stores (tests, the simulator). A *tso.Oracle implements it.
 type Oracle interface {
 	Next(ctx context.Context, count int) (first tso.Timestamp, err error)
+}
+
+// WriteOracle is an Oracle that also keeps the last write's timestamp
+// (placement/tso, "The last write"), an optional capability the Store
+// checks for at run time: with it, Store.LastWrite answers the revision
+// of the last write instead of a fresh one. NextWrites is Next for a
+// batch whose first writeSpan timestamps include every one given to a
+// write (0: none is), recording the last of them; it returns the last
+// write's timestamp after that. LastWrite hands out nothing and returns
+// it. A *tso.Oracle implements it, and so does shardnode's client of
+// placementd's oracle.
+type WriteOracle interface {
+	Oracle
+	NextWrites(ctx context.Context, count, writeSpan int) (first, lastWrite tso.Timestamp, err error)
+	LastWrite(ctx context.Context) (tso.Timestamp, error)
 }
 
 // Stamping writes with revisions
@@ -44,21 +61,38 @@ type Oracle interface {
 // than a write of the old leader that commits after it; Apply refuses it
 // (ErrStaleRevision, identically on every replica), and a retry is
 // stamped anew.
+//
+// The last write. With a WriteOracle, each call also tells the oracle
+// which of its timestamps stamp writes of user data: the batch stays in
+// arrival order, and the call passes as its write span the position of
+// the last such write in it, so the oracle records exactly that write's
+// revision. A write of user data is a command that makes versions a
+// client reads: Put, Delete, CompareAndSwap and Batch with a key outside
+// the system span (syskeys.SystemPrefix on), and every Txn, Prewrite and
+// kind of write to come (counted without looking inside, which is always
+// safe: a span too long only makes the last write higher). Not counted:
+// Resolves, Nows, and writes of system keys only (lease records, which
+// etcd's revision does not count either). Store.LastWrite waiters join
+// the batch without taking a timestamp and get the oracle's last write
+// after the batch's span was recorded; a batch of only such waiters asks
+// the oracle for that alone.
 
 // oracleTimeout bounds one Oracle call; the writes waiting on a call that
 // times out fail with its error.
 const oracleTimeout = 5 * time.Second
 
 // stampedWrite is one write waiting for its revision, then for its
-// proposal's outcome; or, with e nil, a Now waiting for a timestamp.
+// proposal's outcome; or, with e nil, a Now waiting for a timestamp (a
+// LastWrite, with lastWrite, for the last write's).
 type stampedWrite struct {
-	shard  ShardID
-	e      Engine
-	cmd    []byte
-	done   chan struct{} // closed once f or err is set
-	f      *multiraft.Future
-	err    error
-	stamps uint64 // the revision given, for tests and errors
+	shard     ShardID
+	e         Engine
+	cmd       []byte
+	lastWrite bool
+	done      chan struct{} // closed once f or err is set
+	f         *multiraft.Future
+	err       error
+	stamps    uint64 // the revision given, for tests and errors
 }
 
 // stamper batches the writes of one Store into Oracle calls (see above).
@@ -72,6 +106,9 @@ type stamper struct {
 		waiting []*stampedWrite
 		calling bool
 	}
+	// decoded is run's scratch command for userWrite: only the one
+	// goroutine running run touches it.
+	decoded Command
 }
 
 // add queues w for the next Oracle call, starting one if none is out.
@@ -89,6 +126,7 @@ func (st *stamper) add(w *stampedWrite) {
 // run makes Oracle calls while writes are waiting, one at a time.
 func (st *stamper) run() {
 	var batch []*stampedWrite
+	wo, tracks := st.oracle.(WriteOracle)
 	for {
 		st.mu.Lock()
 		batch, st.mu.waiting = st.mu.waiting, batch[:0]
@@ -98,30 +136,93 @@ func (st *stamper) run() {
 			return
 		}
 		st.mu.Unlock()
+		// count is the timestamps the batch takes, span the position of
+		// its last write of user data (see The last write). Without a
+		// WriteOracle a LastWrite takes a fresh timestamp, as Now does.
+		count, span := 0, 0
+		for _, w := range batch {
+			if w.lastWrite && tracks {
+				continue
+			}
+			count++
+			if w.e != nil && st.userWrite(w.cmd) {
+				span = count
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), oracleTimeout)
-		first, err := st.oracle.Next(ctx, len(batch))
+		var (
+			first, last tso.Timestamp
+			err         error
+		)
+		switch {
+		case !tracks:
+			first, err = st.oracle.Next(ctx, count)
+		case count == 0:
+			last, err = wo.LastWrite(ctx)
+		default:
+			first, last, err = wo.NextWrites(ctx, count, span)
+		}
 		cancel()
 		st.calls.Add(1)
 		if err == nil {
-			st.stamped.Add(uint64(len(batch)))
+			st.stamped.Add(uint64(count))
 		}
-		for i, w := range batch {
-			if err != nil {
+		i := 0
+		for j, w := range batch {
+			switch {
+			case err != nil:
 				w.err = fmt.Errorf("%w to shard %d: %w", ErrNoRevision, w.shard, err)
 				if w.e == nil {
 					w.err = fmt.Errorf("%w: %w", ErrNoRevision, err)
 				}
-			} else {
+			case w.lastWrite && tracks:
+				w.stamps = uint64(last)
+			default:
 				w.stamps = uint64(first) + uint64(i)
+				i++
 				if w.e != nil {
 					binary.BigEndian.PutUint64(w.cmd[revisionAt:], w.stamps)
 					w.f = w.e.ProposeFuture(w.shard, w.cmd)
 				}
 			}
 			close(w.done)
-			batch[i] = nil
+			batch[j] = nil
 		}
 	}
+}
+
+// userWrite reports whether the encoded command cmd writes user data
+// that counts for the last write (see The last write): it decodes only
+// the kinds that may write system keys alone.
+func (st *stamper) userWrite(cmd []byte) bool {
+	kind := CommandKind(cmd[1])
+	switch {
+	case !kind.writesData():
+		return false
+	case kind != KindPut && kind != KindDelete && kind != KindCompareAndSwap && kind != KindBatch:
+		return true
+	}
+	c := &st.decoded
+	defer c.reset()
+	if err := DecodeCommand(cmd, c); err != nil {
+		// Encoded by Start, so it decodes; if it did not, Apply refuses
+		// it. Counting it is safe either way.
+		return true
+	}
+	if kind != KindBatch {
+		return !isSystemKey(c.Key)
+	}
+	for i := range c.Ops {
+		if !isSystemKey(c.Ops[i].Key) {
+			return true
+		}
+	}
+	return false
+}
+
+// isSystemKey reports whether key lies in the fleet's system span.
+func isSystemKey(key []byte) bool {
+	return bytes.Compare(key, syskeys.SystemPrefix) >= 0
 }
 
 // Now returns a timestamp of the oracle from a call that began after Now
@@ -132,6 +233,35 @@ func (st *stamper) run() {
 // Oracle calls with the writes.
 func (s *Store) Now(ctx context.Context) (uint64, error) {
 	w := &stampedWrite{done: make(chan struct{})}
+	s.stamp.add(w)
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	return w.stamps, nil
+}
+
+// LastWrite returns the revision of the last write of user data (see
+// The last write), fleet-wide, from an oracle call that began after
+// LastWrite was called: at or above the revision of every write of user
+// data acknowledged before, on any shard, and below every revision the
+// oracle hands out after it. A read at it (GetAt, ScanAt) waits until
+// its shard resolved it, so it sees every such write; and when nothing
+// was written since a write, it is that write's revision, which is what
+// etcd answers as its current revision (placement/tso, "The last write",
+// has the argument). After a change of placement leader, until the next
+// write, it is a revision above every one handed out but not a write's.
+// Writes of system keys only (lease records) may be above it. With an
+// Oracle that is not a WriteOracle it is Now's fresh timestamp, which
+// keeps every guarantee but the equality. It shares the stamper's Oracle
+// calls with the writes; a batch of LastWrite calls alone costs an oracle
+// round trip that hands out nothing.
+func (s *Store) LastWrite(ctx context.Context) (uint64, error) {
+	w := &stampedWrite{lastWrite: true, done: make(chan struct{})}
 	s.stamp.add(w)
 	select {
 	case <-w.done:

@@ -80,7 +80,7 @@ func startEtcd(n etcdNode) (*grpc.Server, net.Listener, error) {
 		Members:               members,
 		SelfURLs:              []string{n.selfURL},
 		Version:               etcdAPIVersion,
-		Now:                   n.store.Now,
+		Now:                   n.store.LastWrite,
 		Local:                 n.local,
 		WatchProgressInterval: n.cfg.EtcdProgressInterval,
 		Logger:                n.logger.With("component", "etcdapi"),

@@ -47,7 +47,7 @@ type placementOracle struct {
 	}
 }
 
-var _ shard.Oracle = (*placementOracle)(nil)
+var _ shard.WriteOracle = (*placementOracle)(nil)
 
 // streamRetry is how long the oracle asks by GetTimestamps after a
 // stream could not be used, before it opens another.
@@ -55,11 +55,41 @@ const streamRetry = 100 * time.Millisecond
 
 // Next implements shard.Oracle.
 func (o *placementOracle) Next(ctx context.Context, count int) (tso.Timestamp, error) {
-	if count < 1 || count > tso.LogicalRange {
-		return 0, fmt.Errorf("%w: %d", tso.ErrBadCount, count)
+	first, _, err := o.NextWrites(ctx, count, 0)
+	return first, err
+}
+
+// NextWrites implements shard.WriteOracle: GetTimestamps with write_span.
+func (o *placementOracle) NextWrites(ctx context.Context, count, writeSpan int) (first, lastWrite tso.Timestamp, err error) {
+	if count < 1 || count > tso.LogicalRange || writeSpan < 0 || writeSpan > count {
+		return 0, 0, fmt.Errorf("%w: %d (write span %d)", tso.ErrBadCount, count, writeSpan)
 	}
-	if first, ok := o.viaStream(ctx, count); ok {
-		return first, nil
+	resp, err := o.ask(ctx, &pb.GetTimestampsRequest{Count: uint32(count), WriteSpan: uint32(writeSpan)})
+	if err != nil {
+		return 0, 0, err
+	}
+	first, lastWrite = tso.Timestamp(resp.GetFirst()), tso.Timestamp(resp.GetLastWrite())
+	if lastWrite == 0 {
+		// A placementd that keeps no last write: the batch's last
+		// timestamp is at or above every write's, which is always safe.
+		lastWrite = first + tso.Timestamp(count) - 1
+	}
+	return first, lastWrite, nil
+}
+
+// LastWrite implements shard.WriteOracle: GetTimestamps with count 0.
+func (o *placementOracle) LastWrite(ctx context.Context) (tso.Timestamp, error) {
+	resp, err := o.ask(ctx, &pb.GetTimestampsRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return tso.Timestamp(resp.GetLastWrite()), nil
+}
+
+// ask sends req on the stream, else by GetTimestamps (see placementOracle).
+func (o *placementOracle) ask(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+	if resp, ok := o.viaStream(ctx, req); ok {
+		return resp, nil
 	}
 	o.mu.Lock()
 	first := o.mu.next
@@ -72,44 +102,44 @@ func (o *placementOracle) Next(ctx context.Context, count int) (tso.Timestamp, e
 			continue
 		}
 		var resp *pb.GetTimestampsResponse
-		resp, err = pb.NewPlacementClient(conn).GetTimestamps(ctx, &pb.GetTimestampsRequest{Count: uint32(count)})
+		resp, err = pb.NewPlacementClient(conn).GetTimestamps(ctx, req)
 		if err == nil {
 			o.mu.Lock()
 			o.mu.next = at
 			o.mu.Unlock()
-			return tso.Timestamp(resp.GetFirst()), nil
+			return resp, nil
 		}
 		if ctx.Err() != nil || status.Code(err) == codes.InvalidArgument {
 			break
 		}
 	}
-	return 0, fmt.Errorf("placement's timestamp oracle: %w", err)
+	return nil, fmt.Errorf("placement's timestamp oracle: %w", err)
 }
 
-// viaStream asks for count timestamps on the stream, opening it if need
-// be. ok is false when the stream could not answer (none could be
-// opened, or it failed: it is dropped, and the next one goes to the next
-// address); the caller then asks by GetTimestamps.
-func (o *placementOracle) viaStream(ctx context.Context, count int) (first tso.Timestamp, ok bool) {
+// viaStream sends req on the stream, opening it if need be. ok is false
+// when the stream could not answer (none could be opened, or it failed:
+// it is dropped, and the next one goes to the next address); the caller
+// then asks by GetTimestamps.
+func (o *placementOracle) viaStream(ctx context.Context, req *pb.GetTimestampsRequest) (_ *pb.GetTimestampsResponse, ok bool) {
 	o.st.Lock()
 	defer o.st.Unlock()
 	if o.st.stream == nil {
 		if time.Now().Before(o.st.retryAt) || !o.openStream() {
-			return 0, false
+			return nil, false
 		}
 	}
 	// The stream outlives ctx: end it if ctx ends while waiting.
 	stop := context.AfterFunc(ctx, o.st.cancel)
-	err := o.st.stream.Send(&pb.GetTimestampsRequest{Count: uint32(count)})
+	err := o.st.stream.Send(req)
 	var resp *pb.GetTimestampsResponse
 	if err == nil {
 		resp, err = o.st.stream.Recv()
 	}
 	if !stop() || err != nil {
 		o.dropStream()
-		return 0, false
+		return nil, false
 	}
-	return tso.Timestamp(resp.GetFirst()), true
+	return resp, true
 }
 
 // openStream opens a stream to the address after the last one's.
