@@ -30,7 +30,8 @@ func (o *Oracle) NextWrites(ctx context.Context, count, writeSpan int) (first, l
 // LastWrite returns the last write's timestamp: the highest timestamp
 // NextWrites recorded for a write on this Oracle, or, while it has
 // recorded none, the limit loaded at Open, which is at or above every
-// timestamp any earlier Oracle on the Store handed out. Either way it
+// timestamp any earlier Oracle on the Store handed out (1 on a Store
+// never saved to: never 0, which callers read as "the latest"). Either way it
 // is at or above every timestamp recorded for a write by a call that
 // returned before this one began, on this Oracle or an earlier one, and
 // below every timestamp handed out after it returns. It hands out

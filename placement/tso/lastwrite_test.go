@@ -167,3 +167,16 @@ func TestLastWriteConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestLastWriteOnANewStore: an Oracle on a Store never saved to has no
+// write to answer; it answers 1, never 0, below everything it hands out.
+func TestLastWriteOnANewStore(t *testing.T) {
+	o := open(t, &MemStore{}, newClock(t0), 3000)
+	l, err := o.LastWrite(t.Context())
+	if err != nil || l != 1 {
+		t.Fatalf("LastWrite on a new Store = %v, %v; want 1", l, err)
+	}
+	if first, err := o.Next(t.Context(), 1); err != nil || first <= l {
+		t.Fatalf("Next after it = %v, %v; want above %v", first, err, l)
+	}
+}

@@ -50,9 +50,9 @@ type Oracle struct {
 		// is below it.
 		limit Timestamp
 		// lastWrite is the highest timestamp handed out for a write
-		// (NextWrites), or, before the first, the limit loaded at Open:
-		// at or above every timestamp any earlier Oracle on the Store
-		// handed out (see LastWrite).
+		// (NextWrites), or, before the first, the limit loaded at Open
+		// (1 if none was saved): at or above every timestamp any earlier
+		// Oracle on the Store handed out (see LastWrite). Never 0.
 		lastWrite Timestamp
 		// saving is non-nil while a Save runs, and closed when it ends.
 		saving chan struct{}
@@ -98,7 +98,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Oracle, error) {
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.mu.last = loaded
 	o.mu.limit = loaded
-	o.mu.lastWrite = loaded
+	o.mu.lastWrite = max(loaded, 1) // 0 reads as "latest" in the APIs above
 	limit := o.windowAfter(o.nowMs(), loaded)
 	saveCtx, cancel := context.WithTimeout(ctx, o.saveTimeout)
 	defer cancel()
