@@ -310,11 +310,20 @@ func (l *simLease) boundSteps() int {
 	return slowSteps(leaseStepsOf(leaseInterval)) + l.changes*(slowSteps(cp)+leaseSlack) + l.unserved + leaseSlack
 }
 
+// slackSteps is the part of boundSteps that is slack (leaseSlack per
+// change and once).
+func (l *simLease) slackSteps() int { return (l.changes + 1) * leaseSlack }
+
 // checkLeaseBound is check 1 for lease l.
 func (s *simulation) checkLeaseBound(l *simLease) {
 	st := s.leases
 	e := st.ended[l.id]
 	latest := l.lastRestart() + slowSteps(l.ttlSteps()) + l.boundSteps()
+	if e != 0 && l.revokedRev == 0 && len(l.revokes) == 0 {
+		// How far past the bound's terms other than the slack the end
+		// came (Stats.LeaseEndSlack).
+		st.stats.slack = max(st.stats.slack, stepOf(e)-(latest-l.slackSteps()))
+	}
 	if e != 0 && stepOf(e) > latest && l.revokedRev == 0 {
 		s.violation("lease: readable after deadline plus bound: lease %d (ttl %d steps, last restart at step %d, %d home changes, %d steps unserved) ended at step %d (revision %d), after step %d",
 			l.id, l.ttlSteps(), l.lastRestart(), l.changes, l.unserved, stepOf(e), e, latest)

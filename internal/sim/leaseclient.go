@@ -126,12 +126,20 @@ type leaseState struct {
 
 type leaseStats struct {
 	granted, kept, revoked, reads, fenced, expired, deletes int
+	// slack: the most steps an end (not revoked) came after its
+	// deadline plus the bound's terms other than leaseSlack (noSlack:
+	// no lease expired).
+	slack int
 }
+
+// noSlack is leaseStats.slack before any lease expired.
+const noSlack = -1 << 31
 
 func newLeaseState(s *simulation) *leaseState {
 	return &leaseState{
 		s: s, rng: rand.New(rand.NewPCG(s.cfg.Seed^0x6c65617365, s.cfg.Seed+0x1ea5e)),
 		byID: map[uint64]*simLease{}, versions: map[string]map[uint64]sampledVersion{}, ended: map[uint64]uint64{},
+		stats: leaseStats{slack: noSlack},
 	}
 }
 

@@ -198,14 +198,18 @@ type Stats struct {
 	LeasesGranted, LeaseKeepAlives, LeasesRevoked, LeaseReads int
 	LeaseReadsFenced, LeaseDeletes, LeasesEnded               int
 	LeaseHomeMoves, LeaseHomeChanges                          int
+	// LeaseEndSlack: the most steps a lease's end (not revoked) came
+	// after its deadline plus the bound's terms other than the slack
+	// (negative: every end came before them). See leasecheck.go.
+	LeaseEndSlack int
 }
 
 func (s Stats) String() string {
 	leases := ""
 	if s.LeasesGranted > 0 {
-		leases = fmt.Sprintf(" leases=%d keepalives=%d revoked=%d ended=%d leasereads=%d fenced=%d leasedeletes=%d leasehomechanges=%d leasehomemoves=%d",
+		leases = fmt.Sprintf(" leases=%d keepalives=%d revoked=%d ended=%d leasereads=%d fenced=%d leasedeletes=%d leasehomechanges=%d leasehomemoves=%d leaseslack=%d",
 			s.LeasesGranted, s.LeaseKeepAlives, s.LeasesRevoked, s.LeasesEnded, s.LeaseReads, s.LeaseReadsFenced, s.LeaseDeletes,
-			s.LeaseHomeChanges, s.LeaseHomeMoves)
+			s.LeaseHomeChanges, s.LeaseHomeMoves, s.LeaseEndSlack)
 	}
 	fleet := leases
 	if s.Heartbeats > 0 {
@@ -337,6 +341,7 @@ func (s *simulation) result() *Result {
 		res.Stats.LeasesGranted, res.Stats.LeaseKeepAlives, res.Stats.LeasesRevoked = st.stats.granted, st.stats.kept, st.stats.revoked
 		res.Stats.LeaseReads, res.Stats.LeaseReadsFenced, res.Stats.LeaseDeletes = st.stats.reads, st.stats.fenced, st.stats.deletes
 		res.Stats.LeasesEnded = len(st.ended)
+		res.Stats.LeaseEndSlack = st.stats.slack
 		for _, l := range st.leases {
 			if l.changes > 0 {
 				res.Stats.LeaseHomeChanges++

@@ -102,6 +102,9 @@ func TestSimulation(t *testing.T) {
 	var failed []uint64
 	// Fleet runs: the operators placement spent per seed.
 	ops, opsFailed, opsMax, opsMaxSeed := 0, 0, 0, uint64(0)
+	// Leases: totals over the seeds, and the largest end slack.
+	var leases Stats
+	slackMax, slackSeed := noSlack, uint64(0)
 	for _, seed := range seeds {
 		start := time.Now()
 		res := runSeed(t, simConfig(seed))
@@ -114,6 +117,20 @@ func TestSimulation(t *testing.T) {
 		opsFailed += res.Stats.OperatorsFailed
 		if res.Stats.Operators > opsMax {
 			opsMax, opsMaxSeed = res.Stats.Operators, seed
+		}
+		if st := res.Stats; st.LeasesGranted > 0 {
+			leases.LeasesGranted += st.LeasesGranted
+			leases.LeasesEnded += st.LeasesEnded
+			leases.LeasesRevoked += st.LeasesRevoked
+			leases.LeaseKeepAlives += st.LeaseKeepAlives
+			leases.LeaseReads += st.LeaseReads
+			leases.LeaseReadsFenced += st.LeaseReadsFenced
+			leases.LeaseDeletes += st.LeaseDeletes
+			leases.LeaseHomeChanges += st.LeaseHomeChanges
+			leases.LeaseHomeMoves += st.LeaseHomeMoves
+			if st.LeaseEndSlack > slackMax {
+				slackMax, slackSeed = st.LeaseEndSlack, seed
+			}
 		}
 		if res.Stats.ElectionsAfterHeal > 0 {
 			unstableSeeds++
@@ -146,6 +163,11 @@ func TestSimulation(t *testing.T) {
 	if *flagFleet && len(seeds) > 0 {
 		fmt.Printf("sim: placement operators per seed: mean %.1f, max %d (seed %d); %d of %d failed\n",
 			float64(ops)/float64(len(seeds)), opsMax, opsMaxSeed, opsFailed, ops)
+	}
+	if leases.LeasesGranted > 0 {
+		fmt.Printf("sim: leases: granted %d, ended %d (revoked %d), keepalives %d, reads %d (%d fenced), deletes %d; %d leases saw their home's server change, %d their home split; ends at most %d steps past deadline+interval+checkpoints+unserved (seed %d; the bound allows %d more per change and once)\n",
+			leases.LeasesGranted, leases.LeasesEnded, leases.LeasesRevoked, leases.LeaseKeepAlives, leases.LeaseReads, leases.LeaseReadsFenced,
+			leases.LeaseDeletes, leases.LeaseHomeChanges, leases.LeaseHomeMoves, slackMax, slackSeed, leaseSlack)
 	}
 	if unstableSeeds > 0 {
 		fmt.Printf("sim: note: %d groups in %d seeds elected a new leader after every fault had healed (known engine issue, see doc.go)\n", unstableGroups, unstableSeeds)
