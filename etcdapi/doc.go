@@ -16,9 +16,10 @@
 // at R+1") does not hold.
 //
 // A read of the latest state (Range without a revision, not serializable)
-// reads at a fresh revision from the oracle (Config.Now), taken after the
-// request arrived, at which every shard of the range is read once it
-// resolved it: the answer is one snapshot across shards that sees every
+// reads at the revision Config.Now answers from the oracle after the
+// request arrived (on a shardnode the last write's, shard.Store.LastWrite,
+// as etcd's current revision; otherwise a fresh one), at which every
+// shard of the range is read once it resolved it: the answer is one snapshot across shards that sees every
 // write acknowledged before the request, and its header revision is at
 // least the revision of any such write. A shard's own resolved revision,
 // what the router's single-shard latest reads answer at, is only as new as

@@ -23,9 +23,15 @@ import (
 // does not sort after key. The fleet's system span (syskeys.SystemPrefix
 // and above) is not part of the etcd keyspace: ranges stop before it.
 //
-// The read is at req.Revision when it is positive, otherwise at a fresh
-// revision (Server.freshRevision, at or above every write acknowledged
-// before the call began, on any shard), and that revision is the response
+// The read is at req.Revision when it is positive, otherwise at the
+// revision Server.freshRevision answers (Config.Now): at or above every
+// write acknowledged before the call began, on any shard, and below every
+// revision handed out after. A shardnode passes shard.Store.LastWrite,
+// the revision of the last write of user data fleet-wide, so a read made
+// when nothing was written since a write answers exactly that write's
+// revision, as etcd answers its current revision (the Kubernetes API
+// server relies on it); without Config.Now it is router.Client.Now, a
+// fresh revision above the last write. That revision is the response
 // header's: every key of the answer is as it was at that revision, across
 // every shard the range spans, so a client may list at it and watch from
 // the next one, and a client that saw revision r anywhere reads at r or
@@ -49,11 +55,11 @@ import (
 // a filter, or no limit) reads every pair of it at one revision (values
 // left out with keys_only, unless it sorts by value) and shapes them
 // here. A single-key Range is one point read. A linearizable read of the
-// latest state also costs the fresh revision (an oracle call, shared
-// with other reads and writes) and, in each shard it reads that has not
-// written since, a Resolve through Raft before the read: more than the
-// quorum check a read of a shard's own latest state needs, the price of
-// one revision order across shards.
+// latest state also costs the revision (an oracle call, shared with other
+// reads and writes) and, in each shard it reads that has not resolved
+// past it (written, or resolved, since), a Resolve through Raft before
+// the read: more than the quorum check a read of a shard's own latest
+// state needs, the price of one revision order across shards.
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(req); err != nil {
 		return nil, err
@@ -99,12 +105,12 @@ func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.Range
 	}
 	rev := uint64(max(req.GetRevision(), 0))
 	if rev == 0 && !stale {
-		// A read of the latest state is made at a fresh revision: the
-		// shards' own latest (the router's rev 0) is only as new as each
-		// shard's last write, so a span read at the first shard's could
-		// miss writes later shards acknowledged, and a header naming a
-		// key's shard's could be below a revision the client saw on
-		// another shard.
+		// A read of the latest state is made at the fleet's revision
+		// (the last write's, or a fresh one): the shards' own latest (the
+		// router's rev 0) is only as new as each shard's last write, so
+		// a span read at the first shard's could miss writes later
+		// shards acknowledged, and a header naming a key's shard's could
+		// be below a revision the client saw on another shard.
 		fresh, err := s.freshRevision(ctx)
 		if err != nil {
 			return nil, 0, err
