@@ -27,14 +27,14 @@ const ignoreAttempts = 10
 var errReserved = status.Errorf(codes.InvalidArgument, "etcdapi: keys from %q on are reserved for the fleet", syskeys.SystemPrefix)
 
 // writeStatus maps a write's error: etcd's ErrLeaseNotFound for a lease
-// that does not exist, Unimplemented for a transaction across shards, the
-// rest as toStatus maps them.
+// that does not exist, Unimplemented for what a transaction across shards
+// cannot do (attach a lease), the rest as toStatus maps them.
 func writeStatus(err error) error {
 	switch {
 	case errors.Is(err, router.ErrLeaseNotFound):
 		return rpctypes.ErrGRPCLeaseNotFound
 	case errors.Is(err, router.ErrCrossShardTxn):
-		return status.Errorf(codes.Unimplemented, "etcdapi: a transaction whose keys are on more than one shard is not supported: %v", err)
+		return status.Errorf(codes.Unimplemented, "etcdapi: not supported in a transaction whose keys are on more than one shard: %v", err)
 	}
 	return toStatus(err)
 }

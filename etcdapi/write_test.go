@@ -182,12 +182,29 @@ func TestWrites(t *testing.T) {
 		if _, err := c.Txn(ctx).Then(many...).Commit(); !errors.Is(err, rpctypes.ErrTooManyOps) {
 			t.Errorf("too many ops: %v", err)
 		}
-		// Keys on two shards: refused, and nothing written.
-		_, err = c.Txn(ctx).Then(clientv3.OpPut("t/x", "1"), clientv3.OpPut("\xd0x", "1")).Commit()
-		if status.Code(err) != codes.Unimplemented {
-			t.Errorf("txn across shards: %v", err)
+		// Keys on two shards: one transaction across them, at one
+		// revision; its compare holds at its start.
+		resp, err = c.Txn(ctx).If(clientv3.Compare(clientv3.Version("\xd0x"), "=", 0)).
+			Then(clientv3.OpPut("t/x", "1"), clientv3.OpPut("\xd0x", "1"), clientv3.OpGet("\xd0x")).Commit()
+		if err != nil || !resp.Succeeded || len(resp.Responses) != 3 {
+			t.Fatalf("txn across shards: %+v %v", resp, err)
 		}
-		if get, err := c.Get(ctx, "t/x"); err != nil || len(get.Kvs) != 0 {
+		for _, k := range []string{"t/x", "\xd0x"} {
+			get, err := c.Get(ctx, k)
+			if err != nil || len(get.Kvs) != 1 || get.Kvs[0].ModRevision != resp.Header.Revision {
+				t.Errorf("%q after a txn across shards at %d: %v %v", k, resp.Header.Revision, get, err)
+			}
+		}
+		// A leased put across shards is refused, and nothing written.
+		lease, err := c.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Txn(ctx).Then(clientv3.OpPut("t/y", "1", clientv3.WithLease(lease.ID)), clientv3.OpPut("\xd0y", "1")).Commit()
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("leased txn across shards: %v", err)
+		}
+		if get, err := c.Get(ctx, "t/y"); err != nil || len(get.Kvs) != 0 {
 			t.Errorf("a refused txn wrote: %v %v", get, err)
 		}
 	})

@@ -318,17 +318,10 @@ func TestKeyNotInShardTakesTheNodesDescriptor(t *testing.T) {
 	}
 }
 
-func TestCrossShardBatchIsRefused(t *testing.T) {
+func TestBatchRefusals(t *testing.T) {
 	n := newFakeNode(t, 1)
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "m", 1, n), fakeRoute(2, "m", "", 1, n)), nil)
 	ctx := context.Background()
-	err := c.Batch(ctx, []Op{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("z"), Value: []byte("2")}})
-	if !errors.Is(err, ErrCrossShardBatch) {
-		t.Fatalf("want ErrCrossShardBatch, got %v", err)
-	}
-	if n.calls.Load() != 0 {
-		t.Fatalf("a cross-shard batch reached a node")
-	}
 	if err := c.Batch(ctx, nil); !errors.Is(err, ErrEmptyBatch) {
 		t.Fatalf("want ErrEmptyBatch, got %v", err)
 	}

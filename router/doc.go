@@ -205,8 +205,9 @@
 // cause; a gRPC status stays reachable through status.FromError and
 // status.Code. ErrAmbiguous (a write may or may not have applied),
 // ErrRetriesExhausted, ErrUnavailable (a *ShardUnavailableError),
-// ErrNoRoute, ErrCrossShardBatch, ErrEmptyBatch, ErrClosed and
-// ErrInvalidConfig are documented in errors.go. A write that ends with
+// ErrNoRoute, ErrEmptyBatch, ErrClosed and ErrInvalidConfig are
+// documented in errors.go; ErrConflict (a transaction that must start
+// again) in percolator.go. A write that ends with
 // ErrRetriesExhausted, ErrUnavailable or the context's error without
 // ErrAmbiguous surely did not apply. Scan refuses an end that sorts before
 // its start with InvalidArgument. Messages show at most the first 64

@@ -46,9 +46,6 @@ var (
 	// even be connected to, the default RouteSource says so, naming every
 	// address it tried, and the call fails at once.
 	ErrNoRoute = errors.New("router: no route")
-	// ErrCrossShardBatch: the keys of a Batch belong to more than one shard
-	// (a batch is atomic only within one shard). Nothing was written.
-	ErrCrossShardBatch = errors.New("router: batch spans shards")
 	// ErrEmptyBatch: Batch was called without operations.
 	ErrEmptyBatch = errors.New("router: empty batch")
 )

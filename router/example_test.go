@@ -42,13 +42,13 @@ func Example() {
 		fmt.Printf("%s=%s\n", kv.Key, kv.Value)
 	}
 
-	// Keys of one shard change together or not at all.
+	// The keys change together or not at all, on one shard or several.
 	err = c.Batch(ctx, []router.Op{
 		{Key: []byte("user/42"), Value: []byte("ada lovelace")},
 		{Key: []byte("user/43"), Delete: true},
 	})
-	if errors.Is(err, router.ErrCrossShardBatch) {
-		fmt.Println("keys live in different shards")
+	if errors.Is(err, router.ErrAmbiguous) {
+		fmt.Println("the batch may or may not have applied")
 	}
 }
 

@@ -117,13 +117,16 @@ func TestIntegrationKV(t *testing.T) {
 			t.Fatalf("after batch, %q: %q %v %v", key, v, found, err)
 		}
 	}
+	// A batch across shards commits as one transaction: one revision.
 	x1, x2 := c.keyIn(1, "cross"), c.keyIn(2, "cross")
-	if err := r.Batch(ctx, []Op{{Key: x1, Value: []byte("x")}, {Key: x2, Value: []byte("y")}}); !errors.Is(err, ErrCrossShardBatch) {
+	wr, err := r.BatchRev(ctx, []Op{{Key: x1, Value: []byte("x")}, {Key: x2, Value: []byte("z")}, {Key: x2, Value: []byte("y")}})
+	if err != nil {
 		t.Fatalf("cross-shard batch: %v", err)
 	}
-	for _, key := range [][]byte{x1, x2} {
-		if _, found, err := r.Get(ctx, key); err != nil || found {
-			t.Fatalf("refused batch wrote %q: %v %v", key, found, err)
+	for key, want := range map[string]string{string(x1): "x", string(x2): "y"} {
+		got, err := r.GetAt(ctx, []byte(key), wr.Revision)
+		if err != nil || string(got.KV.Value) != want || got.KV.ModRevision != wr.Revision {
+			t.Fatalf("cross-shard batch wrote %q: %+v %v (revision %d)", key, got.KV, err, wr.Revision)
 		}
 	}
 

@@ -1,10 +1,14 @@
 package router
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"time"
 
-	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -161,12 +165,14 @@ func (c *Client) CompareAndSwap(ctx context.Context, key, expected []byte, expec
 	return res, nil
 }
 
-// Batch applies ops atomically and in order. Every key must belong to one
-// shard (the one owning ops[0].Key); otherwise it returns
-// ErrCrossShardBatch and writes nothing. The check uses the current route,
-// and a stale route is refused by the node and healed before the check
-// repeats. Errors and exactly-once as for Put; ErrEmptyBatch without ops.
-// BatchRev also returns the revision.
+// Batch applies ops atomically and in order (a later op on a key wins).
+// Keys of one shard go in one Raft command; keys on several shards are
+// committed as a transaction across shards (see Txn) of blind writes,
+// which Batch starts again by itself when it conflicts, since nothing it
+// wrote depended on a read. Errors and exactly-once as for Put (a batch
+// across shards whose commit point's answer was lost ends with
+// ErrAmbiguous); ErrEmptyBatch without ops. BatchRev also returns the
+// revision, the ModRevision of every key it wrote.
 func (c *Client) Batch(ctx context.Context, ops []Op) error {
 	_, err := c.BatchRev(ctx, ops)
 	return err
@@ -192,16 +198,63 @@ func (c *Client) BatchRev(ctx context.Context, ops []Op) (WriteResult, error) {
 		send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
 			for _, o := range ops {
 				if !r.contains(o.Key) {
-					return fmt.Errorf("%w: %s is in shard %d [%s, %s), %s is not",
-						ErrCrossShardBatch, keyfmt.Quote(ops[0].Key), r.id(), printKey(r.start()), printEnd(r.end()), keyfmt.Quote(o.Key))
+					return errBatchSpansShards
 				}
 			}
 			var err error
 			resp, err = kv.Batch(ctx, &pb.BatchRequest{Header: hdr, Ops: req})
 			return err
 		}})
+	if errors.Is(err, errBatchSpansShards) {
+		return c.batchAcrossShards(ctx, ops)
+	}
 	if err != nil {
 		return WriteResult{}, err
 	}
 	return WriteResult{Revision: resp.GetRevision()}, nil
+}
+
+// errBatchSpansShards: a Batch's keys are on several shards, by the
+// current route; it goes as a transaction instead.
+var errBatchSpansShards = errors.New("router: batch spans shards")
+
+// batchTxnAttempts bounds how often a Batch across shards starts again
+// after a conflict.
+const batchTxnAttempts = 16
+
+// batchAcrossShards commits ops as a transaction of blind writes,
+// starting again after a conflict (nothing it writes depends on what it
+// read, so a later start is as good).
+func (c *Client) batchAcrossShards(ctx context.Context, ops []Op) (WriteResult, error) {
+	last := make(map[string]*pb.Mutation, len(ops))
+	for _, o := range ops {
+		m := &pb.Mutation{Op: pb.Mutation_PUT, Key: o.Key, Value: o.Value}
+		if o.Delete {
+			m = &pb.Mutation{Op: pb.Mutation_DELETE, Key: o.Key}
+		} else if m.Value == nil {
+			m.Value = []byte{}
+		}
+		last[string(o.Key)] = m
+	}
+	muts := slices.SortedFunc(maps.Values(last), func(a, b *pb.Mutation) int { return bytes.Compare(a.GetKey(), b.GetKey()) })
+	var err error
+	for attempt := range batchTxnAttempts {
+		var start, rev uint64
+		if start, err = c.Now(ctx); err != nil {
+			return WriteResult{}, err
+		}
+		rev, err = c.commitTxn(ctx, start, defaultLockTTL, muts)
+		if !errors.Is(err, ErrConflict) || errors.Is(err, ErrAmbiguous) {
+			if err != nil {
+				return WriteResult{}, fmt.Errorf("router: batch across shards: %w", err)
+			}
+			return WriteResult{Revision: rev}, nil
+		}
+		select {
+		case <-time.After(backoffDelay(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0)):
+		case <-ctx.Done():
+			return WriteResult{}, fmt.Errorf("router: batch across shards: %w: %w", ctx.Err(), err)
+		}
+	}
+	return WriteResult{}, fmt.Errorf("router: batch across shards: %w: %w", ErrRetriesExhausted, err)
 }

@@ -524,21 +524,28 @@ func (c *Client) resolveLock(ctx context.Context, l *pb.Locked) error {
 	if err != nil {
 		return err
 	}
-	key := l.GetKey()
-	muts := []*pb.Mutation{{Key: key}}
+	keys := [][]byte{l.GetKey()}
+	var send func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader) error
 	switch st {
 	case pb.CheckTxnResponse_COMMITTED:
-		return c.stepKeys(ctx, l.GetPrimary(), muts, bytes.Equal(key, l.GetPrimary()), func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
+		send = func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader) error {
 			_, err := kv.CommitTxn(ctx, &pb.CommitTxnRequest{Header: hdr, Start: l.GetStart(), Primary: l.GetPrimary(), Commit: commit, Keys: keys})
 			return err
-		})
+		}
 	case pb.CheckTxnResponse_ROLLED_BACK:
-		return c.stepKeys(ctx, l.GetPrimary(), muts, bytes.Equal(key, l.GetPrimary()), func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
+		send = func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader) error {
 			_, err := kv.RollbackTxn(ctx, &pb.RollbackTxnRequest{Header: hdr, Start: l.GetStart(), Primary: l.GetPrimary(), Keys: keys})
 			return err
-		})
+		}
+	default:
+		return errLockPending
 	}
-	return errLockPending
+	// One key, on whichever shard holds it now; on the primary's shard a
+	// commit or rollback of another key records nothing.
+	return c.do(ctx, &call{op: "resolve-lock", key: keys[0],
+		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
+			return send(ctx, kv, hdr)
+		}})
 }
 
 // onLocked is the retry loop's answer to a Locked refusal: resolve the
@@ -552,5 +559,7 @@ func (c *Client) onLocked(ctx context.Context, cl *call, l *pb.Locked) verdict {
 	case errors.Is(err, errLockPending) && cl.op == "prewrite":
 		return verdict{final: true, err: fmt.Errorf("%w: %s is locked by the transaction started at %d", ErrConflict, keyfmt.Quote(l.GetKey()), l.GetStart())}
 	}
-	return verdict{reason: RetryLocked, wait: true, alive: true}
+	// A transaction holds its locks for about one round trip to each of
+	// its shards: wait briefly.
+	return verdict{reason: RetryLocked, wait: true, brief: true, alive: true}
 }

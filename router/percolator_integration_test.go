@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -18,7 +19,7 @@ import (
 // shards; all its writes carry its commit revision, a read just below
 // sees none of them, and a conflicting transaction fails whole.
 func TestTxnAcrossShards(t *testing.T) {
-	c := newCluster(t, 3, 4)
+	c := newOracleCluster(t, 3, 4)
 	r := c.client(nil)
 	ctx := testutil.Context(t, time.Minute)
 	for i := 1; i <= 4; i++ {
@@ -94,7 +95,7 @@ func TestTxnAcrossShards(t *testing.T) {
 // rolls it back. A client that went away after the commit point has its
 // other locks rolled forward by the readers.
 func TestTxnLocksOfAGoneClient(t *testing.T) {
-	c := newCluster(t, 3, 4)
+	c := newOracleCluster(t, 3, 4)
 	r := c.client(nil)
 	ctx := testutil.Context(t, time.Minute)
 	a, b := c.keyIn(1, "a"), c.keyIn(3, "b")
@@ -150,7 +151,7 @@ func TestTxnLocksOfAGoneClient(t *testing.T) {
 // the same two keys and each write a different one both commit; with
 // Serializable the second fails.
 func TestTxnWriteSkew(t *testing.T) {
-	c := newCluster(t, 3, 4)
+	c := newOracleCluster(t, 3, 4)
 	r := c.client(nil)
 	ctx := testutil.Context(t, time.Minute)
 	x, y := c.keyIn(1, "x"), c.keyIn(4, "y")
@@ -194,7 +195,7 @@ func TestTxnWriteSkew(t *testing.T) {
 // concurrent transactions, while others read every account in one
 // snapshot: every snapshot, and the end, holds the same total.
 func TestTxnBank(t *testing.T) {
-	c := newCluster(t, 3, 4)
+	c := newOracleCluster(t, 3, 4)
 	r := c.client(nil)
 	ctx := testutil.Context(t, 2*time.Minute)
 	const accounts, initial = 8, 100
@@ -217,13 +218,27 @@ func TestTxnBank(t *testing.T) {
 		moved, lost, checked atomic.Int64
 		mu                   sync.Mutex
 		failures             []string
+		transfers            []string // committed, for a failure's report
 	)
 	fail := func(format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		failures = append(failures, fmt.Sprintf(format, args...))
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	events := r.Watch(wctx, c.keyIn(1, ""), nil)
+	var history []string
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		for resp := range events {
+			for _, ev := range resp.Events {
+				mu.Lock()
+				history = append(history, fmt.Sprintf("event %q=%q @%d", ev.KV.Key, ev.KV.Value, ev.KV.ModRevision))
+				mu.Unlock()
+			}
+		}
+	})
 	for w := range 4 {
 		rng := rand.New(rand.NewPCG(uint64(w), 7))
 		wg.Go(func() {
@@ -246,9 +261,16 @@ func TestTxnBank(t *testing.T) {
 				amount := rng.IntN(10) + 1
 				_ = tx.Put(keys[from], []byte(strconv.Itoa(a-amount)))
 				_ = tx.Put(keys[to], []byte(strconv.Itoa(b+amount)))
-				switch _, err := tx.Commit(ctx); {
+				rev, err := tx.Commit(ctx)
+				mu.Lock()
+				transfers = append(transfers, fmt.Sprintf("try start %d: %d %d->%d (%d, %d): %v", tx.Start(), amount, from, to, a, b, err))
+				mu.Unlock()
+				switch {
 				case err == nil:
 					moved.Add(1)
+					mu.Lock()
+					transfers = append(transfers, fmt.Sprintf("@%d start %d: %d %d->%d (%d, %d)", rev, tx.Start(), amount, from, to, a, b))
+					mu.Unlock()
 				case errors.Is(err, ErrConflict):
 					lost.Add(1)
 				default:
@@ -294,11 +316,22 @@ func TestTxnBank(t *testing.T) {
 		return nil
 	})
 	stop.Store(true)
+	stopWatch()
 	wg.Wait()
 	for _, f := range failures {
 		t.Error(f)
 	}
 	if err := audit(); err != nil {
+		for i, k := range keys {
+			got, gerr := r.GetAt(ctx, k, 0)
+			t.Logf("account %d (%q): %q at %d, %v", i, k, got.KV.Value, got.KV.ModRevision, gerr)
+		}
+		for _, tr := range transfers {
+			t.Log(tr)
+		}
+		for _, h := range history {
+			t.Log(h)
+		}
 		t.Fatal(err)
 	}
 	t.Logf("%d transfers committed, %d conflicts, %d audits", moved.Load(), lost.Load(), checked.Load())

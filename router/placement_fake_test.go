@@ -18,6 +18,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/fleet"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
+	"github.com/flotilla-kv/flotilla/placement/tso"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -41,6 +42,22 @@ type fakePlacement struct {
 	// stop stops serving, as a placement outage would.
 	stop        func()
 	gets, scans atomic.Int64
+	// oracle, when set, serves GetTimestamps: nodes started with
+	// --placement at this fake then share one oracle, as a fleet shares
+	// placementd's (see newOracleCluster).
+	oracle *tso.Oracle
+}
+
+// GetTimestamps serves the shared oracle's timestamps.
+func (p *fakePlacement) GetTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+	if p.oracle == nil || req.GetCount() == 0 {
+		return nil, status.Error(codes.Unimplemented, "fake placement: no oracle")
+	}
+	first, err := p.oracle.Next(ctx, int(req.GetCount()))
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &pb.GetTimestampsResponse{First: uint64(first)}, nil
 }
 
 func newFakePlacement(t *testing.T, f *fleet.Fleet) *fakePlacement {
@@ -163,7 +180,13 @@ func newCluster(t *testing.T, n, shards int) *cluster {
 	t.Helper()
 	f := fleet.New(t, n)
 	f.Start()
-	c := &cluster{t: t, f: f, pl: newFakePlacement(t, f), shards: shards}
+	return setUpCluster(t, f, newFakePlacement(t, f), n, shards)
+}
+
+// setUpCluster creates the cluster's shards on the started fleet f.
+func setUpCluster(t *testing.T, f *fleet.Fleet, pl *fakePlacement, n, shards int) *cluster {
+	t.Helper()
+	c := &cluster{t: t, f: f, pl: pl, shards: shards}
 	for id := 1; id <= n; id++ {
 		c.nodes = append(c.nodes, uint64(id))
 	}
@@ -182,6 +205,22 @@ func newCluster(t *testing.T, n, shards int) *cluster {
 	}
 	c.pl.setDescriptors(descs...)
 	return c
+}
+
+// newOracleCluster is newCluster whose nodes take their revisions from
+// one oracle, served by the fake placement, as a real fleet's nodes take
+// them from placementd's: revisions are then unique and follow real time
+// across nodes, which transactions across shards need (a node run
+// without placement has an oracle of its own). The nodes also send the
+// fake their heartbeats, which it refuses.
+func newOracleCluster(t *testing.T, n, shards int) *cluster {
+	t.Helper()
+	pl := newFakePlacement(t, nil)
+	pl.oracle = tso.Local()
+	f := fleet.New(t, n, "--placement", pl.addr)
+	pl.f = f
+	f.Start()
+	return setUpCluster(t, f, pl, n, shards)
 }
 
 // keyIn returns a key owned by shard i of the cluster.

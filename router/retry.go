@@ -80,9 +80,10 @@ type verdict struct {
 	reason RetryReason
 	wait   bool
 	floor  time.Duration
-	// election marks a wait for a shard to elect a leader: it backs off
-	// at most Config.ElectionBackoffMax.
-	election bool
+	// election marks a wait for a shard to elect a leader, and brief a
+	// wait for a transaction's lock to go: either backs off at most
+	// Config.ElectionBackoffMax.
+	election, brief bool
 	// outage: the attempt found the shard without a leader this call can
 	// reach (a replica knows none, or names one that cannot be reached, or
 	// the node itself could not be reached or did not answer in time).
@@ -189,7 +190,7 @@ func (c *Client) do(ctx context.Context, cl *call) error {
 		c.stats.retries[v.reason].Add(1)
 		if v.wait {
 			maxDelay := c.cfg.BackoffMax
-			if v.election {
+			if v.election || v.brief {
 				maxDelay = min(maxDelay, c.cfg.ElectionBackoffMax)
 			}
 			d := backoffDelay(st.waits, c.cfg.BackoffBase, maxDelay, v.floor)
@@ -333,7 +334,7 @@ func (c *Client) pickTarget(r *route, cl *call, st *attemptState) (nodeID, strin
 func (c *Client) classify(ctx context.Context, cl *call, r *route, node nodeID, err error, sent bool, st *attemptState) verdict {
 	s, isStatus := status.FromError(err)
 	if !isStatus {
-		return verdict{final: true} // a local error (ErrCrossShardBatch, ...)
+		return verdict{final: true} // a local error (ErrCrossShardTxn, ...)
 	}
 	if cl.write && sent && mayHaveApplied(s) {
 		st.maybeApplied = true

@@ -13,9 +13,8 @@ import (
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
-// ErrCrossShardTxn: the keys and ranges of a CompareTxn belong to more
-// than one shard. A compare-then-else transaction is atomic within one
-// shard (one Raft command); nothing was written.
+// ErrCrossShardTxn: a CompareTxn across shards asked for what only one
+// shard does (a put attaching a lease); nothing was written.
 var ErrCrossShardTxn = errors.New("router: transaction spans shards")
 
 // CompareTarget says which property of a key a Compare looks at.
@@ -120,8 +119,8 @@ type TxnOpResult struct {
 // Transact runs t atomically on the one shard that owns every key and
 // range it names, as one Raft command at one revision, exactly once
 // (retries as for Put; an unknown outcome is ErrAmbiguous). Keys on
-// more than one shard are refused with ErrCrossShardTxn, and nothing is
-// written. A put attaching a key to a lease first records the key with
+// more than one shard run as a transaction across shards instead (see
+// txncross.go for what differs). A put attaching a key to a lease first records the key with
 // the lease's home, as PutLease does. Reads see keys of a lease that
 // ended as absent; compares see such a key until its delete applies.
 func (c *Client) Transact(ctx context.Context, t CompareTxn) (TxnResult, error) {
@@ -148,6 +147,9 @@ func (c *Client) Transact(ctx context.Context, t CompareTxn) (TxnResult, error) 
 			}})
 		if err == nil {
 			return txnResultFromProto(resp.GetResult(), resp.GetRevision()), nil
+		}
+		if errors.Is(err, ErrCrossShardTxn) {
+			return c.transactAcrossShards(ctx, t)
 		}
 		if !isLeasePromise(err) {
 			return TxnResult{}, err

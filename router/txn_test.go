@@ -13,7 +13,7 @@ import (
 // change, refusal across shards, and a transaction whose keys a split
 // separates.
 func TestTransact(t *testing.T) {
-	c := newCluster(t, 3, 2)
+	c := newOracleCluster(t, 3, 2)
 	r := c.client(nil)
 	ctx := testutil.Context(t, time.Minute)
 	a, b := c.keyIn(1, "a"), c.keyIn(1, "b")
@@ -62,35 +62,52 @@ func TestTransact(t *testing.T) {
 		t.Fatalf("b after the delete: %v %v", found, err)
 	}
 
-	// Across shards: refused, nothing written.
+	// Across shards: a transaction across shards, at one revision. Its
+	// compares hold at its start; a failed one takes Else.
 	x1, x2 := c.keyIn(1, "x"), c.keyIn(2, "x")
-	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: x1, Value: []byte("v")}, {Kind: TxnPut, Key: x2, Value: []byte("v")}}})
-	if !errors.Is(err, ErrCrossShardTxn) {
-		t.Fatalf("cross-shard txn: %v", err)
+	res, err = r.Transact(ctx, CompareTxn{
+		If:   []Compare{{Key: x2, Target: CompareVersion, Op: CompareEqual, Number: 0}},
+		Then: []TxnOp{{Kind: TxnPut, Key: x1, Value: []byte("v")}, {Kind: TxnPut, Key: x2, Value: []byte("v")}, {Kind: TxnGet, Key: x1, End: c.keyIn(2, "y"), Range: true}},
+	})
+	if err != nil || !res.Succeeded || len(res.Ops[2].KVs) != 2 || res.Ops[2].KVs[1].ModRevision != res.Revision {
+		t.Fatalf("cross-shard txn: %+v %v", res, err)
 	}
-	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnGet, Key: x1, Range: true}}})
-	if !errors.Is(err, ErrCrossShardTxn) {
-		t.Fatalf("open range from shard 1: %v", err)
+	for _, k := range [][]byte{x1, x2} {
+		if got, err := r.GetAt(ctx, k, res.Revision); err != nil || string(got.KV.Value) != "v" || got.KV.ModRevision != res.Revision {
+			t.Fatalf("%q after the cross-shard txn: %+v %v", k, got.KV, err)
+		}
 	}
-	if _, found, err := r.Get(ctx, x1); err != nil || found {
-		t.Fatalf("refused txn wrote %q: %v %v", x1, found, err)
+	res, err = r.Transact(ctx, CompareTxn{
+		If:   []Compare{{Key: x2, Target: CompareVersion, Op: CompareEqual, Number: 0}},
+		Then: []TxnOp{{Kind: TxnDelete, Key: x1}},
+		Else: []TxnOp{{Kind: TxnDelete, Key: x1, End: c.keyIn(2, "y"), Range: true, PrevKV: true}},
+	})
+	if err != nil || res.Succeeded || res.Ops[0].Deleted != 2 {
+		t.Fatalf("cross-shard txn taking else: %+v %v", res, err)
+	}
+	if _, found, err := r.Get(ctx, x2); err != nil || found {
+		t.Fatalf("%q after the else branch deleted it: %v %v", x2, found, err)
+	}
+	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: x1, Value: []byte("v"), Lease: 7}, {Kind: TxnPut, Key: x2, Value: []byte("v")}}})
+	if !errors.Is(err, ErrCrossShardTxn) && !errors.Is(err, ErrLeaseNotFound) {
+		t.Fatalf("a leased put across shards: %v", err)
 	}
 
 	// A split between two keys the router still routes together: the
 	// shard refuses the stale epoch, the router learns the split, and the
-	// transaction is refused as crossing shards.
+	// transaction runs across the two shards.
 	p, q := c.keyIn(1, "p"), c.keyIn(1, "q")
 	if _, err := r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: p, Value: []byte("1")}, {Kind: TxnPut, Key: q, Value: []byte("1")}}}); err != nil {
 		t.Fatal(err)
 	}
 	c.split(1, q, 9)
-	_, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: p, Value: []byte("2")}, {Kind: TxnPut, Key: q, Value: []byte("2")}}})
-	if !errors.Is(err, ErrCrossShardTxn) {
+	res, err = r.Transact(ctx, CompareTxn{Then: []TxnOp{{Kind: TxnPut, Key: p, Value: []byte("2")}, {Kind: TxnPut, Key: q, Value: []byte("2")}}})
+	if err != nil {
 		t.Fatalf("txn across a split: %v", err)
 	}
 	for _, k := range [][]byte{p, q} {
-		if v, _, err := r.Get(ctx, k); err != nil || string(v) != "1" {
-			t.Fatalf("%q = %q %v after a refused txn", k, v, err)
+		if got, err := r.GetAt(ctx, k, res.Revision); err != nil || string(got.KV.Value) != "2" || got.KV.ModRevision != res.Revision {
+			t.Fatalf("%q = %+v %v after a txn across the split", k, got.KV, err)
 		}
 	}
 }

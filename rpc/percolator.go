@@ -61,7 +61,7 @@ func (s *KVServer) Prewrite(ctx context.Context, req *pb.PrewriteRequest) (*pb.P
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).Prewrite(fctx, req)
 		}
-		return nil, s.errs.toStatus(err, id, step.Primary)
+		return nil, s.errs.toStatus(err, id, firstKey(req.GetMutations()))
 	}
 	return &pb.PrewriteResponse{Revision: res.Revision}, nil
 }
@@ -78,7 +78,7 @@ func (s *KVServer) CommitTxn(ctx context.Context, req *pb.CommitTxnRequest) (*pb
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).CommitTxn(fctx, req)
 		}
-		return nil, s.errs.toStatus(err, id, req.GetPrimary())
+		return nil, s.errs.toStatus(err, id, routingKey(req.GetKeys()))
 	}
 	return &pb.CommitTxnResponse{}, nil
 }
@@ -95,7 +95,7 @@ func (s *KVServer) RollbackTxn(ctx context.Context, req *pb.RollbackTxnRequest) 
 		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
 			return pb.NewKVClient(conn).RollbackTxn(fctx, req)
 		}
-		return nil, s.errs.toStatus(err, id, req.GetPrimary())
+		return nil, s.errs.toStatus(err, id, routingKey(req.GetKeys()))
 	}
 	return &pb.RollbackTxnResponse{}, nil
 }
@@ -130,6 +130,23 @@ func (s *KVServer) CheckTxn(ctx context.Context, req *pb.CheckTxnRequest) (*pb.C
 		out.Status = pb.CheckTxnResponse_ROLLED_BACK
 	}
 	return out, nil
+}
+
+// firstKey and routingKey return the key a router routed a step with
+// (its first), so that a refusal after a split names the shard that
+// holds it now.
+func firstKey(ms []*pb.Mutation) []byte {
+	if len(ms) == 0 {
+		return nil
+	}
+	return ms[0].GetKey()
+}
+
+func routingKey(keys [][]byte) []byte {
+	if len(keys) == 0 {
+		return nil
+	}
+	return keys[0]
 }
 
 func (l localKV) Prewrite(ctx context.Context, in *pb.PrewriteRequest, _ ...grpc.CallOption) (*pb.PrewriteResponse, error) {

@@ -20,8 +20,8 @@ import (
 // --limit and KEY END; del of a key, --prefix, a range across a shard
 // boundary and --from-key across shards, each printing how many keys it
 // deleted (and with --prev-kv which); txn taking its success branch, its
-// failure branch, --json, refusing a transaction across shards without
-// writing, and refusing malformed input naming the line.
+// failure branch, --json, a transaction across shards (atomic, one
+// revision), and refusing malformed input naming the line.
 func TestCLIRangesAndTxn(t *testing.T) {
 	command, cli := cliFleet(t)
 	// Every shard answers a linearizable read (a leader), so later
@@ -166,14 +166,21 @@ func TestCLIRangesAndTxn(t *testing.T) {
 		}
 		expect(t, 0, `^n\n$`, "get", "--prefix", "t/", "--print-value-only")
 
-		// t/ is on the shard [0x40, 0x80), 0 (0x30) on [, 0x40): refused,
-		// and nothing written.
-		out = txn(t, 1, "\nput t/x 1\nput 0x 2\n")
-		if !strings.Contains(out, "refused, nothing was written") || !strings.Contains(out, "spans shards") {
-			t.Fatalf("txn across shards: want a refusal naming the shards\n%s", out)
+		// t/ is on the shard [0x40, 0x80), 0 (0x30) on [, 0x40): one
+		// transaction across the two, at one revision.
+		out = txn(t, 0, "\nput t/x 1\nput 0x 2\n")
+		if !strings.HasPrefix(out, "SUCCESS") {
+			t.Fatalf("txn across shards: want SUCCESS\n%s", out)
 		}
-		expect(t, 0, `^0\n$`, "get", "t/x", "--count-only")
-		expect(t, 0, `^0\n$`, "get", "0x", "--count-only")
+		expect(t, 0, `^1\n$`, "get", "t/x", "--print-value-only")
+		expect(t, 0, `^2\n$`, "get", "0x", "--print-value-only")
+		var mods [2]string
+		for i, k := range []string{"t/x", "0x"} {
+			mods[i] = expect(t, 0, `"mod_revision":\s*(\d+)`, "get", k, "-w", "json")[1]
+		}
+		if mods[0] != mods[1] {
+			t.Fatalf("the keys of one transaction at two revisions: %s and %s", mods[0], mods[1])
+		}
 
 		out = txn(t, 2, "value(\"t/k\") = \"v\"\n\nput t/k\n")
 		if !strings.Contains(out, "line 3: put: 1 argument;") {

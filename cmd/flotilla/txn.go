@@ -86,8 +86,7 @@ func runTxn(ctx context.Context, c *common, in io.Reader, out, errOut io.Writer)
 	defer done()
 	res, err := r.Transact(ctx, t)
 	if errors.Is(err, router.ErrCrossShardTxn) {
-		return fmt.Errorf("refused, nothing was written: a transaction is atomic within one shard, and its keys are on more than one "+
-			"(keep every key and range of a transaction on one shard: 'flotilla shards' lists their ranges): %w", err)
+		return fmt.Errorf("refused, nothing was written: %w", err)
 	}
 	if err != nil {
 		return err
