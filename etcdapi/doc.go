@@ -33,13 +33,15 @@
 // # Writes and transactions
 //
 // Put is a router put (a one-key transaction when it returns the previous
-// version or keeps the value or lease). Txn is a compare-then-else
-// transaction on one shard (router.Transact, one Raft command at one
-// revision, exactly once); compares that need no read (on the reserved
-// span, or against a negative number) are decided here. A transaction
-// whose keys span shards is refused with Unimplemented until the fleet has
-// transactions across shards. DeleteRange of a range deletes shard by
-// shard, each part atomic at its own revision.
+// version or keeps the value or lease). Txn is router.Transact: a
+// compare-then-else transaction, on one shard in one Raft command at one
+// revision, exactly once; across shards a transaction across shards
+// (router/txncross.go: atomic at one revision, compares locked until the
+// commit; a ranged compare or delete sees its range at the start; a put
+// with a lease is refused with Unimplemented). Compares that need no read
+// (on the reserved span, or against a negative number) are decided here.
+// DeleteRange of a range deletes shard by shard, each part atomic at its
+// own revision.
 //
 // # Watch
 //
