@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -130,11 +131,15 @@ func (s *simulation) trackLeases() {
 		switch {
 		case srv == nil:
 			l.unserved++
-		case l.tracked && (srv != l.server || home != l.home):
+		case !l.tracked:
+		case home.ShardID != l.home.ShardID || !bytes.Equal(home.Start, l.home.Start) || !bytes.Equal(home.End, l.home.End):
+			// A split of the home (even one that left the record on the
+			// same shard: its leader loads its leases afresh, from their
+			// checkpoints).
 			l.changes++
-			if home != l.home {
-				l.homeMoves++
-			}
+			l.homeMoves++
+		case srv != l.server:
+			l.changes++
 		}
 		if srv != nil {
 			l.server, l.home, l.tracked = srv, home, true
@@ -144,8 +149,8 @@ func (s *simulation) trackLeases() {
 
 // leaseServer returns the node that leads lease id's home, counts its
 // time and reaches a majority of the home's replicas, if one does, and
-// the home.
-func (s *simulation) leaseServer(id uint64) (*node, shard.ShardID) {
+// the home's descriptor there.
+func (s *simulation) leaseServer(id uint64) (*node, shard.Descriptor) {
 	key := syskeys.LeaseRecordKey(id)
 	for _, n := range s.nodes {
 		if !n.up() || n.leases == nil || !n.leases.ls.Holds(id) {
@@ -163,11 +168,11 @@ func (s *simulation) leaseServer(id uint64) (*node, shard.ShardID) {
 				}
 			}
 			if reach*2 > len(d.Replicas) {
-				return n, d.ShardID
+				return n, d
 			}
 		}
 	}
-	return nil, 0
+	return nil, shard.Descriptor{}
 }
 
 // drainLeases lets the healed cluster run until every lease granted

@@ -65,11 +65,11 @@ type simLease struct {
 	// keys attached by acknowledged or ambiguous puts.
 	keys []string
 	// Tracking while the lease may live (leasecheck.go): the node that
-	// served its home at the last step and the home, how often either
-	// changed (homeMoves: the home, by a split), how many steps nobody
-	// served it.
+	// served its home at the last step and the home's descriptor, how
+	// often either changed (homeMoves: the home or its range, by a
+	// split), how many steps nobody served it.
 	server                       *node
-	home                         shard.ShardID
+	home                         shard.Descriptor
 	changes, homeMoves, unserved int
 	tracked                      bool
 }
