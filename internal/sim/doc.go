@@ -290,6 +290,21 @@
 //     every key attached to the lease at E has a newer version at or
 //     below the oracle's value then.
 //
+// Figures (one process per mode, 2 shared cores): at 47e31a5,
+// SIM_MODES=engine run.sh 60 passed (violations=0) in 56 s: 1,346
+// leases, 387 revoked, 3,075 reads of leased keys of which the fence
+// answered 46 absent, 2,066 deletes, 311 leases whose home's server
+// changed; SIM_MODES=fleet run.sh 30 passed in 64 s: 633 leases, 396
+// whose home split. At 380f17c (the same lessors and checks, a split
+// that left the record on its shard not yet counted as a change), 200
+// seeds of each mode passed: engine in 4m50s (4,494 leases, 10,090
+// reads, 161 fenced, 6,882 deletes), fleet in 7m11s (4,106 leases,
+// 2,114 whose home split). Ends came at most 37 steps (engine) and 57
+// (fleet seed 198: checkpoints failed for 33 steps under a timed-out
+// leadership transfer, then a split reloaded the lease; 14 once that
+// split counts) past the bound's terms other than its margin of 60 per
+// change and once.
+//
 // Lessor bugs these checks found, both fixed in b535ef1 and replayed
 // over the lease package's fakes (lease/regress_test.go):
 //
