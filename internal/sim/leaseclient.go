@@ -110,7 +110,6 @@ type leaseState struct {
 	s      *simulation
 	rng    *rand.Rand
 	leases []*simLease
-	byID   map[uint64]*simLease
 	reads  []leaseRead
 	puts   []leasePut
 	// versions: every version of every leased key and lease record the
@@ -125,7 +124,7 @@ type leaseState struct {
 }
 
 type leaseStats struct {
-	granted, kept, revoked, reads, fenced, expired, deletes int
+	granted, kept, revoked, reads, fenced, deletes int
 	// slack: the most steps an end (not revoked) came after its
 	// deadline plus the bound's terms other than leaseSlack (noSlack:
 	// no lease expired).
@@ -138,7 +137,7 @@ const noSlack = -1 << 31
 func newLeaseState(s *simulation) *leaseState {
 	return &leaseState{
 		s: s, rng: rand.New(rand.NewPCG(s.cfg.Seed^0x6c65617365, s.cfg.Seed+0x1ea5e)),
-		byID: map[uint64]*simLease{}, versions: map[string]map[uint64]sampledVersion{}, ended: map[uint64]uint64{},
+		versions: map[string]map[uint64]sampledVersion{}, ended: map[uint64]uint64{},
 		stats: leaseStats{slack: noSlack},
 	}
 }
@@ -181,7 +180,6 @@ func (s *simulation) leaseCycle(c int) {
 	l.id = s.sm.(*shardBackend).nextRevision()
 	l.grantCall = s.step
 	st.leases = append(st.leases, l)
-	st.byID[l.id] = l
 	err := s.onHome(l.id, func(ctx context.Context, home shard.ShardID, n *node) error {
 		_, _, _, _, err := n.leases.ls.Grant(ctx, home, l.id, int64(l.ttl))
 		return err
