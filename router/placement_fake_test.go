@@ -30,12 +30,12 @@ import (
 // update them).
 type fakePlacement struct {
 	pb.UnimplementedPlacementServer
-	f    *fleet.Fleet
 	addr string
 
 	mu struct {
 		sync.Mutex
 		descs []*pb.Descriptor // sorted by start, disjoint
+		f     *fleet.Fleet     // set once the fleet exists (newOracleCluster)
 	}
 	// staleLeader makes routes name a replica that does not lead.
 	staleLeader atomic.Bool
@@ -61,8 +61,17 @@ func (p *fakePlacement) GetTimestamps(ctx context.Context, req *pb.GetTimestamps
 }
 
 func newFakePlacement(t *testing.T, f *fleet.Fleet) *fakePlacement {
+	return newFakePlacementWith(t, f, nil)
+}
+
+// newFakePlacementWith is newFakePlacement serving oracle's timestamps
+// (nil: none). Its fields are set before it serves: the requests of the
+// node processes come through the network, and the race detector would
+// not see them ordered after a later write.
+func newFakePlacementWith(t *testing.T, f *fleet.Fleet, oracle *tso.Oracle) *fakePlacement {
 	t.Helper()
-	p := &fakePlacement{f: f}
+	p := &fakePlacement{oracle: oracle}
+	p.mu.f = f
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -93,15 +102,18 @@ func (p *fakePlacement) descriptors() []*pb.Descriptor {
 
 // route builds the Route of d, asking its replicas who leads.
 func (p *fakePlacement) route(ctx context.Context, d *pb.Descriptor) *pb.Route {
+	p.mu.Lock()
+	f := p.mu.f
+	p.mu.Unlock()
 	rt := &pb.Route{Shard: proto.Clone(d).(*pb.Descriptor), Addresses: map[uint64]string{}}
 	for _, r := range d.GetReplicas() {
-		if n := p.f.Nodes[r.GetNodeId()]; n != nil {
+		if n := f.Nodes[r.GetNodeId()]; n != nil {
 			rt.Addresses[r.GetNodeId()] = n.Addr
 		}
 	}
 	var leader uint64
 	for _, r := range d.GetReplicas() {
-		n := p.f.Nodes[r.GetNodeId()]
+		n := f.Nodes[r.GetNodeId()]
 		if n == nil || !n.Running() {
 			continue
 		}
@@ -215,10 +227,11 @@ func setUpCluster(t *testing.T, f *fleet.Fleet, pl *fakePlacement, n, shards int
 // fake their heartbeats, which it refuses.
 func newOracleCluster(t *testing.T, n, shards int) *cluster {
 	t.Helper()
-	pl := newFakePlacement(t, nil)
-	pl.oracle = tso.Local()
+	pl := newFakePlacementWith(t, nil, tso.Local())
 	f := fleet.New(t, n, "--placement", pl.addr)
-	pl.f = f
+	pl.mu.Lock()
+	pl.mu.f = f
+	pl.mu.Unlock()
 	f.Start()
 	return setUpCluster(t, f, pl, n, shards)
 }
