@@ -126,6 +126,22 @@ const (
 	// loses the last one (a scan that stops a shard short): a revoke
 	// returns with that key still attached (check 4).
 	bugLeaseRevokeMissesKeys
+
+	// Bugs of transactions across shards, planted in the bank's
+	// coordinators (bank.go), one per kind of anomaly bankcheck.go must
+	// catch.
+
+	// bugBankNoWriteConflict: a transfer's prewrite checks for writes
+	// after a later start than its reads' (as if the shard skipped the
+	// write-conflict check for the writes in between): lost updates.
+	bugBankNoWriteConflict
+	// bugBankReadsIgnoreLocks: reads at a revision ignore locks (read
+	// Pebble directly): an audit sees half a transfer.
+	bugBankReadsIgnoreLocks
+	// bugBankResolverRollsBackCommitted: a resolver that finds a
+	// transaction committed rolls back the secondary's lock instead of
+	// committing it: atomicity broken.
+	bugBankResolverRollsBackCommitted
 )
 
 // buggyBackend plants bugDropWrites, bugDiverge or bugPanic into the kv

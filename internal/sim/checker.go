@@ -124,6 +124,7 @@ func (s *simulation) check() {
 	s.checkStale()
 	s.checkWatches()
 	s.checkLeases()
+	s.checkBank()
 }
 
 // describeIllegal names the keys whose history is not linearizable and

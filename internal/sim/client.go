@@ -518,6 +518,9 @@ func (c *client) done(format string, args ...any) {
 
 // clientsBusy reports whether any request is outstanding.
 func (s *simulation) clientsBusy() bool {
+	if s.bank != nil && s.bank.running > 0 {
+		return true // a bank client still ends its transfer or audit
+	}
 	for _, c := range s.clients {
 		if c.p != nil {
 			return true

@@ -81,6 +81,10 @@ type Config struct {
 	// the regression seeds of earlier bugs and the planted bugs of other
 	// checks rely on.
 	NoLeases bool
+	// NoBank runs without the bank's transactions across shards (bank.go;
+	// NoLeases turns them off too): the seeds of the lease checks' planted
+	// bugs run as they did before the bank was modelled.
+	NoBank bool
 	// bug plants a bug (tests of the checks only).
 	bug simBug
 	// everyFault makes the profile draw every kind of fault: leader
@@ -202,6 +206,12 @@ type Stats struct {
 	// after its deadline plus the bound's terms other than the slack
 	// (negative: every end came before them). See leasecheck.go.
 	LeaseEndSlack int
+	// Bank (bank.go): transfers committed (of which in one phase),
+	// refused (conflicts), with an unknown outcome, abandoned, whose
+	// coordinator "crashed"; locks resolved forward and back by readers
+	// and writers, waits on a pending lock; audits.
+	BankCommitted, BankOnePhase, BankConflicts, BankUnknown, BankAbandoned int
+	BankCrashed, BankResolved, BankRolledBack, BankWaited, BankAudits      int
 }
 
 func (s Stats) String() string {
@@ -210,6 +220,10 @@ func (s Stats) String() string {
 		leases = fmt.Sprintf(" leases=%d keepalives=%d revoked=%d ended=%d leasereads=%d fenced=%d leasedeletes=%d leasehomechanges=%d leasehomemoves=%d leaseslack=%d",
 			s.LeasesGranted, s.LeaseKeepAlives, s.LeasesRevoked, s.LeasesEnded, s.LeaseReads, s.LeaseReadsFenced, s.LeaseDeletes,
 			s.LeaseHomeChanges, s.LeaseHomeMoves, s.LeaseEndSlack)
+	}
+	if s.BankCommitted+s.BankConflicts > 0 {
+		leases += fmt.Sprintf(" bankcommitted=%d bankonephase=%d bankconflicts=%d bankunknown=%d bankabandoned=%d bankcrashed=%d bankresolved=%d bankrolledback=%d bankwaited=%d bankaudits=%d",
+			s.BankCommitted, s.BankOnePhase, s.BankConflicts, s.BankUnknown, s.BankAbandoned, s.BankCrashed, s.BankResolved, s.BankRolledBack, s.BankWaited, s.BankAudits)
 	}
 	fleet := leases
 	if s.Heartbeats > 0 {
@@ -258,6 +272,9 @@ type simulation struct {
 	// leases: the lease clients' records and the lease checks' samples
 	// (shard backend; lease.go).
 	leases *leaseState
+	// bank: the bank's coordinators' records and its checks' samples
+	// (shard backend, with leases; bank.go).
+	bank *bankState
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -315,6 +332,7 @@ func Run(cfg Config) (res *Result) {
 	}()
 	if s.boot() {
 		s.startLeaseClients()
+		s.startBankClients()
 		for s.step < s.cfg.Steps {
 			s.advance(true)
 		}
@@ -324,6 +342,7 @@ func Run(cfg Config) (res *Result) {
 			s.countLeaderChanges()
 			s.finishWatches()
 			s.drainLeases()
+			s.drainBank()
 		}
 		s.check()
 	}
@@ -350,6 +369,11 @@ func (s *simulation) result() *Result {
 				res.Stats.LeaseHomeMoves++
 			}
 		}
+	}
+	if b := s.bank; b != nil {
+		res.Stats.BankCommitted, res.Stats.BankOnePhase, res.Stats.BankConflicts = b.stats.committed, b.stats.onePhase, b.stats.conflicts
+		res.Stats.BankUnknown, res.Stats.BankAbandoned, res.Stats.BankCrashed = b.stats.unknown, b.stats.abandoned, b.stats.crashed
+		res.Stats.BankResolved, res.Stats.BankRolledBack, res.Stats.BankWaited, res.Stats.BankAudits = b.stats.resolved, b.stats.rolledBack, b.stats.waited, b.stats.audits
 	}
 	if s.fleet != nil {
 		started, _, failed, byKind := s.operators()
@@ -397,6 +421,9 @@ func newSim(cfg Config) *simulation {
 		s.watch = newWatchState(s)
 		if !cfg.NoLeases {
 			s.leases = newLeaseState(s)
+			if !cfg.NoBank {
+				s.bank = newBankState(s)
+			}
 		}
 	case "kv":
 		s.sm = kvBackend{}
@@ -453,10 +480,30 @@ func (s *simulation) boot() bool {
 			m.Replicas = append(m.Replicas, multiraft.Replica{ReplicaID: replicaID(leaseHomeGroup, uint64(n.id)), NodeID: n.id})
 		}
 		d := shard.Descriptor{ShardID: leaseHomeGroup, Start: leaseKeysStart, Epoch: simEpoch, Replicas: m.Replicas}
+		if s.bank != nil {
+			d.Start = []byte("\xfeC") // above the bank's groups
+		}
 		for _, n := range s.nodes {
 			if err := n.e.CreateGroup(leaseHomeGroup, replicaID(leaseHomeGroup, uint64(n.id)), m, shard.InitialState(d)); err != nil {
 				s.violation("boot: n%d: create the lease home group: %v", n.id, err)
 				return false
+			}
+		}
+	}
+	if s.bank != nil {
+		for g := 1; g <= bankGroups; g++ {
+			id := bankGroupBase + multiraft.GroupID(g)
+			var m multiraft.Membership
+			for _, n := range s.nodes {
+				m.Replicas = append(m.Replicas, multiraft.Replica{ReplicaID: replicaID(id, uint64(n.id)), NodeID: n.id})
+			}
+			start, end := bankGroupSpan(g)
+			d := shard.Descriptor{ShardID: id, Start: start, End: end, Epoch: simEpoch, Replicas: m.Replicas}
+			for _, n := range s.nodes {
+				if err := n.e.CreateGroup(id, replicaID(id, uint64(n.id)), m, shard.InitialState(d)); err != nil {
+					s.violation("boot: n%d: create bank group %d: %v", n.id, id, err)
+					return false
+				}
 			}
 		}
 	}
@@ -534,6 +581,9 @@ func (s *simulation) advance(workload bool) {
 		if s.step%leaseSampleEvery == 0 {
 			s.sampleLeases()
 		}
+	}
+	if s.bank != nil && s.step%bankSampleEvery == 0 {
+		s.sampleBank()
 	}
 	s.pollWatches(workload)
 	s.pollClients()

@@ -29,6 +29,7 @@ var (
 	flagTrace    = flag.Bool("simtrace", false, "print the trace of each run as it happens")
 	flagTraceGrp = flag.Uint64("trace-group", 0, "with -simtrace: also trace every message of this group")
 	flagNoLeases = flag.Bool("no-leases", false, "run without lessors and lease clients (as seeds ran before leases were modelled)")
+	flagNoBank   = flag.Bool("no-bank", false, "run without the bank's transactions across shards (as seeds ran before the bank was modelled)")
 )
 
 func init() {
@@ -40,7 +41,7 @@ func simConfig(seed uint64) Config {
 	cfg := Config{
 		Seed: seed, Nodes: *flagNodes, Groups: *flagGroups, Steps: *flagSteps,
 		Clients: *flagClients, NoFaults: *flagNoFaults, Backend: *flagBackend, Fleet: *flagFleet, NoLeases: *flagNoLeases,
-		TraceGroup: multiraft.GroupID(*flagTraceGrp),
+		NoBank: *flagNoBank, TraceGroup: multiraft.GroupID(*flagTraceGrp),
 	}
 	if *flagTrace {
 		cfg.TraceTo = os.Stdout
@@ -74,6 +75,9 @@ func replayCommand(seed uint64) string {
 	}
 	if *flagNoLeases {
 		cmd += " -no-leases"
+	}
+	if *flagNoBank {
+		cmd += " -no-bank"
 	}
 	return cmd + " -v"
 }
@@ -187,10 +191,13 @@ func TestDeterminism(t *testing.T) {
 		// Every kind of fault. (Seed 2 was the one until vote requests
 		// created replicas and writes carried revisions, which changed its
 		// run: it no longer isolates a leader; seed 34 until every
-		// shardnode ran a lessor, after which it no longer does either.)
-		{Seed: 3, Steps: 400, TraceGroup: 1, everyFault: true},
+		// shardnode ran a lessor, after which it no longer does either;
+		// seed 3 until the bank ran transactions across shards.)
+		{Seed: 32, Steps: 400, TraceGroup: 1, everyFault: true},
 		// The fleet under placement (fleet.go).
-		{Seed: 2, Fleet: true, TraceGroup: 1},
+		// (Seed 2 without the bank: with it, placement retries a split of
+		// a shard holding no live key while the fleet must hold still.)
+		{Seed: 2, Fleet: true, TraceGroup: 1, NoBank: true},
 		{Seed: 3, Fleet: true, TraceGroup: 2},
 	} {
 		cfg.KeepTrace = true
