@@ -106,7 +106,8 @@ func TestSimulation(t *testing.T) {
 	var failed []uint64
 	// Fleet runs: the operators placement spent per seed.
 	ops, opsFailed, opsMax, opsMaxSeed := 0, 0, 0, uint64(0)
-	// Leases: totals over the seeds, and the largest end slack.
+	// Leases and the bank: totals over the seeds, and the largest end
+	// slack.
 	var leases Stats
 	slackMax, slackSeed := noSlack, uint64(0)
 	for _, seed := range seeds {
@@ -135,6 +136,18 @@ func TestSimulation(t *testing.T) {
 			if st.LeaseEndSlack > slackMax {
 				slackMax, slackSeed = st.LeaseEndSlack, seed
 			}
+		}
+		if st := res.Stats; st.BankCommitted+st.BankConflicts > 0 {
+			leases.BankCommitted += st.BankCommitted
+			leases.BankOnePhase += st.BankOnePhase
+			leases.BankConflicts += st.BankConflicts
+			leases.BankUnknown += st.BankUnknown
+			leases.BankAbandoned += st.BankAbandoned
+			leases.BankCrashed += st.BankCrashed
+			leases.BankResolved += st.BankResolved
+			leases.BankRolledBack += st.BankRolledBack
+			leases.BankWaited += st.BankWaited
+			leases.BankAudits += st.BankAudits
 		}
 		if res.Stats.ElectionsAfterHeal > 0 {
 			unstableSeeds++
@@ -172,6 +185,10 @@ func TestSimulation(t *testing.T) {
 		fmt.Printf("sim: leases: granted %d, ended %d (revoked %d), keepalives %d, reads %d (%d fenced), deletes %d; %d leases saw their home's server change, %d their home split; ends at most %d steps past deadline+interval+checkpoints+unserved (seed %d; the bound allows %d more per change and once)\n",
 			leases.LeasesGranted, leases.LeasesEnded, leases.LeasesRevoked, leases.LeaseKeepAlives, leases.LeaseReads, leases.LeaseReadsFenced,
 			leases.LeaseDeletes, leases.LeaseHomeChanges, leases.LeaseHomeMoves, slackMax, slackSeed, leaseSlack)
+	}
+	if b := leases; b.BankCommitted+b.BankConflicts > 0 {
+		fmt.Printf("sim: bank: transfers committed %d (%d in one phase), refused %d, outcome unknown %d, abandoned %d, coordinators stopped mid-commit %d; locks resolved forward %d, back %d, waits on a pending lock %d; audits %d\n",
+			b.BankCommitted, b.BankOnePhase, b.BankConflicts, b.BankUnknown, b.BankAbandoned, b.BankCrashed, b.BankResolved, b.BankRolledBack, b.BankWaited, b.BankAudits)
 	}
 	if unstableSeeds > 0 {
 		fmt.Printf("sim: note: %d groups in %d seeds elected a new leader after every fault had healed (known engine issue, see doc.go)\n", unstableGroups, unstableSeeds)
