@@ -21,6 +21,7 @@ const (
 	DuplicateElement  AnomalyKind = "duplicate-element"
 	GarbageRead       AnomalyKind = "garbage-read"
 	Internal          AnomalyKind = "internal"
+	RevisionOrder     AnomalyKind = "revision-order"
 	G1a               AnomalyKind = "G1a"
 	G1b               AnomalyKind = "G1b"
 	G0                AnomalyKind = "G0"
@@ -171,6 +172,7 @@ func Check(h []Txn) (Result, error) {
 	}
 	c.checkReads(&res)
 	c.buildGraph()
+	c.checkRevisions()
 	c.findCycles()
 	res.Edges = map[EdgeKind]int{}
 	for _, k := range c.edges {
@@ -370,5 +372,40 @@ func (c *checker) addEdge(from, to int, kind EdgeKind, key string) {
 	}
 	if _, ok := c.edgeKey[p][kind]; !ok {
 		c.edgeKey[p][kind] = key
+	}
+}
+
+// checkRevisions checks each dependency against the revisions, where
+// both transactions have them: a transaction reads at its start and
+// sees exactly the commits at or below it, and commits at its commit
+// revision. So wr T1→T2 needs T1.Commit <= T2.Start, rw T1→T2 needs
+// T1.Start < T2.Commit, and ww T1→T2 needs T1.Commit <= T2.Commit.
+func (c *checker) checkRevisions() {
+	pairs := make([][2]int, 0, len(c.edges))
+	for p := range c.edges {
+		pairs = append(pairs, p)
+	}
+	slices.SortFunc(pairs, func(a, b [2]int) int {
+		if a[0] != b[0] {
+			return a[0] - b[0]
+		}
+		return a[1] - b[1]
+	})
+	for _, p := range pairs {
+		a, b := c.h[p[0]], c.h[p[1]]
+		k := c.edges[p]
+		var broken []string
+		if k&WW != 0 && a.Commit != 0 && b.Commit != 0 && a.Commit > b.Commit {
+			broken = append(broken, fmt.Sprintf("ww on %q but T%d commit %d > T%d commit %d", c.edgeKey[p][WW], a.ID, a.Commit, b.ID, b.Commit))
+		}
+		if k&WR != 0 && a.Commit != 0 && b.Start != 0 && a.Commit > b.Start {
+			broken = append(broken, fmt.Sprintf("wr on %q but T%d commit %d > T%d start %d", c.edgeKey[p][WR], a.ID, a.Commit, b.ID, b.Start))
+		}
+		if k&RW != 0 && a.Start != 0 && b.Commit != 0 && b.Commit <= a.Start {
+			broken = append(broken, fmt.Sprintf("rw on %q but T%d commit %d <= T%d start %d", c.edgeKey[p][RW], b.ID, b.Commit, a.ID, a.Start))
+		}
+		if len(broken) > 0 {
+			c.report(RevisionOrder, "", strings.Join(broken, "; "), p[0], p[1])
+		}
 	}
 }

@@ -11,6 +11,9 @@ func committed(id int, ops ...Op) Txn { return Txn{ID: id, Ops: ops, Outcome: Co
 func aborted(id int, ops ...Op) Txn   { return Txn{ID: id, Ops: ops, Outcome: Aborted} }
 func unknown(id int, ops ...Op) Txn   { return Txn{ID: id, Ops: ops, Outcome: Unknown} }
 
+// at sets a transaction's start and commit revisions.
+func at(start, commit uint64, t Txn) Txn { t.Start, t.Commit = start, commit; return t }
+
 var (
 	app  = AppendOp
 	read = ReadOp
@@ -42,12 +45,12 @@ func mustCheck(t *testing.T, h []Txn) Result {
 // dependencies between its transactions are all found.
 func TestCorrectHistoryPasses(t *testing.T) {
 	h := []Txn{
-		committed(1, app("x", 1), app("y", 1)),
-		committed(2, read("x", 1), app("x", 2), read("x", 1, 2), read("z")),
-		aborted(3, read("x", 1, 2), app("y", 30)),
-		committed(4, read("x", 1, 2), read("y", 1), app("y", 2), app("y", 3)),
-		unknown(5, app("x", 50)),
-		committed(6, read("x", 1, 2), read("y", 1, 2, 3)),
+		at(1, 2, committed(1, app("x", 1), app("y", 1))),
+		at(3, 4, committed(2, read("x", 1), app("x", 2), read("x", 1, 2), read("z"))),
+		at(3, 0, aborted(3, read("x", 1, 2), app("y", 30))),
+		at(5, 6, committed(4, read("x", 1, 2), read("y", 1), app("y", 2), app("y", 3))),
+		at(5, 0, unknown(5, app("x", 50))),
+		at(7, 7, committed(6, read("x", 1, 2), read("y", 1, 2, 3))),
 	}
 	res := mustCheck(t, h)
 	if len(res.Anomalies) != 0 {
@@ -110,13 +113,40 @@ func TestAnomaliesAreCaught(t *testing.T) {
 		// Each read both keys and appended to one: allowed by snapshot
 		// isolation, not by serializability.
 		name: "write skew",
+		// Their revisions agree: both started before either committed.
 		h: []Txn{
-			committed(0, app("x", 1), app("y", 1)),
-			committed(1, read("x", 1), read("y", 1), app("x", 2)),
-			committed(2, read("x", 1), read("y", 1), app("y", 2)),
-			committed(3, read("x", 1, 2), read("y", 1, 2)),
+			at(1, 1, committed(0, app("x", 1), app("y", 1))),
+			at(2, 4, committed(1, read("x", 1), read("y", 1), app("x", 2))),
+			at(3, 5, committed(2, read("x", 1), read("y", 1), app("y", 2))),
+			at(6, 6, committed(3, read("x", 1, 2), read("y", 1, 2))),
 		},
 		want: []AnomalyKind{G2}, forbiddenSI: nil, forbiddenSer: []AnomalyKind{G2},
+	}, {
+		// T2 read at 3 what T1 committed at 5.
+		name: "read from the future",
+		h: []Txn{
+			at(1, 5, committed(1, app("x", 1))),
+			at(3, 3, committed(2, read("x", 1))),
+		},
+		want: []AnomalyKind{RevisionOrder}, forbiddenSI: []AnomalyKind{RevisionOrder}, forbiddenSer: []AnomalyKind{RevisionOrder},
+	}, {
+		// T2 read at 5 and missed what T1 committed at 2; no cycle.
+		name: "stale read",
+		h: []Txn{
+			at(1, 2, committed(1, app("x", 1))),
+			at(5, 6, committed(2, read("x"))),
+			at(7, 7, committed(3, read("x", 1))),
+		},
+		want: []AnomalyKind{RevisionOrder}, forbiddenSI: []AnomalyKind{RevisionOrder}, forbiddenSer: []AnomalyKind{RevisionOrder},
+	}, {
+		// x's order puts T2's append after T1's, which committed later.
+		name: "write order against the commits",
+		h: []Txn{
+			at(1, 6, committed(1, app("x", 1))),
+			at(2, 3, committed(2, app("x", 2))),
+			at(7, 7, committed(3, read("x", 1, 2))),
+		},
+		want: []AnomalyKind{RevisionOrder}, forbiddenSI: []AnomalyKind{RevisionOrder}, forbiddenSer: []AnomalyKind{RevisionOrder},
 	}, {
 		name: "write cycle",
 		h: []Txn{

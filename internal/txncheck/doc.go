@@ -60,6 +60,15 @@
 //   - G2: for a component of the whole graph with no G-single, one cycle
 //     through an rw edge, which then has two or more rw edges.
 //
+// Revisions, where the store reports them (Txn.Start, the revision a
+// transaction reads at; Txn.Commit, the one its writes carry; 0 when not
+// known): a store that reads at a snapshot sees exactly the commits at or
+// below its start, so each dependency whose two ends have the revisions
+// must agree with them, else revision-order is reported:
+//   - ww T1→T2: T1.Commit <= T2.Commit;
+//   - wr T1→T2: T1.Commit <= T2.Start;
+//   - rw T1→T2: T1.Start < T2.Commit.
+//
 // # Levels
 //
 // Allowed decides what a store may show: Serializable allows no
@@ -67,8 +76,9 @@
 // approximation (Elle's, Adya's PL-SI without its start-order
 // conditions): snapshot isolation exactly forbids also cycles whose rw
 // edges are not adjacent, which this checker reports as G2 and so lets
-// pass at SnapshotIsolation. The start and commit revisions of a Txn are
-// printed in reports, not checked.
+// pass at SnapshotIsolation (the revision checks above catch some of
+// them when revisions are known). Every other kind, revision-order
+// included, is forbidden at both levels.
 //
 // # Limits
 //

@@ -57,8 +57,10 @@ type Txn struct {
 	ID      int
 	Ops     []Op
 	Outcome Outcome
-	// Start and Commit are the revisions the store reported (0: not
-	// known). The checker only prints them.
+	// Start is the revision the transaction read at and Commit the one
+	// its writes carry, as the store reported them (0: not known). Where
+	// both ends of a dependency have them, Check checks the dependency
+	// agrees (RevisionOrder).
 	Start, Commit uint64
 }
 
