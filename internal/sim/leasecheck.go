@@ -43,8 +43,9 @@ import (
 //     lessor's interval, the lease's end E must not be stamped, no
 //     keepalive may be told it does not exist, and a read of a key the
 //     lease holds (its client's last acknowledged put of it attached it
-//     to the lease, and nothing since could have changed it) must find
-//     it.
+//     to the lease, and nothing since could have changed it) that
+//     returned meanwhile must find it (the fence judges the lease at a
+//     fresh timestamp, taken any time before the read returns).
 //  3. Every expired key gets its delete exactly once: every delete of a
 //     leased key (a tombstone) removes a version attached to a lease
 //     that had ended (E at or below the delete's revision), so no delete
@@ -381,7 +382,10 @@ func (s *simulation) checkKeptAlive(l *simLease) {
 		return
 	}
 	for _, r := range st.reads {
-		if r.client != l.client || r.found || r.call >= keptUntil || r.call < l.grantRet {
+		// The fence judges the lease with a fresh timestamp, taken at
+		// any time up to the read's return: only a read that returned
+		// while the lease was kept alive must find the key.
+		if r.client != l.client || r.found || r.ret >= keptUntil || r.call < l.grantRet {
 			continue
 		}
 		var last *leasePut
