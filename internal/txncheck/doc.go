@@ -25,7 +25,8 @@
 // Which transactions count. Committed ones; aborted ones never (their
 // reads are not used either); an unknown one counts as committed if the
 // read of any transaction that did not abort contains one of its appends,
-// and is otherwise ignored with its reads (it may not have happened).
+// and is otherwise left out of the version order and the graph (it may
+// not have happened); its reads are still checked as below.
 //
 // Reads. Every read of a transaction that did not abort is checked:
 //   - garbage-read: it contains a value no transaction appended to the key;
@@ -72,10 +73,9 @@
 // # Levels
 //
 // Allowed decides what a store may show: Serializable allows no
-// anomaly; SnapshotIsolation allows G2 only. This is the usual
-// approximation (Elle's, Adya's PL-SI without its start-order
-// conditions): snapshot isolation exactly forbids also cycles whose rw
-// edges are not adjacent, which this checker reports as G2 and so lets
+// anomaly; SnapshotIsolation allows G2 only. This is an approximation
+// that errs towards passing: snapshot isolation also forbids cycles
+// whose rw edges are not adjacent, which this checker reports as G2 and so lets
 // pass at SnapshotIsolation (the revision checks above catch some of
 // them when revisions are known). Every other kind, revision-order
 // included, is forbidden at both levels.
