@@ -21,7 +21,9 @@ import (
 // reads over eight keys on four shards, the history is recorded with
 // each transaction's outcome, and internal/txncheck judges it: at
 // snapshot isolation for plain transactions, then as serializable for
-// transactions started with Serializable.
+// transactions started with Serializable, with each transaction's start
+// and commit revisions checked against the dependencies. Each phase also
+// plants an aborted read in its own history and checks it is caught.
 func TestTxnListAppend(t *testing.T) {
 	c := newOracleCluster(t, 3, 4)
 	const clients = 4
@@ -70,7 +72,6 @@ func TestTxnListAppend(t *testing.T) {
 
 // listAppendWorkload is one run's keys and the history recorded so far.
 type listAppendWorkload struct {
-	c     *cluster
 	names []string // a key's name in the history
 	keys  [][]byte // its key in the store, spread over the shards
 
@@ -82,7 +83,7 @@ type listAppendWorkload struct {
 }
 
 func newListAppendWorkload(c *cluster, prefix string, n int) *listAppendWorkload {
-	w := &listAppendWorkload{c: c}
+	w := &listAppendWorkload{}
 	for i := range n {
 		w.names = append(w.names, "k"+strconv.Itoa(i))
 		w.keys = append(w.keys, c.keyIn(i%c.shards+1, "la/"+prefix+"/"+strconv.Itoa(i)))
