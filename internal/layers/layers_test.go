@@ -88,6 +88,7 @@ var layers = map[string]layer{
 	"internal/testutil":      harness,
 	"multiraft/bench":        harness,
 	"internal/layers":        harness,
+	"internal/txncheck":      harness,
 }
 
 // only narrows what some packages may import beyond the layer rule: the
