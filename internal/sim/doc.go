@@ -414,7 +414,8 @@
 // MutationLock (serializability), deletes, list-append histories, and
 // garbage collection of versions and outcome records under running
 // transactions (an audit or transfer whose start fell below a shard's
-// compaction point is abandoned, not checked).
+// compaction point is abandoned: the audit is not recorded, the transfer
+// must have written nothing).
 //
 // # Fleet runs: placement in the simulator
 //
