@@ -396,7 +396,8 @@
 // shards of lease records (no live key or one, their size the history of
 // deleted records) while the healed fleet had to hold still (it passes
 // with -no-bank, whose timing differs; the bank writes nothing in those
-// shards).
+// shards). Fleet seeds 31 to 60 passed in 2m05s (1,367 committed, 134
+// stopped, 6 of unknown outcome).
 //
 // The bank found that lease check 2 required a read called while a lease
 // was kept alive to find its key even when it returned after (fleet seed
