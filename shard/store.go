@@ -501,10 +501,14 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	return kvs, more, rev, nil
 }
 
-// MidKey returns a key that splits shard's data in two halves by count,
-// for a split at "the middle". It reads the local replica's data (two
-// passes over the shard), so call it on the leader. It fails with
-// ErrInvalidSplit when the shard holds fewer than two keys.
+// MidKey returns a key that splits shard's stored keys in two halves by
+// count, for a split at "the middle". It counts every key with a stored
+// version, deleted keys whose history is still kept included: a shard's
+// size counts every version, so a shard grown large with the history of
+// deleted keys is split between them, as it is between live keys. It
+// reads the local replica's data (two passes over the keys' metas), so
+// call it on the leader. It fails with ErrInvalidSplit when the shard
+// stores fewer than two keys: the versions of one key cannot be split.
 func (s *Store) MidKey(shard ShardID) ([]byte, error) {
 	e, _, desc, err := s.lookup(shard)
 	if err != nil {
@@ -513,18 +517,17 @@ func (s *Store) MidKey(shard ShardID) ([]byte, error) {
 	snap := e.DB().NewSnapshot()
 	defer snap.Close()
 	n := 0
-	count := func(KeyValue) bool { n++; return true }
-	if err := scanAt(snap, desc.Start, desc.End, keys.MaxRevision, count); err != nil {
+	if err := storedKeys(snap, desc, func([]byte) bool { n++; return true }); err != nil {
 		return nil, err
 	}
 	if n < 2 {
-		return nil, fmt.Errorf("%w: shard %d holds %d keys, too few to split", ErrInvalidSplit, shard, n)
+		return nil, fmt.Errorf("%w: shard %d stores %d keys, too few to split", ErrInvalidSplit, shard, n)
 	}
 	var mid []byte
 	i := 0
-	err = scanAt(snap, desc.Start, desc.End, keys.MaxRevision, func(kv KeyValue) bool {
+	err = storedKeys(snap, desc, func(k []byte) bool {
 		if i == n/2 {
-			mid = bytes.Clone(kv.Key)
+			mid = bytes.Clone(k)
 			return false
 		}
 		i++
@@ -534,4 +537,21 @@ func (s *Store) MidKey(shard ShardID) ([]byte, error) {
 		return nil, err
 	}
 	return mid, nil
+}
+
+// storedKeys calls fn with every user key of desc's range that has a meta
+// (a stored version, live or deleted), in key order, until fn returns
+// false. The key passed is valid only during the call.
+func storedKeys(r pebble.Reader, desc *Descriptor, fn func(key []byte) bool) error {
+	lo, hi := keys.UserSpan(desc.Start, desc.End)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		if k, ok := keys.MVCCMeta(it.Key()); ok && !fn(k) {
+			break
+		}
+	}
+	return it.Close()
 }
