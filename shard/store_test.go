@@ -351,3 +351,30 @@ func TestStoreRefusesOverlappingShard(t *testing.T) {
 		t.Fatalf("adjacent shard: %v", err)
 	}
 }
+
+// TestMidKeyCountsDeletedKeys: a shard whose size is the history of
+// deleted keys splits between them; the versions of one key cannot be
+// split.
+func TestMidKeyCountsDeletedKeys(t *testing.T) {
+	ts := newTxnShard(t)
+	if _, err := ts.s.MidKey(1); !errors.Is(err, ErrInvalidSplit) {
+		t.Fatalf("empty shard: %v", err)
+	}
+	putRev(t, ts.ctx, ts.s, "c", "1")
+	if _, err := ts.s.Execute(ts.ctx, 1, &Command{Kind: KindDelete, Key: []byte("c")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.MidKey(1); !errors.Is(err, ErrInvalidSplit) {
+		t.Fatalf("one deleted key: %v", err)
+	}
+	for _, k := range []string{"d", "e", "f"} {
+		putRev(t, ts.ctx, ts.s, k, "1")
+		if _, err := ts.s.Execute(ts.ctx, 1, &Command{Kind: KindDelete, Key: []byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mid, err := ts.s.MidKey(1)
+	if err != nil || string(mid) != "e" {
+		t.Fatalf("four deleted keys: mid %q, %v; want e", mid, err)
+	}
+}
