@@ -43,12 +43,7 @@ func newStatusCmd() *cobra.Command {
 	cmd := placementCmd(&c, "status [flags]", "cluster status from placement: nodes, shards, problems, recent operators", statusLong,
 		noArgs, formatTable, formatJSON)
 	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
-		if err := c.check(cmd); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		pc, done, err := c.placementClient()
+		ctx, pc, done, err := c.askPlacement(ctx, cmd)
 		if err != nil {
 			return err
 		}
@@ -128,12 +123,7 @@ func newNodesCmd() *cobra.Command {
 			"leases and last heartbeat; -w simple: the same, one node a line, fields separated by \", \"; -w json: placement's answer, "+
 			"IDs and counts as numbers", noArgs, formatTable, formatSimple, formatJSON)
 	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
-		if err := c.check(cmd); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		pc, done, err := c.placementClient()
+		ctx, pc, done, err := c.askPlacement(ctx, cmd)
 		if err != nil {
 			return err
 		}
@@ -193,12 +183,7 @@ func newShardsCmd() *cobra.Command {
 			"answer, IDs and counts as numbers, keys in base64", noArgs, formatTable, formatSimple, formatJSON)
 	cmd.Flags().Uint64Var(&node, "node", 0, "only shards with a replica on this node")
 	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
-		if err := c.check(cmd); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		pc, done, err := c.placementClient()
+		ctx, pc, done, err := c.askPlacement(ctx, cmd)
 		if err != nil {
 			return err
 		}

@@ -130,6 +130,21 @@ func (c *common) connect(ctx context.Context) (context.Context, *router.Client, 
 	return ctx, r, func() { r.Close(); cancel() }, nil
 }
 
+// askPlacement checks cmd's flags and returns a Placement client (see
+// placementClient) with a context bounded by --timeout, and what closes
+// both.
+func (c *common) askPlacement(ctx context.Context, cmd *cobra.Command) (context.Context, pb.PlacementClient, func(), error) {
+	if err := c.check(cmd); err != nil {
+		return nil, nil, nil, err
+	}
+	pc, done, err := c.placementClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return ctx, pc, func() { cancel(); done() }, nil
+}
+
 // placementClient returns a Placement client over every --placement
 // address, failing over between them (placementConn), and its closer.
 func (c *common) placementClient() (pb.PlacementClient, func(), error) {
