@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -218,10 +217,6 @@ func (c *Client) BatchRev(ctx context.Context, ops []Op) (WriteResult, error) {
 // current route; it goes as a transaction instead.
 var errBatchSpansShards = errors.New("router: batch spans shards")
 
-// batchTxnAttempts bounds how often a Batch across shards starts again
-// after a conflict.
-const batchTxnAttempts = 16
-
 // batchAcrossShards commits ops as a transaction of blind writes,
 // starting again after a conflict (nothing it writes depends on what it
 // read, so a later start is as good).
@@ -237,24 +232,17 @@ func (c *Client) batchAcrossShards(ctx context.Context, ops []Op) (WriteResult, 
 		last[string(o.Key)] = m
 	}
 	muts := slices.SortedFunc(maps.Values(last), func(a, b *pb.Mutation) int { return bytes.Compare(a.GetKey(), b.GetKey()) })
-	var err error
-	for attempt := range batchTxnAttempts {
-		var start, rev uint64
-		if start, err = c.Now(ctx); err != nil {
-			return WriteResult{}, err
+	var rev uint64
+	err := c.againOnConflict(ctx, func() error {
+		start, err := c.Now(ctx)
+		if err != nil {
+			return err
 		}
 		rev, err = c.commitTxn(ctx, start, defaultLockTTL, muts)
-		if !errors.Is(err, ErrConflict) || errors.Is(err, ErrAmbiguous) {
-			if err != nil {
-				return WriteResult{}, fmt.Errorf("router: batch across shards: %w", err)
-			}
-			return WriteResult{Revision: rev}, nil
-		}
-		select {
-		case <-time.After(backoffDelay(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0)):
-		case <-ctx.Done():
-			return WriteResult{}, fmt.Errorf("router: batch across shards: %w: %w", ctx.Err(), err)
-		}
+		return err
+	})
+	if err != nil {
+		return WriteResult{}, fmt.Errorf("router: batch across shards: %w", err)
 	}
-	return WriteResult{}, fmt.Errorf("router: batch across shards: %w: %w", ErrRetriesExhausted, err)
+	return WriteResult{Revision: rev}, nil
 }

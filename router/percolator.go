@@ -406,7 +406,7 @@ func (c *Client) prewrite(ctx context.Context, start uint64, primary []byte, ttl
 		keys[i] = m.GetKey()
 	}
 	var resp *pb.PrewriteResponse
-	err := c.do(ctx, &call{op: "prewrite", key: keys[0], write: onePhase,
+	err := c.do(ctx, &call{op: "prewrite", key: keys[0], write: onePhase, conflictOnLock: true,
 		send: func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error {
 			if err := withinRoute(r, keys); err != nil {
 				return err
@@ -456,15 +456,6 @@ func (c *Client) stepKeys(ctx context.Context, primary []byte, muts []*pb.Mutati
 		pr, err := c.locate(ctx, primary, nil)
 		if err != nil {
 			return err
-		}
-		var keys [][]byte
-		for _, m := range muts {
-			if pr.contains(m.GetKey()) == primaryOnly {
-				keys = append(keys, m.GetKey())
-			}
-		}
-		if len(keys) == 0 {
-			return nil
 		}
 		groups, err := c.groupByShard(ctx, muts)
 		if err != nil {
@@ -549,14 +540,15 @@ func (c *Client) resolveLock(ctx context.Context, l *pb.Locked) error {
 }
 
 // onLocked is the retry loop's answer to a Locked refusal: resolve the
-// lock, then retry. A prewrite that meets a live transaction's lock ends
-// with ErrConflict; any other call waits for it (backing off).
+// lock, then retry. A call with conflictOnLock (a prewrite) that meets a
+// live transaction's lock ends with ErrConflict; any other call waits
+// for it (backing off).
 func (c *Client) onLocked(ctx context.Context, cl *call, l *pb.Locked) verdict {
 	err := c.resolveLock(ctx, l)
 	switch {
 	case err == nil:
 		return verdict{reason: RetryLocked, alive: true}
-	case errors.Is(err, errLockPending) && cl.op == "prewrite":
+	case errors.Is(err, errLockPending) && cl.conflictOnLock:
 		return verdict{final: true, err: fmt.Errorf("%w: %s is locked by the transaction started at %d", ErrConflict, keyfmt.Quote(l.GetKey()), l.GetStart())}
 	}
 	// A transaction holds its locks for about one round trip to each of

@@ -19,8 +19,11 @@ type call struct {
 	op  string // for error messages: "get", "put", ...
 	key []byte // the routing key
 	// write marks a write: it takes a lane and carries its ClientID and Seq.
-	write       bool
-	consistency Consistency
+	write bool
+	// conflictOnLock ends the call with ErrConflict when it meets the lock
+	// of a transaction that is still running, instead of waiting for it.
+	conflictOnLock bool
+	consistency    Consistency
 	// send makes one attempt on route r through kv with header hdr. It may
 	// return a local error (not a gRPC status), which ends the call.
 	send func(ctx context.Context, kv pb.KVClient, r *route, hdr *pb.RequestHeader) error

@@ -27,29 +27,44 @@ import (
 // new value with the commit revision as its mod revision and no
 // create revision or version.
 
-// crossTxnAttempts bounds how often a CompareTxn across shards starts
-// again after a conflict.
-const crossTxnAttempts = 16
+// conflictAttempts bounds how often againOnConflict starts a
+// transaction again.
+const conflictAttempts = 16
+
+// againOnConflict runs attempt, a whole transaction, until it ends other
+// than with ErrConflict (an ambiguous end included), backing off between
+// attempts, at most conflictAttempts times. Only for transactions that
+// depend on nothing their caller read before: a Batch of blind writes, a
+// CompareTxn whose compares run inside it.
+func (c *Client) againOnConflict(ctx context.Context, attempt func() error) error {
+	var err error
+	for n := range conflictAttempts {
+		if err = attempt(); !errors.Is(err, ErrConflict) || errors.Is(err, ErrAmbiguous) {
+			return err
+		}
+		select {
+		case <-time.After(backoffDelay(n, c.cfg.BackoffBase, c.cfg.BackoffMax, 0)):
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrRetriesExhausted, err)
+}
 
 // transactAcrossShards runs t as a transaction across shards.
 func (c *Client) transactAcrossShards(ctx context.Context, t CompareTxn) (TxnResult, error) {
 	if err := t.refuseLeasesAcrossShards(); err != nil {
 		return TxnResult{}, err
 	}
-	var err error
-	for attempt := range crossTxnAttempts {
-		var res TxnResult
+	var res TxnResult
+	err := c.againOnConflict(ctx, func() (err error) {
 		res, err = c.transactOnce(ctx, &t)
-		if !errors.Is(err, ErrConflict) || errors.Is(err, ErrAmbiguous) {
-			return res, err
-		}
-		select {
-		case <-time.After(backoffDelay(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0)):
-		case <-ctx.Done():
-			return TxnResult{}, fmt.Errorf("router: transaction across shards: %w: %w", ctx.Err(), err)
-		}
+		return err
+	})
+	if err != nil {
+		return TxnResult{}, err
 	}
-	return TxnResult{}, fmt.Errorf("router: transaction across shards: %w: %w", ErrRetriesExhausted, err)
+	return res, nil
 }
 
 func (t *CompareTxn) refuseLeasesAcrossShards() error {

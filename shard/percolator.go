@@ -699,6 +699,13 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 	return &Result{Succeeded: true, Revision: rev}, nil
 }
 
+// recordsOutcome reports whether a commit or rollback t records its
+// transaction's outcome here: it names the primary, which this shard
+// holds.
+func (sm *StateMachine) recordsOutcome(t *TxnStep) bool {
+	return sm.holdsKey(t.Primary) && slices.ContainsFunc(t.Keys, func(k []byte) bool { return bytes.Equal(k, t.Primary) })
+}
+
 // holdsKey reports whether key is in the shard's range.
 func (sm *StateMachine) holdsKey(key []byte) bool {
 	d := sm.desc.Load()
@@ -717,7 +724,7 @@ func (sm *StateMachine) applyCommitTxn(b *pebble.Batch, c *Command) (*Result, er
 			return nil, fmt.Errorf("%w: commit revision %d below the prewrite of %q at %d", ErrBadCommand, t.Commit, key, l.Prewrite)
 		}
 	}
-	if sm.holdsKey(t.Primary) && slices.ContainsFunc(t.Keys, func(k []byte) bool { return bytes.Equal(k, t.Primary) }) {
+	if sm.recordsOutcome(t) {
 		st, rev, ok := sm.txnRecord(b, t.Primary, t.Start)
 		switch {
 		case ok && st == TxnRolledBack:
@@ -756,7 +763,7 @@ func (sm *StateMachine) applyCommitTxn(b *pebble.Batch, c *Command) (*Result, er
 // transaction committed.
 func (sm *StateMachine) applyRollbackTxn(b *pebble.Batch, c *Command) (*Result, error) {
 	t := c.Step
-	if sm.holdsKey(t.Primary) && slices.ContainsFunc(t.Keys, func(k []byte) bool { return bytes.Equal(k, t.Primary) }) {
+	if sm.recordsOutcome(t) {
 		st, rev, ok := sm.txnRecord(b, t.Primary, t.Start)
 		if ok && st == TxnCommitted {
 			return nil, fmt.Errorf("%w: transaction %d at %d", ErrTxnCommitted, t.Start, rev)

@@ -282,7 +282,7 @@ func TestTxnLocksSurviveSplitAndRestart(t *testing.T) {
 	h.rev = 9
 	pre := Command{Kind: KindPrewrite, Step: &TxnStep{Start: start, Primary: []byte("h"), TTL: 1000,
 		Mutations: []Mutation{putM("c", "1"), putM("h", "2")}}}
-	h.mustOK(pre)
+	prewritten := h.mustOK(pre).Revision
 	h.sm.Committed()
 	// A second, rolled-back transaction leaves an outcome under "j".
 	h.mustOK(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: 6, Primary: []byte("j"), Now: 100}})
@@ -299,8 +299,8 @@ func TestTxnLocksSurviveSplitAndRestart(t *testing.T) {
 	if l, ok := right.locks["h"]; !ok || l.Start != start || string(l.Value) != "2" || len(right.locks) != 1 {
 		t.Fatalf("right locks: %v", right.locks)
 	}
-	if right.Published() >= 10 {
-		t.Fatalf("right published %d above its lock's prewrite at 10", right.Published())
+	if right.Published() >= prewritten {
+		t.Fatalf("right published %d, at or above its lock's prewrite at %d", right.Published(), prewritten)
 	}
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
@@ -325,8 +325,8 @@ func TestTxnLocksInSnapshot(t *testing.T) {
 			h := newHarness(t, cfg, testDesc())
 			h.rev = 9
 			h.mustOK(put(Header{}, "d", "0"))
-			h.mustOK(Command{Kind: KindPrewrite, Step: &TxnStep{Start: 10, Primary: []byte("c"), TTL: 1000,
-				Mutations: []Mutation{putM("c", "1"), {Op: MutationDelete, Key: []byte("d")}}}})
+			prewritten := h.mustOK(Command{Kind: KindPrewrite, Step: &TxnStep{Start: h.rev, Primary: []byte("c"), TTL: 1000,
+				Mutations: []Mutation{putM("c", "1"), {Op: MutationDelete, Key: []byte("d")}}}}).Revision
 			h.mustOK(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: 6, Primary: []byte("j"), Now: 100}})
 			h.sm.Committed()
 			var img bytes.Buffer
@@ -347,8 +347,8 @@ func TestTxnLocksInSnapshot(t *testing.T) {
 			if !reflect.DeepEqual(sm.locks, h.sm.locks) || len(sm.locks) != 2 {
 				t.Fatalf("restored locks %v, want %v", sm.locks, h.sm.locks)
 			}
-			if sm.Published() != h.sm.Published() || sm.Published() >= 11 {
-				t.Fatalf("restored published %d, source %d (prewrite at 11)", sm.Published(), h.sm.Published())
+			if sm.Published() != h.sm.Published() || sm.Published() >= prewritten {
+				t.Fatalf("restored published %d, source %d (prewrite at %d)", sm.Published(), h.sm.Published(), prewritten)
 			}
 			rb := db.NewIndexedBatch()
 			defer rb.Close()
