@@ -245,13 +245,19 @@ func (c *coordinator) cluster(now time.Time) *schedule.Cluster {
 		flights[i] = c.mu.flights[id]
 	}
 	cl, confirmed := c.clusterOf(now, flights)
-	// A shard found unsplittable stays so until it doubles in size: then
-	// its leader is asked again (it may hold more keys by then).
+	// A shard found unsplittable stays so until its leader reports two
+	// keys or more, or, while it reports no count, until the shard doubles
+	// in size: then its leader is asked again (it may hold more keys by
+	// then). Size alone is no sign of new keys: one key's history grows it.
 	for i := range cl.Shards {
 		s := &cl.Shards[i]
 		at, ok := c.mu.unsplittable[s.Descriptor.ShardID]
 		switch {
 		case !ok:
+		case s.Keys >= 2:
+			delete(c.mu.unsplittable, s.Descriptor.ShardID)
+		case s.Keys == 1:
+			s.Unsplittable = true
 		case at == 0:
 			c.mu.unsplittable[s.Descriptor.ShardID] = s.SizeBytes
 			s.Unsplittable = true

@@ -539,19 +539,45 @@ func (s *Store) MidKey(shard ShardID) ([]byte, error) {
 	return mid, nil
 }
 
+// KeyCountLimit is how far a node's heartbeat counts the stored keys of a
+// shard it leads (StoredKeys): a count below it is exact and reported as
+// the shard's approximate_keys, and a shard with more reports 0, not
+// counted. Placement needs only to know a shard of one key, which no split
+// can divide, from the rest; counting further would cost a seek per key
+// per heartbeat.
+const KeyCountLimit = 8
+
+// StoredKeys returns how many user keys shard stores (live or deleted, as
+// MidKey counts them), counting no further than limit: a result below
+// limit is exact. It costs one seek per key counted, however long each
+// key's history, so heartbeats can tell a shard of one key (which no split
+// can divide) from one that can be split.
+func (s *Store) StoredKeys(shard ShardID, limit int) (int, error) {
+	e, _, desc, err := s.lookup(shard)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	err = storedKeys(e.DB(), desc, func([]byte) bool { n++; return n < limit })
+	return n, err
+}
+
 // storedKeys calls fn with every user key of desc's range that has a meta
 // (a stored version, live or deleted), in key order, until fn returns
-// false. The key passed is valid only during the call.
+// false. The key passed is valid only during the call. It seeks past each
+// key's versions rather than stepping through them.
 func storedKeys(r pebble.Reader, desc *Descriptor, fn func(key []byte) bool) error {
 	lo, hi := keys.UserSpan(desc.Start, desc.End)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
-	for valid := it.First(); valid; valid = it.Next() {
+	var next []byte
+	for valid := it.First(); valid; valid = it.SeekGE(next) {
 		if k, ok := keys.MVCCMeta(it.Key()); ok && !fn(k) {
 			break
 		}
+		next = keys.ImmediateSuccessor(next[:0], keys.MVCCPrefix(it.Key()))
 	}
 	return it.Close()
 }

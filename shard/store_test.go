@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -376,5 +377,40 @@ func TestMidKeyCountsDeletedKeys(t *testing.T) {
 	mid, err := ts.s.MidKey(1)
 	if err != nil || string(mid) != "e" {
 		t.Fatalf("four deleted keys: mid %q, %v; want e", mid, err)
+	}
+}
+
+// TestStoredKeysCountsKeysNotVersions: a key with a long history counts
+// once, deleted keys count, and the count stops at its limit.
+func TestStoredKeysCountsKeysNotVersions(t *testing.T) {
+	ts := newTxnShard(t)
+	count := func(limit int) int {
+		t.Helper()
+		n, err := ts.s.StoredKeys(1, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(KeyCountLimit); n != 0 {
+		t.Fatalf("empty shard: %d keys", n)
+	}
+	for i := range 50 {
+		putRev(t, ts.ctx, ts.s, "balance", strconv.Itoa(i))
+	}
+	if n := count(KeyCountLimit); n != 1 {
+		t.Fatalf("one key with 50 versions: %d keys, want 1", n)
+	}
+	putRev(t, ts.ctx, ts.s, "c", "1")
+	delRev(t, ts.ctx, ts.s, "c")
+	putRev(t, ts.ctx, ts.s, "d", "1")
+	if n := count(KeyCountLimit); n != 3 {
+		t.Fatalf("a live, a deleted and a long-lived key: %d keys, want 3", n)
+	}
+	if n := count(2); n != 2 {
+		t.Fatalf("limit 2: counted %d", n)
+	}
+	if _, err := ts.s.StoredKeys(99, KeyCountLimit); err == nil {
+		t.Fatal("StoredKeys of a shard this store does not have: no error")
 	}
 }

@@ -187,6 +187,9 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 					rep.ApproximateBytes = n
 					req.UsedBytes += n
 				}
+				if n, err := r.store.StoredKeys(g.Group, shard.KeyCountLimit); err == nil && n < shard.KeyCountLimit {
+					rep.ApproximateKeys = uint64(n)
+				}
 				sctx, cancel := context.WithTimeout(ctx, time.Second)
 				if st, err := r.engine.Status(sctx, g.Group); err == nil {
 					for id, pr := range st.Progress {

@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // The heartbeat reporter of a simulated shardnode, as cmd/shardnode's
@@ -112,6 +113,9 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 				rep.Leader = true
 				rep.Shard = pbconv.DescriptorToProto(d)
 				rep.ApproximateBytes = n.dataBytes(d)
+				if k, err := n.store.StoredKeys(g.Group, shard.KeyCountLimit); err == nil && k < shard.KeyCountLimit {
+					rep.ApproximateKeys = uint64(k)
+				}
 				req.UsedBytes += rep.ApproximateBytes
 				leading = append(leading, led{rep: rep, fut: n.e.StatusFuture(g.Group), me: g.Replica})
 			}

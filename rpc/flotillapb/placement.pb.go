@@ -392,7 +392,10 @@ type ReplicaReport struct {
 	Leader           bool        `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
 	Shard            *Descriptor `protobuf:"bytes,4,opt,name=shard,proto3" json:"shard,omitempty"`
 	ApproximateBytes uint64      `protobuf:"varint,5,opt,name=approximate_bytes,json=approximateBytes,proto3" json:"approximate_bytes,omitempty"`
-	ApproximateKeys  uint64      `protobuf:"varint,6,opt,name=approximate_keys,json=approximateKeys,proto3" json:"approximate_keys,omitempty"`
+	// The user keys the shard stores, live or deleted, when fewer than
+	// shard.KeyCountLimit (counted exactly); 0 when not counted. Placement
+	// does not split a shard of one key.
+	ApproximateKeys uint64 `protobuf:"varint,6,opt,name=approximate_keys,json=approximateKeys,proto3" json:"approximate_keys,omitempty"`
 	// Requests per second to the shard over the last interval (leader only).
 	Load float64 `protobuf:"fixed64,7,opt,name=load,proto3" json:"load,omitempty"`
 	// The leader's view of which replicas are caught up (leader only).
