@@ -170,19 +170,35 @@ func (s *Service) nodeStatuses(now time.Time) []*pb.Node {
 	return out
 }
 
-// countNodes returns how many of nodes are down, and how many are not,
-// and the leases the nodes that are not down count (a down node's last
-// count is stale: its shards' new leaders count those leases).
-func countNodes(nodes []*pb.Node) (up, down int, leases uint64) {
+// countNodes returns how many of nodes are down (by nodeDown, with down
+// the silence after which a node is down), and how many are not, and the
+// leases the nodes that are not down count (a down node's last count is
+// stale: its shards' new leaders count those leases).
+func countNodes(nodes []*pb.Node, down time.Duration) (up, downs int, leases uint64) {
 	for _, n := range nodes {
-		if n.GetState() == pb.NodeState_NODE_STATE_DOWN {
-			down++
+		if nodeDown(n, down) {
+			downs++
 		} else {
 			up++
 			leases += n.GetLeases()
 		}
 	}
-	return up, down, leases
+	return up, downs, leases
+}
+
+// nodeDown reports whether node n is down: shown down, or draining and
+// silent for down or longer. A draining node's state says draining even
+// when it is silent (the drain is what the operator asked for), but the
+// scheduler treats it as down, and so must every count of the nodes that
+// are down, or the summary would disagree with the banner.
+func nodeDown(n *pb.Node, down time.Duration) bool {
+	switch n.GetState() {
+	case pb.NodeState_NODE_STATE_DOWN:
+		return true
+	case pb.NodeState_NODE_STATE_DRAINING:
+		return time.Duration(n.GetLastHeartbeatMsAgo())*time.Millisecond >= down
+	}
+	return false
 }
 
 // downThreshold is how long a node may stay silent before it is shown as
@@ -240,7 +256,7 @@ func (s *Service) clusterStatus(context.Context, *pb.ClusterStatusRequest) (*pb.
 	for _, id := range sortedIDs(s.cfg.Peers) {
 		cs.PlacementAddresses = append(cs.PlacementAddresses, s.cfg.Peers[id])
 	}
-	up, down, leases := countNodes(s.nodeStatuses(now))
+	up, down, leases := countNodes(s.nodeStatuses(now), s.downThreshold())
 	cs.NodesUp, cs.NodesDown, cs.Leases = uint32(up), uint32(down), leases
 	if err := s.fillHealth(cs); err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ func (s *Service) Telemetry() (started, done, failed func() uint64, up, down, sh
 			return 0, 0, 0
 		}
 		now := s.cfg.Now()
-		u, d, _ := countNodes(s.nodeStatuses(now))
+		u, d, _ := countNodes(s.nodeStatuses(now), s.downThreshold())
 		return int64(u), int64(d), int64(s.view.shardCount())
 	}
 	return s.ops.Started.Load, s.ops.Done.Load, s.ops.Failed.Load,

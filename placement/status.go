@@ -178,10 +178,9 @@ func (a *assessment) nodes() {
 	var silent []string
 	for _, n := range a.page.GetNodes() {
 		ago := time.Duration(n.GetLastHeartbeatMsAgo()) * time.Millisecond
-		// A draining node shows as draining even when silent; the
-		// scheduler counts it down, and so does the banner.
-		down := n.GetState() == pb.NodeState_NODE_STATE_DOWN ||
-			(n.GetState() == pb.NodeState_NODE_STATE_DRAINING && ago >= a.lim.down)
+		// The same test as the cluster's count of nodes down (countNodes),
+		// so the banner and the summary agree on a silent draining node.
+		down := nodeDown(n, a.lim.down)
 		if down {
 			a.down[n.GetNodeId()] = true
 			downIDs = append(downIDs, n.GetNodeId())

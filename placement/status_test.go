@@ -370,3 +370,45 @@ func TestUnowned(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusSilentDrainingNodeIsDown: a draining node that stops
+// heartbeating still shows as draining, but it is down in the cluster's
+// count of nodes as it is in the banner (the count used to call it up
+// because its state is not NODE_STATE_DOWN).
+func TestStatusSilentDrainingNodeIsDown(t *testing.T) {
+	f := newStatusFleet(t, 3)
+	cat := f.s.cat.load()
+	n := cat.nodes[3]
+	n.Draining = true
+	cat.nodes[3] = n
+	f.beat(1, 2, 3)
+	a := f.status()
+	if a.Cluster.NodesDown != 0 {
+		t.Fatalf("a draining node still heartbeating counted down: %d down, problems %s", a.Cluster.NodesDown, a.describe())
+	}
+	for range 3 {
+		f.tick(1, 2)
+	}
+	a = f.status()
+	down, err := a.problem(ProblemNodesDown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(down.NodeIDs, []uint64{3}) {
+		t.Errorf("banner's nodes down %v, want [3]", down.NodeIDs)
+	}
+	if a.Cluster.NodesDown != 1 {
+		t.Errorf("cluster summary counts %d nodes down, want 1 (the silent draining node 3) as the banner does", a.Cluster.NodesDown)
+	}
+	cs, err := f.s.clusterStatus(t.Context(), &pb.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.GetNodesUp() != 2 || cs.GetNodesDown() != 1 {
+		t.Errorf("GetClusterStatus: %d up, %d down; want 2 up, 1 down", cs.GetNodesUp(), cs.GetNodesDown())
+	}
+	_, _, _, upGauge, downGauge, _ := f.s.Telemetry()
+	if upGauge() != 2 || downGauge() != 1 {
+		t.Errorf("gauges: %d up, %d down; want 2 and 1", upGauge(), downGauge())
+	}
+}
