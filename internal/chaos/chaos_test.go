@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/poll"
+	"github.com/flotilla-kv/flotilla/internal/txncheck"
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -31,6 +32,8 @@ var (
 	flagOut      = flag.String("chaos.out", "", "directory for histories, visualizations and logs (default: a new temporary directory, kept)")
 	flagLockers  = flag.Int("chaos.lockers", 4, "lock clients, each with a router and a session of its own, taking one Mutex per cycle (0: none)")
 	flagSaveAll  = flag.Bool("chaos.save-all", false, "save every cycle's history (cycleNNNN-history.jsonl), not only those that fail a check")
+	flagBank     = flag.Int("chaos.bank", 2, "bank transfer clients (transactions across shards), beside one auditor (0: no bank)")
+	flagTxn      = flag.Int("chaos.txn", 2, "list-append transaction clients (0: none)")
 )
 
 // recoveryTimeout bounds the wait for every key to take writes again
@@ -104,6 +107,8 @@ func TestChaos(t *testing.T) {
 		clk                           = clock{start: time.Now()}
 		runs, violations, lost, watch int
 		locks                         LockReport
+		bankTotal                     BankReport
+		txnTotal                      [3]int // transactions, committed, violations
 		byKind                        = map[string]*figures{}
 		failed                        bool
 	)
@@ -120,6 +125,17 @@ func TestChaos(t *testing.T) {
 		locks.Writes += res.locks.Writes
 		locks.Fenced += res.locks.Fenced
 		locks.Violations = append(locks.Violations, res.locks.Violations...)
+		bankTotal.Transfers += res.bank.Transfers
+		bankTotal.Committed += res.bank.Committed
+		bankTotal.Unknown += res.bank.Unknown
+		bankTotal.UnknownApplied += res.bank.UnknownApplied
+		bankTotal.Aborted += res.bank.Aborted
+		bankTotal.Audits += res.bank.Audits
+		bankTotal.Lost += res.bank.Lost
+		bankTotal.Violations = append(bankTotal.Violations, res.bank.Violations...)
+		txnTotal[0] += res.txn.Txns
+		txnTotal[1] += res.txn.Committed
+		txnTotal[2] += len(res.txn.Violations)
 		f := byKind[res.kinds]
 		if f == nil {
 			f = &figures{}
@@ -129,7 +145,8 @@ func TestChaos(t *testing.T) {
 		f.errors += res.errors
 		f.unavailable = append(f.unavailable, res.unavailable)
 		f.recover = append(f.recover, res.recover)
-		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || len(res.report.Watch) > 0 || len(res.locks.Violations) > 0 || !res.recovered {
+		if len(res.report.Violations) > 0 || len(res.report.Lost) > 0 || len(res.report.Watch) > 0 || len(res.locks.Violations) > 0 ||
+			len(res.bank.Violations) > 0 || len(res.txn.Violations) > 0 || !res.recovered {
 			failed = true
 		}
 	}
@@ -152,10 +169,14 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Printf("chaos: locks: acquisitions=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d violations=%d\n",
 		locks.Acquisitions, locks.Sessions, locks.LostSessions, locks.Writes, locks.Fenced, len(locks.Violations))
-	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d lock=%d\n", runs, violations, lost, watch, len(locks.Violations))
-	if violations > 0 || lost > 0 || watch > 0 || len(locks.Violations) > 0 {
-		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations, %d lock violations (seed %d, histories in %s)",
-			violations, lost, watch, len(locks.Violations), seed, out)
+	fmt.Printf("chaos: transactions: bank transfers=%d committed=%d unknown=%d (applied %d) conflicts=%d audits=%d lost=%d; list-append txns=%d committed=%d\n",
+		bankTotal.Transfers, bankTotal.Committed, bankTotal.Unknown, bankTotal.UnknownApplied, bankTotal.Aborted, bankTotal.Audits, bankTotal.Lost,
+		txnTotal[0], txnTotal[1])
+	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d lock=%d bank=%d txn=%d\n", runs, violations, lost, watch, len(locks.Violations),
+		len(bankTotal.Violations), txnTotal[2])
+	if violations > 0 || lost > 0 || watch > 0 || len(locks.Violations) > 0 || len(bankTotal.Violations) > 0 || txnTotal[2] > 0 {
+		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations, %d lock violations, %d bank violations, %d list-append violations (seed %d, histories in %s)",
+			violations, lost, watch, len(locks.Violations), len(bankTotal.Violations), txnTotal[2], seed, out)
 	}
 	if failed {
 		t.Fatalf("chaos: the fleet did not recover after a fault (seed %d, logs in %s)", seed, out)
@@ -178,6 +199,8 @@ type cycleResult struct {
 	kinds       string
 	report      Report
 	locks       LockReport
+	bank        BankReport
+	txn         TxnReport
 	errors      int
 	unavailable time.Duration
 	recover     time.Duration
@@ -269,6 +292,22 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	watchers = append(watchers, startWatcher(1, clk, wlog, wstart, wend, from, true /* prevKV */, nil, func() (*router.Client, error) {
 		return router.New(context.Background(), routerConfig(c.PlacementAddrs()))
 	}))
+	// The bank and list-append clients, on the shared router.
+	var (
+		bk      *bank
+		bankRun BankRun
+		la      *listAppend
+		level   = cycleLevel(cycle)
+	)
+	if *flagBank > 0 {
+		var err error
+		if bk, err = startBank(clk, shared, bankKeys(cycle), *flagBank, seed, fmt.Sprintf("c%d.t", cycle)); err != nil {
+			bankRun.Setup = err.Error()
+		}
+	}
+	if *flagTxn > 0 {
+		la = startListAppend(clk, shared, listAppendKeys(cycle), level, *flagTxn, seed)
+	}
 	w := startWorkload(clk, keys, clients, seed, fmt.Sprintf("c%d.", cycle))
 	// Lock clients, each with a router of its own.
 	var lockRouters []*router.Client
@@ -307,6 +346,13 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	}
 	time.Sleep(time.Second) // steady load after recovery
 	w.halt()
+	if bk != nil {
+		bankRun = bk.halt(shared)
+	}
+	var laHist []txncheck.Txn
+	if la != nil {
+		laHist = la.halt(shared)
+	}
 	for _, r := range pinned {
 		r.Close()
 	}
@@ -359,17 +405,34 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 	r := res.report
 	res.locks = CheckLocks(lrun)
 	lr := res.locks
+	bankErrs, laErrs := int64(0), int64(0)
+	if *flagBank > 0 {
+		res.bank = CheckBank(bankRun)
+		if bk != nil {
+			bankErrs = bk.errs.Load()
+		}
+	}
+	if la != nil {
+		res.txn = checkListAppend(laHist, level)
+		laErrs = la.errs.Load()
+	}
+	br, tr := res.bank, res.txn
 	sessions := 0
 	for _, rec := range run.Watch {
 		if rec.Open {
 			sessions++
 		}
 	}
-	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d locks: acquisitions=%d lock-errors=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d lock=%d\n",
+	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d locks: acquisitions=%d lock-errors=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d lock=%d bank: transfers=%d committed=%d unknown=%d(applied %d) conflicts=%d audits=%d bank-errors=%d bank=%d txn(%s): txns=%d committed=%d unknown=%d(seen %d) aborted=%d edges=ww%d/wr%d/rw%d allowed=%d txn-errors=%d txn=%d\n",
 		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
 		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
 		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch),
-		lr.Acquisitions, lk.lockErrs.Load(), lr.Sessions, lr.LostSessions, lr.Writes, lr.Fenced, len(lr.Violations))
+		lr.Acquisitions, lk.lockErrs.Load(), lr.Sessions, lr.LostSessions, lr.Writes, lr.Fenced, len(lr.Violations),
+		br.Transfers, br.Committed, br.Unknown, br.UnknownApplied, br.Aborted, br.Audits, bankErrs, len(br.Violations),
+		levelName(level), tr.Txns, tr.Committed, tr.Unknown, tr.UnknownSeen, tr.Aborted, tr.WW, tr.WR, tr.RW, tr.Allowed, laErrs, len(tr.Violations))
+	if len(br.Violations) > 0 || len(tr.Violations) > 0 || *flagSaveAll {
+		saveTxnHistories(out, name, cycle, bankRun, br, laHist, tr)
+	}
 	failedCheck := len(r.Violations) > 0 || len(r.Lost) > 0 || len(r.Watch) > 0 || len(lr.Violations) > 0
 	if failedCheck || *flagSaveAll {
 		path := filepath.Join(out, name+"-history.txt")

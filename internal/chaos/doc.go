@@ -1,11 +1,14 @@
 // Package chaos is Flotilla's nemesis test: a real fleet (processes on
 // loopback, or containers), client goroutines recording every operation
 // they make, watchers recording every response of their watches, and lock
-// clients recording every hold of a concurrency.Mutex, faults injected on
-// a seeded schedule, and each history checked for linearizability
-// (porcupine), lost writes, the watchers' account of the writes against
-// the acknowledged ones, and mutual exclusion under the lock with its
-// fencing revision.
+// clients recording every hold of a concurrency.Mutex, bank and
+// list-append clients running transactions across shards, faults
+// injected on a seeded schedule, and each history checked for
+// linearizability (porcupine), lost writes, the watchers' account of the
+// writes against the acknowledged ones, mutual exclusion under the lock
+// with its fencing revision, the bank's conservation of money and lost
+// transfers, and the list-append transactions' isolation
+// (internal/txncheck).
 //
 // It owns the harness (the two fleet modes, the workload, the nemeses)
 // and the checker. It does not own the fleet launcher (internal/launch,
@@ -13,14 +16,16 @@
 // are launch's too), the client (router) or the deterministic simulator
 // (internal/sim, which has a model of the same shape for its own records;
 // the checker here is a separate small copy so the two evolve
-// independently), nor the lock (router/concurrency), which it only uses.
+// independently), nor the lock (router/concurrency) or the list-append
+// checker (internal/txncheck), which it only uses.
 //
 // # Running it
 //
 //	make chaos-short                       # about 75 s of process-mode faults
 //	make chaos CHAOS_DURATION=30m CHAOS_MODE=docker
 //	go test ./internal/chaos -run TestChaos -v -chaos.duration=30m -chaos.mode=process|docker \
-//	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR] [-chaos.lockers=N]
+//	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR] [-chaos.lockers=N] \
+//	    [-chaos.bank=N] [-chaos.txn=N]
 //
 // Without -chaos.duration TestChaos skips, so `go test ./...` runs only the
 // checker's own tests (which feed it hand-made histories with planted
@@ -29,8 +34,13 @@
 // event, a duplicate, a reordering, a progress lie, the event of a failed
 // write, and more; for the lock check two holders at once with the same
 // or increasing fences, a fence going backwards in real time or in the
-// fenced register, a stale holder's write taken after its successor's,
-// each beside clean runs that must pass).
+// fenced register, a stale holder's write taken after its successor's;
+// for the bank money created by a lost update, an acknowledged transfer
+// lost with the total intact, a failed transfer that took effect, half a
+// transfer, a fractured or stale audit, an audit seeing past its start,
+// a garbage read; for list-append a lost append, a G1c cycle, an aborted
+// read, and write skew when serializability is claimed; each beside clean
+// runs that must pass).
 // -chaos.save-all saves every cycle's history, not only failing ones.
 //
 // # The fleet
@@ -57,14 +67,16 @@
 //  2. start the watchers (see below), then the clients: 10 goroutines
 //     through one shared router, and 2 through routers pinned to one node
 //     (a dialer that refuses every other shardnode): the paused or cut-off
-//     node when the fault has one, else a random node; and the lock clients
-//     (see below);
+//     node when the fault has one, else a random node; the lock clients,
+//     the bank and the list-append clients (see below);
 //  3. 1.5 s of load, inject the faults, hold them 3–12 s (halfway through,
 //     restart the second watcher's router), heal (resume, reconnect,
 //     restart with data intact, in reverse order);
 //  4. recovery: poll until every key of the cycle has taken a write called
 //     after the heal (deadline two minutes; not recovering fails the test);
-//  5. one more second of load, stop the clients and the lock clients,
+//  5. one more second of load, stop the clients, the lock clients, the
+//     bank (whose final audit reads every account in one snapshot) and
+//     the list-append clients (whose final transaction reads every list),
 //     read every key and the fenced register linearizably (the final
 //     reads), poll until both watchers' progress
 //     has reached the highest revision acknowledged in the cycle (a
@@ -161,6 +173,62 @@
 // the same session took the lock with the lease, so the lease outlived
 // the earlier hold). Every register operation is recorded as an Op.
 //
+// # The bank
+//
+// Each cycle has eight accounts, one in each initial shard (inside the
+// watch range: the watchers see their events as events of other keys,
+// whose order they still check), each set to 100 by a put before the
+// clients start. -chaos.bank (2) clients, on the shared router, loop: a
+// Client.Txn reads two distinct random accounts and writes both, moving
+// 1-10 from one to the other. An account's value is "<balance>/<tag>",
+// the tag naming the transfer that wrote it ("init" for the put), unique
+// in the run, so every value read names its writer. A transfer is
+// recorded with what it read of both accounts (balance, tag, ModRevision),
+// its start revision and its outcome: ok (Commit returned its commit
+// revision), failed (ErrConflict without ErrAmbiguous: the router
+// documents that nothing was written), or unknown (any other Commit
+// error: ErrAmbiguous, a deadline, an unavailable shard; it may have
+// committed). A transfer whose start or reads failed sent nothing and
+// is only counted (bank-errors). One auditor loops: a read-only Txn reads
+// every account at its start revision. After the heal, the final audit
+// does the same, retried for up to a minute.
+//
+// The check (CheckBank): every audit sums to 800, the final one
+// included; every value read (by an audit or a transfer) was written by
+// the initial put or a transfer that did not fail, with the balance that
+// writer computed. Each account's chain is walked back from the final
+// value through the value each writer read, to the initial put: every
+// acknowledged transfer must be in both its accounts' chains (else it
+// is lost: for instance overwritten by a transfer that never read it), a
+// failed one in neither, an unknown one in both or neither (then it
+// counts as applied). Every value an audit saw must be in its account's
+// chain, and for every transfer at or below it in that chain, the audit
+// saw that transfer or a later one in the other account (no fractured
+// snapshot). Revisions: every read of one writer's value carries the
+// same ModRevision, the commit revision for an acknowledged transfer;
+// revisions increase along each chain; an audit at start S saw, in each
+// account, a value committed at or below S whose successor in the chain
+// committed above S. Unknown outcomes are never failures: only what the
+// final chains and the reads show of them is judged.
+//
+// # List-append
+//
+// Each cycle has eight list keys, one in each initial shard, and
+// -chaos.txn (2) clients on the shared router running Elle's list-append
+// workload: a Client.Txn of one to four operations on random keys, each
+// either a read (Get) or an append (Get, then Put of the list with a
+// value unique in the cycle added), then Commit. Even cycles run plain
+// transactions and are judged at snapshot isolation; odd cycles start
+// them with router.Serializable and are judged as serializable. Outcomes
+// are recorded as the bank's (a transaction whose read failed is aborted:
+// it sent nothing), with the start and commit revisions. After the heal a
+// last transaction reads every list, so each key's order is known to its
+// end, and internal/txncheck checks the history (G0, G1a, G1b, G1c,
+// G-single, G2 where forbidden, incompatible orders, garbage, duplicate
+// and internal reads, dependencies against the revisions); every anomaly
+// the level forbids is a txn violation, and so is a history txncheck
+// refuses as malformed.
+//
 // # What is checked
 //
 //   - Linearizability of each key's history, final reads included. Every
@@ -240,20 +308,29 @@
 // A line per cycle (faults, hold, operations, unknown and failed ones,
 // CAS that swapped out of those decided, the pinned clients' operations
 // acknowledged during the fault out of those made, availability, watch
-// sessions and events checked, the lock clients' figures), availability
+// sessions and events checked, the lock clients' figures, the bank's and
+// the list-append transactions' figures), availability
 // per fault kind, and last exactly
 //
-//	chaos: runs=N violations=V lost=L watch=W lock=K
+//	chaos: runs=N violations=V lost=L watch=W lock=K bank=B txn=T
 //
 // N is the number of fault cycles, each one independently checked
 // history; V is the number of keys (over all cycles) whose history is not
 // linearizable or could not be decided within the check timeout; L is the
 // number of acknowledged writes lost; W is the number of watch violations;
-// K is the number of lock violations. The line before it counts the lock
-// clients' acquisitions, sessions, lost sessions, acknowledged fenced
-// writes, and holds ended by a higher fence (fenced-out). The test fails
-// when V, L, W or K is not zero, or when the fleet did not recover after
-// a fault. A cycle with a lock violation gets its holds, lock sessions
+// K is the number of lock violations; B is the number of bank violations
+// (lost transfers included) and T the number of list-append anomalies
+// forbidden at the cycle's level. The line before it counts the bank's
+// transfers (committed, unknown and of those applied, conflicts), audits
+// and lost transfers, and the list-append transactions; the one before
+// that the lock clients' acquisitions, sessions, lost sessions,
+// acknowledged fenced writes, and holds ended by a higher fence
+// (fenced-out). The test fails when V, L, W, K, B or T is not zero, or
+// when the fleet did not recover after a fault. A cycle with a bank or
+// list-append violation (or every cycle, with -chaos.save-all) gets
+// <out>/cycleNNNN-bank.txt and .json (transfers, audits, violations) and
+// <out>/cycleNNNN-listappend.txt and .jsonl (a txncheck.Txn per line,
+// for txncheck.Check). A cycle with a lock violation gets its holds, lock sessions
 // and register operations in its history file (the JSON lines hold only
 // the operations and watch records).
 //
