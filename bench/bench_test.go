@@ -336,3 +336,47 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("non-terminal progress printed %d lines, want 1 per interval:\n%s", got, b.String())
 	}
 }
+
+func TestResolveEtcdTarget(t *testing.T) {
+	for _, tc := range []struct {
+		target, workload, want string
+	}{
+		{EtcdTargetAuto, "write", EtcdTargetLeader},
+		{"", "ycsb-b", EtcdTargetLeader}, // 5% writes still go through the leader
+		{EtcdTargetAuto, "read", EtcdTargetAll},
+		{EtcdTargetAuto, "scan", EtcdTargetAll},
+		{EtcdTargetAll, "write", EtcdTargetAll},
+		{EtcdTargetLeader, "read", EtcdTargetLeader},
+	} {
+		got, err := ResolveEtcdTarget(tc.target, Config{Workload: tc.workload})
+		if err != nil || got != tc.want {
+			t.Errorf("ResolveEtcdTarget(%q, %s) = %q, %v; want %q", tc.target, tc.workload, got, err, tc.want)
+		}
+	}
+	if _, err := ResolveEtcdTarget("followers", Config{}); err == nil {
+		t.Error("an unknown target resolved")
+	}
+}
+
+func TestTableSaysWhichEtcdMembers(t *testing.T) {
+	rep := &Report{Systems: []string{"etcd"}, Workloads: []string{"write"}, Configs: map[string]Config{"write": {Workload: "write"}},
+		Runs: map[string]map[string][]*Result{"write": {"etcd": {
+			{System: "etcd", Config: Config{Workload: "write"}.withDefaults(), Latency: NewHistogram(), Ops: 10, Elapsed: time.Second,
+				EtcdTarget: EtcdTargetLeader, EtcdLeaderChanges: 1},
+		}}}}
+	var b strings.Builder
+	rep.WriteTable(&b)
+	if !strings.Contains(b.String(), "etcd clients: leader only") || !strings.Contains(b.String(), "1 leader changes followed") {
+		t.Errorf("table does not say the etcd clients went to the leader:\n%s", b.String())
+	}
+	recs := rep.Records()
+	if len(recs) != 1 || recs[0].EtcdTarget != EtcdTargetLeader {
+		t.Errorf("records: %+v", recs)
+	}
+	rep.Runs["write"]["etcd"][0].EtcdTarget = EtcdTargetAll
+	b.Reset()
+	rep.WriteTable(&b)
+	if !strings.Contains(b.String(), "etcd clients: balanced over every member") {
+		t.Errorf("table does not say the etcd clients were balanced:\n%s", b.String())
+	}
+}

@@ -56,6 +56,10 @@ type CompareOptions struct {
 	BalanceWait time.Duration
 	// Etcd says where the etcd server comes from.
 	Etcd EtcdBuild
+	// EtcdTarget says which members the etcd driver talks to:
+	// EtcdTargetLeader, EtcdTargetAll, or EtcdTargetAuto (default: the
+	// leader for workloads that write, every member otherwise).
+	EtcdTarget string
 	// ProfileDir, when set, receives a CPU profile of every shardnode over
 	// each Flotilla run's measured window (the nodes run with --pprof):
 	// WORKLOAD-RUN-shardnode-N.cpu.pprof.
@@ -90,6 +94,9 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 	}
 	if len(o.Workloads) == 0 {
 		return nil, errors.New("bench: no workload to run")
+	}
+	if _, err := ResolveEtcdTarget(o.EtcdTarget, Config{}); err != nil {
+		return nil, err
 	}
 	rep = &Report{Systems: o.Systems, Runs: map[string]map[string][]*Result{}, Configs: map[string]Config{}, Started: time.Now()}
 	for _, w := range o.Workloads {
@@ -193,6 +200,7 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		before    metricSums
 		stagesErr error
 		scraped   = make(chan struct{})
+		etcd      *EtcdDriver
 	)
 	began := time.Now()
 	switch system {
@@ -235,12 +243,17 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 			return nil, "", err
 		}
 		defer c.Stop()
-		d, err := NewEtcdDriver(ctx, c.Endpoints, o.Conns)
+		target, err := ResolveEtcdTarget(o.EtcdTarget, w)
+		if err != nil {
+			return nil, "", err
+		}
+		d, err := NewEtcdDriver(ctx, c.Endpoints, o.Conns, target)
 		if err != nil {
 			return nil, "", err
 		}
 		defer d.Close()
 		drv, servers = d, c.Procs()
+		etcd = d
 	}
 	fmt.Fprintf(o.Log, "%s: fleet ready in %s (%s)\n", label, time.Since(began).Round(time.Millisecond), procNames(servers))
 	var progress func(Progress)
@@ -248,6 +261,9 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		progress = func(p Progress) { o.Progress(label, p) }
 	}
 	res, err := Run(ctx, w, drv, RunOptions{Servers: servers, Progress: progress, OnMeasure: onMeasure})
+	if err == nil && etcd != nil {
+		res.EtcdTarget, res.EtcdLeaderChanges = etcd.Target(), etcd.LeaderChanges()
+	}
 	if err == nil && len(res.CPU.Errors) > 0 {
 		err = fmt.Errorf("server processes died during the run: %s (logs in %s)", strings.Join(res.CPU.Errors, ", "), dir)
 	}

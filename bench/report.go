@@ -86,6 +86,10 @@ type Record struct {
 	FsyncP99Ms         float64                `json:"fsync_p99_ms"`
 	CPUs               int                    `json:"cpus"`
 	EtcdVersion        string                 `json:"etcd_version,omitempty"`
+	// EtcdTarget is "leader" (every request sent to the member that
+	// leads) or "all" (balanced over every member); etcd runs only.
+	EtcdTarget        string `json:"etcd_target,omitempty"`
+	EtcdLeaderChanges int64  `json:"etcd_leader_changes,omitempty"`
 	// ServerStages is where requests spent their time on the servers
 	// (Flotilla only). A median record carries the stages of its median
 	// run by throughput.
@@ -205,6 +209,7 @@ func NewRecord(r *Result, fsync FsyncProbe, run int) Record {
 		ServerCPUSeconds: r.CPU.Server.Seconds(), ServerCPUByProcess: map[string]float64{},
 		ClientCPUSeconds: r.CPU.Client.Seconds(), LoadAvgStart: r.CPU.LoadStart, LoadAvgEnd: r.CPU.LoadEnd,
 		FsyncP99Ms: Millis(fsync.P99), CPUs: runtime.NumCPU(), ServerStages: r.Stages, Watch: newWatchRecord(r),
+		EtcdTarget: r.EtcdTarget, EtcdLeaderChanges: r.EtcdLeaderChanges,
 	}
 	if m.Scan > 0 {
 		rec.ScanLength = c.ScanLength
@@ -263,6 +268,10 @@ func MedianRecord(recs []Record) Record {
 	sort.SliceStable(byOps, func(i, j int) bool { return byOps[i].OpsPerSec < byOps[j].OpsPerSec })
 	m.ServerStages = byOps[(len(byOps)-1)/2].ServerStages
 	m.Watch = medianWatchRecord(recs)
+	m.EtcdLeaderChanges = 0
+	for _, r := range recs {
+		m.EtcdLeaderChanges += r.EtcdLeaderChanges // a total, as events gone wrong are
+	}
 	return m
 }
 
@@ -375,6 +384,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ratio(a.MaxMs, o.MaxMs), ratio(a.ServerCPUUsPerOp, o.ServerCPUUsPerOp))
 		}
 		tw.Flush()
+		for _, r := range rows {
+			if r.EtcdTarget != "" {
+				fmt.Fprintf(w, "%s\n", etcdTargetLine(r))
+			}
+		}
 		writeWatchTable(w, rows)
 		for _, r := range rows {
 			if r.ServerStages != nil {
@@ -395,6 +409,18 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nOTHER LOAD: CPU used by the rest of the machine (other tenants) during the window, in cores; high values mean the figures are disturbed.")
+}
+
+// etcdTargetLine says which members an etcd row's requests went to.
+func etcdTargetLine(r Record) string {
+	s := "etcd clients: balanced over every member (a follower forwards writes to the leader and asks it for each linearizable read's index)"
+	if r.EtcdTarget == EtcdTargetLeader {
+		s = "etcd clients: leader only (found with the maintenance Status API, followed when it changes)"
+		if r.EtcdLeaderChanges > 0 {
+			s += fmt.Sprintf("; %d leader changes followed", r.EtcdLeaderChanges)
+		}
+	}
+	return s
 }
 
 // writeWatchTable writes the watches' table of a watch workload's rows

@@ -107,6 +107,12 @@ type Result struct {
 	// Watch is what the watch workload measured of its watches (nil for
 	// the other workloads).
 	Watch *WatchResult
+	// EtcdTarget is the members an etcd run sent its requests to
+	// (EtcdTargetLeader or EtcdTargetAll; "" for other systems), and
+	// EtcdLeaderChanges how often a leader-only run followed a new
+	// leader. Set by Compare.
+	EtcdTarget        string
+	EtcdLeaderChanges int64
 }
 
 // OpsPerSec is the window's mean throughput.

@@ -32,7 +32,7 @@ type compareFlags struct {
 	runs, conns, shards, fsyncSamples         int
 	routerBatches                             int
 	dir, bin, etcd, cacheDir, jsonPath, plot  string
-	profile                                   string
+	profile, etcdTarget                       string
 	keep                                      bool
 	balanceWait                               time.Duration
 }
@@ -73,6 +73,7 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 	fs.StringVar(&c.bin, "bin", "", "directory holding shardnode and placementd (default: next to flotilla-bench, then $PATH)")
 	fs.StringVar(&c.etcd, "etcd", "", "etcd server binary to use instead of building the pinned release")
 	fs.StringVar(&c.cacheDir, "cache-dir", "", "where the built etcd is cached (default: .cache/etcd of the checkout)")
+	fs.StringVar(&c.etcdTarget, "etcd-target", bench.EtcdTargetAuto, "etcd members the etcd clients talk to: leader (the member that leads, found with the maintenance Status API and followed when it changes, as Flotilla's router goes to leaders), all (balanced over every member; followers forward writes), or auto (leader for workloads that write, all otherwise)")
 	fs.StringVar(&c.jsonPath, "json", "", "write every figure of every run, and the medians, to this JSON file")
 	fs.StringVar(&c.profile, "profile", "", "save a CPU profile of every shardnode over each Flotilla run's measured window into this directory (starts the shardnodes with --pprof)")
 	fs.StringVar(&c.plot, "plot", "", "write PNG plots (latency by percentile, throughput over time; every system on one chart) into this directory")
@@ -107,6 +108,9 @@ func (c *compareFlags) workloadConfigs() ([]bench.Config, []string, error) {
 	}
 	if c.runs < 1 {
 		p.Addf("--runs must be at least 1, got %d", c.runs)
+	}
+	if _, err := bench.ResolveEtcdTarget(c.etcdTarget, bench.Config{}); err != nil {
+		p.Addf("--etcd-target %q: want auto, leader or all", c.etcdTarget)
 	}
 	if c.conns < 1 {
 		p.Addf("--conns must be at least 1, got %d", c.conns)
@@ -202,10 +206,10 @@ func runBenchCompare(ctx context.Context, args []string, out io.Writer) error {
 	rep, err := bench.Compare(ctx, bench.CompareOptions{
 		Workloads: cfgs, Systems: systems, Runs: c.runs, Conns: c.conns, RouterBatches: c.routerBatches, Dir: c.dir, Keep: c.keep,
 		BinDir: c.bin, Shards: c.shards, FsyncSamples: c.fsyncSamples, ProfileDir: c.profile,
-		BalanceWait: c.balanceWait,
-		Etcd:        bench.EtcdBuild{Binary: c.etcd, CacheDir: c.cacheDir, Log: out},
-		Log:         lineWriter{pp, out},
-		Progress:    pp.Print,
+		BalanceWait: c.balanceWait, EtcdTarget: c.etcdTarget,
+		Etcd:     bench.EtcdBuild{Binary: c.etcd, CacheDir: c.cacheDir, Log: out},
+		Log:      lineWriter{pp, out},
+		Progress: pp.Print,
 	})
 	if err != nil {
 		return err

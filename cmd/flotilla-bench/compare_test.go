@@ -13,7 +13,7 @@ func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
 	fs.SetOutput(new(strings.Builder))
 	args := []string{"--workload", "write,bogus,write", "--systems", "etcd,mongo", "--clients", "0", "--value-size", "-3",
 		"--key-size", "2", "--preload", "maybe", "--runs", "0", "--conns", "0", "--distribution", "pareto",
-		"--duration", "5s", "--ops", "10", "--warmup", "-1s", "--fsync-samples", "0"}
+		"--duration", "5s", "--ops", "10", "--warmup", "-1s", "--fsync-samples", "0", "--etcd-target", "followers"}
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
 	}
 	for _, want := range []string{`--workload: "write" given twice`, `--workload "bogus"`, `unknown system "mongo"`,
 		"--clients", "--value-size", "--key-size", "--preload", "--runs", "--conns", "--distribution", "--duration (5s) and --ops (10)",
-		"--warmup", "--fsync-samples"} {
+		"--warmup", "--fsync-samples", `--etcd-target "followers"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("validation does not report %q:\n%v", want, err)
 		}
