@@ -38,14 +38,21 @@ type compareFlags struct {
 }
 
 func newCompareFlags() (*flag.FlagSet, *compareFlags) {
+	fs, c := newWorkloadFlags("bench compare")
+	fs.IntVar(&c.cfg.Clients, "clients", bench.DefaultClients, "concurrent clients, each with one operation in flight")
+	return fs, c
+}
+
+// newWorkloadFlags returns the flags compare shares with curve: all but
+// --clients, which curve takes as a list.
+func newWorkloadFlags(name string) (*flag.FlagSet, *compareFlags) {
 	c := &compareFlags{}
-	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&c.workloads, "workload", "write", "workloads to run, comma-separated, in order: "+
 		"write (100% puts), read (100% linearizable gets), ycsb-a (50% reads, 50% writes), ycsb-b (95/5), ycsb-c (100% reads), "+
 		"scan (100% scans of --scan-length keys), mixed (--read-fraction reads, the rest writes), "+
 		"watch (100% puts with --watchers range watches beside them: events/s, event lag, and every acknowledged write delivered)")
 	fs.StringVar(&c.systems, "systems", "flotilla,etcd", "systems to run, comma-separated, in order; ratios are the first over each other")
-	fs.IntVar(&c.cfg.Clients, "clients", bench.DefaultClients, "concurrent clients, each with one operation in flight")
 	fs.Float64Var(&c.cfg.Rate, "rate", 0, "open loop: start this many operations per second in total, latency measured from each one's scheduled start (0: closed loop)")
 	fs.IntVar(&c.cfg.Keys, "keys", bench.DefaultKeys, "distinct keys")
 	fs.IntVar(&c.cfg.KeySizeBytes, "key-size", bench.DefaultKeySize, "bytes per key (at least 8): a hash of the key's index, so keys spread evenly over the shards, then the index")
@@ -83,6 +90,13 @@ func newCompareFlags() (*flag.FlagSet, *compareFlags) {
 // workloadConfigs validates the flags and returns one Config per
 // workload, or one error listing every problem.
 func (c *compareFlags) workloadConfigs() ([]bench.Config, []string, error) {
+	cfgs, systems, p := c.workloadProblems()
+	return cfgs, systems, p.Err()
+}
+
+// workloadProblems is workloadConfigs returning the problems, for a
+// caller that adds its own.
+func (c *compareFlags) workloadProblems() ([]bench.Config, []string, cli.Problems) {
 	var p cli.Problems
 	c.cfg.Distribution = c.distribution
 	switch c.preload {
@@ -167,7 +181,7 @@ func (c *compareFlags) workloadConfigs() ([]bench.Config, []string, error) {
 			}
 		}
 	}
-	return cfgs, systems, dedupe(p).Err()
+	return cfgs, systems, dedupe(p)
 }
 
 // dedupe drops repeated problems (a flag checked by two validators).

@@ -2,8 +2,10 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBenchCompareValidationListsEveryProblem checks that bad flags are
@@ -66,6 +68,39 @@ func TestBenchCompareValidationListsEveryProblem(t *testing.T) {
 // documents each of its flags.
 func TestBenchHelpExplainsEveryFlag(t *testing.T) {
 	fs, _ := newCompareFlags()
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Usage) < 10 {
+			t.Errorf("--%s has no real explanation: %q", f.Name, f.Usage)
+		}
+	})
+}
+
+func TestBenchCurveFlags(t *testing.T) {
+	fs, cf := newCurveFlags()
+	fs.SetOutput(new(strings.Builder))
+	if err := fs.Parse([]string{"--clients", "1,x,0", "--workload", "write,nope", "--runs", "0", "--out", ""}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cf.curveOptions()
+	for _, want := range []string{`--clients: "x"`, `--clients: "0"`, `--workload "nope"`, "--runs must be at least 1", "--out"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("curve validation does not report %q:\n%v", want, err)
+		}
+	}
+
+	fs, cf = newCurveFlags()
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	o, err := cf.curveOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(o.Clients) != "[1 10 100 1000]" || strings.Join(o.Workloads, ",") != "write,read" || o.Compare.Runs != 3 ||
+		o.Workload.Duration != 3*time.Second || o.Workload.Keys != 1000 || o.Compare.EtcdTarget != "auto" {
+		t.Errorf("curve defaults: clients %v, workloads %v, runs %d, duration %s, keys %d, etcd target %q",
+			o.Clients, o.Workloads, o.Compare.Runs, o.Workload.Duration, o.Workload.Keys, o.Compare.EtcdTarget)
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		if len(f.Usage) < 10 {
 			t.Errorf("--%s has no real explanation: %q", f.Name, f.Usage)

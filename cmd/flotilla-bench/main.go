@@ -7,6 +7,7 @@
 //	flotilla-bench idle [flags]       CPU and memory of a fleet of idle shards
 //	flotilla-bench failover [flags]   per-shard unavailability after SIGKILL of a leader
 //	flotilla-bench etcd-tool [flags]  Flotilla's etcd API and etcd under etcd's benchmark tool
+//	flotilla-bench curve [flags]      Flotilla and etcd at 1, 10, 100 and 1,000 clients: a table and plots
 //
 // Users run it as 'flotilla bench ...': the flotilla client executes
 // flotilla-bench found next to itself, then on $PATH. It is a binary of
@@ -42,6 +43,7 @@ Subcommands:
   idle      a 3-node fleet holding many idle shards: CPU and memory per node
   failover  steady writes, SIGKILL of the node with the most leaders: per-shard unavailability
   etcd-tool Flotilla's etcd API and etcd driven by etcd's own benchmark tool; one table with the ratio
+  curve     compare at several client counts (1, 10, 100, 1000) in one invocation: a markdown table and plots
 
 Run 'flotilla bench SUBCOMMAND --help' for the flags of each.`
 
@@ -52,6 +54,7 @@ var benchCommands = map[string]func(ctx context.Context, args []string, out io.W
 	"idle":      runBenchIdle,
 	"failover":  runBenchFailover,
 	"etcd-tool": runBenchEtcdTool,
+	"curve":     runBenchCurve,
 }
 
 func runBench(ctx context.Context, args []string, out io.Writer) error {
