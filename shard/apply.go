@@ -126,7 +126,12 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 			return err // refused before writing anything
 		}
 	case KindCheckTxn:
-		res = sm.applyCheckTxn(b, c)
+		var err error
+		if res, err = sm.applyCheckTxn(b, c); err != nil {
+			return err // refused before writing anything
+		}
+	case KindGC:
+		res = sm.applyGC(b, c)
 	default:
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}

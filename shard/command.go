@@ -50,6 +50,12 @@ const (
 	KindCommitTxn
 	KindRollbackTxn
 	KindCheckTxn
+	// KindGC collects history no read can need any more: the deleted
+	// keys and the transaction outcome records GC names, each only if
+	// the rules of gc.go hold for it when the command applies. It is
+	// stamped like a Resolve and raises the shard's resolved revision
+	// the same way (see Store.CollectGarbage).
+	KindGC
 )
 
 // writesData reports whether commands of kind k write user data.
@@ -60,7 +66,7 @@ func (k CommandKind) writesData() bool {
 // stamped reports whether commands of kind k carry a revision, which the
 // Store takes from the oracle before proposing them.
 func (k CommandKind) stamped() bool {
-	return k.writesData() || k == KindResolve
+	return k.writesData() || k == KindResolve || k == KindGC
 }
 
 func (k CommandKind) String() string {
@@ -91,6 +97,8 @@ func (k CommandKind) String() string {
 		return "rollback-txn"
 	case KindCheckTxn:
 		return "check-txn"
+	case KindGC:
+		return "gc"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -133,7 +141,8 @@ type Command struct {
 	// every version it writes is at Revision, which must be above the
 	// revision of every earlier write to the shard (Apply refuses it
 	// otherwise, with ErrStaleRevision). A Resolve carries the revision it
-	// resolves the shard to, and a Compact the revision it compacts to.
+	// resolves the shard to (so does a GC), and a Compact the revision it
+	// compacts to.
 	// The Store stamps it (see Store.Start), except a Compact's; other
 	// kinds carry none.
 	Revision uint64
@@ -174,6 +183,9 @@ type Command struct {
 
 	// Step is the body of a step of a transaction across shards.
 	Step *TxnStep
+
+	// GC is the body of a KindGC: what it may collect.
+	GC *GCStep
 }
 
 // commandFormat is the leading byte of an encoded Command. Format 2 added
@@ -213,6 +225,7 @@ const (
 //	         uvarint old replica, uvarint new replica
 //	checksum, resolve, compact: nothing
 //	txn:     the transaction (see appendTxn)
+//	gc:      the collection (see appendGCStep)
 func (c *Command) AppendEncoded(dst []byte) []byte {
 	format := commandFormat
 	if c.Lease != 0 && (c.Kind == KindPut || c.Kind == KindDelete) {
@@ -273,6 +286,8 @@ func (c *Command) AppendEncoded(dst []byte) []byte {
 		dst = appendTxn(dst, c.Txn)
 	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
 		dst = appendTxnStep(dst, c.Kind, c.Step)
+	case KindGC:
+		dst = appendGCStep(dst, c.GC)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		panic(fmt.Sprintf("shard: encoding a command of unknown kind %d", c.Kind))
@@ -362,6 +377,8 @@ func DecodeCommand(b []byte, c *Command) error {
 		c.Txn = decodeTxn(&d, 0)
 	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
 		c.Step = decodeTxnStep(&d, c.Kind)
+	case KindGC:
+		c.GC = decodeGCStep(&d)
 	case KindChecksum, KindResolve, KindCompact:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadCommand, c.Kind)
@@ -457,6 +474,14 @@ func (c *Command) checkLimits(cfg *Config) error {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
 		}
 		return c.Step.check(cfg, c.Kind)
+	case KindGC:
+		if c.GC == nil {
+			return fmt.Errorf("%w: a gc without its body", ErrBadCommand)
+		}
+		if c.Header.ClientID != 0 {
+			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
+		}
+		return c.GC.check(cfg)
 	case KindChecksum, KindResolve:
 		if c.Header.ClientID != 0 {
 			return fmt.Errorf("%w: a %s is not an exactly-once write", ErrBadCommand, c.Kind)
@@ -514,7 +539,10 @@ func (c *Command) checkAgainst(d *Descriptor) error {
 		return c.Txn.checkAgainst(d)
 	case KindPrewrite, KindCommitTxn, KindRollbackTxn, KindCheckTxn:
 		return c.Step.checkAgainst(d, c.Kind)
-	case KindChecksum, KindResolve, KindCompact:
+	case KindChecksum, KindResolve, KindCompact, KindGC:
+		// A collection names keys that may have left the shard since the
+		// leader chose them: Apply skips those, rather than refusing the
+		// rest.
 	default:
 		if !d.ContainsKey(c.Key) {
 			return fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, c.Key, d)

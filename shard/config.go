@@ -46,6 +46,15 @@ type Config struct {
 	// mvcc.go). Revisions are oracle timestamps, so the span is measured
 	// on the oracle's clock. Default 5 minutes.
 	HistoryRetention time.Duration
+
+	// TxnRecordRetention is how long the outcome record of a transaction
+	// across shards is kept after the transaction's start, on the
+	// oracle's clock: past it, a collection (KindGC) may delete the
+	// record, and the transaction may prewrite nothing any more (see
+	// gc.go). It must exceed by far the longest a transaction's lock may
+	// stay unresolved (its TTL, then until a reader or its coordinator
+	// settles it), and any coordinator's retry horizon. Default 1 hour.
+	TxnRecordRetention time.Duration
 }
 
 // Default values of Config's fields.
@@ -57,6 +66,7 @@ const (
 	DefaultClientTTLEntries   = 100_000
 	DefaultSnapshotChunkBytes = 256 << 10
 	DefaultHistoryRetention   = 5 * time.Minute
+	DefaultTxnRecordRetention = time.Hour
 )
 
 // maxSnapshotFrameBytes bounds one frame of a snapshot image; Restore refuses
@@ -85,6 +95,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HistoryRetention == 0 {
 		c.HistoryRetention = DefaultHistoryRetention
+	}
+	if c.TxnRecordRetention == 0 {
+		c.TxnRecordRetention = DefaultTxnRecordRetention
 	}
 	return c
 }
@@ -116,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.HistoryRetention < time.Millisecond || c.HistoryRetention > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("HistoryRetention must be between 1ms and 30 days, got %s", c.HistoryRetention))
+	}
+	if c.TxnRecordRetention < time.Millisecond || c.TxnRecordRetention > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("TxnRecordRetention must be between 1ms and 30 days, got %s", c.TxnRecordRetention))
 	}
 	// One frame of a snapshot must hold a chunk plus one maximal pair, or
 	// the largest client record (a failed CAS returns a whole value).

@@ -12,6 +12,9 @@
 //	keys.ShardKey(id, keys.ShardDescriptor)  the encoded Descriptor
 //	keys.ShardKey(id, keys.ShardRevision)    the revision of its last write
 //	keys.ShardClientKey(id, client)          the client table (exactly-once)
+//	keys.ShardKey(id, keys.ShardCompacted)   the compaction point
+//	keys.ShardKey(id, keys.ShardLock)+key    a transaction's lock on key
+//	keys.ShardKey(id, keys.ShardTxn)+...     a transaction's outcome record
 //
 // It does not own Raft state, the log, membership changes or leadership
 // (multiraft does), nor routing and retries (router), nor deciding when to
@@ -112,6 +115,30 @@
 //     it is still to come. A slow watcher catches up from stored versions
 //     (memory per watcher is bounded); a split or the replica's removal
 //     ends it with the progress to resume from.
+//
+// # Garbage collection
+//
+// Two kinds of history are never written again, so no write prunes
+// them: the last versions and meta of a deleted key, and the outcome
+// records of transactions across shards. Store.CollectGarbage, which a
+// node calls periodically for the shards it leads, collects them in
+// bounded passes (gc.go has the rules and their argument): the leader
+// chooses candidates from its own data, examining a budget of keys and
+// records per pass and resuming where the last pass stopped, and
+// proposes them in one KindGC command; Apply keeps only the candidates
+// that still qualify, from the replicated state alone, so every replica
+// deletes the same. In short:
+//
+//   - A key deleted below the compaction point goes, meta and versions:
+//     reads and watches at or above the compaction point see the same;
+//     a prewrite whose start is below the compaction point treats a key
+//     with no meta as a write conflict.
+//   - An outcome record goes once its transaction started more than
+//     Config.TxnRecordRetention before the shard's resolved revision,
+//     and no lock on the shard started at or before it. A prewrite past
+//     the retention is refused, and a check, commit or rollback of a
+//     forgotten transaction that finds neither record nor primary lock
+//     returns ErrTxnForgotten rather than guess an outcome.
 //
 // # Epochs
 //

@@ -194,6 +194,12 @@ var (
 	ErrTxnAborted = errors.New("shard: transaction rolled back")
 	// ErrTxnCommitted: a rollback of a transaction that committed.
 	ErrTxnCommitted = errors.New("shard: transaction committed")
+	// ErrTxnForgotten: the transaction started more than
+	// Config.TxnRecordRetention ago and its primary's shard holds
+	// neither its outcome nor its primary lock: the outcome may have
+	// been collected (see gc.go), so the shard cannot tell whether it
+	// committed, and refuses to guess.
+	ErrTxnForgotten = errors.New("shard: transaction outcome forgotten")
 )
 
 // LockedError refuses a request that met a transaction's lock.
@@ -662,6 +668,10 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 			return nil, fmt.Errorf("%w: transaction %d prewritten after its commit", ErrTxnCommitted, t.Start)
 		}
 	}
+	if sm.cfg.forgotten(t.Start, c.Revision) {
+		// Its outcome record may be collected from here on (gc.go).
+		return nil, fmt.Errorf("%w: transaction %d prewritten at %d, past the record retention", ErrTxnAborted, t.Start, c.Revision)
+	}
 	rev := uint64(0)
 	for i := range t.Mutations {
 		m := &t.Mutations[i]
@@ -672,8 +682,15 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 			rev = max(rev, l.Prewrite)
 			continue
 		}
-		if cur, ok := sm.latest(b, m.Key); ok && cur.mod > t.Start {
+		cur, ok := sm.latest(b, m.Key)
+		if ok && cur.mod > t.Start {
 			return nil, &ConflictError{Key: bytes.Clone(m.Key), Revision: cur.mod}
+		}
+		if !ok && t.Start < sm.compactRev {
+			// A deleted key's history below the compaction point may
+			// have been collected (gc.go): it may have been written
+			// after the start, as far as the shard can tell.
+			return nil, &ConflictError{Key: bytes.Clone(m.Key), Revision: sm.compactRev}
 		}
 	}
 	if t.OnePhase {
@@ -733,6 +750,9 @@ func (sm *StateMachine) applyCommitTxn(b *pebble.Batch, c *Command) (*Result, er
 			return nil, fmt.Errorf("%w: transaction %d committed at %d, not %d", ErrBadCommand, t.Start, rev, t.Commit)
 		case !ok:
 			if l, locked := sm.locks[string(t.Primary)]; !locked || l.Start != t.Start {
+				if sm.forgottenUndecided(t.Primary, t.Start) {
+					return nil, fmt.Errorf("%w: commit of transaction %d (primary %q)", ErrTxnForgotten, t.Start, t.Primary)
+				}
 				// Neither lock nor outcome: the prewrite never applied.
 				return nil, fmt.Errorf("%w: transaction %d holds no lock on its primary %q", ErrTxnAborted, t.Start, t.Primary)
 			}
@@ -768,6 +788,9 @@ func (sm *StateMachine) applyRollbackTxn(b *pebble.Batch, c *Command) (*Result, 
 		if ok && st == TxnCommitted {
 			return nil, fmt.Errorf("%w: transaction %d at %d", ErrTxnCommitted, t.Start, rev)
 		}
+		if !ok && sm.forgottenUndecided(t.Primary, t.Start) {
+			return nil, fmt.Errorf("%w: rollback of transaction %d (primary %q)", ErrTxnForgotten, t.Start, t.Primary)
+		}
 		if !ok {
 			sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0)
 		}
@@ -782,20 +805,23 @@ func (sm *StateMachine) applyRollbackTxn(b *pebble.Batch, c *Command) (*Result, 
 
 // applyCheckTxn answers the outcome of c's transaction from its primary
 // (see the notes above), rolling it back if its primary lock expired or
-// was never written.
-func (sm *StateMachine) applyCheckTxn(b *pebble.Batch, c *Command) *Result {
+// was never written. A forgotten transaction with neither is refused
+// with ErrTxnForgotten, writing nothing (see gc.go).
+func (sm *StateMachine) applyCheckTxn(b *pebble.Batch, c *Command) (*Result, error) {
 	t := c.Step
 	if st, rev, ok := sm.txnRecord(b, t.Primary, t.Start); ok {
-		return &Result{Succeeded: true, Status: st, Revision: rev}
+		return &Result{Succeeded: true, Status: st, Revision: rev}, nil
 	}
 	if l, ok := sm.locks[string(t.Primary)]; ok && l.Start == t.Start {
 		if !l.Expired(t.Now) {
-			return &Result{Succeeded: true, Status: TxnPending}
+			return &Result{Succeeded: true, Status: TxnPending}, nil
 		}
 		sm.dropLock(b, t.Primary)
+	} else if sm.forgottenUndecided(t.Primary, t.Start) {
+		return nil, fmt.Errorf("%w: check of transaction %d (primary %q)", ErrTxnForgotten, t.Start, t.Primary)
 	}
 	sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0)
-	return &Result{Succeeded: true, Status: TxnRolledBack}
+	return &Result{Succeeded: true, Status: TxnRolledBack}, nil
 }
 
 // splitLocks hands the locks of keys at or above key, and the outcomes

@@ -37,6 +37,10 @@ type Result struct {
 	// the checksum). Checksums are never recorded in the client table, so
 	// Index is not part of the encoding.
 	Index uint64
+	// CollectedKeys and CollectedTxns: for a GC, how many deleted keys
+	// and outcome records it collected. Collections are never recorded
+	// in the client table, so they are not part of the encoding.
+	CollectedKeys, CollectedTxns int
 }
 
 // resultFormat is the leading byte of an encoded Result (as stored in the

@@ -64,6 +64,12 @@ type Store struct {
 		sync.Mutex
 		calls map[ShardID]*resolveCall
 	}
+	// gc holds, per shard, where the next collection pass resumes (see
+	// CollectGarbage).
+	gc struct {
+		sync.Mutex
+		cursors map[ShardID]GCCursor
+	}
 }
 
 // NewStore returns a Store using cfg, which must be valid and must be the
@@ -81,6 +87,7 @@ func NewStore(cfg Config, oracle Oracle) (*Store, error) {
 	s.mu.creating = make(map[ShardID]*Descriptor)
 	s.mu.feeds = make(map[ShardID]*feed)
 	s.resolving.calls = make(map[ShardID]*resolveCall)
+	s.gc.cursors = make(map[ShardID]GCCursor)
 	return s, nil
 }
 
