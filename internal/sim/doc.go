@@ -72,7 +72,12 @@
 //     the fleet's oracle makes them follow real time; an attempt refused
 //     for a stale revision is stamped anew and sent again (restamped= in
 //     the stats), and writes prune their keys' history past 200 ms of
-//     revisions, so every seed prunes. A
+//     revisions, so every seed prunes. Every 50 steps each node's
+//     history collector (historygc.go, as a shardnode's
+//     Store.CollectGarbage) proposes on the shards it leads the deleted
+//     keys below the compaction point and the outcome records past their
+//     500 ms retention it found, so every check below runs with
+//     collection on (historygc= keys/records/passes in the stats). A
 //     read follows shard.Store.Get: wait for the engine's read barrier,
 //     read Pebble, then check the replica still exists (it may have applied
 //     its own removal and deleted its data meanwhile) and still owns the

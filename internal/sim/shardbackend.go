@@ -37,8 +37,10 @@ var simEpoch = shard.Epoch{ConfVer: 1, Version: 1}
 // shardConfig is the Config of every shard state machine of a run. Its
 // retention is 200 ms of revisions, which the run's revisions (see
 // shardBackend.encode) cover in 200 steps: a run prunes history many
-// times over.
-var shardConfig = shard.Config{HistoryRetention: 200 * time.Millisecond}
+// times over. Transactions' outcome records are kept 500 ms (500 steps,
+// six times the bank's lock TTL) past their start, so the collector
+// (historygc.go) removes those of a run's first transactions during it.
+var shardConfig = shard.Config{HistoryRetention: 200 * time.Millisecond, TxnRecordRetention: 500 * time.Millisecond}
 
 // newShardBackend returns the backend of a run whose current step step
 // returns.

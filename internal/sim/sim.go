@@ -212,6 +212,9 @@ type Stats struct {
 	// and writers, waits on a pending lock; audits.
 	BankCommitted, BankOnePhase, BankConflicts, BankUnknown, BankAbandoned int
 	BankCrashed, BankResolved, BankRolledBack, BankWaited, BankAudits      int
+	// History collection (historygc.go): KindGC commands proposed, and
+	// deleted keys and outcome records the applied ones collected.
+	HistoryGCPasses, HistoryGCKeys, HistoryGCTxns int
 }
 
 func (s Stats) String() string {
@@ -232,8 +235,11 @@ func (s Stats) String() string {
 			s.ReplicasCollected, s.SplitsWhileDown, s.ReAdds)
 	}
 	watch := ""
+	if s.HistoryGCPasses > 0 {
+		watch = fmt.Sprintf(" historygc=%d/%d/%d", s.HistoryGCKeys, s.HistoryGCTxns, s.HistoryGCPasses)
+	}
 	if s.WatchSessions > 0 {
-		watch = fmt.Sprintf(" watches=%d wevents=%d wresumes=%d wmoves=%d wcompacted=%d wregress=%d readsat=%d",
+		watch += fmt.Sprintf(" watches=%d wevents=%d wresumes=%d wmoves=%d wcompacted=%d wregress=%d readsat=%d",
 			s.WatchSessions, s.WatchEvents, s.WatchResumes, s.WatchMoves, s.WatchCompacted, s.WatchRegressions, s.ReadsAt)
 	}
 	return fmt.Sprintf("steps=%d msgs=%d dropped=%d dup=%d snaps=%d/%d cut=%d crashes=%d partitions=%d isolations=%d minoritylease=%d transfers=%d reconfigs=%d reconfcuts=%d splits=%d wrongshard=%d restamped=%d diskfaults=%d/%d ops=%d acked=%d ambiguous=%d abandoned=%d reads=%d stale=%d notleader=%d propdropped=%d unexpected=%d retried=%d terms=%d converge=%d finalretries=%d unstable=%d",
@@ -275,6 +281,9 @@ type simulation struct {
 	// bank: the bank's coordinators' records and its checks' samples
 	// (shard backend, with leases; bank.go).
 	bank *bankState
+	// historyGC: the history collector's cursors and counts
+	// (historygc.go).
+	historyGC historyGC
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -356,6 +365,7 @@ func (s *simulation) result() *Result {
 	}
 	res.Stats.Steps = s.step
 	res.Stats.LeaderTermsSeen = len(s.leaders)
+	res.Stats.HistoryGCPasses, res.Stats.HistoryGCKeys, res.Stats.HistoryGCTxns = s.historyGC.passes, s.historyGC.keys, s.historyGC.txns
 	if st := s.leases; st != nil {
 		res.Stats.LeasesGranted, res.Stats.LeaseKeepAlives, res.Stats.LeasesRevoked = st.stats.granted, st.stats.kept, st.stats.revoked
 		res.Stats.LeaseReads, res.Stats.LeaseReadsFenced, res.Stats.LeaseDeletes = st.stats.reads, st.stats.fenced, st.stats.deletes
@@ -596,6 +606,9 @@ func (s *simulation) advance(workload bool) {
 	s.issue(workload)
 	if s.step%sampleEvery == 0 {
 		s.sample()
+	}
+	if s.step%historyGCEvery == 0 {
+		s.collectHistory()
 	}
 }
 

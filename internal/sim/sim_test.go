@@ -149,6 +149,9 @@ func TestSimulation(t *testing.T) {
 			leases.BankWaited += st.BankWaited
 			leases.BankAudits += st.BankAudits
 		}
+		leases.HistoryGCPasses += res.Stats.HistoryGCPasses
+		leases.HistoryGCKeys += res.Stats.HistoryGCKeys
+		leases.HistoryGCTxns += res.Stats.HistoryGCTxns
 		if res.Stats.ElectionsAfterHeal > 0 {
 			unstableSeeds++
 			unstableGroups += res.Stats.ElectionsAfterHeal
@@ -189,6 +192,9 @@ func TestSimulation(t *testing.T) {
 	if b := leases; b.BankCommitted+b.BankConflicts > 0 {
 		fmt.Printf("sim: bank: transfers committed %d (%d in one phase), refused %d, outcome unknown %d, abandoned %d, coordinators stopped mid-commit %d; locks resolved forward %d, back %d, waits on a pending lock %d; audits %d\n",
 			b.BankCommitted, b.BankOnePhase, b.BankConflicts, b.BankUnknown, b.BankAbandoned, b.BankCrashed, b.BankResolved, b.BankRolledBack, b.BankWaited, b.BankAudits)
+	}
+	if leases.HistoryGCPasses > 0 {
+		fmt.Printf("sim: history gc: %d deleted keys and %d outcome records collected by %d passes\n", leases.HistoryGCKeys, leases.HistoryGCTxns, leases.HistoryGCPasses)
 	}
 	if unstableSeeds > 0 {
 		fmt.Printf("sim: note: %d groups in %d seeds elected a new leader after every fault had healed (known engine issue, see doc.go)\n", unstableGroups, unstableSeeds)
