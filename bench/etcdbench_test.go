@@ -50,3 +50,24 @@ func TestEtcdToolTable(t *testing.T) {
 		t.Fatalf("table:\n%s", b.String())
 	}
 }
+
+func TestDriverCheckTable(t *testing.T) {
+	dc := &DriverCheck{ToolVersion: "v3.6.10", EtcdVersion: "v3.6.16", Target: EtcdTargetLeader, Clients: 100, Conns: 1,
+		Total: 20000, DurationS: 5, Keys: 10000, ValueSize: 256}
+	for i, v := range []float64{900, 1100, 1000} {
+		dc.Runs = append(dc.Runs, DriverCheckRun{Run: i + 1, ToolFirst: i%2 == 0, ToolReqPerSec: v * 0.9, DriverOpsPerSec: v,
+			ToolP99Ms: v / 100, DriverP99Ms: v / 50})
+	}
+	m := dc.median()
+	if m.ToolReqPerSec != 900 || m.DriverOpsPerSec != 1000 || m.DriverP99Ms != 20 {
+		t.Fatalf("median: %+v", m)
+	}
+	var b strings.Builder
+	dc.WriteTable(&b)
+	out := b.String()
+	for _, want := range []string{"requests to leader", "100 clients on 1 connections", "median", "0.90x", "tool", "driver"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -8,6 +8,7 @@
 //	flotilla-bench failover [flags]   per-shard unavailability after SIGKILL of a leader
 //	flotilla-bench etcd-tool [flags]  Flotilla's etcd API and etcd under etcd's benchmark tool
 //	flotilla-bench curve [flags]      Flotilla and etcd at 1, 10, 100 and 1,000 clients: a table and plots
+//	flotilla-bench driver-check [flags]  etcd's benchmark tool beside the suite's etcd driver, on the same etcd
 //
 // Users run it as 'flotilla bench ...': the flotilla client executes
 // flotilla-bench found next to itself, then on $PATH. It is a binary of
@@ -44,17 +45,19 @@ Subcommands:
   failover  steady writes, SIGKILL of the node with the most leaders: per-shard unavailability
   etcd-tool Flotilla's etcd API and etcd driven by etcd's own benchmark tool; one table with the ratio
   curve     compare at several client counts (1, 10, 100, 1000) in one invocation: a markdown table and plots
+  driver-check  etcd's own benchmark tool and the suite's etcd driver in turn on the same etcd; both figures and their ratio
 
 Run 'flotilla bench SUBCOMMAND --help' for the flags of each.`
 
 // benchCommands are the subcommands of 'flotilla bench'.
 var benchCommands = map[string]func(ctx context.Context, args []string, out io.Writer) error{
-	"compare":   runBenchCompare,
-	"engine":    runBenchEngine,
-	"idle":      runBenchIdle,
-	"failover":  runBenchFailover,
-	"etcd-tool": runBenchEtcdTool,
-	"curve":     runBenchCurve,
+	"compare":      runBenchCompare,
+	"engine":       runBenchEngine,
+	"idle":         runBenchIdle,
+	"failover":     runBenchFailover,
+	"etcd-tool":    runBenchEtcdTool,
+	"curve":        runBenchCurve,
+	"driver-check": runBenchDriverCheck,
 }
 
 func runBench(ctx context.Context, args []string, out io.Writer) error {
