@@ -30,6 +30,14 @@
 // since that revision (shared by the reads waiting on the same shard).
 // Serializable reads skip both and read any replica's latest state.
 //
+// A shard's data at a revision its replica resolved past is final, on
+// every replica alike, so a read at a revision need not go to the
+// leaders: where Config.LocalResolved says this node's own replicas of
+// the range resolved past the revision (a shardnode asks its store), the
+// read goes to them (router.Stale, local replica first) and costs no
+// round trip to another node; otherwise it goes to the leaders, which
+// resolve first if needed. Either way the answer is the same.
+//
 // # Writes and transactions
 //
 // Put is a router put (a one-key transaction when it returns the previous

@@ -29,6 +29,13 @@ type testAPI struct {
 // startAPI starts a testAPI; everything stops when the test ends.
 func startAPI(t testing.TB) *testAPI {
 	t.Helper()
+	return startAPIWith(t, nil)
+}
+
+// startAPIWith is startAPI with the Server's Config adjusted by adjust
+// (nil: as startAPI).
+func startAPIWith(t testing.TB, adjust func(*Config)) *testAPI {
+	t.Helper()
 	f := flt.New(t, 3, "--heartbeat-interval", "250ms")
 	f.AddPlacement(1, "--heartbeat-interval", "250ms", "--schedule-interval", "250ms", "--initial-shards", "4")
 	f.StartPlacement()
@@ -40,7 +47,11 @@ func startAPI(t testing.TB) *testAPI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rc.Close() })
-	s, err := New(Config{Router: rc, ClusterID: 0x10, MemberID: 1})
+	cfg := Config{Router: rc, ClusterID: 0x10, MemberID: 1}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,10 @@ import (
 // serializable reads go to any replica (router.Stale) and skip the fresh
 // revision: they are read at the latest revision of the first replica
 // asked (for a span, still one snapshot), possibly stale, as etcd's
-// serializable reads may be.
+// serializable reads may be. Other reads, at the fresh revision or at
+// req.Revision, go to this node's own replicas when Config.LocalResolved
+// says they resolved past the revision (readsLocally), else to the
+// leaders: the data there at that revision is final either way.
 //
 // Cost: etcd always answers count, the number of keys in the range
 // before the limit. A Range whose answer is in key order without revision
@@ -59,7 +62,10 @@ import (
 // reads and writes) and, in each shard it reads that has not resolved
 // past it (written, or resolved, since), a Resolve through Raft before
 // the read: more than the quorum check a read of a shard's own latest
-// state needs, the price of one revision order across shards.
+// state needs, the price of one revision order across shards. Where this
+// node's replicas resolved past the revision already (a shard read
+// again with no write since, or whose write reached this replica), the
+// read is theirs and crosses no other node.
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if err := checkRange(req); err != nil {
 		return nil, err
@@ -119,6 +125,11 @@ func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.Range
 	}
 	key := req.GetKey()
 	start, end, single, empty := etcdSpan(key, req.GetRangeEnd())
+	if !stale && s.readsLocally(start, end, single || empty, rev) {
+		// The node's own replicas resolved past rev: their data at rev is
+		// the leaders', and reading it here saves the hop to them.
+		opts = append(opts, router.WithConsistency(router.Stale))
+	}
 	if single || empty {
 		res, err := s.r.GetAt(ctx, key, rev, opts...)
 		if err != nil {
@@ -169,6 +180,20 @@ func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.Range
 	resp := shapeRange(req, res.KVs, res.Revision)
 	resp.Count = count
 	return resp, res.Revision, nil
+}
+
+// readsLocally reports whether a read at rev of [start, end) (the key
+// start alone with point) may go to this node's own replicas
+// (Config.LocalResolved): they resolved past rev, so they answer it as
+// the leaders would.
+func (s *Server) readsLocally(start, end []byte, point bool, rev uint64) bool {
+	if s.cfg.LocalResolved == nil {
+		return false
+	}
+	if point {
+		end = nil
+	}
+	return s.cfg.LocalResolved(start, end, rev)
 }
 
 // maxPagedLimit bounds the limits readRange reads page by page (limit+1

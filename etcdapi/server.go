@@ -51,6 +51,18 @@ type Config struct {
 	// Nil: Router.Now, a call to a node; a shardnode passes its own
 	// store's, which shares the oracle calls stamping its writes.
 	Now func(ctx context.Context) (uint64, error)
+	// LocalResolved reports whether this node holds a replica of every
+	// shard of [start, end) (end nil: of the key start alone) that has
+	// resolved past rev: the data there at rev is final, so a read at rev
+	// from those replicas answers what the leaders would, without a round
+	// trip to them. Reads at a revision ask it; when it holds they read
+	// the node's own replicas (router.Stale, which goes to the local
+	// replica first), else they go to the leaders, which resolve the
+	// shard first if needed. It must be cheap and safe for concurrent
+	// use; an answer that turns stale before the read (the replica was
+	// moved away) only costs the router a retry on another replica. Nil:
+	// reads at a revision go to the leaders, unless serializable.
+	LocalResolved func(start, end []byte, rev uint64) bool
 	// Local reports this member's own Raft and storage figures for
 	// Maintenance.Status (see LocalStatus). Nil: Status reports zeros.
 	Local func(ctx context.Context) (LocalStatus, error)

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -81,6 +85,7 @@ func startEtcd(n etcdNode) (*grpc.Server, net.Listener, error) {
 		SelfURLs:              []string{n.selfURL},
 		Version:               etcdAPIVersion,
 		Now:                   n.store.LastWrite,
+		LocalResolved:         newLocalReplicas(n.store).resolved,
 		Local:                 n.local,
 		WatchProgressInterval: n.cfg.EtcdProgressInterval,
 		Logger:                n.logger.With("component", "etcdapi"),
@@ -148,4 +153,96 @@ func (n etcdNode) local(context.Context) (etcdapi.LocalStatus, error) {
 	st.DBSizeBytes = int64(n.db.Metrics().DiskSpaceUsage())
 	st.DBSizeInUseBytes = st.DBSizeBytes
 	return st, nil
+}
+
+// localReplicasRefresh is how often at most localReplicas lists the
+// node's replicas again after a lookup missed: a miss is either a change
+// of the replicas (a split, a move), which the next list catches, or a
+// key no replica here holds, which no list would find.
+const localReplicasRefresh = time.Second
+
+// localReplicas answers the etcd API's Config.LocalResolved from the
+// node's own replicas: their descriptors, listed once and kept sorted by
+// start key until a lookup misses, and each replica's resolved revision,
+// read live. A kept descriptor never makes a wrong answer: its shard is
+// asked at the descriptor's epoch, which a split or a change of replicas
+// refuses, and a refusal is a miss. Safe for concurrent use.
+type localReplicas struct {
+	store *shard.Store
+	descs atomic.Pointer[[]shard.Descriptor]
+	mu    struct {
+		sync.Mutex
+		listed time.Time
+	}
+}
+
+func newLocalReplicas(store *shard.Store) *localReplicas {
+	l := &localReplicas{store: store}
+	l.list()
+	return l
+}
+
+// resolved reports whether this node's replicas cover [start, end) (end
+// nil: the key start alone), each resolved past rev (see
+// etcdapi.Config.LocalResolved).
+func (l *localReplicas) resolved(start, end []byte, rev uint64) bool {
+	if coversResolved(*l.descs.Load(), start, end, rev, l.resolvedOf) {
+		return true
+	}
+	l.mu.Lock()
+	stale := time.Since(l.mu.listed) >= localReplicasRefresh
+	if stale {
+		l.mu.listed = time.Now()
+	}
+	l.mu.Unlock()
+	if !stale {
+		return false
+	}
+	return coversResolved(l.list(), start, end, rev, l.resolvedOf)
+}
+
+// list lists the node's replicas afresh, sorted by start key, and keeps
+// the list.
+func (l *localReplicas) list() []shard.Descriptor {
+	descs := l.store.Descriptors()
+	slices.SortFunc(descs, func(a, b shard.Descriptor) int { return bytes.Compare(a.Start, b.Start) })
+	l.descs.Store(&descs)
+	return descs
+}
+
+// resolvedOf returns the revision d's replica on this node resolved, if
+// it still has d's epoch; false if it does not, or has no such replica.
+func (l *localReplicas) resolvedOf(d *shard.Descriptor) (uint64, bool) {
+	// A stale read passes no barrier: it only checks the replica and its
+	// epoch and returns at once.
+	rev, err := l.store.LatestRevision(context.Background(), d.ShardID, d.Epoch, multiraft.ReadStale)
+	return rev, err == nil
+}
+
+// coversResolved reports whether descs (disjoint, sorted by start key)
+// cover [start, end) (end nil: the key start alone) and resolvedOf says
+// each of those covering it resolved past rev.
+func coversResolved(descs []shard.Descriptor, start, end []byte, rev uint64, resolvedOf func(*shard.Descriptor) (uint64, bool)) bool {
+	key := start
+	// The first descriptor that does not end at or before key.
+	i, _ := slices.BinarySearchFunc(descs, key, func(d shard.Descriptor, k []byte) int {
+		if len(d.End) != 0 && bytes.Compare(d.End, k) <= 0 {
+			return -1
+		}
+		return 1
+	})
+	for ; i < len(descs); i++ {
+		d := &descs[i]
+		if !d.ContainsKey(key) {
+			return false // a gap: no replica here holds key
+		}
+		if r, ok := resolvedOf(d); !ok || r < rev {
+			return false
+		}
+		if end == nil || len(d.End) == 0 || bytes.Compare(d.End, end) >= 0 {
+			return true
+		}
+		key = d.End
+	}
+	return false
 }
