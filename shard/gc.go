@@ -296,7 +296,8 @@ func (p *GCPlan) Empty() bool { return len(p.Step.Keys) == 0 && len(p.Step.Txns)
 // desc describes, from r (the node's Pebble, or a snapshot of it), with
 // cfg (the Config every replica runs with): deleted keys whose tombstone
 // is below the compaction point r holds, and outcome records of
-// transactions forgotten at timestamp now (a fresh oracle timestamp). It
+// transactions forgotten at timestamp now (a fresh oracle timestamp; 0
+// chooses no record). It
 // examines at most budget keys and budget records (budget <= 0:
 // DefaultGCBudget) from cur on, and chooses at most cfg.MaxBatchOps
 // candidates. It only reads; Apply decides again what it deletes. The
@@ -434,19 +435,24 @@ func (s *Store) CollectGarbage(ctx context.Context, shard ShardID, budget int) (
 	if err := e.CheckLeader(shard); err != nil {
 		return GCStats{}, err
 	}
-	// The records' age is judged at a fresh timestamp: the command's
-	// own revision, stamped later, is above it, so what qualifies here
-	// still qualifies at apply by age.
-	now, err := s.stamp.oracle.Next(ctx, 1)
-	if err != nil {
-		return GCStats{}, fmt.Errorf("shard: a timestamp for collecting shard %d: %w", shard, err)
+	snap := e.DB().NewSnapshot()
+	defer snap.Close()
+	// The records' age is judged at a fresh timestamp (shared with the
+	// writes' stamping): the command's own revision, stamped later, is
+	// above it, so what qualifies here still qualifies at apply by age. A
+	// shard without records (most) needs none.
+	var now uint64
+	if has, err := hasTxnRecords(snap, shard); err != nil {
+		return GCStats{}, fmt.Errorf("shard: planning the collection of shard %d: %w", shard, err)
+	} else if has {
+		if now, err = s.Now(ctx); err != nil {
+			return GCStats{}, fmt.Errorf("shard: a timestamp for collecting shard %d: %w", shard, err)
+		}
 	}
 	s.gc.Lock()
 	cur := s.gc.cursors[shard]
 	s.gc.Unlock()
-	snap := e.DB().NewSnapshot()
-	p, err := PlanGC(snap, s.cfg, d, cur, uint64(now), budget)
-	snap.Close()
+	p, err := PlanGC(snap, s.cfg, d, cur, now, budget)
 	if err != nil {
 		return GCStats{}, fmt.Errorf("shard: planning the collection of shard %d: %w", shard, err)
 	}
@@ -463,6 +469,17 @@ func (s *Store) CollectGarbage(ctx context.Context, shard ShardID, budget int) (
 	s.gc.cursors[shard] = p.Next
 	s.gc.Unlock()
 	return st, nil
+}
+
+// hasTxnRecords reports whether r holds any outcome record of shard.
+func hasTxnRecords(r pebble.Reader, shard ShardID) (bool, error) {
+	lo, hi := keys.ShardSpan(uint64(shard), keys.ShardTxn)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return false, err
+	}
+	has := it.First()
+	return has, it.Close()
 }
 
 // forgetGCCursor drops shard's cursor (the shard left this node).
