@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/shard"
+)
+
+// History collection
+//
+// Writes prune the old versions of the keys they write, but the history
+// of a deleted key and the outcome records of transactions across
+// shards are never written again: the node collects them (shard/gc.go)
+// with one goroutine, historyCollector, which every interval runs one
+// bounded pass (Store.CollectGarbage: at most budget keys and budget
+// records examined, resuming where the last pass stopped) over each
+// shard this node leads. A pass that finds nothing proposes nothing, so
+// idle shards stay quiesced; a shard of millions of keys is collected
+// over many rounds, never blocking its worker for long.
+
+// historyGCConfig configures the node's history collector.
+type historyGCConfig struct {
+	// Interval is the time between rounds; 0 disables collection.
+	Interval time.Duration
+	// Budget is how many keys, and how many outcome records, one pass
+	// over one shard examines.
+	Budget int
+}
+
+// Defaults of the history collector: a round every 10 seconds keeps the
+// history of deleted keys within seconds of the compaction point (itself
+// 5 minutes behind), at one pass of at most 1024 metas per led shard.
+const (
+	defaultHistoryGCInterval = 10 * time.Second
+	defaultHistoryGCBudget   = shard.DefaultGCBudget
+	// historyGCPassTimeout bounds one pass (its timestamp and its
+	// command's commit).
+	historyGCPassTimeout = 10 * time.Second
+)
+
+// defaultHistoryGC is the collector's configuration when no flag sets it.
+func defaultHistoryGC() historyGCConfig {
+	return historyGCConfig{Interval: defaultHistoryGCInterval, Budget: defaultHistoryGCBudget}
+}
+
+// registerFlags adds --history-gc-interval and --history-gc-budget to
+// fs, with c's values as defaults.
+func (c *historyGCConfig) registerFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.Interval, "history-gc-interval", c.Interval,
+		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point, and outcome records of transactions across shards started more than an hour ago; 0 disables it")
+	fs.IntVar(&c.Budget, "history-gc-budget", c.Budget,
+		"how many keys, and how many transaction outcome records, one collection pass examines per shard (a pass resumes where the last stopped)")
+}
+
+// validate adds c's problems to p.
+func (c historyGCConfig) validate(p *cli.Problems) {
+	if c.Interval < 0 {
+		p.Addf("--history-gc-interval must not be negative, got %s", c.Interval)
+	}
+	if c.Budget < 1 {
+		p.Addf("--history-gc-budget must be positive, got %d", c.Budget)
+	}
+}
+
+// historyCollector runs the node's collection rounds.
+type historyCollector struct {
+	cfg    historyGCConfig
+	engine *multiraft.Engine
+	store  *shard.Store
+	logger *slog.Logger
+}
+
+// run collects every cfg.Interval until ctx ends.
+func (h *historyCollector) run(ctx context.Context) {
+	t := time.NewTicker(h.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.round(ctx)
+	}
+}
+
+// round runs one pass over each shard this node leads, one at a time,
+// and returns what they collected.
+func (h *historyCollector) round(ctx context.Context) (keys, txns int) {
+	for _, g := range h.engine.Summaries() {
+		if !g.Leading {
+			continue
+		}
+		if ctx.Err() != nil {
+			return keys, txns
+		}
+		pctx, cancel := context.WithTimeout(ctx, historyGCPassTimeout)
+		st, err := h.store.CollectGarbage(pctx, g.Group, h.cfg.Budget)
+		cancel()
+		var nl *multiraft.NotLeaderError
+		switch {
+		case err == nil:
+		case errors.As(err, &nl), errors.Is(err, shard.ErrShardNotFound), ctx.Err() != nil:
+			// Leadership or the replica moved since the summary: the
+			// next leader collects.
+			continue
+		default:
+			h.logger.Warn("collecting history", "shard", g.Group, "err", err)
+			continue
+		}
+		keys += st.CollectedKeys
+		txns += st.CollectedTxns
+		if st.CollectedKeys+st.CollectedTxns > 0 {
+			h.logger.Debug("collected history", "shard", g.Group, "keys", st.CollectedKeys, "txns", st.CollectedTxns)
+		}
+	}
+	return keys, txns
+}
