@@ -148,6 +148,7 @@ func (s *Service) nodeStatus(n NodeRecord, st *nodeState, now time.Time) *pb.Nod
 		}
 		out.Replicas, out.Leaders, out.UsedBytes, out.Load = uint32(len(st.replicas)), uint32(st.leaders), st.usedBytes, st.load
 		out.Leases = st.leases
+		out.RequestP99Seconds, out.CpuCores = st.p99Seconds, st.cpuCores
 	}
 	if n.Draining {
 		out.State = pb.NodeState_NODE_STATE_DRAINING

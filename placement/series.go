@@ -10,11 +10,11 @@ import (
 )
 
 // The leader keeps, for the last hour, a time series per node of what its
-// heartbeats say: load (requests/s) and bytes (of all its replicas, as
-// the shards' leaders report their sizes). Like the rest of the view it
-// is soft state: a new leader starts with none, and a follower has none.
-// Heartbeats carry no latency or CPU figures, so there are no series of
-// them.
+// heartbeats say: load (requests/s), bytes (of all its replicas, as the
+// shards' leaders report their sizes), the p99 latency of the requests it
+// served and the CPU its process used (both over the interval its
+// heartbeat covers). Like the rest of the view it is soft state: a new
+// leader starts with none, and a follower has none.
 
 const (
 	// seriesStep is the width of one point: the last heartbeat of a node
@@ -30,6 +30,8 @@ type seriesPoint struct {
 	load         float64
 	replicaBytes uint64
 	replicas     int
+	p99Seconds   float64
+	cpuCores     float64
 }
 
 // recordLocked adds node's reading at now to its series: n as the
@@ -37,7 +39,7 @@ type seriesPoint struct {
 // are their shards' sizes as the view has them. Points older than
 // seriesKeep are dropped.
 func (v *view) recordLocked(node multiraft.NodeID, n *nodeState, replicas []*pb.ReplicaReport, now time.Time) {
-	p := seriesPoint{at: now.Truncate(seriesStep), load: n.load, replicas: len(replicas)}
+	p := seriesPoint{at: now.Truncate(seriesStep), load: n.load, replicas: len(replicas), p99Seconds: n.p99Seconds, cpuCores: n.cpuCores}
 	for _, r := range replicas {
 		if st := v.mu.shards[shard.ShardID(r.GetShardId())]; st != nil {
 			p.replicaBytes += st.sizeBytes
@@ -89,14 +91,19 @@ type SeriesPage struct {
 }
 
 // NodeSeries is one node's series: TimesMs[i] (the start of a step, Unix
-// milliseconds) goes with Load[i] (requests/s), ReplicaBytes[i] and
-// Replicas[i]. A node silent for a while has no points for it.
+// milliseconds) goes with Load[i] (requests/s), ReplicaBytes[i],
+// Replicas[i], P99Seconds[i] (the p99 latency of the KV requests the node
+// served over the heartbeat interval, 0 when it served none) and
+// CPUCores[i] (its process's CPU over that interval, in cores). A node
+// silent for a while has no points for it.
 type NodeSeries struct {
 	NodeID       uint64    `json:"node_id"`
 	TimesMs      []int64   `json:"times_ms"`
 	Load         []float64 `json:"load"`
 	ReplicaBytes []uint64  `json:"replica_bytes"`
 	Replicas     []int     `json:"replicas"`
+	P99Seconds   []float64 `json:"p99_seconds"`
+	CPUCores     []float64 `json:"cpu_cores"`
 }
 
 // seriesPage builds the SeriesPage at now from the view.
@@ -104,12 +111,15 @@ func (v *view) seriesPage(now time.Time) SeriesPage {
 	page := SeriesPage{StepMs: seriesStep.Milliseconds(), KeepMs: seriesKeep.Milliseconds(), NowMs: now.UnixMilli(), Nodes: []NodeSeries{}}
 	all := v.nodeSeries(now)
 	for _, id := range sortedIDs(all) {
-		ns := NodeSeries{NodeID: uint64(id), TimesMs: []int64{}, Load: []float64{}, ReplicaBytes: []uint64{}, Replicas: []int{}}
+		ns := NodeSeries{NodeID: uint64(id), TimesMs: []int64{}, Load: []float64{}, ReplicaBytes: []uint64{}, Replicas: []int{},
+			P99Seconds: []float64{}, CPUCores: []float64{}}
 		for _, p := range all[id] {
 			ns.TimesMs = append(ns.TimesMs, p.at.UnixMilli())
 			ns.Load = append(ns.Load, p.load)
 			ns.ReplicaBytes = append(ns.ReplicaBytes, p.replicaBytes)
 			ns.Replicas = append(ns.Replicas, p.replicas)
+			ns.P99Seconds = append(ns.P99Seconds, p.p99Seconds)
+			ns.CPUCores = append(ns.CPUCores, p.cpuCores)
 		}
 		page.Nodes = append(page.Nodes, ns)
 	}

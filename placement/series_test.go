@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // TestSeriesKeepsTheLastHour: one point per node per step (the step's
@@ -108,5 +109,46 @@ func TestSeriesServedByTheLeaderOnly(t *testing.T) {
 	code, body = get()
 	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "kept by the placement leader (10.0.0.2:7000)") {
 		t.Fatalf("follower: %d %s", code, body)
+	}
+}
+
+// TestSeriesLatencyAndCPU: a heartbeat's p99 latency and CPU are the
+// node's figures in the node listing and its points in the series, one
+// per step.
+func TestSeriesLatencyAndCPU(t *testing.T) {
+	f := newStatusFleet(t, 2)
+	f.now = time.Unix(36000, 0)
+	for i := range 3 {
+		f.s.view.heartbeat(&pb.HeartbeatRequest{NodeId: 1, RequestP99Seconds: 0.002 * float64(i+1), CpuCores: 0.5 + float64(i)}, f.now)
+		f.s.view.heartbeat(&pb.HeartbeatRequest{NodeId: 2}, f.now)
+		f.now = f.now.Add(seriesStep)
+	}
+	page := f.s.view.seriesPage(f.now)
+	if len(page.Nodes) != 2 {
+		t.Fatalf("series of %d nodes, want 2", len(page.Nodes))
+	}
+	n1, n2 := page.Nodes[0], page.Nodes[1]
+	if !slices.Equal(n1.P99Seconds, []float64{0.002, 0.004, 0.006}) || !slices.Equal(n1.CPUCores, []float64{0.5, 1.5, 2.5}) {
+		t.Errorf("node 1's p99 %v and CPU %v, want [0.002 0.004 0.006] and [0.5 1.5 2.5]", n1.P99Seconds, n1.CPUCores)
+	}
+	if !slices.Equal(n2.P99Seconds, []float64{0, 0, 0}) || len(n2.CPUCores) != 3 {
+		t.Errorf("node 2 (served nothing): p99 %v, CPU %v", n2.P99Seconds, n2.CPUCores)
+	}
+	resp, err := f.s.listNodes(t.Context(), &pb.ListNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := resp.GetNodes()[0]; n.GetRequestP99Seconds() != 0.006 || n.GetCpuCores() != 2.5 {
+		t.Errorf("node 1 listed with p99 %v and CPU %v, want its last heartbeat's 0.006 and 2.5", n.GetRequestP99Seconds(), n.GetCpuCores())
+	}
+	// The page's JSON names them as the status page's script reads them.
+	b, err := json.Marshal(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"p99_seconds":[0.002,0.004,0.006]`, `"cpu_cores":[0.5,1.5,2.5]`} {
+		if !strings.Contains(string(b), field) {
+			t.Errorf("series JSON lacks %s: %s", field, b)
+		}
 	}
 }

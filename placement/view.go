@@ -53,6 +53,10 @@ type nodeState struct {
 	// leases is how many leases the node counts time for (those whose
 	// home shards it leads); 0 from a node older than leases.
 	leases uint64
+	// p99Seconds and cpuCores are the node's request latency p99 and
+	// process CPU over its last heartbeat interval (0 from a node older
+	// than them).
+	p99Seconds, cpuCores float64
 }
 
 type shardState struct {
@@ -93,6 +97,7 @@ func (v *view) heartbeat(req *pb.HeartbeatRequest, now time.Time) {
 	}
 	n.lastBeat, n.usedBytes, n.load, n.replicas, n.leaders = now, req.GetUsedBytes(), req.GetLoad(), req.GetReplicas(), 0
 	n.leases = req.GetLeases()
+	n.p99Seconds, n.cpuCores = req.GetRequestP99Seconds(), req.GetCpuCores()
 	for counter, id := range reportedIDs(req) {
 		v.mu.inUse[counter] = max(v.mu.inUse[counter], id)
 	}

@@ -90,6 +90,9 @@ type Config struct {
 	GCInterval        time.Duration
 	GCLeaderlessAfter time.Duration
 	GCEmptyAfter      time.Duration
+	// Capacity is how many bytes of user data the node offers placement;
+	// 0 is the size of the filesystem holding DataDir (see capacityBytes).
+	Capacity cli.Bytes
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -106,6 +109,8 @@ func parseConfig(args []string) (Config, error) {
 	fs.Var(&c.SnapshotRate, "snapshot-rate", "bytes per second this node sends in snapshots, across all transfers (0: unlimited)")
 	c.BlockCache = pebbleopts.DefaultBlockCacheBytes
 	fs.Var(&c.BlockCache, "block-cache", "size of the Pebble block cache of recently read table blocks, uncompressed (0: the default)")
+	fs.Var(&c.Capacity, "capacity",
+		"bytes of user data this node offers, reported to placement, which keeps replicas off a node past 95% of it and, once a node fills 5% of it, balances replicas by the used fraction of capacity (e.g. 500GiB; 0: the size of the filesystem holding --data-dir; give it when several nodes share one filesystem)")
 	fs.IntVar(&c.MaxSnapshots, "max-concurrent-snapshots", 2, "snapshots sent, and received, at once")
 	fs.IntVar(&c.Workers, "workers", 0, "engine worker goroutines (0: twice the number of CPUs)")
 	fs.DurationVar(&c.Tick, "tick", 100*time.Millisecond, "duration of one Raft tick; election and heartbeat timeouts are counted in ticks")
@@ -162,6 +167,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := cli.ParsePeers(c.Peers); err != nil {
 		p.Addf("--peers: %v", err)
+	}
+	if c.Capacity < 0 {
+		p.Addf("--capacity must not be negative, got %d", c.Capacity)
 	}
 	if c.MaxSnapshots < 1 {
 		p.Addf("--max-concurrent-snapshots must be at least 1, got %d", c.MaxSnapshots)

@@ -224,6 +224,7 @@ func run(ctx context.Context, cfg Config) error {
 			self: self, addr: cfg.Advertise, labels: labels,
 			addrs: strings.Split(cfg.Placement, ","), interval: cfg.Heartbeat, engine: engine, store: store,
 			resolver: resolver, dial: conns.Dial, logger: logger, leases: leases.Lessor.Count,
+			capacity: capacityBytes(cfg, logger), requests: &tel.Requests,
 		}
 		wg.Go(func() { rep.run(tickCtx) })
 	}

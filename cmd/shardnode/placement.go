@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/cpustat"
 	"github.com/flotilla-kv/flotilla/internal/keys"
+	"github.com/flotilla-kv/flotilla/internal/telemetry"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
@@ -64,10 +66,13 @@ func (r *resolver) update(addrs map[uint64]string) {
 	}
 }
 
-// reporter registers the node with placement and heartbeats every interval:
-// node stats (with the leases the node counts time for) and, for every
-// replica, what placement needs to rebuild its view (the descriptor, size
-// and load of the shards this node leads).
+// reporter registers the node with placement (with its capacity) and
+// heartbeats every interval: node stats (the bytes of user data it
+// stores over all its replicas, its load, the p99 latency of the KV
+// requests it served and the CPU it used since the last heartbeat, the
+// leases it counts time for) and, for every replica, what placement needs
+// to rebuild its view (the descriptor, size and load of the shards this
+// node leads).
 type reporter struct {
 	self      multiraft.NodeID
 	addr      string
@@ -84,6 +89,32 @@ type reporter struct {
 	// leases returns how many leases the node counts time for (those
 	// whose home shards it leads): the lessor's Count. Nil reports 0.
 	leases func() int
+	// capacity is the bytes of user data the node offers (--capacity, or
+	// its filesystem's size: capacityBytes); 0 is unknown.
+	capacity uint64
+	// requests holds the latencies of the KV requests served since the
+	// last heartbeat; nil reports none.
+	requests *telemetry.LatencyWindow
+	// cpu reads the process's CPU time so far (cpustat.Process when nil);
+	// lastCPU and lastAt are its reading at the last heartbeat.
+	cpu     func() time.Duration
+	lastCPU time.Duration
+	lastAt  time.Time
+}
+
+// capacityBytes is the capacity the node reports: --capacity if given,
+// else the size of the filesystem holding the data directory (0, which
+// placement reads as unknown, when that cannot be read).
+func capacityBytes(cfg Config, logger *slog.Logger) uint64 {
+	if cfg.Capacity > 0 {
+		return uint64(cfg.Capacity)
+	}
+	size, err := telemetry.DiskSize(cfg.DataDir)
+	if err != nil {
+		logger.Warn("reading the data directory's filesystem size for the default --capacity; reporting none", "err", err)
+		return 0
+	}
+	return size
 }
 
 func (r *reporter) client() (pb.PlacementClient, error) {
@@ -114,7 +145,7 @@ func (r *reporter) register(ctx context.Context) error {
 	return r.call(ctx, func(c pb.PlacementClient) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := c.RegisterNode(cctx, &pb.RegisterNodeRequest{NodeId: uint64(r.self), Address: r.addr, Labels: r.labels})
+		_, err := c.RegisterNode(cctx, &pb.RegisterNodeRequest{NodeId: uint64(r.self), Address: r.addr, Labels: r.labels, CapacityBytes: r.capacity})
 		return err
 	})
 }
@@ -165,6 +196,20 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 	if r.leases != nil {
 		req.Leases = uint64(r.leases())
 	}
+	if r.requests != nil {
+		p99, _ := r.requests.Take(0.99)
+		req.RequestP99Seconds = p99.Seconds()
+	}
+	req.CpuCores = r.cpuCores(time.Now())
+	// The node's bytes: every replica's user data, whether it leads or
+	// not. User data is keyed by the user key alone and a node's replicas
+	// never overlap, so one estimate over the whole user key space counts
+	// each replica's once (and the data of a removed replica until its
+	// collection deletes it: it is on the disk still).
+	lo, hi := keys.UserSpan(nil, nil)
+	if n, err := r.engine.DB().EstimateDiskUsage(lo, hi); err == nil {
+		req.UsedBytes = n
+	}
 	if r.lastApply == nil {
 		r.lastApply = map[multiraft.GroupID]uint64{}
 	}
@@ -185,7 +230,6 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 				lo, hi := keys.UserSpan(d.Start, d.End)
 				if n, err := r.engine.DB().EstimateDiskUsage(lo, hi); err == nil {
 					rep.ApproximateBytes = n
-					req.UsedBytes += n
 				}
 				if n, err := r.store.StoredKeys(g.Group, shard.KeyCountLimit); err == nil && n < shard.KeyCountLimit {
 					rep.ApproximateKeys = uint64(n)
@@ -206,4 +250,20 @@ func (r *reporter) report(ctx context.Context) *pb.HeartbeatRequest {
 	r.lastApply = seen
 	req.Load = total
 	return req
+}
+
+// cpuCores returns the CPU the process used since the last call, in cores
+// (0 at the first call), and remembers now's reading.
+func (r *reporter) cpuCores(now time.Time) float64 {
+	read := r.cpu
+	if read == nil {
+		read = cpustat.Process
+	}
+	used := read()
+	var cores float64
+	if wall := now.Sub(r.lastAt); !r.lastAt.IsZero() && wall > 0 && used >= r.lastCPU {
+		cores = float64(used-r.lastCPU) / float64(wall)
+	}
+	r.lastCPU, r.lastAt = used, now
+	return cores
 }

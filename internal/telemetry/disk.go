@@ -33,3 +33,10 @@ func (t *Telemetry) ObserveDisk(dir string) error {
 	}, size, avail)
 	return err
 }
+
+// DiskSize returns the size in bytes of the filesystem that holds dir (a
+// shardnode's default capacity), or an error where it cannot be read.
+func DiskSize(dir string) (uint64, error) {
+	size, _, err := diskSpace(dir)
+	return size, err
+}

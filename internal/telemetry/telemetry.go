@@ -25,6 +25,10 @@ type Telemetry struct {
 	Provider *sdkmetric.MeterProvider
 	Meter    metric.Meter
 	Handler  http.Handler
+	// Requests holds the latencies of the KV requests the
+	// UnaryServerInterceptor served since its last Take: a shardnode
+	// reports their p99 to placement with each heartbeat.
+	Requests LatencyWindow
 	// registry is what Handler serves: the OpenTelemetry exporter's
 	// metrics and collectors of our own (histograms kept by the engine).
 	registry *prometheus.Registry
@@ -96,7 +100,8 @@ func (t *Telemetry) Observe(counters []Counter, gauges []Gauge) error {
 }
 
 // UnaryServerInterceptor counts the requests of every gRPC method by status
-// code and records their latency.
+// code and records their latency; the latency of every KV request (each
+// op of a Multi call as one) also goes into t.Requests.
 func (t *Telemetry) UnaryServerInterceptor() (grpc.UnaryServerInterceptor, error) {
 	requests, err := t.Meter.Int64Counter("flotilla.rpc.server.requests", metric.WithDescription("gRPC requests served, by service, method and status code"))
 	if err != nil {
@@ -112,7 +117,9 @@ func (t *Telemetry) UnaryServerInterceptor() (grpc.UnaryServerInterceptor, error
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		elapsed := time.Since(start).Seconds()
+		took := time.Since(start)
+		elapsed := took.Seconds()
+		kv := strings.HasPrefix(info.FullMethod, kvServicePrefix)
 		if m, ok := req.(*pb.MultiRequest); ok && err == nil {
 			// Count the ops of a Multi call as the requests they are, each
 			// with its own code, so per-method figures do not depend on
@@ -122,15 +129,22 @@ func (t *Telemetry) UnaryServerInterceptor() (grpc.UnaryServerInterceptor, error
 				full := multiOpMethod(op)
 				code := codes.Code(results[i].GetStatus().GetCode())
 				latency.Record(ctx, elapsed, opts.latency(full))
+				t.Requests.Record(took)
 				requests.Add(ctx, 1, opts.requests(full, code))
 			}
 			return resp, err
 		}
 		latency.Record(ctx, elapsed, opts.latency(info.FullMethod))
+		if kv {
+			t.Requests.Record(took)
+		}
 		requests.Add(ctx, 1, opts.requests(info.FullMethod, status.Code(err)))
 		return resp, err
 	}, nil
 }
+
+// kvServicePrefix starts the full method name of every KV request.
+var kvServicePrefix = "/" + pb.KV_ServiceDesc.ServiceName + "/"
 
 // multiOpMethod is the full method name of the unary request op carries.
 func multiOpMethod(op *pb.MultiOp) string {

@@ -81,8 +81,9 @@ type Node struct {
 	// NodeDown.
 	DownFor time.Duration
 	// CapacityBytes is how many bytes of user data the node may hold; 0 is
-	// unknown/unlimited. When every up node has a capacity, replicas are
-	// balanced by bytes rather than by count.
+	// unknown/unlimited. When every up node has a capacity and one fills
+	// Settings.CapacityTolerance of it, replicas are balanced by bytes
+	// rather than by count.
 	CapacityBytes int64
 	// UsedBytes is the node's reported usage, used to keep replicas off
 	// nodes above Settings.MaxFullness.

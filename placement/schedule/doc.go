@@ -46,7 +46,8 @@
 // as dead. A shard's Leader is a replica ID (0: unknown); Lagging lists
 // the replicas its leader reports as behind, which never get a
 // leadership. SizeBytes and Load drive splits and, when every up node
-// reports a capacity, replica balance by bytes.
+// reports a capacity and one of them fills CapacityTolerance of it,
+// replica balance by bytes.
 //
 // # Checkers, in priority order
 //
@@ -85,8 +86,11 @@
 //     existing replica. A shard known to hold one key is not split.
 //  6. Replica balance (KindReplicaBalance): move replicas of healthy
 //     shards from the up node with the highest metric to lower ones. The
-//     metric is the replica count, or, when every up node has a capacity,
-//     the used fraction of capacity (shard bytes / CapacityBytes).
+//     metric is the replica count, or, when every up node has a capacity
+//     and one fills at least Settings.CapacityTolerance of it, the used
+//     fraction of capacity (shard bytes / CapacityBytes). Below that,
+//     every fraction is within the tolerance and bytes would see nothing
+//     to even out, so the count is balanced.
 //  7. Leader balance (KindLeaderBalance): transfer leaderships from nodes
 //     that lead more shards to caught-up voters on nodes that lead fewer.
 //     It also balances shards whose repair or drain cannot happen at all

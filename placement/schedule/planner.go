@@ -495,16 +495,23 @@ func (p *planner) emit(op Operator, pos int) {
 }
 
 // chooseBalanceMode balances by bytes when every usable node has a capacity
-// and the usable nodes hold some bytes.
+// and some usable node fills at least CapacityTolerance of it. Below that
+// every node's used fraction is within the tolerance of the cluster's, so
+// balancing by bytes would see nothing to do, however unevenly the
+// replicas are spread: a fleet that reports its disks' sizes (shardnode
+// does by default) but holds little data yet is balanced by replica count.
 func (p *planner) chooseBalanceMode() {
-	var total int64
+	filling := false
 	for _, n := range p.usable {
-		if p.nodes[n].n.CapacityBytes <= 0 {
+		ni := &p.nodes[n]
+		if ni.n.CapacityBytes <= 0 {
 			return
 		}
-		total += p.nodes[n].bytes
+		if ni.bytes > 0 && float64(ni.bytes) >= p.set.CapacityTolerance*float64(ni.n.CapacityBytes) {
+			filling = true
+		}
 	}
-	p.bytesMode = total > 0
+	p.bytesMode = filling
 }
 
 // metric is what replica balance evens out, and what target selection

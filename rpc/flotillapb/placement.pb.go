@@ -157,7 +157,14 @@ type Node struct {
 	// Leases whose home shards the node leads (it counts their time), as
 	// of its last heartbeat; 0 for a node that never reported any (one
 	// older than leases).
-	Leases        uint64 `protobuf:"varint,11,opt,name=leases,proto3" json:"leases,omitempty"`
+	Leases uint64 `protobuf:"varint,11,opt,name=leases,proto3" json:"leases,omitempty"`
+	// The 99th percentile latency, in seconds, of the KV requests the node
+	// served over its last heartbeat interval; 0 when it served none (or is
+	// older than this field).
+	RequestP99Seconds float64 `protobuf:"fixed64,12,opt,name=request_p99_seconds,json=requestP99Seconds,proto3" json:"request_p99_seconds,omitempty"`
+	// CPU time the node's process used over its last heartbeat interval, in
+	// cores (1.0 is one core busy all the time).
+	CpuCores      float64 `protobuf:"fixed64,13,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -265,6 +272,20 @@ func (x *Node) GetLoad() float64 {
 func (x *Node) GetLeases() uint64 {
 	if x != nil {
 		return x.Leases
+	}
+	return 0
+}
+
+func (x *Node) GetRequestP99Seconds() float64 {
+	if x != nil {
+		return x.RequestP99Seconds
+	}
+	return 0
+}
+
+func (x *Node) GetCpuCores() float64 {
+	if x != nil {
+		return x.CpuCores
 	}
 	return 0
 }
@@ -500,16 +521,22 @@ func (x *ReplicaReport) GetApplied() uint64 {
 }
 
 type HeartbeatRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	UsedBytes uint64                 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
-	Load      float64                `protobuf:"fixed64,3,opt,name=load,proto3" json:"load,omitempty"`
-	Replicas  []*ReplicaReport       `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Bytes of user data the node stores, over every replica it hosts (not
+	// only the shards it leads), as Pebble estimates them on disk.
+	UsedBytes uint64           `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	Load      float64          `protobuf:"fixed64,3,opt,name=load,proto3" json:"load,omitempty"`
+	Replicas  []*ReplicaReport `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// Leases whose home shards the node leads: the leases it counts time
 	// for, and ends when they lapse.
-	Leases        uint64 `protobuf:"varint,5,opt,name=leases,proto3" json:"leases,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Leases uint64 `protobuf:"varint,5,opt,name=leases,proto3" json:"leases,omitempty"`
+	// See Node.request_p99_seconds and Node.cpu_cores: the node's figures
+	// over the interval since its previous heartbeat.
+	RequestP99Seconds float64 `protobuf:"fixed64,6,opt,name=request_p99_seconds,json=requestP99Seconds,proto3" json:"request_p99_seconds,omitempty"`
+	CpuCores          float64 `protobuf:"fixed64,7,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -573,6 +600,20 @@ func (x *HeartbeatRequest) GetReplicas() []*ReplicaReport {
 func (x *HeartbeatRequest) GetLeases() uint64 {
 	if x != nil {
 		return x.Leases
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetRequestP99Seconds() float64 {
+	if x != nil {
+		return x.RequestP99Seconds
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetCpuCores() float64 {
+	if x != nil {
+		return x.CpuCores
 	}
 	return 0
 }
@@ -1153,7 +1194,9 @@ func (x *ListShardsResponse) GetShards() []*ShardStatus {
 type Operator struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// create, repair, balance-replica, balance-leader, split, zone, drain
+	// create, repair, balance-replica, balance-leader, split, zone, drain,
+	// and the operators asked for through the API: manual-split,
+	// manual-move.
 	Kind        string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	ShardId     uint64 `protobuf:"varint,3,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
@@ -1832,6 +1875,315 @@ func (x *StatusPage) GetShards() []*ShardStatus {
 	return nil
 }
 
+type SplitShardRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Where the right-hand shard starts; empty lets the shard's leader pick
+	// the middle key of its data.
+	SplitKey      []byte `protobuf:"bytes,2,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardRequest) Reset() {
+	*x = SplitShardRequest{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardRequest) ProtoMessage() {}
+
+func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
+func (*SplitShardRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SplitShardRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *SplitShardRequest) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+type SplitShardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The two shards after the split, as the shard's leader applied it.
+	Left  *Descriptor `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right *Descriptor `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	// The operator as the status page records it.
+	Operator      *Operator `protobuf:"bytes,3,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardResponse) Reset() {
+	*x = SplitShardResponse{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardResponse) ProtoMessage() {}
+
+func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
+func (*SplitShardResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SplitShardResponse) GetLeft() *Descriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitShardResponse) GetRight() *Descriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+func (x *SplitShardResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type MoveReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNodeId    uint64                 `protobuf:"varint,2,opt,name=from_node_id,json=fromNodeId,proto3" json:"from_node_id,omitempty"`
+	ToNodeId      uint64                 `protobuf:"varint,3,opt,name=to_node_id,json=toNodeId,proto3" json:"to_node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaRequest) Reset() {
+	*x = MoveReplicaRequest{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaRequest) ProtoMessage() {}
+
+func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
+func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MoveReplicaRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetFromNodeId() uint64 {
+	if x != nil {
+		return x.FromNodeId
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetToNodeId() uint64 {
+	if x != nil {
+		return x.ToNodeId
+	}
+	return 0
+}
+
+type MoveReplicaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new replica's ID, on to_node_id.
+	ReplicaId     uint64    `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Operator      *Operator `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaResponse) Reset() {
+	*x = MoveReplicaResponse{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaResponse) ProtoMessage() {}
+
+func (x *MoveReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaResponse.ProtoReflect.Descriptor instead.
+func (*MoveReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *MoveReplicaResponse) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *MoveReplicaResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type ForgetNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetNodeRequest) Reset() {
+	*x = ForgetNodeRequest{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetNodeRequest) ProtoMessage() {}
+
+func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetNodeRequest.ProtoReflect.Descriptor instead.
+func (*ForgetNodeRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ForgetNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type ForgetNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetNodeResponse) Reset() {
+	*x = ForgetNodeResponse{}
+	mi := &file_flotilla_v1_placement_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetNodeResponse) ProtoMessage() {}
+
+func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_placement_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetNodeResponse.ProtoReflect.Descriptor instead.
+func (*ForgetNodeResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_placement_proto_rawDescGZIP(), []int{31}
+}
+
 var File_flotilla_v1_placement_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_placement_proto_rawDesc = "" +
@@ -1845,7 +2197,7 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\n" +
 	"ExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12/\n" +
@@ -1859,7 +2211,9 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"used_bytes\x18\t \x01(\x04R\tusedBytes\x12\x12\n" +
 	"\x04load\x18\n" +
 	" \x01(\x01R\x04load\x12\x16\n" +
-	"\x06leases\x18\v \x01(\x04R\x06leases\"\xa0\x01\n" +
+	"\x06leases\x18\v \x01(\x04R\x06leases\x12.\n" +
+	"\x13request_p99_seconds\x18\f \x01(\x01R\x11requestP99Seconds\x12\x1b\n" +
+	"\tcpu_cores\x18\r \x01(\x01R\bcpuCores\"\xa0\x01\n" +
 	"\x13RegisterNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12/\n" +
@@ -1877,14 +2231,16 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\x10approximate_keys\x18\x06 \x01(\x04R\x0fapproximateKeys\x12\x12\n" +
 	"\x04load\x18\a \x01(\x01R\x04load\x12.\n" +
 	"\x13lagging_replica_ids\x18\b \x03(\x04R\x11laggingReplicaIds\x12\x18\n" +
-	"\aapplied\x18\t \x01(\x04R\aapplied\"\xae\x01\n" +
+	"\aapplied\x18\t \x01(\x04R\aapplied\"\xfb\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x02 \x01(\x04R\tusedBytes\x12\x12\n" +
 	"\x04load\x18\x03 \x01(\x01R\x04load\x126\n" +
 	"\breplicas\x18\x04 \x03(\v2\x1a.flotilla.v1.ReplicaReportR\breplicas\x12\x16\n" +
-	"\x06leases\x18\x05 \x01(\x04R\x06leases\"\x9e\x01\n" +
+	"\x06leases\x18\x05 \x01(\x04R\x06leases\x12.\n" +
+	"\x13request_p99_seconds\x18\x06 \x01(\x01R\x11requestP99Seconds\x12\x1b\n" +
+	"\tcpu_cores\x18\a \x01(\x01R\bcpuCores\"\x9e\x01\n" +
 	"\x11HeartbeatResponse\x12K\n" +
 	"\taddresses\x18\x01 \x03(\v2-.flotilla.v1.HeartbeatResponse.AddressesEntryR\taddresses\x1a<\n" +
 	"\x0eAddressesEntry\x12\x10\n" +
@@ -1979,11 +2335,31 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"StatusPage\x124\n" +
 	"\acluster\x18\x01 \x01(\v2\x1a.flotilla.v1.ClusterStatusR\acluster\x12'\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x11.flotilla.v1.NodeR\x05nodes\x120\n" +
-	"\x06shards\x18\x03 \x03(\v2\x18.flotilla.v1.ShardStatusR\x06shards*L\n" +
+	"\x06shards\x18\x03 \x03(\v2\x18.flotilla.v1.ShardStatusR\x06shards\"K\n" +
+	"\x11SplitShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
+	"\tsplit_key\x18\x02 \x01(\fR\bsplitKey\"\xa3\x01\n" +
+	"\x12SplitShardResponse\x12+\n" +
+	"\x04left\x18\x01 \x01(\v2\x17.flotilla.v1.DescriptorR\x04left\x12-\n" +
+	"\x05right\x18\x02 \x01(\v2\x17.flotilla.v1.DescriptorR\x05right\x121\n" +
+	"\boperator\x18\x03 \x01(\v2\x15.flotilla.v1.OperatorR\boperator\"o\n" +
+	"\x12MoveReplicaRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12 \n" +
+	"\ffrom_node_id\x18\x02 \x01(\x04R\n" +
+	"fromNodeId\x12\x1c\n" +
+	"\n" +
+	"to_node_id\x18\x03 \x01(\x04R\btoNodeId\"g\n" +
+	"\x13MoveReplicaResponse\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\x04R\treplicaId\x121\n" +
+	"\boperator\x18\x02 \x01(\v2\x15.flotilla.v1.OperatorR\boperator\",\n" +
+	"\x11ForgetNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"\x14\n" +
+	"\x12ForgetNodeResponse*L\n" +
 	"\tNodeState\x12\x11\n" +
 	"\rNODE_STATE_UP\x10\x00\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x01\x12\x17\n" +
-	"\x13NODE_STATE_DRAINING\x10\x022\xb5\x06\n" +
+	"\x13NODE_STATE_DRAINING\x10\x022\xa5\b\n" +
 	"\tPlacement\x12S\n" +
 	"\fRegisterNode\x12 .flotilla.v1.RegisterNodeRequest\x1a!.flotilla.v1.RegisterNodeResponse\x12J\n" +
 	"\tHeartbeat\x12\x1d.flotilla.v1.HeartbeatRequest\x1a\x1e.flotilla.v1.HeartbeatResponse\x12G\n" +
@@ -1994,7 +2370,12 @@ const file_flotilla_v1_placement_proto_rawDesc = "" +
 	"\n" +
 	"ListShards\x12\x1e.flotilla.v1.ListShardsRequest\x1a\x1f.flotilla.v1.ListShardsResponse\x12Q\n" +
 	"\x10GetClusterStatus\x12!.flotilla.v1.ClusterStatusRequest\x1a\x1a.flotilla.v1.ClusterStatus\x12J\n" +
-	"\tDrainNode\x12\x1d.flotilla.v1.DrainNodeRequest\x1a\x1e.flotilla.v1.DrainNodeResponse\x12V\n" +
+	"\tDrainNode\x12\x1d.flotilla.v1.DrainNodeRequest\x1a\x1e.flotilla.v1.DrainNodeResponse\x12M\n" +
+	"\n" +
+	"SplitShard\x12\x1e.flotilla.v1.SplitShardRequest\x1a\x1f.flotilla.v1.SplitShardResponse\x12P\n" +
+	"\vMoveReplica\x12\x1f.flotilla.v1.MoveReplicaRequest\x1a .flotilla.v1.MoveReplicaResponse\x12M\n" +
+	"\n" +
+	"ForgetNode\x12\x1e.flotilla.v1.ForgetNodeRequest\x1a\x1f.flotilla.v1.ForgetNodeResponse\x12V\n" +
 	"\rGetTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponse\x12]\n" +
 	"\x10StreamTimestamps\x12!.flotilla.v1.GetTimestampsRequest\x1a\".flotilla.v1.GetTimestampsResponse(\x010\x01B0Z.github.com/flotilla-kv/flotilla/rpc/flotillapbb\x06proto3"
 
@@ -2011,7 +2392,7 @@ func file_flotilla_v1_placement_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_placement_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_flotilla_v1_placement_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_flotilla_v1_placement_proto_goTypes = []any{
 	(NodeState)(0),                // 0: flotilla.v1.NodeState
 	(*NodeLabels)(nil),            // 1: flotilla.v1.NodeLabels
@@ -2040,21 +2421,27 @@ var file_flotilla_v1_placement_proto_goTypes = []any{
 	(*GetTimestampsRequest)(nil),  // 24: flotilla.v1.GetTimestampsRequest
 	(*GetTimestampsResponse)(nil), // 25: flotilla.v1.GetTimestampsResponse
 	(*StatusPage)(nil),            // 26: flotilla.v1.StatusPage
-	nil,                           // 27: flotilla.v1.NodeLabels.ExtraEntry
-	nil,                           // 28: flotilla.v1.HeartbeatResponse.AddressesEntry
-	nil,                           // 29: flotilla.v1.Route.AddressesEntry
-	(*Descriptor)(nil),            // 30: flotilla.v1.Descriptor
+	(*SplitShardRequest)(nil),     // 27: flotilla.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),    // 28: flotilla.v1.SplitShardResponse
+	(*MoveReplicaRequest)(nil),    // 29: flotilla.v1.MoveReplicaRequest
+	(*MoveReplicaResponse)(nil),   // 30: flotilla.v1.MoveReplicaResponse
+	(*ForgetNodeRequest)(nil),     // 31: flotilla.v1.ForgetNodeRequest
+	(*ForgetNodeResponse)(nil),    // 32: flotilla.v1.ForgetNodeResponse
+	nil,                           // 33: flotilla.v1.NodeLabels.ExtraEntry
+	nil,                           // 34: flotilla.v1.HeartbeatResponse.AddressesEntry
+	nil,                           // 35: flotilla.v1.Route.AddressesEntry
+	(*Descriptor)(nil),            // 36: flotilla.v1.Descriptor
 }
 var file_flotilla_v1_placement_proto_depIdxs = []int32{
-	27, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
+	33, // 0: flotilla.v1.NodeLabels.extra:type_name -> flotilla.v1.NodeLabels.ExtraEntry
 	1,  // 1: flotilla.v1.Node.labels:type_name -> flotilla.v1.NodeLabels
 	0,  // 2: flotilla.v1.Node.state:type_name -> flotilla.v1.NodeState
 	1,  // 3: flotilla.v1.RegisterNodeRequest.labels:type_name -> flotilla.v1.NodeLabels
-	30, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
+	36, // 4: flotilla.v1.ReplicaReport.shard:type_name -> flotilla.v1.Descriptor
 	5,  // 5: flotilla.v1.HeartbeatRequest.replicas:type_name -> flotilla.v1.ReplicaReport
-	28, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
-	30, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
-	29, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
+	34, // 6: flotilla.v1.HeartbeatResponse.addresses:type_name -> flotilla.v1.HeartbeatResponse.AddressesEntry
+	36, // 7: flotilla.v1.Route.shard:type_name -> flotilla.v1.Descriptor
+	35, // 8: flotilla.v1.Route.addresses:type_name -> flotilla.v1.Route.AddressesEntry
 	8,  // 9: flotilla.v1.GetRouteResponse.route:type_name -> flotilla.v1.Route
 	8,  // 10: flotilla.v1.GetRouteResponse.neighbours:type_name -> flotilla.v1.Route
 	8,  // 11: flotilla.v1.ScanRoutesResponse.routes:type_name -> flotilla.v1.Route
@@ -2067,31 +2454,41 @@ var file_flotilla_v1_placement_proto_depIdxs = []int32{
 	21, // 18: flotilla.v1.StatusPage.cluster:type_name -> flotilla.v1.ClusterStatus
 	2,  // 19: flotilla.v1.StatusPage.nodes:type_name -> flotilla.v1.Node
 	16, // 20: flotilla.v1.StatusPage.shards:type_name -> flotilla.v1.ShardStatus
-	3,  // 21: flotilla.v1.Placement.RegisterNode:input_type -> flotilla.v1.RegisterNodeRequest
-	6,  // 22: flotilla.v1.Placement.Heartbeat:input_type -> flotilla.v1.HeartbeatRequest
-	9,  // 23: flotilla.v1.Placement.GetRoute:input_type -> flotilla.v1.GetRouteRequest
-	11, // 24: flotilla.v1.Placement.ScanRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	13, // 25: flotilla.v1.Placement.ListNodes:input_type -> flotilla.v1.ListNodesRequest
-	15, // 26: flotilla.v1.Placement.ListShards:input_type -> flotilla.v1.ListShardsRequest
-	19, // 27: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
-	22, // 28: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
-	24, // 29: flotilla.v1.Placement.GetTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
-	24, // 30: flotilla.v1.Placement.StreamTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
-	4,  // 31: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
-	7,  // 32: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
-	10, // 33: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
-	12, // 34: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	14, // 35: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
-	17, // 36: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
-	21, // 37: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
-	23, // 38: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
-	25, // 39: flotilla.v1.Placement.GetTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
-	25, // 40: flotilla.v1.Placement.StreamTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	36, // 21: flotilla.v1.SplitShardResponse.left:type_name -> flotilla.v1.Descriptor
+	36, // 22: flotilla.v1.SplitShardResponse.right:type_name -> flotilla.v1.Descriptor
+	18, // 23: flotilla.v1.SplitShardResponse.operator:type_name -> flotilla.v1.Operator
+	18, // 24: flotilla.v1.MoveReplicaResponse.operator:type_name -> flotilla.v1.Operator
+	3,  // 25: flotilla.v1.Placement.RegisterNode:input_type -> flotilla.v1.RegisterNodeRequest
+	6,  // 26: flotilla.v1.Placement.Heartbeat:input_type -> flotilla.v1.HeartbeatRequest
+	9,  // 27: flotilla.v1.Placement.GetRoute:input_type -> flotilla.v1.GetRouteRequest
+	11, // 28: flotilla.v1.Placement.ScanRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	13, // 29: flotilla.v1.Placement.ListNodes:input_type -> flotilla.v1.ListNodesRequest
+	15, // 30: flotilla.v1.Placement.ListShards:input_type -> flotilla.v1.ListShardsRequest
+	19, // 31: flotilla.v1.Placement.GetClusterStatus:input_type -> flotilla.v1.ClusterStatusRequest
+	22, // 32: flotilla.v1.Placement.DrainNode:input_type -> flotilla.v1.DrainNodeRequest
+	27, // 33: flotilla.v1.Placement.SplitShard:input_type -> flotilla.v1.SplitShardRequest
+	29, // 34: flotilla.v1.Placement.MoveReplica:input_type -> flotilla.v1.MoveReplicaRequest
+	31, // 35: flotilla.v1.Placement.ForgetNode:input_type -> flotilla.v1.ForgetNodeRequest
+	24, // 36: flotilla.v1.Placement.GetTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
+	24, // 37: flotilla.v1.Placement.StreamTimestamps:input_type -> flotilla.v1.GetTimestampsRequest
+	4,  // 38: flotilla.v1.Placement.RegisterNode:output_type -> flotilla.v1.RegisterNodeResponse
+	7,  // 39: flotilla.v1.Placement.Heartbeat:output_type -> flotilla.v1.HeartbeatResponse
+	10, // 40: flotilla.v1.Placement.GetRoute:output_type -> flotilla.v1.GetRouteResponse
+	12, // 41: flotilla.v1.Placement.ScanRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	14, // 42: flotilla.v1.Placement.ListNodes:output_type -> flotilla.v1.ListNodesResponse
+	17, // 43: flotilla.v1.Placement.ListShards:output_type -> flotilla.v1.ListShardsResponse
+	21, // 44: flotilla.v1.Placement.GetClusterStatus:output_type -> flotilla.v1.ClusterStatus
+	23, // 45: flotilla.v1.Placement.DrainNode:output_type -> flotilla.v1.DrainNodeResponse
+	28, // 46: flotilla.v1.Placement.SplitShard:output_type -> flotilla.v1.SplitShardResponse
+	30, // 47: flotilla.v1.Placement.MoveReplica:output_type -> flotilla.v1.MoveReplicaResponse
+	32, // 48: flotilla.v1.Placement.ForgetNode:output_type -> flotilla.v1.ForgetNodeResponse
+	25, // 49: flotilla.v1.Placement.GetTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
+	25, // 50: flotilla.v1.Placement.StreamTimestamps:output_type -> flotilla.v1.GetTimestampsResponse
+	38, // [38:51] is the sub-list for method output_type
+	25, // [25:38] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_placement_proto_init() }
@@ -2106,7 +2503,7 @@ func file_flotilla_v1_placement_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_placement_proto_rawDesc), len(file_flotilla_v1_placement_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

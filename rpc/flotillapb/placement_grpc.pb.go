@@ -34,6 +34,9 @@ const (
 	Placement_ListShards_FullMethodName       = "/flotilla.v1.Placement/ListShards"
 	Placement_GetClusterStatus_FullMethodName = "/flotilla.v1.Placement/GetClusterStatus"
 	Placement_DrainNode_FullMethodName        = "/flotilla.v1.Placement/DrainNode"
+	Placement_SplitShard_FullMethodName       = "/flotilla.v1.Placement/SplitShard"
+	Placement_MoveReplica_FullMethodName      = "/flotilla.v1.Placement/MoveReplica"
+	Placement_ForgetNode_FullMethodName       = "/flotilla.v1.Placement/ForgetNode"
 	Placement_GetTimestamps_FullMethodName    = "/flotilla.v1.Placement/GetTimestamps"
 	Placement_StreamTimestamps_FullMethodName = "/flotilla.v1.Placement/StreamTimestamps"
 )
@@ -72,6 +75,34 @@ type PlacementClient interface {
 	// off it and why; their leaderships move anyway. Errors:
 	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
+	// SplitShard splits a shard in two at split_key, or, without one, at
+	// the middle key its leader picks, and answers once the split applied.
+	// The new right-hand shard gets a new ID, and a replica beside each of
+	// the shard's. Errors: INVALID_ARGUMENT without shard_id, for a
+	// split_key outside the shard's range or equal to its start, or when
+	// the leader finds no key to split at (a shard of one key);
+	// NOT_FOUND for a shard no leader reports; FAILED_PRECONDITION while
+	// another operator changes the shard; UNAVAILABLE when no placement
+	// leader can be reached, while a new leader is still rebuilding its
+	// view, or when the shard's leader cannot be reached (retry).
+	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
+	// MoveReplica moves a shard's replica from one node to another: it adds
+	// a replica on to_node_id (a learner, caught up by a snapshot, then
+	// promoted), then removes the one on from_node_id (handing its
+	// leadership away first), and answers once both applied. Errors:
+	// INVALID_ARGUMENT for missing or equal nodes; NOT_FOUND for a shard no
+	// leader reports or an unregistered node; FAILED_PRECONDITION when
+	// from_node_id holds no replica of the shard, to_node_id holds one
+	// already, is down or draining, or another operator changes the shard;
+	// UNAVAILABLE as for SplitShard.
+	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error)
+	// ForgetNode removes a node that will never return from the catalogue,
+	// once its replicas were replaced elsewhere. Errors: INVALID_ARGUMENT
+	// without node_id; NOT_FOUND for an unregistered node;
+	// FAILED_PRECONDITION, saying why, while the node is up (it heartbeat
+	// within three heartbeat intervals) or a shard's descriptor still
+	// names a replica on it; UNAVAILABLE as for SplitShard.
+	ForgetNode(ctx context.Context, in *ForgetNodeRequest, opts ...grpc.CallOption) (*ForgetNodeResponse, error)
 	// GetTimestamps hands out count consecutive timestamps [first,
 	// first+count) of the fleet's timestamp oracle (placement/tso): each
 	// above every timestamp handed out before this call began, by any
@@ -186,6 +217,36 @@ func (c *placementClient) DrainNode(ctx context.Context, in *DrainNodeRequest, o
 	return out, nil
 }
 
+func (c *placementClient) SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitShardResponse)
+	err := c.cc.Invoke(ctx, Placement_SplitShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *placementClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveReplicaResponse)
+	err := c.cc.Invoke(ctx, Placement_MoveReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *placementClient) ForgetNode(ctx context.Context, in *ForgetNodeRequest, opts ...grpc.CallOption) (*ForgetNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetNodeResponse)
+	err := c.cc.Invoke(ctx, Placement_ForgetNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *placementClient) GetTimestamps(ctx context.Context, in *GetTimestampsRequest, opts ...grpc.CallOption) (*GetTimestampsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTimestampsResponse)
@@ -243,6 +304,34 @@ type PlacementServer interface {
 	// off it and why; their leaderships move anyway. Errors:
 	// INVALID_ARGUMENT without node_id, NOT_FOUND for an unknown node.
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
+	// SplitShard splits a shard in two at split_key, or, without one, at
+	// the middle key its leader picks, and answers once the split applied.
+	// The new right-hand shard gets a new ID, and a replica beside each of
+	// the shard's. Errors: INVALID_ARGUMENT without shard_id, for a
+	// split_key outside the shard's range or equal to its start, or when
+	// the leader finds no key to split at (a shard of one key);
+	// NOT_FOUND for a shard no leader reports; FAILED_PRECONDITION while
+	// another operator changes the shard; UNAVAILABLE when no placement
+	// leader can be reached, while a new leader is still rebuilding its
+	// view, or when the shard's leader cannot be reached (retry).
+	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
+	// MoveReplica moves a shard's replica from one node to another: it adds
+	// a replica on to_node_id (a learner, caught up by a snapshot, then
+	// promoted), then removes the one on from_node_id (handing its
+	// leadership away first), and answers once both applied. Errors:
+	// INVALID_ARGUMENT for missing or equal nodes; NOT_FOUND for a shard no
+	// leader reports or an unregistered node; FAILED_PRECONDITION when
+	// from_node_id holds no replica of the shard, to_node_id holds one
+	// already, is down or draining, or another operator changes the shard;
+	// UNAVAILABLE as for SplitShard.
+	MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error)
+	// ForgetNode removes a node that will never return from the catalogue,
+	// once its replicas were replaced elsewhere. Errors: INVALID_ARGUMENT
+	// without node_id; NOT_FOUND for an unregistered node;
+	// FAILED_PRECONDITION, saying why, while the node is up (it heartbeat
+	// within three heartbeat intervals) or a shard's descriptor still
+	// names a replica on it; UNAVAILABLE as for SplitShard.
+	ForgetNode(context.Context, *ForgetNodeRequest) (*ForgetNodeResponse, error)
 	// GetTimestamps hands out count consecutive timestamps [first,
 	// first+count) of the fleet's timestamp oracle (placement/tso): each
 	// above every timestamp handed out before this call began, by any
@@ -300,6 +389,15 @@ func (UnimplementedPlacementServer) GetClusterStatus(context.Context, *ClusterSt
 }
 func (UnimplementedPlacementServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedPlacementServer) SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitShard not implemented")
+}
+func (UnimplementedPlacementServer) MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
+}
+func (UnimplementedPlacementServer) ForgetNode(context.Context, *ForgetNodeRequest) (*ForgetNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetNode not implemented")
 }
 func (UnimplementedPlacementServer) GetTimestamps(context.Context, *GetTimestampsRequest) (*GetTimestampsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTimestamps not implemented")
@@ -472,6 +570,60 @@ func _Placement_DrainNode_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Placement_SplitShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlacementServer).SplitShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Placement_SplitShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlacementServer).SplitShard(ctx, req.(*SplitShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Placement_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlacementServer).MoveReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Placement_MoveReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlacementServer).MoveReplica(ctx, req.(*MoveReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Placement_ForgetNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlacementServer).ForgetNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Placement_ForgetNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlacementServer).ForgetNode(ctx, req.(*ForgetNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Placement_GetTimestamps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTimestampsRequest)
 	if err := dec(in); err != nil {
@@ -535,6 +687,18 @@ var Placement_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainNode",
 			Handler:    _Placement_DrainNode_Handler,
+		},
+		{
+			MethodName: "SplitShard",
+			Handler:    _Placement_SplitShard_Handler,
+		},
+		{
+			MethodName: "MoveReplica",
+			Handler:    _Placement_MoveReplica_Handler,
+		},
+		{
+			MethodName: "ForgetNode",
+			Handler:    _Placement_ForgetNode_Handler,
 		},
 		{
 			MethodName: "GetTimestamps",
