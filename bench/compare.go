@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,6 +202,9 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		stagesErr error
 		scraped   = make(chan struct{})
 		etcd      *EtcdDriver
+		// The transaction workloads' shards: Flotilla's, or for etcd as
+		// many even ranges as Flotilla has shards.
+		bounds [][]byte
 	)
 	began := time.Now()
 	switch system {
@@ -220,6 +224,11 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		defer f.Close()
 		if note, err = waitLeaders(ctx, f, shards, o.BalanceWait); err != nil {
 			return nil, "", err
+		}
+		if _, ok := txnShapes[w.Workload]; ok {
+			if bounds, err = flotillaBoundaries(ctx, f); err != nil {
+				return nil, note, err
+			}
 		}
 		d, err := NewFlotillaDriver(ctx, f.PlacementAddrs(), o.Conns, w.Clients, o.RouterBatches)
 		if err != nil {
@@ -254,13 +263,14 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		defer d.Close()
 		drv, servers = d, c.Procs()
 		etcd = d
+		bounds = EvenBoundaries(cmp.Or(o.Shards, DefaultTxnShards))
 	}
 	fmt.Fprintf(o.Log, "%s: fleet ready in %s (%s)\n", label, time.Since(began).Round(time.Millisecond), procNames(servers))
 	var progress func(Progress)
 	if o.Progress != nil {
 		progress = func(p Progress) { o.Progress(label, p) }
 	}
-	res, err := Run(ctx, w, drv, RunOptions{Servers: servers, Progress: progress, OnMeasure: onMeasure})
+	res, err := Run(ctx, w, drv, RunOptions{Servers: servers, Progress: progress, OnMeasure: onMeasure, ShardBoundaries: bounds})
 	if err == nil && etcd != nil {
 		res.EtcdTarget, res.EtcdLeaderChanges = etcd.Target(), etcd.LeaderChanges()
 	}

@@ -217,6 +217,9 @@ func (d *EtcdDriver) Client(i int) KV { return etcdKV{d.clients[i%len(d.clients)
 // "etcdserver: " prefix ("request timed out", "too many requests"), then
 // context errors and gRPC codes.
 func (d *EtcdDriver) ErrorKind(err error) string {
+	if errors.Is(err, ErrTxnConflict) {
+		return "conflict"
+	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		return "etcd:" + strings.ReplaceAll(strings.TrimPrefix(ee.Error(), "etcdserver: "), " ", "-")
@@ -323,4 +326,59 @@ func (k etcdKV) Scan(ctx context.Context, start []byte, limit int) (int, error) 
 		return 0, err
 	}
 	return len(resp.Kvs), nil
+}
+
+// Batch implements TxnKV with one etcd Txn of puts and no compares.
+func (k etcdKV) Batch(ctx context.Context, keys [][]byte, value []byte) error {
+	_, err := k.c.Txn(ctx).Then(etcdPuts(keys, value)...).Commit()
+	return err
+}
+
+// TxnPut implements TxnKV as Batch does: etcd has one kind of
+// transaction.
+func (k etcdKV) TxnPut(ctx context.Context, keys [][]byte, value []byte) error {
+	return k.Batch(ctx, keys, value)
+}
+
+// Transfer implements TxnKV as etcd's compare-and-put: one Txn reads
+// every key (a linearizable read of one revision), then a Txn whose
+// compares ask each key's mod revision to be the one read (0 for a
+// missing key) puts every key; when a compare fails it wrote nothing and
+// Transfer returns ErrTxnConflict.
+func (k etcdKV) Transfer(ctx context.Context, keys [][]byte, value []byte) error {
+	gets := make([]clientv3.Op, len(keys))
+	for i, key := range keys {
+		gets[i] = clientv3.OpGet(string(key))
+	}
+	read, err := k.c.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return err
+	}
+	if len(read.Responses) != len(keys) {
+		return fmt.Errorf("bench: etcd answered %d reads for %d keys", len(read.Responses), len(keys))
+	}
+	cmps := make([]clientv3.Cmp, len(keys))
+	for i, key := range keys {
+		var rev int64
+		if kvs := read.Responses[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			rev = kvs[0].ModRevision
+		}
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(string(key)), "=", rev)
+	}
+	w, err := k.c.Txn(ctx).If(cmps...).Then(etcdPuts(keys, value)...).Commit()
+	if err != nil {
+		return err
+	}
+	if !w.Succeeded {
+		return ErrTxnConflict
+	}
+	return nil
+}
+
+func etcdPuts(keys [][]byte, value []byte) []clientv3.Op {
+	puts := make([]clientv3.Op, len(keys))
+	for i, key := range keys {
+		puts[i] = clientv3.OpPut(string(key), string(value))
+	}
+	return puts
 }

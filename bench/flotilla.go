@@ -55,6 +55,7 @@ func (d *FlotillaDriver) ErrorKind(err error) string {
 		err  error
 		kind string
 	}{
+		{router.ErrConflict, "conflict"},
 		{router.ErrAmbiguous, "ambiguous"},
 		{router.ErrRetriesExhausted, "retries-exhausted"},
 		{router.ErrNoRoute, "no-route"},
@@ -141,4 +142,51 @@ func (k flotillaKV) Get(ctx context.Context, key []byte) (bool, error) {
 func (k flotillaKV) Scan(ctx context.Context, start []byte, limit int) (int, error) {
 	kvs, err := k.r.Scan(ctx, start, nil, limit)
 	return len(kvs), err
+}
+
+// Batch implements TxnKV with router.Client.Batch: one Raft command when
+// the keys share a shard.
+func (k flotillaKV) Batch(ctx context.Context, keys [][]byte, value []byte) error {
+	ops := make([]router.Op, len(keys))
+	for i, key := range keys {
+		ops[i] = router.Op{Key: key, Value: value}
+	}
+	return k.r.Batch(ctx, ops)
+}
+
+// TxnPut implements TxnKV with a router transaction of blind puts.
+func (k flotillaKV) TxnPut(ctx context.Context, keys [][]byte, value []byte) error {
+	t, err := k.r.Txn(ctx)
+	if err != nil {
+		return err
+	}
+	return putAndCommit(ctx, t, keys, value)
+}
+
+// Transfer implements TxnKV with a router transaction: Get every key at
+// the start, Put every key, Commit (router.ErrConflict if one was
+// written since the start).
+func (k flotillaKV) Transfer(ctx context.Context, keys [][]byte, value []byte) error {
+	t, err := k.r.Txn(ctx)
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		if _, err := t.Get(ctx, key); err != nil {
+			_ = t.Rollback(ctx) // nothing was written: only the buffer goes
+			return err
+		}
+	}
+	return putAndCommit(ctx, t, keys, value)
+}
+
+func putAndCommit(ctx context.Context, t *router.Txn, keys [][]byte, value []byte) error {
+	for _, key := range keys {
+		if err := t.Put(key, value); err != nil {
+			_ = t.Rollback(ctx)
+			return err
+		}
+	}
+	_, err := t.Commit(ctx)
+	return err
 }

@@ -19,12 +19,14 @@ const (
 	OpRead Op = iota
 	OpWrite
 	OpScan
+	// OpTxn is one operation of a transaction workload (txn.go).
+	OpTxn
 	numOps
 )
 
-var opNames = [numOps]string{"read", "write", "scan"}
+var opNames = [numOps]string{"read", "write", "scan", "txn"}
 
-// String returns "read", "write" or "scan".
+// String returns "read", "write", "scan" or "txn".
 func (o Op) String() string { return opNames[o] }
 
 // Phase is the stage a run is in.
@@ -71,6 +73,10 @@ type RunOptions struct {
 	// measured window starts, with the window's planned length (0 when
 	// it ends on an operation count).
 	OnMeasure func(time.Duration)
+	// ShardBoundaries are the sorted start keys of the system's shards
+	// but the first, by which the transaction workloads pick keys of one
+	// shard or of two; nil: EvenBoundaries(DefaultTxnShards).
+	ShardBoundaries [][]byte
 }
 
 // Result is everything measured in one run of a workload against a system.
@@ -148,6 +154,8 @@ type client struct {
 	// and those of the writes acknowledged in the window.
 	seq   uint32
 	acked []uint32
+	// The keys of a transaction workload's operation.
+	txnKeys [TxnKeys][]byte
 }
 
 // run is the shared state of one Run.
@@ -171,6 +179,10 @@ type run struct {
 	winStart atomic.Int64
 	// watching: the watch workload, whose writes carry stamps.
 	watching bool
+	// txn is the transaction workload's shape (nil for the others), and
+	// groups its keys by shard.
+	txn    *txnShape
+	groups *keyGroups
 }
 
 // Run runs cfg's workload against drv: preload (if cfg.Preload), warm-up,
@@ -193,6 +205,20 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 		if wd, ok = drv.(Watcher); !ok {
 			return nil, fmt.Errorf("%w: system %s", ErrWatchUnsupported, drv.System())
 		}
+	}
+	if shape, ok := txnShapes[cfg.Workload]; ok {
+		if _, ok := drv.Client(0).(TxnKV); !ok {
+			return nil, fmt.Errorf("%w: system %s", ErrTxnUnsupported, drv.System())
+		}
+		bounds := opts.ShardBoundaries
+		if bounds == nil {
+			bounds = EvenBoundaries(DefaultTxnShards)
+		}
+		groups, err := newKeyGroups(cfg.Keys, cfg.KeySizeBytes, bounds)
+		if err != nil {
+			return nil, err
+		}
+		r.txn, r.groups = &shape, groups
 	}
 	clients := r.newClients()
 	report := func(p Progress) {
@@ -447,6 +473,9 @@ func (r *run) loop(ctx context.Context, c *client) {
 }
 
 func (r *run) pick(c *client) Op {
+	if r.txn != nil {
+		return OpTxn
+	}
 	u := c.rng.Float64()
 	switch {
 	case u < r.mix.Read:
@@ -468,6 +497,8 @@ func (r *run) do(ctx context.Context, c *client, op Op) error {
 	case OpScan:
 		_, err := c.kv.Scan(ctx, c.key, r.cfg.ScanLength)
 		return err
+	case OpTxn:
+		return r.doTxn(ctx, c)
 	}
 	if r.watching {
 		c.stampWrite()

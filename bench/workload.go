@@ -25,10 +25,16 @@ var Workloads = map[string]Mix{
 	"scan":   {Scan: 1},
 	"mixed":  {},
 	"watch":  {Write: 1},
+	// The transaction workloads (txn.go): every operation writes.
+	WorkloadBatch:     {Write: 1},
+	WorkloadTxn:       {Write: 1},
+	WorkloadTransfer1: {Write: 1},
+	WorkloadTransfer2: {Write: 1},
 }
 
 // WorkloadNames lists the workloads in the order help texts show them.
-var WorkloadNames = []string{"write", "read", "ycsb-a", "ycsb-b", "ycsb-c", "scan", "mixed", WorkloadWatch}
+var WorkloadNames = []string{"write", "read", "ycsb-a", "ycsb-b", "ycsb-c", "scan", "mixed", WorkloadWatch,
+	WorkloadBatch, WorkloadTxn, WorkloadTransfer1, WorkloadTransfer2}
 
 // WorkloadWatch is the watch workload: the write workload's puts, with
 // Config.Watchers range watches beside them that must deliver every
@@ -167,7 +173,7 @@ func (c Config) withDefaults() Config {
 	}
 	if !c.PreloadSet {
 		m := c.mix()
-		c.Preload = m.Read > 0 || m.Scan > 0
+		c.Preload = m.Read > 0 || m.Scan > 0 || txnShapes[c.Workload].read
 	}
 	return c
 }
@@ -270,6 +276,9 @@ func (c Config) Describe() string {
 		if o.f > 0 {
 			ops = append(ops, fmt.Sprintf("%g%% %s", o.f*100, o.name))
 		}
+	}
+	if shape, ok := txnShapes[c.Workload]; ok {
+		ops = []string{shape.what}
 	}
 	loop := fmt.Sprintf("closed loop, %d clients", c.Clients)
 	if c.Rate > 0 {

@@ -51,7 +51,9 @@ func newWorkloadFlags(name string) (*flag.FlagSet, *compareFlags) {
 	fs.StringVar(&c.workloads, "workload", "write", "workloads to run, comma-separated, in order: "+
 		"write (100% puts), read (100% linearizable gets), ycsb-a (50% reads, 50% writes), ycsb-b (95/5), ycsb-c (100% reads), "+
 		"scan (100% scans of --scan-length keys), mixed (--read-fraction reads, the rest writes), "+
-		"watch (100% puts with --watchers range watches beside them: events/s, event lag, and every acknowledged write delivered)")
+		"watch (100% puts with --watchers range watches beside them: events/s, event lag, and every acknowledged write delivered), "+
+		"batch (atomic batches of 2 puts on one shard; etcd: a Txn of the puts), txn (the same puts in a transaction), "+
+		"transfer-1shard and transfer-2shard (read 2 keys of one or two shards, write both, commit if unchanged; etcd: a Txn of gets, then a compare-and-put Txn on their mod revisions)")
 	fs.StringVar(&c.systems, "systems", "flotilla,etcd", "systems to run, comma-separated, in order; ratios are the first over each other")
 	fs.Float64Var(&c.cfg.Rate, "rate", 0, "open loop: start this many operations per second in total, latency measured from each one's scheduled start (0: closed loop)")
 	fs.IntVar(&c.cfg.Keys, "keys", bench.DefaultKeys, "distinct keys")
