@@ -506,13 +506,6 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 // history file has them all.
 const maxPrinted = 30
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
 // waitRecovered polls the history until every key has a successful write
 // (from an unpinned client) called at or after healAt, and returns the
 // latest such first write's return time.

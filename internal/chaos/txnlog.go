@@ -72,3 +72,11 @@ func saveTxnHistories(out, name string, cycle int, bank BankRun, br BankReport, 
 		fmt.Printf("chaos: transactions of cycle %d: %s, %s\n", cycle, bankPath, laPath)
 	}
 }
+
+// firstLine returns s up to its first newline.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
