@@ -72,7 +72,11 @@ import (
 // keys.ShardTxn), are copied to the right-hand shard by a split when
 // their key (for an outcome, its primary) moves there, and travel in
 // snapshots. Every replica keeps its shard's locks in memory too, for
-// the checks above.
+// the checks above. An outcome is kept Config.TxnRecordRetention past
+// its transaction's start, then collected (gc.go, which argues why no
+// lock can need it any more); past that retention a transaction can
+// prewrite nothing, and its outcome, if neither record nor primary lock
+// remains, is answered ErrTxnForgotten rather than guessed.
 
 // MutationOp says what a transaction does to one key.
 type MutationOp uint8

@@ -126,7 +126,8 @@ func (s *Store) checkCompacted(r pebble.Reader, shard ShardID, rev uint64) error
 // the command applied. Like the retention, it prunes a key's versions
 // when the key is next written, not at once: compaction bounds what
 // reads may see, and the space that old versions take is reclaimed as
-// keys are written.
+// keys are written, and, for keys deleted below it, by the collector
+// (CollectGarbage).
 func (s *Store) Compact(ctx context.Context, shard ShardID, epoch Epoch, rev uint64) (uint64, error) {
 	if rev == 0 {
 		return 0, fmt.Errorf("%w: compact to revision 0", ErrBadCommand)
