@@ -88,7 +88,9 @@
 // 1,669 and 1,785 µs of server CPU per write against 1,644 and 1,761.
 // Fewer rounds save little once the disk's flushes are shared, and the
 // gathering round starts its sync only after a wake-up that the WAL,
-// queueing the next sync itself, does without.
+// queueing the next sync itself, does without. The extreme, one worker
+// per node (shardnode --workers 1: one round at a time), made 383 and 302
+// writes/s at 10 writers against 460 and 393 with the default workers.
 //
 // # Proposals
 //
