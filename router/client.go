@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
@@ -36,6 +37,9 @@ type Client struct {
 	// closing is closed by Close; closed is set first.
 	closing chan struct{}
 	closed  atomic.Bool
+	// metrics is the registration of Config.MeterProvider's instruments,
+	// nil without one.
+	metrics metric.Registration
 }
 
 // New returns a Client configured by cfg (see Config for defaults). It
@@ -66,6 +70,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if c.source == nil {
 		c.source = newPlacementSource(cfg.PlacementAddresses, cfg.NodeAddresses, c.addrs, c.conns)
 	}
+	if cfg.MeterProvider != nil {
+		if c.metrics, err = RegisterMetrics(cfg.MeterProvider.Meter(MeterName), c.Stats); err != nil {
+			c.cancel()
+			c.conns.close()
+			return nil, fmt.Errorf("router: metrics: %w", err)
+		}
+	}
 	wctx, cancel := c.callContext(ctx)
 	defer cancel()
 	c.prefetchSpan(wctx, nil, nil, min(cfg.RouteCacheSize, warmRoutes))
@@ -82,6 +93,9 @@ func (c *Client) Close() error {
 	}
 	close(c.closing)
 	c.cancel()
+	if c.metrics != nil {
+		c.metrics.Unregister()
+	}
 	return c.conns.close()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -56,6 +57,12 @@ type Config struct {
 	// from it: the Client learns from values in it whether a failed write
 	// may have reached the node (sent.go).
 	DialOptions []grpc.DialOption
+
+	// MeterProvider, when set, receives the Client's counters (Stats) as
+	// OpenTelemetry instruments of the meter MeterName, read at each
+	// collection, until Close (RegisterMetrics lists them). Nil: the
+	// counters are only in Stats.
+	MeterProvider metric.MeterProvider
 
 	// ReadConsistency is the consistency of reads that pass no
 	// WithConsistency option. Default Linearizable.

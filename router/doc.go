@@ -330,7 +330,10 @@
 //
 // Stats returns counters (retries by reason, cache hits and misses, route
 // loads, evictions, ambiguous writes, requests and the RPCs that carried
-// them) as plain atomics, for a telemetry layer to export.
+// them) as plain atomics. Config.MeterProvider exports them as
+// OpenTelemetry instruments, read at each collection (RegisterMetrics
+// names them), so the program that embeds the Client chooses the
+// exporter.
 //
 // # Dependencies
 //
