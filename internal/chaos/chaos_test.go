@@ -108,7 +108,7 @@ func TestChaos(t *testing.T) {
 		runs, violations, lost, watch int
 		locks                         LockReport
 		bankTotal                     BankReport
-		txnTotal                      [3]int // transactions, committed, violations
+		txnTotal                      TxnReport
 		byKind                        = map[string]*figures{}
 		failed                        bool
 	)
@@ -133,9 +133,9 @@ func TestChaos(t *testing.T) {
 		bankTotal.Audits += res.bank.Audits
 		bankTotal.Lost += res.bank.Lost
 		bankTotal.Violations = append(bankTotal.Violations, res.bank.Violations...)
-		txnTotal[0] += res.txn.Txns
-		txnTotal[1] += res.txn.Committed
-		txnTotal[2] += len(res.txn.Violations)
+		txnTotal.Txns += res.txn.Txns
+		txnTotal.Committed += res.txn.Committed
+		txnTotal.Violations = append(txnTotal.Violations, res.txn.Violations...)
 		f := byKind[res.kinds]
 		if f == nil {
 			f = &figures{}
@@ -171,12 +171,12 @@ func TestChaos(t *testing.T) {
 		locks.Acquisitions, locks.Sessions, locks.LostSessions, locks.Writes, locks.Fenced, len(locks.Violations))
 	fmt.Printf("chaos: transactions: bank transfers=%d committed=%d unknown=%d (applied %d) conflicts=%d audits=%d lost=%d; list-append txns=%d committed=%d\n",
 		bankTotal.Transfers, bankTotal.Committed, bankTotal.Unknown, bankTotal.UnknownApplied, bankTotal.Aborted, bankTotal.Audits, bankTotal.Lost,
-		txnTotal[0], txnTotal[1])
+		txnTotal.Txns, txnTotal.Committed)
 	fmt.Printf("chaos: runs=%d violations=%d lost=%d watch=%d lock=%d bank=%d txn=%d\n", runs, violations, lost, watch, len(locks.Violations),
-		len(bankTotal.Violations), txnTotal[2])
-	if violations > 0 || lost > 0 || watch > 0 || len(locks.Violations) > 0 || len(bankTotal.Violations) > 0 || txnTotal[2] > 0 {
+		len(bankTotal.Violations), len(txnTotal.Violations))
+	if violations > 0 || lost > 0 || watch > 0 || len(locks.Violations) > 0 || len(bankTotal.Violations) > 0 || len(txnTotal.Violations) > 0 {
 		t.Fatalf("chaos: %d violations, %d lost writes, %d watch violations, %d lock violations, %d bank violations, %d list-append violations (seed %d, histories in %s)",
-			violations, lost, watch, len(locks.Violations), len(bankTotal.Violations), txnTotal[2], seed, out)
+			violations, lost, watch, len(locks.Violations), len(bankTotal.Violations), len(txnTotal.Violations), seed, out)
 	}
 	if failed {
 		t.Fatalf("chaos: the fleet did not recover after a fault (seed %d, logs in %s)", seed, out)
