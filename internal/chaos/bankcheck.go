@@ -255,3 +255,21 @@ func (c *bankChecker) checkSnapshot(au *BankAudit) {
 		}
 	}
 }
+
+// plantedBankCaught shows CheckBank able to fail on this very record: the
+// first acknowledged transfer, recorded as failed instead, must be
+// reported (its writes are in the chains, or were read). It returns
+// false only when the plant went unnoticed; a record with no
+// acknowledged transfer has nothing to plant on.
+func plantedBankCaught(run BankRun) bool {
+	for i, t := range run.Transfers {
+		if t.Outcome != OK {
+			continue
+		}
+		planted := run
+		planted.Transfers = slices.Clone(run.Transfers)
+		planted.Transfers[i].Outcome, planted.Transfers[i].Commit = Failed, 0
+		return len(CheckBank(planted).Violations) > len(CheckBank(run).Violations)
+	}
+	return true
+}

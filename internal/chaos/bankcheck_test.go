@@ -80,6 +80,9 @@ func TestBankCheckCleanRunsPass(t *testing.T) {
 			t.Fatalf("seed %d: report %+v", seed, rep)
 		}
 	}
+	if !plantedBankCaught(cleanBank(7, 40).run) {
+		t.Fatal("a committed transfer recorded as failed went unreported")
+	}
 	// Unknown transfers applied are counted; ones read by nobody are not.
 	s := newBankSim(3)
 	s.transfer(0, 1, 5, Unknown, true)

@@ -410,11 +410,17 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		res.bank = CheckBank(bankRun)
 		if bk != nil {
 			bankErrs = bk.errs.Load()
+			if !plantedBankCaught(bankRun) {
+				res.bank.Violations = append(res.bank.Violations, "bank: the check is blind: an acknowledged transfer recorded as failed went unreported")
+			}
 		}
 	}
 	if la != nil {
 		res.txn = checkListAppend(laHist, level)
 		laErrs = la.errs.Load()
+		if !plantedAbortCaught(laHist) {
+			res.txn.Violations = append(res.txn.Violations, "txn: the check is blind: a committed append others read, recorded as aborted, was not reported as G1a")
+		}
 	}
 	br, tr := res.bank, res.txn
 	sessions := 0

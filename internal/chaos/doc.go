@@ -209,7 +209,10 @@
 // revisions increase along each chain; an audit at start S saw, in each
 // account, a value committed at or below S whose successor in the chain
 // committed above S. Unknown outcomes are never failures: only what the
-// final chains and the reads show of them is judged.
+// final chains and the reads show of them is judged. Each cycle also
+// checks its own record once more with its first acknowledged transfer
+// recorded as failed: a check that does not report it is blind, a bank
+// violation.
 //
 // # List-append
 //
@@ -227,7 +230,9 @@
 // G-single, G2 where forbidden, incompatible orders, garbage, duplicate
 // and internal reads, dependencies against the revisions); every anomaly
 // the level forbids is a txn violation, and so is a history txncheck
-// refuses as malformed.
+// refuses as malformed, and a check that does not report G1a when a
+// committed append another transaction read is recorded as aborted in a
+// copy of the cycle's history.
 //
 // # What is checked
 //

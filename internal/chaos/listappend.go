@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,4 +222,52 @@ func checkListAppend(h []txncheck.Txn, level txncheck.Level) TxnReport {
 		rep.Violations = append(rep.Violations, fmt.Sprintf("txn: forbidden at %s: %s", level, a))
 	}
 	return rep
+}
+
+// plantedAbortCaught shows txncheck able to fail on this very history: a
+// committed transaction whose append another transaction read, recorded
+// as aborted instead, must be reported as G1a. It returns false only
+// when the plant went unnoticed; a history with no such append has
+// nothing to plant on.
+func plantedAbortCaught(h []txncheck.Txn) bool {
+	readBy := map[string]map[int]int{} // key → value → a reader's ID
+	for _, t := range h {
+		if t.Outcome != txncheck.Committed {
+			continue
+		}
+		for _, op := range t.Ops {
+			if op.Kind != txncheck.Read {
+				continue
+			}
+			if readBy[op.Key] == nil {
+				readBy[op.Key] = map[int]int{}
+			}
+			for _, v := range op.List {
+				readBy[op.Key][v] = t.ID
+			}
+		}
+	}
+	for i, t := range h {
+		if t.Outcome != txncheck.Committed {
+			continue
+		}
+		for _, op := range t.Ops {
+			if reader, ok := readBy[op.Key][op.Value]; op.Kind != txncheck.Append || !ok || reader == t.ID {
+				continue
+			}
+			planted := slices.Clone(h)
+			planted[i].Outcome = txncheck.Aborted
+			res, err := txncheck.Check(planted)
+			if err != nil {
+				return false
+			}
+			for _, a := range res.Anomalies {
+				if a.Kind == txncheck.G1a {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return true
 }

@@ -75,6 +75,9 @@ func TestListAppendCleanHistoriesPass(t *testing.T) {
 				t.Fatalf("seed %d: too little in the history: %+v", seed, rep)
 			}
 		}
+		if !plantedAbortCaught(h) {
+			t.Fatalf("seed %d: a committed append recorded as aborted was not reported", seed)
+		}
 	}
 }
 
