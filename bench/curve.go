@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,8 +68,6 @@ type Curve struct {
 	Notes   []string  `json:"notes,omitempty"`
 	Started time.Time `json:"started"`
 	Elapsed float64   `json:"elapsed_s"`
-	// Describe is the workload template's description.
-	Describe string `json:"describe"`
 }
 
 // RunCurve measures every workload of o at every client count against
@@ -88,7 +87,7 @@ func RunCurve(ctx context.Context, o CurveOptions) (*Curve, error) {
 			return nil, fmt.Errorf("bench: curve: client count %d: want at least 1", n)
 		}
 	}
-	cv := &Curve{Workloads: o.Workloads, Clients: o.Clients, Started: time.Now(), Describe: o.Workload.Describe()}
+	cv := &Curve{Workloads: o.Workloads, Clients: o.Clients, Started: time.Now()}
 	for _, n := range o.Clients {
 		co := o.Compare
 		co.Workloads = nil
@@ -149,10 +148,10 @@ func (cv *Curve) Point(workload string, clients int, system string) (CurvePoint,
 // server CPU per operation, and the first system's throughput over the
 // others'.
 func (cv *Curve) WriteMarkdown(w io.Writer) {
-	fmt.Fprintf(w, "Medians of %d runs per point, each on a fresh fleet, the systems alternating; disk write+fsync p50 %.2f ms (median of %d probes); %s.\n",
-		cv.Runs, cv.FsyncP50Ms, len(cv.FsyncProbes), cv.Describe)
+	fmt.Fprintf(w, "Medians of %d runs per point, each on a fresh fleet, the systems alternating; disk write+fsync p50 %.2f ms (median of %d probes, one per client count)%s.\n",
+		cv.Runs, cv.FsyncP50Ms, len(cv.FsyncProbes), cv.shape())
 	if cv.EtcdVersion != "" {
-		fmt.Fprintf(w, "etcd %s, 3 members; Flotilla 3 shardnodes + placementd. Server CPU is every server process's CPU over the window per successful operation.\n", cv.EtcdVersion)
+		fmt.Fprintf(w, "etcd %s, 3 members; Flotilla 3 shardnodes + placementd. Server CPU is every server process's CPU over the window per successful operation; other load is the CPU the rest of the machine used meanwhile, in cores.\n", cv.EtcdVersion)
 	}
 	if len(cv.Systems) == 0 {
 		return
@@ -167,7 +166,7 @@ func (cv *Curve) WriteMarkdown(w io.Writer) {
 		for _, s := range cv.Systems[1:] {
 			head = append(head, first+"/"+s)
 		}
-		head = append(head, "p50 ms ("+strings.Join(cv.Systems, " / ")+")", "p99 ms", "server CPU µs/op", "errors")
+		head = append(head, "p50 ms ("+strings.Join(cv.Systems, " / ")+")", "p99 ms", "server CPU µs/op", "errors", "other load")
 		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
 		for _, n := range cv.Clients {
 			row := []string{fmt.Sprint(n)}
@@ -196,7 +195,8 @@ func (cv *Curve) WriteMarkdown(w io.Writer) {
 				join(func(r Record) string { return fmt.Sprintf("%.2f", r.P50Ms) }),
 				join(func(r Record) string { return fmt.Sprintf("%.2f", r.P99Ms) }),
 				join(func(r Record) string { return fmt.Sprintf("%.0f", r.ServerCPUUsPerOp) }),
-				join(func(r Record) string { return fmt.Sprint(r.Errors) }))
+				join(func(r Record) string { return fmt.Sprint(r.Errors) }),
+				join(func(r Record) string { return fmt.Sprintf("%.2f", r.OtherCPUCores) }))
 			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 		}
 	}
@@ -212,6 +212,30 @@ func (cv *Curve) WriteMarkdown(w io.Writer) {
 	for _, n := range cv.Notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
 	}
+}
+
+// shape describes the points' common workload settings, from the first
+// point's record.
+func (cv *Curve) shape() string {
+	if len(cv.Points) == 0 {
+		return ""
+	}
+	r := cv.Points[0].Median
+	return fmt.Sprintf("; %s loop, %d %s keys of %d bytes, %d-byte values; warm-up %gs, measured %gs",
+		r.Mode, r.Keys, r.Distribution, r.KeySize, r.ValueSize, r.WarmupS, math.Round(r.DurationS))
+}
+
+// ReadCurve reads a curve that WriteJSON wrote.
+func ReadCurve(path string) (*Curve, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cv := &Curve{}
+	if err := json.Unmarshal(b, cv); err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	return cv, nil
 }
 
 // WriteJSON writes the curve to path as indented JSON.

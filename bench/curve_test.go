@@ -40,7 +40,7 @@ func fakeReport(t *testing.T, clients int, figures map[string][3]float64) *Repor
 }
 
 func TestCurveAssemblesMediansByClientCount(t *testing.T) {
-	cv := &Curve{Workloads: []string{"write"}, Clients: []int{1, 10}, Describe: "write"}
+	cv := &Curve{Workloads: []string{"write"}, Clients: []int{1, 10}}
 	cv.add(fakeReport(t, 1, map[string][3]float64{"flotilla": {600, 1500, 2000}, "etcd": {500, 1700, 2200}}))
 	cv.add(fakeReport(t, 10, map[string][3]float64{"flotilla": {3000, 3000, 900}, "etcd": {1500, 6000, 800}}))
 	p, ok := cv.Point("write", 10, "flotilla")
@@ -59,8 +59,9 @@ func TestCurveAssemblesMediansByClientCount(t *testing.T) {
 	for _, want := range []string{
 		"| clients | flotilla ops/s | etcd ops/s | flotilla/etcd | p50 ms (flotilla / etcd) | p99 ms | server CPU µs/op | errors |",
 		"| 1 | 600 | 500 | 1.20x | 1.50 / 1.70 |",
-		"| 10 | 3000 | 1500 | 2.00x | 3.00 / 6.00 | 3.00 / 6.00 | 900 / 800 | 0 / 0 |",
-		"fsync p50 0.55 ms (median of 2 probes)",
+		"| 10 | 3000 | 1500 | 2.00x | 3.00 / 6.00 | 3.00 / 6.00 | 900 / 800 | 0 / 0 | 0.00 / 0.00 |",
+		"closed loop, 10000 uniform keys of 16 bytes, 256-byte values",
+		"fsync p50 0.55 ms (median of 2 probes, one per client count)",
 		"write: leader",
 	} {
 		if !strings.Contains(md, want) {
@@ -69,6 +70,19 @@ func TestCurveAssemblesMediansByClientCount(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	// The JSON reads back into the same markdown.
+	if err := cv.WriteJSON(filepath.Join(dir, "curve.json")); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadCurve(filepath.Join(dir, "curve.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again strings.Builder
+	back.WriteMarkdown(&again)
+	if again.String() != md {
+		t.Errorf("markdown of the JSON read back differs:\n%s\nwant:\n%s", again.String(), md)
+	}
 	files, err := cv.WritePlots(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -60,6 +60,32 @@
 // counts the missing and duplicate events (watch.go explains why the
 // marker proves the drain complete).
 //
+// # etcd's side
+//
+// EtcdDriver sends etcd's requests to the member that leads
+// (EtcdTargetLeader: found with the maintenance Status API and followed
+// when it changes), as the router sends Flotilla's to shard leaders, or
+// balances them over every member (EtcdTargetAll); CompareOptions's
+// EtcdTarget picks, by default the leader for workloads that write.
+// CheckEtcdDriver runs etcd's own benchmark tool and the driver in turn
+// on one etcd, so that a comparison can show it does not short-change
+// etcd.
+//
+// # Transactions
+//
+// The workloads batch, txn, transfer-1shard and transfer-2shard (txn.go)
+// write two keys per operation through the optional TxnKV capability of
+// a driver's KVs: an atomic batch, a transaction of puts, or a transfer
+// (read both, write both, commit if unchanged) on one shard or two. Keys
+// are paired by the shards the Flotilla fleet lists (RunOptions's
+// ShardBoundaries), and for etcd by as many even ranges.
+//
+// # The curve
+//
+// RunCurve runs Compare at several client counts and gathers the medians
+// into a Curve: a markdown table, PNG plots of throughput and CPU per
+// operation by concurrency, and JSON.
+//
 // # Other benchmarks
 //
 // RunEngine measures the multiraft engine in process (single-replica

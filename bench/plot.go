@@ -164,6 +164,15 @@ func latencyCurve(h *hdrhistogram.Histogram) plotter.XYs {
 	return xy
 }
 
+// tickLabel writes v in three significant digits, without an exponent
+// from a thousand on (a throughput axis reads 10000, not 1e+04).
+func tickLabel(v float64) string {
+	if v >= 1000 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
 // oneTwoFive marks a log axis at 1, 2 and 5 times each power of ten, or
 // at every multiple of them when that gives fewer than three marks, so a
 // range within one decade still gets labels.
@@ -178,7 +187,7 @@ func (oneTwoFive) Ticks(lo, hi float64) []plot.Tick {
 		for decade := math.Pow(10, math.Floor(math.Log10(lo))); decade <= hi; decade *= 10 {
 			for _, m := range multiples {
 				if v := m * decade; v >= lo && v <= hi {
-					ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 3, 64)})
+					ticks = append(ticks, plot.Tick{Value: v, Label: tickLabel(v)})
 				}
 			}
 		}

@@ -35,13 +35,14 @@ Example:
 // curveFlags are the flags of 'flotilla bench curve'.
 type curveFlags struct {
 	*compareFlags
-	clients, out string
+	clients, out, from string
 }
 
 func newCurveFlags() (*flag.FlagSet, *curveFlags) {
 	fs, c := newWorkloadFlags("bench curve")
 	cf := &curveFlags{compareFlags: c}
 	fs.StringVar(&cf.clients, "clients", "1,10,100,1000", "client counts, comma-separated, in order: one point of the curve each")
+	fs.StringVar(&cf.from, "from-json", "", "run nothing: write the table and plots of a curve.json written before (into --out)")
 	fs.StringVar(&cf.out, "out", "curve", "directory receiving curve.md, curve-throughput.png, curve-cpu.png and curve.json (created if missing)")
 	// Shorter points than compare's defaults: a curve is many of them.
 	for name, v := range map[string]string{"workload": "write,read", "runs": "3", "warmup": "1s", "duration": "3s",
@@ -110,13 +111,18 @@ func runBenchCurve(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(os.Stderr, err)
 		return errUsage
 	}
-	pp := bench.NewProgressPrinter(out, isTerminal(out), 5*time.Second)
-	o.Compare.Etcd = bench.EtcdBuild{Binary: cf.etcd, CacheDir: cf.cacheDir, Log: out}
-	o.Compare.Log, o.Compare.Progress = lineWriter{pp, out}, pp.Print
 	if err := os.MkdirAll(cf.out, 0o755); err != nil {
 		return err
 	}
-	cv, err := bench.RunCurve(ctx, o)
+	var cv *bench.Curve
+	if cf.from != "" {
+		cv, err = bench.ReadCurve(cf.from)
+	} else {
+		pp := bench.NewProgressPrinter(out, isTerminal(out), 5*time.Second)
+		o.Compare.Etcd = bench.EtcdBuild{Binary: cf.etcd, CacheDir: cf.cacheDir, Log: out}
+		o.Compare.Log, o.Compare.Progress = lineWriter{pp, out}, pp.Print
+		cv, err = bench.RunCurve(ctx, o)
+	}
 	if err != nil {
 		return err
 	}
@@ -126,13 +132,17 @@ func runBenchCurve(ctx context.Context, args []string, out io.Writer) error {
 	if err := os.WriteFile(filepath.Join(cf.out, "curve.md"), []byte(md.String()), 0o644); err != nil {
 		return err
 	}
-	if err := cv.WriteJSON(filepath.Join(cf.out, "curve.json")); err != nil {
-		return err
+	written := []string{filepath.Join(cf.out, "curve.md")}
+	if cf.from == "" {
+		if err := cv.WriteJSON(filepath.Join(cf.out, "curve.json")); err != nil {
+			return err
+		}
+		written = append(written, filepath.Join(cf.out, "curve.json"))
 	}
 	files, err := cv.WritePlots(cf.out)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nwritten: %s\n", strings.Join(append([]string{filepath.Join(cf.out, "curve.md"), filepath.Join(cf.out, "curve.json")}, files...), " "))
+	fmt.Fprintf(out, "\nwritten: %s\n", strings.Join(append(written, files...), " "))
 	return nil
 }
