@@ -79,8 +79,9 @@ var ErrIDsExhausted = errors.New("placement: IDs exhausted")
 // command is a catalogue write. Commands are JSON: they are rare (node
 // registrations, ID allocations) and readable in a log dump.
 type command struct {
-	// register, alloc, drain, bootstrapped, or raise (ID is in use: the
-	// counter Kind never hands out an ID at or below it).
+	// register, alloc, drain, forget (remove node ID from the
+	// catalogue), bootstrapped, or raise (ID is in use: the counter Kind
+	// never hands out an ID at or below it).
 	Op    string      `json:"op"`
 	Node  *NodeRecord `json:"node,omitempty"`
 	Kind  uint64      `json:"kind,omitempty"`
@@ -200,6 +201,15 @@ func (c *catalogue) Apply(ac *multiraft.ApplyContext, e multiraft.Entry) any {
 		n.Draining = cmd.On
 		c.putNodeLocked(b, n)
 		return uint64(n.ID)
+	case "forget":
+		if _, ok := c.nodes[multiraft.NodeID(cmd.ID)]; !ok {
+			return fmt.Errorf("%w: node %d", ErrUnknownNode, cmd.ID)
+		}
+		// The node counter stays where it is: the ID is never handed out
+		// again.
+		delete(c.nodes, multiraft.NodeID(cmd.ID))
+		_ = b.Delete(keys.PlacementKey(kindNode, cmd.ID), nil)
+		return cmd.ID
 	case "bootstrapped":
 		c.settings.Bootstrapped = true
 		v, _ := json.Marshal(c.settings)

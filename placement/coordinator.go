@@ -71,7 +71,9 @@ func (s *Service) Run(ctx context.Context) {
 	c := &coordinator{core: s.core, ids: &idBlocks{core: s.core, ctx: ctx}, orphans: map[shard.ShardID]time.Time{}}
 	c.mu.flights = map[shard.ShardID]*flight{}
 	c.mu.unsplittable = map[shard.ShardID]int64{}
+	s.coord.Store(c)
 	c.run(ctx)
+	s.coord.Store(nil)
 	s.closeOracle()
 }
 

@@ -8,7 +8,8 @@
 // multiraft engine with 1 or 3 replicas, holds only what cannot be
 // recovered from the fleet: registered nodes (address, labels, capacity,
 // draining), the ID counters (nodes, shards, replicas: never reused) and
-// the settings (whether the initial shards were created).
+// the settings (whether the initial shards were created). A node leaves it
+// only when an operator forgets it (ForgetNode).
 //
 // Shards are not in it. Their truth is their own Raft state; every node
 // heartbeats (Config.HeartbeatInterval) the descriptor, size, load and
@@ -51,6 +52,21 @@
 // the catalogue refused is INVALID_ARGUMENT, any failure of the engine is
 // UNAVAILABLE (clients retry), and a result the engine calls ambiguous
 // says that the change may or may not have applied.
+//
+// # Operators asked for through the API
+//
+// SplitShard, MoveReplica and ForgetNode are the operator's hands
+// (manual.go). A split or a move is checked against the catalogue and the
+// view (unknown shard or node: NOT_FOUND; a replica already there, a
+// target down or draining: FAILED_PRECONDITION), then runs on the leader
+// as one of the coordinator's flights, so no scheduled operator touches
+// the shard meanwhile and the next rounds wait for a heartbeat to show its
+// effect; the RPC answers when its steps are done, with the shard
+// leader's status code when a step is refused. ForgetNode removes a node
+// from the catalogue only once it is down and no shard's descriptor names
+// it; its ID is never handed out again. All three answer UNAVAILABLE while
+// the leader is younger than two heartbeat intervals (its view may still
+// miss shards).
 //
 // # Scheduling
 //
@@ -113,6 +129,7 @@
 //	view.go         the leader's view of nodes and shards (owns its lock)
 //	health.go       the cluster's health, for the status, the gauges and drains
 //	coordinator.go  Run: scheduling rounds and the operators in flight
+//	manual.go       SplitShard, MoveReplica, ForgetNode: operators asked for through the API
 //	ids.go          ID blocks the scheduler reserves from the catalogue
 //	execute.go      an operator's steps, through the shard leaders' Admin service
 //	strays.go       removing replicas their shard no longer counts

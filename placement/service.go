@@ -86,6 +86,9 @@ type core struct {
 	// clock is the timestamp oracle of this replica's current leadership
 	// (see timestamps.go).
 	clock oracleHolder
+	// coord is Run's coordinator while Run runs (nil otherwise): the
+	// operators asked for through the API run as its flights (manual.go).
+	coord atomic.Pointer[coordinator]
 }
 
 // Service is the placement service of one placementd: the gRPC Placement

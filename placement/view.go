@@ -441,3 +441,40 @@ func (v *view) unreported(now time.Time, downThreshold time.Duration) map[shard.
 	}
 	return hosts
 }
+
+// shard returns a copy of the view's state of shard id.
+func (v *view) shard(id shard.ShardID) (shardState, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if st := v.mu.shards[id]; st != nil {
+		return *st, true
+	}
+	return shardState{}, false
+}
+
+// shardsOn returns, in ascending order, the shards whose descriptor (as
+// their leaders last reported it) has a replica on node.
+func (v *view) shardsOn(node multiraft.NodeID) []shard.ShardID {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []shard.ShardID
+	for _, st := range v.sortedLocked() {
+		for _, r := range st.desc.Replicas {
+			if r.NodeID == node {
+				out = append(out, st.desc.ShardID)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// forget drops what the view knows of node (forgotten by the catalogue):
+// its state and its series.
+func (v *view) forget(node multiraft.NodeID) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.mu.nodes, node)
+	delete(v.mu.series, node)
+}

@@ -64,7 +64,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newDemoCmd(), newPutCmd(), newGetCmd(), newDelCmd(), newTxnCmd(), newCASCmd(), newScanCmd(), newWatchCmd(),
 		newCompactCmd(), newBackupCmd(), newRestoreCmd(), newLeaseCmd(), newStatusCmd(), newNodesCmd(), newShardsCmd(),
-		newDrainCmd(), newShardCmd(), newCertsCmd(), newBenchCmd(), newVersionCmd(),
+		newDrainCmd(), newShardCmd(), newNodeCmd(), newCertsCmd(), newBenchCmd(), newVersionCmd(),
 	)
 	nameEnv(root)
 	return root

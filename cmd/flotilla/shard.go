@@ -23,26 +23,27 @@ node placement names as its leader (Admin service):
                                     its data at one log index; exits 1 if they differ or a
                                     replica could not answer
   transfer-leader SHARD --to NODE   move the shard's leadership to its replica on NODE
+  split SHARD [--key K]             split the shard in two, at its middle key or at K
+                                    (placement runs it and answers once it applied)
+  move SHARD --from N --to M        move the shard's replica on node N to node M
+                                    (placement adds the new replica, then removes the old)
 
-Not here yet, because placement exposes no RPC for them: split (a split needs the
-new shard and replica IDs from placement's counters), move (placement's operators
-move replicas; there is no call to ask for one) and 'node forget' (removing a node
-from the catalogue).`
+'flotilla node forget NODE' removes a dead node from placement's catalogue.`
 
 func newShardCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "shard SUBCOMMAND [flags] SHARD",
-		Short: "operations on one shard: check (consistency check), transfer-leader",
+		Short: "operations on one shard: check (consistency check), transfer-leader, split, move",
 		Long:  shardLong,
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("unknown subcommand %q", args[0])
 			}
-			return usagef("no subcommand given: check or transfer-leader")
+			return usagef("no subcommand given: check, transfer-leader, split or move")
 		},
 	}
-	cmd.AddCommand(newShardCheckCmd(), newShardTransferLeaderCmd())
+	cmd.AddCommand(newShardCheckCmd(), newShardTransferLeaderCmd(), newShardSplitCmd(), newShardMoveCmd())
 	return cmd
 }
 
