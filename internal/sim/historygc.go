@@ -20,8 +20,9 @@ import (
 //
 // So every check of the run (reads at a revision, watches, the bank,
 // leases) runs with collection on; TxnRecordRetention in shardConfig is
-// short enough that records of the run's transactions are collected
-// during it.
+// short enough that records of an engine run's transactions are
+// collected during it (fleet runs keep them longer: see
+// fleetRecordRetention).
 const (
 	historyGCEvery  = 50
 	historyGCBudget = 16
@@ -81,7 +82,7 @@ func (s *simulation) collectHistory() {
 			}
 			k := historyGCKey{n.id, g.Group}
 			now := b.nextRevision()
-			p, err := shard.PlanGC(n.db, shardConfig, &d, gc.cursors[k], now, historyGCBudget)
+			p, err := shard.PlanGC(n.db, s.shardConfig(), &d, gc.cursors[k], now, historyGCBudget)
 			if err != nil {
 				s.violation("history gc: planning g%d on n%d: %v", g.Group, n.id, err)
 				continue

@@ -92,7 +92,7 @@ func (n *node) start() error {
 		// simulation's clients stamp and propose their writes themselves
 		// (shardBackend.encode), and it never resolves a shard, so its
 		// oracle is never asked.
-		if n.store, err = shard.NewStore(shardConfig, tso.Local()); err != nil {
+		if n.store, err = shard.NewStore(n.s.shardConfig(), tso.Local()); err != nil {
 			panic(err)
 		}
 		newSM = n.store.StateMachineFunc()
