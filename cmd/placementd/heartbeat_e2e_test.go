@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +18,9 @@ import (
 // the three nodes lead nothing), every node's used bytes count the data of
 // the replicas it follows too; every node reports a capacity (its
 // filesystem's size by default, --capacity when given); and the node
-// serving the writes reports a request p99 and the CPU it used.
+// serving the writes reports a request p99 and the CPU it used. Then
+// both binaries' /metrics are scraped for Pebble's, the process's, the Go
+// runtime's and the build's metrics.
 func TestHeartbeatsTellTheTruth(t *testing.T) {
 	c := newCluster(t, 1, 3, "--initial-shards", "1", "--split-size", "1GiB")
 	c.waitHealthy(60*time.Second, 1, false, 3)
@@ -71,6 +76,33 @@ func TestHeartbeatsTellTheTruth(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d writes in %s", written, time.Since(start).Round(time.Millisecond))
+
+	// Both binaries' /metrics serve Pebble's, the process's and the Go
+	// runtime's metrics and what build runs.
+	scrape := func(service, url string) {
+		t.Helper()
+		resp, err := http.Get("http://" + url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s/metrics: %d %v", url, resp.StatusCode, err)
+		}
+		for _, re := range []string{
+			`(?m)^flotilla_pebble_flushes_total \d`, `(?m)^flotilla_pebble_l0_files \d`, `(?m)^flotilla_pebble_read_amplification \d`,
+			`(?m)^flotilla_pebble_memtable_bytes [1-9]`, `(?m)^flotilla_pebble_wal_written_bytes_total [1-9]`, `(?m)^flotilla_pebble_compactions_total \d`,
+			`(?m)^process_cpu_seconds_total \d`, `(?m)^process_resident_memory_bytes [1-9]`, `(?m)^process_open_fds [1-9]`, `(?m)^go_goroutines [1-9]`,
+			`(?m)^flotilla_build_info\{goversion="go[^"]+",modified="(true|false)",revision="[^"]+",service="` + service + `",version="[^"]+"\} 1$`,
+		} {
+			if !regexp.MustCompile(re).Match(body) {
+				t.Errorf("%s's /metrics has no line matching %s", service, re)
+			}
+		}
+	}
+	scrape("shardnode", c.f.Nodes[1].HTTP)
+	scrape("placementd", c.f.Placement[1].HTTP)
 	for _, n := range last {
 		t.Logf("node %d: leaders %d, used %d bytes, capacity %d, p99 %.4fs, cpu %.2f cores",
 			n.GetNodeId(), n.GetLeaders(), n.GetUsedBytes(), n.GetCapacityBytes(), n.GetRequestP99Seconds(), n.GetCpuCores())

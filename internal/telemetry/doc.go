@@ -11,7 +11,13 @@
 // scrape time (ObserveEngine, ObserveTransport, ObserveRouter,
 // ObservePlacement), so telemetry adds nothing to a proposal or a
 // message. Request counts and latencies of the gRPC services come from a
-// unary interceptor (UnaryServerInterceptor). docs/operations.md lists
+// unary interceptor (UnaryServerInterceptor), which also keeps the KV
+// requests' latencies of the current heartbeat interval (Requests, a
+// LatencyWindow) for the p99 a shardnode reports to placement. Pebble's
+// own metrics come from one DB.Metrics() call per scrape (ObservePebble,
+// which ObserveEngine calls: flotilla_pebble_*). Every Telemetry also
+// serves Prometheus' process_* and go_* collectors and
+// flotilla_build_info (service, version, revision, Go version). docs/operations.md lists
 // the series and what healthy looks like; deploy/grafana/flotilla.json
 // charts them.
 //

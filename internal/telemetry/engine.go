@@ -8,8 +8,12 @@ import (
 	"github.com/flotilla-kv/flotilla/shard"
 )
 
-// ObserveEngine exports the engine's counters and group gauges.
+// ObserveEngine exports the engine's counters and group gauges, and the
+// metrics of the Pebble store it runs on (ObservePebble).
 func (t *Telemetry) ObserveEngine(e *multiraft.Engine) error {
+	if err := t.ObservePebble(e.DB()); err != nil {
+		return err
+	}
 	m := e.Metrics()
 	counters := []Counter{
 		{"flotilla.engine.proposals", "commands proposed to raft", "", m.Proposals.Load},

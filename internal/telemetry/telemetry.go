@@ -36,8 +36,13 @@ type Telemetry struct {
 
 // New sets up a meter provider whose readings are served by Handler in the
 // Prometheus text format. service names the binary (shardnode, placementd).
+// Handler also serves the process's process_* and go_* metrics and
+// flotilla_build_info (process.go).
 func New(service string) (*Telemetry, error) {
 	reg := prometheus.NewRegistry()
+	if err := registerProcess(reg, service); err != nil {
+		return nil, err
+	}
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, err
