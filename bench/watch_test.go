@@ -210,12 +210,16 @@ func TestWatchEventRateMatchesTheWrites(t *testing.T) {
 
 func TestWatchReportsADroppedEventAsMissing(t *testing.T) {
 	d := newWatchDriver()
-	// The 50th write of the first client to send 50: acknowledged in the
-	// window (no warm-up, and the 2000 writes of the window are not done
-	// before some client sent 50). drop runs under the driver's lock.
+	// The 400th write of the first client to send 400: acknowledged in
+	// the window. The window opens as soon as the clients start (no
+	// warm-up), but a write that ends before it opens counts nowhere, so
+	// an early write could fall outside it when the machine delays the
+	// runner's goroutine (seq 50 did, under a load average of 30); and it
+	// closes at 2000 writes, which the 4 clients cannot reach before one
+	// of them sent 400 (1600 at most). drop runs under the driver's lock.
 	var dropped int
 	d.drop = func(_, value []byte) bool {
-		if _, seq := stampOf(value); seq == 50 && dropped == 0 {
+		if _, seq := stampOf(value); seq == 400 && dropped == 0 {
 			dropped++
 			return true
 		}
@@ -249,7 +253,8 @@ func TestWatchCountsDuplicatesAndIncompleteDrains(t *testing.T) {
 	d := newWatchDriver()
 	duplicated := false
 	d.dup = func(_, value []byte) bool { // under the driver's lock
-		if _, seq := stampOf(value); seq == 100 && !duplicated {
+		// Seq 400: in the window, as in TestWatchReportsADroppedEventAsMissing.
+		if _, seq := stampOf(value); seq == 400 && !duplicated {
 			duplicated = true
 			return true
 		}
