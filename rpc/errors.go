@@ -49,7 +49,9 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		return withDetail(codes.Aborted, msg, &pb.WriteConflict{Key: wc.Key, Revision: wc.Revision})
 	case errors.Is(err, shard.ErrTxnAborted):
 		return withDetail(codes.Aborted, msg, &pb.TxnAborted{})
-	case errors.Is(err, shard.ErrTxnCommitted):
+	case errors.Is(err, shard.ErrTxnCommitted), errors.Is(err, shard.ErrTxnForgotten):
+		// Final answers about a transaction, not about the node: a retry
+		// gets the same.
 		return status.Error(codes.FailedPrecondition, msg)
 	case errors.As(err, &ce):
 		return withDetail(codes.OutOfRange, msg, &pb.Compacted{ShardId: uint64(ce.Shard), CompactRevision: ce.CompactRevision})

@@ -40,6 +40,8 @@ func TestErrorsMapToDocumentedStatuses(t *testing.T) {
 		{shard.ErrEmptyKey, codes.InvalidArgument, nil},
 		{multiraft.ErrInvalidConfChange, codes.InvalidArgument, nil},
 		{shard.ErrStaleSequence, codes.FailedPrecondition, nil},
+		{fmt.Errorf("%w: check of transaction 7", shard.ErrTxnForgotten), codes.FailedPrecondition, nil},
+		{shard.ErrTxnCommitted, codes.FailedPrecondition, nil},
 		{multiraft.ErrGroupExists, codes.AlreadyExists, nil},
 		{multiraft.ErrStopped, codes.Unavailable, nil},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, nil},

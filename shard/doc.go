@@ -133,8 +133,10 @@
 //     reads and watches at or above the compaction point see the same;
 //     a prewrite whose start is below the compaction point treats a key
 //     with no meta as a write conflict.
-//   - An outcome record goes once its transaction started more than
-//     Config.TxnRecordRetention before the shard's resolved revision,
+//   - When Config.TxnRecordRetention is set (it is not by default: see
+//     gc.go for the assumption it rests on, which nothing enforces
+//     yet), an outcome record goes once its transaction started more
+//     than the retention before the shard's resolved revision,
 //     and no lock on the shard started at or before it. A prewrite past
 //     the retention is refused, and a check, commit or rollback of a
 //     forgotten transaction that finds neither record nor primary lock

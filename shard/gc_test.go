@@ -432,3 +432,26 @@ func TestCollectGarbageStore(t *testing.T) {
 		t.Fatalf("a pass over an unknown shard: %v", err)
 	}
 }
+
+// TestGCKeepsRecordsByDefault: without a TxnRecordRetention a record is
+// never collected, however old, and a retried step still finds it:
+// nothing bounds how long a lock may wait for its record yet.
+func TestGCKeepsRecordsByDefault(t *testing.T) {
+	h := newHarness(t, Config{}, testDesc())
+	t1 := TxnRef{Primary: []byte("c"), Start: ms(3)}
+	h.at(ms(4), Command{Kind: KindPrewrite, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, TTL: 10, Mutations: []Mutation{putM("c", "v")}}})
+	h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}})
+	day := uint64(24 * time.Hour / time.Millisecond)
+	if res := h.at(ms(30*day), gcCmd(nil, t1)).(*Result); res.CollectedTxns != 0 {
+		t.Fatalf("collected %d records with no retention set", res.CollectedTxns)
+	}
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	if st, _, ok := h.sm.txnRecord(b, t1.Primary, t1.Start); !ok || st != TxnCommitted {
+		t.Fatalf("the record of a month-old transaction: %v %v", st, ok)
+	}
+	// A retried commit still finds its outcome.
+	if res := h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}}); !res.Succeeded {
+		t.Fatalf("a month later, the retried commit: %+v", res)
+	}
+}
