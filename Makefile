@@ -155,7 +155,7 @@ CHAOS_FLAGS    ?=
 CHAOS_SHORT_FLAGS ?=
 
 .PHONY: chaos chaos-short
-chaos: ## nemesis test: real fleet, mixed faults for CHAOS_DURATION (30m) in CHAOS_MODE (docker|process), porcupine-checked; ends with "chaos: runs=N violations=V lost=L watch=W lock=K"
+chaos: ## nemesis test: real fleet, mixed faults for CHAOS_DURATION (30m) in CHAOS_MODE (docker|process), porcupine-checked; ends with "chaos: runs=N violations=V lost=L watch=W lock=K bank=B txn=T"
 	$(GO) test -count=1 -v -run '^TestChaos$$' ./internal/chaos -timeout=0 -chaos.duration=$(CHAOS_DURATION) -chaos.mode=$(CHAOS_MODE) $(CHAOS_FLAGS)
 
 chaos-short: ## nemesis test, short form for make test: about 75 s of process-mode faults

@@ -15,14 +15,15 @@ import (
 // History collection
 //
 // Writes prune the old versions of the keys they write, but the history
-// of a deleted key and the outcome records of transactions across
-// shards are never written again: the node collects them (shard/gc.go)
-// with one goroutine, historyCollector, which every interval runs one
+// of a deleted key is never written again: the node collects it
+// (shard/gc.go) with one goroutine, historyCollector, which every interval runs one
 // bounded pass (Store.CollectGarbage: at most budget keys and budget
 // records examined, resuming where the last pass stopped) over each
 // shard this node leads. A pass that finds nothing proposes nothing, so
 // idle shards stay quiesced; a shard of millions of keys is collected
-// over many rounds, never blocking its worker for long.
+// over many rounds, never blocking its worker for long. Outcome records
+// of transactions across shards are kept: the node sets no
+// shard.Config.TxnRecordRetention (shard/gc.go says why).
 
 // historyGCConfig configures the node's history collector.
 type historyGCConfig struct {
@@ -53,9 +54,9 @@ func defaultHistoryGC() historyGCConfig {
 // fs, with c's values as defaults.
 func (c *historyGCConfig) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Interval, "history-gc-interval", c.Interval,
-		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point, and outcome records of transactions across shards started more than an hour ago; 0 disables it")
+		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point (outcome records of transactions across shards are kept); 0 disables it")
 	fs.IntVar(&c.Budget, "history-gc-budget", c.Budget,
-		"how many keys, and how many transaction outcome records, one collection pass examines per shard (a pass resumes where the last stopped)")
+		"how many keys one collection pass examines per shard (a pass resumes where the last stopped)")
 }
 
 // validate adds c's problems to p.

@@ -90,6 +90,9 @@ type Config struct {
 	GCInterval        time.Duration
 	GCLeaderlessAfter time.Duration
 	GCEmptyAfter      time.Duration
+	// HistoryGC configures the collection of history no read needs
+	// (gc.go).
+	HistoryGC historyGCConfig
 	// Capacity is how many bytes of user data the node offers placement;
 	// 0 is the size of the filesystem holding DataDir (see capacityBytes).
 	Capacity cli.Bytes
@@ -128,6 +131,8 @@ func parseConfig(args []string) (Config, error) {
 		"a replica that knows no leader for this long is checked with its shard's other replicas (longer than an election)")
 	fs.DurationVar(&c.GCEmptyAfter, "replica-gc-empty-after", time.Minute,
 		"an empty replica (waiting for its first snapshot) is checked with its shard's other replicas after this long (longer than any gap between creating a replica and adding it)")
+	c.HistoryGC = defaultHistoryGC()
+	c.HistoryGC.registerFlags(fs)
 	fs.StringVar(&c.EtcdListen, "etcd-listen", "",
 		"address to serve the etcd v3 gRPC API on (KV, Watch, Lease, Cluster, Maintenance), so etcdctl, clientv3 and the Kubernetes API server can use the fleet through this node; mutual TLS like --listen when --tls-* are set; empty disables it")
 	fs.StringVar(&c.EtcdAdvertise, "etcd-advertise", "",
@@ -192,6 +197,7 @@ func (c Config) Validate() error {
 	if c.GCLeaderlessAfter <= 0 {
 		p.Addf("--replica-gc-leaderless-after must be positive, got %s", c.GCLeaderlessAfter)
 	}
+	c.HistoryGC.validate(&p)
 	if c.GCEmptyAfter <= 0 {
 		p.Addf("--replica-gc-empty-after must be positive, got %s", c.GCEmptyAfter)
 	}

@@ -216,9 +216,9 @@ func run(ctx context.Context, cfg Config) error {
 		})
 		wg.Go(func() { gc.Run(tickCtx) })
 	}
-	// The history collector (gc.go); its flags await a hunk in main.go.
-	if hgc := defaultHistoryGC(); hgc.Interval > 0 {
-		hc := &historyCollector{cfg: hgc, engine: engine, store: store, logger: logger}
+	// The history collector (gc.go).
+	if cfg.HistoryGC.Interval > 0 {
+		hc := &historyCollector{cfg: cfg.HistoryGC, engine: engine, store: store, logger: logger}
 		wg.Go(func() { hc.run(tickCtx) })
 	}
 
