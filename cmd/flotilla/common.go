@@ -158,3 +158,32 @@ func (c *common) placementClient() (pb.PlacementClient, func(), error) {
 	}
 	return pb.NewPlacementClient(conn), conn.Close, nil
 }
+
+// groupCmd returns a command that only groups subs: run without one of
+// them, or with an unknown name, it is a usage error (exit 2) naming
+// the subcommands (and their aliases) it has.
+func groupCmd(use, short, long string, subs ...*cobra.Command) *cobra.Command {
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.Name()
+		if len(s.Aliases) > 0 {
+			names[i] += " (" + strings.Join(s.Aliases, ", ") + ")"
+		}
+	}
+	list := names[0]
+	if n := len(names); n > 1 {
+		list = strings.Join(names[:n-1], ", ") + " or " + names[n-1]
+	}
+	cmd := &cobra.Command{
+		Use: use, Short: short, Long: long,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown subcommand %q", args[0])
+			}
+			return usagef("no subcommand given: %s", list)
+		},
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}

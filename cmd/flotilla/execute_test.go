@@ -50,3 +50,23 @@ func TestWrapText(t *testing.T) {
 		t.Errorf("wrapText:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestGroupCommandsNameTheirSubcommands: lease, shard and node alone, or
+// with a name they do not have, are usage errors (exit 2) that list what
+// they have, aliases included.
+func TestGroupCommandsNameTheirSubcommands(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lease"}, "no subcommand given: grant, revoke, keepalive, timetolive (ttl) or list"},
+		{[]string{"shard"}, "no subcommand given: check, transfer-leader, split or move"},
+		{[]string{"node"}, "no subcommand given: forget"},
+		{[]string{"node", "remove", "3"}, `unknown subcommand "remove"`},
+	} {
+		_, stderr, code := runCLI(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("flotilla %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+	}
+}

@@ -34,20 +34,9 @@ A lease that does not exist (never granted, revoked or expired) exits 3 naming
 it; a malformed ID or TTL is a usage error (exit 2).`
 
 func newLeaseCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "lease SUBCOMMAND [flags] [args]",
-		Short: "leases, as etcdctl's: grant TTL, revoke ID, keepalive ID, timetolive ID (alias ttl), list",
-		Long:  leaseLong,
-		Args:  cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown subcommand %q", args[0])
-			}
-			return usagef("no subcommand given: grant, revoke, keepalive, timetolive (ttl) or list")
-		},
-	}
-	cmd.AddCommand(newLeaseGrantCmd(), newLeaseRevokeCmd(), newLeaseKeepAliveCmd(), newLeaseTimeToLiveCmd(), newLeaseListCmd())
-	return cmd
+	return groupCmd("lease SUBCOMMAND [flags] [args]",
+		"leases, as etcdctl's: grant TTL, revoke ID, keepalive ID, timetolive ID (alias ttl), list", leaseLong,
+		newLeaseGrantCmd(), newLeaseRevokeCmd(), newLeaseKeepAliveCmd(), newLeaseTimeToLiveCmd(), newLeaseListCmd())
 }
 
 // parseLeaseID parses a lease ID as etcdctl prints and takes it:

@@ -31,20 +31,9 @@ node placement names as its leader (Admin service):
 'flotilla node forget NODE' removes a dead node from placement's catalogue.`
 
 func newShardCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "shard SUBCOMMAND [flags] SHARD",
-		Short: "operations on one shard: check (consistency check), transfer-leader, split, move",
-		Long:  shardLong,
-		Args:  cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown subcommand %q", args[0])
-			}
-			return usagef("no subcommand given: check, transfer-leader, split or move")
-		},
-	}
-	cmd.AddCommand(newShardCheckCmd(), newShardTransferLeaderCmd(), newShardSplitCmd(), newShardMoveCmd())
-	return cmd
+	return groupCmd("shard SUBCOMMAND [flags] SHARD",
+		"operations on one shard: check (consistency check), transfer-leader, split, move", shardLong,
+		newShardCheckCmd(), newShardTransferLeaderCmd(), newShardSplitCmd(), newShardMoveCmd())
 }
 
 // shardArg parses the SHARD argument.

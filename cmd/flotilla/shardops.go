@@ -123,20 +123,7 @@ const nodeLong = `flotilla node SUBCOMMAND [flags] NODE: operations on one node,
 'flotilla nodes' lists the nodes; 'flotilla drain NODE' empties a live one.`
 
 func newNodeCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "node SUBCOMMAND [flags] NODE",
-		Short: "operations on one node: forget",
-		Long:  nodeLong,
-		Args:  cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown subcommand %q", args[0])
-			}
-			return usagef("no subcommand given: forget")
-		},
-	}
-	cmd.AddCommand(newNodeForgetCmd())
-	return cmd
+	return groupCmd("node SUBCOMMAND [flags] NODE", "operations on one node: forget", nodeLong, newNodeForgetCmd())
 }
 
 func newNodeForgetCmd() *cobra.Command {
