@@ -9,8 +9,8 @@
 // program whose flags must not take a server's variables. --help prints
 // every flag with its environment variable and default.
 //
-// Version and ReadBuildInfo report the module version and the VCS
-// revision the go command stamped into the binary (runtime/debug); the
+// Version reports the module version and the VCS revision the go
+// command stamped into the binary (internal/buildinfo); the
 // servers register --version with VersionFlag, the flotilla CLI (on cobra,
 // cmd/flotilla) prints the same line.
 package cli

@@ -6,54 +6,10 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strings"
+
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 )
-
-// BuildInfo is what a binary knows about its own build, from
-// runtime/debug.ReadBuildInfo: the main module's path and version, and
-// the VCS revision the go command stamped (empty when it built outside a
-// repository or with -buildvcs=false).
-type BuildInfo struct {
-	// Module is the main module's path, e.g. github.com/flotilla-kv/flotilla.
-	Module string
-	// Version is the main module's version: a tag such as v1.2.0 when
-	// installed with 'go install ...@v1.2.0', "(devel)" for a build from a
-	// working tree.
-	Version string
-	// Revision is the full VCS commit hash, Time its commit time
-	// (RFC 3339), and Modified whether the working tree differed from it.
-	Revision string
-	Time     string
-	Modified bool
-	// GoVersion is the toolchain that built the binary.
-	GoVersion string
-}
-
-// ReadBuildInfo returns the running binary's BuildInfo. Fields the build
-// did not record are empty ("unknown" for Version).
-func ReadBuildInfo() BuildInfo {
-	b := BuildInfo{Version: "unknown", GoVersion: runtime.Version()}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return b
-	}
-	b.Module, b.GoVersion = info.Main.Path, info.GoVersion
-	if info.Main.Version != "" {
-		b.Version = info.Main.Version
-	}
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			b.Revision = s.Value
-		case "vcs.time":
-			b.Time = s.Value
-		case "vcs.modified":
-			b.Modified = s.Value == "true"
-		}
-	}
-	return b
-}
 
 // Version returns the one line a binary named program prints for
 // --version, e.g.
@@ -62,7 +18,7 @@ func ReadBuildInfo() BuildInfo {
 //
 // "commit unknown" when the build recorded no revision.
 func Version(program string) string {
-	b := ReadBuildInfo()
+	b := buildinfo.Read()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s %s", program, b.Version)
 	if b.Module != "" {

@@ -6,11 +6,13 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 )
 
 func TestVersionNamesProgramModuleAndToolchain(t *testing.T) {
 	v := Version("shardnode")
-	b := ReadBuildInfo()
+	b := buildinfo.Read()
 	for _, want := range []string{"shardnode ", b.Version, b.GoVersion, runtime.GOOS + "/" + runtime.GOARCH} {
 		if !strings.Contains(v, want) {
 			t.Errorf("Version = %q, lacks %q", v, want)

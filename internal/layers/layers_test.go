@@ -50,6 +50,7 @@ var layers = map[string]layer{
 	"internal/cpustat":    leaf,
 	"internal/poll":       leaf,
 	"internal/tlsconfig":  leaf,
+	"internal/buildinfo":  leaf,
 	"rpc/flotillapb":      leaf,
 	"placement/tso":       leaf,
 	"deploy":              leaf,

@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/flotilla-kv/flotilla/internal/cli"
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 )
 
 // registerProcess registers, for service, the process_* metrics (CPU
@@ -14,7 +14,7 @@ import (
 // whose labels say what runs: the service, the module version, the VCS
 // revision and whether the tree was modified, and the Go version.
 func registerProcess(reg *prometheus.Registry, service string) error {
-	b := cli.ReadBuildInfo()
+	b := buildinfo.Read()
 	modified := "false"
 	if b.Modified {
 		modified = "true"
