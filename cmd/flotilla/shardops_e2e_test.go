@@ -130,10 +130,14 @@ func TestShardSplitMoveAndNodeForget(t *testing.T) {
 		t.Errorf("split of an unknown shard: exit %d, want %d\n%s", code, exitNotFound, errOut)
 	}
 
-	// Move a replica of the first shard to a node that holds none.
+	// Move a replica of the first shard to a node that holds none. The
+	// balancer works on the same fleet: it may change the shard between
+	// the listing and the move (an operator in flight, or a replica it
+	// just put on the chosen node), so list and move again until the
+	// move is judged on a listing it still matches.
 	var sid, from, to uint64
-	testutil.Eventually(t, 30*time.Second, func() error {
-		// Balancing may be adding a replica (before it removes one).
+	var fromArg, toArg, sidArg string
+	testutil.Eventually(t, 60*time.Second, func() error {
 		v = shards()
 		sid = v.Shards[0].Route.Shard.ShardID
 		holders := v.nodesOf(0)
@@ -146,10 +150,13 @@ func TestShardSplitMoveAndNodeForget(t *testing.T) {
 			}
 		}
 		from = holders[0]
+		fromArg, toArg, sidArg = strconv.FormatUint(from, 10), strconv.FormatUint(to, 10), strconv.FormatUint(sid, 10)
+		out, errOut, code = run("shard", "move", sidArg, "--from", fromArg, "--to", toArg)
+		if code == exitError && (strings.Contains(errOut, "in flight") || strings.Contains(errOut, "already holds replica")) {
+			return fmt.Errorf("shard move %s --from %s --to %s raced the balancer: %s", sidArg, fromArg, toArg, errOut)
+		}
 		return nil
 	})
-	fromArg, toArg, sidArg := strconv.FormatUint(from, 10), strconv.FormatUint(to, 10), strconv.FormatUint(sid, 10)
-	out, errOut, code = retryBusy("shard", "move", sidArg, "--from", fromArg, "--to", toArg)
 	if code != 0 || !strings.Contains(out, "replica moved from node "+fromArg+" to node "+toArg) {
 		t.Fatalf("shard move %d --from %d --to %d: exit %d\n%s%s", sid, from, to, code, out, errOut)
 	}
