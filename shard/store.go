@@ -579,12 +579,16 @@ func storedKeys(r pebble.Reader, desc *Descriptor, fn func(key []byte) bool) err
 	if err != nil {
 		return err
 	}
+	// Two buffers in turn: the key of one seek stays intact through the
+	// next seek, in case the iterator compares the two.
+	var bufs [2][]byte
 	var next []byte
-	for valid := it.First(); valid; valid = it.SeekGE(next) {
+	for valid, turn := it.First(), 0; valid; valid, turn = it.SeekGE(next), turn^1 {
 		if k, ok := keys.MVCCMeta(it.Key()); ok && !fn(k) {
 			break
 		}
-		next = keys.ImmediateSuccessor(next[:0], keys.MVCCPrefix(it.Key()))
+		next = keys.ImmediateSuccessor(bufs[turn][:0], keys.MVCCPrefix(it.Key()))
+		bufs[turn] = next
 	}
 	return it.Close()
 }
