@@ -26,7 +26,7 @@ func stepHeader(h *pb.RequestHeader, cmd *shard.Command) (shard.ShardID, error) 
 // Prewrite implements pb.KVServer.
 func (s *KVServer) Prewrite(ctx context.Context, req *pb.PrewriteRequest) (*pb.PrewriteResponse, error) {
 	step := &shard.TxnStep{Start: req.GetStart(), Primary: req.GetPrimary(), TTL: req.GetTtlMs(),
-		Mutations: make([]shard.Mutation, len(req.GetMutations()))}
+		Mutations: make([]shard.Mutation, len(req.GetMutations())), Async: req.GetAsync(), Secondaries: req.GetSecondaries()}
 	for i, m := range req.GetMutations() {
 		var op shard.MutationOp
 		switch m.GetOp() {
@@ -128,8 +128,43 @@ func (s *KVServer) CheckTxn(ctx context.Context, req *pb.CheckTxnRequest) (*pb.C
 		out.Status, out.Commit = pb.CheckTxnResponse_COMMITTED, res.Revision
 	case shard.TxnRolledBack:
 		out.Status = pb.CheckTxnResponse_ROLLED_BACK
+	case shard.TxnSecondaries:
+		// The secondaries are in the primary lock, which the check left
+		// in place. Gone since (another resolver recorded the outcome):
+		// pending, and the caller asks again.
+		out.Status = pb.CheckTxnResponse_PENDING
+		l, ok, err := s.store.TxnLock(id, req.GetPrimary())
+		if err != nil {
+			return nil, s.errs.toStatus(err, id, req.GetPrimary())
+		}
+		if ok && l.Start == req.GetStart() && l.Async {
+			out.Status, out.Secondaries, out.Prewrite = pb.CheckTxnResponse_SECONDARIES, l.Secondaries, l.Prewrite
+		}
 	}
 	return out, nil
+}
+
+// CheckSecondaries implements pb.KVServer.
+func (s *KVServer) CheckSecondaries(ctx context.Context, req *pb.CheckSecondariesRequest) (*pb.CheckSecondariesResponse, error) {
+	if len(req.GetKeys()) == 0 {
+		return nil, invalid("keys", "a check of secondaries names at least one key")
+	}
+	cmd := shard.Command{Kind: shard.KindCheckTxn, Step: &shard.TxnStep{Start: req.GetStart(), Primary: req.GetPrimary(), Keys: req.GetKeys()}}
+	id, err := stepHeader(req.GetHeader(), &cmd)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.execute(ctx, "CheckSecondaries", id, &cmd)
+	if err != nil {
+		if conn, fctx, ok := s.leaderConn(ctx, err); ok {
+			return pb.NewKVClient(conn).CheckSecondaries(fctx, req)
+		}
+		return nil, s.errs.toStatus(err, id, routingKey(req.GetKeys()))
+	}
+	if res.Status == shard.TxnCommitted {
+		return &pb.CheckSecondariesResponse{AllLocked: true, Prewrite: res.Revision}, nil
+	}
+	return &pb.CheckSecondariesResponse{}, nil
 }
 
 // firstKey and routingKey return the key a router routed a step with
@@ -163,4 +198,8 @@ func (l localKV) RollbackTxn(ctx context.Context, in *pb.RollbackTxnRequest, _ .
 
 func (l localKV) CheckTxn(ctx context.Context, in *pb.CheckTxnRequest, _ ...grpc.CallOption) (*pb.CheckTxnResponse, error) {
 	return unary(ctx, in, l.s.CheckTxn)
+}
+
+func (l localKV) CheckSecondaries(ctx context.Context, in *pb.CheckSecondariesRequest, _ ...grpc.CallOption) (*pb.CheckSecondariesResponse, error) {
+	return unary(ctx, in, l.s.CheckSecondaries)
 }

@@ -30,12 +30,18 @@ import (
 //     transaction holds a lock on it (ErrLocked). One key, the primary,
 //     is the transaction's commit point; every lock names it.
 //  2. Commit: once every prewrite applied, the commit revision is
-//     C = max P over the shards. A KindCommitTxn on the primary's shard
-//     turns the primary's lock into a version at C and records the
-//     outcome (committed at C) under the primary: from that entry on the
-//     transaction is committed, and the client is answered. The other
-//     shards' locks are committed the same way afterwards, by the
-//     coordinator or by any reader that meets them.
+//     C = max P over the shards. With async commit (a transaction of a
+//     few hundred keys at most; the router decides) that is the commit
+//     point: the prewrite of the primary lists every other key of the
+//     transaction, its secondaries, in the primary lock (Async), so
+//     anyone can tell whether every prewrite applied, and the client is
+//     answered as soon as the last prewrite's answer arrives. Then, in
+//     the background, a KindCommitTxn on the primary's shard turns the
+//     primary's lock into a version at C and records the outcome
+//     (committed at C) under the primary, and the other shards' locks
+//     are committed the same way, by the coordinator or by any reader
+//     that meets them. Without async commit, the KindCommitTxn of the
+//     primary is the commit point, and the client waits for it.
 //
 // Why C respects the revision order. C is a revision some shard stamped
 // for its prewrite, so no other write anywhere has it. Every prewrite
@@ -62,11 +68,64 @@ import (
 // pending transaction whose primary lock outlived its TTL (measured
 // between the physical parts of the start revision and a fresh
 // timestamp carried in the command, so every replica decides alike) is
-// rolled back there and then; a primary with neither lock nor outcome
+// rolled back there and then, unless it commits asynchronously (see
+// below: TxnSecondaries); a primary with neither lock nor outcome
 // (its prewrite never applied) is recorded rolled back, so that a late
 // prewrite of it is refused (ErrTxnAborted) and the transaction can
 // never commit. The resolver then commits the lock at C
 // (KindCommitTxn) or removes it (KindRollbackTxn).
+//
+// Async commit: one decision, whoever makes it. An async transaction
+// is committed exactly when every one of its prewrites applied; nobody
+// may see that happen, so its outcome must be decidable later, by any
+// resolver, and decided alike by all. The primary's outcome record is
+// the one register of the decision: it is written once, committed at C
+// or rolled back, by a Raft command on the primary's shard (so every
+// replica writes the same), and a command that would write the other
+// value is refused (ErrTxnCommitted, ErrTxnAborted). Three rules keep
+// what it says true:
+//
+//  a. Locks are written by prewrites and never changed; they are
+//     removed only by a commit or a rollback, of a key of a transaction
+//     whose record was written first (the coordinator and the resolvers
+//     step on the primary's shard before the others; a check of an
+//     expired async primary removes nothing).
+//  b. Committed is recorded only by one who saw every lock: the
+//     coordinator, whose prewrites all answered, or a resolver whose
+//     check of the primary (KindCheckTxn: TxnSecondaries, the primary
+//     lock outlived its TTL) and checks of the secondaries (KindCheckTxn
+//     with Keys, asynccommit.go) found the transaction's lock on every
+//     key. C is then max P over those locks, the value the coordinator
+//     computed too: each lock's P is fixed, and a retried prewrite
+//     answers the P of the lock it finds.
+//  c. Rolled back is recorded only by one who saw a key without its
+//     lock and made sure it never gets one: a check of secondaries
+//     leaves a rollback marker on every key it finds without the lock
+//     (an outcome record under that key, rolled back), and an async
+//     prewrite of a key that holds a marker is refused; the check of
+//     the primary that finds neither lock nor record records the
+//     rollback, which refuses the primary's prewrite the same way; a
+//     coordinator records it when one of its prewrites failed.
+//
+// If every prewrite applies, then from the last one on each key holds
+// its lock until the record says committed (a), so no marker or
+// check-of-the-primary rollback can follow, and a resolver that finds a
+// key unlocked found it after the commit was recorded: its rollback is
+// refused, and it reads the record. If some prewrite never applies,
+// nobody ever sees all the locks, so committed is never recorded (b);
+// one that is late finds a marker or the primary's record in its way
+// (c). A coordinator whose prewrite failed cannot tell which: the
+// answer may have been lost, or an earlier attempt may still be on its
+// way to an old leader. So it records the rollback itself; if that is
+// refused, a resolver recorded the commit, and the transaction
+// committed at the recorded C; if its answer is lost too, the
+// coordinator says ambiguous. The TTL only decides when a resolver may
+// write markers: markers on a live transaction make it fail (a prewrite
+// refused), never decide wrongly. Splits move a marker with its key and
+// a record with its primary, snapshots carry both ('X' frames), and
+// collection (gc.go) treats a marker as any outcome record: it goes
+// once the transaction is forgotten, when its prewrites are refused
+// anyway.
 //
 // Locks and outcomes live in the shard's local keys (keys.ShardLock,
 // keys.ShardTxn), are copied to the right-hand shard by a split when
@@ -129,10 +188,20 @@ type TxnStep struct {
 	// this shard in the same command: the checks of a prewrite, then the
 	// writes at the command's own revision, and no lock.
 	OnePhase bool
+	// Async (prewrite) marks a prewrite of an async-commit transaction:
+	// it is refused on a key that holds the transaction's rollback
+	// marker, and its primary lock keeps Secondaries.
+	Async bool
+	// Secondaries (async prewrite) are the transaction's keys other than
+	// the primary, on every shard; only the prewrite of the primary
+	// carries them.
+	Secondaries [][]byte
 	// Commit (commit) is the commit revision.
 	Commit uint64
 	// Keys (commit, rollback) are the keys whose locks to commit or
-	// remove; the primary among them records the outcome.
+	// remove; the primary among them records the outcome. Keys (check)
+	// makes the check one of these secondaries (asynccommit.go) instead
+	// of the primary.
 	Keys [][]byte
 	// Now (check) is a fresh timestamp, against which the primary lock's
 	// TTL is judged.
@@ -150,6 +219,11 @@ const (
 	TxnCommitted
 	// TxnRolledBack: rolled back; it can never commit.
 	TxnRolledBack
+	// TxnSecondaries: the primary lock of an async-commit transaction
+	// outlived its TTL, and the transaction's secondaries decide its
+	// outcome (asynccommit.go); Result.Revision is the primary's
+	// prewrite revision.
+	TxnSecondaries
 )
 
 func (s TxnStatus) String() string {
@@ -160,6 +234,8 @@ func (s TxnStatus) String() string {
 		return "committed"
 	case TxnRolledBack:
 		return "rolled back"
+	case TxnSecondaries:
+		return "decided by its secondaries"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -178,6 +254,11 @@ type TxnLock struct {
 	TTL   uint64
 	Op    MutationOp
 	Value []byte
+	// Async marks the primary lock of an async-commit transaction, and
+	// Secondaries are then the transaction's other keys (see
+	// asynccommit.go). A secondary lock never has them.
+	Async       bool
+	Secondaries [][]byte
 }
 
 // Expired reports whether the lock's TTL has run out at timestamp now.
@@ -238,11 +319,14 @@ func (e *ConflictError) Is(target error) bool { return target == ErrWriteConflic
 // k:
 //
 //	uvarint start, bytes primary, then
-//	prewrite: uvarint ttl, byte flags (bit 0: one phase), uvarint n,
-//	          n times: byte op, bytes key, bytes value (put only)
+//	prewrite: uvarint ttl, byte flags (bit 0: one phase, bit 1: async),
+//	          uvarint n, n times: byte op, bytes key, bytes value (put
+//	          only); with async, uvarint m, m times bytes secondary
 //	commit:   uvarint commit, uvarint n, n times bytes key
 //	rollback: uvarint n, n times bytes key
-//	check:    uvarint now
+//	check:    uvarint now; for a check of secondaries (Keys set), then
+//	          uvarint n, n times bytes key (a check of the primary ends
+//	          after now, as it did before async commit)
 func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 	dst = binary.AppendUvarint(dst, t.Start)
 	dst = appendBytes(dst, t.Primary)
@@ -252,6 +336,9 @@ func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 		var flags byte
 		if t.OnePhase {
 			flags |= prewriteOnePhase
+		}
+		if t.Async {
+			flags |= prewriteAsync
 		}
 		dst = append(dst, flags)
 		dst = binary.AppendUvarint(dst, uint64(len(t.Mutations)))
@@ -263,6 +350,9 @@ func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 				dst = appendBytes(dst, m.Value)
 			}
 		}
+		if t.Async {
+			dst = appendKeyList(dst, t.Secondaries)
+		}
 	case KindCommitTxn, KindRollbackTxn:
 		if k == KindCommitTxn {
 			dst = binary.AppendUvarint(dst, t.Commit)
@@ -273,11 +363,41 @@ func appendTxnStep(dst []byte, k CommandKind, t *TxnStep) []byte {
 		}
 	case KindCheckTxn:
 		dst = binary.AppendUvarint(dst, t.Now)
+		if len(t.Keys) > 0 {
+			dst = appendKeyList(dst, t.Keys)
+		}
 	}
 	return dst
 }
 
-const prewriteOnePhase byte = 1
+// The flags of a prewrite.
+const (
+	prewriteOnePhase byte = 1 << iota
+	prewriteAsync
+)
+
+// appendKeyList appends uvarint n, then n times bytes key.
+func appendKeyList(dst []byte, keys [][]byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
+	for _, k := range keys {
+		dst = appendBytes(dst, k)
+	}
+	return dst
+}
+
+// decodeKeyList reads what appendKeyList wrote; the keys alias d's buffer.
+func decodeKeyList(d *decoder) [][]byte {
+	n := d.count(1)
+	var out [][]byte
+	for range n {
+		k := d.bytes()
+		if d.err != nil {
+			break
+		}
+		out = append(out, k)
+	}
+	return out
+}
 
 // decodeTxnStep decodes the body of a command of kind k.
 func decodeTxnStep(d *decoder, k CommandKind) *TxnStep {
@@ -285,13 +405,11 @@ func decodeTxnStep(d *decoder, k CommandKind) *TxnStep {
 	switch k {
 	case KindPrewrite:
 		t.TTL = d.uvarint()
-		switch d.byte() {
-		case 0:
-		case prewriteOnePhase:
-			t.OnePhase = true
-		default:
-			d.fail(fmt.Errorf("unknown prewrite flags"))
+		flags := d.byte()
+		if flags&^(prewriteOnePhase|prewriteAsync) != 0 {
+			d.fail(fmt.Errorf("unknown prewrite flags %#x", flags))
 		}
+		t.OnePhase, t.Async = flags&prewriteOnePhase != 0, flags&prewriteAsync != 0
 		n := d.count(2)
 		for range n {
 			m := Mutation{Op: MutationOp(d.byte()), Key: d.bytes()}
@@ -307,20 +425,21 @@ func decodeTxnStep(d *decoder, k CommandKind) *TxnStep {
 			}
 			t.Mutations = append(t.Mutations, m)
 		}
+		if t.Async && d.err == nil {
+			t.Secondaries = decodeKeyList(d)
+		}
 	case KindCommitTxn, KindRollbackTxn:
 		if k == KindCommitTxn {
 			t.Commit = d.uvarint()
 		}
-		n := d.count(1)
-		for range n {
-			key := d.bytes()
-			if d.err != nil {
-				break
-			}
-			t.Keys = append(t.Keys, key)
-		}
+		t.Keys = decodeKeyList(d)
 	case KindCheckTxn:
 		t.Now = d.uvarint()
+		if len(d.buf) > 0 && d.err == nil {
+			// The body is the command's last field: what follows now
+			// is the keys of a check of secondaries.
+			t.Keys = decodeKeyList(d)
+		}
 	}
 	return t
 }
@@ -352,6 +471,9 @@ func (t *TxnStep) check(cfg *Config, k CommandKind) error {
 			}
 			seen[string(m.Key)] = struct{}{}
 		}
+		if err := t.checkSecondaries(cfg, seen); err != nil {
+			return err
+		}
 	case KindCommitTxn, KindRollbackTxn:
 		if k == KindCommitTxn && t.Commit <= t.Start {
 			return fmt.Errorf("%w: commit revision %d not above the start %d", ErrBadCommand, t.Commit, t.Start)
@@ -365,6 +487,9 @@ func (t *TxnStep) check(cfg *Config, k CommandKind) error {
 			}
 		}
 	case KindCheckTxn:
+		if len(t.Keys) > 0 {
+			return checkSecondaryKeys(cfg, t.Primary, t.Keys)
+		}
 		if t.Now == 0 {
 			return fmt.Errorf("%w: a check without a timestamp", ErrBadCommand)
 		}
@@ -380,7 +505,14 @@ func (t *TxnStep) checkAgainst(d *Descriptor, k CommandKind) error {
 	}
 	switch k {
 	case KindCheckTxn:
-		if !d.ContainsKey(t.Primary) {
+		if len(t.Keys) > 0 {
+			// A check of secondaries: the primary is elsewhere.
+			for _, key := range t.Keys {
+				if !d.ContainsKey(key) {
+					return notIn(key)
+				}
+			}
+		} else if !d.ContainsKey(t.Primary) {
 			return notIn(t.Primary)
 		}
 	case KindPrewrite:
@@ -400,15 +532,25 @@ func (t *TxnStep) checkAgainst(d *Descriptor, k CommandKind) error {
 }
 
 // Lock records: uvarint start, prewrite, ttl; bytes primary; byte op;
-// bytes value.
+// bytes value; then, for the primary lock of an async-commit
+// transaction only, byte flags (bit 0: async), uvarint n, n times bytes
+// secondary.
 func appendLockRecord(dst []byte, l *TxnLock) []byte {
 	dst = binary.AppendUvarint(dst, l.Start)
 	dst = binary.AppendUvarint(dst, l.Prewrite)
 	dst = binary.AppendUvarint(dst, l.TTL)
 	dst = appendBytes(dst, l.Primary)
 	dst = append(dst, byte(l.Op))
-	return appendBytes(dst, l.Value)
+	dst = appendBytes(dst, l.Value)
+	if l.Async {
+		dst = append(dst, lockAsync)
+		dst = appendKeyList(dst, l.Secondaries)
+	}
+	return dst
 }
+
+// lockAsync is the flag of an async-commit transaction's primary lock.
+const lockAsync byte = 1
 
 func decodeLockRecord(key, v []byte) (TxnLock, error) {
 	d := decoder{buf: v}
@@ -417,6 +559,15 @@ func decodeLockRecord(key, v []byte) (TxnLock, error) {
 	l.Op = MutationOp(d.byte())
 	if v := d.bytes(); len(v) > 0 { // no value is nil, as in setLock
 		l.Value = bytes.Clone(v)
+	}
+	if len(d.buf) > 0 && d.err == nil {
+		if f := d.byte(); f != lockAsync {
+			d.fail(fmt.Errorf("unknown lock flags %#x", f))
+		}
+		l.Async = true
+		for _, k := range decodeKeyList(&d) {
+			l.Secondaries = append(l.Secondaries, bytes.Clone(k))
+		}
 	}
 	if err := d.finish(); err != nil {
 		return TxnLock{}, err
@@ -489,6 +640,10 @@ func (sm *StateMachine) checkLocks(start, end []byte, point bool, rev uint64) er
 func cloneLock(l *TxnLock) TxnLock {
 	c := *l
 	c.Key, c.Primary, c.Value = bytes.Clone(l.Key), bytes.Clone(l.Primary), bytes.Clone(l.Value)
+	c.Secondaries = nil
+	for _, k := range l.Secondaries {
+		c.Secondaries = append(c.Secondaries, bytes.Clone(k))
+	}
 	return c
 }
 
@@ -677,6 +832,11 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 		// Its outcome record may be collected from here on (gc.go).
 		return nil, fmt.Errorf("%w: transaction %d prewritten at %d, past the record retention", ErrTxnAborted, t.Start, c.Revision)
 	}
+	if t.Async {
+		if err := sm.checkRollbackMarkers(b, t); err != nil {
+			return nil, err
+		}
+	}
 	rev := uint64(0)
 	for i := range t.Mutations {
 		m := &t.Mutations[i]
@@ -714,8 +874,15 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 		if _, ok := sm.locks[string(m.Key)]; ok {
 			continue
 		}
-		sm.setLock(b, TxnLock{Key: bytes.Clone(m.Key), Start: t.Start, Primary: bytes.Clone(t.Primary),
-			Prewrite: c.Revision, TTL: t.TTL, Op: m.Op, Value: bytes.Clone(m.Value)})
+		l := TxnLock{Key: bytes.Clone(m.Key), Start: t.Start, Primary: bytes.Clone(t.Primary),
+			Prewrite: c.Revision, TTL: t.TTL, Op: m.Op, Value: bytes.Clone(m.Value)}
+		if t.Async && bytes.Equal(m.Key, t.Primary) {
+			l.Async = true
+			for _, k := range t.Secondaries {
+				l.Secondaries = append(l.Secondaries, bytes.Clone(k))
+			}
+		}
+		sm.setLock(b, l)
 		rev = c.Revision
 	}
 	return &Result{Succeeded: true, Revision: rev}, nil
@@ -810,16 +977,26 @@ func (sm *StateMachine) applyRollbackTxn(b *pebble.Batch, c *Command) (*Result, 
 
 // applyCheckTxn answers the outcome of c's transaction from its primary
 // (see the notes above), rolling it back if its primary lock expired or
-// was never written. A forgotten transaction with neither is refused
+// was never written; an expired primary lock of an async-commit
+// transaction is answered TxnSecondaries instead, writing nothing. With
+// Keys, it is a check of secondaries (asynccommit.go). A forgotten transaction with neither is refused
 // with ErrTxnForgotten, writing nothing (see gc.go).
 func (sm *StateMachine) applyCheckTxn(b *pebble.Batch, c *Command) (*Result, error) {
 	t := c.Step
+	if len(t.Keys) > 0 {
+		return sm.applyCheckSecondaries(b, t), nil
+	}
 	if st, rev, ok := sm.txnRecord(b, t.Primary, t.Start); ok {
 		return &Result{Succeeded: true, Status: st, Revision: rev}, nil
 	}
 	if l, ok := sm.locks[string(t.Primary)]; ok && l.Start == t.Start {
 		if !l.Expired(t.Now) {
 			return &Result{Succeeded: true, Status: TxnPending}, nil
+		}
+		if l.Async {
+			// Expiry alone decides nothing: the transaction may have
+			// committed when its last prewrite applied (asynccommit.go).
+			return &Result{Succeeded: true, Status: TxnSecondaries, Revision: l.Prewrite}, nil
 		}
 		sm.dropLock(b, t.Primary)
 	} else if sm.forgottenUndecided(t.Primary, t.Start) {

@@ -308,6 +308,13 @@ const (
 	CheckTxnResponse_PENDING            CheckTxnResponse_Status = 1
 	CheckTxnResponse_COMMITTED          CheckTxnResponse_Status = 2
 	CheckTxnResponse_ROLLED_BACK        CheckTxnResponse_Status = 3
+	// SECONDARIES: the primary lock of an async-commit transaction
+	// outlived its TTL. Its outcome is decided by its secondaries (listed,
+	// with the primary's prewrite revision): committed at the highest
+	// prewrite revision if every one holds its lock, else rolled back
+	// (see CheckSecondariesRequest). Then the resolver records it with
+	// CommitTxn or RollbackTxn of the primary.
+	CheckTxnResponse_SECONDARIES CheckTxnResponse_Status = 4
 )
 
 // Enum value maps for CheckTxnResponse_Status.
@@ -317,12 +324,14 @@ var (
 		1: "PENDING",
 		2: "COMMITTED",
 		3: "ROLLED_BACK",
+		4: "SECONDARIES",
 	}
 	CheckTxnResponse_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"PENDING":            1,
 		"COMMITTED":          2,
 		"ROLLED_BACK":        3,
+		"SECONDARIES":        4,
 	}
 )
 
@@ -3423,7 +3432,15 @@ type PrewriteRequest struct {
 	// the same Raft command, at the prewrite's revision, leaving no lock.
 	// Only a one-phase prewrite may carry a client_id (it is then applied
 	// exactly once, as a Batch is).
-	OnePhase      bool `protobuf:"varint,6,opt,name=one_phase,json=onePhase,proto3" json:"one_phase,omitempty"`
+	OnePhase bool `protobuf:"varint,6,opt,name=one_phase,json=onePhase,proto3" json:"one_phase,omitempty"`
+	// async marks a prewrite of an async-commit transaction: it is refused
+	// on a key where a CheckSecondaries left its rollback marker. The
+	// prewrite that holds the primary lists in secondaries every other key
+	// of the transaction (all its prewrites' keys), which its primary lock
+	// keeps: the transaction is committed once every one of them, and the
+	// primary, is locked. At most the shard's batch limit of secondaries.
+	Async         bool     `protobuf:"varint,7,opt,name=async,proto3" json:"async,omitempty"`
+	Secondaries   [][]byte `protobuf:"bytes,8,rep,name=secondaries,proto3" json:"secondaries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3498,6 +3515,20 @@ func (x *PrewriteRequest) GetOnePhase() bool {
 		return x.OnePhase
 	}
 	return false
+}
+
+func (x *PrewriteRequest) GetAsync() bool {
+	if x != nil {
+		return x.Async
+	}
+	return false
+}
+
+func (x *PrewriteRequest) GetSecondaries() [][]byte {
+	if x != nil {
+		return x.Secondaries
+	}
+	return nil
 }
 
 type PrewriteResponse struct {
@@ -3828,7 +3859,11 @@ type CheckTxnResponse struct {
 	state  protoimpl.MessageState  `protogen:"open.v1"`
 	Status CheckTxnResponse_Status `protobuf:"varint,1,opt,name=status,proto3,enum=flotilla.v1.CheckTxnResponse_Status" json:"status,omitempty"`
 	// The commit revision, if committed.
-	Commit        uint64 `protobuf:"varint,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit uint64 `protobuf:"varint,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	// With SECONDARIES: the other keys of the transaction, and the
+	// revision of the primary's prewrite.
+	Secondaries   [][]byte `protobuf:"bytes,3,rep,name=secondaries,proto3" json:"secondaries,omitempty"`
+	Prewrite      uint64   `protobuf:"varint,4,opt,name=prewrite,proto3" json:"prewrite,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3873,6 +3908,149 @@ func (x *CheckTxnResponse) GetStatus() CheckTxnResponse_Status {
 func (x *CheckTxnResponse) GetCommit() uint64 {
 	if x != nil {
 		return x.Commit
+	}
+	return 0
+}
+
+func (x *CheckTxnResponse) GetSecondaries() [][]byte {
+	if x != nil {
+		return x.Secondaries
+	}
+	return nil
+}
+
+func (x *CheckTxnResponse) GetPrewrite() uint64 {
+	if x != nil {
+		return x.Prewrite
+	}
+	return 0
+}
+
+// CheckSecondariesRequest asks a shard whether each of keys holds the
+// lock of the async-commit transaction started at start. A key that holds
+// neither that lock nor a rollback marker gets a marker (through Raft,
+// like a write), so that a prewrite of it that comes later is refused:
+// the answer "rolled back" is then final.
+type CheckSecondariesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Primary       []byte                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckSecondariesRequest) Reset() {
+	*x = CheckSecondariesRequest{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckSecondariesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckSecondariesRequest) ProtoMessage() {}
+
+func (x *CheckSecondariesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckSecondariesRequest.ProtoReflect.Descriptor instead.
+func (*CheckSecondariesRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CheckSecondariesRequest) GetHeader() *RequestHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CheckSecondariesRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *CheckSecondariesRequest) GetPrimary() []byte {
+	if x != nil {
+		return x.Primary
+	}
+	return nil
+}
+
+func (x *CheckSecondariesRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type CheckSecondariesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all_locked: every key holds the transaction's lock; prewrite is then
+	// the highest of their prewrite revisions. Otherwise at least one key
+	// holds none (it was never prewritten, or was committed or rolled back
+	// already: the primary's record tells which).
+	AllLocked     bool   `protobuf:"varint,1,opt,name=all_locked,json=allLocked,proto3" json:"all_locked,omitempty"`
+	Prewrite      uint64 `protobuf:"varint,2,opt,name=prewrite,proto3" json:"prewrite,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckSecondariesResponse) Reset() {
+	*x = CheckSecondariesResponse{}
+	mi := &file_flotilla_v1_kv_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckSecondariesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckSecondariesResponse) ProtoMessage() {}
+
+func (x *CheckSecondariesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_kv_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckSecondariesResponse.ProtoReflect.Descriptor instead.
+func (*CheckSecondariesResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_kv_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *CheckSecondariesResponse) GetAllLocked() bool {
+	if x != nil {
+		return x.AllLocked
+	}
+	return false
+}
+
+func (x *CheckSecondariesResponse) GetPrewrite() uint64 {
+	if x != nil {
+		return x.Prewrite
 	}
 	return 0
 }
@@ -4118,14 +4296,16 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x02\x12\b\n" +
-	"\x04LOCK\x10\x03\"\xde\x01\n" +
+	"\x04LOCK\x10\x03\"\x96\x02\n" +
 	"\x0fPrewriteRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
 	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x15\n" +
 	"\x06ttl_ms\x18\x04 \x01(\x04R\x05ttlMs\x123\n" +
 	"\tmutations\x18\x05 \x03(\v2\x15.flotilla.v1.MutationR\tmutations\x12\x1b\n" +
-	"\tone_phase\x18\x06 \x01(\bR\bonePhase\".\n" +
+	"\tone_phase\x18\x06 \x01(\bR\bonePhase\x12\x14\n" +
+	"\x05async\x18\a \x01(\bR\x05async\x12 \n" +
+	"\vsecondaries\x18\b \x03(\fR\vsecondaries\".\n" +
 	"\x10PrewriteResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa2\x01\n" +
 	"\x10CommitTxnRequest\x122\n" +
@@ -4144,15 +4324,27 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\x0fCheckTxnRequest\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
-	"\aprimary\x18\x03 \x01(\fR\aprimary\"\xb7\x01\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\"\x86\x02\n" +
 	"\x10CheckTxnResponse\x12<\n" +
 	"\x06status\x18\x01 \x01(\x0e2$.flotilla.v1.CheckTxnResponse.StatusR\x06status\x12\x16\n" +
-	"\x06commit\x18\x02 \x01(\x04R\x06commit\"M\n" +
+	"\x06commit\x18\x02 \x01(\x04R\x06commit\x12 \n" +
+	"\vsecondaries\x18\x03 \x03(\fR\vsecondaries\x12\x1a\n" +
+	"\bprewrite\x18\x04 \x01(\x04R\bprewrite\"^\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPENDING\x10\x01\x12\r\n" +
 	"\tCOMMITTED\x10\x02\x12\x0f\n" +
-	"\vROLLED_BACK\x10\x032\xcd\f\n" +
+	"\vROLLED_BACK\x10\x03\x12\x0f\n" +
+	"\vSECONDARIES\x10\x04\"\x91\x01\n" +
+	"\x17CheckSecondariesRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.flotilla.v1.RequestHeaderR\x06header\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\fR\aprimary\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\fR\x04keys\"U\n" +
+	"\x18CheckSecondariesResponse\x12\x1d\n" +
+	"\n" +
+	"all_locked\x18\x01 \x01(\bR\tallLocked\x12\x1a\n" +
+	"\bprewrite\x18\x02 \x01(\x04R\bprewrite2\xae\r\n" +
 	"\x02KV\x128\n" +
 	"\x03Get\x12\x17.flotilla.v1.GetRequest\x1a\x18.flotilla.v1.GetResponse\x128\n" +
 	"\x03Put\x12\x17.flotilla.v1.PutRequest\x1a\x18.flotilla.v1.PutResponse\x12A\n" +
@@ -4165,7 +4357,8 @@ const file_flotilla_v1_kv_proto_rawDesc = "" +
 	"\bPrewrite\x12\x1c.flotilla.v1.PrewriteRequest\x1a\x1d.flotilla.v1.PrewriteResponse\x12J\n" +
 	"\tCommitTxn\x12\x1d.flotilla.v1.CommitTxnRequest\x1a\x1e.flotilla.v1.CommitTxnResponse\x12P\n" +
 	"\vRollbackTxn\x12\x1f.flotilla.v1.RollbackTxnRequest\x1a .flotilla.v1.RollbackTxnResponse\x12G\n" +
-	"\bCheckTxn\x12\x1c.flotilla.v1.CheckTxnRequest\x1a\x1d.flotilla.v1.CheckTxnResponse\x12>\n" +
+	"\bCheckTxn\x12\x1c.flotilla.v1.CheckTxnRequest\x1a\x1d.flotilla.v1.CheckTxnResponse\x12_\n" +
+	"\x10CheckSecondaries\x12$.flotilla.v1.CheckSecondariesRequest\x1a%.flotilla.v1.CheckSecondariesResponse\x12>\n" +
 	"\x05Multi\x12\x19.flotilla.v1.MultiRequest\x1a\x1a.flotilla.v1.MultiResponse\x12@\n" +
 	"\x05Watch\x12\x19.flotilla.v1.WatchRequest\x1a\x1a.flotilla.v1.WatchResponse0\x01\x12D\n" +
 	"\aCompact\x12\x1b.flotilla.v1.CompactRequest\x1a\x1c.flotilla.v1.CompactResponse\x12N\n" +
@@ -4191,81 +4384,83 @@ func file_flotilla_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_flotilla_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_flotilla_v1_kv_proto_goTypes = []any{
-	(TxnCompare_Target)(0),          // 0: flotilla.v1.TxnCompare.Target
-	(TxnCompare_Operator)(0),        // 1: flotilla.v1.TxnCompare.Operator
-	(TxnOp_Kind)(0),                 // 2: flotilla.v1.TxnOp.Kind
-	(Event_Type)(0),                 // 3: flotilla.v1.Event.Type
-	(Mutation_Op)(0),                // 4: flotilla.v1.Mutation.Op
-	(CheckTxnResponse_Status)(0),    // 5: flotilla.v1.CheckTxnResponse.Status
-	(*KeyValue)(nil),                // 6: flotilla.v1.KeyValue
-	(*GetRequest)(nil),              // 7: flotilla.v1.GetRequest
-	(*GetResponse)(nil),             // 8: flotilla.v1.GetResponse
-	(*PutRequest)(nil),              // 9: flotilla.v1.PutRequest
-	(*PutResponse)(nil),             // 10: flotilla.v1.PutResponse
-	(*DeleteRequest)(nil),           // 11: flotilla.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 12: flotilla.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 13: flotilla.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 14: flotilla.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 15: flotilla.v1.ScanRequest
-	(*ScanResponse)(nil),            // 16: flotilla.v1.ScanResponse
-	(*BatchOp)(nil),                 // 17: flotilla.v1.BatchOp
-	(*BatchRequest)(nil),            // 18: flotilla.v1.BatchRequest
-	(*BatchResponse)(nil),           // 19: flotilla.v1.BatchResponse
-	(*TxnCompare)(nil),              // 20: flotilla.v1.TxnCompare
-	(*TxnOp)(nil),                   // 21: flotilla.v1.TxnOp
-	(*Txn)(nil),                     // 22: flotilla.v1.Txn
-	(*TxnRequest)(nil),              // 23: flotilla.v1.TxnRequest
-	(*TxnOpResult)(nil),             // 24: flotilla.v1.TxnOpResult
-	(*TxnResult)(nil),               // 25: flotilla.v1.TxnResult
-	(*TxnResponse)(nil),             // 26: flotilla.v1.TxnResponse
-	(*NowRequest)(nil),              // 27: flotilla.v1.NowRequest
-	(*NowResponse)(nil),             // 28: flotilla.v1.NowResponse
-	(*MultiOp)(nil),                 // 29: flotilla.v1.MultiOp
-	(*MultiRequest)(nil),            // 30: flotilla.v1.MultiRequest
-	(*OpStatus)(nil),                // 31: flotilla.v1.OpStatus
-	(*MultiResult)(nil),             // 32: flotilla.v1.MultiResult
-	(*MultiResponse)(nil),           // 33: flotilla.v1.MultiResponse
-	(*WatchRequest)(nil),            // 34: flotilla.v1.WatchRequest
-	(*Event)(nil),                   // 35: flotilla.v1.Event
-	(*WatchResponse)(nil),           // 36: flotilla.v1.WatchResponse
-	(*CompactRequest)(nil),          // 37: flotilla.v1.CompactRequest
-	(*CompactResponse)(nil),         // 38: flotilla.v1.CompactResponse
-	(*LeaseGrantRequest)(nil),       // 39: flotilla.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 40: flotilla.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 41: flotilla.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 42: flotilla.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 43: flotilla.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 44: flotilla.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 45: flotilla.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 46: flotilla.v1.LeaseTimeToLiveResponse
-	(*LeaseAttachRequest)(nil),      // 47: flotilla.v1.LeaseAttachRequest
-	(*LeaseAttachResponse)(nil),     // 48: flotilla.v1.LeaseAttachResponse
-	(*LeaseStatusRequest)(nil),      // 49: flotilla.v1.LeaseStatusRequest
-	(*LeaseStatusResponse)(nil),     // 50: flotilla.v1.LeaseStatusResponse
-	(*Mutation)(nil),                // 51: flotilla.v1.Mutation
-	(*PrewriteRequest)(nil),         // 52: flotilla.v1.PrewriteRequest
-	(*PrewriteResponse)(nil),        // 53: flotilla.v1.PrewriteResponse
-	(*CommitTxnRequest)(nil),        // 54: flotilla.v1.CommitTxnRequest
-	(*CommitTxnResponse)(nil),       // 55: flotilla.v1.CommitTxnResponse
-	(*RollbackTxnRequest)(nil),      // 56: flotilla.v1.RollbackTxnRequest
-	(*RollbackTxnResponse)(nil),     // 57: flotilla.v1.RollbackTxnResponse
-	(*CheckTxnRequest)(nil),         // 58: flotilla.v1.CheckTxnRequest
-	(*CheckTxnResponse)(nil),        // 59: flotilla.v1.CheckTxnResponse
-	(*RequestHeader)(nil),           // 60: flotilla.v1.RequestHeader
-	(*anypb.Any)(nil),               // 61: google.protobuf.Any
-	(*ScanRoutesRequest)(nil),       // 62: flotilla.v1.ScanRoutesRequest
-	(*ScanRoutesResponse)(nil),      // 63: flotilla.v1.ScanRoutesResponse
+	(TxnCompare_Target)(0),           // 0: flotilla.v1.TxnCompare.Target
+	(TxnCompare_Operator)(0),         // 1: flotilla.v1.TxnCompare.Operator
+	(TxnOp_Kind)(0),                  // 2: flotilla.v1.TxnOp.Kind
+	(Event_Type)(0),                  // 3: flotilla.v1.Event.Type
+	(Mutation_Op)(0),                 // 4: flotilla.v1.Mutation.Op
+	(CheckTxnResponse_Status)(0),     // 5: flotilla.v1.CheckTxnResponse.Status
+	(*KeyValue)(nil),                 // 6: flotilla.v1.KeyValue
+	(*GetRequest)(nil),               // 7: flotilla.v1.GetRequest
+	(*GetResponse)(nil),              // 8: flotilla.v1.GetResponse
+	(*PutRequest)(nil),               // 9: flotilla.v1.PutRequest
+	(*PutResponse)(nil),              // 10: flotilla.v1.PutResponse
+	(*DeleteRequest)(nil),            // 11: flotilla.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 12: flotilla.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),    // 13: flotilla.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),   // 14: flotilla.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),              // 15: flotilla.v1.ScanRequest
+	(*ScanResponse)(nil),             // 16: flotilla.v1.ScanResponse
+	(*BatchOp)(nil),                  // 17: flotilla.v1.BatchOp
+	(*BatchRequest)(nil),             // 18: flotilla.v1.BatchRequest
+	(*BatchResponse)(nil),            // 19: flotilla.v1.BatchResponse
+	(*TxnCompare)(nil),               // 20: flotilla.v1.TxnCompare
+	(*TxnOp)(nil),                    // 21: flotilla.v1.TxnOp
+	(*Txn)(nil),                      // 22: flotilla.v1.Txn
+	(*TxnRequest)(nil),               // 23: flotilla.v1.TxnRequest
+	(*TxnOpResult)(nil),              // 24: flotilla.v1.TxnOpResult
+	(*TxnResult)(nil),                // 25: flotilla.v1.TxnResult
+	(*TxnResponse)(nil),              // 26: flotilla.v1.TxnResponse
+	(*NowRequest)(nil),               // 27: flotilla.v1.NowRequest
+	(*NowResponse)(nil),              // 28: flotilla.v1.NowResponse
+	(*MultiOp)(nil),                  // 29: flotilla.v1.MultiOp
+	(*MultiRequest)(nil),             // 30: flotilla.v1.MultiRequest
+	(*OpStatus)(nil),                 // 31: flotilla.v1.OpStatus
+	(*MultiResult)(nil),              // 32: flotilla.v1.MultiResult
+	(*MultiResponse)(nil),            // 33: flotilla.v1.MultiResponse
+	(*WatchRequest)(nil),             // 34: flotilla.v1.WatchRequest
+	(*Event)(nil),                    // 35: flotilla.v1.Event
+	(*WatchResponse)(nil),            // 36: flotilla.v1.WatchResponse
+	(*CompactRequest)(nil),           // 37: flotilla.v1.CompactRequest
+	(*CompactResponse)(nil),          // 38: flotilla.v1.CompactResponse
+	(*LeaseGrantRequest)(nil),        // 39: flotilla.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),       // 40: flotilla.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),       // 41: flotilla.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),      // 42: flotilla.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),    // 43: flotilla.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),   // 44: flotilla.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),   // 45: flotilla.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil),  // 46: flotilla.v1.LeaseTimeToLiveResponse
+	(*LeaseAttachRequest)(nil),       // 47: flotilla.v1.LeaseAttachRequest
+	(*LeaseAttachResponse)(nil),      // 48: flotilla.v1.LeaseAttachResponse
+	(*LeaseStatusRequest)(nil),       // 49: flotilla.v1.LeaseStatusRequest
+	(*LeaseStatusResponse)(nil),      // 50: flotilla.v1.LeaseStatusResponse
+	(*Mutation)(nil),                 // 51: flotilla.v1.Mutation
+	(*PrewriteRequest)(nil),          // 52: flotilla.v1.PrewriteRequest
+	(*PrewriteResponse)(nil),         // 53: flotilla.v1.PrewriteResponse
+	(*CommitTxnRequest)(nil),         // 54: flotilla.v1.CommitTxnRequest
+	(*CommitTxnResponse)(nil),        // 55: flotilla.v1.CommitTxnResponse
+	(*RollbackTxnRequest)(nil),       // 56: flotilla.v1.RollbackTxnRequest
+	(*RollbackTxnResponse)(nil),      // 57: flotilla.v1.RollbackTxnResponse
+	(*CheckTxnRequest)(nil),          // 58: flotilla.v1.CheckTxnRequest
+	(*CheckTxnResponse)(nil),         // 59: flotilla.v1.CheckTxnResponse
+	(*CheckSecondariesRequest)(nil),  // 60: flotilla.v1.CheckSecondariesRequest
+	(*CheckSecondariesResponse)(nil), // 61: flotilla.v1.CheckSecondariesResponse
+	(*RequestHeader)(nil),            // 62: flotilla.v1.RequestHeader
+	(*anypb.Any)(nil),                // 63: google.protobuf.Any
+	(*ScanRoutesRequest)(nil),        // 64: flotilla.v1.ScanRoutesRequest
+	(*ScanRoutesResponse)(nil),       // 65: flotilla.v1.ScanRoutesResponse
 }
 var file_flotilla_v1_kv_proto_depIdxs = []int32{
-	60, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 0: flotilla.v1.GetRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 1: flotilla.v1.PutRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 2: flotilla.v1.DeleteRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 3: flotilla.v1.CompareAndSwapRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 4: flotilla.v1.ScanRequest.header:type_name -> flotilla.v1.RequestHeader
 	6,  // 5: flotilla.v1.ScanResponse.kvs:type_name -> flotilla.v1.KeyValue
-	60, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 6: flotilla.v1.BatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	17, // 7: flotilla.v1.BatchRequest.ops:type_name -> flotilla.v1.BatchOp
 	0,  // 8: flotilla.v1.TxnCompare.target:type_name -> flotilla.v1.TxnCompare.Target
 	1,  // 9: flotilla.v1.TxnCompare.operator:type_name -> flotilla.v1.TxnCompare.Operator
@@ -4274,7 +4469,7 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	20, // 12: flotilla.v1.Txn.compares:type_name -> flotilla.v1.TxnCompare
 	21, // 13: flotilla.v1.Txn.success:type_name -> flotilla.v1.TxnOp
 	21, // 14: flotilla.v1.Txn.failure:type_name -> flotilla.v1.TxnOp
-	60, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 15: flotilla.v1.TxnRequest.header:type_name -> flotilla.v1.RequestHeader
 	22, // 16: flotilla.v1.TxnRequest.txn:type_name -> flotilla.v1.Txn
 	6,  // 17: flotilla.v1.TxnOpResult.kvs:type_name -> flotilla.v1.KeyValue
 	25, // 18: flotilla.v1.TxnOpResult.txn:type_name -> flotilla.v1.TxnResult
@@ -4285,81 +4480,84 @@ var file_flotilla_v1_kv_proto_depIdxs = []int32{
 	11, // 23: flotilla.v1.MultiOp.delete:type_name -> flotilla.v1.DeleteRequest
 	13, // 24: flotilla.v1.MultiOp.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapRequest
 	29, // 25: flotilla.v1.MultiRequest.ops:type_name -> flotilla.v1.MultiOp
-	61, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
+	63, // 26: flotilla.v1.OpStatus.details:type_name -> google.protobuf.Any
 	31, // 27: flotilla.v1.MultiResult.status:type_name -> flotilla.v1.OpStatus
 	8,  // 28: flotilla.v1.MultiResult.get:type_name -> flotilla.v1.GetResponse
 	10, // 29: flotilla.v1.MultiResult.put:type_name -> flotilla.v1.PutResponse
 	12, // 30: flotilla.v1.MultiResult.delete:type_name -> flotilla.v1.DeleteResponse
 	14, // 31: flotilla.v1.MultiResult.compare_and_swap:type_name -> flotilla.v1.CompareAndSwapResponse
 	32, // 32: flotilla.v1.MultiResponse.results:type_name -> flotilla.v1.MultiResult
-	60, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 33: flotilla.v1.WatchRequest.header:type_name -> flotilla.v1.RequestHeader
 	3,  // 34: flotilla.v1.Event.type:type_name -> flotilla.v1.Event.Type
 	6,  // 35: flotilla.v1.Event.kv:type_name -> flotilla.v1.KeyValue
 	6,  // 36: flotilla.v1.Event.prev_kv:type_name -> flotilla.v1.KeyValue
 	35, // 37: flotilla.v1.WatchResponse.events:type_name -> flotilla.v1.Event
-	60, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 38: flotilla.v1.CompactRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 39: flotilla.v1.LeaseGrantRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 40: flotilla.v1.LeaseRevokeRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 41: flotilla.v1.LeaseKeepAliveRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 42: flotilla.v1.LeaseTimeToLiveRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 43: flotilla.v1.LeaseAttachRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 44: flotilla.v1.LeaseStatusRequest.header:type_name -> flotilla.v1.RequestHeader
 	4,  // 45: flotilla.v1.Mutation.op:type_name -> flotilla.v1.Mutation.Op
-	60, // 46: flotilla.v1.PrewriteRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 46: flotilla.v1.PrewriteRequest.header:type_name -> flotilla.v1.RequestHeader
 	51, // 47: flotilla.v1.PrewriteRequest.mutations:type_name -> flotilla.v1.Mutation
-	60, // 48: flotilla.v1.CommitTxnRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 49: flotilla.v1.RollbackTxnRequest.header:type_name -> flotilla.v1.RequestHeader
-	60, // 50: flotilla.v1.CheckTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 48: flotilla.v1.CommitTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 49: flotilla.v1.RollbackTxnRequest.header:type_name -> flotilla.v1.RequestHeader
+	62, // 50: flotilla.v1.CheckTxnRequest.header:type_name -> flotilla.v1.RequestHeader
 	5,  // 51: flotilla.v1.CheckTxnResponse.status:type_name -> flotilla.v1.CheckTxnResponse.Status
-	7,  // 52: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
-	9,  // 53: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
-	11, // 54: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
-	13, // 55: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
-	15, // 56: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
-	18, // 57: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
-	23, // 58: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
-	27, // 59: flotilla.v1.KV.Now:input_type -> flotilla.v1.NowRequest
-	52, // 60: flotilla.v1.KV.Prewrite:input_type -> flotilla.v1.PrewriteRequest
-	54, // 61: flotilla.v1.KV.CommitTxn:input_type -> flotilla.v1.CommitTxnRequest
-	56, // 62: flotilla.v1.KV.RollbackTxn:input_type -> flotilla.v1.RollbackTxnRequest
-	58, // 63: flotilla.v1.KV.CheckTxn:input_type -> flotilla.v1.CheckTxnRequest
-	30, // 64: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
-	34, // 65: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
-	37, // 66: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
-	62, // 67: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
-	39, // 68: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
-	41, // 69: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
-	43, // 70: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
-	45, // 71: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
-	47, // 72: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
-	49, // 73: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
-	8,  // 74: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
-	10, // 75: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
-	12, // 76: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
-	14, // 77: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
-	16, // 78: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
-	19, // 79: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
-	26, // 80: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
-	28, // 81: flotilla.v1.KV.Now:output_type -> flotilla.v1.NowResponse
-	53, // 82: flotilla.v1.KV.Prewrite:output_type -> flotilla.v1.PrewriteResponse
-	55, // 83: flotilla.v1.KV.CommitTxn:output_type -> flotilla.v1.CommitTxnResponse
-	57, // 84: flotilla.v1.KV.RollbackTxn:output_type -> flotilla.v1.RollbackTxnResponse
-	59, // 85: flotilla.v1.KV.CheckTxn:output_type -> flotilla.v1.CheckTxnResponse
-	33, // 86: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
-	36, // 87: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
-	38, // 88: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
-	63, // 89: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
-	40, // 90: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
-	42, // 91: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
-	44, // 92: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
-	46, // 93: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
-	48, // 94: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
-	50, // 95: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
-	74, // [74:96] is the sub-list for method output_type
-	52, // [52:74] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	62, // 52: flotilla.v1.CheckSecondariesRequest.header:type_name -> flotilla.v1.RequestHeader
+	7,  // 53: flotilla.v1.KV.Get:input_type -> flotilla.v1.GetRequest
+	9,  // 54: flotilla.v1.KV.Put:input_type -> flotilla.v1.PutRequest
+	11, // 55: flotilla.v1.KV.Delete:input_type -> flotilla.v1.DeleteRequest
+	13, // 56: flotilla.v1.KV.CompareAndSwap:input_type -> flotilla.v1.CompareAndSwapRequest
+	15, // 57: flotilla.v1.KV.Scan:input_type -> flotilla.v1.ScanRequest
+	18, // 58: flotilla.v1.KV.Batch:input_type -> flotilla.v1.BatchRequest
+	23, // 59: flotilla.v1.KV.Txn:input_type -> flotilla.v1.TxnRequest
+	27, // 60: flotilla.v1.KV.Now:input_type -> flotilla.v1.NowRequest
+	52, // 61: flotilla.v1.KV.Prewrite:input_type -> flotilla.v1.PrewriteRequest
+	54, // 62: flotilla.v1.KV.CommitTxn:input_type -> flotilla.v1.CommitTxnRequest
+	56, // 63: flotilla.v1.KV.RollbackTxn:input_type -> flotilla.v1.RollbackTxnRequest
+	58, // 64: flotilla.v1.KV.CheckTxn:input_type -> flotilla.v1.CheckTxnRequest
+	60, // 65: flotilla.v1.KV.CheckSecondaries:input_type -> flotilla.v1.CheckSecondariesRequest
+	30, // 66: flotilla.v1.KV.Multi:input_type -> flotilla.v1.MultiRequest
+	34, // 67: flotilla.v1.KV.Watch:input_type -> flotilla.v1.WatchRequest
+	37, // 68: flotilla.v1.KV.Compact:input_type -> flotilla.v1.CompactRequest
+	64, // 69: flotilla.v1.KV.LocalRoutes:input_type -> flotilla.v1.ScanRoutesRequest
+	39, // 70: flotilla.v1.KV.LeaseGrant:input_type -> flotilla.v1.LeaseGrantRequest
+	41, // 71: flotilla.v1.KV.LeaseRevoke:input_type -> flotilla.v1.LeaseRevokeRequest
+	43, // 72: flotilla.v1.KV.LeaseKeepAlive:input_type -> flotilla.v1.LeaseKeepAliveRequest
+	45, // 73: flotilla.v1.KV.LeaseTimeToLive:input_type -> flotilla.v1.LeaseTimeToLiveRequest
+	47, // 74: flotilla.v1.KV.LeaseAttach:input_type -> flotilla.v1.LeaseAttachRequest
+	49, // 75: flotilla.v1.KV.LeaseStatus:input_type -> flotilla.v1.LeaseStatusRequest
+	8,  // 76: flotilla.v1.KV.Get:output_type -> flotilla.v1.GetResponse
+	10, // 77: flotilla.v1.KV.Put:output_type -> flotilla.v1.PutResponse
+	12, // 78: flotilla.v1.KV.Delete:output_type -> flotilla.v1.DeleteResponse
+	14, // 79: flotilla.v1.KV.CompareAndSwap:output_type -> flotilla.v1.CompareAndSwapResponse
+	16, // 80: flotilla.v1.KV.Scan:output_type -> flotilla.v1.ScanResponse
+	19, // 81: flotilla.v1.KV.Batch:output_type -> flotilla.v1.BatchResponse
+	26, // 82: flotilla.v1.KV.Txn:output_type -> flotilla.v1.TxnResponse
+	28, // 83: flotilla.v1.KV.Now:output_type -> flotilla.v1.NowResponse
+	53, // 84: flotilla.v1.KV.Prewrite:output_type -> flotilla.v1.PrewriteResponse
+	55, // 85: flotilla.v1.KV.CommitTxn:output_type -> flotilla.v1.CommitTxnResponse
+	57, // 86: flotilla.v1.KV.RollbackTxn:output_type -> flotilla.v1.RollbackTxnResponse
+	59, // 87: flotilla.v1.KV.CheckTxn:output_type -> flotilla.v1.CheckTxnResponse
+	61, // 88: flotilla.v1.KV.CheckSecondaries:output_type -> flotilla.v1.CheckSecondariesResponse
+	33, // 89: flotilla.v1.KV.Multi:output_type -> flotilla.v1.MultiResponse
+	36, // 90: flotilla.v1.KV.Watch:output_type -> flotilla.v1.WatchResponse
+	38, // 91: flotilla.v1.KV.Compact:output_type -> flotilla.v1.CompactResponse
+	65, // 92: flotilla.v1.KV.LocalRoutes:output_type -> flotilla.v1.ScanRoutesResponse
+	40, // 93: flotilla.v1.KV.LeaseGrant:output_type -> flotilla.v1.LeaseGrantResponse
+	42, // 94: flotilla.v1.KV.LeaseRevoke:output_type -> flotilla.v1.LeaseRevokeResponse
+	44, // 95: flotilla.v1.KV.LeaseKeepAlive:output_type -> flotilla.v1.LeaseKeepAliveResponse
+	46, // 96: flotilla.v1.KV.LeaseTimeToLive:output_type -> flotilla.v1.LeaseTimeToLiveResponse
+	48, // 97: flotilla.v1.KV.LeaseAttach:output_type -> flotilla.v1.LeaseAttachResponse
+	50, // 98: flotilla.v1.KV.LeaseStatus:output_type -> flotilla.v1.LeaseStatusResponse
+	76, // [76:99] is the sub-list for method output_type
+	53, // [53:76] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_kv_proto_init() }
@@ -4387,7 +4585,7 @@ func file_flotilla_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_kv_proto_rawDesc), len(file_flotilla_v1_kv_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,28 +25,29 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName             = "/flotilla.v1.KV/Get"
-	KV_Put_FullMethodName             = "/flotilla.v1.KV/Put"
-	KV_Delete_FullMethodName          = "/flotilla.v1.KV/Delete"
-	KV_CompareAndSwap_FullMethodName  = "/flotilla.v1.KV/CompareAndSwap"
-	KV_Scan_FullMethodName            = "/flotilla.v1.KV/Scan"
-	KV_Batch_FullMethodName           = "/flotilla.v1.KV/Batch"
-	KV_Txn_FullMethodName             = "/flotilla.v1.KV/Txn"
-	KV_Now_FullMethodName             = "/flotilla.v1.KV/Now"
-	KV_Prewrite_FullMethodName        = "/flotilla.v1.KV/Prewrite"
-	KV_CommitTxn_FullMethodName       = "/flotilla.v1.KV/CommitTxn"
-	KV_RollbackTxn_FullMethodName     = "/flotilla.v1.KV/RollbackTxn"
-	KV_CheckTxn_FullMethodName        = "/flotilla.v1.KV/CheckTxn"
-	KV_Multi_FullMethodName           = "/flotilla.v1.KV/Multi"
-	KV_Watch_FullMethodName           = "/flotilla.v1.KV/Watch"
-	KV_Compact_FullMethodName         = "/flotilla.v1.KV/Compact"
-	KV_LocalRoutes_FullMethodName     = "/flotilla.v1.KV/LocalRoutes"
-	KV_LeaseGrant_FullMethodName      = "/flotilla.v1.KV/LeaseGrant"
-	KV_LeaseRevoke_FullMethodName     = "/flotilla.v1.KV/LeaseRevoke"
-	KV_LeaseKeepAlive_FullMethodName  = "/flotilla.v1.KV/LeaseKeepAlive"
-	KV_LeaseTimeToLive_FullMethodName = "/flotilla.v1.KV/LeaseTimeToLive"
-	KV_LeaseAttach_FullMethodName     = "/flotilla.v1.KV/LeaseAttach"
-	KV_LeaseStatus_FullMethodName     = "/flotilla.v1.KV/LeaseStatus"
+	KV_Get_FullMethodName              = "/flotilla.v1.KV/Get"
+	KV_Put_FullMethodName              = "/flotilla.v1.KV/Put"
+	KV_Delete_FullMethodName           = "/flotilla.v1.KV/Delete"
+	KV_CompareAndSwap_FullMethodName   = "/flotilla.v1.KV/CompareAndSwap"
+	KV_Scan_FullMethodName             = "/flotilla.v1.KV/Scan"
+	KV_Batch_FullMethodName            = "/flotilla.v1.KV/Batch"
+	KV_Txn_FullMethodName              = "/flotilla.v1.KV/Txn"
+	KV_Now_FullMethodName              = "/flotilla.v1.KV/Now"
+	KV_Prewrite_FullMethodName         = "/flotilla.v1.KV/Prewrite"
+	KV_CommitTxn_FullMethodName        = "/flotilla.v1.KV/CommitTxn"
+	KV_RollbackTxn_FullMethodName      = "/flotilla.v1.KV/RollbackTxn"
+	KV_CheckTxn_FullMethodName         = "/flotilla.v1.KV/CheckTxn"
+	KV_CheckSecondaries_FullMethodName = "/flotilla.v1.KV/CheckSecondaries"
+	KV_Multi_FullMethodName            = "/flotilla.v1.KV/Multi"
+	KV_Watch_FullMethodName            = "/flotilla.v1.KV/Watch"
+	KV_Compact_FullMethodName          = "/flotilla.v1.KV/Compact"
+	KV_LocalRoutes_FullMethodName      = "/flotilla.v1.KV/LocalRoutes"
+	KV_LeaseGrant_FullMethodName       = "/flotilla.v1.KV/LeaseGrant"
+	KV_LeaseRevoke_FullMethodName      = "/flotilla.v1.KV/LeaseRevoke"
+	KV_LeaseKeepAlive_FullMethodName   = "/flotilla.v1.KV/LeaseKeepAlive"
+	KV_LeaseTimeToLive_FullMethodName  = "/flotilla.v1.KV/LeaseTimeToLive"
+	KV_LeaseAttach_FullMethodName      = "/flotilla.v1.KV/LeaseAttach"
+	KV_LeaseStatus_FullMethodName      = "/flotilla.v1.KV/LeaseStatus"
 )
 
 // KVClient is the client API for KV service.
@@ -69,6 +70,7 @@ type KVClient interface {
 	CommitTxn(ctx context.Context, in *CommitTxnRequest, opts ...grpc.CallOption) (*CommitTxnResponse, error)
 	RollbackTxn(ctx context.Context, in *RollbackTxnRequest, opts ...grpc.CallOption) (*RollbackTxnResponse, error)
 	CheckTxn(ctx context.Context, in *CheckTxnRequest, opts ...grpc.CallOption) (*CheckTxnResponse, error)
+	CheckSecondaries(ctx context.Context, in *CheckSecondariesRequest, opts ...grpc.CallOption) (*CheckSecondariesResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -228,6 +230,16 @@ func (c *kVClient) CheckTxn(ctx context.Context, in *CheckTxnRequest, opts ...gr
 	return out, nil
 }
 
+func (c *kVClient) CheckSecondaries(ctx context.Context, in *CheckSecondariesRequest, opts ...grpc.CallOption) (*CheckSecondariesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckSecondariesResponse)
+	err := c.cc.Invoke(ctx, KV_CheckSecondaries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *kVClient) Multi(ctx context.Context, in *MultiRequest, opts ...grpc.CallOption) (*MultiResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MultiResponse)
@@ -357,6 +369,7 @@ type KVServer interface {
 	CommitTxn(context.Context, *CommitTxnRequest) (*CommitTxnResponse, error)
 	RollbackTxn(context.Context, *RollbackTxnRequest) (*RollbackTxnResponse, error)
 	CheckTxn(context.Context, *CheckTxnRequest) (*CheckTxnResponse, error)
+	CheckSecondaries(context.Context, *CheckSecondariesRequest) (*CheckSecondariesResponse, error)
 	// Multi serves several independent Get, Put, Delete and CompareAndSwap
 	// requests in one round trip. The call itself fails only for a malformed
 	// or oversized request (InvalidArgument, ResourceExhausted); each op's
@@ -431,6 +444,9 @@ func (UnimplementedKVServer) RollbackTxn(context.Context, *RollbackTxnRequest) (
 }
 func (UnimplementedKVServer) CheckTxn(context.Context, *CheckTxnRequest) (*CheckTxnResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckTxn not implemented")
+}
+func (UnimplementedKVServer) CheckSecondaries(context.Context, *CheckSecondariesRequest) (*CheckSecondariesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckSecondaries not implemented")
 }
 func (UnimplementedKVServer) Multi(context.Context, *MultiRequest) (*MultiResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Multi not implemented")
@@ -699,6 +715,24 @@ func _KV_CheckTxn_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_CheckSecondaries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckSecondariesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).CheckSecondaries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_CheckSecondaries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).CheckSecondaries(ctx, req.(*CheckSecondariesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KV_Multi_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(MultiRequest)
 	if err := dec(in); err != nil {
@@ -926,6 +960,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CheckTxn",
 			Handler:    _KV_CheckTxn_Handler,
+		},
+		{
+			MethodName: "CheckSecondaries",
+			Handler:    _KV_CheckSecondaries_Handler,
 		},
 		{
 			MethodName: "Multi",
