@@ -134,7 +134,9 @@ func (s *Service) scanRoutes(_ context.Context, req *pb.ScanRoutesRequest) (*pb.
 }
 
 // nodeStatus builds the API view at now of node n, whose state in the
-// view is st (nil if never heard from).
+// view is st (nil if never heard from). LastHeartbeatMsAgo is 0 only for a
+// node this replica never heard from (a heartbeat of less than a
+// millisecond ago shows as 1), which nodeDown and the banner rely on.
 func (s *Service) nodeStatus(n NodeRecord, st *nodeState, now time.Time) *pb.Node {
 	out := &pb.Node{
 		NodeId: uint64(n.ID), Address: n.Address, CapacityBytes: n.CapacityBytes,
@@ -142,7 +144,7 @@ func (s *Service) nodeStatus(n NodeRecord, st *nodeState, now time.Time) *pb.Nod
 	}
 	if st != nil {
 		ago := now.Sub(st.lastBeat)
-		out.LastHeartbeatMsAgo = uint64(ago.Milliseconds())
+		out.LastHeartbeatMsAgo = uint64(max(ago.Milliseconds(), 1))
 		if ago < s.downThreshold() {
 			out.State = pb.NodeState_NODE_STATE_UP
 		}
@@ -188,16 +190,20 @@ func countNodes(nodes []*pb.Node, down time.Duration) (up, downs int, leases uin
 }
 
 // nodeDown reports whether node n is down: shown down, or draining and
-// silent for down or longer. A draining node's state says draining even
-// when it is silent (the drain is what the operator asked for), but the
-// scheduler treats it as down, and so must every count of the nodes that
-// are down, or the summary would disagree with the banner.
+// either silent for down or longer or never heard from by this placement
+// leader (LastHeartbeatMsAgo 0, see nodeStatus). A draining node's state
+// says draining even when it is silent (the drain is what the operator
+// asked for), but the scheduler treats it as down (view.cluster: a node a
+// new leader never heard from is down from the moment it took over), and
+// so must every count of the nodes that are down, or the summary would
+// disagree with the banner and the scheduler.
 func nodeDown(n *pb.Node, down time.Duration) bool {
 	switch n.GetState() {
 	case pb.NodeState_NODE_STATE_DOWN:
 		return true
 	case pb.NodeState_NODE_STATE_DRAINING:
-		return time.Duration(n.GetLastHeartbeatMsAgo())*time.Millisecond >= down
+		ago := n.GetLastHeartbeatMsAgo()
+		return ago == 0 || time.Duration(ago)*time.Millisecond >= down
 	}
 	return false
 }

@@ -1,10 +1,13 @@
 package placement
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/placement/schedule"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -146,5 +149,67 @@ func TestHealthSaysWhyRepairAndDrainCannotHappen(t *testing.T) {
 	}
 	if g := cs.GetBlocked()[0]; g.GetNeed() != "repair" || g.GetWaiting() || g.GetReason() != "no live node without a replica of the shard" {
 		t.Fatalf("node 3 dead: blocked %v", g)
+	}
+}
+
+// TestNewLeaderCountsUnheardDrainingNodeDown: a draining node that a new
+// placement leader has not heard from is down in the new leader's counts
+// (cluster summary, GetClusterStatus, gauges), in its banner and for its
+// scheduler, as a draining node silent for three heartbeat intervals is
+// for the old leader. (Its state says draining and its last heartbeat
+// reads 0 ms ago, so the counts used to call it up.) A draining node
+// heard from less than a millisecond ago is up.
+func TestNewLeaderCountsUnheardDrainingNodeDown(t *testing.T) {
+	old := newStatusFleet(t, 3)
+	cat := old.s.cat.load()
+	n := cat.nodes[3]
+	n.Draining = true
+	cat.nodes[3] = n
+	old.beat(1, 2, 3)
+	if a := old.status(); a.Cluster.NodesDown != 0 {
+		t.Fatalf("old leader: a draining node that heartbeats at this instant counted down: %d down, problems %s", a.Cluster.NodesDown, a.describe())
+	}
+
+	// Leadership moves to another replica: the same catalogue, a view
+	// empty of heartbeats. Nodes 1 and 2 heartbeat to it; node 3 does not.
+	old.s.engine.(*fakeEngine).set(false, 2)
+	nw := newStatusFleet(t, 3)
+	nw.s.cat.cur.Store(cat)
+	nw.now = old.now
+	nw.beat(1, 2)
+	a := nw.status()
+	down, err := a.problem(ProblemNodesDown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(down.NodeIDs, []uint64{3}) || !strings.Contains(down.Text, "never heard from") {
+		t.Errorf("new leader's banner: nodes down %v (%q), want [3] never heard from", down.NodeIDs, down.Text)
+	}
+	if a.Cluster.NodesDown != 1 {
+		t.Errorf("new leader's summary counts %d nodes down, want 1 (node 3, draining and never heard from)", a.Cluster.NodesDown)
+	}
+	cs, err := nw.s.clusterStatus(t.Context(), &pb.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.GetNodesUp() != 2 || cs.GetNodesDown() != 1 {
+		t.Errorf("new leader's GetClusterStatus: %d up, %d down; want 2 up, 1 down", cs.GetNodesUp(), cs.GetNodesDown())
+	}
+	_, _, _, upGauge, downGauge, _ := nw.s.Telemetry()
+	if upGauge() != 2 || downGauge() != 1 {
+		t.Errorf("new leader's gauges: %d up, %d down; want 2 and 1", upGauge(), downGauge())
+	}
+	// The scheduler's view, which the counts must agree with.
+	cl, _ := nw.s.clusterOf(nw.now, nil)
+	for _, sn := range cl.Nodes {
+		if want := sn.ID == 3; (sn.State == schedule.NodeDown) != want {
+			t.Errorf("new leader's scheduler: node %d state %v, down want %v", sn.ID, sn.State, want)
+		}
+	}
+
+	// Once node 3 heartbeats to the new leader it is draining and up.
+	nw.beat(3)
+	if a := nw.status(); a.Cluster.NodesDown != 0 {
+		t.Errorf("new leader: node 3 heartbeated and still counts down: %d down, problems %s", a.Cluster.NodesDown, a.describe())
 	}
 }
