@@ -21,16 +21,21 @@ import (
 // Client.Txn starts a transaction at a fresh revision, its start: its
 // reads (Get, Scan) see the fleet at that revision, one consistent
 // snapshot, plus the transaction's own writes, which it buffers (Put,
-// Delete). Commit sends them as Percolator's two phases
+// Delete). Commit sends them as Percolator with async commit
 // (shard/percolator.go has the argument): a prewrite on every shard the
 // transaction writes, each locking the keys there and refused if one was
 // written after the start (ErrConflict) or is locked by another live
-// transaction (ErrConflict too: no waiting); then a commit on the shard
-// of the primary key (the first key written, in key order) at the
-// highest prewrite revision, which is the commit point; then the other
-// shards, whose locks any reader that meets them also commits. A
-// transaction whose writes all fall on one shard commits in one Raft
-// command instead (a one-phase prewrite).
+// transaction (ErrConflict too: no waiting); the prewrite of the primary
+// key (the first key written, in key order) lists all the others. Once
+// every prewrite applied the transaction is committed, at the highest
+// prewrite revision, and Commit returns: the commit of the primary
+// (which records the outcome) and then of the other shards follows in
+// the background (asynccommit.go), and any reader that meets a lock
+// first commits it. A transaction of more than 257 keys (or 64 KiB of
+// keys) does not list them: its commit point is the commit of the
+// primary, which Commit waits for. A transaction whose writes all fall
+// on one shard commits in one Raft command instead (a one-phase
+// prewrite).
 //
 // Isolation: snapshot isolation. Two transactions that write the same
 // key never both commit; a transaction that only reads a key does not
@@ -42,10 +47,16 @@ import (
 //
 // Outcomes: Commit returns the commit revision, ErrConflict (nothing was
 // written: start again), or an error that wraps ErrAmbiguous when the
-// commit point's answer was lost (read the keys to know). A client that
-// goes away mid-commit leaves locks; the first reader or writer that
-// meets one after its TTL (WithLockTTL, default 5 s) rolls the
-// transaction back, or forward if its primary committed.
+// outcome is unknown (read the keys to know). A prewrite that fails
+// leaves the outcome open (its answer may be lost with the lock
+// written), so Commit then records the rollback on the primary's shard
+// before it returns; if a reader already rolled the transaction
+// forward, Commit returns its commit revision, and if that rollback's
+// answer is lost too, ErrAmbiguous. Any other error means nothing was
+// written. A client that goes away mid-commit leaves locks; the first
+// reader or writer that meets one after its TTL (WithLockTTL, default
+// 5 s) rolls the transaction forward if every key the primary lists is
+// locked (or its primary committed), else back.
 
 // ErrConflict: a transaction could not commit because a key it writes
 // (or, with Serializable, read) was written after it started, or is
@@ -68,6 +79,9 @@ type TxnOption func(*txnOptions)
 type txnOptions struct {
 	ttl          time.Duration
 	serializable bool
+	// goneAfterAnswer (tests only) drops what Commit leaves to do in the
+	// background once it answered, as a client that goes away then would.
+	goneAfterAnswer bool
 }
 
 // WithLockTTL sets how long after its start a transaction's locks hold
@@ -259,7 +273,11 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	slices.SortFunc(muts, func(a, b *pb.Mutation) int { return bytes.Compare(a.GetKey(), b.GetKey()) })
 	ctx, cancel := t.c.callContext(ctx)
 	defer cancel()
-	return t.c.commitTxn(ctx, t.start, t.opts.ttl, muts)
+	rev, rest, err := t.c.commitTxnUntilAnswer(ctx, t.start, t.opts.ttl, muts)
+	if rest != nil && !t.opts.goneAfterAnswer {
+		go rest()
+	}
+	return rev, err
 }
 
 // txnGroup is the mutations of a transaction on one shard.
@@ -312,70 +330,107 @@ func withinRoute(r *route, keys [][]byte) error {
 	return nil
 }
 
-// commitTxn runs the commit of a transaction (see the notes above).
+// txnMeta is what every step of one transaction carries.
+type txnMeta struct {
+	start   uint64
+	primary []byte
+	ttl     time.Duration
+	// async: the transaction commits asynchronously; secondaries are its
+	// keys but the primary, which the primary's prewrite lists.
+	async       bool
+	secondaries [][]byte
+}
+
+// commitTxn runs the commit of a transaction (see the notes above). What
+// remains to do once the client is answered (the commit of the locks an
+// async commit leaves, the rollback of a failed transaction's) runs in
+// the background.
 func (c *Client) commitTxn(ctx context.Context, start uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, error) {
+	rev, rest, err := c.commitTxnUntilAnswer(ctx, start, ttl, muts)
+	if rest != nil {
+		go rest()
+	}
+	return rev, err
+}
+
+// commitTxnUntilAnswer runs the commit of a transaction up to the
+// client's answer, and returns what remains to do after it (or nil).
+func (c *Client) commitTxnUntilAnswer(ctx context.Context, start uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, func(), error) {
 	groups, err := c.groupByShard(ctx, muts)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	m := &txnMeta{start: start, primary: muts[0].GetKey(), ttl: ttl}
 	if len(groups) == 1 {
-		rev, err := c.prewrite(ctx, start, muts[0].GetKey(), ttl, groups[0].muts, true)
+		rev, err := c.prewrite(ctx, m, groups[0].muts, true)
 		if !errors.Is(err, errRegroup) {
-			return rev, err
+			return rev, nil, err
 		}
 		// The shard split under it: commit in two phases instead.
 	}
-	primary := muts[0].GetKey()
+	if m.async = asyncCommits(muts); m.async {
+		for _, mu := range muts[1:] {
+			m.secondaries = append(m.secondaries, mu.GetKey())
+		}
+	}
 	revs := make([]uint64, len(groups))
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
 	for i, g := range groups {
 		wg.Go(func() {
-			revs[i], errs[i] = c.prewriteGroup(ctx, start, primary, ttl, g.muts)
+			revs[i], errs[i] = c.prewriteGroup(ctx, m, g.muts)
 		})
 	}
 	wg.Wait()
 	commit := uint64(0)
 	for i, err := range errs {
-		if err != nil {
-			// Nothing is committed: roll back what was locked (a
-			// resolver would, after the TTL), the primary first, so that
-			// the transaction can never commit.
-			c.rollbackTxn(start, primary, muts)
-			return 0, err
+		if err == nil {
+			commit = max(commit, revs[i])
+			continue
 		}
-		commit = max(commit, revs[i])
+		if m.async {
+			return c.abortAsync(m, muts, err)
+		}
+		// Nothing is committed: roll back what was locked (a resolver
+		// would, after the TTL), the primary first, so that the
+		// transaction can never commit.
+		c.rollbackTxn(m, muts)
+		return 0, nil, err
+	}
+	if m.async {
+		// Every prewrite applied: the transaction is committed at commit.
+		return commit, func() { c.finishCommit(m, commit, muts) }, nil
 	}
 
 	// The commit point: the primary's shard.
-	if err := c.commitKeys(ctx, start, primary, commit, muts, true); err != nil {
+	if err := c.commitKeys(ctx, m, commit, muts, true); err != nil {
 		if errors.Is(err, ErrConflict) {
-			c.rollbackTxn(start, primary, muts)
-			return 0, err
+			c.rollbackTxn(m, muts)
+			return 0, nil, err
 		}
 		// Whether the commit applied is unknown; ask the primary.
-		st, rev, cerr := c.checkTxn(ctx, start, primary)
+		resp, cerr := c.checkTxn(ctx, start, m.primary)
 		switch {
-		case cerr == nil && st == pb.CheckTxnResponse_COMMITTED && rev == commit:
-		case cerr == nil && st == pb.CheckTxnResponse_ROLLED_BACK:
-			c.rollbackTxn(start, primary, muts)
-			return 0, fmt.Errorf("%w: rolled back while committing: %w", ErrConflict, err)
+		case cerr == nil && resp.GetStatus() == pb.CheckTxnResponse_COMMITTED && resp.GetCommit() == commit:
+		case cerr == nil && resp.GetStatus() == pb.CheckTxnResponse_ROLLED_BACK:
+			c.rollbackTxn(m, muts)
+			return 0, nil, fmt.Errorf("%w: rolled back while committing: %w", ErrConflict, err)
 		default:
-			return 0, fmt.Errorf("%w: committing a transaction: %w", ErrAmbiguous, err)
+			return 0, nil, fmt.Errorf("%w: committing a transaction: %w", ErrAmbiguous, err)
 		}
 	}
 	// Committed. The other shards' locks are committed now, or by the
 	// readers that meet them first.
-	_ = c.commitKeys(ctx, start, primary, commit, muts, false)
-	return commit, nil
+	_ = c.commitKeys(ctx, m, commit, muts, false)
+	return commit, nil, nil
 }
 
 // prewriteGroup prewrites muts, which the route cache placed on one
 // shard, regrouping them if that shard split. It returns the highest
 // prewrite revision.
-func (c *Client) prewriteGroup(ctx context.Context, start uint64, primary []byte, ttl time.Duration, muts []*pb.Mutation) (uint64, error) {
+func (c *Client) prewriteGroup(ctx context.Context, m *txnMeta, muts []*pb.Mutation) (uint64, error) {
 	for range regroupAttempts {
-		rev, err := c.prewrite(ctx, start, primary, ttl, muts, false)
+		rev, err := c.prewrite(ctx, m, muts, false)
 		if !errors.Is(err, errRegroup) {
 			return rev, err
 		}
@@ -386,7 +441,7 @@ func (c *Client) prewriteGroup(ctx context.Context, start uint64, primary []byte
 		if len(groups) > 1 {
 			top := uint64(0)
 			for _, g := range groups {
-				rev, err := c.prewriteGroup(ctx, start, primary, ttl, g.muts)
+				rev, err := c.prewriteGroup(ctx, m, g.muts)
 				if err != nil {
 					return 0, err
 				}
@@ -399,11 +454,16 @@ func (c *Client) prewriteGroup(ctx context.Context, start uint64, primary []byte
 }
 
 // prewrite sends one prewrite of muts (one shard's) and returns its
-// revision. A one-phase prewrite is an exactly-once write.
-func (c *Client) prewrite(ctx context.Context, start uint64, primary []byte, ttl time.Duration, muts []*pb.Mutation, onePhase bool) (uint64, error) {
+// revision. A one-phase prewrite is an exactly-once write. With async
+// commit, the prewrite that holds the primary lists the secondaries.
+func (c *Client) prewrite(ctx context.Context, m *txnMeta, muts []*pb.Mutation, onePhase bool) (uint64, error) {
 	keys := make([][]byte, len(muts))
-	for i, m := range muts {
-		keys[i] = m.GetKey()
+	var secondaries [][]byte
+	for i, mu := range muts {
+		keys[i] = mu.GetKey()
+		if m.async && bytes.Equal(keys[i], m.primary) {
+			secondaries = m.secondaries
+		}
 	}
 	var resp *pb.PrewriteResponse
 	err := c.do(ctx, &call{op: "prewrite", key: keys[0], write: onePhase, conflictOnLock: true,
@@ -412,8 +472,9 @@ func (c *Client) prewrite(ctx context.Context, start uint64, primary []byte, ttl
 				return err
 			}
 			var err error
-			resp, err = kv.Prewrite(ctx, &pb.PrewriteRequest{Header: hdr, Start: start, Primary: primary,
-				TtlMs: uint64(ttl.Milliseconds()), Mutations: muts, OnePhase: onePhase})
+			resp, err = kv.Prewrite(ctx, &pb.PrewriteRequest{Header: hdr, Start: m.start, Primary: m.primary,
+				TtlMs: uint64(m.ttl.Milliseconds()), Mutations: muts, OnePhase: onePhase,
+				Async: m.async && !onePhase, Secondaries: secondaries})
 			return err
 		}})
 	if err != nil {
@@ -423,27 +484,31 @@ func (c *Client) prewrite(ctx context.Context, start uint64, primary []byte, ttl
 }
 
 // commitKeys commits the locks of muts at commit: with primaryOnly the
-// keys on the primary's shard (the commit point), else the others.
-func (c *Client) commitKeys(ctx context.Context, start uint64, primary []byte, commit uint64, muts []*pb.Mutation, primaryOnly bool) error {
-	return c.stepKeys(ctx, primary, muts, primaryOnly, func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
-		_, err := kv.CommitTxn(ctx, &pb.CommitTxnRequest{Header: hdr, Start: start, Primary: primary, Commit: commit, Keys: keys})
+// keys on the primary's shard (which records the outcome), else the
+// others.
+func (c *Client) commitKeys(ctx context.Context, m *txnMeta, commit uint64, muts []*pb.Mutation, primaryOnly bool) error {
+	return c.stepKeys(ctx, m.primary, muts, primaryOnly, func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
+		_, err := kv.CommitTxn(ctx, &pb.CommitTxnRequest{Header: hdr, Start: m.start, Primary: m.primary, Commit: commit, Keys: keys})
 		return err
 	})
 }
 
-// rollbackTxn removes the locks of muts, the primary's shard first, in
-// the background: a failure leaves them to the resolvers.
-func (c *Client) rollbackTxn(start uint64, primary []byte, muts []*pb.Mutation) {
-	ctx, cancel := c.callContext(context.Background())
+// rollbackKeys removes the locks of muts: with primaryOnly the keys on
+// the primary's shard (which records the outcome), else the others.
+func (c *Client) rollbackKeys(ctx context.Context, m *txnMeta, muts []*pb.Mutation, primaryOnly bool) error {
+	return c.stepKeys(ctx, m.primary, muts, primaryOnly, func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
+		_, err := kv.RollbackTxn(ctx, &pb.RollbackTxnRequest{Header: hdr, Start: m.start, Primary: m.primary, Keys: keys})
+		return err
+	})
+}
+
+// rollbackTxn removes the locks of muts, the primary's shard first, with
+// a context of its own: a failure leaves them to the resolvers.
+func (c *Client) rollbackTxn(m *txnMeta, muts []*pb.Mutation) {
+	ctx, cancel := c.callContext(c.base)
 	defer cancel()
-	for _, primaryOnly := range []bool{true, false} {
-		err := c.stepKeys(ctx, primary, muts, primaryOnly, func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader, keys [][]byte) error {
-			_, err := kv.RollbackTxn(ctx, &pb.RollbackTxnRequest{Header: hdr, Start: start, Primary: primary, Keys: keys})
-			return err
-		})
-		if err != nil {
-			return
-		}
+	if c.rollbackKeys(ctx, m, muts, true) == nil {
+		_ = c.rollbackKeys(ctx, m, muts, false)
 	}
 }
 
@@ -489,8 +554,9 @@ func (c *Client) stepKeys(ctx context.Context, primary []byte, muts []*pb.Mutati
 }
 
 // checkTxn asks the primary's shard for the outcome of the transaction
-// started at start (rolling it back if its lock expired or is missing).
-func (c *Client) checkTxn(ctx context.Context, start uint64, primary []byte) (pb.CheckTxnResponse_Status, uint64, error) {
+// started at start (rolling it back if its lock expired or is missing,
+// unless it commits asynchronously: then its secondaries decide).
+func (c *Client) checkTxn(ctx context.Context, start uint64, primary []byte) (*pb.CheckTxnResponse, error) {
 	var resp *pb.CheckTxnResponse
 	err := c.do(ctx, &call{op: "check-txn", key: primary,
 		send: func(ctx context.Context, kv pb.KVClient, _ *route, hdr *pb.RequestHeader) error {
@@ -499,19 +565,21 @@ func (c *Client) checkTxn(ctx context.Context, start uint64, primary []byte) (pb
 			return err
 		}})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	return resp.GetStatus(), resp.GetCommit(), nil
+	return resp, nil
 }
 
 // errLockPending: the lock's transaction is still running.
 var errLockPending = errors.New("router: the lock's transaction is still running")
 
 // resolveLock settles the lock l met: it commits the key if the lock's
-// transaction committed, removes the lock if it rolled back (or rolls
-// it back first, if its TTL ran out), or returns errLockPending.
+// transaction committed, removes the lock if it rolled back (or decides
+// it first: rolls it back if its TTL ran out, or, for an async commit,
+// rolls it forward or back as its secondaries say), or returns
+// errLockPending.
 func (c *Client) resolveLock(ctx context.Context, l *pb.Locked) error {
-	st, commit, err := c.checkTxn(ctx, l.GetStart(), l.GetPrimary())
+	st, commit, err := c.txnOutcome(ctx, l.GetStart(), l.GetPrimary())
 	if err != nil {
 		return err
 	}

@@ -112,7 +112,7 @@ func TestTxnLocksOfAGoneClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range muts {
-			rev, err := r.prewriteGroup(ctx, start, a, ttl, []*pb.Mutation{m})
+			rev, err := r.prewriteGroup(ctx, &txnMeta{start: start, primary: a, ttl: ttl}, []*pb.Mutation{m})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestTxnLocksOfAGoneClient(t *testing.T) {
 
 	// Gone after the commit point: the primary committed, b rolls forward.
 	start, commit := prewriteBoth(time.Minute)
-	if err := r.commitKeys(ctx, start, a, commit, muts, true); err != nil {
+	if err := r.commitKeys(ctx, &txnMeta{start: start, primary: a}, commit, muts, true); err != nil {
 		t.Fatal(err)
 	}
 	got, err = r.GetAt(ctx, b, 0)
