@@ -81,7 +81,9 @@ func TestAsyncCommitGoneMidPrewrite(t *testing.T) {
 	}
 	ttl := 500 * time.Millisecond
 	m := &txnMeta{start: start, primary: a, ttl: ttl, async: true, secondaries: [][]byte{b, d}}
-	put := func(k []byte) []*pb.Mutation { return []*pb.Mutation{{Op: pb.Mutation_PUT, Key: k, Value: []byte("1")}} }
+	put := func(k []byte) []*pb.Mutation {
+		return []*pb.Mutation{{Op: pb.Mutation_PUT, Key: k, Value: []byte("1")}}
+	}
 	began := time.Now()
 	for _, k := range [][]byte{a, b} {
 		if _, err := r.prewriteGroup(ctx, m, put(k)); err != nil {
