@@ -6,16 +6,31 @@
 // # Transport
 //
 // Transport implements multiraft.Transport. Towards each peer node there is
-// one sender goroutine and one long-lived Raft.Stream; a worker's Send only
+// one sender goroutine and one long-lived connection; a worker's Send only
 // appends to the peer's bounded queue and signals it, so a worker never
-// waits on the network. The sender drains the queue into RaftBatch messages
-// capped at MaxBatchBytes, so the heartbeats of every group bound for one
-// node travel together. When a message does not fit in the queue it is
-// dropped and reported unreachable; when a stream fails, the queue is
-// dropped, the engine is told the node is down (NodeDown: quiesced groups
-// led there wake up) and the sender redials with exponential backoff. The
-// stream's receive side is idle; its end is how the sender learns at once
-// that a peer process died.
+// waits on the network. The sender drains the queue into batches capped at
+// MaxBatchBytes, so the heartbeats of every group bound for one node travel
+// together. When a message does not fit in the queue it is dropped and
+// reported unreachable; when a connection fails, the queue is dropped, the
+// engine is told the node is down (NodeDown: quiesced groups led there
+// wake up) and the sender redials with exponential backoff.
+//
+// The connection is one of two kinds. With TransportConfig.Framed it is a
+// framed connection (raftconn.go): plain TCP, or TLS with the node's
+// certificates, opened on the peer's gRPC port and recognised there by its
+// first bytes (RaftServer.Demux), carrying length-prefixed, CRC-32C
+// checked frames of Raft messages. The sender encodes everything queued
+// into one buffer and writes it with one call; the receiver reads a frame
+// into a reused buffer and steps its messages into the engine from the
+// connection's goroutine. The receiver pings every second, and a sender
+// that hears nothing for three seconds redials: the end of the pings, or
+// of the connection, is how it learns that a peer died. Without Framed,
+// or towards a peer that closes a framed connection unanswered (a build
+// before them), the batches are RaftBatch messages on a gRPC Raft.Stream,
+// whose receive side is idle and whose end tells the same. Framed
+// connections exist because HTTP/2 cost more than the batches' content:
+// the profile of replicated writes (issue 20) put a third of the nodes'
+// CPU in gRPC, its frame loops and their hand-offs between goroutines.
 //
 // Snapshots go through Raft.Snapshot, one stream per transfer, in chunks of
 // SnapshotChunkBytes with a CRC-32C each and the total size in the last

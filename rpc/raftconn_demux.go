@@ -1,0 +1,165 @@
+package rpc
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Demux returns a listener for the node's gRPC server that yields every
+// connection accepted on lis except the framed Raft connections, which s
+// serves itself (raftconn.go). A connection is told apart by its first
+// eight bytes, which every client sends unprompted: raftConnMagic, a gRPC
+// client's HTTP/2 preface, or a TLS ClientHello. So the framed transport
+// needs no port of its own, and a fleet's addresses, flags and firewall
+// rules stay as they are.
+//
+// tlsCfg is the server's TLS configuration (tlsconfig.Config.ServerTLS),
+// the one its gRPC server uses, or nil for plaintext: framed connections
+// then complete the same mutual TLS handshake after the magic. Closing
+// the returned listener closes lis and the connections still being told
+// apart; the framed connections end with s.Close. Serve the result with
+// the gRPC server, which then owns it.
+func (s *RaftServer) Demux(lis net.Listener, tlsCfg *tls.Config) net.Listener {
+	d := &demuxListener{Listener: lis, conns: make(chan net.Conn), done: make(chan struct{}), failed: make(chan struct{})}
+	d.mu.pending = make(map[net.Conn]struct{})
+	go d.accept(s, tlsCfg)
+	return d
+}
+
+// demuxListener is the gRPC side of Demux.
+type demuxListener struct {
+	net.Listener
+	conns     chan net.Conn
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	failed    chan struct{} // closed when the accept loop ends with err
+	err       error
+	mu        struct {
+		sync.Mutex
+		// pending holds the connections whose first bytes are awaited;
+		// nil once closed.
+		pending map[net.Conn]struct{}
+	}
+}
+
+// Accept implements net.Listener.
+func (d *demuxListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-d.conns:
+		return c, nil
+	case <-d.done:
+		return nil, net.ErrClosed
+	case <-d.failed:
+		return nil, d.err
+	}
+}
+
+// Close implements net.Listener.
+func (d *demuxListener) Close() error {
+	err := net.ErrClosed
+	d.closeOnce.Do(func() {
+		close(d.done)
+		err = d.Listener.Close()
+		d.mu.Lock()
+		for c := range d.mu.pending {
+			_ = c.Close()
+		}
+		d.mu.pending = nil
+		d.mu.Unlock()
+	})
+	return err
+}
+
+// accept accepts connections until lis fails, retrying temporary errors
+// (out of file descriptors) with backoff as net/http does.
+func (d *demuxListener) accept(s *RaftServer, tlsCfg *tls.Config) {
+	var backoff time.Duration
+	for {
+		c, err := d.Listener.Accept()
+		if err != nil {
+			if ne, ok := err.(interface{ Temporary() bool }); ok && ne.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-d.done:
+					return
+				}
+			}
+			d.err = err
+			close(d.failed)
+			return
+		}
+		backoff = 0
+		if !d.addPending(c) {
+			_ = c.Close()
+			return
+		}
+		go d.sort(s, c, tlsCfg)
+	}
+}
+
+func (d *demuxListener) addPending(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.pending == nil {
+		return false
+	}
+	d.mu.pending[c] = struct{}{}
+	return true
+}
+
+// donePending reports whether c was still pending (not closed by Close).
+func (d *demuxListener) donePending(c net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.mu.pending[c]; !ok {
+		return false
+	}
+	delete(d.mu.pending, c)
+	return true
+}
+
+// sort reads c's first bytes and hands it to s or to the gRPC server.
+func (d *demuxListener) sort(s *RaftServer, c net.Conn, tlsCfg *tls.Config) {
+	var head [len(raftConnMagic)]byte
+	_ = c.SetReadDeadline(time.Now().Add(connHandshakeTimeout))
+	n, err := io.ReadFull(c, head[:])
+	_ = c.SetReadDeadline(time.Time{})
+	if !d.donePending(c) {
+		return
+	}
+	switch {
+	case err == nil && string(head[:]) == raftConnMagic:
+		s.serveFramed(c, tlsCfg)
+	case n == 0:
+		_ = c.Close()
+	default:
+		// Whatever else it is, gRPC's handshake decides.
+		pc := &prefixConn{Conn: c, prefix: head[:n]}
+		select {
+		case d.conns <- pc:
+		case <-d.done:
+			_ = c.Close()
+		}
+	}
+}
+
+// prefixConn is a connection whose first bytes were read already.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+// Read implements net.Conn, returning the prefix first.
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
