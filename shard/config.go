@@ -47,22 +47,19 @@ type Config struct {
 	// on the oracle's clock. Default 5 minutes.
 	HistoryRetention time.Duration
 
-	// TxnRecordRetention, when positive, is how long the outcome record
-	// of a transaction across shards is kept after the transaction's
-	// start, on the oracle's clock: past it, a collection (KindGC) may
-	// delete the record, and the transaction may prewrite nothing any
-	// more (see gc.go). It must exceed by far the longest a transaction's
-	// lock may stay unresolved (its TTL, then until a reader or its
-	// coordinator settles it), and any coordinator's retry horizon.
+	// TxnRecordRetention is how long the outcome record of a transaction
+	// across shards is kept after the transaction's start, on the
+	// oracle's clock: past it, a collection (KindGC) may delete the
+	// record, and the transaction may prewrite nothing any more (see
+	// gc.go). It must exceed by far the longest a transaction's lock may
+	// stay unresolved: its TTL, then until the shard's lock sweeper
+	// (locksweep.go), a reader or its coordinator settles it. A record
+	// costs about the size of its primary key plus 20 bytes on its
+	// primary's shard for that long.
 	//
-	// Default 0: records are kept forever. Nothing yet bounds how long a
-	// lock may stay unresolved (a coordinator that dies after its commit
-	// point leaves locks that only a reader of their keys resolves, and
-	// nobody may read a cold key for days), and a lock that outlives its
-	// transaction's record can never be resolved (ErrTxnForgotten): the
-	// simulator showed it under faults with a short retention. Collection
-	// of records becomes the default once every shard sweeps its own
-	// expired locks within a bound.
+	// Default DefaultTxnRecordRetention (an hour): gc.go argues why that
+	// is far above the bound the sweeper keeps. A negative value keeps
+	// records forever.
 	TxnRecordRetention time.Duration
 }
 
@@ -75,6 +72,8 @@ const (
 	DefaultClientTTLEntries   = 100_000
 	DefaultSnapshotChunkBytes = 256 << 10
 	DefaultHistoryRetention   = 5 * time.Minute
+	// DefaultTxnRecordRetention: see Config.TxnRecordRetention and gc.go.
+	DefaultTxnRecordRetention = time.Hour
 )
 
 // maxSnapshotFrameBytes bounds one frame of a snapshot image; Restore refuses
@@ -103,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HistoryRetention == 0 {
 		c.HistoryRetention = DefaultHistoryRetention
+	}
+	if c.TxnRecordRetention == 0 {
+		c.TxnRecordRetention = DefaultTxnRecordRetention
 	}
 	return c
 }
@@ -135,8 +137,8 @@ func (c Config) Validate() error {
 	if c.HistoryRetention < time.Millisecond || c.HistoryRetention > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("HistoryRetention must be between 1ms and 30 days, got %s", c.HistoryRetention))
 	}
-	if c.TxnRecordRetention != 0 && (c.TxnRecordRetention < time.Millisecond || c.TxnRecordRetention > 30*24*time.Hour) {
-		errs = append(errs, fmt.Errorf("TxnRecordRetention must be 0 (keep forever) or between 1ms and 30 days, got %s", c.TxnRecordRetention))
+	if c.TxnRecordRetention > 0 && (c.TxnRecordRetention < time.Millisecond || c.TxnRecordRetention > 30*24*time.Hour) {
+		errs = append(errs, fmt.Errorf("TxnRecordRetention must be negative (keep forever) or between 1ms and 30 days, got %s", c.TxnRecordRetention))
 	}
 	// One frame of a snapshot must hold a chunk plus one maximal pair, or
 	// the largest client record (a failed CAS returns a whole value).

@@ -3,6 +3,7 @@ package shard
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -11,7 +12,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	c := Config{}.withDefaults()
 	if c.MaxKeyBytes != DefaultMaxKeyBytes || c.MaxValueBytes != DefaultMaxValueBytes || c.MaxBatchOps != DefaultMaxBatchOps ||
-		c.MaxClients != DefaultMaxClients || c.ClientTTLEntries != DefaultClientTTLEntries || c.SnapshotChunkBytes != DefaultSnapshotChunkBytes {
+		c.MaxClients != DefaultMaxClients || c.ClientTTLEntries != DefaultClientTTLEntries || c.SnapshotChunkBytes != DefaultSnapshotChunkBytes ||
+		c.TxnRecordRetention != DefaultTxnRecordRetention {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -29,6 +31,12 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 	}
 	if cfg.MaxKeyBytes != -1 {
 		t.Fatal("Validate modified the caller's config")
+	}
+	if err := (Config{TxnRecordRetention: -1}).Validate(); err != nil {
+		t.Fatalf("a negative TxnRecordRetention (keep forever) refused: %v", err)
+	}
+	if err := (Config{TxnRecordRetention: 31 * 24 * time.Hour}).Validate(); err == nil || !strings.Contains(err.Error(), "TxnRecordRetention") {
+		t.Fatalf("a TxnRecordRetention of 31 days: %v", err)
 	}
 	if err := (Config{MaxValueBytes: 40 << 20}).Validate(); err == nil {
 		t.Fatal("values too large for a snapshot frame accepted")

@@ -90,25 +90,41 @@ import (
 //     or changes nothing the outcome decides (a lock-only mutation, the
 //     delete of an absent key).
 //   - A lock that exists when the record goes must be on another shard
-//     (the second condition), and must have outlived the retention: a
-//     lock is resolved by its coordinator at once, or by a reader or
-//     writer that meets it once its TTL (seconds) ran out. The retention
-//     (default an hour) is chosen far above both; this is the rule's
-//     one assumption, that a lock is met or committed within it.
+//     (the second condition), and must have outlived the retention. The
+//     rule's one assumption is that no lock does: that every lock is
+//     resolved within the retention of its transaction's start.
 //   - If that assumption fails, nothing is decided wrongly: a resolver's
 //     CheckTxn, a commit or a rollback that finds neither record nor
 //     primary lock for a forgotten transaction returns ErrTxnForgotten
-//     instead of deciding "rolled back", which would have been wrong for
-//     a transaction that committed. The lock then stays until an
-//     operator decides it.
+//     (FailedPrecondition to clients) instead of deciding "rolled back",
+//     which would have been wrong for a transaction that committed. The
+//     lock then stays until an operator decides it.
 //
-// The assumption does not hold yet: a coordinator that dies after its
-// commit point leaves secondary locks that only a reader of their keys
-// resolves, and a cold key may go unread for longer than any retention
-// (the simulator's fleet runs left such locks with a 500 ms retention).
-// So records are collected only when Config.TxnRecordRetention is set,
-// which no node does by default; the default becomes a retention once
-// every shard sweeps its own expired locks within a bound.
+// What bounds a lock's life. A lock is resolved by its coordinator at
+// once; by a reader or writer that meets it once its TTL ran out; and,
+// since a coordinator that dies after its commit point leaves locks on
+// keys nobody may read for days, by its shard's leader, which sweeps
+// its own expired locks (locksweep.go; a node's sweep runs every
+// --lock-sweep-interval, 2 s by default). So a lock lives at most
+//
+//	TTL + sweep interval + resolution + time without a leader
+//
+// after its transaction's start: the TTL (the router's default is 5 s),
+// the sweep's period, the resolution's two commands (a CheckTxn on the
+// primary's shard, then a commit or rollback of the key, within the
+// sweep pass's timeout of 30 s), and any time the lock's shard or its
+// primary's shard goes without a leader (an election takes about a
+// second; a shard that lost its quorum waits for an operator). That is
+// under a minute whenever the shards concerned have a leader. The
+// default retention, DefaultTxnRecordRetention, is an hour, sixty times
+// that: a record goes while a lock of its transaction remains only if
+// that lock's shard, or its primary's, went without a leader (or its
+// nodes without a sweeper) for most of an hour. Then the lock's
+// resolvers get the ErrTxnForgotten above, never a wrong outcome.
+//
+// The bound also assumes a TTL well below the retention: a lock whose
+// TTL is longer than the retention is not swept before its record may
+// go (once its transaction was decided and its primary lock resolved).
 //
 // A forgotten transaction whose primary lock still exists is not
 // ambiguous: the lock means it is undecided, and CheckTxn, commit and

@@ -433,25 +433,45 @@ func TestCollectGarbageStore(t *testing.T) {
 	}
 }
 
-// TestGCKeepsRecordsByDefault: without a TxnRecordRetention a record is
-// never collected, however old, and a retried step still finds it:
-// nothing bounds how long a lock may wait for its record yet.
-func TestGCKeepsRecordsByDefault(t *testing.T) {
-	h := newHarness(t, Config{}, testDesc())
-	t1 := TxnRef{Primary: []byte("c"), Start: ms(3)}
-	h.at(ms(4), Command{Kind: KindPrewrite, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, TTL: 10, Mutations: []Mutation{putM("c", "v")}}})
-	h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}})
+// TestGCRecordRetention: the zero Config collects a record once
+// DefaultTxnRecordRetention passed since its start, not before; a
+// negative retention never collects one, however old, and a retried
+// step still finds it.
+func TestGCRecordRetention(t *testing.T) {
 	day := uint64(24 * time.Hour / time.Millisecond)
-	if res := h.at(ms(30*day), gcCmd(nil, t1)).(*Result); res.CollectedTxns != 0 {
-		t.Fatalf("collected %d records with no retention set", res.CollectedTxns)
-	}
-	b := h.db.NewIndexedBatch()
-	defer b.Close()
-	if st, _, ok := h.sm.txnRecord(b, t1.Primary, t1.Start); !ok || st != TxnCommitted {
-		t.Fatalf("the record of a month-old transaction: %v %v", st, ok)
-	}
-	// A retried commit still finds its outcome.
-	if res := h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}}); !res.Succeeded {
-		t.Fatalf("a month later, the retried commit: %+v", res)
+	hour := uint64(DefaultTxnRecordRetention / time.Millisecond)
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		// at is when the collection is proposed; want the records it
+		// collects.
+		at   uint64
+		want int
+	}{
+		{"default, just within", 0, 3 + hour, 0},
+		{"default, past", 0, 3 + hour + 1, 1},
+		{"forever", -1, 30 * day, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{TxnRecordRetention: tc.retention}, testDesc())
+			t1 := TxnRef{Primary: []byte("c"), Start: ms(3)}
+			h.at(ms(4), Command{Kind: KindPrewrite, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, TTL: 10, Mutations: []Mutation{putM("c", "v")}}})
+			h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}})
+			if res := h.at(ms(tc.at), gcCmd(nil, t1)).(*Result); res.CollectedTxns != tc.want {
+				t.Fatalf("collected %d records at %d ms, want %d", res.CollectedTxns, tc.at, tc.want)
+			}
+			if tc.want > 0 {
+				return
+			}
+			b := h.db.NewIndexedBatch()
+			defer b.Close()
+			if st, _, ok := h.sm.txnRecord(b, t1.Primary, t1.Start); !ok || st != TxnCommitted {
+				t.Fatalf("the record kept: %v %v", st, ok)
+			}
+			// A retried commit still finds its outcome.
+			if res := h.mustOK(Command{Kind: KindCommitTxn, Step: &TxnStep{Start: t1.Start, Primary: t1.Primary, Commit: ms(4), Keys: keysOf("c")}}); !res.Succeeded {
+				t.Fatalf("the retried commit: %+v", res)
+			}
+		})
 	}
 }
