@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -284,5 +285,40 @@ func TestAsyncCommitReplicasAgree(t *testing.T) {
 	}
 	if !reflect.DeepEqual(restored.locks, sm.locks) || !restored.locks["c"].Async {
 		t.Fatalf("restored locks %+v, want %+v", restored.locks, sm.locks)
+	}
+}
+
+// TestAsyncCommitMarkersCollected: a rollback marker is an outcome
+// record to collection (gc.go): it stays while its transaction is within
+// the retention, or a lock on the shard started at or before it, and
+// goes after; a late prewrite of its key is refused either way.
+func TestAsyncCommitMarkersCollected(t *testing.T) {
+	h := newHarness(t, Config{TxnRecordRetention: 100 * time.Millisecond}, testDesc())
+	start := ms(1)
+	pre := func(key string) *TxnStep {
+		return &TxnStep{Start: start, Primary: []byte("c"), TTL: 10, Async: true, Mutations: []Mutation{putM(key, "v")}}
+	}
+	h.at(ms(2), Command{Kind: KindPrewrite, Step: pre("d")})
+	if res := h.mustOK(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: start, Primary: []byte("c"), Keys: keysOf("d", "e")}}); res.Status != TxnRolledBack {
+		t.Fatalf("check with e unlocked: %+v", res)
+	}
+	marker := TxnRef{Primary: []byte("e"), Start: start}
+	if res := h.at(ms(200), gcCmd(nil, marker)).(*Result); res.CollectedTxns != 0 {
+		t.Fatal("collected a marker while a lock of its transaction is open")
+	}
+	h.mustOK(Command{Kind: KindRollbackTxn, Step: &TxnStep{Start: start, Primary: []byte("c"), Keys: keysOf("d")}})
+	if err, _ := h.at(ms(201), Command{Kind: KindPrewrite, Step: pre("e")}).(error); !errors.Is(err, ErrTxnAborted) {
+		t.Fatalf("late prewrite of the marked e: %v", err)
+	}
+	if res := h.at(ms(210), gcCmd(nil, marker)).(*Result); res.CollectedTxns != 1 {
+		t.Fatalf("collected %d markers, want 1", res.CollectedTxns)
+	}
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	if _, _, ok := h.sm.txnRecord(b, marker.Primary, marker.Start); ok {
+		t.Fatal("the marker stayed")
+	}
+	if err, _ := h.at(ms(220), Command{Kind: KindPrewrite, Step: pre("e")}).(error); !errors.Is(err, ErrTxnAborted) {
+		t.Fatalf("late prewrite of e after the marker went: %v", err)
 	}
 }
