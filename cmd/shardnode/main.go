@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 	"github.com/flotilla-kv/flotilla/multiraft"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 const summary = `shardnode: a Flotilla node hosting replicas of many shards.
@@ -93,9 +94,29 @@ type Config struct {
 	// HistoryGC configures the collection of history no read needs
 	// (gc.go).
 	HistoryGC historyGCConfig
+	// LockSweep configures the sweeping of expired transaction locks
+	// (locksweep.go).
+	LockSweep lockSweepConfig
+	// TxnRecordRetention is shard.Config.TxnRecordRetention (0: records
+	// are kept forever); see shardConfig.
+	TxnRecordRetention time.Duration
 	// Capacity is how many bytes of user data the node offers placement;
 	// 0 is the size of the filesystem holding DataDir (see capacityBytes).
 	Capacity cli.Bytes
+}
+
+// minTxnRecordRetention is the shortest --txn-record-retention accepted:
+// ten times the router's default lock TTL (5 s) and more than the few
+// seconds a shard needs to elect a leader.
+const minTxnRecordRetention = time.Minute
+
+// shardConfig is the shard.Config of the node's Store.
+func (c Config) shardConfig() shard.Config {
+	sc := shard.Config{TxnRecordRetention: c.TxnRecordRetention}
+	if sc.TxnRecordRetention == 0 {
+		sc.TxnRecordRetention = -1 // kept forever
+	}
+	return sc
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -133,6 +154,10 @@ func parseConfig(args []string) (Config, error) {
 		"an empty replica (waiting for its first snapshot) is checked with its shard's other replicas after this long (longer than any gap between creating a replica and adding it)")
 	c.HistoryGC = defaultHistoryGC()
 	c.HistoryGC.registerFlags(fs)
+	c.LockSweep = defaultLockSweep()
+	c.LockSweep.registerFlags(fs)
+	fs.DurationVar(&c.TxnRecordRetention, "txn-record-retention", shard.DefaultTxnRecordRetention,
+		"how long after its start the outcome record of a transaction across shards is kept before the history collector may delete it; past it the transaction can prewrite nothing, and a lock of it that is still unresolved gets FailedPrecondition (outcome forgotten) from its resolvers, never a guessed outcome. It must exceed by far how long a lock may stay unresolved: its TTL, plus --lock-sweep-interval and the sweep's resolution, plus any time its shard or its primary's shard has no leader; every node of a fleet must use the same value; 0 keeps records forever")
 	fs.StringVar(&c.EtcdListen, "etcd-listen", "",
 		"address to serve the etcd v3 gRPC API on (KV, Watch, Lease, Cluster, Maintenance), so etcdctl, clientv3 and the Kubernetes API server can use the fleet through this node; mutual TLS like --listen when --tls-* are set; empty disables it")
 	fs.StringVar(&c.EtcdAdvertise, "etcd-advertise", "",
@@ -198,6 +223,15 @@ func (c Config) Validate() error {
 		p.Addf("--replica-gc-leaderless-after must be positive, got %s", c.GCLeaderlessAfter)
 	}
 	c.HistoryGC.validate(&p)
+	c.LockSweep.validate(&p)
+	switch {
+	case c.TxnRecordRetention < 0:
+		p.Addf("--txn-record-retention must not be negative, got %s", c.TxnRecordRetention)
+	case c.TxnRecordRetention > 0 && c.TxnRecordRetention < minTxnRecordRetention:
+		p.Addf("--txn-record-retention must be 0 (keep forever) or at least %s, got %s", minTxnRecordRetention, c.TxnRecordRetention)
+	case c.TxnRecordRetention > 0 && c.LockSweep.Interval*10 > c.TxnRecordRetention:
+		p.Addf("--lock-sweep-interval (%s) must be below a tenth of --txn-record-retention (%s): a lock must be swept long before its outcome record may go", c.LockSweep.Interval, c.TxnRecordRetention)
+	}
 	if c.GCEmptyAfter <= 0 {
 		p.Addf("--replica-gc-empty-after must be positive, got %s", c.GCEmptyAfter)
 	}
