@@ -406,8 +406,8 @@ func newScanCmd() *cobra.Command {
 		Use:   "scan [flags]",
 		Short: "list keys and values of [--start, --end) in key order",
 		Long: "flotilla scan [flags]: list the keys of [--start, --end) and their values in key order, at most --limit: " +
-			"a table of Go-quoted keys and values; -w simple: each key and value raw on a line of its own; -w json: a list " +
-			"(keys and values in base64, revisions, lease).",
+			"a table of Go-quoted keys and values, each value cut to --value-width characters; -w simple: each key and whole value raw " +
+			"on a line of its own; -w json: a list (keys and whole values in base64, revisions, lease).",
 		Args: noArgs,
 	}
 	c.register(cmd, true, true)
@@ -415,9 +415,15 @@ func newScanCmd() *cobra.Command {
 	cmd.Flags().StringVar(&start, "start", "", "first key (inclusive)")
 	cmd.Flags().StringVar(&end, "end", "", "last key (exclusive); empty: to the end")
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many keys")
+	var width int
+	cmd.Flags().IntVar(&width, "value-width", defaultValueWidth, "table output: show at most about this many characters of each quoted value, "+
+		"then its size (0: whole values)")
 	cmd.RunE = run(func(ctx context.Context, cmd *cobra.Command, _ []string, out io.Writer) error {
 		if err := c.check(cmd); err != nil {
 			return err
+		}
+		if width < 0 {
+			return usagef("--value-width %d: want 0 (whole values) or more", width)
 		}
 		if end != "" && start > end {
 			return usagef("--end %s sorts before --start %s: the range [start, end) would be empty by mistake",
@@ -445,7 +451,7 @@ func newScanCmd() *cobra.Command {
 		}
 		rows := make([][]string, len(kvs))
 		for i, kv := range kvs {
-			rows[i] = []string{strconv.Quote(string(kv.Key)), strconv.Quote(string(kv.Value))}
+			rows[i] = []string{strconv.Quote(string(kv.Key)), valueCell(kv.Value, width)}
 		}
 		table(out, "KEY\tVALUE", rows)
 		return nil

@@ -25,9 +25,10 @@ import (
 
 const demoSummary = `flotilla demo [flags]: start placementd and shardnodes as child processes on
 loopback (data in a temporary directory), wait until every shard has a leader,
-run a workload through the router, print nodes, shards, throughput and
-latency, then keep the fleet running until Ctrl-C. With --duration it stops
-the fleet and exits 0 on its own.`
+print each process's addresses (gRPC, HTTP with /metrics and /readyz, etcd
+API), run a workload through the router, print nodes, shards, throughput and
+latency, then keep the fleet running until Ctrl-C, printing commands to try
+against it. With --duration it stops the fleet and exits 0 on its own.`
 
 type demoConfig struct {
 	nodes    int
@@ -111,6 +112,7 @@ func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 		return outOfTime(err)
 	}
 	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s, etcd API at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement(), f.statusURL(), strings.Join(f.etcdEndpoints(), ","))
+	f.printEndpoints(out)
 	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement()}, DialOptions: []grpc.DialOption{f.ClientTLSConfig().DialOption()}})
 	if err != nil {
 		return outOfTime(err)
@@ -125,17 +127,57 @@ func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 		return nil
 	}
 	if c.duration > 0 {
-		fmt.Fprintf(out, "\nthe fleet stops at --duration (%s)\n", c.duration)
+		left := c.duration - time.Since(began)
+		fmt.Fprintf(out, "\nthe fleet runs until --duration (%s, about %s more): try\n", c.duration, left.Round(time.Second))
+		f.printHints(out)
 	} else {
-		tlsArgs := strings.Join(f.ClientTLS().Args(), " ")
-		if tlsArgs != "" {
-			tlsArgs += " "
-		}
-		fmt.Fprintf(out, "\nthe fleet keeps running: try\n  flotilla put --placement %s %shello world   (see 'flotilla --help')\n  etcdctl --endpoints %s%s get hello   (any etcd v3 client works)\nCtrl-C stops it.\n",
-			f.placement(), tlsArgs, strings.Join(f.etcdEndpoints(), ","), etcdctlTLSArgs(f.ClientTLS()))
+		fmt.Fprintf(out, "\nthe fleet keeps running: try\n")
+		f.printHints(out)
+		fmt.Fprintln(out, "Ctrl-C stops it.")
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// printEndpoints prints a table of the fleet's processes and their
+// addresses: gRPC, HTTP (/metrics, /readyz, and placement's status page)
+// and the shardnodes' etcd API.
+func (f *demoFleet) printEndpoints(out io.Writer) {
+	var rows [][]string
+	for _, p := range f.Placements() {
+		rows = append(rows, []string{"placementd", fmt.Sprint(p.ID), p.Addr, p.HTTP, "-"})
+	}
+	for _, n := range f.Nodes() {
+		rows = append(rows, []string{"shardnode", fmt.Sprint(n.ID), n.Addr, n.HTTP, n.EtcdAddr()})
+	}
+	table(out, "PROCESS\tID\tGRPC\tHTTP (/metrics, /readyz)\tETCD API", rows)
+	fmt.Fprintln(out)
+}
+
+// printHints prints commands to run against the fleet while it is up,
+// with its real addresses (and client certificates under --tls): one per
+// line, each a command a shell can run as it is, a comment after "#".
+func (f *demoFleet) printHints(out io.Writer) {
+	flags := "--placement " + f.placement()
+	if args := f.ClientTLS().Args(); len(args) > 0 {
+		flags += " " + strings.Join(args, " ")
+	}
+	flotilla := func(verb, args string) string { return "flotilla " + verb + " " + flags + " " + args }
+	etcdctl := "etcdctl --endpoints " + strings.Join(f.etcdEndpoints(), ",") + etcdctlTLSArgs(f.ClientTLS())
+	// The HTTP endpoints are plain HTTP, --tls or not.
+	metrics := "http://" + f.Nodes()[0].HTTP + "/metrics"
+	for _, h := range [][2]string{
+		{flotilla("put", "hello world"), "write a key (see 'flotilla --help')"},
+		{flotilla("get", "hello"), "read it back"},
+		{flotilla("scan", "--limit 10"), "the first keys in key order (the workload's, hashed)"},
+		{flotilla("watch", "--prefix hello"), "print writes as they happen, until Ctrl-C"},
+		{flotilla("status", ""), "the fleet's health, as the status page shows it"},
+		{etcdctl + " get hello", "any etcd v3 client works"},
+		{"curl -s " + metrics + " | grep ^flotilla_pebble", "a node's metrics (Prometheus text)"},
+	} {
+		fmt.Fprintf(out, "  %s   # %s\n", strings.TrimSpace(h[0]), h[1])
+	}
+	fmt.Fprintf(out, "and the status page at %s\n", f.statusURL())
 }
 
 // demoFleet is the demo's fleet (internal/launch) and where it lives.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
@@ -73,6 +75,33 @@ func printJSON(out io.Writer, v any) error {
 // writeJSONLine writes v as one line of JSON.
 func writeJSONLine(out io.Writer, v any) error {
 	return json.NewEncoder(out).Encode(v)
+}
+
+// defaultValueWidth is how many characters of a Go-quoted value a table
+// shows by default (scan's --value-width): a key and its value stay on one
+// line of a terminal.
+const defaultValueWidth = 64
+
+// valueCell is v Go-quoted for a table cell, cut to about width characters
+// when longer (width 0: never): the longest prefix whose quoted form fits,
+// never cutting a character or an escape, then an ellipsis and v's size,
+// as in "aaaa"… (5000 bytes).
+func valueCell(v []byte, width int) string {
+	q := strconv.Quote(string(v))
+	if width <= 0 || len(q) <= width {
+		return q
+	}
+	s := string(v)
+	n, quoted := 0, 2 // the two quotes
+	for n < len(s) {
+		_, size := utf8.DecodeRuneInString(s[n:])
+		w := len(strconv.Quote(s[n:n+size])) - 2
+		if quoted+w > width {
+			break
+		}
+		n, quoted = n+size, quoted+w
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:n]), len(v))
 }
 
 func table(out io.Writer, header string, rows [][]string) {
