@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -8,11 +9,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 	"github.com/flotilla-kv/flotilla/internal/launch"
+	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
 // The systems a comparison can run.
@@ -72,6 +79,14 @@ type CompareOptions struct {
 	// Progress, when set, receives each run's progress with a label such
 	// as "flotilla write 2/3".
 	Progress func(label string, p Progress)
+	// Endpoints, when set, are the addresses of an already running fleet
+	// of the one system in Systems, as etcd's benchmark tool and go-ycsb
+	// take them: placement addresses for Flotilla, client endpoints for
+	// etcd (plaintext gRPC, no TLS). Compare then starts no fleet and
+	// builds no etcd: every run drives that fleet (so runs after the first
+	// find the keys of those before), and no server CPU or server stages
+	// are measured, the servers not being its processes.
+	Endpoints []string
 }
 
 // Compare runs every workload against every system and returns the
@@ -99,7 +114,12 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 	if _, err := ResolveEtcdTarget(o.EtcdTarget, Config{}); err != nil {
 		return nil, err
 	}
-	rep = &Report{Systems: o.Systems, Runs: map[string]map[string][]*Result{}, Configs: map[string]Config{}, Started: time.Now()}
+	if len(o.Endpoints) > 0 && len(o.Systems) != 1 {
+		return nil, fmt.Errorf("bench: endpoints %s are of one running fleet: name its system alone, not %s",
+			strings.Join(o.Endpoints, ","), strings.Join(o.Systems, ","))
+	}
+	rep = &Report{Systems: o.Systems, Runs: map[string]map[string][]*Result{}, Configs: map[string]Config{}, Started: time.Now(),
+		Build: buildinfo.Read(), Endpoints: o.Endpoints}
 	for _, w := range o.Workloads {
 		if err := w.Validate(); err != nil {
 			return nil, err
@@ -115,17 +135,22 @@ func Compare(ctx context.Context, o CompareOptions) (rep *Report, err error) {
 
 	var etcdBin string
 	for _, s := range o.Systems {
-		switch s {
-		case SystemFlotilla:
+		switch {
+		case s != SystemFlotilla && s != SystemEtcd:
+			return nil, fmt.Errorf("bench: unknown system %q", s)
+		case len(o.Endpoints) > 0 && s == SystemEtcd:
+			if rep.EtcdVersion, err = etcdServerVersion(ctx, o.Endpoints); err != nil {
+				return nil, err
+			}
+		case len(o.Endpoints) > 0:
+		case s == SystemFlotilla:
 			if err := findBinary(o.BinDir, "shardnode"); err != nil {
 				return nil, err
 			}
-		case SystemEtcd:
+		case s == SystemEtcd:
 			if etcdBin, rep.EtcdVersion, err = EnsureEtcd(ctx, o.Etcd); err != nil {
 				return nil, err
 			}
-		default:
-			return nil, fmt.Errorf("bench: unknown system %q", s)
 		}
 	}
 
@@ -207,6 +232,9 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		bounds [][]byte
 	)
 	began := time.Now()
+	if len(o.Endpoints) > 0 {
+		return runOnEndpoints(ctx, o, system, w, label)
+	}
 	switch system {
 	case SystemFlotilla:
 		shards := o.Shards
@@ -292,6 +320,105 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		}
 	}
 	return res, note, err
+}
+
+// runOnEndpoints runs w against the running fleet of system at
+// o.Endpoints.
+func runOnEndpoints(ctx context.Context, o CompareOptions, system string, w Config, label string) (*Result, string, error) {
+	var (
+		drv    Driver
+		etcd   *EtcdDriver
+		bounds [][]byte
+	)
+	switch system {
+	case SystemFlotilla:
+		if _, ok := txnShapes[w.Workload]; ok {
+			var err error
+			if bounds, err = placementBoundaries(ctx, o.Endpoints); err != nil {
+				return nil, "", err
+			}
+		}
+		d, err := NewFlotillaDriver(ctx, o.Endpoints, o.Conns, w.Clients, o.RouterBatches)
+		if err != nil {
+			return nil, "", err
+		}
+		defer d.Close()
+		drv = d
+	case SystemEtcd:
+		target, err := ResolveEtcdTarget(o.EtcdTarget, w)
+		if err != nil {
+			return nil, "", err
+		}
+		d, err := NewEtcdDriver(ctx, o.Endpoints, o.Conns, target)
+		if err != nil {
+			return nil, "", err
+		}
+		defer d.Close()
+		drv, etcd = d, d
+		bounds = EvenBoundaries(cmp.Or(o.Shards, DefaultTxnShards))
+	}
+	fmt.Fprintf(o.Log, "%s: the running fleet at %s\n", label, strings.Join(o.Endpoints, ","))
+	var progress func(Progress)
+	if o.Progress != nil {
+		progress = func(p Progress) { o.Progress(label, p) }
+	}
+	res, err := Run(ctx, w, drv, RunOptions{Progress: progress, ShardBoundaries: bounds})
+	if err == nil && etcd != nil {
+		res.EtcdTarget, res.EtcdLeaderChanges = etcd.Target(), etcd.LeaderChanges()
+	}
+	return res, "", err
+}
+
+// placementBoundaries returns the start keys of a running Flotilla fleet's
+// shards but the first, in key order, from the first of the placement
+// addresses that answers.
+func placementBoundaries(ctx context.Context, placement []string) ([][]byte, error) {
+	var errs []error
+	for _, addr := range placement {
+		b, err := func() ([][]byte, error) {
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			resp, err := pb.NewPlacementClient(conn).ListShards(ctx, &pb.ListShardsRequest{})
+			if err != nil {
+				return nil, err
+			}
+			var b [][]byte
+			for _, s := range resp.GetShards() {
+				if start := s.GetRoute().GetShard().GetStart(); len(start) > 0 {
+					b = append(b, start)
+				}
+			}
+			slices.SortFunc(b, bytes.Compare)
+			return b, nil
+		}()
+		if err == nil {
+			return b, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return nil, fmt.Errorf("bench: listing the shards: %w", errors.Join(errs...))
+}
+
+// etcdServerVersion returns the server version of the etcd members at
+// endpoints, as the first that answers the maintenance Status API says.
+func etcdServerVersion(ctx context.Context, endpoints []string) (string, error) {
+	c, err := newEtcdClient(ctx, endpoints)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	var errs []error
+	for _, ep := range endpoints {
+		resp, err := c.Status(ctx, ep)
+		if err == nil {
+			return resp.Version, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return "", fmt.Errorf("bench: asking etcd its version: %w", errors.Join(errs...))
 }
 
 func procNames(ps []Proc) string {

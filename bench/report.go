@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 )
 
 // Report is everything a comparison measured: every run of every
@@ -33,6 +35,12 @@ type Report struct {
 	EtcdVersion string
 	// Started is when the comparison began.
 	Started time.Time
+	// Build is the bench binary's own build (make build builds it with the
+	// fleet's shardnode and placementd, from one tree).
+	Build buildinfo.Info
+	// Endpoints are the addresses of the already running fleet the runs
+	// drove (CompareOptions.Endpoints), empty when each run started one.
+	Endpoints []string
 }
 
 // Record is one row of the JSON output: one system, one workload, one run
@@ -97,6 +105,49 @@ type Record struct {
 	// Watch holds the watch workload's figures of the watches (nil for
 	// the other workloads).
 	Watch *WatchRecord `json:"watch,omitempty"`
+	// Spread is, in a median record, the smallest and the largest value
+	// over the runs of each figure of the table (nil in a run's record).
+	Spread *Spread `json:"spread,omitempty"`
+
+	// What ran: the bench's build (FlotillaVersion is the module version,
+	// "(devel)" for a build from a working tree; FlotillaRevision the
+	// commit, FlotillaModified whether the tree had changes), the Go
+	// toolchain that built it, and the endpoints of an already running
+	// fleet when the runs drove one instead of starting their own.
+	FlotillaVersion  string   `json:"flotilla_version"`
+	FlotillaRevision string   `json:"flotilla_revision"`
+	FlotillaModified bool     `json:"flotilla_modified"`
+	GoVersion        string   `json:"go_version"`
+	Endpoints        []string `json:"endpoints,omitempty"`
+}
+
+// Spread holds the smallest and largest value over a median record's runs
+// of each figure the table shows.
+type Spread struct {
+	OpsPerSec        MinMax `json:"ops_per_sec"`
+	P50Ms            MinMax `json:"p50_ms"`
+	P90Ms            MinMax `json:"p90_ms"`
+	P99Ms            MinMax `json:"p99_ms"`
+	P999Ms           MinMax `json:"p999_ms"`
+	MaxMs            MinMax `json:"max_ms"`
+	Errors           MinMax `json:"errors"`
+	ServerCPUUsPerOp MinMax `json:"server_cpu_us_per_op"`
+	OtherCPUCores    MinMax `json:"other_cpu_cores"`
+}
+
+// MinMax is the range of one figure over runs.
+type MinMax struct {
+	Min float64 `json:"min"`
+	Max float64 `json:"max"`
+}
+
+// spreadOf returns the range of get over recs (which must not be empty).
+func spreadOf(recs []Record, get func(Record) float64) MinMax {
+	mm := MinMax{Min: get(recs[0]), Max: get(recs[0])}
+	for _, r := range recs[1:] {
+		mm.Min, mm.Max = min(mm.Min, get(r)), max(mm.Max, get(r))
+	}
+	return mm
 }
 
 // WatchRecord is the JSON of a WatchResult. In a median record every
@@ -268,6 +319,17 @@ func MedianRecord(recs []Record) Record {
 	sort.SliceStable(byOps, func(i, j int) bool { return byOps[i].OpsPerSec < byOps[j].OpsPerSec })
 	m.ServerStages = byOps[(len(byOps)-1)/2].ServerStages
 	m.Watch = medianWatchRecord(recs)
+	m.Spread = &Spread{
+		OpsPerSec:        spreadOf(recs, func(r Record) float64 { return r.OpsPerSec }),
+		P50Ms:            spreadOf(recs, func(r Record) float64 { return r.P50Ms }),
+		P90Ms:            spreadOf(recs, func(r Record) float64 { return r.P90Ms }),
+		P99Ms:            spreadOf(recs, func(r Record) float64 { return r.P99Ms }),
+		P999Ms:           spreadOf(recs, func(r Record) float64 { return r.P999Ms }),
+		MaxMs:            spreadOf(recs, func(r Record) float64 { return r.MaxMs }),
+		Errors:           spreadOf(recs, func(r Record) float64 { return float64(r.Errors) }),
+		ServerCPUUsPerOp: spreadOf(recs, func(r Record) float64 { return r.ServerCPUUsPerOp }),
+		OtherCPUCores:    spreadOf(recs, func(r Record) float64 { return r.OtherCPUCores }),
+	}
 	m.EtcdLeaderChanges = 0
 	for _, r := range recs {
 		m.EtcdLeaderChanges += r.EtcdLeaderChanges // a total, as events gone wrong are
@@ -301,6 +363,8 @@ func (rep *Report) Records() []Record {
 			for i, r := range runs {
 				rec := NewRecord(r, rep.Fsync, i+1)
 				rec.EtcdVersion = rep.etcdVersion(s)
+				rec.FlotillaVersion, rec.FlotillaRevision, rec.FlotillaModified = rep.Build.Version, rep.Build.Revision, rep.Build.Modified
+				rec.GoVersion, rec.Endpoints = rep.Build.GoVersion, rep.Endpoints
 				recs = append(recs, rec)
 			}
 			out = append(out, recs...)
@@ -352,7 +416,15 @@ func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "disk: write+fsync of 4 KiB in the data directory, %d samples: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 		rep.Fsync.Samples, Millis(rep.Fsync.P50), Millis(rep.Fsync.P99), Millis(rep.Fsync.Max))
 	fmt.Fprintf(w, "machine: %d CPUs, shared by every system's servers and the bench's clients\n", runtime.NumCPU())
-	if rep.EtcdVersion != "" {
+	fmt.Fprintf(w, "flotilla: %s\n", rep.buildLine())
+	switch {
+	case len(rep.Endpoints) > 0:
+		fmt.Fprintf(w, "%s: the running fleet at %s (started by no run; its servers' CPU is not measured)\n",
+			strings.Join(rep.Systems, ","), strings.Join(rep.Endpoints, ","))
+		if rep.EtcdVersion != "" {
+			fmt.Fprintf(w, "etcd: %s\n", rep.EtcdVersion)
+		}
+	case rep.EtcdVersion != "":
 		fmt.Fprintf(w, "etcd: %s, 3 members, default durability; flotilla: 3 shardnodes + placementd\n", rep.EtcdVersion)
 	}
 	for _, n := range rep.Notes {
@@ -363,7 +435,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		runs := len(rep.Runs[wl][rep.Systems[0]])
 		fmt.Fprintf(w, "\nworkload %s\n", cfg.Describe())
 		if runs > 1 {
-			fmt.Fprintf(w, "figures are medians of %d runs per system\n", runs)
+			fmt.Fprintf(w, "figures are medians of %d runs per system, each with its runs' smallest and largest value on the line below\n", runs)
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "SYSTEM\tOPS/S\tP50 ms\tP90 ms\tP99 ms\tP99.9 ms\tMAX ms\tERRORS\tSERVER CPU µs/op\tOTHER LOAD cores\t")
@@ -376,6 +448,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 			rows = append(rows, r)
 			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%.2f\t\n", s, r.OpsPerSec, r.P50Ms, r.P90Ms,
 				r.P99Ms, r.P999Ms, r.MaxMs, r.Errors, r.ServerCPUUsPerOp, r.OtherCPUCores)
+			if x := r.Spread; x != nil {
+				fmt.Fprintf(tw, "min-max\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.OpsPerSec.format("%.0f"), x.P50Ms.format("%.2f"),
+					x.P90Ms.format("%.2f"), x.P99Ms.format("%.2f"), x.P999Ms.format("%.2f"), x.MaxMs.format("%.2f"), x.Errors.format("%.0f"),
+					x.ServerCPUUsPerOp.format("%.1f"), x.OtherCPUCores.format("%.2f"))
+			}
 		}
 		for _, o := range rows[min(1, len(rows)):] {
 			a := rows[0]
@@ -409,6 +486,24 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nOTHER LOAD: CPU used by the rest of the machine (other tenants) during the window, in cores; high values mean the figures are disturbed.")
+}
+
+// format formats mm as "min-max", each with verb.
+func (mm MinMax) format(verb string) string {
+	return fmt.Sprintf(verb+"-"+verb, mm.Min, mm.Max)
+}
+
+// buildLine describes the bench's build: version, commit and Go version.
+func (rep *Report) buildLine() string {
+	b := rep.Build
+	s := b.Version
+	if b.Revision != "" {
+		s += ", commit " + b.Revision[:min(12, len(b.Revision))]
+		if b.Modified {
+			s += " (modified)"
+		}
+	}
+	return s + ", " + b.GoVersion
 }
 
 // etcdTargetLine says which members an etcd row's requests went to.

@@ -22,8 +22,12 @@ in bench/etcdtool/go.mod) into .cache/etcd/ of the checkout; building takes a
 few minutes. The shardnode and placementd binaries are looked up next to
 flotilla-bench, then on $PATH (make build puts every binary in ./bin).
 
-Example:
-  flotilla bench compare --workload write --clients 100 --value-size 256 --duration 30s --json out.json --plot plots/`
+With --endpoints it drives an already running fleet of one system instead,
+as etcd's benchmark tool and go-ycsb do.
+
+Examples:
+  flotilla bench compare --workload write --clients 100 --value-size 256 --duration 30s --json out.json --plot plots/
+  flotilla bench compare --systems flotilla --endpoints 10.0.0.1:7000,10.0.0.2:7000 --workload ycsb-a --runs 3`
 
 // compareFlags are the flags of 'flotilla bench compare'.
 type compareFlags struct {
@@ -32,7 +36,7 @@ type compareFlags struct {
 	runs, conns, shards, fsyncSamples         int
 	routerBatches                             int
 	dir, bin, etcd, cacheDir, jsonPath, plot  string
-	profile, etcdTarget                       string
+	profile, etcdTarget, endpoints            string
 	keep                                      bool
 	balanceWait                               time.Duration
 }
@@ -55,6 +59,8 @@ func newWorkloadFlags(name string) (*flag.FlagSet, *compareFlags) {
 		"batch (atomic batches of 2 puts on one shard; etcd: a Txn of the puts), txn (the same puts in a transaction), "+
 		"transfer-1shard and transfer-2shard (read 2 keys of one or two shards, write both, commit if unchanged; etcd: a Txn of gets, then a compare-and-put Txn on their mod revisions)")
 	fs.StringVar(&c.systems, "systems", "flotilla,etcd", "systems to run, comma-separated, in order; ratios are the first over each other")
+	fs.StringVar(&c.endpoints, "endpoints", "", "drive an already running fleet instead of starting one per run: its placement addresses (with --systems flotilla) "+
+		"or its etcd client endpoints (with --systems etcd), comma-separated, plaintext; no server CPU is measured and every run finds the keys of those before")
 	fs.Float64Var(&c.cfg.Rate, "rate", 0, "open loop: start this many operations per second in total, latency measured from each one's scheduled start (0: closed loop)")
 	fs.IntVar(&c.cfg.Keys, "keys", bench.DefaultKeys, "distinct keys")
 	fs.IntVar(&c.cfg.KeySizeBytes, "key-size", bench.DefaultKeySize, "bytes per key (at least 8): a hash of the key's index, so keys spread evenly over the shards, then the index")
@@ -121,6 +127,9 @@ func (c *compareFlags) workloadProblems() ([]bench.Config, []string, cli.Problem
 	}
 	if len(systems) == 0 {
 		p.Addf("--systems: name at least one of flotilla, etcd")
+	}
+	if c.endpoints != "" && len(systems) > 1 {
+		p.Addf("--endpoints are one running fleet's: name its system alone (--systems flotilla or --systems etcd), not %s", c.systems)
 	}
 	if c.runs < 1 {
 		p.Addf("--runs must be at least 1, got %d", c.runs)
@@ -222,7 +231,7 @@ func runBenchCompare(ctx context.Context, args []string, out io.Writer) error {
 	rep, err := bench.Compare(ctx, bench.CompareOptions{
 		Workloads: cfgs, Systems: systems, Runs: c.runs, Conns: c.conns, RouterBatches: c.routerBatches, Dir: c.dir, Keep: c.keep,
 		BinDir: c.bin, Shards: c.shards, FsyncSamples: c.fsyncSamples, ProfileDir: c.profile,
-		BalanceWait: c.balanceWait, EtcdTarget: c.etcdTarget,
+		BalanceWait: c.balanceWait, EtcdTarget: c.etcdTarget, Endpoints: splitList(c.endpoints),
 		Etcd:     bench.EtcdBuild{Binary: c.etcd, CacheDir: c.cacheDir, Log: out},
 		Log:      lineWriter{pp, out},
 		Progress: pp.Print,

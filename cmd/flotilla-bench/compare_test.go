@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	flt "github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/launch"
 )
 
 // TestBenchCompareValidationListsEveryProblem checks that bad flags are
@@ -106,4 +114,84 @@ func TestBenchCurveFlags(t *testing.T) {
 			t.Errorf("--%s has no real explanation: %q", f.Name, f.Usage)
 		}
 	})
+}
+
+// TestBenchCompareEndpointsNeedOneSystem: --endpoints are one running
+// fleet's, so they go with one system.
+func TestBenchCompareEndpointsNeedOneSystem(t *testing.T) {
+	fs, c := newCompareFlags()
+	if err := fs.Parse([]string{"--endpoints", "127.0.0.1:7000"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.workloadConfigs(); err == nil || !strings.Contains(err.Error(), "--endpoints are one running fleet's") {
+		t.Errorf("--endpoints with both systems: %v", err)
+	}
+	fs, c = newCompareFlags()
+	if err := fs.Parse([]string{"--endpoints", "127.0.0.1:7000", "--systems", "etcd"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.workloadConfigs(); err != nil {
+		t.Errorf("--endpoints with --systems etcd: %v", err)
+	}
+}
+
+// TestBenchCompareAgainstRunningFleet starts a Flotilla fleet, then runs
+// flotilla-bench compare --endpoints against it twice: both runs drive
+// that fleet (writes succeed, no server CPU is charged to processes the
+// bench did not start), and the JSON records the endpoints, the bench's
+// version and Go version, and the runs' spread beside the median.
+func TestBenchCompareAgainstRunningFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a fleet")
+	}
+	bin := flt.Binary(t, "flotilla-bench")
+	flt.Binary(t, "shardnode")
+	flt.Binary(t, "placementd")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f, err := launch.Start(ctx, launch.Options{Dir: t.TempDir(), BinDir: filepath.Dir(bin), Nodes: 3, LogLevel: "warn",
+		PlacementReplicas: 1, Shards: 4, ReplicationFactor: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.WaitLeaders(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	endpoints := strings.Join(f.PlacementAddrs(), ",")
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	out, err := exec.CommandContext(ctx, bin, "compare", "--systems", "flotilla", "--endpoints", endpoints, "--workload", "write",
+		"--clients", "4", "--duration", "1s", "--warmup", "0s", "--runs", "2", "--fsync-samples", "5", "--json", jsonPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("compare --endpoints: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "flotilla: the running fleet at "+endpoints) || !strings.Contains(string(out), "min-max") {
+		t.Errorf("the table does not name the running fleet or lacks the spread:\n%s", out)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal(b, &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 || recs[2]["stat"] != "median" || recs[2]["spread"] == nil {
+		t.Fatalf("want 2 runs and a median with its spread, got:\n%s", b)
+	}
+	for _, r := range recs {
+		eps, _ := r["endpoints"].([]any)
+		if len(eps) != 1 || eps[0] != endpoints {
+			t.Errorf("record endpoints %v, want [%s]", r["endpoints"], endpoints)
+		}
+		if ops, _ := r["ops"].(float64); ops <= 0 || r["errors"].(float64) != 0 {
+			t.Errorf("%s %v: %v ops, %v errors", r["stat"], r["run"], r["ops"], r["errors"])
+		}
+		if cpu, _ := r["server_cpu_s"].(float64); cpu != 0 {
+			t.Errorf("%s %v: server CPU %v s charged, but the bench started no server", r["stat"], r["run"], cpu)
+		}
+		if v, _ := r["go_version"].(string); !strings.HasPrefix(v, "go") || r["flotilla_version"] == "" {
+			t.Errorf("record versions: flotilla %v, go %v", r["flotilla_version"], r["go_version"])
+		}
+	}
 }

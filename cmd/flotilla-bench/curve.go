@@ -96,7 +96,7 @@ func (cf *curveFlags) curveOptions() (bench.CurveOptions, error) {
 	return bench.CurveOptions{
 		Compare: bench.CompareOptions{Systems: systems, Runs: cf.runs, Conns: cf.conns, RouterBatches: cf.routerBatches,
 			Dir: cf.dir, Keep: cf.keep, BinDir: cf.bin, Shards: cf.shards, FsyncSamples: cf.fsyncSamples, ProfileDir: cf.profile,
-			BalanceWait: cf.balanceWait, EtcdTarget: cf.etcdTarget},
+			BalanceWait: cf.balanceWait, EtcdTarget: cf.etcdTarget, Endpoints: splitList(cf.endpoints)},
 		Workload: tmpl, Workloads: names, Clients: counts,
 	}, nil
 }
