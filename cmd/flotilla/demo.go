@@ -94,8 +94,12 @@ func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, c.duration)
 		defer cancel()
 	}
-	// outOfTime names --duration when it is what cut the demo short.
+	// outOfTime names --duration when it is what cut the demo short; a
+	// demo cut short by Ctrl-C (the context canceled) ends without error.
 	outOfTime := func(err error) error {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil
+		}
 		if c.duration > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("--duration %s ran out %s into the demo, before the workload finished; give it more: %w", c.duration, time.Since(began).Round(time.Millisecond), err)
 		}
@@ -119,6 +123,11 @@ func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 	}
 	defer r.Close()
 	res := workload(ctx, r, c)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// Ctrl-C during the workload: what ran, then the fleet stops.
+		res.print(out, c)
+		return nil
+	}
 	if err := f.printCluster(ctx, out); err != nil {
 		return outOfTime(err)
 	}

@@ -2,16 +2,19 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
 // TestDemoRunsAndExits runs `flotilla demo` as a user would and checks that
@@ -160,5 +163,78 @@ func TestDemoRefusesDurationWithinWorkload(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "--duration (3s) bounds the whole demo") || strings.Contains(string(out), "starting placementd") {
 		t.Fatalf("want a refusal before the fleet starts, got:\n%s", out)
+	}
+}
+
+// TestDemoInterruptedDuringWorkload: Ctrl-C while the workload runs stops
+// the demo and its fleet, with what the workload did so far and exit 0
+// (it used to end with the canceled listing of the nodes as an error).
+func TestDemoInterruptedDuringWorkload(t *testing.T) {
+	bin := flt.Binary(t, "flotilla")
+	flt.Binary(t, "shardnode")
+	flt.Binary(t, "placementd")
+	cmd := exec.Command(bin, "demo", "--workload", "60s", "--shards", "4", "--clients", "4", "--bin", filepath.Dir(bin),
+		"--dir", t.TempDir(), "--placement-listen", flt.FreePort(t))
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	waited := make(chan error, 1)
+	go func() { err := cmd.Wait(); pw.Close(); waited <- err }()
+	var all strings.Builder
+	httpAddrs := make(chan string, 3)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if f := strings.Fields(sc.Text()); len(f) == 5 && f[0] == "shardnode" {
+				httpAddrs <- f[3]
+			}
+		}
+	}()
+	var node string
+	select {
+	case node = <-httpAddrs:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("demo fleet not ready within 2 minutes")
+	}
+	// Interrupt once the workload writes: a node has served KV puts.
+	puts := regexp.MustCompile(`(?m)^flotilla_rpc_server_requests_total\{code="OK",method="(Put|Multi)",[^}]*service="flotilla.v1.KV"\} [1-9]`)
+	testutil.Eventually(t, time.Minute, func() error {
+		resp, err := http.Get("http://" + node + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if body, _ := io.ReadAll(resp.Body); !puts.Match(body) {
+			return fmt.Errorf("no KV put served by %s yet", node)
+		}
+		return nil
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(time.Minute):
+		t.Fatal("demo did not stop within a minute of SIGINT")
+	}
+	<-done
+	text := all.String()
+	if err != nil {
+		t.Fatalf("demo interrupted during the workload: %v\n%s", err, text)
+	}
+	for _, want := range []string{"OP   COUNT", "fleet stopped"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "canceled") {
+		t.Errorf("demo output reports the cancellation as an error:\n%s", text)
 	}
 }
