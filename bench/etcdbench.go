@@ -102,6 +102,17 @@ type EtcdToolRun struct {
 	RequestsSec float64 `json:"requests_per_sec"`
 	AverageMs   float64 `json:"average_ms"`
 	P99Ms       float64 `json:"p99_ms"`
+	// ServerCPUUsPerReq is the CPU time the system's server processes
+	// (etcd's members; Flotilla's shardnodes and placementd) used during
+	// the tool's run, per request of the run, in microseconds: what a
+	// request costs the servers, which on a machine whose cores other
+	// processes share bounds the throughput more than any wait does.
+	// Zero for watch-latency, whose requests are not the tool's total.
+	ServerCPUUsPerReq float64 `json:"server_cpu_us_per_request,omitempty"`
+	// OthersCPUShare is the share of the machine's CPU time during the
+	// run that neither the servers nor this process used: the tool and
+	// other tenants. High values make the run's figures rough.
+	OthersCPUShare float64 `json:"others_cpu_share"`
 }
 
 // EtcdToolResult is what RunEtcdTool measured: every run, and the tool's
@@ -201,7 +212,10 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return EtcdToolRun{}, err
 	}
-	var endpoints []string
+	var (
+		endpoints []string
+		servers   []Proc
+	)
 	switch system {
 	case "flotilla":
 		lo := launch.Options{Dir: dir, BinDir: o.BinDir, Nodes: 3, LogLevel: "warn", ReadyTimeout: readyTimeout,
@@ -217,6 +231,7 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 		for _, n := range f.Nodes() {
 			endpoints = append(endpoints, n.EtcdAddr())
 		}
+		servers = procs(f)
 	case "etcd":
 		c, err := StartEtcd(ctx, etcdBin, dir, 3)
 		if err != nil {
@@ -224,6 +239,7 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 		}
 		defer c.Stop()
 		endpoints = c.Endpoints
+		servers = c.Procs()
 	}
 	if strings.HasPrefix(w, "range") {
 		if err := putOnce(ctx, endpoints, etcdToolRangeKey, strings.Repeat("v", 256)); err != nil {
@@ -238,7 +254,9 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 		args = append(args, fmt.Sprintf("--total=%d", o.Total))
 	}
 	cmd := exec.CommandContext(ctx, tool, args...)
+	win := startCPUWindow(servers)
 	out, err := cmd.CombinedOutput()
+	use := win.end()
 	if logErr := os.WriteFile(filepath.Join(dir, "benchmark.out"), out, 0o644); logErr != nil && err == nil {
 		err = logErr
 	}
@@ -250,6 +268,12 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 		return EtcdToolRun{}, fmt.Errorf("bench: %s on %s: %w\n%s", w, system, err, lastLines(out, 20))
 	}
 	r.System, r.Workload = system, w
+	if w != "watch-latency" && len(use.Errors) == 0 {
+		r.ServerCPUUsPerReq = float64(use.Server.Microseconds()) / float64(o.Total)
+	}
+	if total := use.Server + use.Client + use.Others; total > 0 {
+		r.OthersCPUShare = float64(use.Others) / float64(total)
+	}
 	return r, nil
 }
 
@@ -306,38 +330,52 @@ func parseEtcdToolReport(out []byte) (EtcdToolRun, error) {
 
 // median returns the median run of system and workload.
 func (r *EtcdToolResult) median(system, w string) (EtcdToolRun, bool) {
-	var rs, lat, p99 []float64
+	var rs, lat, p99, cpu, others []float64
 	for _, run := range r.Runs {
 		if run.System == system && run.Workload == w {
 			rs, lat, p99 = append(rs, run.RequestsSec), append(lat, run.AverageMs), append(p99, run.P99Ms)
+			cpu, others = append(cpu, run.ServerCPUUsPerReq), append(others, run.OthersCPUShare)
 		}
 	}
 	if len(rs) == 0 {
 		return EtcdToolRun{}, false
 	}
-	return EtcdToolRun{System: system, Workload: w, RequestsSec: Median(rs), AverageMs: Median(lat), P99Ms: Median(p99)}, true
+	return EtcdToolRun{System: system, Workload: w, RequestsSec: Median(rs), AverageMs: Median(lat), P99Ms: Median(p99),
+		ServerCPUUsPerReq: Median(cpu), OthersCPUShare: Median(others)}, true
 }
 
-// WriteTable prints the medians of every workload for each system, and
-// Flotilla's throughput as a multiple of etcd's.
+// WriteTable prints the medians of every workload for each system:
+// throughput, latency, the servers' CPU per request and the share of the
+// machine's CPU others used; and Flotilla's throughput as a multiple of
+// etcd's, then etcd's server CPU per request as a multiple of
+// Flotilla's (below 1: Flotilla's requests cost its servers more). On a
+// machine whose cores are busy with other work the two ratios come
+// close: the throughput follows what a request costs.
 func (r *EtcdToolResult) WriteTable(out io.Writer) {
 	fmt.Fprintf(out, "etcd benchmark tool %s; %d clients on %d connections, %d requests per run; medians of the runs; Flotilla: 3 nodes, %d shards; etcd %s: 3 members\n",
 		r.ToolVersion, r.Clients, r.Conns, r.Total, r.Shards, r.EtcdVersion)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tsystem\trequests/s\taverage ms\tp99 ms\tflotilla/etcd")
+	fmt.Fprintln(tw, "workload\tsystem\trequests/s\taverage ms\tp99 ms\tserver CPU us/req\tothers' CPU\tflotilla/etcd\tCPU etcd/flotilla")
 	for _, w := range r.workloads {
 		f, fok := r.median("flotilla", w)
 		e, eok := r.median("etcd", w)
-		ratio := "-"
+		ratio, cpuRatio := "-", "-"
 		if fok && eok && e.RequestsSec > 0 {
 			ratio = fmt.Sprintf("%.2fx", f.RequestsSec/e.RequestsSec)
+		}
+		if fok && eok && f.ServerCPUUsPerReq > 0 && e.ServerCPUUsPerReq > 0 {
+			cpuRatio = fmt.Sprintf("%.2fx", e.ServerCPUUsPerReq/f.ServerCPUUsPerReq)
 		}
 		for _, s := range r.systems {
 			m, ok := r.median(s, w)
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%s\n", w, s, m.RequestsSec, m.AverageMs, m.P99Ms, ratio)
+			cpu := "-"
+			if m.ServerCPUUsPerReq > 0 {
+				cpu = fmt.Sprintf("%.0f", m.ServerCPUUsPerReq)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.2f\t%.2f\t%s\t%.0f%%\t%s\t%s\n", w, s, m.RequestsSec, m.AverageMs, m.P99Ms, cpu, 100*m.OthersCPUShare, ratio, cpuRatio)
 		}
 	}
 	tw.Flush()

@@ -41,13 +41,16 @@ Latency distribution:
 func TestEtcdToolTable(t *testing.T) {
 	r := &EtcdToolResult{ToolVersion: "v3.6.10", EtcdVersion: "v3.6.16", workloads: []string{"put"}, systems: []string{"flotilla", "etcd"}}
 	for i, v := range []float64{100, 300, 200} {
-		r.Runs = append(r.Runs, EtcdToolRun{System: "flotilla", Workload: "put", Run: i + 1, RequestsSec: v})
-		r.Runs = append(r.Runs, EtcdToolRun{System: "etcd", Workload: "put", Run: i + 1, RequestsSec: v / 2})
+		r.Runs = append(r.Runs, EtcdToolRun{System: "flotilla", Workload: "put", Run: i + 1, RequestsSec: v, ServerCPUUsPerReq: 4 * v, OthersCPUShare: 0.5})
+		r.Runs = append(r.Runs, EtcdToolRun{System: "etcd", Workload: "put", Run: i + 1, RequestsSec: v / 2, ServerCPUUsPerReq: v, OthersCPUShare: 0.25})
 	}
 	var b strings.Builder
 	r.WriteTable(&b)
-	if !strings.Contains(b.String(), "put       flotilla  200") || !strings.Contains(b.String(), "2.00x") {
-		t.Fatalf("table:\n%s", b.String())
+	// Medians: Flotilla 200 req/s at 800 us, etcd 100 at 200 us.
+	for _, want := range []string{"put       flotilla  200", "800", "50%", "25%", "2.00x", "0.25x"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 
