@@ -27,7 +27,7 @@ import (
 //	sender → receiver   raftConnMagic (plaintext), then TLS when the
 //	                    fleet runs with it, then the hello: from and to
 //	                    node, 8 bytes each, big-endian
-//	receiver → sender   one status byte: connAccepted, or connRefused
+//	receiver → sender   the status: connAccepted, or connRefused
 //	                    followed by a 2-byte length and the reason
 //	sender → receiver   frames: payload length and CRC-32C of the payload
 //	                    (4 bytes each, big-endian), then the payload: the
@@ -56,8 +56,12 @@ const (
 	// exceeds this bound is dropped by the sender and reported.
 	maxFrameBytes = 64 << 20
 
-	connAccepted byte = 0
-	connRefused  byte = 1
+	// connAccepted and connRefused answer the hello. They are long
+	// enough that no other server's first bytes pass for them: a gRPC
+	// server may write its HTTP/2 settings before it reads the client's
+	// preface, and those start with a zero.
+	connAccepted      = "FLRAFTOK"
+	connRefused       = "FLRAFTNO"
 	connPing     byte = 0
 
 	flagQuiesce byte = 1
@@ -133,26 +137,27 @@ func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
 	return conn, nil
 }
 
-// readStatus reads the receiver's answer to the hello.
+// readStatus reads the receiver's answer to the hello. An answer that is
+// neither status is another protocol's: errFramedUnsupported.
 func readStatus(conn net.Conn) error {
-	var b [3]byte
-	if _, err := io.ReadFull(conn, b[:1]); err != nil {
+	var b [len(connAccepted) + 2]byte
+	if _, err := io.ReadFull(conn, b[:len(connAccepted)]); err != nil {
 		return unsupportedIfClosed(err)
 	}
-	switch b[0] {
+	switch string(b[:len(connAccepted)]) {
 	case connAccepted:
 		return nil
 	case connRefused:
-		if _, err := io.ReadFull(conn, b[1:3]); err != nil {
+		if _, err := io.ReadFull(conn, b[len(connRefused):]); err != nil {
 			return err
 		}
-		reason := make([]byte, binary.BigEndian.Uint16(b[1:3]))
+		reason := make([]byte, binary.BigEndian.Uint16(b[len(connRefused):]))
 		if _, err := io.ReadFull(conn, reason); err != nil {
 			return err
 		}
 		return fmt.Errorf("rpc: peer refused the Raft connection: %s", reason)
 	default:
-		return fmt.Errorf("rpc: peer answered the Raft hello with status %d", b[0])
+		return fmt.Errorf("%w: it answered the hello with %x", errFramedUnsupported, b[:len(connAccepted)])
 	}
 }
 
@@ -338,7 +343,7 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 		refuse(conn, "node is shutting down")
 		return
 	}
-	if _, err := conn.Write([]byte{connAccepted}); err != nil {
+	if _, err := io.WriteString(conn, connAccepted); err != nil {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
@@ -427,7 +432,6 @@ func (s *RaftServer) handshakeFramed(conn net.Conn, tlsCfg *tls.Config) (net.Con
 
 // refuse answers a hello with a refusal and its reason.
 func refuse(conn net.Conn, reason string) {
-	b := []byte{connRefused, 0, 0}
-	binary.BigEndian.PutUint16(b[1:], uint16(len(reason)))
+	b := binary.BigEndian.AppendUint16([]byte(connRefused), uint16(len(reason)))
 	_, _ = conn.Write(append(b, reason...))
 }

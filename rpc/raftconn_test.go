@@ -322,3 +322,68 @@ func TestFrameRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// silentReporter records NodeDown calls.
+type silentReporter struct{ down chan multiraft.NodeID }
+
+func (silentReporter) ReportUnreachable(multiraft.GroupID, multiraft.ReplicaID) {}
+func (silentReporter) ReportSnapshot(multiraft.Message, error)                  {}
+func (r silentReporter) NodeDown(n multiraft.NodeID) {
+	select {
+	case r.down <- n:
+	default:
+	}
+}
+
+// TestFramedSilentPeerIsDropped: a peer that accepted the connection and
+// then says nothing (no pings: a frozen process, a partition that keeps
+// the socket open) is taken for down within connSilenceTimeout, as the
+// gRPC stream's keepalive did, so the engine wakes the groups it led.
+func TestFramedSilentPeerIsDropped(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			head := make([]byte, len(raftConnMagic)+helloBytes)
+			if _, err := io.ReadFull(c, head); err != nil {
+				_ = c.Close()
+				continue
+			}
+			_, _ = io.WriteString(c, connAccepted)
+			accepted <- c // and never a ping
+		}
+	}()
+	tr := NewTransport(TransportConfig{NodeID: 1, Resolver: StaticResolver{2: l.Addr().String()},
+		Dial: (&serve.ConnPool{}).Dial, Framed: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer tr.Close()
+	r := silentReporter{down: make(chan multiraft.NodeID, 1)}
+	tr.SetReporter(r)
+	start := time.Now()
+	tr.Send([]multiraft.Message{{Group: 1, ToNode: 2, FromNode: 1, Msg: &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(2)}}})
+	var c net.Conn
+	select {
+	case c = <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transport never connected")
+	}
+	select {
+	case n := <-r.down:
+		if n != 2 {
+			t.Fatalf("NodeDown(%d), want 2", n)
+		}
+		if d := time.Since(start); d < connSilenceTimeout {
+			t.Fatalf("peer dropped after %v, before its silence lasted %v", d, connSilenceTimeout)
+		}
+	case <-time.After(4 * connSilenceTimeout):
+		t.Fatalf("a silent peer was not taken for down within %v", 4*connSilenceTimeout)
+	}
+}

@@ -2,9 +2,16 @@ package rpc
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -48,4 +55,52 @@ func TestRaftServerCloseEndsStreams(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("graceful stop still waiting after Close")
 	}
+}
+
+// TestRaftServerCloseEndsFramedConnections: Close ends the framed
+// connections too (their goroutines done when it returns), and a framed
+// connection opened afterwards is refused with the reason.
+func TestRaftServerCloseEndsFramedConnections(t *testing.T) {
+	s := newStack(t, stackConfig{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	defer srv.Stop()
+	go func() { _ = srv.Serve(s.raftSrv.Demux(l, nil)) }()
+	dial := func() (net.Conn, error) {
+		c, err := net.DialTimeout("tcp", l.Addr().String(), 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		hello := make([]byte, helloBytes)
+		binary.BigEndian.PutUint64(hello[:8], 2)
+		binary.BigEndian.PutUint64(hello[8:], 1)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(append([]byte(raftConnMagic), hello...)); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return c, readStatus(c)
+	}
+	open, err := dial()
+	if err != nil {
+		t.Fatalf("framed connection before Close: %v", err)
+	}
+	defer open.Close()
+	// An empty frame: the connection is up and served.
+	frame, _ := appendFrame(nil, nil)
+	if _, err := open.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	s.raftSrv.Close()
+	if _, err := io.ReadAll(open); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("open framed connection after Close: %v, want its end", err)
+	}
+	refused, err := dial()
+	if err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("framed connection after Close: %v, want a refusal", err)
+	}
+	_ = refused.Close()
 }
