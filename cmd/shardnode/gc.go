@@ -22,8 +22,10 @@ import (
 // shard this node leads. A pass that finds nothing proposes nothing, so
 // idle shards stay quiesced; a shard of millions of keys is collected
 // over many rounds, never blocking its worker for long. Outcome records
-// of transactions across shards are kept: the node sets no
-// shard.Config.TxnRecordRetention (shard/gc.go says why).
+// of transactions across shards go too, once --txn-record-retention (an
+// hour by default) passed since their transaction's start; the lock
+// sweeper (locksweep.go) keeps every lock's life far below that
+// (shard/gc.go argues the bound).
 
 // historyGCConfig configures the node's history collector.
 type historyGCConfig struct {
@@ -54,7 +56,7 @@ func defaultHistoryGC() historyGCConfig {
 // fs, with c's values as defaults.
 func (c *historyGCConfig) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Interval, "history-gc-interval", c.Interval,
-		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point (outcome records of transactions across shards are kept); 0 disables it")
+		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point, and outcome records of transactions across shards older than --txn-record-retention; 0 disables it")
 	fs.IntVar(&c.Budget, "history-gc-budget", c.Budget,
 		"how many keys one collection pass examines per shard (a pass resumes where the last stopped)")
 }
