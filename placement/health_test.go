@@ -1,6 +1,9 @@
 package placement
 
 import (
+	"context"
+	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +214,46 @@ func TestNewLeaderCountsUnheardDrainingNodeDown(t *testing.T) {
 	nw.beat(3)
 	if a := nw.status(); a.Cluster.NodesDown != 0 {
 		t.Errorf("new leader: node 3 heartbeated and still counts down: %d down, problems %s", a.Cluster.NodesDown, a.describe())
+	}
+}
+
+// TestStatusPageChartAxisSpansTheSeries loads the status page in headless
+// Chromium (Debian's chromium package; skipped without it) over a fleet
+// heartbeating for 3 minutes: the charts' time axis spans 5 minutes, not
+// the hour in which 3 minutes of points were a sliver at the right edge,
+// and after 20 minutes it spans 30.
+func TestStatusPageChartAxisSpansTheSeries(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed ('make browser-deps' installs it)")
+	}
+	f := newStatusFleet(t, 3)
+	ticks := func(n int) {
+		for range n {
+			f.tick(1, 2, 3)
+		}
+	}
+	axis := func() []string {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu",
+			"--virtual-time-budget=3000", "--dump-dom", f.url+"/").Output()
+		if err != nil {
+			t.Fatalf("chromium --dump-dom: %v", err)
+		}
+		svg := regexp.MustCompile(`(?s)<svg id="chart-load".*?</svg>`).FindString(string(out))
+		var labels []string
+		for _, m := range regexp.MustCompile(`<text[^>]*>(-\d+ min|now)</text>`).FindAllStringSubmatch(svg, -1) {
+			labels = append(labels, m[1])
+		}
+		return labels
+	}
+	ticks(180) // 1 s heartbeats: 3 minutes, a point every 10 s
+	if got, want := strings.Join(axis(), " "), "-5 min -4 min -3 min -2 min -1 min now"; got != want {
+		t.Errorf("after 3 minutes the load chart's axis reads %q, want %q", got, want)
+	}
+	ticks(17 * 60)
+	if got, want := strings.Join(axis(), " "), "-30 min -25 min -20 min -15 min -10 min -5 min now"; got != want {
+		t.Errorf("after 20 minutes the load chart's axis reads %q, want %q", got, want)
 	}
 }
