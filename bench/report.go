@@ -416,7 +416,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "disk: write+fsync of 4 KiB in the data directory, %d samples: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 		rep.Fsync.Samples, Millis(rep.Fsync.P50), Millis(rep.Fsync.P99), Millis(rep.Fsync.Max))
 	fmt.Fprintf(w, "machine: %d CPUs, shared by every system's servers and the bench's clients\n", runtime.NumCPU())
-	fmt.Fprintf(w, "flotilla: %s\n", rep.buildLine())
+	fmt.Fprintf(w, "build: flotilla-bench %s\n", rep.buildLine())
 	switch {
 	case len(rep.Endpoints) > 0:
 		fmt.Fprintf(w, "%s: the running fleet at %s (started by no run; its servers' CPU is not measured)\n",

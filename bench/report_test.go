@@ -95,7 +95,7 @@ func TestReportJSONShape(t *testing.T) {
 	var text strings.Builder
 	rep.WriteTable(&text)
 	for _, re := range []string{
-		`(?m)^flotilla: \(devel\), commit 0123456789ab \(modified\), go1\.99\.1$`,
+		`(?m)^build: flotilla-bench \(devel\), commit 0123456789ab \(modified\), go1\.99\.1$`,
 		`medians of 3 runs per system`,
 		`(?m)^\s*flotilla\s+2000\s`, `(?m)^\s*min-max\s+1500-2600\s`,
 		`(?m)^\s*etcd\s+1000\s`, `(?m)^\s*min-max\s+900-1200\s`,
