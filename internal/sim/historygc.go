@@ -20,9 +20,9 @@ import (
 //
 // So every check of the run (reads at a revision, watches, the bank,
 // leases) runs with collection on; TxnRecordRetention in shardConfig is
-// short enough that records of an engine run's transactions are
-// collected during it (fleet runs keep them longer: see
-// fleetRecordRetention).
+// short enough that records of a run's transactions are collected
+// during it, with the lock sweeper (locksweep.go) bounding how long a
+// lock may wait for its record.
 const (
 	historyGCEvery  = 50
 	historyGCBudget = 16

@@ -39,29 +39,18 @@ var simEpoch = shard.Epoch{ConfVer: 1, Version: 1}
 // shardBackend.encode) cover in 200 steps: a run prunes history many
 // times over. Transactions' outcome records are kept 500 ms (500 steps,
 // six times the bank's lock TTL) past their start, so the collector
-// (historygc.go) removes those of a run's first transactions during it.
+// (historygc.go) removes those of a run's transactions during it, in
+// engine and fleet runs alike. That relies on every lock being resolved
+// within the retention (shard/gc.go), which the lock sweeper
+// (locksweep.go) provides: before it, fleet seeds 16, 56 and 60 (of 100)
+// collected the outcome of a transaction whose secondary lock a down or
+// cut-off node held, and the lock, which no reader met in time, stayed
+// to the end (ErrTxnForgotten to its resolvers, "locks left"); fleet
+// runs had to keep records 10 s.
 var shardConfig = shard.Config{HistoryRetention: 200 * time.Millisecond, TxnRecordRetention: 500 * time.Millisecond}
 
-// fleetRecordRetention is TxnRecordRetention in fleet runs: there a node
-// holding a transaction's lock may be down or cut off for seconds, and
-// the lock unresolved all that time, which is longer than 500 ms. With
-// 500 ms, fleet seeds 16, 56 and 60 (of 100) collected the outcome of a
-// transaction whose secondary lock was still waiting; its resolver got
-// ErrTxnForgotten, as designed, and the lock stayed to the end ("locks
-// left"). Collection relies on locks being resolved within the
-// retention (shard/gc.go), so fleet runs keep records 10 s: the
-// collection of outcomes is exercised in engine runs, that of deleted
-// keys in both.
-const fleetRecordRetention = 10 * time.Second
-
 // shardConfig returns the Config of the run's shard state machines.
-func (s *simulation) shardConfig() shard.Config {
-	c := shardConfig
-	if s.fleet != nil {
-		c.TxnRecordRetention = fleetRecordRetention
-	}
-	return c
-}
+func (s *simulation) shardConfig() shard.Config { return shardConfig }
 
 // newShardBackend returns the backend of a run whose current step step
 // returns.

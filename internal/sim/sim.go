@@ -215,6 +215,9 @@ type Stats struct {
 	// History collection (historygc.go): KindGC commands proposed, and
 	// deleted keys and outcome records the applied ones collected.
 	HistoryGCPasses, HistoryGCKeys, HistoryGCTxns int
+	// Lock sweeping (locksweep.go): expired locks the sweeper listed and
+	// handed to a resolver, and those their node no longer held after.
+	LocksListed, LocksSwept int
 }
 
 func (s Stats) String() string {
@@ -237,6 +240,9 @@ func (s Stats) String() string {
 	watch := ""
 	if s.HistoryGCPasses > 0 {
 		watch = fmt.Sprintf(" historygc=%d/%d/%d", s.HistoryGCKeys, s.HistoryGCTxns, s.HistoryGCPasses)
+	}
+	if s.LocksListed > 0 {
+		watch += fmt.Sprintf(" lockswept=%d/%d", s.LocksSwept, s.LocksListed)
 	}
 	if s.WatchSessions > 0 {
 		watch += fmt.Sprintf(" watches=%d wevents=%d wresumes=%d wmoves=%d wcompacted=%d wregress=%d readsat=%d",
@@ -284,6 +290,9 @@ type simulation struct {
 	// historyGC: the history collector's cursors and counts
 	// (historygc.go).
 	historyGC historyGC
+	// lockSweep: the lock sweeper's locks in flight and counts
+	// (locksweep.go).
+	lockSweep lockSweep
 
 	history []record // linearizable reads and writes
 	stale   []record // stale reads
@@ -366,6 +375,7 @@ func (s *simulation) result() *Result {
 	res.Stats.Steps = s.step
 	res.Stats.LeaderTermsSeen = len(s.leaders)
 	res.Stats.HistoryGCPasses, res.Stats.HistoryGCKeys, res.Stats.HistoryGCTxns = s.historyGC.passes, s.historyGC.keys, s.historyGC.txns
+	res.Stats.LocksListed, res.Stats.LocksSwept = s.lockSweep.listed, s.lockSweep.swept
 	if st := s.leases; st != nil {
 		res.Stats.LeasesGranted, res.Stats.LeaseKeepAlives, res.Stats.LeasesRevoked = st.stats.granted, st.stats.kept, st.stats.revoked
 		res.Stats.LeaseReads, res.Stats.LeaseReadsFenced, res.Stats.LeaseDeletes = st.stats.reads, st.stats.fenced, st.stats.deletes
@@ -609,6 +619,9 @@ func (s *simulation) advance(workload bool) {
 	}
 	if s.step%historyGCEvery == 0 {
 		s.collectHistory()
+	}
+	if s.step%lockSweepEvery == 0 {
+		s.sweepLocks()
 	}
 }
 

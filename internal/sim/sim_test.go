@@ -152,6 +152,8 @@ func TestSimulation(t *testing.T) {
 		leases.HistoryGCPasses += res.Stats.HistoryGCPasses
 		leases.HistoryGCKeys += res.Stats.HistoryGCKeys
 		leases.HistoryGCTxns += res.Stats.HistoryGCTxns
+		leases.LocksListed += res.Stats.LocksListed
+		leases.LocksSwept += res.Stats.LocksSwept
 		if res.Stats.ElectionsAfterHeal > 0 {
 			unstableSeeds++
 			unstableGroups += res.Stats.ElectionsAfterHeal
@@ -194,7 +196,8 @@ func TestSimulation(t *testing.T) {
 			b.BankCommitted, b.BankOnePhase, b.BankConflicts, b.BankUnknown, b.BankAbandoned, b.BankCrashed, b.BankResolved, b.BankRolledBack, b.BankWaited, b.BankAudits)
 	}
 	if leases.HistoryGCPasses > 0 {
-		fmt.Printf("sim: history gc: %d deleted keys and %d outcome records collected by %d passes\n", leases.HistoryGCKeys, leases.HistoryGCTxns, leases.HistoryGCPasses)
+		fmt.Printf("sim: history gc: %d deleted keys and %d outcome records collected by %d passes; lock sweeper: %d expired locks listed, %d swept\n",
+			leases.HistoryGCKeys, leases.HistoryGCTxns, leases.HistoryGCPasses, leases.LocksListed, leases.LocksSwept)
 	}
 	if unstableSeeds > 0 {
 		fmt.Printf("sim: note: %d groups in %d seeds elected a new leader after every fault had healed (known engine issue, see doc.go)\n", unstableGroups, unstableSeeds)
