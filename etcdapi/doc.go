@@ -81,14 +81,45 @@
 // (router Multi calls to another node); after, the read is served by the
 // node's own replica, where a Pebble snapshot per read (taken, read for
 // the compaction point and closed, 16% of the node's CPU) is a large
-// part of what is left, in the shard package. The nodes used 10 to 20% of a core: under this load a
-// request is bound by its hops and waits, not by a node's CPU. What is
-// left between a linearizable read and etcd's is mostly the oracle call
-// for the last write's revision (the store's stamper keeps one call in
-// flight, so a read waits for the call under way and then its own); what
-// is left for writes is the write path of the shards (an oracle call
-// on the leader, Raft and its fsync) and, for two writes in three, the
-// hop from the node the client reached to the shard's leader.
+// part of what is left, in the shard package.
+//
+// The nodes used 10 to 20% of a core, which was read then as requests
+// bound by their hops and waits. A later trace of puts says otherwise:
+// goroutine dumps of the three nodes every quarter second under the tool
+// found few of the tool's 100 requests inside a node's handlers (in the
+// 27 dumps of one run mostly 0 or 1, at most 11; a single dump of an
+// earlier run caught 40), and the sockets' queues held a few requests at
+// most; the rest were waiting for a core in one process or
+// another, on 2 cores at a load average of 20 to 28. 10 to 20% of a core
+// was each node's share of a machine busy with other work, and the
+// throughput follows what a request costs the servers. The tool's table
+// now gives each system's server CPU per request; in one invocation
+// (same command, the machine's other work using 62 to 74% of its CPU),
+// the two ratios came close but for linearizable reads:
+//
+//	workload             req/s ratio   server CPU per request (F / e)
+//	put                  0.54x         626 / 304 us, 0.49x
+//	range, linearizable  1.19x         130 / 98 us,  0.75x
+//	range, serializable  0.76x         85 / 61 us,   0.72x
+//	txn-put              0.41x         674 / 264 us, 0.39x
+//
+// A CPU profile of the three nodes under puts puts this package and the
+// router's path up to its coalescer at about 2% of a node's CPU; Raft
+// rounds take a quarter (their apply 16%, of which 7% reads the key's
+// latest version before writing it), gRPC's transports and their system
+// calls most of the rest; placementd used about 55 us per put. Changes
+// that shorten waits without saving CPU measured no gain under this load
+// (runs of 10,000 puts by the tool, 100 clients, a fresh fleet each,
+// builds alternating, 3 runs each): two
+// oracle calls in flight per node instead of one (1,050 against 1,065
+// req/s, medians), a pool of 256 stream workers for this API's gRPC
+// server (1,044 against 1,010), and no coalescing in the node's router (2
+// runs: 656 and 694 against 1,192 and 776). Batches are what keep a
+// put's CPU down: at 10 clients a put cost the fleet 2.1 ms of CPU, at
+// 100 about 0.6. What would close the gap for writes is CPU per put in
+// the shards' write path (the apply's read, the Pebble batches of a
+// round) and in the second gRPC exchange of the two writes in three
+// whose leader is not the node the client reached.
 //
 // # Errors
 //
