@@ -60,6 +60,25 @@ import (
 // snapshot is below what the shard serves anyway (its reads would be
 // refused as compacted), so it loses nothing it could have had.
 //
+// # Versions and running transactions
+//
+// A transaction reads at its start S; writes prune the versions no read
+// at their revision minus Config.HistoryRetention (5 minutes) can see,
+// and raise the compaction point above that horizon (pruneVersions).
+// A read-only transaction holds no lock, so no shard knows it runs: once
+// its start falls below a shard's compaction point, its reads there are
+// refused with a *CompactedError (OutOfRange to clients), never answered
+// from a history with versions missing. A transaction with locks on the
+// shard has done its reads (it prewrites at its commit), and the
+// collection here cannot take what it still needs: it deletes only keys
+// deleted below the compaction point, a key the transaction locked
+// keeps its lock (its commit writes the key anew, as after a tombstone),
+// and a later prewrite of the transaction on this shard treats a
+// collected key as a conflict (above). The compaction point itself
+// passes a lock's start only when the lock outlived the history
+// retention, which the sweeper's bound (below) keeps from happening
+// while the shards concerned have a leader.
+//
 // # Transaction outcome records
 //
 // The record of a transaction (primary, start S), on the primary's
