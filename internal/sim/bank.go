@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/shard"
@@ -20,24 +21,46 @@ import (
 // simulator never splits, transfers or reconfigures; in fleet runs on
 // placement's shards, which split and move. bankClients actors (no
 // process: no crash or partition reaches them) run a small Percolator
-// coordinator over the shard commands, as router/percolator.go does:
+// coordinator over the shard commands, as router/percolator.go and
+// router/asynccommit.go do:
 //
 //   - a transfer takes a start revision S from the run's oracle, reads
 //     both balances at S, and writes both: if the two keys are on one
 //     shard, one KindPrewrite with OnePhase (carrying a client ID, so a
-//     retry after an ambiguous answer applies at most once); otherwise a
-//     prewrite of each key (primary: the lower key), commit revision C =
-//     the highest prewrite revision, a KindCommitTxn of the primary (the
-//     commit point), then of the secondary;
+//     retry after an ambiguous answer applies at most once); otherwise
+//     in two phases (primary: the lower key), three transfers in four
+//     with async commit, one in four without;
+//   - async commit: a prewrite of each key with Async, the primary's
+//     listing the other key among its Secondaries; once both applied the
+//     transfer is committed (the client's answer) at C = the highest
+//     prewrite revision, and a KindCommitTxn of the primary, then of the
+//     secondary, follows. A coordinator whose prewrite failed or went
+//     unanswered records the rollback at the primary first (KindRollbackTxn
+//     of the primary): if that is refused (ErrTxnCommitted), a resolver
+//     recorded the commit, and the transfer committed at the revision
+//     recorded; if its answer is lost too, the outcome is unknown;
+//   - without async commit: the prewrites, then a KindCommitTxn of the
+//     primary at C (the commit point, the client's answer), then of the
+//     secondary;
 //   - an audit reads every account at one start revision;
 //   - a read or prewrite that meets a lock (*shard.LockedError) resolves
 //     it: KindCheckTxn on the lock's primary with a fresh timestamp
 //     (rolling back a primary whose TTL ran out), then KindCommitTxn or
 //     KindRollbackTxn of the locked key, or a short wait while the
-//     transaction is pending;
-//   - one transfer in eight of two phases "crashes": its coordinator
-//     stops after the prewrites, or after the primary's commit, and
-//     readers must resolve its locks (forward or back).
+//     transaction is pending. An expired async primary is answered
+//     TxnSecondaries: the resolver checks the secondaries it lists
+//     (KindCheckTxn with Keys, per shard), records the outcome at the
+//     primary (KindCommitTxn at the highest prewrite revision if every
+//     key held its lock, else KindRollbackTxn), and takes the record
+//     written first, by whoever did, as the outcome (bankDecideAsync, as
+//     router's decideAsync);
+//   - one transfer in eight of two phases "crashes": without async
+//     commit, its coordinator stops after the prewrites (readers must
+//     roll it back) or after the primary's commit (readers must roll it
+//     forward); with async commit, it stops during the secondary's
+//     prewrite (before the answer: rolled back or committed, as long as
+//     all decide alike), after both prewrites (committed: readers must
+//     roll it forward) or after the primary's commit.
 //
 // bankcheck.go checks the audits, the final state and every account's
 // version history against the coordinators' records.
@@ -54,6 +77,12 @@ const (
 	// commits (far above the simulator's clients' IDs).
 	bankClientBase = 1 << 40
 )
+
+// bugBankAsyncRollsBackLocked (planted by tests only, beside bugs.go's,
+// in the code it breaks): a resolver that decides an expired async
+// primary by its secondaries records the rollback even when every key
+// held its lock, so an acknowledged transfer is undone.
+const bugBankAsyncRollsBackLocked simBug = 1 << 16
 
 // bankGroupBase + 1 ... + bankGroups are the bank's groups in engine runs.
 const bankGroupBase multiraft.GroupID = 9100
@@ -90,10 +119,15 @@ const (
 	// txCrashCommitted: its coordinator stopped after the primary's
 	// commit: it must be rolled forward by the resolvers.
 	txCrashCommitted
+	// txCrashMidPrewrite (async commit): its coordinator stopped while
+	// the secondary's prewrite was on its way: the resolvers may roll it
+	// forward (the prewrite applied) or back, at one of the revisions
+	// its prewrites could commit at.
+	txCrashMidPrewrite
 )
 
 func (o transferOutcome) String() string {
-	return [...]string{"running", "committed", "conflict", "abandoned", "unknown", "crashed after prewrite", "crashed after commit point"}[o]
+	return [...]string{"running", "committed", "conflict", "abandoned", "unknown", "crashed after prewrite", "crashed after commit point", "crashed during prewrite"}[o]
 }
 
 // bankTransfer is one transfer as its coordinator saw it.
@@ -108,9 +142,44 @@ type bankTransfer struct {
 	// revisions its attempts were stamped with (one applied at most).
 	onePhase bool
 	revs     []uint64
-	// commit: the commit revision of two phases (0: none computed).
-	commit  uint64
-	outcome transferOutcome
+	// commit: the commit revision of two phases (0: none known).
+	commit uint64
+	// async: two phases with async commit; prewrites are the revisions
+	// the attempts of its prewrite of each key (primary first) were
+	// stamped with, which decide its commit revision if the coordinator
+	// does not know it (asyncCommits).
+	async     bool
+	prewrites [2][]uint64
+	outcome   transferOutcome
+}
+
+// commitRevs returns the revisions t may have committed at: its
+// one-phase attempts', its commit revision if known, and for async
+// commit, whose outcome may be decided without its coordinator, every
+// revision its prewrites could make the commit revision (asyncCommits).
+func (t *bankTransfer) commitRevs() []uint64 {
+	switch {
+	case t.onePhase:
+		return t.revs
+	case t.async && t.outcome != txCommitted:
+		return t.asyncCommits()
+	case t.commit != 0:
+		return []uint64{t.commit}
+	}
+	return nil
+}
+
+// asyncCommits returns the revisions async transfer t may have committed
+// at: the highest of two prewrite revisions, one of each key's attempts
+// (the one that applied: a retried prewrite keeps the lock it finds).
+func (t *bankTransfer) asyncCommits() []uint64 {
+	var out []uint64
+	for _, p := range t.prewrites[0] {
+		for _, q := range t.prewrites[1] {
+			out = append(out, max(p, q))
+		}
+	}
+	return out
 }
 
 // delta is what t does to account a.
@@ -155,6 +224,11 @@ type bankState struct {
 
 type bankStats struct {
 	committed, onePhase, conflicts, unknown, abandoned, crashed, resolved, rolledBack, waited, audits int
+	// Async commit: transfers acknowledged (of committed), those whose
+	// coordinator recorded the rollback after a failed prewrite, and
+	// outcomes recorded by resolvers that checked the secondaries of an
+	// expired primary: committed, rolled back.
+	asyncCommitted, asyncRolledBack, asyncDecidedForward, asyncDecidedBack int
 }
 
 func newBankState(s *simulation) *bankState {
@@ -280,22 +354,26 @@ func (s *simulation) bankGet(ctx context.Context, key string, rev uint64) (int, 
 
 // bankResolve resolves lock l: asks its primary for the transaction's
 // outcome (with a fresh timestamp, against which its TTL is judged),
-// then commits or rolls back l's key, or waits a little if the
-// transaction may still commit.
+// deciding it by its secondaries if it is an expired async primary
+// (bankDecideAsync), then commits or rolls back l's key, or waits a
+// little if the transaction may still commit.
 func (s *simulation) bankResolve(ctx context.Context, l *shard.TxnLock) {
 	st := s.bank
-	res, err := s.bankExec(ctx, string(l.Primary), shard.Command{Kind: shard.KindCheckTxn,
-		Step: &shard.TxnStep{Start: l.Start, Primary: l.Primary, Now: s.sm.(*shardBackend).nextRevision()}}, nil)
+	res, err := s.bankCheckPrimary(ctx, l.Start, l.Primary)
 	if err != nil {
 		s.tracef("bank: check %d (primary %q): %v", l.Start, l.Primary, err)
 		return
 	}
-	switch res.Status {
+	status, commit := res.Status, res.Revision
+	if status == shard.TxnSecondaries {
+		status, commit = s.bankDecideAsync(ctx, l, res.Revision)
+	}
+	switch status {
 	case shard.TxnPending:
 		st.stats.waited++
 		s.leaseSleep(5)
 	case shard.TxnCommitted:
-		cmd := shard.Command{Kind: shard.KindCommitTxn, Step: &shard.TxnStep{Start: l.Start, Primary: l.Primary, Commit: res.Revision, Keys: [][]byte{l.Key}}}
+		cmd := shard.Command{Kind: shard.KindCommitTxn, Step: &shard.TxnStep{Start: l.Start, Primary: l.Primary, Commit: commit, Keys: [][]byte{l.Key}}}
 		if s.cfg.bug == bugBankResolverRollsBackCommitted && string(l.Key) != string(l.Primary) {
 			cmd = shard.Command{Kind: shard.KindRollbackTxn, Step: &shard.TxnStep{Start: l.Start, Primary: l.Primary, Keys: [][]byte{l.Key}}}
 		}
@@ -308,6 +386,103 @@ func (s *simulation) bankResolve(ctx context.Context, l *shard.TxnLock) {
 			st.stats.rolledBack++
 		}
 	}
+}
+
+// bankCheckPrimary asks the primary's shard for the outcome of the
+// transaction (start, primary), with a fresh timestamp.
+func (s *simulation) bankCheckPrimary(ctx context.Context, start uint64, primary []byte) (*shard.Result, error) {
+	return s.bankExec(ctx, string(primary), shard.Command{Kind: shard.KindCheckTxn,
+		Step: &shard.TxnStep{Start: start, Primary: primary, Now: s.sm.(*shardBackend).nextRevision()}}, nil)
+}
+
+// bankDecideAsync decides the outcome of l's async transaction, whose
+// primary lock, prewritten at prewrite, outlived its TTL, as router's
+// decideAsync does: it checks the secondaries the primary lock lists,
+// one KindCheckTxn with Keys per shard, then records at the primary
+// committed (at the highest prewrite revision) if every one held its
+// lock, else rolled back. If that record is refused or unanswered, the
+// one written first, by whoever did, is the outcome. It answers
+// TxnPending when it could not tell (the primary lock gone from the
+// replica it read, a check unanswered): the caller waits and asks again.
+func (s *simulation) bankDecideAsync(ctx context.Context, l *shard.TxnLock, prewrite uint64) (shard.TxnStatus, uint64) {
+	st := s.bank
+	secondaries, ok := s.bankAsyncSecondaries(l)
+	if !ok {
+		return shard.TxnPending, 0
+	}
+	commit, all := prewrite, true
+	groups := map[shard.ShardID][][]byte{}
+	var order []shard.ShardID
+	for _, k := range secondaries {
+		id, _, err := leaseFleet{s: s}.route(k)
+		if err != nil {
+			return shard.TxnPending, 0
+		}
+		if _, seen := groups[id]; !seen {
+			order = append(order, id)
+		}
+		groups[id] = append(groups[id], k)
+	}
+	for _, id := range order {
+		keys := groups[id]
+		res, err := s.bankExec(ctx, string(keys[0]), shard.Command{Kind: shard.KindCheckTxn,
+			Step: &shard.TxnStep{Start: l.Start, Primary: l.Primary, Keys: keys}}, nil)
+		if err != nil {
+			s.tracef("bank: check of the secondaries %q of %d: %v", keys, l.Start, err)
+			return shard.TxnPending, 0
+		}
+		if res.Status != shard.TxnCommitted {
+			all = false
+			break
+		}
+		commit = max(commit, res.Revision)
+	}
+	step := &shard.TxnStep{Start: l.Start, Primary: l.Primary, Keys: [][]byte{l.Primary}}
+	cmd := shard.Command{Kind: shard.KindRollbackTxn, Step: step}
+	if all && s.cfg.bug != bugBankAsyncRollsBackLocked {
+		step.Commit = commit
+		cmd.Kind = shard.KindCommitTxn
+	}
+	_, err := s.bankExec(ctx, string(l.Primary), cmd, nil)
+	switch {
+	case err == nil && cmd.Kind == shard.KindCommitTxn:
+		st.stats.asyncDecidedForward++
+		s.tracef("bank: %d decided committed at %d by its secondaries", l.Start, commit)
+		return shard.TxnCommitted, commit
+	case err == nil:
+		st.stats.asyncDecidedBack++
+		s.tracef("bank: %d decided rolled back by its secondaries", l.Start)
+		return shard.TxnRolledBack, 0
+	}
+	res, cerr := s.bankCheckPrimary(ctx, l.Start, l.Primary)
+	if cerr != nil || res.Status != shard.TxnCommitted && res.Status != shard.TxnRolledBack {
+		return shard.TxnPending, 0
+	}
+	return res.Status, res.Revision
+}
+
+// bankAsyncSecondaries returns the secondaries of l's async transaction,
+// from its primary lock: l itself, or the lock a replica of the
+// primary's shard holds (as the gRPC server's CheckTxn reads it). Not
+// found: another resolver recorded the outcome since, or the replica
+// lags.
+func (s *simulation) bankAsyncSecondaries(l *shard.TxnLock) ([][]byte, bool) {
+	if bytes.Equal(l.Key, l.Primary) && l.Async {
+		return l.Secondaries, true
+	}
+	id, to, err := leaseFleet{s: s}.route(l.Primary)
+	if err != nil {
+		return nil, false
+	}
+	n, err := leaseStore{n: to}.live()
+	if err != nil {
+		return nil, false
+	}
+	p, ok, err := n.store.TxnLock(id, l.Primary)
+	if err != nil || !ok || p.Start != l.Start || !p.Async {
+		return nil, false
+	}
+	return p.Secondaries, true
 }
 
 // startBankClients starts the bank's opening and its clients.
@@ -389,7 +564,9 @@ func (s *simulation) bankTransfer(c int) {
 	st := s.bank
 	t := &bankTransfer{id: len(st.transfers), from: st.rng.IntN(bankAccounts), amount: 1 + st.rng.IntN(20)}
 	t.to = (t.from + 1 + st.rng.IntN(bankAccounts-1)) % bankAccounts
-	crash := st.rng.IntN(16) // 0: after the prewrites, 1: after the commit point
+	// 0, 1 (and 2 with async commit): the crash points of two phases.
+	crash := st.rng.IntN(16)
+	async := st.rng.IntN(4) != 0
 	st.transfers = append(st.transfers, t)
 	ctx, cancel := leaseRuntime{as: s.actors}.WithTimeout(context.Background(), bankCallTimeout)
 	defer cancel()
@@ -462,6 +639,11 @@ func (s *simulation) bankTransfer(c int) {
 		s.tracef("bank: transfer %d one phase: %s (%v)", t.id, t.outcome, err)
 		return
 	}
+	if async {
+		t.async = true
+		s.bankTransferAsync(ctx, t, muts, start, crash)
+		return
+	}
 	// Two phases: prewrite each key.
 	for _, m := range muts {
 		var res *shard.Result
@@ -513,6 +695,124 @@ func (s *simulation) bankTransfer(c int) {
 	t.outcome = txCommitted
 	st.stats.committed++
 	_, _ = s.bankExec(ctx, string(muts[1].Key), *step(shard.KindCommitTxn, t.commit, muts[1].Key), nil)
+}
+
+// bankTransferAsync writes t's two sorted mutations with async commit,
+// as router's Commit does: a prewrite of each, the primary's listing
+// the secondary; once both applied, t is committed (acknowledged) at the
+// highest prewrite revision, and the primary's commit, then the
+// secondary's, follow. The crash points: crash 0 stops the coordinator
+// while the secondary's prewrite is on its way, 1 after both prewrites,
+// 2 after the primary's commit.
+func (s *simulation) bankTransferAsync(ctx context.Context, t *bankTransfer, muts []shard.Mutation, start uint64, crash int) {
+	st := s.bank
+	primary, secondary := muts[0].Key, muts[1].Key
+	for i, m := range muts {
+		pctx := ctx
+		if i == 1 && crash == 0 {
+			// The coordinator "crashes" a few steps into the prewrite,
+			// whose attempts may apply after.
+			var cancel context.CancelFunc
+			pctx, cancel = leaseRuntime{as: s.actors}.WithTimeout(ctx, time.Duration(1+st.rng.IntN(30))*leaseStep)
+			defer cancel()
+		}
+		pw := &shard.TxnStep{Start: start, Primary: primary, TTL: bankTTL, Async: true, Mutations: []shard.Mutation{m}}
+		if i == 0 {
+			pw.Secondaries = [][]byte{secondary}
+		}
+		var res *shard.Result
+		var err error
+		for attempt := 0; attempt < 3; attempt++ {
+			res, err = s.bankExec(pctx, string(m.Key), shard.Command{Kind: shard.KindPrewrite, Step: pw}, &t.prewrites[i])
+			var le *shard.LockedError
+			if errors.As(err, &le) && pctx.Err() == nil {
+				s.bankResolve(pctx, &le.Lock)
+				continue
+			}
+			break
+		}
+		if i == 1 && crash == 0 {
+			t.outcome = txCrashMidPrewrite
+			st.stats.crashed++
+			s.tracef("bank: transfer %d (async) stopped during the prewrite of %q: %v", t.id, m.Key, err)
+			return
+		}
+		if err != nil {
+			s.tracef("bank: transfer %d (async) prewrite of %q: %v", t.id, m.Key, err)
+			s.bankAbortAsync(t, muts, start)
+			return
+		}
+		t.commit = max(t.commit, res.Revision)
+	}
+	// Both prewrites applied: committed at t.commit, and acknowledged.
+	t.outcome = txCommitted
+	st.stats.committed++
+	st.stats.asyncCommitted++
+	if crash == 1 {
+		st.stats.crashed++
+		return
+	}
+	commit := func(key []byte) error {
+		_, err := s.bankExec(ctx, string(key), shard.Command{Kind: shard.KindCommitTxn,
+			Step: &shard.TxnStep{Start: start, Primary: primary, Commit: t.commit, Keys: [][]byte{key}}}, nil)
+		if err != nil {
+			s.tracef("bank: transfer %d (async) commit of %q at %d: %v", t.id, key, t.commit, err)
+		}
+		return err
+	}
+	if commit(primary) != nil {
+		return
+	}
+	if crash == 2 {
+		st.stats.crashed++
+		return
+	}
+	_ = commit(secondary)
+}
+
+// bankAbortAsync ends async transfer t, one of whose prewrites failed or
+// went unanswered, as router's abortAsync does: whether its keys are
+// locked is unknown, so a resolver could find both locked and record the
+// commit. The outcome is decided at the primary first, by recording the
+// rollback there (then the secondary's lock, if any, is removed); if
+// that is refused, a resolver recorded the commit, and t committed at
+// the revision recorded; if neither is known, t's outcome is unknown.
+func (s *simulation) bankAbortAsync(t *bankTransfer, muts []shard.Mutation, start uint64) {
+	st := s.bank
+	ctx, cancel := leaseRuntime{as: s.actors}.WithTimeout(context.Background(), bankCallTimeout)
+	defer cancel()
+	primary := muts[0].Key
+	rollback := func(key []byte) error {
+		_, err := s.bankExec(ctx, string(key), shard.Command{Kind: shard.KindRollbackTxn,
+			Step: &shard.TxnStep{Start: start, Primary: primary, Keys: [][]byte{key}}}, nil)
+		return err
+	}
+	err := rollback(primary)
+	if err == nil {
+		t.outcome = txConflict
+		st.stats.conflicts++
+		st.stats.asyncRolledBack++
+		_ = rollback(muts[1].Key)
+		return
+	}
+	if res, cerr := s.bankCheckPrimary(ctx, start, primary); cerr == nil && res.Status == shard.TxnCommitted {
+		t.outcome, t.commit = txCommitted, res.Revision
+		st.stats.committed++
+		st.stats.asyncCommitted++
+		s.tracef("bank: transfer %d (async): its rollback was refused (%v): committed at %d by a resolver", t.id, err, t.commit)
+		_, _ = s.bankExec(ctx, string(muts[1].Key), shard.Command{Kind: shard.KindCommitTxn,
+			Step: &shard.TxnStep{Start: start, Primary: primary, Commit: t.commit, Keys: [][]byte{muts[1].Key}}}, nil)
+		return
+	} else if cerr == nil && res.Status == shard.TxnRolledBack {
+		t.outcome = txConflict
+		st.stats.conflicts++
+		st.stats.asyncRolledBack++
+		_ = rollback(muts[1].Key)
+		return
+	}
+	t.outcome = txUnknown
+	st.stats.unknown++
+	s.tracef("bank: transfer %d (async): the rollback at the primary: %v", t.id, err)
 }
 
 // bankReadIgnoringLocks reads key at rev straight from n's Pebble once

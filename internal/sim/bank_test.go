@@ -21,6 +21,8 @@ func TestBankChecksCatchPlantedBugs(t *testing.T) {
 		{"reads ignore locks", bugBankReadsIgnoreLocks, []string{"bank: audit at"}},
 		{"a resolver rolls back a committed transaction's secondary", bugBankResolverRollsBackCommitted,
 			[]string{"bank: transfer"}},
+		{"a resolver rolls back an async transaction whose keys all hold their locks", bugBankAsyncRollsBackLocked,
+			[]string{"bank: transfer"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 5; seed++ {

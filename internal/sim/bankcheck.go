@@ -28,16 +28,22 @@ import (
 //  3. Each account's versions, in revision order: the first is its
 //     opening deposit (a revision the deposit was stamped with, holding
 //     bankOpening); every later one is at a revision some transfer
-//     committed at (the one-phase command's, or the commit revision of
-//     two phases) that names the account, and differs from the previous
+//     could commit at (bankTransfer.commitRevs: the one-phase command's,
+//     the commit revision of two phases, or, for async commit whose
+//     coordinator does not know it, the highest of two of its prewrite
+//     revisions) that names the account, and differs from the previous
 //     version by exactly that transfer's amount. So no version exists
 //     without a transaction behind it, and no update is lost.
-//  4. Each transfer's two writes are at its commit revision on both of
-//     its accounts, or on neither: an acknowledged transfer, and one
-//     whose coordinator stopped after its commit point, on both (rolled
-//     forward by the resolvers); one refused, abandoned or whose
-//     coordinator stopped after its prewrites, on neither; one whose
-//     commit point's answer was lost, either way.
+//  4. Each transfer's two writes are at one revision on both of its
+//     accounts, or on neither: an acknowledged transfer (with async
+//     commit: both prewrites applied, or its rollback at the primary
+//     refused because a resolver recorded the commit), and one whose
+//     coordinator stopped after its commit point, on both, at its commit
+//     revision (rolled forward by the resolvers); one refused, abandoned
+//     or whose coordinator stopped after its prewrites without async
+//     commit, on neither; one whose commit point's answer was lost, or
+//     whose async coordinator stopped during a prewrite, either way,
+//     decided alike for both keys.
 const (
 	bankSampleEvery = 10
 	// bankDrainSteps bounds the end's resolution of every lock.
@@ -192,11 +198,8 @@ func (s *simulation) checkBank() {
 	// 3. Each account's history.
 	byRev := map[uint64]*bankTransfer{}
 	for _, t := range st.transfers {
-		for _, r := range t.revs {
+		for _, r := range t.commitRevs() {
 			byRev[r] = t
-		}
-		if t.commit != 0 {
-			byRev[t.commit] = t
 		}
 	}
 	for a := range bankAccounts {
@@ -224,12 +227,9 @@ func (s *simulation) checkBank() {
 	}
 	// 4. Each transfer: both writes or neither.
 	for _, t := range st.transfers {
+		revs := t.commitRevs()
 		applied := func(a int) (uint64, bool) {
-			if !t.onePhase {
-				_, ok := st.versions[a][t.commit]
-				return t.commit, ok && t.commit != 0
-			}
-			for _, r := range t.revs {
+			for _, r := range revs {
 				if _, ok := st.versions[a][r]; ok {
 					return r, true
 				}
@@ -246,6 +246,8 @@ func (s *simulation) checkBank() {
 			s.violation("bank: transfer %d (%d -> %d, %s at %d) is in no account's history", t.id, t.from, t.to, t.outcome, t.commit)
 		case af && (t.outcome == txConflict || t.outcome == txAbandoned || t.outcome == txCrashPrewritten):
 			s.violation("bank: transfer %d (%d -> %d, %s) applied at %d", t.id, t.from, t.to, t.outcome, rf)
+		case af && !t.onePhase && (t.outcome == txCommitted || t.outcome == txCrashCommitted) && rf != t.commit:
+			s.violation("bank: transfer %d (%d -> %d, %s at %d) applied at %d", t.id, t.from, t.to, t.outcome, t.commit, rf)
 		}
 	}
 }
