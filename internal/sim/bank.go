@@ -57,10 +57,10 @@ import (
 //   - one transfer in eight of two phases "crashes": without async
 //     commit, its coordinator stops after the prewrites (readers must
 //     roll it back) or after the primary's commit (readers must roll it
-//     forward); with async commit, it stops during the secondary's
-//     prewrite (before the answer: rolled back or committed, as long as
-//     all decide alike), after both prewrites (committed: readers must
-//     roll it forward) or after the primary's commit.
+//     forward); with async commit, it stops before or during the
+//     secondary's prewrite (before the answer: rolled back or committed,
+//     as long as all decide alike), after both prewrites (committed:
+//     readers must roll it forward) or after the primary's commit.
 //
 // bankcheck.go checks the audits, the final state and every account's
 // version history against the coordinators' records.
@@ -119,10 +119,11 @@ const (
 	// txCrashCommitted: its coordinator stopped after the primary's
 	// commit: it must be rolled forward by the resolvers.
 	txCrashCommitted
-	// txCrashMidPrewrite (async commit): its coordinator stopped while
-	// the secondary's prewrite was on its way: the resolvers may roll it
-	// forward (the prewrite applied) or back, at one of the revisions
-	// its prewrites could commit at.
+	// txCrashMidPrewrite (async commit): its coordinator stopped after
+	// the primary's prewrite, before the secondary's or while it was on
+	// its way: the resolvers may roll it forward (the secondary's
+	// prewrite applied) or back, at one of the revisions its prewrites
+	// could commit at.
 	txCrashMidPrewrite
 )
 
@@ -702,18 +703,26 @@ func (s *simulation) bankTransfer(c int) {
 // the secondary; once both applied, t is committed (acknowledged) at the
 // highest prewrite revision, and the primary's commit, then the
 // secondary's, follow. The crash points: crash 0 stops the coordinator
-// while the secondary's prewrite is on its way, 1 after both prewrites,
-// 2 after the primary's commit.
+// before the secondary's prewrite or while it is on its way, 1 after
+// both prewrites, 2 after the primary's commit.
 func (s *simulation) bankTransferAsync(ctx context.Context, t *bankTransfer, muts []shard.Mutation, start uint64, crash int) {
 	st := s.bank
 	primary, secondary := muts[0].Key, muts[1].Key
 	for i, m := range muts {
 		pctx := ctx
 		if i == 1 && crash == 0 {
-			// The coordinator "crashes" a few steps into the prewrite,
-			// whose attempts may apply after.
+			// The coordinator "crashes" before the secondary's prewrite
+			// (half the time), or a few steps into it, whose attempts
+			// may apply after.
+			steps := st.rng.IntN(2) * (1 + st.rng.IntN(30))
+			if steps == 0 {
+				t.outcome = txCrashMidPrewrite
+				st.stats.crashed++
+				s.tracef("bank: transfer %d (async) stopped before the prewrite of %q", t.id, m.Key)
+				return
+			}
 			var cancel context.CancelFunc
-			pctx, cancel = leaseRuntime{as: s.actors}.WithTimeout(ctx, time.Duration(1+st.rng.IntN(30))*leaseStep)
+			pctx, cancel = leaseRuntime{as: s.actors}.WithTimeout(ctx, time.Duration(steps)*leaseStep)
 			defer cancel()
 		}
 		pw := &shard.TxnStep{Start: start, Primary: primary, TTL: bankTTL, Async: true, Mutations: []shard.Mutation{m}}

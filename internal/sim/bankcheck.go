@@ -166,6 +166,9 @@ func (s *simulation) checkBank() {
 		s.tracef("bank: never opened")
 		return
 	}
+	// The async-commit counts, which the run's Stats do not carry.
+	s.tracef("bank: async commit: %d transfers committed, %d rolled back by their coordinator; resolvers decided %d forward, %d back",
+		st.stats.asyncCommitted, st.stats.asyncRolledBack, st.stats.asyncDecidedForward, st.stats.asyncDecidedBack)
 	total := bankAccounts * bankOpening
 	sum := func(bs []int) int {
 		t := 0
