@@ -223,3 +223,57 @@ func (c *Client) checkSecondaryGroup(ctx context.Context, start uint64, primary 
 	}
 	return 0, false, fmt.Errorf("%w: checking secondaries: shards kept splitting under them", ErrRetriesExhausted)
 }
+
+// background tracks the work a Client goes on with after answering a
+// call: the commit of an async transaction's locks (finishCommit), the
+// rollback of a failed transaction's. Close waits for it, bounded, so
+// that a process that commits and exits at once does not leave its locks
+// to block readers until their TTL. Safe for concurrent use.
+type background struct {
+	mu struct {
+		sync.Mutex
+		// n counts the work running.
+		n int
+		// idle is closed when n drops to zero; a new one is made when n
+		// leaves zero.
+		idle chan struct{}
+	}
+}
+
+// goBackground runs f in a goroutine of its own, tracked for Close.
+func (c *Client) goBackground(f func()) {
+	b := &c.background
+	b.mu.Lock()
+	if b.mu.n == 0 {
+		b.mu.idle = make(chan struct{})
+	}
+	b.mu.n++
+	b.mu.Unlock()
+	go func() {
+		defer b.done()
+		f()
+	}()
+}
+
+func (b *background) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mu.n--; b.mu.n == 0 {
+		close(b.mu.idle)
+	}
+}
+
+// wait returns once no work runs, or when ctx ends.
+func (b *background) wait(ctx context.Context) {
+	b.mu.Lock()
+	if b.mu.n == 0 {
+		b.mu.Unlock()
+		return
+	}
+	idle := b.mu.idle
+	b.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+}

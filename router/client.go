@@ -37,6 +37,12 @@ type Client struct {
 	// closing is closed by Close; closed is set first.
 	closing chan struct{}
 	closed  atomic.Bool
+	// closeStarted is set by the first Close, which then waits for the
+	// background work before it sets closed.
+	closeStarted atomic.Bool
+	// background is the work that goes on after a call answered
+	// (asynccommit.go).
+	background background
 	// metrics is the registration of Config.MeterProvider's instruments,
 	// nil without one.
 	metrics metric.Registration
@@ -83,14 +89,24 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Close closes every connection of the Client and makes calls in flight
-// and later calls fail with ErrClosed (a write in flight, also with
-// ErrAmbiguous). It does not close Config.RouteSource. Close is idempotent
-// and safe to call concurrently with other calls.
+// Close waits for the work the Client goes on with after answering a
+// call (the commit of a transaction's locks across shards, which its
+// Commit did not wait for) for at most Config.Timeout, then closes every
+// connection of the Client and makes calls in flight and later calls
+// fail with ErrClosed (a write in flight, also with ErrAmbiguous).
+// Background work still running then is canceled: its locks are left to
+// the readers that meet them after their TTL. Calls made while Close
+// waits are served. It does not close Config.RouteSource. Close is
+// idempotent and safe to call concurrently with other calls; a second
+// Close returns at once.
 func (c *Client) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	if !c.closeStarted.CompareAndSwap(false, true) {
 		return nil
 	}
+	wctx, cancel := c.callContext(context.Background())
+	c.background.wait(wctx)
+	cancel()
+	c.closed.Store(true)
 	close(c.closing)
 	c.cancel()
 	if c.metrics != nil {

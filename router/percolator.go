@@ -275,7 +275,7 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	defer cancel()
 	rev, rest, err := t.c.commitTxnUntilAnswer(ctx, t.start, t.opts.ttl, muts)
 	if rest != nil && !t.opts.goneAfterAnswer {
-		go rest()
+		t.c.goBackground(rest)
 	}
 	return rev, err
 }
@@ -344,11 +344,11 @@ type txnMeta struct {
 // commitTxn runs the commit of a transaction (see the notes above). What
 // remains to do once the client is answered (the commit of the locks an
 // async commit leaves, the rollback of a failed transaction's) runs in
-// the background.
+// the background, which Close waits for.
 func (c *Client) commitTxn(ctx context.Context, start uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, error) {
 	rev, rest, err := c.commitTxnUntilAnswer(ctx, start, ttl, muts)
 	if rest != nil {
-		go rest()
+		c.goBackground(rest)
 	}
 	return rev, err
 }
