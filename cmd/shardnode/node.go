@@ -74,7 +74,7 @@ func run(ctx context.Context, cfg Config) error {
 		defer own.Close()
 		oracle = own
 	}
-	store, err := shard.NewStore(shard.Config{}, oracle)
+	store, err := shard.NewStore(cfg.shardConfig(), oracle)
 	if err != nil {
 		return err
 	}
@@ -156,6 +156,11 @@ func run(ctx context.Context, cfg Config) error {
 	if err := tel.ObserveStamper(store); err != nil {
 		return err
 	}
+	// The lock sweeper (locksweep.go), through the node's router.
+	sweeper, err := newLockSweeper(cfg.LockSweep, engine, store, leases.router, tel, logger)
+	if err != nil {
+		return err
+	}
 	pb.RegisterKVServer(srv, kvSrv)
 	adminSrv := rpc.NewAdminServer(rpc.AdminOptions{
 		NodeID: self, Addr: cfg.Advertise, Engine: engine, Store: store, Resolver: resolver,
@@ -220,6 +225,9 @@ func run(ctx context.Context, cfg Config) error {
 	if cfg.HistoryGC.Interval > 0 {
 		hc := &historyCollector{cfg: cfg.HistoryGC, engine: engine, store: store, logger: logger}
 		wg.Go(func() { hc.run(tickCtx) })
+	}
+	if cfg.LockSweep.Interval > 0 {
+		wg.Go(func() { sweeper.run(tickCtx) })
 	}
 
 	ready.Store(true)
