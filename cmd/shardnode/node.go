@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,11 @@ func run(ctx context.Context, cfg Config) error {
 	tcfg := rpc.TransportConfig{
 		NodeID: self, Resolver: resolver, Dial: conns.Dial, Logger: logger,
 		SnapshotRateBytes: int64(cfg.SnapshotRate), MaxConcurrentSnapshots: cfg.MaxSnapshots,
+		Framed: true,
+	}
+	var serverTLS *tls.Config
+	if tlsCfg.Enabled() {
+		tcfg.FramedTLS, serverTLS = tlsCfg.ClientTLS(), tlsCfg.ServerTLS()
 	}
 	if err := tcfg.Validate(); err != nil {
 		return err
@@ -176,7 +182,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 3)
-	wg.Go(func() { serveErr <- srv.Serve(lis) })
+	wg.Go(func() { serveErr <- srv.Serve(raftSrv.Demux(lis, serverTLS)) })
 	// The etcd v3 API, on its own port, through the node's router.
 	var etcdSrv *grpc.Server
 	labels := &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack}
