@@ -159,6 +159,10 @@ func TestAsyncCommitConflictRollsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The read takes the start; b is written after it.
+	if _, err := tx.Get(ctx, b); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Put(ctx, b, []byte("after the start")); err != nil {
 		t.Fatal(err)
 	}

@@ -18,10 +18,10 @@ import (
 
 // Transactions across shards
 //
-// Client.Txn starts a transaction at a fresh revision, its start: its
-// reads (Get, Scan) see the fleet at that revision, one consistent
-// snapshot, plus the transaction's own writes, which it buffers (Put,
-// Delete). Commit sends them as Percolator with async commit
+// Client.Txn starts a transaction; its first read takes a fresh
+// revision, its start: its reads (Get, Scan) see the fleet at that
+// revision, one consistent snapshot, plus the transaction's own writes,
+// which it buffers (Put, Delete). Commit sends them as Percolator with async commit
 // (shard/percolator.go has the argument): a prewrite on every shard the
 // transaction writes, each locking the keys there and refused if one was
 // written after the start (ErrConflict) or is locked by another live
@@ -35,7 +35,8 @@ import (
 // keys) does not list them: its commit point is the commit of the
 // primary, which Commit waits for. A transaction whose writes all fall
 // on one shard commits in one Raft command instead (a one-phase
-// prewrite).
+// prewrite); if it read nothing, that command carries no start either,
+// and the transaction costs what a Batch costs (see blind below).
 //
 // Isolation: snapshot isolation. Two transactions that write the same
 // key never both commit; a transaction that only reads a key does not
@@ -101,18 +102,24 @@ func Serializable() TxnOption {
 // may be called from several goroutines, but a transaction is meant to
 // be used by one.
 type Txn struct {
-	c     *Client
-	start uint64
-	opts  txnOptions
+	c    *Client
+	opts txnOptions
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// start is the start revision, 0 until the first read (or Start)
+	// fetches it.
+	start  uint64
 	writes map[string]*pb.Mutation // by key; the latest write of each
 	reads  map[string]struct{}     // keys read by Get, with Serializable
 	done   bool
 }
 
-// Txn starts a transaction at a fresh revision.
-func (c *Client) Txn(ctx context.Context, opts ...TxnOption) (*Txn, error) {
+// Txn starts a transaction. It sends nothing: the first read takes the
+// start revision, from an oracle call made then (which started after
+// this call did, so the snapshot holds everything committed before the
+// transaction began), and a transaction that only writes may never need
+// one (see blind).
+func (c *Client) Txn(_ context.Context, opts ...TxnOption) (*Txn, error) {
 	o := txnOptions{ttl: defaultLockTTL}
 	for _, f := range opts {
 		f(&o)
@@ -120,18 +127,52 @@ func (c *Client) Txn(ctx context.Context, opts ...TxnOption) (*Txn, error) {
 	if o.ttl <= 0 {
 		return nil, status.Error(codes.InvalidArgument, "router: a transaction's lock TTL must be above zero")
 	}
-	start, err := c.Now(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Txn{c: c, start: start, opts: o, writes: map[string]*pb.Mutation{}, reads: map[string]struct{}{}}, nil
+	return &Txn{c: c, opts: o, writes: map[string]*pb.Mutation{}, reads: map[string]struct{}{}}, nil
 }
 
-// Start returns the transaction's start revision, at which it reads.
-func (t *Txn) Start() uint64 { return t.start }
+// Start returns the transaction's start revision, at which it reads,
+// fetching it now (within Config.Timeout) if no read did yet; 0 if that
+// fails (the next read fetches it again and reports the error), or for
+// a transaction that committed blind (see blind).
+func (t *Txn) Start() uint64 {
+	t.mu.Lock()
+	done, start := t.done, t.start
+	t.mu.Unlock()
+	if start != 0 || done {
+		return start
+	}
+	start, _ = t.startRev(t.c.base)
+	return start
+}
+
+// startRev returns the start revision, fetching it on the first call.
+// Two first calls racing may both fetch one; the first to return wins,
+// and either came from an oracle call that started after Txn was called.
+func (t *Txn) startRev(ctx context.Context) (uint64, error) {
+	t.mu.Lock()
+	start := t.start
+	t.mu.Unlock()
+	if start != 0 {
+		return start, nil
+	}
+	rev, err := t.c.Now(ctx)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.start == 0 {
+		t.start = rev
+	}
+	return t.start, nil
+}
 
 // Get reads key as of the start, or as the transaction wrote it.
 func (t *Txn) Get(ctx context.Context, key []byte) (GetResult, error) {
+	start, err := t.startRev(ctx)
+	if err != nil {
+		return GetResult{}, err
+	}
 	t.mu.Lock()
 	if t.done {
 		t.mu.Unlock()
@@ -143,19 +184,23 @@ func (t *Txn) Get(ctx context.Context, key []byte) (GetResult, error) {
 	}
 	t.mu.Unlock()
 	if ok {
-		res := GetResult{KV: KeyValue{Key: key}, Revision: t.start}
+		res := GetResult{KV: KeyValue{Key: key}, Revision: start}
 		if w.GetOp() == pb.Mutation_PUT {
 			res.Found, res.KV.Value = true, bytes.Clone(w.GetValue())
 		}
 		return res, nil
 	}
-	return t.c.GetAt(ctx, key, t.start)
+	return t.c.GetAt(ctx, key, start)
 }
 
 // Scan reads [start, end) as of the transaction's start, with its own
 // writes applied, at most limit pairs (limit <= 0: all). Keys the
 // transaction wrote carry no revisions (they have none yet).
 func (t *Txn) Scan(ctx context.Context, start, end []byte, limit int) ([]KeyValue, error) {
+	at, err := t.startRev(ctx)
+	if err != nil {
+		return nil, err
+	}
 	t.mu.Lock()
 	if t.done {
 		t.mu.Unlock()
@@ -176,7 +221,7 @@ func (t *Txn) Scan(ctx context.Context, start, end []byte, limit int) ([]KeyValu
 	if limit > 0 {
 		fetch += deletes // each delete may hide one stored pair
 	}
-	res, err := t.c.ScanAt(ctx, start, end, fetch, t.start)
+	res, err := t.c.ScanAt(ctx, start, end, fetch, at)
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +293,21 @@ func (t *Txn) Rollback(context.Context) error {
 // Commit writes the transaction's writes atomically and returns the
 // revision they carry (the start, for a transaction that wrote nothing).
 // See the notes above for its errors.
+//
+// A transaction that read nothing before Commit (blind) has no snapshot
+// to protect, so it needs no start revision. On one shard it commits as
+// a one-phase prewrite without one: the shard writes it at the revision
+// it stamps on the command, as it does a Batch, and refuses it only if
+// another transaction locks one of its keys (shard/percolator.go,
+// applyBlindOnePhase). Snapshot isolation holds as if it started just
+// below its commit revision, where no write to its keys can fall: the
+// command applies whole, and a lock (a write that may commit at or above
+// its prewrite) refuses it. The revision order is the shard's stamp, as
+// for any write; and this saves Commit the oracle call a start would
+// cost. On several shards the prewrites' locks are named by a start, so
+// Commit fetches one then, after every write was buffered: any revision
+// taken after the transaction began is as good a start for writes it
+// did not read.
 func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	t.mu.Lock()
 	if t.done {
@@ -266,14 +326,18 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 			}
 		}
 	}
+	start := t.start
 	t.mu.Unlock()
 	if len(muts) == 0 {
-		return t.start, nil // read-only: one snapshot, nothing to commit
+		return t.startRev(ctx) // read-only: one snapshot, nothing to commit
 	}
 	slices.SortFunc(muts, func(a, b *pb.Mutation) int { return bytes.Compare(a.GetKey(), b.GetKey()) })
 	ctx, cancel := t.c.callContext(ctx)
 	defer cancel()
-	rev, rest, err := t.c.commitTxnUntilAnswer(ctx, t.start, t.opts.ttl, muts)
+	rev, rest, err := t.c.commitTxnUntilAnswer(ctx, &start, t.opts.ttl, muts)
+	t.mu.Lock()
+	t.start = start
+	t.mu.Unlock()
 	if rest != nil && !t.opts.goneAfterAnswer {
 		t.c.goBackground(rest)
 	}
@@ -346,7 +410,7 @@ type txnMeta struct {
 // async commit leaves, the rollback of a failed transaction's) runs in
 // the background, which Close waits for.
 func (c *Client) commitTxn(ctx context.Context, start uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, error) {
-	rev, rest, err := c.commitTxnUntilAnswer(ctx, start, ttl, muts)
+	rev, rest, err := c.commitTxnUntilAnswer(ctx, &start, ttl, muts)
 	if rest != nil {
 		c.goBackground(rest)
 	}
@@ -355,18 +419,27 @@ func (c *Client) commitTxn(ctx context.Context, start uint64, ttl time.Duration,
 
 // commitTxnUntilAnswer runs the commit of a transaction up to the
 // client's answer, and returns what remains to do after it (or nil).
-func (c *Client) commitTxnUntilAnswer(ctx context.Context, start uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, func(), error) {
+// *start is the transaction's start revision, or 0 for one that read
+// nothing (blind, see Txn.Commit): a one-shard commit then goes without,
+// and a commit across shards fetches one and sets *start.
+func (c *Client) commitTxnUntilAnswer(ctx context.Context, start *uint64, ttl time.Duration, muts []*pb.Mutation) (uint64, func(), error) {
 	groups, err := c.groupByShard(ctx, muts)
 	if err != nil {
 		return 0, nil, err
 	}
-	m := &txnMeta{start: start, primary: muts[0].GetKey(), ttl: ttl}
+	m := &txnMeta{start: *start, primary: muts[0].GetKey(), ttl: ttl}
 	if len(groups) == 1 {
 		rev, err := c.prewrite(ctx, m, groups[0].muts, true)
 		if !errors.Is(err, errRegroup) {
 			return rev, nil, err
 		}
 		// The shard split under it: commit in two phases instead.
+	}
+	if m.start == 0 {
+		if m.start, err = c.now(ctx); err != nil {
+			return 0, nil, err
+		}
+		*start = m.start
 	}
 	if m.async = asyncCommits(muts); m.async {
 		for _, mu := range muts[1:] {
@@ -409,7 +482,7 @@ func (c *Client) commitTxnUntilAnswer(ctx context.Context, start uint64, ttl tim
 			return 0, nil, err
 		}
 		// Whether the commit applied is unknown; ask the primary.
-		resp, cerr := c.checkTxn(ctx, start, m.primary)
+		resp, cerr := c.checkTxn(ctx, m.start, m.primary)
 		switch {
 		case cerr == nil && resp.GetStatus() == pb.CheckTxnResponse_COMMITTED && resp.GetCommit() == commit:
 		case cerr == nil && resp.GetStatus() == pb.CheckTxnResponse_ROLLED_BACK:

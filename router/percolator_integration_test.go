@@ -31,8 +31,18 @@ func TestTxnAcrossShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The loser starts now too, and will write one of the same keys.
+	// The loser starts now too (its read takes its start), and will
+	// write one of the same keys: a lost update, were both to commit.
 	loser, err := r.Txn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := loser.Get(ctx, c.keyIn(3, "k")); err != nil || string(got.KV.Value) != "old" {
+		t.Fatalf("the loser's read: %+v, %v", got, err)
+	}
+	// A transaction that reads nothing has no snapshot to lose: it
+	// commits after the winner, over its write.
+	blind, err := r.Txn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +91,18 @@ func TestTxnAcrossShards(t *testing.T) {
 	}
 	if _, err := loser.Commit(ctx); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflicting commit: %v", err)
+	}
+	for _, k := range [][]byte{c.keyIn(2, "k"), c.keyIn(2, "blind")} {
+		if err := blind.Put(k, []byte("blind")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	brev, err := blind.Commit(ctx)
+	if err != nil || brev <= rev {
+		t.Fatalf("a blind one-shard commit after the winner's at %d: %d, %v", rev, brev, err)
+	}
+	if got, err := r.GetAt(ctx, c.keyIn(2, "k"), 0); err != nil || string(got.KV.Value) != "blind" || got.KV.ModRevision != brev {
+		t.Fatalf("after the blind commit at %d: %+v, %v", brev, got.KV, err)
 	}
 	if got, err := r.GetAt(ctx, c.keyIn(1, "fresh"), 0); err != nil || got.Found {
 		t.Fatalf("a failed transaction's other write is visible: %+v, %v", got, err)

@@ -186,7 +186,9 @@ type TxnStep struct {
 	Mutations []Mutation
 	// OnePhase (prewrite) commits a transaction whose keys are all on
 	// this shard in the same command: the checks of a prewrite, then the
-	// writes at the command's own revision, and no lock.
+	// writes at the command's own revision, and no lock. A one-phase
+	// prewrite with Start 0 is a transaction that read nothing (see
+	// applyPrewrite): only the lock checks apply.
 	OnePhase bool
 	// Async (prewrite) marks a prewrite of an async-commit transaction:
 	// it is refused on a key that holds the transaction's rollback
@@ -446,7 +448,7 @@ func decodeTxnStep(d *decoder, k CommandKind) *TxnStep {
 
 // check checks t, the body of a command of kind k, against cfg.
 func (t *TxnStep) check(cfg *Config, k CommandKind) error {
-	if t.Start == 0 {
+	if t.Start == 0 && !(k == KindPrewrite && t.OnePhase) {
 		return fmt.Errorf("%w: a %s without a start revision", ErrBadCommand, k)
 	}
 	if err := checkKey(cfg, t.Primary); err != nil {
@@ -465,6 +467,9 @@ func (t *TxnStep) check(cfg *Config, k CommandKind) error {
 			}
 			if m.Op != MutationPut && len(m.Value) != 0 {
 				return fmt.Errorf("%w: a %s mutation with a value", ErrBadCommand, m.Op)
+			}
+			if m.Op == MutationLock && t.Start == 0 {
+				return fmt.Errorf("%w: a read lock in a transaction without a start revision", ErrBadCommand)
 			}
 			if _, dup := seen[string(m.Key)]; dup {
 				return fmt.Errorf("%w: key %q mutated twice", ErrBadCommand, m.Key)
@@ -820,6 +825,9 @@ func (sm *StateMachine) setTxnRecord(b *pebble.Batch, primary []byte, start uint
 // transaction must commit at or above.
 func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, error) {
 	t := c.Step
+	if t.OnePhase && t.Start == 0 {
+		return sm.applyBlindOnePhase(b, c)
+	}
 	if sm.holdsKey(t.Primary) {
 		if st, _, ok := sm.txnRecord(b, t.Primary, t.Start); ok {
 			if st == TxnRolledBack {
@@ -886,6 +894,36 @@ func (sm *StateMachine) applyPrewrite(b *pebble.Batch, c *Command) (*Result, err
 		rev = c.Revision
 	}
 	return &Result{Succeeded: true, Revision: rev}, nil
+}
+
+// applyBlindOnePhase commits a one-phase transaction that read nothing
+// (Start 0) at c.Revision, or refuses it, writing nothing, if another
+// transaction locks one of its keys. It has no snapshot to protect, so
+// no write after some start can conflict with it: it is as if it
+// started just below c.Revision, and nothing else on the shard is
+// applied between the two. The lock check is what it keeps of a
+// prewrite: a lock prewritten at P may still commit at any C >= P, so
+// writing over it could order this write below that commit, and reads
+// below c.Revision could not be final. Nothing identifies it afterwards
+// (no lock, no outcome record), so it needs no start revision, and the
+// client saves the oracle call that would fetch one.
+func (sm *StateMachine) applyBlindOnePhase(b *pebble.Batch, c *Command) (*Result, error) {
+	t := c.Step
+	for i := range t.Mutations {
+		m := &t.Mutations[i]
+		if l, ok := sm.locks[string(m.Key)]; ok {
+			return nil, &LockedError{Lock: cloneLock(&l)}
+		}
+	}
+	for i := range t.Mutations {
+		switch m := &t.Mutations[i]; m.Op {
+		case MutationPut:
+			sm.setUser(b, m.Key, m.Value, c.Revision, 0)
+		case MutationDelete:
+			sm.deleteUser(b, m.Key, c.Revision, 0)
+		}
+	}
+	return &Result{Succeeded: true, Revision: c.Revision}, nil
 }
 
 // recordsOutcome reports whether a commit or rollback t records its

@@ -49,6 +49,9 @@ func TestTxnStepRoundTrip(t *testing.T) {
 		{Kind: KindCommitTxn, Step: &TxnStep{Start: 7, Primary: []byte("c"), Commit: 7, Keys: [][]byte{[]byte("c")}}},
 		{Kind: KindCheckTxn, Step: &TxnStep{Start: 7, Primary: []byte("c")}},
 		{Kind: KindRollbackTxn},
+		// A one-phase prewrite without a start read nothing, so it locks
+		// nothing for reading.
+		{Kind: KindPrewrite, Step: &TxnStep{Primary: []byte("c"), OnePhase: true, Mutations: []Mutation{{Op: MutationLock, Key: []byte("c")}}}},
 	}
 	for _, c := range bad {
 		if err := c.checkLimits(cfg); !errors.Is(err, ErrBadCommand) {
@@ -198,6 +201,36 @@ func TestTxnConflict(t *testing.T) {
 	}
 	if r := putRev(t, ts.ctx, ts.s, "c", "free"); r == 0 {
 		t.Fatal("c stayed locked")
+	}
+}
+
+// TestTxnBlindOnePhase: a one-phase prewrite without a start (a
+// transaction that read nothing) writes over a key written since any
+// start, at its own revision, as a Batch would; but it is refused, writing
+// nothing, on a key another transaction locks.
+func TestTxnBlindOnePhase(t *testing.T) {
+	ts := newTxnShard(t)
+	putRev(t, ts.ctx, ts.s, "d", "earlier")
+	res, err := ts.exec(KindPrewrite, &TxnStep{Primary: []byte("c"), OnePhase: true, Mutations: []Mutation{putM("c", "1"), putM("d", "1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"c", "d"} {
+		if got, err := ts.get(k, res.Revision); err != nil || got != fmt.Sprintf("1@%d", res.Revision) {
+			t.Fatalf("%s after a blind one-phase commit at %d: %s, %v", k, res.Revision, got, err)
+		}
+	}
+	start := ts.now()
+	if _, err := ts.prewrite(start, "d", putM("d", "2")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ts.exec(KindPrewrite, &TxnStep{Primary: []byte("c"), OnePhase: true, Mutations: []Mutation{putM("c", "3"), putM("d", "3")}})
+	var le *LockedError
+	if !errors.As(err, &le) || string(le.Lock.Key) != "d" || le.Lock.Start != start {
+		t.Fatalf("blind one-phase commit over a lock: %v, want the lock of %d on d", err, start)
+	}
+	if got, err := ts.get("c", ts.now()); err != nil || got != fmt.Sprintf("1@%d", res.Revision) {
+		t.Fatalf("c after the refused commit: %s, %v", got, err)
 	}
 }
 
