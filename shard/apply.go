@@ -232,6 +232,24 @@ func (sm *StateMachine) raiseCompaction(b *pebble.Batch, rev uint64) {
 	mustWrite(b.Set(keys.ShardKey(uint64(sm.shard), keys.ShardCompacted), binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
 }
 
+// belowLocks lowers the horizon h of a prune by retention to just below
+// the start of every transaction holding a lock on the shard, so that
+// the compaction point never passes the start of a running transaction
+// that locked keys here: the history it was read at stays readable, on
+// every replica alike (the locks are replicated state), until its locks
+// are committed or rolled back (by its coordinator, a reader or the
+// lock sweeper, within the bound shard/gc.go states). A transaction
+// still in its reads, with no lock yet, is not seen here: past the
+// history retention its reads answer Compacted (see gc.go).
+func (sm *StateMachine) belowLocks(h uint64) uint64 {
+	for _, l := range sm.locks {
+		if l.Start <= h {
+			h = l.Start - 1
+		}
+	}
+	return h
+}
+
 // pruneVersions deletes the versions of key that no read at the horizon of
 // a write at rev or later can see: every version older than the newest one
 // at or below the horizon, which a read at the horizon sees and so stays.
@@ -254,8 +272,8 @@ func (sm *StateMachine) pruneVersions(b *pebble.Batch, key []byte, rev, oldest u
 	if sm.compactRev > 0 {
 		horizon = sm.compactRev - 1
 	}
-	if span := sm.cfg.retentionRevisions(); rev > span {
-		horizon = max(horizon, rev-span)
+	if span := sm.cfg.retentionRevisions(); rev > span && rev-span > horizon && oldest <= rev-span {
+		horizon = max(horizon, sm.belowLocks(rev-span))
 	}
 	if horizon == 0 || oldest > horizon {
 		return oldest

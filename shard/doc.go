@@ -132,12 +132,15 @@
 //   - A key deleted below the compaction point goes, meta and versions:
 //     reads and watches at or above the compaction point see the same;
 //     a prewrite whose start is below the compaction point treats a key
-//     with no meta as a write conflict.
-//   - When Config.TxnRecordRetention is set (it is not by default: see
-//     gc.go for the assumption it rests on, which nothing enforces
-//     yet), an outcome record goes once its transaction started more
-//     than the retention before the shard's resolved revision,
-//     and no lock on the shard started at or before it. A prewrite past
+//     with no meta as a write conflict. Pruning by retention never
+//     raises the compaction point past the start of a transaction that
+//     holds a lock on the shard (belowLocks).
+//   - An outcome record (or a rollback marker of async commit) goes
+//     once its transaction started more than Config.TxnRecordRetention
+//     (default an hour; negative keeps records forever) before the
+//     shard's resolved revision, and no lock on the shard started at or
+//     before it; the shard's leader sweeps its expired locks
+//     (locksweep.go) well within that bound. A prewrite past
 //     the retention is refused, and a check, commit or rollback of a
 //     forgotten transaction that finds neither record nor primary lock
 //     returns ErrTxnForgotten rather than guess an outcome.

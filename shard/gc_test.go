@@ -475,3 +475,33 @@ func TestGCRecordRetention(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneStopsBelowTheOldestLock: pruning by retention never raises
+// the compaction point past the start of a transaction holding a lock
+// on the shard; once its lock is gone, pruning passes it.
+func TestPruneStopsBelowTheOldestLock(t *testing.T) {
+	h := newHarness(t, Config{HistoryRetention: 10 * time.Millisecond}, testDesc())
+	h.at(ms(1), put(hdr(0, 0), "k", "0"))
+	start := ms(2)
+	prewrite := &TxnStep{Start: start, Primary: []byte("c"), TTL: 1000, Mutations: []Mutation{putM("c", "x")}}
+	if err, failed := h.at(ms(3), Command{Kind: KindPrewrite, Step: prewrite}).(error); failed {
+		t.Fatalf("prewrite: %v", err)
+	}
+	if len(h.sm.locks) != 1 {
+		t.Fatalf("%d locks after the prewrite, want 1", len(h.sm.locks))
+	}
+	write := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			h.at(ms(uint64(100+10*i)), put(hdr(0, 0), "k", fmt.Sprint(i)))
+		}
+	}
+	write(1, 2*pruneEvery)
+	if h.sm.compactRev == 0 || h.sm.compactRev > start {
+		t.Fatalf("with a lock started at %d the compaction point is %d, want in (0, %d]", start, h.sm.compactRev, start)
+	}
+	h.mustOK(Command{Kind: KindRollbackTxn, Step: &TxnStep{Start: start, Primary: []byte("c"), Keys: keysOf("c")}})
+	write(1+2*pruneEvery, 2*pruneEvery)
+	if h.sm.compactRev <= start {
+		t.Fatalf("after the lock's rollback the compaction point is %d, still at or below its start %d", h.sm.compactRev, start)
+	}
+}
