@@ -21,6 +21,10 @@
 //	rep.WriteJSON("out.json")
 //	rep.WritePlots("plots/")
 //
+// CompareOptions.Endpoints drives an already running fleet instead of
+// starting one. A median record carries the spread of its runs, and every
+// record the bench's own build (version, commit, Go).
+//
 // Compare probes the disk's fsync latency (ProbeFsync) in the data
 // directory, then for every workload, run and system, in turn: starts a
 // fresh fleet (a launch.Fleet whose shards all have leaders, or

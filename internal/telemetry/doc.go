@@ -15,7 +15,8 @@
 // requests' latencies of the current heartbeat interval (Requests, a
 // LatencyWindow) for the p99 a shardnode reports to placement. Pebble's
 // own metrics come from one DB.Metrics() call per scrape (ObservePebble,
-// which ObserveEngine calls: flotilla_pebble_*). Every Telemetry also
+// which ObserveEngine calls: flotilla_pebble_*, among them the WAL's
+// fsync latency histogram, in seconds). Every Telemetry also
 // serves Prometheus' process_* and go_* collectors and
 // flotilla_build_info (service, version, revision, Go version). docs/operations.md lists
 // the series and what healthy looks like; deploy/grafana/flotilla.json
