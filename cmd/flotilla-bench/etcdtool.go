@@ -17,7 +17,7 @@ etcd's own benchmark tool, the same client for both: for every workload, a
 fresh local Flotilla fleet (3 shardnodes serving the etcd API with
 --etcd-listen, a placementd, --shards shards) and a fresh local 3-member etcd
 cluster, in turn, --runs times; one table of the medians with Flotilla's
-throughput over etcd's.
+throughput over etcd's and each system's server CPU per request.
 
 The tool (go.etcd.io/etcd/v3/tools/benchmark, the release pinned in
 bench/etcdbenchmark/go.mod) and the etcd server (bench/etcdtool/go.mod) are
