@@ -35,7 +35,10 @@
 //
 // Every call takes a context; a call whose context has no deadline gets
 // Config.Timeout. A Client is safe for concurrent use by any number of
-// goroutines, and is meant to be shared: one per process.
+// goroutines, and is meant to be shared: one per process. Close waits, at
+// most Config.Timeout, for the commits of transactions that Commit
+// answered before they finished, so a process that exits after Close
+// leaves no locks behind.
 //
 // # Life of a request
 //
