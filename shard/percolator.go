@@ -131,12 +131,13 @@ import (
 // keys.ShardTxn), are copied to the right-hand shard by a split when
 // their key (for an outcome, its primary) moves there, and travel in
 // snapshots. Every replica keeps its shard's locks in memory too, for
-// the checks above. An outcome is kept forever by default; with
-// Config.TxnRecordRetention set it is kept that long past its
-// transaction's start, then collected (gc.go, which argues why no lock
-// should need it any more, and on what assumption); past that retention a transaction can
-// prewrite nothing, and its outcome, if neither record nor primary lock
-// remains, is answered ErrTxnForgotten rather than guessed.
+// the checks above. An outcome is kept Config.TxnRecordRetention (an
+// hour by default; negative: forever) past its transaction's start, then
+// collected (gc.go, which argues why no lock should need it any more:
+// the leaders' lock sweepers, locksweep.go, resolve expired locks well
+// within that); past that retention a transaction can prewrite nothing,
+// and its outcome, if neither record nor primary lock remains, is
+// answered ErrTxnForgotten rather than guessed.
 
 // MutationOp says what a transaction does to one key.
 type MutationOp uint8
