@@ -245,8 +245,9 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both sides tried to talk to the other and were refused in the
-	// handshake: the plaintext node's streams to the TLS nodes end with
-	// the server's EOF, the leader's stream to it fails its TLS handshake.
+	// handshake: the plaintext node's framed connections to the TLS nodes
+	// end with the server's EOF, and so do the gRPC streams it falls back
+	// to; the leader's stream to it fails its TLS handshake.
 	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range []uint64{leader, 3} {
 			info, err := admin(n).GetNodeInfo(testutil.Context(t, 5*time.Second), &pb.NodeInfoRequest{})
@@ -259,7 +260,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 		}
 		return nil
 	})
-	if log := f.Nodes[3].Log(); !strings.Contains(log, "raft stream to peer ended") || !strings.Contains(log, "error reading server preface") {
+	if log := f.Nodes[3].Log(); !strings.Contains(log, "raft connection to peer ended") || !strings.Contains(log, "error reading server preface") {
 		t.Errorf("the plaintext node's raft streams did not fail in the handshake; log:\n%s", log)
 	}
 	if log := f.Nodes[leader].Log(); !strings.Contains(log, "first record does not look like a TLS handshake") {
