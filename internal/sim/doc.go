@@ -356,13 +356,25 @@
 // KindPrewrite with OnePhase if both keys are on one shard (with a
 // client ID: a retry after an ambiguous answer applies at most once),
 // else a prewrite of each key, a KindCommitTxn of the primary (the lower
-// key) at the highest prewrite revision, then of the secondary. A read
+// key) at the highest prewrite revision, then of the secondary. Three
+// two-phase transfers in four commit asynchronously: both prewrites
+// carry Async, the primary's lists the other key, and the transfer is
+// acknowledged at the highest prewrite revision once both applied, its
+// primary and then its secondary committed after; a coordinator whose
+// prewrite failed records the rollback at the primary first (refused:
+// committed at the recorded revision). A read
 // or prewrite that meets a lock resolves it: KindCheckTxn on its
 // primary with a fresh timestamp (which rolls back a primary past its
 // TTL of 80 steps), then a commit or rollback of the locked key, or a
-// wait of 5 steps while it is pending. One transfer in eight of two
+// wait of 5 steps while it is pending; an expired async primary answers
+// TxnSecondaries, and the reader checks the secondaries (KindCheckTxn
+// with Keys) and records the outcome at the primary, as router's
+// decideAsync does. One transfer in eight of two
 // phases stops after its prewrites (the readers must roll it back) or
-// after its commit point (they must roll it forward). One operation in
+// after its commit point (they must roll it forward); async ones stop
+// before or during the secondary's prewrite (either outcome, alike on
+// both keys), after both prewrites (readers roll forward) or after the
+// primary's commit. One operation in
 // five is an audit: every account read at one start revision. After the
 // run healed, every account is read at a fresh revision until all reads
 // succeed, resolving every lock left.
@@ -378,7 +390,9 @@
 // lost update); each transfer wrote both accounts at one revision or
 // neither: both if it was acknowledged or stopped after its commit
 // point, neither if it was refused, abandoned or stopped after its
-// prewrites.
+// prewrites; an async transfer of unknown outcome, or whose coordinator
+// stopped mid-prewrite, at any max of its prewrite revisions or nowhere,
+// alike on both keys.
 //
 // TestBankChecksCatchPlantedBugs plants three coordinator bugs (bugs.go)
 // and finds each in the first engine seeds, the same seed passing the
@@ -387,7 +401,10 @@
 // changed by other than its transfer's amount), reads that ignore locks
 // (an audit's total off: it saw half a transfer), and a resolver that
 // rolls back the secondary of a committed transaction (a transfer that
-// wrote one account).
+// wrote one account); a fourth, a reader that rolls back an async
+// transaction all of whose keys hold their locks, is found on seed 3
+// (TestBankAsyncCommitCovered requires every async path in engine seeds
+// 1 to 4).
 //
 // SIM_MODES=engine run.sh 60 passed in 2m31s (3,112 transfers committed,
 // 670 of them in one phase, 752 refused, none of unknown outcome, 326

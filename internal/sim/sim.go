@@ -212,6 +212,10 @@ type Stats struct {
 	// and writers, waits on a pending lock; audits.
 	BankCommitted, BankOnePhase, BankConflicts, BankUnknown, BankAbandoned int
 	BankCrashed, BankResolved, BankRolledBack, BankWaited, BankAudits      int
+	// Async commit in the bank: transfers acknowledged once both
+	// prewrites applied, those rolled back by their coordinator, and
+	// those a reader decided by their secondaries, forward and back.
+	BankAsyncCommitted, BankAsyncRolledBack, BankAsyncForward, BankAsyncBack int
 	// History collection (historygc.go): KindGC commands proposed, and
 	// deleted keys and outcome records the applied ones collected.
 	HistoryGCPasses, HistoryGCKeys, HistoryGCTxns int
@@ -230,6 +234,8 @@ func (s Stats) String() string {
 	if s.BankCommitted+s.BankConflicts > 0 {
 		leases += fmt.Sprintf(" bankcommitted=%d bankonephase=%d bankconflicts=%d bankunknown=%d bankabandoned=%d bankcrashed=%d bankresolved=%d bankrolledback=%d bankwaited=%d bankaudits=%d",
 			s.BankCommitted, s.BankOnePhase, s.BankConflicts, s.BankUnknown, s.BankAbandoned, s.BankCrashed, s.BankResolved, s.BankRolledBack, s.BankWaited, s.BankAudits)
+		leases += fmt.Sprintf(" bankasync=%d bankasyncrolledback=%d bankasyncforward=%d bankasyncback=%d",
+			s.BankAsyncCommitted, s.BankAsyncRolledBack, s.BankAsyncForward, s.BankAsyncBack)
 	}
 	fleet := leases
 	if s.Heartbeats > 0 {
@@ -394,6 +400,8 @@ func (s *simulation) result() *Result {
 		res.Stats.BankCommitted, res.Stats.BankOnePhase, res.Stats.BankConflicts = b.stats.committed, b.stats.onePhase, b.stats.conflicts
 		res.Stats.BankUnknown, res.Stats.BankAbandoned, res.Stats.BankCrashed = b.stats.unknown, b.stats.abandoned, b.stats.crashed
 		res.Stats.BankResolved, res.Stats.BankRolledBack, res.Stats.BankWaited, res.Stats.BankAudits = b.stats.resolved, b.stats.rolledBack, b.stats.waited, b.stats.audits
+		res.Stats.BankAsyncCommitted, res.Stats.BankAsyncRolledBack = b.stats.asyncCommitted, b.stats.asyncRolledBack
+		res.Stats.BankAsyncForward, res.Stats.BankAsyncBack = b.stats.asyncDecidedForward, b.stats.asyncDecidedBack
 	}
 	if s.fleet != nil {
 		started, _, failed, byKind := s.operators()
