@@ -380,3 +380,26 @@ func TestTableSaysWhichEtcdMembers(t *testing.T) {
 		t.Errorf("table does not say the etcd clients were balanced:\n%s", b.String())
 	}
 }
+
+// TestTableSaysWhichWayRatiosAreBetter: a table of two systems says
+// what its ratio row divides, and which way is better for each column.
+func TestTableSaysWhichWayRatiosAreBetter(t *testing.T) {
+	run := func(system string, ops int64) *Result {
+		return &Result{System: system, Config: Config{Workload: "write"}.withDefaults(), Latency: NewHistogram(), Ops: ops, Elapsed: time.Second}
+	}
+	rep := &Report{Systems: []string{"flotilla", "etcd"}, Workloads: []string{"write"}, Configs: map[string]Config{"write": {Workload: "write"}},
+		Runs: map[string]map[string][]*Result{"write": {"flotilla": {run("flotilla", 20)}, "etcd": {run("etcd", 10)}}}}
+	var b strings.Builder
+	rep.WriteTable(&b)
+	out := b.String()
+	if !strings.Contains(out, "flotilla/etcd") || !strings.Contains(out, "ratios are flotilla over the other: above 1 is better for OPS/S, below 1 is better for latencies") {
+		t.Errorf("the table does not say which way its ratios are better:\n%s", out)
+	}
+	rep = &Report{Systems: []string{"etcd"}, Workloads: []string{"write"}, Configs: map[string]Config{"write": {Workload: "write"}},
+		Runs: map[string]map[string][]*Result{"write": {"etcd": {run("etcd", 10)}}}}
+	b.Reset()
+	rep.WriteTable(&b)
+	if strings.Contains(b.String(), "ratios are") {
+		t.Errorf("a table of one system explains ratios it does not have:\n%s", b.String())
+	}
+}

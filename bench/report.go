@@ -461,6 +461,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ratio(a.MaxMs, o.MaxMs), ratio(a.ServerCPUUsPerOp, o.ServerCPUUsPerOp))
 		}
 		tw.Flush()
+		if len(rows) > 1 {
+			fmt.Fprintf(w, "ratios are %s over the other: above 1 is better for OPS/S, below 1 is better for latencies and server CPU per op\n", rows[0].System)
+		}
 		for _, r := range rows {
 			if r.EtcdTarget != "" {
 				fmt.Fprintf(w, "%s\n", etcdTargetLine(r))
