@@ -27,14 +27,10 @@ import (
 // sweeper (locksweep.go) keeps every lock's life far below that
 // (shard/gc.go argues the bound).
 
-// historyGCConfig configures the node's history collector.
-type historyGCConfig struct {
-	// Interval is the time between rounds; 0 disables collection.
-	Interval time.Duration
-	// Budget is how many keys, and how many outcome records, one pass
-	// over one shard examines.
-	Budget int
-}
+// historyGCConfig configures the node's history collector: Interval is
+// the time between rounds (0 disables collection), Budget how many keys,
+// and how many outcome records, one pass over one shard examines.
+type historyGCConfig passConfig
 
 // Defaults of the history collector: a round every 10 seconds keeps the
 // history of deleted keys within seconds of the compaction point (itself
@@ -55,21 +51,13 @@ func defaultHistoryGC() historyGCConfig {
 // registerFlags adds --history-gc-interval and --history-gc-budget to
 // fs, with c's values as defaults.
 func (c *historyGCConfig) registerFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&c.Interval, "history-gc-interval", c.Interval,
-		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point, and outcome records of transactions across shards older than --txn-record-retention; 0 disables it")
-	fs.IntVar(&c.Budget, "history-gc-budget", c.Budget,
+	(*passConfig)(c).registerFlags(fs, "history-gc",
+		"how often the node collects, on the shards it leads, the history no read needs any more: keys deleted below the compaction point, and outcome records of transactions across shards older than --txn-record-retention; 0 disables it",
 		"how many keys one collection pass examines per shard (a pass resumes where the last stopped)")
 }
 
 // validate adds c's problems to p.
-func (c historyGCConfig) validate(p *cli.Problems) {
-	if c.Interval < 0 {
-		p.Addf("--history-gc-interval must not be negative, got %s", c.Interval)
-	}
-	if c.Budget < 1 {
-		p.Addf("--history-gc-budget must be positive, got %d", c.Budget)
-	}
-}
+func (c historyGCConfig) validate(p *cli.Problems) { passConfig(c).validate(p, "history-gc") }
 
 // historyCollector runs the node's collection rounds.
 type historyCollector struct {

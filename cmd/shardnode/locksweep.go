@@ -35,13 +35,10 @@ import (
 // the time until one is elected: shard.DefaultTxnRecordRetention is far
 // above that (shard/gc.go argues the bound).
 
-// lockSweepConfig configures the node's lock sweeper.
-type lockSweepConfig struct {
-	// Interval is the time between rounds; 0 disables sweeping.
-	Interval time.Duration
-	// Budget is how many expired locks one round resolves per shard.
-	Budget int
-}
+// lockSweepConfig configures the node's lock sweeper: Interval is the
+// time between rounds (0 disables sweeping), Budget how many expired
+// locks one round resolves per shard.
+type lockSweepConfig passConfig
 
 // Defaults of the lock sweeper: a round every 2 seconds adds at most
 // that to a lock's TTL (5 s by default in the router), and resolving up
@@ -63,21 +60,13 @@ func defaultLockSweep() lockSweepConfig {
 // registerFlags adds --lock-sweep-interval and --lock-sweep-budget to
 // fs, with c's values as defaults.
 func (c *lockSweepConfig) registerFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&c.Interval, "lock-sweep-interval", c.Interval,
-		"how often the node resolves, on the shards it leads, the locks of transactions across shards whose TTL ran out (their coordinator went away): each through its transaction's primary, committed forward or rolled back, as a reader meeting it would. It bounds how long a lock outlives its TTL, which --txn-record-retention must exceed by far; 0 disables it (then only readers resolve locks, and a lock on a key nobody reads may outlive its outcome record and stay until an operator decides it)")
-	fs.IntVar(&c.Budget, "lock-sweep-budget", c.Budget,
+	(*passConfig)(c).registerFlags(fs, "lock-sweep",
+		"how often the node resolves, on the shards it leads, the locks of transactions across shards whose TTL ran out (their coordinator went away): each through its transaction's primary, committed forward or rolled back, as a reader meeting it would. It bounds how long a lock outlives its TTL, which --txn-record-retention must exceed by far; 0 disables it (then only readers resolve locks, and a lock on a key nobody reads may outlive its outcome record and stay until an operator decides it)",
 		"how many expired locks one sweep resolves per shard (the oldest transactions first; the next sweep goes on)")
 }
 
 // validate adds c's problems to p.
-func (c lockSweepConfig) validate(p *cli.Problems) {
-	if c.Interval < 0 {
-		p.Addf("--lock-sweep-interval must not be negative, got %s", c.Interval)
-	}
-	if c.Budget < 1 {
-		p.Addf("--lock-sweep-budget must be positive, got %d", c.Budget)
-	}
-}
+func (c lockSweepConfig) validate(p *cli.Problems) { passConfig(c).validate(p, "lock-sweep") }
 
 // lockLister lists a led shard's expired locks: *shard.Store.
 type lockLister interface {
