@@ -78,7 +78,7 @@
 // own; a node's syncs nonetheless share the disk's flushes, because
 // Pebble's WAL syncs one at a time and a sync requested while one is in
 // progress joins the next. Gathering rounds in the engine was tried and
-// not kept (branch h35-gather-experiment, issue 20): a round about to
+// not kept (issue 20; the experiment was not merged): a round about to
 // sync while another round's sync was in progress took every group
 // queued meanwhile into itself, finishing at once those that needed no
 // sync. Its rounds were fuller (at 10 writers 2.7 entries per sync
