@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"log/slog"
 	"time"
@@ -69,47 +68,25 @@ type historyCollector struct {
 
 // run collects every cfg.Interval until ctx ends.
 func (h *historyCollector) run(ctx context.Context) {
-	t := time.NewTicker(h.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		h.round(ctx)
-	}
+	passConfig(h.cfg).runRounds(ctx, func(ctx context.Context) { h.round(ctx) })
 }
 
 // round runs one pass over each shard this node leads, one at a time,
 // and returns what they collected.
 func (h *historyCollector) round(ctx context.Context) (keys, txns int) {
-	for _, g := range h.engine.Summaries() {
-		if !g.Leading {
-			continue
-		}
-		if ctx.Err() != nil {
-			return keys, txns
-		}
-		pctx, cancel := context.WithTimeout(ctx, historyGCPassTimeout)
-		st, err := h.store.CollectGarbage(pctx, g.Group, h.cfg.Budget)
-		cancel()
-		var nl *multiraft.NotLeaderError
-		switch {
-		case err == nil:
-		case errors.As(err, &nl), errors.Is(err, shard.ErrShardNotFound), ctx.Err() != nil:
-			// Leadership or the replica moved since the summary: the
-			// next leader collects.
-			continue
-		default:
-			h.logger.Warn("collecting history", "shard", g.Group, "err", err)
-			continue
+	eachLedShard(ctx, h.engine.Summaries(), historyGCPassTimeout, func(ctx context.Context, id shard.ShardID) error {
+		st, err := h.store.CollectGarbage(ctx, id, h.cfg.Budget)
+		if err != nil {
+			return err
 		}
 		keys += st.CollectedKeys
 		txns += st.CollectedTxns
 		if st.CollectedKeys+st.CollectedTxns > 0 {
-			h.logger.Debug("collected history", "shard", g.Group, "keys", st.CollectedKeys, "txns", st.CollectedTxns)
+			h.logger.Debug("collected history", "shard", id, "keys", st.CollectedKeys, "txns", st.CollectedTxns)
 		}
-	}
+		return nil
+	}, func(id shard.ShardID, err error) {
+		h.logger.Warn("collecting history", "shard", id, "err", err)
+	})
 	return keys, txns
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"log/slog"
 	"sync/atomic"
@@ -114,16 +113,7 @@ func newLockSweeper(cfg lockSweepConfig, engine *multiraft.Engine, store *shard.
 
 // run sweeps every cfg.Interval until ctx ends.
 func (s *lockSweeper) run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.round(ctx)
-	}
+	passConfig(s.cfg).runRounds(ctx, func(ctx context.Context) { s.round(ctx) })
 }
 
 // round sweeps each shard this node leads, one at a time, and returns
@@ -131,29 +121,17 @@ func (s *lockSweeper) run(ctx context.Context) {
 func (s *lockSweeper) round(ctx context.Context) router.SweepStats {
 	var total router.SweepStats
 	var oldest int64
-	for _, g := range s.groups.Summaries() {
-		if !g.Leading {
-			continue
-		}
-		if ctx.Err() != nil {
-			return total
-		}
-		pctx, cancel := context.WithTimeout(ctx, lockSweepPassTimeout)
-		st, err := s.sweep(pctx, g.Group, &oldest)
-		cancel()
+	var st router.SweepStats // the last shard's
+	eachLedShard(ctx, s.groups.Summaries(), lockSweepPassTimeout, func(ctx context.Context, id shard.ShardID) error {
+		var err error
+		st, err = s.sweep(ctx, id, &oldest)
 		total.Resolved += st.Resolved
 		total.Pending += st.Pending
 		total.Failed += st.Failed
-		var nl *multiraft.NotLeaderError
-		switch {
-		case err == nil:
-		case errors.As(err, &nl), errors.Is(err, shard.ErrShardNotFound), ctx.Err() != nil:
-			// Leadership or the replica moved since the summary: the
-			// next leader sweeps.
-		default:
-			s.logger.Warn("sweeping expired locks", "shard", g.Group, "resolved", st.Resolved, "failed", st.Failed, "err", err)
-		}
-	}
+		return err
+	}, func(id shard.ShardID, err error) {
+		s.logger.Warn("sweeping expired locks", "shard", id, "resolved", st.Resolved, "failed", st.Failed, "err", err)
+	})
 	s.oldestAgeMillis.Store(oldest)
 	return total
 }
