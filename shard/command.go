@@ -386,6 +386,12 @@ func DecodeCommand(b []byte, c *Command) error {
 	if err := d.finish(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrBadCommand, c.Kind, err)
 	}
+	// The lease format is written only for a put or a delete that names a
+	// lease; anything else in that format (lease 0, another kind) would
+	// re-encode differently, so it was not written by AppendEncoded.
+	if format == commandFormatLease && c.Lease == 0 {
+		return fmt.Errorf("%w: %s in the lease format without a lease", ErrBadCommand, c.Kind)
+	}
 	return nil
 }
 
