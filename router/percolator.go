@@ -656,6 +656,12 @@ func (c *Client) resolveLock(ctx context.Context, l *pb.Locked) error {
 	if err != nil {
 		return err
 	}
+	return c.settleLock(ctx, l, st, commit)
+}
+
+// settleLock commits l's key at commit (st committed) or removes l (st
+// rolled back), or returns errLockPending (any other st).
+func (c *Client) settleLock(ctx context.Context, l *pb.Locked, st pb.CheckTxnResponse_Status, commit uint64) error {
 	keys := [][]byte{l.GetKey()}
 	var send func(ctx context.Context, kv pb.KVClient, hdr *pb.RequestHeader) error
 	switch st {

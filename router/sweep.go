@@ -23,14 +23,17 @@ type SweepStats struct {
 }
 
 // SweepLocks resolves locks, expired locks that a shard's leader found
-// in its own lock table (shard.Store.SweepLocks), one after the other,
-// exactly as a reader that met each of them would: it asks the lock's
-// primary for the transaction's outcome (rolling the transaction back
-// there if its primary lock outlived its TTL or is missing) and then
-// commits or removes the lock on whichever shard holds its key now. A
-// lock that another resolver, its coordinator or an earlier sweep
-// settled first is settled again harmlessly (the commands are
-// idempotent), and counts as resolved.
+// in its own lock table (shard.Store.SweepLocks), exactly as a reader
+// that met each of them would: it asks the lock's primary for the
+// transaction's outcome (rolling the transaction back there if its
+// primary lock outlived its TTL or is missing, or deciding an async
+// commit by its secondaries) and then commits or removes the lock on
+// whichever shard holds its key now. The primary is asked once per
+// transaction: the locks of one transaction (a crashed client leaves one
+// on each key it prewrote) share its answer. A lock that another
+// resolver, its coordinator or an earlier sweep settled first is settled
+// again harmlessly (the commands are idempotent), and counts as
+// resolved.
 //
 // It goes through the locks until ctx ends and returns what it did, and
 // the first error other than a pending transaction's (nil when every
@@ -39,6 +42,7 @@ type SweepStats struct {
 func (c *Client) SweepLocks(ctx context.Context, locks []*pb.Locked) (SweepStats, error) {
 	var st SweepStats
 	var first error
+	outcomes := make(map[sweptTxn]sweptOutcome)
 	for _, l := range locks {
 		if ctx.Err() != nil {
 			if first == nil {
@@ -47,7 +51,16 @@ func (c *Client) SweepLocks(ctx context.Context, locks []*pb.Locked) (SweepStats
 			st.Failed += len(locks) - st.Resolved - st.Pending - st.Failed
 			break
 		}
-		err := c.resolveLock(ctx, l)
+		id := sweptTxn{start: l.GetStart(), primary: string(l.GetPrimary())}
+		o, ok := outcomes[id]
+		if !ok {
+			o.status, o.commit, o.err = c.txnOutcome(ctx, l.GetStart(), l.GetPrimary())
+			outcomes[id] = o
+		}
+		err := o.err
+		if err == nil {
+			err = c.settleLock(ctx, l, o.status, o.commit)
+		}
 		switch {
 		case err == nil:
 			st.Resolved++
@@ -61,4 +74,19 @@ func (c *Client) SweepLocks(ctx context.Context, locks []*pb.Locked) (SweepStats
 		}
 	}
 	return st, first
+}
+
+// sweptTxn names a transaction within one SweepLocks call.
+type sweptTxn struct {
+	start   uint64
+	primary string
+}
+
+// sweptOutcome is what the primary answered for a sweptTxn: an outcome,
+// or the error that asking it met (the transaction's other locks fail
+// the same way in this sweep, and a later sweep asks again).
+type sweptOutcome struct {
+	status pb.CheckTxnResponse_Status
+	commit uint64
+	err    error
 }

@@ -3,9 +3,12 @@ package router
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/testutil"
@@ -20,7 +23,19 @@ import (
 // SweepLocks (or a node's own sweeper, which resolves them alike).
 func TestSweepLocks(t *testing.T) {
 	c := newOracleCluster(t, 3, 4)
-	r := c.client(nil)
+	// checks counts the primary's answers the client got: a sweep asks
+	// once per transaction, however many of its locks it settles.
+	var checks atomic.Int64
+	r := c.client(func(cfg *Config) {
+		cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainUnaryInterceptor(
+			func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				err := invoker(ctx, method, req, reply, cc, opts...)
+				if err == nil && strings.HasSuffix(method, "/CheckTxn") {
+					checks.Add(1)
+				}
+				return err
+			}))
+	})
 	ctx := testutil.Context(t, time.Minute)
 	a, b := c.keyIn(1, "a"), c.keyIn(3, "b")
 	for _, k := range [][]byte{a, b} {
@@ -88,9 +103,13 @@ func TestSweepLocks(t *testing.T) {
 		t.Fatalf("a sweep within the TTL: %+v, %v", st, err)
 	}
 	testutil.Eventually(t, 20*time.Second, func() error {
+		before := checks.Load()
 		st, err := r.SweepLocks(ctx, locks)
 		if err != nil || st.Resolved != 2 {
 			return errors.Join(err, errors.New("not resolved yet"))
+		}
+		if n := checks.Load() - before; n != 1 {
+			t.Fatalf("the sweep that resolved the 2 locks of one transaction asked its primary %d times", n)
 		}
 		return nil
 	})
