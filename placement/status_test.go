@@ -1,11 +1,15 @@
 package placement
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -207,8 +211,8 @@ func TestStatusKilledNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(down.NodeIDs, []uint64{3}) || !strings.Contains(down.Text, "1 node down: n3 (silent 3s)") {
-		t.Errorf("nodes-down problem %+v, want node 3 silent 3s", down)
+	if !slices.Equal(down.NodeIDs, []uint64{3}) || !strings.Contains(down.Text, "1 node down: n3 (silent 3.0 s)") {
+		t.Errorf("nodes-down problem %+v, want node 3 silent 3.0 s", down)
 	}
 	under, err := a.problem(ProblemUnderReplicated)
 	if err != nil {
@@ -310,7 +314,7 @@ func TestStatusRepeatingAndStuckOperators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stuck.Severity != SeverityWarning || !strings.Contains(stuck.Text, "balance-leader of s1 running for 1m1s") {
+	if stuck.Severity != SeverityWarning || !strings.Contains(stuck.Text, "1 operator running for longer than 1 min: #4 balance-leader of s1 running for 1 min 1 s") {
 		t.Errorf("stuck problem %+v", stuck)
 	}
 }
@@ -410,5 +414,135 @@ func TestStatusSilentDrainingNodeIsDown(t *testing.T) {
 	_, _, _, upGauge, downGauge, _ := f.s.Telemetry()
 	if upGauge() != 2 || downGauge() != 1 {
 		t.Errorf("gauges: %d up, %d down; want 2 and 1", upGauge(), downGauge())
+	}
+}
+
+// readableDurations are times with what readableDuration and the page's
+// duration print for them: every unit, each boundary, rounding across one.
+var readableDurations = []struct {
+	d    time.Duration
+	want string
+}{
+	{0, "0 ms"},
+	{-time.Second, "0 ms"},
+	{time.Millisecond, "1 ms"},
+	{999 * time.Millisecond, "999 ms"},
+	{time.Second, "1.0 s"},
+	{12345 * time.Millisecond, "12.3 s"},
+	{59949 * time.Millisecond, "59.9 s"},
+	{59950 * time.Millisecond, "1 min"},
+	{time.Minute, "1 min"},
+	{61 * time.Second, "1 min 1 s"},
+	{4*time.Minute + 10*time.Second + 400*time.Millisecond, "4 min 10 s"},
+	{10 * time.Minute, "10 min"},
+	{59*time.Minute + 59*time.Second + 600*time.Millisecond, "1 h"},
+	{2*time.Hour + 5*time.Minute + 20*time.Second, "2 h 5 min"},
+	{23*time.Hour + 59*time.Minute + 40*time.Second, "1 d"},
+	{3*24*time.Hour + 4*time.Hour + 10*time.Minute, "3 d 4 h"},
+}
+
+func TestReadableDuration(t *testing.T) {
+	for _, tc := range readableDurations {
+		if got := readableDuration(tc.d); got != tc.want {
+			t.Errorf("readableDuration(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+// chromiumDOM returns the DOM of url after headless Chromium (Debian's
+// chromium package) ran its scripts; the test is skipped without it.
+func chromiumDOM(t *testing.T, url string) string {
+	t.Helper()
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed ('make browser-deps' installs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu",
+		"--virtual-time-budget=3000", "--dump-dom", url).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	return string(out)
+}
+
+// TestStatusPageDurationMatchesGo runs the page's own duration function
+// (cut out of the embedded page) in headless Chromium on every time of
+// readableDurations: the page prints each as the banner (Go) does.
+func TestStatusPageDurationMatchesGo(t *testing.T) {
+	fn := regexp.MustCompile(`(?ms)^function duration\(ms\) \{.*?^\}`).Find(statusPage)
+	if fn == nil {
+		t.Fatal("no function duration(ms) in web/status.html")
+	}
+	var calls strings.Builder
+	for i, tc := range readableDurations {
+		fmt.Fprintf(&calls, "out(%d, duration(%d));\n", i, tc.d.Milliseconds())
+	}
+	page := "<!doctype html><html><body><ul id=\"out\"></ul><script>\n" + string(fn) + `
+function out(i, s) {
+  const li = document.createElement("li");
+  li.id = "d" + i;
+  li.textContent = s;
+  document.getElementById("out").appendChild(li);
+}
+` + calls.String() + "</script></body></html>"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, page)
+	}))
+	defer srv.Close()
+	dom := chromiumDOM(t, srv.URL)
+	for i, tc := range readableDurations {
+		m := regexp.MustCompile(fmt.Sprintf(`<li id="d%d">([^<]*)</li>`, i)).FindStringSubmatch(dom)
+		if m == nil {
+			t.Fatalf("the page printed nothing for %v:\n%s", tc.d, dom)
+		}
+		if m[1] != tc.want {
+			t.Errorf("page's duration(%d) = %q, want %q (as Go prints it)", tc.d.Milliseconds(), m[1], tc.want)
+		}
+	}
+}
+
+// TestStatusPageShowsHeartbeatTimes loads the status page in headless
+// Chromium over a fleet whose node 3 has been silent for 4 min 11 s and
+// whose other nodes heartbeated 1.2 s ago: the banner and the nodes
+// table print those times in minutes and seconds, not in milliseconds.
+func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
+	f := newStatusFleet(t, 3)
+	f.beat(1, 2, 3)
+	f.now = f.now.Add(250 * time.Second)
+	f.beat(1, 2)
+	f.now = f.now.Add(1200 * time.Millisecond)
+	// Read in process first, so the race detector sees the clock written
+	// before the page's requests read it (see
+	// TestStatusPageChartAxisSpansTheSeries).
+	a := f.status()
+	down, err := a.problem(ProblemNodesDown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(down.Text, "n3 (silent 4 min 11 s)") {
+		t.Errorf("nodes-down problem %q, want n3 silent 4 min 11 s", down.Text)
+	}
+	dom := chromiumDOM(t, f.url+"/")
+	if !strings.Contains(dom, "n3 (silent 4 min 11 s)") {
+		t.Errorf("the banner does not say n3 is silent 4 min 11 s:\n%s", regexp.MustCompile(`(?s)<div id="banner".*?</div>`).FindString(dom))
+	}
+	table := regexp.MustCompile(`(?s)<table id="nodes">.*?</table>`).FindString(dom)
+	rows := regexp.MustCompile(`<tr><td>(\d+)</td>.*?</tr>`).FindAllStringSubmatch(table, -1)
+	last := regexp.MustCompile(`<td[^>]*>([^<]*)</td></tr>`)
+	want := map[string]string{"1": "1.2 s ago", "2": "1.2 s ago", "3": "4 min 11 s ago (stale; in 2 descriptors)"}
+	if len(rows) != len(want) {
+		t.Fatalf("%d node rows, want %d:\n%s", len(rows), len(want), table)
+	}
+	for _, r := range rows {
+		m := last.FindStringSubmatch(r[0])
+		if m == nil || m[1] != want[r[1]] {
+			t.Errorf("node %s's last heartbeat cell %q, want %q", r[1], m, want[r[1]])
+		}
+	}
+	if strings.Contains(table, " ms ago") {
+		t.Errorf("the nodes table still shows milliseconds:\n%s", table)
 	}
 }
