@@ -16,7 +16,11 @@ import (
 //
 //	flotilla (devel) github.com/flotilla-kv/flotilla commit 1b2c...e9f0 (2026-12-05T07:00:00Z, modified) go1.26.8 linux/amd64
 //
-// "commit unknown" when the build recorded no revision.
+// "commit unknown" when the build recorded no revision: built with
+// -buildvcs=false, outside git, or in a linked git worktree, where the go
+// command stamps none (see internal/buildinfo); "-ldflags" among the notes
+// after a revision the build passed to the linker rather than the go
+// command stamped.
 func Version(program string) string {
 	b := buildinfo.Read()
 	var sb strings.Builder
@@ -29,6 +33,9 @@ func Version(program string) string {
 	} else {
 		fmt.Fprintf(&sb, " commit %s", b.Revision)
 		var notes []string
+		if b.RevisionFrom == buildinfo.FromLinker {
+			notes = append(notes, "-ldflags")
+		}
 		if b.Time != "" {
 			notes = append(notes, b.Time)
 		}
