@@ -128,6 +128,9 @@ func (cv *Curve) add(rep *Report) {
 			}
 			cv.Runs = max(cv.Runs, m.Runs)
 			m.EtcdVersion = rep.etcdVersion(s)
+			// What ran, as Records gives every run's record.
+			m.FlotillaVersion, m.FlotillaRevision, m.FlotillaModified = rep.Build.Version, rep.Build.Revision, rep.Build.Modified
+			m.GoVersion, m.Endpoints = rep.Build.GoVersion, rep.Endpoints
 			cv.Points = append(cv.Points, CurvePoint{Workload: w, Clients: rep.Configs[w].Clients, System: s, Median: m})
 		}
 	}
@@ -250,7 +253,9 @@ func (cv *Curve) WriteJSON(path string) error {
 // WritePlots writes two PNG charts into dir, created if missing:
 // curve-throughput.png (ops/s by client count) and curve-cpu.png (server
 // CPU µs per operation by client count), both axes on log scales, one
-// line per system and workload. It returns the files written.
+// line per system and workload, each with a caption from the curve's
+// JSON (plotCaption): the machine, the build and the settings. It
+// returns the files written.
 func (cv *Curve) WritePlots(dir string) ([]string, error) {
 	if len(cv.Points) == 0 {
 		return nil, errors.New("bench: the curve has no point to plot")
@@ -258,6 +263,7 @@ func (cv *Curve) WritePlots(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	caption := cv.plotCaption()
 	var files []string
 	for _, c := range []struct {
 		name, title, y string
@@ -312,10 +318,42 @@ func (cv *Curve) WritePlots(dir string) ([]string, error) {
 			p.Legend.Left = false // CPU per op falls to the right
 		}
 		f := filepath.Join(dir, "curve-"+c.name+".png")
-		if err := p.Save(20*vg.Centimeter, 12*vg.Centimeter, f); err != nil {
+		if err := savePlot(p, caption, f); err != nil {
 			return nil, err
 		}
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// plotCaption returns the caption of the curve's charts, from its JSON:
+// the machine (the first point's cores, the median of the fsync probes),
+// the build, and the settings the points share (the first point's keys,
+// values, warm-up and window; the workloads and client counts).
+func (cv *Curve) plotCaption() []string {
+	if len(cv.Points) == 0 {
+		return nil
+	}
+	recs := make([]Record, len(cv.Points))
+	for i, p := range cv.Points {
+		recs[i] = p.Median
+	}
+	r := recs[0]
+	var counts []string
+	for _, n := range cv.Clients {
+		counts = append(counts, fmt.Sprint(n))
+	}
+	return []string{
+		machineLine(r.CPUs, fmt.Sprintf("%.2f ms (median of %d probes, one per client count)", cv.FsyncP50Ms, len(cv.FsyncProbes))),
+		buildCaption(recs),
+		fmt.Sprintf("settings: workloads %s at %s; %s; %s", strings.Join(cv.Workloads, ", "),
+			loopLine(strings.Join(counts, ", ")+" clients", r), curveKeysLine(r), runsLine(cv.Runs, "per point", "their medians", r)),
+	}
+}
+
+// curveKeysLine is keysLine without the operation mix, which differs
+// between the curve's workloads.
+func curveKeysLine(r Record) string {
+	r.ReadFraction, r.WriteFraction, r.ScanFraction, r.ScanLength = 0, 0, 0, 0
+	return keysLine(r)
 }

@@ -1,12 +1,17 @@
 package bench
 
 import (
+	"bytes"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 )
 
 // fakeReport is a comparison at one client count: per system, figures
@@ -103,5 +108,69 @@ func TestCurveAssemblesMediansByClientCount(t *testing.T) {
 	}
 	if _, err := (&Curve{}).WritePlots(dir); err == nil {
 		t.Error("an empty curve was plotted")
+	}
+}
+
+// TestCurvePlotCaption: the curve's charts carry a caption made from its
+// JSON: the cores, the fsync probes' median, the build each comparison
+// recorded, the workloads, client counts and key and value settings, and
+// the runs per point; a curve read back from its JSON draws the same
+// charts, byte for byte.
+func TestCurvePlotCaption(t *testing.T) {
+	cv := &Curve{Workloads: []string{"write"}, Clients: []int{1, 10}}
+	for _, n := range cv.Clients {
+		rep := fakeReport(t, n, map[string][3]float64{"flotilla": {600, 1500, 2000}, "etcd": {500, 1700, 2200}})
+		rep.Build = buildinfo.Info{Version: "v9.8.7", Revision: "fedcba9876543210fedcba9876543210fedcba98", GoVersion: "go1.99.1"}
+		cv.add(rep)
+	}
+	got := strings.Join(cv.plotCaption(), "\n")
+	for _, want := range []string{
+		fmt.Sprintf("machine: %d cores", runtime.NumCPU()),
+		"disk write+fsync p50 0.55 ms (median of 2 probes, one per client count)",
+		"build: flotilla v9.8.7, commit fedcba987654, go1.99.1; etcd v3.6.16",
+		"settings: workloads write at 1, 10 clients, closed loop; 10000 uniform keys of 16 B, 256 B values; warm-up",
+		"3 runs per point, each on a fresh fleet, their medians drawn",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("caption lacks %q:\n%s", want, got)
+		}
+	}
+	dir := t.TempDir()
+	if err := cv.WriteJSON(filepath.Join(dir, "curve.json")); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadCurve(filepath.Join(dir, "curve.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := strings.Join(back.plotCaption(), "\n"); again != got {
+		t.Fatalf("caption of the JSON read back:\n%s\nwant:\n%s", again, got)
+	}
+	plots := func(cv *Curve) [][]byte {
+		files, err := cv.WritePlots(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+		return out
+	}
+	orig, fromJSON := plots(cv), plots(back)
+	for i := range orig {
+		if !bytes.Equal(orig[i], fromJSON[i]) {
+			t.Errorf("chart %d of the curve read back from its JSON differs", i)
+		}
+	}
+	back.FsyncP50Ms = 9.87
+	for i, b := range plots(back) {
+		if bytes.Equal(orig[i], b) {
+			t.Errorf("chart %d is the same with another fsync p50: the caption is not drawn from the curve", i)
+		}
 	}
 }
