@@ -2,8 +2,11 @@ package k8s
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,8 +41,13 @@ func TestStorageConformance(t *testing.T) {
 			var failed []string
 			for _, c := range conformance {
 				ok := t.Run(c.name, func(t *testing.T) {
-					if why, ok := flotillaDifferences[c.name]; ok && name == target.Flotilla && os.Getenv("COMPAT_STRICT") == "" {
-						t.Skipf("known difference of Flotilla's etcd API (COMPAT_STRICT=1 runs it): %s", why)
+					if name == target.Flotilla && os.Getenv("COMPAT_STRICT") == "" {
+						if why, ok := flotillaDifferences[c.name]; ok {
+							t.Skipf("known difference of Flotilla's etcd API (COMPAT_STRICT=1 runs it): %s", why)
+						}
+						if subs := flotillaSkippedSubtests[c.name]; len(subs) > 0 {
+							t.Logf("%d subtests left out for a known difference of Flotilla's etcd API (COMPAT_STRICT=1 runs them): %s: %q", len(subs), denseRV, subs)
+						}
 					}
 					for gate, on := range c.gates {
 						featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, gate, on)
@@ -69,14 +77,66 @@ func TestStorageConformance(t *testing.T) {
 // checks it). What remains is arithmetic on revisions: these tests take
 // the revision of the write after a known one to be that one plus one.
 var flotillaDifferences = map[string]string{
-	"ConsistentList": denseRV + ": it expects a consistent list after the harness's increaseRV (one write) to answer the last write's revision plus one",
-	"List": denseRV + ": after the harness's compaction (one write of the compaction key) it expects a consistent list to answer the revision of the list before it plus one " +
-		"(subtests: with limit, consistent List, and the three continues with a negative resource version) and that revision plus two to be in the future (future resource version, match=Exact); its other subtests pass",
+	"ConsistentList": denseRV + ": each of its subtests expects a consistent list after the harness's increaseRV (one write) to answer the last write's revision plus one",
 }
 
-// denseRV is the difference behind every test of flotillaDifferences.
+// flotillaSkippedSubtests are the subtests, by test, left out on the
+// Flotilla target for denseRV (unless COMPAT_STRICT is set); the rest of
+// the test runs there. In List, after the harness's compaction (one write
+// of the compaction key), the first five expect a consistent list to
+// answer the revision of the list before it plus one, and the last takes
+// that revision plus two to be in the future.
+var flotillaSkippedSubtests = map[string][]string{
+	"List": {
+		"test List with limit",
+		"test consistent List",
+		"test List with continue from second pod, negative resource version gives consistent read",
+		"test List with continue from second pod and limit, negative resource version gives consistent read",
+		"test List with continue from third pod, negative resource version gives consistent read",
+		"test List with future resource version, match=Exact",
+	},
+}
+
+// denseRV is the difference behind every test of flotillaDifferences and
+// flotillaSkippedSubtests.
 const denseRV = "it computes revisions by adding to a write's, as etcd's dense counter allows; " +
 	"Flotilla's revisions are sparse oracle timestamps, so the next write's revision is above the last one's by an amount nobody can predict"
+
+// TestMain leaves flotillaSkippedSubtests out on the Flotilla target by
+// adding them to -test.skip (the subtests are made inside the Kubernetes
+// tests, out of this package's reach), unless COMPAT_STRICT is set.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Getenv("COMPAT_STRICT") == "" {
+		skip := skippedSubtestsPattern()
+		if given := flag.Lookup("test.skip").Value.String(); given != "" {
+			skip = given + "|" + skip
+		}
+		if err := flag.Set("test.skip", skip); err != nil {
+			fmt.Fprintln(os.Stderr, "k8s: setting -test.skip:", err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// skippedSubtestsPattern is a -test.skip pattern that matches exactly the
+// subtests of flotillaSkippedSubtests under the Flotilla target: one
+// alternative per test, each element anchored, the names as go test
+// rewrites them (spaces become underscores).
+func skippedSubtestsPattern() string {
+	var alts []string
+	for test, subs := range flotillaSkippedSubtests {
+		quoted := make([]string, len(subs))
+		for i, s := range subs {
+			quoted[i] = regexp.QuoteMeta(strings.ReplaceAll(s, " ", "_"))
+		}
+		alts = append(alts, fmt.Sprintf("^TestStorageConformance$/^%s$/^%s$/^(%s)$",
+			regexp.QuoteMeta(target.Flotilla), regexp.QuoteMeta(test), strings.Join(quoted, "|")))
+	}
+	sort.Strings(alts)
+	return strings.Join(alts, "|")
+}
 
 // testCurrentResourceVersion checks what the API server takes for the
 // store's current resource version (a Get of one key, as the store does
