@@ -245,7 +245,6 @@ func (b *bank) transfer(id int, r *router.Client, from, to, amount int) (BankTra
 		b.errs.Add(1)
 		return t, false
 	}
-	t.Start = tx.Start()
 	for i, a := range []int{from, to} {
 		if t.Read[i], err = readAccount(ctx, tx, b.keys[a]); err != nil {
 			_ = tx.Rollback(ctx)
@@ -253,6 +252,9 @@ func (b *bank) transfer(id int, r *router.Client, from, to, amount int) (BankTra
 			return t, false
 		}
 	}
+	// Taken after the reads, which fetched it: asked before, Start
+	// answers 0 when its own fetch fails.
+	t.Start = tx.Start()
 	_ = tx.Put([]byte(b.keys[from]), []byte(bankValue(t.wrote(from), t.ID)))
 	_ = tx.Put([]byte(b.keys[to]), []byte(bankValue(t.wrote(to), t.ID)))
 	t.Commit, err = tx.Commit(ctx)
@@ -319,7 +321,6 @@ func (b *bank) audit(id int, r *router.Client) (BankAudit, error) {
 	if err != nil {
 		return a, err
 	}
-	a.Start = tx.Start()
 	for _, k := range b.keys {
 		rd, err := readAccount(ctx, tx, k)
 		if err != nil {
@@ -328,6 +329,7 @@ func (b *bank) audit(id int, r *router.Client) (BankAudit, error) {
 		}
 		a.Accounts = append(a.Accounts, rd)
 	}
+	a.Start = tx.Start() // after the reads, as in transfer
 	// Read-only: Commit sends nothing, but ends the transaction.
 	if _, err := tx.Commit(ctx); err != nil {
 		return a, err

@@ -97,7 +97,7 @@ func (l *listAppend) halt(r *router.Client) []txncheck.Txn {
 		if err != nil {
 			return err
 		}
-		final := txncheck.Txn{ID: int(l.ids.Add(1)), Outcome: txncheck.Committed, Start: tx.Start()}
+		final := txncheck.Txn{ID: int(l.ids.Add(1)), Outcome: txncheck.Committed}
 		for j, k := range l.keys {
 			res, err := tx.Get(ctx, []byte(k))
 			if err != nil {
@@ -105,6 +105,9 @@ func (l *listAppend) halt(r *router.Client) []txncheck.Txn {
 			}
 			final.Ops = append(final.Ops, txncheck.ReadOp(l.names[j], decodeList(res)...))
 		}
+		// After the reads, which fetched it: asked before, Start answers
+		// 0 when its own fetch fails.
+		final.Start = tx.Start()
 		if final.Commit, err = tx.Commit(ctx); err != nil {
 			return err
 		}
@@ -134,7 +137,7 @@ func (l *listAppend) one(r *router.Client, rng *rand.Rand) {
 		l.errs.Add(1)
 		return
 	}
-	rec := txncheck.Txn{ID: int(l.ids.Add(1)), Start: tx.Start()}
+	rec := txncheck.Txn{ID: int(l.ids.Add(1))}
 	for range 1 + rng.IntN(4) {
 		k := rng.IntN(len(l.keys))
 		res, err := tx.Get(ctx, []byte(l.keys[k]))
@@ -145,6 +148,9 @@ func (l *listAppend) one(r *router.Client, rng *rand.Rand) {
 			l.record(rec)
 			return
 		}
+		// Set by the first read, which fetched it (asked before, Start
+		// answers 0 when its own fetch fails).
+		rec.Start = tx.Start()
 		list := decodeList(res)
 		if rng.IntN(2) == 0 {
 			rec.Ops = append(rec.Ops, txncheck.ReadOp(l.names[k], list...))
