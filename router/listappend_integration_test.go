@@ -157,7 +157,7 @@ func (w *listAppendWorkload) one(ctx context.Context, t *testing.T, r *Client, r
 		t.Errorf("start a transaction: %v", err)
 		return
 	}
-	rec := txncheck.Txn{ID: int(w.nextID.Add(1)), Start: tx.Start()}
+	rec := txncheck.Txn{ID: int(w.nextID.Add(1))}
 	for range 1 + rng.IntN(4) {
 		k := rng.IntN(len(w.keys))
 		res, err := tx.Get(ctx, w.keys[k])
@@ -169,6 +169,9 @@ func (w *listAppendWorkload) one(ctx context.Context, t *testing.T, r *Client, r
 			w.record(rec)
 			return
 		}
+		// Set by the first read, which fetched it (asked before, Start
+		// answers 0 when its own fetch fails).
+		rec.Start = tx.Start()
 		list := decodeList(t, res)
 		if rng.IntN(2) == 0 {
 			rec.Ops = append(rec.Ops, txncheck.ReadOp(w.names[k], list...))
