@@ -101,6 +101,11 @@ type NodeFigures struct {
 // ShardFigures are the figures of one shard that placement derives.
 type ShardFigures struct {
 	ShardID uint64 `json:"shard_id"`
+	// Stale: the leader that last reported the shard is on a node that is
+	// down, and no other has reported it since (its voters have no
+	// quorum, or have not elected a leader yet): the shard's leader,
+	// bytes and load are that report's, not what holds now.
+	Stale bool `json:"stale"`
 	// Unhealthy names each unhealthy replica once, with its node and why.
 	Unhealthy []UnhealthyReplica `json:"unhealthy"`
 }
@@ -214,6 +219,9 @@ func (a *assessment) shards() {
 	for _, s := range a.page.GetShards() {
 		d := s.GetRoute().GetShard()
 		sf := ShardFigures{ShardID: d.GetShardId(), Unhealthy: []UnhealthyReplica{}}
+		if l := s.GetRoute().GetLeaderNodeId(); l != 0 && a.down[l] {
+			sf.Stale = true
+		}
 		nodeOf := map[uint64]uint64{}
 		voters, live := 0, 0
 		for _, r := range d.GetReplicas() {

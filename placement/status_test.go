@@ -239,6 +239,9 @@ func TestStatusKilledNode(t *testing.T) {
 		if !slices.Equal(s.Unhealthy, want) {
 			t.Errorf("shard %d unhealthy %+v, want %+v (once, though also lagging)", s.ShardID, s.Unhealthy, want)
 		}
+		if s.Stale {
+			t.Errorf("shard %d stale, though its leader's node is up", s.ShardID)
+		}
 	}
 
 	// Node 2 stops too: both shards keep one live voter of three.
@@ -255,6 +258,13 @@ func TestStatusKilledNode(t *testing.T) {
 	}
 	if down, _ := a.problem(ProblemNodesDown); !slices.Equal(down.NodeIDs, []uint64{2, 3}) {
 		t.Errorf("nodes down %v, want [2 3]", down.NodeIDs)
+	}
+	// Shard 2's leader was on node 2, and no quorum is left to elect
+	// another: its leader, bytes and load are node 2's last report.
+	for _, s := range a.Health.Shards {
+		if want := s.ShardID == 2; s.Stale != want {
+			t.Errorf("shard %d stale %v, want %v (led from node %d)", s.ShardID, s.Stale, want, f.leader[shard.ShardID(s.ShardID)])
+		}
 	}
 }
 
@@ -508,8 +518,11 @@ function out(i, s) {
 // Chromium over a fleet whose node 3 has been silent for 4 min 11 s and
 // whose other nodes heartbeated 1.2 s ago: the banner and the nodes
 // table print those times in minutes and seconds, not in milliseconds.
+// Node 3 led shard 2 and nothing reported it since: its leader shows
+// down and its bytes and load greyed, as stale.
 func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
 	f := newStatusFleet(t, 3)
+	f.leader[2] = 3
 	f.beat(1, 2, 3)
 	f.now = f.now.Add(250 * time.Second)
 	f.beat(1, 2)
@@ -544,5 +557,14 @@ func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
 	}
 	if strings.Contains(table, " ms ago") {
 		t.Errorf("the nodes table still shows milliseconds:\n%s", table)
+	}
+	shards := regexp.MustCompile(`(?s)<table id="shards">.*?</table>`).FindString(dom)
+	for _, want := range []string{
+		`<td>n1</td><td class="num">1000 B</td><td class="num">0.0</td>`,
+		`<td class="down">n3 (down)</td><td class="num stale">300 B</td><td class="num stale">0.0</td>`,
+	} {
+		if !strings.Contains(shards, want) {
+			t.Errorf("the shards table lacks %s:\n%s", want, shards)
+		}
 	}
 }
