@@ -137,10 +137,7 @@ func (s *Service) StreamTimestamps(stream pb.Placement_StreamTimestampsServer) e
 		if err != nil {
 			return err
 		}
-		if lead, _ := s.observeLeader(); !lead {
-			return status.Error(codes.Unavailable, "placement: not leading; stream timestamps from the leader")
-		}
-		resp, err := s.getTimestamps(ctx, req)
+		resp, err := s.FramedTimestamps(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -148,6 +145,18 @@ func (s *Service) StreamTimestamps(stream pb.Placement_StreamTimestampsServer) e
 			return err
 		}
 	}
+}
+
+// FramedTimestamps answers one request of a framed timestamp connection
+// (rpc.TimestampServer, placementd's handler for them) as StreamTimestamps
+// answers one of its stream's: on the leader only (a follower answers
+// UNAVAILABLE, and the client goes on to the next address), fencing
+// included. It may be called from many goroutines at once.
+func (s *Service) FramedTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+	if lead, _ := s.observeLeader(); !lead {
+		return nil, status.Error(codes.Unavailable, "placement: not leading; stream timestamps from the leader")
+	}
+	return s.getTimestamps(ctx, req)
 }
 
 func (s *Service) getTimestamps(ctx context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/serve"
+	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -136,5 +137,83 @@ func TestPlacementOracleStreams(t *testing.T) {
 	ask(2)
 	if follower.unary.Load()+leader.unary.Load() <= unary {
 		t.Fatal("the request after a dropped stream was not asked by GetTimestamps")
+	}
+}
+
+// startFramedFakeOracle serves f's gRPC service and framed timestamp
+// connections, answered from f's counter and counted in framed, on one
+// demultiplexed listener, as placementd does.
+func startFramedFakeOracle(t *testing.T, f *fakeOracle, framed *atomic.Int64) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := rpc.NewTimestampServer(func(_ context.Context, req *pb.GetTimestampsRequest) (*pb.GetTimestampsResponse, error) {
+		if !f.leader {
+			return nil, status.Error(codes.Unavailable, "not leading")
+		}
+		framed.Add(1)
+		n := uint64(req.GetCount())
+		return &pb.GetTimestampsResponse{First: f.next.Add(n) - n + 1}, nil
+	})
+	srv := grpc.NewServer()
+	pb.RegisterPlacementServer(srv, f)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ts.Demux(lis, nil)) })
+	t.Cleanup(func() { ts.Close(); srv.Stop(); wg.Wait() })
+	return lis.Addr().String()
+}
+
+// TestPlacementOracleFramed: with framed connections on, the oracle asks
+// the leader on one (a follower's refusal falls back to GetTimestamps for
+// that request, as with streams), and every batch is above the one
+// before; towards a placementd that does not serve them it uses the
+// stream.
+func TestPlacementOracleFramed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conns := &serve.ConnPool{Creds: insecure.NewCredentials()}
+	defer conns.Close()
+	asks := func(o *placementOracle, n int) {
+		t.Helper()
+		var top uint64
+		for i := range n {
+			first, err := o.Next(ctx, 1+i%5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint64(first) <= top {
+				t.Fatalf("batch at %d, not above %d", first, top)
+			}
+			top = uint64(first) + uint64(1+i%5) - 1
+		}
+	}
+
+	var next atomic.Uint64
+	var framedF, framedL atomic.Int64
+	follower := &fakeOracle{next: &next}
+	leader := &fakeOracle{next: &next, leader: true}
+	o := &placementOracle{addrs: []string{startFramedFakeOracle(t, follower, &framedF), startFramedFakeOracle(t, leader, &framedL)}, dial: conns.Dial, framed: true}
+	defer o.close()
+	asks(o, 1) // the follower refuses: asked by GetTimestamps
+	// The next request waits out streamRetry, then finds the leader.
+	deadline := time.Now().Add(5 * time.Second)
+	for framedL.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader answered %d framed requests", framedL.Load())
+		}
+		asks(o, 1)
+	}
+	if s := follower.streams.Load() + leader.streams.Load(); s != 0 {
+		t.Fatalf("%d streams opened with framed connections on", s)
+	}
+
+	old := &fakeOracle{next: &next, leader: true}
+	o2 := &placementOracle{addrs: []string{startFakeOracle(t, old)}, dial: conns.Dial, framed: true}
+	defer o2.close()
+	asks(o2, 20)
+	if old.streams.Load() != 1 || old.served.Load() != 20 {
+		t.Fatalf("towards a placementd without framed connections: %d streams served %d requests, want 1 and 20", old.streams.Load(), old.served.Load())
 	}
 }
