@@ -101,10 +101,13 @@ type NodeFigures struct {
 // ShardFigures are the figures of one shard that placement derives.
 type ShardFigures struct {
 	ShardID uint64 `json:"shard_id"`
+	// Unavailable: the shard's live voters are not a quorum (the banner's
+	// shards-unavailable).
+	Unavailable bool `json:"unavailable"`
 	// Stale: the leader that last reported the shard is on a node that is
-	// down, and no other has reported it since (its voters have no
-	// quorum, or have not elected a leader yet): the shard's leader,
-	// bytes and load are that report's, not what holds now.
+	// down, and no other has reported it since, or the shard is
+	// unavailable, so no leader of it can commit anything: the shard's
+	// leader, bytes and load are a past report's, not what holds now.
 	Stale bool `json:"stale"`
 	// Unhealthy names each unhealthy replica once, with its node and why.
 	Unhealthy []UnhealthyReplica `json:"unhealthy"`
@@ -219,9 +222,6 @@ func (a *assessment) shards() {
 	for _, s := range a.page.GetShards() {
 		d := s.GetRoute().GetShard()
 		sf := ShardFigures{ShardID: d.GetShardId(), Unhealthy: []UnhealthyReplica{}}
-		if l := s.GetRoute().GetLeaderNodeId(); l != 0 && a.down[l] {
-			sf.Stale = true
-		}
 		nodeOf := map[uint64]uint64{}
 		voters, live := 0, 0
 		for _, r := range d.GetReplicas() {
@@ -252,10 +252,14 @@ func (a *assessment) shards() {
 			}
 			sf.Unhealthy = append(sf.Unhealthy, u)
 		}
-		a.shardFigures = append(a.shardFigures, sf)
 		if live < voters/2+1 {
 			unavailable = append(unavailable, d.GetShardId())
+			sf.Unavailable = true
 		}
+		if l := s.GetRoute().GetLeaderNodeId(); l != 0 && (a.down[l] || sf.Unavailable) {
+			sf.Stale = true
+		}
+		a.shardFigures = append(a.shardFigures, sf)
 		if live < a.lim.replicationFactor {
 			under = append(under, d.GetShardId())
 		}

@@ -239,8 +239,8 @@ func TestStatusKilledNode(t *testing.T) {
 		if !slices.Equal(s.Unhealthy, want) {
 			t.Errorf("shard %d unhealthy %+v, want %+v (once, though also lagging)", s.ShardID, s.Unhealthy, want)
 		}
-		if s.Stale {
-			t.Errorf("shard %d stale, though its leader's node is up", s.ShardID)
+		if s.Stale || s.Unavailable {
+			t.Errorf("shard %d stale %v, unavailable %v, though its leader's node is up and it has a quorum", s.ShardID, s.Stale, s.Unavailable)
 		}
 	}
 
@@ -259,11 +259,11 @@ func TestStatusKilledNode(t *testing.T) {
 	if down, _ := a.problem(ProblemNodesDown); !slices.Equal(down.NodeIDs, []uint64{2, 3}) {
 		t.Errorf("nodes down %v, want [2 3]", down.NodeIDs)
 	}
-	// Shard 2's leader was on node 2, and no quorum is left to elect
-	// another: its leader, bytes and load are node 2's last report.
+	// Neither shard has a quorum: whatever leader they show (node 1, up,
+	// and node 2, down) can commit nothing, and their figures are stale.
 	for _, s := range a.Health.Shards {
-		if want := s.ShardID == 2; s.Stale != want {
-			t.Errorf("shard %d stale %v, want %v (led from node %d)", s.ShardID, s.Stale, want, f.leader[shard.ShardID(s.ShardID)])
+		if !s.Unavailable || !s.Stale {
+			t.Errorf("shard %d: unavailable %v, stale %v; want both", s.ShardID, s.Unavailable, s.Stale)
 		}
 	}
 }
@@ -515,17 +515,18 @@ function out(i, s) {
 }
 
 // TestStatusPageShowsHeartbeatTimes loads the status page in headless
-// Chromium over a fleet whose node 3 has been silent for 4 min 11 s and
-// whose other nodes heartbeated 1.2 s ago: the banner and the nodes
+// Chromium over a fleet whose nodes 2 and 3 have been silent for 4 min
+// 11 s and whose node 1 heartbeated 1.2 s ago: the banner and the nodes
 // table print those times in minutes and seconds, not in milliseconds.
-// Node 3 led shard 2 and nothing reported it since: its leader shows
-// down and its bytes and load greyed, as stale.
+// Neither shard has a quorum left: shard 1's leader (node 1, up) shows
+// "no quorum", shard 2's (node 3) "down", and their bytes and load are
+// greyed as stale.
 func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
 	f := newStatusFleet(t, 3)
 	f.leader[2] = 3
 	f.beat(1, 2, 3)
 	f.now = f.now.Add(250 * time.Second)
-	f.beat(1, 2)
+	f.beat(1)
 	f.now = f.now.Add(1200 * time.Millisecond)
 	// Read in process first, so the race detector sees the clock written
 	// before the page's requests read it (see
@@ -535,17 +536,18 @@ func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(down.Text, "n3 (silent 4 min 11 s)") {
-		t.Errorf("nodes-down problem %q, want n3 silent 4 min 11 s", down.Text)
+	const silent = "n2 (silent 4 min 11 s), n3 (silent 4 min 11 s)"
+	if !strings.Contains(down.Text, silent) {
+		t.Errorf("nodes-down problem %q, want %s", down.Text, silent)
 	}
 	dom := chromiumDOM(t, f.url+"/")
-	if !strings.Contains(dom, "n3 (silent 4 min 11 s)") {
-		t.Errorf("the banner does not say n3 is silent 4 min 11 s:\n%s", regexp.MustCompile(`(?s)<div id="banner".*?</div>`).FindString(dom))
+	if !strings.Contains(dom, silent) {
+		t.Errorf("the banner does not say %s:\n%s", silent, regexp.MustCompile(`(?s)<div id="banner".*?</div>`).FindString(dom))
 	}
 	table := regexp.MustCompile(`(?s)<table id="nodes">.*?</table>`).FindString(dom)
 	rows := regexp.MustCompile(`<tr><td>(\d+)</td>.*?</tr>`).FindAllStringSubmatch(table, -1)
 	last := regexp.MustCompile(`<td[^>]*>([^<]*)</td></tr>`)
-	want := map[string]string{"1": "1.2 s ago", "2": "1.2 s ago", "3": "4 min 11 s ago (stale; in 2 descriptors)"}
+	want := map[string]string{"1": "1.2 s ago", "2": "4 min 11 s ago (stale; in 2 descriptors)", "3": "4 min 11 s ago (stale; in 2 descriptors)"}
 	if len(rows) != len(want) {
 		t.Fatalf("%d node rows, want %d:\n%s", len(rows), len(want), table)
 	}
@@ -560,7 +562,7 @@ func TestStatusPageShowsHeartbeatTimes(t *testing.T) {
 	}
 	shards := regexp.MustCompile(`(?s)<table id="shards">.*?</table>`).FindString(dom)
 	for _, want := range []string{
-		`<td>n1</td><td class="num">1000 B</td><td class="num">0.0</td>`,
+		`<td class="down">n1 (no quorum)</td><td class="num stale">1000 B</td><td class="num stale">0.0</td>`,
 		`<td class="down">n3 (down)</td><td class="num stale">300 B</td><td class="num stale">0.0</td>`,
 	} {
 		if !strings.Contains(shards, want) {
