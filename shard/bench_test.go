@@ -1,10 +1,14 @@
 package shard
 
 import (
+	"context"
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-kv/flotilla/internal/pebbleopts"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -47,4 +51,73 @@ func BenchmarkApplyPut(b *testing.B) {
 	}
 	b.StopTimer()
 	batch.Close()
+}
+
+// BenchmarkApplyPutNewKeys measures Apply of Puts to keys the shard never
+// held, in a store opened as a node opens it (internal/pebbleopts) whose
+// other 100,000 keys, among which the new ones sort, were flushed and
+// compacted to the bottom level: each write's meta lookup misses the state
+// machine's cache and Pebble's memtables, as a key's first write does.
+func BenchmarkApplyPutNewKeys(b *testing.B) {
+	opts := pebbleopts.Options(quietLogger{b}, 0)
+	opts.FS = vfs.NewMem()
+	db, err := pebble.Open("", opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	desc := testDesc()
+	init := db.NewBatch()
+	if err := InitialState(desc)(init); err != nil {
+		b.Fatal(err)
+	}
+	if err := init.Commit(pebble.Sync); err != nil {
+		b.Fatal(err)
+	}
+	sm, err := NewStateMachine(Config{}, desc.ShardID, 1, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ac := &multiraft.ApplyContext{Batch: db.NewIndexedBatch(), Group: desc.ShardID, Replica: 1}
+	cmd := Command{Kind: KindPut, Value: make([]byte, 100)}
+	var buf []byte
+	index, rev := uint64(100), benchRevisions
+	apply := func(key []byte) {
+		cmd.Key, cmd.Revision = key, rev
+		rev++
+		index++
+		buf = cmd.AppendEncoded(buf[:0])
+		if _, ok := sm.Apply(ac, multiraft.Entry{Index: index, Cmd: buf}).(*Result); !ok {
+			b.Fatal("put refused")
+		}
+		if index%256 == 0 {
+			if err := ac.Batch.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			ac.Batch.Close()
+			ac.Batch = db.NewIndexedBatch()
+		}
+	}
+	for i := range 100_000 {
+		apply(fmt.Appendf(nil, "c%08d", 2*i))
+	}
+	if err := ac.Batch.Commit(pebble.NoSync); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Compact(context.Background(), []byte{0}, []byte{0xff}, true); err != nil {
+		b.Fatal(err)
+	}
+	ac.Batch = db.NewIndexedBatch()
+	sm.metas = make(map[string]keyMeta)
+	keys := make([][]byte, b.N)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "c%08d", 2*(i%100_000)+1) // between two stored keys
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		apply(keys[i])
+	}
+	b.StopTimer()
+	ac.Batch.Close()
 }
