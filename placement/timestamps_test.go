@@ -2,14 +2,17 @@ package placement
 
 import (
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/placement/tso"
+	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -168,5 +171,47 @@ func TestLastWriteTimestamps(t *testing.T) {
 	}
 	if w := get(1, 1); w.GetLastWrite() != w.GetFirst() || w.GetFirst() <= limit {
 		t.Fatalf("the new leadership's first write: first %d, last write %d; want equal and above %d", w.GetFirst(), w.GetLastWrite(), limit)
+	}
+}
+
+// TestFramedTimestamps: on a framed timestamp connection served with
+// FramedTimestamps (as placementd serves them), each request gets its
+// batch, above every earlier one; a bad count is refused with
+// INVALID_ARGUMENT and ends the connection.
+func TestFramedTimestamps(t *testing.T) {
+	svc, _ := newTestPlacement(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := rpc.NewTimestampServer(svc.FramedTimestamps)
+	srv := grpc.NewServer()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ts.Demux(lis, nil)) })
+	defer func() { ts.Close(); srv.Stop(); wg.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := rpc.DialTimestamps(ctx, lis.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var top uint64
+	for i := range 50 {
+		n := uint32(1 + i%9)
+		resp, err := c.Ask(ctx, &pb.GetTimestampsRequest{Count: n, WriteSpan: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetFirst() <= top {
+			t.Fatalf("batch %d starts at %d, not above %d", i, resp.GetFirst(), top)
+		}
+		top = resp.GetFirst() + uint64(n) - 1
+		if resp.GetLastWrite() != top {
+			t.Fatalf("batch %d: last write %d, want %d", i, resp.GetLastWrite(), top)
+		}
+	}
+	if _, err := c.Ask(ctx, &pb.GetTimestampsRequest{Count: tso.LogicalRange + 1}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("count %d on a framed connection: %v", tso.LogicalRange+1, err)
 	}
 }
