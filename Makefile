@@ -15,9 +15,18 @@ DEMO_FLAGS ?=
 demo: build ## start placementd and 3 shardnodes locally, run a workload through the router, print results (Ctrl-C stops; DEMO_FLAGS="--duration 30s" exits by itself)
 	./bin/flotilla demo $(DEMO_FLAGS)
 
+# The binaries' commit, passed to the linker (internal/buildinfo): the go
+# command stamps none in a linked git worktree or with -buildvcs=false.
+# Empty outside git, and the binaries then say "commit unknown". Evaluated
+# only by the targets that build (recursive variables).
+BUILDINFO := github.com/flotilla-kv/flotilla/internal/buildinfo
+BUILD_REV = $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_MODIFIED = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
+BUILD_LDFLAGS = $(if $(BUILD_REV),-ldflags "-X $(BUILDINFO).linkRevision=$(BUILD_REV) -X $(BUILDINFO).linkModified=$(BUILD_MODIFIED)")
+
 build: ## compile every package and put the binaries in ./bin
 	$(GO) build $(PKGS)
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build $(BUILD_LDFLAGS) -o bin/ ./cmd/...
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -182,8 +182,9 @@ func TestCLIHelpCompletionAndUsage(t *testing.T) {
 // TestVersionOfEveryBinary: flotilla --version and flotilla version,
 // and --version of shardnode, placementd and flotilla-bench, name the
 // program, the module and the toolchain, and exit 0. A build stamped with
-// VCS information (-buildvcs=true) prints the commit it was built from,
-// one git knows.
+// VCS information (-buildvcs=true, or the revision passed to the linker
+// in a linked worktree) prints the commit it was built from, one git
+// knows.
 func TestVersionOfEveryBinary(t *testing.T) {
 	versionRE := func(program string) *regexp.Regexp {
 		return regexp.MustCompile(`^` + program + ` \S+ github\.com/flotilla-kv/flotilla commit (unknown|[0-9a-f]{40}( \([^)]*\))?) go\S+ \S+/\S+\n$`)
@@ -213,7 +214,22 @@ func TestVersionOfEveryBinary(t *testing.T) {
 	}
 	root := strings.TrimSpace(string(top))
 	bin := filepath.Join(t.TempDir(), "flotilla")
-	build := exec.Command("go", "build", "-buildvcs=true", "-o", bin, "./cmd/flotilla")
+	args := []string{"build", "-buildvcs=true", "-o", bin}
+	// In a linked worktree (its git directory is not the common one) the
+	// go command stamps nothing (internal/buildinfo says why): pass the
+	// revision to the linker, as make build does.
+	dirs, err := exec.Command(git, "-C", root, "rev-parse", "--git-dir", "--git-common-dir").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse --git-dir --git-common-dir: %v", err)
+	}
+	if d := strings.Fields(string(dirs)); len(d) == 2 && d[0] != d[1] {
+		head, err := exec.Command(git, "-C", root, "rev-parse", "HEAD").Output()
+		if err != nil {
+			t.Fatalf("git rev-parse HEAD: %v", err)
+		}
+		args = append(args, "-ldflags=-X github.com/flotilla-kv/flotilla/internal/buildinfo.linkRevision="+strings.TrimSpace(string(head)))
+	}
+	build := exec.Command("go", append(args, "./cmd/flotilla")...)
 	build.Dir = root
 	build.Env = append(os.Environ(), "GOFLAGS=")
 	if b, err := build.CombinedOutput(); err != nil {
