@@ -34,6 +34,8 @@ var (
 	flagSaveAll  = flag.Bool("chaos.save-all", false, "save every cycle's history (cycleNNNN-history.jsonl), not only those that fail a check")
 	flagBank     = flag.Int("chaos.bank", 2, "bank transfer clients (transactions across shards), beside one auditor (0: no bank)")
 	flagTxn      = flag.Int("chaos.txn", 2, "list-append transaction clients (0: none)")
+	flagReshape  = flag.Duration("chaos.reshape", 3*time.Second, "how often the reshaper asks placement to move a replica (and, paced over the run, to split a shard); 0: no reshaper")
+	flagMaxShard = flag.Int("chaos.max-shards", 64, "the reshaper splits no more once placement lists this many shards")
 )
 
 // recoveryTimeout bounds the wait for every key to take writes again
@@ -103,6 +105,15 @@ func TestChaos(t *testing.T) {
 	}
 	t.Cleanup(func() { shared.Close() })
 
+	// The reshaper: splits paced so the shard budget lasts the run, a
+	// move every tick.
+	var rs *reshaper
+	if *flagReshape > 0 {
+		splitGap := *flagDuration / time.Duration(max(1, *flagMaxShard-initialShards))
+		rs = startReshaper(in, c.Nodes(), *flagReshape, splitGap, *flagMaxShard, seed)
+		fmt.Printf("chaos: reshape: a move every %s, a split every %s below %d shards\n", *flagReshape, max(splitGap, *flagReshape).Round(100*time.Millisecond), *flagMaxShard)
+	}
+
 	var (
 		clk                           = clock{start: time.Now()}
 		runs, violations, lost, watch int
@@ -114,7 +125,7 @@ func TestChaos(t *testing.T) {
 	)
 	begin := time.Now()
 	for cycle := 0; time.Since(begin) < *flagDuration; cycle++ {
-		res := runCycle(t, c, nem, shared, clk, cycle, rng.Uint64(), out)
+		res := runCycle(t, c, nem, rs, shared, clk, cycle, rng.Uint64(), out)
 		runs++
 		violations += len(res.report.Violations)
 		lost += len(res.report.Lost)
@@ -151,6 +162,11 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
+	if rs != nil {
+		rs.halt()
+		total, shards := rs.counts()
+		fmt.Printf("chaos: reshape: %s shards=%d refused: %s\n", total, shards, total.codes())
+	}
 	fmt.Println("chaos: availability per fault (errors = failed or unknown client ops from fault to recovery; unavailable = longest time a key took no write; recover = heal to every key writable):")
 	kinds := make([]string, 0, len(byKind))
 	for k := range byKind {
@@ -205,6 +221,7 @@ type cycleResult struct {
 	unavailable time.Duration
 	recover     time.Duration
 	recovered   bool
+	reshape     string
 }
 
 // cycleKeys returns the keys of a cycle: their first bytes spread over
@@ -247,14 +264,19 @@ const (
 
 // runCycle runs one fault cycle on its own keys: watchers, workload,
 // fault, heal, recovery, final reads, check.
-func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk clock, cycle int, seed uint64, out string) cycleResult {
+func runCycle(t *testing.T, c cluster, nem *nemesis, rs *reshaper, shared *router.Client, clk clock, cycle int, seed uint64, out string) cycleResult {
 	keys := cycleKeys(cycle, *flagKeys)
 	p := nem.planCycle()
 	hold := *flagHoldMin
 	if *flagHoldMax > hold {
 		hold += time.Duration(nem.rng.Int64N(int64(*flagHoldMax - hold)))
 	}
-	res := cycleResult{kinds: p.kinds()}
+	res := cycleResult{kinds: p.kinds(), reshape: "reshape: off"}
+	var reshapeBefore ReshapeCounts
+	if rs != nil {
+		rs.setKeys(slices.Concat(keys, bankKeys(cycle), listAppendKeys(cycle)))
+		reshapeBefore, _ = rs.counts()
+	}
 
 	// Clients: the shared router, and pinned routers that reach only one
 	// node (the faulted one when there is one).
@@ -377,6 +399,10 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 		ww.stop()
 	}
 	run := Run{Ops: ops, Watch: wlog.Records()}
+	if rs != nil {
+		now, shards := rs.counts()
+		res.reshape = fmt.Sprintf("reshape: %s shards=%d", now.sub(reshapeBefore), shards)
+	}
 
 	// Availability, from the shared clients' operations.
 	res.recover = time.Duration(recoveredAt - healAt)
@@ -429,13 +455,13 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, shared *router.Client, clk 
 			sessions++
 		}
 	}
-	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d locks: acquisitions=%d lock-errors=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d lock=%d bank: transfers=%d committed=%d unknown=%d(applied %d) conflicts=%d audits=%d bank-errors=%d bank=%d txn(%s): txns=%d committed=%d unknown=%d(seen %d) aborted=%d edges=ww%d/wr%d/rw%d allowed=%d txn-errors=%d txn=%d\n",
+	fmt.Printf("chaos: cycle %d: %s: hold=%s heal=%s ops=%d unknown=%d failed=%d cas-swapped=%d/%d pinned(n%d)-ok-in-fault=%d/%d errors=%d unavailable=%s recover=%s keys=%d watch-sessions=%d events=%d violations=%d lost=%d watch=%d locks: acquisitions=%d lock-errors=%d sessions=%d lost-sessions=%d fenced-writes=%d fenced-out=%d lock=%d bank: transfers=%d committed=%d unknown=%d(applied %d) conflicts=%d audits=%d bank-errors=%d bank=%d txn(%s): txns=%d committed=%d unknown=%d(seen %d) aborted=%d edges=ww%d/wr%d/rw%d allowed=%d txn-errors=%d txn=%d %s\n",
 		cycle, p, hold.Round(100*time.Millisecond), time.Duration(healAt-healStart).Round(10*time.Millisecond),
 		r.Ops, r.Unknown, r.Failed, swapped, casOK, pin, pinnedOK, pinnedAll, res.errors, res.unavailable.Round(10*time.Millisecond),
 		res.recover.Round(10*time.Millisecond), r.Keys, sessions, r.Events, len(r.Violations), len(r.Lost), len(r.Watch),
 		lr.Acquisitions, lk.lockErrs.Load(), lr.Sessions, lr.LostSessions, lr.Writes, lr.Fenced, len(lr.Violations),
 		br.Transfers, br.Committed, br.Unknown, br.UnknownApplied, br.Aborted, br.Audits, bankErrs, len(br.Violations),
-		levelName(level), tr.Txns, tr.Committed, tr.Unknown, tr.UnknownSeen, tr.Aborted, tr.WW, tr.WR, tr.RW, tr.Allowed, laErrs, len(tr.Violations))
+		levelName(level), tr.Txns, tr.Committed, tr.Unknown, tr.UnknownSeen, tr.Aborted, tr.WW, tr.WR, tr.RW, tr.Allowed, laErrs, len(tr.Violations), res.reshape)
 	if len(br.Violations) > 0 || len(tr.Violations) > 0 || *flagSaveAll {
 		saveTxnHistories(out, name, cycle, bankRun, br, laHist, tr)
 	}
