@@ -25,7 +25,7 @@
 //	make chaos CHAOS_DURATION=30m CHAOS_MODE=docker
 //	go test ./internal/chaos -run TestChaos -v -chaos.duration=30m -chaos.mode=process|docker \
 //	    [-chaos.seed=N] [-chaos.faults=kill,pause-leader,...] [-chaos.out=DIR] [-chaos.lockers=N] \
-//	    [-chaos.bank=N] [-chaos.txn=N]
+//	    [-chaos.bank=N] [-chaos.txn=N] [-chaos.reshape=3s] [-chaos.max-shards=64]
 //
 // Without -chaos.duration TestChaos skips, so `go test ./...` runs only the
 // checker's own tests (which feed it hand-made histories with planted
@@ -234,6 +234,37 @@
 // committed append another transaction read is recorded as aborted in a
 // copy of the cycle's history.
 //
+// # The reshaper
+//
+// While the cycles run, one goroutine of the test (the reshaper) changes
+// the fleet's shape as an operator would with `flotilla shard split` and
+// `flotilla shard move`: every -chaos.reshape (3 s; 0 turns it off) it
+// lists the shards (ListShards) and asks placement to move a random voter
+// of a random shard to a random node holding no replica of it
+// (MoveReplica); and, while placement lists fewer than -chaos.max-shards
+// (64) shards, at most once per duration/(max-shards - 8) (so the budget
+// of splits lasts the run: every tick in a 75 s run, about every 30 s in
+// 30 minutes), it splits a shard (SplitShard) at a key of the current
+// cycle's that the shard holds together with the key just before it
+// (the cycle's KV, bank and list-append keys, sorted), so the two end up
+// on two shards; when no shard holds two of them, it splits the shard
+// holding the most at the middle key its leader picks. Each call has a
+// 30 s bound and goes to the placement replica that answered last,
+// moving to the next on UNAVAILABLE or DEADLINE_EXCEEDED (no leader, a
+// leader killed mid-call), as the CLI's placement client does.
+//
+// It is a goroutine of its own for the whole run, not a nemesis of the
+// cycle's plan: a split or move is not a fault with a heal, and running
+// it independently of the fault windows means its operators land before,
+// during and after the faults, and during the final audits and reads,
+// at whatever point of a transaction they happen to. Placement refuses
+// often under faults (another operator changing the shard, the target
+// node down, no quorum, a shard of one key): each refusal is counted,
+// none fails the run. The checks are the same with and without it; what
+// it adds is that transactions, locks and watches must hold across
+// splits (locks and intents going with the data), leadership hand-overs
+// and replica changes.
+//
 // # What is checked
 //
 //   - Linearizability of each key's history, final reads included. Every
@@ -314,8 +345,12 @@
 // CAS that swapped out of those decided, the pinned clients' operations
 // acknowledged during the fault out of those made, availability, watch
 // sessions and events checked, the lock clients' figures, the bank's and
-// the list-append transactions' figures), availability
-// per fault kind, and last exactly
+// the list-append transactions' figures, and the reshaper's
+// "reshape: splits=D/R moves=D/R shards=S": splits and moves placement
+// applied (D) and did not (R) during the cycle, and the shard count),
+// then "chaos: reshape: splits=D/R moves=D/R shards=S refused: ..."
+// with the run's totals and the refusals by call and gRPC code,
+// availability per fault kind, and last exactly
 //
 //	chaos: runs=N violations=V lost=L watch=W lock=K bank=B txn=T
 //
