@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/readable"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -192,7 +193,7 @@ func (a *assessment) nodes() {
 		if down {
 			a.down[n.GetNodeId()] = true
 			downIDs = append(downIDs, n.GetNodeId())
-			what := "silent " + readableDuration(ago)
+			what := "silent " + readable.Duration(ago)
 			if n.GetLastHeartbeatMsAgo() == 0 {
 				what = "never heard from since this placement leader took over"
 			}
@@ -338,7 +339,7 @@ func (a *assessment) operators() {
 	for _, op := range ops {
 		started := time.UnixMilli(op.GetStartedUnixMs())
 		if op.GetState() == "running" && a.now.Sub(started) > a.lim.stuckAfter {
-			stuck = append(stuck, fmt.Sprintf("#%d %s of s%d running for %s", op.GetId(), op.GetKind(), op.GetShardId(), readableDuration(a.now.Sub(started))))
+			stuck = append(stuck, fmt.Sprintf("#%d %s of s%d running for %s", op.GetId(), op.GetKind(), op.GetShardId(), readable.Duration(a.now.Sub(started))))
 			stuckShards = append(stuckShards, op.GetShardId())
 		}
 		if a.now.Sub(started) > a.lim.repeatWindow {
@@ -362,7 +363,7 @@ func (a *assessment) operators() {
 	}
 	if len(stuck) > 0 {
 		a.add(Problem{Severity: SeverityWarning, Kind: ProblemOperatorsStuck, ShardIDs: examples(stuckShards),
-			Text: fmt.Sprintf("%s running for longer than %s: %s", plural(len(stuck), "operator"), readableDuration(a.lim.stuckAfter), strings.Join(stuck, "; "))})
+			Text: fmt.Sprintf("%s running for longer than %s: %s", plural(len(stuck), "operator"), readable.Duration(a.lim.stuckAfter), strings.Join(stuck, "; "))})
 	}
 	var loops []string
 	var loopShards []uint64
@@ -382,7 +383,7 @@ func (a *assessment) operators() {
 	}
 	if len(loops) > 0 {
 		a.add(Problem{Severity: SeverityWarning, Kind: ProblemOperatorsRepeating, ShardIDs: examples(loopShards),
-			Text: fmt.Sprintf("placement repeats itself, %s in the last %s: %s", plural(len(loops), "loop"), readableDuration(a.lim.repeatWindow), strings.Join(loops, "; "))})
+			Text: fmt.Sprintf("placement repeats itself, %s in the last %s: %s", plural(len(loops), "loop"), readable.Duration(a.lim.repeatWindow), strings.Join(loops, "; "))})
 	}
 	// Failures that are not part of a loop already shown.
 	var once []string
@@ -396,7 +397,7 @@ func (a *assessment) operators() {
 	}
 	if len(once) > 0 {
 		a.add(Problem{Severity: SeverityNotice, Kind: ProblemOperatorsFailed, ShardIDs: examples(onceShards),
-			Text: fmt.Sprintf("%s failed in the last %s (a later round decides again): %s", plural(len(once), "operator"), readableDuration(a.lim.repeatWindow), strings.Join(once, "; "))})
+			Text: fmt.Sprintf("%s failed in the last %s (a later round decides again): %s", plural(len(once), "operator"), readable.Duration(a.lim.repeatWindow), strings.Join(once, "; "))})
 	}
 }
 
@@ -412,37 +413,6 @@ func (a *assessment) placement() {
 		}
 		a.add(p)
 	}
-}
-
-// readableDuration prints d as an operator reads it, in at most two
-// units: "850 ms" below a second, "12.3 s" below a minute, "4 min 10 s"
-// below an hour, "2 h 5 min" below a day, "3 d 4 h" beyond (the smaller
-// unit left out when it is 0: "10 min"). The status page's script
-// (duration in web/status.html) prints the times it shows the same way.
-func readableDuration(d time.Duration) string {
-	d = max(d, 0)
-	if d < time.Second {
-		return fmt.Sprintf("%d ms", d.Milliseconds())
-	}
-	// Each case takes d rounded to its smaller unit, so 59.96 s is
-	// "1 min", not "60.0 s".
-	if r := d.Round(100 * time.Millisecond); r < time.Minute {
-		return fmt.Sprintf("%.1f s", r.Seconds())
-	}
-	two := func(r, big, small time.Duration, bigName, smallName string) string {
-		s := fmt.Sprintf("%d %s", r/big, bigName)
-		if rest := r % big / small; rest != 0 {
-			s += fmt.Sprintf(" %d %s", rest, smallName)
-		}
-		return s
-	}
-	if r := d.Round(time.Second); r < time.Hour {
-		return two(r, time.Minute, time.Second, "min", "s")
-	}
-	if r := d.Round(time.Minute); r < 24*time.Hour {
-		return two(r, time.Hour, time.Minute, "h", "min")
-	}
-	return two(d.Round(time.Hour), 24*time.Hour, time.Hour, "d", "h")
 }
 
 func plural(n int, what string) string {

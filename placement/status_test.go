@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-kv/flotilla/internal/readable"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
@@ -427,7 +428,7 @@ func TestStatusSilentDrainingNodeIsDown(t *testing.T) {
 	}
 }
 
-// readableDurations are times with what readableDuration and the page's
+// readableDurations are times with what readable.Duration and the page's
 // duration print for them: every unit, each boundary, rounding across one.
 var readableDurations = []struct {
 	d    time.Duration
@@ -453,8 +454,8 @@ var readableDurations = []struct {
 
 func TestReadableDuration(t *testing.T) {
 	for _, tc := range readableDurations {
-		if got := readableDuration(tc.d); got != tc.want {
-			t.Errorf("readableDuration(%v) = %q, want %q", tc.d, got, tc.want)
+		if got := readable.Duration(tc.d); got != tc.want {
+			t.Errorf("readable.Duration(%v) = %q, want %q", tc.d, got, tc.want)
 		}
 	}
 }

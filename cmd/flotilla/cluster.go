@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flotilla-kv/flotilla/internal/readable"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -164,10 +165,20 @@ func nodeRows(nodes []*pb.Node) [][]string {
 		rows = append(rows, []string{
 			strconv.FormatUint(n.GetNodeId(), 10), n.GetAddress(), stateName(n.GetState()), n.GetLabels().GetZone(),
 			strconv.Itoa(int(n.GetReplicas())), strconv.Itoa(int(n.GetLeaders())), strconv.FormatUint(n.GetLeases(), 10),
-			(time.Duration(n.GetLastHeartbeatMsAgo()) * time.Millisecond).String(),
+			heartbeatAge(n.GetLastHeartbeatMsAgo()),
 		})
 	}
 	return rows
+}
+
+// heartbeatAge prints a node's last_heartbeat_ms_ago: "never" for 0
+// (placement's leader has not heard from the node; a heartbeat under a
+// millisecond old reads 1), else how long ago, as the status page says it.
+func heartbeatAge(ms uint64) string {
+	if ms == 0 {
+		return "never"
+	}
+	return readable.Duration(time.Duration(ms)*time.Millisecond) + " ago"
 }
 
 func stateName(s pb.NodeState) string {

@@ -20,13 +20,14 @@ func TestStatusAndNodesShowLeases(t *testing.T) {
 	}
 	out.Reset()
 	printNodes(&out, []*pb.Node{
-		{NodeId: 1, Address: "a:1", Replicas: 4, Leaders: 2, Leases: 7},
-		{NodeId: 2, Address: "b:1", Replicas: 4, Leaders: 2}, // an older node
+		{NodeId: 1, Address: "a:1", Replicas: 4, Leaders: 2, Leases: 7, LastHeartbeatMsAgo: 251_200},
+		// An older node, not heard from by this placement leader yet.
+		{NodeId: 2, Address: "b:1", Replicas: 4, Leaders: 2},
 	})
 	lines := strings.Split(out.String(), "\n")
 	if !regexp.MustCompile(`^NODE +ADDRESS +STATE +ZONE +REPLICAS +LEADERS +LEASES +LAST HEARTBEAT$`).MatchString(lines[0]) ||
-		!regexp.MustCompile(`^1 +a:1 +up +4 +2 +7 +0s$`).MatchString(lines[1]) ||
-		!regexp.MustCompile(`^2 +b:1 +up +4 +2 +0 +0s$`).MatchString(lines[2]) {
+		!regexp.MustCompile(`^1 +a:1 +up +4 +2 +7 +4 min 11 s ago$`).MatchString(lines[1]) ||
+		!regexp.MustCompile(`^2 +b:1 +up +4 +2 +0 +never$`).MatchString(lines[2]) {
 		t.Errorf("flotilla nodes does not show the leases per node:\n%s", &out)
 	}
 	out.Reset()

@@ -51,6 +51,7 @@ var layers = map[string]layer{
 	"internal/poll":       leaf,
 	"internal/tlsconfig":  leaf,
 	"internal/buildinfo":  leaf,
+	"internal/readable":   leaf,
 	"rpc/flotillapb":      leaf,
 	"placement/tso":       leaf,
 	"deploy":              leaf,

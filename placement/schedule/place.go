@@ -3,6 +3,7 @@ package schedule
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -362,7 +363,9 @@ func (p *planner) describe(v *view, i int) string {
 	ni := &p.nodes[n]
 	switch {
 	case ni.down:
-		return fmt.Sprintf("%v: n%d down for %v", r, r.NodeID, ni.n.DownFor)
+		// Whole seconds: the nanoseconds of the heartbeat's age tell a
+		// reader nothing.
+		return fmt.Sprintf("%v: n%d down for %v", r, r.NodeID, ni.n.DownFor.Round(time.Second))
 	case ni.draining:
 		return fmt.Sprintf("%v: n%d draining", r, r.NodeID)
 	}
