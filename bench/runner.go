@@ -249,7 +249,21 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 		r.tickets = make(chan time.Time, 4*cfg.Clients)
 		go r.pace(ctx)
 	}
+	var win *cpuWindow
+	var start time.Time
+	openWindow := func() {
+		r.winStart.Store(time.Now().UnixNano())
+		r.setPhase(PhaseMeasure)
+		win = startCPUWindow(opts.Servers)
+		start = time.Now()
+	}
 	r.setPhase(PhaseWarmup)
+	if cfg.Warmup <= 0 {
+		// Without a warm-up the window opens before the first client
+		// sends, so that every write is in it, however late the
+		// scheduler runs this goroutine again.
+		openWindow()
+	}
 	var wg sync.WaitGroup
 	for _, c := range clients {
 		wg.Go(func() { r.loop(ctx, c) })
@@ -260,12 +274,9 @@ func Run(ctx context.Context, cfg Config, drv Driver, opts RunOptions) (*Result,
 			wg.Wait()
 			return nil, err
 		}
+		openWindow()
 	}
 	var tput []float64
-	r.winStart.Store(time.Now().UnixNano())
-	r.setPhase(PhaseMeasure)
-	win := startCPUWindow(opts.Servers)
-	start := time.Now()
 	if opts.OnMeasure != nil {
 		go opts.OnMeasure(cfg.Duration)
 	}

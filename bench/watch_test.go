@@ -216,12 +216,13 @@ func TestWatchEventRateMatchesTheWrites(t *testing.T) {
 func TestWatchReportsADroppedEventAsMissing(t *testing.T) {
 	d := newWatchDriver()
 	// The 400th write of the first client to send 400: acknowledged in
-	// the window. The window opens as soon as the clients start (no
-	// warm-up), but a write that ends before it opens counts nowhere, so
-	// an early write could fall outside it when the machine delays the
-	// runner's goroutine (seq 50 did, under a load average of 30); and it
-	// closes at 2000 writes, which the 4 clients cannot reach before one
-	// of them sent 400 (1600 at most). drop runs under the driver's lock.
+	// the window. Without a warm-up the window opens before the clients
+	// start (when it opened after, a loaded machine could delay the
+	// runner's goroutine past a client's 400th write, which then counted
+	// nowhere, and TestWatchCountsDuplicatesAndIncompleteDrains failed
+	// under a load average of 28); and it closes at 2000 writes, which the
+	// 4 clients cannot reach before one of them sent 400 (1600 at most).
+	// drop runs under the driver's lock.
 	var dropped int
 	d.drop = func(_, value []byte) bool {
 		if _, seq := stampOf(value); seq == 400 && dropped == 0 {
