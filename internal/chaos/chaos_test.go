@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -166,6 +167,9 @@ func TestChaos(t *testing.T) {
 		rs.halt()
 		total, shards := rs.counts()
 		fmt.Printf("chaos: reshape: %s shards=%d refused: %s\n", total, shards, total.codes())
+		for _, k := range slices.Sorted(maps.Keys(total.First)) {
+			fmt.Printf("chaos: reshape: first %s: %s\n", k, total.First[k])
+		}
 	}
 	fmt.Println("chaos: availability per fault (errors = failed or unknown client ops from fault to recovery; unavailable = longest time a key took no write; recover = heal to every key writable):")
 	kinds := make([]string, 0, len(byKind))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -42,6 +43,9 @@ type ReshapeCounts struct {
 	// ByCode counts refusals by "split:" or "move:" and status code
 	// ("move:FailedPrecondition").
 	ByCode map[string]int
+	// First holds the first refusal's message of each ByCode key, for
+	// the summary.
+	First map[string]string
 }
 
 // sub returns the counts done since before (ByCode left out).
@@ -113,6 +117,7 @@ func startReshaper(in *inspector, nodes []uint64, interval, splitGap time.Durati
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	rs.mu.counts.ByCode = map[string]int{}
+	rs.mu.counts.First = map[string]string{}
 	go rs.run()
 	return rs
 }
@@ -131,10 +136,8 @@ func (rs *reshaper) counts() (ReshapeCounts, int) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	c := rs.mu.counts
-	c.ByCode = make(map[string]int, len(rs.mu.counts.ByCode))
-	for k, v := range rs.mu.counts.ByCode {
-		c.ByCode[k] = v
-	}
+	c.ByCode = maps.Clone(rs.mu.counts.ByCode)
+	c.First = maps.Clone(rs.mu.counts.First)
 	return c, rs.mu.shards
 }
 
@@ -217,7 +220,10 @@ func (rs *reshaper) record(what string, err error) {
 		c.MovesRefused++
 	}
 	if err != nil {
-		c.ByCode[what+":"+status.Code(err).String()]++
+		k := what + ":" + status.Code(err).String()
+		if c.ByCode[k]++; c.ByCode[k] == 1 {
+			c.First[k] = status.Convert(err).Message()
+		}
 	}
 }
 
