@@ -349,7 +349,8 @@
 // "reshape: splits=D/R moves=D/R shards=S": splits and moves placement
 // applied (D) and did not (R) during the cycle, and the shard count),
 // then "chaos: reshape: splits=D/R moves=D/R shards=S refused: ..."
-// with the run's totals and the refusals by call and gRPC code,
+// with the run's totals and the refusals by call and gRPC code, and a
+// "chaos: reshape: first CALL:CODE: MESSAGE" line for each of those,
 // availability per fault kind, and last exactly
 //
 //	chaos: runs=N violations=V lost=L watch=W lock=K bank=B txn=T
