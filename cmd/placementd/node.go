@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -128,7 +129,13 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 2)
-	wg.Go(func() { serveErr <- srv.Serve(lis) })
+	tsSrv := rpc.NewTimestampServer(svc.FramedTimestamps)
+	defer tsSrv.Close()
+	var serverTLS *tls.Config
+	if tlsCfg.Enabled() {
+		serverTLS = tlsCfg.ServerTLS()
+	}
+	wg.Go(func() { serveErr <- srv.Serve(tsSrv.Demux(lis, serverTLS)) })
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
 		mux := serve.HealthMux(&ready)

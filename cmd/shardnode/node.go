@@ -64,7 +64,10 @@ func run(ctx context.Context, cfg Config) error {
 	// or, on a node run without placement, from the node's own.
 	var oracle shard.Oracle
 	if cfg.Placement != "" {
-		po := &placementOracle{addrs: strings.Split(cfg.Placement, ","), dial: conns.Dial}
+		po := &placementOracle{addrs: strings.Split(cfg.Placement, ","), dial: conns.Dial, framed: true}
+		if tlsCfg.Enabled() {
+			po.framedTLS = tlsCfg.ClientTLS()
+		}
 		defer po.close()
 		oracle = po
 	} else {
