@@ -114,10 +114,12 @@ func (c *coordinator) runManual(ctx context.Context, kind string, op schedule.Op
 // operatorStatus turns the error of an operator's step into the status
 // the caller gets: a shard leader's status keeps its code (a split key it
 // refuses is INVALID_ARGUMENT), a deadline is DEADLINE_EXCEEDED, and
-// anything else (no leader found, the lead lost) UNAVAILABLE.
+// anything else (no leader found, the lead lost, and a NotLeader that
+// outlived onLeader's tries, which a shardnode sends as
+// FAILED_PRECONDITION) UNAVAILABLE: retry.
 func operatorStatus(op schedule.Operator, err error) error {
 	code := codes.Unavailable
-	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown && !isNotLeader(err) {
 		code = st.Code()
 	} else if errors.Is(err, context.DeadlineExceeded) {
 		code = codes.DeadlineExceeded

@@ -1,6 +1,8 @@
 package placement
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -91,5 +93,31 @@ func TestManualOperatorsRefuse(t *testing.T) {
 	wantCode(t, "forget of a node named in descriptors", err, codes.FailedPrecondition, "node 3 still holds replicas of 2 shards (1, 2)")
 	if got := f.s.ops.recent(); len(got) != 0 {
 		t.Errorf("refusals recorded operators: %v", got)
+	}
+}
+
+// TestOperatorStatusCodes: a manual operator's error keeps a shard
+// leader's code (a refused split key), but a NotLeader that outlived the
+// tries, which a shardnode sends as FAILED_PRECONDITION, is UNAVAILABLE,
+// as the API documents for a shard whose leader cannot be reached.
+func TestOperatorStatusCodes(t *testing.T) {
+	op := schedule.Operator{Kind: schedule.KindSplit, Shard: 3}
+	notLeader, err := status.New(codes.FailedPrecondition, "multiraft: not leader of group 3 (leader unknown)").WithDetails(&pb.NotLeader{ShardId: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{notLeader.Err(), codes.Unavailable},
+		{status.Error(codes.InvalidArgument, "split key outside the shard"), codes.InvalidArgument},
+		{status.Error(codes.FailedPrecondition, "epoch changed"), codes.FailedPrecondition},
+		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{errors.New("no leader reports shard 3"), codes.Unavailable},
+	} {
+		if got := status.Code(operatorStatus(op, tc.err)); got != tc.want {
+			t.Errorf("operatorStatus(%v) has code %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
