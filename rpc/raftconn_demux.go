@@ -23,15 +23,26 @@ import (
 // apart; the framed connections end with s.Close. Serve the result with
 // the gRPC server, which then owns it.
 func (s *RaftServer) Demux(lis net.Listener, tlsCfg *tls.Config) net.Listener {
-	d := &demuxListener{Listener: lis, conns: make(chan net.Conn), done: make(chan struct{}), failed: make(chan struct{})}
+	return newDemux(lis, raftConnMagic, func(c net.Conn) { s.serveFramed(c, tlsCfg) })
+}
+
+// newDemux returns a demuxListener over lis that hands the connections
+// opening with magic to serve (on their own goroutine, after the magic)
+// and yields the others.
+func newDemux(lis net.Listener, magic string, serve func(net.Conn)) *demuxListener {
+	d := &demuxListener{Listener: lis, magic: magic, serve: serve,
+		conns: make(chan net.Conn), done: make(chan struct{}), failed: make(chan struct{})}
 	d.mu.pending = make(map[net.Conn]struct{})
-	go d.accept(s, tlsCfg)
+	go d.accept()
 	return d
 }
 
-// demuxListener is the gRPC side of Demux.
+// demuxListener is the gRPC side of a Demux: the connections that do not
+// open with magic.
 type demuxListener struct {
 	net.Listener
+	magic     string
+	serve     func(net.Conn)
 	conns     chan net.Conn
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -75,7 +86,7 @@ func (d *demuxListener) Close() error {
 
 // accept accepts connections until lis fails, retrying temporary errors
 // (out of file descriptors) with backoff as net/http does.
-func (d *demuxListener) accept(s *RaftServer, tlsCfg *tls.Config) {
+func (d *demuxListener) accept() {
 	var backoff time.Duration
 	for {
 		c, err := d.Listener.Accept()
@@ -98,7 +109,7 @@ func (d *demuxListener) accept(s *RaftServer, tlsCfg *tls.Config) {
 			_ = c.Close()
 			return
 		}
-		go d.sort(s, c, tlsCfg)
+		go d.sort(c)
 	}
 }
 
@@ -123,18 +134,19 @@ func (d *demuxListener) donePending(c net.Conn) bool {
 	return true
 }
 
-// sort reads c's first bytes and hands it to s or to the gRPC server.
-func (d *demuxListener) sort(s *RaftServer, c net.Conn, tlsCfg *tls.Config) {
-	var head [len(raftConnMagic)]byte
+// sort reads c's first bytes (as many as the magic has) and hands it to
+// d.serve or to the gRPC server.
+func (d *demuxListener) sort(c net.Conn) {
+	head := make([]byte, len(d.magic))
 	_ = c.SetReadDeadline(time.Now().Add(connHandshakeTimeout))
-	n, err := io.ReadFull(c, head[:])
+	n, err := io.ReadFull(c, head)
 	_ = c.SetReadDeadline(time.Time{})
 	if !d.donePending(c) {
 		return
 	}
 	switch {
-	case err == nil && string(head[:]) == raftConnMagic:
-		s.serveFramed(c, tlsCfg)
+	case err == nil && string(head) == d.magic:
+		d.serve(c)
 	case n == 0:
 		_ = c.Close()
 	default:

@@ -2,9 +2,7 @@ package rpc
 
 import (
 	"crypto/tls"
-	"io"
 	"net"
-	"time"
 )
 
 // Demux returns a listener for placementd's gRPC server that yields every
@@ -17,62 +15,5 @@ import (
 // apart; the framed ones end with s.Close. Serve the result with the gRPC
 // server, which then owns it.
 func (s *TimestampServer) Demux(lis net.Listener, tlsCfg *tls.Config) net.Listener {
-	d := &demuxListener{Listener: lis, conns: make(chan net.Conn), done: make(chan struct{}), failed: make(chan struct{})}
-	d.mu.pending = make(map[net.Conn]struct{})
-	go d.acceptFunc(func(c net.Conn) { d.sortTimestamps(s, c, tlsCfg) })
-	return d
-}
-
-// acceptFunc accepts connections until lis fails, as accept does, and
-// hands each to sort on a goroutine of its own.
-func (d *demuxListener) acceptFunc(sort func(net.Conn)) {
-	var backoff time.Duration
-	for {
-		c, err := d.Listener.Accept()
-		if err != nil {
-			if ne, ok := err.(interface{ Temporary() bool }); ok && ne.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(backoff):
-					continue
-				case <-d.done:
-					return
-				}
-			}
-			d.err = err
-			close(d.failed)
-			return
-		}
-		backoff = 0
-		if !d.addPending(c) {
-			_ = c.Close()
-			return
-		}
-		go sort(c)
-	}
-}
-
-// sortTimestamps reads c's first bytes and hands it to s or to the gRPC
-// server.
-func (d *demuxListener) sortTimestamps(s *TimestampServer, c net.Conn, tlsCfg *tls.Config) {
-	var head [len(tsConnMagic)]byte
-	_ = c.SetReadDeadline(time.Now().Add(connHandshakeTimeout))
-	n, err := io.ReadFull(c, head[:])
-	_ = c.SetReadDeadline(time.Time{})
-	if !d.donePending(c) {
-		return
-	}
-	switch {
-	case err == nil && string(head[:]) == tsConnMagic:
-		s.serve(c, tlsCfg)
-	case n == 0:
-		_ = c.Close()
-	default:
-		pc := &prefixConn{Conn: c, prefix: head[:n]}
-		select {
-		case d.conns <- pc:
-		case <-d.done:
-			_ = c.Close()
-		}
-	}
+	return newDemux(lis, tsConnMagic, func(c net.Conn) { s.serve(c, tlsCfg) })
 }
