@@ -52,11 +52,15 @@ test-unit: ## unit tests of every package
 
 # What make test runs for unit tests: the packages outside RACE_PKGS, since
 # test-race runs every test of those (under the race detector) anyway.
+# UNIT_TIMEOUT bounds one package's tests: cmd/flotilla's, which start
+# fleets, took over go test's default 10 minutes on a 2-core machine busy
+# with other work.
+UNIT_TIMEOUT ?= 25m
 test-unit-rest: ## unit tests of the packages test-race does not run
-	$(GO) test -count=1 $$($(GO) list $(PKGS) | grep -vxF "$$($(GO) list $(RACE_PKGS))")
+	$(GO) test -count=1 -timeout $(UNIT_TIMEOUT) $$($(GO) list $(PKGS) | grep -vxF "$$($(GO) list $(RACE_PKGS))")
 
 test-race: ## race detector on the packages with concurrency
-	$(GO) test -count=1 -race $(RACE_PKGS)
+	$(GO) test -count=1 -timeout $(UNIT_TIMEOUT) -race $(RACE_PKGS)
 
 # The etcd compatibility tests (issue 18), in test/, a module of its own
 # (Kubernetes's dependencies stay out of Flotilla's): the real etcdctl
