@@ -210,16 +210,7 @@ func loopLine(clients string, r Record) string {
 // keysLine describes r's keys, values and operation mix.
 func keysLine(r Record) string {
 	s := fmt.Sprintf("%d %s keys of %d B, %d B values", r.Keys, r.Distribution, r.KeySize, r.ValueSize)
-	var mix []string
-	for _, o := range []struct {
-		name string
-		f    float64
-	}{{"reads", r.ReadFraction}, {"writes", r.WriteFraction}, {"scans", r.ScanFraction}} {
-		if o.f > 0 {
-			mix = append(mix, fmt.Sprintf("%g%% %s", o.f*100, o.name))
-		}
-	}
-	if len(mix) > 0 {
+	if mix := mixParts(r.ReadFraction, r.WriteFraction, r.ScanFraction); len(mix) > 0 {
 		s += ", " + strings.Join(mix, " / ")
 	}
 	if r.ScanLength > 0 {

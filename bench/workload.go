@@ -264,19 +264,26 @@ func (c Config) Problems() []string {
 	return p
 }
 
+// mixParts names the operation mix's nonzero shares, e.g. "90% reads",
+// "10% writes".
+func mixParts(read, write, scan float64) []string {
+	var parts []string
+	for _, o := range []struct {
+		name string
+		f    float64
+	}{{"reads", read}, {"writes", write}, {"scans", scan}} {
+		if o.f > 0 {
+			parts = append(parts, fmt.Sprintf("%g%% %s", o.f*100, o.name))
+		}
+	}
+	return parts
+}
+
 // Describe returns a one-line description of c's workload, for reports.
 func (c Config) Describe() string {
 	c = c.withDefaults()
 	m := c.mix()
-	var ops []string
-	for _, o := range []struct {
-		name string
-		f    float64
-	}{{"reads", m.Read}, {"writes", m.Write}, {"scans", m.Scan}} {
-		if o.f > 0 {
-			ops = append(ops, fmt.Sprintf("%g%% %s", o.f*100, o.name))
-		}
-	}
+	ops := mixParts(m.Read, m.Write, m.Scan)
 	if shape, ok := txnShapes[c.Workload]; ok {
 		ops = []string{shape.what}
 	}
