@@ -127,10 +127,7 @@ func (cv *Curve) add(rep *Report) {
 				continue
 			}
 			cv.Runs = max(cv.Runs, m.Runs)
-			m.EtcdVersion = rep.etcdVersion(s)
-			// What ran, as Records gives every run's record.
-			m.FlotillaVersion, m.FlotillaRevision, m.FlotillaModified = rep.Build.Version, rep.Build.Revision, rep.Build.Modified
-			m.GoVersion, m.Endpoints = rep.Build.GoVersion, rep.Endpoints
+			rep.stampRun(&m, s)
 			cv.Points = append(cv.Points, CurvePoint{Workload: w, Clients: rep.Configs[w].Clients, System: s, Median: m})
 		}
 	}

@@ -352,6 +352,14 @@ func Median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// stampRun fills in what ran rec, a record of system: etcd's version,
+// the bench's build and the endpoints of the fleet it drove.
+func (rep *Report) stampRun(rec *Record, system string) {
+	rec.EtcdVersion = rep.etcdVersion(system)
+	rec.FlotillaVersion, rec.FlotillaRevision, rec.FlotillaModified = rep.Build.Version, rep.Build.Revision, rep.Build.Modified
+	rec.GoVersion, rec.Endpoints = rep.Build.GoVersion, rep.Endpoints
+}
+
 // Records returns every run's record and, for each system and workload
 // run more than once, the median record, in run order.
 func (rep *Report) Records() []Record {
@@ -362,9 +370,7 @@ func (rep *Report) Records() []Record {
 			var recs []Record
 			for i, r := range runs {
 				rec := NewRecord(r, rep.Fsync, i+1)
-				rec.EtcdVersion = rep.etcdVersion(s)
-				rec.FlotillaVersion, rec.FlotillaRevision, rec.FlotillaModified = rep.Build.Version, rep.Build.Revision, rep.Build.Modified
-				rec.GoVersion, rec.Endpoints = rep.Build.GoVersion, rep.Endpoints
+				rep.stampRun(&rec, s)
 				recs = append(recs, rec)
 			}
 			out = append(out, recs...)

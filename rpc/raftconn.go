@@ -80,9 +80,64 @@ const (
 )
 
 // errFramedUnsupported reports a peer that closed a new framed
-// connection before answering the hello: a node whose listener does not
-// demultiplex (an older build). The sender then uses the gRPC stream.
-var errFramedUnsupported = errors.New("rpc: peer does not serve framed Raft connections")
+// connection before answering it: a server whose listener does not
+// demultiplex that kind (an older build). The sender then uses gRPC.
+var errFramedUnsupported = errors.New("rpc: peer does not serve framed connections")
+
+// dialMagic opens a framed connection of the kind magic names to addr:
+// the dial, the magic, then TLS with tlsCfg unless it is nil (its
+// ServerName taken from addr when empty). The connection's deadline is
+// ctx's; the caller completes its own handshake and then clears it. A
+// peer that closes the connection meanwhile fails it with an error
+// wrapping errFramedUnsupported.
+func dialMagic(ctx context.Context, addr, magic string, tlsCfg *tls.Config) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	fail := func(err error) (net.Conn, error) {
+		_ = conn.Close()
+		return nil, unsupportedIfClosed(err)
+	}
+	if _, err := io.WriteString(conn, magic); err != nil {
+		return fail(err)
+	}
+	if tlsCfg == nil {
+		return conn, nil
+	}
+	cfg := tlsCfg.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fail(err)
+		}
+		cfg.ServerName = host
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fail(err)
+	}
+	return tc, nil
+}
+
+// serverTLS starts a framed connection's handshake on the server's side,
+// under connHandshakeTimeout (the caller clears the deadline after its
+// own handshake step): TLS with tlsCfg unless it is nil. false: the
+// TLS handshake failed.
+func serverTLS(conn net.Conn, tlsCfg *tls.Config) (net.Conn, bool) {
+	_ = conn.SetDeadline(time.Now().Add(connHandshakeTimeout))
+	if tlsCfg == nil {
+		return conn, true
+	}
+	tc := tls.Server(conn, tlsCfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, false
+	}
+	return tc, true
+}
 
 // dialFramed opens a framed connection to node and completes its
 // handshake.
@@ -93,34 +148,9 @@ func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, connHandshakeTimeout)
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dialMagic(ctx, addr, raftConnMagic, t.cfg.FramedTLS)
 	if err != nil {
 		return nil, err
-	}
-	conn := raw
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	if _, err := io.WriteString(conn, raftConnMagic); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	if t.cfg.FramedTLS != nil {
-		cfg := t.cfg.FramedTLS.Clone()
-		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				_ = conn.Close()
-				return nil, err
-			}
-			cfg.ServerName = host
-		}
-		tc := tls.Client(conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = conn.Close()
-			return nil, unsupportedIfClosed(err)
-		}
-		conn = tc
 	}
 	var hello [helloBytes]byte
 	binary.BigEndian.PutUint64(hello[:8], uint64(t.cfg.NodeID))
@@ -329,9 +359,9 @@ func decodeFrame(payload []byte, msgs []multiraft.Message) ([]multiraft.Message,
 // handshake, then every frame until the connection ends. A server that is
 // closed refuses the connection after the hello.
 func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
-	tracked := s.track(raw)
+	tracked := s.framed.track(raw)
 	if tracked {
-		defer s.untrack(raw)
+		defer s.framed.untrack(raw)
 	} else {
 		defer raw.Close()
 	}
@@ -350,9 +380,9 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 
 	pingDone := make(chan struct{})
 	defer close(pingDone)
-	s.wg.Add(1)
+	s.framed.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.framed.wg.Done()
 		tick := time.NewTicker(connPingInterval)
 		defer tick.Stop()
 		ping := []byte{connPing}
@@ -411,13 +441,9 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 // the hello, refusing a connection meant for another node. It returns the
 // connection to read frames from.
 func (s *RaftServer) handshakeFramed(conn net.Conn, tlsCfg *tls.Config) (net.Conn, bool) {
-	_ = conn.SetDeadline(time.Now().Add(connHandshakeTimeout))
-	if tlsCfg != nil {
-		tc := tls.Server(conn, tlsCfg)
-		if err := tc.Handshake(); err != nil {
-			return nil, false
-		}
-		conn = tc
+	conn, ok := serverTLS(conn, tlsCfg)
+	if !ok {
+		return nil, false
 	}
 	var hello [helloBytes]byte
 	if _, err := io.ReadFull(conn, hello[:]); err != nil {

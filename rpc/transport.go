@@ -627,13 +627,9 @@ type RaftServer struct {
 	// closing ends the inbound streams (see Close).
 	closing   chan struct{}
 	closeOnce sync.Once
-	// wg counts the goroutines serving framed connections.
-	wg sync.WaitGroup
-	mu struct {
-		sync.Mutex
-		// framed holds the open framed connections; nil once closed.
-		framed map[net.Conn]struct{}
-	}
+	// framed holds the open framed connections and counts the goroutines
+	// serving them (and their pingers).
+	framed connSet
 }
 
 // NewRaftServer returns the Raft service of node, delivering to e (the
@@ -641,7 +637,6 @@ type RaftServer struct {
 func NewRaftServer(node multiraft.NodeID, e Receiver, t *Transport) *RaftServer {
 	s := &RaftServer{node: node, engine: e, snapSem: make(chan struct{}, t.cfg.MaxConcurrentSnapshots), stats: &t.Stats,
 		maxBuffered: t.cfg.MaxSnapshotBufferBytes, closing: make(chan struct{})}
-	s.mu.framed = make(map[net.Conn]struct{})
 	return s
 }
 
@@ -658,38 +653,58 @@ var errClosing = status.Error(codes.Unavailable, "node is shutting down")
 func (s *RaftServer) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		s.mu.Lock()
-		for c := range s.mu.framed {
-			_ = c.Close()
-		}
-		s.mu.framed = nil
-		s.mu.Unlock()
-		s.wg.Wait()
+		s.framed.close()
 	})
 }
 
-// track registers a framed connection, so that Close ends it. It reports
-// false once the server is closed.
-func (s *RaftServer) track(c net.Conn) bool {
+// connSet holds a server's open framed connections, so that closing the
+// server ends them and waits for the goroutines that serve them (wg
+// counts those, and any goroutine of theirs that Adds to it).
+type connSet struct {
+	wg sync.WaitGroup
+	mu struct {
+		sync.Mutex
+		conns  map[net.Conn]struct{}
+		closed bool
+	}
+}
+
+// track registers c, whose goroutine then runs until untrack. It reports
+// false once the set is closed.
+func (s *connSet) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.framed == nil {
+	if s.mu.closed {
 		return false
 	}
-	s.mu.framed[c] = struct{}{}
+	if s.mu.conns == nil {
+		s.mu.conns = make(map[net.Conn]struct{})
+	}
+	s.mu.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
-// untrack closes and forgets a framed connection registered by track.
-func (s *RaftServer) untrack(c net.Conn) {
+// untrack closes and forgets c, registered by track.
+func (s *connSet) untrack(c net.Conn) {
 	_ = c.Close()
 	s.mu.Lock()
-	if s.mu.framed != nil {
-		delete(s.mu.framed, c)
-	}
+	delete(s.mu.conns, c)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// close closes every connection, refuses new ones, and waits for their
+// goroutines.
+func (s *connSet) close() {
+	s.mu.Lock()
+	s.mu.closed = true
+	for c := range s.mu.conns {
+		_ = c.Close()
+	}
+	s.mu.conns = nil
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 // Stream implements pb.RaftServer. The batches are received on a goroutine

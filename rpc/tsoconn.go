@@ -10,7 +10,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -86,51 +85,28 @@ type TimestampConn struct {
 func DialTimestamps(ctx context.Context, addr string, tlsCfg *tls.Config) (*TimestampConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, connHandshakeTimeout)
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dialMagic(ctx, addr, tsConnMagic, tlsCfg)
 	if err != nil {
-		return nil, err
-	}
-	conn := raw
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	fail := func(err error) (*TimestampConn, error) {
-		_ = conn.Close()
-		return nil, tsUnsupportedIfClosed(err)
-	}
-	if _, err := io.WriteString(conn, tsConnMagic); err != nil {
-		return fail(err)
-	}
-	if tlsCfg != nil {
-		cfg := tlsCfg.Clone()
-		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return fail(err)
-			}
-			cfg.ServerName = host
-		}
-		tc := tls.Client(conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return fail(err)
-		}
-		conn = tc
+		return nil, tsUnsupported(err)
 	}
 	var b [len(tsConnAccepted)]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
-		return fail(err)
+		_ = conn.Close()
+		return nil, tsUnsupported(unsupportedIfClosed(err))
 	}
 	if string(b[:]) != tsConnAccepted {
-		return fail(fmt.Errorf("%w: it answered with %x", ErrTimestampsUnsupported, b[:]))
+		_ = conn.Close()
+		return nil, fmt.Errorf("%w: it answered with %x", ErrTimestampsUnsupported, b[:])
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return &TimestampConn{conn: conn, r: bufio.NewReaderSize(conn, 256)}, nil
 }
 
-// tsUnsupportedIfClosed turns the end of a connection during the
-// handshake into ErrTimestampsUnsupported.
-func tsUnsupportedIfClosed(err error) error {
-	if errors.Is(unsupportedIfClosed(err), errFramedUnsupported) {
+// tsUnsupported says ErrTimestampsUnsupported of an error wrapping
+// errFramedUnsupported (the server closed the connection in the
+// handshake).
+func tsUnsupported(err error) error {
+	if errors.Is(err, errFramedUnsupported) {
 		return fmt.Errorf("%w: %w", ErrTimestampsUnsupported, err)
 	}
 	return err
@@ -237,72 +213,35 @@ type TimestampServer struct {
 	handle TimestampHandler
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     struct {
-		sync.Mutex
-		conns  map[net.Conn]struct{}
-		closed bool
-	}
+	conns  connSet
 }
 
 // NewTimestampServer returns a server answering with h.
 func NewTimestampServer(h TimestampHandler) *TimestampServer {
 	s := &TimestampServer{handle: h}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.mu.conns = make(map[net.Conn]struct{})
 	return s
 }
 
 // Close closes every framed timestamp connection and waits for their
 // goroutines; later ones are refused (closed after their magic).
 func (s *TimestampServer) Close() {
-	s.mu.Lock()
-	s.mu.closed = true
-	for c := range s.mu.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
 	s.cancel()
-	s.wg.Wait()
-}
-
-// track records c as open; false once the server is closed.
-func (s *TimestampServer) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.mu.closed {
-		return false
-	}
-	s.mu.conns[c] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *TimestampServer) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.mu.conns, c)
-	s.mu.Unlock()
-	_ = c.Close()
-	s.wg.Done()
+	s.conns.close()
 }
 
 // serve serves one connection whose magic was read: TLS when the server
 // runs with it (tlsCfg), the acceptance, then requests until the
 // connection ends or an answer is an error.
 func (s *TimestampServer) serve(raw net.Conn, tlsCfg *tls.Config) {
-	if !s.track(raw) {
+	if !s.conns.track(raw) {
 		_ = raw.Close()
 		return
 	}
-	defer s.untrack(raw)
-	conn := raw
-	_ = conn.SetDeadline(time.Now().Add(connHandshakeTimeout))
-	if tlsCfg != nil {
-		tc := tls.Server(conn, tlsCfg)
-		if err := tc.Handshake(); err != nil {
-			return
-		}
-		conn = tc
+	defer s.conns.untrack(raw)
+	conn, ok := serverTLS(raw, tlsCfg)
+	if !ok {
+		return
 	}
 	if _, err := io.WriteString(conn, tsConnAccepted); err != nil {
 		return
