@@ -494,6 +494,9 @@ func (r *round) applyGroup(g *group, b *pebble.Batch, ents []*raftpb.Entry) {
 		}
 		g.st.applied.index, g.st.applied.term = idx, ent.GetTerm()
 	}
+	if f, ok := g.sm.(ApplyFinisher); ok {
+		f.FinishApply(ac)
+	}
 	writeAppliedState(b, g.id, &g.st.applied)
 	r.e.metrics.EntriesApplied.Add(uint64(len(ents)))
 }

@@ -68,6 +68,18 @@ type Committer interface {
 	Committed()
 }
 
+// ApplyFinisher is a StateMachine that wants to know when the entries a
+// round applies for its group are done. FinishApply is called on the
+// worker that applied, once per round in which the group applied entries,
+// right after its last Apply (or ApplyMembership) of the round and before
+// the round's batch is committed, with the same ApplyContext: what it
+// writes into ac.Batch commits with the entries. A state machine writes
+// there what it would otherwise write for every command (say, a record of
+// the newest revision), and releases what it kept open while applying.
+type ApplyFinisher interface {
+	FinishApply(ac *ApplyContext)
+}
+
 // NewStateMachineFunc builds the state machine of a group on this node,
 // loading whatever it keeps in memory from r. It is called when the engine
 // opens, creates or restores the group.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -106,7 +105,7 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		// Never refused: a revision at or below the shard's last has
 		// nothing left to resolve.
 		if c.Revision > sm.lastRev {
-			sm.setLastRevision(b, c.Revision)
+			sm.setLastRevision(c.Revision)
 		}
 		res = &Result{Succeeded: true, Revision: sm.lastRev}
 	case KindCompact:
@@ -136,7 +135,7 @@ func (sm *StateMachine) apply(ac *multiraft.ApplyContext, e multiraft.Entry) any
 		panic(fmt.Sprintf("shard: checked command of unknown kind %d", c.Kind))
 	}
 	if c.Kind.writesData() {
-		sm.setLastRevision(b, c.Revision)
+		sm.setLastRevision(c.Revision)
 	}
 	sm.recordClient(b, h, e.Index, res)
 	return res
@@ -148,9 +147,28 @@ func (sm *StateMachine) writeResult(rev uint64) *Result {
 }
 
 // setLastRevision records rev as the revision of the shard's last write.
-func (sm *StateMachine) setLastRevision(b *pebble.Batch, rev uint64) {
+// FinishApply stores it, once for all the writes of a round.
+func (sm *StateMachine) setLastRevision(rev uint64) {
 	sm.lastRev = rev
-	mustWrite(b.Set(sm.revKey, binary.BigEndian.AppendUint64(sm.revBuf[:0], rev), nil))
+	sm.revDirty = true
+}
+
+// FinishApply ends the round's run of Apply calls (see
+// multiraft.ApplyFinisher): it stores the shard's last revision into the
+// round's batch if a write raised it, and closes the meta iterator.
+//
+// Storing the revision once per round instead of once per write spares
+// every write but the round's last an insert into the batch and the
+// memtable and its bytes in the WAL: nobody reads the record back before
+// the batch commits (the state machine keeps lastRev in memory; a
+// restart, a snapshot or the right half of a split reads what the
+// committed batch holds), and the batch commits whole or not at all.
+func (sm *StateMachine) FinishApply(ac *multiraft.ApplyContext) {
+	if sm.revDirty {
+		sm.revDirty = false
+		mustWrite(ac.Batch.Set(sm.revKey, binary.BigEndian.AppendUint64(sm.revBuf[:0], sm.lastRev), nil))
+	}
+	sm.closeMetaIter()
 }
 
 // metaCacheKeys bounds how many keys' metas a state machine keeps in
@@ -165,19 +183,58 @@ func (sm *StateMachine) latest(b *pebble.Batch, key []byte) (keyMeta, bool) {
 	if m, ok := sm.metas[string(key)]; ok {
 		return m, true
 	}
+	it := sm.metaIter(b)
 	sm.metaKey = keys.AppendMVCCPrefix(sm.metaKey[:0], key)
-	v, closer, err := b.Get(sm.metaKey)
-	if errors.Is(err, pebble.ErrNotFound) {
+	if !it.SeekPrefixGE(sm.metaKey) || !bytes.Equal(it.Key(), sm.metaKey) {
+		mustRead(it.Error())
 		return keyMeta{}, false
 	}
+	v, err := it.ValueAndErr()
 	mustRead(err)
 	m, err := decodeKeyMeta(v)
-	closer.Close()
 	if err != nil {
 		panic(fmt.Sprintf("shard: shard %d: meta of %q: %v", sm.shard, key, err))
 	}
 	sm.cacheMeta(key, m)
 	return m, true
+}
+
+// metaIterOptions are the options of the meta iterator: it consults the
+// bloom filters of the bottom level too, which Pebble's Get never does.
+//
+// Why an iterator and not Get: the meta read that misses the cache is
+// mostly a key's first write, of a key that does not exist. Get finds
+// that out in the bottom level by reading (and, right after a compaction
+// rewrote the level, decompressing) the 32 KiB data block where the key
+// would be; with the filters the iterator skips the table, reading a
+// filter block once per table instead of a data block per key. See
+// shard/doc.go's performance notes for the figures.
+var metaIterOptions = pebble.IterOptions{UseL6Filters: true}
+
+// metaIter returns the iterator for meta reads through b, made at the
+// round's first miss and closed by FinishApply. A later call refreshes its
+// view of b (SetOptions with the same options, Pebble's fast path), so it
+// sees the writes the round made since.
+func (sm *StateMachine) metaIter(b *pebble.Batch) *pebble.Iterator {
+	if sm.metaIt != nil && sm.metaItBatch == b {
+		sm.metaIt.SetOptions(&metaIterOptions)
+		return sm.metaIt
+	}
+	sm.closeMetaIter()
+	it, err := b.NewIter(&metaIterOptions)
+	mustRead(err)
+	sm.metaIt, sm.metaItBatch = it, b
+	return it
+}
+
+// closeMetaIter closes the meta iterator, if one is open.
+func (sm *StateMachine) closeMetaIter() {
+	if sm.metaIt == nil {
+		return
+	}
+	it := sm.metaIt
+	sm.metaIt, sm.metaItBatch = nil, nil
+	mustRead(it.Close())
 }
 
 // cacheMeta keeps key's meta in memory, making room by forgetting another

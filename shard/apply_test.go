@@ -89,6 +89,45 @@ func TestApplyCASSeesSameBatch(t *testing.T) {
 	if v, _ := get(t, b, "k"); v != "swapped" {
 		t.Fatalf("k = %q", v)
 	}
+	h.sm.FinishApply(h.ac(b))
+}
+
+// TestApplyMetaReadSeesSameBatch checks that a meta read that misses the
+// state machine's cache sees the metas written earlier in the same batch,
+// after the round's meta iterator was made: the iterator is made at the
+// first miss (k's put) and must be refreshed to see j's meta.
+func TestApplyMetaReadSeesSameBatch(t *testing.T) {
+	h := newHarness(t, Config{}, testDesc())
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	ac := h.ac(b)
+	for i, k := range []string{"k", "j"} {
+		p := put(hdr(0, 0), k, "v")
+		p.Revision = uint64(i + 1)
+		if r, ok := h.sm.Apply(ac, multiraft.Entry{Index: uint64(11 + i), Cmd: p.AppendEncoded(nil)}).(*Result); !ok || !r.Succeeded {
+			t.Fatalf("put %s: %v", k, r)
+		}
+	}
+	if h.sm.metaIt == nil {
+		t.Fatal("the first put's meta read made no iterator")
+	}
+	clear(h.sm.metas) // as if other keys had pushed j's meta out
+	c := cas(hdr(0, 0), "j", strp("v"), "swapped")
+	c.Revision = 3
+	if r, ok := h.sm.Apply(ac, multiraft.Entry{Index: 13, Cmd: c.AppendEncoded(nil)}).(*Result); !ok || !r.Succeeded {
+		t.Fatalf("CAS of a key put earlier in the batch, its meta not cached: %v", r)
+	}
+	h.sm.FinishApply(ac)
+	if h.sm.metaIt != nil {
+		t.Fatal("FinishApply left the meta iterator open")
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	kv, found, err := ReadAt(h.db, []byte("j"), 3)
+	if err != nil || !found || string(kv.Value) != "swapped" || kv.Version != 2 || kv.CreateRevision != 2 {
+		t.Fatalf("j at 3 = %+v, found %v, %v; want swapped, version 2, created at 2", kv, found, err)
+	}
 }
 
 // TestApplyRefusals checks every refusal returns its error and writes

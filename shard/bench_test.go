@@ -41,6 +41,7 @@ func BenchmarkApplyPut(b *testing.B) {
 			b.Fatal("put refused")
 		}
 		if i%perBatch == perBatch-1 {
+			h.sm.FinishApply(ac)
 			if err := batch.Commit(pebble.NoSync); err != nil {
 				b.Fatal(err)
 			}
@@ -50,6 +51,7 @@ func BenchmarkApplyPut(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	h.sm.FinishApply(ac)
 	batch.Close()
 }
 
@@ -91,6 +93,7 @@ func BenchmarkApplyPutNewKeys(b *testing.B) {
 			b.Fatal("put refused")
 		}
 		if index%256 == 0 {
+			sm.FinishApply(ac)
 			if err := ac.Batch.Commit(pebble.NoSync); err != nil {
 				b.Fatal(err)
 			}
@@ -101,6 +104,7 @@ func BenchmarkApplyPutNewKeys(b *testing.B) {
 	for i := range 100_000 {
 		apply(fmt.Appendf(nil, "c%08d", 2*i))
 	}
+	sm.FinishApply(ac)
 	if err := ac.Batch.Commit(pebble.NoSync); err != nil {
 		b.Fatal(err)
 	}
@@ -119,5 +123,6 @@ func BenchmarkApplyPutNewKeys(b *testing.B) {
 		apply(keys[i])
 	}
 	b.StopTimer()
+	sm.FinishApply(ac)
 	ac.Batch.Close()
 }

@@ -56,8 +56,10 @@
 //     b. checks the limits again and the descriptor current at apply time
 //     (range and epoch; a split also its key and replica mapping), and a
 //     write's revision against the shard's last;
-//     c. writes user data (new versions), the shard's revision, then the
-//     client record, into the engine's batch, and returns a *Result.
+//     c. writes user data (new versions), then the client record, into
+//     the engine's batch, and returns a *Result. The shard's revision is
+//     written once per round, after the round's last write
+//     (FinishApply, a multiraft.ApplyFinisher), into the same batch.
 //     A command refused in a or b returns an error and writes nothing at
 //     all, so its client may fix the cause and retry with the same Seq.
 //  4. The engine commits the batch with the applied index and hands the

@@ -242,7 +242,7 @@ func (cfg *Config) forgotten(start, now uint64) bool {
 // above). The result counts what it deleted.
 func (sm *StateMachine) applyGC(b *pebble.Batch, c *Command) *Result {
 	if c.Revision > sm.lastRev {
-		sm.setLastRevision(b, c.Revision)
+		sm.setLastRevision(c.Revision)
 	}
 	res := &Result{Succeeded: true}
 	for _, key := range c.GC.Keys {

@@ -123,7 +123,9 @@ func (h *harness) applyRaw(data []byte) any {
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
 	h.index++
-	res := h.sm.Apply(h.ac(b), multiraft.Entry{Index: h.index, Term: 1, Cmd: data})
+	ac := h.ac(b)
+	res := h.sm.Apply(ac, multiraft.Entry{Index: h.index, Term: 1, Cmd: data})
+	h.sm.FinishApply(ac)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		h.tb.Fatal(err)
 	}

@@ -984,7 +984,7 @@ func (sm *StateMachine) applyCommitTxn(b *pebble.Batch, c *Command) (*Result, er
 		sm.dropLock(b, key)
 	}
 	if t.Commit > sm.lastRev {
-		sm.setLastRevision(b, t.Commit)
+		sm.setLastRevision(t.Commit)
 	}
 	return &Result{Succeeded: true, Revision: t.Commit}, nil
 }

@@ -59,8 +59,14 @@ type StateMachine struct {
 	// restart builds a new state machine, with an empty map.
 	metas map[string]keyMeta
 	// lastRev is the revision of the shard's last write (stored under
-	// revKey): a write must come with a higher one.
-	lastRev uint64
+	// revKey by FinishApply; revDirty says it changed since): a write
+	// must come with a higher one.
+	lastRev  uint64
+	revDirty bool
+	// metaIt reads metas through metaItBatch, the round's apply batch
+	// (see metaIter); nil between rounds.
+	metaIt      *pebble.Iterator
+	metaItBatch *pebble.Batch
 	// locks are the shard's transaction locks by key, as Pebble holds
 	// them once the apply batch commits; locksChanged says the readers'
 	// view is behind them.
@@ -101,9 +107,10 @@ type StateMachine struct {
 }
 
 var (
-	_ multiraft.StateMachine = (*StateMachine)(nil)
-	_ multiraft.Spanner      = (*StateMachine)(nil)
-	_ multiraft.Committer    = (*StateMachine)(nil)
+	_ multiraft.StateMachine  = (*StateMachine)(nil)
+	_ multiraft.Spanner       = (*StateMachine)(nil)
+	_ multiraft.Committer     = (*StateMachine)(nil)
+	_ multiraft.ApplyFinisher = (*StateMachine)(nil)
 )
 
 func createGroupViaEngine(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) bool {

@@ -420,6 +420,7 @@ func TestWatchFeedBornMidRound(t *testing.T) {
 	w := &Watcher{f: f, shard: 1, synced: true, next: h.sm.Resolved() + 1, notify: make(chan struct{}, 1)}
 	f.watchers[w] = struct{}{}
 	h.sm.feed.Store(f)
+	h.sm.FinishApply(h.ac(b))
 	if err := b.Commit(pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
