@@ -207,8 +207,14 @@ func (sm *StateMachine) latest(b *pebble.Batch, key []byte) (keyMeta, bool) {
 // that out in the bottom level by reading (and, right after a compaction
 // rewrote the level, decompressing) the 32 KiB data block where the key
 // would be; with the filters the iterator skips the table, reading a
-// filter block once per table instead of a data block per key. See
-// shard/doc.go's performance notes for the figures.
+// filter block once per table instead of a data block per key. One
+// iterator serves the round's misses of the shard (metaIter). With it and
+// the revision stored once per round (FinishApply), medians of 5 runs
+// (go test -bench BenchmarkApplyPut -benchtime 20000x -count 5):
+// BenchmarkApplyPutNewKeys 2.25 µs per write instead of 3.97,
+// BenchmarkApplyPut 5.3 instead of 7.1, 2 allocations instead of 4; in the
+// nodes' CPU profiles of the bench's write workload (100 clients), the
+// state machine's Apply took 5.7% of the samples instead of 10.7%.
 var metaIterOptions = pebble.IterOptions{UseL6Filters: true}
 
 // metaIter returns the iterator for meta reads through b, made at the
