@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -36,11 +37,23 @@ func (c *coordinator) leaderOf(ctx context.Context, id shard.ShardID) (multiraft
 	return 0, fmt.Errorf("placement: no leader known for shard %d", id)
 }
 
-// onLeader runs f against the Admin service of shard's leader, following
-// NotLeader answers a few times.
+// onLeader runs f against the Admin service of shard's leader, trying
+// again, up to three tries in all, after a NotLeader answer (at the leader
+// found anew) and after a Busy one (once the wait it asks for has passed):
+// a shardnode answers Busy when raft dropped the proposal, which surely did
+// not apply (say, a membership change proposed while another was still
+// applying), so the same request is safe to send again. Without the
+// retry, an operator asked for through the API failed on one such drop.
 func (c *coordinator) onLeader(ctx context.Context, id shard.ShardID, f func(pb.AdminClient) error) error {
 	var err error
-	for range 3 {
+	for try := range 3 {
+		if try > 0 {
+			if wait, ok := busyWait(err); ok {
+				if serr := c.cfg.Runtime.Sleep(ctx, wait); serr != nil {
+					return err
+				}
+			}
+		}
 		var lead multiraft.NodeID
 		if lead, err = c.leaderOf(ctx, id); err != nil {
 			return err
@@ -49,11 +62,29 @@ func (c *coordinator) onLeader(ctx context.Context, id shard.ShardID, f func(pb.
 		if a, err = c.admin(lead); err != nil {
 			return err
 		}
-		if err = f(a); err == nil || !isNotLeader(err) {
+		if err = f(a); err == nil {
+			return nil
+		}
+		if _, busy := busyWait(err); !busy && !isNotLeader(err) {
 			return err
 		}
 	}
 	return err
+}
+
+// maxBusyWait caps the wait a Busy answer asks for before a try again.
+const maxBusyWait = time.Second
+
+// busyWait reports whether err is a shardnode's Busy answer, and how long
+// it asks the caller to wait before trying again (at least a millisecond,
+// at most maxBusyWait).
+func busyWait(err error) (time.Duration, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if b, ok := d.(*pb.Busy); ok {
+			return min(max(time.Duration(b.GetRetryAfterMs())*time.Millisecond, time.Millisecond), maxBusyWait), true
+		}
+	}
+	return 0, false
 }
 
 func isNotLeader(err error) bool {

@@ -85,7 +85,7 @@ func (c *coordinator) runManual(ctx context.Context, kind string, op schedule.Op
 		return nil, status.Errorf(codes.FailedPrecondition, "placement: shard %d has an operator in flight (%s; %s); retry when it is over",
 			op.Shard, other.op.String(), what)
 	}
-	f := &flight{op: op, rec: c.ops.start(kind, uint64(op.Shard), op.String(), now)}
+	f := &flight{op: op, rec: c.ops.start(kind, uint64(op.Shard), op.StringAs(kind), now)}
 	c.mu.flights[op.Shard] = f
 	c.mu.Unlock()
 
@@ -104,10 +104,10 @@ func (c *coordinator) runManual(ctx context.Context, kind string, op schedule.Op
 	rec := proto.Clone(f.rec).(*pb.Operator)
 	c.mu.Unlock()
 	if err != nil {
-		c.cfg.Logger.Warn("operator failed", "op", op.String(), "err", err)
-		return rec, operatorStatus(op, err)
+		c.cfg.Logger.Warn("operator failed", "op", op.StringAs(kind), "err", err)
+		return rec, operatorStatus(kind, op, err)
 	}
-	c.cfg.Logger.Info("operator done", "op", op.String())
+	c.cfg.Logger.Info("operator done", "op", op.StringAs(kind))
 	return rec, nil
 }
 
@@ -117,7 +117,7 @@ func (c *coordinator) runManual(ctx context.Context, kind string, op schedule.Op
 // anything else (no leader found, the lead lost, and a NotLeader that
 // outlived onLeader's tries, which a shardnode sends as
 // FAILED_PRECONDITION) UNAVAILABLE: retry.
-func operatorStatus(op schedule.Operator, err error) error {
+func operatorStatus(kind string, op schedule.Operator, err error) error {
 	code := codes.Unavailable
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown && !isNotLeader(err) {
 		code = st.Code()
@@ -129,7 +129,7 @@ func operatorStatus(op schedule.Operator, err error) error {
 	if code == codes.OK {
 		code = codes.Unavailable
 	}
-	return status.Errorf(code, "placement: %s: %v", op.String(), err)
+	return status.Errorf(code, "placement: %s: %v", op.StringAs(kind), err)
 }
 
 // SplitShard implements pb.PlacementServer.

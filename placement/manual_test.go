@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -116,8 +117,69 @@ func TestOperatorStatusCodes(t *testing.T) {
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{errors.New("no leader reports shard 3"), codes.Unavailable},
 	} {
-		if got := status.Code(operatorStatus(op, tc.err)); got != tc.want {
+		if got := status.Code(operatorStatus(kindManualSplit, op, tc.err)); got != tc.want {
 			t.Errorf("operatorStatus(%v) has code %v, want %v", tc.err, got, tc.want)
 		}
 	}
+}
+
+// busyAdmin is the Admin service of a shardnode that leads every shard
+// and answers its first busy AddReplica calls RESOURCE_EXHAUSTED with a
+// Busy detail, as a shardnode answers a proposal raft dropped; it creates
+// any replica asked for.
+type busyAdmin struct {
+	pb.AdminClient // nil: only FindLeader, CreateReplica and AddReplica are served
+	busy, adds     int
+}
+
+func (a *busyAdmin) FindLeader(context.Context, *pb.FindLeaderRequest, ...grpc.CallOption) (*pb.FindLeaderResponse, error) {
+	return &pb.FindLeaderResponse{LeaderNodeId: 1}, nil
+}
+
+func (a *busyAdmin) CreateReplica(context.Context, *pb.CreateReplicaRequest, ...grpc.CallOption) (*pb.CreateReplicaResponse, error) {
+	return &pb.CreateReplicaResponse{}, nil
+}
+
+func (a *busyAdmin) AddReplica(context.Context, *pb.AddReplicaRequest, ...grpc.CallOption) (*pb.AddReplicaResponse, error) {
+	a.adds++
+	if a.adds <= a.busy {
+		st, err := status.New(codes.ResourceExhausted, "multiraft: proposal dropped").WithDetails(&pb.Busy{RetryAfterMs: 1})
+		if err != nil {
+			panic(err)
+		}
+		return nil, st.Err()
+	}
+	return &pb.AddReplicaResponse{}, nil
+}
+
+type adminConnector struct{ a pb.AdminClient }
+
+func (c adminConnector) Admin(multiraft.NodeID, string) (pb.AdminClient, error) { return c.a, nil }
+func (c adminConnector) Placement(string) (pb.PlacementClient, error) {
+	return nil, errors.New("no placement peers")
+}
+
+// TestOnLeaderTriesBusyAgain: a step the shard leader answers Busy (a
+// dropped proposal, which did not apply) is sent again after the wait the
+// answer asks for, up to three tries; past them the operator fails with
+// the leader's code, named as what was asked for.
+func TestOnLeaderTriesBusyAgain(t *testing.T) {
+	f, c := manualFleet(t, 3)
+	f.beat(1, 2, 3)
+	add := func(busy int) (*busyAdmin, error) {
+		a := &busyAdmin{busy: busy}
+		f.s.cfg.Connect = adminConnector{a}
+		return a, c.addReplica(t.Context(), 1, multiraft.Replica{ReplicaID: 20, NodeID: 3}, false)
+	}
+	if a, err := add(2); err != nil || a.adds != 3 {
+		t.Fatalf("two Busy answers: %v after %d tries; want success at the third", err, a.adds)
+	}
+	a, err := add(3)
+	if status.Code(err) != codes.ResourceExhausted || a.adds != 3 {
+		t.Fatalf("three Busy answers: %v after %d tries; want RESOURCE_EXHAUSTED after 3", err, a.adds)
+	}
+	op := schedule.Operator{Kind: schedule.KindReplicaBalance, Shard: 1, Reason: manualReason,
+		Steps: []schedule.Step{schedule.AddReplica{Shard: 1, Replica: multiraft.Replica{ReplicaID: 20, NodeID: 3}}}}
+	wantCode(t, "a move whose add stayed busy", operatorStatus(kindManualMove, op, err), codes.ResourceExhausted,
+		"manual-move s1: add r20@n3 (asked for through the API): ")
 }

@@ -74,8 +74,15 @@ type Operator struct {
 //
 //	repair s3: add r12@n4; remove r2@n2 (r2@n2: n2 down for 31s)
 func (op *Operator) String() string {
+	return op.StringAs(op.Kind.String())
+}
+
+// StringAs is String with kind in place of the operator's Kind: an
+// operator asked for through the API is planned as a scheduled kind (a
+// move as balance-replica) but named as what was asked (manual-move).
+func (op *Operator) StringAs(kind string) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s s%d: ", op.Kind, op.Shard)
+	fmt.Fprintf(&sb, "%s s%d: ", kind, op.Shard)
 	for i, st := range op.Steps {
 		if i > 0 {
 			sb.WriteString("; ")
