@@ -39,7 +39,7 @@ func TestAsyncCommitAnsweredBeforeTheCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Answered, and nothing recorded: the primary is still locked.
-	if resp, err := r.checkTxn(ctx, tx.Start(), ks[0]); err != nil || resp.GetStatus() != pb.CheckTxnResponse_PENDING {
+	if resp, err := r.checkTxn(ctx, mustStart(t, tx), ks[0]); err != nil || resp.GetStatus() != pb.CheckTxnResponse_PENDING {
 		t.Fatalf("the primary after the answer: %v, %v", resp, err)
 	}
 	got, err := r.GetAt(ctx, ks[2], 0)
@@ -49,7 +49,7 @@ func TestAsyncCommitAnsweredBeforeTheCommit(t *testing.T) {
 	if waited := time.Since(began); waited < ttl/2 {
 		t.Fatalf("the reader decided a live transaction after %v (TTL %v)", waited, ttl)
 	}
-	resp, err := r.checkTxn(ctx, tx.Start(), ks[0])
+	resp, err := r.checkTxn(ctx, mustStart(t, tx), ks[0])
 	if err != nil || resp.GetStatus() != pb.CheckTxnResponse_COMMITTED || resp.GetCommit() != rev {
 		t.Fatalf("the primary after the reader: %v, %v (commit %d)", resp, err, rev)
 	}
@@ -174,7 +174,7 @@ func TestAsyncCommitConflictRollsBack(t *testing.T) {
 	if _, err := tx.Commit(ctx); !errors.Is(err, ErrConflict) || errors.Is(err, ErrAmbiguous) {
 		t.Fatalf("commit over a conflict: %v", err)
 	}
-	if resp, err := r.checkTxn(ctx, tx.Start(), a); err != nil || resp.GetStatus() != pb.CheckTxnResponse_ROLLED_BACK {
+	if resp, err := r.checkTxn(ctx, mustStart(t, tx), a); err != nil || resp.GetStatus() != pb.CheckTxnResponse_ROLLED_BACK {
 		t.Fatalf("the primary after the conflict: %v, %v", resp, err)
 	}
 	// The lock on a (TTL a minute) is gone by the background rollback.

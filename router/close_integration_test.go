@@ -41,7 +41,7 @@ func TestCloseFinishesBackgroundCommits(t *testing.T) {
 	}
 
 	r := c.client(nil)
-	if resp, err := r.checkTxn(ctx, tx.Start(), ks[0]); err != nil || resp.GetStatus() != pb.CheckTxnResponse_COMMITTED || resp.GetCommit() != rev {
+	if resp, err := r.checkTxn(ctx, mustStart(t, tx), ks[0]); err != nil || resp.GetStatus() != pb.CheckTxnResponse_COMMITTED || resp.GetCommit() != rev {
 		t.Fatalf("the primary after Close: %v, %v (commit %d)", resp, err, rev)
 	}
 	for _, k := range ks {

@@ -144,7 +144,7 @@ func (w *listAppendWorkload) run(t *testing.T, routers []*Client, seed uint64, o
 	if final.Commit, err = tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	final.Start = tx.Start()
+	final.Start = mustStart(t, tx)
 	w.record(final)
 }
 
@@ -169,9 +169,14 @@ func (w *listAppendWorkload) one(ctx context.Context, t *testing.T, r *Client, r
 			w.record(rec)
 			return
 		}
-		// Set by the first read, which fetched it (asked before, Start
-		// answers 0 when its own fetch fails).
-		rec.Start = tx.Start()
+		// Set by the first read, which fetched it.
+		if rec.Start, err = tx.Start(ctx); err != nil {
+			t.Errorf("T%d: start after a read: %v", rec.ID, err)
+			_ = tx.Rollback(ctx)
+			rec.Outcome = txncheck.Aborted
+			w.record(rec)
+			return
+		}
 		list := decodeList(t, res)
 		if rng.IntN(2) == 0 {
 			rec.Ops = append(rec.Ops, txncheck.ReadOp(w.names[k], list...))

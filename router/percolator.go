@@ -130,19 +130,20 @@ func (c *Client) Txn(_ context.Context, opts ...TxnOption) (*Txn, error) {
 	return &Txn{c: c, opts: o, writes: map[string]*pb.Mutation{}, reads: map[string]struct{}{}}, nil
 }
 
-// Start returns the transaction's start revision, at which it reads,
-// fetching it now (within Config.Timeout) if no read did yet; 0 if that
-// fails (the next read fetches it again and reports the error), or for
-// a transaction that committed blind (see blind).
-func (t *Txn) Start() uint64 {
+// Start returns the transaction's start revision, at which it reads: the
+// one its first read took, or, if no read did yet, one fetched now from
+// the oracle within ctx, which its reads then use; an error if that fetch
+// failed (nothing is set: the next call or read fetches again). A
+// transaction that ended without one (it committed blind, see blind, or
+// was rolled back before any read) has none: 0 and no error.
+func (t *Txn) Start(ctx context.Context) (uint64, error) {
 	t.mu.Lock()
 	done, start := t.done, t.start
 	t.mu.Unlock()
 	if start != 0 || done {
-		return start
+		return start, nil
 	}
-	start, _ = t.startRev(t.c.base)
-	return start
+	return t.startRev(ctx)
 }
 
 // startRev returns the start revision, fetching it on the first call.

@@ -310,13 +310,13 @@ func runBank(t *testing.T, kills bool) {
 				_ = tx.Put(keys[to], []byte(strconv.Itoa(b+amount)))
 				rev, err := tx.Commit(ctx)
 				mu.Lock()
-				transfers = append(transfers, fmt.Sprintf("try start %d: %d %d->%d (%d, %d): %v", tx.Start(), amount, from, to, a, b, err))
+				transfers = append(transfers, fmt.Sprintf("try start %s: %d %d->%d (%d, %d): %v", startOf(tx), amount, from, to, a, b, err))
 				mu.Unlock()
 				switch {
 				case err == nil:
 					moved.Add(1)
 					mu.Lock()
-					transfers = append(transfers, fmt.Sprintf("@%d start %d: %d %d->%d (%d, %d)", rev, tx.Start(), amount, from, to, a, b))
+					transfers = append(transfers, fmt.Sprintf("@%d start %s: %d %d->%d (%d, %d)", rev, startOf(tx), amount, from, to, a, b))
 					mu.Unlock()
 				case errors.Is(err, ErrConflict) && !errors.Is(err, ErrAmbiguous):
 					lost.Add(1)
@@ -343,7 +343,7 @@ func runBank(t *testing.T, kills bool) {
 			total += b
 		}
 		if total != accounts*initial {
-			return fmt.Errorf("a snapshot at %d holds %d, want %d", tx.Start(), total, accounts*initial)
+			return fmt.Errorf("a snapshot at %s holds %d, want %d", startOf(tx), total, accounts*initial)
 		}
 		checked.Add(1)
 		return nil
@@ -397,4 +397,63 @@ func runBank(t *testing.T, kills bool) {
 		t.Fatal(err)
 	}
 	t.Logf("%d transfers committed, %d conflicts, %d of unknown outcome, %d audits", moved.Load(), lost.Load(), unsure.Load(), checked.Load())
+}
+
+// mustStart returns tx's start revision, which its reads or commit took,
+// failing the test if there is none to be had.
+func mustStart(t testing.TB, tx *Txn) uint64 {
+	t.Helper()
+	start, err := tx.Start(t.Context())
+	if err != nil {
+		t.Fatalf("the transaction's start: %v", err)
+	}
+	return start
+}
+
+// startOf formats tx's start revision for a log line, or why there is
+// none.
+func startOf(tx *Txn) string {
+	start, err := tx.Start(context.Background())
+	if err != nil {
+		return fmt.Sprintf("unknown (%v)", err)
+	}
+	return strconv.FormatUint(start, 10)
+}
+
+// TestTxnStartReportsFetchFailure: Start asked before any read fetches
+// the start revision; a fetch that fails is an error, not a 0 that reads
+// like a revision, and sets nothing, so the next call fetches again, and
+// the transaction's reads use what it fetched.
+func TestTxnStartReportsFetchFailure(t *testing.T) {
+	c := newOracleCluster(t, 1, 1)
+	r := c.client(nil)
+	ctx := t.Context()
+	before, err := r.PutRev(ctx, []byte("k"), []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := r.Txn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, cancel := context.WithCancel(ctx)
+	cancel()
+	if start, err := tx.Start(dead); err == nil || start != 0 {
+		t.Fatalf("Start with its fetch failing = %d, %v; want 0 and an error", start, err)
+	}
+	start, err := tx.Start(ctx)
+	if err != nil || start <= before.Revision {
+		t.Fatalf("Start = %d, %v; want a revision above the put's %d", start, err, before.Revision)
+	}
+	if err := r.Put(ctx, []byte("k"), []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tx.Get(ctx, []byte("k"))
+	if err != nil || string(got.KV.Value) != "before" {
+		t.Fatalf("the transaction's read = %q, %v; want the value at its start, before", got.KV.Value, err)
+	}
+	if again, err := tx.Start(ctx); err != nil || again != start {
+		t.Fatalf("Start after the read = %d, %v; want %d", again, err, start)
+	}
+	_ = tx.Rollback(ctx)
 }

@@ -252,9 +252,12 @@ func (b *bank) transfer(id int, r *router.Client, from, to, amount int) (BankTra
 			return t, false
 		}
 	}
-	// Taken after the reads, which fetched it: asked before, Start
-	// answers 0 when its own fetch fails.
-	t.Start = tx.Start()
+	// The reads took it, so Start fetches nothing and cannot fail here.
+	if t.Start, err = tx.Start(ctx); err != nil {
+		_ = tx.Rollback(ctx)
+		b.errs.Add(1)
+		return t, false
+	}
 	_ = tx.Put([]byte(b.keys[from]), []byte(bankValue(t.wrote(from), t.ID)))
 	_ = tx.Put([]byte(b.keys[to]), []byte(bankValue(t.wrote(to), t.ID)))
 	t.Commit, err = tx.Commit(ctx)
@@ -329,7 +332,10 @@ func (b *bank) audit(id int, r *router.Client) (BankAudit, error) {
 		}
 		a.Accounts = append(a.Accounts, rd)
 	}
-	a.Start = tx.Start() // after the reads, as in transfer
+	if a.Start, err = tx.Start(ctx); err != nil { // taken by the reads, as in transfer
+		_ = tx.Rollback(ctx)
+		return a, err
+	}
 	// Read-only: Commit sends nothing, but ends the transaction.
 	if _, err := tx.Commit(ctx); err != nil {
 		return a, err

@@ -105,9 +105,10 @@ func (l *listAppend) halt(r *router.Client) []txncheck.Txn {
 			}
 			final.Ops = append(final.Ops, txncheck.ReadOp(l.names[j], decodeList(res)...))
 		}
-		// After the reads, which fetched it: asked before, Start answers
-		// 0 when its own fetch fails.
-		final.Start = tx.Start()
+		// Taken by the reads: Start fetches nothing.
+		if final.Start, err = tx.Start(ctx); err != nil {
+			return err
+		}
 		if final.Commit, err = tx.Commit(ctx); err != nil {
 			return err
 		}
@@ -148,9 +149,13 @@ func (l *listAppend) one(r *router.Client, rng *rand.Rand) {
 			l.record(rec)
 			return
 		}
-		// Set by the first read, which fetched it (asked before, Start
-		// answers 0 when its own fetch fails).
-		rec.Start = tx.Start()
+		// Set by the first read, which fetched it.
+		if rec.Start, err = tx.Start(ctx); err != nil {
+			_ = tx.Rollback(ctx)
+			rec.Outcome = txncheck.Aborted
+			l.record(rec)
+			return
+		}
 		list := decodeList(res)
 		if rng.IntN(2) == 0 {
 			rec.Ops = append(rec.Ops, txncheck.ReadOp(l.names[k], list...))
