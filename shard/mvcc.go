@@ -32,9 +32,9 @@ import (
 // meta, under the versions' common prefix (keys.AppendMVCCPrefix, which
 // sorts just before them): whether it exists, the revision of its newest
 // version, and its create revision, version and lease. A write reads the
-// meta (a point lookup, which Pebble answers from the newest table that
-// holds it, where finding the newest version would merge every table
-// holding one) and rewrites it:
+// meta (StateMachine.latest: from memory, or a seek to the key's prefix
+// that the bloom filters of every level serve, whose first key is the
+// meta) and rewrites it:
 //
 //	meta:      byte 3 (exists) or 4 (deleted), uvarint mod revision,
 //	           uvarint oldest revision, then, if it exists, uvarint
