@@ -45,43 +45,41 @@ func (c *coordinator) leaderOf(ctx context.Context, id shard.ShardID) (multiraft
 // applying), so the same request is safe to send again. Without the
 // retry, an operator asked for through the API failed on one such drop.
 func (c *coordinator) onLeader(ctx context.Context, id shard.ShardID, f func(pb.AdminClient) error) error {
-	var err error
-	for try := range 3 {
-		if try > 0 {
-			if wait, ok := busyWait(err); ok {
-				if serr := c.cfg.Runtime.Sleep(ctx, wait); serr != nil {
-					return err
-				}
-			}
-		}
-		var lead multiraft.NodeID
-		if lead, err = c.leaderOf(ctx, id); err != nil {
+	for try := 1; ; try++ {
+		lead, err := c.leaderOf(ctx, id)
+		if err != nil {
 			return err
 		}
-		var a pb.AdminClient
-		if a, err = c.admin(lead); err != nil {
+		a, err := c.admin(lead)
+		if err != nil {
 			return err
 		}
 		if err = f(a); err == nil {
 			return nil
 		}
-		if _, busy := busyWait(err); !busy && !isNotLeader(err) {
+		wait, again := tryAgain(err)
+		if !again || try == 3 {
+			return err
+		}
+		if wait > 0 && c.cfg.Runtime.Sleep(ctx, wait) != nil {
 			return err
 		}
 	}
-	return err
 }
 
 // maxBusyWait caps the wait a Busy answer asks for before a try again.
 const maxBusyWait = time.Second
 
-// busyWait reports whether err is a shardnode's Busy answer, and how long
-// it asks the caller to wait before trying again (at least a millisecond,
-// at most maxBusyWait).
-func busyWait(err error) (time.Duration, bool) {
+// tryAgain reports whether a shard leader's answer err asks for another
+// try, and how long to wait before it: NotLeader, at once; Busy, the wait
+// it asks for (at least a millisecond, at most maxBusyWait).
+func tryAgain(err error) (wait time.Duration, again bool) {
 	for _, d := range status.Convert(err).Details() {
-		if b, ok := d.(*pb.Busy); ok {
-			return min(max(time.Duration(b.GetRetryAfterMs())*time.Millisecond, time.Millisecond), maxBusyWait), true
+		switch d := d.(type) {
+		case *pb.NotLeader:
+			return 0, true
+		case *pb.Busy:
+			return min(max(time.Duration(d.GetRetryAfterMs())*time.Millisecond, time.Millisecond), maxBusyWait), true
 		}
 	}
 	return 0, false
