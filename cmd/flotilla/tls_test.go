@@ -14,6 +14,7 @@ import (
 	"time"
 
 	flt "github.com/flotilla-kv/flotilla/internal/fleet"
+	"github.com/flotilla-kv/flotilla/internal/testutil"
 	"github.com/flotilla-kv/flotilla/internal/tlsconfig"
 )
 
@@ -96,7 +97,7 @@ func TestDemoWithTLSAndTheCLI(t *testing.T) {
 	}
 	// Without a certificate the placement service refuses the CLI.
 	out, code := cli([]string{"FLOTILLA_TIMEOUT=3s"}, "get", "--placement", placement, "tls-key")
-	if code != exitUnavailable || !strings.Contains(out, "code = Unavailable") || !strings.Contains(out, "error reading server preface") {
+	if code != exitUnavailable || !strings.Contains(out, "code = Unavailable") || !testutil.ClosedByServer(out) {
 		t.Fatalf("plaintext get: exit %d, want %d and a refused connection\n%s", code, exitUnavailable, out)
 	}
 	out, code = cli([]string{"FLOTILLA_TIMEOUT=3s"}, "nodes", "--placement", placement)

@@ -36,8 +36,11 @@ func (h *harness) notHosted(node uint64, shard uint64, within time.Duration) {
 // addReplica does what placement's executor does to add replica of shard
 // on node: create it empty there (AlreadyExists is fine, as a retry would
 // get), then have the leader add it as a learner, wait until it caught up
-// and promote it.
+// and promote it. It waits for a leader before creating the replica: an
+// empty replica that no leader names for a second (fastGC) is collected,
+// and an election after a kill can take that long.
 func (h *harness) addReplica(shard, replica, node uint64, members ...uint64) error {
+	h.leader(int(shard), members...)
 	_, err := h.admin(node).CreateReplica(testutil.Context(h.t, 20*time.Second), &pb.CreateReplicaRequest{
 		Shard: &pb.Descriptor{ShardId: shard}, Join: true, ReplicaId: replica})
 	if err != nil && status.Code(err) != codes.AlreadyExists {

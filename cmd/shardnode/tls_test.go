@@ -183,7 +183,7 @@ func TestProcessTLSFleet(t *testing.T) {
 			}
 			return nil
 		})
-		if log := n.Log(); !strings.Contains(log, "code = Unavailable") || !strings.Contains(log, "error reading server preface") {
+		if log := n.Log(); !strings.Contains(log, "code = Unavailable") || !testutil.ClosedByServer(log) {
 			t.Fatalf("registration failed for another reason than TLS; log:\n%s", log)
 		}
 		// ...so placement never lists it nor gives it a replica.
@@ -260,7 +260,7 @@ func TestProcessPlaintextNodeNeverJoinsAGroup(t *testing.T) {
 		}
 		return nil
 	})
-	if log := f.Nodes[3].Log(); !strings.Contains(log, "raft connection to peer ended") || !strings.Contains(log, "error reading server preface") {
+	if log := f.Nodes[3].Log(); !strings.Contains(log, "raft connection to peer ended") || !testutil.ClosedByServer(log) {
 		t.Errorf("the plaintext node's raft streams did not fail in the handshake; log:\n%s", log)
 	}
 	if log := f.Nodes[leader].Log(); !strings.Contains(log, "first record does not look like a TLS handshake") {

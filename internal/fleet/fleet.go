@@ -120,6 +120,7 @@ func New(t testing.TB, n int, extra ...string) *Fleet {
 	}
 	f := &Fleet{Launch: lf, Dir: lf.Dir, Nodes: map[uint64]*Node{}, Placement: map[uint64]*Node{}, t: t}
 	t.Cleanup(lf.Close)
+	t.Cleanup(f.logTailsIfFailed) // runs first: cleanups run last in, first out
 	for range n {
 		f.Add(extra...)
 	}
@@ -173,6 +174,35 @@ func (f *Fleet) Start() {
 	if err := f.Launch.StartNodes(context.Background()); err != nil {
 		f.t.Fatalf("%v; log:\n%s", err, logOfFailed(f.Launch.Nodes()))
 	}
+}
+
+// tailLines is how much of each process's log a failed test prints.
+const tailLines = 40
+
+// logTailsIfFailed prints the end of every process's log when the test
+// failed, so that a failure in CI, whose temporary directories are gone
+// when it is read, keeps what the processes saw.
+func (f *Fleet) logTailsIfFailed() {
+	if !f.t.Failed() {
+		return
+	}
+	procs := append(f.Launch.Placements(), f.Launch.Nodes()...)
+	for _, p := range procs {
+		f.t.Logf("last %d lines of %s:\n%s", tailLines, p.LogPath, tail(p.Log(), tailLines))
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	s = strings.TrimRight(s, "\n")
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			if n--; n == 0 {
+				return s[i+1:]
+			}
+		}
+	}
+	return s
 }
 
 // logOfFailed returns the log of the first process of nodes that exited.
