@@ -54,6 +54,16 @@ func TestComparerOrder(t *testing.T) {
 		return cmp.Compare(b.rev, a.rev)
 	})
 	slices.SortFunc(encoded, Comparer.Compare)
+	// Equal agrees with Compare, on neighbours (equal keys among them:
+	// random revisions repeat) and on keys drawn at random.
+	for i := range encoded {
+		for _, j := range []int{(i + 1) % len(encoded), rng.IntN(len(encoded))} {
+			a, b := encoded[i], encoded[j]
+			if eq, c := Comparer.Equal(a, b), Comparer.Compare(a, b); eq != (c == 0) {
+				t.Fatalf("Equal(%s, %s) = %v but Compare = %d", keys.FormatKey(a), keys.FormatKey(b), eq, c)
+			}
+		}
+	}
 	for i, v := range vs {
 		k, rev, _ := keys.DecodeMVCCKey(encoded[i])
 		if !bytes.Equal(k, v.key) || rev != v.rev {
