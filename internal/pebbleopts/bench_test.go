@@ -21,11 +21,12 @@ import (
 // entry, then, at apply, the key's new version, its meta, the client record
 // and the group's applied state; every 200 entries a group's log is
 // truncated with a range deletion, as multiraft does. Each round is one
-// synced batch. It reports the process's CPU time per write (user and
+// synced batch. Without writeMeta it leaves the meta out, as a layout
+// keeping a key's current state in its newest version would. It reports the process's CPU time per write (user and
 // system, Pebble's flushes and compactions included, from getrusage) and
 // the bytes Pebble flushed and compacted per write, into tables and blob
 // files.
-func nodeWrites(b *testing.B, opts *pebble.Options) {
+func nodeWrites(b *testing.B, opts *pebble.Options, writeMeta bool) {
 	const (
 		shards        = 16
 		userKeys      = 10_000
@@ -68,8 +69,10 @@ func nodeWrites(b *testing.B, opts *pebble.Options) {
 			vbuf = binary.AppendUvarint(vbuf, versions[k])
 			vbuf = append(binary.AppendUvarint(vbuf, 0), value...)
 			_ = batch.Set(kbuf, vbuf, nil)
-			mbuf = keys.AppendMVCCPrefix(mbuf[:0], userKey(k))
-			_ = batch.Set(mbuf, vbuf[:12], nil)
+			if writeMeta {
+				mbuf = keys.AppendMVCCPrefix(mbuf[:0], userKey(k))
+				_ = batch.Set(mbuf, vbuf[:12], nil)
+			}
 			_ = batch.Set(keys.ShardClientKey(uint64(g), uint64(k%100)), entry[:40], nil)
 			_ = batch.Set(keys.RaftKey(uint64(g), keys.RaftAppliedState), entry[:60], nil)
 			if logIndex[g]-truncated[g] >= truncateEvery {
@@ -166,17 +169,20 @@ func separateValues(o *pebble.Options, depth int, userOnly bool) {
 	}
 }
 
-// BenchmarkNodeWrites: nodeWrites with each of nodeVariants. Run it with
-// a fixed count (-benchtime 200000x): the cost of compactions grows with
-// the data, so figures of different b.N do not compare.
+// BenchmarkNodeWrites: nodeWrites with each of nodeVariants, and with
+// Options but no meta records (meta=off: what dropping them from the
+// layout would save). Run it with a fixed count (-benchtime 200000x): the
+// cost of compactions grows with the data, so figures of different b.N do
+// not compare.
 func BenchmarkNodeWrites(b *testing.B) {
 	for _, v := range nodeVariants {
 		b.Run(v.name, func(b *testing.B) {
 			opts := Options(quietLogger{}, 0)
 			v.apply(opts)
-			nodeWrites(b, opts)
+			nodeWrites(b, opts, true)
 		})
 	}
+	b.Run("meta=off", func(b *testing.B) { nodeWrites(b, Options(quietLogger{}, 0), false) })
 }
 
 // pointReads writes 60,000 versions of 10,000 keys with opts (and a meta
