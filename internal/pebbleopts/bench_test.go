@@ -22,10 +22,10 @@ import (
 // and the group's applied state; every 200 entries a group's log is
 // truncated with a range deletion, as multiraft does. Each round is one
 // synced batch. Without writeMeta it leaves the meta out, as a layout
-// keeping a key's current state in its newest version would. It reports the process's CPU time per write (user and
-// system, Pebble's flushes and compactions included, from getrusage) and
-// the bytes Pebble flushed and compacted per write, into tables and blob
-// files.
+// keeping a key's current state in its newest version would. It reports
+// the process's CPU time per write (user and system, Pebble's flushes and
+// compactions included, from getrusage) and the bytes Pebble flushed and
+// compacted per write, into tables and blob files.
 func nodeWrites(b *testing.B, opts *pebble.Options, writeMeta bool) {
 	const (
 		shards        = 16
