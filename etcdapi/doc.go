@@ -31,12 +31,15 @@
 // Serializable reads skip both and read any replica's latest state.
 //
 // A shard's data at a revision its replica resolved past is final, on
-// every replica alike, so a read at a revision need not go to the
+// every replica alike, so a read at the fresh revision need not go to the
 // leaders: where Config.LocalResolved says this node's own replicas of
-// the range resolved past the revision (a shardnode asks its store), the
-// read goes to them (router.Stale, local replica first) and costs no
-// round trip to another node; otherwise it goes to the leaders, which
-// resolve first if needed. Either way the answer is the same.
+// the range resolved past it (a shardnode asks its store), the read goes
+// to them (router.Stale, local replica first) and costs no round trip to
+// another node; otherwise it goes to the leaders, which resolve first if
+// needed. Either way the answer is the same. A read at a revision the
+// client gives goes to the leaders: it may be below a compaction that was
+// acknowledged before the read but that a local replica has not applied
+// yet, and must be refused as etcd refuses it.
 //
 // # Writes and transactions
 //

@@ -40,10 +40,12 @@ import (
 // serializable reads go to any replica (router.Stale) and skip the fresh
 // revision: they are read at the latest revision of the first replica
 // asked (for a span, still one snapshot), possibly stale, as etcd's
-// serializable reads may be. Other reads, at the fresh revision or at
-// req.Revision, go to this node's own replicas when Config.LocalResolved
-// says they resolved past the revision (readsLocally), else to the
-// leaders: the data there at that revision is final either way.
+// serializable reads may be. Reads at the fresh revision go to this
+// node's own replicas when Config.LocalResolved says they resolved past
+// it (readsLocally), else to the leaders: the data there at that revision
+// is final either way. Reads at req.Revision go to the leaders, which
+// refuse a revision below a compaction acknowledged before the read (a
+// local replica may not have applied that compaction yet).
 //
 // Cost: etcd always answers count, the number of keys in the range
 // before the limit. A Range whose answer is in key order without revision
@@ -110,6 +112,7 @@ func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.Range
 		opts = append(opts, router.WithConsistency(router.Stale))
 	}
 	rev := uint64(max(req.GetRevision(), 0))
+	asked := rev != 0 // a revision of the client's, which may be compacted
 	if rev == 0 && !stale {
 		// A read of the latest state is made at the fleet's revision
 		// (the last write's, or a fresh one): the shards' own latest (the
@@ -125,9 +128,15 @@ func (s *Server) readRange(ctx context.Context, req *pb.RangeRequest) (*pb.Range
 	}
 	key := req.GetKey()
 	start, end, single, empty := etcdSpan(key, req.GetRangeEnd())
-	if !stale && s.readsLocally(start, end, single || empty, rev) {
+	if !stale && !asked && s.readsLocally(start, end, single || empty, rev) {
 		// The node's own replicas resolved past rev: their data at rev is
-		// the leaders', and reading it here saves the hop to them.
+		// the leaders', and reading it here saves the hop to them. Only
+		// for the fresh revision: a compaction acknowledged before this
+		// read began was to a revision handed out before it, below the
+		// fresh one, so no replica refuses the fresh one. A revision the
+		// client gave may be below such a compaction, which a local
+		// replica may not have applied yet; the leader has, and refuses
+		// the read as etcd does.
 		opts = append(opts, router.WithConsistency(router.Stale))
 	}
 	if single || empty {

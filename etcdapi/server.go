@@ -55,13 +55,15 @@ type Config struct {
 	// shard of [start, end) (end nil: of the key start alone) that has
 	// resolved past rev: the data there at rev is final, so a read at rev
 	// from those replicas answers what the leaders would, without a round
-	// trip to them. Reads at a revision ask it; when it holds they read
-	// the node's own replicas (router.Stale, which goes to the local
-	// replica first), else they go to the leaders, which resolve the
-	// shard first if needed. It must be cheap and safe for concurrent
-	// use; an answer that turns stale before the read (the replica was
-	// moved away) only costs the router a retry on another replica. Nil:
-	// reads at a revision go to the leaders, unless serializable.
+	// trip to them. Reads at the fresh revision ask it (reads at a
+	// revision the client gives do not: it may be below a compaction a
+	// local replica has not applied yet); when it holds they read the
+	// node's own replicas (router.Stale, which goes to the local replica
+	// first), else they go to the leaders, which resolve the shard first
+	// if needed. It must be cheap and safe for concurrent use; an answer
+	// that turns stale before the read (the replica was moved away) only
+	// costs the router a retry on another replica. Nil: reads go to the
+	// leaders, unless serializable.
 	LocalResolved func(start, end []byte, rev uint64) bool
 	// Local reports this member's own Raft and storage figures for
 	// Maintenance.Status (see LocalStatus). Nil: Status reports zeros.
