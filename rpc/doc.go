@@ -18,16 +18,18 @@
 // The connection is one of two kinds. With TransportConfig.Framed it is a
 // framed connection (raftconn.go): plain TCP, or TLS with the node's
 // certificates, opened on the peer's gRPC port and recognised there by its
-// first bytes (RaftServer.Demux), carrying length-prefixed, CRC-32C
-// checked frames of Raft messages. The sender encodes everything queued
-// into one buffer and writes it with one call; the receiver reads a frame
-// into a reused buffer and steps its messages into the engine from the
-// connection's goroutine. The receiver pings every second, and a sender
-// that hears nothing for three seconds redials: the end of the pings, or
-// of the connection, is how it learns that a peer died. Without Framed,
-// or towards a peer that answers a framed connection with anything but
-// its status (a build before them), the batches are RaftBatch messages on
-// a gRPC Raft.Stream, whose receive side is idle and whose end tells the
+// first bytes (RaftServer.Demux), carrying length-prefixed, CRC-32C checked
+// frames of Raft messages, encoded and decoded by raftcodec.go rather than
+// proto's reflection. The sender encodes everything queued into one buffer
+// and writes it with one call; the receiver reads a frame into a reused
+// buffer, decodes its Raft messages with a reader of their fields that
+// allocates per frame rather than per field, and steps them into the engine
+// from the connection's goroutine. The receiver pings every second, and a
+// sender that hears nothing for three seconds redials: the end of the
+// pings, or of the connection, is how it learns that a peer died. Without
+// Framed, or towards a peer that answers a framed connection with anything
+// but its status (a build before them), the batches are RaftBatch messages
+// on a gRPC Raft.Stream, whose receive side is idle and whose end tells the
 // same.
 //
 // Framed connections exist because HTTP/2 cost the nodes more than the

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
@@ -279,7 +278,6 @@ func appendFrame(buf []byte, msgs []multiraft.Message) (_ []byte, dropped bool) 
 	start := len(buf)
 	buf = append(buf, make([]byte, frameHeaderBytes)...)
 	buf = binary.AppendUvarint(buf, uint64(len(msgs)))
-	marshal := proto.MarshalOptions{UseCachedSize: true}
 	for i := range msgs {
 		m := &msgs[i]
 		buf = binary.AppendUvarint(buf, uint64(m.Group))
@@ -290,9 +288,8 @@ func appendFrame(buf []byte, msgs []multiraft.Message) (_ []byte, dropped bool) 
 			flags |= flagQuiesce
 		}
 		buf = append(buf, flags)
-		buf = binary.AppendUvarint(buf, uint64(proto.Size(m.Msg)))
 		var err error
-		if buf, err = marshal.MarshalAppend(buf, m.Msg); err != nil {
+		if buf, err = appendRaftMessage(buf, m.Msg); err != nil {
 			panic(fmt.Sprintf("rpc: marshalling a raft message of group %d: %v", m.Group, err))
 		}
 	}
@@ -308,10 +305,18 @@ func appendFrame(buf []byte, msgs []multiraft.Message) (_ []byte, dropped bool) 
 // errBadFrame reports a frame that does not decode.
 var errBadFrame = errors.New("rpc: malformed Raft frame")
 
-// decodeFrame decodes a frame's payload into msgs (reused, returned).
-// The messages own their memory: the payload may be reused at once.
-func decodeFrame(payload []byte, msgs []multiraft.Message) ([]multiraft.Message, error) {
-	msgs = msgs[:0]
+// frameDecoder is what a connection's reader reuses from frame to frame.
+type frameDecoder struct {
+	msgs    []multiraft.Message
+	scratch msgScratch
+}
+
+// decode decodes a frame's payload into the decoder's messages (valid
+// until the next call). The Raft messages own their memory: the payload
+// may be reused at once.
+func (d *frameDecoder) decode(payload []byte) ([]multiraft.Message, error) {
+	msgs := d.msgs[:0]
+	defer func() { d.msgs = msgs[:0] }()
 	count, k := binary.Uvarint(payload)
 	// A message takes at least six bytes, so a count beyond that is a lie
 	// that must not size an allocation.
@@ -320,6 +325,7 @@ func decodeFrame(payload []byte, msgs []multiraft.Message) ([]multiraft.Message,
 	}
 	payload = payload[k:]
 	raft := make([]raftpb.Message, count)
+	arena := msgArena{chunk: int(count)}
 	uvarint := func() uint64 {
 		v, k := binary.Uvarint(payload)
 		if k <= 0 {
@@ -340,7 +346,7 @@ func decodeFrame(payload []byte, msgs []multiraft.Message) ([]multiraft.Message,
 		if payload == nil || size > uint64(len(payload)) {
 			return msgs, fmt.Errorf("%w: message %d of %d cut short", errBadFrame, i, count)
 		}
-		if err := proto.Unmarshal(payload[:size], &raft[i]); err != nil {
+		if err := decodeRaftMessage(payload[:size], &raft[i], &arena, &d.scratch); err != nil {
 			return msgs, fmt.Errorf("%w: message %d of %d: %w", errBadFrame, i, count, err)
 		}
 		payload = payload[size:]
@@ -403,7 +409,7 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 	r := bufio.NewReaderSize(conn, 64<<10)
 	var header [frameHeaderBytes]byte
 	var payload []byte
-	var msgs []multiraft.Message
+	var dec frameDecoder
 	for {
 		if _, err := io.ReadFull(r, header[:]); err != nil {
 			return
@@ -422,8 +428,8 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(header[4:]) {
 			return
 		}
-		var err error
-		if msgs, err = decodeFrame(payload, msgs); err != nil {
+		msgs, err := dec.decode(payload)
+		if err != nil {
 			return
 		}
 		if len(msgs) > 0 {

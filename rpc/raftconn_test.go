@@ -303,7 +303,8 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatalf("appendFrame dropped=%v or lost the prefix", dropped)
 	}
 	payload := buf[len("prefix")+frameHeaderBytes:]
-	got, err := decodeFrame(bytes.Clone(payload), nil)
+	var d frameDecoder
+	got, err := d.decode(bytes.Clone(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +318,8 @@ func TestFrameRoundTrip(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]byte{payload[:len(payload)-1], append(bytes.Clone(payload), 0), payload[:1], {0xff, 0xff, 0xff, 0xff, 0x0f}} {
-		if _, err := decodeFrame(bad, nil); err == nil {
-			t.Errorf("decodeFrame(%x) accepted a bad payload", bad)
+		if _, err := d.decode(bad); err == nil {
+			t.Errorf("decode(%x) accepted a bad payload", bad)
 		}
 	}
 }
