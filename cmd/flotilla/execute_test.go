@@ -49,6 +49,34 @@ func TestWrapText(t *testing.T) {
 	if got := wrapText(in, 13); got != want {
 		t.Errorf("wrapText:\n%s\nwant\n%s", got, want)
 	}
+	// The last word does not go down alone.
+	if got, want := wrapText("one two three four five", 13), "one two three\nfour five"; got != want {
+		t.Errorf("wrapText:\n%s\nwant\n%s", got, want)
+	}
+	if got, want := wrapText("one two three four", 13), "one two\nthree four"; got != want {
+		t.Errorf("wrapText:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestHelpLeavesNoWordAlone: no line of a command's description, as
+// 'flotilla CMD --help' prints it, is one word following a line of the
+// same paragraph. That is what a description folded by hand a little
+// wider than helpWidth looks like once wrapText folds its lines again.
+func TestHelpLeavesNoWordAlone(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		lines := strings.Split(c.Long, "\n")
+		for i := 1; i < len(lines); i++ {
+			l, prev := lines[i], lines[i-1]
+			if l != "" && !strings.HasPrefix(l, " ") && !strings.Contains(l, " ") && prev != "" && !strings.HasPrefix(prev, " ") {
+				t.Errorf("%s --help: %q alone on a line after %q", c.CommandPath(), l, prev)
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRoot())
 }
 
 // TestGroupCommandsNameTheirSubcommands: lease, shard and node alone, or

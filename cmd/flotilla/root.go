@@ -19,23 +19,24 @@ import (
 // rootLong is the description of flotilla in 'flotilla --help'.
 const rootLong = `flotilla: the Flotilla command-line client.
 
-Flags may come before or after the arguments ('flotilla get KEY --consistency lease');
-'--' ends them, for a KEY or VALUE that starts with '-'. --placement takes every
-placement replica's address (commands fail over between them); --nodes names
-shardnodes that key-value commands ask for routes while placement is down.
+Flags may come before or after the arguments ('flotilla get KEY --consistency
+lease'); '--' ends them, for a KEY or VALUE that starts with '-'. --placement
+takes every placement replica's address (commands fail over between them);
+--nodes names shardnodes that key-value commands ask for routes while
+placement is down.
 
 Output: the read commands (get, scan, status, nodes, shards, lease list and
-timetolive, watch) take -w table|simple|json, as etcdctl's --write-out; --json is
--w json. JSON writes keys and values in base64, as etcdctl's JSON does, so binary
-keys and values round-trip, and IDs and revisions as numbers.
+timetolive, watch) take -w table|simple|json, as etcdctl's --write-out; --json
+is -w json. JSON writes keys and values in base64, as etcdctl's JSON does, so
+binary keys and values round-trip, and IDs and revisions as numbers.
 
-Environment: every flag may also be set by an environment variable, shown in each
-command's --help; the command line wins. The flags that say how to reach the fleet
-are shared by every command: FLOTILLA_PLACEMENT, FLOTILLA_NODES (the key-value
-commands' --nodes), FLOTILLA_TLS_CERT, FLOTILLA_TLS_KEY, FLOTILLA_TLS_CA,
-FLOTILLA_TIMEOUT and FLOTILLA_CONSISTENCY. Every other flag's variable is named
-after its command: FLOTILLA_DEMO_NODES, FLOTILLA_CERTS_DIR, FLOTILLA_BACKUP_DIR,
-FLOTILLA_GET_WRITE_OUT.
+Environment: every flag may also be set by an environment variable, shown in
+each command's --help; the command line wins. The flags that say how to reach
+the fleet are shared by every command: FLOTILLA_PLACEMENT, FLOTILLA_NODES (the
+key-value commands' --nodes), FLOTILLA_TLS_CERT, FLOTILLA_TLS_KEY,
+FLOTILLA_TLS_CA, FLOTILLA_TIMEOUT and FLOTILLA_CONSISTENCY. Every other flag's
+variable is named after its command: FLOTILLA_DEMO_NODES, FLOTILLA_CERTS_DIR,
+FLOTILLA_BACKUP_DIR, FLOTILLA_GET_WRITE_OUT.
 
 ` + exitCodesHelp
 
@@ -223,7 +224,10 @@ const helpWidth = 80
 // wrapText folds every line of s longer than width at spaces, so that a
 // description written as one long line per paragraph reads well in a
 // terminal. A line that starts with a space (a table, an example) is
-// left alone.
+// left alone. A fold never leaves one word alone on its last line: the
+// word before it goes down too. (A description folded by hand must fit
+// in width, or each of its lines is folded again on its own;
+// TestHelpLeavesNoWordAlone checks every command's.)
 func wrapText(s string, width int) string {
 	lines := strings.Split(s, "\n")
 	var out []string
@@ -232,10 +236,11 @@ func wrapText(s string, width int) string {
 			out = append(out, line)
 			continue
 		}
+		var folded []string
 		cur := ""
 		for _, w := range strings.Fields(line) {
 			if cur != "" && len(cur)+1+len(w) > width {
-				out = append(out, cur)
+				folded = append(folded, cur)
 				cur = ""
 			}
 			if cur != "" {
@@ -243,7 +248,12 @@ func wrapText(s string, width int) string {
 			}
 			cur += w
 		}
-		out = append(out, cur)
+		if n := len(folded); n > 0 && !strings.Contains(cur, " ") {
+			if i := strings.LastIndexByte(folded[n-1], ' '); i > 0 {
+				folded[n-1], cur = folded[n-1][:i], folded[n-1][i+1:]+" "+cur
+			}
+		}
+		out = append(append(out, folded...), cur)
 	}
 	return strings.Join(out, "\n")
 }
