@@ -54,9 +54,10 @@ const (
 
 // msgArena hands out the memory of one frame's decoded messages. Each
 // value gets a slot of its own, so a message or entry can be changed by
-// whoever holds it without touching another; the frame's arrays live as
-// long as any of its messages or entries does, which for an entry held in
-// a Raft log is a few hundred bytes of scalars per frame.
+// whoever holds it without touching another. The frame's arrays live as
+// long as any of its messages or entries does: an entry held in a Raft
+// log keeps the frame's entry structs and scalars, about a hundred bytes
+// per entry of the frame (its data is in its message's own buffer).
 type msgArena struct {
 	chunk  int // the size of a fresh array, from the frame's message count
 	u64    []uint64
@@ -126,26 +127,15 @@ func (s *msgScratch) read(b []byte) bool {
 		switch num {
 		case msgFieldType, msgFieldTo, msgFieldFrom, msgFieldTerm, msgFieldLogTerm, msgFieldIndex,
 			msgFieldCommit, msgFieldReject, msgFieldRejectHint, msgFieldVote:
-			if typ != protowire.VarintType {
-				return false
-			}
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
+			v, n := consumeVarint(b, typ)
+			if n < 0 || num == msgFieldType && !knownEnum(raftpb.MessageType_name, v) {
 				return false
 			}
 			b = b[n:]
-			if num == msgFieldType {
-				if _, known := raftpb.MessageType_name[int32(v)]; !known || v > 1<<31-1 {
-					return false // kept as an unknown field by proto.Unmarshal
-				}
-			}
 			s.scalars[num] = v
 			s.present |= 1 << num
 		case msgFieldEntries, msgFieldContext:
-			if typ != protowire.BytesType {
-				return false
-			}
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b, typ)
 			if n < 0 {
 				return false
 			}
@@ -167,6 +157,32 @@ func (s *msgScratch) read(b []byte) bool {
 	return true
 }
 
+// consumeVarint reads a varint field's value, whose tag said typ; n < 0
+// when typ is not a varint or the value is malformed.
+func consumeVarint(b []byte, typ protowire.Type) (v uint64, n int) {
+	if typ != protowire.VarintType {
+		return 0, -1
+	}
+	return protowire.ConsumeVarint(b)
+}
+
+// consumeBytes reads a length-delimited field's value as consumeVarint
+// reads a varint's.
+func consumeBytes(b []byte, typ protowire.Type) (v []byte, n int) {
+	if typ != protowire.BytesType {
+		return nil, -1
+	}
+	return protowire.ConsumeBytes(b)
+}
+
+// knownEnum reports whether v is a value of the enum whose names are
+// given. raft.proto's enums are closed (proto2): proto.Unmarshal keeps
+// any other value as an unknown field, so the decoder leaves it to it.
+func knownEnum(names map[int32]string, v uint64) bool {
+	_, known := names[int32(v)]
+	return known && v <= 1<<31-1
+}
+
 // readEntry reads an entry's fields, reporting false as read does.
 func readEntry(b []byte) (e entryScratch, ok bool) {
 	for len(b) > 0 {
@@ -177,19 +193,13 @@ func readEntry(b []byte) (e entryScratch, ok bool) {
 		b = b[n:]
 		switch num {
 		case entryFieldType, entryFieldTerm, entryFieldIndex:
-			if typ != protowire.VarintType {
-				return e, false
-			}
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
+			v, n := consumeVarint(b, typ)
+			if n < 0 || num == entryFieldType && !knownEnum(raftpb.EntryType_name, v) {
 				return e, false
 			}
 			b = b[n:]
 			switch num {
 			case entryFieldType:
-				if _, known := raftpb.EntryType_name[int32(v)]; !known || v > 1<<31-1 {
-					return e, false
-				}
 				e.typ = raftpb.EntryType(v)
 			case entryFieldTerm:
 				e.term = v
@@ -198,10 +208,7 @@ func readEntry(b []byte) (e entryScratch, ok bool) {
 			}
 			e.present |= 1 << num
 		case entryFieldData:
-			if typ != protowire.BytesType {
-				return e, false
-			}
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b, typ)
 			if n < 0 {
 				return e, false
 			}
