@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -200,11 +201,25 @@ func awaitEverywhere(t *testing.T, nodes []*fleetNode, key, value string) {
 				return fmt.Errorf("node %d: %w", n.id, err)
 			}
 			if got := string(resp.GetValue()); got != value {
-				return fmt.Errorf("node %d has %q = %q, want %q", n.id, key, got, value)
+				return fmt.Errorf("node %d has %q = %q, want %q; %s", n.id, key, got, value, fleetState(ctx, nodes))
 			}
 		}
 		return nil
 	})
+}
+
+// fleetState describes each node's replica of shard 1 and its transport,
+// for a test that waits in vain for a node to catch up.
+func fleetState(ctx context.Context, nodes []*fleetNode) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		st, err := n.engine.Status(ctx, 1)
+		stats := n.transport.Stats.Load()
+		fmt.Fprintf(&b, "[node %d: term %d leader %d commit %d applied %d last %d quiesced %v progress %+v (%v); messages sent %d received %d dropped %d, stream failures %d] ",
+			n.id, st.Term, st.Leader, st.Commit, st.Applied, st.LastIndex, st.Quiesced, st.Progress, err,
+			stats.Messages, stats.Received, stats.Dropped, stats.StreamFailures)
+	}
+	return b.String()
 }
 
 // TestFramedFleetReplicates: a fleet whose Raft messages travel only on
