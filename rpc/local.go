@@ -33,7 +33,11 @@ import (
 //     etcd request a router call serves) does not leak in, so a local call
 //     is forwarded to a leader as a fresh client request is unless the
 //     caller marked it forwarded.
-//   - Deadlines and cancellation pass through the context unchanged.
+//   - Deadlines and cancellation pass through the context unchanged. A
+//     call whose context is already done fails with Canceled or
+//     DeadlineExceeded before its handler runs, as a gRPC client fails it
+//     before sending: a handler whose answer is ready at once (a read
+//     served under the leader's lease) would otherwise answer it.
 //   - Errors. A handler's error that is not a gRPC status becomes the
 //     status the gRPC server would send (Canceled, DeadlineExceeded or
 //     Unknown), and an error comes with a nil response.
@@ -68,11 +72,16 @@ func serverContext(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, nil)
 }
 
-// unary calls handler h as the gRPC server would: with serverContext,
+// unary calls handler h as the gRPC server would, unless ctx is already
+// done (gRPC's client would not send the call): with serverContext,
 // and with an error that is not a status turned into the status gRPC
 // would make of it (a context's error into Canceled or DeadlineExceeded,
 // anything else into Unknown).
 func unary[Req, Resp any](ctx context.Context, in Req, h func(context.Context, Req) (Resp, error)) (Resp, error) {
+	if err := ctx.Err(); err != nil {
+		var zero Resp
+		return zero, status.FromContextError(err).Err()
+	}
 	resp, err := h(serverContext(ctx), in)
 	if err != nil {
 		var zero Resp
