@@ -64,8 +64,9 @@ type TransportConfig struct {
 	// that would exceed it fails its stream with ResourceExhausted, and
 	// the sender retries later. Default multiraft.MaxSnapshotBytes.
 	MaxSnapshotBufferBytes int64
-	// ReconnectBackoff is the first delay before redialling a failed peer;
-	// it doubles up to MaxReconnectBackoff. Defaults 50 ms and 2 s.
+	// ReconnectBackoff is the first delay before redialling a peer whose
+	// connection ended; it doubles up to MaxReconnectBackoff while dials
+	// fail, and starts over once one succeeds. Defaults 50 ms and 2 s.
 	ReconnectBackoff, MaxReconnectBackoff time.Duration
 	// Framed carries message batches on framed connections (raftconn.go)
 	// instead of gRPC's Raft.Stream: a length-prefixed, checksummed frame
@@ -379,9 +380,9 @@ func (t *Transport) reportUnreachable(msgs []multiraft.Message) {
 // reported; Raft retransmits what matters.
 func (p *peer) run() {
 	defer p.t.wg.Done()
-	backoff := p.t.cfg.ReconnectBackoff
+	wait := redial{first: p.t.cfg.ReconnectBackoff, max: p.t.cfg.MaxReconnectBackoff}
 	for p.t.ctx.Err() == nil {
-		err := p.connect()
+		established, err := p.connect()
 		if p.t.ctx.Err() != nil {
 			return
 		}
@@ -397,18 +398,38 @@ func (p *peer) run() {
 		p.mu.Unlock()
 		p.t.reportUnreachable(q)
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait.next(established)):
 		case <-p.t.ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, p.t.cfg.MaxReconnectBackoff)
 	}
+}
+
+// redial is a peer's reconnection backoff: first after a connection that
+// was established (the peer went away, and is likely restarting), then
+// doubling up to max while dials keep failing. Starting over after every
+// established connection keeps a peer that failed often in the past from
+// waiting max after each of its later restarts.
+type redial struct {
+	first, max, cur time.Duration
+}
+
+// next returns how long to wait before the next dial, after a connection
+// attempt that established a connection or not.
+func (r *redial) next(established bool) time.Duration {
+	if established || r.cur == 0 {
+		r.cur = r.first
+	} else {
+		r.cur = min(2*r.cur, r.max)
+	}
+	return r.cur
 }
 
 // connect runs one connection to the peer until it fails: a framed one
 // when the transport is configured for them and the peer serves them, the
-// gRPC stream otherwise.
-func (p *peer) connect() error {
+// gRPC stream otherwise. established reports whether the connection was
+// made (and then ended), as against a dial or handshake that failed.
+func (p *peer) connect() (established bool, err error) {
 	if !p.t.cfg.Framed {
 		return p.stream()
 	}
@@ -418,22 +439,22 @@ func (p *peer) connect() error {
 		return p.stream()
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	return p.framed(conn)
+	return true, p.framed(conn)
 }
 
-// stream runs one gRPC stream until it fails.
-func (p *peer) stream() error {
+// stream runs one gRPC stream until it fails; established as connect's.
+func (p *peer) stream() (established bool, err error) {
 	conn, err := p.t.conn(p.node)
 	if err != nil {
-		return err
+		return false, err
 	}
 	ctx, cancel := context.WithCancel(p.t.ctx)
 	defer cancel()
 	s, err := pb.NewRaftClient(conn).Stream(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The receiver sends nothing: Recv returns when the stream ends, which
 	// is how we learn at once that the peer went away.
@@ -449,9 +470,9 @@ func (p *peer) stream() error {
 		select {
 		case <-p.signal:
 		case err := <-ended:
-			return fmt.Errorf("stream ended: %w", err)
+			return true, fmt.Errorf("stream ended: %w", err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return true, ctx.Err()
 		}
 		p.mu.Lock()
 		q, p.mu.queue = p.mu.queue, q[:0]
@@ -471,7 +492,7 @@ func (p *peer) stream() error {
 			}
 			if err := s.Send(batch); err != nil {
 				p.t.reportUnreachable(q)
-				return err
+				return true, err
 			}
 			p.t.Stats.batches.Add(1)
 			p.t.Stats.messages.Add(uint64(n))

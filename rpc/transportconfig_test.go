@@ -71,3 +71,23 @@ type nopReporter struct{}
 func (nopReporter) ReportUnreachable(multiraft.GroupID, multiraft.ReplicaID) {}
 func (nopReporter) ReportSnapshot(multiraft.Message, error)                  {}
 func (nopReporter) NodeDown(multiraft.NodeID)                                {}
+
+// TestRedial: the reconnection backoff doubles up to its maximum while
+// dials fail and starts over after a connection that was established, so
+// a peer that failed often earlier is redialled promptly after its next
+// restart instead of after the maximum.
+func TestRedial(t *testing.T) {
+	r := redial{first: 50 * time.Millisecond, max: 400 * time.Millisecond}
+	ms := time.Millisecond
+	for i, step := range []struct {
+		established bool
+		want        time.Duration
+	}{
+		{false, 50 * ms}, {false, 100 * ms}, {false, 200 * ms}, {false, 400 * ms}, {false, 400 * ms},
+		{true, 50 * ms}, {false, 100 * ms}, {true, 50 * ms}, {true, 50 * ms},
+	} {
+		if got := r.next(step.established); got != step.want {
+			t.Fatalf("step %d (established %v): wait %v; want %v", i, step.established, got, step.want)
+		}
+	}
+}
