@@ -13,7 +13,8 @@
 // together. When a message does not fit in the queue it is dropped and
 // reported unreachable; when a connection fails, the queue is dropped, the
 // engine is told the node is down (NodeDown: quiesced groups led there
-// wake up) and the sender redials with exponential backoff.
+// wake up) and the sender redials with exponential backoff, which starts
+// over once a connection is made.
 //
 // The connection is one of two kinds. With TransportConfig.Framed it is a
 // framed connection (raftconn.go): plain TCP, or TLS with the node's
