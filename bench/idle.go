@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -25,6 +26,10 @@ type IdleOptions struct {
 	// Settle bounds the wait for every shard to have a leader and most
 	// replicas to quiesce. Default 5 minutes.
 	Settle time.Duration
+	// ProfileDir, when set, receives a CPU profile of every shardnode over
+	// the measured window (the nodes then run with --pprof), as
+	// idle-shardnode-N.cpu.pprof.
+	ProfileDir string
 	// Log receives one line per step.
 	Log io.Writer
 }
@@ -91,7 +96,11 @@ func RunIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	if o.Dir == "" || o.Groups < 1 || o.Groups > 65536 || o.Measure < 0 || o.Settle < 0 {
 		return nil, fmt.Errorf("%w: idle options %+v", ErrInvalidConfig, o)
 	}
-	f, err := startFlotilla(ctx, o.Dir, o.BinDir, 0 /* shards: no placement */)
+	var nodeArgs []string
+	if o.ProfileDir != "" {
+		nodeArgs = []string{"--pprof"}
+	}
+	f, err := startFlotilla(ctx, o.Dir, o.BinDir, 0 /* shards: no placement */, nodeArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -179,16 +188,23 @@ feed:
 		fmt.Fprintf(o.Log, "not settled after %s: %v; measuring anyway\n", o.Settle, err)
 	}
 
-	// The window: nothing asks the nodes anything.
+	// The window: nothing asks the nodes anything (but the profiler,
+	// when asked for).
 	win := startCPUWindow(procs(f))
+	var profiled sync.WaitGroup
+	if o.ProfileDir != "" {
+		profiled.Go(func() { profileNodes(ctx, f, o.Measure, filepath.Join(o.ProfileDir, "idle"), o.Log) })
+	}
 	t := time.NewTimer(o.Measure)
 	select {
 	case <-ctx.Done():
 		t.Stop()
+		profiled.Wait()
 		return nil, ctx.Err()
 	case <-t.C:
 	}
 	cpu := win.end()
+	profiled.Wait()
 	if len(cpu.Errors) > 0 {
 		return nil, fmt.Errorf("bench: nodes died while idle: %v (logs in %s)", cpu.Errors, o.Dir)
 	}

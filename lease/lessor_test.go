@@ -112,8 +112,16 @@ func (w *world) delLocked(key []byte, rev uint64) {
 // store is the fake Store.
 type store struct{ w *world }
 
-func (s store) Descriptors() []shard.Descriptor {
-	return []shard.Descriptor{{ShardID: 1, Start: nil, End: nil}}
+// The fake node holds one shard, 1, of the whole key space.
+func (s store) Descriptor(id shard.ShardID) (shard.Descriptor, error) {
+	if id != 1 {
+		return shard.Descriptor{}, fmt.Errorf("%w: %d", shard.ErrShardNotFound, id)
+	}
+	return shard.Descriptor{ShardID: 1}, nil
+}
+
+func (s store) DescriptorsOverlapping([]byte, []byte) []shard.Descriptor {
+	return []shard.Descriptor{{ShardID: 1}}
 }
 
 func (s store) Execute(_ context.Context, id shard.ShardID, c *shard.Command) (*shard.Result, error) {
@@ -180,10 +188,13 @@ func sortedKeys(m versions) []string {
 // engine is the fake Engine.
 type engine struct{ w *world }
 
-func (e engine) Summaries() []multiraft.GroupSummary {
+func (e engine) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
 	e.w.mu.Lock()
 	defer e.w.mu.Unlock()
-	return []multiraft.GroupSummary{{Group: 1, Leading: e.w.leading, Term: e.w.term}}
+	if id != 1 {
+		return multiraft.GroupSummary{}, false
+	}
+	return multiraft.GroupSummary{Group: 1, Leading: e.w.leading, Term: e.w.term}, true
 }
 
 func (e engine) CheckLeader(multiraft.GroupID) error {

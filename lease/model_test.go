@@ -2,6 +2,7 @@ package lease
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -123,13 +125,28 @@ func (n mnode) leadsLocked(id shard.ShardID, keys ...[]byte) error {
 	return nil
 }
 
-func (n mnode) Descriptors() []shard.Descriptor {
+func (n mnode) Descriptor(id shard.ShardID) (shard.Descriptor, error) {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
+	for _, sh := range n.w.shards {
+		if sh.id == id {
+			return shard.Descriptor{ShardID: sh.id, Start: sh.start, End: sh.end}, nil
+		}
+	}
+	return shard.Descriptor{}, fmt.Errorf("%w: %d", shard.ErrShardNotFound, id)
+}
+
+func (n mnode) DescriptorsOverlapping(start, end []byte) []shard.Descriptor {
+	n.w.mu.Lock()
+	defer n.w.mu.Unlock()
+	span := shard.Descriptor{Start: start, End: end}
 	var ds []shard.Descriptor
 	for _, sh := range n.w.shards {
-		ds = append(ds, shard.Descriptor{ShardID: sh.id, Start: sh.start, End: sh.end})
+		if d := (shard.Descriptor{ShardID: sh.id, Start: sh.start, End: sh.end}); d.Overlaps(&span) {
+			ds = append(ds, d)
+		}
 	}
+	slices.SortFunc(ds, func(a, b shard.Descriptor) int { return cmp.Compare(a.ShardID, b.ShardID) })
 	return ds
 }
 
@@ -193,14 +210,15 @@ func (n mnode) GetAt(_ context.Context, id shard.ShardID, _ shard.Epoch, key []b
 	return shard.KeyValue{Key: key, Value: v.value, ModRevision: v.rev}, ok, nil
 }
 
-func (n mnode) Summaries() []multiraft.GroupSummary {
+func (n mnode) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	var out []multiraft.GroupSummary
 	for _, sh := range n.w.shards {
-		out = append(out, multiraft.GroupSummary{Group: sh.id, Leading: sh.leader == n.id, Term: sh.term})
+		if sh.id == id {
+			return multiraft.GroupSummary{Group: sh.id, Leading: sh.leader == n.id, Term: sh.term}, true
+		}
 	}
-	return out
+	return multiraft.GroupSummary{}, false
 }
 
 func (n mnode) CheckLeader(id multiraft.GroupID) error {

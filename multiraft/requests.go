@@ -355,6 +355,16 @@ type GroupSummary struct {
 	LogEntries, LogBytes uint64
 }
 
+// Summary returns the summary of group id (as Summaries), or false if
+// this node has no replica of it. Like Summaries it touches no group.
+func (e *Engine) Summary(id GroupID) (GroupSummary, bool) {
+	g := e.lookup(id)
+	if g == nil {
+		return GroupSummary{}, false
+	}
+	return g.summary(), true
+}
+
 // Summaries returns a summary of every group, in ascending group order. It
 // does not wake or schedule any group, so it is cheap enough to call for
 // thousands of groups every second.
@@ -362,11 +372,16 @@ func (e *Engine) Summaries() []GroupSummary {
 	l := *e.list.Load()
 	out := make([]GroupSummary, len(l))
 	for i, g := range l {
-		out[i] = GroupSummary{
-			Group: g.id, Replica: g.replica, Leading: g.leading.Load(), Leader: ReplicaID(g.leader.Load()),
-			LeaderNode: NodeID(g.leaderNode.Load()), Term: g.term.Load(), Applied: g.appliedIdx.Load(),
-			Quiesced: g.quiesced.Load(), LogEntries: g.logEntries.Load(), LogBytes: g.logBytes.Load(),
-		}
+		out[i] = g.summary()
 	}
 	return out
+}
+
+// summary reads g's summary from its atomics.
+func (g *group) summary() GroupSummary {
+	return GroupSummary{
+		Group: g.id, Replica: g.replica, Leading: g.leading.Load(), Leader: ReplicaID(g.leader.Load()),
+		LeaderNode: NodeID(g.leaderNode.Load()), Term: g.term.Load(), Applied: g.appliedIdx.Load(),
+		Quiesced: g.quiesced.Load(), LogEntries: g.logEntries.Load(), LogBytes: g.logBytes.Load(),
+	}
 }

@@ -37,7 +37,13 @@ func TestStaleSnapshotIsSteppedNotRefused(t *testing.T) {
 	for _, s := range f.Summaries() {
 		if s.Group == 1 {
 			applied, term, to = s.Applied, s.Term, s.Replica
+			if one, ok := f.Summary(1); !ok || one != s {
+				t.Fatalf("Summary(1) = %+v, %v; Summaries has %+v", one, ok, s)
+			}
 		}
+	}
+	if s, ok := f.Summary(99); ok {
+		t.Fatalf("Summary of a group the node lacks: %+v", s)
 	}
 	if applied < 3 {
 		t.Fatalf("follower applied %d, want the 3 writes", applied)

@@ -523,7 +523,7 @@ func (sm *StateMachine) applySplit(ac *multiraft.ApplyContext, index uint64, c *
 		lo, hi := keys.UserSpan(right.Start, right.End)
 		mustWrite(b.DeleteRange(lo, hi, nil))
 	}
-	sm.desc.Store(&left)
+	sm.setDescriptor(&left)
 	if sm.watched {
 		// The watchers of what left end here (see watch.go).
 		sm.events = append(sm.events, Event{split: true, KV: KeyValue{ModRevision: splitRev}})
@@ -568,5 +568,5 @@ func (sm *StateMachine) ApplyMembership(ac *multiraft.ApplyContext, index uint64
 	nd.Replicas = repls
 	nd.Epoch.ConfVer++
 	mustWrite(ac.Batch.Set(sm.descKey, nd.AppendEncoded(nil), nil))
-	sm.desc.Store(&nd)
+	sm.setDescriptor(&nd)
 }

@@ -104,6 +104,9 @@ type StateMachine struct {
 	createGroup func(ac *multiraft.ApplyContext, group multiraft.GroupID, replica multiraft.ReplicaID, m multiraft.Membership) bool
 	// onDestroy, if set, runs at the end of Destroy (the Store unregisters).
 	onDestroy func(*StateMachine)
+	// onDescriptor, if set, runs after Apply replaced the descriptor (the
+	// Store counts the change of its layout).
+	onDescriptor func()
 }
 
 var (
@@ -351,6 +354,15 @@ func (sm *StateMachine) Descriptor() (Descriptor, bool) {
 
 // descriptor returns the current descriptor, read-only, or nil.
 func (sm *StateMachine) descriptor() *Descriptor { return sm.desc.Load() }
+
+// setDescriptor replaces the descriptor (Apply's, on a split or a
+// membership change) and tells the Store.
+func (sm *StateMachine) setDescriptor(d *Descriptor) {
+	sm.desc.Store(d)
+	if sm.onDescriptor != nil {
+		sm.onDescriptor()
+	}
+}
 
 // Initialized reports whether the state machine has a descriptor. Safe for
 // concurrent use.

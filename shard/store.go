@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -48,6 +49,19 @@ var _ Engine = (*multiraft.Engine)(nil)
 type Store struct {
 	cfg   Config // defaults applied
 	stamp stamper
+
+	// layout counts the changes of the registry and of its replicas'
+	// descriptors: a replica registered or unregistered, a descriptor
+	// replaced. Each change is made before it is counted.
+	layout atomic.Uint64
+	// overlapCache holds DescriptorsOverlapping's last answer: which
+	// state machines overlapped span as of layout gen.
+	overlapCache struct {
+		sync.Mutex
+		gen        uint64
+		start, end []byte
+		sms        []*StateMachine
+	}
 
 	mu struct {
 		sync.RWMutex
@@ -102,8 +116,10 @@ func (s *Store) StateMachineFunc() multiraft.NewStateMachineFunc {
 			return nil, err
 		}
 		sm.onDestroy = s.unregister
+		sm.onDescriptor = s.layoutChanged
 		s.mu.Lock()
 		s.mu.shards[group] = sm
+		s.layoutChanged()
 		if f := s.mu.feeds[group]; f != nil {
 			// A snapshot replaced the replica's state: its watchers catch
 			// up from the new state.
@@ -137,6 +153,7 @@ func (s *Store) unregister(sm *StateMachine) {
 	defer s.mu.Unlock()
 	if s.mu.shards[sm.shard] == sm {
 		delete(s.mu.shards, sm.shard)
+		s.layoutChanged()
 		if f := s.mu.feeds[sm.shard]; f != nil {
 			f.fail(fmt.Errorf("%w: shard %d was removed from this node", ErrShardNotFound, sm.shard))
 		}
@@ -194,6 +211,52 @@ func (s *Store) Descriptor(shard ShardID) (Descriptor, error) {
 	}
 	return d, nil
 }
+
+// DescriptorsOverlapping returns copies of the descriptors of the
+// initialised shard replicas on this node whose range overlaps [start,
+// end) (an empty end is +inf), sorted by ShardID. Only those are copied:
+// a caller that asks often about a small span (the lessor, about its
+// lease records, ten times a second) pays a pointer load and two key
+// comparisons for each other replica, where Descriptors would copy every
+// descriptor of the node.
+//
+// While no replica is registered or unregistered and no descriptor
+// changes, a call with the span of the call before reuses its list of
+// replicas instead of going over every one: the answer can then miss only
+// a change made during the call, as any answer might.
+func (s *Store) DescriptorsOverlapping(start, end []byte) []Descriptor {
+	span := Descriptor{Start: start, End: end}
+	c := &s.overlapCache
+	c.Lock()
+	if gen := s.layout.Load(); c.sms == nil || gen != c.gen || !bytes.Equal(start, c.start) || !bytes.Equal(end, c.end) {
+		// gen is read before the registry: a change counted after it
+		// makes the next call look again.
+		c.gen, c.start, c.end = gen, bytes.Clone(start), bytes.Clone(end)
+		c.sms = c.sms[:0]
+		s.mu.RLock()
+		for _, sm := range s.mu.shards {
+			if d := sm.descriptor(); d != nil && d.Overlaps(&span) {
+				c.sms = append(c.sms, sm)
+			}
+		}
+		s.mu.RUnlock()
+		slices.SortFunc(c.sms, func(a, b *StateMachine) int { return cmp.Compare(a.shard, b.shard) })
+		if c.sms == nil {
+			c.sms = []*StateMachine{} // an answer of none is cached too
+		}
+	}
+	var ds []Descriptor
+	for _, sm := range c.sms {
+		if d := sm.descriptor(); d != nil && d.Overlaps(&span) {
+			ds = append(ds, d.Clone())
+		}
+	}
+	c.Unlock()
+	return ds
+}
+
+// layoutChanged counts a change of the registry or of a descriptor.
+func (s *Store) layoutChanged() { s.layout.Add(1) }
 
 // Descriptors returns copies of the descriptors of every initialised shard
 // replica on this node, sorted by ShardID.

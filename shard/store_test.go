@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -254,6 +255,11 @@ func TestStoreSplitAndRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Asked before the split, and again with the same span after it (the
+	// first case below): the split is seen, not the answer from before.
+	if got := s.DescriptorsOverlapping([]byte("f"), []byte("h")); len(got) != 1 || !got[0].Equal(&desc) {
+		t.Fatalf("descriptors overlapping [f, h) before the split: %v", got)
+	}
 	left, right, err := s.Split(ctx, 1, Header{Epoch: desc.Epoch}, []byte("g"), 2, []SplitReplica{{Old: 1, New: 11}})
 	if err != nil {
 		t.Fatal(err)
@@ -282,6 +288,35 @@ func TestStoreSplitAndRestart(t *testing.T) {
 	}
 	if ds := s.Descriptors(); len(ds) != 2 || !ds[0].Equal(&left) || !ds[1].Equal(&right) {
 		t.Fatalf("descriptors: %v", ds)
+	}
+	for _, c := range []struct {
+		start, end string
+		want       []Descriptor
+	}{
+		{"f", "h", []Descriptor{left, right}},
+		{"f", "h", []Descriptor{left, right}},
+		{"", "", []Descriptor{left, right}},
+		{"a", "c", []Descriptor{left}},
+		{"", "b", nil}, // before the shards' start; an end is exclusive
+		{"", "g", []Descriptor{left}},
+		{"g", "", []Descriptor{right}},
+		{"l", "", []Descriptor{right}},
+		{"m", "", nil}, // past the shards' end
+	} {
+		got := s.DescriptorsOverlapping([]byte(c.start), []byte(c.end))
+		if !slices.EqualFunc(got, c.want, func(a, b Descriptor) bool { return a.Equal(&b) }) {
+			t.Fatalf("descriptors overlapping [%q, %q): %v; want %v", c.start, c.end, got, c.want)
+		}
+	}
+	// A descriptor replaced in place counts as a change of the layout, so
+	// that a cached answer is not reused past it.
+	s.mu.RLock()
+	sm := s.mu.shards[1]
+	s.mu.RUnlock()
+	gen := s.layout.Load()
+	sm.setDescriptor(sm.descriptor())
+	if s.layout.Load() == gen {
+		t.Fatal("replacing a descriptor did not count as a change of the layout")
 	}
 	// A retry of a pre-split write, re-routed to the right-hand shard, is
 	// recognised there.

@@ -25,6 +25,7 @@ func runBenchIdle(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.BinDir, "bin", "", "directory holding shardnode (default: next to flotilla-bench, then $PATH)")
 	fs.StringVar(&dir, "dir", "", "directory of the nodes' data and logs (default: a new temporary directory, removed at the end)")
 	fs.StringVar(&jsonPath, "json", "", "write the figures to this JSON file")
+	fs.StringVar(&o.ProfileDir, "profile", "", "save a CPU profile of every shardnode over the measured window into this directory (starts the shardnodes with --pprof)")
 	if err := parseBenchFlags(fs, args, idleSummary); err != nil {
 		return err
 	}

@@ -185,11 +185,19 @@ func (st leaseStore) live() (*node, error) {
 	return st.n, nil
 }
 
-func (st leaseStore) Descriptors() []shard.Descriptor {
+func (st leaseStore) Descriptor(id shard.ShardID) (shard.Descriptor, error) {
+	n, err := st.live()
+	if err != nil {
+		return shard.Descriptor{}, err
+	}
+	return n.store.Descriptor(id)
+}
+
+func (st leaseStore) DescriptorsOverlapping(start, end []byte) []shard.Descriptor {
 	if !st.n.up() {
 		return nil
 	}
-	return st.n.store.Descriptors()
+	return st.n.store.DescriptorsOverlapping(start, end)
 }
 
 // Execute stamps a write with the run's oracle (restamping a write
@@ -273,11 +281,11 @@ func (st leaseStore) GetAt(ctx context.Context, id shard.ShardID, epoch shard.Ep
 	return n.store.GetAt(ctx, id, epoch, key, rev)
 }
 
-func (st leaseStore) Summaries() []multiraft.GroupSummary {
+func (st leaseStore) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
 	if !st.n.up() {
-		return nil
+		return multiraft.GroupSummary{}, false
 	}
-	return st.n.e.Summaries()
+	return st.n.e.Summary(id)
 }
 
 func (st leaseStore) CheckLeader(id multiraft.GroupID) error {
