@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,8 +69,9 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		// After a split the key may now belong to the right-hand shard:
 		// send its descriptor too, so the router heals in one step.
 		if key != nil && m.store != nil && !enm.Current.ContainsKey(key) {
-			for _, o := range m.store.Descriptors() {
-				if o.ShardID != enm.Current.ShardID && o.ContainsKey(key) {
+			// [key, key+"\x00") holds key alone.
+			for _, o := range m.store.DescriptorsOverlapping(key, append(slices.Clip(key), 0)) {
+				if o.ShardID != enm.Current.ShardID {
 					d.Current = append(d.Current, pbconv.DescriptorToProto(o))
 				}
 			}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -48,6 +50,37 @@ func TestLocalRoutes(t *testing.T) {
 		}
 		if got := show(resp); got != c.want {
 			t.Errorf("[%q, %q) limit %d:\n got %s\nwant %s", c.start, c.end, c.limit, got, c.want)
+		}
+	}
+}
+
+// TestEpochNotMatchNamesTheKeysShard: a request of the epoch before a
+// split for a key now in the right-hand shard is refused with the
+// descriptors of both halves, so that the router heals in one step.
+func TestEpochNotMatchNamesTheKeysShard(t *testing.T) {
+	s := newStack(t, stackConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before, err := s.store.Descriptor(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.admin().Split(ctx, &pb.SplitRequest{ShardId: 1, SplitKey: []byte("m"), NewShardId: 2, NewReplicaIds: map[uint64]uint64{101: 201}}); err != nil {
+		t.Fatal(err)
+	}
+	stale := &pb.Epoch{ConfVer: before.Epoch.ConfVer, Version: before.Epoch.Version}
+	for key, want := range map[string]string{"x": "s1[,m) s2[m,)", "a": "s1[,m)"} {
+		_, err := s.kv().Put(ctx, &pb.PutRequest{Header: &pb.RequestHeader{ShardId: 1, Epoch: stale}, Key: []byte(key), Value: []byte("v")})
+		var got []string
+		for _, d := range status.Convert(err).Details() {
+			if enm, ok := d.(*pb.EpochNotMatch); ok {
+				for _, c := range enm.GetCurrent() {
+					got = append(got, fmt.Sprintf("s%d[%s,%s)", c.GetShardId(), c.GetStart(), c.GetEnd()))
+				}
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("a put of %q at the epoch before the split: %v, descriptors %v; want %s", key, err, got, want)
 		}
 	}
 }
