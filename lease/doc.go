@@ -8,7 +8,10 @@
 // Run loops until Close, calling Step every Config.Interval: refresh the
 // timestamp base, load the leases of the home shards the node began to
 // lead (and drop those of shards it ceased to lead), start the end of
-// every lease past its deadline, write the checkpoints due. Grant,
+// every lease past its deadline, write the checkpoints due. A step looks
+// only at the replicas whose range holds lease records
+// (Store.DescriptorsOverlapping), so its cost does not grow with the
+// node's other replicas. Grant,
 // KeepAlive, Attach, Status, TimeToLive and Revoke serve the node's lease
 // RPCs; Holds says whether the lessor counts a lease's time.
 //
