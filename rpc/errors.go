@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
+	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 	"github.com/flotilla-kv/flotilla/rpc/pbconv"
@@ -70,7 +70,7 @@ func (m errorMapper) toStatus(err error, id shard.ShardID, key []byte, alsoCut .
 		// send its descriptor too, so the router heals in one step.
 		if key != nil && m.store != nil && !enm.Current.ContainsKey(key) {
 			// [key, key+"\x00") holds key alone.
-			for _, o := range m.store.DescriptorsOverlapping(key, append(slices.Clip(key), 0)) {
+			for _, o := range m.store.DescriptorsOverlapping(key, keys.ImmediateSuccessor(nil, key)) {
 				if o.ShardID != enm.Current.ShardID {
 					d.Current = append(d.Current, pbconv.DescriptorToProto(o))
 				}

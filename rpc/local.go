@@ -78,13 +78,12 @@ func serverContext(ctx context.Context) context.Context {
 // would make of it (a context's error into Canceled or DeadlineExceeded,
 // anything else into Unknown).
 func unary[Req, Resp any](ctx context.Context, in Req, h func(context.Context, Req) (Resp, error)) (Resp, error) {
+	var zero Resp
 	if err := ctx.Err(); err != nil {
-		var zero Resp
 		return zero, status.FromContextError(err).Err()
 	}
 	resp, err := h(serverContext(ctx), in)
 	if err != nil {
-		var zero Resp
 		if _, ok := status.FromError(err); !ok {
 			err = status.FromContextError(err).Err()
 		}
