@@ -26,12 +26,19 @@ import (
 // there to the proposal's result. Sync is one group commit (Pebble write
 // and fsync), on every node, leader or follower. The client's latency less
 // the request's time in the server is the client library and the network.
+// ReadBatches counts the ReadIndex rounds (each confirms the leadership of
+// one group for the linearizable reads that arrived before it) and
+// Batches the Raft message batches the nodes sent, one per peer per
+// engine round that had messages for it: divided by the window's ops they
+// say what a read's leadership check costs in messages.
 type ServerStages struct {
 	Requests       map[string]StageMean `json:"requests,omitempty"`
 	Commit         StageMean            `json:"commit"`
 	Apply          StageMean            `json:"apply"`
 	Sync           StageMean            `json:"sync"`
 	EntriesPerSync float64              `json:"entries_per_sync"`
+	ReadBatches    uint64               `json:"read_batches"`
+	Batches        uint64               `json:"raft_batches"`
 }
 
 // StageMean is how many times a stage was measured in a window, and its
@@ -56,7 +63,13 @@ func (s *ServerStages) String() string {
 		fmt.Fprintf(&b, "commit %.3f ms (%d), apply %.3f ms, ", s.Commit.MeanMs, s.Commit.Count, s.Apply.MeanMs)
 	}
 	if s.Sync.Count > 0 {
-		fmt.Fprintf(&b, "sync %.3f ms (%d, %.1f entries each)", s.Sync.MeanMs, s.Sync.Count, s.EntriesPerSync)
+		fmt.Fprintf(&b, "sync %.3f ms (%d, %.1f entries each), ", s.Sync.MeanMs, s.Sync.Count, s.EntriesPerSync)
+	}
+	if s.ReadBatches > 0 {
+		fmt.Fprintf(&b, "ReadIndex rounds %d, ", s.ReadBatches)
+	}
+	if s.Batches > 0 {
+		fmt.Fprintf(&b, "raft batches sent %d", s.Batches)
 	}
 	return strings.TrimSuffix(b.String(), ", ")
 }
@@ -71,6 +84,7 @@ var stageSeries = []string{
 	"flotilla_engine_apply_latency_seconds_sum", "flotilla_engine_apply_latency_seconds_count",
 	"flotilla_engine_sync_latency_seconds_sum", "flotilla_engine_sync_latency_seconds_count",
 	"flotilla_engine_syncs_total", "flotilla_engine_sync_entries_total",
+	"flotilla_engine_read_batches_total", "flotilla_transport_batches_total",
 }
 
 // rpcSeries is the KV request latency histogram, kept per method.
@@ -198,6 +212,12 @@ func stagesBetween(before, after metricSums) *ServerStages {
 	}
 	if n := d("flotilla_engine_syncs_total"); n > 0 {
 		s.EntriesPerSync = d("flotilla_engine_sync_entries_total") / n
+	}
+	if n := d("flotilla_engine_read_batches_total"); n > 0 {
+		s.ReadBatches = uint64(n)
+	}
+	if n := d("flotilla_transport_batches_total"); n > 0 {
+		s.Batches = uint64(n)
 	}
 	for k := range after {
 		prefix, method, ok := strings.Cut(k, ":")

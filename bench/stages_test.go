@@ -23,6 +23,8 @@ func TestStagesFromMetrics(t *testing.T) {
 			`flotilla_engine_syncs_total{otel_scope_name="x"} ` + f(syncs),
 			`flotilla_engine_sync_entries_total{otel_scope_name="x"} ` + f(entries),
 			"flotilla_engine_groups 16",
+			`flotilla_engine_read_batches_total{otel_scope_name="x"} ` + f(syncs/2),
+			`flotilla_transport_batches_total{otel_scope_name="x"} ` + f(entries*2),
 		}, "\n")
 	}
 	before, err := parseStageMetrics(strings.NewReader(page(1, 1000, 2, 1000, 100, 150)))
@@ -46,13 +48,16 @@ func TestStagesFromMetrics(t *testing.T) {
 	}
 	near("Put mean ms", s.Requests["Put"].MeanMs, 2) // 0.8 s over 400
 	near("entries per sync", s.EntriesPerSync, 3)    // 600 over 200
+	if s.ReadBatches != 100 || s.Batches != 1200 {
+		t.Errorf("ReadIndex rounds %d, raft batches %d; want 100 and 1200", s.ReadBatches, s.Batches)
+	}
 	if _, ok := s.Requests["Heartbeat"]; ok {
 		t.Error("a Placement method was counted as a KV request")
 	}
 	if s.Apply.Count != 0 || s.Apply.MeanMs != 0 {
 		t.Errorf("apply with no observations: %+v", s.Apply)
 	}
-	if got := s.String(); !strings.Contains(got, "KV.Put 2.000 ms (400)") || !strings.Contains(got, "commit 1.000 ms (500)") {
+	if got := s.String(); !strings.Contains(got, "KV.Put 2.000 ms (400)") || !strings.Contains(got, "commit 1.000 ms (500)") || !strings.Contains(got, "ReadIndex rounds 100, raft batches sent 1200") {
 		t.Errorf("String() = %q", got)
 	}
 	reads := &ServerStages{Requests: map[string]StageMean{"Get": {Count: 10, MeanMs: 0.5}}}
