@@ -19,6 +19,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/buildinfo"
 	"github.com/flotilla-kv/flotilla/internal/launch"
+	"github.com/flotilla-kv/flotilla/router"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -225,8 +226,11 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		httpAddrs []string
 		before    metricSums
 		stagesErr error
-		scraped   = make(chan struct{})
-		etcd      *EtcdDriver
+		// The routers' requests and RPCs at the window's start.
+		routers          []*router.Client
+		requests0, rpcs0 uint64
+		scraped          = make(chan struct{})
+		etcd             *EtcdDriver
 		// The transaction workloads' shards: Flotilla's, or for etcd as
 		// many even ranges as Flotilla has shards.
 		bounds [][]byte
@@ -263,11 +267,12 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 			return nil, note, err
 		}
 		defer d.Close()
-		drv, servers = d, procs(f)
+		drv, servers, routers = d, procs(f), d.Routers()
 		for _, n := range f.Nodes() {
 			httpAddrs = append(httpAddrs, n.HTTP)
 		}
 		onMeasure = func(window time.Duration) {
+			requests0, rpcs0 = routerCalls(routers)
 			before, stagesErr = scrapeStages(ctx, httpAddrs)
 			close(scraped)
 			if o.ProfileDir != "" {
@@ -309,6 +314,7 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 		// The stages are a by-product of the run: a failed scrape is
 		// logged, not returned.
 		<-scraped
+		requests, rpcs := routerCalls(routers)
 		after, aerr := scrapeStages(ctx, httpAddrs)
 		if stagesErr == nil {
 			stagesErr = aerr
@@ -317,9 +323,23 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 			fmt.Fprintf(o.Log, "%s: server stages: %v\n", label, stagesErr)
 		} else {
 			res.Stages = stagesBetween(before, after)
+			if rpcs > rpcs0 {
+				res.Stages.RequestsPerRPC = float64(requests-requests0) / float64(rpcs-rpcs0)
+			}
 		}
 	}
 	return res, note, err
+}
+
+// routerCalls adds up the requests the routers sent to nodes and the RPCs
+// that carried them (router.Stats).
+func routerCalls(routers []*router.Client) (requests, rpcs uint64) {
+	for _, r := range routers {
+		st := r.Stats()
+		requests += st.Requests
+		rpcs += st.RPCs
+	}
+	return requests, rpcs
 }
 
 // runOnEndpoints runs w against the running fleet of system at

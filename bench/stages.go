@@ -30,7 +30,10 @@ import (
 // one group for the linearizable reads that arrived before it) and
 // Batches the Raft message batches the nodes sent, one per peer per
 // engine round that had messages for it: divided by the window's ops they
-// say what a read's leadership check costs in messages.
+// say what a read's leadership check costs in messages. RequestsPerRPC is
+// the client side's share: the routers' Get, Put, Delete and
+// CompareAndSwap requests per RPC that carried them over the window, the
+// mean size of a coalesced Multi call (router.Stats).
 type ServerStages struct {
 	Requests       map[string]StageMean `json:"requests,omitempty"`
 	Commit         StageMean            `json:"commit"`
@@ -39,6 +42,7 @@ type ServerStages struct {
 	EntriesPerSync float64              `json:"entries_per_sync"`
 	ReadBatches    uint64               `json:"read_batches"`
 	Batches        uint64               `json:"raft_batches"`
+	RequestsPerRPC float64              `json:"router_requests_per_rpc,omitempty"`
 }
 
 // StageMean is how many times a stage was measured in a window, and its
@@ -69,7 +73,10 @@ func (s *ServerStages) String() string {
 		fmt.Fprintf(&b, "ReadIndex rounds %d, ", s.ReadBatches)
 	}
 	if s.Batches > 0 {
-		fmt.Fprintf(&b, "raft batches sent %d", s.Batches)
+		fmt.Fprintf(&b, "raft batches sent %d, ", s.Batches)
+	}
+	if s.RequestsPerRPC > 0 {
+		fmt.Fprintf(&b, "router requests per RPC %.1f", s.RequestsPerRPC)
 	}
 	return strings.TrimSuffix(b.String(), ", ")
 }
