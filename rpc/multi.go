@@ -24,7 +24,9 @@ const MaxMultiOps = 4096
 // The ops are started one after another without waiting (writes proposed,
 // reads' barriers begun), then awaited in turn: a batch costs no goroutine
 // per op, and its proposals and reads reach the engine together, so they
-// share rounds, syncs, ReadIndex rounds and messages. An op the engine
+// share rounds, syncs, ReadIndex rounds and messages. The reads of the
+// latest state then pass their barriers, and one Pebble iterator, made
+// after the last of them, serves them all (shard.PointReader). An op the engine
 // refuses because this node does not lead its shard is forwarded to the
 // leader, as its unary call, on a goroutine of its own. When the call
 // carries a sampled trace, every op goes through its unary handler
@@ -59,9 +61,17 @@ func (s *KVServer) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiRe
 		}
 		started = append(started, o)
 	}
+	// The reads of the latest state pass their barriers first, so that
+	// one iterator, made after all of them, serves them all.
+	for j := range started {
+		if o := &started[j]; o.get && o.at == 0 {
+			o.barrierErr = o.r.Barrier(ctx)
+		}
+	}
+	var reader shard.PointReader
 	for _, o := range started {
 		res, op := &results[o.i], ops[o.i]
-		err := o.wait(ctx, res, op)
+		err := o.wait(ctx, res, op, &reader)
 		if err == nil {
 			continue
 		}
@@ -71,6 +81,9 @@ func (s *KVServer) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiRe
 		}
 		res.Status = opStatus(s.errs.toStatus(err, o.id, o.key))
 	}
+	// The iterator's reads are checked as they are made; a failure
+	// Close reports afterwards concerns none of the answers.
+	_ = reader.Close()
 	wg.Wait()
 	return resp, nil
 }
@@ -89,10 +102,14 @@ type startedOp struct {
 	epoch shard.Epoch
 	s     *shard.Store
 	kv    *KVServer // fences a read of a leased key
+	// barrierErr is the outcome of a read's barrier (r.Barrier), which
+	// Multi waits for before any read.
+	barrierErr error
 }
 
 // wait waits for o and records its result in res, or returns its error.
-func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiOp) error {
+// A read of the latest state, whose barrier passed, reads through reader.
+func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiOp, reader *shard.PointReader) error {
 	if o.get {
 		var (
 			kv    shard.KeyValue
@@ -103,8 +120,8 @@ func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiO
 		latest := rev == 0
 		if !latest {
 			kv, found, err = o.s.GetAt(ctx, o.id, o.epoch, o.key, rev)
-		} else {
-			kv, found, rev, err = o.r.WaitKV(ctx)
+		} else if err = o.barrierErr; err == nil {
+			kv, found, rev, err = o.r.Read(reader)
 		}
 		if err == nil {
 			found, err = o.kv.fenceOne(ctx, kv, found, rev, latest)

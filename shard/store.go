@@ -501,6 +501,7 @@ type PendingRead struct {
 	sm    *StateMachine
 	shard ShardID
 	key   []byte
+	rev   uint64 // set by Barrier
 }
 
 // Wait waits for the read's barrier, or for ctx to end, then reads, and
@@ -514,24 +515,85 @@ func (p PendingRead) Wait(ctx context.Context) (value []byte, found bool, err er
 // revision the read saw: the replica's resolved revision once the barrier
 // passed (see readat.go).
 func (p PendingRead) WaitKV(ctx context.Context) (kv KeyValue, found bool, rev uint64, err error) {
+	if err := p.Barrier(ctx); err != nil {
+		return KeyValue{}, false, 0, err
+	}
+	return p.Read(nil)
+}
+
+// Barrier waits for the read's barrier, or for ctx to end, and fixes the
+// revision the read will see (the replica's resolved revision then),
+// refusing a key a transaction's lock covers at it. The read itself is
+// Read's: a PendingRead waits at most once.
+func (p *PendingRead) Barrier(ctx context.Context) error {
 	if p.err != nil {
-		return KeyValue{}, false, 0, p.err
+		return p.err
 	}
 	if _, err := p.f.Wait(ctx); err != nil {
-		return KeyValue{}, false, 0, err
+		return err
 	}
-	rev = p.sm.Resolved()
-	if err := p.sm.checkLocks(p.key, nil, true, rev); err != nil {
-		return KeyValue{}, false, 0, err
+	p.rev = p.sm.Resolved()
+	return p.sm.checkLocks(p.key, nil, true, p.rev)
+}
+
+// Read reads the key at the revision Barrier fixed, through r (nil: an
+// iterator of its own), and returns what WaitKV would have. The
+// revision is fixed before r's iterator is made (see PointReader), so the
+// iterator holds every write at or below it.
+func (p PendingRead) Read(r *PointReader) (kv KeyValue, found bool, rev uint64, err error) {
+	db := p.e.DB()
+	if r != nil && (r.db == nil || r.db == db) {
+		kv, found, err = r.get(db, p.key, p.rev)
+	} else {
+		kv, found, err = getAt(db, p.key, p.rev)
 	}
-	kv, found, err = getAt(p.e.DB(), p.key, rev)
 	if err != nil {
 		return KeyValue{}, false, 0, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
 	}
 	if err := p.s.stillServes(p.sm, p.key, nil, true); err != nil {
 		return KeyValue{}, false, 0, err
 	}
-	return kv, found, rev, nil
+	return kv, found, p.rev, nil
+}
+
+// A PointReader serves the point reads of one batch of requests (the Gets
+// of a KV Multi call) from one Pebble iterator, made at its first read,
+// instead of an iterator each: making and closing an iterator cost about
+// as much as the seek that reads the key. Every read it serves must have
+// passed its Barrier before that first read: a barrier that passed later
+// may need writes the iterator, a view of the store at its making, does
+// not hold. Not safe for concurrent use; Close it when done.
+type PointReader struct {
+	db   *pebble.DB
+	it   *pebble.Iterator
+	seek []byte
+}
+
+// get reads key's newest version at or below rev, as getAt does.
+func (r *PointReader) get(db *pebble.DB, key []byte, rev uint64) (KeyValue, bool, error) {
+	if r.it == nil {
+		it, err := db.NewIter(nil)
+		if err != nil {
+			return KeyValue{}, false, err
+		}
+		r.db, r.it = db, it
+	}
+	kv, found, seek, err := readVersion(r.it, r.seek, key, rev)
+	r.seek = seek
+	if found {
+		kv = kv.clone()
+	}
+	return kv, found && err == nil, err
+}
+
+// Close closes the reader's iterator, if it made one.
+func (r *PointReader) Close() error {
+	if r.it == nil {
+		return nil
+	}
+	it := r.it
+	r.it = nil
+	return it.Close()
 }
 
 // Scan returns the pairs of [start, end) in shard in key order, at most

@@ -91,6 +91,57 @@ func TestReadAtRevision(t *testing.T) {
 	}
 }
 
+// TestPointReader reads through one PointReader the keys of reads whose
+// barriers passed before its first read: each sees its key at the
+// revision its barrier fixed, even where the reader's iterator, made
+// later, holds a newer version.
+func TestPointReader(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	rc := putRev(t, ctx, s, "c", "1")
+	rd := putRev(t, ctx, s, "d", "1")
+	start := func(key string) *PendingRead {
+		p := s.StartGet(1, Epoch{}, []byte(key), multiraft.ReadLinearizable)
+		if err := p.Barrier(ctx); err != nil {
+			t.Fatalf("barrier of %s: %v", key, err)
+		}
+		return &p
+	}
+	pc := start("c")
+	putRev(t, ctx, s, "c", "2") // after c's barrier, before the reader's iterator
+	pd, pe := start("d"), start("e")
+
+	var r PointReader
+	defer r.Close()
+	for _, c := range []struct {
+		p     *PendingRead
+		key   string
+		value string // "" = absent
+		mod   uint64
+	}{{pc, "c", "1", rc}, {pd, "d", "1", rd}, {pe, "e", "", 0}, {pc, "c", "1", rc}} {
+		kv, found, rev, err := c.p.Read(&r)
+		if err != nil || found != (c.value != "") || string(kv.Value) != c.value || kv.ModRevision != c.mod {
+			t.Errorf("read %s: %q %v mod %d, %v; want %q mod %d", c.key, kv.Value, found, kv.ModRevision, err, c.value, c.mod)
+		}
+		if rev != c.p.rev {
+			t.Errorf("read %s saw revision %d, its barrier fixed %d", c.key, rev, c.p.rev)
+		}
+	}
+	if pc.rev >= pd.rev {
+		t.Errorf("c's barrier fixed %d, d's (after a write) %d", pc.rev, pd.rev)
+	}
+	if r.it == nil {
+		t.Fatal("the reader made no iterator")
+	}
+	// The same read on an iterator of its own agrees.
+	if kv, found, _, err := pd.Read(nil); err != nil || !found || string(kv.Value) != "1" {
+		t.Errorf("read d alone: %q %v, %v", kv.Value, found, err)
+	}
+	if err := r.Close(); err != nil || r.it != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
 func TestReadAtRevisionResolves(t *testing.T) {
 	o := &jumpOracle{}
 	n, ctx := loneShard(t, Config{}, o)
