@@ -129,13 +129,28 @@ func (t *Telemetry) UnaryServerInterceptor() (grpc.UnaryServerInterceptor, error
 			// Count the ops of a Multi call as the requests they are, each
 			// with its own code, so per-method figures do not depend on
 			// whether clients coalesce.
+			// A run of ops with the same method and code (a call's ops
+			// are mostly alike) is counted with one Add.
 			results := resp.(*pb.MultiResponse).GetResults()
+			var (
+				runFull string
+				runCode codes.Code
+				run     int64
+			)
 			for i, op := range m.GetOps() {
 				full := multiOpMethod(op)
 				code := codes.Code(results[i].GetStatus().GetCode())
 				latency.Record(ctx, elapsed, opts.latency(full))
 				t.Requests.Record(took)
-				requests.Add(ctx, 1, opts.requests(full, code))
+				if run > 0 && (full != runFull || code != runCode) {
+					requests.Add(ctx, run, opts.requests(runFull, runCode))
+					run = 0
+				}
+				runFull, runCode = full, code
+				run++
+			}
+			if run > 0 {
+				requests.Add(ctx, run, opts.requests(runFull, runCode))
 			}
 			return resp, err
 		}
