@@ -210,9 +210,15 @@ func getAt(r pebble.Reader, key []byte, rev uint64) (KeyValue, bool, error) {
 	return kv, found && err == nil, err
 }
 
+// clone copies kv's key and value into one new buffer (one allocation
+// instead of two, on every read's path), the key's capacity cut at its
+// length so that appending to it never reaches the value. The value is
+// never nil: a key stored with an empty value has an empty one.
 func (kv KeyValue) clone() KeyValue {
-	kv.Key = bytes.Clone(kv.Key)
-	kv.Value = append([]byte{}, kv.Value...)
+	buf := make([]byte, len(kv.Key)+len(kv.Value))
+	n := copy(buf, kv.Key)
+	copy(buf[n:], kv.Value)
+	kv.Key, kv.Value = buf[:n:n], buf[n:]
 	return kv
 }
 

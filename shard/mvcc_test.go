@@ -310,3 +310,25 @@ func TestMetaAfterRestart(t *testing.T) {
 		t.Fatalf("%d metas in memory, the bound is %d", len(h.sm.metas), metaCacheKeys)
 	}
 }
+
+// TestKeyValueClone: a clone shares no byte with what it copied, in one
+// allocation, and appending to its key leaves its value alone.
+func TestKeyValueClone(t *testing.T) {
+	key, value := []byte("key"), []byte("value")
+	kv := KeyValue{Key: key, Value: value, ModRevision: 7}
+	c := kv.clone()
+	key[0], value[0] = 'X', 'X'
+	if string(c.Key) != "key" || string(c.Value) != "value" || c.ModRevision != 7 {
+		t.Fatalf("clone = %q %q %d after the source changed", c.Key, c.Value, c.ModRevision)
+	}
+	_ = append(c.Key, "!!!!!"...)
+	if string(c.Value) != "value" {
+		t.Fatalf("appending to the key changed the value: %q", c.Value)
+	}
+	if e := (KeyValue{Key: []byte("k"), Value: []byte{}}).clone(); e.Value == nil || len(e.Value) != 0 {
+		t.Fatalf("an empty value cloned as %#v", e.Value)
+	}
+	if n := testing.AllocsPerRun(100, func() { c = kv.clone() }); n != 1 {
+		t.Errorf("clone allocates %v times, want 1", n)
+	}
+}
