@@ -194,17 +194,11 @@ func ReadAt(r pebble.Reader, key []byte, rev uint64) (kv KeyValue, found bool, e
 }
 
 // getAt reads key's newest version at or below rev from r, copying what
-// it returns.
+// it returns: a PointReader of one read.
 func getAt(r pebble.Reader, key []byte, rev uint64) (KeyValue, bool, error) {
-	it, err := r.NewIter(nil)
-	if err != nil {
-		return KeyValue{}, false, err
-	}
-	kv, found, _, err := readVersion(it, nil, key, rev)
-	if found {
-		kv = kv.clone()
-	}
-	if cerr := it.Close(); err == nil {
+	var pr PointReader
+	kv, found, err := pr.get(r, key, rev)
+	if cerr := pr.Close(); err == nil {
 		err = cerr
 	}
 	return kv, found && err == nil, err

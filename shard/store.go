@@ -542,10 +542,10 @@ func (p *PendingRead) Barrier(ctx context.Context) error {
 // iterator holds every write at or below it.
 func (p PendingRead) Read(r *PointReader) (kv KeyValue, found bool, rev uint64, err error) {
 	db := p.e.DB()
-	if r != nil && (r.db == nil || r.db == db) {
-		kv, found, err = r.get(db, p.key, p.rev)
-	} else {
+	if r == nil || r.r != nil && r.r != pebble.Reader(db) {
 		kv, found, err = getAt(db, p.key, p.rev)
+	} else {
+		kv, found, err = r.get(db, p.key, p.rev)
 	}
 	if err != nil {
 		return KeyValue{}, false, 0, fmt.Errorf("shard: reading shard %d: %w", p.shard, err)
@@ -564,19 +564,20 @@ func (p PendingRead) Read(r *PointReader) (kv KeyValue, found bool, rev uint64, 
 // may need writes the iterator, a view of the store at its making, does
 // not hold. Not safe for concurrent use; Close it when done.
 type PointReader struct {
-	db   *pebble.DB
+	r    pebble.Reader // what it reads, set at the first read
 	it   *pebble.Iterator
 	seek []byte
 }
 
-// get reads key's newest version at or below rev, as getAt does.
-func (r *PointReader) get(db *pebble.DB, key []byte, rev uint64) (KeyValue, bool, error) {
+// get reads key's newest version at or below rev from src (which must be
+// the same at every call), copying what it returns.
+func (r *PointReader) get(src pebble.Reader, key []byte, rev uint64) (KeyValue, bool, error) {
 	if r.it == nil {
-		it, err := db.NewIter(nil)
+		it, err := src.NewIter(nil)
 		if err != nil {
 			return KeyValue{}, false, err
 		}
-		r.db, r.it = db, it
+		r.r, r.it = src, it
 	}
 	kv, found, seek, err := readVersion(r.it, r.seek, key, rev)
 	r.seek = seek
