@@ -10,11 +10,11 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"syscall"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/flotilla-kv/flotilla/internal/framed"
 	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
@@ -65,9 +65,6 @@ const (
 
 	flagQuiesce byte = 1
 
-	// connHandshakeTimeout bounds the dial, TLS handshake, hello and
-	// status of a new connection, and the receiver's wait for the magic.
-	connHandshakeTimeout = 5 * time.Second
 	// connPingInterval is how often a receiver pings its sender, and
 	// connSilenceTimeout how long a sender waits for a ping before it
 	// drops the connection (the gRPC stream's keepalive did the same).
@@ -78,66 +75,6 @@ const (
 	connWriteTimeout = 10 * time.Second
 )
 
-// errFramedUnsupported reports a peer that closed a new framed
-// connection before answering it: a server whose listener does not
-// demultiplex that kind (an older build). The sender then uses gRPC.
-var errFramedUnsupported = errors.New("rpc: peer does not serve framed connections")
-
-// dialMagic opens a framed connection of the kind magic names to addr:
-// the dial, the magic, then TLS with tlsCfg unless it is nil (its
-// ServerName taken from addr when empty). The connection's deadline is
-// ctx's; the caller completes its own handshake and then clears it. A
-// peer that closes the connection meanwhile fails it with an error
-// wrapping errFramedUnsupported.
-func dialMagic(ctx context.Context, addr, magic string, tlsCfg *tls.Config) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	fail := func(err error) (net.Conn, error) {
-		_ = conn.Close()
-		return nil, unsupportedIfClosed(err)
-	}
-	if _, err := io.WriteString(conn, magic); err != nil {
-		return fail(err)
-	}
-	if tlsCfg == nil {
-		return conn, nil
-	}
-	cfg := tlsCfg.Clone()
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return fail(err)
-		}
-		cfg.ServerName = host
-	}
-	tc := tls.Client(conn, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return fail(err)
-	}
-	return tc, nil
-}
-
-// serverTLS starts a framed connection's handshake on the server's side,
-// under connHandshakeTimeout (the caller clears the deadline after its
-// own handshake step): TLS with tlsCfg unless it is nil. false: the
-// TLS handshake failed.
-func serverTLS(conn net.Conn, tlsCfg *tls.Config) (net.Conn, bool) {
-	_ = conn.SetDeadline(time.Now().Add(connHandshakeTimeout))
-	if tlsCfg == nil {
-		return conn, true
-	}
-	tc := tls.Server(conn, tlsCfg)
-	if err := tc.Handshake(); err != nil {
-		return nil, false
-	}
-	return tc, true
-}
-
 // dialFramed opens a framed connection to node and completes its
 // handshake.
 func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
@@ -145,9 +82,9 @@ func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(t.ctx, connHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, framed.HandshakeTimeout)
 	defer cancel()
-	conn, err := dialMagic(ctx, addr, raftConnMagic, t.cfg.FramedTLS)
+	conn, err := framed.DialMagic(ctx, addr, raftConnMagic, t.cfg.FramedTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +93,7 @@ func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
 	binary.BigEndian.PutUint64(hello[8:], uint64(node))
 	if _, err := conn.Write(hello[:]); err != nil {
 		_ = conn.Close()
-		return nil, unsupportedIfClosed(err)
+		return nil, framed.UnsupportedIfClosed(err)
 	}
 	if err := readStatus(conn); err != nil {
 		_ = conn.Close()
@@ -167,11 +104,11 @@ func (t *Transport) dialFramed(node multiraft.NodeID) (net.Conn, error) {
 }
 
 // readStatus reads the receiver's answer to the hello. An answer that is
-// neither status is another protocol's: errFramedUnsupported.
+// neither status is another protocol's: framed.ErrUnsupported.
 func readStatus(conn net.Conn) error {
 	var b [len(connAccepted) + 2]byte
 	if _, err := io.ReadFull(conn, b[:len(connAccepted)]); err != nil {
-		return unsupportedIfClosed(err)
+		return framed.UnsupportedIfClosed(err)
 	}
 	switch string(b[:len(connAccepted)]) {
 	case connAccepted:
@@ -186,17 +123,8 @@ func readStatus(conn net.Conn) error {
 		}
 		return fmt.Errorf("rpc: peer refused the Raft connection: %s", reason)
 	default:
-		return fmt.Errorf("%w: it answered the hello with %x", errFramedUnsupported, b[:len(connAccepted)])
+		return fmt.Errorf("%w: it answered the hello with %x", framed.ErrUnsupported, b[:len(connAccepted)])
 	}
-}
-
-// unsupportedIfClosed turns the end of a connection during the handshake
-// into errFramedUnsupported.
-func unsupportedIfClosed(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
-		return fmt.Errorf("%w: %w", errFramedUnsupported, err)
-	}
-	return err
 }
 
 // framed runs one framed connection to the peer until it fails: the
@@ -447,7 +375,7 @@ func (s *RaftServer) serveFramed(raw net.Conn, tlsCfg *tls.Config) {
 // the hello, refusing a connection meant for another node. It returns the
 // connection to read frames from.
 func (s *RaftServer) handshakeFramed(conn net.Conn, tlsCfg *tls.Config) (net.Conn, bool) {
-	conn, ok := serverTLS(conn, tlsCfg)
+	conn, ok := framed.ServerTLS(conn, tlsCfg)
 	if !ok {
 		return nil, false
 	}

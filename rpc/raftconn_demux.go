@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/flotilla-kv/flotilla/internal/framed"
 )
 
 // Demux returns a listener for the node's gRPC server that yields every
@@ -138,7 +140,7 @@ func (d *demuxListener) donePending(c net.Conn) bool {
 // d.serve or to the gRPC server.
 func (d *demuxListener) sort(c net.Conn) {
 	head := make([]byte, len(d.magic))
-	_ = c.SetReadDeadline(time.Now().Add(connHandshakeTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(framed.HandshakeTimeout))
 	n, err := io.ReadFull(c, head)
 	_ = c.SetReadDeadline(time.Time{})
 	if !d.donePending(c) {

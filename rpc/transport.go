@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flotilla-kv/flotilla/internal/framed"
 	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
@@ -434,7 +435,7 @@ func (p *peer) connect() (established bool, err error) {
 		return p.stream()
 	}
 	conn, err := p.t.dialFramed(p.node)
-	if errors.Is(err, errFramedUnsupported) {
+	if errors.Is(err, framed.ErrUnsupported) {
 		p.t.cfg.Logger.Debug("peer serves no framed Raft connections; using its gRPC stream", "node", p.node, "err", err)
 		return p.stream()
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/internal/framed"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -83,16 +84,16 @@ type TimestampConn struct {
 // empty. ctx bounds the dial and the handshake. A server that does not
 // serve them fails it with an error wrapping ErrTimestampsUnsupported.
 func DialTimestamps(ctx context.Context, addr string, tlsCfg *tls.Config) (*TimestampConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, connHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, framed.HandshakeTimeout)
 	defer cancel()
-	conn, err := dialMagic(ctx, addr, tsConnMagic, tlsCfg)
+	conn, err := framed.DialMagic(ctx, addr, tsConnMagic, tlsCfg)
 	if err != nil {
 		return nil, tsUnsupported(err)
 	}
 	var b [len(tsConnAccepted)]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		_ = conn.Close()
-		return nil, tsUnsupported(unsupportedIfClosed(err))
+		return nil, tsUnsupported(framed.UnsupportedIfClosed(err))
 	}
 	if string(b[:]) != tsConnAccepted {
 		_ = conn.Close()
@@ -103,10 +104,10 @@ func DialTimestamps(ctx context.Context, addr string, tlsCfg *tls.Config) (*Time
 }
 
 // tsUnsupported says ErrTimestampsUnsupported of an error wrapping
-// errFramedUnsupported (the server closed the connection in the
+// framed.ErrUnsupported (the server closed the connection in the
 // handshake).
 func tsUnsupported(err error) error {
-	if errors.Is(err, errFramedUnsupported) {
+	if errors.Is(err, framed.ErrUnsupported) {
 		return fmt.Errorf("%w: %w", ErrTimestampsUnsupported, err)
 	}
 	return err
@@ -239,7 +240,7 @@ func (s *TimestampServer) serve(raw net.Conn, tlsCfg *tls.Config) {
 		return
 	}
 	defer s.conns.untrack(raw)
-	conn, ok := serverTLS(raw, tlsCfg)
+	conn, ok := framed.ServerTLS(raw, tlsCfg)
 	if !ok {
 		return
 	}

@@ -185,7 +185,20 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 3)
-	wg.Go(func() { serveErr <- srv.Serve(raftSrv.Demux(lis, serverTLS)) })
+	// Framed KV connections (rpc/kvconn.go) carry the routers' Multi
+	// calls past gRPC, through the same interceptor, so the request
+	// metrics count them as gRPC's.
+	multiInfo := &grpc.UnaryServerInfo{Server: kvSrv, FullMethod: pb.KV_Multi_FullMethodName}
+	multi := func(ctx context.Context, req any) (any, error) { return kvSrv.Multi(ctx, req.(*pb.MultiRequest)) }
+	kvFrames := rpc.NewKVFrameServer(func(ctx context.Context, req *pb.MultiRequest) (*pb.MultiResponse, error) {
+		resp, err := interceptor(ctx, req, multiInfo, multi)
+		if err != nil {
+			return nil, err
+		}
+		return resp.(*pb.MultiResponse), nil
+	})
+	defer kvFrames.Close()
+	wg.Go(func() { serveErr <- srv.Serve(kvFrames.Demux(raftSrv.Demux(lis, serverTLS), serverTLS)) })
 	// The etcd v3 API, on its own port, through the node's router.
 	var etcdSrv *grpc.Server
 	labels := &pb.NodeLabels{Zone: cfg.Zone, Rack: cfg.Rack}
@@ -264,11 +277,12 @@ func run(ctx context.Context, cfg Config) error {
 		logger.Error("the engine stopped on a disk failure; exiting", "err", engine.Err())
 		ready.Store(false)
 		srv.Stop()
+		kvFrames.Close()
 		stopEtcd(context.Background(), etcdSrv)
 		stopTicks()
 		return fmt.Errorf("shardnode: %w", engine.Err())
 	}
-	shutdown(logger, cfg, engine, raftSrv, srv, etcdSrv, httpSrv, healthSrv, &ready)
+	shutdown(logger, cfg, engine, raftSrv, kvFrames, srv, etcdSrv, httpSrv, healthSrv, &ready)
 	stopTicks()
 	transport.Close()
 	_ = engine.Close()
@@ -284,7 +298,7 @@ func run(ctx context.Context, cfg Config) error {
 // shutdown stops serving gracefully: not ready, leaderships handed to
 // other replicas while requests still flow, then in-flight requests
 // finish.
-func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc.RaftServer, srv, etcdSrv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
+func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc.RaftServer, kvFrames *rpc.KVFrameServer, srv, etcdSrv *grpc.Server, httpSrv *http.Server, h *health.Server, ready *atomic.Bool) {
 	logger.Info("shutting down: handing off leaderships", "leaders", e.Leaders())
 	ready.Store(false)
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -296,7 +310,10 @@ func shutdown(logger *slog.Logger, cfg Config, e *multiraft.Engine, raftSrv *rpc
 	// The peers' streams would hold the graceful stop until the timeout.
 	raftSrv.Close()
 	stopEtcd(ctx, etcdSrv)
+	var wg sync.WaitGroup
+	wg.Go(func() { kvFrames.Shutdown(ctx) })
 	serve.StopGRPC(ctx, srv)
+	wg.Wait()
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(ctx)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/flotilla-kv/flotilla/internal/framed"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
 )
 
@@ -132,5 +133,13 @@ func TestHealthMux(t *testing.T) {
 	ready.Store(true)
 	if code := get("/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz once ready = %d, want 200", code)
+	}
+}
+
+// TestFramedRequestLimit: a framed KV request is bounded as a gRPC
+// message is.
+func TestFramedRequestLimit(t *testing.T) {
+	if framed.MaxKVRequestBytes != MaxMessageBytes {
+		t.Fatalf("framed.MaxKVRequestBytes = %d, MaxMessageBytes = %d", framed.MaxKVRequestBytes, MaxMessageBytes)
 	}
 }
