@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/keyfmt"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
@@ -70,7 +71,14 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		lanes:   lanes,
 		closing: make(chan struct{}),
 	}
-	c.conns = newConnPool(append(defaultDialOptions(), cfg.DialOptions...), cfg.BatchesPerNode, cfg.MaxBatchOps, &c.stats)
+	opts := defaultDialOptions()
+	if cfg.Dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.Dialer))
+	}
+	c.conns = newConnPool(append(opts, cfg.DialOptions...), cfg.BatchesPerNode, cfg.MaxBatchOps, &c.stats)
+	if !cfg.DisableFramedKV {
+		c.conns.framing(cfg.FramedTLS, cfg.Dialer)
+	}
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.source = cfg.RouteSource
 	if c.source == nil {
@@ -128,6 +136,8 @@ func (c *Client) Stats() Stats {
 		Ambiguous:       c.stats.ambiguous.Load(),
 		Requests:        c.stats.requests.Load(),
 		RPCs:            c.stats.rpcs.Load(),
+		FramedRPCs:      c.stats.framedRPCs.Load(),
+		FramedFallbacks: c.stats.framedFallbacks.Load(),
 	}
 	for i := range s.Retries {
 		s.Retries[i] = c.stats.retries[i].Load()

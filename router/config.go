@@ -1,8 +1,11 @@
 package router
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -55,8 +58,32 @@ type Config struct {
 	// on, and grpc.WithChainUnaryInterceptor adds interceptors. An
 	// interceptor must hand the invoker the call's context or one derived
 	// from it: the Client learns from values in it whether a failed write
-	// may have reached the node (sent.go).
+	// may have reached the node (sent.go). Calls over framed KV
+	// connections (DisableFramedKV) pass through none of these options.
 	DialOptions []grpc.DialOption
+
+	// DisableFramedKV sends every call to the nodes over gRPC. By default
+	// the Client sends Get, Put, Delete, CompareAndSwap and coalesced
+	// Multi calls over framed KV connections (rpc.DialKV): one request
+	// frame and one answer frame on a TCP connection opened on the node's
+	// gRPC port, with the call's deadline and the full status, at about
+	// half the CPU of a gRPC call on both sides (bench/README.md). They
+	// pass through none of DialOptions' interceptors and stats handlers;
+	// calls whose context carries a sampled trace, and every other
+	// method, go over gRPC. A node that does not serve them, or serves
+	// them with other security than FramedTLS, is called over gRPC
+	// (Stats.FramedFallbacks).
+	DisableFramedKV bool
+	// FramedTLS secures the framed KV connections: the client side of the
+	// fleet's mutual TLS, as the transport credentials in DialOptions use
+	// it (tlsconfig's ClientTLS). Nil: plaintext. A Client that sets TLS
+	// credentials in DialOptions but not FramedTLS calls the nodes over
+	// gRPC only, since they refuse its plaintext framed connections.
+	FramedTLS *tls.Config
+	// Dialer, when set, opens every connection of the Client: gRPC's (as
+	// grpc.WithContextDialer, before DialOptions, so a dialer there wins
+	// for gRPC) and the framed KV connections'. Nil: the system's dialer.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 
 	// MeterProvider, when set, receives the Client's counters (Stats) as
 	// OpenTelemetry instruments of the meter MeterName, read at each
@@ -177,6 +204,7 @@ func (c Config) withDefaults() Config {
 	c.PlacementAddresses = append([]string(nil), c.PlacementAddresses...)
 	c.NodeAddresses = append([]string(nil), c.NodeAddresses...)
 	c.DialOptions = append([]grpc.DialOption(nil), c.DialOptions...)
+	c.FramedTLS = c.FramedTLS.Clone()
 	if c.Local != nil {
 		l := *c.Local
 		c.Local = &l

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/flotilla-kv/flotilla/internal/framed"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -46,9 +48,17 @@ type connPool struct {
 	// and Config.MaxBatchOps); batches < 0 turns coalescing off.
 	batches, batchOps int
 	stats             *counters
-	mu                struct {
+	// framed turns the framed KV connections on (framing), with
+	// framedTLS.
+	framed     bool
+	framedTLS  *tls.Config
+	framedDial framed.DialFunc
+	mu         struct {
 		sync.Mutex
 		conns map[string]*grpc.ClientConn
+		// framed holds the framed KV connections of each address kv was
+		// asked for, when framing is on.
+		framed map[string]*framedConns
 		// kvs holds the KV client of each address kv was asked for.
 		kvs map[string]pb.KVClient
 		// localKV is Config.Local's client, counted and coalesced as a
@@ -62,7 +72,15 @@ func newConnPool(opts []grpc.DialOption, batches, batchOps int, stats *counters)
 	p := &connPool{opts: opts, batches: batches, batchOps: batchOps, stats: stats}
 	p.mu.conns = map[string]*grpc.ClientConn{}
 	p.mu.kvs = map[string]pb.KVClient{}
+	p.mu.framed = map[string]*framedConns{}
 	return p
+}
+
+// framing turns on framed KV connections (framed.go), dialled with dial
+// (nil: the system's dialer) and secured with tlsCfg (nil: plaintext), for
+// the addresses kv is asked for from now on.
+func (p *connPool) framing(tlsCfg *tls.Config, dial framed.DialFunc) {
+	p.framed, p.framedTLS, p.framedDial = true, tlsCfg, dial
 }
 
 // wrap counts kv's calls and coalesces them unless coalescing is off.
@@ -108,7 +126,13 @@ func (p *connPool) kv(addr string) (pb.KVClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv = p.wrap(pb.NewKVClient(conn))
+	kv = pb.NewKVClient(conn)
+	var f *framedConns
+	if p.framed {
+		f = newFramedConns(addr, p.framedTLS, p.framedDial, p.stats)
+		kv = framedKV{KVClient: kv, f: f}
+	}
+	kv = p.wrap(kv)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if prev, ok := p.mu.kvs[addr]; ok {
@@ -118,6 +142,9 @@ func (p *connPool) kv(addr string) (pb.KVClient, error) {
 		return nil, ErrClosed
 	}
 	p.mu.kvs[addr] = kv
+	if f != nil {
+		p.mu.framed[addr] = f
+	}
 	return kv, nil
 }
 
@@ -142,21 +169,26 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 }
 
 // failing reports whether the connection to addr exists and is in
-// TRANSIENT_FAILURE (its last connection attempt failed), so choosing a
-// replica can try healthier ones first.
+// TRANSIENT_FAILURE (its last connection attempt failed), or the last
+// dial of a framed KV connection to it failed, so choosing a replica can
+// try healthier ones first.
 func (p *connPool) failing(addr string) bool {
 	p.mu.Lock()
 	c, ok := p.mu.conns[addr]
+	f := p.mu.framed[addr]
 	p.mu.Unlock()
-	return ok && c.GetState() == connectivity.TransientFailure
+	return ok && c.GetState() == connectivity.TransientFailure || f != nil && f.failing()
 }
 
 // close closes every connection; later gets fail with ErrClosed.
 func (p *connPool) close() error {
 	p.mu.Lock()
-	conns := p.mu.conns
-	p.mu.conns, p.mu.kvs, p.mu.localKV, p.mu.closed = nil, nil, nil, true
+	conns, framed := p.mu.conns, p.mu.framed
+	p.mu.conns, p.mu.kvs, p.mu.framed, p.mu.localKV, p.mu.closed = nil, nil, nil, nil, true
 	p.mu.Unlock()
+	for _, f := range framed {
+		f.close()
+	}
 	var errs []error
 	for _, c := range conns {
 		if err := c.Close(); err != nil {

@@ -89,13 +89,16 @@ func ExampleClient_CompareAndSwap() {
 	}
 }
 
-// TLS, interceptors and other gRPC settings go in through DialOptions.
+// TLS, interceptors and other gRPC settings go in through DialOptions;
+// the framed KV connections take the same TLS configuration.
 func ExampleConfig_tls() {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13}
 	cfg := router.Config{
 		PlacementAddresses: []string{"placement.example:7200"},
 		DialOptions: []grpc.DialOption{
-			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13})),
+			grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		},
+		FramedTLS:       tlsCfg,
 		ReadConsistency: router.Lease,
 		Timeout:         2 * time.Second,
 		WriteLanes:      128,

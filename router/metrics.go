@@ -24,6 +24,8 @@ const MeterName = "github.com/flotilla-kv/flotilla/router"
 //	flotilla.router.ambiguous                writes that ended ambiguous
 //	flotilla.router.requests                 requests sent to nodes
 //	flotilla.router.rpcs                     RPCs that carried them
+//	flotilla.router.framed_rpcs              those over framed KV connections
+//	flotilla.router.framed_fallbacks         nodes that refused framed ones
 //
 // Every instrument but the gauge is a monotonic counter. Unregister the
 // returned registration to stop reporting (Client.Close does it for the
@@ -53,6 +55,8 @@ func RegisterMetrics(meter metric.Meter, stats func() Stats) (metric.Registratio
 		{"flotilla.router.ambiguous", "writes that ended ambiguous (may or may not have applied)", func(s Stats) int64 { return int64(s.Ambiguous) }, true},
 		{"flotilla.router.requests", "requests (get, put, delete, compare-and-swap attempts) sent to nodes", func(s Stats) int64 { return int64(s.Requests) }, true},
 		{"flotilla.router.rpcs", "RPCs that carried the requests; requests/rpcs is the mean batch", func(s Stats) int64 { return int64(s.RPCs) }, true},
+		{"flotilla.router.framed_rpcs", "RPCs sent over framed KV connections instead of gRPC", func(s Stats) int64 { return int64(s.FramedRPCs) }, true},
+		{"flotilla.router.framed_fallbacks", "times a node refused framed KV connections and was called over gRPC", func(s Stats) int64 { return int64(s.FramedFallbacks) }, true},
 		{"flotilla.router.route_cache.routes", "routes in the route cache", func(s Stats) int64 { return int64(s.CachedRoutes) }, false},
 	}
 	obs := []metric.Observable{retries}

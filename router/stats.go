@@ -76,6 +76,12 @@ type Stats struct {
 	// coalescing (Config.BatchesPerNode), Requests/RPCs is the mean batch
 	// size.
 	Requests, RPCs uint64
+	// FramedRPCs counts the RPCs sent over framed KV connections
+	// (Config.DisableFramedKV), the rest of RPCs going over gRPC.
+	// FramedFallbacks counts the times a node refused framed connections
+	// (an older build, or other security than Config.FramedTLS), after
+	// which it was called over gRPC for a minute.
+	FramedRPCs, FramedFallbacks uint64
 }
 
 // TotalRetries returns the sum of Retries.
@@ -94,4 +100,5 @@ type counters struct {
 	routeLoads, routeLoadErrors atomic.Uint64
 	ambiguous                   atomic.Uint64
 	requests, rpcs              atomic.Uint64
+	framedRPCs, framedFallbacks atomic.Uint64
 }

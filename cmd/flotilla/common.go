@@ -115,6 +115,7 @@ func (c *common) router(ctx context.Context) (*router.Client, error) {
 	return router.New(ctx, router.Config{
 		PlacementAddresses: addrList(c.placement), NodeAddresses: addrList(c.nodes), Timeout: c.timeout,
 		DialOptions: append([]grpc.DialOption{tlsCfg.DialOption()}, tracing.DialOptions()...), // client spans when tracing is on
+		FramedTLS:   tlsCfg.ClientTLS(),
 	})
 }
 

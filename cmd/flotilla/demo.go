@@ -117,7 +117,8 @@ func runDemo(ctx context.Context, c demoConfig, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\nfleet ready in %s: placement at %s, status page at %s, etcd API at %s\n\n", time.Since(began).Round(time.Millisecond), f.placement(), f.statusURL(), strings.Join(f.etcdEndpoints(), ","))
 	f.printEndpoints(out)
-	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement()}, DialOptions: []grpc.DialOption{f.ClientTLSConfig().DialOption()}})
+	r, err := router.New(ctx, router.Config{PlacementAddresses: []string{f.placement()},
+		DialOptions: []grpc.DialOption{f.ClientTLSConfig().DialOption()}, FramedTLS: f.ClientTLSConfig().ClientTLS()})
 	if err != nil {
 		return outOfTime(err)
 	}

@@ -42,6 +42,7 @@ func startLeases(cfg Config, peers map[multiraft.NodeID]string, tlsCfg *tlsconfi
 	}
 	if tlsCfg.Enabled() {
 		rcfg.DialOptions = []grpc.DialOption{tlsCfg.DialOption()}
+		rcfg.FramedTLS = tlsCfg.ClientTLS()
 	}
 	// No route warm-up: the rest of the fleet may not be up yet, and every
 	// call loads the routes it misses.

@@ -79,29 +79,46 @@ func TestProcessTLSFleet(t *testing.T) {
 		return nil
 	})
 
-	t.Run("router puts and gets with the client certificate", func(t *testing.T) {
-		r, err := router.New(testutil.Context(t, 10*time.Second), router.Config{
-			PlacementAddresses: strings.Split(f.PlacementAddrs(), ","),
-			DialOptions:        []grpc.DialOption{f.ClientTLSConfig().DialOption()},
+	// The router's framed KV connections run the same mutual TLS when
+	// given the client's configuration (FramedTLS); a router that has
+	// TLS only in its gRPC credentials is refused them and calls over
+	// gRPC.
+	for _, framedTLS := range []bool{true, false} {
+		t.Run(fmt.Sprintf("router puts and gets with the client certificate, framed TLS %v", framedTLS), func(t *testing.T) {
+			cfg := router.Config{
+				PlacementAddresses: strings.Split(f.PlacementAddrs(), ","),
+				DialOptions:        []grpc.DialOption{f.ClientTLSConfig().DialOption()},
+			}
+			if framedTLS {
+				cfg.FramedTLS = f.ClientTLSConfig().ClientTLS()
+			}
+			r, err := router.New(testutil.Context(t, 10*time.Second), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for i := range 40 {
+				key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
+				if err := r.Put(testutil.Context(t, 20*time.Second), key, fmt.Appendf(nil, "v%d", i)); err != nil {
+					t.Fatalf("put %q: %v", key, err)
+				}
+			}
+			for i := range 40 {
+				key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
+				v, found, err := r.Get(testutil.Context(t, 20*time.Second), key)
+				if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
+					t.Fatalf("get %q = %q, %v, %v; want v%d", key, v, found, err, i)
+				}
+			}
+			st := r.Stats()
+			if framedTLS && (st.FramedRPCs == 0 || st.FramedFallbacks != 0) {
+				t.Fatalf("with FramedTLS: %d framed RPCs of %d, %d fallbacks", st.FramedRPCs, st.RPCs, st.FramedFallbacks)
+			}
+			if !framedTLS && (st.FramedRPCs != 0 || st.FramedFallbacks == 0) {
+				t.Fatalf("without FramedTLS: %d framed RPCs of %d, %d fallbacks", st.FramedRPCs, st.RPCs, st.FramedFallbacks)
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		for i := range 40 {
-			key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
-			if err := r.Put(testutil.Context(t, 20*time.Second), key, fmt.Appendf(nil, "v%d", i)); err != nil {
-				t.Fatalf("put %q: %v", key, err)
-			}
-		}
-		for i := range 40 {
-			key := []byte{byte(i * 256 / 40), 'k', byte('0' + i%10)}
-			v, found, err := r.Get(testutil.Context(t, 20*time.Second), key)
-			if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
-				t.Fatalf("get %q = %q, %v, %v; want v%d", key, v, found, err, i)
-			}
-		}
-	})
+	}
 
 	t.Run("a follower forwards to the leader over TLS", func(t *testing.T) {
 		s := shards[0].GetRoute()

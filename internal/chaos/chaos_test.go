@@ -295,7 +295,9 @@ func runCycle(t *testing.T, c cluster, nem *nemesis, rs *reshaper, shared *route
 	}
 	var pinned []*router.Client
 	for range *flagPinned {
-		r, err := router.New(context.Background(), routerConfig(c.PlacementAddrs(), pinnedDialer(append([]string{c.NodeAddr(pin)}, c.PlacementAddrs()...)...)))
+		cfg := routerConfig(c.PlacementAddrs())
+		cfg.Dialer = pinnedDialer(append([]string{c.NodeAddr(pin)}, c.PlacementAddrs()...)...)
+		r, err := router.New(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/flotilla-kv/flotilla/router"
 )
 
@@ -23,33 +21,33 @@ func (c clock) now() int64 { return int64(time.Since(c.start)) }
 // routerConfig is the client configuration of the workload: bounded
 // attempts so a paused or cut-off node is given up for the next replica,
 // and a call bound that keeps histories moving.
-func routerConfig(placement []string, opts ...grpc.DialOption) router.Config {
+func routerConfig(placement []string) router.Config {
 	return router.Config{
 		PlacementAddresses: placement,
 		Timeout:            4 * time.Second,
 		AttemptTimeout:     time.Second,
 		MaxRetries:         40,
 		BackoffMax:         300 * time.Millisecond,
-		DialOptions:        opts,
 	}
 }
 
 // pinnedDialer lets a router reach only the given addresses (one
 // shardnode, and placement for routes): every other dial fails at once,
 // as if that node could not see the rest of the cluster. It is how a
-// client on the minority side of a partition is modelled.
-func pinnedDialer(allowed ...string) grpc.DialOption {
+// client on the minority side of a partition is modelled; as the
+// router's Dialer, it opens its gRPC and framed connections alike.
+func pinnedDialer(allowed ...string) func(context.Context, string) (net.Conn, error) {
 	ok := map[string]bool{}
 	for _, a := range allowed {
 		ok[a] = true
 	}
-	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
 		if !ok[addr] {
 			return nil, fmt.Errorf("chaos: %s is not reachable from this pinned client", addr)
 		}
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
-	})
+	}
 }
 
 // workerClient is one workload goroutine's connection: a shared router,

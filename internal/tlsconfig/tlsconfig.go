@@ -148,8 +148,12 @@ func (c *Config) ServerTLS() *tls.Config {
 // ClientTLS returns a new client configuration: TLS 1.3 at least, this
 // certificate presented, and the server's certificate verified against
 // the CA and the dialled host name (gRPC sets ServerName from the target).
-// The caller owns the result.
+// The caller owns the result. Nil for a nil c (plaintext), as
+// router.Config.FramedTLS takes it.
 func (c *Config) ClientTLS() *tls.Config {
+	if c == nil {
+		return nil
+	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{c.cert},
