@@ -54,8 +54,9 @@
 //     already failed this call are skipped, and those whose connection is
 //     failing go last.
 //  3. Send, with the route's shard ID and epoch in the header (and, for a
-//     write, the lane's ClientID and Seq), over the one gRPC connection the
-//     Client keeps per node address, through that node's coalescer (below).
+//     write, the lane's ClientID and Seq), through that node's coalescer
+//     (below), over a framed KV connection to the node (below) or the one
+//     gRPC connection the Client keeps per node address.
 //  4. On failure, read the typed detail of the gRPC status (common.proto),
 //     act on it (below), and retry or return.
 //
@@ -124,6 +125,34 @@
 // calls from then on. An attempt carrying a sampled OpenTelemetry span
 // always goes alone, so its trace is whole. Stats.Requests/Stats.RPCs is
 // the mean batch size.
+//
+// # Framed KV connections
+//
+// What is left of a call's cost after coalescing is mostly gRPC's own
+// handling: HTTP/2 frames and three goroutine hand-offs on each side. So
+// by default (Config.DisableFramedKV) the coalescers' calls, lone
+// requests as a Multi of one, go over framed KV connections
+// (internal/framed, framed.go): one request frame and one answer frame
+// on a TCP (or TLS, Config.FramedTLS) connection to the node's gRPC port,
+// written and read by the calling goroutine, the node's connection
+// goroutine serving it in between. A connection carries one call at a
+// time and returns to the node's pool after it; the pool holds about
+// BatchesPerNode of them. The frames carry the call's deadline and the
+// node's full status, so everything above holds as over gRPC, and a call
+// marks its send record once its whole request is written: a write whose
+// answer is lost may have applied (ErrAmbiguous if the retries do not
+// settle it). An idle connection the node closed (it restarted) is
+// noticed before the request is written, and replaced. A failed dial
+// fails the node's calls at once for a backoff (50ms doubling to 2s),
+// and the node counts as failing when choosing a replica, as a gRPC
+// connection in TRANSIENT_FAILURE does.
+//
+// Framed calls pass through none of DialOptions' interceptors and stats
+// handlers. A call carrying a sampled trace, and every other method
+// (Scan, Txn, Watch, leases, ...), uses gRPC; so does every call to a
+// node that refuses framed connections (an older build, or other
+// security than FramedTLS: Stats.FramedFallbacks), tried again a minute
+// later. Config.Dialer opens both kinds of connection.
 //
 // # Inside a node
 //

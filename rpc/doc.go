@@ -55,6 +55,22 @@
 // its Raft on gRPC; if it moves to framed connections too, one
 // demultiplexer must recognise both kinds.
 //
+// The routers' KV calls travel the same way (kvconn.go, and
+// internal/framed/kv.go for the wire format and the client): Get, Put,
+// Delete, CompareAndSwap and coalesced Multi calls, each one request
+// frame and one answer frame on a framed KV connection on the node's gRPC
+// port (KVFrameServer.Demux, stacked on RaftServer.Demux), read, served
+// by KVServer.Multi through the node's telemetry interceptor, and
+// answered by the connection's one goroutine. The frames carry what the
+// gRPC call would (the call's remaining time; the response, or the full
+// status with its details), so the router's retries, exactly-once and
+// ambiguity rules hold unchanged. A connection carries one call at a
+// time; the router keeps one per call it has in flight to the node. At
+// 100 readers gRPC's handling was about half of a read call's server CPU
+// (bench/README.md, "The read path at 100 readers"). Calls carrying a
+// sampled trace, Watch, the etcd API, forwarding between nodes and every
+// other method stay on gRPC.
+//
 // Snapshots go through Raft.Snapshot, one stream per transfer, in chunks of
 // SnapshotChunkBytes with a CRC-32C each and the total size in the last
 // one, throttled by a node-wide token bucket (SnapshotRateBytes) and
