@@ -103,9 +103,10 @@ func TestConcurrentRequestsShareRPCs(t *testing.T) {
 	if st.Requests != writers {
 		t.Fatalf("Stats.Requests = %d, want %d", st.Requests, writers)
 	}
-	// One alone, then the 49 that queued behind it in one Multi.
-	if st.RPCs != 2 || n.multis.Load() != 1 {
-		t.Fatalf("%d requests in %d RPCs (%d Multi), want 2 RPCs (1 Multi)", st.Requests, st.RPCs, n.multis.Load())
+	// One alone, then the 49 that queued behind it in one Multi; over a
+	// framed connection the one alone is a Multi of one.
+	if st.RPCs != 2 || n.multis.Load() != 2 || st.FramedRPCs != 2 {
+		t.Fatalf("%d requests in %d RPCs (%d framed, %d Multi), want 2 framed Multi RPCs", st.Requests, st.RPCs, st.FramedRPCs, n.multis.Load())
 	}
 	// Every write still carries its own lane's ClientID and a fresh Seq.
 	seen := map[[2]uint64]bool{}
@@ -211,7 +212,8 @@ func TestTracedRequestGoesAlone(t *testing.T) {
 	g := newGate()
 	n.hook = g.hook
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n)), func(cfg *Config) { cfg.BatchesPerNode = 1 })
-	go func() { _ = c.Put(context.Background(), []byte("holder"), []byte("v")) }()
+	holder := make(chan error, 1)
+	go func() { holder <- c.Put(context.Background(), []byte("holder"), []byte("v")) }()
 	<-g.held
 	// The only batch slot is taken, yet a traced request does not queue.
 	sc := trace.NewSpanContext(trace.SpanContextConfig{
@@ -223,7 +225,12 @@ func TestTracedRequestGoesAlone(t *testing.T) {
 		t.Fatalf("traced Get while the batch slot is held: %v", err)
 	}
 	close(g.release)
-	if m := n.multis.Load(); m != 0 {
-		t.Fatalf("%d Multi calls, want 0", m)
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	// The holder went as a framed Multi of one; the traced Get went
+	// alone over gRPC, as its unary call.
+	if m, st := n.multis.Load(), c.Stats(); m != 1 || st.FramedRPCs != 1 || st.RPCs != 2 {
+		t.Fatalf("%d Multi calls, %d framed of %d RPCs; want the holder's only", m, st.FramedRPCs, st.RPCs)
 	}
 }

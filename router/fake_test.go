@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
@@ -40,6 +41,9 @@ type fakeNode struct {
 	// node holds); nil answers Unimplemented.
 	routes *staticSource
 	srv    *grpc.Server
+	// lis records the connections accepted, gRPC's and framed ones, for
+	// stop.
+	lis *recordingListener
 	// pageCap, when set, cuts every Scan page at this many pairs.
 	pageCap int
 	// watches, when set, receives every Watch stream the node serves, for
@@ -117,11 +121,53 @@ func newFakeNode(t *testing.T, id uint64) *fakeNode {
 		t.Fatal(err)
 	}
 	n.addr = lis.Addr().String()
+	n.lis = &recordingListener{Listener: lis}
 	n.srv = grpc.NewServer()
 	pb.RegisterKVServer(n.srv, n)
-	go func() { _ = n.srv.Serve(lis) }()
-	t.Cleanup(n.srv.Stop)
+	// The Client's framed KV calls reach the same Multi, as a
+	// shardnode's do.
+	frames := rpc.NewKVFrameServer(n.Multi)
+	go func() { _ = n.srv.Serve(frames.Demux(n.lis, nil)) }()
+	t.Cleanup(func() {
+		n.srv.Stop()
+		frames.Close()
+	})
 	return n
+}
+
+// stop stops n: it stops serving gRPC and closes every connection, gRPC's
+// and framed ones, under the calls in progress (which then fail as calls
+// whose connection broke), before it returns. A hook may call it.
+func (n *fakeNode) stop() {
+	n.srv.Stop()
+	n.lis.closeAll()
+}
+
+// recordingListener records the connections it accepts.
+type recordingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// closeAll closes every connection accepted, and the listener.
+func (l *recordingListener) closeAll() {
+	_ = l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		_ = c.Close()
+	}
 }
 
 // LocalRoutes answers from n.routes, as a shardnode answers from the

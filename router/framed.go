@@ -55,7 +55,11 @@ type framedConns struct {
 	now   func() time.Time
 	mu    struct {
 		sync.Mutex
-		idle   []*framed.KVConn
+		idle []*framed.KVConn
+		// busy holds the connections with a call in progress, which close
+		// closes under their calls, as closing a gRPC connection ends
+		// its calls.
+		busy   map[*framed.KVConn]struct{}
 		closed bool
 		// grpcUntil: the node refused framed connections; call it over
 		// gRPC until then.
@@ -69,7 +73,9 @@ type framedConns struct {
 }
 
 func newFramedConns(addr string, tlsCfg *tls.Config, dial framed.DialFunc, stats *counters) *framedConns {
-	return &framedConns{addr: addr, tls: tlsCfg, dial: dial, stats: stats, now: time.Now}
+	f := &framedConns{addr: addr, tls: tlsCfg, dial: dial, stats: stats, now: time.Now}
+	f.mu.busy = map[*framed.KVConn]struct{}{}
+	return f
 }
 
 // multi sends req over a framed connection. viaFramed is false when the
@@ -84,6 +90,14 @@ func (f *framedConns) multi(ctx context.Context, req *pb.MultiRequest) (resp *pb
 			return nil, viaFramed, err
 		}
 		resp, sent, err := c.Multi(ctx, req)
+		if !c.Broken() && status.Code(err) == codes.Unimplemented {
+			// The node serves no Multi (a build before it, or one that
+			// turned it off): nothing ran. It is called over gRPC, where
+			// the coalescer learns the same and sends unary calls.
+			f.put(c)
+			f.fallBack()
+			return nil, false, nil
+		}
 		if sent {
 			if r := sendRecordOf(ctx); r != nil {
 				r.mark()
@@ -94,7 +108,7 @@ func (f *framedConns) multi(ctx context.Context, req *pb.MultiRequest) (resp *pb
 			f.put(c)
 			return resp, true, err
 		}
-		_ = c.Close()
+		f.drop(c)
 		// An idle connection the node closed (it restarted) fails before
 		// sending; a new one is tried once.
 		if !sent && !fresh && attempt == 0 && ctx.Err() == nil {
@@ -122,6 +136,7 @@ func (f *framedConns) take(ctx context.Context) (c *framed.KVConn, fresh, viaFra
 		c := f.mu.idle[n-1]
 		f.mu.idle[n-1] = nil
 		f.mu.idle = f.mu.idle[:n-1]
+		f.mu.busy[c] = struct{}{}
 		f.mu.Unlock()
 		return c, false, true, nil
 	}
@@ -131,12 +146,15 @@ func (f *framedConns) take(ctx context.Context) (c *framed.KVConn, fresh, viaFra
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
+	case err == nil && f.mu.closed:
+		_ = c.Close()
+		return nil, false, false, nil
 	case err == nil:
 		f.mu.backoff, f.mu.failUntil, f.mu.dialErr = 0, time.Time{}, nil
+		f.mu.busy[c] = struct{}{}
 		return c, true, true, nil
 	case errors.Is(err, framed.ErrKVUnsupported) || errors.Is(err, framed.ErrKVMode):
-		f.mu.grpcUntil = f.now().Add(framedRetryAfter)
-		f.stats.framedFallbacks.Add(1)
+		f.fallBackLocked()
 		return nil, false, false, nil
 	case ctx.Err() != nil:
 		return nil, false, true, status.FromContextError(ctx.Err()).Err()
@@ -147,9 +165,22 @@ func (f *framedConns) take(ctx context.Context) (c *framed.KVConn, fresh, viaFra
 	}
 }
 
-// put keeps c for the next call, or closes it.
+// fallBack calls the node over gRPC for framedRetryAfter.
+func (f *framedConns) fallBack() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fallBackLocked()
+}
+
+func (f *framedConns) fallBackLocked() {
+	f.mu.grpcUntil = f.now().Add(framedRetryAfter)
+	f.stats.framedFallbacks.Add(1)
+}
+
+// put keeps c, taken by take, for the next call, or closes it.
 func (f *framedConns) put(c *framed.KVConn) {
 	f.mu.Lock()
+	delete(f.mu.busy, c)
 	if !f.mu.closed && len(f.mu.idle) < framedMaxIdle {
 		f.mu.idle = append(f.mu.idle, c)
 		c = nil
@@ -160,6 +191,14 @@ func (f *framedConns) put(c *framed.KVConn) {
 	}
 }
 
+// drop closes c, taken by take, after its call broke it.
+func (f *framedConns) drop(c *framed.KVConn) {
+	f.mu.Lock()
+	delete(f.mu.busy, c)
+	f.mu.Unlock()
+	_ = c.Close()
+}
+
 // failing reports whether the last dial to the node failed and calls to
 // it now fail at once.
 func (f *framedConns) failing() bool {
@@ -168,14 +207,18 @@ func (f *framedConns) failing() bool {
 	return f.now().Before(f.mu.failUntil)
 }
 
-// close closes the idle connections; those in use close when their call
-// returns, and later calls go over gRPC (which is closed too).
+// close closes every connection, ending the calls in progress (they fail
+// as calls whose connection broke); later calls go to gRPC, which is
+// closed too.
 func (f *framedConns) close() {
 	f.mu.Lock()
-	idle := f.mu.idle
-	f.mu.idle, f.mu.closed = nil, true
+	conns := f.mu.idle
+	for c := range f.mu.busy {
+		conns = append(conns, c)
+	}
+	f.mu.idle, f.mu.busy, f.mu.closed = nil, nil, true
 	f.mu.Unlock()
-	for _, c := range idle {
+	for _, c := range conns {
 		_ = c.Close()
 	}
 }

@@ -33,13 +33,13 @@ func (d directKV) Multi(ctx context.Context, in *pb.MultiRequest, _ ...grpc.Call
 	return d.n.Multi(ctx, in)
 }
 
-// localNode returns fake node id with its gRPC server stopped, so a call
+// localNode returns fake node id stopped, so a call
 // that reached it can only have come through Config.Local, and the Local
 // that calls it.
 func localNode(t *testing.T, id uint64) (*fakeNode, *LocalNode) {
 	t.Helper()
 	n := newFakeNode(t, id)
-	n.srv.Stop()
+	n.stop()
 	return n, &LocalNode{ID: id, KV: directKV{n: n}}
 }
 

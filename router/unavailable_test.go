@@ -73,7 +73,7 @@ func TestMajorityDownWriteFailsFastAsUnavailable(t *testing.T) {
 func TestConnectionBrokenUnderAWriteLeavesItAmbiguous(t *testing.T) {
 	n := newFakeNode(t, 1)
 	n.hook = func(string, *pb.RequestHeader) error {
-		n.srv.Stop() // closes the connection under this very call
+		n.stop() // closes the connection under this very call
 		return nil
 	}
 	c := newTestClient(t, newStaticSource(fakeRoute(1, "", "", 1, n)), func(cfg *Config) {

@@ -454,7 +454,7 @@ func TestKVConnUnsupported(t *testing.T) {
 // the handler is not called.
 func TestKVConnClosedWhileIdle(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("peerClosed sees a closed idle connection on Linux only")
+		t.Skip("PeerClosed sees a closed idle connection on Linux only")
 	}
 	kvModes(t, func(t *testing.T, tlsCfg *tlsconfig.Config) {
 		h := &echoHandler{}

@@ -142,7 +142,7 @@ func AcceptKV(raw net.Conn, tlsCfg *tls.Config) (net.Conn, bool) {
 type KVConn struct {
 	conn net.Conn
 	// raw is the TCP connection under conn (conn itself in plaintext),
-	// which peerClosed looks at.
+	// which PeerClosed looks at.
 	raw net.Conn
 	r   *bufio.Reader
 	buf []byte
@@ -217,7 +217,7 @@ func kvUnsupported(err error) error {
 // or a checksum did not match (Unavailable). sent reports whether the
 // request may have reached the server: false when the whole request was
 // not written, in particular when the server had closed the connection
-// before the call (peerClosed), so that a write that failed so surely did
+// before the call (PeerClosed), so that a write that failed so surely did
 // not apply.
 func (c *KVConn) Multi(ctx context.Context, req *pb.MultiRequest) (resp *pb.MultiResponse, sent bool, err error) {
 	if err := ctx.Err(); err != nil {
@@ -245,7 +245,7 @@ func (c *KVConn) Multi(ctx context.Context, req *pb.MultiRequest) (resp *pb.Mult
 			}
 		}()
 	}
-	if c.broken || c.peerClosed() {
+	if c.broken || c.PeerClosed() {
 		c.broken = true
 		return nil, false, status.Error(codes.Unavailable, "framed: KV connection closed by the node")
 	}

@@ -4,13 +4,14 @@ package framed
 
 import "syscall"
 
-// peerClosed reports whether the server has closed the connection, or
+// PeerClosed reports whether the server has closed the connection, or
 // sent bytes no call asked for, since the last answer: a connection kept
 // idle in a client's pool across a node's restart. One non-blocking peek
 // at the socket, so a call on such a connection fails before sending
 // anything, as a surely unsent call, instead of after, as a call that may
-// have reached the node.
-func (c *KVConn) peerClosed() bool {
+// have reached the node. Multi calls it first; call it only between
+// calls, as Multi is called.
+func (c *KVConn) PeerClosed() bool {
 	if c.r.Buffered() > 0 {
 		return true
 	}

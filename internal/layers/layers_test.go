@@ -50,6 +50,7 @@ var layers = map[string]layer{
 	"internal/cpustat":    leaf,
 	"internal/poll":       leaf,
 	"internal/tlsconfig":  leaf,
+	"internal/framed":     leaf,
 	"internal/buildinfo":  leaf,
 	"internal/readable":   leaf,
 	"rpc/flotillapb":      leaf,
@@ -94,10 +95,11 @@ var layers = map[string]layer{
 }
 
 // only narrows what some packages may import beyond the layer rule: the
-// router is a client library and links only the wire types, and the
+// router is a client library and links only the wire types (and the
+// framed KV connections' client), and the
 // engine only the key encoding.
 var only = map[string][]string{
-	"router":    {"rpc/flotillapb", "internal/keyfmt", "internal/syskeys"},
+	"router":    {"rpc/flotillapb", "internal/keyfmt", "internal/syskeys", "internal/framed"},
 	"multiraft": {"internal/keys"},
 }
 
