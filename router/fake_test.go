@@ -127,7 +127,10 @@ func newFakeNode(t *testing.T, id uint64) *fakeNode {
 	// The Client's framed KV calls reach the same Multi, as a
 	// shardnode's do.
 	frames := rpc.NewKVFrameServer(n.Multi)
-	go func() { _ = n.srv.Serve(frames.Demux(n.lis, nil)) }()
+	// Demux starts its goroutine here, so that tests counting goroutines
+	// count it before their clients exist.
+	grpcSide := frames.Demux(n.lis, nil)
+	go func() { _ = n.srv.Serve(grpcSide) }()
 	t.Cleanup(func() {
 		n.srv.Stop()
 		frames.Close()

@@ -11,11 +11,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-kv/flotilla/internal/testutil"
+	"github.com/flotilla-kv/flotilla/rpc"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
 )
 
-// BenchmarkFloor measures the request path alone: the router and gRPC on
-// loopback against three KV servers that answer every op at once, with no
+// BenchmarkFloor measures the request path alone: the router and its
+// connections on loopback (framed KV connections, the default, or gRPC)
+// against three KV servers that answer every op at once, with no
 // consensus and no storage behind them. 100 clients write (or read) random
 // keys of 16 shards, as `flotilla bench compare --clients 100` does, all
 // in this one process, so cpu-µs/op is what the path costs, client and
@@ -25,8 +27,9 @@ import (
 //
 //	go test -run '^$' -bench Floor -benchtime 200000x -count 3 ./router/
 func BenchmarkFloor(b *testing.B) {
-	for _, op := range []string{"put", "get"} {
-		b.Run(op, func(b *testing.B) {
+	for _, bc := range []struct{ op, via string }{{"put", "framed"}, {"put", "grpc"}, {"get", "framed"}, {"get", "grpc"}} {
+		op := bc.op
+		b.Run(bc.op+"/"+bc.via, func(b *testing.B) {
 			nodes := []*nullNode{newNullNode(b, 1), newNullNode(b, 2), newNullNode(b, 3)}
 			// fakeRoute reads only a node's ID and address.
 			var replicas []*fakeNode
@@ -45,7 +48,7 @@ func BenchmarkFloor(b *testing.B) {
 				}
 				routes = append(routes, fakeRoute(uint64(i+1), start, end, nodes[i%len(nodes)].id, replicas...))
 			}
-			c, err := New(context.Background(), Config{RouteSource: newStaticSource(routes...)})
+			c, err := New(context.Background(), Config{RouteSource: newStaticSource(routes...), DisableFramedKV: bc.via == "grpc"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -89,6 +92,9 @@ func BenchmarkFloor(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
+			if st := c.Stats(); (st.FramedRPCs > 0) != (bc.via == "framed") {
+				b.Fatalf("%d of %d RPCs framed, with %s", st.FramedRPCs, st.RPCs, bc.via)
+			}
 			ops := float64(per * clients)
 			b.ReportMetric(ops/time.Since(start).Seconds(), "ops/s")
 			b.ReportMetric(float64(testutil.ProcessCPU(b)-cpu0)/float64(time.Microsecond)/ops, "cpu-µs/op")
@@ -96,8 +102,8 @@ func BenchmarkFloor(b *testing.B) {
 	}
 }
 
-// nullNode is a KV server that answers every op at once: a put succeeds, a
-// get finds nothing.
+// nullNode is a KV server that answers every op at once, over gRPC and
+// framed KV connections: a put succeeds, a get finds nothing.
 type nullNode struct {
 	pb.UnimplementedKVServer
 	id   uint64
@@ -112,8 +118,13 @@ func newNullNode(b *testing.B, id uint64) *nullNode {
 	n := &nullNode{id: id, addr: lis.Addr().String()}
 	srv := grpc.NewServer()
 	pb.RegisterKVServer(srv, n)
-	go func() { _ = srv.Serve(lis) }()
-	b.Cleanup(srv.Stop)
+	frames := rpc.NewKVFrameServer(n.Multi)
+	grpcSide := frames.Demux(lis, nil)
+	go func() { _ = srv.Serve(grpcSide) }()
+	b.Cleanup(func() {
+		srv.Stop()
+		frames.Close()
+	})
 	return n
 }
 

@@ -110,8 +110,10 @@ func (f *framedConns) multi(ctx context.Context, req *pb.MultiRequest) (resp *pb
 		}
 		f.drop(c)
 		// An idle connection the node closed (it restarted) fails before
-		// sending; a new one is tried once.
+		// sending. The other idle ones are likely closed too: they are
+		// dropped, and a new connection is tried once.
 		if !sent && !fresh && attempt == 0 && ctx.Err() == nil {
+			f.dropIdle()
 			continue
 		}
 		return nil, true, err
@@ -197,6 +199,17 @@ func (f *framedConns) drop(c *framed.KVConn) {
 	delete(f.mu.busy, c)
 	f.mu.Unlock()
 	_ = c.Close()
+}
+
+// dropIdle closes the idle connections.
+func (f *framedConns) dropIdle() {
+	f.mu.Lock()
+	idle := f.mu.idle
+	f.mu.idle = nil
+	f.mu.Unlock()
+	for _, c := range idle {
+		_ = c.Close()
+	}
 }
 
 // failing reports whether the last dial to the node failed and calls to

@@ -80,25 +80,7 @@ func TestFramedLostAnswers(t *testing.T) {
 	ctx := testutil.Context(t, 60*time.Second)
 	key := []byte("counter")
 	const increments = 24
-	for i := range increments {
-		var res CASResult
-		var err error
-		if i == 0 {
-			res, err = r.CompareAndSwap(ctx, key, nil, true, []byte("1"))
-		} else {
-			res, err = r.CompareAndSwap(ctx, key, []byte(fmt.Sprint(i)), false, []byte(fmt.Sprint(i+1)))
-		}
-		if err != nil {
-			t.Fatalf("increment %d: %v", i+1, err)
-		}
-		if !res.Swapped {
-			t.Fatalf("increment %d did not swap (current %q): a retry was applied twice", i+1, res.Current)
-		}
-	}
-	v, _, err := r.Get(ctx, key)
-	if err != nil || string(v) != fmt.Sprint(increments) {
-		t.Fatalf("counter = %q (%v), want %d", v, err, increments)
-	}
+	casIncrements(ctx, t, r, key, increments)
 	var cut int64
 	for _, p := range lossy {
 		cut += p.cut.Load()

@@ -195,8 +195,9 @@ func TestFramedUnimplementedFallsBack(t *testing.T) {
 }
 
 // TestFramedReplacesConnectionClosedWhileIdle: the node restarts on the
-// same address while the connection is idle; the next call notices
-// before sending and goes on a new connection, so it succeeds.
+// same address while two connections are idle; the next call notices
+// before sending, drops both and goes on a new connection, so it
+// succeeds.
 func TestFramedReplacesConnectionClosedWhileIdle(t *testing.T) {
 	var before, after atomic.Int64
 	lis := listen(t)
@@ -209,7 +210,18 @@ func TestFramedReplacesConnectionClosedWhileIdle(t *testing.T) {
 	if _, _, err := f.multi(ctx, framedGet("a")); err != nil {
 		t.Fatal(err)
 	}
-	first.Shutdown(ctx) // closes the idle connection
+	// A second idle connection, as two calls at once leave.
+	c1, _, _, err := f.take(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, fresh, _, err := f.take(ctx)
+	if err != nil || !fresh {
+		t.Fatalf("second connection: fresh %v, %v", fresh, err)
+	}
+	f.put(c1)
+	f.put(c2)
+	first.Shutdown(ctx) // closes the idle connections
 	_ = lis.Close()
 	lis2, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -220,8 +232,8 @@ func TestFramedReplacesConnectionClosedWhileIdle(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if len(f.mu.idle) != 1 || !f.mu.idle[0].PeerClosed() {
-			return errors.New("the node's close has not reached the idle connection yet")
+		if len(f.mu.idle) != 2 || !f.mu.idle[0].PeerClosed() || !f.mu.idle[1].PeerClosed() {
+			return errors.New("the node's close has not reached the idle connections yet")
 		}
 		return nil
 	})
@@ -229,8 +241,8 @@ func TestFramedReplacesConnectionClosedWhileIdle(t *testing.T) {
 	if err != nil || !via || string(resp.GetResults()[0].GetGet().GetValue()) != "b" {
 		t.Fatalf("call after the restart: %v, %v, %v", resp, via, err)
 	}
-	if before.Load() != 1 || after.Load() != 1 || d.n.Load() != 2 {
-		t.Fatalf("calls served %d before, %d after the restart, %d dials; want 1, 1, 2", before.Load(), after.Load(), d.n.Load())
+	if before.Load() != 1 || after.Load() != 1 || d.n.Load() != 3 {
+		t.Fatalf("calls served %d before, %d after the restart, %d dials; want 1, 1, 3", before.Load(), after.Load(), d.n.Load())
 	}
 }
 

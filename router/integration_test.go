@@ -380,22 +380,13 @@ func (l *lossyInterceptor) intercept(ctx context.Context, method string, req, re
 	return nil
 }
 
-func TestIntegrationExactlyOnceAcrossLostAnswers(t *testing.T) {
-	c := newCluster(t, 3, 1)
-	lossy := &lossyInterceptor{}
-	r := c.client(func(cfg *Config) {
-		cfg.DialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(lossy.intercept)}
-		// The interceptor loses answers of gRPC calls only; framed
-		// calls pass no interceptor (TestFramedLostAnswers loses theirs).
-		cfg.DisableFramedKV = true
-	})
-	ctx := testutil.Context(t, 40*time.Second)
-	key := []byte("counter")
-	// A CAS-increment loop: every increment must swap. Had a retry of an
-	// applied CAS been applied again as a new request, it would report
-	// Swapped false (the counter already moved); had a retry been dropped,
-	// the counter would fall short.
-	const increments = 24
+// casIncrements counts key from nothing up to increments with
+// CompareAndSwap, each from the value before it: every increment must
+// swap. Had a retry of an applied CAS been applied again as a new
+// request, it would report Swapped false (the counter already moved);
+// had a retry been dropped, the counter would fall short.
+func casIncrements(ctx context.Context, t *testing.T, r *Client, key []byte, increments int) {
+	t.Helper()
 	for i := range increments {
 		var res CASResult
 		var err error
@@ -415,6 +406,21 @@ func TestIntegrationExactlyOnceAcrossLostAnswers(t *testing.T) {
 	if err != nil || string(v) != fmt.Sprint(increments) {
 		t.Fatalf("counter = %q (%v), want %d", v, err, increments)
 	}
+}
+
+func TestIntegrationExactlyOnceAcrossLostAnswers(t *testing.T) {
+	c := newCluster(t, 3, 1)
+	lossy := &lossyInterceptor{}
+	r := c.client(func(cfg *Config) {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(lossy.intercept)}
+		// The interceptor loses answers of gRPC calls only; framed
+		// calls pass no interceptor (TestFramedLostAnswers loses theirs).
+		cfg.DisableFramedKV = true
+	})
+	ctx := testutil.Context(t, 40*time.Second)
+	key := []byte("counter")
+	const increments = 24
+	casIncrements(ctx, t, r, key, increments)
 	// Every lost answer was followed by a retry with the same ClientID and
 	// Seq; distinct increments used distinct Seqs.
 	lossy.mu.Lock()
