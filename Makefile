@@ -151,7 +151,7 @@ FUZZ_TARGETS := \
 	./shard:FuzzRestore:60000 ./shard:FuzzRestoreCorruptByte:40000 \
 	./shard:FuzzDescriptorRanges:20000 \
 	./rpc:FuzzKVRequest:25000 ./rpc:FuzzSnapshotReceive:8000 \
-	./rpc:FuzzRaftMessageCodec:15000
+	./rpc:FuzzRaftMessageCodec:15000 ./internal/framed:FuzzKVFrames:30000
 
 .PHONY: fuzz fuzz-short
 fuzz-short: ## every fuzz target for a fixed number of executions, about 5 s each (what make test runs)
