@@ -23,14 +23,16 @@ import (
 
 // Framed KV connections carry KV.Multi calls from a router to a shardnode
 // without gRPC, as framed Raft connections carry Raft's batches
-// (raftconn.go): a TCP connection opened on the node's gRPC port and told
-// apart by its first bytes (rpc.KVFrameServer.Demux). On the wire:
+// (rpc/raftconn.go): a TCP connection opened on the node's gRPC port and
+// told apart by its first bytes (rpc.KVFrameServer.Demux). On the wire:
 //
 //	client → server   KVMagic and the client's mode, kvModeTLS or
 //	                  kvModePlain (plaintext)
 //	server → client   kvVerdictYes when the mode is the server's own,
-//	                  else kvVerdictNo and the connection ends
-//	                  then TLS when the mode is kvModeTLS
+//	                  else kvVerdictNo and the connection ends; a
+//	                  client that finds security other than its own
+//	                  learns it at once, before any TLS
+//	both              TLS when the mode is kvModeTLS
 //	server → client   kvConnAccepted
 //	client → server   a request: the length of the MultiRequest (4
 //	                  bytes), the call's remaining time in nanoseconds (8
@@ -62,8 +64,8 @@ import (
 // cancellation apart from the deadline: a client that gives up closes
 // its connection, and the server's handler runs to its deadline.
 const (
-	// KVMagic opens a framed KV connection. Like raftConnMagic it
-	// matches neither a gRPC client's plaintext preface nor a TLS
+	// KVMagic opens a framed KV connection. Like the Raft transport's
+	// magic it matches neither a gRPC client's plaintext preface nor a TLS
 	// handshake record.
 	KVMagic = "FLKVM\x00\x00\x01"
 	// kvModeTLS and kvModePlain follow the magic: the client's security.
