@@ -52,7 +52,7 @@ type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
 
 // dialRaw dials addr with dial (nil: the system's dialer) and writes
 // first on the new connection, whose deadline is then ctx's. It fails as
-// dialMagic does.
+// DialMagic does.
 func dialRaw(ctx context.Context, dial DialFunc, addr, first string) (net.Conn, error) {
 	if dial == nil {
 		var d net.Dialer
