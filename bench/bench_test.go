@@ -66,12 +66,20 @@ func TestZipfFollowsItsLaw(t *testing.T) {
 		}
 		counts[r]++
 	}
-	// P(rank k) = 1/((k+1)^theta * zeta(n)) for the two ranks the
-	// generator special-cases and one it computes; within 5%.
-	for _, k := range []int{0, 1, 9} {
-		want := draws / (math.Pow(float64(k+1), theta) * zc.zetaN)
-		if math.Abs(float64(counts[k])-want) > 0.05*want {
-			t.Errorf("rank %d drawn %d times, want about %.0f", k, counts[k], want)
+	// P(rank k) = 1/((k+1)^theta * zeta(n)). Ranks 0 and 1, which the
+	// generator special-cases, follow it exactly: their counts stay
+	// within 5 standard deviations of the binomial's. Rank 9 comes from
+	// Gray et al.'s approximation, which draws it about 2% too often at
+	// this n and theta (1.9% over 30 seeds), so it is allowed 3% more.
+	// A bound of 5% alone failed about one run in a hundred.
+	for _, c := range []struct {
+		k    int
+		bias float64
+	}{{0, 0}, {1, 0}, {9, 0.03}} {
+		p := 1 / (math.Pow(float64(c.k+1), theta) * zc.zetaN)
+		want, sd := draws*p, math.Sqrt(draws*p*(1-p))
+		if math.Abs(float64(counts[c.k])-want) > c.bias*want+5*sd {
+			t.Errorf("rank %d drawn %d times, want %.0f within %.0f", c.k, counts[c.k], want, c.bias*want+5*sd)
 		}
 	}
 	// The top 10% of ranks get most draws; the bottom half few.
