@@ -95,19 +95,11 @@ func serveKV(t *testing.T, h KVFrameHandler, tlsCfg *tlsconfig.Config) (string, 
 	return lis.Addr().String(), ks
 }
 
-// kvClientTLS is tlsCfg's client configuration, nil for plaintext.
-func kvClientTLS(tlsCfg *tlsconfig.Config) *tls.Config {
-	if tlsCfg == nil {
-		return nil
-	}
-	return tlsCfg.ClientTLS()
-}
-
 func dialKV(t *testing.T, addr string, tlsCfg *tlsconfig.Config) *framed.KVConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := framed.DialKV(ctx, addr, kvClientTLS(tlsCfg), nil)
+	c, err := framed.DialKV(ctx, addr, tlsCfg.ClientTLS(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +428,7 @@ func TestKVConnUnsupported(t *testing.T) {
 		wg.Go(func() { _ = srv.Serve(lis) })
 		defer func() { srv.Stop(); wg.Wait() }()
 		start := time.Now()
-		c, err := framed.DialKV(testutil.Context(t, 10*time.Second), lis.Addr().String(), kvClientTLS(tlsCfg), nil)
+		c, err := framed.DialKV(testutil.Context(t, 10*time.Second), lis.Addr().String(), tlsCfg.ClientTLS(), nil)
 		if c != nil {
 			_ = c.Close()
 		}
