@@ -8,8 +8,23 @@
 // any process on the machine may take the port. CI saw "bind: address
 // already in use" that way while several test packages ran at once. Ports
 // below the ephemeral range are never assigned to outgoing connections, so
-// Free picks among those at random and checks that each can be bound; only
-// another process choosing the same port within that moment collides.
+// Free picks among those at random and checks that each can be bound.
+//
+// That leaves the other processes that pick ports this way: test packages
+// run side by side, each starting fleets, and a fleet's node is often
+// stopped and started again on its own address (a crash test, a restart).
+// While it is down its port is free, and another test process could pick
+// it, so that the restart fails with "address already in use", or, worse,
+// the test talks to the other process's node. So Free also reserves each
+// port it returns for as long as the calling process lives, across the
+// machine: it holds an exclusive flock(2) on a file named after the port
+// in a directory under the system's temporary directory, and skips ports
+// whose file another live process holds. The kernel drops the locks when
+// the process exits, however it exits, so nothing is left to clean up but
+// the empty files (at most one per port; they are never removed, since a
+// file removed while another process opens it would be two locks). Where
+// the directory cannot be used, or flock does not exist, Free goes on
+// without reserving.
 package ports
 
 import (
@@ -49,6 +64,9 @@ func Free(n int) ([]string, error) {
 var given struct {
 	sync.Mutex
 	ports map[int]bool
+	// held are the reservations of the ports returned (see the package
+	// doc): kept open, and so locked, until the process exits.
+	held []*reservation
 }
 
 // pick returns n distinct loopback addresses with free ports in [lo, hi),
@@ -74,14 +92,20 @@ func pick(n, lo, hi int) ([]string, error) {
 		if given.ports[port] {
 			continue
 		}
+		r, ok := reserve(port)
+		if !ok {
+			continue // another live process returned it
+		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
+			r.release()
 			continue // taken
 		}
 		held = append(held, l) // held until all are chosen: distinct
 		addrs = append(addrs, addr)
 		given.ports[port] = true
+		given.held = append(given.held, r)
 	}
 	return addrs, nil
 }
