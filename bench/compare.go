@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -71,7 +72,9 @@ type CompareOptions struct {
 	EtcdTarget string
 	// ProfileDir, when set, receives a CPU profile of every shardnode over
 	// each Flotilla run's measured window (the nodes run with --pprof):
-	// WORKLOAD-RUN-shardnode-N.cpu.pprof.
+	// WORKLOAD-RUN-shardnode-N.cpu.pprof; and one of the bench's own
+	// process, the clients and their routers, over the same window:
+	// WORKLOAD-RUN-client.cpu.pprof.
 	ProfileDir string
 	// FsyncSamples is the size of the fsync probe. Default 200.
 	FsyncSamples int
@@ -276,7 +279,11 @@ func runOnce(ctx context.Context, o CompareOptions, system, etcdBin, dir string,
 			before, stagesErr = scrapeStages(ctx, httpAddrs)
 			close(scraped)
 			if o.ProfileDir != "" {
-				profileNodes(ctx, f, window, filepath.Join(o.ProfileDir, strings.ReplaceAll(strings.TrimPrefix(label, "flotilla "), "/", "of")), o.Log)
+				prefix := filepath.Join(o.ProfileDir, strings.ReplaceAll(strings.TrimPrefix(label, "flotilla "), "/", "of"))
+				var clientProfiled sync.WaitGroup
+				clientProfiled.Go(func() { profileSelf(ctx, window, prefix, o.Log) })
+				profileNodes(ctx, f, window, prefix, o.Log)
+				clientProfiled.Wait()
 			}
 		}
 	case SystemEtcd:
@@ -476,6 +483,37 @@ func profileNodes(ctx context.Context, f *launch.Fleet, window time.Duration, pr
 		})
 	}
 	wg.Wait()
+}
+
+// profileSelf saves a CPU profile of this process (the bench's clients
+// and routers), over the window profileNodes profiles, as
+// PREFIX-client.cpu.pprof. Failures are logged, as profileNodes's are.
+func profileSelf(ctx context.Context, window time.Duration, prefix string, log io.Writer) {
+	secs := int(window.Seconds()) - 1
+	if secs < 1 {
+		return // profileNodes says why
+	}
+	path := strings.ReplaceAll(prefix, " ", "-") + "-client.cpu.pprof"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		fmt.Fprintf(log, "profile: %v\n", err)
+		return
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(log, "profile: %v\n", err)
+		return
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		fmt.Fprintf(log, "profile of the clients: %v\n", err)
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Duration(secs) * time.Second):
+	}
+	pprof.StopCPUProfile()
+	fmt.Fprintf(log, "profile: %s\n", path)
 }
 
 // fetchTo saves the body of GET url to path.

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -69,6 +70,13 @@ type EtcdToolOptions struct {
 	Total int
 	// Shards is the Flotilla fleet's initial shard count. Default 16.
 	Shards int
+	// ProfileDir, when set, receives a CPU profile of every shardnode of
+	// each Flotilla run, taken over ProfileWindow from a second after the
+	// tool starts (the nodes start with --pprof). A run shorter than that
+	// leaves the profile's tail idle: raise Total to cover it.
+	ProfileDir string
+	// ProfileWindow is the profiles' length. Default 3 seconds.
+	ProfileWindow time.Duration
 	// Log receives one line per step.
 	Log io.Writer
 }
@@ -151,6 +159,9 @@ func RunEtcdTool(ctx context.Context, o EtcdToolOptions) (*EtcdToolResult, error
 	if o.Shards <= 0 {
 		o.Shards = 16
 	}
+	if o.ProfileWindow <= 0 {
+		o.ProfileWindow = 3 * time.Second
+	}
 	if len(o.Systems) == 0 {
 		o.Systems = []string{"flotilla", "etcd"}
 	}
@@ -215,11 +226,15 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 	var (
 		endpoints []string
 		servers   []Proc
+		profile   func() // profiles the fleet's nodes, when asked to
 	)
 	switch system {
 	case "flotilla":
 		lo := launch.Options{Dir: dir, BinDir: o.BinDir, Nodes: 3, LogLevel: "warn", ReadyTimeout: readyTimeout,
 			OwnProcessGroup: true, Etcd: true, PlacementReplicas: 1, Shards: o.Shards, ReplicationFactor: 3}
+		if o.ProfileDir != "" {
+			lo.NodeArgs = []string{"--pprof"}
+		}
 		f, err := launch.Start(ctx, lo)
 		if err != nil {
 			return EtcdToolRun{}, fmt.Errorf("bench: flotilla fleet: %w", binaryHint(err))
@@ -232,6 +247,18 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 			endpoints = append(endpoints, n.EtcdAddr())
 		}
 		servers = procs(f)
+		if o.ProfileDir != "" {
+			prefix := filepath.Join(o.ProfileDir, filepath.Base(dir))
+			profile = func() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				// profileNodes profiles a second less than its window.
+				profileNodes(ctx, f, o.ProfileWindow+time.Second, prefix, o.Log)
+			}
+		}
 	case "etcd":
 		c, err := StartEtcd(ctx, etcdBin, dir, 3)
 		if err != nil {
@@ -254,9 +281,14 @@ func etcdToolOnce(ctx context.Context, o EtcdToolOptions, tool, etcdBin, system,
 		args = append(args, fmt.Sprintf("--total=%d", o.Total))
 	}
 	cmd := exec.CommandContext(ctx, tool, args...)
+	var profiled sync.WaitGroup
+	if profile != nil {
+		profiled.Go(profile)
+	}
 	win := startCPUWindow(servers)
 	out, err := cmd.CombinedOutput()
 	use := win.end()
+	profiled.Wait() // before the fleet stops
 	if logErr := os.WriteFile(filepath.Join(dir, "benchmark.out"), out, 0o644); logErr != nil && err == nil {
 		err = logErr
 	}

@@ -90,7 +90,7 @@ func newWorkloadFlags(name string) (*flag.FlagSet, *compareFlags) {
 	fs.StringVar(&c.cacheDir, "cache-dir", "", "where the built etcd is cached (default: .cache/etcd of the checkout)")
 	fs.StringVar(&c.etcdTarget, "etcd-target", bench.EtcdTargetAuto, "etcd members the etcd clients talk to: leader (the member that leads, found with the maintenance Status API and followed when it changes, as Flotilla's router goes to leaders), all (balanced over every member; followers forward writes), or auto (leader for workloads that write, all otherwise)")
 	fs.StringVar(&c.jsonPath, "json", "", "write every figure of every run, and the medians, to this JSON file")
-	fs.StringVar(&c.profile, "profile", "", "save a CPU profile of every shardnode over each Flotilla run's measured window into this directory (starts the shardnodes with --pprof)")
+	fs.StringVar(&c.profile, "profile", "", "save a CPU profile of every shardnode over each Flotilla run's measured window into this directory, and one of the bench's own clients and routers (starts the shardnodes with --pprof)")
 	fs.StringVar(&c.plot, "plot", "", "write PNG plots (latency by percentile, throughput over time; every system on one chart) into this directory")
 	return fs, c
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/flotilla-kv/flotilla/bench"
 	"github.com/flotilla-kv/flotilla/internal/cli"
@@ -41,6 +42,8 @@ func runBenchEtcdTool(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.Etcd.CacheDir, "cache-dir", "", "where the built etcd and tool are cached (default: .cache/etcd of the checkout)")
 	fs.StringVar(&dir, "dir", "", "directory of the systems' data, logs and the tool's output (default: a new temporary directory, removed at the end)")
 	fs.StringVar(&jsonPath, "json", "", "write every run's figures to this JSON file")
+	fs.StringVar(&o.ProfileDir, "profile", "", "save a CPU profile of every shardnode of each Flotilla run into this directory, over --profile-window from a second after the tool starts (starts the shardnodes with --pprof)")
+	fs.DurationVar(&o.ProfileWindow, "profile-window", 3*time.Second, "length of the --profile profiles; raise --total so that the runs last longer")
 	if err := parseBenchFlags(fs, args, etcdToolSummary); err != nil {
 		return err
 	}
