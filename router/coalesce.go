@@ -38,6 +38,18 @@ import (
 // A request whose context carries a sampled trace goes alone, so its trace
 // runs unbroken from the router to the leader.
 //
+// A batch is also bounded by bytes (maxBatchBytes of keys and values), so
+// that requests valid alone never make a Multi above the node's message
+// limit (16 MiB): forty concurrent puts of 1 MiB values to one node were
+// one 40 MiB Multi, refused whole. An answer's size is not known before
+// it comes (forty gets of 1 MiB values), so a Multi that fails as a whole
+// with ResourceExhausted and no Busy detail (a message over a limit, as
+// gRPC and the framed connections report it; overload always carries
+// Busy) is sent again request by request, each alone within the limits.
+// A write among them may have applied already (its answer was the one too
+// large): it goes again with its ClientID and Seq, and the node answers
+// it from its record, as any retry.
+//
 // Safe for concurrent use.
 type coalescer struct {
 	kv          pb.KVClient
@@ -53,13 +65,37 @@ type coalescer struct {
 	}
 }
 
+// maxBatchBytes bounds the keys and values of one coalesced call (see
+// coalescer): a quarter of the node's message limit leaves room for the
+// rest of the ops. A request larger by itself goes alone.
+const maxBatchBytes = 4 << 20
+
 // pending is one request waiting in a coalescer, and then its outcome.
 type pending struct {
-	ctx  context.Context
-	op   *pb.MultiOp
-	res  *pb.MultiResult
-	err  error
-	done chan struct{}
+	ctx context.Context
+	op  *pb.MultiOp
+	// bytes are op's keys and values (opBytes).
+	bytes int
+	res   *pb.MultiResult
+	err   error
+	done  chan struct{}
+}
+
+// opBytes returns the bytes of op's keys and values: the bulk of its
+// encoding, as the batch bound counts it.
+func opBytes(op *pb.MultiOp) int {
+	switch o := op.GetOp().(type) {
+	case *pb.MultiOp_Get:
+		return len(o.Get.GetKey())
+	case *pb.MultiOp_Put:
+		return len(o.Put.GetKey()) + len(o.Put.GetValue())
+	case *pb.MultiOp_Delete:
+		return len(o.Delete.GetKey())
+	case *pb.MultiOp_CompareAndSwap:
+		c := o.CompareAndSwap
+		return len(c.GetKey()) + len(c.GetExpected()) + len(c.GetValue())
+	}
+	return 0
 }
 
 func newCoalescer(kv pb.KVClient, maxInflight, maxOps int) *coalescer {
@@ -72,7 +108,7 @@ func (b *coalescer) do(ctx context.Context, op *pb.MultiOp) (*pb.MultiResult, er
 	if traced(ctx) {
 		return b.unary(ctx, op)
 	}
-	p := &pending{ctx: ctx, op: op, done: make(chan struct{})}
+	p := &pending{ctx: ctx, op: op, bytes: opBytes(op), done: make(chan struct{})}
 	b.mu.Lock()
 	if b.mu.unary {
 		b.mu.Unlock()
@@ -114,7 +150,13 @@ func (b *coalescer) abandon(p *pending) {
 // takeLocked removes the next batch from the queue and counts it in
 // flight.
 func (b *coalescer) takeLocked() []*pending {
-	n := min(len(b.mu.queue), b.maxOps)
+	n, size := 0, 0
+	for _, p := range b.mu.queue[:min(len(b.mu.queue), b.maxOps)] {
+		if n > 0 && size+p.bytes > maxBatchBytes {
+			break
+		}
+		n, size = n+1, size+p.bytes
+	}
 	batch := make([]*pending, n)
 	copy(batch, b.mu.queue)
 	rest := copy(b.mu.queue, b.mu.queue[n:])
@@ -172,10 +214,11 @@ func (b *coalescer) sendMulti(batch []*pending) {
 		b.mu.Lock()
 		b.mu.unary = true
 		b.mu.Unlock()
-		for _, p := range batch {
-			p.res, p.err = b.unary(p.ctx, p.op)
-			close(p.done)
-		}
+		b.eachAlone(batch, false)
+		return
+	}
+	if tooLarge(err) {
+		b.eachAlone(batch, sent.maybeSent())
 		return
 	}
 	if err == nil && len(resp.GetResults()) != len(batch) {
@@ -196,6 +239,34 @@ func (b *coalescer) sendMulti(batch []*pending) {
 		}
 		close(p.done)
 	}
+}
+
+// eachAlone sends every request of batch, whose Multi failed as a whole,
+// alone. sent says whether that Multi may have reached the node: each
+// request's sendRecord is marked then, whatever its own call does.
+func (b *coalescer) eachAlone(batch []*pending, sent bool) {
+	for _, p := range batch {
+		if r := sendRecordOf(p.ctx); r != nil && sent {
+			r.mark()
+		}
+		p.res, p.err = b.unary(p.ctx, p.op)
+		close(p.done)
+	}
+}
+
+// tooLarge reports whether err says a message exceeded a size limit:
+// ResourceExhausted without the Busy detail that overload carries.
+func tooLarge(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, busy := d.(*pb.Busy); busy {
+			return false
+		}
+	}
+	return true
 }
 
 // traced reports whether ctx carries a sampled trace.

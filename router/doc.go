@@ -117,7 +117,12 @@
 // Config.BatchesPerNode calls are in flight to the node, an attempt goes
 // at once, alone, as its own unary call; otherwise it queues, and when a
 // call returns, everything queued (up to Config.MaxBatchOps) goes as one
-// KV.Multi call. There is no timer: at low load every attempt finds room
+// KV.Multi call, bounded to 4 MiB of keys and values so that requests
+// valid alone never make a call above the node's 16 MiB message limit
+// (one larger by itself goes alone); a call whose answer exceeds the
+// router's receive limit (64 MiB: many large values read at once) fails
+// whole with ResourceExhausted, and its attempts are sent again one by
+// one. There is no timer: at low load every attempt finds room
 // and nothing waits, and under load the batches grow with the queue. The
 // node serves each op of a Multi as the request it is and returns one
 // status per op, so routing, retries, lanes and errors above are exactly

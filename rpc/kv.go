@@ -24,6 +24,12 @@ import (
 // largest page a Scan may ask for.
 const DefaultScanLimit = 1000
 
+// ScanPageBytes bounds the keys and values of one Scan page: a page of
+// 1,000 pairs of 1 MiB values would be a 1 GiB answer, over what a router
+// accepts (64 MiB). A page it ends early says more, with its resume key,
+// as one the limit ends; it holds at least one pair.
+const ScanPageBytes = 4 << 20
+
 // DefaultCountLimit is the most keys a count_only Scan counts in one
 // request, and its page without a limit: a count holds no key in memory,
 // so its pages are larger than a Scan's, but still bound the time one
@@ -284,9 +290,9 @@ func (s *KVServer) scanPairs(ctx context.Context, req *pb.ScanRequest, id shard.
 	)
 	latest := rev == 0
 	if !latest {
-		kvs, more, err = s.store.ScanAt(ctx, id, epoch, start, end, limit, rev)
+		kvs, more, err = s.store.ScanAt(ctx, id, epoch, start, end, limit, rev, shard.MaxBytes(ScanPageBytes))
 	} else {
-		kvs, more, rev, err = s.store.Scan(ctx, id, epoch, start, end, limit, mode)
+		kvs, more, rev, err = s.store.ScanPage(ctx, id, epoch, start, end, limit, mode, shard.MaxBytes(ScanPageBytes))
 	}
 	if err != nil {
 		return nil, err
@@ -308,7 +314,7 @@ func (s *KVServer) scanWithOptions(ctx context.Context, req *pb.ScanRequest, id 
 		}
 	}
 	if !req.GetCountOnly() {
-		kvs, more, err := s.store.ScanAt(ctx, id, epoch, start, end, limit, rev, shard.KeysOnly())
+		kvs, more, err := s.store.ScanAt(ctx, id, epoch, start, end, limit, rev, shard.KeysOnly(), shard.MaxBytes(ScanPageBytes))
 		if err != nil {
 			return nil, err
 		}

@@ -237,6 +237,14 @@ type ScanOption func(*scanOptions)
 
 type scanOptions struct {
 	keysOnly bool
+	maxBytes int
+}
+
+// MaxBytes ends a scan once the pairs it returns hold n bytes of keys and
+// values (at least one pair), reporting more: a page that stays within
+// the size of one message (n <= 0: no bound).
+func MaxBytes(n int) ScanOption {
+	return func(o *scanOptions) { o.maxBytes = n }
 }
 
 // KeysOnly makes a scan return its keys without their values: each
@@ -282,7 +290,7 @@ func (s *Store) ScanAt(ctx context.Context, shard ShardID, epoch Epoch, start, e
 	if len(end) != 0 && bytes.Compare(start, end) >= 0 {
 		return nil, false, nil
 	}
-	kvs, more, err = collectKeys(snap, start, end, limit, rev, o.keysOnly)
+	kvs, more, err = collectKeys(snap, start, end, limit, rev, o)
 	if err != nil {
 		return nil, false, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
 	}
@@ -343,20 +351,24 @@ func (s *Store) LatestRevision(ctx context.Context, shard ShardID, epoch Epoch, 
 // collect returns the pairs of [start, end) at rev in r, at most limit
 // (limit <= 0: all), and whether the limit cut them.
 func collect(r pebble.Reader, start, end []byte, limit int, rev uint64) (kvs []KeyValue, more bool, err error) {
-	return collectKeys(r, start, end, limit, rev, false)
+	return collectKeys(r, start, end, limit, rev, scanOptions{})
 }
 
-// collectKeys is collect, leaving the values out with keysOnly.
-func collectKeys(r pebble.Reader, start, end []byte, limit int, rev uint64, keysOnly bool) (kvs []KeyValue, more bool, err error) {
+// collectKeys is collect with o: leaving the values out (KeysOnly), ending
+// at o.maxBytes (MaxBytes).
+func collectKeys(r pebble.Reader, start, end []byte, limit int, rev uint64, o scanOptions) (kvs []KeyValue, more bool, err error) {
+	size := 0
 	err = scanAt(r, start, end, rev, func(kv KeyValue) bool {
-		if limit > 0 && len(kvs) == limit {
+		if (limit > 0 && len(kvs) == limit) || (o.maxBytes > 0 && size >= o.maxBytes) {
 			more = true
 			return false
 		}
-		if keysOnly {
+		if o.keysOnly {
 			kvs = append(kvs, kv.cloneKey())
+			size += len(kv.Key)
 		} else {
 			kvs = append(kvs, kv.clone())
+			size += len(kv.Key) + len(kv.Value)
 		}
 		return true
 	})

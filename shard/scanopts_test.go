@@ -40,7 +40,7 @@ func TestCountAndKeysOnlyVersions(t *testing.T) {
 		if c.Keys != int64(len(full)) || c.More || c.Last != nil || fmt.Sprint(c.Leased) != fmt.Sprint(nilIfEmpty(leased)) {
 			t.Errorf("count at %d: %+v; want %d keys, leased %v", rev, c, len(full), leased)
 		}
-		ko, more, err := collectKeys(h.db, []byte("b"), []byte("m"), 0, rev, true /* keysOnly */)
+		ko, more, err := collectKeys(h.db, []byte("b"), []byte("m"), 0, rev, scanOptions{keysOnly: true})
 		if err != nil || more || len(ko) != len(full) {
 			t.Fatalf("keys only at %d: %d keys, %v %v; want %d", rev, len(ko), more, err, len(full))
 		}
@@ -125,5 +125,44 @@ func TestStoreCountAndKeysOnly(t *testing.T) {
 	}
 	if c, err = s.CountAt(ctx, 1, Epoch{}, start, end, 0, rev); err != nil || c.Keys != int64(len(latest)) || c.Keys != 29 {
 		t.Fatalf("count at the latest revision %d: %+v, %v; the latest scan saw %d keys", rev, c, err, len(latest))
+	}
+}
+
+// TestCollectMaxBytes: a scan bounded by bytes returns pairs up to the
+// first that reaches the bound, at least one, and says more; pages taken
+// from each one's last key onward return every pair once.
+func TestCollectMaxBytes(t *testing.T) {
+	h := newHarness(t, Config{}, testDesc())
+	for i, k := range []string{"c", "d", "e", "f", "g"} {
+		h.at(uint64(10*(i+1)), put(hdr(0, 0), k, fmt.Sprint(k, "-", string(make([]byte, 99)))))
+	}
+	// Each pair holds 1 + 101 bytes.
+	for _, tc := range []struct {
+		max  int
+		want int
+		more bool
+	}{{0, 5, false}, {1, 1, true}, {102, 1, true}, {103, 2, true}, {204, 2, true}, {205, 3, true}, {10000, 5, false}} {
+		kvs, more, err := collectKeys(h.db, []byte("b"), []byte("m"), 0, keys.MaxRevision, scanOptions{maxBytes: tc.max})
+		if err != nil || len(kvs) != tc.want || more != tc.more {
+			t.Errorf("max %d bytes: %d pairs, more %v, %v; want %d, more %v", tc.max, len(kvs), more, err, tc.want, tc.more)
+		}
+	}
+	var got []string
+	start := []byte("b")
+	for range 10 {
+		kvs, more, err := collectKeys(h.db, start, []byte("m"), 0, keys.MaxRevision, scanOptions{maxBytes: 150})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range kvs {
+			got = append(got, string(kv.Key))
+		}
+		if !more {
+			break
+		}
+		start = append(kvs[len(kvs)-1].Key, 0)
+	}
+	if fmt.Sprint(got) != "[c d e f g]" {
+		t.Fatalf("paged by bytes: %v, want [c d e f g]", got)
 	}
 }

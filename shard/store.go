@@ -605,6 +605,17 @@ func (r *PointReader) Close() error {
 // the scan saw, as for WaitKV: a scan continued at it (ScanAt) stays
 // consistent. The caller owns the result.
 func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, mode multiraft.ReadMode) (kvs []KeyValue, more bool, rev uint64, err error) {
+	return s.ScanPage(ctx, shard, epoch, start, end, limit, mode)
+}
+
+// ScanPage is Scan with options: MaxBytes bounds the page (KeysOnly is
+// not taken: Scan reads whole pairs).
+func (s *Store) ScanPage(ctx context.Context, shard ShardID, epoch Epoch, start, end []byte, limit int, mode multiraft.ReadMode, opts ...ScanOption) (kvs []KeyValue, more bool, rev uint64, err error) {
+	var o scanOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	o.keysOnly = false
 	e, sm, d, err := s.lookup(shard)
 	if err != nil {
 		return nil, false, 0, err
@@ -625,7 +636,7 @@ func (s *Store) Scan(ctx context.Context, shard ShardID, epoch Epoch, start, end
 	if err := sm.checkLocks(start, end, false, rev); err != nil {
 		return nil, false, 0, err
 	}
-	if kvs, more, err = collect(e.DB(), start, end, limit, rev); err != nil {
+	if kvs, more, err = collectKeys(e.DB(), start, end, limit, rev, o); err != nil {
 		return nil, false, 0, fmt.Errorf("shard: scanning shard %d: %w", shard, err)
 	}
 	if err := s.stillServes(sm, start, end, false); err != nil {

@@ -78,10 +78,15 @@ const (
 	// storage instead.
 	watchQueueEvents = 4096
 	watchQueueBytes  = 8 << 20
-	// watchBatchEvents is about how many events Next returns at once, and
+	// watchBatchEvents and watchBatchBytes (keys and values, previous
+	// values not counted) are about how much Next returns at once, and
 	// one catch-up read at most: it returns whole writes, so it may return
-	// one write's events more.
+	// one write's events more, and always at least one write. The bytes
+	// keep a batch, which the node sends as one message, within what a
+	// router accepts (64 MiB) with room for the previous values: a batch
+	// of 1,024 events of 1 MiB values was a 1 GiB message.
 	watchBatchEvents = 1024
+	watchBatchBytes  = 4 << 20
 )
 
 // feed is the watch fan-out of one shard on this node.
@@ -318,7 +323,7 @@ func (w *Watcher) Next(ctx context.Context) (events []Event, progress uint64, er
 	for {
 		f.mu.Lock()
 		if n := len(w.queue); n > 0 {
-			cut := wholeWrites(w.queue, watchBatchEvents)
+			cut := wholeWrites(w.queue, watchBatchEvents, watchBatchBytes)
 			events = slices.Clone(w.queue[:cut])
 			if cut == n {
 				clear(w.queue)
@@ -418,16 +423,18 @@ func (w *Watcher) Resolved() uint64 {
 }
 
 // wholeWrites returns how many of evs (in revision order) to take to take
-// about n of them without splitting a write.
-func wholeWrites(evs []Event, n int) int {
-	if len(evs) <= n {
-		return len(evs)
+// about n of them and about maxBytes of their keys and values, without
+// splitting a write: the writes that start within both bounds, and at
+// least the first write.
+func wholeWrites(evs []Event, n, maxBytes int) int {
+	size := 0
+	for i := range evs {
+		if i > 0 && evs[i].KV.ModRevision != evs[i-1].KV.ModRevision && (i >= n || size >= maxBytes) {
+			return i
+		}
+		size += len(evs[i].KV.Key) + len(evs[i].KV.Value)
 	}
-	rev := evs[n-1].KV.ModRevision
-	for n < len(evs) && evs[n].KV.ModRevision == rev {
-		n++
-	}
-	return n
+	return len(evs)
 }
 
 // catchUp reads the events of w's range at revisions [from, to] from the
@@ -517,7 +524,7 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 		return bytes.Compare(a.KV.Key, b.KV.Key)
 	})
 	upto = to
-	if cut := wholeWrites(events, watchBatchEvents); cut < len(events) {
+	if cut := wholeWrites(events, watchBatchEvents, watchBatchBytes); cut < len(events) {
 		events, upto = events[:cut], events[cut-1].KV.ModRevision
 	}
 	return events, upto, nil

@@ -106,6 +106,10 @@ var ErrKVMode = errors.New("framed: node serves framed KV connections with other
 // errKVChecksum: a request or answer whose checksum did not match.
 var errKVChecksum = errors.New("framed: KV checksum mismatch")
 
+// errKVAnswerTooLarge: an answer above the client's limit
+// (kvMaxAnswerBytes).
+var errKVAnswerTooLarge = errors.New("framed: KV answer too large")
+
 // AcceptKV completes the server's side of a framed KV connection's
 // handshake on raw, whose magic was read: the client's mode and the
 // verdict, TLS with tlsCfg unless it is nil, the acceptance. It returns
@@ -269,6 +273,12 @@ func (c *KVConn) Multi(ctx context.Context, req *pb.MultiRequest) (resp *pb.Mult
 		return nil, n == len(b), c.failed(ctx, err)
 	}
 	code, body, err := ReadKVAnswer(c.r, &c.buf)
+	if errors.Is(err, errKVAnswerTooLarge) {
+		// Its body is left unread: the connection is done with. The
+		// status is the one gRPC gives an answer over its receive limit.
+		c.broken = true
+		return nil, true, status.Error(codes.ResourceExhausted, err.Error())
+	}
 	if err != nil {
 		return nil, true, c.failed(ctx, err)
 	}
@@ -323,7 +333,7 @@ func ReadKVAnswer(r *bufio.Reader, buf *[]byte) (code codes.Code, body []byte, e
 	}
 	n := int(binary.BigEndian.Uint32(h[0:]))
 	if n > kvMaxAnswerBytes {
-		return 0, nil, fmt.Errorf("framed: KV answer of %d bytes, at most %d", n, kvMaxAnswerBytes)
+		return 0, nil, fmt.Errorf("%w: %d bytes, at most %d", errKVAnswerTooLarge, n, kvMaxAnswerBytes)
 	}
 	b := append((*buf)[:0], h[:]...)
 	b = append(b, make([]byte, n+4)...)

@@ -3,9 +3,11 @@ package framed
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"net"
 	"testing"
 	"time"
 
@@ -113,6 +115,33 @@ func TestKVAnswerRoundTrip(t *testing.T) {
 	code, _, err = ReadKVAnswer(r, &buf)
 	if err != nil || code != codes.Unknown {
 		t.Fatalf("a plain error: %v, %v; want Unknown", code, err)
+	}
+}
+
+// TestKVAnswerTooLarge: an answer whose header claims more than the
+// client's limit fails the call with ResourceExhausted, as gRPC fails an
+// answer over its receive limit (the router then sends a batch's requests
+// alone), and leaves the connection broken, its body unread.
+func TestKVAnswerTooLarge(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go func() {
+		r := bufio.NewReader(server)
+		var buf []byte
+		if _, _, err := ReadKVRequest(r, &buf); err != nil {
+			return
+		}
+		h := make([]byte, kvAnswerHeaderBytes)
+		binary.BigEndian.PutUint32(h, kvMaxAnswerBytes+1)
+		_, _ = server.Write(h)
+	}()
+	c := &KVConn{conn: client, raw: client, r: bufio.NewReader(client)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, sent, err := c.Multi(ctx, multiGet("a", "b"))
+	if status.Code(err) != codes.ResourceExhausted || !sent || !c.Broken() {
+		t.Fatalf("Multi = sent %v, %v, broken %v; want sent, ResourceExhausted, broken", sent, err, c.Broken())
 	}
 }
 
