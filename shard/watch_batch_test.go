@@ -24,7 +24,7 @@ func TestWholeWritesBounds(t *testing.T) {
 		{"count bound keeps a write whole", []Event{ev(1, 1), ev(2, 1), ev(2, 1), ev(3, 1)}, 2, mib, 3},
 		{"byte bound", []Event{ev(1, mib), ev(2, mib), ev(3, mib), ev(4, mib), ev(5, mib)}, 1024, 2 * mib, 2},
 		{"byte bound keeps a write whole", []Event{ev(1, mib), ev(2, mib), ev(2, mib), ev(3, mib)}, 1024, 2 * mib, 3},
-		{"first write above the bound", []Event{ev(1, 3 * mib), ev(1, mib), ev(2, 1)}, 1024, 2 * mib, 2},
+		{"first write above the bound", []Event{ev(1, 3*mib), ev(1, mib), ev(2, 1)}, 1024, 2 * mib, 2},
 		{"empty", nil, 10, mib, 0},
 	} {
 		if got := wholeWrites(tc.evs, tc.n, tc.bytes); got != tc.want {
