@@ -247,7 +247,7 @@ func TestVersionOfEveryBinary(t *testing.T) {
 }
 
 // TestCLIOutputFormatsAndExitCodes drives a fleet: flags after the
-// arguments, -w json round-tripping a key and value that are not UTF-8
+// arguments, put's value from standard input, -w json round-tripping a key and value that are not UTF-8
 // (base64) in get, get --prefix and scan, -w simple and table, and the
 // exit statuses of not found (get, -w json too), compare failed (cas,
 // txn FAILURE) and success.
@@ -286,6 +286,19 @@ func TestCLIOutputFormatsAndExitCodes(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &one); code != 0 || err != nil || string(one.Key) != "hello" || string(one.Value) != "world" || !one.Found || one.Revision == 0 {
 		t.Fatalf("get hello --json: exit %d (%v)\n%s%s", code, err, out, errOut)
+	}
+
+	// A value from standard input, byte for byte: a NUL byte and a trailing
+	// newline, and one larger than a command line holds.
+	for _, v := range []string{"nul\x00byte\n", strings.Repeat("0123456789abcdef", 200<<10/16)} {
+		if _, errOut, code := run(v, "put", "stdin-value"); code != 0 {
+			t.Fatalf("put of %d bytes from standard input: exit %d: %s", len(v), code, errOut)
+		}
+		out, errOut, code := run("", "get", "stdin-value", "-w", "json")
+		var got struct{ Value []byte }
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || string(got.Value) != v {
+			t.Fatalf("get of the value put from standard input: exit %d (%v), %d bytes, want %d\n%s", code, err, len(got.Value), len(v), errOut)
+		}
 	}
 
 	// A key and a value that are not UTF-8 (argv cannot hold a NUL byte).

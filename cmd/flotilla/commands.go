@@ -19,16 +19,36 @@ import (
 // sentence, or JSON.
 var writeFormats = []string{formatSimple, formatJSON}
 
+// maxStdinValue bounds a value put reads from standard input: the most one
+// request carries (the nodes refuse a value above their own limit, 1 MiB
+// by default, with its own message).
+const maxStdinValue = 16 << 20
+
+// readValue reads a value from r, all of it, up to maxStdinValue bytes.
+func readValue(r io.Reader) ([]byte, error) {
+	v, err := io.ReadAll(io.LimitReader(r, maxStdinValue+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the value from standard input: %w", err)
+	}
+	if len(v) > maxStdinValue {
+		return nil, usagef("standard input holds more than %d bytes, more than one request carries", maxStdinValue)
+	}
+	return v, nil
+}
+
 func newPutCmd() *cobra.Command {
 	var c common
 	var lease leaseIDFlag
 	var ttl time.Duration
 	cmd := &cobra.Command{
-		Use:   "put [flags] KEY VALUE",
-		Short: "write VALUE under KEY (--lease ID: attached to a lease; --ttl 30s: on a fresh lease)",
-		Long: "flotilla put [flags] KEY VALUE: write VALUE under KEY; prints the write's revision " +
-			"(with --ttl, then \"lease ID granted with TTL(Ns)\").\n\n" + leaseIDHelp,
-		Args: nArgs(2),
+		Use:   "put [flags] KEY [VALUE]",
+		Short: "write VALUE (or standard input) under KEY (--lease ID: attached to a lease; --ttl 30s: on a fresh lease)",
+		Long: "flotilla put [flags] KEY [VALUE]: write VALUE under KEY; prints the write's revision " +
+			"(with --ttl, then \"lease ID granted with TTL(Ns)\"). Without VALUE, the value is " +
+			"everything read from standard input, as etcdctl put reads it, byte for byte (a trailing " +
+			"newline included): the way to write a value a command line cannot hold (a NUL byte, or " +
+			"more than the system's limit on one argument, about 128 KiB on Linux).\n\n" + leaseIDHelp,
+		Args: nArgs(1, 2),
 	}
 	c.register(cmd, true, false)
 	c.out.register(cmd, formatSimple, " (json: key in base64, revision, lease)", writeFormats...)
@@ -47,12 +67,21 @@ func newPutCmd() *cobra.Command {
 		case ttl > 0 && lease != 0:
 			return usagef("--ttl and --lease: give one (--ttl grants a lease of its own)")
 		}
+		key := []byte(pos[0])
+		var value []byte
+		if len(pos) == 2 {
+			value = []byte(pos[1])
+		} else {
+			var err error
+			if value, err = readValue(cmd.InOrStdin()); err != nil {
+				return err
+			}
+		}
 		ctx, r, done, err := c.connect(ctx)
 		if err != nil {
 			return err
 		}
 		defer done()
-		key, value := []byte(pos[0]), []byte(pos[1])
 		var g router.LeaseGrant
 		var w router.WriteResult
 		switch {

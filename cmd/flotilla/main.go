@@ -3,7 +3,7 @@
 // placement. It is built on cobra and pflag, as etcdctl and kubectl are.
 //
 //	flotilla demo                       start a local fleet, run a workload, print results
-//	flotilla put KEY VALUE              write a key (--lease ID: attached to a lease; --ttl D: on a fresh lease of D)
+//	flotilla put KEY [VALUE]            write a key, the value from standard input without VALUE (--lease ID: attached to a lease; --ttl D: on a fresh lease of D)
 //	flotilla get KEY [END]              read a key, or a range at one revision (--prefix, --from-key, --limit N, --rev R,
 //	                                    --keys-only, --print-value-only, --count-only)
 //	flotilla del KEY [END]              delete a key or a range, printing how many (--prefix, --from-key, --prev-kv)
