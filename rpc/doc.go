@@ -102,8 +102,10 @@
 // starts every op without waiting (writes proposed, reads' barriers
 // begun) and then awaits each in turn, so a batch costs no goroutine per
 // op and its proposals share the engine's rounds and syncs; its reads of
-// the latest state pass their barriers first and then share one Pebble
-// iterator (shard.PointReader). An op is
+// one shard share one barrier (shard.ReadBarriers: every read of the call
+// arrived before it started), and its reads of the latest state pass
+// their barriers first and then share one Pebble iterator
+// (shard.PointReader). An op is
 // validated by the same functions as its unary call (readHeader,
 // writeHeader and the request-to-command conversions in kv.go) and its
 // error is mapped by the same errorMapper; an op refused because this

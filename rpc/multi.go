@@ -53,8 +53,9 @@ func (s *KVServer) Multi(ctx context.Context, req *pb.MultiRequest) (*pb.MultiRe
 		return resp, nil
 	}
 	started := make([]startedOp, 0, len(ops))
+	var barriers shard.ReadBarriers // the call's reads of a shard share one
 	for i, op := range ops {
-		o, err := s.startOp(i, op)
+		o, err := s.startOp(i, op, &barriers)
 		if err != nil {
 			results[i].Status = opStatus(err)
 			continue
@@ -144,7 +145,7 @@ func (o *startedOp) wait(ctx context.Context, res *pb.MultiResult, op *pb.MultiO
 // refused or admitted exactly as its unary call would be; it returns the
 // error of an op that is invalid before it reaches a shard (no request, a
 // bad header).
-func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
+func (s *KVServer) startOp(i int, op *pb.MultiOp, barriers *shard.ReadBarriers) (startedOp, error) {
 	var (
 		hdr *pb.RequestHeader
 		cmd shard.Command
@@ -159,7 +160,7 @@ func (s *KVServer) startOp(i int, op *pb.MultiOp) (startedOp, error) {
 		if at := o.Get.GetRevision(); at != 0 {
 			return startedOp{i: i, get: true, id: id, key: key, at: at, epoch: epoch, s: s.store, kv: s}, nil
 		}
-		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGet(id, epoch, key, mode), kv: s}, nil
+		return startedOp{i: i, get: true, id: id, key: key, r: s.store.StartGetIn(barriers, id, epoch, key, mode), kv: s}, nil
 	case *pb.MultiOp_Put:
 		hdr, cmd = o.Put.GetHeader(), putCommand(o.Put)
 	case *pb.MultiOp_Delete:

@@ -3,13 +3,16 @@ package rpc
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-kv/flotilla/multiraft"
 	pb "github.com/flotilla-kv/flotilla/rpc/flotillapb"
+	"github.com/flotilla-kv/flotilla/shard"
 )
 
 // TestMultiServesEachOpAsItsOwnRequest sends one Multi mixing writes, a
@@ -115,5 +118,59 @@ func TestMultiRefusesEmptyAndOversizedCalls(t *testing.T) {
 	_, err = s.kv().Multi(ctx, &pb.MultiRequest{Ops: ops})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("Multi of %d ops: %v, want ResourceExhausted", len(ops), err)
+	}
+}
+
+// barrierCounter counts the read barriers the store starts.
+type barrierCounter struct {
+	shard.Engine
+	n atomic.Int64
+}
+
+func (e *barrierCounter) ReadFuture(group multiraft.GroupID, mode multiraft.ReadMode) *multiraft.Future {
+	e.n.Add(1)
+	return e.Engine.ReadFuture(group, mode)
+}
+
+// TestMultiReadsShareABarrier: the Gets of one Multi call to one shard
+// wait on one read barrier (one ReadIndex round's future), and read what
+// their unary calls read; unary Gets start one each.
+func TestMultiReadsShareABarrier(t *testing.T) {
+	count := &barrierCounter{}
+	s := newStack(t, stackConfig{storeEngine: func(e shard.Engine) shard.Engine { count.Engine = e; return count }})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i, k := range []string{"a", "b", "c"} {
+		hdr := &pb.RequestHeader{ShardId: 1, ClientId: 9, Seq: uint64(i + 1)}
+		if _, err := s.kv().Put(ctx, &pb.PutRequest{Header: hdr, Key: []byte(k), Value: []byte("v" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := &pb.MultiRequest{}
+	for _, k := range []string{"a", "b", "c", "absent", "a"} {
+		req.Ops = append(req.Ops, &pb.MultiOp{Op: &pb.MultiOp_Get{Get: &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: []byte(k)}}})
+	}
+	before := count.n.Load()
+	resp, err := s.kv().Multi(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count.n.Load() - before; n != 1 {
+		t.Errorf("a Multi of 5 Gets of one shard started %d barriers, want 1", n)
+	}
+	for i, want := range []string{"va", "vb", "vc", "", "va"} {
+		g := resp.GetResults()[i].GetGet()
+		if codes.Code(resp.GetResults()[i].GetStatus().GetCode()) != codes.OK || string(g.GetValue()) != want || g.GetFound() != (want != "") {
+			t.Errorf("get %d: %v, want %q", i, resp.GetResults()[i], want)
+		}
+	}
+	before = count.n.Load()
+	for _, k := range []string{"a", "b"} {
+		if _, err := s.kv().Get(ctx, &pb.GetRequest{Header: &pb.RequestHeader{ShardId: 1}, Key: []byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count.n.Load() - before; n != 2 {
+		t.Errorf("2 unary Gets started %d barriers, want 2", n)
 	}
 }

@@ -45,6 +45,8 @@ type stackConfig struct {
 	transport TransportConfig
 	// serverOptions replace serve.ServerOptions() when set.
 	serverOptions []grpc.ServerOption
+	// storeEngine, when set, wraps the engine the store serves through.
+	storeEngine func(shard.Engine) shard.Engine
 }
 
 // quietPebble keeps Pebble's logs out of test output; a fatal error
@@ -88,7 +90,11 @@ func newStack(tb testing.TB, sc stackConfig) *stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store.SetEngine(engine)
+	if sc.storeEngine != nil {
+		store.SetEngine(sc.storeEngine(engine))
+	} else {
+		store.SetEngine(engine)
+	}
 	transport.SetReporter(engine)
 	s := &stack{tb: tb, db: db, engine: engine, store: store, transport: transport}
 	resolver := StaticResolver{}

@@ -476,6 +476,43 @@ func (s *Store) Get(ctx context.Context, shard ShardID, epoch Epoch, key []byte,
 // StartGet is Get without the wait: it makes Get's checks and starts the
 // read's barrier (a ReadIndex round or a lease check), then returns.
 func (s *Store) StartGet(shard ShardID, epoch Epoch, key []byte, mode multiraft.ReadMode) PendingRead {
+	return s.StartGetIn(nil, shard, epoch, key, mode)
+}
+
+// ReadBarriers lets the point reads of one batch (the Gets of a KV Multi
+// call) share their barriers: the reads of one shard at one consistency
+// wait on one ReadIndex round (or lease check) instead of one each. That
+// is linearizable for each of them: every read of the batch was received
+// before the batch's first barrier started, so a barrier started then
+// orders each read after every write acknowledged before it began, as
+// one of its own would. Not safe for concurrent use; the zero value is
+// ready.
+type ReadBarriers struct {
+	list []sharedBarrier
+}
+
+type sharedBarrier struct {
+	shard ShardID
+	mode  multiraft.ReadMode
+	f     *multiraft.Future
+}
+
+// future returns the batch's barrier of shard at mode, starting it on e
+// if it is the first.
+func (b *ReadBarriers) future(e Engine, shard ShardID, mode multiraft.ReadMode) *multiraft.Future {
+	for _, s := range b.list {
+		if s.shard == shard && s.mode == mode {
+			return s.f
+		}
+	}
+	f := e.ReadFuture(shard, mode)
+	b.list = append(b.list, sharedBarrier{shard: shard, mode: mode, f: f})
+	return f
+}
+
+// StartGetIn is StartGet with the barrier shared among the reads of b
+// (nil: a barrier of its own).
+func (s *Store) StartGetIn(b *ReadBarriers, shard ShardID, epoch Epoch, key []byte, mode multiraft.ReadMode) PendingRead {
 	if err := checkKey(&s.cfg, key); err != nil {
 		return PendingRead{err: err}
 	}
@@ -489,7 +526,13 @@ func (s *Store) StartGet(shard ShardID, epoch Epoch, key []byte, mode multiraft.
 	if !d.ContainsKey(key) {
 		return PendingRead{err: fmt.Errorf("%w: key %q, shard %s", ErrKeyNotInShard, key, d)}
 	}
-	return PendingRead{f: e.ReadFuture(shard, mode), s: s, e: e, sm: sm, shard: shard, key: key}
+	var f *multiraft.Future
+	if b != nil {
+		f = b.future(e, shard, mode)
+	} else {
+		f = e.ReadFuture(shard, mode)
+	}
+	return PendingRead{f: f, s: s, e: e, sm: sm, shard: shard, key: key}
 }
 
 // PendingRead is a read StartGet began (or refused).
