@@ -441,6 +441,12 @@ func wholeWrites(evs []Event, n, maxBytes int) int {
 // shard's stored versions, in revision order; upto says how far they go
 // (to, or less when there were more than one batch). It fails with a
 // *CompactedError when from is below the compaction point.
+//
+// It reads the range twice: first only the revisions and sizes of its
+// events, keeping the smallest batch's worth (catchUpCut), to find where
+// the batch ends; then the events up to there. So it holds one batch in
+// memory, not every event since from: a watch from far back over a busy
+// range would otherwise read the range's whole retained history at once.
 func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err error) {
 	e, _, _, err := w.s.lookup(w.shard)
 	if err != nil {
@@ -460,6 +466,9 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 		return nil, 0, err
 	}
 	lo, hi := keys.UserSpan(w.start, w.end)
+	if to, err = catchUpCut(snap, lo, hi, from, to); err != nil {
+		return nil, 0, err
+	}
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, 0, err
@@ -528,6 +537,66 @@ func (w *Watcher) catchUp(from, to uint64) (events []Event, upto uint64, err err
 		events, upto = events[:cut], events[cut-1].KV.ModRevision
 	}
 	return events, upto, nil
+}
+
+// catchUpCut returns the last revision of the first batch (wholeWrites)
+// of the events at revisions [from, to] among the versions in [lo, hi) of
+// r: to when they all fit in one. It keeps the revision and size of at
+// most about twice a batch's events at a time.
+func catchUpCut(r pebble.Reader, lo, hi []byte, from, to uint64) (uint64, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, err
+	}
+	type sized struct {
+		rev   uint64
+		bytes int
+	}
+	keep := watchBatchEvents + 1 // the smallest revisions, enough to cut at
+	var evs []sized
+	trim := func() {
+		slices.SortFunc(evs, func(a, b sized) int { return cmp.Compare(a.rev, b.rev) })
+		if len(evs) > keep {
+			evs = evs[:keep]
+		}
+	}
+	dropped := false
+	for valid := it.First(); valid; valid = it.Next() {
+		k, rev, ok := keys.DecodeMVCCKey(it.Key())
+		if !ok || rev < from || rev > to {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return 0, err
+		}
+		evs = append(evs, sized{rev: rev, bytes: len(k) + len(v)})
+		if len(evs) >= 2*keep {
+			trim()
+			dropped = true
+		}
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	trim()
+	dropped = dropped || len(evs) == keep
+	// The cut among the smallest revisions, as wholeWrites makes it: at
+	// the first new revision once the count or the bytes are reached.
+	size := 0
+	for i := range evs {
+		if i > 0 && evs[i].rev != evs[i-1].rev && (i >= watchBatchEvents || size >= watchBatchBytes) {
+			return evs[i-1].rev, nil
+		}
+		size += evs[i].bytes
+	}
+	if dropped && len(evs) > 0 {
+		// Every kept event shares the last kept revision's write or
+		// precedes it: the batch runs to the end of that write.
+		return evs[len(evs)-1].rev, nil
+	}
+	return to, nil
 }
 
 // fillPrev sets the PrevKV of events from this replica's Pebble, when w
