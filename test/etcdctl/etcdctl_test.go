@@ -223,10 +223,13 @@ func testWatch(t *testing.T, c ctl) {
 
 	// A single key, from the current revision: the watch is in place
 	// once a put made after starting it shows up. Until then the puts
-	// are repeated, with values that say which one arrived first.
+	// are repeated, with values that say which one arrived first. An
+	// event is three lines, which may be read one at a time: the loop
+	// waits for all three of the first (a put more meanwhile is one more
+	// event expected below).
 	one := c.start(t, "watch", "/ctl/w1")
 	puts := 0
-	for ; len(one.lines()) == 0; puts++ {
+	for ; len(one.lines()) < 3; puts++ {
 		if puts == 200 {
 			t.Fatalf("watch /ctl/w1 printed nothing after 200 puts; stderr:\n%s", one.stderr.String())
 		}
