@@ -19,22 +19,19 @@ import (
 func TestCoalescerBoundsBatchBytes(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		name  string
-		sizes []int // value bytes of the queued puts (keys are 1 byte)
-		want  []int // requests per batch, in order
+		name   string
+		maxOps int
+		sizes  []int // value bytes of the queued puts (keys are 1 byte)
+		want   []int // requests per batch, in order
 	}{
-		{"small", []int{10, 10, 10, 10, 10}, []int{5}},
-		{"1MiB values", []int{mib, mib, mib, mib, mib, mib, mib, mib, mib, mib}, []int{3, 3, 3, 1}},
-		{"one above the bound", []int{10, 5 * mib, 10, 10}, []int{1, 1, 2}},
-		{"above the bound first", []int{5 * mib, 10}, []int{1, 1}},
-		{"ops bound", slices.Repeat([]int{1}, 7), []int{3, 3, 1}},
+		{"small", 256, []int{10, 10, 10, 10, 10}, []int{5}},
+		{"1MiB values", 256, []int{mib, mib, mib, mib, mib, mib, mib, mib, mib, mib}, []int{3, 3, 3, 1}},
+		{"one above the bound", 256, []int{10, 5 * mib, 10, 10}, []int{1, 1, 2}},
+		{"above the bound first", 256, []int{5 * mib, 10}, []int{1, 1}},
+		{"ops bound", 3, slices.Repeat([]int{1}, 7), []int{3, 3, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			maxOps := 256
-			if tc.name == "ops bound" {
-				maxOps = 3
-			}
-			b := newCoalescer(nil, 1, maxOps)
+			b := newCoalescer(nil, 1, tc.maxOps)
 			var all []*pending
 			for _, n := range tc.sizes {
 				op := &pb.MultiOp{Op: &pb.MultiOp_Put{Put: &pb.PutRequest{Key: []byte("k"), Value: make([]byte, n)}}}

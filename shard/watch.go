@@ -427,14 +427,24 @@ func (w *Watcher) Resolved() uint64 {
 // splitting a write: the writes that start within both bounds, and at
 // least the first write.
 func wholeWrites(evs []Event, n, maxBytes int) int {
+	return cutWrites(len(evs), n, maxBytes, func(i int) (uint64, int) {
+		return evs[i].KV.ModRevision, len(evs[i].KV.Key) + len(evs[i].KV.Value)
+	})
+}
+
+// cutWrites is wholeWrites over count events in revision order, event i
+// having the revision and size at(i) returns.
+func cutWrites(count, n, maxBytes int, at func(i int) (rev uint64, bytes int)) int {
 	size := 0
-	for i := range evs {
-		if i > 0 && evs[i].KV.ModRevision != evs[i-1].KV.ModRevision && (i >= n || size >= maxBytes) {
+	var prev uint64
+	for i := range count {
+		rev, bytes := at(i)
+		if i > 0 && rev != prev && (i >= n || size >= maxBytes) {
 			return i
 		}
-		size += len(evs[i].KV.Key) + len(evs[i].KV.Value)
+		size, prev = size+bytes, rev
 	}
-	return len(evs)
+	return count
 }
 
 // catchUp reads the events of w's range at revisions [from, to] from the
@@ -582,14 +592,11 @@ func catchUpCut(r pebble.Reader, lo, hi []byte, from, to uint64) (uint64, error)
 	}
 	trim()
 	dropped = dropped || len(evs) == keep
-	// The cut among the smallest revisions, as wholeWrites makes it: at
-	// the first new revision once the count or the bytes are reached.
-	size := 0
-	for i := range evs {
-		if i > 0 && evs[i].rev != evs[i-1].rev && (i >= watchBatchEvents || size >= watchBatchBytes) {
-			return evs[i-1].rev, nil
-		}
-		size += evs[i].bytes
+	// The cut among the smallest revisions, as wholeWrites makes it.
+	if cut := cutWrites(len(evs), watchBatchEvents, watchBatchBytes, func(i int) (uint64, int) {
+		return evs[i].rev, evs[i].bytes
+	}); cut < len(evs) {
+		return evs[cut-1].rev, nil
 	}
 	if dropped && len(evs) > 0 {
 		// Every kept event shares the last kept revision's write or
