@@ -63,7 +63,10 @@
 // keepalive is answered only
 // after the leader confirmed its leadership (a lease read barrier), so
 // a deposed leader never acknowledges a keepalive its successor did not
-// count. This is etcd's lessor with its checkpoint bugs (etcd issues
+// count; nor does any call learn that a lease does not exist before that
+// confirmation (a deposed leader lacks the leases its successor granted).
+// A node answers only from the leases it loaded in the term it leads in:
+// one that lost the lead and won it back is not ready until it reloads. This is etcd's lessor with its checkpoint bugs (etcd issues
 // 9395, 13508, 17132) designed out: checkpoints only ever lower the
 // recorded value to what remains, and a keepalive raises it before it is
 // acknowledged.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -415,13 +416,11 @@ func (ls *Lessor) load(ctx context.Context, id shard.ShardID, h *home) error {
 // leader it knows, so the router follows it) unless it leads the shard,
 // having just become its leader: then ErrNotReady, retried shortly.
 func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
-	if ls.homes[shardID] == nil {
-		if err := ls.engine.CheckLeader(shardID); err != nil {
-			return nil, err
-		}
-		return nil, ErrNotReady
+	h, err := ls.homeLocked(shardID)
+	if err != nil {
+		return nil, err
 	}
-	if h := ls.homes[shardID]; !inSpan(syskeys.LeaseRecordKey(id), h.start, h.end) {
+	if !inSpan(syskeys.LeaseRecordKey(id), h.start, h.end) {
 		// The shard split (or the router's route is stale): the router
 		// reloads the route and finds the lease's home.
 		return nil, fmt.Errorf("%w: lease %d's record, shard %d [%q, %q)", shard.ErrKeyNotInShard, id, shardID, h.start, h.end)
@@ -431,6 +430,62 @@ func (ls *Lessor) leaseOf(shardID shard.ShardID, id uint64) (*lease, error) {
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	return l, nil
+}
+
+// homeLocked returns home shardID if this node counts the time of its
+// leases now: it leads the shard in the term in which it loaded them.
+// Otherwise it answers as leaseOf does: not leader, or not ready.
+//
+// Leading the shard is not enough. A node that lost the lead and won it
+// back between two rounds of followHomes still holds the leases it
+// loaded in its earlier term, while the leader between may have granted,
+// kept alive, checkpointed or ended any of them: answering from them told
+// a client that a lease granted by the leader between did not exist
+// (found by the simulator, seed 600 of its fleet runs), and could
+// acknowledge a keepalive without writing the full TTL to a record the
+// leader between had checkpointed lower. Until followHomes reloads the
+// home in the new term it is not ready.
+func (ls *Lessor) homeLocked(shardID shard.ShardID) (*home, error) {
+	if h := ls.homes[shardID]; h != nil {
+		if s, ok := ls.engine.Summary(shardID); ok && s.Leading && s.Term == h.term {
+			return h, nil
+		}
+	}
+	if err := ls.engine.CheckLeader(shardID); err != nil {
+		return nil, err
+	}
+	return nil, ErrNotReady
+}
+
+// leaseConfirmed returns lease id as leaseOf does, but answers ErrNotFound
+// only once a read barrier confirmed, after the call arrived, that this
+// node still leads the home: a leader deposed without knowing it (cut off
+// from the others) does not hold the leases its successor granted, and
+// told a client keeping one alive that it did not exist (found by the
+// simulator, seed 600 of its fleet runs). Finding the lease needs no
+// barrier: the caller confirms what it does with it.
+func (ls *Lessor) leaseConfirmed(ctx context.Context, shardID shard.ShardID, id uint64) (*lease, error) {
+	ls.mu.Lock()
+	l, err := ls.leaseOf(shardID, id)
+	ls.mu.Unlock()
+	if !errors.Is(err, ErrNotFound) {
+		return l, err
+	}
+	if err := ls.confirmLeader(ctx, shardID); err != nil {
+		return nil, err
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.leaseOf(shardID, id)
+}
+
+// confirmLeader returns once this node's leadership of shardID was
+// confirmed after the call (by its Raft leader lease, or a read barrier).
+func (ls *Lessor) confirmLeader(ctx context.Context, shardID shard.ShardID) error {
+	if ls.engine.LeaseHeld(shardID) {
+		return nil
+	}
+	return ls.engine.ReadBarrier(ctx, shardID, multiraft.ReadLease)
 }
 
 // inSpan reports whether key is in [start, end) (an empty end is +inf).
@@ -485,12 +540,9 @@ func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, t
 		return 0, 0, false, 0, err
 	}
 	ls.mu.Lock()
-	if ls.homes[shardID] == nil {
+	if _, err := ls.homeLocked(shardID); err != nil {
 		ls.mu.Unlock()
-		if err := ls.engine.CheckLeader(shardID); err != nil {
-			return 0, 0, false, 0, err
-		}
-		return 0, 0, false, 0, ErrNotReady
+		return 0, 0, false, 0, err
 	}
 	if ls.leases[id] != nil {
 		ls.mu.Unlock()
@@ -519,16 +571,12 @@ func (ls *Lessor) Grant(ctx context.Context, shardID shard.ShardID, id uint64, t
 // home's leadership is confirmed first, so a deposed leader never
 // acknowledges a keepalive its successor did not count.
 func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint64) (int64, error) {
-	ls.mu.Lock()
-	l, err := ls.leaseOf(shardID, id)
-	ls.mu.Unlock()
+	l, err := ls.leaseConfirmed(ctx, shardID, id)
 	if err != nil {
 		return 0, err
 	}
-	if !ls.engine.LeaseHeld(shardID) {
-		if err := ls.engine.ReadBarrier(ctx, shardID, multiraft.ReadLease); err != nil {
-			return 0, err
-		}
+	if err := ls.confirmLeader(ctx, shardID); err != nil {
+		return 0, err
 	}
 	for {
 		ls.mu.Lock()
@@ -536,15 +584,17 @@ func (ls *Lessor) KeepAlive(ctx context.Context, shardID shard.ShardID, id uint6
 			ls.mu.Unlock()
 			return 0, fmt.Errorf("%w: %d", ErrNotFound, id)
 		}
-		if ls.leases[id] != l {
+		if ls.leases[id] != l || !ls.countsLocked(l) {
 			// The lease was dropped with its home while the barrier ran
 			// (this node's leadership or the home's range changed, as a
-			// split does), or reloaded: it did not end. Answer as a call
-			// arriving now would (not leader, not ready, key not in
-			// shard: the router retries), or keep the reloaded lease
-			// alive. Answering ErrNotFound here told a client keeping a
-			// live lease alive that it had ended (found by the
-			// simulator: a split of the home under a keepalive).
+			// split does), or reloaded, or is about to be (this node
+			// leads its home in a later term than it loaded it in): it
+			// did not end. Answer as a call arriving now would (not
+			// leader, not ready, key not in shard: the router retries),
+			// or keep the reloaded lease alive. Answering ErrNotFound
+			// here told a client keeping a live lease alive that it had
+			// ended (found by the simulator: a split of the home under a
+			// keepalive).
 			_, err := ls.leaseOf(shardID, id)
 			ls.mu.Unlock()
 			if err != nil {
@@ -685,10 +735,7 @@ const attachPromise = 2 * time.Second
 // promised alive: a put attaching key carries it, and is refused if
 // stamped above it.
 func (ls *Lessor) Attach(ctx context.Context, shardID shard.ShardID, id uint64, key []byte) (uint64, error) {
-	ls.mu.Lock()
-	_, err := ls.leaseOf(shardID, id)
-	ls.mu.Unlock()
-	if err != nil {
+	if _, err := ls.leaseConfirmed(ctx, shardID, id); err != nil {
 		return 0, err
 	}
 	if err := ls.fleet.Put(ctx, syskeys.LeaseIndexKey(id, key)); err != nil {
@@ -742,6 +789,9 @@ func (ls *Lessor) Status(ctx context.Context, shardID shard.ShardID, id, rev uin
 // TimeToLive returns lease id's remaining and granted TTL in seconds,
 // and with keys the keys attached to it.
 func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint64, keys bool) (remaining, granted int64, attached [][]byte, err error) {
+	if _, err := ls.leaseConfirmed(ctx, shardID, id); err != nil {
+		return 0, 0, nil, err
+	}
 	ls.mu.Lock()
 	l, err := ls.leaseOf(shardID, id)
 	if err == nil {
@@ -775,6 +825,9 @@ func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint
 // Revoke ends lease id now and deletes its keys before returning the
 // revision at which it ended and how many keys it deleted.
 func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) (uint64, uint64, error) {
+	if _, err := ls.leaseConfirmed(ctx, shardID, id); err != nil {
+		return 0, 0, err
+	}
 	ls.mu.Lock()
 	l, err := ls.leaseOf(shardID, id)
 	if err == nil {
@@ -862,11 +915,19 @@ func (ls *Lessor) end(ctx context.Context, l *lease, expiry bool) (uint64, uint6
 }
 
 // current reports whether l is still the lease this node counts (not
-// dropped with a leadership it lost, nor replaced by a reload).
+// dropped with a leadership it lost, nor replaced by a reload, nor loaded
+// in an earlier term than the one in which this node leads its home).
 func (ls *Lessor) current(l *lease) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return ls.leases[l.id] == l
+	return ls.leases[l.id] == l && ls.countsLocked(l)
+}
+
+// countsLocked reports whether this node counts l's time now: the home l
+// was loaded with is the one homeLocked answers for.
+func (ls *Lessor) countsLocked(l *lease) bool {
+	_, err := ls.homeLocked(l.home)
+	return err == nil
 }
 
 // finish resumes the end of a lease whose record says it ended (found

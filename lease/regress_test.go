@@ -2,11 +2,13 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/testutil"
+	"github.com/flotilla-kv/flotilla/multiraft"
 )
 
 // Bugs the simulator found (internal/sim, lease checks), replayed over
@@ -99,4 +101,116 @@ func TestRevokeFailingPartWayIsFinished(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// deposedEngine is the engine of a node deposed without knowing it: no
+// message of the new term reached it, so its summary still says it leads
+// in its old term, but its read barriers fail (a quorum follows another
+// leader).
+type deposedEngine struct {
+	engine
+	term uint64
+}
+
+func (e deposedEngine) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
+	return multiraft.GroupSummary{Group: id, Leading: true, Term: e.term}, id == 1
+}
+
+func (e deposedEngine) CheckLeader(multiraft.GroupID) error { return nil }
+
+func (e deposedEngine) ReadBarrier(context.Context, multiraft.GroupID, multiraft.ReadMode) error {
+	return &multiraft.NotLeaderError{}
+}
+
+// TestDeposedLeaderDoesNotDenyALease: node A loaded the home's leases in
+// term 1 and was then deposed without knowing it; the new leader granted
+// a lease. Asked about that lease, A must not answer ErrNotFound (which
+// tells a client keeping a live lease alive that it ended) but what its
+// failed read barrier says: not leader. Fleet seed 600 of the simulator,
+// before the fix: a keepalive routed to the old leader of the home, cut
+// off while the new one granted the lease. (Plant: answer ErrNotFound
+// without the barrier.)
+func TestDeposedLeaderDoesNotDenyALease(t *testing.T) {
+	w := newWorld()
+	stale := &deposedEngine{engine: engine{w}, term: 1}
+	a := New(Config{CheckpointInterval: 2 * time.Second, MinTTL: time.Second, Now: w.clock}, store{w}, stale, fleet{w}, w)
+	a.Step()
+	b := leaderChange(w)
+	b.Step()
+	id := grant(t, b, 10)
+	ctx := context.Background()
+	var nl *multiraft.NotLeaderError
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.As(err, &nl) {
+			t.Errorf("%s of a lease granted by the new leader, at the deposed one: %v, want not leader", what, err)
+		}
+	}
+	_, err := a.KeepAlive(ctx, 1, id)
+	check("keepalive", err)
+	_, err = a.Attach(ctx, 1, id, []byte("k"))
+	check("attach", err)
+	_, _, _, err = a.TimeToLive(ctx, 1, id, false)
+	check("time to live", err)
+	_, _, err = a.Revoke(ctx, 1, id)
+	check("revoke", err)
+	if _, err := b.KeepAlive(ctx, 1, id); err != nil {
+		t.Fatalf("keepalive at the new leader: %v", err)
+	}
+}
+
+// TestLeaderAgainInALaterTerm: node A loaded the home's leases in term 1,
+// lost the lead to B (term 2), which granted a lease and checkpointed
+// A's lower, and won it back (term 3) before its loop looked at its
+// homes again. Until it reloads them A must not answer from the leases
+// of term 1: not ErrNotFound for B's lease, and no keepalive of A's that
+// the reload then cuts short (its record was checkpointed lower by B
+// while A's copy still says it holds the full TTL). (Plant: answer from
+// a home loaded in an earlier term than the one the node leads in.)
+func TestLeaderAgainInALaterTerm(t *testing.T) {
+	w := newWorld()
+	a := newLessor(w, 2*time.Second)
+	a.Step()
+	old := grant(t, a, 10)
+	b := leaderChange(w)
+	b.Step()
+	fresh := grant(t, b, 10)
+	run(b, w, 3*time.Second)
+	if r, _ := w.record(t, old); r.RemainingMs > 8500 {
+		t.Fatalf("no checkpoint after 3 s of a 10 s lease: record %+v", r)
+	}
+	w.mu.Lock()
+	w.term = 3
+	w.mu.Unlock()
+	ctx := context.Background()
+	if _, err := a.KeepAlive(ctx, 1, fresh); errors.Is(err, ErrNotFound) {
+		t.Fatalf("keepalive of the lease granted in term 2, at the leader of term 3 before it reloaded: %v", err)
+	}
+	kept := w.clock()
+	_, err := a.KeepAlive(ctx, 1, old)
+	switch {
+	case err == nil, errors.Is(err, ErrNotReady):
+	default:
+		t.Fatalf("keepalive of the lease granted in term 1, at the leader of term 3 before it reloaded: %v", err)
+	}
+	a.Step()
+	if err == nil {
+		a.mu.Lock()
+		l := a.leases[old]
+		a.mu.Unlock()
+		if l == nil {
+			t.Fatalf("lease %d, kept alive, is not counted after the reload", old)
+		}
+		if l.deadline.Before(kept.Add(10 * time.Second)) {
+			t.Fatalf("a keepalive acknowledged at %v with a TTL of 10 s, and after the reload the lease ends at %v", kept, l.deadline)
+		}
+	}
+	for _, id := range []uint64{old, fresh} {
+		if _, err := a.KeepAlive(ctx, 1, id); err != nil {
+			t.Fatalf("keepalive of lease %d after the reload: %v", id, err)
+		}
+	}
+	if r, _ := w.record(t, old); r.RemainingMs != 10_000 {
+		t.Fatalf("record of the lease kept alive after the reload: %+v, want the full TTL", r)
+	}
 }

@@ -244,6 +244,12 @@ func (r *round) prepare(g *group) bool {
 	}
 	rd := g.rn.Ready()
 	down := false
+	// The term first: a reader of the summary that sees leading sees the
+	// term it leads in (the lessor compares it with the term in which it
+	// loaded a shard's leases).
+	if rd.HardState != nil {
+		g.term.Store(rd.HardState.GetTerm())
+	}
 	if rd.SoftState != nil {
 		wasLead := g.isLead
 		g.isLead = rd.SoftState.RaftState == raft.StateLeader
@@ -254,9 +260,6 @@ func (r *round) prepare(g *group) bool {
 		if g.isLead && !wasLead {
 			r.e.metrics.LeadersAcquired.Add(1)
 		}
-	}
-	if rd.HardState != nil {
-		g.term.Store(rd.HardState.GetTerm())
 	}
 	r.readies = append(r.readies, rd)
 	r.steppedDown = append(r.steppedDown, down)

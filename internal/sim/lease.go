@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/flotilla-kv/flotilla/internal/syskeys"
@@ -138,7 +137,7 @@ func (s *simulation) startLeases(n *node) {
 	cfg := lease.Config{
 		Interval: leaseInterval, CheckpointInterval: leaseCheckpoint, MinTTL: leaseMinTTL, TTLUnit: leaseTTLUnit,
 		Now:     func() time.Time { return s.leaseNow(n) },
-		Logger:  slog.New(slog.DiscardHandler),
+		Logger:  traceLogger(s, fmt.Sprintf("lessor n%d", n.id)),
 		Runtime: rt,
 	}
 	n.leases = &nodeLeases{ls: lease.New(cfg, lst, lst, fl, or), checker: lease.NewChecker(fl, or)}

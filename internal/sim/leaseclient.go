@@ -287,6 +287,7 @@ func (s *simulation) keepAlive(l *simLease) {
 	k := leaseCall{call: s.step}
 	err := s.onHome(l.id, func(ctx context.Context, home shard.ShardID, n *node) error {
 		_, err := n.leases.ls.KeepAlive(ctx, home, l.id)
+		s.tracef("lease %d: keepalive at s%d on n%d: %v", l.id, home, n.id, err)
 		return err
 	})
 	k.ret, k.ok, k.notFound = s.step, err == nil, errors.Is(err, lease.ErrNotFound)
