@@ -107,7 +107,12 @@
 // removes it. A revoke waits only for the promises made to attaches; a
 // read at a revision between a revoke's E and a key's delete may still
 // see the key, as it is concurrent with the revoke, which returns once
-// every delete applied.
+// every delete applied. A revoke that fails part way (a delete refused)
+// leaves the rest of its end to the loop, which still waits only for the
+// attaches' promises; until the deletes apply, a read may see the keys,
+// as with a revoke of etcd that failed and applies later. A revoke of a
+// lease whose end is under way answers that it does not exist only once
+// the end finished, its keys gone.
 //
 // # Bounds
 //

@@ -161,10 +161,12 @@ type lease struct {
 	// revoked, or its record says it ended); it accepts no keepalive or
 	// attach, for good. ending: an end is under way; when one fails part
 	// way ending is cleared and the loop's next round starts another.
-	// maxPromise is the highest Until this leader promised, maxAttach the
-	// highest it promised to an attach.
-	decided, ending       bool
-	maxPromise, maxAttach uint64
+	// revoked: a revoke decided the end, which then (retried too) waits
+	// only for the promises made to attaches. maxPromise is the highest
+	// Until this leader promised, maxAttach the highest it promised to an
+	// attach.
+	decided, ending, revoked bool
+	maxPromise, maxAttach    uint64
 }
 
 // home is a shard this node leads whose range holds lease records.
@@ -824,14 +826,31 @@ func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint
 
 // Revoke ends lease id now and deletes its keys before returning the
 // revision at which it ended and how many keys it deleted.
+//
+// A lease whose end is decided but not finished (it expired, or a revoke
+// failed part way, as one whose delete was refused does) is not found, but
+// only once its keys are gone: Revoke waits for the loop to finish the
+// end (or ctx to end). So a client retrying a revoke that failed is told
+// ErrNotFound when, as etcd promises, the lease's keys are deleted, not
+// while they may still be read.
 func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) (uint64, uint64, error) {
-	if _, err := ls.leaseConfirmed(ctx, shardID, id); err != nil {
-		return 0, 0, err
+	for {
+		_, err := ls.leaseConfirmed(ctx, shardID, id)
+		if errors.Is(err, ErrNotFound) && ls.endUnderWay(shardID, id) {
+			if err := ls.cfg.Runtime.Sleep(ctx, ls.cfg.Interval); err != nil {
+				return 0, 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		break
 	}
 	ls.mu.Lock()
 	l, err := ls.leaseOf(shardID, id)
 	if err == nil {
-		l.decided, l.ending = true, true
+		l.decided, l.ending, l.revoked = true, true, true
 	}
 	ls.mu.Unlock()
 	if err != nil {
@@ -851,11 +870,24 @@ func (ls *Lessor) Revoke(ctx context.Context, shardID shard.ShardID, id uint64) 
 	return rev, deleted, err
 }
 
-// expire ends lease l, whose deadline passed, in the background.
+// endUnderWay reports whether this node holds lease id of home shardID
+// with its end decided and not finished.
+func (ls *Lessor) endUnderWay(shardID shard.ShardID, id uint64) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.leases[id]
+	return l != nil && l.home == shardID && l.decided
+}
+
+// expire ends lease l, whose deadline passed (or whose revoke failed part
+// way), in the background.
 func (ls *Lessor) expire(l *lease) {
 	ctx, cancel := ls.cfg.Runtime.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, _, err := ls.end(ctx, l, true); err != nil {
+	ls.mu.Lock()
+	revoked := l.revoked
+	ls.mu.Unlock()
+	if _, _, err := ls.end(ctx, l, !revoked); err != nil {
 		ls.log.Debug("lease: ending an expired lease", "lease", l.id, "err", err)
 		ls.retryLater(l)
 		return

@@ -214,3 +214,75 @@ func TestLeaderAgainInALaterTerm(t *testing.T) {
 		t.Fatalf("record of the lease kept alive after the reload: %+v, want the full TTL", r)
 	}
 }
+
+// TestRevokeRetriedAfterAFailure: a revoke fails part way (its record
+// written ended, a delete refused), and the client tries again. The
+// second revoke must not answer before the lease's keys are gone: an
+// answer of ErrNotFound while they may still be read would tell the
+// client the lease and its keys are gone (etcd's promise) when they are
+// not. (Plant: answer ErrNotFound while the end is under way.)
+func TestRevokeRetriedAfterAFailure(t *testing.T) {
+	w := newWorld()
+	ls := newLessor(w, 2*time.Second)
+	ls.Step()
+	id := grant(t, ls, 10)
+	ctx := context.Background()
+	until, err := ls.Attach(ctx, 1, id, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.putLeased(t, "k", id, until)
+	// A read's promise reaches about 5 s ahead (half the time left); a
+	// revoke, and its end when retried, waits only for the attach's.
+	st, err := ls.Status(ctx, 1, id, 0)
+	if err != nil || !st.Alive {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	w.mu.Lock()
+	w.failDeletes = 1
+	w.mu.Unlock()
+	// The first revoke waits for the promise made to the attach (the
+	// clock moves meanwhile, not the loop, so that the end is not
+	// finished before the second), the second for the loop's end.
+	revoke := func(step bool) error {
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := ls.Revoke(ctx, 1, id)
+			done <- err
+		}()
+		var err error
+		testutil.Eventually(t, 10*time.Second, func() error {
+			select {
+			case err = <-done:
+				return nil
+			default:
+				w.advance(100 * time.Millisecond)
+				if step {
+					ls.Step()
+				}
+				return fmt.Errorf("revoke still waiting")
+			}
+		})
+		return err
+	}
+	if err := revoke(false); err == nil {
+		t.Fatal("the first revoke succeeded although a delete failed")
+	}
+	if !w.exists("k") {
+		t.Fatal("the key of the lease whose revoke failed is gone before the loop ran")
+	}
+	began := w.clock()
+	err = revoke(true)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second revoke: %v", err)
+	}
+	if took := w.clock().Sub(began); took > 2*time.Second {
+		t.Fatalf("the revoke's end, retried, took %v: it waited for the promise made to a read (until %d)", took, st.Until)
+	}
+	if w.exists("k") {
+		t.Fatalf("the second revoke answered %v with the lease's key still there", err)
+	}
+	if _, ok := w.record(t, id); ok {
+		t.Fatalf("the second revoke answered %v with the lease's record still there", err)
+	}
+}

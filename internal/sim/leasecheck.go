@@ -36,7 +36,12 @@ import (
 //     revision E must be stamped by then, no read called after then may
 //     return a key attached to the lease, and none called once the
 //     oracle had handed out E (the fence is exact: a read that began
-//     after the end was decided never sees the key).
+//     after the end was decided never sees the key). An end a revoke
+//     began is exempt from the fence (lease/doc.go: a revoke waits for
+//     the promises made to attaches, not to reads, so a read between its
+//     E and a key's delete may see the key; a revoke that fails part way
+//     leaves its deletes to the lessor's loop): no read called after a
+//     revoke returned success may return a key attached to the lease.
 //  2. A lease kept alive in time never ends: while each keepalive is
 //     answered success and returns before the TTL after the previous
 //     restart's call, on the fastest clock allowed (1050/1000), less the
@@ -320,6 +325,18 @@ func (l *simLease) boundSteps() int {
 // change and once).
 func (l *simLease) slackSteps() int { return (l.changes + 1) * leaseSlack }
 
+// revokeBegan reports whether a revoke of l may have begun its end, E:
+// one was called by E's step and did not find the lease already ending
+// (an expiry's end, to which the fence applies).
+func (l *simLease) revokeBegan(e uint64) bool {
+	for _, k := range l.revokes {
+		if k.call <= stepOf(e) && !k.notFound {
+			return true
+		}
+	}
+	return false
+}
+
 // checkLeaseBound is check 1 for lease l.
 func (s *simulation) checkLeaseBound(l *simLease) {
 	st := s.leases
@@ -344,7 +361,11 @@ func (s *simulation) checkLeaseBound(l *simLease) {
 			s.violation("lease: readable after deadline plus bound: c%d read %q attached to lease %d at step %d, after step %d (ttl %d steps, last restart at %d)",
 				r.client, r.key, l.id, r.call, latest, l.ttlSteps(), l.lastRestart())
 			return
-		case e != 0 && r.callRev >= e:
+		case l.revokedRev != 0 && r.call > l.revokedAt:
+			s.violation("lease: readable after its revoke: c%d read %q attached to lease %d at step %d, after the revoke returned at step %d",
+				r.client, r.key, l.id, r.call, l.revokedAt)
+			return
+		case e != 0 && r.callRev >= e && !l.revokeBegan(e):
 			s.violation("lease: readable after its end: c%d read %q attached to lease %d, called at step %d once the oracle had reached %d, and the lease ended at %d",
 				r.client, r.key, l.id, r.call, r.callRev, e)
 			return
