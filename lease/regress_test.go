@@ -123,8 +123,8 @@ func (e deposedEngine) ReadBarrier(context.Context, multiraft.GroupID, multiraft
 }
 
 // TestDeposedLeaderDoesNotDenyALease: node A loaded the home's leases in
-// term 1 and was then deposed without knowing it; the new leader granted
-// a lease. Asked about that lease, A must not answer ErrNotFound (which
+// term 1, granted one, and was then deposed without knowing it; the new
+// leader granted another. Asked about that lease, A must not answer ErrNotFound (which
 // tells a client keeping a live lease alive that it ended) but what its
 // failed read barrier says: not leader. Fleet seed 600 of the simulator,
 // before the fix: a keepalive routed to the old leader of the home, cut
@@ -135,6 +135,7 @@ func TestDeposedLeaderDoesNotDenyALease(t *testing.T) {
 	stale := &deposedEngine{engine: engine{w}, term: 1}
 	a := New(Config{CheckpointInterval: 2 * time.Second, MinTTL: time.Second, Now: w.clock}, store{w}, stale, fleet{w}, w)
 	a.Step()
+	mine := grant(t, a, 10)
 	b := leaderChange(w)
 	b.Step()
 	id := grant(t, b, 10)
@@ -154,6 +155,11 @@ func TestDeposedLeaderDoesNotDenyALease(t *testing.T) {
 	check("time to live", err)
 	_, _, err = a.Revoke(ctx, 1, id)
 	check("revoke", err)
+	// Nor may it tell what remains of a lease it granted: its successor
+	// counts that lease's time now.
+	if _, _, _, err = a.TimeToLive(ctx, 1, mine, false); !errors.As(err, &nl) {
+		t.Errorf("time to live of a lease it granted, at the deposed leader: %v, want not leader", err)
+	}
 	if _, err := b.KeepAlive(ctx, 1, id); err != nil {
 		t.Fatalf("keepalive at the new leader: %v", err)
 	}
