@@ -56,7 +56,7 @@ var (
 	// or expired). ErrLeaseExists: a grant named an ID that exists.
 	// ErrBadTTL: a TTL not above zero or above the maximum.
 	// ErrLeaseNotReady: this node leads the lease's home shard but has not
-	// loaded its leases yet; retry shortly.
+	// loaded its leases in the term it leads in yet; retry shortly.
 	ErrLeaseNotFound = errors.New("lease not found")
 	ErrLeaseExists   = errors.New("lease already exists")
 	ErrBadTTL        = errors.New("invalid lease TTL")
