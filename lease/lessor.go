@@ -893,11 +893,15 @@ func (ls *Lessor) expire(l *lease) {
 	revoked := l.revoked
 	ls.mu.Unlock()
 	if _, _, err := ls.end(ctx, l, !revoked); err != nil {
-		ls.log.Debug("lease: ending an expired lease", "lease", l.id, "err", err)
+		ls.log.Debug("lease: ending a lease", "lease", l.id, "revoked", revoked, "err", err)
 		ls.retryLater(l)
 		return
 	}
-	ls.metrics.expired.Add(1)
+	if revoked {
+		ls.metrics.revoked.Add(1)
+	} else {
+		ls.metrics.expired.Add(1)
+	}
 }
 
 // end ends lease l (marked ending): it waits until the oracle passed

@@ -291,4 +291,7 @@ func TestRevokeRetriedAfterAFailure(t *testing.T) {
 	if _, ok := w.record(t, id); ok {
 		t.Fatalf("the second revoke answered %v with the lease's record still there", err)
 	}
+	if c := ls.Counters(); c.Revoked != 1 || c.Expired != 0 {
+		t.Fatalf("counters %+v, want the lease counted revoked once, not expired", c)
+	}
 }
