@@ -84,7 +84,7 @@ func (sm *StateMachine) applyCheckSecondaries(b *pebble.Batch, t *TxnStep) *Resu
 		}
 		all = false
 		if _, _, ok := sm.txnRecord(b, key, t.Start); !ok {
-			sm.setTxnRecord(b, key, t.Start, TxnRolledBack, 0)
+			sm.setTxnRecord(b, key, t.Start, TxnRolledBack, 0, t.Now)
 		}
 	}
 	if !all {

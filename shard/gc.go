@@ -89,7 +89,13 @@ import (
 //
 //   - the shard's resolved revision is more than Config.TxnRecordRetention
 //     past S, on the oracle's clock (physical milliseconds of the two
-//     timestamps): the transaction is "forgotten" by then; and
+//     timestamps): the transaction is "forgotten" by then;
+//   - it is as far past the record's own writing (the record keeps the
+//     shard's resolved revision then, or the deciding command's fresh
+//     timestamp if higher): a transaction decided late, by a resolver
+//     after an outage kept its locks past the retention, keeps its record
+//     for a whole retention from then, for the resolvers of its other
+//     locks, on shards that came back as late; and
 //   - no lock on this shard has a start at or below S: the primary lock
 //     and any lock of the transaction on the primary's own shard are
 //     gone, and so is every lock of an older transaction that might yet
@@ -138,7 +144,8 @@ import (
 // default retention, DefaultTxnRecordRetention, is an hour, sixty times
 // that: a record goes while a lock of its transaction remains only if
 // that lock's shard, or its primary's, went without a leader (or its
-// nodes without a sweeper) for most of an hour. Then the lock's
+// nodes without a sweeper) for most of an hour, and the lock stayed for
+// another hour after the transaction was decided. Then the lock's
 // resolvers get the ErrTxnForgotten above, never a wrong outcome.
 //
 // The bound also assumes a TTL well below the retention: a lock whose
@@ -283,7 +290,8 @@ func (sm *StateMachine) collectKey(b *pebble.Batch, key []byte) bool {
 
 // collectTxnRecord deletes the outcome record of t if this shard holds
 // it, the transaction is forgotten at the shard's resolved revision, and
-// no lock here started at or before it.
+// so is the record's own writing, and no lock here started at or before
+// it.
 func (sm *StateMachine) collectTxnRecord(b *pebble.Batch, t *TxnRef) bool {
 	if !sm.holdsKey(t.Primary) || !sm.cfg.forgotten(t.Start, sm.lastRev) {
 		return false
@@ -293,7 +301,8 @@ func (sm *StateMachine) collectTxnRecord(b *pebble.Batch, t *TxnRef) bool {
 			return false
 		}
 	}
-	if _, _, ok := sm.txnRecord(b, t.Primary, t.Start); !ok {
+	decided, ok := sm.txnDecided(b, t.Primary, t.Start)
+	if !ok || !sm.cfg.forgotten(max(t.Start, decided), sm.lastRev) {
 		return false
 	}
 	mustWrite(b.Delete(txnRecordKey(sm.shard, t.Primary, t.Start), nil))
@@ -438,7 +447,17 @@ func planTxnRecords(r pebble.Reader, cfg *Config, desc *Descriptor, from []byte,
 		}
 		p.Txns++
 		start := binary.BigEndian.Uint64(k[len(k)-8:])
-		if cfg.forgotten(start, now) {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		_, _, decided, err := decodeTxnRecord(v)
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("%w: shard %d: transaction record %x: %v", ErrBadDescriptor, desc.ShardID, k, err)
+		}
+		if cfg.forgotten(max(start, decided), now) {
 			p.Step.Txns = append(p.Step.Txns, TxnRef{Primary: bytes.Clone(k[len(prefix) : len(k)-8]), Start: start})
 			*room--
 		}

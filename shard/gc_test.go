@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -179,10 +180,13 @@ func TestGCTxnRecords(t *testing.T) {
 		t.Fatalf("collected %d records while an older lock is open", res.CollectedKeys+res.CollectedTxns)
 	}
 	h.mustOK(Command{Kind: KindRollbackTxn, Step: &TxnStep{Start: ms(1), Primary: []byte("f"), Keys: keysOf("f")}})
-	// Now t1, t2 and the open one's rollback go; t3 (150 ms + 100 ms is
-	// not yet past 210 ms) stays.
-	if res := h.at(ms(210), gcCmd(nil, append(all, TxnRef{Primary: []byte("f"), Start: ms(1)})...)).(*Result); res.CollectedTxns != 3 {
-		t.Fatalf("collected %d records, want 3", res.CollectedTxns)
+	// Now t1 and t2 go; t3 (150 ms + 100 ms is not yet past 210 ms)
+	// stays, and so does the open one's rollback, decided at 151 ms (the
+	// shard's resolved revision then) although its transaction started
+	// at 1 ms.
+	f := TxnRef{Primary: []byte("f"), Start: ms(1)}
+	if res := h.at(ms(210), gcCmd(nil, append(all, f)...)).(*Result); res.CollectedTxns != 2 {
+		t.Fatalf("collected %d records, want 2", res.CollectedTxns)
 	}
 	b := h.db.NewIndexedBatch()
 	for _, ref := range []TxnRef{t1, t2} {
@@ -192,6 +196,9 @@ func TestGCTxnRecords(t *testing.T) {
 	}
 	if st, rev, ok := h.sm.txnRecord(b, t3.Primary, t3.Start); !ok || st != TxnCommitted || rev != ms(151) {
 		t.Errorf("the record of t3: %v %d %v", st, rev, ok)
+	}
+	if st, _, ok := h.sm.txnRecord(b, f.Primary, f.Start); !ok || st != TxnRolledBack {
+		t.Errorf("the record of the late rollback: %v %v", st, ok)
 	}
 	b.Close()
 
@@ -434,7 +441,8 @@ func TestCollectGarbageStore(t *testing.T) {
 }
 
 // TestGCRecordRetention: the zero Config collects a record once
-// DefaultTxnRecordRetention passed since its start, not before; a
+// DefaultTxnRecordRetention passed since its start and its decision (the
+// commit, at 4 ms), not before; a
 // negative retention never collects one, however old, and a retried
 // step still finds it.
 func TestGCRecordRetention(t *testing.T) {
@@ -448,8 +456,8 @@ func TestGCRecordRetention(t *testing.T) {
 		at   uint64
 		want int
 	}{
-		{"default, just within", 0, 3 + hour, 0},
-		{"default, past", 0, 3 + hour + 1, 1},
+		{"default, just within", 0, 4 + hour, 0},
+		{"default, past", 0, 4 + hour + 1, 1},
 		{"forever", -1, 30 * day, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -503,5 +511,48 @@ func TestPruneStopsBelowTheOldestLock(t *testing.T) {
 	write(1+2*pruneEvery, 2*pruneEvery)
 	if h.sm.compactRev <= start {
 		t.Fatalf("after the lock's rollback the compaction point is %d, still at or below its start %d", h.sm.compactRev, start)
+	}
+}
+
+// TestGCRecordRetainedFromItsDecision: a transaction's lock outlives the
+// retention past its start (its shards went without a leader, say), and
+// a resolver decides the transaction then. The record it writes must stay
+// for the retention from that decision: the transaction's other locks,
+// on other shards and as late, are resolved against it (a record
+// collected at once left a committed transaction's secondary locked for
+// good: engine seed 548 of the simulator). A record written before the
+// decision was kept still goes by its start.
+func TestGCRecordRetainedFromItsDecision(t *testing.T) {
+	h := newHarness(t, Config{TxnRecordRetention: 100 * time.Millisecond}, testDesc())
+	late := TxnRef{Primary: []byte("c"), Start: ms(1)}
+	h.at(ms(2), Command{Kind: KindPrewrite, Step: &TxnStep{Start: late.Start, Primary: late.Primary, TTL: 10, Mutations: []Mutation{putM("c", "v")}}})
+	// Decided at 300 ms, far past the retention from its start.
+	res := h.mustOK(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: late.Start, Primary: late.Primary, Now: ms(300)}})
+	if res.Status != TxnRolledBack {
+		t.Fatalf("check of an expired transaction: %v", res.Status)
+	}
+	// A record written without its decision's time, as before it was
+	// kept: status and commit revision only.
+	old := TxnRef{Primary: []byte("d"), Start: ms(5)}
+	b := h.db.NewBatch()
+	mustWrite(b.Set(txnRecordKey(h.sm.shard, old.Primary, old.Start), binary.AppendUvarint([]byte{byte(TxnCommitted)}, ms(6)), nil))
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	kept := func(ref TxnRef) bool {
+		b := h.db.NewIndexedBatch()
+		defer b.Close()
+		_, _, ok := h.sm.txnRecord(b, ref.Primary, ref.Start)
+		return ok
+	}
+	if res := h.at(ms(350), gcCmd(nil, late, old)).(*Result); res.CollectedTxns != 1 || !kept(late) || kept(old) {
+		t.Fatalf("at 350 ms: collected %d records, the late decision's kept %v, the old record's %v; want 1, the late one kept",
+			res.CollectedTxns, kept(late), kept(old))
+	}
+	if err, _ := h.apply(Command{Kind: KindCheckTxn, Step: &TxnStep{Start: late.Start, Primary: late.Primary, Now: ms(360)}}).(error); err != nil {
+		t.Fatalf("a resolver's check after the decision: %v", err)
+	}
+	if res := h.at(ms(401), gcCmd(nil, late)).(*Result); res.CollectedTxns != 1 || kept(late) {
+		t.Fatalf("at 401 ms, past the retention from the decision: collected %d", res.CollectedTxns)
 	}
 }

@@ -585,23 +585,30 @@ func decodeLockRecord(key, v []byte) (TxnLock, error) {
 }
 
 // Outcome records, under keys.ShardTxn + primary + 8-byte start: byte
-// status, uvarint commit revision.
+// status, uvarint commit revision, uvarint decided: a timestamp at or
+// below the moment the record was written (the shard's resolved revision
+// then, or the command's fresh timestamp if higher), from which its
+// retention is counted (gc.go). Records written before decided was kept
+// end after the commit revision and read as decided 0.
 func txnRecordKey(shard ShardID, primary []byte, start uint64) []byte {
 	k := keys.ShardKey(uint64(shard), keys.ShardTxn)
 	k = append(k, primary...)
 	return binary.BigEndian.AppendUint64(k, start)
 }
 
-func decodeTxnRecord(v []byte) (TxnStatus, uint64, error) {
+func decodeTxnRecord(v []byte) (st TxnStatus, rev, decided uint64, err error) {
 	d := decoder{buf: v}
-	st, rev := TxnStatus(d.byte()), d.uvarint()
+	st, rev = TxnStatus(d.byte()), d.uvarint()
+	if d.err == nil && len(d.buf) > 0 {
+		decided = d.uvarint()
+	}
 	if err := d.finish(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if st != TxnCommitted && st != TxnRolledBack {
-		return 0, 0, fmt.Errorf("bad transaction status %d", st)
+		return 0, 0, 0, fmt.Errorf("bad transaction status %d", st)
 	}
-	return st, rev, nil
+	return st, rev, decided, nil
 }
 
 // lockView is the set of a shard's locks as readers see it: sorted by key,
@@ -807,15 +814,35 @@ func (sm *StateMachine) txnRecord(b *pebble.Batch, primary []byte, start uint64)
 	}
 	mustRead(err)
 	defer closer.Close()
-	st, rev, err := decodeTxnRecord(v)
+	st, rev, _, err := decodeTxnRecord(v)
 	if err != nil {
 		panic(fmt.Sprintf("shard: shard %d: outcome of the transaction %q@%d: %v", sm.shard, primary, start, err))
 	}
 	return st, rev, true
 }
 
-func (sm *StateMachine) setTxnRecord(b *pebble.Batch, primary []byte, start uint64, st TxnStatus, rev uint64) {
+// txnDecided returns when the outcome record of (primary, start) was
+// written, as the record says (0: not known), if the record exists.
+func (sm *StateMachine) txnDecided(b *pebble.Batch, primary []byte, start uint64) (uint64, bool) {
+	v, closer, err := b.Get(txnRecordKey(sm.shard, primary, start))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false
+	}
+	mustRead(err)
+	defer closer.Close()
+	_, _, decided, err := decodeTxnRecord(v)
+	if err != nil {
+		panic(fmt.Sprintf("shard: shard %d: outcome of the transaction %q@%d: %v", sm.shard, primary, start, err))
+	}
+	return decided, true
+}
+
+// setTxnRecord writes the outcome of (primary, start): st, at commit
+// revision rev; now is the command's fresh timestamp, if it has one (0:
+// none), for the record's decided time.
+func (sm *StateMachine) setTxnRecord(b *pebble.Batch, primary []byte, start uint64, st TxnStatus, rev, now uint64) {
 	v := binary.AppendUvarint([]byte{byte(st)}, rev)
+	v = binary.AppendUvarint(v, max(sm.lastRev, now))
 	mustWrite(b.Set(txnRecordKey(sm.shard, primary, start), v, nil))
 }
 
@@ -967,7 +994,7 @@ func (sm *StateMachine) applyCommitTxn(b *pebble.Batch, c *Command) (*Result, er
 				// Neither lock nor outcome: the prewrite never applied.
 				return nil, fmt.Errorf("%w: transaction %d holds no lock on its primary %q", ErrTxnAborted, t.Start, t.Primary)
 			}
-			sm.setTxnRecord(b, t.Primary, t.Start, TxnCommitted, t.Commit)
+			sm.setTxnRecord(b, t.Primary, t.Start, TxnCommitted, t.Commit, max(t.Commit, t.Now))
 		}
 	}
 	for _, key := range t.Keys {
@@ -1003,7 +1030,7 @@ func (sm *StateMachine) applyRollbackTxn(b *pebble.Batch, c *Command) (*Result, 
 			return nil, fmt.Errorf("%w: rollback of transaction %d (primary %q)", ErrTxnForgotten, t.Start, t.Primary)
 		}
 		if !ok {
-			sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0)
+			sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0, t.Now)
 		}
 	}
 	for _, key := range t.Keys {
@@ -1041,7 +1068,7 @@ func (sm *StateMachine) applyCheckTxn(b *pebble.Batch, c *Command) (*Result, err
 	} else if sm.forgottenUndecided(t.Primary, t.Start) {
 		return nil, fmt.Errorf("%w: check of transaction %d (primary %q)", ErrTxnForgotten, t.Start, t.Primary)
 	}
-	sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0)
+	sm.setTxnRecord(b, t.Primary, t.Start, TxnRolledBack, 0, t.Now)
 	return &Result{Succeeded: true, Status: TxnRolledBack}, nil
 }
 

@@ -380,7 +380,7 @@ func (sm *StateMachine) stageImage(stage *pebble.Batch, r io.Reader) error {
 						return corrupt("lock of %q in %s: %v", rest, &desc, err)
 					}
 				case keys.ShardTxn:
-					if _, _, err := decodeTxnRecord(v); err != nil || len(rest) <= 8 {
+					if _, _, _, err := decodeTxnRecord(v); err != nil || len(rest) <= 8 {
 						return corrupt("transaction record %x: %v", rest, err)
 					}
 				default:

@@ -334,6 +334,7 @@ func (s *simulation) bankGet(ctx context.Context, key string, rev uint64) (int, 
 		var le *shard.LockedError
 		switch {
 		case errors.As(err, &le):
+			last = err
 			s.bankResolve(ctx, &le.Lock)
 			continue
 		case compacted(err):
