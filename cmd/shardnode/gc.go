@@ -22,7 +22,8 @@ import (
 // idle shards stay quiesced; a shard of millions of keys is collected
 // over many rounds, never blocking its worker for long. Outcome records
 // of transactions across shards go too, once --txn-record-retention (an
-// hour by default) passed since their transaction's start; the lock
+// hour by default) passed since their transaction's start and since the
+// record was written; the lock
 // sweeper (locksweep.go) keeps every lock's life far below that
 // (shard/gc.go argues the bound).
 

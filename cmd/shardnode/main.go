@@ -157,7 +157,7 @@ func parseConfig(args []string) (Config, error) {
 	c.LockSweep = defaultLockSweep()
 	c.LockSweep.registerFlags(fs)
 	fs.DurationVar(&c.TxnRecordRetention, "txn-record-retention", shard.DefaultTxnRecordRetention,
-		"how long after its start the outcome record of a transaction across shards is kept before the history collector may delete it; past it the transaction can prewrite nothing, and a lock of it that is still unresolved gets FailedPrecondition (outcome forgotten) from its resolvers, never a guessed outcome. It must exceed by far how long a lock may stay unresolved: its TTL, plus --lock-sweep-interval and the sweep's resolution, plus any time its shard or its primary's shard has no leader; every node of a fleet must use the same value; 0 keeps records forever")
+		"how long after its start, and after the record was written, the outcome record of a transaction across shards is kept before the history collector may delete it; past its start the transaction can prewrite nothing, and a lock of it that is still unresolved gets FailedPrecondition (outcome forgotten) from its resolvers, never a guessed outcome. It must exceed by far how long a lock may stay unresolved: its TTL, plus --lock-sweep-interval and the sweep's resolution, plus any time its shard or its primary's shard has no leader; every node of a fleet must use the same value; 0 keeps records forever")
 	fs.StringVar(&c.EtcdListen, "etcd-listen", "",
 		"address to serve the etcd v3 gRPC API on (KV, Watch, Lease, Cluster, Maintenance), so etcdctl, clientv3 and the Kubernetes API server can use the fleet through this node; mutual TLS like --listen when --tls-* are set; empty disables it")
 	fs.StringVar(&c.EtcdAdvertise, "etcd-advertise", "",
