@@ -56,32 +56,11 @@ func TestRevokeFailingPartWayIsFinished(t *testing.T) {
 	ls.Step()
 	id := grant(t, ls, 60)
 	ctx := context.Background()
-	until, err := ls.Attach(ctx, 1, id, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.putLeased(t, "k", id, until)
+	attachKey(t, ls, w, id, "k")
 	w.mu.Lock()
 	w.failDeletes = 1
 	w.mu.Unlock()
-	// The revoke waits for the promise made to the attach: let the
-	// clock pass it while it waits.
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := ls.Revoke(ctx, 1, id)
-		done <- err
-	}()
-	var revokeErr error
-	testutil.Eventually(t, 10*time.Second, func() error {
-		select {
-		case revokeErr = <-done:
-			return nil
-		default:
-			w.advance(100 * time.Millisecond)
-			return fmt.Errorf("revoke still waiting")
-		}
-	})
-	if revokeErr == nil {
+	if revokeErr := revokeAsTimePasses(t, ls, w, id, false); revokeErr == nil {
 		t.Fatal("the revoke succeeded although a delete failed")
 	}
 	if r, ok := w.record(t, id); !ok || !r.Ended {
@@ -233,11 +212,7 @@ func TestRevokeRetriedAfterAFailure(t *testing.T) {
 	ls.Step()
 	id := grant(t, ls, 10)
 	ctx := context.Background()
-	until, err := ls.Attach(ctx, 1, id, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.putLeased(t, "k", id, until)
+	attachKey(t, ls, w, id, "k")
 	// A read's promise reaches about 5 s ahead (half the time left); a
 	// revoke, and its end when retried, waits only for the attach's.
 	st, err := ls.Status(ctx, 1, id, 0)
@@ -250,35 +225,14 @@ func TestRevokeRetriedAfterAFailure(t *testing.T) {
 	// The first revoke waits for the promise made to the attach (the
 	// clock moves meanwhile, not the loop, so that the end is not
 	// finished before the second), the second for the loop's end.
-	revoke := func(step bool) error {
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := ls.Revoke(ctx, 1, id)
-			done <- err
-		}()
-		var err error
-		testutil.Eventually(t, 10*time.Second, func() error {
-			select {
-			case err = <-done:
-				return nil
-			default:
-				w.advance(100 * time.Millisecond)
-				if step {
-					ls.Step()
-				}
-				return fmt.Errorf("revoke still waiting")
-			}
-		})
-		return err
-	}
-	if err := revoke(false); err == nil {
+	if err := revokeAsTimePasses(t, ls, w, id, false); err == nil {
 		t.Fatal("the first revoke succeeded although a delete failed")
 	}
 	if !w.exists("k") {
 		t.Fatal("the key of the lease whose revoke failed is gone before the loop ran")
 	}
 	began := w.clock()
-	err = revoke(true)
+	err = revokeAsTimePasses(t, ls, w, id, true)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second revoke: %v", err)
 	}
@@ -294,4 +248,41 @@ func TestRevokeRetriedAfterAFailure(t *testing.T) {
 	if c := ls.Counters(); c.Revoked != 1 || c.Expired != 0 {
 		t.Fatalf("counters %+v, want the lease counted revoked once, not expired", c)
 	}
+}
+
+// attachKey attaches key to lease id and writes it, as a client does.
+func attachKey(t *testing.T, ls *Lessor, w *world, id uint64, key string) {
+	t.Helper()
+	until, err := ls.Attach(context.Background(), 1, id, []byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.putLeased(t, key, id, until)
+}
+
+// revokeAsTimePasses revokes lease id and returns the revoke's error,
+// moving the fake clock (and with step, the lessor's loop) while the
+// revoke waits: for the promises made to attaches, or for an end under
+// way.
+func revokeAsTimePasses(t *testing.T, ls *Lessor, w *world, id uint64, step bool) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := ls.Revoke(context.Background(), 1, id)
+		done <- err
+	}()
+	var err error
+	testutil.Eventually(t, 10*time.Second, func() error {
+		select {
+		case err = <-done:
+			return nil
+		default:
+			w.advance(100 * time.Millisecond)
+			if step {
+				ls.Step()
+			}
+			return fmt.Errorf("revoke still waiting")
+		}
+	})
+	return err
 }
