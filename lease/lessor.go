@@ -791,11 +791,9 @@ func (ls *Lessor) Status(ctx context.Context, shardID shard.ShardID, id, rev uin
 // TimeToLive returns lease id's remaining and granted TTL in seconds,
 // and with keys the keys attached to it.
 func (ls *Lessor) TimeToLive(ctx context.Context, shardID shard.ShardID, id uint64, keys bool) (remaining, granted int64, attached [][]byte, err error) {
-	// Confirmed as a keepalive is: a deposed leader's count of a lease
-	// its successor revoked, or kept alive, is not the lease's.
-	if _, err := ls.leaseConfirmed(ctx, shardID, id); err != nil {
-		return 0, 0, nil, err
-	}
+	// Confirmed first, as a keepalive is: a deposed leader's count of a
+	// lease its successor revoked, or kept alive, is not the lease's, and
+	// it lacks the leases its successor granted.
 	if err := ls.confirmLeader(ctx, shardID); err != nil {
 		return 0, 0, nil, err
 	}

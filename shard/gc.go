@@ -301,7 +301,7 @@ func (sm *StateMachine) collectTxnRecord(b *pebble.Batch, t *TxnRef) bool {
 			return false
 		}
 	}
-	decided, ok := sm.txnDecided(b, t.Primary, t.Start)
+	_, _, decided, ok := sm.txnRecordDecided(b, t.Primary, t.Start)
 	if !ok || !sm.cfg.forgotten(max(t.Start, decided), sm.lastRev) {
 		return false
 	}

@@ -808,33 +808,24 @@ func (sm *StateMachine) checkTxnUnlocked(t *Txn) error {
 // txnRecord reads the outcome of the transaction (primary, start), if
 // this shard recorded one.
 func (sm *StateMachine) txnRecord(b *pebble.Batch, primary []byte, start uint64) (TxnStatus, uint64, bool) {
-	v, closer, err := b.Get(txnRecordKey(sm.shard, primary, start))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, 0, false
-	}
-	mustRead(err)
-	defer closer.Close()
-	st, rev, _, err := decodeTxnRecord(v)
-	if err != nil {
-		panic(fmt.Sprintf("shard: shard %d: outcome of the transaction %q@%d: %v", sm.shard, primary, start, err))
-	}
-	return st, rev, true
+	st, rev, _, ok := sm.txnRecordDecided(b, primary, start)
+	return st, rev, ok
 }
 
-// txnDecided returns when the outcome record of (primary, start) was
-// written, as the record says (0: not known), if the record exists.
-func (sm *StateMachine) txnDecided(b *pebble.Batch, primary []byte, start uint64) (uint64, bool) {
+// txnRecordDecided is txnRecord, also returning when the record was
+// written, as it says (0: not known).
+func (sm *StateMachine) txnRecordDecided(b *pebble.Batch, primary []byte, start uint64) (st TxnStatus, rev, decided uint64, ok bool) {
 	v, closer, err := b.Get(txnRecordKey(sm.shard, primary, start))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, false
+		return 0, 0, 0, false
 	}
 	mustRead(err)
 	defer closer.Close()
-	_, _, decided, err := decodeTxnRecord(v)
+	st, rev, decided, err = decodeTxnRecord(v)
 	if err != nil {
 		panic(fmt.Sprintf("shard: shard %d: outcome of the transaction %q@%d: %v", sm.shard, primary, start, err))
 	}
-	return decided, true
+	return st, rev, decided, true
 }
 
 // setTxnRecord writes the outcome of (primary, start): st, at commit
