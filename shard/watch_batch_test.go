@@ -3,6 +3,7 @@ package shard
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 
@@ -102,15 +103,23 @@ func TestWatchCatchUpInBatches(t *testing.T) {
 
 	w := mustWatch(t, s, 1, Epoch{}, nil, nil, first, false)
 	// One catch-up holds about a batch: it allocates per event it returns,
-	// not per event since its start (2,401 here).
+	// not per event since its start (2,401 here). Pebble built with the
+	// race detector turns its invariant checks on, and one of them wraps
+	// one iterator in ten, at random, in a wrapper that copies every key it
+	// passes: about a quarter of catch-ups here then allocate per version
+	// they scan. That only adds, so the fewest of 16 catch-ups is the one
+	// that tells (all 16 wrapped: about once in 10^9 runs).
 	var got int
-	allocs := testing.AllocsPerRun(1, func() {
-		evs, _, err := w.catchUp(first, keys.MaxRevision)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = len(evs)
-	})
+	allocs := math.Inf(1)
+	for range 16 {
+		allocs = min(allocs, testing.AllocsPerRun(1, func() {
+			evs, _, err := w.catchUp(first, keys.MaxRevision)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = len(evs)
+		}))
+	}
 	if got < watchBatchEvents || allocs > float64(got+200) {
 		t.Errorf("a catch-up of %d events made %.0f allocations, want about one per event returned", got, allocs)
 	}
