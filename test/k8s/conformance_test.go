@@ -69,7 +69,7 @@ func TestStorageConformance(t *testing.T) {
 // flotillaDifferences are the tests that fail on Flotilla for one known
 // difference from etcd, and why; they are skipped on the Flotilla target
 // (and run on etcd) unless COMPAT_STRICT is set. The README's "The etcd
-// API" lists the difference; issue 18 keeps them open.
+// API" lists the difference.
 //
 // A consistent read answers the revision of the last write (a shardnode's
 // etcd API reads at shard.Store.LastWrite), as etcd does, so every test
