@@ -608,6 +608,18 @@ func catchUpCut(r pebble.Reader, lo, hi []byte, from, to uint64) (uint64, error)
 
 // fillPrev sets the PrevKV of events from this replica's Pebble, when w
 // asked for them.
+//
+// It reads Pebble as it is now, not as it was when the events were
+// queued, and the previous version of a queued event may be gone since:
+// pruned past a compaction point that rose above the event, or replaced
+// with the range's data when the range was split off and the new owner's
+// replica here installed a snapshot compacted past the event (found by
+// the simulator, seed 2738 of its fleet runs: an event delivered without
+// the PrevKV its watch asked for). An event whose key existed before it
+// (a delete, or a put of a version after the first) but whose previous
+// version is gone ends the watch below it instead, as a catch-up from its
+// revision would: not served here any more (the router resumes the watch
+// at the range's owners), or compacted.
 func (w *Watcher) fillPrev(events []Event) error {
 	if !w.prevKV {
 		return nil
@@ -617,9 +629,22 @@ func (w *Watcher) fillPrev(events []Event) error {
 		return err
 	}
 	for i := range events {
-		if err := fillPrevFrom(e.DB(), &events[i]); err != nil {
+		ev := &events[i]
+		if err := fillPrevFrom(e.DB(), ev); err != nil {
 			return err
 		}
+		if ev.PrevKV != nil || !ev.Delete && ev.KV.Version <= 1 {
+			continue
+		}
+		if err := w.stillServed(); err != nil {
+			return err
+		}
+		if err := w.s.checkCompacted(e.DB(), w.shard, ev.KV.ModRevision); err != nil {
+			return err
+		}
+		// The event is at the compaction point itself, which keeps no
+		// version below it: sent without its previous version, as etcd
+		// does.
 	}
 	return nil
 }

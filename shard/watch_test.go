@@ -509,3 +509,47 @@ func TestWatchProgressNeverGoesBack(t *testing.T) {
 		t.Fatalf("after the split: progress %d (start %d), %v", p, from, err)
 	}
 }
+
+// TestWatchPrevGoneEndsTheWatch: an event queued for a watch that asked
+// for previous versions, whose previous version is gone by the time Next
+// reads it (a compaction rose above the event and a later write pruned
+// the key's history), ends the watch below it with a *CompactedError, as
+// a catch-up from its revision would, instead of arriving without its
+// PrevKV. The simulator found the same loss through a split (fleet seed
+// 2738): the range's new owner on the node installed a snapshot compacted
+// past the queued event.
+func TestWatchPrevGoneEndsTheWatch(t *testing.T) {
+	n, ctx := loneShard(t, Config{}, &jumpOracle{})
+	s := n.store
+	putRev(t, ctx, s, "k", "1")
+	w := mustWatch(t, s, 1, Epoch{}, nil, nil, 0, true)
+	// A first write after the watch: the state machine's first round with
+	// a feed sends its watchers to catch up; after it they are fed.
+	putRev(t, ctx, s, "c", "1")
+	collectEvents(t, ctx, w, 1)
+	syncWatcher(t, ctx, w)
+	r2 := putRev(t, ctx, s, "k", "2") // queued; its previous version is k=1
+	r3 := putRev(t, ctx, s, "j", "x")
+	if got, err := s.Compact(ctx, 1, Epoch{}, r3); err != nil || got != r3 {
+		t.Fatalf("compact to %d: %d, %v", r3, got, err)
+	}
+	delRev(t, ctx, s, "k") // prunes k's versions below the compaction point's
+	if _, found, err := getAt(n.db, []byte("k"), r2-1); err != nil || found {
+		t.Fatalf("k before %d: found %v, %v; want it pruned", r2, found, err)
+	}
+
+	w.f.mu.Lock()
+	queued := w.synced && len(w.queue) == 3
+	w.f.mu.Unlock()
+	if !queued {
+		t.Fatal("the writes did not go to the synced watcher's queue")
+	}
+	evs, progress, err := w.Next(ctx)
+	var ce *CompactedError
+	if !errors.As(err, &ce) || ce.Revision != r2 || ce.CompactRevision != r3 {
+		t.Fatalf("Next: %d events (%+v), %v; want a *CompactedError at %d, compacted to %d", len(evs), evs, err, r2, r3)
+	}
+	if progress != r2-1 {
+		t.Fatalf("progress %d, want %d: the watch ends below the event it could not send whole", progress, r2-1)
+	}
+}
