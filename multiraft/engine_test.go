@@ -401,3 +401,54 @@ func TestCommitOnlyAppendsHeldBack(t *testing.T) {
 		t.Fatalf("follower applied %d of %d: the membership change was not announced", got, f.st.lastIndex)
 	}
 }
+
+// TestChangeReplicasFrom: a change decided from a membership proposes
+// nothing, and fails with ErrMembershipChanged, once another change has
+// applied since that membership was read; decided from the membership the
+// group has, it applies.
+func TestChangeReplicasFrom(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	c.createGroup(1, 1, 2, 3)
+	lead := c.leader(1)
+	st, err := c.wait(c.engines[lead].StatusFuture(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := st.(Status).Members // 101, 102, 103: voters
+	// Meanwhile a learner joins.
+	if err := c.engines[4].JoinGroup(1, 104); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFuture(1, []ReplicaChange{{Op: AddLearner, Replica: Replica{ReplicaID: 104, NodeID: 4}}})); err != nil {
+		t.Fatal(err)
+	}
+	// A removal decided from the membership read before it.
+	victim := ReplicaID(101)
+	if lead == 1 {
+		victim = 102
+	}
+	remove := []ReplicaChange{{Op: RemoveReplica, Replica: Replica{ReplicaID: victim}}}
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFromFuture(1, read, remove)); !errors.Is(err, ErrMembershipChanged) {
+		t.Fatalf("a removal decided from %v after a learner joined: %v, want ErrMembershipChanged", read.Replicas, err)
+	}
+	c.tick(3)
+	st, err = c.wait(c.engines[lead].StatusFuture(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := st.(Status).Members
+	if _, ok := now.Lookup(victim); !ok || len(now.Replicas) != 4 {
+		t.Fatalf("members %v after a refused removal of %d", now.Replicas, victim)
+	}
+	// Decided from the membership the group has, the same removal applies.
+	if _, err := c.wait(c.engines[lead].ChangeReplicasFromFuture(1, now, remove)); err != nil {
+		t.Fatalf("a removal decided from %v: %v", now.Replicas, err)
+	}
+	st, err = c.wait(c.engines[lead].StatusFuture(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.(Status).Members.Lookup(victim); ok {
+		t.Fatalf("members %v: %d was not removed", st.(Status).Members.Replicas, victim)
+	}
+}

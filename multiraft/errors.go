@@ -42,6 +42,10 @@ var (
 	// ErrInvalidConfChange: the requested membership change is not valid
 	// for the group's current membership.
 	ErrInvalidConfChange = errors.New("multiraft: invalid membership change")
+	// ErrMembershipChanged: ChangeReplicasFrom found the group's applied
+	// membership other than the one the change was decided from. Nothing
+	// was proposed; decide again from the new membership.
+	ErrMembershipChanged = errors.New("multiraft: membership changed since it was read")
 )
 
 // NotLeaderError is returned by requests that need the leader when this

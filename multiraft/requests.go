@@ -127,8 +127,36 @@ func (e *Engine) ChangeReplicas(ctx context.Context, group GroupID, changes []Re
 	return err
 }
 
+// ChangeReplicasFrom is ChangeReplicas made only if the group's applied
+// membership, when the change is proposed, is from (the same replicas,
+// each a voter or a learner as there): otherwise it fails with
+// ErrMembershipChanged and proposes nothing. A caller that decided the
+// change from a membership it read earlier uses it, so that a change
+// applied meanwhile cannot make the decision wrong: a removal planned
+// while four voters were members, proposed once a change pending then had
+// removed one of them, took a shard's live quorum away (the fleet
+// simulator's seed 2487). The comparison runs on the group's worker, with
+// the proposal, so no change applies between the two; raft itself drops
+// a change proposed while another is committed but not yet applied.
+func (e *Engine) ChangeReplicasFrom(ctx context.Context, group GroupID, from Membership, changes []ReplicaChange) error {
+	_, err := e.ChangeReplicasFromFuture(group, from, changes).Wait(ctx)
+	return err
+}
+
+// ChangeReplicasFromFuture is ChangeReplicasFrom without waiting.
+func (e *Engine) ChangeReplicasFromFuture(id GroupID, from Membership, changes []ReplicaChange) *Future {
+	from = from.Clone()
+	return e.changeReplicasFuture(id, changes, &from)
+}
+
 // ChangeReplicasFuture is ChangeReplicas without waiting.
 func (e *Engine) ChangeReplicasFuture(id GroupID, changes []ReplicaChange) *Future {
+	return e.changeReplicasFuture(id, changes, nil)
+}
+
+// changeReplicasFuture proposes changes, if from is nil or the group's
+// applied membership.
+func (e *Engine) changeReplicasFuture(id GroupID, changes []ReplicaChange, from *Membership) *Future {
 	changes = append([]ReplicaChange(nil), changes...)
 	return e.groupOp(id, true, func(g *group, f *Future) {
 		if !g.isLead {
@@ -137,6 +165,10 @@ func (e *Engine) ChangeReplicasFuture(id GroupID, changes []ReplicaChange) *Futu
 		}
 		if g.confFuture != nil || g.st.applied.members.Joint {
 			f.resolve(nil, fmt.Errorf("%w: a membership change is in progress", ErrProposalDropped))
+			return
+		}
+		if from != nil && !sameMembers(*from, g.st.applied.members) {
+			f.resolve(nil, fmt.Errorf("%w: decided from %v, the group has %v", ErrMembershipChanged, from.Replicas, g.st.applied.members.Replicas))
 			return
 		}
 		cc, err := buildConfChange(g.st.applied.members, changes)
@@ -156,6 +188,21 @@ func (e *Engine) ChangeReplicasFuture(id GroupID, changes []ReplicaChange) *Futu
 		// stored log, so the change lands right after it.
 		g.confFuture, g.confID, g.confIndex = f, id, g.st.lastIndex+1
 	})
+}
+
+// sameMembers reports whether a and b hold the same replicas, each a
+// voter in both or a learner in both.
+func sameMembers(a, b Membership) bool {
+	if len(a.Replicas) != len(b.Replicas) || a.Joint != b.Joint {
+		return false
+	}
+	for _, r := range a.Replicas {
+		o, ok := b.Lookup(r.ReplicaID)
+		if !ok || o.Learner != r.Learner {
+			return false
+		}
+	}
+	return true
 }
 
 // buildConfChange validates changes against m and builds the ConfChangeV2;

@@ -187,8 +187,15 @@ func (c *coordinator) removeOnLeader(ctx context.Context, id shard.ShardID, repl
 			return fmt.Errorf("placement: removing voter %d of shard %d would leave %d voters, fewer than %d: planned from a stale view",
 				replica, id, voters-1, c.cfg.ReplicationFactor)
 		}
-		_, err = a.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: uint64(id), Changes: []*pb.ReplicaChange{
-			{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: uint64(replica)}}}})
+		// At the epoch just read: the leader proposes the removal only if
+		// the members are still those counted above. A change committed
+		// but not yet applied when they were read (a removal of an earlier
+		// operator whose outcome was unknown, say) may apply before the
+		// proposal; counted from the members before it, the removal left
+		// a shard two voters, one of them down (the fleet simulator's seed
+		// 2487).
+		_, err = a.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: uint64(id), Epoch: info.GetShard().GetEpoch(),
+			Changes: []*pb.ReplicaChange{{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: uint64(replica)}}}})
 		return err
 	})
 }

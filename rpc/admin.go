@@ -273,7 +273,8 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 		}
 		changes[i] = multiraft.ReplicaChange{Op: op, Replica: pbconv.ReplicaFromProto(c.GetReplica())}
 	}
-	if err := s.checkConfVer(id, req.GetEpoch()); err != nil {
+	from, err := s.checkConfVer(id, req.GetEpoch())
+	if err != nil {
 		return nil, err
 	}
 	if st, err := s.engine.Status(ctx, id); err == nil && st.IsLeader {
@@ -286,7 +287,20 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 			}
 		}
 	}
-	if err := s.engine.ChangeReplicas(ctx, id, changes); err != nil {
+	if from == nil {
+		err = s.engine.ChangeReplicas(ctx, id, changes)
+	} else {
+		// The members the ConfVer was checked against, checked again
+		// where the change is proposed: a change applied in between
+		// would otherwise be the base of this one.
+		err = s.engine.ChangeReplicasFrom(ctx, id, multiraft.Membership{Replicas: from.Replicas}, changes)
+		if errors.Is(err, multiraft.ErrMembershipChanged) {
+			if d, derr := s.store.Descriptor(id); derr == nil {
+				err = &shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(req.GetEpoch()), Current: d}
+			}
+		}
+	}
+	if err != nil {
 		return nil, s.errs.toStatus(err, id, nil)
 	}
 	d, err := s.store.Descriptor(id)
@@ -296,19 +310,21 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, req *pb.ChangeReplicas
 	return &pb.ChangeReplicasResponse{Shard: pbconv.DescriptorToProto(d)}, nil
 }
 
-// checkConfVer refuses a membership change routed with an old ConfVer.
-func (s *AdminServer) checkConfVer(id shard.ShardID, e *pb.Epoch) error {
+// checkConfVer refuses a membership change routed with an old ConfVer. It
+// returns the descriptor it checked against (nil when e is nil: no
+// check).
+func (s *AdminServer) checkConfVer(id shard.ShardID, e *pb.Epoch) (*shard.Descriptor, error) {
 	if e == nil {
-		return nil
+		return nil, nil
 	}
 	d, err := s.store.Descriptor(id)
 	if err != nil {
-		return s.errs.toStatus(err, id, nil)
+		return nil, s.errs.toStatus(err, id, nil)
 	}
 	if d.Epoch.ConfVer != e.GetConfVer() {
-		return s.errs.toStatus(&shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(e), Current: d}, id, nil)
+		return nil, s.errs.toStatus(&shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(e), Current: d}, id, nil)
 	}
-	return nil
+	return &d, nil
 }
 
 // AddReplica implements pb.AdminServer: learner, catch up, promote.

@@ -194,6 +194,7 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 		}
 		changes[i] = multiraft.ReplicaChange{Op: op, Replica: pbconv.ReplicaFromProto(c.GetReplica())}
 	}
+	var from *multiraft.Membership
 	if e := req.GetEpoch(); e != nil {
 		d, err := n.store.Descriptor(id)
 		if err != nil {
@@ -202,6 +203,7 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 		if d.Epoch.ConfVer != e.GetConfVer() {
 			return nil, statusOf(&shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(e), Current: d}, id)
 		}
+		from = &multiraft.Membership{Replicas: d.Replicas}
 	}
 	before, err := n.status(ctx, id)
 	if err != nil {
@@ -217,7 +219,16 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 			}
 		}
 	}
-	if _, err := n.s.actors.wait(ctx, n.e.ChangeReplicasFuture(id, changes)); err != nil {
+	fut := n.e.ChangeReplicasFuture(id, changes)
+	if from != nil {
+		fut = n.e.ChangeReplicasFromFuture(id, *from, changes)
+	}
+	if _, err := n.s.actors.wait(ctx, fut); err != nil {
+		if errors.Is(err, multiraft.ErrMembershipChanged) {
+			if d, derr := n.store.Descriptor(id); derr == nil {
+				err = &shard.EpochNotMatchError{Requested: pbconv.EpochFromProto(req.GetEpoch()), Current: d}
+			}
+		}
 		return nil, statusOf(err, id)
 	}
 	n.s.checkRemovalQuorum(id, before.Members, changes)
