@@ -132,12 +132,12 @@
 // ChangeReplicas proposes a ConfChangeV2 (joint consensus when more than
 // one voter changes; left automatically). ChangeReplicasFrom proposes it
 // only if the group's members are still those the caller decided it from,
-// checked on the worker with the proposal. Its context carries the nodes of
-// added replicas, so every replica learns where its peers live from the log.
-// A replica that applies its own removal deletes itself. A new replica is
-// added as a learner, sent a snapshot, promoted with AddVoter; it may be
-// created empty with JoinGroup first, or else the leader's first message
-// creates it.
+// checked on the worker with the proposal. A change's context carries the
+// nodes of added replicas, so every replica learns where its peers live
+// from the log. A replica that applies its own removal deletes itself. A
+// new replica is added as a learner, sent a snapshot, promoted with
+// AddVoter; it may be created empty with JoinGroup first, or else the
+// leader's first message creates it.
 //
 // # Replicas created by messages, tombstones
 //
