@@ -219,9 +219,11 @@ func (n *node) adminChangeReplicas(ctx context.Context, req *pb.ChangeReplicasRe
 			}
 		}
 	}
-	fut := n.e.ChangeReplicasFuture(id, changes)
+	var fut *multiraft.Future
 	if from != nil {
 		fut = n.e.ChangeReplicasFromFuture(id, *from, changes)
+	} else {
+		fut = n.e.ChangeReplicasFuture(id, changes)
 	}
 	if _, err := n.s.actors.wait(ctx, fut); err != nil {
 		if errors.Is(err, multiraft.ErrMembershipChanged) {
