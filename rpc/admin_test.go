@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/internal/testutil"
@@ -202,5 +204,48 @@ func TestAdminTopIDs(t *testing.T) {
 	}
 	if groups := s.engine.Groups(); len(groups) != 1 || groups[0] != 1 {
 		t.Fatalf("groups after the removal: %v, want [1]", groups)
+	}
+}
+
+// TestAdminChangeReplicasAtEpoch: a change that carries the epoch it was
+// decided at applies while the shard is still at it (the members are
+// checked again where the change is proposed), and is refused as
+// EpochNotMatch, changing nothing, once another change has moved it on.
+func TestAdminChangeReplicasAtEpoch(t *testing.T) {
+	s := newStack(t, stackConfig{})
+	admin := s.admin()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := admin.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := info.GetShard().GetEpoch()
+	addLearner := func(id uint64, epoch *pb.Epoch) error {
+		_, err := admin.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: 1, Epoch: epoch, Changes: []*pb.ReplicaChange{
+			{Type: pb.ChangeType_CHANGE_TYPE_ADD_LEARNER, Replica: &pb.Replica{ReplicaId: id, NodeId: 2}}}})
+		return err
+	}
+	if err := addLearner(102, read); err != nil {
+		t.Fatalf("a change at the shard's epoch %v: %v", read, err)
+	}
+	_, err = admin.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: 1, Epoch: read, Changes: []*pb.ReplicaChange{
+		{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: 102}}}})
+	if code := status.Code(err); code != codes.FailedPrecondition || !strings.Contains(err.Error(), "epoch") {
+		t.Fatalf("a removal decided at %v after a change moved the shard on: %v (%v), want EpochNotMatch", read, err, code)
+	}
+	info, err = admin.GetShardInfo(ctx, &pb.ShardInfoRequest{ShardId: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(info.GetShard().GetReplicas()); n != 2 {
+		t.Fatalf("%d members after a refused removal, want 2: %v", n, info.GetShard().GetReplicas())
+	}
+	// At the epoch the shard is at, with the learner among the members the
+	// descriptor and the engine both name, the removal applies.
+	_, err = admin.ChangeReplicas(ctx, &pb.ChangeReplicasRequest{ShardId: 1, Epoch: info.GetShard().GetEpoch(), Changes: []*pb.ReplicaChange{
+		{Type: pb.ChangeType_CHANGE_TYPE_REMOVE, Replica: &pb.Replica{ReplicaId: 102}}}})
+	if err != nil {
+		t.Fatalf("a removal at the shard's epoch %v: %v", info.GetShard().GetEpoch(), err)
 	}
 }
