@@ -223,15 +223,21 @@ func (n mnode) GetAt(_ context.Context, id shard.ShardID, _ shard.Epoch, key []b
 func (n mnode) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	for _, sh := range n.w.shards {
-		if sh.id == id && sh.stale == n.id {
-			return multiraft.GroupSummary{Group: sh.id, Leading: true, Term: sh.staleTerm}, true
-		}
-		if sh.id == id {
-			return multiraft.GroupSummary{Group: sh.id, Leading: sh.leader == n.id, Term: sh.term}, true
-		}
+	sh := n.w.shardLocked(id)
+	switch {
+	case sh == nil:
+		return multiraft.GroupSummary{}, false
+	case n.deposedLocked(id):
+		return multiraft.GroupSummary{Group: sh.id, Leading: true, Term: sh.staleTerm}, true
 	}
-	return multiraft.GroupSummary{}, false
+	return multiraft.GroupSummary{Group: sh.id, Leading: sh.leader == n.id, Term: sh.term}, true
+}
+
+// deposedLocked reports whether this node was deposed as leader of shard
+// id without knowing it.
+func (n mnode) deposedLocked(id shard.ShardID) bool {
+	sh := n.w.shardLocked(id)
+	return sh != nil && sh.stale == n.id
 }
 
 // CheckLeader answers from what the node believes, as the engine's does:
@@ -239,7 +245,7 @@ func (n mnode) Summary(id multiraft.GroupID) (multiraft.GroupSummary, bool) {
 func (n mnode) CheckLeader(id multiraft.GroupID) error {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	if sh := n.w.shardLocked(id); sh != nil && sh.stale == n.id {
+	if n.deposedLocked(id) {
 		return nil
 	}
 	return n.leadsLocked(id)
@@ -252,7 +258,7 @@ func (n mnode) LeaseHeld(multiraft.GroupID) bool { return false }
 func (n mnode) ReadBarrier(_ context.Context, id multiraft.GroupID, _ multiraft.ReadMode) error {
 	n.w.mu.Lock()
 	defer n.w.mu.Unlock()
-	if sh := n.w.shardLocked(id); sh != nil && sh.stale == n.id {
+	if n.deposedLocked(id) {
 		return context.DeadlineExceeded
 	}
 	return n.leadsLocked(id)
