@@ -8,6 +8,8 @@ import (
 	"flag"
 	"math"
 	"math/rand/v2"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -179,8 +181,8 @@ func TestParseProcStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CPU != 3*time.Second {
-		t.Errorf("CPU %s, want 3s", st.CPU)
+	if st.CPU != 3*time.Second || st.KernelCPU != 500*time.Millisecond {
+		t.Errorf("CPU %s, kernel %s, want 3s and 500ms", st.CPU, st.KernelCPU)
 	}
 	if want := int64(1000 * pageSize()); st.RSSBytes != want {
 		t.Errorf("RSS %d, want %d", st.RSSBytes, want)
@@ -190,6 +192,61 @@ func TestParseProcStat(t *testing.T) {
 	}
 	if _, err := parseProcStat("1 (x) S 1 2 3"); err == nil {
 		t.Error("short line parsed")
+	}
+}
+
+func TestParseContextSwitches(t *testing.T) {
+	status := "Name:\tshardnode\nState:\tS (sleeping)\nThreads:\t1\nvoluntary_ctxt_switches:\t1200\nnonvoluntary_ctxt_switches:\t34\n"
+	if n, err := parseContextSwitches([]byte(status)); err != nil || n != 1234 {
+		t.Errorf("parseContextSwitches = %d, %v; want 1234", n, err)
+	}
+	if _, err := parseContextSwitches([]byte("Name:\tx\nvoluntary_ctxt_switches:\t5\n")); err == nil {
+		t.Error("a status without nonvoluntary switches parsed")
+	}
+	if _, err := parseContextSwitches([]byte("voluntary_ctxt_switches:\tmany\nnonvoluntary_ctxt_switches:\t1\n")); err == nil {
+		t.Error("a malformed count parsed")
+	}
+}
+
+// TestReadThreadSwitchesCountsThisProcess: threads of this process that
+// block, here goroutines sleeping on OS threads of their own, raise the
+// count the bench reads for a process.
+func TestReadThreadSwitchesCountsThisProcess(t *testing.T) {
+	before, err := ReadThreadSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			runtime.LockOSThread() // a thread of its own, which sleeps
+			defer runtime.UnlockOSThread()
+			for range 50 {
+				time.Sleep(100 * time.Microsecond)
+			}
+		})
+	}
+	wg.Wait()
+	after, err := ReadThreadSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each sleep blocks its thread once; threads that exited since took
+	// their counts with them, so ask for far fewer than 200.
+	if n := after.Since(before); n < 50 {
+		t.Errorf("%d context switches over 200 sleeps", n)
+	}
+	if _, err := ReadThreadSwitches(-1); err == nil {
+		t.Error("a process that does not exist has context switches")
+	}
+}
+
+func TestThreadSwitchesSince(t *testing.T) {
+	before := ThreadSwitches{1: 100, 2: 50, 3: 7}
+	// Thread 2 switched 10 more times, 3 exited, 4 was born with 5.
+	after := ThreadSwitches{1: 100, 2: 60, 4: 5}
+	if n := after.Since(before); n != 15 {
+		t.Errorf("Since = %d, want 15", n)
 	}
 }
 
@@ -291,7 +348,7 @@ func TestRecordJSONHasTheIssueFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Elapsed = 2 * time.Second
-	res.CPU.Server = 50 * time.Millisecond
+	res.CPU.Server, res.CPU.ServerKernel, res.CPU.ServerSwitches = 50*time.Millisecond, 25*time.Millisecond, 2500
 	rep := &Report{Systems: []string{"mem"}, Workloads: []string{"write"}, Configs: map[string]Config{"write": res.Config},
 		Runs: map[string]map[string][]*Result{"write": {"mem": {res, res, res}}}, Fsync: FsyncProbe{Samples: 1, P50: 1500 * time.Microsecond}}
 	b, err := json.Marshal(rep.Records())
@@ -306,7 +363,8 @@ func TestRecordJSONHasTheIssueFields(t *testing.T) {
 		t.Fatalf("want 3 runs and a median, got %d records: %s", len(recs), b)
 	}
 	want := map[string]any{"system": "mem", "workload": "write", "clients": 2.0, "value_size": 64.0, "ops_per_sec": 50.0,
-		"errors": 0.0, "server_cpu_us_per_op": 500.0, "fsync_p50_ms": 1.5}
+		"errors": 0.0, "server_cpu_us_per_op": 500.0, "fsync_p50_ms": 1.5,
+		"server_kernel_share": 0.5, "server_context_switches_per_op": 25.0}
 	for _, r := range recs {
 		for k, v := range want {
 			if r[k] != v {
@@ -321,7 +379,8 @@ func TestRecordJSONHasTheIssueFields(t *testing.T) {
 	}
 	var table bytes.Buffer
 	rep.WriteTable(&table)
-	if !strings.Contains(table.String(), "medians of 3 runs") || !strings.Contains(table.String(), "fsync") {
+	if !strings.Contains(table.String(), "medians of 3 runs") || !strings.Contains(table.String(), "fsync") ||
+		!strings.Contains(table.String(), "context switches per op: mem 25.0, 50% of their CPU in the kernel") {
 		t.Errorf("table:\n%s", table.String())
 	}
 }

@@ -87,13 +87,18 @@ type Record struct {
 	ThroughputPerSec   []float64              `json:"throughput_per_sec,omitempty"`
 	ServerCPUSeconds   float64                `json:"server_cpu_s"`
 	ServerCPUByProcess map[string]float64     `json:"server_cpu_s_by_process,omitempty"`
-	ClientCPUSeconds   float64                `json:"client_cpu_s"`
-	OtherCPUCores      float64                `json:"other_cpu_cores"`
-	LoadAvgStart       float64                `json:"loadavg_start"`
-	LoadAvgEnd         float64                `json:"loadavg_end"`
-	FsyncP99Ms         float64                `json:"fsync_p99_ms"`
-	CPUs               int                    `json:"cpus"`
-	EtcdVersion        string                 `json:"etcd_version,omitempty"`
+	// ServerKernelShare is the part of the servers' CPU spent in kernel
+	// mode (0 to 1), and ServerSwitchesPerOp how many times their threads
+	// gave up their CPU per successful operation (CPUUse.ServerSwitches).
+	ServerKernelShare   float64 `json:"server_kernel_share"`
+	ServerSwitchesPerOp float64 `json:"server_context_switches_per_op"`
+	ClientCPUSeconds    float64 `json:"client_cpu_s"`
+	OtherCPUCores       float64 `json:"other_cpu_cores"`
+	LoadAvgStart        float64 `json:"loadavg_start"`
+	LoadAvgEnd          float64 `json:"loadavg_end"`
+	FsyncP99Ms          float64 `json:"fsync_p99_ms"`
+	CPUs                int     `json:"cpus"`
+	EtcdVersion         string  `json:"etcd_version,omitempty"`
 	// EtcdTarget is "leader" (every request sent to the member that
 	// leads) or "all" (balanced over every member); etcd runs only.
 	EtcdTarget        string `json:"etcd_target,omitempty"`
@@ -271,6 +276,12 @@ func NewRecord(r *Result, fsync FsyncProbe, run int) Record {
 	if r.CPU.Wall > 0 {
 		rec.OtherCPUCores = r.CPU.Others.Seconds() / r.CPU.Wall.Seconds()
 	}
+	if r.CPU.Server > 0 {
+		rec.ServerKernelShare = r.CPU.ServerKernel.Seconds() / r.CPU.Server.Seconds()
+	}
+	if r.Ops > 0 {
+		rec.ServerSwitchesPerOp = float64(r.CPU.ServerSwitches) / float64(r.Ops)
+	}
 	for op, h := range r.LatencyByOp {
 		rec.LatencyByOp[op] = latencyJSON(Summarize(h))
 	}
@@ -309,6 +320,8 @@ func MedianRecord(recs []Record) Record {
 	m.DurationS = med(func(r Record) float64 { return r.DurationS })
 	m.ServerCPUUsPerOp = med(func(r Record) float64 { return r.ServerCPUUsPerOp })
 	m.ServerCPUSeconds = med(func(r Record) float64 { return r.ServerCPUSeconds })
+	m.ServerKernelShare = med(func(r Record) float64 { return r.ServerKernelShare })
+	m.ServerSwitchesPerOp = med(func(r Record) float64 { return r.ServerSwitchesPerOp })
 	m.ClientCPUSeconds = med(func(r Record) float64 { return r.ClientCPUSeconds })
 	m.OtherCPUCores = med(func(r Record) float64 { return r.OtherCPUCores })
 	m.LoadAvgStart = med(func(r Record) float64 { return r.LoadAvgStart })
@@ -470,6 +483,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if len(rows) > 1 {
 			fmt.Fprintf(w, "ratios are %s over the other: above 1 is better for OPS/S, below 1 is better for latencies and server CPU per op\n", rows[0].System)
 		}
+		if line := wakeupLine(rows); line != "" {
+			fmt.Fprintln(w, line)
+		}
 		for _, r := range rows {
 			if r.EtcdTarget != "" {
 				fmt.Fprintf(w, "%s\n", etcdTargetLine(r))
@@ -495,6 +511,24 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nOTHER LOAD: CPU used by the rest of the machine (other tenants) during the window, in cores; high values mean the figures are disturbed.")
+}
+
+// wakeupLine says, for each row whose servers were measured, how often
+// their threads gave up the CPU per operation and how much of their CPU
+// the kernel used: on a machine where waking a thread is costly, these
+// explain CPU per operation that user-space profiles do not show. It is
+// empty when no row has them (a fleet the bench did not start).
+func wakeupLine(rows []Record) string {
+	var parts []string
+	for _, r := range rows {
+		if r.ServerSwitchesPerOp > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f, %.0f%% of their CPU in the kernel", r.System, r.ServerSwitchesPerOp, 100*r.ServerKernelShare))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "server threads' context switches per op: " + strings.Join(parts, "; ")
 }
 
 // format formats mm as "min-max", each with verb.
