@@ -176,8 +176,8 @@ type CPUUse struct {
 	// ServerSwitches is how many times the server processes' threads gave
 	// up their CPU (ReadThreadSwitches), summed: each is a thread put to
 	// sleep or preempted, and most are woken again later. On a virtual
-	// machine whose wake-ups are costly, it explains much of the CPU per
-	// operation that a Go CPU profile does not show (see bench/README.md,
+	// machine whose wake-ups are costly, it explains CPU per operation
+	// that Go's CPU profiles show only in part (see bench/README.md,
 	// "Wake-ups").
 	ServerSwitches uint64
 	// Client is the bench process's own CPU time (the clients).

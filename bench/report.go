@@ -516,7 +516,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 // wakeupLine says, for each row whose servers were measured, how often
 // their threads gave up the CPU per operation and how much of their CPU
 // the kernel used: on a machine where waking a thread is costly, these
-// explain CPU per operation that user-space profiles do not show. It is
+// explain CPU per operation that Go's CPU profiles show only in part. It is
 // empty when no row has them (a fleet the bench did not start).
 func wakeupLine(rows []Record) string {
 	var parts []string
