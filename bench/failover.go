@@ -72,7 +72,12 @@ type FailoverResult struct {
 	UnaffectedErrors int64            `json:"unaffected_errors"`
 	UnaffectedMaxMs  float64          `json:"unaffected_max_latency_ms"`
 	ErrorsByKind     map[string]int64 `json:"errors_by_kind,omitempty"`
-	OtherCPUCores    float64          `json:"other_cpu_cores"`
+	// ServerCPUCores is the CPU of the fleet's surviving processes (the
+	// other shardnodes and placementd) from the kill to the end, in
+	// cores; OtherCPUCores that of the rest of the machine but the
+	// bench itself.
+	ServerCPUCores float64 `json:"server_cpu_cores"`
+	OtherCPUCores  float64 `json:"other_cpu_cores"`
 }
 
 // shardWriter is the state of one shard during the failover run.
@@ -241,7 +246,17 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 	for _, id := range leadersOf[victim.ID] {
 		affected[id] = true
 	}
-	win := startCPUWindow(nil)
+	// The window measures the nodes that live on and placementd, so that
+	// the other load is the rest of the machine, not the fleet serving
+	// the writes (the killed node's CPU in the window is nil: it dies at
+	// once).
+	var survivors []Proc
+	for _, p := range procs(f) {
+		if p.Name != victim.Name {
+			survivors = append(survivors, p)
+		}
+	}
+	win := startCPUWindow(survivors)
 	killMu.Lock()
 	killAt = time.Now()
 	_ = victim.Kill(context.Background()) // no deadline: SIGKILL cannot be refused
@@ -256,7 +271,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (*FailoverResult, error
 	cpu := win.end()
 
 	res := &FailoverResult{Shards: len(shards), KilledNode: victim.ID, KilledLeaders: len(affected), ErrorsByKind: kinds,
-		OtherCPUCores: cpu.Others.Seconds() / cpu.Wall.Seconds()}
+		ServerCPUCores: cpu.Server.Seconds() / cpu.Wall.Seconds(), OtherCPUCores: cpu.Others.Seconds() / cpu.Wall.Seconds()}
 	var windows []float64
 	for _, s := range shards {
 		out := ShardOutage{Shard: s.id, Affected: affected[s.id], UnavailableMs: -1, Errors: s.errs, Writes: s.ok, MaxLatencyMs: Millis(s.maxLat)}
@@ -307,7 +322,7 @@ func (r *FailoverResult) WriteTable(w io.Writer) {
 	if len(r.ErrorsByKind) > 0 {
 		fmt.Fprintf(w, "errors after the kill by kind: %s\n", formatCounts(r.ErrorsByKind))
 	}
-	fmt.Fprintf(w, "other load on the machine: %.2f cores\n", r.OtherCPUCores)
+	fmt.Fprintf(w, "after the kill: the surviving servers used %.2f cores, the rest of the machine (other load) %.2f\n", r.ServerCPUCores, r.OtherCPUCores)
 }
 
 // shardKey returns a random key of [start, end): start (or a zero byte
