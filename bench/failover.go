@@ -74,8 +74,8 @@ type FailoverResult struct {
 	ErrorsByKind     map[string]int64 `json:"errors_by_kind,omitempty"`
 	// ServerCPUCores is the CPU of the fleet's surviving processes (the
 	// other shardnodes and placementd) from the kill to the end, in
-	// cores; OtherCPUCores that of the rest of the machine but the
-	// bench itself.
+	// cores; OtherCPUCores is that of every other process on the
+	// machine, the bench's own excluded.
 	ServerCPUCores float64 `json:"server_cpu_cores"`
 	OtherCPUCores  float64 `json:"other_cpu_cores"`
 }

@@ -141,12 +141,7 @@ func TestBenchCompareEndpointsNeedOneSystem(t *testing.T) {
 // bench did not start), and the JSON records the endpoints, the bench's
 // version and Go version, and the runs' spread beside the median.
 func TestBenchCompareAgainstRunningFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a fleet")
-	}
-	bin := flt.Binary(t, "flotilla-bench")
-	flt.Binary(t, "shardnode")
-	flt.Binary(t, "placementd")
+	bin := fleetBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f, err := launch.Start(ctx, launch.Options{Dir: t.TempDir(), BinDir: filepath.Dir(bin), Nodes: 3, LogLevel: "warn",
@@ -194,4 +189,18 @@ func TestBenchCompareAgainstRunningFleet(t *testing.T) {
 			t.Errorf("record versions: flotilla %v, go %v", r["flotilla_version"], r["go_version"])
 		}
 	}
+}
+
+// fleetBinaries skips a test that starts a fleet in -short mode; otherwise
+// it builds flotilla-bench, shardnode and placementd (into one directory)
+// and returns flotilla-bench's path.
+func fleetBinaries(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a fleet")
+	}
+	bin := flt.Binary(t, "flotilla-bench")
+	flt.Binary(t, "shardnode")
+	flt.Binary(t, "placementd")
+	return bin
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/flotilla-kv/flotilla/bench"
-	flt "github.com/flotilla-kv/flotilla/internal/fleet"
 )
 
 // TestBenchFailover runs the failover benchmark on a small fleet and
@@ -19,12 +18,7 @@ import (
 // led took writes again, every shard is listed, and the CPU of the
 // surviving servers is measured as theirs, not counted as other load.
 func TestBenchFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a fleet")
-	}
-	bin := flt.Binary(t, "flotilla-bench")
-	flt.Binary(t, "shardnode")
-	flt.Binary(t, "placementd")
+	bin := fleetBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	jsonPath := filepath.Join(t.TempDir(), "failover.json")
