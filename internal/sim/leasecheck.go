@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla-kv/flotilla/internal/keys"
 	"github.com/flotilla-kv/flotilla/internal/syskeys"
+	"github.com/flotilla-kv/flotilla/multiraft"
 	"github.com/flotilla-kv/flotilla/placement/tso"
 	"github.com/flotilla-kv/flotilla/shard"
 )
@@ -30,7 +31,10 @@ import (
 //     attempt, answered or not), on the slowest clock allowed (rate
 //     950/1000). The bound: the lessor's interval, plus, per change of
 //     the node serving the home (leading it, counting the lease, and
-//     reaching a majority), the lease's checkpoint interval, plus every
+//     reaching a majority) or of the term it leads the home in (the same
+//     node elected again, after a crash or a lost majority: its lessor
+//     loads the home's leases afresh, as a new node's would), the
+//     lease's checkpoint interval, plus every
 //     step no node served it, plus leaseSlack per change and once more
 //     for the end's own writes; all at the slowest rate. The end's
 //     revision E must be stamped by then, no read called after then may
@@ -133,7 +137,7 @@ func (s *simulation) trackLeases() {
 		if !l.maybe || st.ended[l.id] != 0 {
 			continue
 		}
-		srv, home := s.leaseServer(l.id)
+		srv, home, term := s.leaseServer(l.id)
 		switch {
 		case srv == nil:
 			l.unserved++
@@ -144,19 +148,22 @@ func (s *simulation) trackLeases() {
 			// checkpoints).
 			l.changes++
 			l.homeMoves++
-		case srv != l.server:
+		case srv != l.server || term != l.term:
+			// Another node, or the same one leading in a new term (back
+			// from a crash or a lost majority): either way a lessor loaded
+			// the home's leases afresh, from their checkpoints.
 			l.changes++
 		}
 		if srv != nil {
-			l.server, l.home, l.tracked = srv, home, true
+			l.server, l.term, l.home, l.tracked = srv, term, home, true
 		}
 	}
 }
 
 // leaseServer returns the node that leads lease id's home, counts its
-// time and reaches a majority of the home's replicas, if one does, and
-// the home's descriptor there.
-func (s *simulation) leaseServer(id uint64) (*node, shard.Descriptor) {
+// time and reaches a majority of the home's replicas, if one does, the
+// home's descriptor there and the term it leads the home in.
+func (s *simulation) leaseServer(id uint64) (*node, shard.Descriptor, uint64) {
 	key := syskeys.LeaseRecordKey(id)
 	for _, n := range s.nodes {
 		if !n.up() || n.leases == nil || !n.leases.ls.Holds(id) {
@@ -174,11 +181,12 @@ func (s *simulation) leaseServer(id uint64) (*node, shard.Descriptor) {
 				}
 			}
 			if reach*2 > len(d.Replicas) {
-				return n, d
+				sum, _ := n.e.Summary(multiraft.GroupID(d.ShardID))
+				return n, d, sum.Term
 			}
 		}
 	}
-	return nil, shard.Descriptor{}
+	return nil, shard.Descriptor{}, 0
 }
 
 // drainLeases lets the healed cluster run until every lease granted

@@ -65,10 +65,12 @@ type simLease struct {
 	// keys attached by acknowledged or ambiguous puts.
 	keys []string
 	// Tracking while the lease may live (leasecheck.go): the node that
-	// served its home at the last step and the home's descriptor, how
-	// often either changed (homeMoves: the home or its range, by a
-	// split), how many steps nobody served it.
+	// served its home at the last step, the term it led the home in and
+	// the home's descriptor, how often any of them changed (homeMoves:
+	// the home or its range, by a split), how many steps nobody served
+	// it.
 	server                       *node
+	term                         uint64
 	home                         shard.Descriptor
 	changes, homeMoves, unserved int
 	tracked                      bool

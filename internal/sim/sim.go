@@ -198,7 +198,7 @@ type Stats struct {
 	// revoked, reads of leased keys and those the fence answered absent,
 	// deletes of leased keys the samples saw, leases ended; leases whose
 	// home changed while they lived (a split: LeaseHomeMoves) or whose
-	// serving node did (LeaseHomeChanges, counting both).
+	// serving node or its term did (LeaseHomeChanges, counting all).
 	LeasesGranted, LeaseKeepAlives, LeasesRevoked, LeaseReads int
 	LeaseReadsFenced, LeaseDeletes, LeasesEnded               int
 	LeaseHomeMoves, LeaseHomeChanges                          int

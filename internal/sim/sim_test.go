@@ -191,7 +191,7 @@ func TestSimulation(t *testing.T) {
 			float64(ops)/float64(len(seeds)), opsMax, opsMaxSeed, opsFailed, ops)
 	}
 	if leases.LeasesGranted > 0 {
-		fmt.Printf("sim: leases: granted %d, ended %d (revoked %d), keepalives %d, reads %d (%d fenced), deletes %d; %d leases saw their home's server change, %d their home split; ends at most %d steps past deadline+interval+checkpoints+unserved (seed %d; the bound allows %d more per change and once)\n",
+		fmt.Printf("sim: leases: granted %d, ended %d (revoked %d), keepalives %d, reads %d (%d fenced), deletes %d; %d leases saw their home's server or its term change, %d their home split; ends at most %d steps past deadline+interval+checkpoints+unserved (seed %d; the bound allows %d more per change and once)\n",
 			leases.LeasesGranted, leases.LeasesEnded, leases.LeasesRevoked, leases.LeaseKeepAlives, leases.LeaseReads, leases.LeaseReadsFenced,
 			leases.LeaseDeletes, leases.LeaseHomeChanges, leases.LeaseHomeMoves, slackMax, slackSeed, leaseSlack)
 	}
