@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +19,13 @@ import (
 // led took writes again, every shard is listed, and the CPU of the
 // surviving servers is measured as theirs, not counted as other load.
 func TestBenchFailover(t *testing.T) {
+	const shards, after = 4, 8 * time.Second
 	bin := fleetBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	jsonPath := filepath.Join(t.TempDir(), "failover.json")
-	out, err := exec.CommandContext(ctx, bin, "failover", "--shards", "4", "--writers-per-shard", "1",
-		"--kill-after", "2s", "--after", "8s", "--json", jsonPath).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "failover", "--shards", strconv.Itoa(shards), "--writers-per-shard", "1",
+		"--kill-after", "2s", "--after", after.String(), "--json", jsonPath).CombinedOutput()
 	if err != nil {
 		t.Fatalf("failover: %v\n%s", err, out)
 	}
@@ -38,8 +40,8 @@ func TestBenchFailover(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("%v in:\n%s", err, b)
 	}
-	if r.Shards != 4 || len(r.Outages) != 4 {
-		t.Fatalf("want 4 shards and an outage line for each, got %d and %d:\n%s", r.Shards, len(r.Outages), b)
+	if r.Shards != shards || len(r.Outages) != shards {
+		t.Fatalf("want %d shards and an outage line for each, got %d and %d:\n%s", shards, r.Shards, len(r.Outages), b)
 	}
 	if r.KilledLeaders < 1 {
 		t.Fatalf("the killed node %d led no shard:\n%s", r.KilledNode, b)
@@ -51,7 +53,7 @@ func TestBenchFailover(t *testing.T) {
 		}
 		affected++
 		if o.UnavailableMs < 0 || o.Writes == 0 {
-			t.Errorf("shard %d, whose leader was killed, took no write in the 8 s after: %+v", o.Shard, o)
+			t.Errorf("shard %d, whose leader was killed, took no write in the %s after: %+v", o.Shard, after, o)
 		}
 	}
 	if affected != r.KilledLeaders || r.AffectedMaxMs < 0 {
